@@ -1,0 +1,186 @@
+//! [`Endpoint`]: a connection to one peer over the chosen provider.
+
+use std::time::{Duration, Instant};
+
+use crate::caps::{Caps, TransportKind};
+use crate::completion::{Completion, PollMode};
+use crate::error::FabricError;
+use crate::mr::{check_remote, RemoteBuffer};
+use crate::{shm, tcp};
+
+/// Static dispatch over the built providers (Lamellar's `Lamellae` enum).
+#[derive(Debug)]
+pub(crate) enum Inner {
+    Tcp(tcp::TcpEndpoint),
+    Shm(shm::ShmEndpoint),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $ep:ident => $body:expr) => {
+        match $self {
+            Inner::Tcp($ep) => $body,
+            Inner::Shm($ep) => $body,
+        }
+    };
+}
+
+/// A connection to one peer: one-sided writes into the peer's exposed
+/// buffers, two-sided messages, and completions of what the peer did.
+///
+/// Posting returns as soon as the local buffer may be reused; many
+/// operations may be in flight (bounded by ring or socket space, beyond
+/// which a post waits up to the configured op timeout while still
+/// draining incoming traffic, so two peers posting at each other never
+/// deadlock). Completions arrive in posting order.
+///
+/// An endpoint is used from one thread at a time (`&mut self`); it can be
+/// moved between threads.
+#[derive(Debug)]
+pub struct Endpoint {
+    inner: Inner,
+    kind: TransportKind,
+    caps: Caps,
+    peer_buffers: Vec<RemoteBuffer>,
+    peer_user: Vec<u8>,
+    max_message: usize,
+    dead: Option<String>,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        inner: Inner,
+        kind: TransportKind,
+        caps: Caps,
+        peer_buffers: Vec<RemoteBuffer>,
+        peer_user: Vec<u8>,
+        max_message: usize,
+    ) -> Self {
+        Endpoint {
+            inner,
+            kind,
+            caps,
+            peer_buffers,
+            peer_user,
+            max_message,
+            dead: None,
+        }
+    }
+
+    /// The transport in use.
+    pub fn kind(&self) -> TransportKind {
+        self.kind
+    }
+
+    /// What this endpoint can do.
+    pub fn caps(&self) -> Caps {
+        self.caps
+    }
+
+    /// The buffers the peer exposed in the handshake, in its order.
+    pub fn peer_buffers(&self) -> &[RemoteBuffer] {
+        &self.peer_buffers
+    }
+
+    /// The opaque data the peer sent in the handshake.
+    pub fn peer_user_data(&self) -> &[u8] {
+        &self.peer_user
+    }
+
+    /// Largest two-sided message.
+    pub fn max_message(&self) -> usize {
+        self.max_message
+    }
+
+    fn alive(&self) -> Result<(), FabricError> {
+        match &self.dead {
+            Some(why) => Err(FabricError::PeerGone(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Errors that end the endpoint stick: every later call reports them.
+    fn track<T>(&mut self, r: Result<T, FabricError>) -> Result<T, FabricError> {
+        if let Err(e) = &r {
+            if matches!(e, FabricError::PeerGone(_) | FabricError::Malformed(_) | FabricError::Os { .. }) {
+                self.dead = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Writes `data` at `offset` of the peer's buffer `remote` and delivers
+    /// `imm` with it: the peer gets a [`Completion::Write`] once the data
+    /// has landed.
+    ///
+    /// The access is checked against the buffers the peer exposed; a wrong
+    /// rkey or a range outside them is refused here with
+    /// [`FabricError::RemoteAccess`] and nothing is sent.
+    pub fn write_imm(&mut self, data: &[u8], remote: &RemoteBuffer, offset: u64, imm: u32) -> Result<(), FabricError> {
+        self.alive()?;
+        let addr = check_remote(&self.peer_buffers, remote, offset, data.len() as u64)?;
+        if data.len() > u32::MAX as usize {
+            return Err(FabricError::TooLarge {
+                len: data.len(),
+                max: u32::MAX as usize,
+            });
+        }
+        let r = dispatch!(&mut self.inner, ep => ep.write(addr, remote.rkey, imm, data));
+        self.track(r)
+    }
+
+    /// Sends a two-sided message; the peer gets a [`Completion::Recv`].
+    pub fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        self.alive()?;
+        if data.len() > self.max_message {
+            return Err(FabricError::TooLarge {
+                len: data.len(),
+                max: self.max_message,
+            });
+        }
+        let r = dispatch!(&mut self.inner, ep => ep.send(data));
+        self.track(r)
+    }
+
+    /// The next completion, if one is ready; never blocks.
+    pub fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        self.alive()?;
+        let r = dispatch!(&mut self.inner, ep => ep.poll());
+        self.track(r)
+    }
+
+    /// Waits up to `timeout` for the next completion, busy polling
+    /// ([`PollMode::Hot`]) or sleeping on the endpoint's fd
+    /// ([`PollMode::Warm`]). [`FabricError::Timeout`] if none came; a dead
+    /// peer is [`FabricError::PeerGone`], never a hang.
+    pub fn wait(&mut self, mode: PollMode, timeout: Duration) -> Result<Completion, FabricError> {
+        if let Some(c) = self.poll()? {
+            return Ok(c);
+        }
+        let deadline = Instant::now() + timeout;
+        match mode {
+            PollMode::Hot => loop {
+                // Read the clock every 64 polls: it costs more than a poll on some VMs.
+                for _ in 0..64 {
+                    if let Some(c) = self.poll()? {
+                        return Ok(c);
+                    }
+                    std::hint::spin_loop();
+                }
+                if Instant::now() >= deadline {
+                    return Err(FabricError::Timeout { op: "wait", after: timeout });
+                }
+            },
+            PollMode::Warm => loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(FabricError::Timeout { op: "wait", after: timeout });
+                }
+                let r = dispatch!(&mut self.inner, ep => ep.block(deadline - now));
+                self.track(r)?;
+                if let Some(c) = self.poll()? {
+                    return Ok(c);
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! [`Fabric`] and [`Listener`]: open providers, register memory, and make
+//! endpoints through the handshake (the I/O driver of [`crate::wire`] and
+//! [`crate::select`]).
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::caps::{ProviderInfo, TransportKind};
+use crate::config::Config;
+use crate::endpoint::{Endpoint, Inner};
+use crate::error::FabricError;
+use crate::mr::{MemoryRegion, RegionTable};
+use crate::select::{select, Side};
+use crate::wire::{
+    decode_body, decode_handshake_header, encode_handshake, Accept, HandshakeKind, Hello, ShmOffer,
+    WireError, HANDSHAKE_HEADER_LEN,
+};
+use crate::secret::random_bytes;
+use crate::{host, registry, shm, tcp};
+
+/// The providers opened in this process, and the memory registered with
+/// them.
+#[derive(Debug, Clone)]
+pub struct Fabric {
+    cfg: Config,
+    providers: Vec<ProviderInfo>,
+}
+
+/// What one side offers when connecting: the regions the peer may write
+/// into, and opaque application data (e.g. a lease token).
+///
+/// ```
+/// # let fabric = rfx_fabric::Fabric::open(Default::default())?;
+/// let inbox = fabric.register(4096)?;
+/// let opts = rfx_fabric::ConnectOptions::new().expose(&inbox).user_data(b"token".to_vec());
+/// # Ok::<(), rfx_fabric::FabricError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    expose: Vec<MemoryRegion>,
+    user: Vec<u8>,
+}
+
+impl ConnectOptions {
+    /// Nothing exposed, no user data.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets the peer write into `region`.
+    pub fn expose(mut self, region: &MemoryRegion) -> Self {
+        self.expose.push(region.clone());
+        self
+    }
+
+    /// Sends `data` to the peer in the handshake.
+    pub fn user_data(mut self, data: Vec<u8>) -> Self {
+        self.user = data;
+        self
+    }
+}
+
+impl Fabric {
+    /// Probes the built providers. A forced transport that is not built or
+    /// not usable here is an error now, not at the first connect.
+    pub fn open(cfg: Config) -> Result<Fabric, FabricError> {
+        cfg.validate()?;
+        let mut providers = Vec::new();
+        for (kind, probed) in registry::probe_all(&cfg) {
+            match probed {
+                Ok(Some(info)) => providers.push(info),
+                Ok(None) => tracing::debug!(%kind, "provider unusable on this host"),
+                Err(e) => tracing::debug!(%kind, "provider not available: {e}"),
+            }
+        }
+        if let Some(kind) = cfg.transport.forced() {
+            if !providers.iter().any(|p| p.kind == kind) {
+                return Err(match registry::probe(kind, &cfg) {
+                    Err(e) => e,
+                    Ok(_) => FabricError::Unavailable {
+                        kind,
+                        reason: "no usable device on this host".into(),
+                    },
+                });
+            }
+        }
+        Ok(Fabric { cfg, providers })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The usable providers, in preference order.
+    pub fn providers(&self) -> &[ProviderInfo] {
+        &self.providers
+    }
+
+    /// Registers `len` bytes of zeroed memory that peers can be allowed to
+    /// write into (see [`ConnectOptions::expose`]).
+    pub fn register(&self, len: usize) -> Result<MemoryRegion, FabricError> {
+        MemoryRegion::new(len)
+    }
+
+    /// Listens for peers on `addr` (every connection starts over TCP).
+    pub fn listen(&self, addr: SocketAddr) -> Result<Listener, FabricError> {
+        let tcp = TcpListener::bind(addr).map_err(|e| FabricError::os("bind", e))?;
+        Ok(Listener { tcp, fabric: self.clone() })
+    }
+
+    fn hello(&self, opts: &ConnectOptions) -> Hello {
+        Hello {
+            host: host::host_id().to_string(),
+            pid: std::process::id(),
+            forced: self.cfg.transport.forced(),
+            providers: self.providers.clone(),
+            buffers: opts.expose.iter().map(|r| r.remote()).collect(),
+            user: opts.user.clone(),
+        }
+    }
+
+    /// Connects to a listener at `addr`, runs the handshake and switches to
+    /// the selected transport, all within the connect timeout.
+    pub fn connect(&self, addr: SocketAddr, opts: &ConnectOptions) -> Result<Endpoint, FabricError> {
+        let timeout = self.cfg.connect_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
+            io::ErrorKind::TimedOut => FabricError::Timeout { op: "connect", after: timeout },
+            _ => FabricError::os("connect", e),
+        })?;
+        sock.set_nodelay(true).map_err(|e| FabricError::os("set_nodelay", e))?;
+        let hello = self.hello(opts);
+        write_msg(&mut sock, &encode_handshake(HandshakeKind::Hello, &hello), deadline)?;
+        let (kind, body) = read_msg(&mut sock, deadline)?;
+        let accept: Accept = match kind {
+            HandshakeKind::Accept => decode_body(&body).map_err(handshake_err)?,
+            HandshakeKind::Reject => {
+                let why: String = decode_body(&body).map_err(handshake_err)?;
+                return Err(FabricError::Rejected(why));
+            }
+            HandshakeKind::Hello => return Err(FabricError::Handshake("server answered with a hello".into())),
+        };
+        let ours = Side {
+            host: &hello.host,
+            providers: &self.providers,
+            forced: hello.forced,
+        };
+        let theirs = Side {
+            host: &accept.hello.host,
+            providers: &accept.hello.providers,
+            forced: accept.hello.forced,
+        };
+        let expected = select(&ours, &theirs).map_err(|e| FabricError::NoTransport(e.to_string()))?;
+        if expected != accept.transport {
+            return Err(FabricError::Handshake(format!(
+                "server chose {} where {} was expected",
+                accept.transport, expected
+            )));
+        }
+        let regions = RegionTable::new(opts.expose.clone());
+        let inner = match accept.transport {
+            TransportKind::Tcp => Inner::Tcp(tcp::TcpEndpoint::new(sock, regions, self.cfg.max_message, self.cfg.op_timeout)?),
+            TransportKind::Shm => {
+                let offer = accept
+                    .shm
+                    .as_ref()
+                    .ok_or_else(|| FabricError::Handshake("shm chosen without a rendezvous".into()))?;
+                let name = UnixAddr::from_abstract_name(offer.socket.as_bytes()).map_err(|e| FabricError::os("unix address", e))?;
+                let mut us = UnixStream::connect_addr(&name).map_err(|e| FabricError::os("connect (shm)", e))?;
+                us.set_write_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_write_timeout", e))?;
+                us.write_all(&offer.nonce).map_err(|e| FabricError::os("send nonce", e))?;
+                let ep = shm::establish(us, regions, &accept.hello.buffers, &self.cfg, remaining(deadline)?)?;
+                drop(sock);
+                Inner::Shm(ep)
+            }
+            other => return Err(FabricError::NotBuilt { kind: other, feature: other.feature().unwrap_or("none") }),
+        };
+        let caps = self.caps_of(accept.transport);
+        Ok(Endpoint::new(inner, accept.transport, caps, accept.hello.buffers, accept.hello.user, self.cfg.max_message))
+    }
+
+    fn caps_of(&self, kind: TransportKind) -> crate::caps::Caps {
+        self.providers
+            .iter()
+            .find(|p| p.kind == kind)
+            .map(|p| p.caps)
+            .unwrap_or(crate::caps::Caps::empty())
+    }
+}
+
+/// Accepts peers; every accepted connection runs the handshake.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    fabric: Fabric,
+}
+
+/// A TCP connection accepted but not yet through the handshake; servers
+/// hand it to a worker so that a slow or hostile client does not hold up
+/// the accept loop.
+#[derive(Debug)]
+pub struct Incoming {
+    sock: TcpStream,
+    peer: SocketAddr,
+    fabric: Fabric,
+}
+
+impl Listener {
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, FabricError> {
+        self.tcp.local_addr().map_err(|e| FabricError::os("local_addr", e))
+    }
+
+    /// Waits up to `timeout` (forever if `None`) for the next connection.
+    pub fn incoming(&self, timeout: Option<Duration>) -> Result<Incoming, FabricError> {
+        if let Some(t) = timeout {
+            let ms = t.as_millis().clamp(0, i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.tcp.as_fd(), PollFlags::POLLIN)];
+            let n = nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+                .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
+            if n == 0 {
+                return Err(FabricError::Timeout { op: "accept", after: t });
+            }
+        }
+        let (sock, peer) = self.tcp.accept().map_err(|e| FabricError::os("accept", e))?;
+        Ok(Incoming { sock, peer, fabric: self.fabric.clone() })
+    }
+
+    /// Accepts the next peer with no check of its user data.
+    pub fn accept(&self, opts: &ConnectOptions) -> Result<Endpoint, FabricError> {
+        self.incoming(None)?.accept(opts, |_| Ok(()))
+    }
+}
+
+impl Incoming {
+    /// The peer's TCP address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Runs the server side of the handshake. `verify` sees the client's
+    /// hello (e.g. to check a token in its user data); an `Err(reason)` is
+    /// sent to the client as a rejection.
+    pub fn accept(
+        mut self,
+        opts: &ConnectOptions,
+        verify: impl FnOnce(&Hello) -> Result<(), String>,
+    ) -> Result<Endpoint, FabricError> {
+        let fabric = &self.fabric;
+        let cfg = &fabric.cfg;
+        let deadline = Instant::now() + cfg.connect_timeout;
+        let _ = self.sock.set_nodelay(true);
+        let client: Hello = match read_msg(&mut self.sock, deadline) {
+            Ok((HandshakeKind::Hello, body)) => match decode_body(&body) {
+                Ok(h) => h,
+                Err(e) => return Err(self.reject(deadline, handshake_err(e))),
+            },
+            Ok((other, _)) => {
+                let e = FabricError::Handshake(format!("expected a hello, got {other:?}"));
+                return Err(self.reject(deadline, e));
+            }
+            Err(e @ FabricError::Malformed(WireError::Version { .. })) => return Err(self.reject(deadline, e)),
+            Err(e) => return Err(e),
+        };
+        if let Err(why) = verify(&client) {
+            let _ = write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Reject, &why), deadline);
+            return Err(FabricError::Rejected(why));
+        }
+        let hello = fabric.hello(opts);
+        let ours = Side { host: &hello.host, providers: &fabric.providers, forced: hello.forced };
+        let theirs = Side { host: &client.host, providers: &client.providers, forced: client.forced };
+        let transport = match select(&ours, &theirs) {
+            Ok(t) => t,
+            Err(e) => return Err(self.reject(deadline, FabricError::NoTransport(e.to_string()))),
+        };
+        let regions = RegionTable::new(opts.expose.clone());
+        let inner = match transport {
+            TransportKind::Tcp => {
+                let accept = Accept { hello, transport, shm: None };
+                write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Accept, &accept), deadline)?;
+                Inner::Tcp(tcp::TcpEndpoint::new(self.sock, regions, cfg.max_message, cfg.op_timeout)?)
+            }
+            TransportKind::Shm => {
+                let (listener, offer) = shm_rendezvous()?;
+                let accept = Accept { hello, transport, shm: Some(offer.clone()) };
+                write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Accept, &accept), deadline)?;
+                let us = accept_shm(&listener, &offer.nonce, deadline)?;
+                Inner::Shm(shm::establish(us, regions, &client.buffers, cfg, remaining(deadline)?)?)
+            }
+            other => return Err(FabricError::NotBuilt { kind: other, feature: other.feature().unwrap_or("none") }),
+        };
+        Ok(Endpoint::new(inner, transport, fabric.caps_of(transport), client.buffers, client.user, cfg.max_message))
+    }
+
+    /// Tells the client why (best effort) and returns the error for us.
+    fn reject(&mut self, deadline: Instant, e: FabricError) -> FabricError {
+        let why = e.to_string();
+        let _ = write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Reject, &why), deadline);
+        tracing::debug!(peer = %self.peer, "handshake refused: {why}");
+        e
+    }
+}
+
+/// A one-off abstract Unix socket for one shm set-up, and its secret.
+fn shm_rendezvous() -> Result<(UnixListener, ShmOffer), FabricError> {
+    let nonce = random_bytes::<16>()?;
+    let tag = random_bytes::<8>()?;
+    let name = format!("rfx-shm-{}-{:016x}", std::process::id(), u64::from_le_bytes(tag));
+    let addr = UnixAddr::from_abstract_name(name.as_bytes()).map_err(|e| FabricError::os("unix address", e))?;
+    let listener = UnixListener::bind_addr(&addr).map_err(|e| FabricError::os("bind (shm)", e))?;
+    listener.set_nonblocking(true).map_err(|e| FabricError::os("set_nonblocking", e))?;
+    Ok((listener, ShmOffer { socket: name, nonce }))
+}
+
+/// Waits for the client that knows `nonce`; anyone else is dropped.
+fn accept_shm(listener: &UnixListener, nonce: &[u8; 16], deadline: Instant) -> Result<UnixStream, FabricError> {
+    loop {
+        let left = remaining(deadline)?;
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
+            .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
+        let mut us = match listener.accept() {
+            Ok((us, _)) => us,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(FabricError::os("accept (shm)", e)),
+        };
+        us.set_nonblocking(false).map_err(|e| FabricError::os("set_nonblocking", e))?;
+        us.set_read_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_read_timeout", e))?;
+        let mut got = [0u8; 16];
+        if us.read_exact(&mut got).is_ok() && &got == nonce {
+            return Ok(us);
+        }
+        tracing::warn!("dropped an shm connection with a wrong secret");
+    }
+}
+
+fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
+    let now = Instant::now();
+    if now >= deadline {
+        Err(FabricError::Timeout { op: "handshake", after: Duration::ZERO })
+    } else {
+        Ok(deadline - now)
+    }
+}
+
+fn handshake_err(e: WireError) -> FabricError {
+    FabricError::Malformed(e)
+}
+
+fn write_msg(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), FabricError> {
+    sock.set_write_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_write_timeout", e))?;
+    sock.write_all(bytes).map_err(|e| io_err("handshake send", e))
+}
+
+fn read_msg(sock: &mut TcpStream, deadline: Instant) -> Result<(HandshakeKind, Vec<u8>), FabricError> {
+    let mut head = [0u8; HANDSHAKE_HEADER_LEN];
+    read_exact_by(sock, &mut head, deadline)?;
+    let (kind, len) = decode_handshake_header(&head).map_err(FabricError::Malformed)?;
+    let mut body = vec![0u8; len];
+    read_exact_by(sock, &mut body, deadline)?;
+    Ok((kind, body))
+}
+
+fn read_exact_by(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), FabricError> {
+    let mut got = 0;
+    while got < buf.len() {
+        sock.set_read_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_read_timeout", e))?;
+        match sock.read(&mut buf[got..]) {
+            Ok(0) => return Err(FabricError::PeerGone("peer closed during the handshake".into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_err("handshake receive", e)),
+        }
+    }
+    Ok(())
+}
+
+fn io_err(op: &'static str, e: io::Error) -> FabricError {
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FabricError::Timeout { op, after: Duration::ZERO },
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
+            FabricError::PeerGone(format!("{op}: {e}"))
+        }
+        _ => FabricError::os(op, e),
+    }
+}

@@ -1,0 +1,90 @@
+//! rfx-fabric: the transport layer of rfx.
+//!
+//! One interface, several providers chosen at run time per peer, in the spirit
+//! of UCX's UCT and libfabric's providers:
+//!
+//! | provider | built | reaches | data path |
+//! |---|---|---|---|
+//! | `tcp` | always | any host | framed TCP, `TCP_NODELAY` |
+//! | `shm` | always | same host (same boot and network namespace) | memfd mappings + SPSC rings, eventfd wake-ups |
+//! | `verbs` | feature `verbs` | RDMA hosts | RC queue pairs, `WRITE_WITH_IMM` (planned) |
+//! | `ofi` | feature `ofi` | libfabric providers | `fi_writedata` (planned) |
+//!
+//! Every connection starts over TCP: both sides exchange a [`wire::Hello`]
+//! (protocol version, host identity, providers, exposed buffers, opaque user
+//! data such as a lease token), then run the pure [`select::select`] to agree
+//! on a transport, and switch the data path to it.
+//!
+//! The core notions:
+//! - [`Fabric`]: the opened providers of this process; registers memory.
+//! - [`MemoryRegion`]: registered memory with a remote key; [`RemoteBuffer`]
+//!   describes a peer's region (`{addr, len, rkey}`).
+//! - [`Endpoint`]: a connection to one peer: one-sided
+//!   [`Endpoint::write_imm`], two-sided [`Endpoint::send`], and completions
+//!   by [`Endpoint::poll`] (non-blocking) or [`Endpoint::wait`] in
+//!   [`PollMode::Hot`] (busy poll) or [`PollMode::Warm`] (sleep on an fd).
+//!
+//! ```
+//! use rfx_fabric::{Config, ConnectOptions, Fabric, PollMode, Completion};
+//! use std::time::Duration;
+//!
+//! let fabric = Fabric::open(Config::default())?;
+//! let listener = fabric.listen("127.0.0.1:0".parse().unwrap())?;
+//! let addr = listener.local_addr()?;
+//! let server = std::thread::spawn(move || -> Result<Vec<u8>, rfx_fabric::FabricError> {
+//!     let fabric = Fabric::open(Config::default())?;
+//!     let inbox = fabric.register(64)?;
+//!     let mut ep = listener.accept(&ConnectOptions::new().expose(&inbox))?;
+//!     match ep.wait(PollMode::Warm, Duration::from_secs(5))? {
+//!         Completion::Write(w) => Ok(inbox.to_vec(w.offset as usize, w.len as usize)?),
+//!         other => panic!("unexpected {other:?}"),
+//!     }
+//! });
+//! let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+//! let inbox = ep.peer_buffers()[0];
+//! ep.write_imm(b"hello", &inbox, 0, 42)?;
+//! assert_eq!(server.join().unwrap()?, b"hello");
+//! # Ok::<(), rfx_fabric::FabricError>(())
+//! ```
+//!
+//! # Environment
+//!
+//! Read once by [`Config::from_env`]:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `RFX_TRANSPORT` | `auto`, `tcp`, `shm`, `verbs`, `ofi` | `auto` |
+//! | `RFX_CONNECT_TIMEOUT_MS` | bound on connect + handshake | 5000 |
+//! | `RFX_OP_TIMEOUT_MS` | bound on a post that waits for ring/socket space | 30000 |
+//! | `RFX_SHM_RING_BYTES` | bytes of each shm ring (power of two, >= 64 KiB) | 4 MiB |
+//! | `RFX_MAX_MESSAGE` | largest two-sided message | 64 MiB |
+//!
+//! # Cargo features
+//!
+//! None yet: `verbs` and `ofi` arrive with their providers. Until then the
+//! names parse, and forcing them is [`FabricError::NotBuilt`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod caps;
+mod completion;
+mod config;
+mod endpoint;
+mod error;
+mod fabric;
+pub mod host;
+mod mem;
+mod mr;
+pub mod registry;
+mod secret;
+pub mod select;
+mod shm;
+mod tcp;
+pub mod wire;
+
+pub use caps::{Caps, ProviderInfo, TransportChoice, TransportKind};
+pub use completion::{Completion, PollMode, WriteCompletion};
+pub use config::Config;
+pub use endpoint::Endpoint;
+pub use error::FabricError;
+pub use fabric::{ConnectOptions, Fabric, Listener};
+pub use mr::{MemoryRegion, RemoteBuffer};

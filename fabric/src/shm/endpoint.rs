@@ -1,0 +1,225 @@
+//! The shm endpoint: we write into the peer's mapped regions and its
+//! inbound ring; the peer does the same to ours.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use super::ring::{Consumer, Producer};
+use super::sys;
+use crate::completion::{Completion, WriteCompletion};
+use crate::error::FabricError;
+use crate::mem::SharedMap;
+use crate::mr::{RegionTable, RemoteBuffer};
+use crate::wire::{FrameHeader, Op, WireError, FLAG_MORE};
+
+/// Empty polls between two liveness checks of the peer (one syscall).
+const LIVENESS_EVERY: u32 = 4096;
+
+#[derive(Debug)]
+pub(crate) struct ShmEndpoint {
+    pub(super) tx: Producer,
+    pub(super) rx: Consumer,
+    /// The peer's exposed regions, mapped here.
+    pub(super) peer_regions: Vec<(RemoteBuffer, SharedMap)>,
+    pub(super) regions: RegionTable,
+    pub(super) peer_wake: OwnedFd,
+    pub(super) our_wake: OwnedFd,
+    /// Closed by the kernel when the peer process dies.
+    pub(super) sock: UnixStream,
+    pub(super) assembling: Option<BytesMut>,
+    pub(super) ready: VecDeque<Completion>,
+    pub(super) gone: Option<String>,
+    pub(super) idle: u32,
+    pub(super) max_message: usize,
+    pub(super) op_timeout: Duration,
+}
+
+impl ShmEndpoint {
+    pub(crate) fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        let (rb, map) = self
+            .peer_regions
+            .iter()
+            .find(|(rb, _)| rb.rkey == rkey && rb.contains(addr, data.len() as u64))
+            .ok_or(FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len: data.len() as u64,
+                reason: "no mapped peer region covers the access",
+            })?;
+        // Zero copy on the receive side: the bytes land in the peer's region.
+        map.write((addr - rb.addr) as usize, data)?;
+        let hdr = FrameHeader {
+            op: Op::Write,
+            flags: 0,
+            imm,
+            rkey,
+            len: data.len() as u32,
+            addr,
+        };
+        self.push(&hdr, &[])
+    }
+
+    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        let max = self.tx.max_payload();
+        let mut chunks = data.chunks(max).peekable();
+        if data.is_empty() {
+            return self.push(&FrameHeader::new(Op::Send), &[]);
+        }
+        while let Some(chunk) = chunks.next() {
+            let hdr = FrameHeader {
+                flags: if chunks.peek().is_some() { FLAG_MORE } else { 0 },
+                len: chunk.len() as u32,
+                ..FrameHeader::new(Op::Send)
+            };
+            self.push(&hdr, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
+        if let Some(why) = &self.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        let mut deadline = None;
+        let mut spins = 0u32;
+        while !self.tx.try_push(hdr, payload)? {
+            // Ring full: keep draining our inbound ring so that a peer
+            // blocked on us makes progress, and give up after op_timeout.
+            self.progress()?;
+            spins += 1;
+            if spins % 1024 == 0 {
+                if sys::peer_closed(&self.sock) {
+                    return Err(FabricError::PeerGone("peer closed while we waited for ring space".into()));
+                }
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.op_timeout);
+                if Instant::now() >= deadline {
+                    return Err(FabricError::Timeout { op: "shm post (ring full)", after: self.op_timeout });
+                }
+                std::thread::yield_now();
+            }
+            std::hint::spin_loop();
+        }
+        if self.tx.consumer_waiting() {
+            sys::signal(self.peer_wake.as_fd());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        // Pad records and send fragments complete nothing: keep consuming.
+        while self.progress()? {
+            self.idle = 0;
+            if let Some(c) = self.ready.pop_front() {
+                return Ok(Some(c));
+            }
+        }
+        self.idle += 1;
+        if self.idle >= LIVENESS_EVERY {
+            self.idle = 0;
+            self.check_peer();
+        }
+        match &self.gone {
+            Some(why) => Err(FabricError::PeerGone(why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn check_peer(&mut self) {
+        if self.gone.is_none() && sys::peer_closed(&self.sock) {
+            // The peer may have posted right before dying: deliver that first.
+            if matches!(self.rx.peek(), Ok(None)) {
+                self.gone = Some("peer process exited or closed the connection".into());
+            }
+        }
+    }
+
+    /// Consumes one record from the inbound ring; true if there was one.
+    fn progress(&mut self) -> Result<bool, FabricError> {
+        let hdr = match self.rx.peek().map_err(FabricError::Malformed)? {
+            Some(h) => h,
+            None => return Ok(false),
+        };
+        match hdr.op {
+            Op::Write => {
+                let (_, offset) = self
+                    .regions
+                    .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
+                    .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
+                self.ready.push_back(Completion::Write(WriteCompletion {
+                    imm: hdr.imm,
+                    rkey: hdr.rkey,
+                    offset: offset as u64,
+                    len: hdr.len,
+                }));
+            }
+            Op::Send => {
+                let mut buf = self.assembling.take().unwrap_or_default();
+                if buf.len() + hdr.len as usize > self.max_message {
+                    return Err(FabricError::Malformed(WireError::TooLarge {
+                        len: (buf.len() + hdr.len as usize) as u64,
+                        max: self.max_message as u64,
+                    }));
+                }
+                self.rx.read_payload(&hdr, &mut buf)?;
+                if hdr.flags & FLAG_MORE != 0 {
+                    self.assembling = Some(buf);
+                } else {
+                    self.ready.push_back(Completion::Recv(buf.freeze()));
+                }
+            }
+            Op::Close => {
+                self.gone = Some("peer closed the connection".into());
+            }
+            Op::Pad => {}
+        }
+        self.rx.advance(&hdr);
+        Ok(true)
+    }
+
+    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+        if !self.ready.is_empty() || self.gone.is_some() {
+            return Ok(());
+        }
+        self.rx.set_waiting(true);
+        // Re-check after announcing: a record published before the flag
+        // was visible would otherwise sleep until the timeout.
+        if !matches!(self.rx.peek(), Ok(None)) {
+            self.rx.set_waiting(false);
+            return Ok(());
+        }
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [
+            PollFd::new(self.our_wake.as_fd(), PollFlags::POLLIN),
+            PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
+        ];
+        let r = nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+        let sock_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        self.rx.set_waiting(false);
+        sys::drain(self.our_wake.as_fd());
+        if sock_ready {
+            self.check_peer();
+        }
+        match r {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(FabricError::os("poll", std::io::Error::from(e))),
+        }
+    }
+}
+
+impl Drop for ShmEndpoint {
+    fn drop(&mut self) {
+        // Orderly close, best effort: if the ring is full the socket's EOF
+        // tells the peer anyway.
+        if self.gone.is_none() && self.tx.try_push(&FrameHeader::new(Op::Close), &[]).unwrap_or(false) {
+            sys::signal(self.peer_wake.as_fd());
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The tcp endpoint: a non-blocking socket, a receive staging buffer and a
+//! parser that delivers frames into regions.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::completion::{Completion, WriteCompletion};
+use crate::error::FabricError;
+use crate::mr::{MemoryRegion, RegionTable};
+use crate::wire::{FrameHeader, Op, WireError, FRAME_HEADER_LEN};
+
+const STAGING: usize = 256 << 10;
+
+/// A frame whose payload is still arriving.
+#[derive(Debug)]
+enum Partial {
+    Write { hdr: FrameHeader, region: MemoryRegion, offset: usize, got: usize },
+    Send { buf: BytesMut, want: usize },
+}
+
+#[derive(Debug)]
+pub(crate) struct TcpEndpoint {
+    sock: TcpStream,
+    regions: RegionTable,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    partial: Option<Partial>,
+    ready: VecDeque<Completion>,
+    gone: Option<String>,
+    max_message: usize,
+    op_timeout: Duration,
+}
+
+impl TcpEndpoint {
+    pub(crate) fn new(
+        sock: TcpStream,
+        regions: RegionTable,
+        max_message: usize,
+        op_timeout: Duration,
+    ) -> Result<Self, FabricError> {
+        sock.set_nonblocking(true).map_err(|e| FabricError::os("set_nonblocking", e))?;
+        sock.set_nodelay(true).map_err(|e| FabricError::os("set_nodelay", e))?;
+        Ok(TcpEndpoint {
+            sock,
+            regions,
+            buf: vec![0u8; STAGING].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            partial: None,
+            ready: VecDeque::new(),
+            gone: None,
+            max_message,
+            op_timeout,
+        })
+    }
+
+    pub(crate) fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        let hdr = FrameHeader {
+            op: Op::Write,
+            flags: 0,
+            imm,
+            rkey,
+            len: data.len() as u32,
+            addr,
+        };
+        self.send_frame(&hdr, data)
+    }
+
+    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        let hdr = FrameHeader {
+            len: data.len() as u32,
+            ..FrameHeader::new(Op::Send)
+        };
+        self.send_frame(&hdr, data)
+    }
+
+    fn send_frame(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
+        let head = hdr.encode();
+        let total = FRAME_HEADER_LEN + payload.len();
+        let mut sent = 0usize;
+        let mut deadline = None;
+        while sent < total {
+            let r = if sent < FRAME_HEADER_LEN {
+                let bufs = [IoSlice::new(&head[sent..]), IoSlice::new(payload)];
+                self.sock.write_vectored(&bufs)
+            } else {
+                self.sock.write(&payload[sent - FRAME_HEADER_LEN..])
+            };
+            match r {
+                Ok(0) => return Err(FabricError::PeerGone("connection closed while sending".into())),
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    // The peer may be blocked sending to us: drain our side
+                    // while we wait for room, or both would wait forever.
+                    self.progress()?;
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.op_timeout);
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(FabricError::Timeout { op: "tcp send", after: self.op_timeout });
+                    }
+                    self.wait_fd(PollFlags::POLLOUT | PollFlags::POLLIN, deadline - now)?;
+                }
+                Err(e) => return Err(gone_or_os("send", e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        self.progress()?;
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        match &self.gone {
+            Some(why) => Err(FabricError::PeerGone(why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+        if !self.ready.is_empty() || self.gone.is_some() {
+            return Ok(());
+        }
+        self.wait_fd(PollFlags::POLLIN, timeout)
+    }
+
+    fn wait_fd(&self, events: PollFlags, timeout: Duration) -> Result<(), FabricError> {
+        let mut fds = [PollFd::new(self.sock.as_fd(), events)];
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(FabricError::os("poll", io::Error::from(e))),
+        }
+    }
+
+    /// Reads what the socket has and parses every complete frame.
+    fn progress(&mut self) -> Result<(), FabricError> {
+        if self.gone.is_some() {
+            return Ok(());
+        }
+        loop {
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            match self.sock.read(&mut self.buf[self.end..]) {
+                Ok(0) => {
+                    self.parse()?;
+                    self.gone = Some(match &self.partial {
+                        Some(_) => "peer closed the connection in the middle of a transfer".into(),
+                        None => "peer closed the connection".into(),
+                    });
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.end += n;
+                    self.parse()?;
+                    if self.end < self.buf.len() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => {
+                    self.gone = Some(format!("connection lost: {e}"));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn parse(&mut self) -> Result<(), FabricError> {
+        loop {
+            if let Some(p) = self.partial.take() {
+                let avail = self.end - self.start;
+                match p {
+                    Partial::Write { hdr, region, offset, got } => {
+                        let n = avail.min(hdr.len as usize - got);
+                        region.write_at(offset + got, &self.buf[self.start..self.start + n])?;
+                        self.start += n;
+                        if got + n == hdr.len as usize {
+                            self.ready.push_back(Completion::Write(WriteCompletion {
+                                imm: hdr.imm,
+                                rkey: hdr.rkey,
+                                offset: offset as u64,
+                                len: hdr.len,
+                            }));
+                        } else {
+                            self.partial = Some(Partial::Write { hdr, region, offset, got: got + n });
+                            return Ok(());
+                        }
+                    }
+                    Partial::Send { mut buf, want } => {
+                        let n = avail.min(want - buf.len());
+                        buf.extend_from_slice(&self.buf[self.start..self.start + n]);
+                        self.start += n;
+                        if buf.len() == want {
+                            self.ready.push_back(Completion::Recv(buf.freeze()));
+                        } else {
+                            self.partial = Some(Partial::Send { buf, want });
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            if self.end - self.start < FRAME_HEADER_LEN {
+                return Ok(());
+            }
+            let hdr = FrameHeader::decode(&self.buf[self.start..self.end]).map_err(FabricError::Malformed)?;
+            self.start += FRAME_HEADER_LEN;
+            let len = hdr.len as usize;
+            self.partial = Some(match hdr.op {
+                Op::Write => {
+                    let (region, offset) = self
+                        .regions
+                        .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
+                        .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
+                    Partial::Write { hdr, region: region.clone(), offset, got: 0 }
+                }
+                Op::Send => {
+                    if len > self.max_message {
+                        return Err(FabricError::Malformed(WireError::TooLarge {
+                            len: len as u64,
+                            max: self.max_message as u64,
+                        }));
+                    }
+                    Partial::Send { buf: BytesMut::with_capacity(len), want: len }
+                }
+                Op::Close => {
+                    self.gone = Some("peer closed the connection".into());
+                    return Ok(());
+                }
+                Op::Pad => return Err(FabricError::Malformed(WireError::Invalid("pad frame on tcp"))),
+            });
+        }
+    }
+}
+
+fn gone_or_os(op: &'static str, e: io::Error) -> FabricError {
+    match e.kind() {
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+            FabricError::PeerGone(format!("{op}: {e}"))
+        }
+        _ => FabricError::os(op, e),
+    }
+}
+
+impl Drop for TcpEndpoint {
+    fn drop(&mut self) {
+        // Orderly close so the peer can tell it from a crash in logs; best effort.
+        let _ = self.sock.write(&FrameHeader::new(Op::Close).encode());
+    }
+}

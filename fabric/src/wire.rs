@@ -1,0 +1,368 @@
+//! Wire formats of rfx-fabric, free of I/O: the connection handshake, the
+//! tcp data frames and the shm ring records. Every decoder takes untrusted
+//! bytes and returns an error, never panics (property-tested below).
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::caps::{ProviderInfo, TransportKind};
+use crate::mr::RemoteBuffer;
+
+/// Version of the handshake and data framing; peers must speak the same.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// First bytes of every handshake message.
+pub const MAGIC: [u8; 4] = *b"RFXH";
+/// Length of a handshake message header.
+pub const HANDSHAKE_HEADER_LEN: usize = 12;
+/// Largest handshake body accepted.
+pub const MAX_HANDSHAKE_BODY: usize = 1 << 20;
+/// Length of a data frame header (tcp) and of a record body (shm).
+pub const FRAME_HEADER_LEN: usize = 24;
+
+/// What went wrong decoding bytes from a peer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Fewer bytes than the format needs.
+    #[error("short input: need {need} bytes, got {got}")]
+    Short {
+        /// Bytes needed.
+        need: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// Not an rfx peer.
+    #[error("bad magic {0:02x?}: not an rfx peer")]
+    BadMagic([u8; 4]),
+    /// An rfx peer of another protocol version.
+    #[error("protocol version {theirs} not supported (this side speaks {ours})")]
+    Version {
+        /// Ours.
+        ours: u16,
+        /// Theirs.
+        theirs: u16,
+    },
+    /// An unknown handshake message type.
+    #[error("unknown handshake message type {0}")]
+    UnknownMessage(u8),
+    /// An unknown frame operation.
+    #[error("unknown frame op {0}")]
+    UnknownOp(u8),
+    /// Reserved bits set.
+    #[error("reserved field is not zero")]
+    Reserved,
+    /// A length beyond its bound.
+    #[error("length {len} exceeds the limit {max}")]
+    TooLarge {
+        /// The length.
+        len: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// The body did not deserialize.
+    #[error("undecodable body: {0}")]
+    Body(String),
+    /// An inconsistent record or frame.
+    #[error("invalid frame: {0}")]
+    Invalid(&'static str),
+}
+
+/// Handshake message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum HandshakeKind {
+    /// Client to server: [`Hello`].
+    Hello = 1,
+    /// Server to client: [`Accept`].
+    Accept = 2,
+    /// Either way: a reason string; the connection is closed after it.
+    Reject = 3,
+}
+
+impl HandshakeKind {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        match v {
+            1 => Ok(HandshakeKind::Hello),
+            2 => Ok(HandshakeKind::Accept),
+            3 => Ok(HandshakeKind::Reject),
+            other => Err(WireError::UnknownMessage(other)),
+        }
+    }
+}
+
+/// What each side says of itself when connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Host identity ([`crate::host::host_id`]): equal means shm can work.
+    pub host: String,
+    /// Process id, for logs.
+    pub pid: u32,
+    /// The transport this side forces, if any.
+    pub forced: Option<TransportKind>,
+    /// The providers usable on this side.
+    pub providers: Vec<ProviderInfo>,
+    /// Registered buffers this side lets the peer write into.
+    pub buffers: Vec<RemoteBuffer>,
+    /// Opaque application data (e.g. a lease token).
+    pub user: Vec<u8>,
+}
+
+/// The server's answer: its own [`Hello`] and the chosen transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    /// The server's side.
+    pub hello: Hello,
+    /// The transport both sides switch to.
+    pub transport: TransportKind,
+    /// For shm: where and with which secret to finish the set-up.
+    pub shm: Option<ShmOffer>,
+}
+
+/// Rendezvous for the shm set-up (abstract Unix socket + secret nonce).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShmOffer {
+    /// Abstract socket name (without the leading NUL).
+    pub socket: String,
+    /// Secret the client presents on that socket.
+    pub nonce: [u8; 16],
+}
+
+/// Encodes one handshake message: header then a postcard body.
+pub fn encode_handshake<T: Serialize>(kind: HandshakeKind, body: &T) -> Vec<u8> {
+    // postcard into a Vec only fails on allocation failure.
+    let body = postcard::to_allocvec(body).expect("postcard encodes into a Vec");
+    let mut out = Vec::with_capacity(HANDSHAKE_HEADER_LEN + body.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.push(kind as u8);
+    out.push(0);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a handshake header: the message kind and the body length.
+pub fn decode_handshake_header(buf: &[u8]) -> Result<(HandshakeKind, usize), WireError> {
+    let h: &[u8; HANDSHAKE_HEADER_LEN] = buf
+        .get(..HANDSHAKE_HEADER_LEN)
+        .and_then(|s| s.try_into().ok())
+        .ok_or(WireError::Short {
+            need: HANDSHAKE_HEADER_LEN,
+            got: buf.len(),
+        })?;
+    let magic = [h[0], h[1], h[2], h[3]];
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::Version {
+            ours: PROTOCOL_VERSION,
+            theirs: version,
+        });
+    }
+    let kind = HandshakeKind::from_u8(h[6])?;
+    if h[7] != 0 {
+        return Err(WireError::Reserved);
+    }
+    let len = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+    if len > MAX_HANDSHAKE_BODY {
+        return Err(WireError::TooLarge {
+            len: len as u64,
+            max: MAX_HANDSHAKE_BODY as u64,
+        });
+    }
+    Ok((kind, len))
+}
+
+/// Decodes a handshake body.
+pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
+}
+
+/// Data operations carried by tcp frames and shm records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Op {
+    /// One-sided write with immediate: `len` bytes land at `addr` of the
+    /// region `rkey`.
+    Write = 1,
+    /// Two-sided message (fragment when [`FLAG_MORE`] is set).
+    Send = 2,
+    /// Orderly close.
+    Close = 3,
+    /// shm only: filler to the end of the ring.
+    Pad = 4,
+}
+
+/// Flag on a [`Op::Send`] fragment: more fragments follow.
+pub const FLAG_MORE: u8 = 1;
+
+/// Header of a data frame (tcp) or body of a ring record (shm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// The operation.
+    pub op: Op,
+    /// [`FLAG_MORE`] or 0.
+    pub flags: u8,
+    /// The immediate of a write.
+    pub imm: u32,
+    /// Target region of a write.
+    pub rkey: u32,
+    /// Payload length.
+    pub len: u32,
+    /// Target address of a write.
+    pub addr: u64,
+}
+
+impl FrameHeader {
+    /// A header for `op` with everything else zero.
+    pub fn new(op: Op) -> Self {
+        FrameHeader {
+            op,
+            flags: 0,
+            imm: 0,
+            rkey: 0,
+            len: 0,
+            addr: 0,
+        }
+    }
+
+    /// The 24-byte little-endian encoding.
+    pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
+        let mut b = [0u8; FRAME_HEADER_LEN];
+        b[0] = self.op as u8;
+        b[1] = self.flags;
+        b[4..8].copy_from_slice(&self.imm.to_le_bytes());
+        b[8..12].copy_from_slice(&self.rkey.to_le_bytes());
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..24].copy_from_slice(&self.addr.to_le_bytes());
+        b
+    }
+
+    /// Decodes and checks a header from untrusted bytes.
+    pub fn decode(buf: &[u8]) -> Result<FrameHeader, WireError> {
+        let b: &[u8; FRAME_HEADER_LEN] = buf
+            .get(..FRAME_HEADER_LEN)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(WireError::Short {
+                need: FRAME_HEADER_LEN,
+                got: buf.len(),
+            })?;
+        let op = match b[0] {
+            1 => Op::Write,
+            2 => Op::Send,
+            3 => Op::Close,
+            4 => Op::Pad,
+            other => return Err(WireError::UnknownOp(other)),
+        };
+        let flags = b[1];
+        if flags & !FLAG_MORE != 0 || b[2] != 0 || b[3] != 0 {
+            return Err(WireError::Reserved);
+        }
+        if flags != 0 && op != Op::Send {
+            return Err(WireError::Invalid("flags on a non-send frame"));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut addr = [0u8; 8];
+        addr.copy_from_slice(&b[16..24]);
+        Ok(FrameHeader {
+            op,
+            flags,
+            imm: u32_at(4),
+            rkey: u32_at(8),
+            len: u32_at(12),
+            addr: u64::from_le_bytes(addr),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caps::Caps;
+    use proptest::prelude::*;
+
+    fn hello() -> Hello {
+        Hello {
+            host: "h".into(),
+            pid: 7,
+            forced: Some(TransportKind::Shm),
+            providers: vec![ProviderInfo {
+                kind: TransportKind::Tcp,
+                caps: Caps::SEND | Caps::WRITE_IMM,
+                max_inline: 0,
+                device: None,
+            }],
+            buffers: vec![RemoteBuffer {
+                addr: 0x1000,
+                len: 64,
+                rkey: 9,
+            }],
+            user: b"token".to_vec(),
+        }
+    }
+
+    #[test]
+    fn handshake_roundtrip() {
+        let bytes = encode_handshake(HandshakeKind::Hello, &hello());
+        let (kind, len) = decode_handshake_header(&bytes).unwrap();
+        assert_eq!(kind, HandshakeKind::Hello);
+        let back: Hello = decode_body(&bytes[HANDSHAKE_HEADER_LEN..][..len]).unwrap();
+        assert_eq!(back, hello());
+    }
+
+    #[test]
+    fn handshake_rejects_version_and_garbage() {
+        let mut bytes = encode_handshake(HandshakeKind::Hello, &hello());
+        bytes[4] = 9;
+        assert_eq!(
+            decode_handshake_header(&bytes),
+            Err(WireError::Version { ours: PROTOCOL_VERSION, theirs: 9 })
+        );
+        assert!(matches!(
+            decode_handshake_header(b"GET / HTTP/1.1\r\n"),
+            Err(WireError::BadMagic(_))
+        ));
+        assert!(matches!(decode_handshake_header(b"RFX"), Err(WireError::Short { .. })));
+    }
+
+    #[test]
+    fn frame_roundtrip() {
+        let h = FrameHeader {
+            op: Op::Send,
+            flags: FLAG_MORE,
+            imm: 1,
+            rkey: 2,
+            len: 3,
+            addr: u64::MAX,
+        };
+        assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+    }
+
+    proptest! {
+        #[test]
+        fn frame_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = FrameHeader::decode(&bytes);
+        }
+
+        #[test]
+        fn frame_encode_decode(op in 1u8..=4, imm: u32, rkey: u32, len: u32, addr: u64, more: bool) {
+            let op = match op { 1 => Op::Write, 2 => Op::Send, 3 => Op::Close, _ => Op::Pad };
+            let flags = if more && op == Op::Send { FLAG_MORE } else { 0 };
+            let h = FrameHeader { op, flags, imm, rkey, len, addr };
+            prop_assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
+        }
+
+        #[test]
+        fn handshake_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok((_, len)) = decode_handshake_header(&bytes) {
+                let body = bytes.get(HANDSHAKE_HEADER_LEN..).unwrap_or(&[]);
+                let body = &body[..len.min(body.len())];
+                let _ = decode_body::<Hello>(body);
+                let _ = decode_body::<Accept>(body);
+            }
+            let _ = decode_body::<Hello>(&bytes);
+            let _ = decode_body::<Accept>(&bytes);
+        }
+    }
+}
