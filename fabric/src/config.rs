@@ -50,13 +50,13 @@ impl Config {
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Config, FabricError> {
         let mut cfg = Config::default();
         if let Some(v) = get("RFX_TRANSPORT") {
-            cfg.transport = v.parse().map_err(|e: crate::caps::UnknownTransport| {
-                FabricError::Config {
-                    var: "RFX_TRANSPORT",
-                    value: v.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
+            cfg.transport =
+                v.parse()
+                    .map_err(|e: crate::caps::UnknownTransport| FabricError::Config {
+                        var: "RFX_TRANSPORT",
+                        value: v.clone(),
+                        reason: e.to_string(),
+                    })?;
         }
         if let Some(v) = get("RFX_CONNECT_TIMEOUT_MS") {
             cfg.connect_timeout = Duration::from_millis(parse_num("RFX_CONNECT_TIMEOUT_MS", &v)?);
@@ -96,11 +96,13 @@ impl Config {
 }
 
 fn parse_num(var: &'static str, v: &str) -> Result<u64, FabricError> {
-    v.trim().parse().map_err(|e: std::num::ParseIntError| FabricError::Config {
-        var,
-        value: v.to_string(),
-        reason: e.to_string(),
-    })
+    v.trim()
+        .parse()
+        .map_err(|e: std::num::ParseIntError| FabricError::Config {
+            var,
+            value: v.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -113,7 +115,13 @@ mod tests {
         let cfg = Config::from_vars(|k| (k == "RFX_TRANSPORT").then(|| "shm".to_string())).unwrap();
         assert_eq!(cfg.transport, TransportChoice::Forced(TransportKind::Shm));
         let err = Config::from_vars(|k| (k == "RFX_TRANSPORT").then(|| "pigeon".to_string()));
-        assert!(matches!(err, Err(FabricError::Config { var: "RFX_TRANSPORT", .. })));
+        assert!(matches!(
+            err,
+            Err(FabricError::Config {
+                var: "RFX_TRANSPORT",
+                ..
+            })
+        ));
         let err = Config::from_vars(|k| (k == "RFX_SHM_RING_BYTES").then(|| "1000".to_string()));
         assert!(matches!(err, Err(FabricError::Config { .. })));
         let err = Config::from_vars(|k| (k == "RFX_OP_TIMEOUT_MS").then(|| "-3".to_string()));

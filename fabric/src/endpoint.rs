@@ -101,7 +101,10 @@ impl Endpoint {
     /// Errors that end the endpoint stick: every later call reports them.
     fn track<T>(&mut self, r: Result<T, FabricError>) -> Result<T, FabricError> {
         if let Err(e) = &r {
-            if matches!(e, FabricError::PeerGone(_) | FabricError::Malformed(_) | FabricError::Os { .. }) {
+            if matches!(
+                e,
+                FabricError::PeerGone(_) | FabricError::Malformed(_) | FabricError::Os { .. }
+            ) {
                 self.dead = Some(e.to_string());
             }
         }
@@ -115,7 +118,13 @@ impl Endpoint {
     /// The access is checked against the buffers the peer exposed; a wrong
     /// rkey or a range outside them is refused here with
     /// [`FabricError::RemoteAccess`] and nothing is sent.
-    pub fn write_imm(&mut self, data: &[u8], remote: &RemoteBuffer, offset: u64, imm: u32) -> Result<(), FabricError> {
+    pub fn write_imm(
+        &mut self,
+        data: &[u8],
+        remote: &RemoteBuffer,
+        offset: u64,
+        imm: u32,
+    ) -> Result<(), FabricError> {
         self.alive()?;
         let addr = check_remote(&self.peer_buffers, remote, offset, data.len() as u64)?;
         if data.len() > u32::MAX as usize {
@@ -167,13 +176,19 @@ impl Endpoint {
                     std::hint::spin_loop();
                 }
                 if Instant::now() >= deadline {
-                    return Err(FabricError::Timeout { op: "wait", after: timeout });
+                    return Err(FabricError::Timeout {
+                        op: "wait",
+                        after: timeout,
+                    });
                 }
             },
             PollMode::Warm => loop {
                 let now = Instant::now();
                 if now >= deadline {
-                    return Err(FabricError::Timeout { op: "wait", after: timeout });
+                    return Err(FabricError::Timeout {
+                        op: "wait",
+                        after: timeout,
+                    });
                 }
                 let r = dispatch!(&mut self.inner, ep => ep.block(deadline - now));
                 self.track(r)?;

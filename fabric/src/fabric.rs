@@ -16,12 +16,12 @@ use crate::config::Config;
 use crate::endpoint::{Endpoint, Inner};
 use crate::error::FabricError;
 use crate::mr::{MemoryRegion, RegionTable};
+use crate::secret::random_bytes;
 use crate::select::{select, Side};
 use crate::wire::{
     decode_body, decode_handshake_header, encode_handshake, Accept, HandshakeKind, Hello, ShmOffer,
     WireError, HANDSHAKE_HEADER_LEN,
 };
-use crate::secret::random_bytes;
 use crate::{host, registry, shm, tcp};
 
 /// The providers opened in this process, and the memory registered with
@@ -112,7 +112,10 @@ impl Fabric {
     /// Listens for peers on `addr` (every connection starts over TCP).
     pub fn listen(&self, addr: SocketAddr) -> Result<Listener, FabricError> {
         let tcp = TcpListener::bind(addr).map_err(|e| FabricError::os("bind", e))?;
-        Ok(Listener { tcp, fabric: self.clone() })
+        Ok(Listener {
+            tcp,
+            fabric: self.clone(),
+        })
     }
 
     fn hello(&self, opts: &ConnectOptions) -> Hello {
@@ -128,16 +131,28 @@ impl Fabric {
 
     /// Connects to a listener at `addr`, runs the handshake and switches to
     /// the selected transport, all within the connect timeout.
-    pub fn connect(&self, addr: SocketAddr, opts: &ConnectOptions) -> Result<Endpoint, FabricError> {
+    pub fn connect(
+        &self,
+        addr: SocketAddr,
+        opts: &ConnectOptions,
+    ) -> Result<Endpoint, FabricError> {
         let timeout = self.cfg.connect_timeout;
         let deadline = Instant::now() + timeout;
         let mut sock = TcpStream::connect_timeout(&addr, timeout).map_err(|e| match e.kind() {
-            io::ErrorKind::TimedOut => FabricError::Timeout { op: "connect", after: timeout },
+            io::ErrorKind::TimedOut => FabricError::Timeout {
+                op: "connect",
+                after: timeout,
+            },
             _ => FabricError::os("connect", e),
         })?;
-        sock.set_nodelay(true).map_err(|e| FabricError::os("set_nodelay", e))?;
+        sock.set_nodelay(true)
+            .map_err(|e| FabricError::os("set_nodelay", e))?;
         let hello = self.hello(opts);
-        write_msg(&mut sock, &encode_handshake(HandshakeKind::Hello, &hello), deadline)?;
+        write_msg(
+            &mut sock,
+            &encode_handshake(HandshakeKind::Hello, &hello),
+            deadline,
+        )?;
         let (kind, body) = read_msg(&mut sock, deadline)?;
         let accept: Accept = match kind {
             HandshakeKind::Accept => decode_body(&body).map_err(handshake_err)?,
@@ -145,7 +160,11 @@ impl Fabric {
                 let why: String = decode_body(&body).map_err(handshake_err)?;
                 return Err(FabricError::Rejected(why));
             }
-            HandshakeKind::Hello => return Err(FabricError::Handshake("server answered with a hello".into())),
+            HandshakeKind::Hello => {
+                return Err(FabricError::Handshake(
+                    "server answered with a hello".into(),
+                ))
+            }
         };
         let ours = Side {
             host: &hello.host,
@@ -157,7 +176,8 @@ impl Fabric {
             providers: &accept.hello.providers,
             forced: accept.hello.forced,
         };
-        let expected = select(&ours, &theirs).map_err(|e| FabricError::NoTransport(e.to_string()))?;
+        let expected =
+            select(&ours, &theirs).map_err(|e| FabricError::NoTransport(e.to_string()))?;
         if expected != accept.transport {
             return Err(FabricError::Handshake(format!(
                 "server chose {} where {} was expected",
@@ -166,24 +186,50 @@ impl Fabric {
         }
         let regions = RegionTable::new(opts.expose.clone());
         let inner = match accept.transport {
-            TransportKind::Tcp => Inner::Tcp(tcp::TcpEndpoint::new(sock, regions, self.cfg.max_message, self.cfg.op_timeout)?),
+            TransportKind::Tcp => Inner::Tcp(tcp::TcpEndpoint::new(
+                sock,
+                regions,
+                self.cfg.max_message,
+                self.cfg.op_timeout,
+            )?),
             TransportKind::Shm => {
-                let offer = accept
-                    .shm
-                    .as_ref()
-                    .ok_or_else(|| FabricError::Handshake("shm chosen without a rendezvous".into()))?;
-                let name = UnixAddr::from_abstract_name(offer.socket.as_bytes()).map_err(|e| FabricError::os("unix address", e))?;
-                let mut us = UnixStream::connect_addr(&name).map_err(|e| FabricError::os("connect (shm)", e))?;
-                us.set_write_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_write_timeout", e))?;
-                us.write_all(&offer.nonce).map_err(|e| FabricError::os("send nonce", e))?;
-                let ep = shm::establish(us, regions, &accept.hello.buffers, &self.cfg, remaining(deadline)?)?;
+                let offer = accept.shm.as_ref().ok_or_else(|| {
+                    FabricError::Handshake("shm chosen without a rendezvous".into())
+                })?;
+                let name = UnixAddr::from_abstract_name(offer.socket.as_bytes())
+                    .map_err(|e| FabricError::os("unix address", e))?;
+                let mut us = UnixStream::connect_addr(&name)
+                    .map_err(|e| FabricError::os("connect (shm)", e))?;
+                us.set_write_timeout(Some(remaining(deadline)?))
+                    .map_err(|e| FabricError::os("set_write_timeout", e))?;
+                us.write_all(&offer.nonce)
+                    .map_err(|e| FabricError::os("send nonce", e))?;
+                let ep = shm::establish(
+                    us,
+                    regions,
+                    &accept.hello.buffers,
+                    &self.cfg,
+                    remaining(deadline)?,
+                )?;
                 drop(sock);
                 Inner::Shm(ep)
             }
-            other => return Err(FabricError::NotBuilt { kind: other, feature: other.feature().unwrap_or("none") }),
+            other => {
+                return Err(FabricError::NotBuilt {
+                    kind: other,
+                    feature: other.feature().unwrap_or("none"),
+                })
+            }
         };
         let caps = self.caps_of(accept.transport);
-        Ok(Endpoint::new(inner, accept.transport, caps, accept.hello.buffers, accept.hello.user, self.cfg.max_message))
+        Ok(Endpoint::new(
+            inner,
+            accept.transport,
+            caps,
+            accept.hello.buffers,
+            accept.hello.user,
+            self.cfg.max_message,
+        ))
     }
 
     fn caps_of(&self, kind: TransportKind) -> crate::caps::Caps {
@@ -215,7 +261,9 @@ pub struct Incoming {
 impl Listener {
     /// The bound address (with the real port when bound to port 0).
     pub fn local_addr(&self) -> Result<SocketAddr, FabricError> {
-        self.tcp.local_addr().map_err(|e| FabricError::os("local_addr", e))
+        self.tcp
+            .local_addr()
+            .map_err(|e| FabricError::os("local_addr", e))
     }
 
     /// Waits up to `timeout` (forever if `None`) for the next connection.
@@ -223,14 +271,27 @@ impl Listener {
         if let Some(t) = timeout {
             let ms = t.as_millis().clamp(0, i32::MAX as u128) as i32;
             let mut fds = [PollFd::new(self.tcp.as_fd(), PollFlags::POLLIN)];
-            let n = nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
-                .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
+            let n = nix::poll::poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            )
+            .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
             if n == 0 {
-                return Err(FabricError::Timeout { op: "accept", after: t });
+                return Err(FabricError::Timeout {
+                    op: "accept",
+                    after: t,
+                });
             }
         }
-        let (sock, peer) = self.tcp.accept().map_err(|e| FabricError::os("accept", e))?;
-        Ok(Incoming { sock, peer, fabric: self.fabric.clone() })
+        let (sock, peer) = self
+            .tcp
+            .accept()
+            .map_err(|e| FabricError::os("accept", e))?;
+        Ok(Incoming {
+            sock,
+            peer,
+            fabric: self.fabric.clone(),
+        })
     }
 
     /// Accepts the next peer with no check of its user data.
@@ -266,16 +327,30 @@ impl Incoming {
                 let e = FabricError::Handshake(format!("expected a hello, got {other:?}"));
                 return Err(self.reject(deadline, e));
             }
-            Err(e @ FabricError::Malformed(WireError::Version { .. })) => return Err(self.reject(deadline, e)),
+            Err(e @ FabricError::Malformed(WireError::Version { .. })) => {
+                return Err(self.reject(deadline, e))
+            }
             Err(e) => return Err(e),
         };
         if let Err(why) = verify(&client) {
-            let _ = write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Reject, &why), deadline);
+            let _ = write_msg(
+                &mut self.sock,
+                &encode_handshake(HandshakeKind::Reject, &why),
+                deadline,
+            );
             return Err(FabricError::Rejected(why));
         }
         let hello = fabric.hello(opts);
-        let ours = Side { host: &hello.host, providers: &fabric.providers, forced: hello.forced };
-        let theirs = Side { host: &client.host, providers: &client.providers, forced: client.forced };
+        let ours = Side {
+            host: &hello.host,
+            providers: &fabric.providers,
+            forced: hello.forced,
+        };
+        let theirs = Side {
+            host: &client.host,
+            providers: &client.providers,
+            forced: client.forced,
+        };
         let transport = match select(&ours, &theirs) {
             Ok(t) => t,
             Err(e) => return Err(self.reject(deadline, FabricError::NoTransport(e.to_string()))),
@@ -283,26 +358,69 @@ impl Incoming {
         let regions = RegionTable::new(opts.expose.clone());
         let inner = match transport {
             TransportKind::Tcp => {
-                let accept = Accept { hello, transport, shm: None };
-                write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Accept, &accept), deadline)?;
-                Inner::Tcp(tcp::TcpEndpoint::new(self.sock, regions, cfg.max_message, cfg.op_timeout)?)
+                let accept = Accept {
+                    hello,
+                    transport,
+                    shm: None,
+                };
+                write_msg(
+                    &mut self.sock,
+                    &encode_handshake(HandshakeKind::Accept, &accept),
+                    deadline,
+                )?;
+                Inner::Tcp(tcp::TcpEndpoint::new(
+                    self.sock,
+                    regions,
+                    cfg.max_message,
+                    cfg.op_timeout,
+                )?)
             }
             TransportKind::Shm => {
                 let (listener, offer) = shm_rendezvous()?;
-                let accept = Accept { hello, transport, shm: Some(offer.clone()) };
-                write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Accept, &accept), deadline)?;
+                let accept = Accept {
+                    hello,
+                    transport,
+                    shm: Some(offer.clone()),
+                };
+                write_msg(
+                    &mut self.sock,
+                    &encode_handshake(HandshakeKind::Accept, &accept),
+                    deadline,
+                )?;
                 let us = accept_shm(&listener, &offer.nonce, deadline)?;
-                Inner::Shm(shm::establish(us, regions, &client.buffers, cfg, remaining(deadline)?)?)
+                Inner::Shm(shm::establish(
+                    us,
+                    regions,
+                    &client.buffers,
+                    cfg,
+                    remaining(deadline)?,
+                )?)
             }
-            other => return Err(FabricError::NotBuilt { kind: other, feature: other.feature().unwrap_or("none") }),
+            other => {
+                return Err(FabricError::NotBuilt {
+                    kind: other,
+                    feature: other.feature().unwrap_or("none"),
+                })
+            }
         };
-        Ok(Endpoint::new(inner, transport, fabric.caps_of(transport), client.buffers, client.user, cfg.max_message))
+        Ok(Endpoint::new(
+            inner,
+            transport,
+            fabric.caps_of(transport),
+            client.buffers,
+            client.user,
+            cfg.max_message,
+        ))
     }
 
     /// Tells the client why (best effort) and returns the error for us.
     fn reject(&mut self, deadline: Instant, e: FabricError) -> FabricError {
-        let why = e.to_string();
-        let _ = write_msg(&mut self.sock, &encode_handshake(HandshakeKind::Reject, &why), deadline);
+        let why = chain(&e);
+        let _ = write_msg(
+            &mut self.sock,
+            &encode_handshake(HandshakeKind::Reject, &why),
+            deadline,
+        );
         tracing::debug!(peer = %self.peer, "handshake refused: {why}");
         e
     }
@@ -312,28 +430,50 @@ impl Incoming {
 fn shm_rendezvous() -> Result<(UnixListener, ShmOffer), FabricError> {
     let nonce = random_bytes::<16>()?;
     let tag = random_bytes::<8>()?;
-    let name = format!("rfx-shm-{}-{:016x}", std::process::id(), u64::from_le_bytes(tag));
-    let addr = UnixAddr::from_abstract_name(name.as_bytes()).map_err(|e| FabricError::os("unix address", e))?;
+    let name = format!(
+        "rfx-shm-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(tag)
+    );
+    let addr = UnixAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| FabricError::os("unix address", e))?;
     let listener = UnixListener::bind_addr(&addr).map_err(|e| FabricError::os("bind (shm)", e))?;
-    listener.set_nonblocking(true).map_err(|e| FabricError::os("set_nonblocking", e))?;
-    Ok((listener, ShmOffer { socket: name, nonce }))
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| FabricError::os("set_nonblocking", e))?;
+    Ok((
+        listener,
+        ShmOffer {
+            socket: name,
+            nonce,
+        },
+    ))
 }
 
 /// Waits for the client that knows `nonce`; anyone else is dropped.
-fn accept_shm(listener: &UnixListener, nonce: &[u8; 16], deadline: Instant) -> Result<UnixStream, FabricError> {
+fn accept_shm(
+    listener: &UnixListener,
+    nonce: &[u8; 16],
+    deadline: Instant,
+) -> Result<UnixStream, FabricError> {
     loop {
         let left = remaining(deadline)?;
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX))
-            .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
+        nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        )
+        .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
         let mut us = match listener.accept() {
             Ok((us, _)) => us,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(FabricError::os("accept (shm)", e)),
         };
-        us.set_nonblocking(false).map_err(|e| FabricError::os("set_nonblocking", e))?;
-        us.set_read_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_read_timeout", e))?;
+        us.set_nonblocking(false)
+            .map_err(|e| FabricError::os("set_nonblocking", e))?;
+        us.set_read_timeout(Some(remaining(deadline)?))
+            .map_err(|e| FabricError::os("set_read_timeout", e))?;
         let mut got = [0u8; 16];
         if us.read_exact(&mut got).is_ok() && &got == nonce {
             return Ok(us);
@@ -342,10 +482,25 @@ fn accept_shm(listener: &UnixListener, nonce: &[u8; 16], deadline: Instant) -> R
     }
 }
 
+/// `e` and its causes on one line, for a peer that sees only the text.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
     let now = Instant::now();
     if now >= deadline {
-        Err(FabricError::Timeout { op: "handshake", after: Duration::ZERO })
+        Err(FabricError::Timeout {
+            op: "handshake",
+            after: Duration::ZERO,
+        })
     } else {
         Ok(deadline - now)
     }
@@ -356,11 +511,16 @@ fn handshake_err(e: WireError) -> FabricError {
 }
 
 fn write_msg(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), FabricError> {
-    sock.set_write_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_write_timeout", e))?;
-    sock.write_all(bytes).map_err(|e| io_err("handshake send", e))
+    sock.set_write_timeout(Some(remaining(deadline)?))
+        .map_err(|e| FabricError::os("set_write_timeout", e))?;
+    sock.write_all(bytes)
+        .map_err(|e| io_err("handshake send", e))
 }
 
-fn read_msg(sock: &mut TcpStream, deadline: Instant) -> Result<(HandshakeKind, Vec<u8>), FabricError> {
+fn read_msg(
+    sock: &mut TcpStream,
+    deadline: Instant,
+) -> Result<(HandshakeKind, Vec<u8>), FabricError> {
     let mut head = [0u8; HANDSHAKE_HEADER_LEN];
     read_exact_by(sock, &mut head, deadline)?;
     let (kind, len) = decode_handshake_header(&head).map_err(FabricError::Malformed)?;
@@ -369,12 +529,21 @@ fn read_msg(sock: &mut TcpStream, deadline: Instant) -> Result<(HandshakeKind, V
     Ok((kind, body))
 }
 
-fn read_exact_by(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), FabricError> {
+fn read_exact_by(
+    sock: &mut TcpStream,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<(), FabricError> {
     let mut got = 0;
     while got < buf.len() {
-        sock.set_read_timeout(Some(remaining(deadline)?)).map_err(|e| FabricError::os("set_read_timeout", e))?;
+        sock.set_read_timeout(Some(remaining(deadline)?))
+            .map_err(|e| FabricError::os("set_read_timeout", e))?;
         match sock.read(&mut buf[got..]) {
-            Ok(0) => return Err(FabricError::PeerGone("peer closed during the handshake".into())),
+            Ok(0) => {
+                return Err(FabricError::PeerGone(
+                    "peer closed during the handshake".into(),
+                ))
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(io_err("handshake receive", e)),
@@ -385,10 +554,13 @@ fn read_exact_by(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Res
 
 fn io_err(op: &'static str, e: io::Error) -> FabricError {
     match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FabricError::Timeout { op, after: Duration::ZERO },
-        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof => {
-            FabricError::PeerGone(format!("{op}: {e}"))
-        }
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FabricError::Timeout {
+            op,
+            after: Duration::ZERO,
+        },
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => FabricError::PeerGone(format!("{op}: {e}")),
         _ => FabricError::os(op, e),
     }
 }

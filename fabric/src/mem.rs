@@ -28,8 +28,9 @@ impl SharedMap {
     /// A new zero-filled memfd of `len` bytes, mapped.
     pub(crate) fn create(name: &str, len: usize) -> Result<SharedMap, FabricError> {
         let cname = CString::new(name).unwrap_or_else(|_| CString::from(c"rfx"));
-        let fd = nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-            .map_err(nix_err("memfd_create"))?;
+        let fd =
+            nix::sys::memfd::memfd_create(&cname, nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
+                .map_err(nix_err("memfd_create"))?;
         let size = len.max(1);
         nix::unistd::ftruncate(&fd, size as i64).map_err(nix_err("ftruncate"))?;
         let file = File::from(fd);
@@ -44,7 +45,10 @@ impl SharedMap {
     /// holds and must not exceed the file's real size.
     pub(crate) fn from_fd(fd: OwnedFd, len: usize) -> Result<SharedMap, FabricError> {
         let file = File::from(fd);
-        let size = file.metadata().map_err(|e| FabricError::os("fstat", e))?.len() as usize;
+        let size = file
+            .metadata()
+            .map_err(|e| FabricError::os("fstat", e))?
+            .len() as usize;
         if size < len.max(1) {
             return Err(FabricError::Handshake(format!(
                 "peer's shared file holds {size} bytes, fewer than the {len} it claims"
@@ -94,7 +98,11 @@ impl SharedMap {
         // write the same bytes concurrently: plain bytes have no invalid
         // values, and ordering is the protocol's job (ring stamps).
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.raw.as_mut_ptr().add(off), data.len());
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.raw.as_mut_ptr().add(off),
+                data.len(),
+            );
         }
         Ok(())
     }
@@ -127,7 +135,10 @@ impl SharedMap {
     /// Offsets come from this crate's own layouts, never from a peer; a bad
     /// one is a bug, hence the panic.
     pub(crate) fn atomic_u64(&self, off: usize) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len, "atomic at {off} outside the mapping");
+        assert!(
+            off % 8 == 0 && off + 8 <= self.len,
+            "atomic at {off} outside the mapping"
+        );
         // SAFETY: in bounds and 8-aligned (the mapping is page-aligned);
         // AtomicU64 has the size and alignment of u64, and every access to
         // this word, here and in the peer, is atomic. The reference lives

@@ -47,7 +47,10 @@ impl MemoryRegion {
     pub(crate) fn new(len: usize) -> Result<MemoryRegion, FabricError> {
         let map = SharedMap::create("rfx-mr", len)?;
         let rkey = u32::from_le_bytes(crate::secret::random_bytes::<4>()?) | 1;
-        Ok(MemoryRegion { map: Arc::new(map), rkey })
+        Ok(MemoryRegion {
+            map: Arc::new(map),
+            rkey,
+        })
     }
 
     pub(crate) fn map(&self) -> &SharedMap {
@@ -171,7 +174,10 @@ pub(crate) fn check_remote(
         len,
         reason,
     };
-    let addr = target.addr.checked_add(offset).ok_or_else(|| refuse(u64::MAX, "address overflows"))?;
+    let addr = target
+        .addr
+        .checked_add(offset)
+        .ok_or_else(|| refuse(u64::MAX, "address overflows"))?;
     if target.slice(offset, len).is_none() {
         return Err(refuse(addr, "beyond the end of the target buffer"));
     }
@@ -202,7 +208,12 @@ impl RegionTable {
     }
 
     /// The region and offset that `rkey`/`addr`/`len` names, if valid.
-    pub(crate) fn resolve(&self, rkey: u32, addr: u64, len: u64) -> Result<(&MemoryRegion, usize), &'static str> {
+    pub(crate) fn resolve(
+        &self,
+        rkey: u32,
+        addr: u64,
+        len: u64,
+    ) -> Result<(&MemoryRegion, usize), &'static str> {
         let mut any = false;
         for r in self.regions.iter().filter(|r| r.rkey == rkey) {
             any = true;
@@ -210,7 +221,11 @@ impl RegionTable {
                 return Ok((r, (addr - r.addr()) as usize));
             }
         }
-        Err(if any { "write outside the registered region" } else { "write with an unknown rkey" })
+        Err(if any {
+            "write outside the registered region"
+        } else {
+            "write with an unknown rkey"
+        })
     }
 }
 
@@ -220,18 +235,29 @@ mod tests {
 
     #[test]
     fn remote_checks() {
-        let exposed = [RemoteBuffer { addr: 1000, len: 100, rkey: 5 }];
+        let exposed = [RemoteBuffer {
+            addr: 1000,
+            len: 100,
+            rkey: 5,
+        }];
         let whole = exposed[0];
         assert_eq!(check_remote(&exposed, &whole, 0, 100).unwrap(), 1000);
         assert_eq!(check_remote(&exposed, &whole, 99, 1).unwrap(), 1099);
         assert!(check_remote(&exposed, &whole, 99, 2).is_err());
         assert!(check_remote(&exposed, &whole, u64::MAX, 2).is_err());
-        let forged = RemoteBuffer { addr: 1000, len: 1 << 20, rkey: 5 };
+        let forged = RemoteBuffer {
+            addr: 1000,
+            len: 1 << 20,
+            rkey: 5,
+        };
         assert!(check_remote(&exposed, &forged, 200, 8).is_err());
         let wrong_key = RemoteBuffer { rkey: 6, ..whole };
         assert!(matches!(
             check_remote(&exposed, &wrong_key, 0, 8),
-            Err(FabricError::RemoteAccess { reason: "the peer exposed no buffer with this rkey", .. })
+            Err(FabricError::RemoteAccess {
+                reason: "the peer exposed no buffer with this rkey",
+                ..
+            })
         ));
         assert_eq!(check_remote(&exposed, &whole, 100, 0).unwrap(), 1100);
     }

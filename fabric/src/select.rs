@@ -107,8 +107,16 @@ mod tests {
         }
     }
 
-    fn side<'a>(host: &'a str, providers: &'a [ProviderInfo], forced: Option<TransportKind>) -> Side<'a> {
-        Side { host, providers, forced }
+    fn side<'a>(
+        host: &'a str,
+        providers: &'a [ProviderInfo],
+        forced: Option<TransportKind>,
+    ) -> Side<'a> {
+        Side {
+            host,
+            providers,
+            forced,
+        }
     }
 
     #[test]
@@ -116,36 +124,67 @@ mod tests {
         let all = [p(Tcp), p(Shm), p(Verbs), p(Ofi)];
         let base = [p(Tcp), p(Shm)];
         let ofi = [p(Tcp), p(Shm), p(Ofi)];
-        assert_eq!(select(&side("a", &all, None), &side("a", &all, None)), Ok(Verbs));
-        assert_eq!(select(&side("a", &all, None), &side("b", &base, None)), Ok(Tcp));
-        assert_eq!(select(&side("a", &all, None), &side("a", &base, None)), Ok(Shm));
-        assert_eq!(select(&side("a", &ofi, None), &side("b", &all, None)), Ok(Ofi));
+        assert_eq!(
+            select(&side("a", &all, None), &side("a", &all, None)),
+            Ok(Verbs)
+        );
+        assert_eq!(
+            select(&side("a", &all, None), &side("b", &base, None)),
+            Ok(Tcp)
+        );
+        assert_eq!(
+            select(&side("a", &all, None), &side("a", &base, None)),
+            Ok(Shm)
+        );
+        assert_eq!(
+            select(&side("a", &ofi, None), &side("b", &all, None)),
+            Ok(Ofi)
+        );
     }
 
     #[test]
     fn forced() {
         let base = [p(Tcp), p(Shm)];
         let tcp_only = [p(Tcp)];
-        assert_eq!(select(&side("a", &base, Some(Tcp)), &side("a", &base, None)), Ok(Tcp));
-        assert_eq!(select(&side("a", &base, None), &side("a", &base, Some(Tcp))), Ok(Tcp));
+        assert_eq!(
+            select(&side("a", &base, Some(Tcp)), &side("a", &base, None)),
+            Ok(Tcp)
+        );
+        assert_eq!(
+            select(&side("a", &base, None), &side("a", &base, Some(Tcp))),
+            Ok(Tcp)
+        );
         assert_eq!(
             select(&side("a", &base, Some(Shm)), &side("b", &base, None)),
-            Err(SelectError::ForcedUnusable { kind: Shm, reason: "the peer is on another host" })
+            Err(SelectError::ForcedUnusable {
+                kind: Shm,
+                reason: "the peer is on another host"
+            })
         );
         assert_eq!(
             select(&side("a", &base, Some(Shm)), &side("a", &tcp_only, None)),
-            Err(SelectError::ForcedUnusable { kind: Shm, reason: "not available on the peer" })
+            Err(SelectError::ForcedUnusable {
+                kind: Shm,
+                reason: "not available on the peer"
+            })
         );
         assert_eq!(
             select(&side("a", &base, Some(Shm)), &side("a", &base, Some(Tcp))),
-            Err(SelectError::Conflict { ours: Shm, theirs: Tcp })
+            Err(SelectError::Conflict {
+                ours: Shm,
+                theirs: Tcp
+            })
         );
-        assert_eq!(select(&side("a", &[], None), &side("a", &base, None)), Err(SelectError::NothingInCommon));
+        assert_eq!(
+            select(&side("a", &[], None), &side("a", &base, None)),
+            Err(SelectError::NothingInCommon)
+        );
     }
 
     #[test]
     fn symmetric() {
-        let sets: [&[ProviderInfo]; 3] = [&[p(Tcp)], &[p(Tcp), p(Shm)], &[p(Tcp), p(Shm), p(Verbs)]];
+        let sets: [&[ProviderInfo]; 3] =
+            [&[p(Tcp)], &[p(Tcp), p(Shm)], &[p(Tcp), p(Shm), p(Verbs)]];
         for a in sets {
             for b in sets {
                 for (ha, hb) in [("x", "x"), ("x", "y")] {

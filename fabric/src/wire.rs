@@ -317,13 +317,19 @@ mod tests {
         bytes[4] = 9;
         assert_eq!(
             decode_handshake_header(&bytes),
-            Err(WireError::Version { ours: PROTOCOL_VERSION, theirs: 9 })
+            Err(WireError::Version {
+                ours: PROTOCOL_VERSION,
+                theirs: 9
+            })
         );
         assert!(matches!(
             decode_handshake_header(b"GET / HTTP/1.1\r\n"),
             Err(WireError::BadMagic(_))
         ));
-        assert!(matches!(decode_handshake_header(b"RFX"), Err(WireError::Short { .. })));
+        assert!(matches!(
+            decode_handshake_header(b"RFX"),
+            Err(WireError::Short { .. })
+        ));
     }
 
     #[test]

@@ -40,7 +40,13 @@ pub(crate) struct ShmEndpoint {
 }
 
 impl ShmEndpoint {
-    pub(crate) fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+    pub(crate) fn write(
+        &mut self,
+        addr: u64,
+        rkey: u32,
+        imm: u32,
+        data: &[u8],
+    ) -> Result<(), FabricError> {
         let (rb, map) = self
             .peer_regions
             .iter()
@@ -72,7 +78,11 @@ impl ShmEndpoint {
         }
         while let Some(chunk) = chunks.next() {
             let hdr = FrameHeader {
-                flags: if chunks.peek().is_some() { FLAG_MORE } else { 0 },
+                flags: if chunks.peek().is_some() {
+                    FLAG_MORE
+                } else {
+                    0
+                },
                 len: chunk.len() as u32,
                 ..FrameHeader::new(Op::Send)
             };
@@ -94,11 +104,16 @@ impl ShmEndpoint {
             spins += 1;
             if spins % 1024 == 0 {
                 if sys::peer_closed(&self.sock) {
-                    return Err(FabricError::PeerGone("peer closed while we waited for ring space".into()));
+                    return Err(FabricError::PeerGone(
+                        "peer closed while we waited for ring space".into(),
+                    ));
                 }
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.op_timeout);
                 if Instant::now() >= deadline {
-                    return Err(FabricError::Timeout { op: "shm post (ring full)", after: self.op_timeout });
+                    return Err(FabricError::Timeout {
+                        op: "shm post (ring full)",
+                        after: self.op_timeout,
+                    });
                 }
                 std::thread::yield_now();
             }
@@ -200,7 +215,10 @@ impl ShmEndpoint {
             PollFd::new(self.our_wake.as_fd(), PollFlags::POLLIN),
             PollFd::new(self.sock.as_fd(), PollFlags::POLLIN),
         ];
-        let r = nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+        let r = nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
         let sock_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
         self.rx.set_waiting(false);
         sys::drain(self.our_wake.as_fd());
@@ -218,7 +236,12 @@ impl Drop for ShmEndpoint {
     fn drop(&mut self) {
         // Orderly close, best effort: if the ring is full the socket's EOF
         // tells the peer anyway.
-        if self.gone.is_none() && self.tx.try_push(&FrameHeader::new(Op::Close), &[]).unwrap_or(false) {
+        if self.gone.is_none()
+            && self
+                .tx
+                .try_push(&FrameHeader::new(Op::Close), &[])
+                .unwrap_or(false)
+        {
             sys::signal(self.peer_wake.as_fd());
         }
     }

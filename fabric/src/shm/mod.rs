@@ -64,8 +64,10 @@ pub(crate) fn establish(
     cfg: &Config,
     timeout: Duration,
 ) -> Result<ShmEndpoint, FabricError> {
-    sock.set_read_timeout(Some(timeout)).map_err(|e| FabricError::os("set_read_timeout", e))?;
-    sock.set_write_timeout(Some(timeout)).map_err(|e| FabricError::os("set_write_timeout", e))?;
+    sock.set_read_timeout(Some(timeout))
+        .map_err(|e| FabricError::os("set_read_timeout", e))?;
+    sock.set_write_timeout(Some(timeout))
+        .map_err(|e| FabricError::os("set_write_timeout", e))?;
     let inbound = Ring::create(cfg.shm_ring_bytes)?;
     let wake = sys::eventfd()?;
     if regions.regions().len() + 2 > sys::MAX_FDS {
@@ -109,7 +111,8 @@ pub(crate) fn establish(
         .zip(region_fds)
         .map(|(rb, fd)| Ok((*rb, SharedMap::from_fd(fd, rb.len as usize)?)))
         .collect::<Result<Vec<_>, FabricError>>()?;
-    sock.set_nonblocking(true).map_err(|e| FabricError::os("set_nonblocking", e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| FabricError::os("set_nonblocking", e))?;
     Ok(ShmEndpoint {
         tx,
         rx: Consumer::new(inbound),

@@ -26,9 +26,18 @@ const WAITING_OFF: usize = 64;
 /// Bytes before a record's payload.
 pub(super) const REC_HDR: usize = 8 + FRAME_HEADER_LEN;
 
-/// Bytes a record with `payload` bytes occupies.
+/// Bytes a record with `payload` inline bytes occupies.
 pub(super) fn record_size(payload: usize) -> usize {
     (REC_HDR + payload + 63) & !63
+}
+
+/// Bytes carried inline by a record: a write's data is in the target
+/// region, not in the ring, so its `len` does not count.
+fn inline_len(hdr: &FrameHeader) -> usize {
+    match hdr.op {
+        Op::Send | Op::Pad => hdr.len as usize,
+        Op::Write | Op::Close => 0,
+    }
 }
 
 #[derive(Debug)]
@@ -53,7 +62,9 @@ impl Ring {
     /// Maps a peer's ring; `cap` and `key` come from the peer and are checked.
     pub(super) fn from_fd(fd: OwnedFd, cap: u64, key: u64) -> Result<Ring, FabricError> {
         if !cap.is_power_of_two() || !(4096..=1 << 30).contains(&cap) {
-            return Err(FabricError::Handshake(format!("peer ring capacity {cap} is invalid")));
+            return Err(FabricError::Handshake(format!(
+                "peer ring capacity {cap} is invalid"
+            )));
         }
         let map = SharedMap::from_fd(fd, RING_HDR + cap as usize)?;
         Ok(Ring { map, cap, key })
@@ -120,8 +131,13 @@ impl Producer {
     }
 
     /// Appends a record; false if the ring has no room now.
-    pub(super) fn try_push(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<bool, FabricError> {
+    pub(super) fn try_push(
+        &mut self,
+        hdr: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<bool, FabricError> {
         debug_assert!(payload.len() <= self.max_payload());
+        debug_assert_eq!(payload.len(), inline_len(hdr));
         let size = record_size(payload.len()) as u64;
         let to_end = self.ring.cap - (self.tail & (self.ring.cap - 1));
         let need = if size > to_end { to_end + size } else { size };
@@ -193,11 +209,14 @@ impl Consumer {
             .map_err(|_| WireError::Invalid("record outside the ring"))?;
         let hdr = FrameHeader::decode(&b)?;
         let to_end = self.ring.cap - (self.head & (self.ring.cap - 1));
-        if record_size(hdr.len as usize) as u64 > to_end {
+        let size = record_size(inline_len(&hdr)) as u64;
+        if size > to_end {
             return Err(WireError::Invalid("record crosses the end of the ring"));
         }
-        if hdr.op == Op::Pad && record_size(hdr.len as usize) as u64 != to_end {
-            return Err(WireError::Invalid("pad record does not reach the end of the ring"));
+        if hdr.op == Op::Pad && size != to_end {
+            return Err(WireError::Invalid(
+                "pad record does not reach the end of the ring",
+            ));
         }
         if hdr.op == Op::Write && hdr.flags != 0 {
             return Err(WireError::Invalid("flags on a write record"));
@@ -206,16 +225,22 @@ impl Consumer {
     }
 
     /// Appends the inline payload of the record at the head to `out`.
-    pub(super) fn read_payload(&self, hdr: &FrameHeader, out: &mut BytesMut) -> Result<(), FabricError> {
-        let len = hdr.len as usize;
+    pub(super) fn read_payload(
+        &self,
+        hdr: &FrameHeader,
+        out: &mut BytesMut,
+    ) -> Result<(), FabricError> {
+        let len = inline_len(hdr);
         let at = out.len();
         out.resize(at + len, 0);
-        self.ring.map.read(self.ring.off(self.head) + REC_HDR, &mut out[at..])
+        self.ring
+            .map
+            .read(self.ring.off(self.head) + REC_HDR, &mut out[at..])
     }
 
     /// Frees the record at the head.
     pub(super) fn advance(&mut self, hdr: &FrameHeader) {
-        self.head += record_size(hdr.len as usize) as u64;
+        self.head += record_size(inline_len(hdr)) as u64;
         self.ring.head().store(self.head, Ordering::Release);
     }
 
@@ -240,7 +265,10 @@ mod tests {
     }
 
     fn send(len: u32) -> FrameHeader {
-        FrameHeader { len, ..FrameHeader::new(Op::Send) }
+        FrameHeader {
+            len,
+            ..FrameHeader::new(Op::Send)
+        }
     }
 
     #[test]
@@ -251,7 +279,16 @@ mod tests {
         for round in 0..200u32 {
             let len = (round * 37) % 900;
             let payload = vec![round as u8; len as usize];
-            while !p.try_push(&FrameHeader { imm: next, ..send(len) }, &payload).unwrap() {
+            while !p
+                .try_push(
+                    &FrameHeader {
+                        imm: next,
+                        ..send(len)
+                    },
+                    &payload,
+                )
+                .unwrap()
+            {
                 // Full: drain one.
                 let h = c.peek().unwrap().unwrap();
                 if h.op != Op::Pad {
@@ -273,6 +310,25 @@ mod tests {
             c.advance(&h);
         }
         assert_eq!(expect, next);
+    }
+
+    #[test]
+    fn write_records_carry_no_inline_payload() {
+        let (mut p, mut c) = pair(4096);
+        let write = FrameHeader {
+            len: 1 << 20,
+            ..FrameHeader::new(Op::Write)
+        };
+        assert!(p.try_push(&write, &[]).unwrap());
+        assert!(p.try_push(&send(63), &[7; 63]).unwrap());
+        let h = c.peek().unwrap().unwrap();
+        assert_eq!(h.op, Op::Write);
+        c.advance(&h);
+        let h = c.peek().unwrap().unwrap();
+        assert_eq!((h.op, h.len), (Op::Send, 63));
+        let mut out = BytesMut::new();
+        c.read_payload(&h, &mut out).unwrap();
+        assert_eq!(&out[..], &[7; 63]);
     }
 
     #[test]

@@ -13,7 +13,11 @@ use crate::error::{nix_err, FabricError};
 pub(super) const MAX_FDS: usize = 66;
 
 /// Sends `data` (length-prefixed) with `fds` attached.
-pub(super) fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), FabricError> {
+pub(super) fn send_with_fds(
+    sock: &UnixStream,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), FabricError> {
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let len = (data.len() as u32).to_le_bytes();
     let iov = [IoSlice::new(&len), IoSlice::new(data)];
@@ -26,19 +30,29 @@ pub(super) fn send_with_fds(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_
         let mut all = Vec::with_capacity(total);
         all.extend_from_slice(&len);
         all.extend_from_slice(data);
-        (&*sock).write_all(&all[n..]).map_err(|e| FabricError::os("send", e))?;
+        (&*sock)
+            .write_all(&all[n..])
+            .map_err(|e| FabricError::os("send", e))?;
     }
     Ok(())
 }
 
 /// Receives one message sent by [`send_with_fds`], with its descriptors.
-pub(super) fn recv_with_fds(sock: &UnixStream, max: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), FabricError> {
+pub(super) fn recv_with_fds(
+    sock: &UnixStream,
+    max: usize,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), FabricError> {
     let mut first = vec![0u8; 4 + max];
     let mut cspace = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (n, fds, truncated) = {
         let mut iov = [IoSliceMut::new(&mut first)];
-        let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cspace), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(nix_err("recvmsg"))?;
+        let msg = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cspace),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(nix_err("recvmsg"))?;
         let mut fds = Vec::new();
         for c in msg.cmsgs().map_err(nix_err("recvmsg"))? {
             if let ControlMessageOwned::ScmRights(got) = c {
@@ -53,10 +67,14 @@ pub(super) fn recv_with_fds(sock: &UnixStream, max: usize) -> Result<(Vec<u8>, V
         (msg.bytes, fds, msg.flags.contains(MsgFlags::MSG_CTRUNC))
     };
     if truncated {
-        return Err(FabricError::Handshake("peer sent too many descriptors".into()));
+        return Err(FabricError::Handshake(
+            "peer sent too many descriptors".into(),
+        ));
     }
     if n == 0 {
-        return Err(FabricError::PeerGone("peer closed during shm set-up".into()));
+        return Err(FabricError::PeerGone(
+            "peer closed during shm set-up".into(),
+        ));
     }
     let mut got = n;
     while got < 4 {
@@ -64,13 +82,17 @@ pub(super) fn recv_with_fds(sock: &UnixStream, max: usize) -> Result<(Vec<u8>, V
     }
     let len = u32::from_le_bytes([first[0], first[1], first[2], first[3]]) as usize;
     if len > max {
-        return Err(FabricError::Handshake(format!("shm set-up message of {len} bytes is too large")));
+        return Err(FabricError::Handshake(format!(
+            "shm set-up message of {len} bytes is too large"
+        )));
     }
     while got < 4 + len {
         got += read_some(sock, &mut first[got..4 + len])?;
     }
     if got > 4 + len {
-        return Err(FabricError::Handshake("unexpected bytes after the shm set-up message".into()));
+        return Err(FabricError::Handshake(
+            "unexpected bytes after the shm set-up message".into(),
+        ));
     }
     first.truncate(4 + len);
     first.drain(..4);
@@ -79,10 +101,15 @@ pub(super) fn recv_with_fds(sock: &UnixStream, max: usize) -> Result<(Vec<u8>, V
 
 fn read_some(sock: &UnixStream, buf: &mut [u8]) -> Result<usize, FabricError> {
     match (&*sock).read(buf) {
-        Ok(0) => Err(FabricError::PeerGone("peer closed during shm set-up".into())),
+        Ok(0) => Err(FabricError::PeerGone(
+            "peer closed during shm set-up".into(),
+        )),
         Ok(n) => Ok(n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
-            Err(FabricError::Timeout { op: "shm set-up", after: std::time::Duration::ZERO })
+            Err(FabricError::Timeout {
+                op: "shm set-up",
+                after: std::time::Duration::ZERO,
+            })
         }
         Err(e) => Err(FabricError::os("read", e)),
     }

@@ -20,8 +20,16 @@ const STAGING: usize = 256 << 10;
 /// A frame whose payload is still arriving.
 #[derive(Debug)]
 enum Partial {
-    Write { hdr: FrameHeader, region: MemoryRegion, offset: usize, got: usize },
-    Send { buf: BytesMut, want: usize },
+    Write {
+        hdr: FrameHeader,
+        region: MemoryRegion,
+        offset: usize,
+        got: usize,
+    },
+    Send {
+        buf: BytesMut,
+        want: usize,
+    },
 }
 
 #[derive(Debug)]
@@ -45,8 +53,10 @@ impl TcpEndpoint {
         max_message: usize,
         op_timeout: Duration,
     ) -> Result<Self, FabricError> {
-        sock.set_nonblocking(true).map_err(|e| FabricError::os("set_nonblocking", e))?;
-        sock.set_nodelay(true).map_err(|e| FabricError::os("set_nodelay", e))?;
+        sock.set_nonblocking(true)
+            .map_err(|e| FabricError::os("set_nonblocking", e))?;
+        sock.set_nodelay(true)
+            .map_err(|e| FabricError::os("set_nodelay", e))?;
         Ok(TcpEndpoint {
             sock,
             regions,
@@ -61,7 +71,13 @@ impl TcpEndpoint {
         })
     }
 
-    pub(crate) fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+    pub(crate) fn write(
+        &mut self,
+        addr: u64,
+        rkey: u32,
+        imm: u32,
+        data: &[u8],
+    ) -> Result<(), FabricError> {
         let hdr = FrameHeader {
             op: Op::Write,
             flags: 0,
@@ -94,17 +110,25 @@ impl TcpEndpoint {
                 self.sock.write(&payload[sent - FRAME_HEADER_LEN..])
             };
             match r {
-                Ok(0) => return Err(FabricError::PeerGone("connection closed while sending".into())),
+                Ok(0) => {
+                    return Err(FabricError::PeerGone(
+                        "connection closed while sending".into(),
+                    ))
+                }
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     // The peer may be blocked sending to us: drain our side
                     // while we wait for room, or both would wait forever.
                     self.progress()?;
-                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.op_timeout);
+                    let deadline =
+                        *deadline.get_or_insert_with(|| Instant::now() + self.op_timeout);
                     let now = Instant::now();
                     if now >= deadline {
-                        return Err(FabricError::Timeout { op: "tcp send", after: self.op_timeout });
+                        return Err(FabricError::Timeout {
+                            op: "tcp send",
+                            after: self.op_timeout,
+                        });
                     }
                     self.wait_fd(PollFlags::POLLOUT | PollFlags::POLLIN, deadline - now)?;
                 }
@@ -138,7 +162,10 @@ impl TcpEndpoint {
     fn wait_fd(&self, events: PollFlags, timeout: Duration) -> Result<(), FabricError> {
         let mut fds = [PollFd::new(self.sock.as_fd(), events)];
         let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        match nix::poll::poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(_) | Err(nix::Error::EINTR) => Ok(()),
             Err(e) => Err(FabricError::os("poll", io::Error::from(e))),
         }
@@ -189,7 +216,12 @@ impl TcpEndpoint {
             if let Some(p) = self.partial.take() {
                 let avail = self.end - self.start;
                 match p {
-                    Partial::Write { hdr, region, offset, got } => {
+                    Partial::Write {
+                        hdr,
+                        region,
+                        offset,
+                        got,
+                    } => {
                         let n = avail.min(hdr.len as usize - got);
                         region.write_at(offset + got, &self.buf[self.start..self.start + n])?;
                         self.start += n;
@@ -201,7 +233,12 @@ impl TcpEndpoint {
                                 len: hdr.len,
                             }));
                         } else {
-                            self.partial = Some(Partial::Write { hdr, region, offset, got: got + n });
+                            self.partial = Some(Partial::Write {
+                                hdr,
+                                region,
+                                offset,
+                                got: got + n,
+                            });
                             return Ok(());
                         }
                     }
@@ -221,7 +258,8 @@ impl TcpEndpoint {
             if self.end - self.start < FRAME_HEADER_LEN {
                 return Ok(());
             }
-            let hdr = FrameHeader::decode(&self.buf[self.start..self.end]).map_err(FabricError::Malformed)?;
+            let hdr = FrameHeader::decode(&self.buf[self.start..self.end])
+                .map_err(FabricError::Malformed)?;
             self.start += FRAME_HEADER_LEN;
             let len = hdr.len as usize;
             self.partial = Some(match hdr.op {
@@ -230,7 +268,12 @@ impl TcpEndpoint {
                         .regions
                         .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
                         .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
-                    Partial::Write { hdr, region: region.clone(), offset, got: 0 }
+                    Partial::Write {
+                        hdr,
+                        region: region.clone(),
+                        offset,
+                        got: 0,
+                    }
                 }
                 Op::Send => {
                     if len > self.max_message {
@@ -239,13 +282,20 @@ impl TcpEndpoint {
                             max: self.max_message as u64,
                         }));
                     }
-                    Partial::Send { buf: BytesMut::with_capacity(len), want: len }
+                    Partial::Send {
+                        buf: BytesMut::with_capacity(len),
+                        want: len,
+                    }
                 }
                 Op::Close => {
                     self.gone = Some("peer closed the connection".into());
                     return Ok(());
                 }
-                Op::Pad => return Err(FabricError::Malformed(WireError::Invalid("pad frame on tcp"))),
+                Op::Pad => {
+                    return Err(FabricError::Malformed(WireError::Invalid(
+                        "pad frame on tcp",
+                    )))
+                }
             });
         }
     }
@@ -253,9 +303,9 @@ impl TcpEndpoint {
 
 fn gone_or_os(op: &'static str, e: io::Error) -> FabricError {
     match e.kind() {
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-            FabricError::PeerGone(format!("{op}: {e}"))
-        }
+        io::ErrorKind::BrokenPipe
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted => FabricError::PeerGone(format!("{op}: {e}")),
         _ => FabricError::os(op, e),
     }
 }

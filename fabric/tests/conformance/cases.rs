@@ -1,0 +1,568 @@
+//! The cases: each takes the transport under test.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use rfx_fabric::wire::{self, Accept, FrameHeader, HandshakeKind, Hello, Op};
+use rfx_fabric::{
+    Caps, Completion, ConnectOptions, FabricError, PollMode, RemoteBuffer, TransportKind,
+    WriteCompletion,
+};
+
+use crate::util::*;
+
+fn expect_write(r: Result<Completion, FabricError>) -> WriteCompletion {
+    match r {
+        Ok(Completion::Write(w)) => w,
+        other => panic!("expected a write completion, got {other:?}"),
+    }
+}
+
+fn expect_recv(r: Result<Completion, FabricError>) -> bytes::Bytes {
+    match r {
+        Ok(Completion::Recv(b)) => b,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+pub fn write_imm_lands(kind: TransportKind) {
+    let f = fabric(kind);
+    let server_mr = f.register(4096).unwrap();
+    let client_mr = f.register(256).unwrap();
+    let (mut s, mut c) = pair(kind, &[server_mr.clone()], &[client_mr.clone()]);
+    assert_eq!(c.peer_buffers(), &[server_mr.remote()]);
+    assert_eq!(s.peer_buffers(), &[client_mr.remote()]);
+    let rb = c.peer_buffers()[0];
+    c.write_imm(b"abc", &rb, 100, 0xdead_beef).unwrap();
+    let w = expect_write(s.wait(PollMode::Hot, T));
+    assert_eq!(
+        w,
+        WriteCompletion {
+            imm: 0xdead_beef,
+            rkey: server_mr.rkey(),
+            offset: 100,
+            len: 3
+        }
+    );
+    assert_eq!(server_mr.to_vec(99, 5).unwrap(), b"\0abc\0");
+    // The other way, into a sub-range of the client's buffer.
+    let sub = s.peer_buffers()[0].slice(128, 64).unwrap();
+    s.write_imm(b"result", &sub, 10, 7).unwrap();
+    let w = expect_write(c.wait(PollMode::Hot, T));
+    assert_eq!((w.imm, w.offset, w.len), (7, 138, 6));
+    assert_eq!(client_mr.to_vec(138, 6).unwrap(), b"result");
+}
+
+pub fn payload_sizes(kind: TransportKind) {
+    const MAX: usize = 16 << 20;
+    let f = fabric(kind);
+    let mr = f.register(MAX + 64).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let sizes = [
+        0usize,
+        1,
+        8,
+        63,
+        64,
+        65,
+        4095,
+        4096,
+        65536,
+        (1 << 20) + 7,
+        MAX,
+    ];
+    let writer = std::thread::spawn(move || {
+        let rb = c.peer_buffers()[0];
+        for (i, &n) in sizes.iter().enumerate() {
+            c.write_imm(&pattern(n, i as u8), &rb, 64, i as u32)
+                .unwrap();
+            c.send(&pattern(n, i as u8 ^ 0x55)).unwrap();
+            // Wait for the ack so the next write does not overwrite this one.
+            assert_eq!(&expect_recv(c.wait(PollMode::Hot, T))[..], b"ack");
+        }
+    });
+    for (i, &n) in sizes.iter().enumerate() {
+        let w = expect_write(s.wait(PollMode::Hot, T));
+        assert_eq!((w.imm, w.offset, w.len as usize), (i as u32, 64, n));
+        assert!(
+            mr.to_vec(64, n).unwrap() == pattern(n, i as u8),
+            "write of {n} bytes differs"
+        );
+        let m = expect_recv(s.wait(PollMode::Hot, T));
+        assert!(
+            m[..] == pattern(n, i as u8 ^ 0x55)[..],
+            "message of {n} bytes differs"
+        );
+        s.send(b"ack").unwrap();
+    }
+    writer.join().unwrap();
+}
+
+pub fn ordered_with_many_in_flight(kind: TransportKind) {
+    const N: u32 = 20_000;
+    let f = fabric(kind);
+    let mr = f.register(N as usize * 8).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    // Post everything before the receiver looks at anything.
+    let writer = std::thread::spawn(move || {
+        let rb = c.peer_buffers()[0];
+        for i in 0..N {
+            c.write_imm(&u64::from(i).to_le_bytes(), &rb, u64::from(i) * 8, i)
+                .unwrap();
+            if i % 1000 == 0 {
+                c.send(&i.to_le_bytes()).unwrap();
+            }
+        }
+        c
+    });
+    let mut next = 0u32;
+    while next < N {
+        match s.wait(PollMode::Hot, T).unwrap() {
+            Completion::Write(w) => {
+                assert_eq!(w.imm, next, "writes delivered out of order");
+                assert_eq!(
+                    mr.to_vec(next as usize * 8, 8).unwrap(),
+                    u64::from(next).to_le_bytes()
+                );
+                next += 1;
+            }
+            Completion::Recv(m) => assert_eq!(
+                &m[..],
+                &(next - 1).to_le_bytes(),
+                "send out of order with writes"
+            ),
+        }
+    }
+    drop(writer.join().unwrap());
+}
+
+pub fn bidirectional_flood(kind: TransportKind) {
+    // Each side posts far more than socket buffers or rings hold before
+    // reading anything: posting must drain incoming traffic, not deadlock.
+    const N: usize = 1500;
+    const LEN: usize = 32 << 10;
+    let (s, c) = pair(kind, &[], &[]);
+    let run = |mut ep: rfx_fabric::Endpoint, seed: u8| {
+        std::thread::spawn(move || {
+            let msg = pattern(LEN, seed);
+            for _ in 0..N {
+                ep.send(&msg).unwrap();
+            }
+            for _ in 0..N {
+                let m = expect_recv(ep.wait(PollMode::Hot, T));
+                assert!(m[..] == pattern(LEN, seed ^ 1)[..]);
+            }
+        })
+    };
+    let a = run(s, 2);
+    let b = run(c, 3);
+    a.join().unwrap();
+    b.join().unwrap();
+}
+
+pub fn access_violations_refused(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(4096).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let rb = c.peer_buffers()[0];
+    let bad_key = RemoteBuffer {
+        rkey: rb.rkey ^ 0x100,
+        ..rb
+    };
+    let forged = RemoteBuffer { len: 1 << 20, ..rb };
+    let refused = |r: Result<(), FabricError>| {
+        assert!(
+            matches!(r, Err(FabricError::RemoteAccess { .. })),
+            "expected a refusal, got {r:?}"
+        )
+    };
+    refused(c.write_imm(&[0xff; 8], &bad_key, 0, 1));
+    refused(c.write_imm(&[0xff; 10], &rb, 4090, 2));
+    refused(c.write_imm(&[0xff; 1], &rb, 4096, 3));
+    refused(c.write_imm(&[0xff; 8], &forged, 8192, 4));
+    refused(c.write_imm(&[0xff; 8], &rb, u64::MAX - 3, 5));
+    // The endpoint is still fine, and only the valid write arrives.
+    c.write_imm(&[0xaa], &rb, 0, 6).unwrap();
+    let w = expect_write(s.wait(PollMode::Hot, T));
+    assert_eq!(w.imm, 6);
+    assert!(matches!(s.wait(PollMode::Hot, Duration::from_millis(50)), Err(e) if e.is_timeout()));
+    let mem = mr.to_vec(0, 4096).unwrap();
+    assert_eq!(mem[0], 0xaa);
+    assert!(
+        mem[1..].iter().all(|&b| b == 0),
+        "refused writes touched memory"
+    );
+}
+
+pub fn waits_are_bounded(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(64).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr], &[]);
+    for mode in [PollMode::Hot, PollMode::Warm] {
+        let r = s.wait(mode, Duration::from_millis(50));
+        assert!(
+            matches!(r, Err(FabricError::Timeout { .. })),
+            "{mode:?}: {r:?}"
+        );
+    }
+    assert!(s.poll().unwrap().is_none());
+    let rb = c.peer_buffers()[0];
+    c.write_imm(b"x", &rb, 0, 1).unwrap();
+    assert_eq!(expect_write(s.wait(PollMode::Warm, T)).imm, 1);
+}
+
+fn thread_cpu() -> Duration {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD).unwrap();
+    let tv =
+        |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+pub fn warm_wakes_on_arrival(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(64).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr], &[]);
+    let waiter = std::thread::spawn(move || {
+        let cpu0 = thread_cpu();
+        let t0 = Instant::now();
+        let w = expect_write(s.wait(PollMode::Warm, T));
+        (w.imm, t0.elapsed(), thread_cpu() - cpu0)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let rb = c.peer_buffers()[0];
+    c.write_imm(b"wake", &rb, 0, 99).unwrap();
+    let (imm, waited, cpu) = waiter.join().unwrap();
+    assert_eq!(imm, 99);
+    assert!(waited < T, "woke only at the timeout");
+    // Warm means asleep: a busy poll would have used the whole 400 ms.
+    assert!(
+        cpu < waited / 2,
+        "warm wait burned {cpu:?} of CPU in {waited:?}"
+    );
+}
+
+pub fn advertised_caps_work(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(64).unwrap();
+    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let caps = c.caps();
+    assert_eq!(caps, s.caps());
+    assert!(
+        !caps.contains(Caps::READ),
+        "READ advertised but no read operation exists"
+    );
+    if caps.contains(Caps::SEND) {
+        c.send(b"two-sided").unwrap();
+        assert_eq!(&expect_recv(s.wait(PollMode::Hot, T))[..], b"two-sided");
+    }
+    if caps.contains(Caps::WRITE_IMM) {
+        let rb = c.peer_buffers()[0];
+        c.write_imm(b"one-sided", &rb, 0, 5).unwrap();
+        let mode = if caps.contains(Caps::WAIT_FD) {
+            PollMode::Warm
+        } else {
+            PollMode::Hot
+        };
+        let w = expect_write(s.wait(mode, T));
+        if caps.contains(Caps::ZERO_COPY) || caps.contains(Caps::WRITE_IMM) {
+            assert_eq!(mr.to_vec(0, w.len as usize).unwrap(), b"one-sided");
+        }
+    }
+    if caps.contains(Caps::INTER_NODE) {
+        assert_eq!(kind, TransportKind::Tcp);
+    }
+}
+
+pub fn oversized_send_refused(kind: TransportKind) {
+    let mut cfg = config(kind);
+    cfg.max_message = 1 << 16;
+    let f = rfx_fabric::Fabric::open(cfg).unwrap();
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || listener.accept(&ConnectOptions::new()));
+    let mut c = f.connect(addr, &ConnectOptions::new()).unwrap();
+    let mut s = server.join().unwrap().unwrap();
+    let r = c.send(&vec![0u8; (1 << 16) + 1]);
+    assert!(matches!(r, Err(FabricError::TooLarge { .. })), "{r:?}");
+    c.send(&vec![1u8; 1 << 16]).unwrap();
+    assert_eq!(expect_recv(s.wait(PollMode::Hot, T)).len(), 1 << 16);
+}
+
+/// The peer process dies after three writes: they are delivered, then the
+/// death is reported, in hot and warm mode.
+pub fn peer_death_detected(kind: TransportKind) {
+    for mode in [PollMode::Hot, PollMode::Warm] {
+        let f = fabric(kind);
+        let mr = f.register(64).unwrap();
+        let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _peer = PeerProcess::spawn("die_after_writes", kind, listener.local_addr().unwrap());
+        let mut s = listener
+            .incoming(Some(T))
+            .unwrap()
+            .accept(&ConnectOptions::new().expose(&mr), |_| Ok(()))
+            .unwrap();
+        for imm in 1..=3 {
+            assert_eq!(expect_write(s.wait(mode, T)).imm, imm);
+        }
+        let t0 = Instant::now();
+        let r = s.wait(mode, T);
+        assert!(matches!(&r, Err(e) if e.is_peer_gone()), "{mode:?}: {r:?}");
+        assert!(t0.elapsed() < T);
+        // Dead stays dead.
+        assert!(matches!(s.poll(), Err(e) if e.is_peer_gone()));
+        let rb = s.peer_buffers().first().copied();
+        assert!(rb.is_none());
+        assert!(s.send(b"anyone?").is_err());
+    }
+}
+
+/// The peer process is killed (SIGKILL) while we sleep in warm mode.
+pub fn peer_killed_while_waiting(kind: TransportKind) {
+    let f = fabric(kind);
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut peer = PeerProcess::spawn("hang", kind, listener.local_addr().unwrap());
+    let mut s = listener
+        .incoming(Some(T))
+        .unwrap()
+        .accept(&ConnectOptions::new(), |_| Ok(()))
+        .unwrap();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        peer.0.kill().unwrap();
+        peer
+    });
+    let r = s.wait(PollMode::Warm, T);
+    assert!(matches!(&r, Err(e) if e.is_peer_gone()), "{r:?}");
+    drop(killer.join().unwrap());
+}
+
+/// Entry of the child processes (see [`PeerProcess`]).
+pub fn peer_main(role: &str) {
+    let kind: TransportKind = std::env::var("RFX_TRANSPORT").unwrap().parse().unwrap();
+    let addr = std::env::var("RFX_CONFORMANCE_ADDR")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let f = fabric(kind);
+    let mut c = f.connect(addr, &ConnectOptions::new()).unwrap();
+    match role {
+        "die_after_writes" => {
+            let rb = c.peer_buffers()[0];
+            for imm in 1..=3 {
+                c.write_imm(&[imm as u8], &rb, 0, imm).unwrap();
+            }
+            // No close, no destructors: as a crash.
+            std::process::abort();
+        }
+        "hang" => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// A hand-made tcp client that completes the handshake, for sending what a
+/// real endpoint never would.
+fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, Accept) {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let hello = Hello {
+        host: "a-host-far-away".into(),
+        pid: 1,
+        forced: Some(TransportKind::Tcp),
+        providers: fabric(TransportKind::Tcp).providers().to_vec(),
+        buffers: vec![],
+        user: vec![],
+    };
+    sock.write_all(&wire::encode_handshake(HandshakeKind::Hello, &hello))
+        .unwrap();
+    let mut head = [0u8; wire::HANDSHAKE_HEADER_LEN];
+    sock.read_exact(&mut head).unwrap();
+    let (kind, len) = wire::decode_handshake_header(&head).unwrap();
+    assert_eq!(kind, HandshakeKind::Accept);
+    let mut body = vec![0; len];
+    sock.read_exact(&mut body).unwrap();
+    (sock, wire::decode_body(&body).unwrap())
+}
+
+/// tcp receive-side checks: a peer that bypasses the writer's checks gets
+/// its connection closed and memory stays untouched.
+pub fn tcp_hostile_frames() {
+    let bad: [fn(&RemoteBuffer) -> Vec<u8>; 4] = [
+        |rb| {
+            FrameHeader {
+                op: Op::Write,
+                flags: 0,
+                imm: 1,
+                rkey: rb.rkey ^ 1,
+                len: 4,
+                addr: rb.addr,
+            }
+            .encode()
+            .to_vec()
+        },
+        |rb| {
+            FrameHeader {
+                op: Op::Write,
+                flags: 0,
+                imm: 1,
+                rkey: rb.rkey,
+                len: 65,
+                addr: rb.addr,
+            }
+            .encode()
+            .to_vec()
+        },
+        |_| vec![0xee; 24],
+        |_| {
+            FrameHeader {
+                len: u32::MAX,
+                ..FrameHeader::new(Op::Send)
+            }
+            .encode()
+            .to_vec()
+        },
+    ];
+    for make in bad {
+        let f = fabric(TransportKind::Tcp);
+        let mr = f.register(64).unwrap();
+        let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opts = ConnectOptions::new().expose(&mr);
+        let server = std::thread::spawn(move || listener.accept(&opts));
+        let (mut sock, accept) = raw_client(addr);
+        let mut s = server.join().unwrap().unwrap();
+        let rb = accept.hello.buffers[0];
+        let mut frame = make(&rb);
+        frame.extend_from_slice(&[0xff; 65]);
+        sock.write_all(&frame).unwrap();
+        let r = s.wait(PollMode::Hot, T);
+        assert!(matches!(r, Err(FabricError::Malformed(_))), "{r:?}");
+        assert!(s.poll().is_err(), "endpoint must stay closed");
+        assert!(mr.to_vec(0, 64).unwrap().iter().all(|&b| b == 0));
+    }
+}
+
+/// tcp: the peer vanishes in the middle of a payload.
+pub fn tcp_peer_gone_mid_transfer() {
+    let f = fabric(TransportKind::Tcp);
+    let mr = f.register(1 << 20).unwrap();
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = ConnectOptions::new().expose(&mr);
+    let server = std::thread::spawn(move || listener.accept(&opts));
+    let (mut sock, accept) = raw_client(addr);
+    let mut s = server.join().unwrap().unwrap();
+    let rb = accept.hello.buffers[0];
+    let hdr = FrameHeader {
+        op: Op::Write,
+        flags: 0,
+        imm: 1,
+        rkey: rb.rkey,
+        len: 1 << 20,
+        addr: rb.addr,
+    };
+    sock.write_all(&hdr.encode()).unwrap();
+    sock.write_all(&[7u8; 1000]).unwrap();
+    drop(sock);
+    let r = s.wait(PollMode::Warm, T);
+    match r {
+        Err(FabricError::PeerGone(why)) => assert!(why.contains("middle"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Garbage, wrong versions and refused tokens all end in clear errors on
+/// both sides, never a hang.
+pub fn malformed_handshakes(kind: TransportKind) {
+    let f = fabric(kind);
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+
+    // Garbage to the server.
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let r = listener
+        .incoming(Some(T))
+        .unwrap()
+        .accept(&ConnectOptions::new(), |_| Ok(()));
+    assert!(
+        matches!(r, Err(FabricError::Malformed(wire::WireError::BadMagic(_)))),
+        "{r:?}"
+    );
+
+    // Another protocol version: the server says why.
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    let mut msg = wire::encode_handshake(HandshakeKind::Hello, &"whatever");
+    msg[4..6].copy_from_slice(&99u16.to_le_bytes());
+    sock.write_all(&msg).unwrap();
+    let r = listener
+        .incoming(Some(T))
+        .unwrap()
+        .accept(&ConnectOptions::new(), |_| Ok(()));
+    assert!(
+        matches!(
+            r,
+            Err(FabricError::Malformed(wire::WireError::Version {
+                theirs: 99,
+                ..
+            }))
+        ),
+        "{r:?}"
+    );
+    let mut head = [0u8; wire::HANDSHAKE_HEADER_LEN];
+    sock.read_exact(&mut head).unwrap();
+    let (k, len) = wire::decode_handshake_header(&head).unwrap();
+    assert_eq!(k, HandshakeKind::Reject);
+    let mut body = vec![0; len];
+    sock.read_exact(&mut body).unwrap();
+    let why: String = wire::decode_body(&body).unwrap();
+    assert!(why.contains("version 99"), "{why}");
+
+    // A token the server refuses.
+    let server = std::thread::spawn(move || {
+        listener
+            .incoming(Some(T))
+            .unwrap()
+            .accept(&ConnectOptions::new(), |h| {
+                if h.user == b"good" {
+                    Ok(())
+                } else {
+                    Err("bad token".into())
+                }
+            })
+    });
+    let r = f.connect(addr, &ConnectOptions::new().user_data(b"evil".to_vec()));
+    assert!(
+        matches!(&r, Err(FabricError::Rejected(why)) if why == "bad token"),
+        "{r:?}"
+    );
+    assert!(matches!(
+        server.join().unwrap(),
+        Err(FabricError::Rejected(_))
+    ));
+
+    // A server that is not rfx at all.
+    let junk = TcpListener::bind("127.0.0.1:0").unwrap();
+    let jaddr = junk.local_addr().unwrap();
+    let j = std::thread::spawn(move || {
+        let (mut s, _) = junk.accept().unwrap();
+        let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+        std::thread::sleep(Duration::from_millis(200));
+    });
+    let r = f.connect(jaddr, &ConnectOptions::new());
+    assert!(matches!(r, Err(FabricError::Malformed(_))), "{r:?}");
+    j.join().unwrap();
+
+    // A server that accepts and says nothing: bounded by the connect timeout.
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = mute.local_addr().unwrap();
+    let mut cfg = config(kind);
+    cfg.connect_timeout = Duration::from_millis(300);
+    let f2 = rfx_fabric::Fabric::open(cfg).unwrap();
+    let r = f2.connect(maddr, &ConnectOptions::new());
+    assert!(matches!(r, Err(FabricError::Timeout { .. })), "{r:?}");
+    drop(mute);
+}
