@@ -77,7 +77,7 @@ impl Config {
     /// Checks the values that have constraints.
     pub fn validate(&self) -> Result<(), FabricError> {
         let ring = self.shm_ring_bytes;
-        if !ring.is_power_of_two() || ring < (64 << 10) || ring > (1 << 30) {
+        if !ring.is_power_of_two() || !((64 << 10)..=(1 << 30)).contains(&ring) {
             return Err(FabricError::Config {
                 var: "RFX_SHM_RING_BYTES",
                 value: ring.to_string(),

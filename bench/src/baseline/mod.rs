@@ -1,0 +1,5 @@
+//! Raw baselines measured in the same run as rfx, with the same sizes,
+//! pinning and polling mode: the floor each provider is judged against.
+
+pub mod shm;
+pub mod tcp;

@@ -1,0 +1,79 @@
+//! `rfx-bench transport`: write_imm ping-pong over an rfx endpoint.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rfx_fabric::{
+    Completion, Config, ConnectOptions, Fabric, PollMode, TransportChoice, TransportKind,
+};
+
+use crate::pin;
+use crate::schedule::Step;
+use crate::stats::{Recorder, Summary};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Round trips of `write_imm` + completion, client pinned to `cpus.0`,
+/// echo server to `cpus.1`.
+pub fn rfx_pingpong(
+    kind: TransportKind,
+    mode: PollMode,
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+) -> anyhow::Result<Vec<Summary>> {
+    let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
+    let cfg = Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::from_env()?
+    };
+    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
+    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    let sfabric = fabric.clone();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        pin::pin(cpus.1);
+        let inbox = sfabric.register(max)?;
+        let mut ep = listener.accept(&ConnectOptions::new().expose(&inbox))?;
+        let rb = ep.peer_buffers()[0];
+        let reply = vec![0x5a; max];
+        loop {
+            match ep.wait(mode, WAIT) {
+                Ok(Completion::Write(w)) => {
+                    ep.write_imm(&reply[..w.len as usize], &rb, 0, w.imm)?
+                }
+                Ok(Completion::Recv(_)) => bail!("unexpected message"),
+                Err(e) if e.is_peer_gone() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    });
+    pin::pin(cpus.0);
+    let inbox = fabric.register(max)?;
+    let mut ep = fabric.connect(addr, &ConnectOptions::new().expose(&inbox))?;
+    let rb = ep.peer_buffers()[0];
+    let payload = vec![0xa5; max];
+    let mut out = Vec::new();
+    let mut seq = 0u32;
+    for step in steps {
+        let mut rec = Recorder::new();
+        for i in 0..step.total() {
+            seq = seq.wrapping_add(1);
+            let t0 = Instant::now();
+            ep.write_imm(&payload[..step.size], &rb, 0, seq)?;
+            match ep.wait(mode, WAIT)? {
+                Completion::Write(w) if w.imm == seq && w.len as usize == step.size => {}
+                other => bail!("unexpected completion {other:?}"),
+            }
+            let dt = t0.elapsed();
+            if i >= step.warmup {
+                rec.record(dt.as_nanos() as u64);
+            }
+        }
+        out.push(rec.summary());
+    }
+    drop(ep);
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    Ok(out)
+}

@@ -1,0 +1,295 @@
+//! The durable state: hosts, leases and free pools, changed only by store ops.
+
+use super::error::LeaseError;
+use super::host::Host;
+use super::ids::{HostId, LeaseId, Millis};
+use super::lease::{Lease, LeaseState};
+use super::resources::{Capacity, Pool};
+use super::store_op::StoreOp;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Everything the lease manager must not forget, and nothing else (no
+/// heartbeat times, no pending outputs). Two managers with equal states
+/// grant the same leases from then on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    hosts: BTreeMap<HostId, Host>,
+    by_address: BTreeMap<String, HostId>,
+    leases: BTreeMap<LeaseId, Lease>,
+    /// Active leases by expiry.
+    expiry: BTreeSet<(Millis, LeaseId)>,
+    /// Ended leases by end time.
+    ended: BTreeSet<(Millis, LeaseId)>,
+    next_host: u64,
+    next_lease: u64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            hosts: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            expiry: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            next_host: 1,
+            next_lease: 1,
+        }
+    }
+}
+
+impl State {
+    /// All hosts, by id.
+    pub fn hosts(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.values()
+    }
+
+    /// One host.
+    pub fn host(&self, id: HostId) -> Option<&Host> {
+        self.hosts.get(&id)
+    }
+
+    /// The host registered from `address`.
+    pub fn host_by_address(&self, address: &str) -> Option<&Host> {
+        self.by_address
+            .get(address)
+            .and_then(|id| self.hosts.get(id))
+    }
+
+    /// Every retained lease of every tenant, by id: for the operator, never
+    /// for tenants (see [`Manager::lease`](super::Manager::lease)).
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// One lease, whatever its tenant.
+    pub(crate) fn lease(&self, id: LeaseId) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    /// Active leases on `host`, by id.
+    pub(crate) fn active_on(&self, host: HostId) -> impl Iterator<Item = &Lease> {
+        self.leases
+            .values()
+            .filter(move |l| l.host == host && l.is_active())
+    }
+
+    /// The earliest expiry among active leases.
+    pub(crate) fn next_expiry(&self) -> Option<Millis> {
+        self.expiry.first().map(|&(t, _)| t)
+    }
+
+    /// Active leases whose expiry is at or before `now`, with that expiry.
+    pub(crate) fn expired_by(&self, now: Millis) -> Vec<(Millis, LeaseId)> {
+        self.expiry
+            .iter()
+            .take_while(|&&(t, _)| t <= now)
+            .copied()
+            .collect()
+    }
+
+    /// When the earliest-ended retained lease ended.
+    pub(crate) fn oldest_end(&self) -> Option<Millis> {
+        self.ended.first().map(|&(t, _)| t)
+    }
+
+    /// Ended leases that ended at or before `t`.
+    pub(crate) fn ended_by(&self, t: Millis) -> Vec<LeaseId> {
+        self.ended
+            .iter()
+            .take_while(|&&(e, _)| e <= t)
+            .map(|&(_, id)| id)
+            .collect()
+    }
+
+    /// The id the next new host gets.
+    pub(crate) fn next_host_id(&self) -> HostId {
+        HostId(self.next_host)
+    }
+
+    /// The id the next lease gets.
+    pub(crate) fn next_lease_id(&self) -> LeaseId {
+        LeaseId(self.next_lease)
+    }
+
+    /// Checks `op` against this state, then applies it.
+    pub(crate) fn apply(&mut self, op: &StoreOp) -> Result<(), LeaseError> {
+        self.check(op).map_err(LeaseError::BadStoreOp)?;
+        self.mutate(op);
+        Ok(())
+    }
+
+    /// Whether `op` is consistent with this state; the reason if not.
+    pub(crate) fn check(&self, op: &StoreOp) -> Result<(), String> {
+        match op {
+            StoreOp::HostUpserted {
+                host,
+                address,
+                capacity,
+            } => {
+                if let Some(other) = self.by_address.get(address).filter(|&o| o != host) {
+                    return Err(format!("address {address} belongs to host {other}"));
+                }
+                let mut pool = Pool::full(capacity);
+                for lease in self.active_on(*host) {
+                    pool.check_holds(lease)?;
+                    pool.remove(lease);
+                }
+                Ok(())
+            }
+            StoreOp::HostDown { host } => {
+                self.hosts
+                    .get(host)
+                    .ok_or_else(|| format!("unknown host {host}"))?;
+                match self.active_on(*host).next() {
+                    Some(l) => Err(format!("host {host} still holds active lease {}", l.id)),
+                    None => Ok(()),
+                }
+            }
+            StoreOp::LeaseGranted(lease) => {
+                if self.leases.contains_key(&lease.id) {
+                    return Err(format!("lease {} already exists", lease.id));
+                }
+                if !lease.is_active() || lease.ended_at_ms.is_some() {
+                    return Err(format!("granted lease {} is not active", lease.id));
+                }
+                if lease.expires_at_ms < lease.granted_at_ms {
+                    return Err(format!("lease {} expires before its grant", lease.id));
+                }
+                match self.hosts.get(&lease.host) {
+                    Some(h) if h.up => h.free.check_holds(lease),
+                    Some(_) => Err(format!("host {} is down", lease.host)),
+                    None => Err(format!("unknown host {}", lease.host)),
+                }
+            }
+            StoreOp::LeaseRenewed {
+                lease,
+                expires_at_ms,
+                ..
+            } => {
+                let l = self.active(*lease)?;
+                if *expires_at_ms < l.expires_at_ms {
+                    return Err(format!("renewal moves lease {lease} earlier"));
+                }
+                Ok(())
+            }
+            StoreOp::UsageReported { lease, .. } => self
+                .leases
+                .get(lease)
+                .map(|_| ())
+                .ok_or_else(|| format!("unknown lease {lease}")),
+            StoreOp::LeaseEnded { lease, state, .. } => {
+                self.active(*lease)?;
+                if *state == LeaseState::Active {
+                    return Err(format!("lease {lease} ends as active"));
+                }
+                Ok(())
+            }
+            StoreOp::LeaseForgotten { lease } => match self.leases.get(lease) {
+                Some(l) if l.is_active() => Err(format!("lease {lease} is still active")),
+                Some(_) => Ok(()),
+                None => Err(format!("unknown lease {lease}")),
+            },
+        }
+    }
+
+    fn active(&self, id: LeaseId) -> Result<&Lease, String> {
+        match self.leases.get(&id) {
+            Some(l) if l.is_active() => Ok(l),
+            Some(l) => Err(format!("lease {id} is {}", l.state)),
+            None => Err(format!("unknown lease {id}")),
+        }
+    }
+
+    /// Applies `op`, which `check` accepted; never panics, even if it did not.
+    pub(crate) fn mutate(&mut self, op: &StoreOp) {
+        match op {
+            StoreOp::HostUpserted {
+                host,
+                address,
+                capacity,
+            } => self.upsert_host(*host, address, capacity),
+            StoreOp::HostDown { host } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.up = false;
+                }
+            }
+            StoreOp::LeaseGranted(lease) => {
+                if let Some(h) = self.hosts.get_mut(&lease.host) {
+                    h.free.remove(lease);
+                }
+                self.expiry.insert((lease.expires_at_ms, lease.id));
+                self.next_lease = self.next_lease.max(lease.id.0.saturating_add(1));
+                self.leases.insert(lease.id, lease.clone());
+            }
+            StoreOp::LeaseRenewed {
+                lease,
+                expires_at_ms,
+                at,
+            } => {
+                if let Some(l) = self.leases.get_mut(lease) {
+                    accrue(l, *at);
+                    self.expiry.remove(&(l.expires_at_ms, l.id));
+                    l.expires_at_ms = *expires_at_ms;
+                    self.expiry.insert((l.expires_at_ms, l.id));
+                }
+            }
+            StoreOp::UsageReported { lease, delta, at } => {
+                if let Some(l) = self.leases.get_mut(lease) {
+                    l.usage.add(delta);
+                    if l.is_active() {
+                        accrue(l, *at);
+                    }
+                }
+            }
+            StoreOp::LeaseEnded { lease, state, at } => {
+                if let Some(l) = self.leases.get_mut(lease) {
+                    accrue(l, *at);
+                    l.state = state.clone();
+                    l.ended_at_ms = Some(*at);
+                    self.expiry.remove(&(l.expires_at_ms, l.id));
+                    self.ended.insert((*at, l.id));
+                    if let Some(h) = self.hosts.get_mut(&l.host) {
+                        h.free.give_back(l);
+                    }
+                }
+            }
+            StoreOp::LeaseForgotten { lease } => {
+                if let Some(l) = self.leases.remove(lease) {
+                    self.expiry.remove(&(l.expires_at_ms, l.id));
+                    if let Some(end) = l.ended_at_ms {
+                        self.ended.remove(&(end, l.id));
+                    }
+                }
+            }
+        }
+    }
+
+    fn upsert_host(&mut self, id: HostId, address: &str, capacity: &Capacity) {
+        let mut free = Pool::full(capacity);
+        for lease in self.active_on(id) {
+            free.remove(lease);
+        }
+        let host = self.hosts.entry(id).or_insert_with(|| Host {
+            id,
+            address: address.to_owned(),
+            capacity: capacity.clone(),
+            free: Pool::default(),
+            up: true,
+        });
+        if host.address != address && self.by_address.get(&host.address) == Some(&id) {
+            self.by_address.remove(&host.address);
+        }
+        host.address = address.to_owned();
+        host.capacity = capacity.clone();
+        host.free = free;
+        host.up = true;
+        self.by_address.insert(address.to_owned(), id);
+        self.next_host = self.next_host.max(id.0.saturating_add(1));
+    }
+}
+
+/// Accrues core time up to `at` (never backwards).
+fn accrue(lease: &mut Lease, at: Millis) {
+    lease.usage.core_ms = lease.usage.core_ms.max(lease.core_ms_at(at));
+}

@@ -1,0 +1,78 @@
+//! Durable state changes: the redo log of the lease manager.
+
+use super::ids::{HostId, LeaseId, Millis};
+use super::lease::{Lease, LeaseState, UsageReport};
+use super::resources::Capacity;
+use serde::{Deserialize, Serialize};
+
+/// One durable state change, emitted as [`Output::Persist`](super::Output::Persist).
+///
+/// Applying every op, in emission order, to an empty state rebuilds the
+/// same state ([`Manager::replay`](super::Manager::replay)). Heartbeat times
+/// are not durable: a replayed manager gives every up host a fresh grace
+/// period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreOp {
+    /// A host registered (first time or again) and is up with this capacity;
+    /// its active leases all fit the capacity.
+    HostUpserted {
+        /// Host id.
+        host: HostId,
+        /// Executor manager address.
+        address: String,
+        /// Total capacity.
+        capacity: Capacity,
+    },
+    /// A host went down; it holds no active lease any more.
+    HostDown {
+        /// Host id.
+        host: HostId,
+    },
+    /// A lease was granted; its resources leave the host's pool.
+    LeaseGranted(Lease),
+    /// A lease's expiry moved later.
+    LeaseRenewed {
+        /// Lease id.
+        lease: LeaseId,
+        /// New expiry.
+        expires_at_ms: Millis,
+        /// When it was renewed.
+        at: Millis,
+    },
+    /// An executor manager reported usage.
+    UsageReported {
+        /// Lease id.
+        lease: LeaseId,
+        /// Usage since the previous report.
+        delta: UsageReport,
+        /// When it was reported.
+        at: Millis,
+    },
+    /// A lease ended; its resources return to the host's pool.
+    LeaseEnded {
+        /// Lease id.
+        lease: LeaseId,
+        /// How it ended (never `Active`).
+        state: LeaseState,
+        /// When it ended (its expiry, for an expired lease).
+        at: Millis,
+    },
+    /// An ended lease was dropped after the retention period.
+    LeaseForgotten {
+        /// Lease id.
+        lease: LeaseId,
+    },
+}
+
+impl StoreOp {
+    /// The time the op carries, if any.
+    pub(crate) fn at(&self) -> Option<Millis> {
+        match self {
+            Self::LeaseGranted(lease) => Some(lease.granted_at_ms),
+            Self::LeaseRenewed { at, .. }
+            | Self::UsageReported { at, .. }
+            | Self::LeaseEnded { at, .. } => Some(*at),
+            Self::HostUpserted { .. } | Self::HostDown { .. } | Self::LeaseForgotten { .. } => None,
+        }
+    }
+}
