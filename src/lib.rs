@@ -1,1 +1,22 @@
+//! rfx: a peer-to-peer function fabric for HPC.
+//!
+//! Tenants lease executor slots on hosts straight from a lease manager, then
+//! invoke functions on those slots peer to peer, with no gateway in the data
+//! path: RDMA, libfabric, shared memory on one host, or TCP. Functions that
+//! run together get an MPI-like communicator.
+//!
+//! This facade re-exports the crates of the workspace:
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`fabric`] | `rfx-fabric` | transports: tcp, shm (verbs, ofi planned), memory regions, endpoints |
+//! | [`leases`] | `rfx-leases` | the lease core (placement, renew, expiry, usage) |
+//! | [`executors`] | `rfx-executors` | executors and the function ABI |
+//! | [`collectives`] | `rfx-collectives` | the communicator (planned) |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub use rfx_collectives as collectives;
+pub use rfx_executors as executors;
+pub use rfx_fabric as fabric;
+pub use rfx_leases as leases;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// The transports rfx knows. All four names parse in every build; only the
 /// built ones can be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TransportKind {
     /// TCP, the fallback that works everywhere.
     Tcp,

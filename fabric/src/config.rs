@@ -33,7 +33,7 @@ impl Default for Config {
             transport: TransportChoice::Auto,
             connect_timeout: Duration::from_secs(5),
             op_timeout: Duration::from_secs(30),
-            shm_ring_bytes: 4 << 20,
+            shm_ring_bytes: 1 << 20,
             max_message: 64 << 20,
         }
     }

@@ -162,40 +162,47 @@ impl Endpoint {
     /// ([`PollMode::Warm`]). [`FabricError::Timeout`] if none came; a dead
     /// peer is [`FabricError::PeerGone`], never a hang.
     pub fn wait(&mut self, mode: PollMode, timeout: Duration) -> Result<Completion, FabricError> {
-        if let Some(c) = self.poll()? {
-            return Ok(c);
-        }
-        let deadline = Instant::now() + timeout;
         match mode {
-            PollMode::Hot => loop {
-                // Read the clock every 64 polls: it costs more than a poll on some VMs.
-                for _ in 0..64 {
-                    if let Some(c) = self.poll()? {
-                        return Ok(c);
+            PollMode::Hot => {
+                // The clock is read only after a first burst of polls: on the
+                // fast path a message arrives before it is needed.
+                let mut deadline = None;
+                loop {
+                    for _ in 0..64 {
+                        if let Some(c) = self.poll()? {
+                            return Ok(c);
+                        }
+                        std::hint::spin_loop();
                     }
-                    std::hint::spin_loop();
+                    let now = Instant::now();
+                    if now >= *deadline.get_or_insert(now + timeout) {
+                        return Err(FabricError::Timeout {
+                            op: "wait",
+                            after: timeout,
+                        });
+                    }
                 }
-                if Instant::now() >= deadline {
-                    return Err(FabricError::Timeout {
-                        op: "wait",
-                        after: timeout,
-                    });
-                }
-            },
-            PollMode::Warm => loop {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(FabricError::Timeout {
-                        op: "wait",
-                        after: timeout,
-                    });
-                }
-                let r = dispatch!(&mut self.inner, ep => ep.block(deadline - now));
-                self.track(r)?;
+            }
+            PollMode::Warm => {
                 if let Some(c) = self.poll()? {
                     return Ok(c);
                 }
-            },
+                let deadline = Instant::now() + timeout;
+                loop {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(FabricError::Timeout {
+                            op: "wait",
+                            after: timeout,
+                        });
+                    }
+                    let r = dispatch!(&mut self.inner, ep => ep.block(deadline - now));
+                    self.track(r)?;
+                    if let Some(c) = self.poll()? {
+                        return Ok(c);
+                    }
+                }
+            }
         }
     }
 }

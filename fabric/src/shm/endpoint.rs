@@ -130,10 +130,10 @@ impl ShmEndpoint {
             return Ok(Some(c));
         }
         // Pad records and send fragments complete nothing: keep consuming.
-        while self.progress()? {
+        while let Some(done) = self.consume()? {
             self.idle = 0;
-            if let Some(c) = self.ready.pop_front() {
-                return Ok(Some(c));
+            if done.is_some() {
+                return Ok(done);
             }
         }
         self.idle += 1;
@@ -156,19 +156,30 @@ impl ShmEndpoint {
         }
     }
 
-    /// Consumes one record from the inbound ring; true if there was one.
-    fn progress(&mut self) -> Result<bool, FabricError> {
+    /// Consumes what the inbound ring holds into the ready queue (used while
+    /// a post waits for room).
+    fn progress(&mut self) -> Result<(), FabricError> {
+        while let Some(done) = self.consume()? {
+            self.ready.extend(done);
+        }
+        Ok(())
+    }
+
+    /// Consumes one record: `None` if the ring is empty, else the
+    /// completion it finishes, if any.
+    fn consume(&mut self) -> Result<Option<Option<Completion>>, FabricError> {
         let hdr = match self.rx.peek().map_err(FabricError::Malformed)? {
             Some(h) => h,
-            None => return Ok(false),
+            None => return Ok(None),
         };
+        let mut done = None;
         match hdr.op {
             Op::Write => {
                 let (_, offset) = self
                     .regions
                     .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
                     .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
-                self.ready.push_back(Completion::Write(WriteCompletion {
+                done = Some(Completion::Write(WriteCompletion {
                     imm: hdr.imm,
                     rkey: hdr.rkey,
                     offset: offset as u64,
@@ -187,7 +198,7 @@ impl ShmEndpoint {
                 if hdr.flags & FLAG_MORE != 0 {
                     self.assembling = Some(buf);
                 } else {
-                    self.ready.push_back(Completion::Recv(buf.freeze()));
+                    done = Some(Completion::Recv(buf.freeze()));
                 }
             }
             Op::Close => {
@@ -196,7 +207,7 @@ impl ShmEndpoint {
             Op::Pad => {}
         }
         self.rx.advance(&hdr);
-        Ok(true)
+        Ok(Some(done))
     }
 
     pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {

@@ -168,8 +168,10 @@ impl Producer {
 
     fn publish(&self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
         let off = self.ring.off(self.tail);
-        self.ring.map.write(off + 8, &hdr.encode())?;
-        self.ring.map.write(off + REC_HDR, payload)?;
+        self.ring.map.write_array(off + 8, &hdr.encode())?;
+        if !payload.is_empty() {
+            self.ring.map.write(off + REC_HDR, payload)?;
+        }
         self.ring
             .stamp(self.tail)
             .store(self.ring.stamp_value(self.tail), Ordering::Release);
@@ -202,10 +204,10 @@ impl Consumer {
         if self.ring.stamp(self.head).load(Ordering::Acquire) != self.ring.stamp_value(self.head) {
             return Ok(None);
         }
-        let mut b = [0u8; FRAME_HEADER_LEN];
-        self.ring
+        let b: [u8; FRAME_HEADER_LEN] = self
+            .ring
             .map
-            .read(self.ring.off(self.head) + 8, &mut b)
+            .read_array(self.ring.off(self.head) + 8)
             .map_err(|_| WireError::Invalid("record outside the ring"))?;
         let hdr = FrameHeader::decode(&b)?;
         let to_end = self.ring.cap - (self.head & (self.ring.cap - 1));
