@@ -1,5 +1,7 @@
 //! End to end: the `rfx` binary's fabric commands, as real processes.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,8 +34,8 @@ fn serve(connections: u32, extra_env: &[(&str, &str)]) -> (Proc, String) {
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn rfx fabric serve");
-    let stderr = child.stderr.take().unwrap();
+    let mut child = Proc(cmd.spawn().expect("spawn rfx fabric serve"));
+    let stderr = child.0.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -41,7 +43,7 @@ fn serve(connections: u32, extra_env: &[(&str, &str)]) -> (Proc, String) {
         if let Some(addr) = line.strip_prefix("rfx fabric serve: listening on ") {
             // Keep draining stderr so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            return (Proc(child), addr.trim().to_string());
+            return (child, addr.trim().to_string());
         }
     }
     panic!("serve did not report its address");

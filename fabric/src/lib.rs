@@ -72,6 +72,7 @@ mod endpoint;
 mod error;
 mod fabric;
 pub mod host;
+pub mod invocation;
 mod mem;
 mod mr;
 pub mod registry;

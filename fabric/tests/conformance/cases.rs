@@ -30,7 +30,11 @@ pub fn write_imm_lands(kind: TransportKind) {
     let f = fabric(kind);
     let server_mr = f.register(4096).unwrap();
     let client_mr = f.register(256).unwrap();
-    let (mut s, mut c) = pair(kind, &[server_mr.clone()], &[client_mr.clone()]);
+    let (mut s, mut c) = pair(
+        kind,
+        std::slice::from_ref(&server_mr),
+        std::slice::from_ref(&client_mr),
+    );
     assert_eq!(c.peer_buffers(), &[server_mr.remote()]);
     assert_eq!(s.peer_buffers(), &[client_mr.remote()]);
     let rb = c.peer_buffers()[0];
@@ -58,7 +62,7 @@ pub fn payload_sizes(kind: TransportKind) {
     const MAX: usize = 16 << 20;
     let f = fabric(kind);
     let mr = f.register(MAX + 64).unwrap();
-    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     let sizes = [
         0usize,
         1,
@@ -103,7 +107,7 @@ pub fn ordered_with_many_in_flight(kind: TransportKind) {
     const N: u32 = 20_000;
     let f = fabric(kind);
     let mr = f.register(N as usize * 8).unwrap();
-    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     // Post everything before the receiver looks at anything.
     let writer = std::thread::spawn(move || {
         let rb = c.peer_buffers()[0];
@@ -164,7 +168,7 @@ pub fn bidirectional_flood(kind: TransportKind) {
 pub fn access_violations_refused(kind: TransportKind) {
     let f = fabric(kind);
     let mr = f.register(4096).unwrap();
-    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     let rb = c.peer_buffers()[0];
     let bad_key = RemoteBuffer {
         rkey: rb.rkey ^ 0x100,
@@ -245,7 +249,7 @@ pub fn warm_wakes_on_arrival(kind: TransportKind) {
 pub fn advertised_caps_work(kind: TransportKind) {
     let f = fabric(kind);
     let mr = f.register(64).unwrap();
-    let (mut s, mut c) = pair(kind, &[mr.clone()], &[]);
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     let caps = c.caps();
     assert_eq!(caps, s.caps());
     assert!(

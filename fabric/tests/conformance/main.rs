@@ -2,6 +2,8 @@
 //! `UCT_INSTANTIATE_TEST_CASE`). A provider added later adds one line to
 //! the `conformance!` invocation below.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod cases;
 mod selection;
 mod util;

@@ -148,7 +148,7 @@ impl Manager {
         if self
             .state
             .host(id)
-            .map_or(true, |h| !h.up || h.capacity != capacity)
+            .is_none_or(|h| !h.up || h.capacity != capacity)
         {
             self.commit(StoreOp::HostUpserted {
                 host: id,
