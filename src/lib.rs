@@ -20,3 +20,8 @@ pub use rfx_collectives as collectives;
 pub use rfx_executors as executors;
 pub use rfx_fabric as fabric;
 pub use rfx_leases as leases;
+
+/// The invocation client: connect to an executor, invoke, batch.
+pub use rfx_executors::client;
+/// Exports Rust functions with the rfx C ABI from a `cdylib`.
+pub use rfx_executors::export;

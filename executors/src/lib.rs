@@ -1,1 +1,114 @@
+//! rfx executors: the executor manager, the executor, and the **function ABI** — how tenant
+//! functions are shipped, loaded and called.
+//!
+//! # The function ABI
+//!
+//! Functions are C-ABI symbols of a shared library. Two calling conventions exist; a library
+//! may mix them.
+//!
+//! **rFaaS** (unchanged from spcl/rFaaS), for existing C/C++ functions:
+//!
+//! ```c
+//! uint32_t name(void *in, uint32_t size, void *out);
+//! ```
+//!
+//! **Extended**, which adds a context (layout in [`RfxContext`]; C header in
+//! `examples/c/rfx.h`):
+//!
+//! ```c
+//! typedef struct rfx_context {
+//!     uint32_t abi_version;   /* 1 */
+//!     uint32_t rank;          /* this instance in a group invocation; 0 otherwise */
+//!     uint32_t size;          /* instances in the group; 1 otherwise */
+//!     uint32_t out_capacity;  /* bytes the function may write to out */
+//!     uint64_t invocation_id;
+//!     void *comm;             /* reserved for the communicator; NULL for now */
+//! } rfx_context;
+//!
+//! uint32_t name(const rfx_context *ctx, const void *in, uint32_t size, void *out);
+//! const uint32_t rfx_abi_name = 1;    /* the marker: "name" uses the extended ABI, v1 */
+//! ```
+//!
+//! **The marker convention**: a function `name` uses the extended ABI if and only if the
+//! library also exports a data symbol `rfx_abi_name` ([`MARKER_PREFIX`]), a `uint32_t` holding
+//! the extended-ABI version it was built for, [`ABI_VERSION`] (1). Any other value is refused
+//! at resolution ([`ExecError::BadAbiMarker`]), so an executor never calls a function with the
+//! wrong signature. Without the marker, the function is an rFaaS one. (The marker is data, not
+//! a naming scheme for the function itself, so rFaaS names keep working and a C author needs
+//! one line.)
+//!
+//! **Both forms**: the function reads `size` bytes at `in` and must not write them; it writes
+//! its output at `out` and returns the output length. The return value is not trusted: a
+//! length above the output capacity is an error ([`CallError::OutputTooLarge`]), and the top
+//! 256 values are status codes ([`status`]): `0xffff_ffff` ([`status::PANICKED`]) means a Rust
+//! function panicked, `0xffff_fffe` ([`status::FAILED`]) that the function refused its input.
+//! rFaaS functions are not told the capacity (as in rFaaS, the client and the function agree
+//! on it); extended ones get it in `ctx->out_capacity`.
+//!
+//! **Crashes**: a function that segfaults or aborts kills its executor process. That is by
+//! design: each lease has its own executor process, which the executor manager reaps, and the
+//! crash is reported to the client. Panics of Rust functions are caught (see [`export!`]).
+//!
+//! # Loading and calling
+//!
+//! [`Library::load_path`] opens a library on the host; [`Library::load_bytes`] takes the bytes a
+//! client shipped with its allocation, puts them in a sealed memfd and opens
+//! `/proc/self/fd/N`. Both check the ELF header first, so a file that is not a library, or one
+//! for another architecture, gets a clear error. [`Library::function`] resolves a symbol once
+//! and caches it; [`Function::call`] runs it with a [`CallContext`].
+//!
+//! ```no_run
+//! use rfx_executors::{Abi, CallContext, Library};
+//!
+//! # fn main() -> Result<(), rfx_executors::ExecError> {
+//! let bytes = std::fs::read("librfx_example_functions.so").expect("read");
+//! let lib = Library::load_bytes("example functions", &bytes)?;
+//! let rank_info = lib.function("rank_info")?;
+//! assert_eq!(rank_info.abi(), Abi::Extended);
+//! let mut out = [0u8; 8];
+//! let n = rank_info.call(&CallContext::new(7).in_group(2, 4), &[], &mut out)?;
+//! assert_eq!(n, 8);
+//! # Ok(()) }
+//! ```
+//!
+//! # Writing functions in Rust
+//!
+//! A `cdylib` crate depends on this crate (or on the `rfx` facade) and exports functions with
+//! [`export!`]:
+//!
+//! ```
+//! rfx_executors::export! {
+//!     fn sum_u8(input: &[u8], out: &mut [u8]) -> Result<usize, &'static str> {
+//!         let sum: u64 = input.iter().map(|&b| u64::from(b)).sum();
+//!         out.get_mut(..8).ok_or("output buffer too small")?.copy_from_slice(&sum.to_le_bytes());
+//!         Ok(8)
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! `examples/functions` (Rust) and `examples/c` (C) hold complete examples.
+//!
+//! # Cargo features and environment variables
+//!
+//! None yet.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod abi;
+pub mod client;
+mod context;
+mod elf;
+mod error;
+pub mod executor;
+pub mod session;
+pub mod status;
+
+pub use abi::{Function, Library, MARKER_PREFIX, MAX_NAME_LEN};
+pub use context::{Abi, CallContext, Context, RfxContext, ABI_VERSION};
+pub use error::{CallError, ExecError};
+pub use status::FunctionOutput;
+
+#[doc(hidden)]
+pub use abi::__private;

@@ -87,5 +87,5 @@ pub use completion::{Completion, PollMode, WriteCompletion};
 pub use config::Config;
 pub use endpoint::Endpoint;
 pub use error::FabricError;
-pub use fabric::{ConnectOptions, Fabric, Listener};
+pub use fabric::{ConnectOptions, Fabric, Incoming, Listener};
 pub use mr::{MemoryRegion, RemoteBuffer};

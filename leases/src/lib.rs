@@ -7,8 +7,26 @@
 //! - [`proto`]: the I/O-free lease state machine ([`proto::Manager`]): no
 //!   sockets, no store, no clock; time comes in as an argument and every
 //!   effect comes out of [`proto::Manager::poll_output`].
+//! - [`wire`]: the control protocol (length-delimited JSON frames).
+//! - [`daemon`]: the lease manager daemon (`rfx lease-manager`): tokio, the
+//!   redb store, the wall clock.
+//! - [`client`]: clients for tenants ([`client::TenantClient`]), executor
+//!   managers ([`client::HostClient`]) and operators
+//!   ([`client::AdminClient`]), async and [`client::blocking`].
+//!
+//! Environment: the CLI reads the cluster key shared by the daemon,
+//! executor managers and operators from `RFX_CLUSTER_KEY`
+//! ([`wire::CLUSTER_KEY_ENV`]); this crate reads no environment itself.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod auth;
+pub mod client;
+pub mod daemon;
+mod error;
 pub mod proto;
+mod store;
+pub mod wire;
+
+pub use error::DaemonError;

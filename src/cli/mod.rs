@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod exec;
 mod fabric;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,11 @@ enum Cmd {
     /// The transport layer: list providers, check connectivity.
     #[command(subcommand)]
     Fabric(fabric::FabricCmd),
+    /// Serve one lease's invocations (started by the executor manager, or by
+    /// hand with RFX_LEASE_TOKEN set).
+    Executor(exec::ExecutorArgs),
+    /// Invoke a function on an executor (lease token in RFX_LEASE_TOKEN).
+    Invoke(exec::InvokeArgs),
 }
 
 /// The fabric configuration: environment, then the command line.
@@ -37,5 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let cfg = config(cli.transport)?;
     match cli.cmd {
         Cmd::Fabric(c) => fabric::run(c, cfg),
+        Cmd::Executor(a) => exec::executor(a, cfg),
+        Cmd::Invoke(a) => exec::invoke(a, cfg),
     }
 }

@@ -1,0 +1,689 @@
+//! The function ABI: loading tenant libraries ([`Library`]), resolving and calling their
+//! functions ([`Function`]), and the [`export!`](crate::export) macro for Rust authors.
+//!
+//! This is the only file of the crate with `unsafe`. Everything unsafe here rests on one trust
+//! decision made by the design, not by this code: the executor runs the tenant's code in a
+//! process of its own (one per lease), so loading a library (which runs its initialisers) and
+//! calling a function (which runs arbitrary code on our buffers) are exposed as safe
+//! operations. A function that breaks the ABI contract (writes past `out`, keeps pointers,
+//! crashes) can corrupt or kill that process only; the executor manager reaps it and reports
+//! it. What *can* be checked is checked: the ELF header before `dlopen`, symbol names, the ABI
+//! marker, and every returned length against the output capacity.
+
+use std::collections::HashMap;
+use std::ffi::{c_void, CString, OsStr};
+use std::fmt;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use libloading::os::unix::{Library as DlLibrary, RTLD_LOCAL, RTLD_NOW};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+
+use crate::context::{Abi, CallContext, RfxContext, ABI_VERSION};
+use crate::elf::{self, HeaderProblem};
+use crate::error::{CallError, ExecError};
+use crate::status::{self, MAX_OUTPUT_CAPACITY, RESERVED_MIN};
+
+/// rFaaS: `uint32_t f(void *in, uint32_t size, void *out)`.
+type RfaasFn = unsafe extern "C" fn(*mut c_void, u32, *mut c_void) -> u32;
+
+/// Extended: `uint32_t f(const rfx_context *ctx, const void *in, uint32_t size, void *out)`.
+type ExtendedFn = unsafe extern "C" fn(*const RfxContext, *const c_void, u32, *mut c_void) -> u32;
+
+/// Prefix of the ABI marker symbol: `rfx_abi_<name>` marks `<name>` as extended.
+pub const MARKER_PREFIX: &str = "rfx_abi_";
+
+/// Longest function name accepted by [`Library::function`].
+pub const MAX_NAME_LEN: usize = 200;
+const _: () = assert!(
+    MAX_NAME_LEN == 200,
+    "update the InvalidName reason in Inner::resolve"
+);
+
+/// How many `/proc/self/fd/N` names [`Library::load_bytes`] tries (see `stale_name`).
+const MAX_FD_TRIES: usize = 64;
+
+/// A resolved entry point. The pointer is valid while the library that gave it stays loaded.
+#[derive(Clone, Copy)]
+enum Entry {
+    Rfaas(RfaasFn),
+    Extended(ExtendedFn),
+}
+
+impl Entry {
+    fn abi(self) -> Abi {
+        match self {
+            Entry::Rfaas(_) => Abi::Rfaas,
+            Entry::Extended(_) => Abi::Extended,
+        }
+    }
+}
+
+/// A loaded library of functions.
+///
+/// Cloning is cheap and shares the loaded library, which is unloaded when the last clone and
+/// the last [`Function`] resolved from it are dropped.
+///
+/// ```no_run
+/// use rfx_executors::{CallContext, Library};
+///
+/// # fn main() -> Result<(), rfx_executors::ExecError> {
+/// let lib = Library::load_path("./libfunctions.so")?;
+/// let echo = lib.function("echo")?;
+/// let mut out = [0u8; 16];
+/// let n = echo.call(&CallContext::new(1), b"hello", &mut out)?;
+/// assert_eq!(&out[..n], b"hello");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Library {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Path or given name, for messages.
+    name: String,
+    /// The loaded library; `None` only while dropping.
+    dl: Option<DlLibrary>,
+    /// The memfd of a library loaded from bytes. It stays open while the library is loaded,
+    /// so that no other file takes its number, and so its `/proc/self/fd/N` name.
+    memfd: Option<OwnedFd>,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+impl Library {
+    /// Loads the shared library at `path`.
+    ///
+    /// The ELF header is checked first, then the library is opened with `RTLD_NOW |
+    /// RTLD_LOCAL` (all its undefined symbols are bound now, not in the middle of a call) and
+    /// its initialisers run. A bare file name is taken relative to the current directory, not
+    /// searched for in the loader's path. The loader matches libraries by name: loading a path
+    /// that is still loaded returns that library, even if the file has changed since (ship
+    /// new code with [`load_bytes`](Library::load_bytes), which has no such cache).
+    pub fn load_path(path: impl AsRef<Path>) -> Result<Library, ExecError> {
+        let path = path.as_ref();
+        let name = path.display().to_string();
+        let mut head = Vec::with_capacity(elf::HEADER_LEN);
+        File::open(path)
+            .and_then(|f| f.take(elf::HEADER_LEN as u64).read_to_end(&mut head))
+            .map_err(|source| ExecError::Read {
+                library: name.clone(),
+                source,
+            })?;
+        check_header(&name, &head)?;
+        let dl_path = if path.as_os_str().as_bytes().contains(&b'/') {
+            path.to_path_buf()
+        } else {
+            Path::new(".").join(path)
+        };
+        let dl = dlopen(&name, dl_path.as_os_str())?;
+        tracing::debug!(library = %name, "loaded library from a path");
+        Ok(Library::new(name, dl, None))
+    }
+
+    /// Loads a library shipped as bytes (as rFaaS clients ship theirs with the allocation).
+    ///
+    /// The bytes go into a sealed memfd (`memfd_create`), which is opened through
+    /// `/proc/self/fd/N`; nothing touches the file system. `name` is used in messages and in
+    /// the memfd's name.
+    pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Library, ExecError> {
+        check_header(name, bytes)?;
+        let stage = |op: &'static str, source: std::io::Error| ExecError::Stage {
+            library: name.to_owned(),
+            op,
+            source,
+        };
+        let mut fd = memfd(name, bytes).map_err(|(op, e)| stage(op, e))?;
+        // glibc finds an already-loaded object by its name before it looks at the file: if a
+        // library opened as `/proc/self/fd/N` is still loaded and N has been reused for our
+        // memfd, dlopen would hand back the old library. Our own memfds never leave such a name
+        // behind (see `Drop for Inner`), but another part of the process may have; move to
+        // another number until the name is free. The numbers skipped stay open (in `skipped`)
+        // until the new one is loaded, so `try_clone` cannot return them again.
+        let mut skipped = Vec::new();
+        for _ in 0..MAX_FD_TRIES {
+            let proc_path = proc_fd_path(&fd);
+            if stale_name(proc_path.as_os_str()) {
+                let other = fd
+                    .try_clone()
+                    .map_err(|e| stage("fcntl(F_DUPFD_CLOEXEC)", e))?;
+                skipped.push(std::mem::replace(&mut fd, other));
+                continue;
+            }
+            let dl = dlopen(name, proc_path.as_os_str())?;
+            tracing::debug!(library = %name, len = bytes.len(), "loaded library from bytes");
+            return Ok(Library::new(name.to_owned(), dl, Some(fd)));
+        }
+        Err(ExecError::Load {
+            library: name.to_owned(),
+            reason: format!(
+                "{MAX_FD_TRIES} /proc/self/fd names in a row belong to libraries still loaded"
+            ),
+        })
+    }
+
+    fn new(name: String, dl: DlLibrary, memfd: Option<OwnedFd>) -> Library {
+        Library {
+            inner: Arc::new(Inner {
+                name,
+                dl: Some(dl),
+                memfd,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The path or name the library was loaded from.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Resolves the function `name` (once: later calls hit a cache).
+    ///
+    /// `name` must be a C identifier of at most [`MAX_NAME_LEN`] bytes, not starting with
+    /// [`MARKER_PREFIX`]. Nothing checks that the symbol is code rather than data (as in rFaaS):
+    /// calling a data symbol crashes the process. If the library also
+    /// exports `rfx_abi_<name>`, the function uses the extended ABI and the marker must hold
+    /// [`ABI_VERSION`](crate::ABI_VERSION); otherwise it uses the rFaaS ABI.
+    pub fn function(&self, name: &str) -> Result<Function, ExecError> {
+        let entry = {
+            let mut cache = self
+                .inner
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match cache.get(name) {
+                Some(entry) => *entry,
+                None => {
+                    let entry = self.inner.resolve(name)?;
+                    cache.insert(name.to_owned(), entry);
+                    entry
+                }
+            }
+        };
+        Ok(Function {
+            lib: Arc::clone(&self.inner),
+            name: Arc::from(name),
+            entry,
+        })
+    }
+}
+
+impl fmt::Debug for Library {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Library")
+            .field("name", &self.inner.name)
+            .field("memfd", &self.inner.memfd.as_ref().map(AsRawFd::as_raw_fd))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn dl(&self) -> &DlLibrary {
+        self.dl
+            .as_ref()
+            .expect("the library is taken only when dropped")
+    }
+
+    fn resolve(&self, name: &str) -> Result<Entry, ExecError> {
+        let identifier = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        let reason = if !identifier {
+            Some("not a c identifier")
+        } else if name.len() > MAX_NAME_LEN {
+            Some("longer than 200 bytes")
+        } else if name.starts_with(MARKER_PREFIX) {
+            Some("the rfx_abi_ prefix is reserved for abi markers")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            return Err(ExecError::InvalidName {
+                name: name.to_owned(),
+                reason,
+            });
+        }
+        let marker_name = format!("{MARKER_PREFIX}{name}");
+        // SAFETY: the symbol is only used as the address of a `u32`, the type the marker
+        // convention gives it (`const uint32_t rfx_abi_<name>` in C, a `static u32` from
+        // `export!`). libloading returns an error, not a null pointer, if it is absent.
+        let marker = unsafe { self.dl().get::<*const u32>(marker_name.as_bytes()) }
+            .ok()
+            .map(|sym| *sym);
+        let missing = || ExecError::MissingSymbol {
+            library: self.name.clone(),
+            symbol: name.to_owned(),
+        };
+        let Some(marker) = marker else {
+            // SAFETY: without a marker the symbol is an rFaaS function by convention; the type
+            // only tells how we will call it (see `Function::call`). The pointer stays valid
+            // while `self.dl` is loaded, and every `Function` holding it keeps `self` alive.
+            let f = unsafe { self.dl().get::<RfaasFn>(name.as_bytes()) }.map_err(|_| missing())?;
+            return Ok(Entry::Rfaas(*f));
+        };
+        // SAFETY: as above, for a symbol marked as an extended-ABI function.
+        let f = unsafe { self.dl().get::<ExtendedFn>(name.as_bytes()) }.map_err(|_| missing())?;
+        // SAFETY: `marker` is the non-null address dlsym gave for a symbol that, by convention,
+        // is a `u32` object of the loaded (and still mapped) library. Read unaligned, so that
+        // a carelessly declared marker cannot make this read undefined.
+        let value = unsafe { marker.read_unaligned() };
+        if value != ABI_VERSION {
+            return Err(ExecError::BadAbiMarker {
+                library: self.name.clone(),
+                symbol: name.to_owned(),
+                marker: marker_name,
+                value,
+                expected: ABI_VERSION,
+            });
+        }
+        Ok(Entry::Extended(*f))
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let Some(dl) = self.dl.take() else {
+            return;
+        };
+        if let Err(e) = dl.close() {
+            tracing::warn!(library = %self.name, error = %e, "dlclose failed");
+        }
+        let Some(fd) = self.memfd.take() else {
+            return;
+        };
+        let path = proc_fd_path(&fd);
+        if stale_name(path.as_os_str()) {
+            // The loader kept the library (it is NODELETE, e.g. C++ with unique symbols, or
+            // has a leaked handle): keep the number taken for good, so that no later memfd is
+            // opened under this name. One fd per such library, which stays mapped anyway.
+            tracing::debug!(library = %self.name, "library not unloaded; keeping its memfd");
+            let _ = fd.into_raw_fd();
+        }
+    }
+}
+
+/// A function resolved from a [`Library`], ready to call. Keeps its library loaded.
+///
+/// Cloning is cheap; a `Function` may be called from several threads at once if the function
+/// itself allows it (rFaaS functions are expected to be reentrant).
+#[derive(Clone)]
+pub struct Function {
+    lib: Arc<Inner>,
+    name: Arc<str>,
+    entry: Entry,
+}
+
+impl Function {
+    /// The function's name (its symbol).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The name of the library it comes from.
+    pub fn library(&self) -> &str {
+        &self.lib.name
+    }
+
+    /// The calling convention it uses.
+    pub fn abi(&self) -> Abi {
+        self.entry.abi()
+    }
+
+    /// Calls the function on `input`, letting it write into `output`, and returns the output
+    /// length.
+    ///
+    /// The length the function returns is not trusted: above the output capacity (the length
+    /// of `output`, at most [`MAX_OUTPUT_CAPACITY`]) it is an error, and so is a status code of
+    /// the reserved range (see [`status`](crate::status)). An rFaaS-ABI function is not told
+    /// the capacity; it must know it from its protocol with the client (as in rFaaS).
+    ///
+    /// A function that crashes (a segmentation fault, an abort, a Rust function built with
+    /// `panic = "abort"` that panics) kills the whole process: that is expected, and handled
+    /// one level up, where the executor manager reaps the executor and reports the crash.
+    pub fn call(
+        &self,
+        ctx: &CallContext,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, CallError> {
+        let size = u32::try_from(input.len()).map_err(|_| CallError::InputTooLarge {
+            len: input.len(),
+            max: u32::MAX,
+        })?;
+        let capacity = u32::try_from(output.len())
+            .unwrap_or(u32::MAX)
+            .min(MAX_OUTPUT_CAPACITY);
+        let ret = match self.entry {
+            Entry::Rfaas(f) => {
+                // SAFETY: `f` was resolved from `self.lib`, which `self` keeps loaded. `input`
+                // is valid for `size` bytes and `output` for at least `capacity` bytes; they
+                // are distinct borrows, so they do not overlap. The rFaaS ABI types `in` as
+                // `void *` but our contract (crate docs) is that functions do not write to it.
+                // Whether the function keeps to the contract cannot be checked (see the module
+                // docs for why this is acceptable).
+                unsafe {
+                    f(
+                        input.as_ptr().cast_mut().cast(),
+                        size,
+                        output.as_mut_ptr().cast(),
+                    )
+                }
+            }
+            Entry::Extended(f) => {
+                let raw = ctx.to_raw(capacity);
+                // SAFETY: as for the rFaaS ABI; in addition `raw` lives on our stack for the
+                // whole call and tells the function the output capacity.
+                unsafe {
+                    f(
+                        &raw,
+                        input.as_ptr().cast(),
+                        size,
+                        output.as_mut_ptr().cast(),
+                    )
+                }
+            }
+        };
+        self.check_return(ret, capacity)
+    }
+
+    fn check_return(&self, ret: u32, capacity: u32) -> Result<usize, CallError> {
+        let function = || self.name.to_string();
+        match (self.entry, ret) {
+            (_, len) if len <= capacity => Ok(len as usize),
+            (Entry::Extended(_), status::PANICKED) => Err(CallError::Panicked {
+                function: function(),
+            }),
+            (_, status::FAILED) => Err(CallError::Failed {
+                function: function(),
+            }),
+            // C functions of the rFaaS ABI commonly return (uint32_t)-1 on failure.
+            (Entry::Rfaas(_), code) if code >= RESERVED_MIN => Err(CallError::Failed {
+                function: function(),
+            }),
+            (Entry::Extended(_), code) if code >= RESERVED_MIN => Err(CallError::Status {
+                function: function(),
+                code,
+            }),
+            (_, len) => Err(CallError::OutputTooLarge {
+                function: function(),
+                len,
+                capacity,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Function {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Function")
+            .field("name", &self.name)
+            .field("library", &self.lib.name)
+            .field("abi", &self.entry.abi())
+            .finish()
+    }
+}
+
+fn check_header(library: &str, head: &[u8]) -> Result<(), ExecError> {
+    elf::check_header(head).map_err(|problem| match problem {
+        HeaderProblem::NotSharedLibrary(reason) => ExecError::NotSharedLibrary {
+            library: library.to_owned(),
+            reason,
+        },
+        HeaderProblem::WrongArchitecture(found) => ExecError::WrongArchitecture {
+            library: library.to_owned(),
+            found,
+            expected: elf::HOST,
+        },
+    })
+}
+
+fn dlopen(library: &str, path: &OsStr) -> Result<DlLibrary, ExecError> {
+    // SAFETY: opening runs the library's initialisers, which is the trust decision described
+    // in the module docs. RTLD_NOW makes missing symbols an error here rather than a crash in
+    // a call; RTLD_LOCAL keeps one tenant library's symbols from binding another's.
+    unsafe { DlLibrary::open(Some(path), RTLD_NOW | RTLD_LOCAL) }.map_err(|e| ExecError::Load {
+        library: library.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The name under which the loader opens `fd`.
+fn proc_fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Whether the loader already has an object named `path` (so that dlopen would return it).
+fn stale_name(path: &OsStr) -> bool {
+    // SAFETY: with RTLD_NOLOAD the loader never maps a new object, so no initialiser runs; it
+    // only bumps the reference count of an object already loaded, and dropping the handle
+    // (dlclose) puts it back.
+    unsafe { DlLibrary::open(Some(path), RTLD_NOW | libc::RTLD_NOLOAD) }.is_ok()
+}
+
+/// A sealed, close-on-exec memfd holding `bytes`; on error, the failing call and its cause.
+fn memfd(name: &str, bytes: &[u8]) -> Result<OwnedFd, (&'static str, std::io::Error)> {
+    let mut label: String = format!("rfx:{name}").replace('\0', "?");
+    if label.len() > 240 {
+        let cut = (0..=240)
+            .rev()
+            .find(|i| label.is_char_boundary(*i))
+            .unwrap_or(0);
+        label.truncate(cut);
+    }
+    let label = CString::new(label).expect("NULs were replaced");
+    let fd = memfd_create(
+        &label,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| ("memfd_create", e.into()))?;
+    let mut file = File::from(fd);
+    file.write_all(bytes).map_err(|e| ("write", e))?;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))
+        .map_err(|e| ("fcntl(F_ADD_SEALS)", e.into()))?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Runs `f` on `len` bytes at `off` of an executor's slot region, in place
+/// (the zero-copy input of an invocation).
+pub(crate) fn with_region_bytes<R>(
+    mr: &rfx_fabric::MemoryRegion,
+    off: usize,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, rfx_fabric::FabricError> {
+    // SAFETY: the slot holds an invocation the client wrote and announced
+    // with its completion; by the invocation protocol the client does not
+    // write that slot again before it has our result, which is sent only
+    // after `f` returns. No local code writes slots. A misbehaving client
+    // that writes anyway can only change the bytes its own function reads.
+    let input = unsafe { mr.as_slice(off, len)? };
+    Ok(f(input))
+}
+
+/// Support for [`export!`](crate::export); not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use std::ffi::c_void;
+    use std::panic::{self, AssertUnwindSafe};
+
+    use crate::context::{Context, RfxContext, ABI_VERSION};
+    use crate::status::{FunctionOutput, BAD_CONTEXT, PANICKED};
+
+    pub use std::ffi::c_void as CVoid;
+
+    /// The body of every entry point that [`export!`](crate::export) emits.
+    ///
+    /// # Safety
+    ///
+    /// `ctx` is null or points to a valid [`RfxContext`]. If it is valid, `input` is null with
+    /// `size == 0` or points to `size` readable bytes, and `out` is null with
+    /// `ctx.out_capacity == 0` or points to `ctx.out_capacity` writable bytes; the two ranges
+    /// do not overlap, and nothing else touches them during the call. This is the extended
+    /// ABI's contract, which [`Function::call`](crate::Function::call) keeps.
+    pub unsafe fn entry<R, F>(
+        ctx: *const RfxContext,
+        input: *const c_void,
+        size: u32,
+        out: *mut c_void,
+        f: F,
+    ) -> u32
+    where
+        R: FunctionOutput,
+        F: FnOnce(&Context, &[u8], &mut [u8]) -> R,
+    {
+        // SAFETY: `ctx` is null or valid (contract above); `as_ref` handles null.
+        let Some(&raw) = (unsafe { ctx.as_ref() }) else {
+            return BAD_CONTEXT;
+        };
+        // Contexts only grow, so any executor of this version or later is understood.
+        if raw.abi_version < ABI_VERSION {
+            return BAD_CONTEXT;
+        }
+        let capacity = raw.out_capacity as usize;
+        if (input.is_null() && size != 0) || (out.is_null() && capacity != 0) {
+            return BAD_CONTEXT;
+        }
+        let input: &[u8] = if size == 0 {
+            &[]
+        } else {
+            // SAFETY: non-null (checked) and valid for `size` bytes, not written during the
+            // call (contract above).
+            unsafe { std::slice::from_raw_parts(input.cast::<u8>(), size as usize) }
+        };
+        let out: &mut [u8] = if capacity == 0 {
+            &mut []
+        } else {
+            // SAFETY: non-null (checked), valid for `capacity` bytes and not aliased by `input`
+            // or anything else during the call (contract above).
+            unsafe { std::slice::from_raw_parts_mut(out.cast::<u8>(), capacity) }
+        };
+        let ctx = Context::from_raw(raw);
+        // A panic must not unwind into the caller's C frames: catch it, return a code.
+        match panic::catch_unwind(AssertUnwindSafe(|| f(&ctx, input, out).into_status())) {
+            Ok(status) => status,
+            Err(payload) => {
+                // Dropping the payload runs user code too; a panic there is swallowed.
+                if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
+                    std::mem::forget(again);
+                }
+                PANICKED
+            }
+        }
+    }
+}
+
+/// Exports Rust functions from a `cdylib` so that an rfx executor can call them.
+///
+/// Two forms, mixed freely in one invocation:
+///
+/// - `fn name(input: &[u8], out: &mut [u8]) -> R { ... }`
+/// - `fn name(ctx: &Context, input: &[u8], out: &mut [u8]) -> R { ... }`, where
+///   [`Context`](crate::Context) tells the rank, size, invocation id and output capacity.
+///
+/// `R` is `usize` (the output length) or `Result<usize, E>` (an `Err` returns
+/// [`status::FAILED`](crate::status::FAILED)); see [`FunctionOutput`](crate::FunctionOutput).
+/// `out` is exactly the output buffer the executor offers, so `out.len()` is the capacity.
+/// Names are global C symbols of the library: avoid those of libc (`write`, `free`...).
+///
+/// Each function becomes a `#[no_mangle] unsafe extern "C" fn name` with the **extended** ABI
+/// (both forms: only the extended ABI carries the output capacity that `&mut [u8]` needs),
+/// plus its marker `static rfx_abi_name: u32 = 1`. A panic is caught with
+/// [`std::panic::catch_unwind`] and returns [`status::PANICKED`](crate::status::PANICKED)
+/// (`u32::MAX`) instead of unwinding into the executor, which reports
+/// [`CallError::Panicked`](crate::CallError::Panicked); this needs the default
+/// `panic = "unwind"` (with `panic = "abort"` a panic aborts the executor).
+///
+/// ```
+/// use rfx_executors::Context;
+///
+/// rfx_executors::export! {
+///     /// Copies the input to the output.
+///     fn echo(input: &[u8], out: &mut [u8]) -> Result<usize, &'static str> {
+///         let dst = out.get_mut(..input.len()).ok_or("output buffer too small")?;
+///         dst.copy_from_slice(input);
+///         Ok(input.len())
+///     }
+///
+///     /// Writes this instance's rank and the group size as two little-endian u32.
+///     fn rank_info(ctx: &Context, _input: &[u8], out: &mut [u8]) -> usize {
+///         out[..4].copy_from_slice(&ctx.rank().to_le_bytes());
+///         out[4..8].copy_from_slice(&ctx.size().to_le_bytes());
+///         8
+///     }
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export {
+    () => {};
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident(
+            $ctx:ident : $ctx_ty:ty,
+            $input:ident : $input_ty:ty,
+            $out:ident : $out_ty:ty $(,)?
+        ) -> $ret:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $crate::__rfx_export_entry! {
+            $(#[$attr])* $vis $name,
+            fn __rfx_function($ctx: $ctx_ty, $input: $input_ty, $out: $out_ty) -> $ret $body,
+            __rfx_function
+        }
+        $crate::export! { $($rest)* }
+    };
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident(
+            $input:ident : $input_ty:ty,
+            $out:ident : $out_ty:ty $(,)?
+        ) -> $ret:ty $body:block
+        $($rest:tt)*
+    ) => {
+        $crate::__rfx_export_entry! {
+            $(#[$attr])* $vis $name,
+            fn __rfx_function($input: $input_ty, $out: $out_ty) -> $ret $body,
+            |_: &$crate::Context, input: &[u8], out: &mut [u8]| __rfx_function(input, out)
+        }
+        $crate::export! { $($rest)* }
+    };
+}
+
+/// The entry point and marker of one function of [`export!`]; not a public API.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __rfx_export_entry {
+    ($(#[$attr:meta])* $vis:vis $name:ident, $inner:item, $call:expr) => {
+        $(#[$attr])*
+        ///
+        /// # Safety
+        ///
+        /// Exported for rfx executors, which call it with the extended function ABI.
+        #[no_mangle]
+        $vis unsafe extern "C" fn $name(
+            ctx: *const $crate::RfxContext,
+            input: *const $crate::__private::CVoid,
+            size: u32,
+            out: *mut $crate::__private::CVoid,
+        ) -> u32 {
+            $inner
+            // SAFETY: our caller keeps the extended ABI's contract, which is `entry`'s.
+            unsafe { $crate::__private::entry(ctx, input, size, out, $call) }
+        }
+
+        const _: () = {
+            #[export_name = concat!("rfx_abi_", stringify!($name))]
+            static MARKER: u32 = $crate::ABI_VERSION;
+        };
+    };
+}

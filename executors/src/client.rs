@@ -1,0 +1,364 @@
+//! The client side of invocations: connect to an executor worker, ship the
+//! library, then invoke functions peer to peer, one at a time, pipelined or
+//! in batches.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_fabric::{
+    Completion, ConnectOptions, Endpoint, Fabric, FabricError, MemoryRegion, PollMode,
+    RemoteBuffer, TransportKind,
+};
+
+use crate::session::{self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply};
+
+/// Why an invocation produced no output.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvokeError {
+    /// The function is not among those named at set-up.
+    #[error("unknown function `{0}`")]
+    UnknownFunction(String),
+    /// The function ran and reported a failure (or panicked).
+    #[error("function `{function}` failed")]
+    FunctionFailed {
+        /// The function.
+        function: String,
+    },
+    /// The function claimed more output than the result buffer holds.
+    #[error("function `{function}` produced more output than the {capacity}-byte result buffer")]
+    OutputTooLarge {
+        /// The function.
+        function: String,
+        /// The result buffer's size.
+        capacity: usize,
+    },
+    /// The input does not fit an executor slot.
+    #[error("payload of {len} bytes exceeds the executor's slot of {max}")]
+    PayloadTooLarge {
+        /// The input's length.
+        len: usize,
+        /// The largest input.
+        max: usize,
+    },
+    /// The executor refused the set-up (library or function problem).
+    #[error("executor refused the set-up: {0}")]
+    SetupFailed(String),
+    /// The executor process is gone (crashed, killed, lease ended).
+    #[error("executor gone: {0}")]
+    ExecutorGone(String),
+    /// No result within the timeout.
+    #[error("no result within {0:?}")]
+    Timeout(Duration),
+    /// The executor answered something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A transport error.
+    #[error(transparent)]
+    Fabric(FabricError),
+}
+
+impl From<FabricError> for InvokeError {
+    fn from(e: FabricError) -> Self {
+        match e {
+            FabricError::PeerGone(why) => InvokeError::ExecutorGone(why),
+            FabricError::Timeout { after, .. } => InvokeError::Timeout(after),
+            e => InvokeError::Fabric(e),
+        }
+    }
+}
+
+/// Settings of an [`Invoker`].
+#[derive(Debug, Clone)]
+pub struct InvokerConfig {
+    /// Invocations in flight at most (capped by the executor's slots).
+    pub depth: usize,
+    /// Largest output accepted per invocation.
+    pub max_output: usize,
+    /// Bound on each wait for a result.
+    pub timeout: Duration,
+    /// How to wait for results.
+    pub mode: PollMode,
+}
+
+impl Default for InvokerConfig {
+    fn default() -> Self {
+        InvokerConfig {
+            depth: 32,
+            max_output: 1 << 20,
+            timeout: Duration::from_secs(30),
+            mode: PollMode::Hot,
+        }
+    }
+}
+
+/// A pending invocation, redeemed with [`Invoker::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u16);
+
+#[derive(Debug)]
+struct InFlight {
+    slot: usize,
+    function: u16,
+}
+
+/// A connection to one executor worker.
+///
+/// ```no_run
+/// # use rfx_executors::client::{Invoker, InvokerConfig};
+/// # use rfx_executors::session::LibrarySource;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let fabric = rfx_fabric::Fabric::open(rfx_fabric::Config::from_env()?)?;
+/// let lib = LibrarySource::Path("/opt/functions/libfunctions.so".into());
+/// let mut inv = Invoker::connect(&fabric, "127.0.0.1:7800".parse()?, b"lease-token", lib, &["echo"], InvokerConfig::default())?;
+/// assert_eq!(inv.invoke("echo", b"hi")?, b"hi");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Invoker {
+    ep: Endpoint,
+    results: MemoryRegion,
+    slots: RemoteBuffer,
+    slot_size: usize,
+    depth: usize,
+    cfg: InvokerConfig,
+    names: Vec<String>,
+    index: HashMap<String, u16>,
+    free: Vec<usize>,
+    in_flight: HashMap<u16, InFlight>,
+    done: HashMap<u16, Result<Vec<u8>, InvokeError>>,
+    next_id: u16,
+    staging: Vec<u8>,
+}
+
+impl Invoker {
+    /// Connects with the lease `token`, ships `library` and resolves
+    /// `functions` on the executor.
+    pub fn connect(
+        fabric: &Fabric,
+        addr: SocketAddr,
+        token: &[u8],
+        library: LibrarySource,
+        functions: &[&str],
+        cfg: InvokerConfig,
+    ) -> Result<Invoker, InvokeError> {
+        let results = fabric.register(cfg.depth.max(1) * cfg.max_output)?;
+        let hello = session::encode(&ClientHello {
+            token: token.to_vec(),
+        });
+        let mut ep = fabric.connect(
+            addr,
+            &ConnectOptions::new().expose(&results).user_data(hello),
+        )?;
+        let eh: ExecutorHello =
+            session::decode(ep.peer_user_data()).map_err(InvokeError::Protocol)?;
+        let slots = *ep
+            .peer_buffers()
+            .first()
+            .ok_or_else(|| InvokeError::Protocol("executor exposed no slots".into()))?;
+        let slot_size = eh.slot_size as usize;
+        if slot_size <= HEADER_LEN || (slots.len as usize) < eh.slots as usize * slot_size {
+            return Err(InvokeError::Protocol(
+                "executor's slot geometry does not match its buffer".into(),
+            ));
+        }
+        let setup = Setup {
+            library,
+            functions: functions.iter().map(|f| f.to_string()).collect(),
+        };
+        ep.send(&session::encode(&setup))?;
+        match ep.wait(PollMode::Warm, cfg.timeout.max(Duration::from_secs(30)))? {
+            Completion::Recv(m) => {
+                match session::decode::<SetupReply>(&m).map_err(InvokeError::Protocol)? {
+                    SetupReply::Ready => {}
+                    SetupReply::Failed(why) => return Err(InvokeError::SetupFailed(why)),
+                }
+            }
+            Completion::Write(_) => {
+                return Err(InvokeError::Protocol("result before set-up".into()))
+            }
+        }
+        let depth = cfg.depth.max(1).min(eh.slots as usize);
+        let names: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i as u16))
+            .collect();
+        Ok(Invoker {
+            ep,
+            results,
+            slots,
+            slot_size,
+            depth,
+            names,
+            index,
+            free: (0..depth).rev().collect(),
+            in_flight: HashMap::new(),
+            done: HashMap::new(),
+            next_id: 0,
+            staging: Vec::with_capacity(slot_size),
+            cfg,
+        })
+    }
+
+    /// The transport in use.
+    pub fn transport(&self) -> TransportKind {
+        self.ep.kind()
+    }
+
+    /// Largest input of one invocation.
+    pub fn max_input(&self) -> usize {
+        self.slot_size - HEADER_LEN
+    }
+
+    /// Invocations that can be in flight at once.
+    pub fn depth(&self) -> usize {
+        self.depth
+    }
+
+    /// Invokes `function` on `input` and waits for its output.
+    pub fn invoke(&mut self, function: &str, input: &[u8]) -> Result<Vec<u8>, InvokeError> {
+        let t = self.submit(function, input)?;
+        self.wait(t)
+    }
+
+    /// Starts an invocation without waiting; when all slots are busy it first
+    /// collects a result (kept for its [`Invoker::wait`]).
+    pub fn submit(&mut self, function: &str, input: &[u8]) -> Result<Ticket, InvokeError> {
+        let index = *self
+            .index
+            .get(function)
+            .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?;
+        if input.len() > self.max_input() {
+            return Err(InvokeError::PayloadTooLarge {
+                len: input.len(),
+                max: self.max_input(),
+            });
+        }
+        while self.free.is_empty() {
+            self.collect_one()?;
+        }
+        let slot = self.free.pop().expect("a free slot after collecting");
+        let id = self.fresh_id();
+        let result = self
+            .results
+            .remote()
+            .slice(
+                (slot * self.cfg.max_output) as u64,
+                self.cfg.max_output as u64,
+            )
+            .expect("result slot inside the region");
+        let hdr = InvocationHeader {
+            result_addr: result.addr,
+            result_rkey: result.rkey,
+            result_capacity: self.cfg.max_output as u32,
+        };
+        self.staging.clear();
+        self.staging.extend_from_slice(&hdr.encode());
+        self.staging.extend_from_slice(input);
+        let posted = self.ep.write_imm(
+            &self.staging,
+            &self.slots,
+            (slot * self.slot_size) as u64,
+            invocation::pack_imm(id, index),
+        );
+        if let Err(e) = posted {
+            self.free.push(slot);
+            return Err(e.into());
+        }
+        self.in_flight.insert(
+            id,
+            InFlight {
+                slot,
+                function: index,
+            },
+        );
+        Ok(Ticket(id))
+    }
+
+    fn fresh_id(&mut self) -> u16 {
+        loop {
+            self.next_id = self.next_id.wrapping_add(1);
+            if !self.in_flight.contains_key(&self.next_id) && !self.done.contains_key(&self.next_id)
+            {
+                return self.next_id;
+            }
+        }
+    }
+
+    /// Waits for the result of `ticket`.
+    pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<u8>, InvokeError> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        loop {
+            if let Some(r) = self.done.remove(&ticket.0) {
+                return r;
+            }
+            if !self.in_flight.contains_key(&ticket.0) {
+                return Err(InvokeError::Protocol("unknown ticket".into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(InvokeError::Timeout(self.cfg.timeout));
+            }
+            self.collect_one()?;
+        }
+    }
+
+    /// Invokes `function` on every input, pipelined up to the depth; the
+    /// outputs come back in input order.
+    pub fn batch(
+        &mut self,
+        function: &str,
+        inputs: &[&[u8]],
+    ) -> Result<Vec<Result<Vec<u8>, InvokeError>>, InvokeError> {
+        let mut tickets = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            tickets.push(self.submit(function, input)?);
+        }
+        Ok(tickets.into_iter().map(|t| self.wait(t)).collect())
+    }
+
+    /// Receives one result into `done`.
+    fn collect_one(&mut self) -> Result<(), InvokeError> {
+        let w = match self.ep.wait(self.cfg.mode, self.cfg.timeout)? {
+            Completion::Write(w) => w,
+            Completion::Recv(_) => {
+                return Err(InvokeError::Protocol(
+                    "unexpected message from the executor".into(),
+                ))
+            }
+        };
+        let (id, status) = invocation::unpack_imm(w.imm);
+        let f = self
+            .in_flight
+            .remove(&id)
+            .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
+        let start = f.slot * self.cfg.max_output;
+        if w.offset as usize != start || w.len as usize > self.cfg.max_output {
+            return Err(InvokeError::Protocol("result outside its buffer".into()));
+        }
+        let name = || {
+            self.names
+                .get(usize::from(f.function))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let r = match Status::from_u16(status) {
+            Some(Status::Ok) => Ok(self.results.to_vec(start, w.len as usize)?),
+            Some(Status::UnknownFunction) => Err(InvokeError::UnknownFunction(name())),
+            Some(Status::FunctionFailed) => Err(InvokeError::FunctionFailed { function: name() }),
+            Some(Status::OutputTooLarge) => Err(InvokeError::OutputTooLarge {
+                function: name(),
+                capacity: self.cfg.max_output,
+            }),
+            Some(Status::BadRequest) | None => {
+                Err(InvokeError::Protocol(format!("executor status {status}")))
+            }
+        };
+        self.free.push(f.slot);
+        self.done.insert(id, r);
+        Ok(())
+    }
+}

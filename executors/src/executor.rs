@@ -1,0 +1,409 @@
+//! The executor: serves the invocations of one lease, one worker thread per
+//! leased core, each with its own endpoint (rFaaS's thread and queue pair
+//! per core).
+//!
+//! A worker accepts only the lease holder (the token in the handshake),
+//! loads the functions the client names, then serves invocations: the
+//! client's `write_imm` puts header + payload into a slot of the worker's
+//! exposed buffer; the worker runs the function on the slot in place and
+//! `write_imm`s the output straight into the client's result buffer, with
+//! `id << 16 | status` as the immediate. It busy-polls while work comes,
+//! and after `hot_timeout` without work sleeps until the next arrival.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_fabric::{
+    Completion, ConnectOptions, Endpoint, Fabric, FabricError, Listener, MemoryRegion, PollMode,
+    RemoteBuffer,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::abi::{with_region_bytes, Function, Library};
+use crate::context::CallContext;
+use crate::error::{CallError, ExecError};
+use crate::session::{
+    self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply, MAX_LIBRARY_BYTES,
+};
+
+/// When a worker stops busy polling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HotTimeout {
+    /// Busy poll forever (`-1`).
+    AlwaysHot,
+    /// Always block (`0`).
+    AlwaysWarm,
+    /// Busy poll until this long without work, then block.
+    After(Duration),
+}
+
+impl HotTimeout {
+    /// From rFaaS's convention: `-1` always hot, `0` always warm, else ms.
+    pub fn from_millis(ms: i64) -> HotTimeout {
+        match ms {
+            ..=-1 => HotTimeout::AlwaysHot,
+            0 => HotTimeout::AlwaysWarm,
+            ms => HotTimeout::After(Duration::from_millis(ms as u64)),
+        }
+    }
+}
+
+/// How an executor runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// The lease token clients must present.
+    pub token: Vec<u8>,
+    /// Worker threads (leased cores); one connection each.
+    pub workers: usize,
+    /// CPUs to pin workers to, round robin; empty: no pinning.
+    pub cpus: Vec<usize>,
+    /// Invocation slots per worker.
+    pub slots: u32,
+    /// Bytes per slot: invocation header + largest input.
+    pub slot_size: usize,
+    /// Largest output of one invocation.
+    pub max_output: usize,
+    /// When workers stop busy polling.
+    pub hot_timeout: HotTimeout,
+    /// Stop after this many connections have ended (tests); `None`: serve
+    /// until the process is stopped.
+    pub connections: Option<usize>,
+}
+
+impl ExecutorConfig {
+    /// Defaults for `listen` and `token`: one worker, 32 slots of 64 KiB,
+    /// 1 MiB outputs, hot for 10 ms.
+    pub fn new(listen: SocketAddr, token: Vec<u8>) -> Self {
+        ExecutorConfig {
+            listen,
+            token,
+            workers: 1,
+            cpus: Vec::new(),
+            slots: 32,
+            slot_size: 64 << 10,
+            max_output: 1 << 20,
+            hot_timeout: HotTimeout::After(Duration::from_millis(10)),
+            connections: None,
+        }
+    }
+}
+
+/// What an executor did, for accounting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutorUsage {
+    /// Invocations served (whatever their status).
+    pub invocations: u64,
+    /// Invocations that failed (unknown function, failure, bad request).
+    pub failed: u64,
+    /// Nanoseconds inside functions.
+    pub exec_ns: u64,
+    /// Nanoseconds spent busy polling.
+    pub hot_poll_ns: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Output bytes sent.
+    pub bytes_out: u64,
+}
+
+impl ExecutorUsage {
+    fn add(&mut self, o: &ExecutorUsage) {
+        self.invocations += o.invocations;
+        self.failed += o.failed;
+        self.exec_ns += o.exec_ns;
+        self.hot_poll_ns += o.hot_poll_ns;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// A bound executor, ready to [`Executor::serve`].
+#[derive(Debug)]
+pub struct Executor {
+    fabric: Fabric,
+    listener: Listener,
+    cfg: ExecutorConfig,
+}
+
+impl Executor {
+    /// Binds the listening address.
+    pub fn bind(fabric: Fabric, cfg: ExecutorConfig) -> Result<Executor, ExecError> {
+        if cfg.slot_size <= HEADER_LEN
+            || cfg.slots == 0
+            || cfg.slots > u32::from(u16::MAX)
+            || cfg.workers == 0
+        {
+            return Err(ExecError::Config(format!(
+                "need workers >= 1, 1..=65535 slots and slot size > {HEADER_LEN}"
+            )));
+        }
+        let listener = fabric.listen(cfg.listen)?;
+        Ok(Executor {
+            fabric,
+            listener,
+            cfg,
+        })
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> Result<SocketAddr, ExecError> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Accepts clients, one worker thread each, until `connections` have
+    /// ended (or forever). Returns the summed usage.
+    pub fn serve(self) -> Result<ExecutorUsage, ExecError> {
+        let total = Arc::new(Mutex::new(ExecutorUsage::default()));
+        let busy = Arc::new((Mutex::new(vec![false; self.cfg.workers]), Condvar::new()));
+        let mut handles = Vec::new();
+        let mut accepted = 0usize;
+        while self.cfg.connections.is_none_or(|n| accepted < n) {
+            let incoming = self.listener.incoming(None)?;
+            accepted += 1;
+            // A worker that is just finishing counts as free: wait briefly
+            // for one before turning the client away.
+            let worker = {
+                let (lock, freed) = &*busy;
+                let mut b = lock.lock();
+                let deadline = Instant::now() + WORKER_WAIT;
+                let mut free = b.iter().position(|x| !x);
+                while free.is_none() && !freed.wait_until(&mut b, deadline).timed_out() {
+                    free = b.iter().position(|x| !x);
+                }
+                if let Some(w) = free {
+                    b[w] = true;
+                }
+                free
+            };
+            let Some(worker) = worker else {
+                let workers = self.cfg.workers;
+                let _ = incoming.accept(&ConnectOptions::new(), |_| {
+                    Err(format!("all {workers} workers are busy"))
+                });
+                continue;
+            };
+            let (fabric, cfg, total, busy) = (
+                self.fabric.clone(),
+                self.cfg.clone(),
+                total.clone(),
+                busy.clone(),
+            );
+            handles.push(std::thread::spawn(move || {
+                if let Some(&cpu) = cfg.cpus.get(worker % cfg.cpus.len().max(1)) {
+                    core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+                }
+                match serve_connection(&fabric, &cfg, incoming, worker) {
+                    Ok(u) => total.lock().add(&u),
+                    Err(e) => tracing::warn!(worker, "connection ended: {e}"),
+                }
+                busy.0.lock()[worker] = false;
+                busy.1.notify_one();
+            }));
+        }
+        for h in handles {
+            let _ = h.join();
+        }
+        let usage = *total.lock();
+        Ok(usage)
+    }
+}
+
+fn serve_connection(
+    fabric: &Fabric,
+    cfg: &ExecutorConfig,
+    incoming: rfx_fabric::Incoming,
+    worker: usize,
+) -> Result<ExecutorUsage, ExecError> {
+    let inbox = fabric.register(cfg.slots as usize * cfg.slot_size)?;
+    let hello = ExecutorHello {
+        slots: cfg.slots,
+        slot_size: cfg.slot_size as u32,
+        worker: worker as u32,
+    };
+    let opts = ConnectOptions::new()
+        .expose(&inbox)
+        .user_data(session::encode(&hello));
+    let token = cfg.token.clone();
+    let ep = incoming.accept(&opts, move |h| {
+        match session::decode::<ClientHello>(&h.user) {
+            Ok(c) if constant_time_eq(&c.token, &token) => Ok(()),
+            Ok(_) => Err("wrong lease token".into()),
+            Err(e) => Err(e),
+        }
+    })?;
+    let mut w = Worker {
+        ep,
+        inbox,
+        slot_size: cfg.slot_size,
+        out: vec![0u8; cfg.max_output],
+        functions: Vec::new(),
+        usage: ExecutorUsage::default(),
+        _library: None,
+    };
+    w.setup()?;
+    w.run(cfg.hot_timeout)?;
+    Ok(w.usage)
+}
+
+/// Compares tokens without an early exit that would leak the matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct Worker {
+    ep: Endpoint,
+    inbox: MemoryRegion,
+    slot_size: usize,
+    out: Vec<u8>,
+    functions: Vec<Function>,
+    usage: ExecutorUsage,
+    // Keeps the library loaded while its functions are in use.
+    _library: Option<Library>,
+}
+
+/// How long a new client waits for a busy worker to finish.
+const WORKER_WAIT: Duration = Duration::from_secs(1);
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+const SETUP_WAIT: Duration = Duration::from_secs(30);
+
+impl Worker {
+    fn setup(&mut self) -> Result<(), ExecError> {
+        let msg = match self.ep.wait(PollMode::Warm, SETUP_WAIT)? {
+            Completion::Recv(m) => m,
+            Completion::Write(_) => {
+                return Err(ExecError::Protocol("invocation before set-up".into()))
+            }
+        };
+        let reply = match self.load(&msg) {
+            Ok(()) => SetupReply::Ready,
+            Err(e) => SetupReply::Failed(e.to_string()),
+        };
+        self.ep.send(&session::encode(&reply))?;
+        match reply {
+            SetupReply::Ready => Ok(()),
+            SetupReply::Failed(why) => Err(ExecError::Protocol(format!("set-up refused: {why}"))),
+        }
+    }
+
+    fn load(&mut self, msg: &[u8]) -> Result<(), ExecError> {
+        let setup: Setup = session::decode(msg).map_err(ExecError::Protocol)?;
+        let lib = match &setup.library {
+            LibrarySource::Bytes { bytes, .. } if bytes.len() > MAX_LIBRARY_BYTES => {
+                return Err(ExecError::Protocol(format!(
+                    "library of {} bytes exceeds {MAX_LIBRARY_BYTES}",
+                    bytes.len()
+                )))
+            }
+            LibrarySource::Bytes { name, bytes } => Library::load_bytes(name, bytes)?,
+            LibrarySource::Path(p) => Library::load_path(p)?,
+        };
+        if setup.functions.len() > usize::from(u16::MAX) {
+            return Err(ExecError::Protocol("too many functions".into()));
+        }
+        self.functions = setup
+            .functions
+            .iter()
+            .map(|f| lib.function(f))
+            .collect::<Result<_, _>>()?;
+        self._library = Some(lib);
+        Ok(())
+    }
+
+    fn run(&mut self, hot: HotTimeout) -> Result<(), ExecError> {
+        loop {
+            let next = match hot {
+                HotTimeout::AlwaysHot => self.hot_wait(IDLE_WAIT),
+                HotTimeout::AlwaysWarm => self.ep.wait(PollMode::Warm, IDLE_WAIT),
+                HotTimeout::After(t) => match self.hot_wait(t) {
+                    Err(e) if e.is_timeout() => self.ep.wait(PollMode::Warm, IDLE_WAIT),
+                    other => other,
+                },
+            };
+            match next {
+                Ok(Completion::Write(w)) => self.invoke(w)?,
+                Ok(Completion::Recv(_)) => {
+                    return Err(ExecError::Protocol(
+                        "unexpected message after set-up".into(),
+                    ))
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) if e.is_peer_gone() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn hot_wait(&mut self, t: Duration) -> Result<Completion, FabricError> {
+        let t0 = Instant::now();
+        let r = self.ep.wait(PollMode::Hot, t);
+        self.usage.hot_poll_ns += t0.elapsed().as_nanos() as u64;
+        r
+    }
+
+    fn invoke(&mut self, w: rfx_fabric::WriteCompletion) -> Result<(), ExecError> {
+        let (id, index) = invocation::unpack_imm(w.imm);
+        let off = w.offset as usize;
+        let len = w.len as usize;
+        self.usage.invocations += 1;
+        self.usage.bytes_in += len as u64;
+        if off % self.slot_size != 0 || len < HEADER_LEN || len > self.slot_size {
+            // No trustworthy header: nowhere to answer.
+            self.usage.failed += 1;
+            tracing::warn!(off, len, "invocation outside slot bounds dropped");
+            return Ok(());
+        }
+        let mut head = [0u8; HEADER_LEN];
+        self.inbox.read_at(off, &mut head)?;
+        let hdr =
+            InvocationHeader::decode(&head).map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let cap = (hdr.result_capacity as usize).min(self.out.len());
+        let (status, n) = match self.functions.get(usize::from(index)) {
+            None => (Status::UnknownFunction, 0),
+            Some(f) => {
+                let ctx = CallContext::new(u64::from(id));
+                let out = &mut self.out[..cap];
+                let t0 = Instant::now();
+                let r =
+                    with_region_bytes(&self.inbox, off + HEADER_LEN, len - HEADER_LEN, |input| {
+                        f.call(&ctx, input, out)
+                    })?;
+                self.usage.exec_ns += t0.elapsed().as_nanos() as u64;
+                match r {
+                    Ok(n) => (Status::Ok, n),
+                    Err(CallError::OutputTooLarge { .. }) => (Status::OutputTooLarge, 0),
+                    Err(_) => (Status::FunctionFailed, 0),
+                }
+            }
+        };
+        if status != Status::Ok {
+            self.usage.failed += 1;
+        }
+        let target = RemoteBuffer {
+            addr: hdr.result_addr,
+            len: cap as u64,
+            rkey: hdr.result_rkey,
+        };
+        match self.ep.write_imm(
+            &self.out[..n],
+            &target,
+            0,
+            invocation::pack_imm(id, status as u16),
+        ) {
+            Ok(()) => {
+                self.usage.bytes_out += n as u64;
+                Ok(())
+            }
+            Err(e @ FabricError::RemoteAccess { .. }) => {
+                // The client named a result buffer it does not own: its loss.
+                self.usage.failed += 1;
+                tracing::warn!("result not delivered: {e}");
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! `rfx executor` (serve one lease's invocations) and `rfx invoke` (call a
+//! function on an executor).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use rfx::executors::client::{Invoker, InvokerConfig};
+use rfx::executors::executor::{Executor, ExecutorConfig, HotTimeout};
+use rfx::executors::session::LibrarySource;
+use rfx::fabric::{Config, Fabric};
+
+/// Where the lease token comes from: never the command line, which other
+/// users can read in the process table.
+const TOKEN_ENV: &str = "RFX_LEASE_TOKEN";
+
+fn token() -> anyhow::Result<Vec<u8>> {
+    let t = std::env::var(TOKEN_ENV).with_context(|| format!("{TOKEN_ENV} is not set"))?;
+    if t.is_empty() {
+        anyhow::bail!("{TOKEN_ENV} is empty");
+    }
+    Ok(t.into_bytes())
+}
+
+/// `rfx executor`: serve invocations for the holder of `RFX_LEASE_TOKEN`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecutorArgs {
+    /// Address clients connect to.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Worker threads (leased cores), one client connection each.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// CPUs to pin workers to, e.g. `2,3`.
+    #[arg(long, value_delimiter = ',')]
+    cpus: Vec<usize>,
+    /// Invocation slots per worker.
+    #[arg(long, default_value_t = 32)]
+    slots: u32,
+    /// Bytes per slot (header + largest input).
+    #[arg(long, default_value_t = 64 << 10)]
+    slot_size: usize,
+    /// Largest output per invocation.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_output: usize,
+    /// Busy-poll this long without work before blocking; -1 always hot, 0 always warm.
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+    hot_timeout_ms: i64,
+    /// Exit after this many client connections have ended.
+    #[arg(long)]
+    connections: Option<usize>,
+}
+
+pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
+    let ecfg = ExecutorConfig {
+        listen: args.listen,
+        token: token()?,
+        workers: args.workers,
+        cpus: args.cpus,
+        slots: args.slots,
+        slot_size: args.slot_size,
+        max_output: args.max_output,
+        hot_timeout: HotTimeout::from_millis(args.hot_timeout_ms),
+        connections: args.connections,
+    };
+    let exec = Executor::bind(Fabric::open(cfg)?, ecfg)?;
+    eprintln!("rfx executor: listening on {}", exec.local_addr()?);
+    let usage = exec.serve()?;
+    println!("{}", serde_json::to_string(&usage)?);
+    Ok(())
+}
+
+/// `rfx invoke`: one invocation on an executor.
+#[derive(Debug, Args)]
+pub(crate) struct InvokeArgs {
+    /// The executor's address.
+    #[arg(long)]
+    executor: SocketAddr,
+    /// Shared library with the function; shipped to the executor.
+    #[arg(long)]
+    lib: PathBuf,
+    /// Name the library by path on the executor's host instead of shipping it.
+    #[arg(long)]
+    remote_path: bool,
+    /// The function.
+    #[arg(long)]
+    function: String,
+    /// Input file, or `-` for standard input (default: empty input).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Largest output accepted.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_output: usize,
+}
+
+pub(crate) fn invoke(args: InvokeArgs, cfg: Config) -> anyhow::Result<()> {
+    let input = match &args.input {
+        None => Vec::new(),
+        Some(p) if p.as_os_str() == "-" => {
+            let mut v = Vec::new();
+            std::io::stdin().read_to_end(&mut v)?;
+            v
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+    };
+    let library = if args.remote_path {
+        LibrarySource::Path(args.lib.to_string_lossy().into_owned())
+    } else {
+        let bytes =
+            std::fs::read(&args.lib).with_context(|| format!("reading {}", args.lib.display()))?;
+        LibrarySource::Bytes {
+            name: args.lib.to_string_lossy().into_owned(),
+            bytes,
+        }
+    };
+    let fabric = Fabric::open(cfg)?;
+    let icfg = InvokerConfig {
+        depth: 1,
+        max_output: args.max_output,
+        ..InvokerConfig::default()
+    };
+    let mut inv = Invoker::connect(
+        &fabric,
+        args.executor,
+        &token()?,
+        library,
+        &[args.function.as_str()],
+        icfg,
+    )?;
+    let out = inv.invoke(&args.function, &input)?;
+    std::io::stdout().write_all(&out)?;
+    Ok(())
+}

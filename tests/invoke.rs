@@ -1,0 +1,282 @@
+//! End to end: a real `rfx executor` process serving invocations from the
+//! client library and from `rfx invoke`, over shm and tcp, with the bad
+//! inputs a tenant can throw at it.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use rfx::client::{InvokeError, Invoker, InvokerConfig};
+use rfx::executors::session::LibrarySource;
+use rfx::fabric::{Config, Fabric, TransportChoice, TransportKind};
+use support::*;
+
+const TOKEN: &str = "lease-token-for-tests";
+
+fn fabric(kind: TransportKind) -> Fabric {
+    Fabric::open(Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::default()
+    })
+    .unwrap()
+}
+
+fn shipped(path: &std::path::Path) -> LibrarySource {
+    LibrarySource::Bytes {
+        name: path.display().to_string(),
+        bytes: std::fs::read(path).unwrap(),
+    }
+}
+
+fn cfg() -> InvokerConfig {
+    InvokerConfig {
+        timeout: Duration::from_secs(20),
+        max_output: 64 << 10,
+        ..InvokerConfig::default()
+    }
+}
+
+fn f64s(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn invocations_work_over(kind: TransportKind) {
+    let ex = examples();
+    let (_exec, addr) = executor(
+        TOKEN,
+        kind.name(),
+        &["--connections", "2", "--hot-timeout-ms", "5"],
+    );
+    let f = fabric(kind);
+    let fns = ["echo", "sum_f64", "matmul", "noop", "panics", "overclaim"];
+    let mut inv =
+        Invoker::connect(&f, addr, TOKEN.as_bytes(), shipped(&ex.rust), &fns, cfg()).unwrap();
+    assert_eq!(inv.transport(), kind);
+    assert_eq!(inv.invoke("echo", b"hello rfx").unwrap(), b"hello rfx");
+    assert_eq!(inv.invoke("echo", b"").unwrap(), b"");
+    assert_eq!(inv.invoke("noop", b"ignored").unwrap(), b"");
+    let sum = inv.invoke("sum_f64", &f64s(&[1.5, 2.5, 3.0])).unwrap();
+    assert_eq!(f64::from_le_bytes(sum.try_into().unwrap()), 7.0);
+    // 2x2 matmul: [[1,2],[3,4]] x [[5,6],[7,8]] = [[19,22],[43,50]].
+    let mut m = 2u32.to_le_bytes().to_vec();
+    m.extend(f64s(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]));
+    assert_eq!(
+        inv.invoke("matmul", &m).unwrap(),
+        f64s(&[19.0, 22.0, 43.0, 50.0])
+    );
+    // Failures are per invocation; the connection goes on.
+    assert!(matches!(
+        inv.invoke("panics", b""),
+        Err(InvokeError::FunctionFailed { .. })
+    ));
+    assert!(matches!(
+        inv.invoke("overclaim", b""),
+        Err(InvokeError::OutputTooLarge { .. })
+    ));
+    assert!(matches!(
+        inv.invoke("nonexistent", b""),
+        Err(InvokeError::UnknownFunction(_))
+    ));
+    let big = vec![0u8; inv.max_input() + 1];
+    assert!(matches!(
+        inv.invoke("echo", &big),
+        Err(InvokeError::PayloadTooLarge { .. })
+    ));
+    let max = vec![7u8; inv.max_input()];
+    assert_eq!(inv.invoke("echo", &max).unwrap(), max);
+    // Pipelined: more invocations than slots, results in order.
+    let inputs: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| i.to_le_bytes().repeat(i as usize % 7 + 1))
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let outs = inv.batch("echo", &refs).unwrap();
+    for (o, i) in outs.into_iter().zip(&inputs) {
+        assert_eq!(&o.unwrap(), i);
+    }
+    drop(inv);
+    // A second client, the C library named by path on the executor's host.
+    let lib = LibrarySource::Path(ex.c.display().to_string());
+    let mut inv = Invoker::connect(
+        &f,
+        addr,
+        TOKEN.as_bytes(),
+        lib,
+        &["echo_c", "sum_u32"],
+        cfg(),
+    )
+    .unwrap();
+    assert_eq!(inv.invoke("echo_c", b"from C").unwrap(), b"from C");
+    let s = inv
+        .invoke(
+            "sum_u32",
+            &[1u32, 2, 3, 4]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(u32::from_le_bytes(s.try_into().unwrap()), 10);
+}
+
+#[test]
+fn invocations_work_over_shm() {
+    invocations_work_over(TransportKind::Shm)
+}
+
+#[test]
+fn invocations_work_over_tcp() {
+    invocations_work_over(TransportKind::Tcp)
+}
+
+#[test]
+fn wrong_token_and_bad_libraries_are_refused() {
+    let ex = examples();
+    let (mut exec, addr) = executor(TOKEN, "auto", &["--connections", "4"]);
+    let f = fabric(TransportKind::Shm);
+    let r = Invoker::connect(
+        &f,
+        addr,
+        b"someone-else",
+        shipped(&ex.rust),
+        &["echo"],
+        cfg(),
+    );
+    match r {
+        Err(InvokeError::Fabric(rfx::fabric::FabricError::Rejected(why))) => {
+            assert!(why.contains("token"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let junk = LibrarySource::Bytes {
+        name: "junk".into(),
+        bytes: b"not an ELF file at all".to_vec(),
+    };
+    let r = Invoker::connect(&f, addr, TOKEN.as_bytes(), junk, &["echo"], cfg());
+    assert!(
+        matches!(&r, Err(InvokeError::SetupFailed(why)) if why.contains("not a shared library")),
+        "{r:?}"
+    );
+    let r = Invoker::connect(
+        &f,
+        addr,
+        TOKEN.as_bytes(),
+        shipped(&ex.rust),
+        &["no_such_function"],
+        cfg(),
+    );
+    assert!(
+        matches!(&r, Err(InvokeError::SetupFailed(why)) if why.contains("no_such_function")),
+        "{r:?}"
+    );
+    // The executor survived all of that and still serves.
+    let mut inv = Invoker::connect(
+        &f,
+        addr,
+        TOKEN.as_bytes(),
+        shipped(&ex.rust),
+        &["echo"],
+        cfg(),
+    )
+    .unwrap();
+    assert_eq!(inv.invoke("echo", b"still here").unwrap(), b"still here");
+    drop(inv);
+    let status = exec
+        .wait_timeout(Duration::from_secs(20))
+        .expect("executor exits after its connections");
+    assert!(status.success());
+}
+
+#[test]
+fn crashing_function_is_an_error_not_a_hang() {
+    let ex = examples();
+    for kind in [TransportKind::Shm, TransportKind::Tcp] {
+        let (mut exec, addr) = executor(TOKEN, kind.name(), &[]);
+        let f = fabric(kind);
+        let mut inv = Invoker::connect(
+            &f,
+            addr,
+            TOKEN.as_bytes(),
+            shipped(&ex.rust),
+            &["crash", "echo"],
+            cfg(),
+        )
+        .unwrap();
+        let r = inv.invoke("crash", b"");
+        assert!(
+            matches!(r, Err(InvokeError::ExecutorGone(_))),
+            "{kind}: {r:?}"
+        );
+        let status = exec
+            .wait_timeout(Duration::from_secs(10))
+            .expect("the executor process died");
+        assert!(!status.success());
+        // Later calls fail the same way, at once.
+        assert!(matches!(
+            inv.invoke("echo", b"x"),
+            Err(InvokeError::ExecutorGone(_))
+        ));
+    }
+}
+
+#[test]
+fn rfx_invoke_cli() {
+    let ex = examples();
+    let (_exec, addr) = executor(TOKEN, "auto", &["--connections", "3"]);
+    let input = std::env::temp_dir().join(format!("rfx-invoke-input-{}", std::process::id()));
+    std::fs::write(&input, f64s(&[0.5, 0.25])).unwrap();
+    let out = Command::new(RFX)
+        .args([
+            "invoke",
+            "--executor",
+            &addr.to_string(),
+            "--function",
+            "sum_f64",
+            "--lib",
+        ])
+        .arg(&ex.rust)
+        .arg("--input")
+        .arg(&input)
+        .env("RFX_LEASE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&input).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(f64::from_le_bytes(out.stdout.try_into().unwrap()), 0.75);
+    let out = Command::new(RFX)
+        .args([
+            "invoke",
+            "--executor",
+            &addr.to_string(),
+            "--function",
+            "nope",
+            "--lib",
+        ])
+        .arg(&ex.rust)
+        .env("RFX_LEASE_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    let out = Command::new(RFX)
+        .args([
+            "invoke",
+            "--executor",
+            &addr.to_string(),
+            "--function",
+            "echo",
+            "--lib",
+        ])
+        .arg(&ex.rust)
+        .env("RFX_LEASE_TOKEN", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
+}

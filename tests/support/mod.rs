@@ -1,0 +1,122 @@
+//! Shared by the end-to-end tests: child processes killed on drop, the
+//! example function libraries built once, and an `rfx executor` launcher.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const RFX: &str = env!("CARGO_BIN_EXE_rfx");
+
+/// A child process killed on drop, so a failing test leaves nothing behind.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    /// Waits up to `t` for the process to exit.
+    pub fn wait_timeout(&mut self, t: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + t;
+        while Instant::now() < deadline {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Spawns `cmd` with stderr piped and waits for a line starting with
+/// `prefix`; returns the process and the rest of that line.
+pub fn spawn_until(mut cmd: Command, prefix: &str) -> (Proc, String) {
+    cmd.stderr(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = Proc(cmd.spawn().expect("spawn"));
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Some(line) = lines.next() else { break };
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return (child, rest.trim().to_string());
+        }
+    }
+    panic!("child never printed {prefix:?}");
+}
+
+pub struct Examples {
+    /// `examples/functions` as a cdylib.
+    pub rust: PathBuf,
+    /// `examples/c/functions.c` as a shared library.
+    pub c: PathBuf,
+}
+
+/// Builds the example function libraries once per test binary.
+pub fn examples() -> &'static Examples {
+    static EX: OnceLock<Examples> = OnceLock::new();
+    EX.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let target = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("examples-functions");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        run(Command::new(cargo)
+            .args(["build", "--quiet", "--manifest-path"])
+            .arg(root.join("examples/functions/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target));
+        let out = target.join("c");
+        std::fs::create_dir_all(&out).unwrap();
+        let c = out.join("libfunctions_c_e2e.so");
+        run(Command::new("cc")
+            .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
+            .arg(root.join("examples/c"))
+            .arg(root.join("examples/c/functions.c"))
+            .arg("-o")
+            .arg(&c));
+        Examples {
+            rust: target.join("debug/librfx_example_functions.so"),
+            c,
+        }
+    })
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts `rfx executor` for `token` with extra arguments; returns it and
+/// its address.
+pub fn executor(token: &str, transport: &str, args: &[&str]) -> (Proc, std::net::SocketAddr) {
+    let mut cmd = Command::new(RFX);
+    cmd.args([
+        "--transport",
+        transport,
+        "executor",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env("RFX_LEASE_TOKEN", token);
+    let (p, addr) = spawn_until(cmd, "rfx executor: listening on ");
+    (p, addr.parse().unwrap())
+}
