@@ -73,6 +73,9 @@ pub struct ExecutorConfig {
     /// Stop after this many connections have ended (tests); `None`: serve
     /// until the process is stopped.
     pub connections: Option<usize>,
+    /// Print the usage so far as a JSON line on stdout this often (for the
+    /// executor manager's accounting).
+    pub usage_every: Option<Duration>,
 }
 
 impl ExecutorConfig {
@@ -89,6 +92,7 @@ impl ExecutorConfig {
             max_output: 1 << 20,
             hot_timeout: HotTimeout::After(Duration::from_millis(10)),
             connections: None,
+            usage_every: None,
         }
     }
 }
@@ -161,6 +165,19 @@ impl Executor {
         let busy = Arc::new((Mutex::new(vec![false; self.cfg.workers]), Condvar::new()));
         let mut handles = Vec::new();
         let mut accepted = 0usize;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(every) = self.cfg.usage_every {
+            let (total, stop) = (total.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    let u = *total.lock();
+                    if let Ok(line) = serde_json::to_string(&u) {
+                        println!("{line}");
+                    }
+                }
+            });
+        }
         while self.cfg.connections.is_none_or(|n| accepted < n) {
             let incoming = self.listener.incoming(None)?;
             accepted += 1;
@@ -196,9 +213,8 @@ impl Executor {
                 if let Some(&cpu) = cfg.cpus.get(worker % cfg.cpus.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 }
-                match serve_connection(&fabric, &cfg, incoming, worker) {
-                    Ok(u) => total.lock().add(&u),
-                    Err(e) => tracing::warn!(worker, "connection ended: {e}"),
+                if let Err(e) = serve_connection(&fabric, &cfg, incoming, worker, total) {
+                    tracing::warn!(worker, "connection ended: {e}");
                 }
                 busy.0.lock()[worker] = false;
                 busy.1.notify_one();
@@ -207,6 +223,7 @@ impl Executor {
         for h in handles {
             let _ = h.join();
         }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let usage = *total.lock();
         Ok(usage)
     }
@@ -217,7 +234,8 @@ fn serve_connection(
     cfg: &ExecutorConfig,
     incoming: rfx_fabric::Incoming,
     worker: usize,
-) -> Result<ExecutorUsage, ExecError> {
+    total: Arc<Mutex<ExecutorUsage>>,
+) -> Result<(), ExecError> {
     let inbox = fabric.register(cfg.slots as usize * cfg.slot_size)?;
     let hello = ExecutorHello {
         slots: cfg.slots,
@@ -242,11 +260,13 @@ fn serve_connection(
         out: vec![0u8; cfg.max_output],
         functions: Vec::new(),
         usage: ExecutorUsage::default(),
+        total,
         _library: None,
     };
     w.setup()?;
-    w.run(cfg.hot_timeout)?;
-    Ok(w.usage)
+    let r = w.run(cfg.hot_timeout);
+    w.publish();
+    r
 }
 
 /// Compares tokens without an early exit that would leak the matching prefix.
@@ -260,7 +280,9 @@ struct Worker {
     slot_size: usize,
     out: Vec<u8>,
     functions: Vec<Function>,
+    /// Not yet published to `total`.
     usage: ExecutorUsage,
+    total: Arc<Mutex<ExecutorUsage>>,
     // Keeps the library loaded while its functions are in use.
     _library: Option<Library>,
 }
@@ -323,18 +345,24 @@ impl Worker {
                     other => other,
                 },
             };
-            match next {
-                Ok(Completion::Write(w)) => self.invoke(w)?,
-                Ok(Completion::Recv(_)) => {
-                    return Err(ExecError::Protocol(
-                        "unexpected message after set-up".into(),
-                    ))
-                }
-                Err(e) if e.is_timeout() => {}
+            let r = match next {
+                Ok(Completion::Write(w)) => self.invoke(w),
+                Ok(Completion::Recv(_)) => Err(ExecError::Protocol(
+                    "unexpected message after set-up".into(),
+                )),
+                Err(e) if e.is_timeout() => Ok(()),
                 Err(e) if e.is_peer_gone() => return Ok(()),
-                Err(e) => return Err(e.into()),
-            }
+                Err(e) => Err(e.into()),
+            };
+            self.publish();
+            r?;
         }
+    }
+
+    /// Moves what this worker counted into the executor's total.
+    fn publish(&mut self) {
+        let d = std::mem::take(&mut self.usage);
+        self.total.lock().add(&d);
     }
 
     fn hot_wait(&mut self, t: Duration) -> Result<Completion, FabricError> {

@@ -51,6 +51,9 @@ pub(crate) struct ExecutorArgs {
     /// Exit after this many client connections have ended.
     #[arg(long)]
     connections: Option<usize>,
+    /// Print the usage so far as a JSON line on stdout this often.
+    #[arg(long)]
+    usage_every_ms: Option<u64>,
 }
 
 pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
@@ -64,6 +67,7 @@ pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
         max_output: args.max_output,
         hot_timeout: HotTimeout::from_millis(args.hot_timeout_ms),
         connections: args.connections,
+        usage_every: args.usage_every_ms.map(std::time::Duration::from_millis),
     };
     let exec = Executor::bind(Fabric::open(cfg)?, ecfg)?;
     eprintln!("rfx executor: listening on {}", exec.local_addr()?);
