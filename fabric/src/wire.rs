@@ -227,6 +227,27 @@ impl FrameHeader {
         }
     }
 
+    /// The header of a one-sided write of `len` bytes at `addr` of `rkey`.
+    pub fn write(addr: u64, rkey: u32, imm: u32, len: u32) -> Self {
+        FrameHeader {
+            op: Op::Write,
+            flags: 0,
+            imm,
+            rkey,
+            len,
+            addr,
+        }
+    }
+
+    /// The header of a two-sided message (or fragment, with `more`).
+    pub fn send(len: u32, more: bool) -> Self {
+        FrameHeader {
+            len,
+            flags: if more { FLAG_MORE } else { 0 },
+            ..FrameHeader::new(Op::Send)
+        }
+    }
+
     /// The 24-byte little-endian encoding.
     pub fn encode(&self) -> [u8; FRAME_HEADER_LEN] {
         let mut b = [0u8; FRAME_HEADER_LEN];

@@ -59,15 +59,7 @@ impl ShmEndpoint {
             })?;
         // Zero copy on the receive side: the bytes land in the peer's region.
         map.write((addr - rb.addr) as usize, data)?;
-        let hdr = FrameHeader {
-            op: Op::Write,
-            flags: 0,
-            imm,
-            rkey,
-            len: data.len() as u32,
-            addr,
-        };
-        self.push(&hdr, &[])
+        self.push(&FrameHeader::write(addr, rkey, imm, data.len() as u32), &[])
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
@@ -77,15 +69,7 @@ impl ShmEndpoint {
             return self.push(&FrameHeader::new(Op::Send), &[]);
         }
         while let Some(chunk) = chunks.next() {
-            let hdr = FrameHeader {
-                flags: if chunks.peek().is_some() {
-                    FLAG_MORE
-                } else {
-                    0
-                },
-                len: chunk.len() as u32,
-                ..FrameHeader::new(Op::Send)
-            };
+            let hdr = FrameHeader::send(chunk.len() as u32, chunks.peek().is_some());
             self.push(&hdr, chunk)?;
         }
         Ok(())

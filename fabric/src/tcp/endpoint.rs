@@ -78,23 +78,14 @@ impl TcpEndpoint {
         imm: u32,
         data: &[u8],
     ) -> Result<(), FabricError> {
-        let hdr = FrameHeader {
-            op: Op::Write,
-            flags: 0,
-            imm,
-            rkey,
-            len: data.len() as u32,
-            addr,
-        };
-        self.send_frame(&hdr, data)
+        self.send_frame(
+            &FrameHeader::write(addr, rkey, imm, data.len() as u32),
+            data,
+        )
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
-        let hdr = FrameHeader {
-            len: data.len() as u32,
-            ..FrameHeader::new(Op::Send)
-        };
-        self.send_frame(&hdr, data)
+        self.send_frame(&FrameHeader::send(data.len() as u32, false), data)
     }
 
     fn send_frame(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
