@@ -4,16 +4,27 @@
 //! ```text
 //! rfx-bench transport [--transport tcp,shm] [--mode hot,warm] [--sizes 8,4k,1m]
 //!                     [--iters N] [--warmup N] [--cpus 0,1] [--json [FILE|-]]
+//! rfx-bench invoke [--transport shm,tcp] [--mode hot,warm] [--sizes ...] [--iters N]
+//!                  [--warmup N] [--cpus 0,1] [--lib PATH] [--json [FILE|-]]
+//! rfx-bench throughput [--transport shm,tcp] [--threads 1,2] [--duration-s 3]
+//!                      [--depth 32] [--mode hot] [--lib PATH] [--json [FILE|-]]
+//! rfx-bench cold-start [--transport shm,tcp] [--iters 20] [--lib PATH] [--json [FILE|-]]
 //! ```
 
 mod baseline;
+mod cold_start;
+mod invoke;
+mod library;
 mod machine;
 mod pin;
 mod schedule;
 mod stats;
+mod throughput;
 mod transport;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -39,6 +50,16 @@ enum Cmd {
     /// write_imm ping-pong per provider and size, hot and warm, against a
     /// raw TCP socket / raw shared-memory ping-pong.
     Transport(TransportArgs),
+    /// Round trips of `noop` and `echo` invocations through an in-process
+    /// executor, per size, hot and warm, against the rfx transport round
+    /// trip measured in the same run.
+    Invoke(InvokeArgs),
+    /// Pipelined `noop` invocations per second, N client threads each with
+    /// its own connection to a worker of an in-process executor.
+    Throughput(ThroughputArgs),
+    /// Spawn an `rfx executor` process, connect, ship the library, first
+    /// `noop` result: the time of each phase, against a trivial spawn.
+    ColdStart(ColdStartArgs),
 }
 
 #[derive(Args)]
@@ -66,6 +87,125 @@ struct TransportArgs {
     /// (the table then goes to stderr).
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
+}
+
+#[derive(Args)]
+struct InvokeArgs {
+    /// Providers to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
+    transport: Vec<TransportKind>,
+    /// Polling modes (comma-separated): hot (executor always hot, client
+    /// busy polls), warm (executor always warm, client blocks).
+    #[arg(long, value_delimiter = ',', default_value = "hot,warm", value_parser = parse_mode)]
+    mode: Vec<PollMode>,
+    /// Input sizes, e.g. `8,4k,1m` (default: 8 B to 1 MiB, powers of 4).
+    #[arg(long)]
+    sizes: Option<String>,
+    /// Measured iterations per size (default 10000 up to 8 KiB, 1000 above).
+    #[arg(long)]
+    iters: Option<u64>,
+    /// Warm-up iterations per size (default 1000 up to 8 KiB, 100 above).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// CPUs of the client and the executor, e.g. `0,1` (default 0,1 when
+    /// the machine has two).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<(usize, usize)>,
+    /// Function library with `noop` and `echo` (default: build
+    /// examples/functions in release mode).
+    #[arg(long)]
+    lib: Option<PathBuf>,
+    /// Write results as JSON to FILE, or to stdout with `-` or no value
+    /// (the table then goes to stderr).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+}
+
+#[derive(Args)]
+struct ThroughputArgs {
+    /// Providers to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
+    transport: Vec<TransportKind>,
+    /// Client thread counts to measure (comma-separated); the executor has
+    /// as many workers.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 3.0)]
+    duration_s: f64,
+    /// Invocations in flight per client thread.
+    #[arg(long, default_value_t = 32)]
+    depth: usize,
+    /// Polling mode of clients and workers: hot or warm.
+    #[arg(long, default_value = "hot", value_parser = parse_mode)]
+    mode: PollMode,
+    /// Function library with `noop` (default: build examples/functions in
+    /// release mode).
+    #[arg(long)]
+    lib: Option<PathBuf>,
+    /// Write results as JSON to FILE, or to stdout with `-` or no value
+    /// (the table then goes to stderr).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+}
+
+#[derive(Args)]
+struct ColdStartArgs {
+    /// Providers to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
+    transport: Vec<TransportKind>,
+    /// Cold starts per provider (and spawns of the floor).
+    #[arg(long, default_value_t = 20)]
+    iters: u64,
+    /// How the client waits for the first result: hot (busy poll; the
+    /// executor is hot for 10 ms after set-up) or warm (both block).
+    #[arg(long, default_value = "hot", value_parser = parse_mode)]
+    mode: PollMode,
+    /// CPUs of the client and of the executor's worker, e.g. `0,1`
+    /// (default 0,1 when the machine has two): two busy pollers on one CPU
+    /// cost a scheduler slice (~ms).
+    #[arg(long, value_parser = parse_cpus)]
+    cpus: Option<(usize, usize)>,
+    /// Function library with `noop`, shipped to each executor (default:
+    /// build examples/functions in release mode).
+    #[arg(long)]
+    lib: Option<PathBuf>,
+    /// Write results as JSON to FILE, or to stdout with `-` or no value
+    /// (the table then goes to stderr).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+}
+
+/// Where the table and the JSON go: with `--json -` the JSON takes stdout
+/// and the table goes to stderr.
+struct Output {
+    table: Box<dyn Write>,
+    json: Option<String>,
+}
+
+impl Output {
+    fn new(json: Option<String>) -> Output {
+        let table: Box<dyn Write> = if json.as_deref() == Some("-") {
+            Box::new(std::io::stderr())
+        } else {
+            Box::new(std::io::stdout())
+        };
+        Output { table, json }
+    }
+
+    fn finish<T: Serialize>(mut self, report: &T) -> anyhow::Result<()> {
+        let Some(path) = self.json.take() else {
+            return Ok(());
+        };
+        let json = serde_json::to_string_pretty(report)?;
+        if path == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(&path, json + "\n").with_context(|| format!("writing {path}"))?;
+            writeln!(self.table, "results written to {path}")?;
+        }
+        Ok(())
+    }
 }
 
 fn parse_mode(s: &str) -> Result<PollMode, String> {
@@ -127,12 +267,8 @@ fn transport(args: TransportArgs) -> anyhow::Result<()> {
     };
     let steps = schedule::schedule(&sizes, args.iters, args.warmup);
     let cpus = pin::pair(args.cpus);
-    let to_stdout = args.json.as_deref() == Some("-");
-    let mut table: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stderr())
-    } else {
-        Box::new(std::io::stdout())
-    };
+    let mut out = Output::new(args.json.clone());
+    let table = &mut out.table;
     writeln!(
         table,
         "# rfx-bench transport: write_imm round trip (us), client cpu {:?}, server cpu {:?}",
@@ -193,27 +329,447 @@ fn transport(args: TransportArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(path) = args.json {
-        let report = Report {
-            bench: "transport",
-            machine: machine::describe(),
-            cpus,
-            schedule: &steps,
-            results,
-        };
-        let json = serde_json::to_string_pretty(&report)?;
-        if path == "-" {
-            println!("{json}");
-        } else {
-            std::fs::write(&path, json + "\n").with_context(|| format!("writing {path}"))?;
-            writeln!(table, "results written to {path}")?;
+    let report = Report {
+        bench: "transport",
+        machine: machine::describe(),
+        cpus,
+        schedule: &steps,
+        results,
+    };
+    out.finish(&report)
+}
+
+// ---------------------------------------------------------------------------
+// invoke
+
+/// The DESIGN.md goal for a no-op 8 B invocation: p50 within this factor of
+/// the transport's round trip.
+fn invoke_goal(kind: TransportKind) -> Option<f64> {
+    match kind {
+        TransportKind::Shm => Some(1.3),
+        TransportKind::Tcp => Some(1.15),
+        TransportKind::Verbs => Some(1.2),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct InvokeRow {
+    transport: TransportKind,
+    mode: &'static str,
+    function: &'static str,
+    size: usize,
+    invoke: Summary,
+    /// The rfx write_imm round trip of the same size (`transport` bench).
+    transport_pingpong: Summary,
+    ratio_p50: f64,
+    ratio_p99: f64,
+}
+
+#[derive(Serialize)]
+struct Goal {
+    transport: TransportKind,
+    mode: &'static str,
+    what: &'static str,
+    ratio_p50: f64,
+    limit: f64,
+    met: bool,
+}
+
+#[derive(Serialize)]
+struct InvokeReport<'a> {
+    bench: &'static str,
+    machine: machine::Machine,
+    cpus: (Option<usize>, Option<usize>),
+    library: &'a Path,
+    baseline: &'static str,
+    schedule: &'a [Step],
+    results: Vec<InvokeRow>,
+    goals: Vec<Goal>,
+}
+
+fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
+    let sizes = match &args.sizes {
+        Some(s) => schedule::parse_sizes(s).map_err(anyhow::Error::msg)?,
+        None => schedule::default_sizes(),
+    };
+    let steps = schedule::schedule(&sizes, args.iters, args.warmup);
+    let cpus = pin::pair(args.cpus);
+    let lib = library::resolve(args.lib.as_deref())?;
+    let mut out = Output::new(args.json.clone());
+    let table = &mut out.table;
+    writeln!(
+        table,
+        "# rfx-bench invoke: invocation round trip (us) vs rfx write_imm round trip, \
+         client cpu {:?}, executor cpu {:?}",
+        cpus.0, cpus.1
+    )?;
+    writeln!(table, "# library {}", lib.display())?;
+    writeln!(
+        table,
+        "{:<5} {:<4} {:<5} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
+        "prov",
+        "mode",
+        "func",
+        "size",
+        "inv p50",
+        "p99",
+        "p999",
+        "rt p50",
+        "p99",
+        "p999",
+        "x p50",
+        "x p99"
+    )?;
+    let mut results = Vec::new();
+    let mut goals = Vec::new();
+    for &kind in &args.transport {
+        for &mode in &args.mode {
+            let what = || format!("{kind} {}", mode_name(mode));
+            let inv = invoke::latency(kind, mode, &steps, cpus, &lib)
+                .with_context(|| format!("invoke {}", what()))?;
+            let rt = transport::rfx_pingpong(kind, mode, &steps, cpus)
+                .with_context(|| format!("rfx transport {}", what()))?;
+            for (function, series) in invoke::FUNCTIONS.into_iter().zip(inv) {
+                for ((step, i), t) in steps.iter().zip(series).zip(&rt) {
+                    let row = InvokeRow {
+                        transport: kind,
+                        mode: mode_name(mode),
+                        function,
+                        size: step.size,
+                        invoke: i,
+                        transport_pingpong: *t,
+                        ratio_p50: i.p50_us / t.p50_us,
+                        ratio_p99: i.p99_us / t.p99_us,
+                    };
+                    writeln!(
+                        table,
+                        "{:<5} {:<4} {:<5} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.2} {:>6.2}",
+                        kind.name(),
+                        row.mode,
+                        function,
+                        step.size,
+                        i.p50_us,
+                        i.p99_us,
+                        i.p999_us,
+                        t.p50_us,
+                        t.p99_us,
+                        t.p999_us,
+                        row.ratio_p50,
+                        row.ratio_p99
+                    )?;
+                    if function == "noop" && step.size == 8 {
+                        if let Some(limit) = invoke_goal(kind) {
+                            goals.push(Goal {
+                                transport: kind,
+                                mode: row.mode,
+                                what: "noop 8 B p50 / transport round trip p50",
+                                ratio_p50: row.ratio_p50,
+                                limit,
+                                met: row.ratio_p50 <= limit,
+                            });
+                        }
+                    }
+                    results.push(row);
+                }
+            }
         }
     }
-    Ok(())
+    for g in &goals {
+        writeln!(
+            table,
+            "goal {} {}: noop 8 B x{:.2} of the transport round trip (p50), goal <= {:.2}: {}",
+            g.transport.name(),
+            g.mode,
+            g.ratio_p50,
+            g.limit,
+            if g.met { "met" } else { "missed" }
+        )?;
+    }
+    let report = InvokeReport {
+        bench: "invoke",
+        machine: machine::describe(),
+        cpus,
+        library: &lib,
+        baseline: "rfx write_imm ping-pong (rfx-bench transport), same run, same cpus and mode",
+        schedule: &steps,
+        results,
+        goals,
+    };
+    out.finish(&report)
+}
+
+// ---------------------------------------------------------------------------
+// throughput
+
+#[derive(Serialize)]
+struct ThroughputRow {
+    transport: TransportKind,
+    mode: &'static str,
+    threads: usize,
+    depth: usize,
+    /// Client plus executor threads polling, above the CPUs available.
+    oversubscribed: bool,
+    invocations: u64,
+    invocations_per_s: f64,
+    per_thread: Vec<throughput::ThreadStats>,
+    /// Submit-to-result time of one invocation in 16, in the pipeline.
+    latency: Summary,
+}
+
+#[derive(Serialize)]
+struct ThroughputReport<'a> {
+    bench: &'static str,
+    machine: machine::Machine,
+    cpus: &'a [usize],
+    library: &'a Path,
+    duration_s: f64,
+    goal_per_s: f64,
+    results: Vec<ThroughputRow>,
+}
+
+fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.duration_s.is_finite() && args.duration_s > 0.0 && args.duration_s <= 3600.0,
+        "--duration-s must be in (0, 3600]"
+    );
+    anyhow::ensure!(
+        args.threads.iter().all(|&t| (1..=256).contains(&t)),
+        "--threads must be in 1..=256"
+    );
+    let cpus: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let lib = library::resolve(args.lib.as_deref())?;
+    let duration = Duration::from_secs_f64(args.duration_s);
+    let mut out = Output::new(args.json.clone());
+    let table = &mut out.table;
+    writeln!(
+        table,
+        "# rfx-bench throughput: pipelined noop invocations, depth {} per client, {:.1} s each, cpus {:?}",
+        args.depth, args.duration_s, cpus
+    )?;
+    writeln!(table, "# library {}", lib.display())?;
+    writeln!(
+        table,
+        "{:<5} {:<4} {:>3} {:>12} {:>12} | {:>9} {:>9} {:>9} | note",
+        "prov", "mode", "thr", "inv/s", "inv/s/thr", "lat p50", "p99", "p999"
+    )?;
+    let mut results = Vec::new();
+    for &kind in &args.transport {
+        for &threads in &args.threads {
+            let r = throughput::run(kind, args.mode, threads, args.depth, duration, &cpus, &lib)
+                .with_context(|| format!("throughput {kind}, {threads} threads"))?;
+            let invocations: u64 = r.threads.iter().map(|t| t.invocations).sum();
+            let wall = r.threads.iter().map(|t| t.elapsed_s).fold(0.0, f64::max);
+            let per_s = if wall > 0.0 {
+                invocations as f64 / wall
+            } else {
+                0.0
+            };
+            let oversubscribed = 2 * threads > cpus.len();
+            let note = if oversubscribed {
+                format!(
+                    "{threads} client + {threads} executor threads poll on {} cpus: they share cores",
+                    cpus.len()
+                )
+            } else {
+                String::new()
+            };
+            writeln!(
+                table,
+                "{:<5} {:<4} {:>3} {:>12.0} {:>12.0} | {:>9.2} {:>9.2} {:>9.2} | {}",
+                kind.name(),
+                mode_name(args.mode),
+                threads,
+                per_s,
+                per_s / threads as f64,
+                r.latency.p50_us,
+                r.latency.p99_us,
+                r.latency.p999_us,
+                note
+            )?;
+            results.push(ThroughputRow {
+                transport: kind,
+                mode: mode_name(args.mode),
+                threads,
+                depth: r.depth,
+                oversubscribed,
+                invocations,
+                invocations_per_s: per_s,
+                per_thread: r.threads,
+                latency: r.latency,
+            });
+        }
+    }
+    writeln!(
+        table,
+        "goal: over 2 M noop invocations/s on one host (shm, pipelined)"
+    )?;
+    let report = ThroughputReport {
+        bench: "throughput",
+        machine: machine::describe(),
+        cpus: &cpus,
+        library: &lib,
+        duration_s: args.duration_s,
+        goal_per_s: 2e6,
+        results,
+    };
+    out.finish(&report)
+}
+
+// ---------------------------------------------------------------------------
+// cold-start
+
+#[derive(Serialize)]
+struct ColdStartRow {
+    transport: TransportKind,
+    mode: &'static str,
+    iters: u64,
+    spawn: cold_start::Spread,
+    listen: cold_start::Spread,
+    connect: cold_start::Spread,
+    load: cold_start::Spread,
+    first_result: cold_start::Spread,
+    total: cold_start::Spread,
+    /// Per iteration, nanoseconds of spawn, listen, connect, load,
+    /// first_result, total.
+    samples_ns: Vec<cold_start::Sample>,
+}
+
+#[derive(Serialize)]
+struct Floor {
+    what: String,
+    spread: cold_start::Spread,
+}
+
+#[derive(Serialize)]
+struct ColdStartReport<'a> {
+    bench: &'static str,
+    machine: machine::Machine,
+    rfx: &'a Path,
+    library: &'a Path,
+    library_bytes: u64,
+    cpus: (Option<usize>, Option<usize>),
+    goal_total_p50_us: f64,
+    floor: Vec<Floor>,
+    results: Vec<ColdStartRow>,
+}
+
+fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=100_000).contains(&args.iters),
+        "--iters must be in 1..=100000"
+    );
+    let rfx = cold_start::rfx_binary()?;
+    let cpus = pin::pair(args.cpus);
+    let lib = library::resolve(args.lib.as_deref())?;
+    let library_bytes = std::fs::metadata(&lib)?.len();
+    let mut out = Output::new(args.json.clone());
+    let table = &mut out.table;
+    writeln!(
+        table,
+        "# rfx-bench cold-start: `rfx executor` spawn to first noop result (us), {} iterations, \
+         {} wait, client cpu {:?}, executor worker cpu {:?}",
+        args.iters,
+        mode_name(args.mode),
+        cpus.0,
+        cpus.1
+    )?;
+    writeln!(
+        table,
+        "# rfx {}, library {} ({library_bytes} B, shipped)",
+        rfx.display(),
+        lib.display()
+    )?;
+    writeln!(
+        table,
+        "{:<5} {:<12} | {:>9} {:>9} {:>9}",
+        "prov", "phase", "p50", "p90", "max"
+    )?;
+    let mut floor = Vec::new();
+    for (what, program, fargs) in [
+        (
+            "/bin/true (fork+exec+wait)",
+            Path::new("/bin/true"),
+            &[][..],
+        ),
+        (
+            "rfx --version (fork+exec+wait)",
+            rfx.as_path(),
+            &["--version"][..],
+        ),
+    ] {
+        let spread = cold_start::Spread::of(&cold_start::spawn_floor(program, fargs, args.iters)?);
+        writeln!(
+            table,
+            "{:<5} {:<12} | {:>9.1} {:>9.1} {:>9.1}   {what}",
+            "floor", "", spread.p50_us, spread.p90_us, spread.max_us
+        )?;
+        floor.push(Floor {
+            what: what.to_string(),
+            spread,
+        });
+    }
+    // Pinned after the floor, so that the trivial spawns run as usual; the
+    // executor processes inherit this thread's CPU until their worker pins
+    // itself.
+    pin::pin(cpus.0);
+    let mut results = Vec::new();
+    for &kind in &args.transport {
+        let samples = cold_start::run(&rfx, kind, args.mode, cpus.1, args.iters, &lib)?;
+        let spreads: Vec<cold_start::Spread> = (0..cold_start::PHASES.len())
+            .map(|p| cold_start::Spread::of(&samples.iter().map(|s| s[p]).collect::<Vec<_>>()))
+            .collect();
+        for (phase, s) in cold_start::PHASES.iter().zip(&spreads) {
+            writeln!(
+                table,
+                "{:<5} {:<12} | {:>9.1} {:>9.1} {:>9.1}",
+                kind.name(),
+                phase,
+                s.p50_us,
+                s.p90_us,
+                s.max_us
+            )?;
+        }
+        results.push(ColdStartRow {
+            transport: kind,
+            mode: mode_name(args.mode),
+            iters: args.iters,
+            spawn: spreads[0],
+            listen: spreads[1],
+            connect: spreads[2],
+            load: spreads[3],
+            first_result: spreads[4],
+            total: spreads[5],
+            samples_ns: samples,
+        });
+    }
+    writeln!(
+        table,
+        "goal: cold start (lease + spawn + connect + first result) under 10 ms p50; no lease here"
+    )?;
+    let report = ColdStartReport {
+        bench: "cold-start",
+        machine: machine::describe(),
+        rfx: &rfx,
+        library: &lib,
+        library_bytes,
+        cpus,
+        goal_total_p50_us: 10_000.0,
+        floor,
+        results,
+    };
+    out.finish(&report)
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Transport(a) => transport(a),
+        Cmd::Invoke(a) => invoke(a),
+        Cmd::Throughput(a) => throughput(a),
+        Cmd::ColdStart(a) => cold_start(a),
     }
 }

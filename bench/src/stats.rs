@@ -29,6 +29,11 @@ impl Recorder {
         self.0.saturating_record(ns.max(1));
     }
 
+    /// Adds the samples of `other` (same bounds, so it cannot fail).
+    pub fn merge(&mut self, other: &Recorder) {
+        self.0.add(&other.0).expect("recorders share their bounds");
+    }
+
     pub fn summary(&self) -> Summary {
         let us = |ns: u64| ns as f64 / 1000.0;
         let h = &self.0;

@@ -242,7 +242,7 @@ impl Invoker {
             self.collect_one()?;
         }
         let slot = self.free.pop().expect("a free slot after collecting");
-        let id = self.fresh_id();
+        let id = self.fresh_id()?;
         let result = self
             .results
             .remote()
@@ -279,12 +279,19 @@ impl Invoker {
         Ok(Ticket(id))
     }
 
-    fn fresh_id(&mut self) -> u16 {
+    fn fresh_id(&mut self) -> Result<u16, InvokeError> {
+        // Ids name results until they are collected: with every id taken,
+        // the caller must redeem tickets first.
+        if self.in_flight.len() + self.done.len() >= usize::from(u16::MAX) {
+            return Err(InvokeError::Protocol(
+                "65535 results not yet collected: wait for some tickets".into(),
+            ));
+        }
         loop {
             self.next_id = self.next_id.wrapping_add(1);
             if !self.in_flight.contains_key(&self.next_id) && !self.done.contains_key(&self.next_id)
             {
-                return self.next_id;
+                return Ok(self.next_id);
             }
         }
     }
@@ -313,11 +320,19 @@ impl Invoker {
         function: &str,
         inputs: &[&[u8]],
     ) -> Result<Vec<Result<Vec<u8>, InvokeError>>, InvokeError> {
-        let mut tickets = Vec::with_capacity(inputs.len());
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut window = std::collections::VecDeque::with_capacity(self.depth);
         for input in inputs {
-            tickets.push(self.submit(function, input)?);
+            if window.len() == self.depth {
+                let oldest = window.pop_front().expect("a full window");
+                out.push(self.wait(oldest));
+            }
+            window.push_back(self.submit(function, input)?);
         }
-        Ok(tickets.into_iter().map(|t| self.wait(t)).collect())
+        for t in window {
+            out.push(self.wait(t));
+        }
+        Ok(out)
     }
 
     /// Receives one result into `done`.

@@ -10,6 +10,7 @@
 //! `id << 16 | status` as the immediate. It busy-polls while work comes,
 //! and after `hot_timeout` without work sleeps until the next arrival.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,7 +75,8 @@ pub struct ExecutorConfig {
     /// until the process is stopped.
     pub connections: Option<usize>,
     /// Print the usage so far as a JSON line on stdout this often (for the
-    /// executor manager's accounting).
+    /// executor manager's accounting). When that write fails, the manager
+    /// is gone, and the executor exits rather than run unaccounted.
     pub usage_every: Option<Duration>,
 }
 
@@ -172,8 +174,13 @@ impl Executor {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(every);
                     let u = *total.lock();
-                    if let Ok(line) = serde_json::to_string(&u) {
-                        println!("{line}");
+                    let line = serde_json::to_string(&u).unwrap_or_default();
+                    let mut out = std::io::stdout().lock();
+                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                        // The reader (the executor manager) is gone: nobody
+                        // accounts for or stops this executor any more.
+                        tracing::warn!("usage pipe closed; the executor manager is gone, exiting");
+                        std::process::exit(3);
                     }
                 }
             });

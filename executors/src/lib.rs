@@ -102,6 +102,7 @@ mod context;
 mod elf;
 mod error;
 pub mod executor;
+pub mod manager;
 pub mod session;
 pub mod status;
 

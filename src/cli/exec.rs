@@ -24,6 +24,26 @@ fn token() -> anyhow::Result<Vec<u8>> {
     Ok(t.into_bytes())
 }
 
+/// Asks the lease's host where its executor listens. A lease granted a
+/// moment ago may not have reached its executor manager yet: retry that
+/// refusal for a few seconds.
+pub(crate) fn find_executor(
+    host: &str,
+    lease: rfx::leases::proto::LeaseId,
+    token: &str,
+) -> anyhow::Result<SocketAddr> {
+    use rfx::executors::manager::{lookup_executor, ManagerError};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match lookup_executor(host, lease, token, std::time::Duration::from_secs(10)) {
+            Err(ManagerError::LookupRefused { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return Ok(r?),
+        }
+    }
+}
+
 /// `rfx executor`: serve invocations for the holder of `RFX_LEASE_TOKEN`.
 #[derive(Debug, Args)]
 pub(crate) struct ExecutorArgs {
@@ -76,12 +96,18 @@ pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rfx invoke`: one invocation on an executor.
+/// `rfx invoke`: one invocation on a leased executor.
 #[derive(Debug, Args)]
 pub(crate) struct InvokeArgs {
-    /// The executor's address.
-    #[arg(long)]
-    executor: SocketAddr,
+    /// The lease whose executor runs the function (tenant token in
+    /// RFX_TENANT_TOKEN).
+    #[arg(long, required_unless_present = "executor")]
+    lease: Option<u64>,
+    #[command(flatten)]
+    manager: crate::cli::lease::ManagerAddr,
+    /// Or an executor's address directly (lease token in RFX_LEASE_TOKEN).
+    #[arg(long, conflicts_with = "lease")]
+    executor: Option<SocketAddr>,
     /// Shared library with the function; shipped to the executor.
     #[arg(long)]
     lib: PathBuf,
@@ -119,6 +145,20 @@ pub(crate) fn invoke(args: InvokeArgs, cfg: Config) -> anyhow::Result<()> {
             bytes,
         }
     };
+    let (addr, token) = match (args.executor, args.lease) {
+        (Some(addr), _) => (addr, token()?),
+        (None, Some(id)) => {
+            let info = crate::cli::lease::connect_tenant(&args.manager.addr)?
+                .show(rfx::leases::proto::LeaseId(id))?;
+            let token = info.token.to_hex();
+            let addr =
+                find_executor(&info.host_addr, info.lease.id, &token).with_context(|| {
+                    format!("finding the executor of lease {id} at {}", info.host_addr)
+                })?;
+            (addr, token.into_bytes())
+        }
+        (None, None) => anyhow::bail!("give --lease ID or --executor ADDR"),
+    };
     let fabric = Fabric::open(cfg)?;
     let icfg = InvokerConfig {
         depth: 1,
@@ -127,8 +167,8 @@ pub(crate) fn invoke(args: InvokeArgs, cfg: Config) -> anyhow::Result<()> {
     };
     let mut inv = Invoker::connect(
         &fabric,
-        args.executor,
-        &token()?,
+        addr,
+        &token,
         library,
         &[args.function.as_str()],
         icfg,

@@ -1,7 +1,10 @@
 //! Command-line parsing and dispatch.
 
+mod demo;
 mod exec;
 mod fabric;
+mod lease;
+mod manager;
 
 use clap::{Parser, Subcommand};
 use rfx::fabric::{Config, TransportChoice};
@@ -27,6 +30,19 @@ enum Cmd {
     Executor(exec::ExecutorArgs),
     /// Invoke a function on an executor (lease token in RFX_LEASE_TOKEN).
     Invoke(exec::InvokeArgs),
+    /// Run the lease manager (cluster key in RFX_CLUSTER_KEY).
+    LeaseManager(lease::LeaseManagerArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(lease::TenantCmd),
+    /// Lease executor slots (tenant token in RFX_TENANT_TOKEN).
+    #[command(subcommand)]
+    Lease(lease::LeaseCmd),
+    /// Run the executor manager of this host (cluster key in RFX_CLUSTER_KEY).
+    ExecutorManager(manager::ExecutorManagerArgs),
+    /// Everything on this machine in one command: lease manager, executor
+    /// manager, a tenant, a lease, invocations over each transport, usage.
+    Demo(demo::DemoArgs),
 }
 
 /// The fabric configuration: environment, then the command line.
@@ -45,5 +61,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Fabric(c) => fabric::run(c, cfg),
         Cmd::Executor(a) => exec::executor(a, cfg),
         Cmd::Invoke(a) => exec::invoke(a, cfg),
+        Cmd::LeaseManager(a) => lease::lease_manager(a),
+        Cmd::Tenant(c) => lease::tenant(c),
+        Cmd::Lease(c) => lease::lease(c),
+        Cmd::ExecutorManager(a) => manager::executor_manager(a),
+        Cmd::Demo(a) => demo::demo(a),
     }
 }

@@ -1,0 +1,322 @@
+//! `rfx-bench cold-start`: from nothing to the first result of a `noop`,
+//! split into phases, against the floor of spawning a trivial process.
+//!
+//! Each iteration starts an `rfx executor` process (the binary beside this
+//! one), reads its address from its stderr, connects, ships the library,
+//! invokes `noop` once, then kills and reaps the process. Connect, load and
+//! the first invocation speak the client protocol by hand
+//! ([`rfx_executors::session`] and [`rfx_fabric::invocation`], as
+//! [`rfx_executors::client::Invoker`] does) so that each phase has its own
+//! time.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context};
+use nix::poll::{PollFd, PollFlags};
+use rfx_executors::session::{self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply};
+use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
+use serde::Serialize;
+
+use crate::invoke::{self, TOKEN};
+
+/// Bound on the executor's start-up and on each wait.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// What the executor prints once bound (`src/cli/exec.rs`).
+const LISTENING: &str = "rfx executor: listening on ";
+
+/// The phases, in order.
+pub const PHASES: [&str; 6] = [
+    "spawn",
+    "listen",
+    "connect",
+    "load",
+    "first_result",
+    "total",
+];
+
+/// The `rfx` binary beside this one.
+pub fn rfx_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating rfx-bench")?;
+    let rfx = exe.with_file_name("rfx");
+    if !rfx.is_file() {
+        bail!(
+            "no `rfx` binary at {}: cold-start spawns `rfx executor` from beside rfx-bench; \
+             build it first with `cargo build --release` (or `cargo build --release -p rfx` \
+             for a release rfx-bench, `cargo build -p rfx` for a debug one)",
+            rfx.display()
+        );
+    }
+    Ok(rfx)
+}
+
+/// A child process that is killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Nanoseconds of each phase ([`PHASES`] order) of one iteration.
+pub type Sample = [u64; 6];
+
+/// Reads the executor's stderr until it announces its address.
+fn read_address(stderr: &mut ChildStderr) -> anyhow::Result<SocketAddr> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        // Only complete lines count: the address may still be arriving.
+        let complete = seen
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|end| String::from_utf8_lossy(&seen[..end]).into_owned());
+        if let Some(addr) = complete
+            .as_deref()
+            .and_then(|text| text.lines().find_map(|l| l.strip_prefix(LISTENING)))
+        {
+            return addr
+                .trim()
+                .parse()
+                .with_context(|| format!("unparsable executor address {addr:?}"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "the executor did not print its address within {WAIT:?}; its stderr:\n{}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        let ms = left.as_millis().clamp(1, 1000) as u16;
+        let mut fds = [PollFd::new(stderr.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, ms) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("poll on the executor's stderr"),
+        }
+        let n = stderr
+            .read(&mut buf)
+            .context("reading the executor's stderr")?;
+        if n == 0 {
+            bail!(
+                "the executor exited before printing its address; its stderr:\n{}",
+                String::from_utf8_lossy(&seen)
+            );
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// One cold start; the child is killed and reaped before this returns.
+fn once(
+    rfx: &Path,
+    kind: TransportKind,
+    mode: PollMode,
+    executor_cpu: Option<usize>,
+    fabric: &Fabric,
+    lib_name: &str,
+    lib_bytes: &[u8],
+) -> anyhow::Result<Sample> {
+    let setup = Setup {
+        library: LibrarySource::Bytes {
+            name: lib_name.to_string(),
+            bytes: lib_bytes.to_vec(),
+        },
+        functions: vec!["noop".into()],
+    };
+    let mut cmd = Command::new(rfx);
+    cmd.args(["--transport", kind.name(), "executor"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--connections",
+            "1",
+        ])
+        .args(["--hot-timeout-ms", hot_timeout_ms(mode)])
+        .env("RFX_LEASE_TOKEN", std::str::from_utf8(TOKEN)?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(cpu) = executor_cpu {
+        cmd.args(["--cpus", &cpu.to_string()]);
+    }
+
+    let t0 = Instant::now();
+    let mut child = Reaped(
+        cmd.spawn()
+            .with_context(|| format!("spawning {}", rfx.display()))?,
+    );
+    let t_spawn = Instant::now();
+    let mut stderr = child.0.stderr.take().context("no stderr pipe")?;
+    let addr = read_address(&mut stderr)?;
+    let t_listen = Instant::now();
+
+    let results = fabric.register(64)?;
+    let hello = session::encode(&ClientHello {
+        token: TOKEN.to_vec(),
+    });
+    let mut ep = fabric
+        .connect(
+            addr,
+            &ConnectOptions::new().expose(&results).user_data(hello),
+        )
+        .context("connecting to the executor")?;
+    let eh: ExecutorHello = session::decode(ep.peer_user_data()).map_err(anyhow::Error::msg)?;
+    let slots = *ep
+        .peer_buffers()
+        .first()
+        .context("the executor exposed no slots")?;
+    ensure!(
+        eh.slots >= 1 && eh.slot_size as usize > HEADER_LEN,
+        "the executor's slot geometry is unusable"
+    );
+    let t_connect = Instant::now();
+
+    ep.send(&session::encode(&setup))?;
+    match ep.wait(PollMode::Warm, WAIT)? {
+        Completion::Recv(m) => {
+            match session::decode::<SetupReply>(&m).map_err(anyhow::Error::msg)? {
+                SetupReply::Ready => {}
+                SetupReply::Failed(why) => bail!("the executor refused the set-up: {why}"),
+            }
+        }
+        Completion::Write(_) => bail!("a result before the set-up reply"),
+    }
+    let t_load = Instant::now();
+
+    let r = results.remote();
+    let hdr = InvocationHeader {
+        result_addr: r.addr,
+        result_rkey: r.rkey,
+        result_capacity: r.len as u32,
+    };
+    let id = 1u16;
+    ep.write_imm(&hdr.encode(), &slots, 0, invocation::pack_imm(id, 0))?;
+    match ep.wait(mode, WAIT)? {
+        Completion::Write(w) => {
+            let (got, status) = invocation::unpack_imm(w.imm);
+            ensure!(
+                got == id && Status::from_u16(status) == Some(Status::Ok) && w.len == 0,
+                "unexpected result: id {got}, status {status}, {} bytes",
+                w.len
+            );
+        }
+        Completion::Recv(_) => bail!("a message instead of the result"),
+    }
+    let t_first = Instant::now();
+    drop(ep);
+    drop(child);
+
+    let ns = |a: Instant, b: Instant| b.duration_since(a).as_nanos() as u64;
+    Ok([
+        ns(t0, t_spawn),
+        ns(t_spawn, t_listen),
+        ns(t_listen, t_connect),
+        ns(t_connect, t_load),
+        ns(t_load, t_first),
+        ns(t0, t_first),
+    ])
+}
+
+/// The executor's `--hot-timeout-ms` for a client polling mode: hot for
+/// 10 ms after set-up (the default), or always warm.
+fn hot_timeout_ms(mode: PollMode) -> &'static str {
+    match mode {
+        PollMode::Hot => "10",
+        PollMode::Warm => "0",
+    }
+}
+
+/// `iters` cold starts over `kind`; the caller's thread is the client (pin
+/// it first), the executor's worker is pinned to `executor_cpu`.
+pub fn run(
+    rfx: &Path,
+    kind: TransportKind,
+    mode: PollMode,
+    executor_cpu: Option<usize>,
+    iters: u64,
+    lib: &Path,
+) -> anyhow::Result<Vec<Sample>> {
+    let bytes = std::fs::read(lib).with_context(|| format!("reading {}", lib.display()))?;
+    let name = lib.to_string_lossy().into_owned();
+    let fabric = invoke::open_fabric(kind)?;
+    (0..iters)
+        .map(|i| {
+            once(rfx, kind, mode, executor_cpu, &fabric, &name, &bytes)
+                .with_context(|| format!("cold start {i} over {kind}"))
+        })
+        .collect()
+}
+
+/// Nanoseconds to spawn `program args` and wait for it, `iters` times.
+pub fn spawn_floor(program: &Path, args: &[&str], iters: u64) -> anyhow::Result<Vec<u64>> {
+    (0..iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            let status = Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .with_context(|| format!("running {}", program.display()))?;
+            let dt = t0.elapsed().as_nanos() as u64;
+            ensure!(status.success(), "{} failed: {status}", program.display());
+            Ok(dt)
+        })
+        .collect()
+}
+
+/// p50, p90 and max of some nanosecond samples, in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Spread {
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub max_us: f64,
+}
+
+impl Spread {
+    /// Nearest-rank percentiles.
+    pub fn of(samples: &[u64]) -> Spread {
+        let mut v = samples.to_vec();
+        v.sort_unstable();
+        let at = |q: f64| -> f64 {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+            v[rank - 1] as f64 / 1000.0
+        };
+        Spread {
+            p50_us: at(0.5),
+            p90_us: at(0.9),
+            max_us: at(1.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_nearest_rank() {
+        let s = Spread::of(&(1..=10).map(|i| i * 1000).collect::<Vec<_>>());
+        assert_eq!((s.p50_us, s.p90_us, s.max_us), (5.0, 9.0, 10.0));
+        let one = Spread::of(&[2500]);
+        assert_eq!((one.p50_us, one.p90_us, one.max_us), (2.5, 2.5, 2.5));
+        assert_eq!(Spread::of(&[]).max_us, 0.0);
+    }
+}

@@ -1,0 +1,312 @@
+//! One executor process per lease: spawn it, learn its address, forward its
+//! usage, stop it, reap it, report its crash.
+
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use parking_lot::Mutex;
+use rfx_leases::client::HostClient;
+use rfx_leases::proto::LeaseId;
+use rfx_leases::wire::StartLease;
+use tokio::io::{AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::lines::{next_line, Line};
+use super::lookup::{Directory, ExecState};
+use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
+use crate::executor::ExecutorUsage;
+
+/// How long an executor may take to print its address.
+pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a killed executor may take to be reaped.
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// Bound on each report to the lease manager.
+pub(crate) const REPORT_WAIT: Duration = Duration::from_secs(5);
+
+/// How long the output of an exited executor is read to its end.
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Longest line kept from an executor's stdout or stderr.
+const MAX_OUTPUT_LINE: usize = 64 << 10;
+
+/// What every executor supervisor shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The current connection to the lease manager (replaced on reconnect).
+    pub(crate) host: Mutex<HostClient>,
+    /// What the lookup service publishes.
+    pub(crate) directory: Arc<Directory>,
+    /// The executor program.
+    pub(crate) program: OsString,
+    /// Its leading arguments.
+    pub(crate) leading: Vec<OsString>,
+    /// Extra environment of every executor.
+    pub(crate) extra_env: Vec<(OsString, OsString)>,
+    /// Flags, token and device visibility per lease.
+    pub(crate) policy: LaunchPolicy,
+    /// A specific address of this host, for executors bound to `0.0.0.0`.
+    pub(crate) fallback_ip: Option<IpAddr>,
+    /// Time between SIGTERM and SIGKILL.
+    pub(crate) stop_grace: Duration,
+}
+
+impl Shared {
+    /// The current lease manager connection.
+    pub(crate) fn host(&self) -> HostClient {
+        self.host.lock().clone()
+    }
+}
+
+/// How a supervised executor ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Stopped on command or at shutdown.
+    Stopped,
+    /// It exited on its own, or never started.
+    Ended {
+        /// Why, as reported to the lease manager.
+        reason: String,
+        /// Whether the lease manager took the report (else retry after
+        /// reconnecting).
+        reported: bool,
+    },
+}
+
+/// Runs the executor of `start` until it exits or `stop` fires (or its
+/// sender is dropped); always reaps it. `state` follows it for lookups.
+pub(crate) async fn supervise(
+    shared: Arc<Shared>,
+    start: StartLease,
+    stop: oneshot::Receiver<()>,
+    state: watch::Sender<ExecState>,
+) -> Outcome {
+    let lease = start.lease.id;
+    let ended = run_executor(&shared, &start, stop, &state).await;
+    state.send_replace(ExecState::Gone);
+    match ended {
+        None => Outcome::Stopped,
+        Some(reason) => {
+            tracing::warn!(%lease, "{reason}");
+            let reported = report_crash(&shared.host(), lease, &reason).await;
+            Outcome::Ended { reason, reported }
+        }
+    }
+}
+
+/// Tells the lease manager that the executor of `lease` is gone; `false` if
+/// it should be told again later (the connection failed).
+pub(crate) async fn report_crash(host: &HostClient, lease: LeaseId, reason: &str) -> bool {
+    match tokio::time::timeout(REPORT_WAIT, host.report_crash(lease, reason)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) if e.code().is_some() => {
+            // Refused (the lease already ended): nothing left to tell.
+            tracing::debug!(%lease, "crash report refused: {e}");
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%lease, "crash report failed: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(%lease, "crash report timed out");
+            false
+        }
+    }
+}
+
+/// `None` if stopped on command, else why the executor is gone.
+async fn run_executor(
+    shared: &Arc<Shared>,
+    start: &StartLease,
+    mut stop: oneshot::Receiver<()>,
+    state: &watch::Sender<ExecState>,
+) -> Option<String> {
+    let lease = start.lease.id;
+    let launch = match shared.policy.launch(&start.lease, &start.token) {
+        Ok(l) => l,
+        Err(e) => return Some(format!("executor not started: {e}")),
+    };
+    let mut cmd = Command::new(&shared.program);
+    cmd.args(&shared.leading)
+        .args(&launch.args)
+        .envs(shared.extra_env.iter().map(|(k, v)| (k, v)))
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C at the manager's terminal reaches
+        // the manager, which then stops the executors in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Some(format!(
+                "executor not started: cannot run {}: {e}",
+                shared.program.to_string_lossy()
+            ))
+        }
+    };
+    let pid = child.id();
+    tracing::info!(%lease, pid, cores = start.lease.cores, "executor spawned");
+    let usage = child
+        .stdout
+        .take()
+        .map(|out| tokio::spawn(forward_usage(out, shared.clone(), lease)));
+    let Some(stderr) = child.stderr.take() else {
+        terminate(&mut child, Duration::ZERO).await;
+        return Some("executor not started: no stderr pipe".to_owned());
+    };
+    let mut stderr = BufReader::new(stderr);
+
+    // Until it prints its address.
+    let deadline = tokio::time::sleep(START_WAIT);
+    tokio::pin!(deadline);
+    let addr = loop {
+        tokio::select! {
+            _ = &mut stop => {
+                terminate(&mut child, shared.stop_grace).await;
+                finish(usage).await;
+                return None;
+            }
+            status = child.wait() => {
+                finish(usage).await;
+                return Some(format!("executor exited before listening: {}", status_text(status)));
+            }
+            () = &mut deadline => {
+                terminate(&mut child, Duration::ZERO).await;
+                finish(usage).await;
+                return Some(format!("executor not started: no address within {START_WAIT:?}"));
+            }
+            line = next_line(&mut stderr, MAX_OUTPUT_LINE) => match line {
+                Ok(Some(Line::Text(t))) => match parse_listening(&t) {
+                    Some(a) => break a,
+                    None => tracing::debug!(%lease, "executor: {t}"),
+                },
+                Ok(Some(Line::TooLong)) => {}
+                Ok(None) | Err(_) => {
+                    // Stderr closed without an address: it is exiting, or
+                    // will not say where it listens.
+                    let status = tokio::time::timeout(DRAIN_WAIT, child.wait()).await;
+                    let why = match status {
+                        Ok(s) => status_text(s),
+                        Err(_) => "stderr closed".to_owned(),
+                    };
+                    terminate(&mut child, Duration::ZERO).await;
+                    finish(usage).await;
+                    return Some(format!("executor exited before listening: {why}"));
+                }
+            },
+        }
+    };
+    let addr = reachable(addr, shared.fallback_ip);
+    tracing::info!(%lease, pid, %addr, "executor listening");
+    state.send_replace(ExecState::Ready(addr));
+    let log = tokio::spawn(log_stderr(stderr, lease));
+
+    let ended = tokio::select! {
+        _ = &mut stop => {
+            terminate(&mut child, shared.stop_grace).await;
+            tracing::info!(%lease, pid, "executor stopped");
+            None
+        }
+        status = child.wait() => Some(format!("executor exited: {}", status_text(status))),
+    };
+    if ended.is_some() {
+        // Make sure nothing is left (a wait error) before reading the rest.
+        terminate(&mut child, Duration::ZERO).await;
+    }
+    // The last usage lines go out before a crash report ends the lease.
+    finish(usage).await;
+    finish(Some(log)).await;
+    ended
+}
+
+/// The description of a wait result.
+fn status_text(status: std::io::Result<ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => describe_exit(s.code(), s.signal(), s.core_dumped()),
+        Err(e) => format!("cannot wait for it: {e}"),
+    }
+}
+
+/// Stops `child` and reaps it: SIGTERM, up to `grace` to exit, then SIGKILL.
+/// Returns at once if it was already reaped.
+async fn terminate(child: &mut Child, grace: Duration) {
+    let Some(pid) = child.id() else {
+        return; // already reaped
+    };
+    if !grace.is_zero() {
+        if let Ok(raw) = i32::try_from(pid) {
+            // The child is not reaped yet, so the pid is still ours.
+            if let Err(e) = kill(Pid::from_raw(raw), Signal::SIGTERM) {
+                tracing::debug!(pid, "SIGTERM failed: {e}");
+            }
+        }
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(pid, "executor ignored SIGTERM for {grace:?}; killing it");
+    }
+    if let Err(e) = child.start_kill() {
+        tracing::debug!(pid, "SIGKILL failed: {e}");
+    }
+    if tokio::time::timeout(KILL_WAIT, child.wait()).await.is_err() {
+        // Dropping the child leaves it to tokio's orphan reaper.
+        tracing::error!(pid, "executor not reaped {KILL_WAIT:?} after SIGKILL");
+    }
+}
+
+/// Waits a little for `task` to reach the end of its pipe, then drops it.
+async fn finish(task: Option<JoinHandle<()>>) {
+    if let Some(mut task) = task {
+        if tokio::time::timeout(DRAIN_WAIT, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the executor's usage lines (cumulative [`ExecutorUsage`] JSON) and
+/// reports what grew; other lines are logged.
+async fn forward_usage(out: impl AsyncRead + Unpin, shared: Arc<Shared>, lease: LeaseId) {
+    let mut out = BufReader::new(out);
+    let mut meter = UsageMeter::default();
+    while let Ok(Some(line)) = next_line(&mut out, MAX_OUTPUT_LINE).await {
+        let Line::Text(text) = line else { continue };
+        let Ok(usage) = serde_json::from_str::<ExecutorUsage>(text.trim()) else {
+            if !text.trim().is_empty() {
+                tracing::debug!(%lease, "executor stdout: {text}");
+            }
+            continue;
+        };
+        let Some(delta) = meter.delta(&usage) else {
+            continue;
+        };
+        let host = shared.host();
+        match tokio::time::timeout(REPORT_WAIT, host.report_usage(lease, &delta)).await {
+            Ok(Ok(())) => meter.acknowledge(&usage),
+            Ok(Err(e)) => tracing::debug!(%lease, "usage report failed: {e}"),
+            Err(_) => tracing::warn!(%lease, "usage report timed out"),
+        }
+    }
+}
+
+/// Logs what the executor prints on stderr after its address.
+async fn log_stderr(err: impl AsyncRead + Unpin, lease: LeaseId) {
+    let mut err = BufReader::new(err);
+    while let Ok(Some(line)) = next_line(&mut err, MAX_OUTPUT_LINE).await {
+        if let Line::Text(t) = line {
+            tracing::debug!(%lease, "executor: {t}");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! `rfx demo`: the whole system on one machine in one command: a lease
+//! manager and an executor manager as child processes, a tenant, a lease,
+//! the example functions shipped to the leased executor, invocations over
+//! each transport with a latency summary, and the lease's usage.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rfx::client::{Invoker, InvokerConfig};
+use rfx::executors::session::LibrarySource;
+use rfx::fabric::{Config, Fabric, PollMode, TransportChoice, TransportKind};
+use rfx::leases::client::blocking::{AdminClient, TenantClient};
+use rfx::leases::proto::{LeaseId, LeaseRequest};
+
+/// `rfx demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// The function library to ship (default: build `examples/functions`
+    /// with cargo).
+    #[arg(long)]
+    lib: Option<PathBuf>,
+    /// Round trips per measurement.
+    #[arg(long, default_value_t = 20_000)]
+    iters: u32,
+    /// Transports to invoke over.
+    #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
+    transports: Vec<TransportKind>,
+}
+
+/// Child processes stopped (SIGTERM, then SIGKILL) when dropped.
+struct Children(Vec<(&'static str, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        // Newest first: the executor manager stops its executors while the
+        // lease manager is still there to hear it deregister.
+        for (name, c) in self.0.iter_mut().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = c.try_wait() {
+                eprintln!("demo: {name} did not stop in time; killing it");
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn wait_listening(addr: SocketAddr, what: &str, children: &mut Children) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        for (name, c) in &mut children.0 {
+            if let Ok(Some(status)) = c.try_wait() {
+                bail!("{name} exited ({status}) before {what} came up");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    bail!("{what} did not come up at {addr}")
+}
+
+/// Builds `examples/functions` with cargo, for a demo run from the source tree.
+fn build_examples() -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = root.join("examples/functions/Cargo.toml");
+    if !manifest.is_file() {
+        bail!(
+            "no --lib given and {} is not here to build",
+            manifest.display()
+        );
+    }
+    let target = root.join("target/examples-functions");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("demo: building the example functions (examples/functions) ...");
+    let st = Command::new(cargo)
+        .args(["build", "--release", "--quiet", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target)
+        .status()
+        .context("running cargo to build the example functions (or pass --lib)")?;
+    if !st.success() {
+        bail!("building the example functions failed");
+    }
+    Ok(target.join("release/librfx_example_functions.so"))
+}
+
+fn pct(sorted: &[f64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+fn measure(
+    inv: &mut Invoker,
+    function: &str,
+    input: &[u8],
+    iters: u32,
+) -> anyhow::Result<(f64, f64)> {
+    for _ in 0..iters / 10 {
+        inv.invoke(function, input)?;
+    }
+    let mut v = Vec::with_capacity(iters as usize);
+    for _ in 0..iters {
+        let t = Instant::now();
+        inv.invoke(function, input)?;
+        v.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    v.sort_by(f64::total_cmp);
+    Ok((pct(&v, 0.5), pct(&v, 0.99)))
+}
+
+pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let dir = std::env::temp_dir().join(format!("rfx-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    // A fresh cluster key for this run's managers.
+    let key = rfx::leases::wire::LeaseToken::random()
+        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?
+        .to_hex();
+    let lm = free_port()?;
+    let em = free_port()?;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let lib = match &args.lib {
+        Some(p) => p.clone(),
+        None => build_examples()?,
+    };
+    let mut children = Children(Vec::new());
+    println!(
+        "rfx demo: lease manager on {lm}, executor manager on {em} ({cores} cores), store in {}",
+        dir.display()
+    );
+    let spawn = |name: &'static str, args: Vec<String>| -> anyhow::Result<(&'static str, Child)> {
+        let c = Command::new(&exe)
+            .args(args)
+            .env("RFX_CLUSTER_KEY", &key)
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        Ok((name, c))
+    };
+    children.0.push(spawn(
+        "lease manager",
+        vec![
+            "lease-manager".into(),
+            "--listen".into(),
+            lm.to_string(),
+            "--db".into(),
+            dir.join("leases.redb").display().to_string(),
+        ],
+    )?);
+    wait_listening(lm, "the lease manager", &mut children)?;
+    children.0.push(spawn(
+        "executor manager",
+        vec![
+            "executor-manager".into(),
+            "--lease-manager".into(),
+            lm.to_string(),
+            "--listen".into(),
+            em.to_string(),
+            "--cores".into(),
+            cores.to_string(),
+        ],
+    )?);
+    wait_listening(em, "the executor manager", &mut children)?;
+
+    let token = AdminClient::connect(&lm.to_string(), &key)?.add_tenant("demo")?;
+    let tenant = TenantClient::connect(&lm.to_string(), &token)?;
+    // The executor manager registers right after it listens: retry briefly.
+    let req = LeaseRequest::new(1, 600_000).with_hot_timeout(50);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        match tenant.create_lease(&req) {
+            Ok(i) => break i,
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!("lease not granted yet: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(e).context("creating the demo lease"),
+        }
+    };
+    let lease = info.lease.id;
+    println!(
+        "tenant `demo` holds lease {} : {} core {:?} on {}",
+        lease.0, info.lease.cores, info.lease.core_ids, info.host_addr
+    );
+    let exec = crate::cli::exec::find_executor(&info.host_addr, lease, &info.token.to_hex())?;
+    println!(
+        "its executor listens on {exec}; the lease manager is out of the data path from here\n"
+    );
+    // Busy-polling peers on one CPU crawl: keep the client off the leased cores.
+    let leased: Vec<usize> = info.lease.core_ids.iter().map(|&c| c as usize).collect();
+    if let Some(cpu) = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|c| !leased.contains(&c.id))
+    {
+        core_affinity::set_for_current(cpu);
+    }
+
+    let bytes = std::fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
+    let fns = ["noop", "echo", "sum_f64", "matmul"];
+    println!(
+        "{:<5} {:<24} {:>10} {:>10}",
+        "via", "invocation", "p50 us", "p99 us"
+    );
+    for &kind in &args.transports {
+        let fabric = Fabric::open(Config {
+            transport: TransportChoice::Forced(kind),
+            ..Config::from_env()?
+        })?;
+        let library = LibrarySource::Bytes {
+            name: lib.display().to_string(),
+            bytes: bytes.clone(),
+        };
+        let cfg = InvokerConfig {
+            mode: PollMode::Hot,
+            ..InvokerConfig::default()
+        };
+        let mut inv = Invoker::connect(
+            &fabric,
+            exec,
+            info.token.to_hex().as_bytes(),
+            library,
+            &fns,
+            cfg,
+        )?;
+        let sum: Vec<u8> = [1.5f64, 2.5, 3.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let got = f64::from_le_bytes(
+            inv.invoke("sum_f64", &sum)?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad sum output"))?,
+        );
+        if got != 7.0 {
+            bail!("sum_f64 returned {got}, expected 7");
+        }
+        let n = 16u32;
+        let mut mm = n.to_le_bytes().to_vec();
+        mm.extend((0..2 * n * n).flat_map(|i| f64::from(i % 7).to_le_bytes()));
+        for (label, f, input, iters) in [
+            ("noop 8 B", "noop", vec![0u8; 8], args.iters),
+            ("echo 4 KiB", "echo", vec![7u8; 4096], args.iters / 2),
+            ("matmul 16x16 f64", "matmul", mm.clone(), args.iters / 10),
+        ] {
+            let (p50, p99) = measure(&mut inv, f, &input, iters.max(10))?;
+            println!(
+                "{:<5} {:<24} {:>10.2} {:>10.2}",
+                kind.name(),
+                label,
+                p50,
+                p99
+            );
+        }
+        let t = Instant::now();
+        let inputs: Vec<&[u8]> = vec![&[0u8; 8][..]; 100_000];
+        let outs = inv.batch("noop", &inputs)?;
+        let ok = outs.iter().filter(|r| r.is_ok()).count();
+        let rate = ok as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "{:<5} {:<24} {:>10.0} invocations/s pipelined ({} in flight)",
+            kind.name(),
+            "noop batch of 100000",
+            rate,
+            inv.depth()
+        );
+    }
+    // Usage is reported by the executor manager every half second.
+    std::thread::sleep(Duration::from_millis(1200));
+    let usage = tenant.usage(lease)?;
+    println!(
+        "\nusage of lease {}: {} invocations, {} ms executing, {} ms hot polling, {} core-ms held, {} B in, {} B out",
+        lease.0, usage.invocations, usage.exec_ms, usage.hot_poll_ms, usage.core_ms, usage.bytes_in, usage.bytes_out
+    );
+    tenant.release(LeaseId(lease.0))?;
+    println!("lease {} released; stopping the managers", lease.0);
+    drop(children);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

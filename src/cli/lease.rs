@@ -1,0 +1,369 @@
+//! `rfx lease-manager`, `rfx tenant ...` and `rfx lease ...`: the control
+//! plane, for operators and tenants.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use rfx::leases::client::blocking::{AdminClient, TenantClient};
+use rfx::leases::daemon::{self, DaemonConfig};
+use rfx::leases::proto::{LeaseId, LeaseRequest, LeaseState};
+use rfx::leases::wire::{LeaseInfo, CLUSTER_KEY_ENV};
+use serde_json::json;
+
+/// Default address of the lease manager (`RFX_LEASE_MANAGER` overrides).
+pub(crate) const DEFAULT_LEASE_MANAGER: &str = "127.0.0.1:7600";
+/// Where a tenant's secret token comes from.
+pub(crate) const TENANT_TOKEN_ENV: &str = "RFX_TENANT_TOKEN";
+
+/// The lease manager's address, from the command line, the environment or the default.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ManagerAddr {
+    /// Address of the lease manager.
+    #[arg(long = "lease-manager", env = "RFX_LEASE_MANAGER", default_value = DEFAULT_LEASE_MANAGER)]
+    pub(crate) addr: String,
+}
+
+pub(crate) fn cluster_key() -> anyhow::Result<String> {
+    let k =
+        std::env::var(CLUSTER_KEY_ENV).with_context(|| format!("{CLUSTER_KEY_ENV} is not set"))?;
+    if k.is_empty() {
+        bail!("{CLUSTER_KEY_ENV} is empty");
+    }
+    Ok(k)
+}
+
+pub(crate) fn tenant_token() -> anyhow::Result<String> {
+    std::env::var(TENANT_TOKEN_ENV).with_context(|| {
+        format!("{TENANT_TOKEN_ENV} is not set: create a tenant with `rfx tenant add NAME`")
+    })
+}
+
+/// `rfx lease-manager`.
+#[derive(Debug, Args)]
+pub(crate) struct LeaseManagerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = DEFAULT_LEASE_MANAGER)]
+    listen: SocketAddr,
+    /// The durable store (redb file); created if missing.
+    #[arg(long, default_value = "rfx-leases.redb")]
+    db: PathBuf,
+    /// A host that misses heartbeats this long is marked down.
+    #[arg(long, default_value_t = 3000)]
+    heartbeat_timeout_ms: u64,
+}
+
+pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
+    let mut cfg = DaemonConfig::new(args.listen, args.db, cluster_key()?);
+    cfg.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
+    daemon::serve(cfg)?;
+    Ok(())
+}
+
+/// `rfx tenant ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum TenantCmd {
+    /// Creates a tenant and prints its secret token (shown once).
+    Add {
+        /// The tenant's name.
+        name: String,
+        #[command(flatten)]
+        target: StoreOrDaemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists tenants (never their tokens).
+    List {
+        #[command(flatten)]
+        target: StoreOrDaemon,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Either the store file (lease manager stopped) or the running lease
+/// manager (needs `RFX_CLUSTER_KEY`).
+#[derive(Debug, Args)]
+pub(crate) struct StoreOrDaemon {
+    /// Work on this store file directly (the lease manager must be stopped).
+    #[arg(long, conflicts_with = "lease_manager")]
+    db: Option<PathBuf>,
+    /// Ask this running lease manager (with `RFX_CLUSTER_KEY`).
+    #[arg(long)]
+    lease_manager: Option<String>,
+}
+
+pub(crate) fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
+    match cmd {
+        TenantCmd::Add { name, target, json } => {
+            let token = match (&target.db, &target.lease_manager) {
+                (Some(db), _) => daemon::add_tenant(db, &name)?,
+                (None, addr) => {
+                    let addr = addr.clone().unwrap_or_else(manager_from_env);
+                    AdminClient::connect(&addr, &cluster_key()?)?.add_tenant(&name)?
+                }
+            };
+            if json {
+                println!("{}", json!({"tenant": name, "token": token}));
+            } else {
+                println!("tenant {name} created; its token (shown once):\n{token}");
+                eprintln!("use it with: export {TENANT_TOKEN_ENV}={token}");
+            }
+        }
+        TenantCmd::List { target, json } => {
+            let tenants = match (&target.db, &target.lease_manager) {
+                (Some(db), _) => daemon::list_tenants(db)?,
+                (None, addr) => {
+                    let addr = addr.clone().unwrap_or_else(manager_from_env);
+                    AdminClient::connect(&addr, &cluster_key()?)?.list_tenants()?
+                }
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tenants)?);
+            } else {
+                for t in tenants {
+                    println!("{}", serde_json::to_string(&t)?);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn manager_from_env() -> String {
+    std::env::var("RFX_LEASE_MANAGER").unwrap_or_else(|_| DEFAULT_LEASE_MANAGER.to_string())
+}
+
+/// `rfx lease ...` (the tenant's token in `RFX_TENANT_TOKEN`).
+#[derive(Debug, Subcommand)]
+pub(crate) enum LeaseCmd {
+    /// Leases executor slots.
+    Create {
+        /// Cores (one executor worker each).
+        #[arg(long, default_value_t = 1)]
+        cores: u32,
+        /// Memory in MiB.
+        #[arg(long, default_value_t = 0)]
+        memory_mib: u64,
+        /// GPUs.
+        #[arg(long, default_value_t = 0)]
+        gpu: u32,
+        /// Other accelerators, `kind=count` (repeatable).
+        #[arg(long = "accel", value_parser = parse_accel)]
+        accels: Vec<(String, u32)>,
+        /// Busy-poll this long without work before blocking; -1 always hot, 0 always warm.
+        #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
+        hot_timeout_ms: i64,
+        /// Lease duration in seconds.
+        #[arg(long, default_value_t = 600)]
+        duration_s: u64,
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists this tenant's leases.
+    List {
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one lease (with its token).
+    Show {
+        /// The lease.
+        id: u64,
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Extends a lease.
+    Renew {
+        /// The lease.
+        id: u64,
+        /// Seconds to add.
+        #[arg(long, default_value_t = 600)]
+        extend_s: u64,
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ends a lease; its slots return to the pool.
+    Release {
+        /// The lease.
+        id: u64,
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a lease used.
+    Usage {
+        /// The lease.
+        id: u64,
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_accel(s: &str) -> Result<(String, u32), String> {
+    let (k, n) = s.split_once('=').ok_or("expected kind=count, e.g. gpu=2")?;
+    Ok((
+        k.trim().to_string(),
+        n.trim().parse().map_err(|e| format!("{e}"))?,
+    ))
+}
+
+pub(crate) fn connect_tenant(manager: &str) -> anyhow::Result<TenantClient> {
+    TenantClient::connect(manager, &tenant_token()?)
+        .with_context(|| format!("connecting to the lease manager at {manager}"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn state(s: &LeaseState) -> String {
+    match s {
+        LeaseState::Active => "active".into(),
+        LeaseState::Released => "released".into(),
+        LeaseState::Expired => "expired".into(),
+        LeaseState::Lost { reason } => format!("lost ({reason:?})"),
+    }
+}
+
+fn print_lease(info: &LeaseInfo, with_token: bool) {
+    let l = &info.lease;
+    let left = l.expires_at_ms.saturating_sub(now_ms()) / 1000;
+    let accel: Vec<String> = l
+        .accelerators
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    println!(
+        "lease {} on {} (host {}): {} cores {:?}, {} MiB{}{}, hot timeout {} ms, {}, expires in {} s",
+        l.id.0,
+        info.host_addr,
+        l.host.0,
+        l.cores,
+        l.core_ids,
+        l.memory_mib,
+        if accel.is_empty() { "" } else { ", " },
+        accel.join(" "),
+        l.hot_timeout_ms,
+        state(&l.state),
+        left
+    );
+    if with_token {
+        println!("token {}", info.token.to_hex());
+    }
+}
+
+pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
+    match cmd {
+        LeaseCmd::Create {
+            cores,
+            memory_mib,
+            gpu,
+            accels,
+            hot_timeout_ms,
+            duration_s,
+            manager,
+            json,
+        } => {
+            let mut req = LeaseRequest::new(cores, duration_s.saturating_mul(1000))
+                .with_memory(memory_mib)
+                .with_hot_timeout(hot_timeout_ms);
+            if gpu > 0 {
+                req = req.with_accelerators("gpu", gpu);
+            }
+            for (k, n) in accels {
+                req = req.with_accelerators(k, n);
+            }
+            let info = connect_tenant(&manager.addr)?.create_lease(&req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_lease(&info, true);
+            }
+        }
+        LeaseCmd::List { manager, json } => {
+            let list = connect_tenant(&manager.addr)?.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                for info in &list {
+                    print_lease(info, false);
+                }
+            }
+        }
+        LeaseCmd::Show { id, manager, json } => {
+            let info = connect_tenant(&manager.addr)?.show(LeaseId(id))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                print_lease(&info, true);
+            }
+        }
+        LeaseCmd::Renew {
+            id,
+            extend_s,
+            manager,
+            json,
+        } => {
+            let expires =
+                connect_tenant(&manager.addr)?.renew(LeaseId(id), extend_s.saturating_mul(1000))?;
+            if json {
+                println!("{}", json!({"lease": id, "expires_at_ms": expires}));
+            } else {
+                println!(
+                    "lease {id} renewed; expires in {} s",
+                    expires.saturating_sub(now_ms()) / 1000
+                );
+            }
+        }
+        LeaseCmd::Release { id, manager, json } => {
+            let usage = connect_tenant(&manager.addr)?.release(LeaseId(id))?;
+            if json {
+                println!("{}", json!({"lease": id, "released": true, "usage": usage}));
+            } else {
+                println!(
+                    "lease {id} released; usage {}",
+                    serde_json::to_string(&usage)?
+                );
+            }
+        }
+        LeaseCmd::Usage { id, manager, json } => {
+            let usage = connect_tenant(&manager.addr)?.usage(LeaseId(id))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"lease": id, "usage": usage}))?
+                );
+            } else {
+                println!(
+                    "lease {id}: {} invocations, {} core-ms, {} ms executing, {} ms hot polling, {} B in, {} B out",
+                    usage.invocations, usage.core_ms, usage.exec_ms, usage.hot_poll_ms, usage.bytes_in, usage.bytes_out
+                );
+            }
+        }
+    }
+    Ok(())
+}

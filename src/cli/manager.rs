@@ -1,0 +1,82 @@
+//! `rfx executor-manager`: one per host; registers with the lease manager
+//! and runs one executor process per lease.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::Args;
+use rfx::executors::manager::{self, ManagerConfig};
+use rfx::leases::proto::Capacity;
+
+/// `rfx executor-manager` (cluster key in RFX_CLUSTER_KEY).
+#[derive(Debug, Args)]
+pub(crate) struct ExecutorManagerArgs {
+    #[command(flatten)]
+    lease_manager: crate::cli::lease::ManagerAddr,
+    /// Address of this manager's lookup service (registered as the host's address).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// Address to register instead, when clients reach this host by another name.
+    #[arg(long)]
+    advertise: Option<String>,
+    /// Where executors listen (port chosen per executor).
+    #[arg(long)]
+    executor_host: Option<IpAddr>,
+    /// Cores offered (default: all of this host's).
+    #[arg(long)]
+    cores: Option<u32>,
+    /// Memory offered, MiB.
+    #[arg(long, default_value_t = 4096)]
+    memory_mib: u64,
+    /// GPUs offered: a count, or `auto` to detect NVIDIA GPUs with `nvidia-smi -L`.
+    #[arg(long, default_value = "auto")]
+    gpu: String,
+    /// Other accelerators, `kind=count` (repeatable).
+    #[arg(long = "accel", value_parser = parse_accel)]
+    accels: Vec<(String, u32)>,
+}
+
+fn parse_accel(s: &str) -> Result<(String, u32), String> {
+    let (k, n) = s
+        .split_once('=')
+        .ok_or("expected kind=count, e.g. fpga=1")?;
+    Ok((
+        k.trim().to_string(),
+        n.trim().parse().map_err(|e| format!("{e}"))?,
+    ))
+}
+
+pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
+    let cores = match args.cores {
+        Some(c) => c,
+        None => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
+    };
+    let gpus = match args.gpu.as_str() {
+        "auto" => manager::detect_gpus(),
+        n => n.parse().map_err(|e| anyhow::anyhow!("--gpu {n:?}: {e}"))?,
+    };
+    let mut capacity = Capacity::new(cores, args.memory_mib);
+    if gpus > 0 {
+        capacity = capacity.with_accelerators("gpu", gpus);
+    }
+    for (k, n) in args.accels {
+        capacity = capacity.with_accelerators(k, n);
+    }
+    let exe = std::env::current_exe()?;
+    let cfg = ManagerConfig {
+        lease_manager: args.lease_manager.addr,
+        cluster_key: crate::cli::lease::cluster_key()?,
+        listen: args.listen,
+        advertise: args.advertise,
+        capacity,
+        executor_command: vec![exe.into_os_string(), "executor".into()],
+        executor_env: Vec::new(),
+        executor_host: args.executor_host.unwrap_or(args.listen.ip()),
+        usage_every: Duration::from_millis(500),
+        stop_grace: Duration::from_secs(2),
+    };
+    manager::serve(cfg)?;
+    Ok(())
+}
