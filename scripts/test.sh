@@ -48,7 +48,7 @@ log "doctests"
 cargo test --workspace --doc
 
 log "benchmark smoke run (correctness of the bench path, not figures)"
-cargo run -q --release -p rfx-bench -- transport --sizes 8,64k --iters 200 --warmup 20 --json target/bench-smoke.json
+cargo run -q -p rfx-bench -- transport --sizes 8,64k --iters 200 --warmup 20 --json target/bench-smoke.json
 test -s target/bench-smoke.json
 
 log "all checks passed in $(( $(date +%s) - start )) s"
