@@ -89,9 +89,25 @@
 //!
 //! `examples/functions` (Rust) and `examples/c` (C) hold complete examples.
 //!
-//! # Cargo features and environment variables
+//! # The rest of the crate
 //!
-//! None yet.
+//! - [`executor`]: the executor process's core: one worker thread per leased
+//!   core, each serving one client connection (token checked in the fabric
+//!   handshake), hot polling then warm after `hot_timeout`.
+//! - [`client`]: the tenant's side: [`client::Invoker`] ships the library,
+//!   invokes (blocking, pipelined with tickets, or in batches) and turns
+//!   statuses into [`client::InvokeError`]s.
+//! - [`session`]: the set-up messages between the two, free of I/O.
+//! - [`manager`]: the executor manager: registers with the lease manager,
+//!   starts one executor per lease, reaps and reports crashes, forwards
+//!   usage, and answers lookups of executor addresses.
+//!
+//! # Environment
+//!
+//! `rfx executor` takes the lease token from `RFX_LEASE_TOKEN` (never from
+//! the command line, which other users can read); executors started by the
+//! manager also get `CUDA_VISIBLE_DEVICES` (or `ROCR_VISIBLE_DEVICES`) for
+//! their lease's accelerators. No cargo features.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub)]
