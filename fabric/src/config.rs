@@ -77,11 +77,11 @@ impl Config {
     /// Checks the values that have constraints.
     pub fn validate(&self) -> Result<(), FabricError> {
         let ring = self.shm_ring_bytes;
-        if !ring.is_power_of_two() || !((64 << 10)..=(1 << 30)).contains(&ring) {
+        if !ring.is_power_of_two() || !(4096..=(1 << 30)).contains(&ring) {
             return Err(FabricError::Config {
                 var: "RFX_SHM_RING_BYTES",
                 value: ring.to_string(),
-                reason: "must be a power of two between 64 KiB and 1 GiB".into(),
+                reason: "must be a power of two between 4 KiB and 1 GiB".into(),
             });
         }
         if self.max_message > u32::MAX as usize {

@@ -56,7 +56,7 @@
 //! | `RFX_TRANSPORT` | `auto`, `tcp`, `shm`, `verbs`, `ofi` | `auto` |
 //! | `RFX_CONNECT_TIMEOUT_MS` | bound on connect + handshake | 5000 |
 //! | `RFX_OP_TIMEOUT_MS` | bound on a post that waits for ring/socket space | 30000 |
-//! | `RFX_SHM_RING_BYTES` | bytes of each shm ring (power of two, >= 64 KiB) | 1 MiB |
+//! | `RFX_SHM_RING_BYTES` | bytes of each shm ring (power of two, >= 4 KiB) | 1 MiB |
 //! | `RFX_MAX_MESSAGE` | largest two-sided message | 64 MiB |
 //!
 //! # Cargo features
