@@ -13,6 +13,9 @@
 //! | [`leases`] | `rfx-leases` | the lease core (placement, renew, expiry, usage) |
 //! | [`executors`] | `rfx-executors` | executors and the function ABI |
 //! | [`collectives`] | `rfx-collectives` | the communicator (planned) |
+//!
+//! [`tenant`] puts the tenant's path in one place: lease, find the executor,
+//! invoke, release.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -20,6 +23,8 @@ pub use rfx_collectives as collectives;
 pub use rfx_executors as executors;
 pub use rfx_fabric as fabric;
 pub use rfx_leases as leases;
+
+pub mod tenant;
 
 /// The invocation client: connect to an executor, invoke, batch.
 pub use rfx_executors::client;

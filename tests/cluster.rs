@@ -72,34 +72,110 @@ fn lease_manager(addr: SocketAddr, db: &std::path::Path) -> Proc {
     p
 }
 
+/// A lease manager and an executor manager on loopback, stopped on drop.
+struct Cluster {
+    dir: std::path::PathBuf,
+    db: std::path::PathBuf,
+    lm: SocketAddr,
+    lm_proc: Proc,
+    _em_proc: Proc,
+}
+
+impl Cluster {
+    fn start(tag: &str) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("rfx-cluster-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("leases.redb");
+        let lm = free_port();
+        let em = free_port();
+        let lm_proc = lease_manager(lm, &db);
+        let (lms, ems) = (lm.to_string(), em.to_string());
+        let args = [
+            "executor-manager",
+            "--lease-manager",
+            &lms,
+            "--listen",
+            &ems,
+            "--cores",
+            "2",
+            "--gpu",
+            "0",
+        ];
+        let em_proc = Proc(
+            Command::new(RFX)
+                .args(args)
+                .env("RFX_CLUSTER_KEY", KEY)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_listening(em);
+        Cluster {
+            dir,
+            db,
+            lm,
+            lm_proc,
+            _em_proc: em_proc,
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn tenant_api_leases_invokes_and_releases() {
+    let c = Cluster::start("api");
+    let lms = c.lm.to_string();
+    let added = ok_json(rfx(
+        &["tenant", "add", "carol", "--lease-manager", &lms, "--json"],
+        &[],
+    ));
+    let tenant = rfx::tenant::Tenant::connect(&lms, added["token"].as_str().unwrap()).unwrap();
+    let req = rfx::leases::proto::LeaseRequest::new(1, 600_000);
+    // The executor manager registers right after it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lease = loop {
+        match tenant.lease(&req) {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "{e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::default()).unwrap();
+    let lib = rfx::executors::session::LibrarySource::Path(examples().rust.display().to_string());
+    let mut inv = lease
+        .invoker(
+            &fabric,
+            lib,
+            &["echo"],
+            rfx::client::InvokerConfig::default(),
+        )
+        .unwrap();
+    assert_eq!(inv.invoke("echo", b"one call").unwrap(), b"one call");
+    let t = inv.submit("echo", b"ticket").unwrap();
+    assert_eq!(inv.wait(t).unwrap(), b"ticket");
+    drop(inv);
+    let again = tenant.existing(lease.info().lease.id).unwrap();
+    assert_eq!(again.executor(), lease.executor());
+    let usage = lease.release().unwrap();
+    assert!(usage.core_ms > 0);
+    assert!(
+        matches!(again.release(), Err(rfx::tenant::TenantError::Lease(_))),
+        "released twice"
+    );
+}
+
 #[test]
 fn lease_invoke_release_and_survive_a_killed_lease_manager() {
-    let dir = std::env::temp_dir().join(format!("rfx-cluster-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("leases.redb");
-    let lm = free_port();
-    let em = free_port();
-    let mut lm_proc = lease_manager(lm, &db);
-    let _em_proc = Proc(
-        Command::new(RFX)
-            .args([
-                "executor-manager",
-                "--lease-manager",
-                &lm.to_string(),
-                "--listen",
-                &em.to_string(),
-                "--cores",
-                "2",
-                "--gpu",
-                "0",
-            ])
-            .env("RFX_CLUSTER_KEY", KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(em);
+    let mut c = Cluster::start("cli");
+    let (dir, db, lm) = (c.dir.clone(), c.db.clone(), c.lm);
     let lms = lm.to_string();
     let tenant = ok_json(rfx(
         &["tenant", "add", "alice", "--lease-manager", &lms, "--json"],
@@ -196,8 +272,8 @@ fn lease_invoke_release_and_survive_a_killed_lease_manager() {
     }
 
     // kill -9 the lease manager; a restart on the same store knows the lease.
-    lm_proc.0.kill().unwrap();
-    lm_proc.0.wait().unwrap();
+    c.lm_proc.0.kill().unwrap();
+    c.lm_proc.0.wait().unwrap();
     let _lm2 = lease_manager(lm, &db);
     let list = ok_json(rfx(&["lease", "list", "--json"], &env));
     let ids: Vec<u64> = list
@@ -210,7 +286,6 @@ fn lease_invoke_release_and_survive_a_killed_lease_manager() {
 
     let rel = ok_json(rfx(&["lease", "release", &id, "--json"], &env));
     assert_eq!(rel["released"], true);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -14,8 +14,14 @@ use std::time::Instant;
 use rfx_fabric::{Completion, Config, ConnectOptions, Fabric, TransportChoice, TransportKind};
 
 fn main() {
-    let n: u32 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5_000_000);
-    let cfg = Config { transport: TransportChoice::Forced(TransportKind::Shm), ..Config::default() };
+    let n: u32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5_000_000);
+    let cfg = Config {
+        transport: TransportChoice::Forced(TransportKind::Shm),
+        ..Config::default()
+    };
     let f = Fabric::open(cfg).unwrap();
     let l = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = l.local_addr().unwrap();
@@ -33,5 +39,8 @@ fn main() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    println!("{:.1} ns per write_imm + poll (8 B, shm, one thread)", t0.elapsed().as_nanos() as f64 / f64::from(n));
+    println!(
+        "{:.1} ns per write_imm + poll (8 B, shm, one thread)",
+        t0.elapsed().as_nanos() as f64 / f64::from(n)
+    );
 }

@@ -24,24 +24,13 @@ fn token() -> anyhow::Result<Vec<u8>> {
     Ok(t.into_bytes())
 }
 
-/// Asks the lease's host where its executor listens. A lease granted a
-/// moment ago may not have reached its executor manager yet: retry that
-/// refusal for a few seconds.
+/// Where the lease's executor listens (see [`rfx::tenant::find_executor`]).
 pub(crate) fn find_executor(
     host: &str,
     lease: rfx::leases::proto::LeaseId,
     token: &str,
 ) -> anyhow::Result<SocketAddr> {
-    use rfx::executors::manager::{lookup_executor, ManagerError};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match lookup_executor(host, lease, token, std::time::Duration::from_secs(10)) {
-            Err(ManagerError::LookupRefused { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            r => return Ok(r?),
-        }
-    }
+    Ok(rfx::tenant::find_executor(host, lease, token)?)
 }
 
 /// `rfx executor`: serve invocations for the holder of `RFX_LEASE_TOKEN`.

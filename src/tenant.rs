@@ -1,0 +1,157 @@
+//! The tenant's side in one place: lease slots, find the leased executor,
+//! invoke on it, release, with errors that say which step failed.
+//!
+//! ```no_run
+//! use rfx::client::InvokerConfig;
+//! use rfx::executors::session::LibrarySource;
+//! use rfx::leases::proto::LeaseRequest;
+//!
+//! # fn main() -> Result<(), rfx::tenant::TenantError> {
+//! let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::default())?;
+//! let tenant = rfx::tenant::Tenant::connect("127.0.0.1:7600", "alice.0123...")?;
+//! let lease = tenant.lease(&LeaseRequest::new(1, 600_000))?;
+//! let lib = LibrarySource::Path("/opt/functions/libfunctions.so".into());
+//! let mut inv = lease.invoker(&fabric, lib, &["echo"], InvokerConfig::default())?;
+//! assert_eq!(inv.invoke("echo", b"hi")?, b"hi");
+//! let ticket = inv.submit("echo", b"later")?; // returns at once; redeem with wait
+//! assert_eq!(inv.wait(ticket)?, b"later");
+//! drop(inv);
+//! let usage = lease.release()?;
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rfx_executors::client::{InvokeError, Invoker, InvokerConfig};
+use rfx_executors::manager::{lookup_executor, ManagerError};
+use rfx_executors::session::LibrarySource;
+use rfx_fabric::{Fabric, FabricError};
+use rfx_leases::client::blocking::TenantClient;
+use rfx_leases::proto::{LeaseId, LeaseRequest, Usage};
+use rfx_leases::wire::LeaseInfo;
+use rfx_leases::DaemonError;
+
+/// Which step of the tenant's path failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TenantError {
+    /// The lease manager refused or could not be reached.
+    #[error("lease manager: {0}")]
+    Lease(#[from] DaemonError),
+    /// The lease's executor could not be found at its host.
+    #[error("finding the executor: {0}")]
+    Lookup(#[from] ManagerError),
+    /// Connecting or invoking failed.
+    #[error(transparent)]
+    Invoke(#[from] InvokeError),
+    /// The transport could not be opened.
+    #[error(transparent)]
+    Fabric(#[from] FabricError),
+}
+
+/// A tenant connected to a lease manager.
+#[derive(Debug)]
+pub struct Tenant {
+    client: TenantClient,
+}
+
+impl Tenant {
+    /// Connects with the tenant's secret token (from `rfx tenant add`).
+    pub fn connect(lease_manager: &str, token: &str) -> Result<Tenant, TenantError> {
+        Ok(Tenant {
+            client: TenantClient::connect(lease_manager, token)?,
+        })
+    }
+
+    /// The underlying client, for listing, renewing and usage.
+    pub fn client(&self) -> &TenantClient {
+        &self.client
+    }
+
+    /// Leases slots and waits until their executor listens.
+    pub fn lease(&self, req: &LeaseRequest) -> Result<Lease<'_>, TenantError> {
+        let info = self.client.create_lease(req)?;
+        self.attach(info)
+    }
+
+    /// An existing lease of this tenant.
+    pub fn existing(&self, id: LeaseId) -> Result<Lease<'_>, TenantError> {
+        let info = self.client.show(id)?;
+        self.attach(info)
+    }
+
+    fn attach(&self, info: LeaseInfo) -> Result<Lease<'_>, TenantError> {
+        let executor = find_executor(&info.host_addr, info.lease.id, &info.token.to_hex())?;
+        Ok(Lease {
+            tenant: self,
+            info,
+            executor,
+        })
+    }
+}
+
+/// A granted lease and where its executor listens.
+#[derive(Debug)]
+pub struct Lease<'t> {
+    tenant: &'t Tenant,
+    info: LeaseInfo,
+    executor: SocketAddr,
+}
+
+impl Lease<'_> {
+    /// What the lease manager granted (id, cores, devices, expiry, token).
+    pub fn info(&self) -> &LeaseInfo {
+        &self.info
+    }
+
+    /// The executor's address.
+    pub fn executor(&self) -> SocketAddr {
+        self.executor
+    }
+
+    /// Connects to the executor (one worker per connection), ships
+    /// `library` and resolves `functions`.
+    pub fn invoker(
+        &self,
+        fabric: &Fabric,
+        library: LibrarySource,
+        functions: &[&str],
+        cfg: InvokerConfig,
+    ) -> Result<Invoker, TenantError> {
+        let token = self.info.token.to_hex();
+        Ok(Invoker::connect(
+            fabric,
+            self.executor,
+            token.as_bytes(),
+            library,
+            functions,
+            cfg,
+        )?)
+    }
+
+    /// What the lease used so far.
+    pub fn usage(&self) -> Result<Usage, TenantError> {
+        Ok(self.tenant.client.usage(self.info.lease.id)?)
+    }
+
+    /// Ends the lease; returns its final usage.
+    pub fn release(self) -> Result<Usage, TenantError> {
+        Ok(self.tenant.client.release(self.info.lease.id)?)
+    }
+}
+
+/// Asks the lease's host where its executor listens. A lease granted a
+/// moment ago may not have reached its executor manager yet, so that
+/// refusal is retried for up to ten seconds.
+pub fn find_executor(host: &str, lease: LeaseId, token: &str) -> Result<SocketAddr, ManagerError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match lookup_executor(host, lease, token, Duration::from_secs(10)) {
+            Err(ManagerError::LookupRefused { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            r => return r,
+        }
+    }
+}
