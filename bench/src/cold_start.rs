@@ -10,7 +10,7 @@
 //! time.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -18,9 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use nix::poll::{PollFd, PollFlags};
+use rfx_executors::manager::{lookup_executor, LookupRequest, ManagerError};
 use rfx_executors::session::{self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply};
 use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
 use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
+use rfx_leases::client::blocking::{AdminClient, TenantClient};
+use rfx_leases::proto::LeaseRequest;
 use serde::Serialize;
 
 use crate::invoke::{self, TOKEN};
@@ -117,6 +120,73 @@ fn read_address(stderr: &mut ChildStderr) -> anyhow::Result<SocketAddr> {
     }
 }
 
+/// Connects to the executor at `addr` with `token`, ships `setup`, invokes
+/// `noop` once: the instants the connection, the set-up and the result were
+/// done. The connection is closed before this returns.
+fn first_result(
+    fabric: &Fabric,
+    addr: SocketAddr,
+    token: &[u8],
+    setup: &Setup,
+    mode: PollMode,
+) -> anyhow::Result<(Instant, Instant, Instant)> {
+    let results = fabric.register(64)?;
+    let hello = session::encode(&ClientHello {
+        token: token.to_vec(),
+    });
+    let mut ep = fabric
+        .connect(
+            addr,
+            &ConnectOptions::new().expose(&results).user_data(hello),
+        )
+        .context("connecting to the executor")?;
+    let eh: ExecutorHello = session::decode(ep.peer_user_data()).map_err(anyhow::Error::msg)?;
+    let slots = *ep
+        .peer_buffers()
+        .first()
+        .context("the executor exposed no slots")?;
+    ensure!(
+        eh.slots >= 1 && eh.slot_size as usize > HEADER_LEN,
+        "the executor's slot geometry is unusable"
+    );
+    let t_connect = Instant::now();
+
+    ep.send(&session::encode(setup))?;
+    match ep.wait(PollMode::Warm, WAIT)? {
+        Completion::Recv(m) => {
+            match session::decode::<SetupReply>(&m).map_err(anyhow::Error::msg)? {
+                SetupReply::Ready => {}
+                SetupReply::Failed(why) => bail!("the executor refused the set-up: {why}"),
+            }
+        }
+        Completion::Write(_) => bail!("a result before the set-up reply"),
+    }
+    let t_load = Instant::now();
+
+    let r = results.remote();
+    let hdr = InvocationHeader {
+        result_addr: r.addr,
+        result_rkey: r.rkey,
+        result_capacity: r.len as u32,
+    };
+    let id = 1u16;
+    ep.write_imm(&hdr.encode(), &slots, 0, invocation::pack_imm(id, 0))?;
+    match ep.wait(mode, WAIT)? {
+        Completion::Write(w) => {
+            let (got, status) = invocation::unpack_imm(w.imm);
+            ensure!(
+                got == id && Status::from_u16(status) == Some(Status::Ok) && w.len == 0,
+                "unexpected result: id {got}, status {status}, {} bytes",
+                w.len
+            );
+        }
+        Completion::Recv(_) => bail!("a message instead of the result"),
+    }
+    let t_first = Instant::now();
+    drop(ep);
+    Ok((t_connect, t_load, t_first))
+}
+
 /// One cold start; the child is killed and reaped before this returns.
 fn once(
     rfx: &Path,
@@ -163,60 +233,7 @@ fn once(
     let addr = read_address(&mut stderr)?;
     let t_listen = Instant::now();
 
-    let results = fabric.register(64)?;
-    let hello = session::encode(&ClientHello {
-        token: TOKEN.to_vec(),
-    });
-    let mut ep = fabric
-        .connect(
-            addr,
-            &ConnectOptions::new().expose(&results).user_data(hello),
-        )
-        .context("connecting to the executor")?;
-    let eh: ExecutorHello = session::decode(ep.peer_user_data()).map_err(anyhow::Error::msg)?;
-    let slots = *ep
-        .peer_buffers()
-        .first()
-        .context("the executor exposed no slots")?;
-    ensure!(
-        eh.slots >= 1 && eh.slot_size as usize > HEADER_LEN,
-        "the executor's slot geometry is unusable"
-    );
-    let t_connect = Instant::now();
-
-    ep.send(&session::encode(&setup))?;
-    match ep.wait(PollMode::Warm, WAIT)? {
-        Completion::Recv(m) => {
-            match session::decode::<SetupReply>(&m).map_err(anyhow::Error::msg)? {
-                SetupReply::Ready => {}
-                SetupReply::Failed(why) => bail!("the executor refused the set-up: {why}"),
-            }
-        }
-        Completion::Write(_) => bail!("a result before the set-up reply"),
-    }
-    let t_load = Instant::now();
-
-    let r = results.remote();
-    let hdr = InvocationHeader {
-        result_addr: r.addr,
-        result_rkey: r.rkey,
-        result_capacity: r.len as u32,
-    };
-    let id = 1u16;
-    ep.write_imm(&hdr.encode(), &slots, 0, invocation::pack_imm(id, 0))?;
-    match ep.wait(mode, WAIT)? {
-        Completion::Write(w) => {
-            let (got, status) = invocation::unpack_imm(w.imm);
-            ensure!(
-                got == id && Status::from_u16(status) == Some(Status::Ok) && w.len == 0,
-                "unexpected result: id {got}, status {status}, {} bytes",
-                w.len
-            );
-        }
-        Completion::Recv(_) => bail!("a message instead of the result"),
-    }
-    let t_first = Instant::now();
-    drop(ep);
+    let (t_connect, t_load, t_first) = first_result(fabric, addr, TOKEN, &setup, mode)?;
     drop(child);
 
     let ns = |a: Instant, b: Instant| b.duration_since(a).as_nanos() as u64;
@@ -256,6 +273,335 @@ pub fn run(
         .map(|i| {
             once(rfx, kind, mode, executor_cpu, &fabric, &name, &bytes)
                 .with_context(|| format!("cold start {i} over {kind}"))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// The full chain: lease, spawn by the executor manager, connect, load, result.
+
+/// The phases of a cold start through a lease, in order.
+pub const LEASE_PHASES: [&str; 6] = ["lease", "spawn", "connect", "load", "first_result", "total"];
+
+/// What the lookup service answers for a lease it does not know
+/// (`rfx_executors::manager` lookup).
+const UNKNOWN_LEASE: &str = "unknown lease";
+
+/// Bound on stopping each manager before it is killed (the executor
+/// manager gives its executors 2 s).
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// A lease granted to the bench.
+struct Granted {
+    /// The lease, as the lookup request names it.
+    lookup: LookupRequest,
+    /// The executor manager's lookup address.
+    host: String,
+    core_ids: Vec<usize>,
+}
+
+/// A lease manager and an executor manager, children of `rfx`, with a
+/// tenant; stopped (executor manager first) and reaped when dropped.
+pub struct Cluster {
+    children: Vec<(&'static str, Child)>,
+    dir: PathBuf,
+    conn: Option<TenantClient>,
+    /// The cores the leases get (the first lease's).
+    pub executor_cpus: Vec<usize>,
+    /// Release waits that hit their bound.
+    release_timeouts: u64,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.conn = None;
+        for (name, c) in self.children.iter_mut().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = Instant::now() + STOP_WAIT;
+            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Ok(None) = c.try_wait() {
+                eprintln!("rfx-bench: the {name} did not stop within {STOP_WAIT:?}; killing it");
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// 32 random bytes in hex.
+fn random_key() -> anyhow::Result<String> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// `ms` for the leases' `hot_timeout_ms`, as the direct mode's executors.
+fn lease_hot_timeout(mode: PollMode) -> i64 {
+    hot_timeout_ms(mode).parse().unwrap_or(10)
+}
+
+impl Cluster {
+    /// Starts the managers, adds a tenant, and grants and releases one
+    /// lease (untimed) so that the executor manager is registered.
+    pub fn start(rfx: &Path, mode: PollMode) -> anyhow::Result<Cluster> {
+        let dir = std::env::temp_dir().join(format!("rfx-bench-cold-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let key = random_key()?;
+        let mut cluster = Cluster {
+            children: Vec::new(),
+            dir,
+            conn: None,
+            executor_cpus: Vec::new(),
+            release_timeouts: 0,
+        };
+        let lm = free_port()?;
+        let em = free_port()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let db = cluster.dir.join("leases.redb");
+        cluster.spawn(
+            rfx,
+            &key,
+            "lease manager",
+            &[
+                "lease-manager",
+                "--listen",
+                &lm.to_string(),
+                "--db",
+                &db.to_string_lossy(),
+            ],
+        )?;
+        cluster.wait_listening(lm, "lease manager")?;
+        cluster.spawn(
+            rfx,
+            &key,
+            "executor manager",
+            &[
+                "executor-manager",
+                "--lease-manager",
+                &lm.to_string(),
+                "--listen",
+                &em.to_string(),
+                "--cores",
+                &cores.to_string(),
+                "--gpu",
+                "0",
+            ],
+        )?;
+        cluster.wait_listening(em, "executor manager")?;
+        let token = AdminClient::connect(&lm.to_string(), &key)?.add_tenant("rfx-bench")?;
+        cluster.conn = Some(TenantClient::connect(&lm.to_string(), &token)?);
+        // The executor manager registers right after it listens: retry.
+        let deadline = Instant::now() + WAIT;
+        let probe = loop {
+            match cluster.create_lease(mode) {
+                Ok(g) => break g,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => return Err(e).context("no lease granted to the bench (probe)"),
+            }
+        };
+        cluster.executor_cpus = probe.core_ids.clone();
+        cluster.release(&probe)?;
+        cluster.release_timeouts = 0;
+        Ok(cluster)
+    }
+
+    fn spawn(
+        &mut self,
+        rfx: &Path,
+        key: &str,
+        name: &'static str,
+        args: &[&str],
+    ) -> anyhow::Result<()> {
+        let log = std::fs::File::create(self.dir.join(format!("{}.log", args[0])))?;
+        let c = Command::new(rfx)
+            .args(args)
+            .env("RFX_CLUSTER_KEY", key)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting the {name} ({})", rfx.display()))?;
+        self.children.push((name, c));
+        Ok(())
+    }
+
+    fn wait_listening(&mut self, addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            let exited = self
+                .children
+                .iter_mut()
+                .find_map(|(name, c)| c.try_wait().ok().flatten().map(|st| (*name, st)));
+            if let Some((name, status)) = exited {
+                bail!(
+                    "the {name} exited ({status}) before the {what} came up\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "the {what} did not listen on {addr} within {WAIT:?}\n{}",
+            self.logs()
+        )
+    }
+
+    /// The end of each manager's log, for errors.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for f in ["lease-manager", "executor-manager"] {
+            let text = std::fs::read(self.dir.join(format!("{f}.log"))).unwrap_or_default();
+            let tail = &text[text.len().saturating_sub(2000)..];
+            if tail.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            out.push_str(&format!(
+                "--- {f} log (end) ---\n{}\n",
+                String::from_utf8_lossy(tail)
+            ));
+        }
+        out
+    }
+
+    fn conn(&self) -> anyhow::Result<&TenantClient> {
+        self.conn
+            .as_ref()
+            .context("no connection to the lease manager")
+    }
+
+    /// One `CreateLease` round trip: one core for ten minutes.
+    fn create_lease(&mut self, mode: PollMode) -> anyhow::Result<Granted> {
+        let req = LeaseRequest::new(1, 600_000).with_hot_timeout(lease_hot_timeout(mode));
+        let info = self.conn()?.create_lease(&req)?;
+        Ok(Granted {
+            lookup: LookupRequest {
+                lease: info.lease.id,
+                token: info.token.to_hex(),
+            },
+            host: info.host_addr,
+            core_ids: info.lease.core_ids.iter().map(|&c| c as usize).collect(),
+        })
+    }
+
+    /// Releases `g`, then waits (bounded) until its lookup says unknown.
+    fn release(&mut self, g: &Granted) -> anyhow::Result<()> {
+        self.conn()?.release(g.lookup.lease)?;
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match lookup_executor(
+                &g.host,
+                g.lookup.lease,
+                &g.lookup.token,
+                Duration::from_secs(1),
+            ) {
+                Err(ManagerError::LookupRefused { message, .. }) if message == UNKNOWN_LEASE => {
+                    return Ok(())
+                }
+                _ => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        self.release_timeouts += 1;
+        Ok(())
+    }
+
+    /// Release waits that hit their bound, since [`Cluster::start`].
+    pub fn release_timeouts(&self) -> u64 {
+        self.release_timeouts
+    }
+}
+
+/// Polls the lookup until it answers with the executor's address.
+fn executor_address(g: &Granted) -> anyhow::Result<SocketAddr> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lookup_executor(&g.host, g.lookup.lease, &g.lookup.token, left) {
+            Ok(addr) => return Ok(addr),
+            Err(ManagerError::LookupRefused { message, .. })
+                if message == UNKNOWN_LEASE && !left.is_zero() =>
+            {
+                std::thread::sleep(Duration::from_micros(200))
+            }
+            Err(e) => return Err(e).context(format!("looking up the executor at {}", g.host)),
+        }
+    }
+}
+
+/// One cold start through a lease; the lease is released (untimed) before
+/// this returns.
+fn once_leased(
+    cluster: &mut Cluster,
+    mode: PollMode,
+    fabric: &Fabric,
+    setup: &Setup,
+) -> anyhow::Result<Sample> {
+    let t0 = Instant::now();
+    let g = cluster.create_lease(mode)?;
+    let t_lease = Instant::now();
+    let timed = (|| {
+        let addr = executor_address(&g)?;
+        let t_spawn = Instant::now();
+        let (t_connect, t_load, t_first) =
+            first_result(fabric, addr, g.lookup.token.as_bytes(), setup, mode)?;
+        Ok::<_, anyhow::Error>((t_spawn, t_connect, t_load, t_first))
+    })();
+    let released = cluster.release(&g);
+    let (t_spawn, t_connect, t_load, t_first) = timed?;
+    released?;
+    let ns = |a: Instant, b: Instant| b.duration_since(a).as_nanos() as u64;
+    Ok([
+        ns(t0, t_lease),
+        ns(t_lease, t_spawn),
+        ns(t_spawn, t_connect),
+        ns(t_connect, t_load),
+        ns(t_load, t_first),
+        ns(t0, t_first),
+    ])
+}
+
+/// `iters` cold starts over `kind` through leases of `cluster`; the
+/// caller's thread is the client (pin it first, off the leased cores).
+pub fn run_leased(
+    cluster: &mut Cluster,
+    kind: TransportKind,
+    mode: PollMode,
+    iters: u64,
+    lib: &Path,
+) -> anyhow::Result<Vec<Sample>> {
+    let bytes = std::fs::read(lib).with_context(|| format!("reading {}", lib.display()))?;
+    let setup = Setup {
+        library: LibrarySource::Bytes {
+            name: lib.to_string_lossy().into_owned(),
+            bytes,
+        },
+        functions: vec!["noop".into()],
+    };
+    let fabric = invoke::open_fabric(kind)?;
+    (0..iters)
+        .map(|i| {
+            once_leased(cluster, mode, &fabric, &setup).with_context(|| {
+                format!(
+                    "cold start {i} over {kind} through a lease\n{}",
+                    cluster.logs()
+                )
+            })
         })
         .collect()
 }
