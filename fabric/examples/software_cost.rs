@@ -39,6 +39,12 @@ fn main() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    eprintln!(
+        "size_of: FabricError {} B, Completion {} B, poll result {} B",
+        std::mem::size_of::<rfx_fabric::FabricError>(),
+        std::mem::size_of::<Completion>(),
+        std::mem::size_of::<Result<Option<Completion>, rfx_fabric::FabricError>>()
+    );
     println!(
         "{:.1} ns per write_imm + poll (8 B, shm, one thread)",
         t0.elapsed().as_nanos() as f64 / f64::from(n)
