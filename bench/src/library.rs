@@ -3,9 +3,7 @@
 //! built with cargo in release mode into `target/examples-functions`, as the
 //! executors' tests do (in debug there).
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -27,37 +25,13 @@ pub fn resolve(given: Option<&Path>) -> anyhow::Result<PathBuf> {
     }
     let root = repo_root()?;
     let target = root.join("target").join("examples-functions");
-    let manifest = root.join("examples").join("functions").join("Cargo.toml");
-    if !manifest.is_file() {
-        bail!(
-            "no --lib given and {} is missing: pass --lib PATH to a library with `noop` and `echo`",
-            manifest.display()
-        );
-    }
     eprintln!(
         "rfx-bench: no --lib given: building examples/functions (release) into {}",
         target.display()
     );
     let started = Instant::now();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let out = Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .output()
-        .with_context(|| format!("running {}", cargo.to_string_lossy()))?;
-    if !out.status.success() {
-        bail!(
-            "building examples/functions failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let lib = target.join("release").join("librfx_example_functions.so");
-    if !lib.is_file() {
-        bail!("cargo built no {}", lib.display());
-    }
+    let lib = rfx_executors::examples::build(&target, true)
+        .map_err(|e| anyhow::anyhow!("{e}: pass --lib PATH to a library with `noop` and `echo`"))?;
     eprintln!(
         "rfx-bench: built {} in {:.1} s",
         lib.display(),

@@ -3,7 +3,6 @@
 //! `target/examples-functions`, as `executors/tests/abi.rs` does), under a
 //! deadline after which it is killed; the JSON must have the expected rows.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -30,26 +29,7 @@ fn example_functions() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let target = target_dir().join("examples-functions");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("bench/ has a parent")
-            .join("examples/functions/Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-        let out = Command::new(cargo)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building the example functions failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = target.join("debug/librfx_example_functions.so");
-        assert!(lib.is_file(), "cargo built no {}", lib.display());
-        lib
+        rfx_executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

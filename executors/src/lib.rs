@@ -117,6 +117,7 @@ pub mod client;
 mod context;
 mod elf;
 mod error;
+pub mod examples;
 pub mod executor;
 pub mod manager;
 pub mod session;

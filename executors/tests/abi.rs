@@ -56,14 +56,18 @@ fn build_artifacts() -> Artifacts {
     let c_dir = repo_root().join("examples/c");
     let out = target.join("c");
     std::fs::create_dir_all(&out).expect("create target/examples-functions/c");
+    // Test processes run in parallel (nextest): each writes a private file
+    // and renames it into place, so no process ever loads a half-written one.
     let cc = |args: &[&str], source: &str, output: &Path| {
+        let tmp = output.with_extension(format!("tmp{}", std::process::id()));
         run(Command::new("cc")
             .args(["-Wall", "-Wextra", "-Werror", "-fPIC", "-I"])
             .arg(&c_dir)
             .args(args)
             .arg(c_dir.join(source))
             .arg("-o")
-            .arg(output));
+            .arg(&tmp));
+        std::fs::rename(&tmp, output).expect("rename the built file into place");
     };
     let c = out.join("libfunctions_c.so");
     cc(&["-shared"], "functions.c", &c);

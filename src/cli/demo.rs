@@ -78,28 +78,10 @@ fn wait_listening(addr: SocketAddr, what: &str, children: &mut Children) -> anyh
 
 /// Builds `examples/functions` with cargo, for a demo run from the source tree.
 fn build_examples() -> anyhow::Result<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest = root.join("examples/functions/Cargo.toml");
-    if !manifest.is_file() {
-        bail!(
-            "no --lib given and {} is not here to build",
-            manifest.display()
-        );
-    }
-    let target = root.join("target/examples-functions");
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples-functions");
     eprintln!("demo: building the example functions (examples/functions) ...");
-    let st = Command::new(cargo)
-        .args(["build", "--release", "--quiet", "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .context("running cargo to build the example functions (or pass --lib)")?;
-    if !st.success() {
-        bail!("building the example functions failed");
-    }
-    Ok(target.join("release/librfx_example_functions.so"))
+    rfx::executors::examples::build(&target, true)
+        .map_err(|e| anyhow::anyhow!("{e} (or pass --lib)"))
 }
 
 fn pct(sorted: &[f64], q: f64) -> f64 {

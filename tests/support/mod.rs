@@ -71,25 +71,21 @@ pub fn examples() -> &'static Examples {
             .parent()
             .unwrap()
             .join("examples-functions");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        run(Command::new(cargo)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(root.join("examples/functions/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target));
+        let rust =
+            rfx::executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"));
         let out = target.join("c");
         std::fs::create_dir_all(&out).unwrap();
         let c = out.join("libfunctions_c_e2e.so");
+        // Test processes build in parallel: write privately, rename into place.
+        let tmp = out.join(format!("libfunctions_c_e2e.so.tmp{}", std::process::id()));
         run(Command::new("cc")
             .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
             .arg(root.join("examples/c"))
             .arg(root.join("examples/c/functions.c"))
             .arg("-o")
-            .arg(&c));
-        Examples {
-            rust: target.join("debug/librfx_example_functions.so"),
-            c,
-        }
+            .arg(&tmp));
+        std::fs::rename(&tmp, &c).unwrap();
+        Examples { rust, c }
     })
 }
 

@@ -8,7 +8,6 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -131,26 +130,7 @@ pub fn example_functions() -> &'static Path {
             .parent()
             .expect("CARGO_TARGET_TMPDIR is inside the target directory")
             .join("examples-functions");
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("executors/ has a parent")
-            .join("examples/functions/Cargo.toml");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-        let out = Command::new(cargo)
-            .args(["build", "--quiet", "--manifest-path"])
-            .arg(&manifest)
-            .arg("--target-dir")
-            .arg(&target)
-            .output()
-            .expect("run cargo");
-        assert!(
-            out.status.success(),
-            "building the example functions failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lib = target.join("debug/librfx_example_functions.so");
-        assert!(lib.is_file(), "cargo built no {}", lib.display());
-        lib
+        rfx_executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 
