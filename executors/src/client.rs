@@ -94,6 +94,26 @@ impl Default for InvokerConfig {
     }
 }
 
+/// Invocation ids are small and distinct: hash them as themselves.
+type IdHash = std::hash::BuildHasherDefault<IdHasher>;
+
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.0 = u64::from(v);
+    }
+}
+
 /// A pending invocation, redeemed with [`Invoker::wait`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(u16);
@@ -127,8 +147,8 @@ pub struct Invoker {
     names: Vec<String>,
     index: HashMap<String, u16>,
     free: Vec<usize>,
-    in_flight: HashMap<u16, InFlight>,
-    done: HashMap<u16, Result<Vec<u8>, InvokeError>>,
+    in_flight: HashMap<u16, InFlight, IdHash>,
+    done: HashMap<u16, Result<Vec<u8>, InvokeError>, IdHash>,
     next_id: u16,
     staging: Vec<u8>,
 }
@@ -196,8 +216,8 @@ impl Invoker {
             names,
             index,
             free: (0..depth).rev().collect(),
-            in_flight: HashMap::new(),
-            done: HashMap::new(),
+            in_flight: HashMap::default(),
+            done: HashMap::default(),
             next_id: 0,
             staging: Vec::with_capacity(slot_size),
             cfg,
@@ -239,7 +259,8 @@ impl Invoker {
             });
         }
         while self.free.is_empty() {
-            self.collect_one()?;
+            let (id, r) = self.collect_one()?;
+            self.done.insert(id, r);
         }
         let slot = self.free.pop().expect("a free slot after collecting");
         let id = self.fresh_id()?;
@@ -298,18 +319,22 @@ impl Invoker {
 
     /// Waits for the result of `ticket`.
     pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<u8>, InvokeError> {
+        if let Some(r) = self.done.remove(&ticket.0) {
+            return r;
+        }
+        if !self.in_flight.contains_key(&ticket.0) {
+            return Err(InvokeError::Protocol("unknown ticket".into()));
+        }
         let deadline = Instant::now() + self.cfg.timeout;
         loop {
-            if let Some(r) = self.done.remove(&ticket.0) {
+            let (id, r) = self.collect_one()?;
+            if id == ticket.0 {
                 return r;
             }
-            if !self.in_flight.contains_key(&ticket.0) {
-                return Err(InvokeError::Protocol("unknown ticket".into()));
-            }
+            self.done.insert(id, r);
             if Instant::now() >= deadline {
                 return Err(InvokeError::Timeout(self.cfg.timeout));
             }
-            self.collect_one()?;
         }
     }
 
@@ -335,8 +360,8 @@ impl Invoker {
         Ok(out)
     }
 
-    /// Receives one result into `done`.
-    fn collect_one(&mut self) -> Result<(), InvokeError> {
+    /// Receives one result.
+    fn collect_one(&mut self) -> Result<(u16, Result<Vec<u8>, InvokeError>), InvokeError> {
         let w = match self.ep.wait(self.cfg.mode, self.cfg.timeout)? {
             Completion::Write(w) => w,
             Completion::Recv(_) => {
@@ -373,7 +398,6 @@ impl Invoker {
             }
         };
         self.free.push(f.slot);
-        self.done.insert(id, r);
-        Ok(())
+        Ok((id, r))
     }
 }
