@@ -280,3 +280,63 @@ fn rfx_invoke_cli() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("token"));
 }
+
+#[test]
+fn async_invocations_sleep_in_the_reactor() {
+    let ex = examples();
+    for kind in [TransportKind::Shm, TransportKind::Tcp] {
+        let (_exec, addr) = executor(
+            TOKEN,
+            kind.name(),
+            &["--connections", "1", "--hot-timeout-ms", "0"],
+        );
+        let f = fabric(kind);
+        let mut inv = Invoker::connect(
+            &f,
+            addr,
+            TOKEN.as_bytes(),
+            shipped(&ex.rust),
+            &["echo", "panics"],
+            cfg(),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..200u32 {
+                let input = i.to_le_bytes().repeat(i as usize % 5 + 1);
+                assert_eq!(
+                    inv.invoke_async("echo", &input).await.unwrap(),
+                    input,
+                    "{kind}"
+                );
+            }
+            assert!(matches!(
+                inv.invoke_async("panics", b"").await,
+                Err(InvokeError::FunctionFailed { .. })
+            ));
+            // Other tasks run while an invocation is on its way.
+            let other = tokio::spawn(async { 42 });
+            assert_eq!(inv.invoke_async("echo", b"x").await.unwrap(), b"x");
+            assert_eq!(other.await.unwrap(), 42);
+        });
+        // Outside a runtime it is an error, not a panic.
+        let r = futures_lite_block_on(inv.invoke_async("echo", b"no runtime"));
+        assert!(matches!(r, Err(InvokeError::Fabric(_))), "{r:?}");
+    }
+}
+
+/// Polls a future to completion on this thread with no runtime around.
+fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -94,6 +94,9 @@ impl Default for InvokerConfig {
     }
 }
 
+/// A collected result: the invocation id and its outcome.
+type Collected = (u16, Result<Vec<u8>, InvokeError>);
+
 /// Invocation ids are small and distinct: hash them as themselves.
 type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
@@ -361,8 +364,78 @@ impl Invoker {
     }
 
     /// Receives one result.
-    fn collect_one(&mut self) -> Result<(u16, Result<Vec<u8>, InvokeError>), InvokeError> {
-        let w = match self.ep.wait(self.cfg.mode, self.cfg.timeout)? {
+    fn collect_one(&mut self) -> Result<Collected, InvokeError> {
+        let c = self.ep.wait(self.cfg.mode, self.cfg.timeout)?;
+        self.take(c)
+    }
+
+    /// Receives one result if one is there, without blocking.
+    fn try_collect(&mut self) -> Result<Option<Collected>, InvokeError> {
+        match self.ep.poll()? {
+            Some(c) => self.take(c).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Invokes `function` on `input` without blocking the thread while the
+    /// result is on its way: the task sleeps on the endpoint's event fd in
+    /// the tokio reactor (hot polling is for `invoke`). Must run inside a
+    /// tokio runtime (else an error). A submit that finds every slot busy
+    /// still collects a result the blocking way first. If the future is
+    /// dropped before it completes, its result is kept and dropped with the
+    /// invoker.
+    pub async fn invoke_async(
+        &mut self,
+        function: &str,
+        input: &[u8],
+    ) -> Result<Vec<u8>, InvokeError> {
+        // Registered per call: the caller may use another runtime next time
+        // (a few microseconds, small beside a reactor wake-up).
+        let fd = self.ep.event_fd().try_clone_to_owned().map_err(|e| {
+            InvokeError::Fabric(FabricError::Os {
+                op: "dup",
+                source: e,
+            })
+        })?;
+        let afd = crate::abi::register_with_reactor(fd).map_err(|e| {
+            InvokeError::Fabric(FabricError::Os {
+                op: "register with the reactor",
+                source: e,
+            })
+        })?;
+        let ticket = self.submit(function, input)?;
+        let deadline = tokio::time::Instant::now() + self.cfg.timeout;
+        loop {
+            if let Some(r) = self.done.remove(&ticket.0) {
+                return r;
+            }
+            while let Some((id, r)) = self.try_collect()? {
+                if id == ticket.0 {
+                    return r;
+                }
+                self.done.insert(id, r);
+            }
+            if !self.ep.arm()? {
+                continue;
+            }
+            let woke = tokio::time::timeout_at(deadline, afd.readable()).await;
+            self.ep.disarm();
+            match woke {
+                Err(_) => return Err(InvokeError::Timeout(self.cfg.timeout)),
+                Ok(Ok(mut guard)) => guard.clear_ready(),
+                Ok(Err(e)) => {
+                    return Err(InvokeError::Fabric(FabricError::Os {
+                        op: "wait for the event fd",
+                        source: e,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Turns a completion into the result of its invocation.
+    fn take(&mut self, c: Completion) -> Result<Collected, InvokeError> {
+        let w = match c {
             Completion::Write(w) => w,
             Completion::Recv(_) => {
                 return Err(InvokeError::Protocol(

@@ -1,5 +1,6 @@
 //! [`Endpoint`]: a connection to one peer over the chosen provider.
 
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::caps::{Caps, TransportKind};
@@ -155,6 +156,51 @@ impl Endpoint {
         self.alive()?;
         let r = dispatch!(&mut self.inner, ep => ep.poll());
         self.track(r)
+    }
+
+    /// The file descriptor an event loop (epoll, tokio's `AsyncFd`) waits
+    /// on: it becomes readable when completions may be ready, once the
+    /// endpoint is [armed](Endpoint::arm). Readiness is a hint: always
+    /// [`Endpoint::poll`] after waking.
+    pub fn event_fd(&self) -> BorrowedFd<'_> {
+        dispatch!(&self.inner, ep => ep.event_fd())
+    }
+
+    /// Prepares a sleep on [`Endpoint::event_fd`]. `Ok(false)`: completions
+    /// (or the peer's end) may already be there, so poll instead of
+    /// sleeping. After the sleep, call [`Endpoint::disarm`].
+    ///
+    /// ```
+    /// # use rfx_fabric::{Config, ConnectOptions, Fabric, Completion};
+    /// # let fabric = Fabric::open(Config::default())?;
+    /// # let listener = fabric.listen("127.0.0.1:0".parse().unwrap())?;
+    /// # let addr = listener.local_addr()?;
+    /// # let t = std::thread::spawn(move || listener.accept(&ConnectOptions::new()));
+    /// # let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+    /// # let mut peer = t.join().unwrap()?;
+    /// # peer.send(b"hi")?;
+    /// let got = loop {
+    ///     if let Some(c) = ep.poll()? {
+    ///         break c;
+    ///     }
+    ///     if ep.arm()? {
+    ///         let mut fds = [nix::poll::PollFd::new(ep.event_fd(), nix::poll::PollFlags::POLLIN)];
+    ///         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16));
+    ///         ep.disarm();
+    ///     }
+    /// };
+    /// assert_eq!(got, Completion::Recv(bytes::Bytes::from_static(b"hi")));
+    /// # Ok::<(), rfx_fabric::FabricError>(())
+    /// ```
+    pub fn arm(&mut self) -> Result<bool, FabricError> {
+        self.alive()?;
+        let r = dispatch!(&mut self.inner, ep => ep.arm());
+        self.track(r)
+    }
+
+    /// Ends a sleep prepared by [`Endpoint::arm`].
+    pub fn disarm(&mut self) {
+        dispatch!(&mut self.inner, ep => ep.disarm())
     }
 
     /// Waits up to `timeout` for the next completion, busy polling

@@ -2,7 +2,7 @@
 //! inbound ring; the peer does the same to ours.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -192,6 +192,34 @@ impl ShmEndpoint {
         }
         self.rx.advance(&hdr);
         Ok(Some(done))
+    }
+
+    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
+        self.our_wake.as_fd()
+    }
+
+    /// Announces a sleep on the eventfd; false if there is work already.
+    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
+        if !self.ready.is_empty() || self.gone.is_some() {
+            return Ok(false);
+        }
+        self.rx.set_waiting(true);
+        if !matches!(self.rx.peek(), Ok(None)) {
+            self.rx.set_waiting(false);
+            return Ok(false);
+        }
+        // An event loop may wait long: look at the peer once per sleep.
+        self.check_peer();
+        if self.gone.is_some() {
+            self.rx.set_waiting(false);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn disarm(&mut self) {
+        self.rx.set_waiting(false);
+        sys::drain(self.our_wake.as_fd());
     }
 
     pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {

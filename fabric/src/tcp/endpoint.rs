@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -142,6 +142,19 @@ impl TcpEndpoint {
             None => Ok(None),
         }
     }
+
+    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Drains the socket (so that an edge-triggered loop sees the next
+    /// arrival); false if that left work to do.
+    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
+        self.progress()?;
+        Ok(self.ready.is_empty() && self.gone.is_none())
+    }
+
+    pub(crate) fn disarm(&mut self) {}
 
     pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
         if !self.ready.is_empty() || self.gone.is_some() {

@@ -246,6 +246,56 @@ pub fn warm_wakes_on_arrival(kind: TransportKind) {
     );
 }
 
+/// An event loop's way to wait: arm, sleep on the event fd, disarm, poll.
+pub fn event_fd_wakes_an_armed_sleeper(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(64).unwrap();
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        let rb = c.peer_buffers()[0];
+        c.write_imm(b"evt", &rb, 0, 77).unwrap();
+        c
+    });
+    let t0 = Instant::now();
+    let got = loop {
+        assert!(t0.elapsed() < T, "no completion through the event fd");
+        if let Some(got) = s.poll().unwrap() {
+            break got;
+        }
+        if s.arm().unwrap() {
+            let mut fds = [nix::poll::PollFd::new(
+                s.event_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16)).unwrap();
+            s.disarm();
+            assert_eq!(n, 1, "the event fd did not wake");
+        }
+    };
+    assert!(matches!(got, Completion::Write(w) if w.imm == 77));
+    // The peer leaving wakes an armed sleeper too, and polls as gone.
+    drop(writer.join().unwrap());
+    let t0 = Instant::now();
+    loop {
+        assert!(t0.elapsed() < T, "the peer's end never woke the event fd");
+        match s.poll() {
+            Err(e) if e.is_peer_gone() => break,
+            Err(e) => panic!("{e}"),
+            Ok(Some(c)) => panic!("unexpected {c:?}"),
+            Ok(None) => {}
+        }
+        if s.arm().unwrap_or(false) {
+            let mut fds = [nix::poll::PollFd::new(
+                s.event_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(20_000u16));
+            s.disarm();
+        }
+    }
+}
+
 pub fn advertised_caps_work(kind: TransportKind) {
     let f = fabric(kind);
     let mr = f.register(64).unwrap();

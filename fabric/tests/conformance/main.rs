@@ -22,6 +22,7 @@ macro_rules! conformance {
             #[test] fn access_violations_refused() { cases::access_violations_refused(K) }
             #[test] fn waits_are_bounded() { cases::waits_are_bounded(K) }
             #[test] fn warm_wakes_on_arrival() { cases::warm_wakes_on_arrival(K) }
+            #[test] fn event_fd_wakes_an_armed_sleeper() { cases::event_fd_wakes_an_armed_sleeper(K) }
             #[test] fn advertised_caps_work() { cases::advertised_caps_work(K) }
             #[test] fn oversized_send_refused() { cases::oversized_send_refused(K) }
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
