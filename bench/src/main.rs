@@ -64,8 +64,9 @@ enum Cmd {
     ColdStart(ColdStartArgs),
 }
 
+/// The options `transport` and `invoke` share: what to ping-pong, how.
 #[derive(Args)]
-struct TransportArgs {
+struct PingPongArgs {
     /// Providers to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
     transport: Vec<TransportKind>,
@@ -81,8 +82,8 @@ struct TransportArgs {
     /// Warm-up iterations per size (default 1000 up to 8 KiB, 100 above).
     #[arg(long)]
     warmup: Option<u64>,
-    /// CPUs of the client and the server, e.g. `0,1` (default 0,1 when the
-    /// machine has two).
+    /// CPUs of the client and the server (executor), e.g. `0,1` (default
+    /// 0,1 when the machine has two).
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<(usize, usize)>,
     /// Write results as JSON to FILE, or to stdout with `-` or no value
@@ -91,36 +92,34 @@ struct TransportArgs {
     json: Option<String>,
 }
 
+impl PingPongArgs {
+    /// The schedule of sizes and iterations, and the two CPUs.
+    fn plan(&self) -> anyhow::Result<(Vec<Step>, pin::CpuPair)> {
+        let sizes = match &self.sizes {
+            Some(s) => schedule::parse_sizes(s).map_err(anyhow::Error::msg)?,
+            None => schedule::default_sizes(),
+        };
+        Ok((
+            schedule::schedule(&sizes, self.iters, self.warmup),
+            pin::pair(self.cpus),
+        ))
+    }
+}
+
+#[derive(Args)]
+struct TransportArgs {
+    #[command(flatten)]
+    common: PingPongArgs,
+}
+
 #[derive(Args)]
 struct InvokeArgs {
-    /// Providers to measure (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
-    transport: Vec<TransportKind>,
-    /// Polling modes (comma-separated): hot (executor always hot, client
-    /// busy polls), warm (executor always warm, client blocks).
-    #[arg(long, value_delimiter = ',', default_value = "hot,warm", value_parser = parse_mode)]
-    mode: Vec<PollMode>,
-    /// Input sizes, e.g. `8,4k,1m` (default: 8 B to 1 MiB, powers of 4).
-    #[arg(long)]
-    sizes: Option<String>,
-    /// Measured iterations per size (default 10000 up to 8 KiB, 1000 above).
-    #[arg(long)]
-    iters: Option<u64>,
-    /// Warm-up iterations per size (default 1000 up to 8 KiB, 100 above).
-    #[arg(long)]
-    warmup: Option<u64>,
-    /// CPUs of the client and the executor, e.g. `0,1` (default 0,1 when
-    /// the machine has two).
-    #[arg(long, value_parser = parse_cpus)]
-    cpus: Option<(usize, usize)>,
+    #[command(flatten)]
+    common: PingPongArgs,
     /// Function library with `noop` and `echo` (default: build
     /// examples/functions in release mode).
     #[arg(long)]
     lib: Option<PathBuf>,
-    /// Write results as JSON to FILE, or to stdout with `-` or no value
-    /// (the table then goes to stderr).
-    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
-    json: Option<String>,
 }
 
 #[derive(Args)]
@@ -272,13 +271,8 @@ fn baseline_name(kind: TransportKind) -> &'static str {
     }
 }
 
-fn transport(args: TransportArgs) -> anyhow::Result<()> {
-    let sizes = match &args.sizes {
-        Some(s) => schedule::parse_sizes(s).map_err(anyhow::Error::msg)?,
-        None => schedule::default_sizes(),
-    };
-    let steps = schedule::schedule(&sizes, args.iters, args.warmup);
-    let cpus = pin::pair(args.cpus);
+fn transport(TransportArgs { common: args }: TransportArgs) -> anyhow::Result<()> {
+    let (steps, cpus) = args.plan()?;
     let mut out = Output::new(args.json.clone());
     let table = &mut out.table;
     writeln!(
@@ -400,14 +394,9 @@ struct InvokeReport<'a> {
     goals: Vec<Goal>,
 }
 
-fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
-    let sizes = match &args.sizes {
-        Some(s) => schedule::parse_sizes(s).map_err(anyhow::Error::msg)?,
-        None => schedule::default_sizes(),
-    };
-    let steps = schedule::schedule(&sizes, args.iters, args.warmup);
-    let cpus = pin::pair(args.cpus);
-    let lib = library::resolve(args.lib.as_deref())?;
+fn invoke(InvokeArgs { common: args, lib }: InvokeArgs) -> anyhow::Result<()> {
+    let (steps, cpus) = args.plan()?;
+    let lib = library::resolve(lib.as_deref())?;
     let mut out = Output::new(args.json.clone());
     let table = &mut out.table;
     writeln!(

@@ -9,9 +9,12 @@ pub fn pin(cpu: Option<usize>) -> bool {
     cpu.is_some_and(|id| core_affinity::set_for_current(CoreId { id }))
 }
 
+/// The CPUs of the two ends of a ping-pong (client, server).
+pub type CpuPair = (Option<usize>, Option<usize>);
+
 /// The CPUs for the two ends: the ones given, else the first two this
 /// process may run on, else none. Call before pinning anything.
-pub fn pair(given: Option<(usize, usize)>) -> (Option<usize>, Option<usize>) {
+pub fn pair(given: Option<(usize, usize)>) -> CpuPair {
     if let Some((a, b)) = given {
         return (Some(a), Some(b));
     }

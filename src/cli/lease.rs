@@ -220,8 +220,10 @@ pub(crate) enum LeaseCmd {
     },
 }
 
-fn parse_accel(s: &str) -> Result<(String, u32), String> {
-    let (k, n) = s.split_once('=').ok_or("expected kind=count, e.g. gpu=2")?;
+pub(crate) fn parse_accel(s: &str) -> Result<(String, u32), String> {
+    let (k, n) = s
+        .split_once('=')
+        .ok_or("expected kind=count, e.g. gpu=2 or fpga=1")?;
     Ok((
         k.trim().to_string(),
         n.trim().parse().map_err(|e| format!("{e}"))?,

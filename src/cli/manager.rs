@@ -32,18 +32,8 @@ pub(crate) struct ExecutorManagerArgs {
     #[arg(long, default_value = "auto")]
     gpu: String,
     /// Other accelerators, `kind=count` (repeatable).
-    #[arg(long = "accel", value_parser = parse_accel)]
+    #[arg(long = "accel", value_parser = crate::cli::lease::parse_accel)]
     accels: Vec<(String, u32)>,
-}
-
-fn parse_accel(s: &str) -> Result<(String, u32), String> {
-    let (k, n) = s
-        .split_once('=')
-        .ok_or("expected kind=count, e.g. fpga=1")?;
-    Ok((
-        k.trim().to_string(),
-        n.trim().parse().map_err(|e| format!("{e}"))?,
-    ))
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
