@@ -111,6 +111,23 @@ impl FabricError {
         }
     }
 
+    /// Classifies an I/O error of `op`: a vanished peer is
+    /// [`FabricError::PeerGone`], a socket timeout is
+    /// [`FabricError::Timeout`], anything else [`FabricError::Os`].
+    pub(crate) fn from_io(op: &'static str, e: std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            WouldBlock | TimedOut => FabricError::Timeout {
+                op,
+                after: Duration::ZERO,
+            },
+            ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof => {
+                FabricError::PeerGone(format!("{op}: {e}"))
+            }
+            _ => FabricError::os(op, e),
+        }
+    }
+
     /// True when the peer is gone: the endpoint is dead, every later
     /// operation fails the same way.
     pub fn is_peer_gone(&self) -> bool {

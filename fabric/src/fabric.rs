@@ -514,7 +514,7 @@ fn write_msg(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<()
     sock.set_write_timeout(Some(remaining(deadline)?))
         .map_err(|e| FabricError::os("set_write_timeout", e))?;
     sock.write_all(bytes)
-        .map_err(|e| io_err("handshake send", e))
+        .map_err(|e| FabricError::from_io("handshake send", e))
 }
 
 fn read_msg(
@@ -546,21 +546,8 @@ fn read_exact_by(
             }
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_err("handshake receive", e)),
+            Err(e) => return Err(FabricError::from_io("handshake receive", e)),
         }
     }
     Ok(())
-}
-
-fn io_err(op: &'static str, e: io::Error) -> FabricError {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FabricError::Timeout {
-            op,
-            after: Duration::ZERO,
-        },
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::UnexpectedEof => FabricError::PeerGone(format!("{op}: {e}")),
-        _ => FabricError::os(op, e),
-    }
 }

@@ -123,7 +123,7 @@ impl TcpEndpoint {
                     }
                     self.wait_fd(PollFlags::POLLOUT | PollFlags::POLLIN, deadline - now)?;
                 }
-                Err(e) => return Err(gone_or_os("send", e)),
+                Err(e) => return Err(FabricError::from_io("send", e)),
             }
         }
         Ok(())
@@ -302,15 +302,6 @@ impl TcpEndpoint {
                 }
             });
         }
-    }
-}
-
-fn gone_or_os(op: &'static str, e: io::Error) -> FabricError {
-    match e.kind() {
-        io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted => FabricError::PeerGone(format!("{op}: {e}")),
-        _ => FabricError::os(op, e),
     }
 }
 
