@@ -148,7 +148,6 @@ pub struct Invoker {
     depth: usize,
     cfg: InvokerConfig,
     names: Vec<String>,
-    index: HashMap<String, u16>,
     free: Vec<usize>,
     in_flight: HashMap<u16, InFlight, IdHash>,
     done: HashMap<u16, Result<Vec<u8>, InvokeError>, IdHash>,
@@ -205,11 +204,6 @@ impl Invoker {
         }
         let depth = cfg.depth.max(1).min(eh.slots as usize);
         let names: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
-        let index = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.clone(), i as u16))
-            .collect();
         Ok(Invoker {
             ep,
             results,
@@ -217,7 +211,6 @@ impl Invoker {
             slot_size,
             depth,
             names,
-            index,
             free: (0..depth).rev().collect(),
             in_flight: HashMap::default(),
             done: HashMap::default(),
@@ -251,10 +244,14 @@ impl Invoker {
     /// Starts an invocation without waiting; when all slots are busy it first
     /// collects a result (kept for its [`Invoker::wait`]).
     pub fn submit(&mut self, function: &str, input: &[u8]) -> Result<Ticket, InvokeError> {
-        let index = *self
-            .index
-            .get(function)
-            .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?;
+        // A session resolves a handful of functions: a scan of short names
+        // is cheaper than hashing the name on every invocation.
+        let index = self
+            .names
+            .iter()
+            .position(|n| n == function)
+            .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?
+            as u16;
         if input.len() > self.max_input() {
             return Err(InvokeError::PayloadTooLarge {
                 len: input.len(),
@@ -328,14 +325,17 @@ impl Invoker {
         if !self.in_flight.contains_key(&ticket.0) {
             return Err(InvokeError::Protocol("unknown ticket".into()));
         }
-        let deadline = Instant::now() + self.cfg.timeout;
+        // Each collect is bounded by the timeout; the clock is read only
+        // when other results come first (never on the one-in-flight path).
+        let mut deadline = None;
         loop {
             let (id, r) = self.collect_one()?;
             if id == ticket.0 {
                 return r;
             }
             self.done.insert(id, r);
-            if Instant::now() >= deadline {
+            let now = Instant::now();
+            if now >= *deadline.get_or_insert(now + self.cfg.timeout) {
                 return Err(InvokeError::Timeout(self.cfg.timeout));
             }
         }

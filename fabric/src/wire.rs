@@ -197,6 +197,13 @@ pub enum Op {
 /// Flag on a [`Op::Send`] fragment: more fragments follow.
 pub const FLAG_MORE: u8 = 1;
 
+/// Flag on an [`Op::Write`] ring record (shm): the data travels inline in
+/// the record and the receiver copies it into the region, instead of the
+/// writer storing it into the mapped region. Small writes then cost the one
+/// cache-line transfer of the record, not a second one for the data. On tcp,
+/// where a write's data always follows its header, the flag changes nothing.
+pub const FLAG_INLINE: u8 = 2;
+
 /// Header of a data frame (tcp) or body of a ring record (shm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
@@ -277,11 +284,16 @@ impl FrameHeader {
             other => return Err(WireError::UnknownOp(other)),
         };
         let flags = b[1];
-        if flags & !FLAG_MORE != 0 || b[2] != 0 || b[3] != 0 {
+        if flags & !(FLAG_MORE | FLAG_INLINE) != 0 || b[2] != 0 || b[3] != 0 {
             return Err(WireError::Reserved);
         }
-        if flags != 0 && op != Op::Send {
-            return Err(WireError::Invalid("flags on a non-send frame"));
+        let allowed = match op {
+            Op::Send => FLAG_MORE,
+            Op::Write => FLAG_INLINE,
+            Op::Close | Op::Pad => 0,
+        };
+        if flags & !allowed != 0 {
+            return Err(WireError::Invalid("flag not valid for this frame"));
         }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let mut addr = [0u8; 8];

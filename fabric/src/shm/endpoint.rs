@@ -9,13 +9,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use super::ring::{Consumer, Producer};
+use super::ring::{Consumer, Producer, INLINE_WRITE_MAX};
 use super::sys;
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mem::SharedMap;
 use crate::mr::{RegionTable, RemoteBuffer};
-use crate::wire::{FrameHeader, Op, WireError, FLAG_MORE};
+use crate::wire::{FrameHeader, Op, WireError, FLAG_INLINE, FLAG_MORE};
 
 /// Empty polls between two liveness checks of the peer (one syscall).
 const LIVENESS_EVERY: u32 = 4096;
@@ -57,9 +57,18 @@ impl ShmEndpoint {
                 len: data.len() as u64,
                 reason: "no mapped peer region covers the access",
             })?;
+        let hdr = FrameHeader::write(addr, rkey, imm, data.len() as u32);
+        if data.len() <= INLINE_WRITE_MAX {
+            // Small: in the record line(s) the peer fetches anyway.
+            let hdr = FrameHeader {
+                flags: FLAG_INLINE,
+                ..hdr
+            };
+            return self.push(&hdr, data);
+        }
         // Zero copy on the receive side: the bytes land in the peer's region.
         map.write((addr - rb.addr) as usize, data)?;
-        self.push(&FrameHeader::write(addr, rkey, imm, data.len() as u32), &[])
+        self.push(&hdr, &[])
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
@@ -159,10 +168,17 @@ impl ShmEndpoint {
         let mut done = None;
         match hdr.op {
             Op::Write => {
-                let (_, offset) = self
+                let (region, offset) = self
                     .regions
                     .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
                     .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
+                if hdr.flags & FLAG_INLINE != 0 {
+                    // `peek` bounded len by INLINE_WRITE_MAX.
+                    let mut buf = [0u8; INLINE_WRITE_MAX];
+                    let data = &mut buf[..hdr.len as usize];
+                    self.rx.copy_payload(data)?;
+                    region.write_at(offset, data)?;
+                }
                 done = Some(Completion::Write(WriteCompletion {
                     imm: hdr.imm,
                     rkey: hdr.rkey,

@@ -3,7 +3,8 @@
 //! Layout: a 4 KiB header page (consumer's `head` and `waiting` words on
 //! separate cache lines), then `cap` bytes of records. A record is 64-byte
 //! aligned: an 8-byte stamp, a 24-byte [`FrameHeader`], then an inline
-//! payload (two-sided sends only). The consumer polls the stamp at its head,
+//! payload (two-sided sends, and writes of at most [`INLINE_WRITE_MAX`]
+//! bytes flagged [`FLAG_INLINE`]). The consumer polls the stamp at its head,
 //! so a small message costs one cache-line transfer: the stamp is
 //! `(position + 1) ^ key`, which stale bytes of earlier laps do not match.
 //! A record never wraps; a `Pad` record fills the end of the ring.
@@ -18,7 +19,7 @@ use bytes::BytesMut;
 
 use crate::error::FabricError;
 use crate::mem::SharedMap;
-use crate::wire::{FrameHeader, Op, WireError, FRAME_HEADER_LEN};
+use crate::wire::{FrameHeader, Op, WireError, FLAG_INLINE, FRAME_HEADER_LEN};
 
 const RING_HDR: usize = 4096;
 const HEAD_OFF: usize = 0;
@@ -26,16 +27,21 @@ const WAITING_OFF: usize = 64;
 /// Bytes before a record's payload.
 pub(super) const REC_HDR: usize = 8 + FRAME_HEADER_LEN;
 
+/// Largest write carried inline: a record of at most four cache lines,
+/// whose first line the consumer fetches anyway.
+pub(super) const INLINE_WRITE_MAX: usize = 256 - REC_HDR;
+
 /// Bytes a record with `payload` inline bytes occupies.
 pub(super) fn record_size(payload: usize) -> usize {
     (REC_HDR + payload + 63) & !63
 }
 
 /// Bytes carried inline by a record: a write's data is in the target
-/// region, not in the ring, so its `len` does not count.
+/// region, not in the ring, unless the write is flagged inline.
 fn inline_len(hdr: &FrameHeader) -> usize {
     match hdr.op {
         Op::Send | Op::Pad => hdr.len as usize,
+        Op::Write if hdr.flags & FLAG_INLINE != 0 => hdr.len as usize,
         Op::Write | Op::Close => 0,
     }
 }
@@ -220,8 +226,10 @@ impl Consumer {
                 "pad record does not reach the end of the ring",
             ));
         }
-        if hdr.op == Op::Write && hdr.flags != 0 {
-            return Err(WireError::Invalid("flags on a write record"));
+        if hdr.op == Op::Write && hdr.flags == FLAG_INLINE && hdr.len as usize > INLINE_WRITE_MAX {
+            return Err(WireError::Invalid(
+                "inline write larger than the inline limit",
+            ));
         }
         Ok(Some(hdr))
     }
@@ -238,6 +246,12 @@ impl Consumer {
         self.ring
             .map
             .read(self.ring.off(self.head) + REC_HDR, &mut out[at..])
+    }
+
+    /// Copies the inline payload of the record at the head into `out`
+    /// (which has its length).
+    pub(super) fn copy_payload(&self, out: &mut [u8]) -> Result<(), FabricError> {
+        self.ring.map.read(self.ring.off(self.head) + REC_HDR, out)
     }
 
     /// Frees the record at the head.
@@ -331,6 +345,38 @@ mod tests {
         let mut out = BytesMut::new();
         c.read_payload(&h, &mut out).unwrap();
         assert_eq!(&out[..], &[7; 63]);
+    }
+
+    #[test]
+    fn inline_writes_carry_their_data_and_are_bounded() {
+        let (mut p, mut c) = pair(4096);
+        let inline = |len: u32| FrameHeader {
+            flags: FLAG_INLINE,
+            ..FrameHeader::write(0, 1, 2, len)
+        };
+        let data: Vec<u8> = (0..INLINE_WRITE_MAX as u32).map(|i| i as u8).collect();
+        assert!(p.try_push(&inline(data.len() as u32), &data).unwrap());
+        assert!(p.try_push(&send(3), &[9; 3]).unwrap());
+        let h = c.peek().unwrap().unwrap();
+        assert_eq!((h.op, h.len), (Op::Write, INLINE_WRITE_MAX as u32));
+        let mut out = vec![0u8; h.len as usize];
+        c.copy_payload(&mut out).unwrap();
+        assert_eq!(out, data);
+        c.advance(&h);
+        assert_eq!(
+            c.peek().unwrap().unwrap().op,
+            Op::Send,
+            "the next record follows the inline data"
+        );
+
+        // A peer claiming a bigger inline write is refused, not trusted.
+        let (p, c) = pair(4096);
+        p.publish(
+            &inline(INLINE_WRITE_MAX as u32 + 1),
+            &[0; INLINE_WRITE_MAX + 1],
+        )
+        .unwrap();
+        assert!(c.peek().is_err());
     }
 
     #[test]
