@@ -24,6 +24,7 @@ pub use rfx_executors as executors;
 pub use rfx_fabric as fabric;
 pub use rfx_leases as leases;
 
+pub mod launch;
 pub mod tenant;
 
 /// The invocation client: connect to an executor, invoke, batch.

@@ -11,7 +11,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let args = cli::Cli::parse();
     match cli::run(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("rfx: {e:#}");
             std::process::ExitCode::FAILURE

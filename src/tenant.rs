@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rfx_executors::client::{InvokeError, Invoker, InvokerConfig};
+use rfx_executors::group::{Group, Member};
 use rfx_executors::manager::{lookup_executor, ManagerError};
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::{Fabric, FabricError};
@@ -79,6 +80,29 @@ impl Tenant {
     pub fn existing(&self, id: LeaseId) -> Result<Lease<'_>, TenantError> {
         let info = self.client.show(id)?;
         self.attach(info)
+    }
+
+    /// Leases `n` slots for a group invocation, one lease per instance
+    /// (each with `req`'s cores, memory and accelerators, so that placement
+    /// honours them per instance and spreads the instances). All or
+    /// nothing: if one lease is refused, those granted are released.
+    pub fn lease_group(&self, n: usize, req: &LeaseRequest) -> Result<LeaseGroup<'_>, TenantError> {
+        let mut leases = Vec::with_capacity(n);
+        for _ in 0..n {
+            match self.lease(req) {
+                Ok(l) => leases.push(l),
+                Err(e) => {
+                    for l in leases {
+                        let id = l.info.lease.id;
+                        if let Err(r) = l.release() {
+                            tracing::warn!(lease = %id, "releasing after a failed group lease: {r}");
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(LeaseGroup { leases })
     }
 
     fn attach(&self, info: LeaseInfo) -> Result<Lease<'_>, TenantError> {
@@ -138,6 +162,58 @@ impl Lease<'_> {
     /// Ends the lease; returns its final usage.
     pub fn release(self) -> Result<Usage, TenantError> {
         Ok(self.tenant.client.release(self.info.lease.id)?)
+    }
+}
+
+/// The leases of a group invocation, one per instance (rank order).
+#[derive(Debug)]
+pub struct LeaseGroup<'t> {
+    leases: Vec<Lease<'t>>,
+}
+
+impl LeaseGroup<'_> {
+    /// The leases, by rank.
+    pub fn leases(&self) -> &[Lease<'_>] {
+        &self.leases
+    }
+
+    /// Connects to every instance's executor and wires their communicator
+    /// (see [`rfx_executors::group`]).
+    pub fn group(
+        &self,
+        fabric: &Fabric,
+        library: LibrarySource,
+        functions: &[&str],
+        cfg: InvokerConfig,
+    ) -> Result<Group, TenantError> {
+        let members: Vec<Member> = self
+            .leases
+            .iter()
+            .map(|l| Member {
+                addr: l.executor,
+                token: l.info.token.to_hex().into_bytes(),
+            })
+            .collect();
+        Ok(Group::connect(fabric, &members, library, functions, cfg)?)
+    }
+
+    /// Ends every lease; their final usage, by rank (the first error after
+    /// trying them all).
+    pub fn release(self) -> Result<Vec<Usage>, TenantError> {
+        let mut out = Vec::with_capacity(self.leases.len());
+        let mut first_error = None;
+        for l in self.leases {
+            match l.release() {
+                Ok(u) => out.push(u),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(out),
+            Some(e) => Err(e),
+        }
     }
 }
 

@@ -308,6 +308,8 @@ fn demo_runs_end_to_end() {
         "invocations/s",
         "usage of lease",
         "released",
+        "dot product of 2048 f64, result checked",
+        "group leases released",
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }

@@ -203,6 +203,7 @@ fn once(
             bytes: lib_bytes.to_vec(),
         },
         functions: vec!["noop".into()],
+        group: None,
     };
     let mut cmd = Command::new(rfx);
     cmd.args(["--transport", kind.name(), "executor"])
@@ -592,6 +593,7 @@ pub fn run_leased(
             bytes,
         },
         functions: vec!["noop".into()],
+        group: None,
     };
     let fabric = invoke::open_fabric(kind)?;
     (0..iters)

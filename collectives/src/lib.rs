@@ -1,7 +1,144 @@
-//! rfx-collectives: the MPI-like communicator of rfx.
+//! rfx-collectives: an MPI-like communicator over [`rfx_fabric`] endpoints.
 //!
-//! Not implemented yet: this crate holds the place of the communicator
-//! (send/recv, barrier, bcast, reduce, allreduce, ...) over
-//! [`rfx_fabric`] endpoints, and the `rfx run` bootstrap. It exports
-//! nothing until those work.
+//! A [`Communicator`] holds one fabric [`rfx_fabric::Endpoint`] per peer
+//! (shm on one host, tcp across hosts, as the fabric's selection decides;
+//! `RFX_TRANSPORT` forces one) and offers:
+//!
+//! - point to point: tagged [`Communicator::send`] / [`Communicator::recv`]
+//!   (any source with [`Source::Any`], any tag with [`TagMatch::Any`]),
+//!   [`Communicator::sendrecv`], non-blocking [`Communicator::isend`] /
+//!   [`Communicator::irecv`] returning a [`Request`];
+//! - collectives, each blocking and non-blocking (`i` prefix, the request
+//!   hands the buffer back): barrier, bcast, reduce, allreduce, gather,
+//!   scatter, allgather, reduce_scatter (equal blocks), alltoall, scan,
+//!   exscan;
+//! - reductions ([`ReduceOp`]: sum, prod, min, max, bitwise) over the
+//!   [`Element`] types `u8 i8 u16 i16 u32 i32 u64 i64 f32 f64 usize`, and
+//!   user-defined ones ([`Op::custom`]);
+//! - sub-communicators: [`Communicator::split`] and [`Communicator::dup`]
+//!   reuse the parent's endpoints under a new context id;
+//! - device buffers staged through host memory ([`device::DeviceBuffer`]).
+//!
+//! Every operation is bounded: a rank that dies makes the others fail with
+//! [`CollError::PeerGone`] naming it, or [`CollError::Timeout`] after the
+//! op timeout without progress, never a hang.
+//!
+//! # Starting ranks
+//!
+//! [`Communicator::from_env`] reads the launcher's variables, meets the
+//! other ranks at a rendezvous (hosted by rank 0 unless a launcher hosts
+//! it) and wires every pair. `rfx run` is the launcher (the repository's
+//! `examples/allreduce.rs` is an MPI-like app):
+//!
+//! ```sh
+//! cargo build --release --example allreduce
+//! cargo run --release -- run -n 4 target/release/examples/allreduce
+//! # or by hand, rank 0 hosting the rendezvous:
+//! for r in 0 1 2 3; do
+//!   RFX_RANK=$r RFX_SIZE=4 RFX_RENDEZVOUS=127.0.0.1:7000 \
+//!     target/release/examples/allreduce &
+//! done; wait
+//! ```
+//!
+//! `rfx-bench coll` measures every collective OSU-style, next to an MPI
+//! (`scripts/coll-vs-mpi.sh`).
+//!
+//! Under Slurm (`srun -n 4 prog`) or Open MPI (`mpirun -n 4 prog`) set only
+//! `RFX_RENDEZVOUS` to an address of the node of rank 0. Programs that
+//! know their rank otherwise (executors of a function group) call
+//! [`Communicator::join`] with a [`JoinOptions`]; a launcher serves the
+//! [`Rendezvous`] itself and sets `RFX_RENDEZVOUS_EXTERNAL=1`.
+//!
+//! # Environment
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `RFX_RANK`, `RFX_SIZE` | rank and job size | then `SLURM_PROCID`/`SLURM_NTASKS`, `OMPI_COMM_WORLD_RANK`/`OMPI_COMM_WORLD_SIZE`, `PMI_RANK`/`PMI_SIZE` |
+//! | `RFX_RENDEZVOUS` | `host:port` of the rendezvous | required |
+//! | `RFX_RENDEZVOUS_EXTERNAL` | `1`: a launcher hosts the rendezvous, rank 0 does not | unset |
+//! | `RFX_JOB_KEY` | hex key checked by the rendezvous and in every handshake | empty |
+//! | `RFX_BIND_ADDR` | IP the rank listens on for peers | the address that reaches the rendezvous |
+//! | `RFX_BOOTSTRAP_TIMEOUT_MS` | bound on rendezvous plus wiring | 60000 |
+//! | `RFX_COLL_TIMEOUT_MS` | an operation without progress for this long fails | 30000 |
+//! | `RFX_COLL_PROGRESS` | `hot` (busy poll; yields when ranks outnumber cores) or `warm` (sleep on the endpoints' fds) | `hot` |
+//! | `RFX_COLL_WINDOW` | flow-control window per peer, bytes (capped at a quarter of the shm ring, 128 KiB on tcp) | 262144 |
+//! | `RFX_COLL_FRAGMENT` | largest frame payload, at most half the window | 65536 |
+//! | `RFX_TRANSPORT`, `RFX_SHM_RING_BYTES`, ... | the fabric's, see [`rfx_fabric`] | |
+//!
+//! # Algorithms
+//!
+//! Every schedule is pure code in [`schedule`], checked on its own by
+//! simulating all ranks in memory. Thresholds (bytes of one rank's
+//! buffer) are in [`Thresholds`], each overridable by its variable:
+//!
+//! | collective | algorithm | when |
+//! |---|---|---|
+//! | barrier | dissemination | always |
+//! | bcast | binomial tree | < `RFX_COLL_BCAST_PIPELINE_MIN` (256 KiB) or 2 ranks |
+//! | bcast | pipelined chain, chunks of `RFX_COLL_PIPELINE_CHUNK` (64 KiB) | otherwise |
+//! | reduce | binomial tree | < `RFX_COLL_REDUCE_PIPELINE_MIN` (256 KiB) or 2 ranks |
+//! | reduce | pipelined chain | otherwise |
+//! | allreduce | recursive doubling (non-power-of-two fix-up) | < `RFX_COLL_ALLREDUCE_LARGE_MIN` (32 KiB) or fewer elements than ranks |
+//! | allreduce | Rabenseifner (recursive-halving reduce-scatter + recursive-doubling allgather) | < `RFX_COLL_ALLREDUCE_RING_MIN` (4 MiB), or a power-of-two rank count |
+//! | allreduce | ring (reduce-scatter + allgather) | otherwise |
+//! | gather, scatter | binomial tree | always |
+//! | allgather | recursive doubling (fix-up) | < `RFX_COLL_ALLGATHER_RING_MIN` (64 KiB) |
+//! | allgather | ring | otherwise |
+//! | reduce_scatter | ring | always |
+//! | alltoall | pairwise exchange | always |
+//! | scan, exscan | recursive doubling (Hillis-Steele), in rank order | always |
+//!
+//! Messages go two-sided over [`rfx_fabric::Endpoint::send`], cut into
+//! fragments; a per-peer credit window keeps every transport buffer from
+//! filling, so a rank never blocks inside the transport and a progress
+//! engine that drains every peer on each sweep rules out deadlock.
+//!
+//! # Example
+//!
+//! Ranks as threads of one process (programs use one process per rank):
+//!
+//! ```
+//! use rfx_collectives::{CollConfig, Communicator, JoinOptions, ReduceOp, Rendezvous};
+//! use std::time::Duration;
+//!
+//! let rv = Rendezvous::bind("127.0.0.1:0".parse().unwrap(), 2, b"key".to_vec())?;
+//! let addr = rv.local_addr()?;
+//! let server = rv.spawn(Duration::from_secs(20));
+//! let ranks: Vec<_> = (0..2).map(|rank| std::thread::spawn(move || {
+//!     let mut comm = Communicator::join(JoinOptions {
+//!         rank, size: 2, rendezvous: addr, key: b"key".to_vec(), bind: None,
+//!         config: CollConfig::default(),
+//!     })?;
+//!     let mut v = vec![rank as i64 + 1; 4];
+//!     comm.allreduce(&mut v, ReduceOp::Sum)?;
+//!     assert_eq!(v, [3; 4]);
+//!     let mut b = if rank == 1 { vec![7u8; 3] } else { vec![0; 3] };
+//!     comm.bcast(&mut b, 1)?;
+//!     assert_eq!(b, [7; 3]);
+//!     Ok::<(), rfx_collectives::CollError>(())
+//! })).collect();
+//! for r in ranks { r.join().unwrap()?; }
+//! server.join().unwrap()?;
+//! # Ok::<(), rfx_collectives::CollError>(())
+//! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod bootstrap;
+mod comm;
+mod config;
+pub mod device;
+mod element;
+mod engine;
+mod error;
+mod request;
+pub mod schedule;
+mod wire;
+
+pub use bootstrap::env::LaunchEnv;
+pub use bootstrap::{JoinOptions, Rendezvous};
+pub use comm::{Communicator, Source, Status, TagMatch};
+pub use config::{CollConfig, Thresholds};
+pub use element::{CustomFn, Element, Op, ReduceOp};
+pub use error::CollError;
+pub use request::{wait_all, Request};

@@ -53,3 +53,22 @@ uint32_t overclaim_c(void *in, uint32_t size, void *out)
     (void)out;
     return 1u << 30;
 }
+
+/* Group invocation: the sum over every instance of its input doubles, by allreduce over the
+ * group's communicator; 8 bytes out. RFX_FAILED outside a group or on a communicator error. */
+RFX_EXTENDED(group_sum_c);
+uint32_t group_sum_c(const rfx_context *ctx, const void *in, uint32_t size, void *out)
+{
+    const rfx_comm *comm = ctx->comm;
+    if (comm == NULL || ctx->out_capacity < 8)
+        return RFX_FAILED;
+    double mine = 0, all = 0, x;
+    for (uint32_t i = 0; i + 8 <= size; i += 8) {
+        memcpy(&x, (const char *)in + i, 8);
+        mine += x;
+    }
+    if (comm->allreduce(comm->handle, &mine, &all, 1, RFX_F64, RFX_SUM) != RFX_OK)
+        return RFX_FAILED;
+    memcpy(out, &all, 8);
+    return 8;
+}

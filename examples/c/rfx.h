@@ -19,13 +19,43 @@
 #define RFX_PANICKED 0xffffffffu /* a Rust function panicked */
 #define RFX_FAILED 0xfffffffeu   /* the function refused its input */
 
+/* The communicator of a group invocation (executors/src/comm.rs): entry points the executor
+ * fills; each returns RFX_OK or an RFX_E_* code. Valid during the call only. */
+#define RFX_COMM_ABI_VERSION 1u
+#define RFX_ANY_SOURCE 0xffffffffu
+enum { RFX_OK = 0, RFX_E_INVALID = -1, RFX_E_PEER_GONE = -2, RFX_E_TIMEOUT = -3,
+       RFX_E_FAILED = -4, RFX_E_TRUNCATED = -5 };
+enum { RFX_U8 = 0, RFX_I32 = 1, RFX_U32 = 2, RFX_I64 = 3, RFX_U64 = 4, RFX_F32 = 5,
+       RFX_F64 = 6 };
+enum { RFX_SUM = 0, RFX_PROD = 1, RFX_MIN = 2, RFX_MAX = 3, RFX_BAND = 4, RFX_BOR = 5,
+       RFX_BXOR = 6 };
+
+typedef struct rfx_comm {
+    uint32_t abi_version; /* RFX_COMM_ABI_VERSION (or later: entries are appended) */
+    uint32_t rank;
+    uint32_t size;
+    uint32_t reserved;
+    void *handle; /* pass to every entry point */
+    int32_t (*send)(void *h, const void *buf, uint64_t len, uint32_t dest, uint32_t tag);
+    int32_t (*recv)(void *h, void *buf, uint64_t cap, uint32_t source, uint32_t tag,
+                    uint64_t *len);
+    int32_t (*barrier)(void *h);
+    int32_t (*bcast)(void *h, void *buf, uint64_t len, uint32_t root);
+    int32_t (*reduce)(void *h, const void *in, void *out, uint64_t count, uint32_t dtype,
+                      uint32_t op, uint32_t root);
+    int32_t (*allreduce)(void *h, const void *in, void *out, uint64_t count, uint32_t dtype,
+                         uint32_t op);
+    /* out holds size * len bytes: rank r's block at r * len */
+    int32_t (*allgather)(void *h, const void *in, uint64_t len, void *out);
+} rfx_comm;
+
 typedef struct rfx_context {
     uint32_t abi_version;   /* RFX_ABI_VERSION of the executor (or later) */
     uint32_t rank;          /* this instance in a group invocation; 0 otherwise */
     uint32_t size;          /* instances in the group; 1 otherwise */
     uint32_t out_capacity;  /* bytes the function may write to out */
     uint64_t invocation_id;
-    void *comm;             /* reserved for the communicator; NULL for now */
+    const rfx_comm *comm;   /* the group's communicator; NULL for a single invocation */
 } rfx_context;
 
 /* Marks `name` as an extended-ABI function: exports `const uint32_t rfx_abi_name = 1`. */

@@ -703,3 +703,372 @@ macro_rules! __rfx_export_entry {
         };
     };
 }
+
+// --- the group communicator table (crate::comm), function side -------------------------------
+//
+// A function calls the executor back through the `RfxComm` table its context points to. The
+// table and the buffers are valid for the duration of the call (the executor's contract); the
+// entry points check everything else (ranks, types, lengths, alignment).
+
+/// The table `raw.comm` points to, if any.
+pub(crate) fn comm_table(raw: &RfxContext) -> Option<&crate::comm::RfxComm> {
+    // SAFETY: `comm` is null or points to a table the executor keeps alive for the whole call,
+    // and a `Context` (which owns `raw` by value and is neither `Clone` nor `Copy`) is only
+    // handed to the function by reference for that call; the returned borrow cannot outlive it.
+    unsafe { raw.comm.as_ref() }
+}
+
+pub(crate) fn comm_send(t: &crate::comm::RfxComm, buf: &[u8], dest: u32, tag: u32) -> i32 {
+    // SAFETY: the entry point is the executor's; `buf` is valid for `len` bytes during the call.
+    unsafe { (t.send)(t.handle, buf.as_ptr().cast(), buf.len() as u64, dest, tag) }
+}
+
+pub(crate) fn comm_recv(
+    t: &crate::comm::RfxComm,
+    buf: &mut [u8],
+    source: u32,
+    tag: u32,
+) -> (i32, usize) {
+    let mut len = 0u64;
+    // SAFETY: `buf` is valid for writes of `cap` bytes and `len` for one u64, during the call.
+    let code = unsafe {
+        (t.recv)(
+            t.handle,
+            buf.as_mut_ptr().cast(),
+            buf.len() as u64,
+            source,
+            tag,
+            &mut len,
+        )
+    };
+    (
+        code,
+        usize::try_from(len).unwrap_or(usize::MAX).min(buf.len()),
+    )
+}
+
+pub(crate) fn comm_barrier(t: &crate::comm::RfxComm) -> i32 {
+    // SAFETY: the entry point is the executor's and takes only its handle.
+    unsafe { (t.barrier)(t.handle) }
+}
+
+pub(crate) fn comm_bcast(t: &crate::comm::RfxComm, buf: &mut [u8], root: u32) -> i32 {
+    // SAFETY: `buf` is valid for reads and writes of `len` bytes during the call.
+    unsafe { (t.bcast)(t.handle, buf.as_mut_ptr().cast(), buf.len() as u64, root) }
+}
+
+pub(crate) fn comm_reduce<T: crate::comm::CommElement>(
+    t: &crate::comm::RfxComm,
+    input: &[T],
+    out: &mut [T],
+    op: crate::comm::CommOp,
+    root: Option<u32>,
+) -> i32 {
+    let (i, o, n) = (
+        input.as_ptr().cast(),
+        out.as_mut_ptr().cast(),
+        input.len() as u64,
+    );
+    let (d, op) = (T::DTYPE as u32, op as u32);
+    match root {
+        // SAFETY: `input` and `out` hold `n` elements of the type `d` names, aligned, distinct.
+        Some(root) => unsafe { (t.reduce)(t.handle, i, o, n, d, op, root) },
+        // SAFETY: as above.
+        None => unsafe { (t.allreduce)(t.handle, i, o, n, d, op) },
+    }
+}
+
+pub(crate) fn comm_allgather(t: &crate::comm::RfxComm, block: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: `block` is valid for `len` bytes, `out` for `size * len` (checked by the caller).
+    unsafe {
+        (t.allgather)(
+            t.handle,
+            block.as_ptr().cast(),
+            block.len() as u64,
+            out.as_mut_ptr().cast(),
+        )
+    }
+}
+
+// --- the group communicator table, executor side ---------------------------------------------
+
+/// The executor's end of a group: the communicator the table's entry points drive, owned
+/// through a raw pointer so that the references the entry points make while a function runs
+/// are the only ones (the worker never touches it during a call).
+pub(crate) struct GroupComm {
+    comm: *mut rfx_collectives::Communicator,
+    table: crate::comm::RfxComm,
+}
+
+// SAFETY: the communicator is `Send`; the raw pointers are owned by this value and used only
+// by the thread that holds it (the worker calling the function).
+unsafe impl Send for GroupComm {}
+
+impl fmt::Debug for GroupComm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupComm")
+            .field("rank", &self.table.rank)
+            .field("size", &self.table.size)
+            .finish()
+    }
+}
+
+impl GroupComm {
+    pub(crate) fn new(comm: rfx_collectives::Communicator) -> Box<GroupComm> {
+        let (rank, size) = (comm.rank() as u32, comm.size() as u32);
+        let comm = Box::into_raw(Box::new(comm));
+        Box::new(GroupComm {
+            comm,
+            table: crate::comm::RfxComm {
+                abi_version: crate::comm::COMM_ABI_VERSION,
+                rank,
+                size,
+                reserved: 0,
+                handle: comm.cast(),
+                send: t_send,
+                recv: t_recv,
+                barrier: t_barrier,
+                bcast: t_bcast,
+                reduce: t_reduce,
+                allreduce: t_allreduce,
+                allgather: t_allgather,
+            },
+        })
+    }
+
+    /// The table a call's context points to.
+    pub(crate) fn table(&self) -> &crate::comm::RfxComm {
+        &self.table
+    }
+}
+
+impl Drop for GroupComm {
+    fn drop(&mut self) {
+        // SAFETY: `comm` came from `Box::into_raw` in `new` and is freed only here; no call
+        // (hence no entry point) is running while the worker drops its group.
+        drop(unsafe { Box::from_raw(self.comm) });
+    }
+}
+
+/// Runs an entry point's body: errors become codes, and a panic never unwinds into C.
+fn guarded(f: impl FnOnce() -> Result<(), i32>) -> i32 {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(())) => crate::comm::code::OK,
+        Ok(Err(code)) => code,
+        Err(_) => crate::comm::code::FAILED,
+    }
+}
+
+fn coll_code(e: rfx_collectives::CollError) -> i32 {
+    use crate::comm::code;
+    use rfx_collectives::CollError as E;
+    tracing::debug!("group operation failed: {e}");
+    match e {
+        E::PeerGone { .. } => code::PEER_GONE,
+        E::Timeout { .. } => code::TIMEOUT,
+        E::Truncated { .. } => code::TRUNCATED,
+        E::InvalidRank { .. } | E::InvalidArgument(_) | E::UnsupportedOp { .. } => code::INVALID,
+        _ => code::FAILED,
+    }
+}
+
+/// The communicator behind a table handle.
+///
+/// # Safety
+/// `h` is the handle of a live [`GroupComm`]'s table, and no other reference to its
+/// communicator exists for the returned borrow's life (entry points do not nest).
+unsafe fn comm_of<'a>(h: *mut c_void) -> Result<&'a mut rfx_collectives::Communicator, i32> {
+    // SAFETY: by the contract above.
+    unsafe { h.cast::<rfx_collectives::Communicator>().as_mut() }.ok_or(crate::comm::code::INVALID)
+}
+
+/// `len` elements of `T` at `p`: null only when empty, aligned.
+///
+/// # Safety
+/// Unless null, `p` is valid for reads of `len` elements during the returned borrow's life.
+unsafe fn c_slice<'a, T>(p: *const c_void, len: u64) -> Result<&'a [T], i32> {
+    let len = usize::try_from(len).map_err(|_| crate::comm::code::INVALID)?;
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() || p.align_offset(std::mem::align_of::<T>()) != 0 {
+        return Err(crate::comm::code::INVALID);
+    }
+    // SAFETY: non-null, aligned (checked) and valid for `len` elements (contract above).
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<T>(), len) })
+}
+
+/// As [`c_slice`], writable.
+///
+/// # Safety
+/// Unless null, `p` is valid for reads and writes of `len` elements, and not aliased, during
+/// the returned borrow's life.
+unsafe fn c_slice_mut<'a, T>(p: *mut c_void, len: u64) -> Result<&'a mut [T], i32> {
+    let len = usize::try_from(len).map_err(|_| crate::comm::code::INVALID)?;
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() || p.align_offset(std::mem::align_of::<T>()) != 0 {
+        return Err(crate::comm::code::INVALID);
+    }
+    // SAFETY: non-null, aligned (checked), valid and unaliased (contract above).
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<T>(), len) })
+}
+
+// The entry points. Their safety contract is the table's (crate::comm, rfx.h): `h` is the
+// table's handle, and every buffer is valid for the length passed, for the call's duration.
+
+unsafe extern "C" fn t_send(
+    h: *mut c_void,
+    buf: *const c_void,
+    len: u64,
+    dest: u32,
+    tag: u32,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract.
+        let (comm, buf) = unsafe { (comm_of(h)?, c_slice::<u8>(buf, len)?) };
+        comm.send(buf, dest as usize, tag).map_err(coll_code)
+    })
+}
+
+unsafe extern "C" fn t_recv(
+    h: *mut c_void,
+    buf: *mut c_void,
+    cap: u64,
+    source: u32,
+    tag: u32,
+    len: *mut u64,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract.
+        let (comm, buf) = unsafe { (comm_of(h)?, c_slice_mut::<u8>(buf, cap)?) };
+        let source = match source {
+            crate::comm::ANY_SOURCE => rfx_collectives::Source::Any,
+            r => rfx_collectives::Source::Rank(r as usize),
+        };
+        let st = comm.recv(buf, source, tag).map_err(coll_code)?;
+        // SAFETY: `len` is null or valid for one u64 (the table's contract).
+        if let Some(len) = unsafe { len.as_mut() } {
+            *len = st.len as u64;
+        }
+        Ok(())
+    })
+}
+
+unsafe extern "C" fn t_barrier(h: *mut c_void) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract.
+        unsafe { comm_of(h)? }.barrier().map_err(coll_code)
+    })
+}
+
+unsafe extern "C" fn t_bcast(h: *mut c_void, buf: *mut c_void, len: u64, root: u32) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract.
+        let (comm, buf) = unsafe { (comm_of(h)?, c_slice_mut::<u8>(buf, len)?) };
+        comm.bcast(buf, root as usize).map_err(coll_code)
+    })
+}
+
+/// `out = input`, then the reduction in place on `out` (to `root`, or to all).
+///
+/// # Safety
+/// The table's contract, with `input` and `out` holding `count` elements of `T`.
+unsafe fn reduce_typed<T: rfx_collectives::Element>(
+    h: *mut c_void,
+    input: *const c_void,
+    out: *mut c_void,
+    count: u64,
+    op: crate::comm::CommOp,
+    root: Option<u32>,
+) -> Result<(), i32> {
+    // SAFETY: the contract above.
+    let (comm, input, out) = unsafe {
+        (
+            comm_of(h)?,
+            c_slice::<T>(input, count)?,
+            c_slice_mut::<T>(out, count)?,
+        )
+    };
+    out.copy_from_slice(input);
+    let op = op.to_reduce_op();
+    match root {
+        Some(root) => comm.reduce(out, root as usize, op),
+        None => comm.allreduce(out, op),
+    }
+    .map_err(coll_code)
+}
+
+/// Dispatches a reduction on the C type code.
+///
+/// # Safety
+/// As [`reduce_typed`] for the type `dtype` names.
+unsafe fn reduce_any(
+    h: *mut c_void,
+    input: *const c_void,
+    out: *mut c_void,
+    count: u64,
+    dtype: u32,
+    op: u32,
+    root: Option<u32>,
+) -> Result<(), i32> {
+    use crate::comm::{code, CommOp, Dtype};
+    let op = CommOp::from_u32(op).ok_or(code::INVALID)?;
+    let dtype = Dtype::from_u32(dtype).ok_or(code::INVALID)?;
+    // SAFETY: the element type matches the caller's `dtype` (the contract above).
+    unsafe {
+        match dtype {
+            Dtype::U8 => reduce_typed::<u8>(h, input, out, count, op, root),
+            Dtype::I32 => reduce_typed::<i32>(h, input, out, count, op, root),
+            Dtype::U32 => reduce_typed::<u32>(h, input, out, count, op, root),
+            Dtype::I64 => reduce_typed::<i64>(h, input, out, count, op, root),
+            Dtype::U64 => reduce_typed::<u64>(h, input, out, count, op, root),
+            Dtype::F32 => reduce_typed::<f32>(h, input, out, count, op, root),
+            Dtype::F64 => reduce_typed::<f64>(h, input, out, count, op, root),
+        }
+    }
+}
+
+unsafe extern "C" fn t_reduce(
+    h: *mut c_void,
+    input: *const c_void,
+    out: *mut c_void,
+    count: u64,
+    dtype: u32,
+    op: u32,
+    root: u32,
+) -> i32 {
+    // SAFETY: the table's contract.
+    guarded(|| unsafe { reduce_any(h, input, out, count, dtype, op, Some(root)) })
+}
+
+unsafe extern "C" fn t_allreduce(
+    h: *mut c_void,
+    input: *const c_void,
+    out: *mut c_void,
+    count: u64,
+    dtype: u32,
+    op: u32,
+) -> i32 {
+    // SAFETY: the table's contract.
+    guarded(|| unsafe { reduce_any(h, input, out, count, dtype, op, None) })
+}
+
+unsafe extern "C" fn t_allgather(
+    h: *mut c_void,
+    input: *const c_void,
+    len: u64,
+    out: *mut c_void,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract; `out` holds `size * len` bytes.
+        let comm = unsafe { comm_of(h)? };
+        let total = len
+            .checked_mul(comm.size() as u64)
+            .ok_or(crate::comm::code::INVALID)?;
+        // SAFETY: as above.
+        let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
+        comm.allgather(input, out).map_err(coll_code)
+    })
+}

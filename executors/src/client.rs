@@ -12,7 +12,9 @@ use rfx_fabric::{
     RemoteBuffer, TransportKind,
 };
 
-use crate::session::{self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply};
+use crate::session::{
+    self, ClientHello, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply,
+};
 
 /// Why an invocation produced no output.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +168,21 @@ impl Invoker {
         functions: &[&str],
         cfg: InvokerConfig,
     ) -> Result<Invoker, InvokeError> {
+        Self::connect_member(fabric, addr, token, library, functions, cfg, None)
+    }
+
+    /// As [`Invoker::connect`], for a member of a group (see
+    /// [`crate::group::Group`]): the executor joins the group's
+    /// communicator before it answers the set-up.
+    pub(crate) fn connect_member(
+        fabric: &Fabric,
+        addr: SocketAddr,
+        token: &[u8],
+        library: LibrarySource,
+        functions: &[&str],
+        cfg: InvokerConfig,
+        group: Option<GroupSpec>,
+    ) -> Result<Invoker, InvokeError> {
         let results = fabric.register(cfg.depth.max(1) * cfg.max_output)?;
         let hello = session::encode(&ClientHello {
             token: token.to_vec(),
@@ -189,6 +206,7 @@ impl Invoker {
         let setup = Setup {
             library,
             functions: functions.iter().map(|f| f.to_string()).collect(),
+            group,
         };
         ep.send(&session::encode(&setup))?;
         match ep.wait(PollMode::Warm, cfg.timeout.max(Duration::from_secs(30)))? {

@@ -1,7 +1,6 @@
 //! The invocation context: [`RfxContext`] as it crosses the extended ABI, [`Context`] as a Rust
 //! function sees it, and [`CallContext`] as the executor fills it.
 
-use std::ffi::c_void;
 use std::fmt;
 
 /// The version of the extended ABI this crate implements: the value of
@@ -44,8 +43,9 @@ pub struct RfxContext {
     pub out_capacity: u32,
     /// Id of the invocation, unique per connection while it is in flight.
     pub invocation_id: u64,
-    /// Reserved for the communicator of a group invocation; null for now.
-    pub comm: *mut c_void,
+    /// The communicator of a group invocation ([`crate::comm::RfxComm`]); null for a single
+    /// invocation.
+    pub comm: *const crate::comm::RfxComm,
 }
 
 /// What a Rust function exported with the extended form of [`export!`](crate::export) learns
@@ -58,7 +58,10 @@ pub struct RfxContext {
 /// let ctx = Context::new(2, 4, 7, 64);
 /// assert_eq!((ctx.rank(), ctx.size(), ctx.invocation_id(), ctx.out_capacity()), (2, 4, 7, 64));
 /// ```
-#[derive(Debug, Clone, Copy)]
+///
+/// A `Context` lives for one call (it is neither `Clone` nor `Copy`): its
+/// communicator is only valid then.
+#[derive(Debug)]
 pub struct Context {
     raw: RfxContext,
 }
@@ -74,7 +77,7 @@ impl Context {
                 size,
                 out_capacity,
                 invocation_id,
-                comm: std::ptr::null_mut(),
+                comm: std::ptr::null(),
             },
         }
     }
@@ -107,6 +110,12 @@ impl Context {
     pub fn abi_version(&self) -> u32 {
         self.raw.abi_version
     }
+
+    /// The communicator to the other instances of a group invocation; `None`
+    /// for a single invocation.
+    pub fn comm(&self) -> Option<crate::comm::Comm<'_>> {
+        crate::abi::comm_table(&self.raw).map(|table| crate::comm::Comm { table })
+    }
 }
 
 /// What the executor knows about one invocation, passed to
@@ -129,6 +138,8 @@ pub struct CallContext {
     pub size: u32,
     /// Id of the invocation.
     pub invocation_id: u64,
+    /// The group's communicator table, kept alive by the executor for the call.
+    pub(crate) comm: *const crate::comm::RfxComm,
 }
 
 impl CallContext {
@@ -138,6 +149,16 @@ impl CallContext {
             rank: 0,
             size: 1,
             invocation_id,
+            comm: std::ptr::null(),
+        }
+    }
+
+    /// The same invocation with the group's communicator (which outlives
+    /// the call: the executor's worker owns it).
+    pub(crate) fn with_comm(self, table: &crate::comm::RfxComm) -> CallContext {
+        CallContext {
+            comm: table,
+            ..self
         }
     }
 
@@ -153,7 +174,7 @@ impl CallContext {
             size: self.size,
             out_capacity,
             invocation_id: self.invocation_id,
-            comm: std::ptr::null_mut(),
+            comm: self.comm,
         }
     }
 }

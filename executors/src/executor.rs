@@ -23,11 +23,14 @@ use rfx_fabric::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::abi::{with_region_bytes, Function, Library};
+use rfx_collectives::{CollConfig, Communicator, JoinOptions};
+
+use crate::abi::{with_region_bytes, Function, GroupComm, Library};
 use crate::context::CallContext;
 use crate::error::{CallError, ExecError};
 use crate::session::{
-    self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply, MAX_LIBRARY_BYTES,
+    self, ClientHello, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply,
+    MAX_LIBRARY_BYTES,
 };
 
 /// When a worker stops busy polling.
@@ -271,6 +274,12 @@ fn serve_connection(
         tsc: quanta::Clock::new(),
         clock: 0,
         published: 0,
+        group: None,
+        bind: Some(cfg.listen.ip()).filter(|ip| !ip.is_unspecified()),
+        coll: CollConfig {
+            fabric: fabric.config().clone(),
+            ..CollConfig::from_env().unwrap_or_default()
+        },
         _library: None,
     };
     w.setup()?;
@@ -302,6 +311,13 @@ struct Worker {
     clock: u64,
     /// When `usage` was last published.
     published: u64,
+    /// The communicator of a group member (dropped before the library).
+    group: Option<Box<GroupComm>>,
+    /// Where this executor listens: group members listen on its address.
+    bind: Option<std::net::IpAddr>,
+    /// The group communicator's settings: the environment's, over the
+    /// executor's own fabric configuration (a forced transport included).
+    coll: CollConfig,
     // Keeps the library loaded while its functions are in use.
     _library: Option<Library>,
 }
@@ -355,6 +371,36 @@ impl Worker {
             .map(|f| lib.function(f))
             .collect::<Result<_, _>>()?;
         self._library = Some(lib);
+        if let Some(g) = setup.group {
+            self.join_group(g)?;
+        }
+        Ok(())
+    }
+
+    /// Joins the group's communicator: every member does, through the
+    /// rendezvous the client hosts, before any of them answers its set-up.
+    fn join_group(&mut self, g: GroupSpec) -> Result<(), ExecError> {
+        if g.size == 0 || g.rank >= g.size {
+            return Err(ExecError::Protocol(format!(
+                "group rank {} of {} is out of range",
+                g.rank, g.size
+            )));
+        }
+        let rendezvous = g
+            .rendezvous
+            .parse()
+            .map_err(|_| ExecError::Protocol(format!("bad rendezvous address {}", g.rendezvous)))?;
+        let comm = Communicator::join(JoinOptions {
+            rank: g.rank as usize,
+            size: g.size as usize,
+            rendezvous,
+            key: g.key,
+            bind: self.bind,
+            config: self.coll.clone(),
+        })
+        .map_err(|e| ExecError::Protocol(format!("joining the group: {e}")))?;
+        tracing::info!(rank = g.rank, size = g.size, transports = %comm.transport_summary(), "joined group");
+        self.group = Some(GroupComm::new(comm));
         Ok(())
     }
 
@@ -438,7 +484,15 @@ impl Worker {
         let (status, n) = match self.functions.get(usize::from(index)) {
             None => (Status::UnknownFunction, 0),
             Some(f) => {
-                let ctx = CallContext::new(u64::from(id));
+                let ctx = match &self.group {
+                    None => CallContext::new(u64::from(id)),
+                    Some(g) => {
+                        let t = g.table();
+                        CallContext::new(u64::from(id))
+                            .in_group(t.rank, t.size)
+                            .with_comm(t)
+                    }
+                };
                 let out = &mut self.out[..cap];
                 let r =
                     with_region_bytes(&self.inbox, off + HEADER_LEN, len - HEADER_LEN, |input| {

@@ -22,7 +22,7 @@
 //!     uint32_t size;          /* instances in the group; 1 otherwise */
 //!     uint32_t out_capacity;  /* bytes the function may write to out */
 //!     uint64_t invocation_id;
-//!     void *comm;             /* reserved for the communicator; NULL for now */
+//!     const rfx_comm *comm;   /* group invocations: the communicator (see [comm]) */
 //! } rfx_context;
 //!
 //! uint32_t name(const rfx_context *ctx, const void *in, uint32_t size, void *out);
@@ -114,11 +114,13 @@
 
 mod abi;
 pub mod client;
+pub mod comm;
 mod context;
 mod elf;
 mod error;
 pub mod examples;
 pub mod executor;
+pub mod group;
 pub mod manager;
 pub mod session;
 pub mod status;

@@ -4,8 +4,8 @@
 //! 1. Handshake: the client's user data is a [`ClientHello`] (the lease
 //!    token); the executor's is an [`ExecutorHello`] (its slot geometry).
 //! 2. The client sends a [`Setup`] (the library and the functions it will
-//!    call, by index) as a two-sided message; the executor answers with a
-//!    [`SetupReply`].
+//!    call, by index, and for a group member its [`GroupSpec`]) as a
+//!    two-sided message; the executor answers with a [`SetupReply`].
 //! 3. Then only invocations: see [`rfx_fabric::invocation`].
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +52,22 @@ pub struct Setup {
     pub library: LibrarySource,
     /// Function names; invocations name them by index in this list.
     pub functions: Vec<String>,
+    /// Set for a member of a group: the executor joins the group's
+    /// communicator before it answers.
+    pub group: Option<GroupSpec>,
+}
+
+/// One member's place in a group (see [`crate::group`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    /// This member's rank.
+    pub rank: u32,
+    /// Members in the group.
+    pub size: u32,
+    /// `host:port` of the rendezvous the client hosts.
+    pub rendezvous: String,
+    /// The group's key: only members that know it join.
+    pub key: Vec<u8>,
 }
 
 /// The executor's answer to a [`Setup`].
@@ -86,6 +102,12 @@ mod tests {
                 bytes: vec![1, 2, 3],
             },
             functions: vec!["echo".into()],
+            group: Some(GroupSpec {
+                rank: 1,
+                size: 2,
+                rendezvous: "127.0.0.1:9".into(),
+                key: vec![7; 16],
+            }),
         };
         assert_eq!(decode::<Setup>(&encode(&s)), Ok(s));
         let h = ExecutorHello {

@@ -25,6 +25,10 @@ pub struct Config {
     pub shm_ring_bytes: usize,
     /// Largest two-sided message (`RFX_MAX_MESSAGE`).
     pub max_message: usize,
+    /// The libfabric provider of the `ofi` transport (`RFX_OFI_PROVIDER`,
+    /// e.g. `tcp;ofi_rxm`, `shm`, `verbs;ofi_rxm`); `None` tries the
+    /// providers of `ofi::AUTO_PROVIDERS` in order (feature `ofi`).
+    pub ofi_provider: Option<String>,
 }
 
 impl Default for Config {
@@ -35,6 +39,7 @@ impl Default for Config {
             op_timeout: Duration::from_secs(30),
             shm_ring_bytes: 1 << 20,
             max_message: 64 << 20,
+            ofi_provider: None,
         }
     }
 }
@@ -69,6 +74,10 @@ impl Config {
         }
         if let Some(v) = get("RFX_MAX_MESSAGE") {
             cfg.max_message = parse_num("RFX_MAX_MESSAGE", &v)? as usize;
+        }
+        if let Some(v) = get("RFX_OFI_PROVIDER") {
+            let v = v.trim();
+            cfg.ofi_provider = (!v.is_empty() && !v.eq_ignore_ascii_case("auto")).then(|| v.to_string());
         }
         cfg.validate()?;
         Ok(cfg)

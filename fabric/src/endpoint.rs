@@ -14,6 +14,10 @@ use crate::{shm, tcp};
 pub(crate) enum Inner {
     Tcp(tcp::TcpEndpoint),
     Shm(shm::ShmEndpoint),
+    #[cfg(feature = "verbs")]
+    Verbs(Box<crate::verbs::VerbsEndpoint>),
+    #[cfg(feature = "ofi")]
+    Ofi(crate::ofi::OfiEndpoint),
 }
 
 macro_rules! dispatch {
@@ -21,6 +25,10 @@ macro_rules! dispatch {
         match $self {
             Inner::Tcp($ep) => $body,
             Inner::Shm($ep) => $body,
+            #[cfg(feature = "verbs")]
+            Inner::Verbs($ep) => $body,
+            #[cfg(feature = "ofi")]
+            Inner::Ofi($ep) => $body,
         }
     };
 }

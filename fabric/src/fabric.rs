@@ -214,6 +214,22 @@ impl Fabric {
                 drop(sock);
                 Inner::Shm(ep)
             }
+            #[cfg(feature = "verbs")]
+            TransportKind::Verbs => Inner::Verbs(Box::new(crate::verbs::establish(
+                sock,
+                regions,
+                &accept.hello.buffers,
+                &self.cfg,
+                remaining(deadline)?,
+            )?)),
+            #[cfg(feature = "ofi")]
+            TransportKind::Ofi => Inner::Ofi(crate::ofi::establish(
+                sock,
+                regions,
+                &accept.hello.buffers,
+                &self.cfg,
+                remaining(deadline)?,
+            )?),
             other => {
                 return Err(FabricError::NotBuilt {
                     kind: other,
@@ -390,6 +406,46 @@ impl Incoming {
                 let us = accept_shm(&listener, &offer.nonce, deadline)?;
                 Inner::Shm(shm::establish(
                     us,
+                    regions,
+                    &client.buffers,
+                    cfg,
+                    remaining(deadline)?,
+                )?)
+            }
+            #[cfg(feature = "verbs")]
+            TransportKind::Verbs => {
+                let accept = Accept {
+                    hello,
+                    transport,
+                    shm: None,
+                };
+                write_msg(
+                    &mut self.sock,
+                    &encode_handshake(HandshakeKind::Accept, &accept),
+                    deadline,
+                )?;
+                Inner::Verbs(Box::new(crate::verbs::establish(
+                    self.sock,
+                    regions,
+                    &client.buffers,
+                    cfg,
+                    remaining(deadline)?,
+                )?))
+            }
+            #[cfg(feature = "ofi")]
+            TransportKind::Ofi => {
+                let accept = Accept {
+                    hello,
+                    transport,
+                    shm: None,
+                };
+                write_msg(
+                    &mut self.sock,
+                    &encode_handshake(HandshakeKind::Accept, &accept),
+                    deadline,
+                )?;
+                Inner::Ofi(crate::ofi::establish(
+                    self.sock,
                     regions,
                     &client.buffers,
                     cfg,

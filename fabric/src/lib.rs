@@ -7,7 +7,7 @@
 //! |---|---|---|---|
 //! | `tcp` | always | any host | framed TCP, `TCP_NODELAY` |
 //! | `shm` | always | same host (same boot and network namespace) | memfd mappings + SPSC rings, eventfd wake-ups |
-//! | `verbs` | feature `verbs` | RDMA hosts | RC queue pairs, `WRITE_WITH_IMM` (planned) |
+//! | `verbs` | feature `verbs` | hosts with an RDMA device (incl. soft-RoCE) | RC queue pairs: RDMA WRITE into the peer's region + an inline SEND descriptor, credits, completion channel |
 //! | `ofi` | feature `ofi` | libfabric providers | `fi_writedata` (planned) |
 //!
 //! Every connection starts over TCP: both sides exchange a [`wire::Hello`]
@@ -58,11 +58,23 @@
 //! | `RFX_OP_TIMEOUT_MS` | bound on a post that waits for ring/socket space | 30000 |
 //! | `RFX_SHM_RING_BYTES` | bytes of each shm ring (power of two, >= 4 KiB) | 1 MiB |
 //! | `RFX_MAX_MESSAGE` | largest two-sided message | 64 MiB |
+//! | `RFX_VERBS_DEVICE` | verbs device name (feature `verbs`) | first with an active port |
+//! | `RFX_VERBS_GID_INDEX` | GID index on port 1 (feature `verbs`) | first IPv4-mapped (RoCEv2) |
 //!
 //! # Cargo features
 //!
-//! None yet: `verbs` and `ofi` arrive with their providers. Until then the
-//! names parse, and forcing them is [`FabricError::NotBuilt`].
+//! - `verbs`: the RDMA verbs provider, on `rdma-sys` (libibverbs). Building
+//!   needs `libibverbs-dev`, `librdmacm-dev`, `libclang-dev` and
+//!   `pkg-config`; running needs `libibverbs1` (plus a provider such as
+//!   `ibverbs-providers` for rxe). With no device (or a kernel without RDMA)
+//!   the provider probes as unusable and `auto` skips it; forcing it is
+//!   [`FabricError::Unavailable`]. `RFX_VERBS_DEVICE` and
+//!   `RFX_VERBS_GID_INDEX` pick the device and GID (default: the first
+//!   device with an active port, its first IPv4-mapped GID). How to run it
+//!   on soft-RoCE: `soft-roce-setup/README.md`.
+//!
+//! A transport whose feature is not built still parses; forcing it is
+//! [`FabricError::NotBuilt`].
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod caps;
@@ -80,6 +92,10 @@ mod secret;
 pub mod select;
 mod shm;
 mod tcp;
+#[cfg(feature = "verbs")]
+mod verbs;
+#[cfg(feature = "ofi")]
+pub mod ofi;
 pub mod wire;
 
 pub use caps::{Caps, ProviderInfo, TransportChoice, TransportKind};

@@ -23,7 +23,19 @@ pub fn probe(kind: TransportKind, cfg: &Config) -> Result<Option<ProviderInfo>, 
             device: None,
         })),
         TransportKind::Shm => Ok(crate::shm::probe(cfg)),
-        TransportKind::Verbs | TransportKind::Ofi => Err(FabricError::NotBuilt {
+        #[cfg(feature = "verbs")]
+        TransportKind::Verbs => crate::verbs::probe(cfg),
+        #[cfg(not(feature = "verbs"))]
+        TransportKind::Verbs => Err(FabricError::NotBuilt {
+            kind,
+            feature: kind.feature().unwrap_or("none"),
+        }),
+        // No libfabric provider here: `Ok(None)`; a named one libfabric
+        // lacks (RFX_OFI_PROVIDER): an error saying so.
+        #[cfg(feature = "ofi")]
+        TransportKind::Ofi => crate::ofi::probe(cfg),
+        #[cfg(not(feature = "ofi"))]
+        TransportKind::Ofi => Err(FabricError::NotBuilt {
             kind,
             feature: kind.feature().unwrap_or("none"),
         }),

@@ -57,6 +57,22 @@ fn usable(kind: TransportKind, a: &Side<'_>, b: &Side<'_>) -> Result<(), &'stati
     if kind == TransportKind::Shm && a.host != b.host {
         return Err("the peer is on another host");
     }
+    if kind == TransportKind::Ofi {
+        // ofi: both sides must run the same libfabric provider (carried in
+        // `device`), and libfabric's `shm` reaches only this host.
+        let device = |s: &Side<'_>| {
+            s.providers
+                .iter()
+                .find(|p| p.kind == kind)
+                .and_then(|p| p.device.clone())
+        };
+        if device(a) != device(b) {
+            return Err("the peer uses another libfabric provider");
+        }
+        if device(a).as_deref() == Some("shm") && a.host != b.host {
+            return Err("libfabric shm and the peer is on another host");
+        }
+    }
     Ok(())
 }
 
@@ -178,6 +194,35 @@ mod tests {
         assert_eq!(
             select(&side("a", &[], None), &side("a", &base, None)),
             Err(SelectError::NothingInCommon)
+        );
+    }
+
+    #[test]
+    fn ofi_needs_the_same_libfabric_provider() {
+        let ofi = |dev: &str| ProviderInfo {
+            device: Some(dev.to_string()),
+            ..p(Ofi)
+        };
+        let rxm = [p(Tcp), ofi("tcp;ofi_rxm")];
+        let shm = [p(Tcp), ofi("shm")];
+        assert_eq!(
+            select(&side("a", &rxm, None), &side("b", &rxm, None)),
+            Ok(Ofi)
+        );
+        assert_eq!(
+            select(&side("a", &rxm, None), &side("b", &shm, None)),
+            Ok(Tcp)
+        );
+        assert_eq!(
+            select(&side("a", &shm, None), &side("a", &shm, None)),
+            Ok(Ofi)
+        );
+        assert_eq!(
+            select(&side("a", &shm, Some(Ofi)), &side("b", &shm, None)),
+            Err(SelectError::ForcedUnusable {
+                kind: Ofi,
+                reason: "libfabric shm and the peer is on another host"
+            })
         );
     }
 

@@ -5,6 +5,7 @@ mod exec;
 mod fabric;
 mod lease;
 mod manager;
+mod run;
 
 use clap::{Parser, Subcommand};
 use rfx::fabric::{Config, TransportChoice};
@@ -43,6 +44,9 @@ enum Cmd {
     /// Everything on this machine in one command: lease manager, executor
     /// manager, a tenant, a lease, invocations over each transport, usage.
     Demo(demo::DemoArgs),
+    /// Launch an MPI-like program on N ranks wired up by a rendezvous
+    /// (`rfx run -n 4 PROGRAM`).
+    Run(run::RunArgs),
 }
 
 /// The fabric configuration: environment, then the command line.
@@ -54,17 +58,21 @@ fn config(cli_transport: Option<TransportChoice>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Runs one command.
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let cfg = config(cli.transport)?;
-    match cli.cmd {
-        Cmd::Fabric(c) => fabric::run(c, cfg),
-        Cmd::Executor(a) => exec::executor(a, cfg),
-        Cmd::Invoke(a) => exec::invoke(a, cfg),
+/// Runs one command; the process's exit code.
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let transport = cli.transport;
+    let cfg = || config(transport);
+    let done = match cli.cmd {
+        // The launcher passes the transport on to its ranks; it opens no fabric.
+        Cmd::Run(a) => return run::run(a, transport.map(|t| t.to_string())),
+        Cmd::Fabric(c) => fabric::run(c, cfg()?),
+        Cmd::Executor(a) => exec::executor(a, cfg()?),
+        Cmd::Invoke(a) => exec::invoke(a, cfg()?),
         Cmd::LeaseManager(a) => lease::lease_manager(a),
         Cmd::Tenant(c) => lease::tenant(c),
         Cmd::Lease(c) => lease::lease(c),
         Cmd::ExecutorManager(a) => manager::executor_manager(a),
         Cmd::Demo(a) => demo::demo(a),
-    }
+    };
+    done.map(|()| 0)
 }

@@ -5,6 +5,7 @@
 //! `status::FAILED`. The executors' integration tests (`executors/tests/abi.rs`) load this
 //! library and call each function.
 
+use rfx_executors::comm::CommOp;
 use rfx_executors::Context;
 
 /// Reads a little-endian `f64` from an 8-byte chunk.
@@ -70,6 +71,24 @@ rfx_executors::export! {
         let out = out.get_mut(..8).ok_or("output buffer too small")?;
         out[..4].copy_from_slice(&ctx.rank().to_le_bytes());
         out[4..].copy_from_slice(&ctx.size().to_le_bytes());
+        Ok(8)
+    }
+
+    /// A distributed dot product, as a group invocation: each instance gets its slice of the
+    /// two vectors (`n` little-endian `f64` of x, then `n` of y), computes its partial dot
+    /// product and allreduces it with the other instances over the group's communicator,
+    /// peer to peer. Every instance returns the full dot product (8 bytes).
+    pub fn dot(ctx: &Context, input: &[u8], out: &mut [u8]) -> Result<usize, String> {
+        if input.len() % 16 != 0 {
+            return Err("input is not two f64 vectors of one length".into());
+        }
+        let (x, y) = input.split_at(input.len() / 2);
+        let partial: f64 = x.chunks_exact(8).zip(y.chunks_exact(8)).map(|(a, b)| f64_at(a) * f64_at(b)).sum();
+        let comm = ctx.comm().ok_or("dot runs as a group invocation")?;
+        let mut total = [0.0f64];
+        comm.allreduce(&[partial], &mut total, CommOp::Sum).map_err(|e| e.to_string())?;
+        let out = out.get_mut(..8).ok_or("output buffer too small")?;
+        out.copy_from_slice(&total[0].to_le_bytes());
         Ok(8)
     }
 

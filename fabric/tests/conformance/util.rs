@@ -11,11 +11,33 @@ use rfx_fabric::{
 
 pub const T: Duration = Duration::from_secs(20);
 
+thread_local! {
+    /// The libfabric provider of the ofi cases run on this thread (set by
+    /// `with_ofi_provider`); child processes get it as `RFX_OFI_PROVIDER`.
+    static OFI_PROVIDER: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with `provider` as the ofi provider of every `config` made on
+/// this thread.
+#[allow(dead_code)]
+pub fn with_ofi_provider(provider: &str, f: impl FnOnce()) {
+    OFI_PROVIDER.with(|p| *p.borrow_mut() = Some(provider.to_string()));
+    f();
+    OFI_PROVIDER.with(|p| *p.borrow_mut() = None);
+}
+
+fn ofi_provider() -> Option<String> {
+    OFI_PROVIDER
+        .with(|p| p.borrow().clone())
+        .or_else(|| std::env::var("RFX_OFI_PROVIDER").ok())
+}
+
 pub fn config(kind: TransportKind) -> Config {
     Config {
         transport: TransportChoice::Forced(kind),
         connect_timeout: Duration::from_secs(10),
         op_timeout: Duration::from_secs(20),
+        ofi_provider: ofi_provider(),
         ..Config::default()
     }
 }
@@ -66,7 +88,11 @@ pub struct PeerProcess(pub Child);
 impl PeerProcess {
     pub fn spawn(role: &str, kind: TransportKind, addr: SocketAddr) -> PeerProcess {
         let exe = std::env::current_exe().unwrap();
-        let child = Command::new(exe)
+        let mut cmd = Command::new(exe);
+        if let Some(p) = ofi_provider() {
+            cmd.env("RFX_OFI_PROVIDER", p);
+        }
+        let child = cmd
             .args(["--exact", "peer_entry", "--nocapture", "--test-threads=1"])
             .env("RFX_CONFORMANCE_ROLE", role)
             .env("RFX_CONFORMANCE_ADDR", addr.to_string())

@@ -1,0 +1,438 @@
+//! Bootstrap: the [`Rendezvous`] that gathers every rank's listener
+//! address, and [`Communicator::join`] / [`Communicator::from_env`] that
+//! wire the ranks up: each rank connects to the lower ranks and accepts
+//! the higher ones, with the job key and its rank in the fabric handshake.
+
+pub mod env;
+pub mod proto;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsFd;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use rfx_fabric::{ConnectOptions, Endpoint, Fabric};
+
+use crate::comm::Communicator;
+use crate::config::CollConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::error::CollError;
+use env::LaunchEnv;
+use proto::{Gather, Register, Reply};
+
+/// Serves the rendezvous of one job of `size` ranks on a TCP address.
+///
+/// ```no_run
+/// use rfx_collectives::Rendezvous;
+/// use std::time::Duration;
+/// let rv = Rendezvous::bind("127.0.0.1:0".parse().unwrap(), 4, Vec::new())?;
+/// let addr = rv.local_addr()?; // give it to the ranks as RFX_RENDEZVOUS
+/// let server = rv.spawn(Duration::from_secs(60));
+/// // ... start 4 ranks ...
+/// server.join().unwrap()?;
+/// # Ok::<(), rfx_collectives::CollError>(())
+/// ```
+#[derive(Debug)]
+pub struct Rendezvous {
+    listener: TcpListener,
+    size: usize,
+    key: Vec<u8>,
+}
+
+fn remaining(deadline: Instant, what: &str) -> Result<Duration, CollError> {
+    let now = Instant::now();
+    if now >= deadline {
+        return Err(CollError::Bootstrap(format!("timed out {what}")));
+    }
+    Ok(deadline - now)
+}
+
+fn read_frame(sock: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, CollError> {
+    let mut head = [0u8; 4];
+    read_exact(sock, &mut head, deadline)?;
+    let len = proto::decode_len(head).map_err(|e| CollError::Bootstrap(e.to_string()))?;
+    let mut body = vec![0u8; len];
+    read_exact(sock, &mut body, deadline)?;
+    Ok(body)
+}
+
+fn read_exact(sock: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), CollError> {
+    let mut got = 0;
+    while got < buf.len() {
+        sock.set_read_timeout(Some(remaining(deadline, "reading from the rendezvous")?))
+            .map_err(|e| CollError::io("set_read_timeout", e))?;
+        match sock.read(&mut buf[got..]) {
+            Ok(0) => return Err(CollError::Bootstrap("connection closed".into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(CollError::io("rendezvous read", e)),
+        }
+    }
+    Ok(())
+}
+
+fn write_frame(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), CollError> {
+    sock.set_write_timeout(Some(remaining(deadline, "writing to the rendezvous")?))
+        .map_err(|e| CollError::io("set_write_timeout", e))?;
+    sock.write_all(bytes)
+        .map_err(|e| CollError::io("rendezvous write", e))
+}
+
+impl Rendezvous {
+    /// Listens on `addr` for a job of `size` ranks presenting `key`.
+    pub fn bind(addr: SocketAddr, size: usize, key: Vec<u8>) -> Result<Rendezvous, CollError> {
+        if size == 0 {
+            return Err(CollError::InvalidArgument("a job of 0 ranks".into()));
+        }
+        let listener = TcpListener::bind(addr).map_err(|e| CollError::io("rendezvous bind", e))?;
+        Ok(Rendezvous {
+            listener,
+            size,
+            key,
+        })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> Result<SocketAddr, CollError> {
+        self.listener
+            .local_addr()
+            .map_err(|e| CollError::io("local_addr", e))
+    }
+
+    /// Serves until every rank registered and got the table, or `timeout`.
+    pub fn serve(self, timeout: Duration) -> Result<(), CollError> {
+        let deadline = Instant::now() + timeout;
+        let mut gather = Gather::new(self.size, self.key.clone());
+        let mut conns: Vec<TcpStream> = Vec::new();
+        while gather.poll_table().is_none() {
+            let left = match remaining(deadline, "") {
+                Ok(l) => l,
+                Err(_) => {
+                    let why = format!("ranks {:?} never registered", gather.missing());
+                    for mut c in conns {
+                        let _ = write_frame(
+                            &mut c,
+                            &proto::encode(&Reply::Refused(why.clone())),
+                            Instant::now() + Duration::from_secs(1),
+                        );
+                    }
+                    return Err(CollError::Bootstrap(format!("rendezvous: {why}")));
+                }
+            };
+            let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+            let ms = left.as_millis().clamp(1, 200) as u16;
+            if nix::poll::poll(&mut fds, PollTimeout::from(ms)).unwrap_or(0) == 0 {
+                continue;
+            }
+            let Ok((mut sock, peer)) = self.listener.accept() else {
+                continue;
+            };
+            // A slow or silent client holds the loop up for a bounded time.
+            let read_by = Instant::now() + left.min(Duration::from_secs(5));
+            let reg = read_frame(&mut sock, read_by).and_then(|b| {
+                proto::decode_body::<Register>(&b).map_err(|e| CollError::Bootstrap(e.to_string()))
+            });
+            let outcome = match reg {
+                Ok(reg) => gather.handle_register(&reg),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(rank) => {
+                    tracing::debug!(rank, %peer, "rank registered");
+                    conns.push(sock);
+                }
+                Err(why) => {
+                    tracing::warn!(%peer, "registration refused: {why}");
+                    let _ = write_frame(&mut sock, &proto::encode(&Reply::Refused(why)), read_by);
+                }
+            }
+        }
+        let table = gather.poll_table().expect("loop ends when complete");
+        let frame = proto::encode(&Reply::Table(table));
+        for mut c in conns {
+            // A rank that vanished in between fails its own bootstrap.
+            let _ = write_frame(
+                &mut c,
+                &frame,
+                deadline.max(Instant::now() + Duration::from_secs(1)),
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves on a thread.
+    pub fn spawn(self, timeout: Duration) -> JoinHandle<Result<(), CollError>> {
+        std::thread::spawn(move || self.serve(timeout))
+    }
+}
+
+/// How a process joins a job (see [`Communicator::join`]).
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// This process's rank.
+    pub rank: usize,
+    /// The job size.
+    pub size: usize,
+    /// The rendezvous address.
+    pub rendezvous: SocketAddr,
+    /// The job key: the rendezvous and every peer check it.
+    pub key: Vec<u8>,
+    /// The address to listen on for peers; default: the local address
+    /// used to reach the rendezvous.
+    pub bind: Option<IpAddr>,
+    /// Communicator settings.
+    pub config: CollConfig,
+}
+
+const MAGIC: &[u8; 4] = b"RFXC";
+
+fn user_data(key: &[u8], rank: usize) -> Vec<u8> {
+    let mut u = MAGIC.to_vec();
+    u.extend_from_slice(&(rank as u32).to_le_bytes());
+    u.extend_from_slice(key);
+    u
+}
+
+/// The rank a peer claims in its handshake data, if the key matches.
+fn peer_rank(user: &[u8], key: &[u8]) -> Option<usize> {
+    let rest = user.strip_prefix(MAGIC)?;
+    let (r, k) = rest.split_at_checked(4)?;
+    (k == key).then(|| u32::from_le_bytes(r.try_into().expect("4 bytes")) as usize)
+}
+
+fn connect_rendezvous(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, CollError> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let left = remaining(deadline, &format!("reaching the rendezvous at {addr}"))?;
+        match TcpStream::connect_timeout(&addr, left.min(Duration::from_secs(2))) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::debug!(%addr, "rendezvous not there yet: {e}");
+                std::thread::sleep(pause.min(left));
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+impl Communicator {
+    /// Joins a job: registers with the rendezvous, gets the table, connects
+    /// to the lower ranks and accepts the higher ones, all within
+    /// [`CollConfig::bootstrap_timeout`]. Executors and launchers call this;
+    /// programs usually call [`Communicator::from_env`].
+    pub fn join(opts: JoinOptions) -> Result<Communicator, CollError> {
+        let JoinOptions {
+            rank: me,
+            size,
+            rendezvous,
+            key,
+            bind,
+            config,
+        } = opts;
+        config.validate()?;
+        if me >= size {
+            return Err(CollError::InvalidRank { rank: me, size });
+        }
+        let deadline = Instant::now() + config.bootstrap_timeout;
+        let mut fcfg = config.fabric.clone();
+        fcfg.connect_timeout = fcfg.connect_timeout.max(config.bootstrap_timeout);
+        let fabric =
+            Fabric::open(fcfg).map_err(|e| CollError::Bootstrap(format!("fabric: {e}")))?;
+        let mut eps: Vec<Option<Endpoint>> = (0..size).map(|_| None).collect();
+        if size > 1 {
+            let mut rv = connect_rendezvous(rendezvous, deadline)?;
+            let ip = match bind {
+                Some(ip) => ip,
+                None => rv
+                    .local_addr()
+                    .map_err(|e| CollError::io("local_addr", e))?
+                    .ip(),
+            };
+            let listener = fabric
+                .listen(SocketAddr::new(ip, 0))
+                .map_err(|e| CollError::Bootstrap(format!("listen on {ip}: {e}")))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| CollError::Bootstrap(e.to_string()))?;
+            let reg = Register {
+                version: proto::VERSION,
+                key: key.clone(),
+                rank: me as u32,
+                size: size as u32,
+                addr,
+            };
+            write_frame(&mut rv, &proto::encode(&reg), deadline)?;
+            let body = read_frame(&mut rv, deadline)?;
+            let table = match proto::decode_body::<Reply>(&body) {
+                Ok(Reply::Table(t)) if t.len() == size => t,
+                Ok(Reply::Table(t)) => {
+                    return Err(CollError::Bootstrap(format!(
+                        "table of {} ranks for a job of {size}",
+                        t.len()
+                    )))
+                }
+                Ok(Reply::Refused(why)) => {
+                    return Err(CollError::Bootstrap(format!("rendezvous refused: {why}")))
+                }
+                Err(e) => return Err(CollError::Bootstrap(e.to_string())),
+            };
+            drop(rv);
+            let ours = ConnectOptions::new().user_data(user_data(&key, me));
+            for (r, &peer_addr) in table.iter().enumerate().take(me) {
+                let ep = fabric.connect(peer_addr, &ours).map_err(|e| {
+                    CollError::Bootstrap(format!("connecting to rank {r} at {peer_addr}: {e}"))
+                })?;
+                if peer_rank(ep.peer_user_data(), &key) != Some(r) {
+                    return Err(CollError::Bootstrap(format!(
+                        "the peer at {peer_addr} is not rank {r} of this job"
+                    )));
+                }
+                eps[r] = Some(ep);
+            }
+            let mut missing = size - me - 1;
+            while missing > 0 {
+                let left = remaining(deadline, &format!("waiting for {missing} higher ranks"))?;
+                let inc = listener
+                    .incoming(Some(left))
+                    .map_err(|e| CollError::Bootstrap(format!("accept: {e}")))?;
+                let mut who = None;
+                let taken: Vec<bool> = eps.iter().map(Option::is_some).collect();
+                let r = inc.accept(&ours, |hello| match peer_rank(&hello.user, &key) {
+                    Some(r) if r > me && r < size && !taken[r] => {
+                        who = Some(r);
+                        Ok(())
+                    }
+                    _ => Err("not a rank of this job".to_string()),
+                });
+                match (r, who) {
+                    (Ok(ep), Some(r)) => {
+                        eps[r] = Some(ep);
+                        missing -= 1;
+                    }
+                    (Err(e), _) => tracing::warn!("refused a connection: {e}"),
+                    (Ok(_), None) => {}
+                }
+            }
+        }
+        let ecfg = EngineConfig {
+            progress: config.progress,
+            window: config.window,
+            fragment: config.fragment,
+            shm_ring_bytes: config.fabric.shm_ring_bytes,
+            max_message: usize::MAX >> 1,
+            flush_timeout: config.op_timeout,
+        };
+        let engine = Engine::new(me, eps, ecfg);
+        Ok(Communicator::from_engine(engine, config))
+    }
+
+    /// Joins the job described by the environment (see the crate docs):
+    /// rank and size from `RFX_RANK/RFX_SIZE`, `SLURM_*`, `OMPI_*` or
+    /// `PMI_*`; the rendezvous at `RFX_RENDEZVOUS`, hosted by rank 0 unless
+    /// `RFX_RENDEZVOUS_EXTERNAL=1`.
+    pub fn from_env() -> Result<Communicator, CollError> {
+        let env = LaunchEnv::from_vars(|k| std::env::var(k).ok())?;
+        let config = CollConfig::from_env()?;
+        Communicator::from_launch_env(env, config)
+    }
+
+    /// As [`Communicator::from_env`] with the environment already read.
+    pub fn from_launch_env(env: LaunchEnv, config: CollConfig) -> Result<Communicator, CollError> {
+        let rendezvous = env
+            .rendezvous
+            .to_socket_addrs()
+            .map_err(|e| CollError::Env(format!("RFX_RENDEZVOUS={:?}: {e}", env.rendezvous)))?
+            .next()
+            .ok_or_else(|| {
+                CollError::Env(format!("RFX_RENDEZVOUS={:?}: no address", env.rendezvous))
+            })?;
+        let server = if env.rank == 0 && !env.external && env.size > 1 {
+            let rv = Rendezvous::bind(rendezvous, env.size, env.key.clone())?;
+            Some(rv.spawn(config.bootstrap_timeout))
+        } else {
+            None
+        };
+        let comm = Communicator::join(JoinOptions {
+            rank: env.rank,
+            size: env.size,
+            rendezvous,
+            key: env.key,
+            bind: env.bind,
+            config,
+        })?;
+        if let Some(s) = server {
+            s.join()
+                .map_err(|_| CollError::Bootstrap("the rendezvous thread panicked".into()))??;
+        }
+        Ok(comm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handshake_identity() {
+        let u = user_data(b"key", 5);
+        assert_eq!(peer_rank(&u, b"key"), Some(5));
+        assert_eq!(peer_rank(&u, b"other"), None);
+        assert_eq!(peer_rank(b"RFXC", b""), None);
+        assert_eq!(peer_rank(b"", b""), None);
+    }
+
+    #[test]
+    fn threads_join_and_allreduce() {
+        // Real sockets and shared memory, ranks as threads of one process.
+        let rv = Rendezvous::bind("127.0.0.1:0".parse().unwrap(), 3, b"k".to_vec()).unwrap();
+        let addr = rv.local_addr().unwrap();
+        let server = rv.spawn(Duration::from_secs(20));
+        let ranks: Vec<_> = (0..3)
+            .map(|rank| {
+                std::thread::spawn(move || {
+                    let mut c = Communicator::join(JoinOptions {
+                        rank,
+                        size: 3,
+                        rendezvous: addr,
+                        key: b"k".to_vec(),
+                        bind: None,
+                        config: CollConfig::default(),
+                    })
+                    .unwrap();
+                    let mut v = vec![rank as u64 + 1; 5];
+                    c.allreduce(&mut v, crate::ReduceOp::Sum).unwrap();
+                    assert_eq!(v, vec![6; 5]);
+                    c.barrier().unwrap();
+                })
+            })
+            .collect();
+        for r in ranks {
+            r.join().unwrap();
+        }
+        server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn wrong_key_is_refused() {
+        let rv = Rendezvous::bind("127.0.0.1:0".parse().unwrap(), 2, b"good".to_vec()).unwrap();
+        let addr = rv.local_addr().unwrap();
+        let server = rv.spawn(Duration::from_secs(2));
+        let r = Communicator::join(JoinOptions {
+            rank: 1,
+            size: 2,
+            rendezvous: addr,
+            key: b"bad".to_vec(),
+            bind: None,
+            config: CollConfig::default(),
+        });
+        assert!(matches!(r, Err(CollError::Bootstrap(m)) if m.contains("key")));
+        assert!(server.join().unwrap().is_err());
+    }
+}

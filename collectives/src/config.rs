@@ -1,0 +1,200 @@
+//! Configuration of a communicator, read once at the edge
+//! ([`CollConfig::from_env`]); the algorithm thresholds live here, in one
+//! place.
+
+use std::time::Duration;
+
+use rfx_fabric::PollMode;
+
+use crate::error::CollError;
+
+/// Sizes (in bytes of one rank's contribution) at which the algorithms
+/// switch. Overridable by the `RFX_COLL_*` variables of the crate docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thresholds {
+    /// Broadcasts of at least this many bytes use the pipelined chain
+    /// instead of the binomial tree (`RFX_COLL_BCAST_PIPELINE_MIN`).
+    pub bcast_pipeline_min: usize,
+    /// Reduces of at least this many bytes use the pipelined chain
+    /// (`RFX_COLL_REDUCE_PIPELINE_MIN`).
+    pub reduce_pipeline_min: usize,
+    /// Chunk of the pipelined algorithms (`RFX_COLL_PIPELINE_CHUNK`).
+    pub pipeline_chunk: usize,
+    /// Allreduces of at least this many bytes use Rabenseifner instead of
+    /// recursive doubling (`RFX_COLL_ALLREDUCE_LARGE_MIN`).
+    pub allreduce_large_min: usize,
+    /// Allreduces of at least this many bytes use the ring
+    /// (`RFX_COLL_ALLREDUCE_RING_MIN`).
+    pub allreduce_ring_min: usize,
+    /// Allgathers of at least this many bytes per rank use the ring instead
+    /// of recursive doubling (`RFX_COLL_ALLGATHER_RING_MIN`).
+    pub allgather_ring_min: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            bcast_pipeline_min: 256 << 10,
+            reduce_pipeline_min: 256 << 10,
+            pipeline_chunk: 64 << 10,
+            allreduce_large_min: 32 << 10,
+            allreduce_ring_min: 4 << 20,
+            allgather_ring_min: 64 << 10,
+        }
+    }
+}
+
+/// Settings of a communicator.
+///
+/// ```
+/// use rfx_collectives::CollConfig;
+/// use rfx_fabric::PollMode;
+/// let cfg = CollConfig { progress: PollMode::Warm, ..CollConfig::default() };
+/// assert_eq!(cfg.op_timeout.as_secs(), 30);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollConfig {
+    /// The fabric underneath (`RFX_TRANSPORT`, ... see `rfx_fabric`).
+    pub fabric: rfx_fabric::Config,
+    /// Hot (busy poll, yielding when ranks outnumber cores) or warm (sleep
+    /// on the endpoints' fds) progress (`RFX_COLL_PROGRESS`).
+    pub progress: PollMode,
+    /// An operation that makes no progress for this long fails
+    /// (`RFX_COLL_TIMEOUT_MS`).
+    pub op_timeout: Duration,
+    /// Bound on the bootstrap: rendezvous plus wiring (`RFX_BOOTSTRAP_TIMEOUT_MS`).
+    pub bootstrap_timeout: Duration,
+    /// Flow-control window per peer, bytes in flight (`RFX_COLL_WINDOW`).
+    pub window: usize,
+    /// Largest frame payload (`RFX_COLL_FRAGMENT`); at most half the window.
+    pub fragment: usize,
+    /// Algorithm switch points.
+    pub thresholds: Thresholds,
+}
+
+impl Default for CollConfig {
+    fn default() -> Self {
+        CollConfig {
+            fabric: rfx_fabric::Config::default(),
+            progress: PollMode::Hot,
+            op_timeout: Duration::from_secs(30),
+            bootstrap_timeout: Duration::from_secs(60),
+            window: 256 << 10,
+            fragment: 64 << 10,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl CollConfig {
+    /// Defaults overridden by the environment (see the crate docs).
+    pub fn from_env() -> Result<CollConfig, CollError> {
+        CollConfig::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// As [`CollConfig::from_env`], with variables from `get`.
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<CollConfig, CollError> {
+        let fabric = rfx_fabric::Config::from_vars(&get)
+            .map_err(|e| CollError::Env(format!("fabric configuration: {e}")))?;
+        let mut c = CollConfig {
+            fabric,
+            ..CollConfig::default()
+        };
+        let num = |var: &str| -> Result<Option<usize>, CollError> {
+            match get(var) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<usize>()
+                    .map(Some)
+                    .map_err(|e| CollError::Env(format!("{var}={v:?}: {e}"))),
+            }
+        };
+        if let Some(v) = get("RFX_COLL_PROGRESS") {
+            c.progress = match v.trim().to_ascii_lowercase().as_str() {
+                "hot" => PollMode::Hot,
+                "warm" => PollMode::Warm,
+                _ => {
+                    return Err(CollError::Env(format!(
+                        "RFX_COLL_PROGRESS={v:?}: expected hot or warm"
+                    )))
+                }
+            };
+        }
+        if let Some(ms) = num("RFX_COLL_TIMEOUT_MS")? {
+            c.op_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(ms) = num("RFX_BOOTSTRAP_TIMEOUT_MS")? {
+            c.bootstrap_timeout = Duration::from_millis(ms as u64);
+        }
+        if let Some(v) = num("RFX_COLL_WINDOW")? {
+            c.window = v;
+        }
+        if let Some(v) = num("RFX_COLL_FRAGMENT")? {
+            c.fragment = v;
+        }
+        let t = &mut c.thresholds;
+        for (var, slot) in [
+            ("RFX_COLL_BCAST_PIPELINE_MIN", &mut t.bcast_pipeline_min),
+            ("RFX_COLL_REDUCE_PIPELINE_MIN", &mut t.reduce_pipeline_min),
+            ("RFX_COLL_PIPELINE_CHUNK", &mut t.pipeline_chunk),
+            ("RFX_COLL_ALLREDUCE_LARGE_MIN", &mut t.allreduce_large_min),
+            ("RFX_COLL_ALLREDUCE_RING_MIN", &mut t.allreduce_ring_min),
+            ("RFX_COLL_ALLGATHER_RING_MIN", &mut t.allgather_ring_min),
+        ] {
+            if let Some(v) = num(var)? {
+                *slot = v;
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the values that have constraints.
+    pub fn validate(&self) -> Result<(), CollError> {
+        if self.window < 8192 {
+            return Err(CollError::Env(format!(
+                "RFX_COLL_WINDOW={}: must be at least 8192",
+                self.window
+            )));
+        }
+        if self.fragment == 0 || self.fragment > self.window / 2 {
+            return Err(CollError::Env(format!(
+                "RFX_COLL_FRAGMENT={}: must be between 1 and half the window ({})",
+                self.fragment,
+                self.window / 2
+            )));
+        }
+        if self.thresholds.pipeline_chunk == 0 {
+            return Err(CollError::Env(
+                "RFX_COLL_PIPELINE_CHUNK: must not be 0".into(),
+            ));
+        }
+        self.fabric
+            .validate()
+            .map_err(|e| CollError::Env(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_and_errors() {
+        let vars = |k: &str| match k {
+            "RFX_COLL_PROGRESS" => Some("warm".to_string()),
+            "RFX_COLL_TIMEOUT_MS" => Some("1500".to_string()),
+            "RFX_COLL_ALLREDUCE_RING_MIN" => Some("77".to_string()),
+            _ => None,
+        };
+        let c = CollConfig::from_vars(vars).unwrap();
+        assert_eq!(c.progress, PollMode::Warm);
+        assert_eq!(c.op_timeout, Duration::from_millis(1500));
+        assert_eq!(c.thresholds.allreduce_ring_min, 77);
+        let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_PROGRESS").then(|| "lukewarm".into()));
+        assert!(matches!(bad, Err(CollError::Env(m)) if m.contains("RFX_COLL_PROGRESS")));
+        let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_FRAGMENT").then(|| "1000000".into()));
+        assert!(bad.is_err());
+    }
+}

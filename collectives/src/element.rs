@@ -1,0 +1,360 @@
+//! Element types of messages and reductions: the sealed [`Element`] trait,
+//! the built-in [`ReduceOp`]s and user-defined [`Op`]s.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::error::CollError;
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A built-in reduction. All are associative and commutative; bitwise ones
+/// exist for integers only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    /// Sum (wrapping for integers).
+    Sum,
+    /// Product (wrapping for integers).
+    Prod,
+    /// Minimum.
+    Min,
+    /// Maximum.
+    Max,
+    /// Bitwise and (integers).
+    BitAnd,
+    /// Bitwise or (integers).
+    BitOr,
+    /// Bitwise exclusive or (integers).
+    BitXor,
+}
+
+impl ReduceOp {
+    /// Every built-in operation.
+    pub const ALL: [ReduceOp; 7] = [
+        ReduceOp::Sum,
+        ReduceOp::Prod,
+        ReduceOp::Min,
+        ReduceOp::Max,
+        ReduceOp::BitAnd,
+        ReduceOp::BitOr,
+        ReduceOp::BitXor,
+    ];
+}
+
+/// A primitive element type that messages carry and reductions combine:
+/// `u8, i8, u16, i16, u32, i32, u64, i64, f32, f64, usize` (sealed).
+///
+/// Elements travel as little-endian bytes; `usize` travels as 64 bits.
+pub trait Element:
+    sealed::Sealed + Copy + Default + PartialEq + fmt::Debug + Send + Sync + 'static
+{
+    /// Bytes per element on the wire.
+    const SIZE: usize;
+    /// The type's name, for errors.
+    const NAME: &'static str;
+    /// Appends `src` as little-endian bytes.
+    #[doc(hidden)]
+    fn encode(src: &[Self], out: &mut Vec<u8>);
+    /// Fills `dst` from `src`, which holds exactly `dst.len() * SIZE` bytes.
+    #[doc(hidden)]
+    fn decode(dst: &mut [Self], src: &[u8]);
+    /// `acc[i] = acc[i] op src[i]`; `src` holds `acc.len() * SIZE` bytes.
+    #[doc(hidden)]
+    fn reduce_bytes(op: ReduceOp, acc: &mut [Self], src: &[u8]) -> Result<(), CollError>;
+    /// `acc[i] = acc[i] op src[i]`.
+    #[doc(hidden)]
+    fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError>;
+}
+
+macro_rules! int_element {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            const NAME: &'static str = stringify!($t);
+            fn encode(src: &[Self], out: &mut Vec<u8>) {
+                let start = out.len();
+                out.resize(start + src.len() * Self::SIZE, 0);
+                for (c, x) in out[start..].chunks_exact_mut(Self::SIZE).zip(src) {
+                    c.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            fn decode(dst: &mut [Self], src: &[u8]) {
+                for (d, c) in dst.iter_mut().zip(src.chunks_exact(Self::SIZE)) {
+                    *d = <$t>::from_le_bytes(c.try_into().expect("chunks_exact"));
+                }
+            }
+            fn reduce_bytes(op: ReduceOp, acc: &mut [Self], src: &[u8]) -> Result<(), CollError> {
+                let it = acc.iter_mut().zip(src.chunks_exact(Self::SIZE).map(|c| {
+                    <$t>::from_le_bytes(c.try_into().expect("chunks_exact"))
+                }));
+                int_apply!(op, it);
+                Ok(())
+            }
+            fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
+                let it = acc.iter_mut().zip(src.iter().copied());
+                int_apply!(op, it);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+macro_rules! int_apply {
+    ($op:expr, $it:expr) => {
+        match $op {
+            ReduceOp::Sum => $it.for_each(|(a, b)| *a = a.wrapping_add(b)),
+            ReduceOp::Prod => $it.for_each(|(a, b)| *a = a.wrapping_mul(b)),
+            ReduceOp::Min => $it.for_each(|(a, b)| *a = (*a).min(b)),
+            ReduceOp::Max => $it.for_each(|(a, b)| *a = (*a).max(b)),
+            ReduceOp::BitAnd => $it.for_each(|(a, b)| *a &= b),
+            ReduceOp::BitOr => $it.for_each(|(a, b)| *a |= b),
+            ReduceOp::BitXor => $it.for_each(|(a, b)| *a ^= b),
+        }
+    };
+}
+
+macro_rules! float_apply {
+    ($op:expr, $t:ty, $it:expr) => {
+        match $op {
+            ReduceOp::Sum => $it.for_each(|(a, b)| *a += b),
+            ReduceOp::Prod => $it.for_each(|(a, b)| *a *= b),
+            ReduceOp::Min => $it.for_each(|(a, b)| *a = a.min(b)),
+            ReduceOp::Max => $it.for_each(|(a, b)| *a = a.max(b)),
+            op => {
+                return Err(CollError::UnsupportedOp {
+                    op,
+                    ty: stringify!($t),
+                })
+            }
+        }
+    };
+}
+
+macro_rules! float_element {
+    ($($t:ty),*) => {$(
+        impl sealed::Sealed for $t {}
+        impl Element for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            const NAME: &'static str = stringify!($t);
+            fn encode(src: &[Self], out: &mut Vec<u8>) {
+                let start = out.len();
+                out.resize(start + src.len() * Self::SIZE, 0);
+                for (c, x) in out[start..].chunks_exact_mut(Self::SIZE).zip(src) {
+                    c.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+            fn decode(dst: &mut [Self], src: &[u8]) {
+                for (d, c) in dst.iter_mut().zip(src.chunks_exact(Self::SIZE)) {
+                    *d = <$t>::from_le_bytes(c.try_into().expect("chunks_exact"));
+                }
+            }
+            fn reduce_bytes(op: ReduceOp, acc: &mut [Self], src: &[u8]) -> Result<(), CollError> {
+                let it = acc.iter_mut().zip(src.chunks_exact(Self::SIZE).map(|c| {
+                    <$t>::from_le_bytes(c.try_into().expect("chunks_exact"))
+                }));
+                float_apply!(op, $t, it);
+                Ok(())
+            }
+            fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
+                let it = acc.iter_mut().zip(src.iter().copied());
+                float_apply!(op, $t, it);
+                Ok(())
+            }
+        }
+    )*};
+}
+
+int_element!(u8, i8, u16, i16, u32, i32, u64, i64);
+float_element!(f32, f64);
+
+impl sealed::Sealed for usize {}
+impl Element for usize {
+    const SIZE: usize = 8;
+    const NAME: &'static str = "usize";
+    fn encode(src: &[Self], out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + src.len() * 8, 0);
+        for (c, x) in out[start..].chunks_exact_mut(8).zip(src) {
+            c.copy_from_slice(&(*x as u64).to_le_bytes());
+        }
+    }
+    fn decode(dst: &mut [Self], src: &[u8]) {
+        for (d, c) in dst.iter_mut().zip(src.chunks_exact(8)) {
+            *d = u64::from_le_bytes(c.try_into().expect("chunks_exact")) as usize;
+        }
+    }
+    fn reduce_bytes(op: ReduceOp, acc: &mut [Self], src: &[u8]) -> Result<(), CollError> {
+        let it = acc.iter_mut().zip(
+            src.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("chunks_exact")) as usize),
+        );
+        int_apply!(op, it);
+        Ok(())
+    }
+    fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
+        let it = acc.iter_mut().zip(src.iter().copied());
+        int_apply!(op, it);
+        Ok(())
+    }
+}
+
+/// A user-defined reduction: `f(acc, x)` sets `acc[i] = acc[i] ⊕ x[i]`.
+pub type CustomFn<T> = dyn Fn(&mut [T], &[T]) + Send + Sync;
+
+/// A reduction: built-in or user-defined.
+///
+/// User-defined operations must be associative; the algorithms also
+/// assume them commutative (as `MPI_Op_create(..., commute = 1)`), except
+/// [`crate::Communicator::scan`], which combines in rank order.
+///
+/// ```
+/// use rfx_collectives::{Op, ReduceOp};
+/// let sum: Op<i32> = ReduceOp::Sum.into();
+/// let absmax = Op::<i32>::custom(|acc, x| {
+///     for (a, b) in acc.iter_mut().zip(x) { *a = (*a).abs().max(b.abs()); }
+/// });
+/// let mut acc = vec![1, -5];
+/// absmax.apply(&mut acc, &[-3, 2]).unwrap();
+/// assert_eq!(acc, [3, 5]);
+/// # let _ = sum;
+/// ```
+#[derive(Clone)]
+pub enum Op<T: Element> {
+    /// A built-in operation.
+    Builtin(ReduceOp),
+    /// A user-defined one.
+    Custom(Arc<CustomFn<T>>),
+}
+
+impl<T: Element> fmt::Debug for Op<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Builtin(op) => write!(f, "Op::Builtin({op:?})"),
+            Op::Custom(_) => f.write_str("Op::Custom(..)"),
+        }
+    }
+}
+
+impl<T: Element> From<ReduceOp> for Op<T> {
+    fn from(op: ReduceOp) -> Self {
+        Op::Builtin(op)
+    }
+}
+
+impl<T: Element> Op<T> {
+    /// A user-defined operation from a closure.
+    pub fn custom(f: impl Fn(&mut [T], &[T]) + Send + Sync + 'static) -> Self {
+        Op::Custom(Arc::new(f))
+    }
+
+    /// `acc[i] = acc[i] ⊕ x[i]` over the common length.
+    pub fn apply(&self, acc: &mut [T], x: &[T]) -> Result<(), CollError> {
+        let n = acc.len().min(x.len());
+        match self {
+            Op::Builtin(op) => T::reduce_slice(*op, &mut acc[..n], &x[..n]),
+            Op::Custom(f) => {
+                f(&mut acc[..n], &x[..n]);
+                Ok(())
+            }
+        }
+    }
+
+    /// Checks that the operation is defined for `T` (a float `BitAnd` is not).
+    pub fn check(&self) -> Result<(), CollError> {
+        match self {
+            Op::Builtin(op) => T::reduce_slice(*op, &mut [], &[]),
+            Op::Custom(_) => Ok(()),
+        }
+    }
+
+    /// `acc = acc ⊕ wire` (`left == false`) or `acc = wire ⊕ acc`
+    /// (`left == true`), with `wire` holding `acc.len()` encoded elements.
+    pub(crate) fn combine_bytes(
+        &self,
+        acc: &mut [T],
+        wire: &[u8],
+        left: bool,
+    ) -> Result<(), CollError> {
+        match self {
+            // Built-ins are commutative: the side does not matter.
+            Op::Builtin(op) => T::reduce_bytes(*op, acc, wire),
+            Op::Custom(f) => {
+                let mut x = vec![T::default(); acc.len()];
+                T::decode(&mut x, wire);
+                if left {
+                    f(&mut x, acc);
+                    acc.copy_from_slice(&x);
+                } else {
+                    f(acc, &x);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip<T: Element>(v: &[T]) {
+        let mut bytes = Vec::new();
+        T::encode(v, &mut bytes);
+        assert_eq!(bytes.len(), v.len() * T::SIZE);
+        let mut back = vec![T::default(); v.len()];
+        T::decode(&mut back, &bytes);
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn encode_decode_roundtrip() {
+        roundtrip(&[1u8, 2, 255]);
+        roundtrip(&[-1i16, 300]);
+        roundtrip(&[u64::MAX, 7]);
+        roundtrip(&[1.5f32, -0.0]);
+        roundtrip(&[f64::MAX, 2.25]);
+        roundtrip(&[usize::MAX, 3]);
+    }
+
+    #[test]
+    fn builtin_reductions() {
+        let mut a = vec![3i32, -2, 12];
+        let mut w = Vec::new();
+        i32::encode(&[5, 7, 10], &mut w);
+        let expect = [
+            (ReduceOp::Sum, [8, 5, 22]),
+            (ReduceOp::Prod, [15, -14, 120]),
+            (ReduceOp::Min, [3, -2, 10]),
+            (ReduceOp::Max, [5, 7, 12]),
+            (ReduceOp::BitAnd, [3 & 5, -2 & 7, 12 & 10]),
+            (ReduceOp::BitOr, [3 | 5, -2 | 7, 12 | 10]),
+            (ReduceOp::BitXor, [3 ^ 5, -2 ^ 7, 12 ^ 10]),
+        ];
+        for (op, want) in expect {
+            a.copy_from_slice(&[3, -2, 12]);
+            Op::from(op).combine_bytes(&mut a, &w, false).unwrap();
+            assert_eq!(a, want, "{op:?}");
+        }
+        assert!(matches!(
+            Op::<f64>::from(ReduceOp::BitXor).check(),
+            Err(CollError::UnsupportedOp { .. })
+        ));
+        assert!(Op::<f64>::from(ReduceOp::Max).check().is_ok());
+    }
+
+    #[test]
+    fn custom_left_and_right() {
+        // Non-commutative: keep the left operand.
+        let first = Op::<u8>::custom(|acc, _x| {
+            let _ = acc;
+        });
+        let mut acc = vec![1u8];
+        first.combine_bytes(&mut acc, &[9], true).unwrap();
+        assert_eq!(acc, [9]);
+        first.combine_bytes(&mut acc, &[4], false).unwrap();
+        assert_eq!(acc, [9]);
+    }
+}

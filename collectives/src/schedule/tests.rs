@@ -1,0 +1,437 @@
+//! Every rank's schedule run in memory, checked against a sequential
+//! reference, for 1..=17 ranks, several counts (including fewer elements
+//! than ranks) and roots.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::*;
+
+type F = fn(u64, u64) -> u64;
+
+fn sum(a: u64, b: u64) -> u64 {
+    a.wrapping_add(b)
+}
+fn max(a: u64, b: u64) -> u64 {
+    a.max(b)
+}
+/// Associative, not commutative: keeps the left operand.
+fn first(a: u64, _b: u64) -> u64 {
+    a
+}
+/// Associative, not commutative: keeps the right operand.
+fn last(_a: u64, b: u64) -> u64 {
+    b
+}
+
+/// Runs the schedules of all ranks over FIFO channels; panics on a
+/// deadlock, a length mismatch or a message left over.
+fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) {
+    let n = scheds.len();
+    let mut chans: HashMap<(usize, usize), VecDeque<Vec<u64>>> = HashMap::new();
+    let mut pc = vec![0usize; n];
+    loop {
+        let mut moved = false;
+        for me in 0..n {
+            while let Some(step) = scheds[me].get(pc[me]) {
+                match step {
+                    Step::Send { to, blocks } => {
+                        assert!(*to < n && *to != me, "rank {me} sends to {to}");
+                        let data: Vec<u64> = blocks
+                            .iter()
+                            .flat_map(|r| bufs[me][r.clone()].to_vec())
+                            .collect();
+                        chans.entry((me, *to)).or_default().push_back(data);
+                    }
+                    Step::Recv {
+                        from,
+                        blocks,
+                        combine,
+                    } => {
+                        let Some(msg) = chans.entry((*from, me)).or_default().pop_front() else {
+                            break;
+                        };
+                        assert_eq!(msg.len(), step.elements(), "rank {me} from {from}");
+                        let mut it = msg.into_iter();
+                        for r in blocks {
+                            for x in &mut bufs[me][r.clone()] {
+                                let m = it.next().expect("length checked");
+                                *x = match combine {
+                                    Combine::Replace => m,
+                                    Combine::Reduce => f(*x, m),
+                                    Combine::ReduceLeft => f(m, *x),
+                                };
+                            }
+                        }
+                    }
+                    Step::Copy { from, to } => {
+                        bufs[me].copy_within(from.clone(), *to);
+                    }
+                }
+                pc[me] += 1;
+                moved = true;
+            }
+        }
+        if (0..n).all(|r| pc[r] == scheds[r].len()) {
+            break;
+        }
+        assert!(moved, "deadlock at {pc:?}");
+    }
+    for ((a, b), q) in chans {
+        assert!(
+            q.is_empty(),
+            "{} messages from {a} to {b} never received",
+            q.len()
+        );
+    }
+}
+
+fn input(r: usize, j: usize) -> u64 {
+    (r as u64 + 1) * 1_000_003 + j as u64 * 7919
+}
+
+fn fold(n: usize, j: usize, f: F) -> u64 {
+    (1..n).fold(input(0, j), |acc, r| f(acc, input(r, j)))
+}
+
+const COUNTS: [usize; 5] = [0, 1, 3, 17, 64];
+
+fn ranks() -> impl Iterator<Item = usize> {
+    1..=17
+}
+
+fn roots(n: usize) -> Vec<usize> {
+    let mut r = vec![0, n - 1, n / 2, (n * 2) / 3];
+    r.dedup();
+    r
+}
+
+#[test]
+fn barrier_completes() {
+    for n in ranks() {
+        let s: Vec<_> = (0..n).map(|me| barrier_dissemination(me, n)).collect();
+        let mut bufs = vec![vec![]; n];
+        simulate(&s, &mut bufs, sum);
+    }
+}
+
+#[test]
+fn barrier_waits_for_everyone() {
+    // Knowledge propagation: a rank leaves only after hearing, directly or
+    // not, from every rank. Model it with a bitmask carried by messages.
+    for n in ranks() {
+        let mut know: Vec<u64> = (0..n).map(|r| 1 << r).collect();
+        for me in 0..n {
+            let _ = barrier_dissemination(me, n);
+        }
+        let mut d = 1;
+        while d < n {
+            let prev = know.clone();
+            for me in 0..n {
+                know[me] |= prev[(me + n - d) % n];
+            }
+            d <<= 1;
+        }
+        // Same rounds as the schedule: ceil(log2 n) of them.
+        let rounds = barrier_dissemination(0, n).len() / 2;
+        assert_eq!(rounds, (n as f64).log2().ceil() as usize);
+        for k in know {
+            assert_eq!(k, (1u64 << n) - 1);
+        }
+    }
+}
+
+#[test]
+fn bcast_algorithms() {
+    for n in ranks() {
+        for root in roots(n) {
+            for count in COUNTS {
+                for algo in 0..3 {
+                    let s: Vec<_> = (0..n)
+                        .map(|me| match algo {
+                            0 => bcast_binomial(me, n, root, count),
+                            1 => bcast_chain(me, n, root, count, 5),
+                            _ => bcast_chain(me, n, root, count, 1 << 20),
+                        })
+                        .collect();
+                    let mut bufs: Vec<Vec<u64>> = (0..n)
+                        .map(|r| {
+                            if r == root {
+                                (0..count).map(|j| input(r, j)).collect()
+                            } else {
+                                vec![0; count]
+                            }
+                        })
+                        .collect();
+                    simulate(&s, &mut bufs, sum);
+                    let want: Vec<u64> = (0..count).map(|j| input(root, j)).collect();
+                    for b in &bufs {
+                        assert_eq!(b, &want, "bcast algo {algo} n={n} root={root}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_algorithms() {
+    for n in ranks() {
+        for root in roots(n) {
+            for count in COUNTS {
+                for f in [sum as F, max] {
+                    for algo in 0..2 {
+                        let s: Vec<_> = (0..n)
+                            .map(|me| match algo {
+                                0 => reduce_binomial(me, n, root, count),
+                                _ => reduce_chain(me, n, root, count, 4),
+                            })
+                            .collect();
+                        let mut bufs: Vec<Vec<u64>> = (0..n)
+                            .map(|r| (0..count).map(|j| input(r, j)).collect())
+                            .collect();
+                        simulate(&s, &mut bufs, f);
+                        let want: Vec<u64> = (0..count).map(|j| fold(n, j, f)).collect();
+                        assert_eq!(bufs[root], want, "reduce algo {algo} n={n} root={root}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn allreduce_algorithms() {
+    for n in ranks() {
+        for count in COUNTS {
+            for f in [sum as F, max] {
+                for algo in 0..3 {
+                    let s: Vec<_> = (0..n)
+                        .map(|me| match algo {
+                            0 => allreduce_recursive_doubling(me, n, count),
+                            1 => allreduce_rabenseifner(me, n, count),
+                            _ => allreduce_ring(me, n, count),
+                        })
+                        .collect();
+                    let mut bufs: Vec<Vec<u64>> = (0..n)
+                        .map(|r| (0..count).map(|j| input(r, j)).collect())
+                        .collect();
+                    simulate(&s, &mut bufs, f);
+                    let want: Vec<u64> = (0..count).map(|j| fold(n, j, f)).collect();
+                    for (r, b) in bufs.iter().enumerate() {
+                        assert_eq!(
+                            b, &want,
+                            "allreduce algo {algo} n={n} count={count} rank {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn recursive_doubling_keeps_rank_order() {
+    // With `first`/`last` (associative, not commutative), recursive
+    // doubling must give rank 0's / rank n-1's value everywhere.
+    for n in ranks() {
+        for (f, src) in [(first as F, 0), (last as F, n - 1)] {
+            let s: Vec<_> = (0..n)
+                .map(|me| allreduce_recursive_doubling(me, n, 3))
+                .collect();
+            let mut bufs: Vec<Vec<u64>> = (0..n)
+                .map(|r| (0..3).map(|j| input(r, j)).collect())
+                .collect();
+            simulate(&s, &mut bufs, f);
+            for b in &bufs {
+                assert_eq!(b, &(0..3).map(|j| input(src, j)).collect::<Vec<_>>());
+            }
+        }
+    }
+}
+
+#[test]
+fn gather_scatter() {
+    for n in ranks() {
+        for root in roots(n) {
+            for count in COUNTS {
+                let s: Vec<_> = (0..n)
+                    .map(|me| gather_binomial(me, n, root, count))
+                    .collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| {
+                        let mut b = vec![0; n * count];
+                        for j in 0..count {
+                            b[r * count + j] = input(r, j);
+                        }
+                        b
+                    })
+                    .collect();
+                simulate(&s, &mut bufs, sum);
+                let want: Vec<u64> = (0..n)
+                    .flat_map(|r| (0..count).map(move |j| input(r, j)))
+                    .collect();
+                assert_eq!(bufs[root], want, "gather n={n} root={root} count={count}");
+
+                let s: Vec<_> = (0..n)
+                    .map(|me| scatter_binomial(me, n, root, count))
+                    .collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| {
+                        if r == root {
+                            want.clone()
+                        } else {
+                            vec![0; n * count]
+                        }
+                    })
+                    .collect();
+                simulate(&s, &mut bufs, sum);
+                for (r, b) in bufs.iter().enumerate() {
+                    assert_eq!(
+                        &b[r * count..(r + 1) * count],
+                        &want[r * count..(r + 1) * count],
+                        "scatter n={n} root={root} rank {r}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn allgather_algorithms() {
+    for n in ranks() {
+        for count in COUNTS {
+            for algo in 0..2 {
+                let s: Vec<_> = (0..n)
+                    .map(|me| match algo {
+                        0 => allgather_recursive_doubling(me, n, count),
+                        _ => allgather_ring(me, n, count),
+                    })
+                    .collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| {
+                        let mut b = vec![0; n * count];
+                        for j in 0..count {
+                            b[r * count + j] = input(r, j);
+                        }
+                        b
+                    })
+                    .collect();
+                simulate(&s, &mut bufs, sum);
+                let want: Vec<u64> = (0..n)
+                    .flat_map(|r| (0..count).map(move |j| input(r, j)))
+                    .collect();
+                for b in &bufs {
+                    assert_eq!(b, &want, "allgather algo {algo} n={n} count={count}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn reduce_scatter_and_alltoall() {
+    for n in ranks() {
+        for count in COUNTS {
+            let s: Vec<_> = (0..n).map(|me| reduce_scatter_ring(me, n, count)).collect();
+            let inp = |r: usize, i: usize| input(r, i) ^ (r as u64 * 77);
+            let mut bufs: Vec<Vec<u64>> = (0..n)
+                .map(|r| (0..n * count).map(|i| inp(r, i)).collect())
+                .collect();
+            simulate(&s, &mut bufs, sum);
+            for (r, b) in bufs.iter().enumerate() {
+                for j in 0..count {
+                    let i = r * count + j;
+                    let want = (0..n).fold(0u64, |a, q| a.wrapping_add(inp(q, i)));
+                    assert_eq!(b[i], want, "reduce_scatter n={n} rank {r}");
+                }
+            }
+
+            let s: Vec<_> = (0..n).map(|me| alltoall_pairwise(me, n, count)).collect();
+            let mut bufs: Vec<Vec<u64>> = (0..n)
+                .map(|r| {
+                    let mut b: Vec<u64> = (0..n * count).map(|i| inp(r, i)).collect();
+                    b.resize(2 * n * count, 0);
+                    b
+                })
+                .collect();
+            simulate(&s, &mut bufs, sum);
+            for (r, b) in bufs.iter().enumerate() {
+                for q in 0..n {
+                    for j in 0..count {
+                        assert_eq!(b[n * count + q * count + j], inp(q, r * count + j));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scans_in_rank_order() {
+    for n in ranks() {
+        for count in COUNTS {
+            for f in [sum as F, first, last] {
+                let s: Vec<_> = (0..n)
+                    .map(|me| scan_recursive_doubling(me, n, count))
+                    .collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| (0..count).map(|j| input(r, j)).collect())
+                    .collect();
+                simulate(&s, &mut bufs, f);
+                for (r, b) in bufs.iter().enumerate() {
+                    let want: Vec<u64> = (0..count).map(|j| fold(r + 1, j, f)).collect();
+                    assert_eq!(b, &want, "scan n={n} rank {r}");
+                }
+                let s: Vec<_> = (0..n).map(|me| exscan(me, n, count)).collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| (0..count).map(|j| input(r, j)).collect())
+                    .collect();
+                simulate(&s, &mut bufs, f);
+                for (r, b) in bufs.iter().enumerate().skip(1) {
+                    let want: Vec<u64> = (0..count).map(|j| fold(r, j, f)).collect();
+                    assert_eq!(b, &want, "exscan n={n} rank {r}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocks_cover_the_buffer() {
+    for count in [0usize, 1, 5, 100] {
+        for parts in 1..=17 {
+            assert_eq!(block_start(count, parts, 0), 0);
+            assert_eq!(block_start(count, parts, parts), count);
+            for i in 0..parts {
+                assert!(block_start(count, parts, i) <= block_start(count, parts, i + 1));
+            }
+        }
+    }
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn allreduce_any_shape(n in 1usize..=24, count in 0usize..200, algo in 0u8..3) {
+            let s: Vec<_> = (0..n)
+                .map(|me| match algo {
+                    0 => allreduce_recursive_doubling(me, n, count),
+                    1 => allreduce_rabenseifner(me, n, count),
+                    _ => allreduce_ring(me, n, count),
+                })
+                .collect();
+            let mut bufs: Vec<Vec<u64>> = (0..n)
+                .map(|r| (0..count).map(|j| input(r, j)).collect())
+                .collect();
+            simulate(&s, &mut bufs, sum);
+            let want: Vec<u64> = (0..count).map(|j| fold(n, j, sum)).collect();
+            for b in &bufs {
+                prop_assert_eq!(b, &want);
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Collectives in real processes over shm and tcp, against sequential
+//! references. Each test spawns N copies of this binary (`peer_entry`).
+
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+mod harness;
+mod roles;
+
+use std::time::Duration;
+
+use harness::{run, run_ok};
+
+/// Not a test: the entry point of the ranks the tests spawn; without
+/// `RFX_COLL_TEST_ROLE` it returns at once.
+#[test]
+fn peer_entry() {
+    if let Ok(role) = std::env::var("RFX_COLL_TEST_ROLE") {
+        roles::dispatch(&role);
+    }
+}
+
+#[test]
+fn all_collectives_shm_1_to_5_ranks() {
+    for n in 1..=5 {
+        run_ok("all", n, "shm", &[]);
+    }
+}
+
+#[test]
+fn all_collectives_shm_8_ranks() {
+    run_ok("all", 8, "shm", &[("RFX_COLL_TEST_COUNTS", "0,1,33")]);
+}
+
+#[test]
+fn all_collectives_shm_6_7_ranks() {
+    for n in [6, 7] {
+        run_ok(
+            "all",
+            n,
+            "shm",
+            &[
+                ("RFX_COLL_TEST_COUNTS", "3"),
+                ("RFX_COLL_TEST_TYPES", "one"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn all_collectives_tcp() {
+    for n in [2, 3, 4] {
+        run_ok("all", n, "tcp", &[("RFX_COLL_TEST_COUNTS", "0,5,2000")]);
+    }
+}
+
+#[test]
+fn large_messages_shm() {
+    // 8 KiB, 1 MiB and 4 MiB of i32 per rank: pipelined bcast/reduce,
+    // Rabenseifner and ring allreduce, fragmentation and flow control.
+    for (n, counts) in [(2, "2048,262144,1048576"), (3, "262144")] {
+        run_ok(
+            "all",
+            n,
+            "shm",
+            &[
+                ("RFX_COLL_TEST_COUNTS", counts),
+                ("RFX_COLL_TEST_TYPES", "one"),
+            ],
+        );
+    }
+}
+
+#[test]
+fn large_messages_tcp() {
+    run_ok(
+        "all",
+        2,
+        "tcp",
+        &[
+            ("RFX_COLL_TEST_COUNTS", "262144"),
+            ("RFX_COLL_TEST_TYPES", "one"),
+        ],
+    );
+}
+
+#[test]
+fn nonblocking_overlap() {
+    for (n, t) in [(1, "shm"), (2, "shm"), (3, "tcp"), (4, "shm")] {
+        run_ok("nonblocking", n, t, &[]);
+    }
+}
+
+#[test]
+fn split_and_dup() {
+    for (n, t) in [(1, "shm"), (2, "tcp"), (5, "shm")] {
+        run_ok("split", n, t, &[]);
+    }
+}
+
+#[test]
+fn device_buffers_staged_through_host() {
+    run_ok("device", 3, "shm", &[]);
+}
+
+#[test]
+fn dead_rank_fails_the_others() {
+    for (n, t) in [(3, "shm"), (2, "tcp")] {
+        let (st, elapsed) = run(
+            "die",
+            n,
+            t,
+            &[("RFX_COLL_TIMEOUT_MS", "5000")],
+            Duration::from_secs(60),
+        );
+        assert_eq!(st[n - 1].code(), Some(7), "the victim");
+        for (r, s) in st[..n - 1].iter().enumerate() {
+            assert!(s.success(), "rank {r} did not report the dead rank: {s}");
+        }
+        assert!(elapsed < Duration::from_secs(30), "took {elapsed:?}");
+    }
+}

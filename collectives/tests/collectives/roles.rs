@@ -1,0 +1,370 @@
+//! What the ranks do. Each role panics (non-zero exit) on a wrong result.
+
+use std::time::{Duration, Instant};
+
+use rfx_collectives::device::{DeviceBuffer, HostBuffer};
+use rfx_collectives::{CollError, Communicator, Element, Op, ReduceOp, Source, TagMatch};
+
+/// Element types the tests build from small integers.
+pub trait Gen: Element {
+    fn from_u64(x: u64) -> Self;
+    const FLOAT: bool;
+}
+
+macro_rules! gen {
+    ($($t:ty => $f:expr),*) => {$(
+        impl Gen for $t {
+            fn from_u64(x: u64) -> Self { x as $t }
+            const FLOAT: bool = $f;
+        }
+    )*};
+}
+gen!(u8 => false, i16 => false, i32 => false, u64 => false, i64 => false, usize => false,
+     f32 => true, f64 => true);
+
+fn input<T: Gen>(r: usize, j: usize) -> T {
+    T::from_u64(((r * 7 + j * 3) % 5 + 1) as u64)
+}
+
+fn inputs<T: Gen>(r: usize, count: usize) -> Vec<T> {
+    (0..count).map(|j| input(r, j)).collect()
+}
+
+fn fold<T: Gen>(ranks: std::ops::Range<usize>, count: usize, op: &Op<T>) -> Vec<T> {
+    let mut acc = inputs::<T>(ranks.start, count);
+    for r in ranks.start + 1..ranks.end {
+        op.apply(&mut acc, &inputs::<T>(r, count)).unwrap();
+    }
+    acc
+}
+
+fn ops<T: Gen>() -> Vec<ReduceOp> {
+    if T::FLOAT {
+        vec![ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max]
+    } else {
+        ReduceOp::ALL.to_vec()
+    }
+}
+
+/// Every collective against the sequential reference, for one type.
+fn check_all<T: Gen>(c: &mut Communicator, count: usize, all_ops: bool) {
+    let (me, n) = (c.rank(), c.size());
+    let roots: Vec<usize> = if n > 1 { vec![0, n - 1] } else { vec![0] };
+    let ops = if all_ops {
+        ops::<T>()
+    } else {
+        vec![ReduceOp::Sum]
+    };
+    for &root in &roots {
+        let mut b = if me == root {
+            inputs::<T>(root, count)
+        } else {
+            vec![T::default(); count]
+        };
+        c.bcast(&mut b, root).unwrap();
+        assert_eq!(
+            b,
+            inputs::<T>(root, count),
+            "bcast root {root} count {count}"
+        );
+        for &op in &ops {
+            let mut b = inputs::<T>(me, count);
+            c.reduce(&mut b, root, op).unwrap();
+            if me == root {
+                assert_eq!(
+                    b,
+                    fold(0..n, count, &op.into()),
+                    "reduce {op:?} root {root}"
+                );
+            }
+        }
+        let mut g = vec![T::default(); if me == root { n * count } else { 0 }];
+        c.gather(&inputs::<T>(me, count), &mut g, root).unwrap();
+        if me == root {
+            let want: Vec<T> = (0..n).flat_map(|r| inputs::<T>(r, count)).collect();
+            assert_eq!(g, want, "gather root {root}");
+        }
+        let all: Vec<T> = (0..n).flat_map(|r| inputs::<T>(r + 10, count)).collect();
+        let mut s = vec![T::default(); count];
+        c.scatter(if me == root { &all } else { &[] }, &mut s, root)
+            .unwrap();
+        assert_eq!(s, inputs::<T>(me + 10, count), "scatter root {root}");
+    }
+    for &op in &ops {
+        let mut b = inputs::<T>(me, count);
+        c.allreduce(&mut b, op).unwrap();
+        assert_eq!(
+            b,
+            fold(0..n, count, &op.into()),
+            "allreduce {op:?} count {count}"
+        );
+    }
+    let mut ag = vec![T::default(); n * count];
+    c.allgather(&inputs::<T>(me, count), &mut ag).unwrap();
+    let want: Vec<T> = (0..n).flat_map(|r| inputs::<T>(r, count)).collect();
+    assert_eq!(ag, want, "allgather");
+    // reduce_scatter: rank q's input is inputs(q, n*count); rank r gets block r.
+    let mut rs = vec![T::default(); count];
+    c.reduce_scatter(&inputs::<T>(me, n * count), &mut rs, ReduceOp::Sum)
+        .unwrap();
+    let full = fold::<T>(0..n, n * count, &ReduceOp::Sum.into());
+    assert_eq!(rs, full[me * count..(me + 1) * count], "reduce_scatter");
+    // alltoall: block j of rank r's input is inputs(r*n+j).
+    let send: Vec<T> = (0..n)
+        .flat_map(|j| inputs::<T>(me * n + j, count))
+        .collect();
+    let mut recv = vec![T::default(); n * count];
+    c.alltoall(&send, &mut recv).unwrap();
+    let want: Vec<T> = (0..n)
+        .flat_map(|q| inputs::<T>(q * n + me, count))
+        .collect();
+    assert_eq!(recv, want, "alltoall");
+    let mut sc = inputs::<T>(me, count);
+    c.scan(&mut sc, ReduceOp::Sum).unwrap();
+    assert_eq!(sc, fold(0..me + 1, count, &ReduceOp::Sum.into()), "scan");
+    let mut ex = inputs::<T>(me, count);
+    c.exscan(&mut ex, ReduceOp::Max).unwrap();
+    if me > 0 {
+        assert_eq!(ex, fold(0..me, count, &ReduceOp::Max.into()), "exscan");
+    }
+    c.barrier().unwrap();
+}
+
+fn sizes() -> Vec<usize> {
+    std::env::var("RFX_COLL_TEST_COUNTS")
+        .unwrap_or_else(|_| "0,1,7,1000".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+pub fn all(c: &mut Communicator) {
+    let big = std::env::var("RFX_COLL_TEST_TYPES").as_deref() == Ok("one");
+    for count in sizes() {
+        check_all::<i32>(c, count, !big);
+        if !big {
+            check_all::<f64>(c, count, true);
+            check_all::<u8>(c, count, true);
+            check_all::<u64>(c, count, false);
+            check_all::<f32>(c, count, false);
+            check_all::<i16>(c, count, false);
+            check_all::<usize>(c, count, false);
+        }
+    }
+    // A user-defined op: the maximum of absolute values.
+    let absmax = Op::<i64>::custom(|acc, x| {
+        for (a, b) in acc.iter_mut().zip(x) {
+            *a = (*a).abs().max(b.abs());
+        }
+    });
+    let me = c.rank() as i64;
+    let mut v = vec![-me, me * 2];
+    c.allreduce(&mut v, absmax).unwrap();
+    let top = c.size() as i64 - 1;
+    assert_eq!(v, vec![top, top * 2]);
+    // Non-commutative user op in scan: keep the left operand -> rank 0's.
+    let first = Op::<i64>::custom(|_acc, _x| {});
+    let mut v = vec![me + 100];
+    c.scan(&mut v, first).unwrap();
+    assert_eq!(v, vec![100]);
+    point_to_point(c);
+}
+
+fn point_to_point(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    if n < 2 {
+        return;
+    }
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    // A ring exchange with sendrecv, large enough to fragment.
+    let out: Vec<u32> = (0..100_000).map(|i| i + me as u32).collect();
+    let mut got = vec![0u32; 100_000];
+    let st = c.sendrecv(&out, right, 5, &mut got, left, 5u32).unwrap();
+    assert_eq!(st.source, left);
+    assert_eq!(got[7], 7 + left as u32);
+    // Any-source gather at rank 0, tags matched.
+    if me == 0 {
+        let mut seen = vec![false; n];
+        for _ in 1..n {
+            let mut b = [0u16; 4];
+            let st = c.recv(&mut b, Source::Any, TagMatch::Tag(9)).unwrap();
+            assert_eq!(st.len, 2);
+            assert_eq!(b[0] as usize, st.source);
+            seen[st.source] = true;
+        }
+        assert!(seen[1..].iter().all(|&s| s));
+    } else {
+        c.send(&[me as u16, 0], 0, 9).unwrap();
+    }
+    // Truncation is an error, not a silent cut.
+    if me == 1 {
+        c.send(&[1u8; 10], 0, 11).unwrap();
+    } else if me == 0 {
+        let mut b = [0u8; 4];
+        assert!(matches!(
+            c.recv(&mut b, 1usize, 11u32),
+            Err(CollError::Truncated { .. })
+        ));
+    }
+    c.barrier().unwrap();
+}
+
+pub fn nonblocking(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    // Several collectives and receives in flight at once, completed in
+    // an order different from the posting order.
+    let r1 = c.iallreduce(vec![me as u64; 1000], ReduceOp::Sum).unwrap();
+    let r2 = c
+        .ibcast(
+            if me == n - 1 {
+                vec![42i32; 70_000]
+            } else {
+                vec![0; 70_000]
+            },
+            n - 1,
+        )
+        .unwrap();
+    let rb = c.ibarrier();
+    let r3 = c.iallgather(vec![me as u8; 3]);
+    let recv = c.irecv(vec![0u64; 4], (me + n - 1) % n, 77u32).unwrap();
+    let send = c.isend(vec![me as u64; 4], (me + 1) % n, 77).unwrap();
+    let r4 = c.iscan(vec![1u32; 5], ReduceOp::Sum).unwrap();
+    let r5 = c.ialltoall((0..n as u32).collect::<Vec<_>>()).unwrap();
+    let r6 = c.ireduce_scatter(vec![1i32; n * 2], ReduceOp::Sum).unwrap();
+    let r7 = c.igather(vec![me as u16], 0).unwrap();
+    let r8 = c.iscatter((0..n as i64).collect(), 1, 0).unwrap();
+    let r9 = c.ireduce(vec![2.0f64; 3], 0, ReduceOp::Prod).unwrap();
+    let r10 = c.iexscan(vec![1u32], ReduceOp::Sum).unwrap();
+    let mut r1 = r1;
+    let _ = r1.test().unwrap();
+    assert_eq!(
+        r10.wait().unwrap(),
+        vec![if me == 0 { 1 } else { me as u32 }]
+    );
+    let v9 = r9.wait().unwrap();
+    if me == 0 {
+        assert_eq!(v9, vec![2f64.powi(n as i32); 3]);
+    }
+    assert_eq!(r8.wait().unwrap(), vec![me as i64]);
+    let g = r7.wait().unwrap();
+    if me == 0 {
+        assert_eq!(g, (0..n as u16).collect::<Vec<_>>());
+    }
+    assert_eq!(r6.wait().unwrap(), vec![n as i32; 2]);
+    assert_eq!(r5.wait().unwrap(), vec![me as u32; n]);
+    assert_eq!(r4.wait().unwrap(), vec![me as u32 + 1; 5]);
+    assert_eq!(send.wait().unwrap(), vec![me as u64; 4]);
+    let (b, st) = recv.wait().unwrap();
+    assert_eq!((b, st.len), (vec![((me + n - 1) % n) as u64; 4], 4));
+    assert_eq!(
+        r3.wait().unwrap(),
+        (0..n).flat_map(|r| [r as u8; 3]).collect::<Vec<_>>()
+    );
+    rb.wait().unwrap();
+    assert_eq!(r2.wait().unwrap(), vec![42; 70_000]);
+    let s = (n * (n - 1) / 2) as u64;
+    assert_eq!(r1.wait().unwrap(), vec![s; 1000]);
+}
+
+pub fn split(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    // Even and odd ranks, reversed order by key.
+    let mut sub = c
+        .split(Some((me % 2) as u32), -(me as i32))
+        .unwrap()
+        .unwrap();
+    let members: Vec<usize> = (0..n).filter(|r| r % 2 == me % 2).rev().collect();
+    assert_eq!(sub.size(), members.len());
+    assert_eq!(members[sub.rank()], me);
+    let mut v = vec![me as u64];
+    sub.allreduce(&mut v, ReduceOp::Sum).unwrap();
+    assert_eq!(v[0], members.iter().map(|&r| r as u64).sum::<u64>());
+    // A rank with no color takes no part.
+    let none = c.split(if me == 0 { None } else { Some(1) }, 0).unwrap();
+    assert_eq!(none.is_none(), me == 0);
+    if let Some(mut rest) = none {
+        assert_eq!(rest.size(), n - 1);
+        let mut b = vec![0u8; 3];
+        if rest.rank() == 0 {
+            b = vec![9; 3];
+        }
+        rest.bcast(&mut b, 0).unwrap();
+        assert_eq!(b, vec![9; 3]);
+    }
+    // dup: same group, separate traffic. Messages on the dup with the same
+    // tag never match receives on the parent.
+    let mut d = c.dup().unwrap();
+    assert_eq!((d.rank(), d.size()), (me, n));
+    assert_ne!(d.context(), c.context());
+    if n > 1 {
+        if me == 0 {
+            d.send(&[1u32], 1, 3).unwrap();
+            c.send(&[2u32], 1, 3).unwrap();
+        } else if me == 1 {
+            let mut b = [0u32];
+            c.recv(&mut b, 0usize, 3u32).unwrap();
+            assert_eq!(b[0], 2, "parent receive matched the dup's message");
+            d.recv(&mut b, 0usize, 3u32).unwrap();
+            assert_eq!(b[0], 1);
+        }
+    }
+    // Collectives on parent and child interleave without mixing.
+    let r = d.iallreduce(vec![1u32], ReduceOp::Sum).unwrap();
+    let mut v = vec![2u32];
+    c.allreduce(&mut v, ReduceOp::Sum).unwrap();
+    assert_eq!(v[0], 2 * n as u32);
+    assert_eq!(r.wait().unwrap()[0], n as u32);
+    c.barrier().unwrap();
+}
+
+/// The last rank exits in the middle of the job; the others must fail
+/// with an error naming it (or time out), not hang.
+pub fn die(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    c.barrier().unwrap();
+    if me == n - 1 {
+        std::process::exit(7);
+    }
+    let start = Instant::now();
+    let mut v = vec![1u64; 1 << 16];
+    let mut err = None;
+    for _ in 0..1000 {
+        if let Err(e) = c.allreduce(&mut v, ReduceOp::Sum) {
+            err = Some(e);
+            break;
+        }
+    }
+    let e = err.expect("allreduce with a dead rank succeeded");
+    eprintln!("rank {me}: {e} after {:?}", start.elapsed());
+    assert!(e.is_peer_gone() || e.is_timeout(), "unexpected error {e:?}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // Exit without waiting to flush to the dead rank.
+    std::process::exit(0);
+}
+
+pub fn device(c: &mut Communicator) {
+    let me = c.rank();
+    let n = c.size();
+    let mut dev = HostBuffer::new(vec![me as f32 + 1.0; 257]);
+    c.allreduce_device(&mut dev, ReduceOp::Sum).unwrap();
+    let s = (n * (n + 1) / 2) as f32;
+    let mut host = vec![0f32; 257];
+    dev.copy_to_host(&mut host).unwrap();
+    assert_eq!(host, vec![s; 257]);
+    let mut dev = HostBuffer::new(if me == 0 { vec![5u16; 9] } else { vec![0; 9] });
+    c.bcast_device(&mut dev, 0).unwrap();
+    assert_eq!(dev.as_slice(), &[5u16; 9]);
+}
+
+pub fn dispatch(role: &str) {
+    let mut c = Communicator::from_env().expect("join the job");
+    match role {
+        "all" => all(&mut c),
+        "nonblocking" => nonblocking(&mut c),
+        "split" => split(&mut c),
+        "die" => die(&mut c),
+        "device" => device(&mut c),
+        other => panic!("unknown role {other}"),
+    }
+}

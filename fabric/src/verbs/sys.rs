@@ -1,0 +1,784 @@
+//! The only module of rfx-fabric that calls libibverbs (through `rdma-sys`).
+//!
+//! Every verbs object is owned by a Rust value whose `Drop` destroys it, and
+//! the owners hold what the object depends on (a queue pair keeps its
+//! completion queues alive, a memory registration keeps its memory alive), so
+//! safe code above cannot free anything the device still uses. Posting takes
+//! registrations and bounds-checked ranges, never raw addresses.
+
+use std::ffi::{c_void, CStr};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::ptr::{null_mut, NonNull};
+use std::sync::Arc;
+
+use rdma_sys::*;
+
+use crate::error::FabricError;
+use crate::mr::MemoryRegion;
+
+/// The port rfx uses on a device.
+pub(super) const PORT: u8 = 1;
+
+fn rc_err(op: &'static str, rc: i32) -> FabricError {
+    // Verbs calls like ibv_modify_qp and ibv_post_* return the errno itself.
+    FabricError::os(op, std::io::Error::from_raw_os_error(rc.abs()))
+}
+
+fn last_err(op: &'static str) -> FabricError {
+    FabricError::os(op, std::io::Error::last_os_error())
+}
+
+/// What a device port offers, as needed to connect a queue pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PortInfo {
+    /// `ibv_mtu` value (1 = 256 B ... 5 = 4096 B).
+    pub(super) active_mtu: u32,
+    /// Local identifier (InfiniBand; 0 on RoCE).
+    pub(super) lid: u16,
+    /// The GID used as the source address.
+    pub(super) gid: [u8; 16],
+    /// Its index in the port's GID table.
+    pub(super) gid_index: u8,
+}
+
+/// An opened device (`ibv_context`), with the port rfx uses.
+#[derive(Debug)]
+pub(super) struct Context {
+    ctx: NonNull<ibv_context>,
+    name: String,
+    port: PortInfo,
+}
+
+// SAFETY: an ibv_context is thread-safe (libibverbs serialises the calls that
+// need it); the pointer is owned by this value and only freed in Drop.
+unsafe impl Send for Context {}
+// SAFETY: as above; `&Context` only reads immutable fields or makes verbs
+// calls that libibverbs documents as thread-safe.
+unsafe impl Sync for Context {}
+
+/// Why no device was opened, when that is not an error (no RDMA here).
+#[derive(Debug)]
+pub(super) enum NoDevice {
+    /// Nothing usable; the text says why (for logs and errors).
+    Absent(String),
+    /// Something failed that should have worked.
+    Failed(FabricError),
+}
+
+fn gid_is_v4_mapped(g: &[u8; 16]) -> bool {
+    g[..10].iter().all(|&b| b == 0) && g[10] == 0xff && g[11] == 0xff
+}
+
+impl Context {
+    /// Opens `want` (or the first device with an active port 1) and picks a
+    /// GID: `gid_index` if given, else the first IPv4-mapped one (RoCEv2),
+    /// else the first non-zero one.
+    pub(super) fn open(want: Option<&str>, gid_index: Option<u8>) -> Result<Context, NoDevice> {
+        let mut n: i32 = 0;
+        // SAFETY: `n` is a valid out-pointer; the list is freed below.
+        let list = unsafe { ibv_get_device_list(&mut n) };
+        if list.is_null() {
+            // ENOSYS: no /sys/class/infiniband_verbs (kernel without RDMA).
+            let e = std::io::Error::last_os_error();
+            return Err(NoDevice::Absent(format!("no RDMA devices ({e})")));
+        }
+        let mut found = Err(NoDevice::Absent(match want {
+            Some(w) => format!("no RDMA device named {w:?} with an active port"),
+            None => "no RDMA device with an active port".into(),
+        }));
+        for i in 0..n.max(0) as usize {
+            // SAFETY: the list holds `n` valid device pointers.
+            let dev = unsafe { *list.add(i) };
+            if dev.is_null() {
+                break;
+            }
+            // SAFETY: `dev` is a device of the live list; the name is a
+            // NUL-terminated string owned by it, copied out at once.
+            let name = unsafe { CStr::from_ptr(ibv_get_device_name(dev)) }
+                .to_string_lossy()
+                .into_owned();
+            if want.is_some_and(|w| w != name) {
+                continue;
+            }
+            match Self::open_one(dev, name, gid_index) {
+                Ok(c) => {
+                    found = Ok(c);
+                    break;
+                }
+                Err(e) => found = Err(e),
+            }
+        }
+        // SAFETY: `list` came from ibv_get_device_list; opened contexts stay
+        // valid after the list is freed (libibverbs keeps the devices).
+        unsafe { ibv_free_device_list(list) };
+        found
+    }
+
+    fn open_one(
+        dev: *mut ibv_device,
+        name: String,
+        gid_index: Option<u8>,
+    ) -> Result<Context, NoDevice> {
+        // SAFETY: `dev` is a valid device of a live device list.
+        let raw = unsafe { ibv_open_device(dev) };
+        let ctx = NonNull::new(raw).ok_or_else(|| NoDevice::Failed(last_err("ibv_open_device")))?;
+        let mut c = Context {
+            ctx,
+            name,
+            port: PortInfo {
+                active_mtu: 0,
+                lid: 0,
+                gid: [0; 16],
+                gid_index: 0,
+            },
+        };
+        // SAFETY: zeroed is a valid ibv_port_attr (plain integers).
+        let mut attr: ibv_port_attr = unsafe { std::mem::zeroed() };
+        // SAFETY: live context, valid out-pointer; `___ibv_query_port` is the
+        // rdma-sys form of the C macro (the exported symbol takes a compat struct).
+        let rc = unsafe { ___ibv_query_port(c.ctx.as_ptr(), PORT, &mut attr) };
+        if rc != 0 {
+            return Err(NoDevice::Failed(rc_err("ibv_query_port", rc)));
+        }
+        if attr.state != ibv_port_state::IBV_PORT_ACTIVE {
+            return Err(NoDevice::Absent(format!(
+                "port {PORT} of {} is not active (state {})",
+                c.name, attr.state
+            )));
+        }
+        let mut chosen: Option<(u8, [u8; 16])> = None;
+        let mut first_nonzero = None;
+        for i in 0..attr.gid_tbl_len.clamp(0, 256) {
+            if gid_index.is_some_and(|g| i32::from(g) != i) {
+                continue;
+            }
+            // SAFETY: zeroed is a valid ibv_gid (bytes).
+            let mut g: ibv_gid = unsafe { std::mem::zeroed() };
+            // SAFETY: live context, index inside the table, valid out-pointer.
+            if unsafe { ibv_query_gid(c.ctx.as_ptr(), PORT, i, &mut g) } != 0 {
+                continue;
+            }
+            // SAFETY: every bit pattern is a valid `raw` byte array.
+            let raw = unsafe { g.raw };
+            if raw == [0; 16] {
+                continue;
+            }
+            if gid_index.is_some() || gid_is_v4_mapped(&raw) {
+                chosen = Some((i as u8, raw));
+                break;
+            }
+            first_nonzero.get_or_insert((i as u8, raw));
+        }
+        let (gid_index, gid) = chosen
+            .or(first_nonzero)
+            .ok_or_else(|| NoDevice::Absent(format!("{} port {PORT} has no usable GID", c.name)))?;
+        c.port = PortInfo {
+            active_mtu: attr.active_mtu,
+            lid: attr.lid,
+            gid,
+            gid_index,
+        };
+        Ok(c)
+    }
+
+    pub(super) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(super) fn port(&self) -> PortInfo {
+        self.port
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: owned context; everything made from it (PD, CQs, QPs) holds
+        // an Arc to it, so nothing uses it any more.
+        unsafe { ibv_close_device(self.ctx.as_ptr()) };
+    }
+}
+
+/// A protection domain.
+#[derive(Debug)]
+pub(super) struct Pd {
+    pd: NonNull<ibv_pd>,
+    ctx: Arc<Context>,
+}
+
+// SAFETY: PDs are used from any thread by libibverbs' thread-safe calls.
+unsafe impl Send for Pd {}
+// SAFETY: as above.
+unsafe impl Sync for Pd {}
+
+impl Pd {
+    pub(super) fn alloc(ctx: Arc<Context>) -> Result<Pd, FabricError> {
+        // SAFETY: live context.
+        let pd = unsafe { ibv_alloc_pd(ctx.ctx.as_ptr()) };
+        let pd = NonNull::new(pd).ok_or_else(|| last_err("ibv_alloc_pd"))?;
+        Ok(Pd { pd, ctx })
+    }
+
+    pub(super) fn context(&self) -> &Arc<Context> {
+        &self.ctx
+    }
+}
+
+impl Drop for Pd {
+    fn drop(&mut self) {
+        // SAFETY: owned PD; MRs and QPs hold an Arc<Pd>, so none is left.
+        unsafe { ibv_dealloc_pd(self.pd.as_ptr()) };
+    }
+}
+
+/// A [`MemoryRegion`] registered with a PD; keeps the memory alive.
+#[derive(Debug)]
+pub(super) struct Mr {
+    mr: NonNull<ibv_mr>,
+    region: MemoryRegion,
+    _pd: Arc<Pd>,
+    lkey: u32,
+    rkey: u32,
+}
+
+// SAFETY: an ibv_mr is immutable after registration; the memory it covers is
+// shared memory accessed through `MemoryRegion`'s copying methods.
+unsafe impl Send for Mr {}
+// SAFETY: as above.
+unsafe impl Sync for Mr {}
+
+impl Mr {
+    /// Registers the whole region for local and remote read and write.
+    pub(super) fn register(pd: &Arc<Pd>, region: MemoryRegion) -> Result<Mr, FabricError> {
+        let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
+            | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE
+            | ibv_access_flags::IBV_ACCESS_REMOTE_READ;
+        let len = region.len().max(1);
+        // SAFETY: the range is the region's live mapping (at least one page
+        // is mapped even for an empty region); `region` is stored in the Mr,
+        // so the memory outlives the registration.
+        let mr = unsafe {
+            ibv_reg_mr(
+                pd.pd.as_ptr(),
+                region.as_mut_ptr() as *mut c_void,
+                len,
+                access.0 as i32,
+            )
+        };
+        let mr = NonNull::new(mr).ok_or_else(|| last_err("ibv_reg_mr"))?;
+        // SAFETY: a successful registration returns a valid ibv_mr.
+        let (lkey, rkey) = unsafe { ((*mr.as_ptr()).lkey, (*mr.as_ptr()).rkey) };
+        Ok(Mr {
+            mr,
+            region,
+            _pd: pd.clone(),
+            lkey,
+            rkey,
+        })
+    }
+
+    pub(super) fn region(&self) -> &MemoryRegion {
+        &self.region
+    }
+
+    pub(super) fn rkey(&self) -> u32 {
+        self.rkey
+    }
+
+    /// The device address of `[off, off + len)`, if inside.
+    fn sge(&self, off: usize, len: usize) -> Result<ibv_sge, FabricError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.region.len() && len <= u32::MAX as usize => Ok(ibv_sge {
+                addr: self.region.addr() + off as u64,
+                length: len as u32,
+                lkey: self.lkey,
+            }),
+            _ => Err(FabricError::OutOfBounds {
+                offset: off,
+                len,
+                size: self.region.len(),
+            }),
+        }
+    }
+}
+
+impl Drop for Mr {
+    fn drop(&mut self) {
+        // SAFETY: owned registration. QPs that post from it are destroyed
+        // first (the endpoint drops its QP before its Mrs).
+        unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+    }
+}
+
+/// A completion channel: the fd warm waiters sleep on.
+#[derive(Debug)]
+struct Channel {
+    ch: NonNull<ibv_comp_channel>,
+}
+
+impl Channel {
+    fn create(ctx: &Context) -> Result<Channel, FabricError> {
+        // SAFETY: live context.
+        let ch = unsafe { ibv_create_comp_channel(ctx.ctx.as_ptr()) };
+        let ch = NonNull::new(ch).ok_or_else(|| last_err("ibv_create_comp_channel"))?;
+        let c = Channel { ch };
+        // The fd is only read after poll(2) says so; non-blocking makes a
+        // spurious wake-up harmless.
+        let fd = c.fd();
+        let fl = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
+            .map_err(crate::error::nix_err("fcntl"))?;
+        let fl = nix::fcntl::OFlag::from_bits_truncate(fl) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl))
+            .map_err(crate::error::nix_err("fcntl"))?;
+        Ok(c)
+    }
+
+    fn fd(&self) -> RawFd {
+        // SAFETY: live channel; `fd` is a plain field.
+        unsafe { (*self.ch.as_ptr()).fd }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        // SAFETY: owned channel; its CQs are destroyed before (field order
+        // of `QueuePair`), and every event was acknowledged.
+        unsafe { ibv_destroy_comp_channel(self.ch.as_ptr()) };
+    }
+}
+
+/// A completion queue.
+#[derive(Debug)]
+struct Cq {
+    cq: NonNull<ibv_cq>,
+}
+
+impl Cq {
+    fn create(ctx: &Context, depth: u32, ch: Option<&Channel>) -> Result<Cq, FabricError> {
+        let chp = ch.map_or(null_mut(), |c| c.ch.as_ptr());
+        // SAFETY: live context and (optional) channel of the same context.
+        let cq = unsafe { ibv_create_cq(ctx.ctx.as_ptr(), depth as i32, null_mut(), chp, 0) };
+        let cq = NonNull::new(cq).ok_or_else(|| last_err("ibv_create_cq"))?;
+        Ok(Cq { cq })
+    }
+}
+
+impl Drop for Cq {
+    fn drop(&mut self) {
+        // SAFETY: owned CQ, its QP is destroyed first; events were acked
+        // as they were read, so destroy does not wait.
+        unsafe { ibv_destroy_cq(self.cq.as_ptr()) };
+    }
+}
+
+/// One completion, copied out of the CQ.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Wc {
+    pub(super) wr_id: u64,
+    pub(super) ok: bool,
+    pub(super) status: u32,
+    pub(super) is_recv: bool,
+    pub(super) byte_len: u32,
+}
+
+impl Wc {
+    /// `ibv_wc_status_str` of the status.
+    pub(super) fn status_text(&self) -> String {
+        // SAFETY: returns a static string for any value.
+        let p = unsafe { ibv_wc_status_str(self.status) };
+        if p.is_null() {
+            return format!("status {}", self.status);
+        }
+        // SAFETY: non-null static NUL-terminated string.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+/// Sizes asked for when creating a queue pair.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QpCaps {
+    pub(super) send_depth: u32,
+    pub(super) recv_depth: u32,
+    pub(super) max_inline: u32,
+}
+
+/// The peer's side of an RC connection.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RemoteQp {
+    pub(super) qpn: u32,
+    pub(super) psn: u32,
+    pub(super) lid: u16,
+    pub(super) gid: [u8; 16],
+    pub(super) mtu: u32,
+}
+
+/// What a send work request does.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum SendKind {
+    /// Two-sided SEND: consumes one posted receive of the peer.
+    Send,
+    /// One-sided RDMA WRITE to `remote_addr` with the device key `rkey`.
+    Write { remote_addr: u64, rkey: u32 },
+}
+
+/// Where a send work request takes its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Source<'a> {
+    /// Copied into the work request at post time (`IBV_SEND_INLINE`).
+    Inline(&'a [u8], &'a [u8]),
+    /// Read by the device from a registered range, until completion.
+    Registered(&'a Mr, usize, usize),
+}
+
+/// An RC queue pair with its CQs and completion channel (dropped in this
+/// order: QP, CQs, channel).
+#[derive(Debug)]
+pub(super) struct QueuePair {
+    qp: NonNull<ibv_qp>,
+    send_cq: Cq,
+    recv_cq: Cq,
+    channel: Channel,
+    _pd: Arc<Pd>,
+    max_inline: u32,
+}
+
+// SAFETY: the endpoint that owns the QP uses it from one thread at a time
+// (`&mut self` methods); verbs objects may move between threads.
+unsafe impl Send for QueuePair {}
+
+impl QueuePair {
+    /// Creates an RC QP (state RESET) with a plain send CQ and a receive CQ
+    /// on a completion channel. Asks for `max_inline` and takes what the
+    /// device grants (rxe: 256 or 512).
+    pub(super) fn create(pd: &Arc<Pd>, caps: QpCaps) -> Result<QueuePair, FabricError> {
+        let ctx = pd.context();
+        let channel = Channel::create(ctx)?;
+        let send_cq = Cq::create(ctx, caps.send_depth + 1, None)?;
+        let recv_cq = Cq::create(ctx, caps.recv_depth + 1, Some(&channel))?;
+        let mut inline = caps.max_inline;
+        loop {
+            // SAFETY: zeroed is valid for this plain C struct.
+            let mut ia: ibv_qp_init_attr = unsafe { std::mem::zeroed() };
+            ia.send_cq = send_cq.cq.as_ptr();
+            ia.recv_cq = recv_cq.cq.as_ptr();
+            ia.qp_type = ibv_qp_type::IBV_QPT_RC;
+            ia.sq_sig_all = 0;
+            ia.cap.max_send_wr = caps.send_depth;
+            ia.cap.max_recv_wr = caps.recv_depth;
+            ia.cap.max_send_sge = 2;
+            ia.cap.max_recv_sge = 1;
+            ia.cap.max_inline_data = inline;
+            // SAFETY: live PD and CQs of the same context; `ia` is valid.
+            let qp = unsafe { ibv_create_qp(pd.pd.as_ptr(), &mut ia) };
+            if let Some(qp) = NonNull::new(qp) {
+                let q = QueuePair {
+                    qp,
+                    send_cq,
+                    recv_cq,
+                    channel,
+                    _pd: pd.clone(),
+                    max_inline: ia.cap.max_inline_data.min(inline),
+                };
+                q.init()?;
+                return Ok(q);
+            }
+            if inline == 0 {
+                return Err(last_err("ibv_create_qp"));
+            }
+            inline /= 2;
+            if inline < 32 {
+                inline = 0;
+            }
+        }
+    }
+
+    pub(super) fn qpn(&self) -> u32 {
+        // SAFETY: live QP; plain field.
+        unsafe { (*self.qp.as_ptr()).qp_num }
+    }
+
+    pub(super) fn max_inline(&self) -> u32 {
+        self.max_inline
+    }
+
+    fn modify(
+        &self,
+        op: &'static str,
+        a: &mut ibv_qp_attr,
+        mask: ibv_qp_attr_mask,
+    ) -> Result<(), FabricError> {
+        // SAFETY: live QP, valid attribute struct and mask.
+        let rc = unsafe { ibv_modify_qp(self.qp.as_ptr(), a, mask.0 as i32) };
+        if rc != 0 {
+            return Err(rc_err(op, rc));
+        }
+        Ok(())
+    }
+
+    /// RESET -> INIT; receives can be posted from then on.
+    fn init(&self) -> Result<(), FabricError> {
+        // SAFETY: zeroed is valid for this plain C struct (all attributes).
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_INIT;
+        a.pkey_index = 0;
+        a.port_num = PORT;
+        a.qp_access_flags = (ibv_access_flags::IBV_ACCESS_LOCAL_WRITE
+            | ibv_access_flags::IBV_ACCESS_REMOTE_WRITE
+            | ibv_access_flags::IBV_ACCESS_REMOTE_READ)
+            .0;
+        self.modify(
+            "ibv_modify_qp(INIT)",
+            &mut a,
+            ibv_qp_attr_mask::IBV_QP_STATE
+                | ibv_qp_attr_mask::IBV_QP_PKEY_INDEX
+                | ibv_qp_attr_mask::IBV_QP_PORT
+                | ibv_qp_attr_mask::IBV_QP_ACCESS_FLAGS,
+        )
+    }
+
+    /// INIT -> RTR -> RTS. Receives must be posted before (RTR).
+    ///
+    /// `min_rnr_timer` 12 (0.64 ms) and `rnr_retry` 7 (retry forever) are
+    /// deliberate: credits mean a receive is always posted, so an RNR NAK
+    /// can only come from a bug; if one does, the sender waits ~1 ms and
+    /// retries instead of failing (and not the ~655 ms of timer 0).
+    pub(super) fn connect(
+        &self,
+        local: &PortInfo,
+        local_psn: u32,
+        remote: &RemoteQp,
+    ) -> Result<(), FabricError> {
+        // SAFETY: as above.
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_RTR;
+        a.path_mtu = local.active_mtu.min(remote.mtu).max(ibv_mtu::IBV_MTU_256);
+        a.dest_qp_num = remote.qpn;
+        a.rq_psn = remote.psn;
+        a.max_dest_rd_atomic = 1;
+        a.min_rnr_timer = 12;
+        a.ah_attr.is_global = 1;
+        a.ah_attr.dlid = remote.lid;
+        a.ah_attr.grh.dgid = ibv_gid { raw: remote.gid };
+        a.ah_attr.grh.sgid_index = local.gid_index;
+        a.ah_attr.grh.hop_limit = 64;
+        a.ah_attr.port_num = PORT;
+        self.modify(
+            "ibv_modify_qp(RTR)",
+            &mut a,
+            ibv_qp_attr_mask::IBV_QP_STATE
+                | ibv_qp_attr_mask::IBV_QP_AV
+                | ibv_qp_attr_mask::IBV_QP_PATH_MTU
+                | ibv_qp_attr_mask::IBV_QP_DEST_QPN
+                | ibv_qp_attr_mask::IBV_QP_RQ_PSN
+                | ibv_qp_attr_mask::IBV_QP_MAX_DEST_RD_ATOMIC
+                | ibv_qp_attr_mask::IBV_QP_MIN_RNR_TIMER,
+        )?;
+
+        // SAFETY: as above.
+        let mut a: ibv_qp_attr = unsafe { std::mem::zeroed() };
+        a.qp_state = ibv_qp_state::IBV_QPS_RTS;
+        a.timeout = 14; // 4.096 us * 2^14 = 67 ms per try
+        a.retry_cnt = 7;
+        a.rnr_retry = 7;
+        a.sq_psn = local_psn;
+        a.max_rd_atomic = 1;
+        self.modify(
+            "ibv_modify_qp(RTS)",
+            &mut a,
+            ibv_qp_attr_mask::IBV_QP_STATE
+                | ibv_qp_attr_mask::IBV_QP_TIMEOUT
+                | ibv_qp_attr_mask::IBV_QP_RETRY_CNT
+                | ibv_qp_attr_mask::IBV_QP_RNR_RETRY
+                | ibv_qp_attr_mask::IBV_QP_SQ_PSN
+                | ibv_qp_attr_mask::IBV_QP_MAX_QP_RD_ATOMIC,
+        )
+    }
+
+    /// Posts one receive of `len` bytes per `(wr_id, offset)` of `mr`.
+    pub(super) fn post_recvs(
+        &self,
+        mr: &Mr,
+        bufs: &[(u64, u64)],
+        len: usize,
+    ) -> Result<(), FabricError> {
+        const BATCH: usize = 32;
+        for chunk in bufs.chunks(BATCH) {
+            let mut sges = [ibv_sge {
+                addr: 0,
+                length: 0,
+                lkey: 0,
+            }; BATCH];
+            // SAFETY: zeroed is valid for ibv_recv_wr (null pointers, zeros).
+            let mut wrs: [ibv_recv_wr; BATCH] = unsafe { std::mem::zeroed() };
+            let n = chunk.len();
+            for (i, &(_, off)) in chunk.iter().enumerate() {
+                sges[i] = mr.sge(off as usize, len)?;
+            }
+            let base = wrs.as_mut_ptr();
+            for (i, &(id, _)) in chunk.iter().enumerate() {
+                wrs[i].wr_id = id;
+                wrs[i].sg_list = &mut sges[i];
+                wrs[i].num_sge = 1;
+                // i + 1 < n <= BATCH: the next element of the array.
+                wrs[i].next = if i + 1 < n {
+                    base.wrapping_add(i + 1)
+                } else {
+                    null_mut()
+                };
+            }
+            let mut bad = null_mut();
+            // SAFETY: live QP; the chain and SGEs live on this stack frame
+            // during the call (the device copies work requests); the SGEs
+            // name ranges of `mr` checked above, and `mr` outlives the QP
+            // (the endpoint drops its QP first).
+            let rc = unsafe { ibv_post_recv(self.qp.as_ptr(), wrs.as_mut_ptr(), &mut bad) };
+            if rc != 0 {
+                return Err(rc_err("ibv_post_recv", rc));
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts one send work request.
+    pub(super) fn post_send(
+        &self,
+        wr_id: u64,
+        kind: SendKind,
+        src: Source<'_>,
+        signaled: bool,
+    ) -> Result<(), FabricError> {
+        let mut sges = [ibv_sge {
+            addr: 0,
+            length: 0,
+            lkey: 0,
+        }; 2];
+        let mut flags = if signaled {
+            ibv_send_flags::IBV_SEND_SIGNALED.0
+        } else {
+            0
+        };
+        let num = match src {
+            Source::Inline(a, b) => {
+                if a.len() + b.len() > self.max_inline as usize {
+                    return Err(FabricError::TooLarge {
+                        len: a.len() + b.len(),
+                        max: self.max_inline as usize,
+                    });
+                }
+                flags |= ibv_send_flags::IBV_SEND_INLINE.0;
+                let mut n = 0;
+                for part in [a, b] {
+                    if !part.is_empty() {
+                        sges[n] = ibv_sge {
+                            addr: part.as_ptr() as u64,
+                            length: part.len() as u32,
+                            lkey: 0,
+                        };
+                        n += 1;
+                    }
+                }
+                n
+            }
+            Source::Registered(mr, off, len) => {
+                sges[0] = mr.sge(off, len)?;
+                1
+            }
+        };
+        // SAFETY: zeroed is valid for ibv_send_wr (null pointers, zeros).
+        let mut wr: ibv_send_wr = unsafe { std::mem::zeroed() };
+        wr.wr_id = wr_id;
+        wr.sg_list = sges.as_mut_ptr();
+        wr.num_sge = num as i32;
+        wr.send_flags = flags;
+        match kind {
+            SendKind::Send => wr.opcode = ibv_wr_opcode::IBV_WR_SEND,
+            SendKind::Write { remote_addr, rkey } => {
+                wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE;
+                wr.wr.rdma = rdma_t { remote_addr, rkey };
+            }
+        }
+        let mut bad = null_mut();
+        // SAFETY: live QP; `wr` and `sges` live during the call. Inline
+        // data is copied by the call, so the Rust slices may be reused when
+        // it returns. A registered source is a checked range of a live Mr
+        // that outlives the QP; the caller keeps the range untouched until
+        // the completion of this (or a later signaled) request.
+        let rc = unsafe { ibv_post_send(self.qp.as_ptr(), &mut wr, &mut bad) };
+        if rc != 0 {
+            return Err(rc_err("ibv_post_send", rc));
+        }
+        Ok(())
+    }
+
+    fn poll(cq: &Cq, out: &mut [Wc]) -> Result<usize, FabricError> {
+        const MAX: usize = 16;
+        // SAFETY: zeroed is valid for ibv_wc (plain integers).
+        let mut wcs: [ibv_wc; MAX] = unsafe { std::mem::zeroed() };
+        let n = out.len().min(MAX);
+        // SAFETY: live CQ, `wcs` holds at least `n` entries.
+        let got = unsafe { ibv_poll_cq(cq.cq.as_ptr(), n as i32, wcs.as_mut_ptr()) };
+        if got < 0 {
+            return Err(rc_err("ibv_poll_cq", got));
+        }
+        for (o, w) in out.iter_mut().zip(&wcs[..got as usize]) {
+            *o = Wc {
+                wr_id: w.wr_id,
+                ok: w.status == ibv_wc_status::IBV_WC_SUCCESS,
+                status: w.status,
+                is_recv: w.opcode & ibv_wc_opcode::IBV_WC_RECV != 0,
+                byte_len: w.byte_len,
+            };
+        }
+        Ok(got as usize)
+    }
+
+    /// Reaps up to `out.len()` (max 16) send completions.
+    pub(super) fn poll_send(&self, out: &mut [Wc]) -> Result<usize, FabricError> {
+        Self::poll(&self.send_cq, out)
+    }
+
+    /// Reaps up to `out.len()` (max 16) receive completions.
+    pub(super) fn poll_recv(&self, out: &mut [Wc]) -> Result<usize, FabricError> {
+        Self::poll(&self.recv_cq, out)
+    }
+
+    /// Asks for an event on the channel at the next receive completion.
+    pub(super) fn arm_recv(&self) -> Result<(), FabricError> {
+        // SAFETY: live CQ.
+        let rc = unsafe { ibv_req_notify_cq(self.recv_cq.cq.as_ptr(), 0) };
+        if rc != 0 {
+            return Err(rc_err("ibv_req_notify_cq", rc));
+        }
+        Ok(())
+    }
+
+    /// Reads and acknowledges the pending channel events (non-blocking).
+    pub(super) fn drain_events(&self) {
+        for _ in 0..64 {
+            let mut cq = null_mut();
+            let mut ctx = null_mut();
+            // SAFETY: live channel (non-blocking fd), valid out-pointers.
+            let rc = unsafe { ibv_get_cq_event(self.channel.ch.as_ptr(), &mut cq, &mut ctx) };
+            if rc != 0 || cq.is_null() {
+                return;
+            }
+            // SAFETY: `cq` is the CQ the event names (ours); acked at once so
+            // that ibv_destroy_cq never waits for unacked events.
+            unsafe { ibv_ack_cq_events(cq, 1) };
+        }
+    }
+
+    /// The channel fd (readable when an armed CQ got a completion).
+    pub(super) fn channel_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the channel owns the fd and keeps it open while `self`
+        // lives; the borrow is tied to `self`.
+        unsafe { BorrowedFd::borrow_raw(self.channel.fd()) }
+    }
+}
+
+impl Drop for QueuePair {
+    fn drop(&mut self) {
+        // SAFETY: owned QP; destroyed before the CQs and the channel (the
+        // fields drop after this body) and before the endpoint's Mrs.
+        unsafe { ibv_destroy_qp(self.qp.as_ptr()) };
+    }
+}

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# verbs-vm.sh - the verbs checks of rfx in ONE boot of the soft-RoCE VM
+# (soft-roce-setup/rxe-vm.sh):
+#   1. the fabric conformance suite for the verbs provider,
+#   2. an end-to-end run: `rfx demo --transports verbs` (lease manager,
+#      executor manager, executor process, invocations over verbs),
+#   3. `rfx-bench invoke --transport verbs` (invocation round trips, and the
+#      write_imm ping-pong that `rfx-bench transport` measures) against
+#      perftest's `ib_write_lat` in the same VM session: JSON + a table with
+#      ratios. (`rfx-bench transport` itself wants an in-process raw baseline,
+#      which verbs does not have: perftest is the baseline here.)
+#
+#   scripts/verbs-vm.sh               build on the host, then run in the VM
+#   RFX_VERBS_RUNS=N                  benchmark repetitions (median), default 3
+#   RFX_VERBS_ITERS=N                 round trips per benchmark run, default 3000
+#
+# Debian 12's perftest (4.5) has no `--write_with_imm`: the baseline is plain
+# `ib_write_lat` (RDMA WRITE, receiver polls memory), the closest it has.
+# Results: target/verbs-vm/{summary.json,summary.txt,*.json,*.log}.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
+OUT=$ROOT/target/verbs-vm
+RUNS=${RFX_VERBS_RUNS:-3}
+ITERS=${RFX_VERBS_ITERS:-3000}
+log() { printf '\n== [verbs-vm] %s\n' "$*"; }
+
+#############################################################################
+# In the VM (cwd = ROOT, env RXE_DEV, RXE_GID_INDEX, RXE_IP from rxe-vm.sh).
+#############################################################################
+
+# Median of numbers on stdin.
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
+
+# One loopback ib_write_lat pair (server on CPU 1, client on CPU 0), size $1:
+# prints t_typical (one-way, us).
+write_lat() {
+  local size=$1 port=$2 srv
+  taskset -c 1 timeout 60 ib_write_lat -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
+    -n "$ITERS" -F -p "$port" > "$OUT/ib_write_lat.srv.$size.$port.log" 2>&1 &
+  srv=$!
+  for _ in $(seq 100); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
+  taskset -c 0 timeout 60 ib_write_lat -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
+    -n "$ITERS" -F -p "$port" "$RXE_IP" > "$OUT/ib_write_lat.$size.$port.log" 2>&1 || true
+  wait "$srv" || true
+  awk -v s="$size" '$1 == s && NF >= 7 { print $5 }' "$OUT/ib_write_lat.$size.$port.log"
+}
+
+# p50 (us) of rows of an rfx-bench JSON report: prints "key size object p50".
+p50s() {
+  awk '
+    /"function":/ { gsub(/[",]/, "", $2); fn = $2 }
+    /"size":/ { gsub(/,/, "", $2); size = $2 }
+    /"(invoke|transport_pingpong|rfx|raw)": \{/ { gsub(/[":{]/, "", $1); obj = $1 }
+    /"p50_us":/ { gsub(/,/, "", $2); print (fn == "" ? "transport" : fn), size, obj, $2 }
+  ' "$1"
+}
+
+guest() {
+  local fail=0 t0 bin lib
+  t0=$(date +%s)
+  mkdir -p "$OUT"
+  echo "device $RXE_DEV, GID index $RXE_GID_INDEX, $(nproc) vCPUs"
+  bin=$(cat "$OUT/conformance.path")
+  lib=$(cat "$OUT/lib.path")
+
+  log "1/3 conformance suite, provider verbs"
+  if ! timeout 300 "$bin" verbs:: --test-threads=1 2>&1 | tee "$OUT/conformance.log" | grep -E "^test |test result|panicked"; then
+    fail=1
+  fi
+  grep -q "test result: ok" "$OUT/conformance.log" || fail=1
+
+  log "2/3 end to end: rfx demo --transports verbs"
+  if ! timeout 240 "$ROOT/target/release/rfx" demo --transports verbs --lib "$lib" --iters 2000 \
+      > "$OUT/demo.log" 2>&1; then
+    fail=1
+  fi
+  cat "$OUT/demo.log"
+
+  log "3/3 benchmarks: $RUNS runs of $ITERS round trips; ib_write_lat in the same session"
+  local r size port=18700
+  : > "$OUT/raw.txt"
+  for r in $(seq "$RUNS"); do
+    for size in 8 4096; do
+      echo "ib_write_lat $size $(write_lat "$size" "$port")" >> "$OUT/raw.txt"
+      port=$((port + 1))
+    done
+    timeout 240 "$ROOT/target/release/rfx-bench" invoke --transport verbs --mode hot \
+      --sizes 8,4k --iters "$ITERS" --warmup 300 --cpus 0,1 --lib "$lib" \
+      --json "$OUT/invoke.$r.json" > "$OUT/invoke.$r.log" 2>&1 || fail=1
+    # The invoke report also holds rfx's write_imm ping-pong of each size
+    # (the transport bench's measurement): the transport figure.
+    p50s "$OUT/invoke.$r.json" | awk '
+      $3 == "invoke" { print $1, $2, $4 }
+      $3 == "transport_pingpong" && $1 == "noop" { print "transport", $2, $4 }' >> "$OUT/raw.txt" || true
+  done
+  cat "$OUT/invoke.1.log" 2> /dev/null || true
+  summarize > "$OUT/summary.txt" || fail=1
+  cat "$OUT/summary.txt"
+  echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"
+  return "$fail"
+}
+
+# Medians over the runs, and the table and JSON with the ratios.
+summarize() {
+  local m8 m4k t8 t4k n8 e4k
+  med() { awk -v k="$1" -v s="$2" '$1 == k && $2 == s { print $3 }' "$OUT/raw.txt" | median; }
+  m8=$(med ib_write_lat 8); m4k=$(med ib_write_lat 4096)
+  t8=$(med transport 8); t4k=$(med transport 4096)
+  n8=$(med noop 8); e4k=$(med echo 4096)
+  awk -v m8="$m8" -v m4k="$m4k" -v t8="$t8" -v t4k="$t4k" -v n8="$n8" -v e4k="$e4k" \
+      -v runs="$RUNS" -v iters="$ITERS" -v json="$OUT/summary.json" '
+    function r(a, b) { return (b > 0 && a > 0) ? a / b : -1 }
+    BEGIN {
+      rtt8 = 2 * m8; rtt4k = 2 * m4k
+      printf "soft-RoCE (rxe0 in a qemu TCG VM), medians of %d runs x %d round trips, p50 us\n", runs, iters
+      printf "baseline: ib_write_lat (perftest 4.5, plain RDMA WRITE; no --write_with_imm), RTT = 2 x t_typical\n"
+      printf "%-34s %10s %10s\n", "", "8 B", "4 KiB"
+      printf "%-34s %10.2f %10.2f\n", "ib_write_lat round trip", rtt8, rtt4k
+      printf "%-34s %10.2f %10.2f\n", "rfx verbs write_imm round trip", t8, t4k
+      printf "%-34s %10.2f %10.2f\n", "rfx invoke (noop 8 B, echo 4 KiB)", n8, e4k
+      printf "%-34s %9.2fx %9.2fx\n", "transport / ib_write_lat", r(t8, rtt8), r(t4k, rtt4k)
+      printf "%-34s %9.2fx %9.2fx   (goal <= 1.2x)\n", "invoke / ib_write_lat", r(n8, rtt8), r(e4k, rtt4k)
+      printf "{\n  \"bench\": \"verbs-vm\",\n  \"device\": \"rxe0 (soft-RoCE, qemu TCG)\",\n" > json
+      printf "  \"baseline\": \"ib_write_lat (perftest 4.5, no --write_with_imm), rtt = 2 x t_typical\",\n" > json
+      printf "  \"runs\": %d,\n  \"iters\": %d,\n", runs, iters > json
+      printf "  \"p50_us\": {\"ib_write_lat_rtt\": {\"8\": %s, \"4096\": %s},\n", rtt8, rtt4k > json
+      printf "    \"transport\": {\"8\": %s, \"4096\": %s},\n", t8, t4k > json
+      printf "    \"invoke\": {\"noop_8\": %s, \"echo_4096\": %s}},\n", n8, e4k > json
+      printf "  \"ratios\": {\"transport_8\": %.3f, \"transport_4096\": %.3f, \"invoke_8\": %.3f, \"invoke_4096\": %.3f},\n", r(t8, rtt8), r(t4k, rtt4k), r(n8, rtt8), r(e4k, rtt4k) > json
+      printf "  \"goal\": 1.2\n}\n" > json
+    }'
+}
+
+#############################################################################
+# On the host: build once, then one VM boot.
+#############################################################################
+
+host() {
+  local t0 cbin lib
+  t0=$(date +%s)
+  cd "$ROOT"
+  mkdir -p "$OUT"
+  log "building with --features verbs (conformance tests, rfx, rfx-bench, example functions)"
+  cbin=$(cargo test -p rfx-fabric --features verbs --test conformance --no-run --message-format=json 2> "$OUT/build-tests.log" |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [ -x "$cbin" ] || { cat "$OUT/build-tests.log" >&2; echo "no conformance binary" >&2; return 1; }
+  # One invocation, so that both binaries share one feature set (one build).
+  cargo build --release -p rfx -p rfx-bench --features rfx/verbs,rfx-bench/verbs
+  cargo build --release --quiet --manifest-path examples/functions/Cargo.toml \
+    --target-dir target/examples-functions
+  lib=$ROOT/target/examples-functions/release/librfx_example_functions.so
+  [ -f "$lib" ] || { echo "no $lib" >&2; return 1; }
+  echo "$cbin" > "$OUT/conformance.path"
+  echo "$lib" > "$OUT/lib.path"
+  echo "built in $(( $(date +%s) - t0 )) s"
+  log "booting the soft-RoCE VM"
+  local rc=0
+  RFX_RXE_TIMEOUT=${RFX_RXE_TIMEOUT:-600} "$ROOT/soft-roce-setup/rxe-vm.sh" -v \
+    --workdir "$ROOT" -- bash "$ROOT/scripts/verbs-vm.sh" --guest || rc=$?
+  echo "verbs-vm: exit $rc after $(( $(date +%s) - t0 )) s; results in $OUT"
+  return "$rc"
+}
+
+case ${1:-} in
+  --guest) guest ;;
+  *) host ;;
+esac

@@ -1,0 +1,402 @@
+//! `rfx run`: start the N ranks of an MPI-like program, wire them up through
+//! a rendezvous the launcher hosts, and supervise them.
+//!
+//! Each rank gets the environment that
+//! [`Communicator::from_env`](rfx_collectives::Communicator::from_env) reads:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `RFX_RANK`, `RFX_SIZE` | the rank and the number of ranks |
+//! | `RFX_RENDEZVOUS` | `host:port` of the rendezvous the launcher serves |
+//! | `RFX_RENDEZVOUS_EXTERNAL` | `1`: rank 0 does not host the rendezvous itself |
+//! | `RFX_JOB_KEY` | a fresh random key: processes of other jobs cannot join |
+//! | `RFX_BIND_ADDR` | the address the rank listens on (its host) |
+//!
+//! Ranks are placed on `--hosts` in blocks (ranks 0..k on the first host,
+//! and so on), so that neighbours share a host and its shared memory. A host
+//! that is an address of this machine (loopback included) is started
+//! directly; any other through the remote shell (`ssh -o BatchMode=yes` by
+//! default, `RFX_RSH` to change it), as `mpirun`'s rsh launcher does.
+//!
+//! Supervision follows MPI: when a rank fails (non-zero exit or a signal),
+//! the others are terminated (SIGTERM, then SIGKILL after a grace period)
+//! and the launcher exits with the failed rank's status.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rfx_collectives::Rendezvous;
+
+/// How long the rendezvous waits for every rank to register.
+const RENDEZVOUS_WAIT: Duration = Duration::from_secs(120);
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    /// Number of ranks.
+    pub ranks: usize,
+    /// Hosts to place ranks on (blocks of ranks per host); empty: this host.
+    pub hosts: Vec<String>,
+    /// The program and its arguments.
+    pub program: OsString,
+    /// Arguments of the program.
+    pub args: Vec<OsString>,
+    /// Prefix every output line with `[rank] `.
+    pub tag_output: bool,
+    /// Kill the job after this long.
+    pub timeout: Option<Duration>,
+    /// Remote shell for hosts that are not this machine, e.g. `["ssh"]`.
+    pub rsh: Vec<String>,
+    /// Extra environment for every rank.
+    pub env: Vec<(String, String)>,
+}
+
+/// How the job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchReport {
+    /// Exit code per rank (`128 + signal` for a rank killed by a signal).
+    pub codes: Vec<i32>,
+    /// The first rank that failed, if any.
+    pub first_failure: Option<usize>,
+    /// The job ran out of time.
+    pub timed_out: bool,
+}
+
+impl LaunchReport {
+    /// The launcher's exit code: 0, the first failed rank's code, or 124
+    /// on a timeout (as `timeout(1)`).
+    pub fn exit_code(&self) -> i32 {
+        if self.timed_out {
+            return 124;
+        }
+        self.first_failure.map_or(0, |r| self.codes[r].max(1))
+    }
+}
+
+/// Why a job could not be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// A spec that cannot run.
+    #[error("invalid launch: {0}")]
+    Invalid(String),
+    /// The rendezvous could not start.
+    #[error("rendezvous: {0}")]
+    Rendezvous(#[from] rfx_collectives::CollError),
+    /// A process could not be started.
+    #[error("cannot start rank {rank} ({what}): {source}")]
+    Spawn {
+        /// The rank.
+        rank: usize,
+        /// The command.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The host (index into `hosts`) of each of `ranks` ranks: contiguous blocks,
+/// the first `ranks % hosts` hosts one rank more.
+///
+/// ```
+/// assert_eq!(rfx::launch::placement(5, 2), vec![0, 0, 0, 1, 1]);
+/// assert_eq!(rfx::launch::placement(2, 3), vec![0, 1]);
+/// ```
+pub fn placement(ranks: usize, hosts: usize) -> Vec<usize> {
+    let hosts = hosts.max(1);
+    let (base, extra) = (ranks / hosts, ranks % hosts);
+    (0..hosts)
+        .flat_map(|h| std::iter::repeat_n(h, base + usize::from(h < extra)))
+        .collect()
+}
+
+/// True if `ip` is an address of this machine (so a rank there is started
+/// directly). Loopback always is; others are checked by binding to them.
+fn is_local(ip: IpAddr) -> bool {
+    ip.is_loopback() || UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// The address other hosts reach this machine at when talking to `peer`
+/// (the source address the kernel routes from; no packet is sent).
+fn route_source(peer: IpAddr) -> Option<IpAddr> {
+    let any: IpAddr = match peer {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let s = UdpSocket::bind((any, 0)).ok()?;
+    s.connect((peer, 9)).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+fn resolve(host: &str) -> Result<IpAddr, LaunchError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    (host, 0)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip())
+        .ok_or_else(|| LaunchError::Invalid(format!("cannot resolve host {host}")))
+}
+
+struct Rank {
+    child: Child,
+    code: Option<i32>,
+    forwarders: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// Copies `from` to our stdout or stderr, line by line, with a rank tag.
+fn forward(
+    rank: usize,
+    from: impl Read + Send + 'static,
+    to_err: bool,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(from);
+        let mut line = Vec::new();
+        // Bounded by the child: EOF when it exits.
+        while lines.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let mut out: Box<dyn Write> = if to_err {
+                Box::new(std::io::stderr().lock())
+            } else {
+                Box::new(std::io::stdout().lock())
+            };
+            let _ = write!(out, "[{rank}] ");
+            let _ = out.write_all(&line);
+            if !line.ends_with(b"\n") {
+                let _ = out.write_all(b"\n");
+            }
+            line.clear();
+        }
+    })
+}
+
+/// Launches the job and waits for it.
+pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
+    if spec.ranks == 0 {
+        return Err(LaunchError::Invalid("at least one rank".into()));
+    }
+    let hosts: Vec<(String, IpAddr)> = if spec.hosts.is_empty() {
+        vec![("127.0.0.1".into(), Ipv4Addr::LOCALHOST.into())]
+    } else {
+        spec.hosts
+            .iter()
+            .map(|h| resolve(h).map(|ip| (h.clone(), ip)))
+            .collect::<Result<_, _>>()?
+    };
+    let local: Vec<bool> = hosts.iter().map(|(_, ip)| is_local(*ip)).collect();
+    // The rendezvous listens where every rank can reach it.
+    let advertised = match hosts.iter().zip(&local).find(|(_, l)| !**l) {
+        None if hosts.iter().all(|(_, ip)| ip.is_loopback()) => IpAddr::from(Ipv4Addr::LOCALHOST),
+        None => hosts[0].1,
+        Some(((_, ip), _)) => route_source(*ip)
+            .ok_or_else(|| LaunchError::Invalid(format!("no route to {ip} for the rendezvous")))?,
+    };
+    let mut key = [0u8; 16];
+    getrandom::getrandom(&mut key)
+        .map_err(|e| LaunchError::Invalid(format!("no randomness for the job key: {e}")))?;
+    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let rendezvous = Rendezvous::bind(SocketAddr::new(advertised, 0), spec.ranks, key.to_vec())?;
+    let rv_addr = rendezvous.local_addr()?;
+    // Ranks register within this bound, else the job fails (no hang).
+    let rv_thread = rendezvous.spawn(spec.timeout.unwrap_or(RENDEZVOUS_WAIT).min(RENDEZVOUS_WAIT));
+
+    let place = placement(spec.ranks, hosts.len());
+    let mut ranks: Vec<Rank> = Vec::with_capacity(spec.ranks);
+    let mut spawn_error = None;
+    for (rank, &h) in place.iter().enumerate() {
+        let (name, ip) = &hosts[h];
+        let mut env: Vec<(String, String)> = vec![
+            ("RFX_RANK".into(), rank.to_string()),
+            ("RFX_SIZE".into(), spec.ranks.to_string()),
+            ("RFX_RENDEZVOUS".into(), rv_addr.to_string()),
+            ("RFX_RENDEZVOUS_EXTERNAL".into(), "1".into()),
+            ("RFX_JOB_KEY".into(), key_hex.clone()),
+            ("RFX_BIND_ADDR".into(), ip.to_string()),
+        ];
+        env.extend(spec.env.iter().cloned());
+        let mut cmd = if local[h] {
+            let mut c = Command::new(&spec.program);
+            c.args(&spec.args).envs(env.iter().map(|(k, v)| (k, v)));
+            c
+        } else {
+            let rsh = if spec.rsh.is_empty() {
+                vec!["ssh".to_string(), "-o".into(), "BatchMode=yes".into()]
+            } else {
+                spec.rsh.clone()
+            };
+            let mut c = Command::new(&rsh[0]);
+            c.args(&rsh[1..]).arg(name).arg("env");
+            c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+            c.arg(&spec.program).args(&spec.args);
+            c
+        };
+        // Each rank leads its own process group, so that stopping it stops
+        // what it started too (a shell's children, an ssh session).
+        cmd.stdin(Stdio::null()).process_group(0);
+        if spec.tag_output {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        match cmd.spawn() {
+            Ok(mut child) => {
+                let mut forwarders = Vec::new();
+                if let Some(o) = child.stdout.take() {
+                    forwarders.push(forward(rank, o, false));
+                }
+                if let Some(e) = child.stderr.take() {
+                    forwarders.push(forward(rank, e, true));
+                }
+                ranks.push(Rank {
+                    child,
+                    code: None,
+                    forwarders,
+                });
+            }
+            Err(source) => {
+                spawn_error = Some(LaunchError::Spawn {
+                    rank,
+                    what: format!("{cmd:?}"),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    let report = supervise(&mut ranks, spec.timeout, spawn_error.is_some());
+    for r in &mut ranks {
+        for f in r.forwarders.drain(..) {
+            let _ = f.join();
+        }
+    }
+    // The rendezvous ends once every rank registered; ranks that never use
+    // it (or a job that failed early) leave it waiting: it dies with us.
+    if rv_thread.is_finished() {
+        if let Ok(Err(e)) = rv_thread.join() {
+            tracing::warn!("rendezvous: {e}");
+        }
+    }
+    match spawn_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}
+
+/// Waits for every rank; the first failure (or the timeout, or `abort`)
+/// terminates the rest.
+fn supervise(ranks: &mut [Rank], timeout: Option<Duration>, abort: bool) -> LaunchReport {
+    const GRACE: Duration = Duration::from_secs(3);
+    let start = Instant::now();
+    // Ranks lead their own process groups, out of reach of the terminal's
+    // ^C: an interrupt of the launcher stops the job like a failure.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(&interrupted)) {
+            tracing::warn!("cannot catch signal {sig}: {e}");
+        }
+    }
+    let mut first_failure = None;
+    let mut timed_out = false;
+    let mut stopping: Option<Instant> = abort.then(Instant::now);
+    if abort {
+        signal_all(ranks, Signal::SIGTERM);
+    }
+    loop {
+        for (i, r) in ranks.iter_mut().enumerate() {
+            if r.code.is_none() {
+                if let Ok(Some(st)) = r.child.try_wait() {
+                    let code = code_of(st);
+                    r.code = Some(code);
+                    if code != 0 && first_failure.is_none() && stopping.is_none() {
+                        first_failure = Some(i);
+                    }
+                }
+            }
+        }
+        if ranks.iter().all(|r| r.code.is_some()) {
+            break;
+        }
+        let now = Instant::now();
+        if stopping.is_none() {
+            let over = timeout.is_some_and(|t| now - start >= t);
+            if first_failure.is_some() || interrupted.load(Ordering::Relaxed) || over {
+                timed_out = over && first_failure.is_none();
+                signal_all(ranks, Signal::SIGTERM);
+                stopping = Some(now);
+            }
+        } else if stopping.is_some_and(|s| now - s >= GRACE) {
+            signal_all(ranks, Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let codes: Vec<i32> = ranks.iter().map(|r| r.code.unwrap_or(1)).collect();
+    if interrupted.load(Ordering::Relaxed) && first_failure.is_none() {
+        first_failure = codes.iter().position(|c| *c != 0);
+    }
+    LaunchReport {
+        codes,
+        first_failure,
+        timed_out,
+    }
+}
+
+fn signal_all(ranks: &[Rank], sig: Signal) {
+    for r in ranks.iter().filter(|r| r.code.is_none()) {
+        if let Ok(pid) = i32::try_from(r.child.id()) {
+            // The whole process group the rank leads.
+            let _ = kill(Pid::from_raw(-pid), sig);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_blocked_and_balanced() {
+        assert_eq!(placement(4, 1), vec![0, 0, 0, 0]);
+        assert_eq!(placement(4, 2), vec![0, 0, 1, 1]);
+        assert_eq!(placement(7, 3), vec![0, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(placement(0, 3), Vec::<usize>::new());
+        for n in 0..20 {
+            for h in 1..6 {
+                let p = placement(n, h);
+                assert_eq!(p.len(), n);
+                assert!(p.windows(2).all(|w| w[0] <= w[1]));
+            }
+        }
+    }
+
+    #[test]
+    fn exit_code_follows_the_first_failure() {
+        let ok = LaunchReport {
+            codes: vec![0, 0],
+            first_failure: None,
+            timed_out: false,
+        };
+        assert_eq!(ok.exit_code(), 0);
+        let failed = LaunchReport {
+            codes: vec![143, 3],
+            first_failure: Some(1),
+            timed_out: false,
+        };
+        assert_eq!(failed.exit_code(), 3);
+    }
+}
