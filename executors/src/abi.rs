@@ -1,5 +1,6 @@
-//! The function ABI: loading tenant libraries ([`Library`]), resolving and calling their
-//! functions ([`Function`]), and the [`export!`](crate::export) macro for Rust authors.
+//! The executor's side of the function ABI: loading tenant libraries ([`Library`]), resolving
+//! and calling their functions ([`Function`]), and serving a group's communicator table. (The
+//! function's side, with the [`export!`](crate::export) macro, is the crate `rfx-abi`.)
 //!
 //! This is the only file of the crate with `unsafe`. Everything unsafe here rests on one trust
 //! decision made by the design, not by this code: the executor runs the tenant's code in a
@@ -24,10 +25,12 @@ use libloading::os::unix::{Library as DlLibrary, RTLD_LOCAL, RTLD_NOW};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
-use crate::context::{Abi, CallContext, RfxContext, ABI_VERSION};
+use rfx_abi::{RfxContext, ABI_VERSION};
+
+use crate::context::{Abi, CallContext};
 use crate::elf::{self, HeaderProblem};
 use crate::error::{CallError, ExecError};
-use crate::status::{self, MAX_OUTPUT_CAPACITY, RESERVED_MIN};
+use rfx_abi::status::{self, MAX_OUTPUT_CAPACITY, RESERVED_MIN};
 
 /// rFaaS: `uint32_t f(void *in, uint32_t size, void *out)`.
 type RfaasFn = unsafe extern "C" fn(*mut c_void, u32, *mut c_void) -> u32;
@@ -526,270 +529,6 @@ pub(crate) fn register_with_reactor(
         .map_err(std::io::Error::from)
 }
 
-/// Support for [`export!`](crate::export); not a public API.
-#[doc(hidden)]
-pub mod __private {
-    use std::ffi::c_void;
-    use std::panic::{self, AssertUnwindSafe};
-
-    use crate::context::{Context, RfxContext, ABI_VERSION};
-    use crate::status::{FunctionOutput, BAD_CONTEXT, PANICKED};
-
-    pub use std::ffi::c_void as CVoid;
-
-    /// The body of every entry point that [`export!`](crate::export) emits.
-    ///
-    /// # Safety
-    ///
-    /// `ctx` is null or points to a valid [`RfxContext`]. If it is valid, `input` is null with
-    /// `size == 0` or points to `size` readable bytes, and `out` is null with
-    /// `ctx.out_capacity == 0` or points to `ctx.out_capacity` writable bytes; the two ranges
-    /// do not overlap, and nothing else touches them during the call. This is the extended
-    /// ABI's contract, which [`Function::call`](crate::Function::call) keeps.
-    pub unsafe fn entry<R, F>(
-        ctx: *const RfxContext,
-        input: *const c_void,
-        size: u32,
-        out: *mut c_void,
-        f: F,
-    ) -> u32
-    where
-        R: FunctionOutput,
-        F: FnOnce(&Context, &[u8], &mut [u8]) -> R,
-    {
-        // SAFETY: `ctx` is null or valid (contract above); `as_ref` handles null.
-        let Some(&raw) = (unsafe { ctx.as_ref() }) else {
-            return BAD_CONTEXT;
-        };
-        // Contexts only grow, so any executor of this version or later is understood.
-        if raw.abi_version < ABI_VERSION {
-            return BAD_CONTEXT;
-        }
-        let capacity = raw.out_capacity as usize;
-        if (input.is_null() && size != 0) || (out.is_null() && capacity != 0) {
-            return BAD_CONTEXT;
-        }
-        let input: &[u8] = if size == 0 {
-            &[]
-        } else {
-            // SAFETY: non-null (checked) and valid for `size` bytes, not written during the
-            // call (contract above).
-            unsafe { std::slice::from_raw_parts(input.cast::<u8>(), size as usize) }
-        };
-        let out: &mut [u8] = if capacity == 0 {
-            &mut []
-        } else {
-            // SAFETY: non-null (checked), valid for `capacity` bytes and not aliased by `input`
-            // or anything else during the call (contract above).
-            unsafe { std::slice::from_raw_parts_mut(out.cast::<u8>(), capacity) }
-        };
-        let ctx = Context::from_raw(raw);
-        // A panic must not unwind into the caller's C frames: catch it, return a code.
-        match panic::catch_unwind(AssertUnwindSafe(|| f(&ctx, input, out).into_status())) {
-            Ok(status) => status,
-            Err(payload) => {
-                // Dropping the payload runs user code too; a panic there is swallowed.
-                if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                    std::mem::forget(again);
-                }
-                PANICKED
-            }
-        }
-    }
-}
-
-/// Exports Rust functions from a `cdylib` so that an rfx executor can call them.
-///
-/// Two forms, mixed freely in one invocation:
-///
-/// - `fn name(input: &[u8], out: &mut [u8]) -> R { ... }`
-/// - `fn name(ctx: &Context, input: &[u8], out: &mut [u8]) -> R { ... }`, where
-///   [`Context`](crate::Context) tells the rank, size, invocation id and output capacity.
-///
-/// `R` is `usize` (the output length) or `Result<usize, E>` (an `Err` returns
-/// [`status::FAILED`](crate::status::FAILED)); see [`FunctionOutput`](crate::FunctionOutput).
-/// `out` is exactly the output buffer the executor offers, so `out.len()` is the capacity.
-/// Names are global C symbols of the library: avoid those of libc (`write`, `free`...).
-///
-/// Each function becomes a `#[no_mangle] unsafe extern "C" fn name` with the **extended** ABI
-/// (both forms: only the extended ABI carries the output capacity that `&mut [u8]` needs),
-/// plus its marker `static rfx_abi_name: u32 = 1`. A panic is caught with
-/// [`std::panic::catch_unwind`] and returns [`status::PANICKED`](crate::status::PANICKED)
-/// (`u32::MAX`) instead of unwinding into the executor, which reports
-/// [`CallError::Panicked`](crate::CallError::Panicked); this needs the default
-/// `panic = "unwind"` (with `panic = "abort"` a panic aborts the executor).
-///
-/// ```
-/// use rfx_executors::Context;
-///
-/// rfx_executors::export! {
-///     /// Copies the input to the output.
-///     fn echo(input: &[u8], out: &mut [u8]) -> Result<usize, &'static str> {
-///         let dst = out.get_mut(..input.len()).ok_or("output buffer too small")?;
-///         dst.copy_from_slice(input);
-///         Ok(input.len())
-///     }
-///
-///     /// Writes this instance's rank and the group size as two little-endian u32.
-///     fn rank_info(ctx: &Context, _input: &[u8], out: &mut [u8]) -> usize {
-///         out[..4].copy_from_slice(&ctx.rank().to_le_bytes());
-///         out[4..8].copy_from_slice(&ctx.size().to_le_bytes());
-///         8
-///     }
-/// }
-/// # fn main() {}
-/// ```
-#[macro_export]
-macro_rules! export {
-    () => {};
-    (
-        $(#[$attr:meta])*
-        $vis:vis fn $name:ident(
-            $ctx:ident : $ctx_ty:ty,
-            $input:ident : $input_ty:ty,
-            $out:ident : $out_ty:ty $(,)?
-        ) -> $ret:ty $body:block
-        $($rest:tt)*
-    ) => {
-        $crate::__rfx_export_entry! {
-            $(#[$attr])* $vis $name,
-            fn __rfx_function($ctx: $ctx_ty, $input: $input_ty, $out: $out_ty) -> $ret $body,
-            __rfx_function
-        }
-        $crate::export! { $($rest)* }
-    };
-    (
-        $(#[$attr:meta])*
-        $vis:vis fn $name:ident(
-            $input:ident : $input_ty:ty,
-            $out:ident : $out_ty:ty $(,)?
-        ) -> $ret:ty $body:block
-        $($rest:tt)*
-    ) => {
-        $crate::__rfx_export_entry! {
-            $(#[$attr])* $vis $name,
-            fn __rfx_function($input: $input_ty, $out: $out_ty) -> $ret $body,
-            |_: &$crate::Context, input: &[u8], out: &mut [u8]| __rfx_function(input, out)
-        }
-        $crate::export! { $($rest)* }
-    };
-}
-
-/// The entry point and marker of one function of [`export!`]; not a public API.
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __rfx_export_entry {
-    ($(#[$attr:meta])* $vis:vis $name:ident, $inner:item, $call:expr) => {
-        $(#[$attr])*
-        ///
-        /// # Safety
-        ///
-        /// Exported for rfx executors, which call it with the extended function ABI.
-        #[no_mangle]
-        $vis unsafe extern "C" fn $name(
-            ctx: *const $crate::RfxContext,
-            input: *const $crate::__private::CVoid,
-            size: u32,
-            out: *mut $crate::__private::CVoid,
-        ) -> u32 {
-            $inner
-            // SAFETY: our caller keeps the extended ABI's contract, which is `entry`'s.
-            unsafe { $crate::__private::entry(ctx, input, size, out, $call) }
-        }
-
-        const _: () = {
-            #[export_name = concat!("rfx_abi_", stringify!($name))]
-            static MARKER: u32 = $crate::ABI_VERSION;
-        };
-    };
-}
-
-// --- the group communicator table (crate::comm), function side -------------------------------
-//
-// A function calls the executor back through the `RfxComm` table its context points to. The
-// table and the buffers are valid for the duration of the call (the executor's contract); the
-// entry points check everything else (ranks, types, lengths, alignment).
-
-/// The table `raw.comm` points to, if any.
-pub(crate) fn comm_table(raw: &RfxContext) -> Option<&crate::comm::RfxComm> {
-    // SAFETY: `comm` is null or points to a table the executor keeps alive for the whole call,
-    // and a `Context` (which owns `raw` by value and is neither `Clone` nor `Copy`) is only
-    // handed to the function by reference for that call; the returned borrow cannot outlive it.
-    unsafe { raw.comm.as_ref() }
-}
-
-pub(crate) fn comm_send(t: &crate::comm::RfxComm, buf: &[u8], dest: u32, tag: u32) -> i32 {
-    // SAFETY: the entry point is the executor's; `buf` is valid for `len` bytes during the call.
-    unsafe { (t.send)(t.handle, buf.as_ptr().cast(), buf.len() as u64, dest, tag) }
-}
-
-pub(crate) fn comm_recv(
-    t: &crate::comm::RfxComm,
-    buf: &mut [u8],
-    source: u32,
-    tag: u32,
-) -> (i32, usize) {
-    let mut len = 0u64;
-    // SAFETY: `buf` is valid for writes of `cap` bytes and `len` for one u64, during the call.
-    let code = unsafe {
-        (t.recv)(
-            t.handle,
-            buf.as_mut_ptr().cast(),
-            buf.len() as u64,
-            source,
-            tag,
-            &mut len,
-        )
-    };
-    (
-        code,
-        usize::try_from(len).unwrap_or(usize::MAX).min(buf.len()),
-    )
-}
-
-pub(crate) fn comm_barrier(t: &crate::comm::RfxComm) -> i32 {
-    // SAFETY: the entry point is the executor's and takes only its handle.
-    unsafe { (t.barrier)(t.handle) }
-}
-
-pub(crate) fn comm_bcast(t: &crate::comm::RfxComm, buf: &mut [u8], root: u32) -> i32 {
-    // SAFETY: `buf` is valid for reads and writes of `len` bytes during the call.
-    unsafe { (t.bcast)(t.handle, buf.as_mut_ptr().cast(), buf.len() as u64, root) }
-}
-
-pub(crate) fn comm_reduce<T: crate::comm::CommElement>(
-    t: &crate::comm::RfxComm,
-    input: &[T],
-    out: &mut [T],
-    op: crate::comm::CommOp,
-    root: Option<u32>,
-) -> i32 {
-    let (i, o, n) = (
-        input.as_ptr().cast(),
-        out.as_mut_ptr().cast(),
-        input.len() as u64,
-    );
-    let (d, op) = (T::DTYPE as u32, op as u32);
-    match root {
-        // SAFETY: `input` and `out` hold `n` elements of the type `d` names, aligned, distinct.
-        Some(root) => unsafe { (t.reduce)(t.handle, i, o, n, d, op, root) },
-        // SAFETY: as above.
-        None => unsafe { (t.allreduce)(t.handle, i, o, n, d, op) },
-    }
-}
-
-pub(crate) fn comm_allgather(t: &crate::comm::RfxComm, block: &[u8], out: &mut [u8]) -> i32 {
-    // SAFETY: `block` is valid for `len` bytes, `out` for `size * len` (checked by the caller).
-    unsafe {
-        (t.allgather)(
-            t.handle,
-            block.as_ptr().cast(),
-            block.len() as u64,
-            out.as_mut_ptr().cast(),
-        )
-    }
-}
-
 // --- the group communicator table, executor side ---------------------------------------------
 
 /// The executor's end of a group: the communicator the table's entry points drive, owned
@@ -797,7 +536,7 @@ pub(crate) fn comm_allgather(t: &crate::comm::RfxComm, block: &[u8], out: &mut [
 /// are the only ones (the worker never touches it during a call).
 pub(crate) struct GroupComm {
     comm: *mut rfx_collectives::Communicator,
-    table: crate::comm::RfxComm,
+    table: rfx_abi::comm::RfxComm,
 }
 
 // SAFETY: the communicator is `Send`; the raw pointers are owned by this value and used only
@@ -819,8 +558,8 @@ impl GroupComm {
         let comm = Box::into_raw(Box::new(comm));
         Box::new(GroupComm {
             comm,
-            table: crate::comm::RfxComm {
-                abi_version: crate::comm::COMM_ABI_VERSION,
+            table: rfx_abi::comm::RfxComm {
+                abi_version: rfx_abi::comm::COMM_ABI_VERSION,
                 rank,
                 size,
                 reserved: 0,
@@ -837,7 +576,7 @@ impl GroupComm {
     }
 
     /// The table a call's context points to.
-    pub(crate) fn table(&self) -> &crate::comm::RfxComm {
+    pub(crate) fn table(&self) -> &rfx_abi::comm::RfxComm {
         &self.table
     }
 }
@@ -853,14 +592,14 @@ impl Drop for GroupComm {
 /// Runs an entry point's body: errors become codes, and a panic never unwinds into C.
 fn guarded(f: impl FnOnce() -> Result<(), i32>) -> i32 {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Ok(())) => crate::comm::code::OK,
+        Ok(Ok(())) => rfx_abi::comm::code::OK,
         Ok(Err(code)) => code,
-        Err(_) => crate::comm::code::FAILED,
+        Err(_) => rfx_abi::comm::code::FAILED,
     }
 }
 
 fn coll_code(e: rfx_collectives::CollError) -> i32 {
-    use crate::comm::code;
+    use rfx_abi::comm::code;
     use rfx_collectives::CollError as E;
     tracing::debug!("group operation failed: {e}");
     match e {
@@ -879,7 +618,8 @@ fn coll_code(e: rfx_collectives::CollError) -> i32 {
 /// communicator exists for the returned borrow's life (entry points do not nest).
 unsafe fn comm_of<'a>(h: *mut c_void) -> Result<&'a mut rfx_collectives::Communicator, i32> {
     // SAFETY: by the contract above.
-    unsafe { h.cast::<rfx_collectives::Communicator>().as_mut() }.ok_or(crate::comm::code::INVALID)
+    unsafe { h.cast::<rfx_collectives::Communicator>().as_mut() }
+        .ok_or(rfx_abi::comm::code::INVALID)
 }
 
 /// `len` elements of `T` at `p`: null only when empty, aligned.
@@ -887,12 +627,12 @@ unsafe fn comm_of<'a>(h: *mut c_void) -> Result<&'a mut rfx_collectives::Communi
 /// # Safety
 /// Unless null, `p` is valid for reads of `len` elements during the returned borrow's life.
 unsafe fn c_slice<'a, T>(p: *const c_void, len: u64) -> Result<&'a [T], i32> {
-    let len = usize::try_from(len).map_err(|_| crate::comm::code::INVALID)?;
+    let len = usize::try_from(len).map_err(|_| rfx_abi::comm::code::INVALID)?;
     if len == 0 {
         return Ok(&[]);
     }
     if p.is_null() || p.align_offset(std::mem::align_of::<T>()) != 0 {
-        return Err(crate::comm::code::INVALID);
+        return Err(rfx_abi::comm::code::INVALID);
     }
     // SAFETY: non-null, aligned (checked) and valid for `len` elements (contract above).
     Ok(unsafe { std::slice::from_raw_parts(p.cast::<T>(), len) })
@@ -904,12 +644,12 @@ unsafe fn c_slice<'a, T>(p: *const c_void, len: u64) -> Result<&'a [T], i32> {
 /// Unless null, `p` is valid for reads and writes of `len` elements, and not aliased, during
 /// the returned borrow's life.
 unsafe fn c_slice_mut<'a, T>(p: *mut c_void, len: u64) -> Result<&'a mut [T], i32> {
-    let len = usize::try_from(len).map_err(|_| crate::comm::code::INVALID)?;
+    let len = usize::try_from(len).map_err(|_| rfx_abi::comm::code::INVALID)?;
     if len == 0 {
         return Ok(&mut []);
     }
     if p.is_null() || p.align_offset(std::mem::align_of::<T>()) != 0 {
-        return Err(crate::comm::code::INVALID);
+        return Err(rfx_abi::comm::code::INVALID);
     }
     // SAFETY: non-null, aligned (checked), valid and unaliased (contract above).
     Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<T>(), len) })
@@ -944,7 +684,7 @@ unsafe extern "C" fn t_recv(
         // SAFETY: the table's contract.
         let (comm, buf) = unsafe { (comm_of(h)?, c_slice_mut::<u8>(buf, cap)?) };
         let source = match source {
-            crate::comm::ANY_SOURCE => rfx_collectives::Source::Any,
+            rfx_abi::comm::ANY_SOURCE => rfx_collectives::Source::Any,
             r => rfx_collectives::Source::Rank(r as usize),
         };
         let st = comm.recv(buf, source, tag).map_err(coll_code)?;
@@ -980,7 +720,7 @@ unsafe fn reduce_typed<T: rfx_collectives::Element>(
     input: *const c_void,
     out: *mut c_void,
     count: u64,
-    op: crate::comm::CommOp,
+    op: rfx_abi::comm::CommOp,
     root: Option<u32>,
 ) -> Result<(), i32> {
     // SAFETY: the contract above.
@@ -992,12 +732,27 @@ unsafe fn reduce_typed<T: rfx_collectives::Element>(
         )
     };
     out.copy_from_slice(input);
-    let op = op.to_reduce_op();
+    let op = reduce_op(op);
     match root {
         Some(root) => comm.reduce(out, root as usize, op),
         None => comm.allreduce(out, op),
     }
     .map_err(coll_code)
+}
+
+/// The collectives crate's operation for a table's.
+fn reduce_op(op: rfx_abi::comm::CommOp) -> rfx_collectives::ReduceOp {
+    use rfx_abi::comm::CommOp as C;
+    use rfx_collectives::ReduceOp as R;
+    match op {
+        C::Sum => R::Sum,
+        C::Prod => R::Prod,
+        C::Min => R::Min,
+        C::Max => R::Max,
+        C::BitAnd => R::BitAnd,
+        C::BitOr => R::BitOr,
+        C::BitXor => R::BitXor,
+    }
 }
 
 /// Dispatches a reduction on the C type code.
@@ -1013,7 +768,7 @@ unsafe fn reduce_any(
     op: u32,
     root: Option<u32>,
 ) -> Result<(), i32> {
-    use crate::comm::{code, CommOp, Dtype};
+    use rfx_abi::comm::{code, CommOp, Dtype};
     let op = CommOp::from_u32(op).ok_or(code::INVALID)?;
     let dtype = Dtype::from_u32(dtype).ok_or(code::INVALID)?;
     // SAFETY: the element type matches the caller's `dtype` (the contract above).
@@ -1066,7 +821,7 @@ unsafe extern "C" fn t_allgather(
         let comm = unsafe { comm_of(h)? };
         let total = len
             .checked_mul(comm.size() as u64)
-            .ok_or(crate::comm::code::INVALID)?;
+            .ok_or(rfx_abi::comm::code::INVALID)?;
         // SAFETY: as above.
         let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
         comm.allgather(input, out).map_err(coll_code)

@@ -73,8 +73,9 @@
 //!
 //! # Writing functions in Rust
 //!
-//! A `cdylib` crate depends on this crate (or on the `rfx` facade) and exports functions with
-//! [`export!`]:
+//! A `cdylib` crate depends on the small crate `rfx-abi` (the function's side of the ABI, which
+//! this crate re-exports; it has no other dependency, so a function library builds in seconds
+//! and ships small) and exports functions with [`export!`]:
 //!
 //! ```
 //! rfx_executors::export! {
@@ -114,7 +115,6 @@
 
 mod abi;
 pub mod client;
-pub mod comm;
 mod context;
 mod elf;
 mod error;
@@ -123,12 +123,9 @@ pub mod executor;
 pub mod group;
 pub mod manager;
 pub mod session;
-pub mod status;
 
 pub use abi::{Function, Library, MARKER_PREFIX, MAX_NAME_LEN};
-pub use context::{Abi, CallContext, Context, RfxContext, ABI_VERSION};
+pub use context::{Abi, CallContext};
 pub use error::{CallError, ExecError};
-pub use status::FunctionOutput;
-
-#[doc(hidden)]
-pub use abi::__private;
+/// The function ABI (crate `rfx-abi`), re-exported: what function libraries see.
+pub use rfx_abi::{comm, export, status, Context, FunctionOutput, RfxContext, ABI_VERSION};

@@ -1,12 +1,12 @@
-//! Example rfx functions, exported with [`rfx_executors::export!`].
+//! Example rfx functions, exported with [`rfx_abi::export!`].
 //!
 //! Every function uses the extended ABI (the macro emits the `rfx_abi_<name>` marker), reads
 //! little-endian inputs, and returns an output length or an `Err`, which the executor sees as
 //! `status::FAILED`. The executors' integration tests (`executors/tests/abi.rs`) load this
 //! library and call each function.
 
-use rfx_executors::comm::CommOp;
-use rfx_executors::Context;
+use rfx_abi::comm::CommOp;
+use rfx_abi::Context;
 
 /// Reads a little-endian `f64` from an 8-byte chunk.
 fn f64_at(chunk: &[u8]) -> f64 {
@@ -15,7 +15,7 @@ fn f64_at(chunk: &[u8]) -> f64 {
     f64::from_le_bytes(b)
 }
 
-rfx_executors::export! {
+rfx_abi::export! {
     /// Does nothing and returns an empty output: the latency floor.
     pub fn noop(_input: &[u8], _out: &mut [u8]) -> usize {
         0

@@ -5,13 +5,13 @@
 //! A group invocation runs one instance of a function on each of N executors;
 //! instance `rank` gets `ctx.comm` pointing at a table whose entry points run
 //! point-to-point messages and collectives over the executors' own
-//! communicator ([`rfx_collectives::Communicator`]), peer to peer: nothing
+//! communicator (`rfx_collectives::Communicator`), peer to peer: nothing
 //! goes through the client. The table crosses the library boundary as plain
 //! C so that C functions and Rust functions built against another version
 //! of this crate use it the same way.
 //!
 //! ```no_run
-//! use rfx_executors::{Context, comm::CommOp};
+//! use rfx_abi::{Context, comm::CommOp};
 //!
 //! // The body of a group function: the sum of every instance's input.
 //! fn total(ctx: &Context, input: &[u8], out: &mut [u8]) -> Result<usize, String> {
@@ -156,20 +156,6 @@ impl CommOp {
             .into_iter()
             .find(|o| *o as u32 == v)
     }
-
-    /// The collectives crate's operation.
-    pub fn to_reduce_op(self) -> rfx_collectives::ReduceOp {
-        use rfx_collectives::ReduceOp as R;
-        match self {
-            CommOp::Sum => R::Sum,
-            CommOp::Prod => R::Prod,
-            CommOp::Min => R::Min,
-            CommOp::Max => R::Max,
-            CommOp::BitAnd => R::BitAnd,
-            CommOp::BitOr => R::BitOr,
-            CommOp::BitXor => R::BitXor,
-        }
-    }
 }
 
 /// Element types a Rust function reduces through [`Comm`].
@@ -246,24 +232,24 @@ impl Comm<'_> {
 
     /// Sends `buf` to `dest` with `tag`.
     pub fn send(&self, buf: &[u8], dest: u32, tag: u32) -> Result<(), CommError> {
-        CommError::check(crate::abi::comm_send(self.table, buf, dest, tag))
+        CommError::check(crate::ffi::comm_send(self.table, buf, dest, tag))
     }
 
     /// Receives a message with `tag` from `source` ([`ANY_SOURCE`] for any)
     /// into `buf`; its length.
     pub fn recv(&self, buf: &mut [u8], source: u32, tag: u32) -> Result<usize, CommError> {
-        let (code, len) = crate::abi::comm_recv(self.table, buf, source, tag);
+        let (code, len) = crate::ffi::comm_recv(self.table, buf, source, tag);
         CommError::check(code).map(|()| len)
     }
 
     /// Waits until every instance has called it.
     pub fn barrier(&self) -> Result<(), CommError> {
-        CommError::check(crate::abi::comm_barrier(self.table))
+        CommError::check(crate::ffi::comm_barrier(self.table))
     }
 
     /// Broadcasts `root`'s `buf` into everyone's `buf`.
     pub fn bcast(&self, buf: &mut [u8], root: u32) -> Result<(), CommError> {
-        CommError::check(crate::abi::comm_bcast(self.table, buf, root))
+        CommError::check(crate::ffi::comm_bcast(self.table, buf, root))
     }
 
     /// Reduces everyone's `input` element-wise into `root`'s `out` (other
@@ -278,7 +264,7 @@ impl Comm<'_> {
         if input.len() != out.len() {
             return Err(CommError::Invalid);
         }
-        CommError::check(crate::abi::comm_reduce(
+        CommError::check(crate::ffi::comm_reduce(
             self.table,
             input,
             out,
@@ -297,7 +283,7 @@ impl Comm<'_> {
         if input.len() != out.len() {
             return Err(CommError::Invalid);
         }
-        CommError::check(crate::abi::comm_reduce(self.table, input, out, op, None))
+        CommError::check(crate::ffi::comm_reduce(self.table, input, out, op, None))
     }
 
     /// Gathers every rank's `block` into `out` (rank r's at `r * block.len()`).
@@ -305,6 +291,6 @@ impl Comm<'_> {
         if out.len() != block.len() * self.size() as usize {
             return Err(CommError::Invalid);
         }
-        CommError::check(crate::abi::comm_allgather(self.table, block, out))
+        CommError::check(crate::ffi::comm_allgather(self.table, block, out))
     }
 }

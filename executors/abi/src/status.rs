@@ -4,7 +4,7 @@
 //! The top 256 values, [`RESERVED_MIN`]`..=u32::MAX`, are status codes; no output buffer is
 //! that large ([`MAX_OUTPUT_CAPACITY`]), so a code is never mistaken for a length. Any other
 //! value above the capacity is an error too
-//! ([`CallError::OutputTooLarge`](crate::CallError::OutputTooLarge)).
+//! (the executor reports it as an output too large).
 //!
 //! | code | name | meaning |
 //! | --- | --- | --- |
