@@ -6,17 +6,32 @@
 #   scripts/test.sh            everything
 #   RFX_TEST_SKIP_APT=1 ...    skip the apt step (offline machines)
 #   RFX_TEST_SKIP_VERBS=1 ...  skip the verbs section (soft-RoCE VM)
+#   RFX_TEST_SKIP_OFI=1 ...    skip the ofi section (libfabric)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 start=$(date +%s)
 
-# --- system packages -------------------------------------------------------
+# --- system packages (one apt run for every section) --------------------------
+want_pkgs=(build-essential pkg-config iproute2)
+release_features=()
+if [ "${RFX_TEST_SKIP_VERBS:-0}" != 1 ]; then
+    want_pkgs+=(qemu-system-x86 busybox-static kmod rdma-core ibverbs-providers ibverbs-utils
+        perftest libibverbs-dev librdmacm-dev libclang-dev)
+    release_features+=(verbs)
+fi
+if [ "${RFX_TEST_SKIP_OFI:-0}" != 1 ]; then
+    want_pkgs+=(libfabric-dev libfabric-bin libclang-dev)
+    release_features+=(ofi)
+fi
+# The verbs and ofi checks share one release build with both features.
+RFX_RELEASE_FEATURES=$(IFS=,; echo "${release_features[*]}")
+export RFX_RELEASE_FEATURES
 need_pkgs=()
-command -v cc >/dev/null 2>&1 || need_pkgs+=(build-essential)
-command -v pkg-config >/dev/null 2>&1 || need_pkgs+=(pkg-config)
-command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
+for p in "${want_pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || need_pkgs+=("$p")
+done
 if [ "${RFX_TEST_SKIP_APT:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -58,20 +73,6 @@ test -s target/bench-smoke.json
 # ib_write_lat in one boot of a qemu VM with soft-RoCE (scripts/verbs-vm.sh,
 # soft-roce-setup/). RFX_TEST_SKIP_VERBS=1 skips this section.
 if [ "${RFX_TEST_SKIP_VERBS:-0}" != 1 ]; then
-    verbs_pkgs=(qemu-system-x86 busybox-static kmod iproute2 rdma-core ibverbs-providers
-        ibverbs-utils perftest libibverbs-dev librdmacm-dev libclang-dev pkg-config)
-    if [ "${RFX_TEST_SKIP_APT:-0}" != 1 ]; then
-        missing=()
-        for p in "${verbs_pkgs[@]}"; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-        done
-        if [ ${#missing[@]} -gt 0 ]; then
-            log "installing ${missing[*]} (verbs)"
-            SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-            $SUDO apt-get update -q
-            DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
-        fi
-    fi
     log "verbs: clippy --features verbs"
     cargo clippy -p rfx-fabric --all-targets --features verbs -- -D warnings
     log "verbs: unit tests (no device needed)"
@@ -80,5 +81,17 @@ if [ "${RFX_TEST_SKIP_VERBS:-0}" != 1 ]; then
     timeout 900 scripts/verbs-vm.sh
 fi
 # --- end verbs ---------------------------------------------------------------
+
+# --- ofi (libfabric) ---------------------------------------------------------
+# The ofi provider on the host (libfabric's tcp;ofi_rxm and shm need no
+# VM): clippy and tests with --features ofi (conformance on both
+# providers), then rfx-bench against fi_pingpong, same run, ratios printed,
+# JSON in target/ofi-bench-*.json (scripts/ofi-test.sh, ~2-4 min).
+# RFX_TEST_SKIP_OFI=1 skips this section.
+if [ "${RFX_TEST_SKIP_OFI:-0}" != 1 ]; then
+    log "ofi: clippy, tests and fi_pingpong comparison"
+    timeout 900 scripts/ofi-test.sh
+fi
+# --- end ofi -----------------------------------------------------------------
 
 log "all checks passed in $(( $(date +%s) - start )) s"

@@ -144,8 +144,12 @@ host() {
   cbin=$(cargo test -p rfx-fabric --features verbs --test conformance --no-run --message-format=json 2> "$OUT/build-tests.log" |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
   [ -x "$cbin" ] || { cat "$OUT/build-tests.log" >&2; echo "no conformance binary" >&2; return 1; }
-  # One invocation, so that both binaries share one feature set (one build).
-  cargo build --release -p rfx -p rfx-bench --features rfx/verbs,rfx-bench/verbs
+  # One invocation, so that both binaries share one feature set (one build);
+  # RFX_RELEASE_FEATURES (e.g. `verbs,ofi`, set by scripts/test.sh) lets the
+  # ofi checks reuse the same release build.
+  local feats="" f
+  for f in $(echo "${RFX_RELEASE_FEATURES:-verbs}" | tr , ' '); do feats+="rfx/$f,rfx-bench/$f,"; done
+  cargo build --release -p rfx -p rfx-bench --features "${feats%,}"
   cargo build --release --quiet --manifest-path examples/functions/Cargo.toml \
     --target-dir target/examples-functions
   lib=$ROOT/target/examples-functions/release/librfx_example_functions.so

@@ -48,7 +48,10 @@ fn main() {
         }
     };
     for p in &lib.include_paths {
-        println!("cargo:rerun-if-changed={}", p.join("rdma/fabric.h").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            p.join("rdma/fabric.h").display()
+        );
     }
     println!("cargo:version={}", lib.version);
 

@@ -77,7 +77,8 @@ impl Config {
         }
         if let Some(v) = get("RFX_OFI_PROVIDER") {
             let v = v.trim();
-            cfg.ofi_provider = (!v.is_empty() && !v.eq_ignore_ascii_case("auto")).then(|| v.to_string());
+            cfg.ofi_provider =
+                (!v.is_empty() && !v.eq_ignore_ascii_case("auto")).then(|| v.to_string());
         }
         cfg.validate()?;
         Ok(cfg)

@@ -17,7 +17,7 @@ pub(crate) enum Inner {
     #[cfg(feature = "verbs")]
     Verbs(Box<crate::verbs::VerbsEndpoint>),
     #[cfg(feature = "ofi")]
-    Ofi(crate::ofi::OfiEndpoint),
+    Ofi(Box<crate::ofi::OfiEndpoint>),
 }
 
 macro_rules! dispatch {

@@ -223,13 +223,15 @@ impl Fabric {
                 remaining(deadline)?,
             )?)),
             #[cfg(feature = "ofi")]
-            TransportKind::Ofi => Inner::Ofi(crate::ofi::establish(
+            TransportKind::Ofi => Inner::Ofi(Box::new(crate::ofi::establish(
                 sock,
                 regions,
                 &accept.hello.buffers,
                 &self.cfg,
                 remaining(deadline)?,
-            )?),
+            )?)),
+            // Unreachable when every optional provider is built.
+            #[allow(unreachable_patterns)]
             other => {
                 return Err(FabricError::NotBuilt {
                     kind: other,
@@ -444,14 +446,16 @@ impl Incoming {
                     &encode_handshake(HandshakeKind::Accept, &accept),
                     deadline,
                 )?;
-                Inner::Ofi(crate::ofi::establish(
+                Inner::Ofi(Box::new(crate::ofi::establish(
                     self.sock,
                     regions,
                     &client.buffers,
                     cfg,
                     remaining(deadline)?,
-                )?)
+                )?))
             }
+            // Unreachable when every optional provider is built.
+            #[allow(unreachable_patterns)]
             other => {
                 return Err(FabricError::NotBuilt {
                     kind: other,

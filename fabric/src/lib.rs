@@ -8,7 +8,7 @@
 //! | `tcp` | always | any host | framed TCP, `TCP_NODELAY` |
 //! | `shm` | always | same host (same boot and network namespace) | memfd mappings + SPSC rings, eventfd wake-ups |
 //! | `verbs` | feature `verbs` | hosts with an RDMA device (incl. soft-RoCE) | RC queue pairs: RDMA WRITE into the peer's region + an inline SEND descriptor, credits, completion channel |
-//! | `ofi` | feature `ofi` | libfabric providers | `fi_writedata` (planned) |
+//! | `ofi` | feature `ofi` | what the libfabric provider reaches (`tcp;ofi_rxm`: any host; `shm`: same host; `verbs;ofi_rxm`, `efa`, `cxi`: HPC networks) | RDM endpoints: `fi_writedata` into the peer's registered region + a descriptor record (small writes inline), credits, CQ wait fd |
 //!
 //! Every connection starts over TCP: both sides exchange a [`wire::Hello`]
 //! (protocol version, host identity, providers, exposed buffers, opaque user
@@ -60,6 +60,7 @@
 //! | `RFX_MAX_MESSAGE` | largest two-sided message | 64 MiB |
 //! | `RFX_VERBS_DEVICE` | verbs device name (feature `verbs`) | first with an active port |
 //! | `RFX_VERBS_GID_INDEX` | GID index on port 1 (feature `verbs`) | first IPv4-mapped (RoCEv2) |
+//! | `RFX_OFI_PROVIDER` | libfabric provider of `ofi`, e.g. `tcp;ofi_rxm`, `shm`, `verbs;ofi_rxm` (feature `ofi`) | first of `cxi`, `efa`, `verbs;ofi_rxm`, `tcp;ofi_rxm` that libfabric offers |
 //!
 //! # Cargo features
 //!
@@ -72,6 +73,17 @@
 //!   `RFX_VERBS_GID_INDEX` pick the device and GID (default: the first
 //!   device with an active port, its first IPv4-mapped GID). How to run it
 //!   on soft-RoCE: `soft-roce-setup/README.md`.
+//! - `ofi`: the libfabric provider, on the in-repo `libfabric-sys`
+//!   (bindgen over the system libfabric at build time, 1.x or 2.x).
+//!   Building needs `libfabric-dev`, `libclang-dev` and `pkg-config`;
+//!   running needs `libfabric1`. `RFX_OFI_PROVIDER` names the libfabric
+//!   provider (tested: `tcp;ofi_rxm` and `shm`); both peers must use the
+//!   same one. A named provider libfabric lacks is
+//!   [`FabricError::Unavailable`]; with none found, `auto` skips `ofi`.
+//!   `auto` ranks it after `shm` and before `tcp`: same-host peers keep
+//!   rfx's own shm, peers on other hosts use libfabric's network. How it
+//!   works: module `ofi` (`src/ofi/mod.rs`); `scripts/ofi-test.sh` runs
+//!   its tests and compares it with `fi_pingpong`.
 //!
 //! A transport whose feature is not built still parses; forcing it is
 //! [`FabricError::NotBuilt`].
@@ -87,6 +99,8 @@ pub mod host;
 pub mod invocation;
 mod mem;
 mod mr;
+#[cfg(feature = "ofi")]
+pub mod ofi;
 pub mod registry;
 mod secret;
 pub mod select;
@@ -94,8 +108,6 @@ mod shm;
 mod tcp;
 #[cfg(feature = "verbs")]
 mod verbs;
-#[cfg(feature = "ofi")]
-pub mod ofi;
 pub mod wire;
 
 pub use caps::{Caps, ProviderInfo, TransportChoice, TransportKind};

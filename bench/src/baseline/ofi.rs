@@ -7,7 +7,7 @@
 //! compares rfx's median with fi_pingpong's mean.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use rfx_fabric::{Config, Fabric, TransportKind};
@@ -53,14 +53,36 @@ pub fn pingpong(
     }
     let mut out = Vec::new();
     for (i, step) in steps.iter().enumerate() {
-        let port = 47_000 + (std::process::id() % 1000) as u16 * 2 + i as u16 % 2;
+        let text = run_once(&prov, step, cpus, i)?;
+        let half = parse_usec_per_xfer(&text)
+            .with_context(|| format!("no usec/xfer in fi_pingpong output:\n{text}"))?;
+        let rt = 2.0 * half;
+        out.push(Summary::mean_only(step.total(), rt));
+    }
+    Ok(out)
+}
+
+/// One `fi_pingpong` server + client run. A client that starts before the
+/// server listens fails; the server is then restarted on another port
+/// (a half-connected server may be wedged), three tries, each bounded.
+fn run_once(
+    prov: &str,
+    step: &Step,
+    cpus: (Option<usize>, Option<usize>),
+    index: usize,
+) -> anyhow::Result<String> {
+    let mut last_err = String::new();
+    for attempt in 0..3u16 {
+        let port =
+            47_000 + (std::process::id() % 500) as u16 * 4 + (index as u16 % 2) * 2 + attempt % 2;
         let common = |cmd: &mut Command| {
-            cmd.args(["-p", &prov, "-e", "rdm", "-S", &step.size.to_string()])
+            cmd.args(["120", "fi_pingpong"])
+                .args(["-p", prov, "-e", "rdm", "-S", &step.size.to_string()])
                 .args(["-I", &step.total().to_string()])
                 .env("FI_TCP_IFACE", "lo")
                 .stdin(Stdio::null());
         };
-        let mut server = taskset(cpus.1, "fi_pingpong");
+        let mut server = taskset(cpus.1, "timeout");
         common(&mut server);
         let mut server = server
             .args(["-B", &port.to_string()])
@@ -68,41 +90,24 @@ pub fn pingpong(
             .stderr(Stdio::null())
             .spawn()
             .context("spawning the fi_pingpong server")?;
-        let t0 = Instant::now();
-        let mut client_out = None;
-        // The server needs a moment to listen: retry the client, bounded.
-        while t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(100));
-            let mut client = taskset(cpus.0, "fi_pingpong");
-            common(&mut client);
-            let o = client
-                .args(["-P", &port.to_string(), "127.0.0.1"])
-                .output()
-                .context("running the fi_pingpong client")?;
-            if o.status.success() {
-                client_out = Some(String::from_utf8_lossy(&o.stdout).into_owned());
-                break;
-            }
-        }
+        std::thread::sleep(Duration::from_millis(300 + 300 * u64::from(attempt)));
+        let mut client = taskset(cpus.0, "timeout");
+        common(&mut client);
+        let o = client
+            .args(["-P", &port.to_string(), "127.0.0.1"])
+            .output()
+            .context("running the fi_pingpong client")?;
         let _ = server.kill();
         let _ = server.wait();
-        let text = client_out
-            .with_context(|| format!("fi_pingpong -p {prov} -S {} did not run", step.size))?;
-        let half = parse_usec_per_xfer(&text)
-            .with_context(|| format!("no usec/xfer in fi_pingpong output:\n{text}"))?;
-        let rt = 2.0 * half;
-        out.push(Summary {
-            iters: step.total(),
-            min_us: rt,
-            p50_us: rt,
-            p90_us: rt,
-            p99_us: rt,
-            p999_us: rt,
-            max_us: rt,
-            mean_us: rt,
-        });
+        if o.status.success() {
+            return Ok(String::from_utf8_lossy(&o.stdout).into_owned());
+        }
+        last_err = String::from_utf8_lossy(&o.stderr).trim().to_string();
     }
-    Ok(out)
+    bail!(
+        "fi_pingpong -p {prov} -S {} failed three times: {last_err}",
+        step.size
+    )
 }
 
 /// `usec/xfer` of the result line of `fi_pingpong` (its 7th column).

@@ -90,11 +90,7 @@ impl Domain {
         if let Some(mr) = mrs.get(&key).and_then(Weak::upgrade) {
             return Ok(mr);
         }
-        let mr = Arc::new(Mr::register(
-            &self.obj,
-            region,
-            u64::from(region.rkey()),
-        )?);
+        let mr = Arc::new(Mr::register(&self.obj, region, u64::from(region.rkey()))?);
         mrs.retain(|_, w| w.strong_count() > 0);
         mrs.insert(key, Arc::downgrade(&mr));
         Ok(mr)

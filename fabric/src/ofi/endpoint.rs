@@ -125,7 +125,13 @@ impl OfiEndpoint {
     /// connections are up (rxm connects lazily) before the endpoint is
     /// handed out, and an unreachable peer is an error now.
     pub(super) fn hello(&mut self, deadline: Instant) -> Result<(), FabricError> {
-        self.post(Rec::new(Kind::Hello), &[], deadline)?;
+        self.post(Rec::new(Kind::Hello), &[], deadline)
+            .map_err(|e| match e {
+                FabricError::Timeout { .. } => FabricError::Handshake(
+                    "the peer's libfabric endpoint is unreachable (hello not sent in time)".into(),
+                ),
+                e => e,
+            })?;
         while !self.st.hello_seen {
             self.progress()?;
             if let Some(why) = &self.st.gone {
@@ -153,7 +159,11 @@ impl OfiEndpoint {
             .st
             .peer
             .iter()
-            .find(|p| p.rkey == rkey && addr >= p.addr && addr.checked_add(len).is_some_and(|e| e <= p.addr + p.len))
+            .find(|p| {
+                p.rkey == rkey
+                    && addr >= p.addr
+                    && addr.checked_add(len).is_some_and(|e| e <= p.addr + p.len)
+            })
             .ok_or(FabricError::RemoteAccess {
                 rkey,
                 addr,
@@ -197,6 +207,13 @@ impl OfiEndpoint {
                 false => Ok(()),
             },
         );
+        // A failed write leaves the peer with a descriptor whose data never
+        // comes: the connection is over.
+        if let Err(e) = &r {
+            self.st
+                .gone
+                .get_or_insert_with(|| format!("write failed: {e}"));
+        }
         let mut first_err = r.err();
         for ev in deferred.drain(..) {
             if let Err(e) = self.handle(ev) {
@@ -233,6 +250,7 @@ impl OfiEndpoint {
     /// the provider, up to `deadline`.
     fn post(&mut self, mut rec: Rec, payload: &[u8], deadline: Instant) -> Result<(), FabricError> {
         let mut spins = 0u32;
+        let start = Instant::now();
         loop {
             if let Some(why) = &self.st.gone {
                 return Err(FabricError::PeerGone(why.clone()));
@@ -261,7 +279,7 @@ impl OfiEndpoint {
                 if Instant::now() >= deadline {
                     return Err(FabricError::Timeout {
                         op: "ofi post (no credit or provider busy)",
-                        after: self.st.op_timeout,
+                        after: start.elapsed(),
                     });
                 }
                 std::thread::yield_now();
@@ -299,15 +317,15 @@ impl OfiEndpoint {
                 r = Err(e);
                 break;
             }
-            if events.is_empty() {
-                break;
-            }
+            // A short read drained the CQ: no second (empty) read, each
+            // of which runs the provider's progress engine.
+            let drained = events.len() < super::sys::CQ_BATCH;
             for ev in events.drain(..) {
                 if let Err(e) = self.handle(ev) {
                     r = Err(e);
                 }
             }
-            if r.is_err() {
+            if r.is_err() || drained {
                 break;
             }
         }
@@ -336,7 +354,9 @@ impl OfiEndpoint {
                 self.repost(slot, kind)
             }
             Event::SendDone | Event::WriteDone => Ok(()),
-            Event::RemoteWrite { data } => self.st.inbox.handle_remote_write(data).map_err(malformed),
+            Event::RemoteWrite { data } => {
+                self.st.inbox.handle_remote_write(data).map_err(malformed)
+            }
             Event::Error { msg, .. } => {
                 self.st.gone = Some(msg.clone());
                 Err(FabricError::PeerGone(msg))
@@ -346,9 +366,12 @@ impl OfiEndpoint {
 
     fn handle_record(&mut self, slot: usize, len: usize) -> Result<Kind, FabricError> {
         let st = &mut self.st;
-        let buf = self.conn.rx_slot(slot, len).ok_or(FabricError::Malformed(
-            WireError::Invalid("receive completion beyond its slot"),
-        ))?;
+        let buf =
+            self.conn
+                .rx_slot(slot, len)
+                .ok_or(FabricError::Malformed(WireError::Invalid(
+                    "receive completion beyond its slot",
+                )))?;
         let (rec, payload) = Rec::decode(buf).map_err(malformed)?;
         st.credits.on_grant(rec.credits).map_err(malformed)?;
         match rec.kind {
@@ -390,13 +413,19 @@ impl OfiEndpoint {
     /// (libfabric's shm crashes when both ends live in one process and one
     /// polls during the other's close).
     fn answer_close(&mut self) {
+        let _ = self.send_close();
+    }
+
+    /// One try at our close record; `Err` when it can never go out.
+    fn send_close(&mut self) -> Result<(), FabricError> {
         if self.st.close_sent || peer_closed(&self.ctrl) {
-            return;
+            return Ok(());
         }
         let close = Rec::new(Kind::Close).encode();
-        if let Ok(Posted::Done) = self.conn.send(&[&close], true) {
+        if self.conn.send(&[&close], true)? == Posted::Done {
             self.st.close_sent = true;
         }
+        Ok(())
     }
 
     fn check_ctrl(&mut self) {
@@ -514,7 +543,7 @@ impl Drop for OfiEndpoint {
     fn drop(&mut self) {
         // A peer that already left gets nothing: posting to a closed peer
         // crashes libfabric's shm when both ends live in one process.
-        if self.st.gone.is_some() || peer_closed(&self.ctrl) {
+        if self.st.gone.is_some() || !self.st.hello_seen || peer_closed(&self.ctrl) {
             return;
         }
         // Orderly close, best effort and bounded: a close record behind
@@ -523,13 +552,14 @@ impl Drop for OfiEndpoint {
         // is done with our endpoint before we close it.
         let deadline = Instant::now() + CLOSE_WAIT;
         while !self.st.close_sent && Instant::now() < deadline {
-            self.answer_close();
+            if self.send_close().is_err() || peer_closed(&self.ctrl) {
+                return;
+            }
             if !self.st.close_sent && self.progress().is_err() {
                 return;
             }
         }
-        while (!self.st.peer_closed || self.conn.tx_in_flight() > 0) && Instant::now() < deadline
-        {
+        while (!self.st.peer_closed || self.conn.tx_in_flight() > 0) && Instant::now() < deadline {
             if self.progress().is_err() || self.st.gone.is_some() || peer_closed(&self.ctrl) {
                 return;
             }

@@ -10,7 +10,7 @@
 //! - **Set-up**: after the handshake picks `ofi`, each side opens (or
 //!   reuses) the domain of its provider on the control connection's local
 //!   address, opens an endpoint, posts its receive slots, registers the
-//!   regions it exposes (once per domain: [`domain`]'s cache) and sends, on
+//!   regions it exposes (once per domain: a registration cache) and sends, on
 //!   the control connection, its endpoint address, its credit window and
 //!   the provider key and base of each region. Both insert the peer's
 //!   address and exchange a hello record over libfabric, so the data path
@@ -30,7 +30,7 @@
 //! - **send**: records of at most one receive slot (16 KiB), fragmented
 //!   beyond; injected when small, else copied into a registered send
 //!   buffer. Flow control by credits: a sender never has more records in
-//!   flight than the peer has slots posted ([`proto`]).
+//!   flight than the peer has slots posted (`proto.rs`).
 //! - **Completion**: hot = spin on `fi_cq_read`; warm = the CQ's wait fd
 //!   (`FI_GETWAIT`) after `fi_trywait`, plus the control socket; a provider
 //!   without a wait fd (and `shm`, which does not signal it across
@@ -63,7 +63,7 @@ use crate::error::FabricError;
 use crate::mr::{RegionTable, RemoteBuffer};
 use domain::Domain;
 use endpoint::{PeerRegion, INLINE_MAX};
-use proto::{reserved_slots, Credits, REC_HDR};
+use proto::{reserved_slots, Credits};
 use sys::Shape;
 
 /// Providers tried, in order, when `RFX_OFI_PROVIDER` is unset: HPC
@@ -109,6 +109,12 @@ pub(crate) fn probe(cfg: &Config) -> Result<Option<ProviderInfo>, FabricError> {
                 Caps::WAIT_FD
             } else {
                 Caps::empty()
+            }
+            // Every libfabric provider but `shm` leaves the host.
+            | if name == "shm" {
+                Caps::empty()
+            } else {
+                Caps::INTER_NODE
             },
         max_inline: INLINE_MAX,
         device: Some(name),
@@ -261,7 +267,9 @@ pub(crate) fn establish(
             peer.provider
         )));
     }
-    if peer.window == 0 || peer.window > 1 << 16 || (peer.slot_size as usize) < REC_HDR + 1 {
+    // Equal windows keep the reserved-slot bound of `proto` (credit
+    // records in flight) true on both sides.
+    if peer.window != WINDOW || peer.slot_size as usize != SLOT {
         return Err(FabricError::Handshake(format!(
             "peer's ofi window {} / slot {} unusable",
             peer.window, peer.slot_size
@@ -301,7 +309,7 @@ pub(crate) fn establish(
         ctrl,
         regions,
         peer_regions,
-        Credits::new(WINDOW, peer.window.min(WINDOW * 4)),
+        Credits::new(WINDOW, peer.window),
         mrs,
         domain.clone(),
         cfg.max_message,
@@ -366,14 +374,74 @@ mod tests {
         let err = probe(&cfg(Some("carrier-pigeon"))).unwrap_err();
         let msg = err.to_string();
         assert!(
-            matches!(err, FabricError::Unavailable { kind: TransportKind::Ofi, .. })
-                && msg.contains("carrier-pigeon")
+            matches!(
+                err,
+                FabricError::Unavailable {
+                    kind: TransportKind::Ofi,
+                    ..
+                }
+            ) && msg.contains("carrier-pigeon")
                 && msg.contains("fi_info -l"),
             "{msg}"
         );
         // Auto finds tcp;ofi_rxm at least on any Linux with libfabric.
         let auto = probe(&cfg(None)).unwrap().unwrap();
         assert!(auto.device.is_some());
+    }
+
+    #[test]
+    fn forcing_an_unknown_provider_fails_at_open() {
+        let r = crate::Fabric::open(Config {
+            transport: crate::TransportChoice::Forced(TransportKind::Ofi),
+            ..cfg(Some("no-such-provider"))
+        });
+        let err = r.unwrap_err();
+        assert!(err.to_string().contains("no-such-provider"), "{err}");
+    }
+
+    /// A peer whose libfabric address leads nowhere: a clear error within
+    /// the set-up timeout, not a hang.
+    #[test]
+    fn unreachable_peer_is_a_clear_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut len = [0u8; 4];
+            sock.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+            sock.read_exact(&mut body).unwrap();
+            // sockaddr_in 127.0.0.1:1, where nothing listens.
+            let mut sa = vec![2u8, 0, 0, 1, 127, 0, 0, 1];
+            sa.resize(16, 0);
+            let setup = Setup {
+                provider: "tcp;ofi_rxm".into(),
+                addr: sa,
+                window: WINDOW,
+                slot_size: SLOT as u32,
+                regions: vec![],
+            };
+            let body = postcard::to_allocvec(&setup).unwrap();
+            sock.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+            sock.write_all(&body).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let ctrl = TcpStream::connect(addr).unwrap();
+        let t0 = Instant::now();
+        let r = establish(
+            ctrl,
+            RegionTable::default(),
+            &[],
+            &cfg(Some("tcp;ofi_rxm")),
+            Duration::from_secs(2),
+        );
+        let err = r.unwrap_err();
+        assert!(
+            matches!(err, FabricError::Handshake(_) | FabricError::PeerGone(_)),
+            "{err}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        fake.join().unwrap();
     }
 
     #[test]

@@ -160,7 +160,9 @@ impl Info {
         if rc != 0 {
             return Err(rc);
         }
-        NonNull::new(info).map(Info).ok_or(-(ffi::FI_ENODATA as i32))
+        NonNull::new(info)
+            .map(Info)
+            .ok_or(-(ffi::FI_ENODATA as i32))
     }
 
     fn raw(&self) -> &ffi::fi_info {
@@ -181,9 +183,6 @@ impl Info {
         // SAFETY: fabric_attr is allocated in every fi_info libfabric returns.
         Self::cstr(unsafe { (*self.raw().fabric_attr).prov_name })
     }
-
-
-
 
     pub(super) fn inject_size(&self) -> usize {
         // SAFETY: tx_attr is allocated in every returned fi_info.
@@ -212,7 +211,6 @@ impl Info {
     pub(super) fn mr_virt_addr(&self) -> bool {
         self.mr_mode() & ffi::FI_MR_VIRT_ADDR != 0
     }
-
 
     pub(super) fn mr_endpoint(&self) -> bool {
         self.mr_mode() & ffi::FI_MR_ENDPOINT != 0
@@ -369,7 +367,10 @@ impl RawBuf {
         // SAFETY: layout has a non-zero size.
         let p = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(p).ok_or_else(|| {
-            FabricError::os("alloc", std::io::Error::from(std::io::ErrorKind::OutOfMemory))
+            FabricError::os(
+                "alloc",
+                std::io::Error::from(std::io::ErrorKind::OutOfMemory),
+            )
         })?;
         Ok(RawBuf { ptr, layout })
     }
@@ -432,6 +433,9 @@ impl Drop for LocalMr {
         unsafe { ffi::fi_close(&mut (*self.0.as_ptr()).fid) };
     }
 }
+
+/// Completions read by one `fi_cq_read`.
+pub(super) const CQ_BATCH: usize = 16;
 
 /// A completion, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -708,7 +712,6 @@ impl Conn {
         self.shape.slot_size
     }
 
-
     fn rx_desc(&self) -> *mut c_void {
         self.rx_mr.as_ref().map_or(ptr::null_mut(), |m| m.desc())
     }
@@ -830,7 +833,7 @@ impl Conn {
         if self.closed {
             return Ok(());
         }
-        let mut entries: [ffi::fi_cq_data_entry; 16] = Default::default();
+        let mut entries: [ffi::fi_cq_data_entry; CQ_BATCH] = Default::default();
         // SAFETY: live cq of FI_CQ_FORMAT_DATA; `entries` has room for 16.
         let n = unsafe {
             ffi::fi_cq_read(
@@ -931,6 +934,7 @@ impl Conn {
     /// (its completion was reaped) or the endpoint is closed. Other
     /// completions met meanwhile go to `other`; `alive` is asked now and
     /// then whether to go on (a dead peer or an error ends the wait).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn write_blocking(
         &mut self,
         data: &[u8],
@@ -1002,10 +1006,9 @@ impl Conn {
             for ev in events.drain(..) {
                 match ev {
                     Event::WriteDone => {}
-                    Event::Error {
-                        what: "write",
-                        msg,
-                    } => failure = Some(FabricError::PeerGone(msg)),
+                    Event::Error { what: "write", msg } => {
+                        failure = Some(FabricError::PeerGone(msg))
+                    }
                     ev => {
                         if let Err(e) = other(ev) {
                             failure.get_or_insert(e);

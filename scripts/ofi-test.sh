@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The ofi (libfabric) transport on this host, no VM needed: libfabric's
+# `tcp;ofi_rxm` and `shm` providers run on plain Linux.
+#
+#  1. installs libfabric-dev libfabric-bin libclang-dev pkg-config if missing
+#     (apt-get update first; RFX_TEST_SKIP_APT=1 skips);
+#  2. clippy (-D warnings) and the tests of libfabric-sys and of rfx-fabric
+#     with --features ofi: the smoke test of the bindings, the unit tests and
+#     the whole conformance suite (ofi on both providers, plus tcp and shm);
+#  3. `rfx-bench transport --transport ofi` (release, busy polling, 8 B and
+#     64 KiB) for each provider against libfabric's own `fi_pingpong` over
+#     the same provider, in the same run, on the same CPUs: ratios printed,
+#     JSON in target/ofi-bench-<provider>.json.
+#
+#   scripts/ofi-test.sh
+#   RFX_OFI_BENCH=0 scripts/ofi-test.sh         tests only
+#   RFX_OFI_PROVIDERS="shm" scripts/ofi-test.sh providers benchmarked
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== ofi: %s\n' "$*"; }
+start=$(date +%s)
+export CARGO_TERM_COLOR=never
+
+# --- packages ------------------------------------------------------------------
+need=()
+pkg-config --exists libfabric 2>/dev/null || need+=(libfabric-dev)
+command -v fi_pingpong >/dev/null 2>&1 || need+=(libfabric-bin)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "${RFX_TEST_SKIP_APT:-0}" = 1 ]; then
+        echo "ofi: missing ${need[*]} and RFX_TEST_SKIP_APT=1" >&2
+        exit 1
+    fi
+    log "installing ${need[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+pkg-config --modversion libfabric | sed 's/^/libfabric /'
+
+# --- lint and tests ------------------------------------------------------------
+log "clippy (libfabric-sys, rfx-fabric --features ofi)"
+timeout 600 cargo clippy -p libfabric-sys -p rfx-fabric --all-targets --features rfx-fabric/ofi -- -D warnings
+
+log "tests (libfabric-sys smoke, rfx-fabric unit + conformance with ofi)"
+# The smoke test must run: bindings generated empty (no libfabric at build
+# time) must not pass as a green run here.
+smoke=$(timeout 300 cargo test -p libfabric-sys -- --nocapture 2>&1) \
+    || { echo "$smoke"; exit 1; }
+echo "$smoke" | grep -E "^libfabric runtime|^first match" || true
+echo "$smoke" | grep -q "^libfabric runtime version" \
+    || { echo "$smoke"; echo "ofi: libfabric-sys smoke test did not run" >&2; exit 1; }
+if cargo nextest --version >/dev/null 2>&1; then
+    timeout 600 cargo nextest run -p rfx-fabric --features ofi --no-fail-fast
+else
+    timeout 600 cargo test -p rfx-fabric --features ofi --no-fail-fast
+fi
+
+# --- benchmark against fi_pingpong ---------------------------------------------
+if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
+    # RFX_RELEASE_FEATURES (e.g. `verbs,ofi`, set by scripts/test.sh) shares
+    # one release build with the verbs checks.
+    feats=""
+    for f in $(echo "${RFX_RELEASE_FEATURES:-ofi}" | tr , ' '); do feats+="rfx/$f,rfx-bench/$f,"; done
+    log "building rfx and rfx-bench (release, --features ${feats%,})"
+    timeout 900 cargo build -q --release -p rfx -p rfx-bench --features "${feats%,}"
+    for prov in ${RFX_OFI_PROVIDERS:-"tcp;ofi_rxm" shm}; do
+        tag=${prov%%;*}
+        log "benchmark: $prov, rfx write_imm round trip vs fi_pingpong (x = rfx p50 / fi_pingpong mean)"
+        RFX_OFI_PROVIDER="$prov" timeout 300 ./target/release/rfx-bench transport \
+            --transport ofi --mode hot --sizes 8,64k \
+            --iters "${RFX_OFI_BENCH_ITERS:-5000}" --warmup 500 \
+            --json "target/ofi-bench-$tag.json"
+    done
+fi
+
+log "done in $(( $(date +%s) - start )) s"
