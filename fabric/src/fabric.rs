@@ -374,37 +374,29 @@ impl Incoming {
             Err(e) => return Err(self.reject(deadline, FabricError::NoTransport(e.to_string()))),
         };
         let regions = RegionTable::new(opts.expose.clone());
-        let inner = match transport {
-            TransportKind::Tcp => {
-                let accept = Accept {
-                    hello,
-                    transport,
-                    shm: None,
-                };
-                write_msg(
-                    &mut self.sock,
-                    &encode_handshake(HandshakeKind::Accept, &accept),
-                    deadline,
-                )?;
-                Inner::Tcp(tcp::TcpEndpoint::new(
-                    self.sock,
-                    regions,
-                    cfg.max_message,
-                    cfg.op_timeout,
-                )?)
-            }
-            TransportKind::Shm => {
-                let (listener, offer) = shm_rendezvous()?;
-                let accept = Accept {
-                    hello,
-                    transport,
-                    shm: Some(offer.clone()),
-                };
-                write_msg(
-                    &mut self.sock,
-                    &encode_handshake(HandshakeKind::Accept, &accept),
-                    deadline,
-                )?;
+        // Only shm needs a second rendezvous, announced in the accept.
+        let shm_listener = match transport {
+            TransportKind::Shm => Some(shm_rendezvous()?),
+            _ => None,
+        };
+        let accept = Accept {
+            hello,
+            transport,
+            shm: shm_listener.as_ref().map(|(_, offer)| offer.clone()),
+        };
+        write_msg(
+            &mut self.sock,
+            &encode_handshake(HandshakeKind::Accept, &accept),
+            deadline,
+        )?;
+        let inner = match (transport, shm_listener) {
+            (TransportKind::Tcp, _) => Inner::Tcp(tcp::TcpEndpoint::new(
+                self.sock,
+                regions,
+                cfg.max_message,
+                cfg.op_timeout,
+            )?),
+            (TransportKind::Shm, Some((listener, offer))) => {
                 let us = accept_shm(&listener, &offer.nonce, deadline)?;
                 Inner::Shm(shm::establish(
                     us,
@@ -415,48 +407,22 @@ impl Incoming {
                 )?)
             }
             #[cfg(feature = "verbs")]
-            TransportKind::Verbs => {
-                let accept = Accept {
-                    hello,
-                    transport,
-                    shm: None,
-                };
-                write_msg(
-                    &mut self.sock,
-                    &encode_handshake(HandshakeKind::Accept, &accept),
-                    deadline,
-                )?;
-                Inner::Verbs(Box::new(crate::verbs::establish(
-                    self.sock,
-                    regions,
-                    &client.buffers,
-                    cfg,
-                    remaining(deadline)?,
-                )?))
-            }
+            (TransportKind::Verbs, _) => Inner::Verbs(Box::new(crate::verbs::establish(
+                self.sock,
+                regions,
+                &client.buffers,
+                cfg,
+                remaining(deadline)?,
+            )?)),
             #[cfg(feature = "ofi")]
-            TransportKind::Ofi => {
-                let accept = Accept {
-                    hello,
-                    transport,
-                    shm: None,
-                };
-                write_msg(
-                    &mut self.sock,
-                    &encode_handshake(HandshakeKind::Accept, &accept),
-                    deadline,
-                )?;
-                Inner::Ofi(Box::new(crate::ofi::establish(
-                    self.sock,
-                    regions,
-                    &client.buffers,
-                    cfg,
-                    remaining(deadline)?,
-                )?))
-            }
-            // Unreachable when every optional provider is built.
-            #[allow(unreachable_patterns)]
-            other => {
+            (TransportKind::Ofi, _) => Inner::Ofi(Box::new(crate::ofi::establish(
+                self.sock,
+                regions,
+                &client.buffers,
+                cfg,
+                remaining(deadline)?,
+            )?)),
+            (other, _) => {
                 return Err(FabricError::NotBuilt {
                     kind: other,
                     feature: other.feature().unwrap_or("none"),
@@ -554,7 +520,9 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
+/// Time left before `deadline` (a timeout error once it passed): the
+/// bound of every step of a connection's set-up, providers' included.
+pub(crate) fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
     let now = Instant::now();
     if now >= deadline {
         Err(FabricError::Timeout {
@@ -589,7 +557,8 @@ fn read_msg(
     Ok((kind, body))
 }
 
-fn read_exact_by(
+/// Fills `buf` from `sock` before `deadline` (providers' set-up messages too).
+pub(crate) fn read_exact_by(
     sock: &mut TcpStream,
     buf: &mut [u8],
     deadline: Instant,

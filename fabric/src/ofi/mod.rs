@@ -48,7 +48,7 @@ mod proto;
 mod sys;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -60,6 +60,7 @@ pub(crate) use endpoint::OfiEndpoint;
 use crate::caps::{Caps, ProviderInfo, TransportKind};
 use crate::config::Config;
 use crate::error::FabricError;
+use crate::fabric::{read_exact_by, remaining};
 use crate::mr::{RegionTable, RemoteBuffer};
 use domain::Domain;
 use endpoint::{PeerRegion, INLINE_MAX};
@@ -245,7 +246,7 @@ pub(crate) fn establish(
     let body = postcard::to_allocvec(&ours).expect("postcard encodes into a Vec");
     let mut msg = (body.len() as u32).to_le_bytes().to_vec();
     msg.extend_from_slice(&body);
-    ctrl.set_write_timeout(Some(left(deadline)?))
+    ctrl.set_write_timeout(Some(remaining(deadline)?))
         .map_err(|e| FabricError::os("set_write_timeout", e))?;
     ctrl.write_all(&msg)
         .map_err(|e| FabricError::from_io("ofi set-up send", e))?;
@@ -320,42 +321,10 @@ pub(crate) fn establish(
     Ok(ep)
 }
 
-fn left(deadline: Instant) -> Result<Duration, FabricError> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .ok_or(FabricError::Timeout {
-            op: "ofi set-up",
-            after: Duration::ZERO,
-        })
-}
-
-fn read_exact_by(
-    sock: &mut TcpStream,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<(), FabricError> {
-    let mut got = 0;
-    while got < buf.len() {
-        sock.set_read_timeout(Some(left(deadline)?))
-            .map_err(|e| FabricError::os("set_read_timeout", e))?;
-        match sock.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(FabricError::PeerGone(
-                    "peer closed during the ofi set-up".into(),
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FabricError::from_io("ofi set-up receive", e)),
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn cfg(provider: Option<&str>) -> Config {
         Config {
