@@ -7,6 +7,7 @@
 #   RFX_TEST_SKIP_APT=1 ...    skip the apt step (offline machines)
 #   RFX_TEST_SKIP_VERBS=1 ...  skip the verbs section (soft-RoCE VM)
 #   RFX_TEST_SKIP_OFI=1 ...    skip the ofi section (libfabric)
+#   RFX_TEST_SKIP_SLURM=1 ...  do not install Slurm (tests/slurm.rs then skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,12 @@ fi
 if [ "${RFX_TEST_SKIP_OFI:-0}" != 1 ]; then
     want_pkgs+=(libfabric-dev libfabric-bin libclang-dev)
     release_features+=(ofi)
+fi
+# rfx under a one-node Slurm (tests/slurm.rs): with the packages installed
+# here, a Slurm that cannot start fails the run instead of skipping.
+if [ "${RFX_TEST_SKIP_SLURM:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
+    want_pkgs+=(slurmctld slurmd slurm-client munge)
+    export RFX_REQUIRE_SLURM=1
 fi
 # The verbs and ofi checks share one release build with both features.
 RFX_RELEASE_FEATURES=$(IFS=,; echo "${release_features[*]}")
@@ -93,5 +100,6 @@ if [ "${RFX_TEST_SKIP_OFI:-0}" != 1 ]; then
     timeout 900 scripts/ofi-test.sh
 fi
 # --- end ofi -----------------------------------------------------------------
+
 
 log "all checks passed in $(( $(date +%s) - start )) s"

@@ -182,7 +182,14 @@ impl Executor {
                     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
                         // The reader (the executor manager) is gone: nobody
                         // accounts for or stops this executor any more.
-                        tracing::warn!("usage pipe closed; the executor manager is gone, exiting");
+                        // No `tracing` here: stderr is usually the same dead
+                        // manager's pipe, and tracing-subscriber panics (this
+                        // thread, leaving an orphan executor) when it cannot
+                        // report a failed write. A best-effort note only.
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "rfx executor: usage pipe closed; the executor manager is gone, exiting"
+                        );
                         std::process::exit(3);
                     }
                 }
