@@ -69,6 +69,9 @@ pub enum DaemonError {
     /// A frame could not be encoded or decoded.
     #[error("bad frame")]
     Wire(#[from] WireError),
+    /// TLS set-up or handshake failed.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The peer broke the protocol (unexpected message).
     #[error("protocol error: {0}")]
     Protocol(String),

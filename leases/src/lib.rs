@@ -27,6 +27,7 @@ pub mod daemon;
 mod error;
 pub mod proto;
 mod store;
+pub mod tls;
 pub mod wire;
 
 pub use error::DaemonError;

@@ -53,11 +53,21 @@ pub(crate) struct LeaseManagerArgs {
     /// A host that misses heartbeats this long is marked down.
     #[arg(long, default_value_t = 3000)]
     heartbeat_timeout_ms: u64,
+    /// Serve TLS with this certificate chain (PEM); clients then need
+    /// RFX_TLS_CA.
+    #[arg(long, env = "RFX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "RFX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
     let mut cfg = DaemonConfig::new(args.listen, args.db, cluster_key()?);
     cfg.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        cfg.tls = Some(rfx::leases::tls::TlsServer::from_pem_files(cert, key)?);
+    }
     daemon::serve(cfg)?;
     Ok(())
 }

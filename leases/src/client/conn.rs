@@ -11,7 +11,8 @@ use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use crate::tls::{Stream, TlsClient};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
@@ -21,8 +22,8 @@ const CALL_QUEUE: usize = 64;
 /// Pushes kept until the application reads them; more are dropped.
 const PUSH_QUEUE: usize = 1024;
 
-type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+type Reader = FramedRead<ReadHalf<Stream>, LengthDelimitedCodec>;
+type Writer = FramedWrite<WriteHalf<Stream>, LengthDelimitedCodec>;
 type ReplyTx = oneshot::Sender<Result<Response, DaemonError>>;
 
 /// A handle on the connection task; clones share the connection.
@@ -49,11 +50,21 @@ pub(crate) struct Pushes {
 impl Conn {
     /// Connects, exchanges hellos and starts the connection task.
     pub(crate) async fn connect(addr: impl ToSocketAddrs) -> Result<(Self, Pushes), DaemonError> {
-        let stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(DaemonError::io("connect to the lease manager"))?;
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let _ = tcp.set_nodelay(true);
+        // TLS when the environment names a CA to trust (crate::tls).
+        let stream = match TlsClient::from_env()? {
+            None => Stream::Plain(tcp),
+            Some(tls) => {
+                let peer = tcp
+                    .peer_addr()
+                    .map_err(DaemonError::io("read the lease manager's address"))?;
+                tls.connect(tcp, peer).await?
+            }
+        };
+        let (rd, wr) = tokio::io::split(stream);
         let mut rd = FramedRead::new(rd, wire::reply_codec());
         let mut wr = FramedWrite::new(wr, wire::request_codec());
         let hello = wire::encode(&ClientMsg::Hello(Hello::current()))?;

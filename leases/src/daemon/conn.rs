@@ -5,29 +5,27 @@ use crate::wire::{self, ClientMsg, ErrorCode, ErrorReply, ServerMsg, PROTOCOL_VE
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use crate::tls::Stream;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Pushes queued for one connection before it counts as too slow.
 const PUSH_QUEUE: usize = 256;
 
-type Reader = FramedRead<OwnedReadHalf, LengthDelimitedCodec>;
-type Writer = FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>;
+type Reader = FramedRead<ReadHalf<Stream>, LengthDelimitedCodec>;
+type Writer = FramedWrite<WriteHalf<Stream>, LengthDelimitedCodec>;
 
 /// Serves one connection until the peer leaves, breaks the protocol, or the
 /// core drops it. Never panics, whatever the peer sends.
 pub(super) async fn serve(
-    stream: TcpStream,
+    stream: Stream,
     peer: SocketAddr,
     conn: ConnId,
     core: mpsc::Sender<CoreMsg>,
     hello_timeout: Duration,
 ) {
-    // Small request/reply frames: do not wait to coalesce.
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = tokio::io::split(stream);
     let mut rd = FramedRead::new(rd, wire::request_codec());
     let mut wr = FramedWrite::new(wr, wire::reply_codec());
     tracing::debug!(%peer, conn, "connection opened");

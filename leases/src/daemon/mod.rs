@@ -70,6 +70,8 @@ pub struct DaemonConfig {
     pub hello_timeout: Duration,
     /// Connections beyond this are closed at once.
     pub max_connections: usize,
+    /// Serve TLS instead of plain TCP ([`crate::tls`]).
+    pub tls: Option<crate::tls::TlsServer>,
 }
 
 impl DaemonConfig {
@@ -87,6 +89,7 @@ impl DaemonConfig {
             retain_finished: d.retain_finished_ms.map(Duration::from_millis),
             hello_timeout: Duration::from_secs(10),
             max_connections: 4096,
+            tls: None,
         }
     }
 
@@ -111,6 +114,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("retain_finished", &self.retain_finished)
             .field("hello_timeout", &self.hello_timeout)
             .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -123,6 +127,7 @@ pub struct Daemon {
     core: core::Core,
     hello_timeout: Duration,
     max_connections: usize,
+    tls: Option<crate::tls::TlsServer>,
 }
 
 impl Daemon {
@@ -155,6 +160,7 @@ impl Daemon {
             core,
             hello_timeout: cfg.hello_timeout,
             max_connections: cfg.max_connections,
+            tls: cfg.tls,
         })
     }
 
@@ -190,7 +196,25 @@ impl Daemon {
                         };
                         next_conn = next_conn.wrapping_add(1);
                         let (id, tx, hello) = (next_conn, tx.clone(), self.hello_timeout);
+                        let tls = self.tls.clone();
                         conns.spawn(async move {
+                            // Small request/reply frames: do not wait to coalesce.
+                            let _ = stream.set_nodelay(true);
+                            let stream = match tls {
+                                None => crate::tls::Stream::Plain(stream),
+                                // The TLS handshake is bounded like the hello.
+                                Some(t) => match tokio::time::timeout(hello, t.accept(stream)).await {
+                                    Ok(Ok(s)) => s,
+                                    Ok(Err(e)) => {
+                                        tracing::warn!(%peer, "TLS handshake failed: {e}");
+                                        return;
+                                    }
+                                    Err(_) => {
+                                        tracing::warn!(%peer, "TLS handshake timed out");
+                                        return;
+                                    }
+                                },
+                            };
                             conn::serve(stream, peer, id, tx, hello).await;
                             drop(slot);
                         });
