@@ -165,6 +165,172 @@ impl Lease<'_> {
     }
 }
 
+/// When [`Retrying`] tries again: only after infrastructure failures (the
+/// executor died, its connection broke, no answer in time, its lease was
+/// lost), never after the function's own failure, which would repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1: no retry).
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled after each.
+    pub backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Three attempts, 50 ms then 100 ms apart.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether `e` is worth another attempt on a fresh lease.
+    pub fn retryable(e: &TenantError) -> bool {
+        match e {
+            TenantError::Invoke(
+                InvokeError::ExecutorGone(_) | InvokeError::Timeout(_) | InvokeError::Fabric(_),
+            ) => true,
+            TenantError::Lookup(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Invocations that survive the loss of their executor, as funcX retries
+/// tasks whose worker was lost: on an infrastructure failure the lease is
+/// given up, a new one is taken, the library shipped again, and the
+/// invocation repeated (so only for idempotent functions), up to the
+/// policy's attempts.
+///
+/// ```no_run
+/// # use rfx::tenant::{Retrying, RetryPolicy, Tenant};
+/// # use rfx::leases::proto::LeaseRequest;
+/// # use rfx::executors::session::LibrarySource;
+/// # fn main() -> Result<(), rfx::tenant::TenantError> {
+/// let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::default())?;
+/// let tenant = Tenant::connect("127.0.0.1:7600", "alice.0123...")?;
+/// let lib = LibrarySource::Path("/opt/fn/librfx_example_functions.so".into());
+/// let mut r = Retrying::new(&tenant, &fabric, LeaseRequest::new(1, 600_000), lib, &["echo"],
+///                           Default::default(), RetryPolicy::default());
+/// assert_eq!(r.invoke("echo", b"hi")?, b"hi");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Retrying<'t> {
+    tenant: &'t Tenant,
+    fabric: Fabric,
+    req: LeaseRequest,
+    library: LibrarySource,
+    functions: Vec<String>,
+    cfg: InvokerConfig,
+    policy: RetryPolicy,
+    current: Option<(Lease<'t>, Invoker)>,
+    retries: u64,
+}
+
+impl<'t> Retrying<'t> {
+    /// Nothing leased yet: the first invocation leases.
+    pub fn new(
+        tenant: &'t Tenant,
+        fabric: &Fabric,
+        req: LeaseRequest,
+        library: LibrarySource,
+        functions: &[&str],
+        cfg: InvokerConfig,
+        policy: RetryPolicy,
+    ) -> Self {
+        Retrying {
+            tenant,
+            fabric: fabric.clone(),
+            req,
+            library,
+            functions: functions.iter().map(|f| f.to_string()).collect(),
+            cfg,
+            policy,
+            current: None,
+            retries: 0,
+        }
+    }
+
+    /// Retries so far (attempts beyond the first of each invocation).
+    pub fn retries(&self) -> u64 {
+        self.retries
+    }
+
+    /// The lease in use, if any.
+    pub fn lease(&self) -> Option<&Lease<'t>> {
+        self.current.as_ref().map(|(l, _)| l)
+    }
+
+    fn connected(&mut self) -> Result<&mut Invoker, TenantError> {
+        if self.current.is_none() {
+            let lease = self.tenant.lease(&self.req)?;
+            let names: Vec<&str> = self.functions.iter().map(String::as_str).collect();
+            let inv =
+                lease.invoker(&self.fabric, self.library.clone(), &names, self.cfg.clone())?;
+            self.current = Some((lease, inv));
+        }
+        match &mut self.current {
+            Some((_, inv)) => Ok(inv),
+            None => Err(TenantError::Invoke(InvokeError::Protocol(
+                "no lease after leasing".into(),
+            ))),
+        }
+    }
+
+    /// Gives the current lease up (best effort: it may be lost already).
+    fn abandon(&mut self) {
+        if let Some((lease, inv)) = self.current.take() {
+            drop(inv);
+            let id = lease.info().lease.id;
+            if let Err(e) = lease.release() {
+                tracing::debug!(lease = %id, "releasing a failed lease: {e}");
+            }
+        }
+    }
+
+    /// Invokes `function`, on a fresh lease after each infrastructure
+    /// failure, up to the policy's attempts; the last error otherwise.
+    pub fn invoke(&mut self, function: &str, input: &[u8]) -> Result<Vec<u8>, TenantError> {
+        let mut backoff = self.policy.backoff;
+        let mut attempt = 1;
+        loop {
+            let r = self
+                .connected()
+                .and_then(|inv| inv.invoke(function, input).map_err(TenantError::from));
+            match r {
+                Err(e) if RetryPolicy::retryable(&e) && attempt < self.policy.max_attempts => {
+                    tracing::info!(attempt, "invocation failed ({e}); retrying on a new lease");
+                    self.abandon();
+                    std::thread::sleep(backoff);
+                    backoff = backoff.saturating_mul(2);
+                    attempt += 1;
+                    self.retries += 1;
+                }
+                Err(e) => {
+                    if RetryPolicy::retryable(&e) {
+                        self.abandon();
+                    }
+                    return Err(e);
+                }
+                Ok(out) => return Ok(out),
+            }
+        }
+    }
+
+    /// Releases the lease in use, if any.
+    pub fn release(mut self) -> Result<(), TenantError> {
+        if let Some((lease, inv)) = self.current.take() {
+            drop(inv);
+            lease.release()?;
+        }
+        Ok(())
+    }
+}
+
 /// The leases of a group invocation, one per instance (rank order).
 #[derive(Debug)]
 pub struct LeaseGroup<'t> {

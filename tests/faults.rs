@@ -609,3 +609,50 @@ fn dropped_delayed_and_blackholed_connections_lose_nothing() {
         em.executors().is_empty().then_some(())
     });
 }
+
+#[test]
+fn retrying_invocations_move_to_a_new_lease_when_the_executor_dies() {
+    use rfx::tenant::{RetryPolicy, Retrying, TenantError};
+    let dir = Scratch::new("retry");
+    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
+    let em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 2);
+    let token = lm.add_tenant("alice");
+    let alice = tenant(&lm, &token);
+    let fabric = Fabric::open(Config::default()).unwrap();
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        backoff: Duration::from_millis(20),
+    };
+    let mut r = retry(Duration::from_secs(10), "a first lease", || {
+        let mut r = Retrying::new(
+            &alice,
+            &fabric,
+            req(1),
+            lib(),
+            &["echo", "panics"],
+            cfg(),
+            policy,
+        );
+        r.invoke("echo", b"first").map(|out| (r, out))
+    });
+    assert_eq!(r.1, b"first");
+    let first = r.0.lease().unwrap().info().lease.id;
+
+    // The executor dies between invocations: the next one moves on.
+    let pids = em.executors();
+    assert_eq!(pids.len(), 1);
+    assert!(kill9(pids[0]));
+    wait_gone(&pids, Duration::from_secs(5), "the killed executor");
+    assert_eq!(r.0.invoke("echo", b"second").unwrap(), b"second");
+    assert_eq!(r.0.retries(), 1);
+    let second = r.0.lease().unwrap().info().lease.id;
+    assert_ne!(first, second, "a new lease");
+
+    // A function's own failure is not retried: it would fail again.
+    assert!(matches!(
+        r.0.invoke("panics", b""),
+        Err(TenantError::Invoke(InvokeError::FunctionFailed { .. }))
+    ));
+    assert_eq!(r.0.retries(), 1);
+    r.0.release().unwrap();
+}
