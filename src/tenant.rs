@@ -189,13 +189,12 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Whether `e` is worth another attempt on a fresh lease.
     pub fn retryable(e: &TenantError) -> bool {
-        match e {
+        matches!(
+            e,
             TenantError::Invoke(
                 InvokeError::ExecutorGone(_) | InvokeError::Timeout(_) | InvokeError::Fabric(_),
-            ) => true,
-            TenantError::Lookup(_) => true,
-            _ => false,
-        }
+            ) | TenantError::Lookup(_)
+        )
     }
 }
 
