@@ -19,6 +19,7 @@ mod cold_start;
 mod coll;
 mod invoke;
 mod library;
+mod load;
 mod machine;
 mod pin;
 mod schedule;
@@ -68,6 +69,10 @@ enum Cmd {
     /// OSU-style latency of each collective per size and rank count, and
     /// with --mpi of an MPI implementation in the same run, with the ratio.
     Coll(CollArgs),
+    /// Bounded load test: many tenants leasing, invoking and releasing
+    /// against one lease manager and several executor managers (child
+    /// processes); counts errors and lost results, latency under load.
+    Load(load::LoadArgs),
     /// One rank of `coll` (started by it).
     #[command(hide = true)]
     CollRank(CollRankArgs),
@@ -920,6 +925,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Throughput(a) => throughput(a),
         Cmd::ColdStart(a) => cold_start(a),
         Cmd::Coll(a) => coll(a),
+        Cmd::Load(a) => load::run(a),
         Cmd::CollRank(a) => {
             let sizes = schedule::parse_sizes(&a.sizes).map_err(anyhow::Error::msg)?;
             coll::rank_main(&a.ops, &sizes, a.iters, a.warmup)
