@@ -627,12 +627,16 @@ pub fn spawn_floor(program: &Path, args: &[&str], iters: u64) -> anyhow::Result<
         .collect()
 }
 
-/// p50, p90 and max of some nanosecond samples, in microseconds.
+/// Percentiles (nearest rank) and mean of some nanosecond samples, in
+/// microseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spread {
     pub p50_us: f64,
     pub p90_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
     pub max_us: f64,
+    pub mean_us: f64,
 }
 
 impl Spread {
@@ -647,10 +651,18 @@ impl Spread {
             let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
             v[rank - 1] as f64 / 1000.0
         };
+        let mean_us = if v.is_empty() {
+            0.0
+        } else {
+            v.iter().map(|&ns| ns as f64).sum::<f64>() / v.len() as f64 / 1000.0
+        };
         Spread {
             p50_us: at(0.5),
             p90_us: at(0.9),
+            p99_us: at(0.99),
+            p999_us: at(0.999),
             max_us: at(1.0),
+            mean_us,
         }
     }
 }
@@ -663,6 +675,7 @@ mod tests {
     fn spread_nearest_rank() {
         let s = Spread::of(&(1..=10).map(|i| i * 1000).collect::<Vec<_>>());
         assert_eq!((s.p50_us, s.p90_us, s.max_us), (5.0, 9.0, 10.0));
+        assert_eq!((s.p99_us, s.p999_us, s.mean_us), (10.0, 10.0, 5.5));
         let one = Spread::of(&[2500]);
         assert_eq!((one.p50_us, one.p90_us, one.max_us), (2.5, 2.5, 2.5));
         assert_eq!(Spread::of(&[]).max_us, 0.0);

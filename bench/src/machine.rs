@@ -12,6 +12,16 @@ pub struct Machine {
     pub rfx_version: &'static str,
     pub profile: &'static str,
     pub date_unix: u64,
+    /// CPUs this process may run on when described (pinning narrows it;
+    /// `cpus` counts the machine's online CPUs).
+    pub affinity_cpus: usize,
+    /// The SMT siblings of CPU 0 (`0-1` when the two vCPUs share a core).
+    pub cpu0_siblings: String,
+    pub memory_total_kb: u64,
+    pub arch: &'static str,
+    /// Cargo features of rfx-bench in this build (providers).
+    pub features: Vec<&'static str>,
+    pub command_line: Vec<String>,
 }
 
 fn read(path: &str) -> String {
@@ -33,9 +43,7 @@ pub fn describe() -> Machine {
         hostname: read("/proc/sys/kernel/hostname"),
         kernel: read("/proc/sys/kernel/osrelease"),
         cpu_model,
-        cpus: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
+        cpus: online_cpus(&cpuinfo),
         clocksource: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
         rfx_version: env!("CARGO_PKG_VERSION"),
         profile: if cfg!(debug_assertions) {
@@ -47,5 +55,39 @@ pub fn describe() -> Machine {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        affinity_cpus: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu0_siblings: read("/sys/devices/system/cpu/cpu0/topology/thread_siblings_list"),
+        memory_total_kb: read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        arch: std::env::consts::ARCH,
+        features: [
+            (cfg!(feature = "verbs"), "verbs"),
+            (cfg!(feature = "ofi"), "ofi"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect(),
+        command_line: std::env::args().collect(),
+    }
+}
+
+/// The machine's CPUs: `processor` lines of /proc/cpuinfo (not this
+/// thread's affinity, which pinning narrows), else the parallelism.
+fn online_cpus(cpuinfo: &str) -> usize {
+    match cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count()
+    {
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
     }
 }

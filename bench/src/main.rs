@@ -12,8 +12,14 @@
 //!                      [--lib PATH] [--json [FILE|-]]
 //! rfx-bench coll [--ranks 2,4] [--ops allreduce,bcast,...] [--sizes 8,1k,1m] [--iters N]
 //!                [--mpi target/coll_lat] [--transport auto] [--json [FILE|-]]
+//! rfx-bench all [--json out/] [--sizes ...] [--iters N] [--warmup N] [--duration S]
+//! rfx-bench report [out/]
 //! ```
+//!
+//! Every measuring subcommand also takes `--csv FILE` (one line per result
+//! row, nested fields flattened to `a.b` columns).
 
+mod all;
 mod baseline;
 mod cold_start;
 mod coll;
@@ -22,6 +28,7 @@ mod library;
 mod load;
 mod machine;
 mod pin;
+mod report;
 mod schedule;
 mod stats;
 mod throughput;
@@ -76,6 +83,13 @@ enum Cmd {
     /// One rank of `coll` (started by it).
     #[command(hide = true)]
     CollRank(CollRankArgs),
+    /// Every benchmark above with its baselines found on this machine
+    /// (scripts/baselines.sh installs them), one JSON file each in a
+    /// directory, plus `all.json` saying what ran and what was missing.
+    All(all::AllArgs),
+    /// Reads the result files of a directory (`all --json DIR`) and writes
+    /// DIR/report.md and DIR/report.html with SVG plots in DIR/plots/.
+    Report(report::ReportArgs),
 }
 
 /// What each rank of `coll` measures.
@@ -124,6 +138,9 @@ struct CollArgs {
     /// (the table then goes to stderr).
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
+    /// Also write the result rows as CSV to FILE.
+    #[arg(long)]
+    csv: Option<String>,
 }
 
 /// The options `transport` and `invoke` share: what to ping-pong, how.
@@ -152,6 +169,9 @@ struct PingPongArgs {
     /// (the table then goes to stderr).
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
+    /// Also write the result rows as CSV to FILE.
+    #[arg(long)]
+    csv: Option<String>,
 }
 
 impl PingPongArgs {
@@ -194,7 +214,7 @@ struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<usize>,
     /// Seconds per measurement.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, visible_alias = "duration", default_value_t = 3.0)]
     duration_s: f64,
     /// Invocations in flight per client thread.
     #[arg(long, default_value_t = 32)]
@@ -210,6 +230,9 @@ struct ThroughputArgs {
     /// (the table then goes to stderr).
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
+    /// Also write the result rows as CSV to FILE.
+    #[arg(long)]
+    csv: Option<String>,
 }
 
 #[derive(Args)]
@@ -247,6 +270,9 @@ struct ColdStartArgs {
     /// (the table then goes to stderr).
     #[arg(long, num_args = 0..=1, default_missing_value = "-")]
     json: Option<String>,
+    /// Also write the result rows as CSV to FILE.
+    #[arg(long)]
+    csv: Option<String>,
 }
 
 /// Where the table and the JSON go: with `--json -` the JSON takes stdout
@@ -254,6 +280,7 @@ struct ColdStartArgs {
 struct Output {
     table: Box<dyn Write>,
     json: Option<String>,
+    csv: Option<String>,
 }
 
 impl Output {
@@ -263,10 +290,24 @@ impl Output {
         } else {
             Box::new(std::io::stdout())
         };
-        Output { table, json }
+        Output {
+            table,
+            json,
+            csv: None,
+        }
+    }
+
+    /// Also writes the result rows as CSV to `csv`, if given.
+    fn with_csv(mut self, csv: Option<String>) -> Output {
+        self.csv = csv;
+        self
     }
 
     fn finish<T: Serialize>(mut self, report: &T) -> anyhow::Result<()> {
+        if let Some(path) = self.csv.take() {
+            report::csv::write(Path::new(&path), &serde_json::to_value(report)?)?;
+            writeln!(self.table, "rows written to {path}")?;
+        }
         let Some(path) = self.json.take() else {
             return Ok(());
         };
@@ -336,7 +377,7 @@ fn baseline_name(kind: TransportKind) -> &'static str {
 
 fn transport(TransportArgs { common: args }: TransportArgs) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
-    let mut out = Output::new(args.json.clone());
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     let table = &mut out.table;
     writeln!(
         table,
@@ -462,7 +503,7 @@ struct InvokeReport<'a> {
 fn invoke(InvokeArgs { common: args, lib }: InvokeArgs) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
     let lib = library::resolve(lib.as_deref())?;
-    let mut out = Output::new(args.json.clone());
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     let table = &mut out.table;
     writeln!(
         table,
@@ -610,7 +651,7 @@ fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         .collect();
     let lib = library::resolve(args.lib.as_deref())?;
     let duration = Duration::from_secs_f64(args.duration_s);
-    let mut out = Output::new(args.json.clone());
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     let table = &mut out.table;
     writeln!(
         table,
@@ -748,7 +789,7 @@ fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
     let mut cpus = pin::pair(args.cpus);
     let lib = library::resolve(args.lib.as_deref())?;
     let library_bytes = std::fs::metadata(&lib)?.len();
-    let mut out = Output::new(args.json.clone());
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     // The managers start before this thread is pinned, so that they (and
     // the executors they spawn) are not confined to the client's CPU.
     let mut cluster = if leased {
@@ -926,6 +967,8 @@ fn main() -> anyhow::Result<()> {
         Cmd::ColdStart(a) => cold_start(a),
         Cmd::Coll(a) => coll(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::All(a) => all::run(a),
+        Cmd::Report(a) => report::run(a),
         Cmd::CollRank(a) => {
             let sizes = schedule::parse_sizes(&a.sizes).map_err(anyhow::Error::msg)?;
             coll::rank_main(&a.ops, &sizes, a.iters, a.warmup)
@@ -965,7 +1008,7 @@ fn coll(args: CollArgs) -> anyhow::Result<()> {
     if let Some(w) = args.rank.warmup {
         common.extend(["--warmup".into(), w.to_string()]);
     }
-    let mut out = Output::new(args.json.clone());
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     let mut points = Vec::new();
     for &n in &args.ranks {
         anyhow::ensure!(n >= 1, "--ranks must be at least 1");
