@@ -3,6 +3,7 @@
 
 use crate::error::DaemonError;
 use crate::proto::Event;
+use crate::tls::{Stream, TlsClient};
 use crate::wire::{
     self, ClientMsg, Command, ErrorCode, Hello, RequestId, Response, ServerMsg, WireError,
     PROTOCOL_VERSION,
@@ -11,7 +12,6 @@ use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use crate::tls::{Stream, TlsClient};
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, oneshot};

@@ -1,11 +1,11 @@
 //! One client connection: hello, then requests to the core and pushes from it.
 
 use super::core::{ConnId, CoreMsg};
+use crate::tls::Stream;
 use crate::wire::{self, ClientMsg, ErrorCode, ErrorReply, ServerMsg, PROTOCOL_VERSION};
 use futures::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::time::Duration;
-use crate::tls::Stream;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
