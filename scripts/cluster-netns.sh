@@ -90,6 +90,11 @@ start() {
     ip netns exec "$(ns_name 0)" "$rfx" lease-manager --listen "$lm" --db "$state/leases.redb" \
         >"$state/lease-manager.log" 2>&1 &
     echo $! >"$state/lease-manager.pid"
+    # Executor managers register at start: wait (bounded) until it listens.
+    for _ in $(seq 100); do
+        ip netns exec "$(ns_name 0)" ss -Hltn "sport = :7600" | grep -q . && break
+        sleep 0.1
+    done
     for i in $(seq 1 "$n"); do
         ip netns exec "$(ns_name "$i")" "$rfx" executor-manager --lease-manager "$lm" \
             --listen "$(ns_addr "$i"):7700" --cores 2 --gpu 0 >"$state/em$i.log" 2>&1 &

@@ -76,4 +76,47 @@ if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
     done
 fi
 
+# --- across "hosts": network namespaces, tcp;ofi_rxm ------------------------------
+# A lease manager and an executor manager in their own namespaces
+# (scripts/cluster-netns.sh), a lease, and invocations forced over ofi from
+# the root namespace: the ofi provider between hosts, end to end. Needs root;
+# RFX_OFI_NETNS=0 skips it.
+if [ "${RFX_OFI_BENCH:-1}" != 0 ] && [ "${RFX_OFI_NETNS:-1}" != 0 ] && [ "$(id -u)" -eq 0 ] \
+    && scripts/cluster-netns.sh check >/dev/null 2>&1; then
+    log "ofi across network namespaces (tcp;ofi_rxm): lease, invoke"
+    (
+        set -euo pipefail
+        export RFX_NETNS_PREFIX=rfxofi RFX_NETNS_SUBNET=10.78.0 RFX_NETNS_STATE=/tmp/rfxofi-netns
+        export RFX_BIN=$PWD/target/release/rfx RFX_OFI_PROVIDER="tcp;ofi_rxm"
+        RFX_CLUSTER_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+        export RFX_CLUSTER_KEY
+        trap 'scripts/cluster-netns.sh down >/dev/null 2>&1 || true' EXIT
+        scripts/cluster-netns.sh start 1
+        lm="$(scripts/cluster-netns.sh addr 0):7600"
+        cargo build -q --release --manifest-path examples/functions/Cargo.toml \
+            --target-dir target/examples-functions
+        lib=$PWD/target/examples-functions/release/librfx_example_functions.so
+        for _ in $(seq 100); do
+            "$RFX_BIN" tenant add ofi --lease-manager "$lm" --json >/tmp/rfxofi-tenant.json 2>/dev/null && break
+            sleep 0.1
+        done
+        RFX_TENANT_TOKEN=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' /tmp/rfxofi-tenant.json)
+        export RFX_TENANT_TOKEN
+        id=""
+        for _ in $(seq 100); do
+            id=$("$RFX_BIN" lease create --cores 1 --lease-manager "$lm" --json 2>/dev/null \
+                | sed -n 's/^ *"id": *\([0-9]*\).*/\1/p' | head -n 1) && [ -n "$id" ] && break
+            sleep 0.1
+        done
+        [ -n "$id" ] || { echo "no lease granted"; exit 1; }
+        for msg in hello-over-ofi "$(head -c 3000 /dev/zero | tr '\0' x)"; do
+            out=$(printf '%s' "$msg" | timeout 60 "$RFX_BIN" --transport ofi invoke --lease "$id" \
+                --lease-manager "$lm" --lib "$lib" --function echo --input -)
+            [ "$out" = "$msg" ] || { echo "echo over ofi returned ${#out} bytes, sent ${#msg}"; exit 1; }
+        done
+        "$RFX_BIN" lease release "$id" --lease-manager "$lm" >/dev/null
+        echo "ofi across namespaces: lease $id, echo over tcp;ofi_rxm ok"
+    )
+fi
+
 log "done in $(( $(date +%s) - start )) s"
