@@ -1,18 +1,44 @@
 //! [`Communicator`]: point to point and collectives over the engine.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rfx_fabric::TransportKind;
 
 use crate::config::CollConfig;
 use crate::element::{Element, Op};
-use crate::engine::{Engine, Msg};
+use crate::engine::Engine;
 use crate::error::CollError;
-use crate::request::{drive, lock, MapTask, MatchTask, Ready, Request, SchedTask, Task};
+use crate::request::{
+    drive, lock, Both, EngineLock, FlushTask, MapTask, ReadOnly, Ready, RecvTask, Request,
+    SchedTask, SendTask, Split, TaskBuf, Whole,
+};
 use crate::schedule::{self as sched, Step};
 
 /// Context bit of collective traffic (point to point uses the bare context).
 const COLL: u32 = 1 << 31;
+
+/// Blocks of all-to-all from which the pairwise exchange replaces the
+/// linear one (all sends at once).
+const ALLTOALL_PAIRWISE_MIN: usize = 256 << 10;
+
+/// Gather and scatter go linear (straight to or from the root) up to this
+/// many ranks, or from blocks of `LINEAR_BLOCK_MIN` bytes.
+const LINEAR_MAX_RANKS: usize = 8;
+const LINEAR_BLOCK_MIN: usize = 16 << 10;
+
+/// Scan runs along a chain (n-1 messages) up to this many ranks.
+const SCAN_CHAIN_MAX_RANKS: usize = 4;
+
+/// Schedules kept per communicator (a loop of one collective finds its
+/// schedule here instead of computing it on every call).
+const PLANS: usize = 16;
+
+/// The id a receive claims messages with: unique among the operations in
+/// flight in this process (context ids are, and so are the sequence
+/// numbers within one context), never 0.
+fn claimer(ctx: u32, seq: u32) -> u64 {
+    ((u64::from(ctx) << 32) | u64::from(seq)).wrapping_add(1)
+}
 
 /// Where a receive takes its message from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +81,89 @@ pub struct Status {
     pub len: usize,
 }
 
+/// Which schedule a cached plan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlanOp {
+    Barrier,
+    Bcast,
+    Reduce,
+    Allreduce,
+    Gather,
+    Scatter,
+    Allgather,
+    ReduceScatter,
+    Alltoall,
+    Scan,
+    Exscan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PlanKey {
+    op: PlanOp,
+    root: usize,
+    count: usize,
+    elem: usize,
+}
+
+/// A schedule in the cache of a communicator.
+#[derive(Debug, Clone, Copy)]
+struct Plan(usize);
+
+/// The last schedules used, replaced round-robin.
+#[derive(Debug, Default)]
+struct Plans {
+    entries: Vec<(PlanKey, Arc<[Step]>)>,
+    next: usize,
+}
+
+impl Plans {
+    /// The index of the schedule for `key`, made by `make` if missing.
+    fn get(&mut self, key: PlanKey, make: impl FnOnce() -> Vec<Step>) -> usize {
+        if let Some(i) = self.entries.iter().position(|(k, _)| *k == key) {
+            return i;
+        }
+        let s: Arc<[Step]> = make().into();
+        if self.entries.len() < PLANS {
+            self.entries.push((key, s));
+            self.entries.len() - 1
+        } else {
+            let i = self.next;
+            self.entries[i] = (key, s);
+            self.next = (i + 1) % PLANS;
+            i
+        }
+    }
+}
+
+/// The element range a schedule touches, if any.
+fn span(steps: &[Step]) -> Option<(usize, usize)> {
+    let mut lo = usize::MAX;
+    let mut hi = 0;
+    let mut see = |r: &std::ops::Range<usize>| {
+        if !r.is_empty() {
+            lo = lo.min(r.start);
+            hi = hi.max(r.end);
+        }
+    };
+    for s in steps {
+        match s {
+            Step::Send { blocks, .. } | Step::Recv { blocks, .. } => {
+                blocks.iter().for_each(&mut see)
+            }
+            Step::Copy { from, to } => {
+                see(from);
+                see(&(*to..*to + from.len()));
+            }
+        }
+    }
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// True if the schedule touches nothing outside `[lo, hi)`.
+fn within(steps: &[Step], lo: usize, hi: usize) -> bool {
+    span(steps).is_none_or(|(a, b)| a >= lo && b <= hi)
+}
+
 /// A group of ranks that message each other: MPI's communicator.
 ///
 /// Made by [`Communicator::from_env`], [`Communicator::join`], or from
@@ -67,13 +176,18 @@ pub struct Status {
 /// [`CollConfig::op_timeout`] without progress; they never hang.
 #[derive(Debug)]
 pub struct Communicator {
-    engine: Arc<Mutex<Engine>>,
+    engine: Arc<EngineLock>,
     /// World rank of each rank of this communicator.
     group: Arc<[usize]>,
     rank: usize,
     ctx: u32,
     seq: u32,
+    /// Sequence of point-to-point receives (their claimer ids).
+    recv_seq: u32,
     cfg: Arc<CollConfig>,
+    plans: Plans,
+    /// Scratch for intermediate buffers (gather, scatter, reduce_scatter).
+    work: Vec<u64>,
 }
 
 fn check_op<T: Element>(op: &Op<T>) -> Result<(), CollError> {
@@ -85,12 +199,15 @@ impl Communicator {
         let size = engine.size();
         let rank = engine.rank();
         Communicator {
-            engine: Arc::new(Mutex::new(engine)),
+            engine: Arc::new(EngineLock::new(engine)),
             group: (0..size).collect(),
             rank,
             ctx: 0,
             seq: 0,
+            recv_seq: 0,
             cfg: Arc::new(cfg),
+            plans: Plans::default(),
+            work: Vec::new(),
         }
     }
 
@@ -149,19 +266,40 @@ impl Communicator {
     // ----- point to point -------------------------------------------------
 
     /// Sends `buf` to `dest` with `tag`. Returns once the data is handed to
-    /// the transport (copied); never waits for the matching receive.
+    /// the transport (written to the receiver, or copied); never waits for
+    /// the matching receive.
     pub fn send<T: Element>(&mut self, buf: &[T], dest: usize, tag: u32) -> Result<(), CollError> {
         let w = self.world(dest)?;
-        let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
-        T::encode(buf, &mut bytes);
-        lock(&self.engine).post(w, self.ctx, tag, &bytes)?;
-        // Bound the memory queued for a slow receiver: wait until the
-        // window took the message.
-        let mut t = FlushTask { dest: w };
-        drive(&self.engine, &mut t, self.cfg.op_timeout)
+        match T::wire(buf) {
+            Some(bytes) => {
+                let token = lock(&self.engine).post(w, self.ctx, tag, &[bytes], true)?;
+                let mut t = SendTask {
+                    dest: w,
+                    token,
+                    bytes,
+                    pos: 0,
+                };
+                drive(&self.engine, &mut t, self.cfg.op_timeout)
+            }
+            None => {
+                let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
+                T::encode(buf, &mut bytes);
+                lock(&self.engine).post(w, self.ctx, tag, &[&bytes], false)?;
+                // Bound the memory queued for a slow receiver: wait until the
+                // window took the message.
+                let mut t = FlushTask { dest: w };
+                drive(&self.engine, &mut t, self.cfg.op_timeout)
+            }
+        }
     }
 
-    fn match_task(&self, source: Source, tag: TagMatch) -> Result<MatchTask, CollError> {
+    fn recv_task<T: Element, B: TaskBuf<T>>(
+        &mut self,
+        buf: B,
+        cap: usize,
+        source: Source,
+        tag: TagMatch,
+    ) -> Result<RecvTask<T, B>, CollError> {
         let src = match source {
             Source::Any => None,
             Source::Rank(r) => Some(self.world(r)?),
@@ -170,26 +308,19 @@ impl Communicator {
             TagMatch::Any => None,
             TagMatch::Tag(t) => Some(t),
         };
-        Ok(MatchTask {
+        let seq = self.recv_seq;
+        self.recv_seq = seq.wrapping_add(1);
+        Ok(RecvTask {
+            buf: Some(buf),
+            cap,
             src,
             ctx: self.ctx,
             tag,
             group: self.group.clone(),
-        })
-    }
-
-    fn status_of<T: Element>(group: &[usize], m: &Msg, cap: usize) -> Result<Status, CollError> {
-        if m.data.len() % T::SIZE != 0 || m.data.len() > cap * T::SIZE {
-            return Err(CollError::Truncated {
-                got: m.data.len(),
-                cap: cap * T::SIZE,
-            });
-        }
-        let source = group.iter().position(|&w| w == m.src).unwrap_or(usize::MAX);
-        Ok(Status {
-            source,
-            tag: m.tag,
-            len: m.data.len() / T::SIZE,
+            claimer: claimer(self.ctx, seq),
+            cur: None,
+            pos: 0,
+            _t: std::marker::PhantomData,
         })
     }
 
@@ -202,11 +333,9 @@ impl Communicator {
         source: impl Into<Source>,
         tag: impl Into<TagMatch>,
     ) -> Result<Status, CollError> {
-        let mut t = self.match_task(source.into(), tag.into())?;
-        let m = drive(&self.engine, &mut t, self.cfg.op_timeout)?;
-        let st = Self::status_of::<T>(&self.group, &m, buf.len())?;
-        T::decode(&mut buf[..st.len], &m.data);
-        Ok(st)
+        let cap = buf.len();
+        let mut t = self.recv_task(Whole { buf, base: 0 }, cap, source.into(), tag.into())?;
+        drive(&self.engine, &mut t, self.cfg.op_timeout).map(|(_, st)| st)
     }
 
     /// Sends `send` to `dest` and receives into `recv` from `source`, both
@@ -221,10 +350,36 @@ impl Communicator {
         recv_tag: impl Into<TagMatch>,
     ) -> Result<Status, CollError> {
         let w = self.world(dest)?;
-        let mut bytes = Vec::with_capacity(send.len() * T::SIZE);
-        T::encode(send, &mut bytes);
-        lock(&self.engine).post(w, self.ctx, send_tag, &bytes)?;
-        self.recv(recv, source, recv_tag)
+        let cap = recv.len();
+        let rt = self.recv_task(
+            Whole { buf: recv, base: 0 },
+            cap,
+            source.into(),
+            recv_tag.into(),
+        )?;
+        let encoded;
+        let (bytes, borrow) = match T::wire(send) {
+            Some(b) => (b, true),
+            None => {
+                let mut v = Vec::with_capacity(send.len() * T::SIZE);
+                T::encode(send, &mut v);
+                encoded = v;
+                (&encoded[..], false)
+            }
+        };
+        let token = lock(&self.engine).post(w, self.ctx, send_tag, &[bytes], borrow)?;
+        let mut t = Both {
+            a: SendTask {
+                dest: w,
+                token,
+                bytes,
+                pos: 0,
+            },
+            b: rt,
+            a_out: None,
+            b_out: None,
+        };
+        drive(&self.engine, &mut t, self.cfg.op_timeout).map(|(_, (_, st))| st)
     }
 
     /// Non-blocking send of an owned buffer; `wait` hands it back.
@@ -235,9 +390,17 @@ impl Communicator {
         tag: u32,
     ) -> Result<Request<Vec<T>>, CollError> {
         let w = self.world(dest)?;
-        let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
-        T::encode(&buf, &mut bytes);
-        lock(&self.engine).post(w, self.ctx, tag, &bytes)?;
+        {
+            let mut e = lock(&self.engine);
+            match T::wire(&buf) {
+                Some(bytes) => e.post(w, self.ctx, tag, &[bytes], false)?,
+                None => {
+                    let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
+                    T::encode(&buf, &mut bytes);
+                    e.post(w, self.ctx, tag, &[&bytes], false)?
+                }
+            };
+        }
         Ok(Request::new(
             self.engine.clone(),
             Box::new(Ready(Some(buf), "isend")),
@@ -249,19 +412,15 @@ impl Communicator {
     /// buffer and the status.
     pub fn irecv<T: Element>(
         &mut self,
-        mut buf: Vec<T>,
+        buf: Vec<T>,
         source: impl Into<Source>,
         tag: impl Into<TagMatch>,
     ) -> Result<Request<(Vec<T>, Status)>, CollError> {
-        let t = self.match_task(source.into(), tag.into())?;
-        let group = self.group.clone();
+        let cap = buf.len();
+        let t = self.recv_task(Whole { buf, base: 0 }, cap, source.into(), tag.into())?;
         let task = MapTask {
             inner: t,
-            f: Some(move |m: Msg| {
-                let st = Self::status_of::<T>(&group, &m, buf.len())?;
-                T::decode(&mut buf[..st.len], &m.data);
-                Ok((buf, st))
-            }),
+            f: Some(|(w, st): (Whole<Vec<T>>, Status)| Ok((w.buf, st))),
         };
         Ok(Request::new(
             self.engine.clone(),
@@ -272,50 +431,101 @@ impl Communicator {
 
     // ----- collectives: plumbing -----------------------------------------
 
-    fn coll_task<T: Element, B: AsMut<[T]> + Send>(
+    fn plan(
         &mut self,
-        name: &'static str,
-        steps: Vec<Step>,
-        buf: B,
-        op: Option<Op<T>>,
-    ) -> SchedTask<T, B> {
-        let tag = self.next_tag();
-        SchedTask::new(
-            name,
-            steps,
-            buf,
-            self.group.clone(),
-            self.ctx | COLL,
-            tag,
-            op,
-        )
+        op: PlanOp,
+        root: usize,
+        count: usize,
+        elem: usize,
+        make: impl FnOnce(usize, usize) -> Vec<Step>,
+    ) -> Plan {
+        let (me, n) = (self.rank, self.size());
+        Plan(self.plans.get(
+            PlanKey {
+                op,
+                root,
+                count,
+                elem,
+            },
+            || make(me, n),
+        ))
     }
 
-    fn run<T: Element>(
+    fn steps(&self, p: Plan) -> &[Step] {
+        &self.plans.entries[p.0].1
+    }
+
+    fn run<T: Element, B: TaskBuf<T>>(
         &mut self,
         name: &'static str,
-        steps: Vec<Step>,
-        buf: &mut [T],
+        plan: Plan,
+        buf: B,
         op: Option<Op<T>>,
-    ) -> Result<(), CollError> {
-        let mut t = self.coll_task(name, steps, buf, op);
-        drive(&self.engine, &mut t, self.cfg.op_timeout).map(|_| ())
+    ) -> Result<B, CollError> {
+        let tag = self.next_tag();
+        let ctx = self.ctx | COLL;
+        let mut t = SchedTask::new(
+            name,
+            &self.plans.entries[plan.0].1[..],
+            buf,
+            &self.group[..],
+            ctx,
+            tag,
+            op,
+            true,
+            claimer(ctx, tag),
+        );
+        drive(&self.engine, &mut t, self.cfg.op_timeout)
     }
 
     fn request<T: Element, R: Send + 'static>(
         &mut self,
         name: &'static str,
-        steps: Vec<Step>,
+        plan: Plan,
         buf: Vec<T>,
         op: Option<Op<T>>,
         finish: impl FnOnce(Vec<T>) -> Result<R, CollError> + Send + 'static,
     ) -> Request<R> {
-        let t = self.coll_task(name, steps, buf, op);
+        let tag = self.next_tag();
+        let ctx = self.ctx | COLL;
+        let t: SchedTask<T, Whole<Vec<T>>> = SchedTask::new(
+            name,
+            self.plans.entries[plan.0].1.clone(),
+            Whole { buf, base: 0 },
+            self.group.clone(),
+            ctx,
+            tag,
+            op,
+            false,
+            claimer(ctx, tag),
+        );
         let task = MapTask {
             inner: t,
-            f: Some(finish),
+            f: Some(move |w: Whole<Vec<T>>| finish(w.buf)),
         };
         Request::new(self.engine.clone(), Box::new(task), self.cfg.op_timeout)
+    }
+
+    /// Runs `f` with `len` elements of scratch (reused across calls).
+    fn with_work<T: Element, R>(
+        &mut self,
+        len: usize,
+        f: impl FnOnce(&mut Self, &mut [T]) -> Result<R, CollError>,
+    ) -> Result<R, CollError> {
+        let mut work = std::mem::take(&mut self.work);
+        let words = (len * T::SIZE).div_ceil(8);
+        if work.len() < words {
+            work.resize(words, 0);
+        }
+        let r = match T::view_mut(&mut work[..words]) {
+            Some(v) => f(self, &mut v[..len]),
+            None => {
+                let mut v = vec![T::default(); len];
+                f(self, &mut v)
+            }
+        };
+        self.work = work;
+        r
     }
 
     fn check_root(&self, root: usize) -> Result<(), CollError> {
@@ -334,61 +544,116 @@ impl Communicator {
 
     // ----- schedules chosen by size (thresholds in `CollConfig`) ----------
 
-    fn plan_bcast<T: Element>(&self, root: usize, count: usize) -> Vec<Step> {
-        let t = &self.cfg.thresholds;
-        let (me, n) = (self.rank, self.size());
-        if count * T::SIZE >= t.bcast_pipeline_min && n > 2 {
-            sched::bcast_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
-        } else {
-            sched::bcast_binomial(me, n, root, count)
-        }
+    fn plan_bcast<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+        let t = self.cfg.thresholds.clone();
+        self.plan(PlanOp::Bcast, root, count, T::SIZE, |me, n| {
+            if count * T::SIZE >= t.bcast_pipeline_min && n > 2 {
+                sched::bcast_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
+            } else {
+                sched::bcast_binomial(me, n, root, count)
+            }
+        })
     }
 
-    fn plan_reduce<T: Element>(&self, root: usize, count: usize) -> Vec<Step> {
-        let t = &self.cfg.thresholds;
-        let (me, n) = (self.rank, self.size());
-        if count * T::SIZE >= t.reduce_pipeline_min && n > 2 {
-            sched::reduce_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
-        } else {
-            sched::reduce_binomial(me, n, root, count)
-        }
+    fn plan_reduce<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+        let t = self.cfg.thresholds.clone();
+        self.plan(PlanOp::Reduce, root, count, T::SIZE, |me, n| {
+            if count * T::SIZE >= t.reduce_pipeline_min && n > 2 {
+                sched::reduce_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
+            } else {
+                sched::reduce_binomial(me, n, root, count)
+            }
+        })
     }
 
-    fn plan_allreduce<T: Element>(&self, count: usize) -> Vec<Step> {
-        let t = &self.cfg.thresholds;
-        let (me, n) = (self.rank, self.size());
-        let bytes = count * T::SIZE;
-        if bytes < t.allreduce_large_min || count < n {
-            sched::allreduce_recursive_doubling(me, n, count)
-        } else if bytes < t.allreduce_ring_min || n.is_power_of_two() {
-            sched::allreduce_rabenseifner(me, n, count)
-        } else {
-            sched::allreduce_ring(me, n, count)
-        }
+    fn plan_allreduce<T: Element>(&mut self, count: usize) -> Plan {
+        let t = self.cfg.thresholds.clone();
+        self.plan(PlanOp::Allreduce, 0, count, T::SIZE, |me, n| {
+            let bytes = count * T::SIZE;
+            if bytes < t.allreduce_large_min || count < n {
+                sched::allreduce_recursive_doubling(me, n, count)
+            } else if bytes < t.allreduce_ring_min || n.is_power_of_two() {
+                sched::allreduce_rabenseifner(me, n, count)
+            } else {
+                sched::allreduce_ring(me, n, count)
+            }
+        })
     }
 
-    fn plan_allgather<T: Element>(&self, count: usize) -> Vec<Step> {
-        let (me, n) = (self.rank, self.size());
-        if count * T::SIZE >= self.cfg.thresholds.allgather_ring_min {
-            sched::allgather_ring(me, n, count)
-        } else {
-            sched::allgather_recursive_doubling(me, n, count)
-        }
+    fn plan_allgather<T: Element>(&mut self, count: usize) -> Plan {
+        let ring_min = self.cfg.thresholds.allgather_ring_min;
+        self.plan(PlanOp::Allgather, 0, count, T::SIZE, |me, n| {
+            if count * T::SIZE >= ring_min {
+                sched::allgather_ring(me, n, count)
+            } else {
+                sched::allgather_recursive_doubling(me, n, count)
+            }
+        })
+    }
+
+    fn plan_gather<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+        self.plan(PlanOp::Gather, root, count, T::SIZE, |me, n| {
+            if n <= LINEAR_MAX_RANKS || count * T::SIZE >= LINEAR_BLOCK_MIN {
+                sched::gather_linear(me, n, root, count)
+            } else {
+                sched::gather_binomial(me, n, root, count)
+            }
+        })
+    }
+
+    fn plan_scatter<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+        self.plan(PlanOp::Scatter, root, count, T::SIZE, |me, n| {
+            if n <= LINEAR_MAX_RANKS || count * T::SIZE >= LINEAR_BLOCK_MIN {
+                sched::scatter_linear(me, n, root, count)
+            } else {
+                sched::scatter_binomial(me, n, root, count)
+            }
+        })
+    }
+
+    fn plan_scan<T: Element>(&mut self, count: usize) -> Plan {
+        self.plan(PlanOp::Scan, 0, count, T::SIZE, |me, n| {
+            if n <= SCAN_CHAIN_MAX_RANKS {
+                sched::scan_chain(me, n, count)
+            } else {
+                sched::scan_recursive_doubling(me, n, count)
+            }
+        })
+    }
+
+    fn plan_alltoall<T: Element>(&mut self, count: usize) -> Plan {
+        self.plan(PlanOp::Alltoall, 0, count, T::SIZE, |me, n| {
+            if count * T::SIZE < ALLTOALL_PAIRWISE_MIN {
+                sched::alltoall_linear(me, n, count)
+            } else {
+                sched::alltoall_pairwise(me, n, count)
+            }
+        })
     }
 
     // ----- collectives: blocking ------------------------------------------
 
     /// Waits until every rank has entered the barrier.
     pub fn barrier(&mut self) -> Result<(), CollError> {
-        let steps = sched::barrier_dissemination(self.rank, self.size());
-        self.run::<u8>("barrier", steps, &mut [], None)
+        let steps = self.plan(PlanOp::Barrier, 0, 0, 0, sched::barrier_dissemination);
+        self.run::<u8, _>(
+            "barrier",
+            steps,
+            Whole {
+                buf: &mut [][..],
+                base: 0,
+            },
+            None,
+        )
+        .map(|_| ())
     }
 
     /// Broadcasts `buf` of `root` into `buf` of every rank.
     pub fn bcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<(), CollError> {
         self.check_root(root)?;
         let steps = self.plan_bcast::<T>(root, buf.len());
-        self.run("bcast", steps, buf, None)
+        self.run("bcast", steps, Whole { buf, base: 0 }, None)
+            .map(|_| ())
     }
 
     /// Reduces every rank's `buf` with `op` into `buf` of `root`. On the
@@ -403,7 +668,8 @@ impl Communicator {
         let op = op.into();
         check_op(&op)?;
         let steps = self.plan_reduce::<T>(root, buf.len());
-        self.run("reduce", steps, buf, Some(op))
+        self.run("reduce", steps, Whole { buf, base: 0 }, Some(op))
+            .map(|_| ())
     }
 
     /// Reduces every rank's `buf` with `op`; every rank gets the result in
@@ -416,7 +682,8 @@ impl Communicator {
         let op = op.into();
         check_op(&op)?;
         let steps = self.plan_allreduce::<T>(buf.len());
-        self.run("allreduce", steps, buf, Some(op))
+        self.run("allreduce", steps, Whole { buf, base: 0 }, Some(op))
+            .map(|_| ())
     }
 
     /// Gathers every rank's `send` into `recv` of `root`, in rank order
@@ -429,16 +696,33 @@ impl Communicator {
     ) -> Result<(), CollError> {
         self.check_root(root)?;
         let (me, n, c) = (self.rank, self.size(), send.len());
-        let steps = sched::gather_binomial(me, n, root, c);
+        let steps = self.plan_gather::<T>(root, c);
         if me == root {
             Self::len_check("gather's receive buffer", recv.len(), n * c)?;
             recv[me * c..(me + 1) * c].copy_from_slice(send);
-            self.run("gather", steps, recv, None)
-        } else {
-            let mut work = vec![T::default(); n * c];
-            work[me * c..(me + 1) * c].copy_from_slice(send);
-            self.run("gather", steps, &mut work, None)
+            return self
+                .run("gather", steps, Whole { buf: recv, base: 0 }, None)
+                .map(|_| ());
         }
+        if within(self.steps(steps), me * c, (me + 1) * c) {
+            // A leaf of the tree: it only sends its own block.
+            return self
+                .run(
+                    "gather",
+                    steps,
+                    ReadOnly {
+                        buf: send,
+                        base: me * c,
+                    },
+                    None,
+                )
+                .map(|_| ());
+        }
+        self.with_work(n * c, |comm, work: &mut [T]| {
+            work[me * c..(me + 1) * c].copy_from_slice(send);
+            comm.run("gather", steps, Whole { buf: work, base: 0 }, None)
+                .map(|_| ())
+        })
     }
 
     /// Scatters block i of `root`'s `send` (`size * recv.len()` elements)
@@ -451,16 +735,41 @@ impl Communicator {
     ) -> Result<(), CollError> {
         self.check_root(root)?;
         let (me, n, c) = (self.rank, self.size(), recv.len());
-        let steps = sched::scatter_binomial(me, n, root, c);
-        let mut work = if me == root {
+        let steps = self.plan_scatter::<T>(root, c);
+        if me == root {
             Self::len_check("scatter's send buffer", send.len(), n * c)?;
-            send.to_vec()
-        } else {
-            vec![T::default(); n * c]
-        };
-        self.run("scatter", steps, &mut work, None)?;
-        recv.copy_from_slice(&work[me * c..(me + 1) * c]);
-        Ok(())
+            // The root only sends.
+            self.run("scatter", steps, ReadOnly { buf: send, base: 0 }, None)?;
+            recv.copy_from_slice(&send[me * c..(me + 1) * c]);
+            return Ok(());
+        }
+        if within(self.steps(steps), me * c, (me + 1) * c) {
+            // A leaf: it receives its own block only.
+            return self
+                .run(
+                    "scatter",
+                    steps,
+                    Whole {
+                        buf: recv,
+                        base: me * c,
+                    },
+                    None,
+                )
+                .map(|_| ());
+        }
+        self.with_work(n * c, |comm, work: &mut [T]| {
+            comm.run(
+                "scatter",
+                steps,
+                Whole {
+                    buf: &mut *work,
+                    base: 0,
+                },
+                None,
+            )?;
+            recv.copy_from_slice(&work[me * c..(me + 1) * c]);
+            Ok(())
+        })
     }
 
     /// Gathers every rank's `send` into `recv` of every rank
@@ -470,7 +779,8 @@ impl Communicator {
         Self::len_check("allgather's receive buffer", recv.len(), n * c)?;
         recv[me * c..(me + 1) * c].copy_from_slice(send);
         let steps = self.plan_allgather::<T>(c);
-        self.run("allgather", steps, recv, None)
+        self.run("allgather", steps, Whole { buf: recv, base: 0 }, None)
+            .map(|_| ())
     }
 
     /// Reduces `send` (`size` equal blocks) with `op` and gives rank i the
@@ -485,11 +795,23 @@ impl Communicator {
         Self::len_check("reduce_scatter's send buffer", send.len(), n * c)?;
         let op = op.into();
         check_op(&op)?;
-        let mut work = send.to_vec();
-        let steps = sched::reduce_scatter_ring(me, n, c);
-        self.run("reduce_scatter", steps, &mut work, Some(op))?;
-        recv.copy_from_slice(&work[me * c..(me + 1) * c]);
-        Ok(())
+        let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
+            sched::reduce_scatter_ring(me, n, c)
+        });
+        self.with_work(n * c, |comm, work: &mut [T]| {
+            work.copy_from_slice(send);
+            comm.run(
+                "reduce_scatter",
+                steps,
+                Whole {
+                    buf: &mut *work,
+                    base: 0,
+                },
+                Some(op),
+            )?;
+            recv.copy_from_slice(&work[me * c..(me + 1) * c]);
+            Ok(())
+        })
     }
 
     /// Sends block i of `send` to rank i and receives rank i's block into
@@ -504,13 +826,9 @@ impl Communicator {
         }
         Self::len_check("alltoall's receive buffer", recv.len(), send.len())?;
         let c = send.len() / n;
-        let mut work = Vec::with_capacity(2 * n * c);
-        work.extend_from_slice(send);
-        work.resize(2 * n * c, T::default());
-        let steps = sched::alltoall_pairwise(self.rank, n, c);
-        self.run("alltoall", steps, &mut work, None)?;
-        recv.copy_from_slice(&work[n * c..]);
-        Ok(())
+        let steps = self.plan_alltoall::<T>(c);
+        self.run("alltoall", steps, Split { a: send, b: recv }, None)
+            .map(|_| ())
     }
 
     /// Inclusive prefix reduction: rank i gets `buf_0 ⊕ ... ⊕ buf_i`,
@@ -522,8 +840,10 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let op = op.into();
         check_op(&op)?;
-        let steps = sched::scan_recursive_doubling(self.rank, self.size(), buf.len());
-        self.run("scan", steps, buf, Some(op))
+        let c = buf.len();
+        let steps = self.plan_scan::<T>(c);
+        self.run("scan", steps, Whole { buf, base: 0 }, Some(op))
+            .map(|_| ())
     }
 
     /// Exclusive prefix reduction: rank i > 0 gets `buf_0 ⊕ ... ⊕ buf_{i-1}`;
@@ -535,15 +855,19 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let op = op.into();
         check_op(&op)?;
-        let steps = sched::exscan(self.rank, self.size(), buf.len());
-        self.run("exscan", steps, buf, Some(op))
+        let c = buf.len();
+        let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
+            sched::exscan(me, n, c)
+        });
+        self.run("exscan", steps, Whole { buf, base: 0 }, Some(op))
+            .map(|_| ())
     }
 
     // ----- collectives: non-blocking --------------------------------------
 
     /// Non-blocking [`Communicator::barrier`].
     pub fn ibarrier(&mut self) -> Request<()> {
-        let steps = sched::barrier_dissemination(self.rank, self.size());
+        let steps = self.plan(PlanOp::Barrier, 0, 0, 0, sched::barrier_dissemination);
         self.request::<u8, ()>("ibarrier", steps, Vec::new(), None, |_| Ok(()))
     }
 
@@ -595,7 +919,7 @@ impl Communicator {
         let (me, n, c) = (self.rank, self.size(), send.len());
         let mut work = vec![T::default(); n * c];
         work[me * c..(me + 1) * c].copy_from_slice(&send);
-        let steps = sched::gather_binomial(me, n, root, c);
+        let steps = self.plan_gather::<T>(root, c);
         Ok(self.request("igather", steps, work, None, move |w| {
             Ok(if me == root { w } else { Vec::new() })
         }))
@@ -617,7 +941,7 @@ impl Communicator {
         } else {
             vec![T::default(); n * count]
         };
-        let steps = sched::scatter_binomial(me, n, root, count);
+        let steps = self.plan_scatter::<T>(root, count);
         Ok(self.request("iscatter", steps, work, None, move |w| {
             Ok(w[me * count..(me + 1) * count].to_vec())
         }))
@@ -648,7 +972,9 @@ impl Communicator {
         let c = send.len() / n;
         let op = op.into();
         check_op(&op)?;
-        let steps = sched::reduce_scatter_ring(me, n, c);
+        let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
+            sched::reduce_scatter_ring(me, n, c)
+        });
         Ok(
             self.request("ireduce_scatter", steps, send, Some(op), move |w| {
                 Ok(w[me * c..(me + 1) * c].to_vec())
@@ -669,7 +995,7 @@ impl Communicator {
         }
         let c = send.len() / n;
         send.resize(2 * n * c, T::default());
-        let steps = sched::alltoall_pairwise(self.rank, n, c);
+        let steps = self.plan_alltoall::<T>(c);
         Ok(self.request("ialltoall", steps, send, None, move |mut w| {
             w.drain(..n * c);
             Ok(w)
@@ -684,7 +1010,8 @@ impl Communicator {
     ) -> Result<Request<Vec<T>>, CollError> {
         let op = op.into();
         check_op(&op)?;
-        let steps = sched::scan_recursive_doubling(self.rank, self.size(), buf.len());
+        let c = buf.len();
+        let steps = self.plan_scan::<T>(c);
         Ok(self.request("iscan", steps, buf, Some(op), Ok))
     }
 
@@ -696,7 +1023,10 @@ impl Communicator {
     ) -> Result<Request<Vec<T>>, CollError> {
         let op = op.into();
         check_op(&op)?;
-        let steps = sched::exscan(self.rank, self.size(), buf.len());
+        let c = buf.len();
+        let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
+            sched::exscan(me, n, c)
+        });
         Ok(self.request("iexscan", steps, buf, Some(op), Ok))
     }
 
@@ -744,7 +1074,10 @@ impl Communicator {
             rank,
             ctx,
             seq: 0,
+            recv_seq: 0,
             cfg: self.cfg.clone(),
+            plans: Plans::default(),
+            work: Vec::new(),
         }))
     }
 
@@ -754,32 +1087,5 @@ impl Communicator {
         let key = i32::try_from(self.rank).unwrap_or(i32::MAX);
         self.split(Some(0), key)?
             .ok_or_else(|| CollError::InvalidArgument("dup lost this rank".into()))
-    }
-}
-
-/// Waits until the frames queued to a peer went out (credit came back).
-struct FlushTask {
-    dest: usize,
-}
-
-impl Task for FlushTask {
-    type Output = ();
-    fn step(&mut self, e: &mut Engine) -> Result<Option<()>, CollError> {
-        if let Some(why) = e.gone(self.dest) {
-            return Err(CollError::PeerGone {
-                rank: self.dest,
-                reason: why.to_string(),
-            });
-        }
-        Ok((!e.has_pending(self.dest)).then_some(()))
-    }
-    fn position(&self) -> usize {
-        0
-    }
-    fn waiting_for(&self) -> Option<usize> {
-        Some(self.dest)
-    }
-    fn name(&self) -> &'static str {
-        "send"
     }
 }

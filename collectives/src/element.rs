@@ -66,6 +66,38 @@ pub trait Element:
     /// `acc[i] = acc[i] op src[i]`.
     #[doc(hidden)]
     fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError>;
+    /// The wire bytes of `src` without copying, where the memory layout is
+    /// the wire's (little-endian hosts; `usize` of 64 bits).
+    #[doc(hidden)]
+    fn wire(src: &[Self]) -> Option<&[u8]>;
+    /// `dst` as wire bytes to be written in place (as [`Element::wire`]).
+    #[doc(hidden)]
+    fn wire_mut(dst: &mut [Self]) -> Option<&mut [u8]>;
+    /// 8-byte-aligned words viewed as elements (as [`Element::wire`]).
+    #[doc(hidden)]
+    fn view(words: &[u64]) -> Option<&[Self]>;
+    /// 8-byte-aligned words viewed as mutable elements (as [`Element::wire`]).
+    #[doc(hidden)]
+    fn view_mut(words: &mut [u64]) -> Option<&mut [Self]>;
+}
+
+/// The in-place casts of [`Element`] for a type whose memory layout is the
+/// wire's on little-endian hosts.
+macro_rules! le_casts {
+    () => {
+        fn wire(src: &[Self]) -> Option<&[u8]> {
+            cfg!(target_endian = "little").then(|| bytemuck::cast_slice(src))
+        }
+        fn wire_mut(dst: &mut [Self]) -> Option<&mut [u8]> {
+            cfg!(target_endian = "little").then(|| bytemuck::cast_slice_mut(dst))
+        }
+        fn view(words: &[u64]) -> Option<&[Self]> {
+            cfg!(target_endian = "little").then(|| bytemuck::cast_slice(words))
+        }
+        fn view_mut(words: &mut [u64]) -> Option<&mut [Self]> {
+            cfg!(target_endian = "little").then(|| bytemuck::cast_slice_mut(words))
+        }
+    };
 }
 
 macro_rules! int_element {
@@ -98,6 +130,7 @@ macro_rules! int_element {
                 int_apply!(op, it);
                 Ok(())
             }
+            le_casts!();
         }
     )*};
 }
@@ -163,6 +196,7 @@ macro_rules! float_element {
                 float_apply!(op, $t, it);
                 Ok(())
             }
+            le_casts!();
         }
     )*};
 }
@@ -198,6 +232,19 @@ impl Element for usize {
         let it = acc.iter_mut().zip(src.iter().copied());
         int_apply!(op, it);
         Ok(())
+    }
+    fn wire(src: &[Self]) -> Option<&[u8]> {
+        (cfg!(target_endian = "little") && usize::BITS == 64).then(|| bytemuck::cast_slice(src))
+    }
+    fn wire_mut(dst: &mut [Self]) -> Option<&mut [u8]> {
+        (cfg!(target_endian = "little") && usize::BITS == 64).then(|| bytemuck::cast_slice_mut(dst))
+    }
+    fn view(words: &[u64]) -> Option<&[Self]> {
+        (cfg!(target_endian = "little") && usize::BITS == 64).then(|| bytemuck::cast_slice(words))
+    }
+    fn view_mut(words: &mut [u64]) -> Option<&mut [Self]> {
+        (cfg!(target_endian = "little") && usize::BITS == 64)
+            .then(|| bytemuck::cast_slice_mut(words))
     }
 }
 
@@ -267,6 +314,29 @@ impl<T: Element> Op<T> {
         match self {
             Op::Builtin(op) => T::reduce_slice(*op, &mut [], &[]),
             Op::Custom(_) => Ok(()),
+        }
+    }
+
+    /// `acc = acc ⊕ x` (`left == false`) or `acc = x ⊕ acc` (`left == true`).
+    pub(crate) fn combine_slice(
+        &self,
+        acc: &mut [T],
+        x: &[T],
+        left: bool,
+    ) -> Result<(), CollError> {
+        match self {
+            // Built-ins are commutative: the side does not matter.
+            Op::Builtin(op) => T::reduce_slice(*op, acc, x),
+            Op::Custom(f) => {
+                if left {
+                    let mut y = x.to_vec();
+                    f(&mut y, acc);
+                    acc.copy_from_slice(&y);
+                } else {
+                    f(acc, x);
+                }
+                Ok(())
+            }
         }
     }
 

@@ -1,54 +1,254 @@
-//! The progress engine: one [`Endpoint`] per peer, per-peer send queues
-//! with credit flow control, reassembly of fragmented messages, and the
-//! queue of arrived messages matched by (source, context, tag).
+//! The progress engine: one [`Endpoint`] per peer, the inbox each side
+//! exposes to the other, per-peer send queues with credit flow control,
+//! and the per-peer queues of arrived messages that receives claim.
 //!
-//! Every poll drains every peer, so a rank waiting on peer A still takes
-//! peer B's traffic off the wire: nothing blocks in the transport, and two
-//! ranks sending to each other never deadlock. A sender never puts more
-//! than the window into one peer's ring or socket; the receiver returns
-//! credit as it drains.
+//! Data moves one-sided ([`Endpoint::write_imm`], protocol in
+//! [`crate::wire`]): a sender writes straight from the caller's buffer into
+//! the receiver's inbox (on shm the only copy on the way in), and the
+//! receiver copies (or reduces) straight from its inbox into the caller's
+//! buffer. Nothing is allocated per message on that path. A message stays
+//! in the inbox until the receive that claims it consumes it, chunk by
+//! chunk, so large messages pipeline: the sender writes chunk k+1 while the
+//! receiver consumes chunk k.
+//!
+//! Messages nobody consumes (unexpected ones, or those behind them) are
+//! copied out of the inbox into owned buffers ("spilled") when the inbox
+//! runs short while this rank waits: a sender blocked on credit thus always
+//! makes progress, and two ranks sending to each other never deadlock.
+//! A message of a small size travels in one write with its header; larger
+//! ones as a header and chunks.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use rfx_fabric::{Completion, Endpoint, FabricError, PollMode, TransportKind};
+use rfx_fabric::{
+    Completion, Endpoint, FabricError, MemoryRegion, PollMode, RemoteBuffer, TransportKind,
+    WriteCompletion,
+};
 
 use crate::error::CollError;
-use crate::wire::{self, Frame, FRAME_OVERHEAD};
+use crate::wire::{self, Header, Kind, ALIGN, HDR_LEN};
 
 /// Completions taken from one endpoint per sweep, so that one busy peer
 /// does not starve the others.
 const POLL_BURST: usize = 64;
 
-/// A message that arrived complete and waits for a matching receive.
+/// Payloads up to this many bytes travel in one write with their header
+/// (copied into a staging buffer first); larger ones as a header write and
+/// chunk writes straight from the caller's buffer.
+const SINGLE_MAX: usize = 2048;
+
+/// Words of the scratch buffer that reductions read inbox data into.
+const SCRATCH_WORDS: usize = 2048;
+
+/// Empty sweeps of a hot wait between two reliefs of the inboxes.
+const RELIEVE_EVERY_HOT: u32 = 1024;
+/// The same for waits that yield or sleep (relieved on their first sweep).
+const RELIEVE_EVERY_SLOW: u32 = 64;
+
+/// Empty sweeps after which a hot wait with a core of its own yields.
+const HOT_YIELD_AFTER: u32 = 1_000_000;
+
+/// The least inbox the protocol works with.
+pub(crate) const MIN_INBOX: usize = 1024;
+
+/// Bound on the up-front allocation for a spilled message (it grows as
+/// data arrives beyond that).
+const SPILL_RESERVE: usize = 64 << 20;
+
+/// Message data handed to a receive: in the inbox, or in owned memory.
 #[derive(Debug)]
-pub(crate) struct Msg {
+pub(crate) enum Piece<'a> {
+    /// `len` bytes at `off` of our inbox region.
+    Region {
+        mr: &'a MemoryRegion,
+        off: usize,
+        len: usize,
+    },
+    /// Bytes already copied out (spilled or sent to ourselves).
+    Bytes(&'a [u8]),
+}
+
+impl Piece<'_> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Piece::Region { len, .. } => *len,
+            Piece::Bytes(b) => b.len(),
+        }
+    }
+
+    /// The part `[at, at + len)`.
+    pub(crate) fn sub(&self, at: usize, len: usize) -> Piece<'_> {
+        match self {
+            Piece::Region { mr, off, .. } => Piece::Region {
+                mr,
+                off: off + at,
+                len,
+            },
+            Piece::Bytes(b) => Piece::Bytes(&b[at..at + len]),
+        }
+    }
+}
+
+/// A message a receive claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claimed {
+    /// World rank of the sender.
     pub(crate) src: usize,
-    pub(crate) ctx: u32,
+    pub(crate) id: u64,
     pub(crate) tag: u32,
-    pub(crate) data: Bytes,
+    /// Payload bytes.
+    pub(crate) total: usize,
+}
+
+/// A write occupying inbox space, in ring order.
+#[derive(Debug)]
+struct Chunk {
+    /// Ring position after it (any skip before it included).
+    end: u64,
+    /// Offset of its payload in the inbox.
+    off: usize,
+    /// Payload bytes.
+    len: usize,
+    msg: u64,
+    done: bool,
+}
+
+/// Payloads up to this size are read out with their header on arrival.
+const INLINE_MAX: usize = 48;
+
+#[derive(Debug, Clone, Copy)]
+struct Inline {
+    len: u8,
+    data: [u8; INLINE_MAX],
 }
 
 #[derive(Debug)]
-struct Assembly {
+struct Owned {
+    /// Payload offset of `data[0]`.
+    base: usize,
+    data: Vec<u8>,
+}
+
+/// An arrived (or arriving) message.
+#[derive(Debug)]
+struct InMsg {
+    id: u64,
     ctx: u32,
     tag: u32,
     total: usize,
-    buf: BytesMut,
+    arrived: usize,
+    consumed: usize,
+    /// Absolute index of its next unconsumed chunk.
+    next_chunk: u64,
+    /// Spilled: the data lives here, not in the inbox.
+    owned: Option<Box<Owned>>,
+    /// A small message, read with its header on arrival (its inbox space
+    /// is free at once).
+    inline: Option<Inline>,
+    /// The receive that claimed it (0: none).
+    claim: u64,
+    /// Discarded: drop its data as it arrives.
+    sink: bool,
+}
+
+/// How far a message went out.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    hdr: Header,
+    total: usize,
+    hdr_sent: bool,
+    sent: usize,
+}
+
+#[derive(Debug)]
+enum OutData {
+    /// Payload bytes `[base, total)`.
+    Owned { base: usize, data: Vec<u8> },
+    /// In the buffer of the task holding `token`; it sends them by `pump`.
+    Borrowed,
+}
+
+#[derive(Debug)]
+struct OutMsg {
+    token: u64,
+    prog: Progress,
+    data: OutData,
+}
+
+/// Our side of the peer's inbox.
+#[derive(Debug)]
+struct Window {
+    remote: RemoteBuffer,
+    size: u64,
+    chunk: usize,
+    single: usize,
+    /// Ring position of our next write.
+    wpos: u64,
+    /// Ring position the peer freed up to.
+    acked: u64,
+}
+
+impl Window {
+    /// The offset for a write of `len` bytes, if the window has room.
+    fn reserve(&mut self, len: usize) -> Option<u64> {
+        let (off, end) = wire::place(self.wpos, self.size, len)?;
+        if end - self.acked > self.size {
+            return None;
+        }
+        self.wpos = end;
+        Some(off)
+    }
+}
+
+/// Our inbox, the peer writes into it.
+#[derive(Debug)]
+struct Inbox {
+    mr: MemoryRegion,
+    size: u64,
+    /// Ring position of the next write we expect.
+    rpos: u64,
+    chunks: VecDeque<Chunk>,
+    /// Absolute index of `chunks[0]`.
+    base: u64,
+    freed: u64,
+    credited: u64,
+}
+
+impl Inbox {
+    /// Frees the consumed chunks at the front.
+    fn release(&mut self) {
+        while let Some(c) = self.chunks.front() {
+            if !c.done {
+                break;
+            }
+            self.freed = c.end;
+            self.chunks.pop_front();
+            self.base += 1;
+        }
+    }
+
+    fn chunk(&mut self, abs: u64) -> Option<&mut Chunk> {
+        let i = abs.checked_sub(self.base)?;
+        self.chunks.get_mut(usize::try_from(i).ok()?)
+    }
+}
+
+#[derive(Debug)]
+struct Link {
+    ep: Endpoint,
+    win: Window,
+    out: VecDeque<OutMsg>,
+    inbox: Inbox,
 }
 
 #[derive(Debug)]
 struct Peer {
-    ep: Endpoint,
-    window: usize,
-    /// Bytes we may still put in flight to this peer.
-    credit: usize,
-    /// Bytes drained from this peer not yet credited back.
-    owed: usize,
-    pending: VecDeque<Vec<u8>>,
-    asm: Option<Assembly>,
+    /// `None` for ourselves.
+    link: Option<Link>,
+    msgs: VecDeque<InMsg>,
+    next_msg: u64,
     gone: Option<String>,
 }
 
@@ -56,10 +256,7 @@ struct Peer {
 #[derive(Debug, Clone)]
 pub(crate) struct EngineConfig {
     pub(crate) progress: PollMode,
-    pub(crate) window: usize,
     pub(crate) fragment: usize,
-    pub(crate) shm_ring_bytes: usize,
-    pub(crate) max_message: usize,
     pub(crate) flush_timeout: Duration,
 }
 
@@ -67,52 +264,63 @@ pub(crate) struct EngineConfig {
 #[derive(Debug)]
 pub(crate) struct Engine {
     rank: usize,
-    peers: Vec<Option<Peer>>,
-    unexpected: VecDeque<Msg>,
+    peers: Vec<Peer>,
     cfg: EngineConfig,
     oversubscribed: bool,
     idle_sweeps: u32,
     /// The next free context id of this process (see `split`).
     pub(crate) next_ctx: u32,
+    next_token: u64,
+    stage: Vec<u8>,
+    scratch: Vec<u64>,
+}
+
+fn malformed(r: usize, why: impl std::fmt::Display) -> String {
+    tracing::warn!(rank = r, "closing the endpoint: {why}");
+    format!("malformed traffic: {why}")
+}
+
+fn fabric_err(rank: usize, source: FabricError) -> CollError {
+    match source {
+        FabricError::PeerGone(reason) => CollError::PeerGone { rank, reason },
+        source => CollError::Fabric { rank, source },
+    }
 }
 
 impl Engine {
-    /// `eps[i]` is the endpoint to world rank i (`None` for ourselves).
-    pub(crate) fn new(rank: usize, eps: Vec<Option<Endpoint>>, cfg: EngineConfig) -> Engine {
-        let size = eps.len();
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let peers = eps
-            .into_iter()
-            .map(|ep| {
-                ep.map(|ep| {
-                    // Never more in flight than a transport buffer surely
-                    // holds: a quarter of an shm ring, 128 KiB of socket.
-                    let cap = match ep.kind() {
-                        TransportKind::Shm => cfg.shm_ring_bytes / 4,
-                        _ => 128 << 10,
-                    };
-                    let window = cfg.window.min(cap).max(2 * (FRAME_OVERHEAD + 64));
-                    Peer {
-                        ep,
-                        window,
-                        credit: window,
-                        owed: 0,
-                        pending: VecDeque::new(),
-                        asm: None,
-                        gone: None,
-                    }
-                })
-            })
-            .collect();
-        Engine {
+    /// `links[i]` is the endpoint to world rank i and the inbox we exposed
+    /// on it (`None` for ourselves).
+    pub(crate) fn new(
+        rank: usize,
+        links: Vec<Option<(Endpoint, MemoryRegion)>>,
+        cfg: EngineConfig,
+    ) -> Result<Engine, CollError> {
+        let size = links.len();
+        let cores = online_cpus();
+        let mut peers = Vec::with_capacity(size);
+        for (r, l) in links.into_iter().enumerate() {
+            let link = match l {
+                None => None,
+                Some((ep, mr)) => Some(Link::new(r, ep, mr, cfg.fragment)?),
+            };
+            peers.push(Peer {
+                link,
+                msgs: VecDeque::new(),
+                next_msg: 1,
+                gone: None,
+            });
+        }
+        Ok(Engine {
             rank,
             peers,
-            unexpected: VecDeque::new(),
             cfg,
             oversubscribed: size > cores,
             idle_sweeps: 0,
             next_ctx: 1,
-        }
+            next_token: 1,
+            stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
+            scratch: vec![0u64; SCRATCH_WORDS],
+        })
     }
 
     pub(crate) fn rank(&self) -> usize {
@@ -123,123 +331,379 @@ impl Engine {
         self.peers.len()
     }
 
+    /// A fresh id for a receive (claims) or a borrowed send.
+    pub(crate) fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
     /// The transport to world rank `r` (`None` for ourselves).
     pub(crate) fn transport(&self, r: usize) -> Option<TransportKind> {
-        self.peers.get(r)?.as_ref().map(|p| p.ep.kind())
+        self.peers.get(r)?.link.as_ref().map(|l| l.ep.kind())
     }
 
     /// Why world rank `r` is gone, if it is.
     pub(crate) fn gone(&self, r: usize) -> Option<&str> {
-        self.peers.get(r)?.as_ref()?.gone.as_deref()
+        self.peers.get(r)?.gone.as_deref()
     }
 
-    /// Queues a message to world rank `dest` and sends what the window
-    /// allows now. Never waits for the peer.
-    pub(crate) fn post(
-        &mut self,
-        dest: usize,
-        ctx: u32,
-        tag: u32,
-        data: &[u8],
-    ) -> Result<(), CollError> {
-        if dest == self.rank {
-            self.unexpected.push_back(Msg {
-                src: dest,
-                ctx,
-                tag,
-                data: Bytes::copy_from_slice(data),
-            });
-            return Ok(());
+    fn gone_err(&self, r: usize) -> Result<(), CollError> {
+        match self.gone(r) {
+            Some(why) => Err(CollError::PeerGone {
+                rank: r,
+                reason: why.to_string(),
+            }),
+            None => Ok(()),
         }
-        let fragment = self.frag_for(dest);
-        let peer = self.peer_mut(dest)?;
-        if let Some(why) = &peer.gone {
-            return Err(CollError::PeerGone {
-                rank: dest,
-                reason: why.clone(),
-            });
-        }
-        peer.pending.extend(wire::frames(ctx, tag, data, fragment));
-        flush(dest, peer);
-        Ok(())
-    }
-
-    fn frag_for(&self, dest: usize) -> usize {
-        let w = self
-            .peers
-            .get(dest)
-            .and_then(|p| p.as_ref())
-            .map_or(self.cfg.window, |p| p.window);
-        self.cfg.fragment.min(w / 2 - FRAME_OVERHEAD).max(64)
     }
 
     fn peer_mut(&mut self, r: usize) -> Result<&mut Peer, CollError> {
         let size = self.peers.len();
         self.peers
             .get_mut(r)
-            .and_then(|p| p.as_mut())
             .ok_or(CollError::InvalidRank { rank: r, size })
     }
 
-    /// True while frames to world rank `dest` wait for credit.
+    /// Sends a message of the concatenation of `parts` to world rank
+    /// `dest`: as much as the window allows now, never waiting. What is
+    /// left is copied into the send queue, unless `borrow`: then the caller
+    /// keeps `parts` unchanged and sends the rest by [`Engine::pump`] with
+    /// the returned token (or hands it over by [`Engine::unborrow`]).
+    pub(crate) fn post(
+        &mut self,
+        dest: usize,
+        ctx: u32,
+        tag: u32,
+        parts: &[&[u8]],
+        borrow: bool,
+    ) -> Result<Option<u64>, CollError> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let hdr = Header {
+            ctx,
+            tag,
+            total: total as u64,
+        };
+        if dest == self.rank {
+            let mut data = Vec::with_capacity(total);
+            parts.iter().for_each(|p| data.extend_from_slice(p));
+            let peer = self.peer_mut(dest)?;
+            let id = peer.next_msg;
+            peer.next_msg += 1;
+            peer.msgs.push_back(InMsg {
+                id,
+                ctx,
+                tag,
+                total,
+                arrived: total,
+                consumed: 0,
+                next_chunk: 0,
+                owned: Some(Box::new(Owned { base: 0, data })),
+                inline: None,
+                claim: 0,
+                sink: false,
+            });
+            return Ok(None);
+        }
+        self.gone_err(dest)?;
+        let token = self.token();
+        let Engine { peers, stage, .. } = self;
+        let size = peers.len();
+        let peer = peers
+            .get_mut(dest)
+            .ok_or(CollError::InvalidRank { rank: dest, size })?;
+        let Some(l) = peer.link.as_mut() else {
+            return Err(CollError::InvalidRank { rank: dest, size });
+        };
+        let mut prog = Progress {
+            hdr,
+            total,
+            hdr_sent: false,
+            sent: 0,
+        };
+        if l.out.is_empty() {
+            match send_some(&mut l.ep, &mut l.win, stage, &mut prog, parts, 0) {
+                Ok(true) => return Ok(None),
+                Ok(false) => {}
+                Err(e) => {
+                    peer.gone = Some(e.to_string());
+                    return Err(fabric_err(dest, e));
+                }
+            }
+        }
+        let data = if borrow {
+            OutData::Borrowed
+        } else {
+            owned_rest(parts, prog.sent)
+        };
+        l.out.push_back(OutMsg { token, prog, data });
+        Ok(borrow.then_some(token))
+    }
+
+    /// Sends more of the borrowed message `token` to `dest` (its bytes are
+    /// `parts` again). Returns (bytes sent now, done).
+    pub(crate) fn pump(
+        &mut self,
+        dest: usize,
+        token: u64,
+        parts: &[&[u8]],
+    ) -> Result<(usize, bool), CollError> {
+        self.gone_err(dest)?;
+        let Engine { peers, stage, .. } = self;
+        let Some(peer) = peers.get_mut(dest) else {
+            return Ok((0, true));
+        };
+        let Some(l) = peer.link.as_mut() else {
+            return Ok((0, true));
+        };
+        let r = (|| {
+            flush(l, stage)?;
+            let Some(m) = l.out.front_mut() else {
+                return Ok((0, true));
+            };
+            if m.token != token {
+                return Ok((0, !l.out.iter().any(|m| m.token == token)));
+            }
+            let before = m.prog.sent;
+            let done = send_some(&mut l.ep, &mut l.win, stage, &mut m.prog, parts, 0)?;
+            let now = m.prog.sent - before;
+            if done {
+                l.out.pop_front();
+                flush(l, stage)?;
+            }
+            Ok((now + usize::from(done), done))
+        })();
+        r.map_err(|e: FabricError| {
+            peer.gone = Some(e.to_string());
+            fabric_err(dest, e)
+        })
+    }
+
+    /// Hands the rest of the borrowed message `token` (bytes `parts`) over
+    /// to the engine, copied: the caller may then change its buffer.
+    pub(crate) fn unborrow(&mut self, dest: usize, token: u64, parts: &[&[u8]]) {
+        let Some(l) = self.peers.get_mut(dest).and_then(|p| p.link.as_mut()) else {
+            return;
+        };
+        if let Some(m) = l.out.iter_mut().find(|m| m.token == token) {
+            if matches!(m.data, OutData::Borrowed) {
+                m.data = owned_rest(parts, m.prog.sent);
+            }
+        }
+    }
+
+    /// True while messages to world rank `dest` wait for credit.
     pub(crate) fn has_pending(&self, dest: usize) -> bool {
         self.peers
             .get(dest)
-            .and_then(|p| p.as_ref())
-            .is_some_and(|p| p.gone.is_none() && !p.pending.is_empty())
+            .and_then(|p| p.link.as_ref().filter(|_| p.gone.is_none()))
+            .is_some_and(|l| !l.out.is_empty())
     }
 
-    /// The first arrived message from `src` (any if `None`) on `ctx` with
-    /// `tag` (any if `None`), in arrival order.
-    pub(crate) fn take(&mut self, src: Option<usize>, ctx: u32, tag: Option<u32>) -> Option<Msg> {
-        let i = self.unexpected.iter().position(|m| {
-            m.ctx == ctx && src.is_none_or(|s| s == m.src) && tag.is_none_or(|t| t == m.tag)
-        })?;
-        self.unexpected.remove(i)
+    /// Claims for `claimer` the first message from `src` (any if `None`)
+    /// on `ctx` with `tag` (any if `None`) that no other receive claimed
+    /// (or the one it claimed already).
+    pub(crate) fn claim(
+        &mut self,
+        src: Option<usize>,
+        ctx: u32,
+        tag: Option<u32>,
+        claimer: u64,
+    ) -> Option<Claimed> {
+        let range = match src {
+            Some(s) => s..s + 1,
+            None => 0..self.peers.len(),
+        };
+        for r in range {
+            let Some(peer) = self.peers.get_mut(r) else {
+                continue;
+            };
+            for m in peer.msgs.iter_mut() {
+                if m.ctx == ctx
+                    && !m.sink
+                    && tag.is_none_or(|t| t == m.tag)
+                    && (m.claim == 0 || m.claim == claimer)
+                {
+                    m.claim = claimer;
+                    return Some(Claimed {
+                        src: r,
+                        id: m.id,
+                        tag: m.tag,
+                        total: m.total,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Hands what arrived of a claimed message to `f` (payload offset, the
+    /// data, scratch words) and frees it. Returns (bytes consumed now,
+    /// complete).
+    pub(crate) fn consume<F>(&mut self, c: &Claimed, mut f: F) -> Result<(usize, bool), CollError>
+    where
+        F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
+    {
+        let Engine { peers, scratch, .. } = self;
+        let peer = peers
+            .get_mut(c.src)
+            .ok_or_else(|| CollError::InvalidArgument("consume from a bad rank".into()))?;
+        let Some(i) = peer.msgs.iter().position(|m| m.id == c.id) else {
+            return Err(CollError::InvalidArgument(
+                "a claimed message vanished".into(),
+            ));
+        };
+        let m = &mut peer.msgs[i];
+        let start = m.consumed;
+        if let Some(small) = &m.inline {
+            if m.consumed == 0 && m.total > 0 {
+                f(0, Piece::Bytes(&small.data[..small.len as usize]), scratch)?;
+                m.consumed = m.total;
+            }
+        } else if let Some(o) = &m.owned {
+            if m.arrived > m.consumed {
+                let piece = &o.data[m.consumed - o.base..m.arrived - o.base];
+                f(m.consumed, Piece::Bytes(piece), scratch)?;
+                m.consumed = m.arrived;
+            }
+        } else if let Some(l) = peer.link.as_mut() {
+            let inbox = &mut l.inbox;
+            while let Some(ch) = inbox.chunk(m.next_chunk) {
+                if ch.msg != m.id {
+                    break;
+                }
+                let (off, len) = (ch.off, ch.len);
+                ch.done = true;
+                let piece = Piece::Region {
+                    mr: &inbox.mr,
+                    off,
+                    len,
+                };
+                f(m.consumed, piece, scratch)?;
+                m.consumed += len;
+                m.next_chunk += 1;
+            }
+            inbox.release();
+            // A peer that left after sending still gets its data read; only
+            // its credit goes nowhere.
+            if peer.gone.is_none() {
+                if let Err(e) = credit(l) {
+                    mark_gone(c.src, &mut peer.gone, e);
+                }
+            }
+        }
+        let m = &peer.msgs[i];
+        let now = m.consumed - start;
+        let done = m.consumed == m.total;
+        if done {
+            peer.msgs.remove(i);
+        }
+        Ok((now, done))
+    }
+
+    /// True once all of a claimed message arrived.
+    pub(crate) fn arrived_all(&self, c: &Claimed) -> bool {
+        self.peers
+            .get(c.src)
+            .and_then(|p| p.msgs.iter().find(|m| m.id == c.id))
+            .is_some_and(|m| m.arrived == m.total)
+    }
+
+    /// Drops a claimed message (and its parts still to come).
+    pub(crate) fn discard(&mut self, c: &Claimed) {
+        if let Ok((_, false)) = self.consume(c, |_, _, _| Ok(())) {
+            if let Some(m) = self
+                .peers
+                .get_mut(c.src)
+                .and_then(|p| p.msgs.iter_mut().find(|m| m.id == c.id))
+            {
+                m.sink = true;
+                m.claim = 0;
+            }
+        }
+    }
+
+    /// Drops every message `claimer` claimed (an operation that failed).
+    pub(crate) fn drop_claims(&mut self, claimer: u64) {
+        let claimed: Vec<Claimed> = self
+            .peers
+            .iter()
+            .enumerate()
+            .flat_map(|(r, p)| {
+                p.msgs
+                    .iter()
+                    .filter(|m| m.claim == claimer)
+                    .map(move |m| Claimed {
+                        src: r,
+                        id: m.id,
+                        tag: m.tag,
+                        total: m.total,
+                    })
+            })
+            .collect();
+        for c in claimed {
+            self.discard(&c);
+        }
+    }
+
+    /// Gives up a claim (an operation that failed).
+    pub(crate) fn unclaim(&mut self, c: &Claimed) {
+        self.discard(c);
     }
 
     /// One sweep over all peers: send what credit allows, take what
     /// arrived. True if anything moved.
     pub(crate) fn progress(&mut self) -> bool {
         let mut moved = false;
-        let max_message = self.cfg.max_message;
-        for (r, slot) in self.peers.iter_mut().enumerate() {
-            let Some(peer) = slot else { continue };
-            if peer.gone.is_some() {
+        let Engine { peers, stage, .. } = self;
+        for (r, peer) in peers.iter_mut().enumerate() {
+            let Peer {
+                link,
+                msgs,
+                next_msg,
+                gone,
+            } = peer;
+            let Some(l) = link.as_mut() else { continue };
+            if gone.is_some() {
                 continue;
             }
-            moved |= flush(r, peer);
+            match flush(l, stage) {
+                Ok(m) => moved |= m,
+                Err(e) => {
+                    mark_gone(r, gone, e);
+                    continue;
+                }
+            }
+            let mut credited = false;
             for _ in 0..POLL_BURST {
-                match peer.ep.poll() {
-                    Ok(Some(Completion::Recv(frame))) => {
+                match l.ep.poll() {
+                    Ok(Some(Completion::Write(w))) => {
                         moved = true;
-                        if let Err(why) = handle(r, peer, frame, &mut self.unexpected, max_message)
-                        {
-                            tracing::warn!(rank = r, "closing the endpoint: {why}");
-                            peer.gone = Some(format!("malformed traffic: {why}"));
-                            break;
+                        match on_write(l, msgs, next_msg, &w) {
+                            Ok(c) => credited |= c,
+                            Err(why) => {
+                                *gone = Some(malformed(r, why));
+                                break;
+                            }
                         }
                     }
-                    Ok(Some(Completion::Write(_))) => {
-                        moved = true;
-                        peer.gone = Some("unexpected one-sided write".into());
+                    Ok(Some(Completion::Recv(_))) => {
+                        *gone = Some(malformed(r, "an unexpected two-sided message"));
                         break;
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        mark_gone(r, peer, e);
+                        mark_gone(r, gone, e);
                         break;
                     }
                 }
             }
-            if peer.gone.is_none() && peer.owed >= peer.window / 4 {
-                let owed = std::mem::take(&mut peer.owed);
-                if let Err(e) = peer.ep.send(&wire::encode_credit(owed as u64)) {
-                    mark_gone(r, peer, e);
-                }
+            if gone.is_some() {
+                continue;
             }
-            if peer.gone.is_none() {
-                moved |= flush(r, peer);
+            let r2 = credit(l).and_then(|_| if credited { flush(l, stage) } else { Ok(false) });
+            match r2 {
+                Ok(m) => moved |= m,
+                Err(e) => mark_gone(r, gone, e),
             }
         }
         if moved {
@@ -248,13 +712,82 @@ impl Engine {
         moved
     }
 
+    /// True when a wait of `spins` empty sweeps should relieve the
+    /// inboxes: a hot wait first gives the peers time (a spill is copies
+    /// and an allocation, and most waits end within microseconds; a sender
+    /// blocked on us waits for good), a wait that sleeps or yields does it
+    /// first.
+    pub(crate) fn relieve_due(&self, spins: u32) -> bool {
+        if self.oversubscribed || self.cfg.progress == PollMode::Warm {
+            spins % RELIEVE_EVERY_SLOW == 1
+        } else {
+            spins % RELIEVE_EVERY_HOT == 0
+        }
+    }
+
+    /// Copies out of the inboxes whose sender may be blocked on credit the
+    /// messages that the waiting operation will not consume itself (those
+    /// its receive `keep` claimed, and those of its collective traffic
+    /// `(context, tag)`), so that their senders get credit. The operation
+    /// never has to wait for itself: its own messages come to it in its
+    /// own order, and no sender of one waits on anything but that.
+    pub(crate) fn relieve(&mut self, keep: u64, traffic: Option<(u32, u32)>) {
+        for (r, peer) in self.peers.iter_mut().enumerate() {
+            let Peer {
+                link, msgs, gone, ..
+            } = peer;
+            let Some(l) = link.as_mut() else { continue };
+            // The sender's writes cost at most an eighth of the inbox plus
+            // alignment, twice over with a skip at the end: below that much
+            // outstanding it is not blocked.
+            let outstanding = l.inbox.rpos - l.inbox.credited;
+            if gone.is_some() || outstanding + 2 * (l.inbox.size / 8 + ALIGN) <= l.inbox.size {
+                continue;
+            }
+            for m in msgs.iter_mut() {
+                let ours = (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
+                if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours {
+                    if let Err(e) = spill(&mut l.inbox, m) {
+                        mark_gone(r, gone, e);
+                        break;
+                    }
+                }
+            }
+            l.inbox.release();
+            if gone.is_none() {
+                if let Err(e) = credit(l) {
+                    mark_gone(r, gone, e);
+                }
+            }
+        }
+    }
+
+    /// Sweeps between two releases of the engine's lock by a waiting
+    /// operation: every sweep when a sweep may sleep or yield.
+    pub(crate) fn relock_every(&self) -> u32 {
+        if self.oversubscribed || self.cfg.progress == PollMode::Warm {
+            1
+        } else {
+            16
+        }
+    }
+
+    /// A wait starts or its operation advanced: spin again before yielding.
+    pub(crate) fn busy(&mut self) {
+        self.idle_sweeps = 0;
+    }
+
     /// Waits a little after an empty sweep: hot progress spins (yielding
     /// when ranks outnumber cores), warm progress sleeps on the fds.
     pub(crate) fn idle(&mut self, max: Duration) {
         self.idle_sweeps = self.idle_sweeps.saturating_add(1);
         match self.cfg.progress {
             PollMode::Hot => {
-                if self.oversubscribed || self.idle_sweeps > 10_000 {
+                // With a core per rank a hot wait keeps its core, as MPI's
+                // busy polling does: a yield on a loaded machine hands it to
+                // another process for a whole time slice. Only a wait of
+                // seconds gives it up now and then.
+                if self.oversubscribed || self.idle_sweeps > HOT_YIELD_AFTER {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
@@ -274,19 +807,21 @@ impl Engine {
     fn sleep(&mut self, max: Duration) {
         let mut armed = Vec::new();
         let mut ready = false;
-        for (r, slot) in self.peers.iter_mut().enumerate() {
-            let Some(peer) = slot else { continue };
+        for (r, peer) in self.peers.iter_mut().enumerate() {
+            let Some(l) = peer.link.as_mut() else {
+                continue;
+            };
             if peer.gone.is_some() {
                 continue;
             }
-            match peer.ep.arm() {
+            match l.ep.arm() {
                 Ok(true) => armed.push(r),
                 Ok(false) => {
                     ready = true;
                     break;
                 }
                 Err(e) => {
-                    mark_gone(r, peer, e);
+                    mark_gone(r, &mut peer.gone, e);
                     ready = true;
                     break;
                 }
@@ -296,16 +831,16 @@ impl Engine {
             let ms = max.as_millis().clamp(1, 100) as u16;
             let mut fds: Vec<PollFd<'_>> = armed
                 .iter()
-                .filter_map(|&r| self.peers[r].as_ref())
-                .map(|p| PollFd::new(p.ep.event_fd(), PollFlags::POLLIN))
+                .filter_map(|&r| self.peers[r].link.as_ref())
+                .map(|l| PollFd::new(l.ep.event_fd(), PollFlags::POLLIN))
                 .collect();
             let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
         } else if !ready {
             std::thread::sleep(max.min(Duration::from_millis(1)));
         }
         for r in armed {
-            if let Some(p) = self.peers[r].as_mut() {
-                p.ep.disarm();
+            if let Some(l) = self.peers[r].link.as_mut() {
+                l.ep.disarm();
             }
         }
     }
@@ -313,6 +848,11 @@ impl Engine {
     /// Sends everything still queued, bounded by the flush timeout (used
     /// when the last communicator goes away).
     fn drain(&mut self) {
+        // Borrowed messages whose task is gone (a panic unwound through it)
+        // can never go out: only owned ones are waited for.
+        for l in self.peers.iter_mut().filter_map(|p| p.link.as_mut()) {
+            l.out.retain(|m| matches!(m.data, OutData::Owned { .. }));
+        }
         let deadline = Instant::now() + self.cfg.flush_timeout;
         while (0..self.peers.len()).any(|r| self.has_pending(r)) && Instant::now() < deadline {
             if !self.progress() {
@@ -328,100 +868,336 @@ impl Drop for Engine {
     }
 }
 
-fn mark_gone(r: usize, peer: &mut Peer, e: FabricError) {
+impl Link {
+    fn new(r: usize, ep: Endpoint, mr: MemoryRegion, fragment: usize) -> Result<Link, CollError> {
+        let bad = |why: String| CollError::Bootstrap(format!("rank {r}: {why}"));
+        let remote = *ep
+            .peer_buffers()
+            .first()
+            .ok_or_else(|| bad("the peer exposed no inbox (an older rfx?)".into()))?;
+        let size = wire::inbox_size(remote.len);
+        if size < MIN_INBOX as u64 {
+            return Err(bad(format!(
+                "the peer's inbox of {} bytes is too small",
+                remote.len
+            )));
+        }
+        // Chunks of at most an eighth of the window keep several in flight
+        // (pipelining) and leave room for a chunk after any skip.
+        let chunk = (fragment.min(size as usize / 8) / ALIGN as usize * ALIGN as usize).max(64);
+        let single = SINGLE_MAX.min(chunk);
+        let rsize = wire::inbox_size(mr.len() as u64);
+        if rsize < MIN_INBOX as u64 {
+            return Err(bad(format!("an inbox of {} bytes is too small", mr.len())));
+        }
+        Ok(Link {
+            ep,
+            win: Window {
+                remote,
+                size,
+                chunk,
+                single,
+                wpos: 0,
+                acked: 0,
+            },
+            out: VecDeque::new(),
+            inbox: Inbox {
+                mr,
+                size: rsize,
+                rpos: 0,
+                chunks: VecDeque::new(),
+                base: 0,
+                freed: 0,
+                credited: 0,
+            },
+        })
+    }
+}
+
+/// CPUs of this host, not of this process: a launcher that binds each
+/// rank to a core (`mpirun --bind-to core`) must not make every rank
+/// believe it shares one core with the others.
+fn online_cpus() -> usize {
+    let own = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host = std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .map_or(0, |s| count_cpu_list(s.trim()));
+    own.max(host)
+}
+
+/// CPUs in a kernel CPU list such as `0-3,5,7-8`.
+fn count_cpu_list(s: &str) -> usize {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 0,
+            },
+            None => usize::from(p.parse::<usize>().is_ok()),
+        })
+        .sum()
+}
+
+fn mark_gone(r: usize, gone: &mut Option<String>, e: FabricError) {
     tracing::debug!(rank = r, "peer gone: {e}");
-    peer.gone = Some(e.to_string());
+    *gone = Some(e.to_string());
 }
 
-/// Sends queued frames while credit lasts. True if any went out.
-fn flush(r: usize, peer: &mut Peer) -> bool {
-    let mut sent = false;
-    while let Some(f) = peer.pending.front() {
-        let cost = f.len() + FRAME_OVERHEAD;
-        if cost > peer.credit {
-            break;
+/// The rest of a message from payload byte `from` on, copied.
+fn owned_rest(parts: &[&[u8]], from: usize) -> OutData {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut data = Vec::with_capacity(total - from);
+    let mut at = 0;
+    for p in parts {
+        let end = at + p.len();
+        if end > from {
+            data.extend_from_slice(&p[from.saturating_sub(at)..]);
         }
-        if let Err(e) = peer.ep.send(f) {
-            mark_gone(r, peer, e);
-            break;
-        }
-        peer.credit -= cost;
-        peer.pending.pop_front();
-        sent = true;
+        at = end;
     }
-    sent
+    OutData::Owned { base: from, data }
 }
 
-/// Takes one frame from world rank `r`. An error closes that peer.
-fn handle(
-    r: usize,
-    peer: &mut Peer,
-    frame: Bytes,
-    queue: &mut VecDeque<Msg>,
-    max_message: usize,
-) -> Result<(), String> {
-    let f = wire::decode(&frame).map_err(|e| e.to_string())?;
-    match f {
-        Frame::Credit { bytes } => {
-            let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-            peer.credit = peer.credit.saturating_add(bytes).min(peer.window);
-            return Ok(());
-        }
-        Frame::First {
-            ctx,
-            tag,
-            total,
-            payload_at,
-        } => {
-            if peer.asm.is_some() {
-                return Err("a message started inside another".into());
-            }
-            let total = usize::try_from(total)
-                .ok()
-                .filter(|&t| t <= max_message)
-                .ok_or_else(|| format!("message of {total} bytes exceeds the limit"))?;
-            let payload = frame.slice(payload_at..);
-            if payload.len() > total {
-                return Err("first fragment longer than the message".into());
-            }
-            if payload.len() == total {
-                queue.push_back(Msg {
-                    src: r,
-                    ctx,
-                    tag,
-                    data: payload,
-                });
-            } else {
-                let mut buf = BytesMut::with_capacity(total.min(64 << 20));
-                buf.extend_from_slice(&payload);
-                peer.asm = Some(Assembly {
-                    ctx,
-                    tag,
-                    total,
-                    buf,
-                });
-            }
-        }
-        Frame::Cont { payload_at } => {
-            let Some(asm) = peer.asm.as_mut() else {
-                return Err("continuation outside a message".into());
+/// Writes what the window allows of a message whose payload bytes from
+/// `base` on are the concatenation of `parts`. True once all went out.
+fn send_some(
+    ep: &mut Endpoint,
+    w: &mut Window,
+    stage: &mut Vec<u8>,
+    p: &mut Progress,
+    parts: &[&[u8]],
+    base: usize,
+) -> Result<bool, FabricError> {
+    if !p.hdr_sent {
+        if p.total <= w.single {
+            debug_assert_eq!(base, 0);
+            let Some(off) = w.reserve(HDR_LEN + p.total) else {
+                return Ok(false);
             };
-            let payload = &frame[payload_at..];
-            if asm.buf.len() + payload.len() > asm.total {
-                return Err("message longer than announced".into());
+            stage.clear();
+            stage.extend_from_slice(&p.hdr.encode());
+            parts.iter().for_each(|x| stage.extend_from_slice(x));
+            ep.write_imm(stage, &w.remote, off, wire::imm(Kind::Msg))?;
+            p.hdr_sent = true;
+            p.sent = p.total;
+            return Ok(true);
+        }
+        let Some(off) = w.reserve(HDR_LEN) else {
+            return Ok(false);
+        };
+        ep.write_imm(&p.hdr.encode(), &w.remote, off, wire::imm(Kind::Msg))?;
+        p.hdr_sent = true;
+    }
+    let mut at = base;
+    for part in parts {
+        let end = at + part.len();
+        while p.sent < end {
+            let from = p.sent - at;
+            let n = w.chunk.min(part.len() - from);
+            let Some(off) = w.reserve(n) else {
+                return Ok(false);
+            };
+            ep.write_imm(&part[from..from + n], &w.remote, off, wire::imm(Kind::Data))?;
+            p.sent += n;
+        }
+        at = end;
+    }
+    Ok(p.sent == p.total)
+}
+
+/// Sends the owned messages at the front of the queue while credit lasts.
+fn flush(l: &mut Link, stage: &mut Vec<u8>) -> Result<bool, FabricError> {
+    let mut moved = false;
+    while let Some(m) = l.out.front_mut() {
+        let OutData::Owned { base, data } = &m.data else {
+            break;
+        };
+        let before = m.prog.sent;
+        let done = send_some(&mut l.ep, &mut l.win, stage, &mut m.prog, &[data], *base)?;
+        moved |= done || m.prog.sent != before;
+        if !done {
+            break;
+        }
+        l.out.pop_front();
+    }
+    Ok(moved)
+}
+
+/// Returns freed inbox space to the peer once there is enough of it.
+fn credit(l: &mut Link) -> Result<(), FabricError> {
+    let owed = l.inbox.freed - l.inbox.credited;
+    if owed > 0 && owed >= l.inbox.size / 8 {
+        l.ep.write_imm(&[], &l.win.remote, 0, wire::imm(Kind::Credit(owed)))?;
+        l.inbox.credited = l.inbox.freed;
+    }
+    Ok(())
+}
+
+/// Copies a message's data out of the inbox; its later chunks are copied
+/// as they arrive.
+fn spill(inbox: &mut Inbox, m: &mut InMsg) -> Result<(), FabricError> {
+    let base = m.consumed;
+    let mut data = Vec::with_capacity((m.total - base).min(SPILL_RESERVE));
+    while let Some(ch) = inbox.chunk(m.next_chunk) {
+        if ch.msg != m.id {
+            break;
+        }
+        ch.done = true;
+        let (off, len) = (ch.off, ch.len);
+        let at = data.len();
+        data.resize(at + len, 0);
+        inbox.mr.read_at(off, &mut data[at..])?;
+        m.next_chunk += 1;
+    }
+    m.owned = Some(Box::new(Owned { base, data }));
+    Ok(())
+}
+
+/// Takes one write of the peer. True if it returned credit.
+fn on_write(
+    l: &mut Link,
+    msgs: &mut VecDeque<InMsg>,
+    next_msg: &mut u64,
+    w: &WriteCompletion,
+) -> Result<bool, String> {
+    let kind = wire::parse_imm(w.imm).map_err(|e| e.to_string())?;
+    if let Kind::Credit(bytes) = kind {
+        l.win.acked = l.win.acked.saturating_add(bytes);
+        if l.win.acked > l.win.wpos {
+            return Err("credit for more than was sent".into());
+        }
+        return Ok(true);
+    }
+    let inbox = &mut l.inbox;
+    if w.rkey != inbox.mr.rkey() {
+        return Err("a write outside the inbox".into());
+    }
+    let len = w.len as usize;
+    let (off, end) = wire::place(inbox.rpos, inbox.size, len).ok_or_else(|| {
+        wire::WireError::TooLong {
+            len: len as u64,
+            size: inbox.size,
+        }
+        .to_string()
+    })?;
+    if w.offset != off {
+        return Err(wire::WireError::Misplaced {
+            got: w.offset,
+            want: off,
+        }
+        .to_string());
+    }
+    inbox.rpos = end;
+    let idx = inbox.base + inbox.chunks.len() as u64;
+    let off = off as usize;
+    if kind == Kind::Msg {
+        if msgs.back().is_some_and(|m| m.arrived < m.total) {
+            return Err("a message started inside another".into());
+        }
+        if len < HDR_LEN {
+            return Err(wire::WireError::ShortHeader(len).to_string());
+        }
+        // A small message comes out whole, with its header, in one read.
+        let mut buf = [0u8; HDR_LEN + INLINE_MAX];
+        let take = if len <= buf.len() { len } else { HDR_LEN };
+        inbox
+            .mr
+            .read_at(off, &mut buf[..take])
+            .map_err(|e| e.to_string())?;
+        let mut h = [0u8; HDR_LEN];
+        h.copy_from_slice(&buf[..HDR_LEN]);
+        let hdr = Header::decode(&h);
+        let total = usize::try_from(hdr.total)
+            .ok()
+            .filter(|&t| t <= isize::MAX as usize)
+            .ok_or_else(|| format!("a message of {} bytes", hdr.total))?;
+        let payload = len - HDR_LEN;
+        if payload > total {
+            return Err("the first write is longer than the message".into());
+        }
+        let id = *next_msg;
+        *next_msg += 1;
+        let inline = (take == len && payload == total && payload > 0).then(|| {
+            let mut data = [0u8; INLINE_MAX];
+            data[..payload].copy_from_slice(&buf[HDR_LEN..len]);
+            Inline {
+                len: payload as u8,
+                data,
             }
-            asm.buf.extend_from_slice(payload);
-            if asm.buf.len() == asm.total {
-                let asm = peer.asm.take().expect("checked above");
-                queue.push_back(Msg {
-                    src: r,
-                    ctx: asm.ctx,
-                    tag: asm.tag,
-                    data: asm.buf.freeze(),
-                });
-            }
+        });
+        inbox.chunks.push_back(Chunk {
+            end,
+            off: off + HDR_LEN,
+            len: payload,
+            msg: id,
+            done: payload == 0 || inline.is_some(),
+        });
+        msgs.push_back(InMsg {
+            id,
+            ctx: hdr.ctx,
+            tag: hdr.tag,
+            total,
+            arrived: payload,
+            consumed: 0,
+            next_chunk: if payload > 0 && inline.is_none() {
+                idx
+            } else {
+                idx + 1
+            },
+            owned: None,
+            inline,
+            claim: 0,
+            sink: false,
+        });
+    } else {
+        let Some(m) = msgs.back_mut().filter(|m| m.arrived < m.total) else {
+            return Err("data outside a message".into());
+        };
+        if len == 0 || m.arrived + len > m.total {
+            return Err("a message longer than announced".into());
+        }
+        m.arrived += len;
+        let mut done = false;
+        if let Some(o) = m.owned.as_mut() {
+            let at = o.data.len();
+            o.data.resize(at + len, 0);
+            inbox
+                .mr
+                .read_at(off, &mut o.data[at..])
+                .map_err(|e| e.to_string())?;
+            m.next_chunk = idx + 1;
+            done = true;
+        } else if m.sink {
+            m.consumed += len;
+            m.next_chunk = idx + 1;
+            done = true;
+        }
+        inbox.chunks.push_back(Chunk {
+            end,
+            off,
+            len,
+            msg: m.id,
+            done,
+        });
+        if m.sink && m.arrived == m.total {
+            msgs.pop_back();
         }
     }
-    peer.owed += frame.len() + FRAME_OVERHEAD;
-    Ok(())
+    inbox.release();
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_cpu_list;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(count_cpu_list("0-1"), 2);
+        assert_eq!(count_cpu_list("0-3,5,7-8"), 7);
+        assert_eq!(count_cpu_list("0"), 1);
+        assert_eq!(count_cpu_list(""), 0);
+        assert_eq!(count_cpu_list("x-y,3-1"), 0);
+    }
 }

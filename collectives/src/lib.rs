@@ -60,9 +60,9 @@
 //! | `RFX_BIND_ADDR` | IP the rank listens on for peers | the address that reaches the rendezvous |
 //! | `RFX_BOOTSTRAP_TIMEOUT_MS` | bound on rendezvous plus wiring | 60000 |
 //! | `RFX_COLL_TIMEOUT_MS` | an operation without progress for this long fails | 30000 |
-//! | `RFX_COLL_PROGRESS` | `hot` (busy poll; yields when ranks outnumber cores) or `warm` (sleep on the endpoints' fds) | `hot` |
-//! | `RFX_COLL_WINDOW` | flow-control window per peer, bytes (capped at a quarter of the shm ring, 128 KiB on tcp) | 262144 |
-//! | `RFX_COLL_FRAGMENT` | largest frame payload, at most half the window | 65536 |
+//! | `RFX_COLL_PROGRESS` | `hot` (busy poll; yields when the job's ranks outnumber the host's CPUs) or `warm` (sleep on the endpoints' fds) | `hot` |
+//! | `RFX_COLL_WINDOW` | inbox per peer, bytes: the flow-control window (capped at a quarter of the shm ring, rounded to a power of two) | 262144 |
+//! | `RFX_COLL_FRAGMENT` | largest chunk of a message, at most half the window (and an eighth of the inbox is used at most) | 65536 |
 //! | `RFX_TRANSPORT`, `RFX_SHM_RING_BYTES`, ... | the fabric's, see [`rfx_fabric`] | |
 //!
 //! # Algorithms
@@ -81,17 +81,39 @@
 //! | allreduce | recursive doubling (non-power-of-two fix-up) | < `RFX_COLL_ALLREDUCE_LARGE_MIN` (32 KiB) or fewer elements than ranks |
 //! | allreduce | Rabenseifner (recursive-halving reduce-scatter + recursive-doubling allgather) | < `RFX_COLL_ALLREDUCE_RING_MIN` (4 MiB), or a power-of-two rank count |
 //! | allreduce | ring (reduce-scatter + allgather) | otherwise |
-//! | gather, scatter | binomial tree | always |
+//! | gather, scatter | linear (straight to / from the root) | up to 8 ranks, or blocks of 16 KiB or more |
+//! | gather, scatter | binomial tree | otherwise |
 //! | allgather | recursive doubling (fix-up) | < `RFX_COLL_ALLGATHER_RING_MIN` (64 KiB) |
 //! | allgather | ring | otherwise |
 //! | reduce_scatter | ring | always |
-//! | alltoall | pairwise exchange | always |
-//! | scan, exscan | recursive doubling (Hillis-Steele), in rank order | always |
+//! | alltoall | linear (every send posted at once, then the receives) | blocks < 256 KiB |
+//! | alltoall | pairwise exchange | otherwise |
+//! | scan | chain (rank i-1 to rank i), in rank order | up to 4 ranks |
+//! | scan | recursive doubling (Hillis-Steele), in rank order | otherwise |
+//! | exscan | recursive doubling, then a shift by one rank | always |
 //!
-//! Messages go two-sided over [`rfx_fabric::Endpoint::send`], cut into
-//! fragments; a per-peer credit window keeps every transport buffer from
-//! filling, so a rank never blocks inside the transport and a progress
-//! engine that drains every peer on each sweep rules out deadlock.
+//! # Data path
+//!
+//! Messages go one-sided ([`rfx_fabric::Endpoint::write_imm`]): at the
+//! handshake each rank exposes to each peer an *inbox* (a registered
+//! region of `RFX_COLL_WINDOW` bytes), and a sender writes straight from
+//! the caller's buffer into the receiver's inbox, used as a ring; the
+//! receiver copies (or reduces) straight from its inbox into the caller's
+//! buffer, and returns the space as credit. On shm that is one copy on each
+//! side, no allocation and no encoding per message (elements are cast in
+//! place on little-endian hosts). Small messages travel in one write with
+//! their 16-byte header; larger ones as a header and chunks of at most an
+//! eighth of the window, consumed as they arrive, so a large message
+//! pipelines through the two cores. Blocking collectives send from the
+//! caller's buffer until done (the root of a small bcast returns once its
+//! writes are posted); non-blocking ones copy what the window does not
+//! take. Messages nobody waits for are copied out of the inbox when it
+//! runs short, so a sender never waits on a receiver that is busy
+//! elsewhere, and two ranks sending to each other never deadlock. The
+//! engine is shared by a process's communicators under a spin lock (one
+//! atomic operation to take it). Hot waits with a core per rank never give
+//! their core away (as MPI's busy polling); with more ranks than the host
+//! has CPUs they yield on every empty sweep.
 //!
 //! # Example
 //!

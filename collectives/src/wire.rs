@@ -1,142 +1,142 @@
-//! The message framing of the communicator over [`rfx_fabric::Endpoint::send`],
-//! free of I/O. Every decoder takes untrusted bytes and returns an error,
-//! never panics.
+//! The message protocol of the communicator over one-sided
+//! [`rfx_fabric::Endpoint::write_imm`], free of I/O. Decoders take
+//! untrusted input and return an error, never panic.
 //!
-//! A message is one `First` frame (header + the first fragment) followed
-//! by `Cont` frames until `total` bytes have arrived. Frames of one
-//! message are contiguous on an endpoint (the sender queues per peer, in
-//! order). `Credit` returns flow-control credit to the sender.
+//! Each rank exposes to each peer an *inbox* region at the handshake. The
+//! peer writes into it as into a ring: every write starts at a multiple of
+//! [`ALIGN`] and never crosses the end of the inbox (a write that does not
+//! fit skips to offset 0); [`place`] is that rule, run by the writer to
+//! place and by the reader to check. The immediate says what a write is:
 //!
 //! ```text
-//! First:  kind=1 u8 | version u8 | 0 u16 | context u32 | tag u32 | total u64 | payload
-//! Cont:   kind=2 u8 | version u8 | 0 u16 | payload
-//! Credit: kind=3 u8 | version u8 | 0 u16 | bytes u64
+//! imm = units << 2 | kind
+//! kind 0 MSG:    a message starts: Header (16 B), then its first payload bytes
+//! kind 1 DATA:   the next payload bytes of the message in progress
+//! kind 2 CREDIT: no data; the writer's reader freed `units` * 64 bytes of
+//!                the inbox it exposed (units = 0 for MSG and DATA)
+//! Header: context u32 | tag u32 | total payload bytes u64 (little-endian)
 //! ```
+//!
+//! Writes of one message are contiguous on an endpoint (the sender queues
+//! per peer, in order). The reader frees inbox space in order and returns
+//! it as CREDIT writes; a writer never has more than the inbox's size
+//! outstanding, so writes never land on unread data.
 
-/// Version of this framing.
-pub(crate) const VERSION: u8 = 1;
-/// Header of a `First` frame.
-pub(crate) const FIRST_LEN: usize = 20;
-/// Header of a `Cont` frame.
-pub(crate) const CONT_LEN: usize = 4;
-/// Flow-control cost of a frame beyond its length (the transport's own
-/// record header, rounded up).
-pub(crate) const FRAME_OVERHEAD: usize = 128;
+/// Bytes of a message header.
+pub(crate) const HDR_LEN: usize = 16;
+/// Alignment (and least cost) of a write in an inbox.
+pub(crate) const ALIGN: u64 = 64;
 
-/// A decoded frame header; the payload starts at `payload_at`.
+/// What a write is (the low two bits of its immediate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Frame {
-    First {
-        ctx: u32,
-        tag: u32,
-        total: u64,
-        payload_at: usize,
-    },
-    Cont {
-        payload_at: usize,
-    },
-    Credit {
-        bytes: u64,
-    },
+pub(crate) enum Kind {
+    /// A message starts here.
+    Msg,
+    /// More payload of the message in progress.
+    Data,
+    /// Freed inbox space, in bytes.
+    Credit(u64),
 }
 
-/// Why a frame does not parse.
+/// Why an immediate or a write does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum FrameError {
-    #[error("short frame of {0} bytes")]
-    Short(usize),
-    #[error("unknown frame kind {0}")]
-    Kind(u8),
-    #[error("framing version {0} (this side speaks {VERSION})")]
-    Version(u8),
-    #[error("reserved bits set")]
-    Reserved,
+pub(crate) enum WireError {
+    #[error("unknown write kind {0}")]
+    Kind(u32),
+    #[error("reserved immediate bits set: {0:#x}")]
+    Reserved(u32),
+    #[error("write at offset {got}, expected {want}")]
+    Misplaced { got: u64, want: u64 },
+    #[error("write of {len} bytes does not fit the inbox of {size}")]
+    TooLong { len: u64, size: u64 },
+    #[error("short message header ({0} bytes)")]
+    ShortHeader(usize),
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-pub(crate) fn decode(b: &[u8]) -> Result<Frame, FrameError> {
-    if b.len() < CONT_LEN {
-        return Err(FrameError::Short(b.len()));
-    }
-    if b[1] != VERSION {
-        return Err(FrameError::Version(b[1]));
-    }
-    if b[2] != 0 || b[3] != 0 {
-        return Err(FrameError::Reserved);
-    }
-    match b[0] {
-        1 => {
-            if b.len() < FIRST_LEN {
-                return Err(FrameError::Short(b.len()));
-            }
-            Ok(Frame::First {
-                ctx: u32_at(b, 4),
-                tag: u32_at(b, 8),
-                total: u64_at(b, 12),
-                payload_at: FIRST_LEN,
-            })
+/// The immediate of a write of `kind`.
+pub(crate) fn imm(kind: Kind) -> u32 {
+    match kind {
+        Kind::Msg => 0,
+        Kind::Data => 1,
+        Kind::Credit(bytes) => {
+            let units = bytes / ALIGN;
+            debug_assert!(units < 1 << 30 && bytes % ALIGN == 0);
+            ((units as u32) << 2) | 2
         }
-        2 => Ok(Frame::Cont {
-            payload_at: CONT_LEN,
-        }),
-        3 => {
-            if b.len() < 12 {
-                return Err(FrameError::Short(b.len()));
-            }
-            Ok(Frame::Credit {
-                bytes: u64_at(b, 4),
-            })
+    }
+}
+
+/// Parses an immediate.
+pub(crate) fn parse_imm(imm: u32) -> Result<Kind, WireError> {
+    match imm & 3 {
+        0 | 1 if imm >> 2 != 0 => Err(WireError::Reserved(imm)),
+        0 => Ok(Kind::Msg),
+        1 => Ok(Kind::Data),
+        2 => Ok(Kind::Credit(u64::from(imm >> 2) * ALIGN)),
+        k => Err(WireError::Kind(k)),
+    }
+}
+
+/// A message header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub(crate) ctx: u32,
+    pub(crate) tag: u32,
+    pub(crate) total: u64,
+}
+
+impl Header {
+    pub(crate) fn encode(&self) -> [u8; HDR_LEN] {
+        let mut b = [0u8; HDR_LEN];
+        b[0..4].copy_from_slice(&self.ctx.to_le_bytes());
+        b[4..8].copy_from_slice(&self.tag.to_le_bytes());
+        b[8..16].copy_from_slice(&self.total.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8; HDR_LEN]) -> Header {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let mut t = [0u8; 8];
+        t.copy_from_slice(&b[8..16]);
+        Header {
+            ctx: u32_at(0),
+            tag: u32_at(4),
+            total: u64::from_le_bytes(t),
         }
-        k => Err(FrameError::Kind(k)),
     }
 }
 
-/// Appends a `First` header.
-pub(crate) fn encode_first(out: &mut Vec<u8>, ctx: u32, tag: u32, total: u64) {
-    out.extend_from_slice(&[1, VERSION, 0, 0]);
-    out.extend_from_slice(&ctx.to_le_bytes());
-    out.extend_from_slice(&tag.to_le_bytes());
-    out.extend_from_slice(&total.to_le_bytes());
-}
-
-/// Appends a `Cont` header.
-pub(crate) fn encode_cont(out: &mut Vec<u8>) {
-    out.extend_from_slice(&[2, VERSION, 0, 0]);
-}
-
-/// A `Credit` frame.
-pub(crate) fn encode_credit(bytes: u64) -> Vec<u8> {
-    let mut out = vec![3, VERSION, 0, 0];
-    out.extend_from_slice(&bytes.to_le_bytes());
-    out
-}
-
-/// Cuts a message into frames of at most `fragment` payload bytes each.
-pub(crate) fn frames(ctx: u32, tag: u32, data: &[u8], fragment: usize) -> Vec<Vec<u8>> {
-    let fragment = fragment.max(1);
-    let first_len = data.len().min(fragment);
-    let mut first = Vec::with_capacity(FIRST_LEN + first_len);
-    encode_first(&mut first, ctx, tag, data.len() as u64);
-    first.extend_from_slice(&data[..first_len]);
-    let mut out = vec![first];
-    for chunk in data[first_len..].chunks(fragment) {
-        let mut f = Vec::with_capacity(CONT_LEN + chunk.len());
-        encode_cont(&mut f);
-        f.extend_from_slice(chunk);
-        out.push(f);
+/// The inbox size used for a region of `len` bytes: the largest power of
+/// two that fits (both ends compute it from the region's length).
+pub(crate) fn inbox_size(len: u64) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        1 << (63 - len.leading_zeros())
     }
-    out
+}
+
+/// Inbox bytes a write of `len` bytes occupies (before any skip).
+pub(crate) fn cost(len: usize) -> u64 {
+    (len as u64).div_ceil(ALIGN).max(1) * ALIGN
+}
+
+/// Where a write of `len` bytes lands when the ring position is `pos` in
+/// an inbox of `size` bytes (a power of two, at least [`ALIGN`]): `(offset, end)`,
+/// the offset in the inbox and the ring position after the write (a skip
+/// to offset 0 included). `None` if the write can never fit.
+pub(crate) fn place(pos: u64, size: u64, len: usize) -> Option<(u64, u64)> {
+    let c = cost(len);
+    if c > size {
+        return None;
+    }
+    debug_assert!(size.is_power_of_two());
+    let at = pos & (size - 1);
+    if at + c > size {
+        Some((0, pos + (size - at) + c))
+    } else {
+        Some((at, pos + c))
+    }
 }
 
 #[cfg(test)]
@@ -145,61 +145,58 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn roundtrip() {
-        let fs = frames(7, 9, &[5u8; 10], 4);
-        assert_eq!(fs.len(), 3);
-        assert_eq!(
-            decode(&fs[0]).unwrap(),
-            Frame::First {
-                ctx: 7,
-                tag: 9,
-                total: 10,
-                payload_at: FIRST_LEN
-            }
-        );
-        assert_eq!(fs[0].len(), FIRST_LEN + 4);
-        assert_eq!(decode(&fs[2]).unwrap(), Frame::Cont { payload_at: 4 });
-        assert_eq!(fs[2].len(), CONT_LEN + 2);
-        assert_eq!(
-            decode(&encode_credit(77)).unwrap(),
-            Frame::Credit { bytes: 77 }
-        );
-        let empty = frames(1, 2, &[], 4);
-        assert_eq!(empty.len(), 1);
-        assert_eq!(empty[0].len(), FIRST_LEN);
+    fn immediates_roundtrip_and_garbage_is_refused() {
+        for k in [
+            Kind::Msg,
+            Kind::Data,
+            Kind::Credit(0),
+            Kind::Credit(64 << 20),
+        ] {
+            assert_eq!(parse_imm(imm(k)), Ok(k));
+        }
+        assert_eq!(parse_imm(3), Err(WireError::Kind(3)));
+        assert_eq!(parse_imm(4), Err(WireError::Reserved(4)));
+        assert_eq!(parse_imm(5), Err(WireError::Reserved(5)));
     }
 
     #[test]
-    fn rejects_garbage() {
-        assert_eq!(decode(&[1, 1]), Err(FrameError::Short(2)));
-        assert_eq!(decode(&[9, 1, 0, 0]), Err(FrameError::Kind(9)));
-        assert_eq!(decode(&[1, 2, 0, 0]), Err(FrameError::Version(2)));
-        assert_eq!(decode(&[2, 1, 1, 0]), Err(FrameError::Reserved));
-        assert_eq!(decode(&[1, 1, 0, 0, 0]), Err(FrameError::Short(5)));
-        assert_eq!(decode(&[3, 1, 0, 0, 0]), Err(FrameError::Short(5)));
+    fn header_roundtrip() {
+        let h = Header {
+            ctx: 1 << 31 | 5,
+            tag: 77,
+            total: 1 << 40,
+        };
+        assert_eq!(Header::decode(&h.encode()), h);
+    }
+
+    #[test]
+    fn placement_skips_to_the_start() {
+        assert_eq!(place(0, 256, 10), Some((0, 64)));
+        assert_eq!(place(64, 256, 65), Some((64, 192)));
+        assert_eq!(place(192, 256, 65), Some((0, 256 + 128)));
+        assert_eq!(place(0, 256, 0), Some((0, 64)));
+        assert_eq!(place(0, 256, 257), None);
     }
 
     proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..64)) {
-            let _ = decode(&b);
+        fn writes_stay_inside_and_never_overlap_live_data(
+            lens in proptest::collection::vec(0usize..300, 1..200),
+        ) {
+            let size = 1024u64;
+            let mut pos = 0u64;
+            for len in lens {
+                let (off, end) = place(pos, size, len).unwrap();
+                prop_assert!(off % ALIGN == 0 && off + len as u64 <= size);
+                prop_assert_eq!((end - cost(len)) % size, off);
+                prop_assert!(end - pos <= 2 * cost(len));
+                pos = end;
+            }
         }
 
         #[test]
-        fn frames_reassemble(len in 0usize..5000, frag in 1usize..700) {
-            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let mut got = Vec::new();
-            for f in frames(3, 4, &data, frag) {
-                match decode(&f).unwrap() {
-                    Frame::First { payload_at, total, .. } => {
-                        prop_assert_eq!(total as usize, len);
-                        got.extend_from_slice(&f[payload_at..]);
-                    }
-                    Frame::Cont { payload_at } => got.extend_from_slice(&f[payload_at..]),
-                    Frame::Credit { .. } => prop_assert!(false),
-                }
-            }
-            prop_assert_eq!(got, data);
+        fn arbitrary_immediates_never_panic(i in any::<u32>()) {
+            let _ = parse_imm(i);
         }
     }
 }

@@ -13,11 +13,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use rfx_fabric::{ConnectOptions, Endpoint, Fabric};
+use rfx_fabric::{ConnectOptions, Endpoint, Fabric, MemoryRegion};
 
 use crate::comm::Communicator;
 use crate::config::CollConfig;
-use crate::engine::{Engine, EngineConfig};
+use crate::engine::{Engine, EngineConfig, MIN_INBOX};
 use crate::error::CollError;
 use env::LaunchEnv;
 use proto::{Gather, Register, Reply};
@@ -191,7 +191,9 @@ pub struct JoinOptions {
     pub config: CollConfig,
 }
 
-const MAGIC: &[u8; 4] = b"RFXC";
+/// Handshake magic; the digit is the version of the message protocol
+/// ([`crate::wire`]): ranks of different versions refuse each other.
+const MAGIC: &[u8; 4] = b"RFX2";
 
 fn user_data(key: &[u8], rank: usize) -> Vec<u8> {
     let mut u = MAGIC.to_vec();
@@ -245,7 +247,20 @@ impl Communicator {
         fcfg.connect_timeout = fcfg.connect_timeout.max(config.bootstrap_timeout);
         let fabric =
             Fabric::open(fcfg).map_err(|e| CollError::Bootstrap(format!("fabric: {e}")))?;
-        let mut eps: Vec<Option<Endpoint>> = (0..size).map(|_| None).collect();
+        let mut eps: Vec<Option<(Endpoint, MemoryRegion)>> = (0..size).map(|_| None).collect();
+        // Each peer writes into an inbox of its own here (see `wire`): no
+        // more than a quarter of an shm ring, so that the ring never fills
+        // with the records of one window.
+        let inbox_len = config
+            .window
+            .min(config.fabric.shm_ring_bytes / 4)
+            .max(MIN_INBOX)
+            .next_power_of_two();
+        let inbox = || {
+            fabric
+                .register(inbox_len)
+                .map_err(|e| CollError::Bootstrap(format!("registering an inbox: {e}")))
+        };
         if size > 1 {
             let mut rv = connect_rendezvous(rendezvous, deadline)?;
             let ip = match bind {
@@ -286,15 +301,18 @@ impl Communicator {
             drop(rv);
             let ours = ConnectOptions::new().user_data(user_data(&key, me));
             for (r, &peer_addr) in table.iter().enumerate().take(me) {
-                let ep = fabric.connect(peer_addr, &ours).map_err(|e| {
-                    CollError::Bootstrap(format!("connecting to rank {r} at {peer_addr}: {e}"))
-                })?;
+                let mr = inbox()?;
+                let ep = fabric
+                    .connect(peer_addr, &ours.clone().expose(&mr))
+                    .map_err(|e| {
+                        CollError::Bootstrap(format!("connecting to rank {r} at {peer_addr}: {e}"))
+                    })?;
                 if peer_rank(ep.peer_user_data(), &key) != Some(r) {
                     return Err(CollError::Bootstrap(format!(
                         "the peer at {peer_addr} is not rank {r} of this job"
                     )));
                 }
-                eps[r] = Some(ep);
+                eps[r] = Some((ep, mr));
             }
             let mut missing = size - me - 1;
             while missing > 0 {
@@ -304,16 +322,19 @@ impl Communicator {
                     .map_err(|e| CollError::Bootstrap(format!("accept: {e}")))?;
                 let mut who = None;
                 let taken: Vec<bool> = eps.iter().map(Option::is_some).collect();
-                let r = inc.accept(&ours, |hello| match peer_rank(&hello.user, &key) {
-                    Some(r) if r > me && r < size && !taken[r] => {
-                        who = Some(r);
-                        Ok(())
+                let mr = inbox()?;
+                let r = inc.accept(&ours.clone().expose(&mr), |hello| {
+                    match peer_rank(&hello.user, &key) {
+                        Some(r) if r > me && r < size && !taken[r] => {
+                            who = Some(r);
+                            Ok(())
+                        }
+                        _ => Err("not a rank of this job".to_string()),
                     }
-                    _ => Err("not a rank of this job".to_string()),
                 });
                 match (r, who) {
                     (Ok(ep), Some(r)) => {
-                        eps[r] = Some(ep);
+                        eps[r] = Some((ep, mr));
                         missing -= 1;
                     }
                     (Err(e), _) => tracing::warn!("refused a connection: {e}"),
@@ -323,13 +344,10 @@ impl Communicator {
         }
         let ecfg = EngineConfig {
             progress: config.progress,
-            window: config.window,
             fragment: config.fragment,
-            shm_ring_bytes: config.fabric.shm_ring_bytes,
-            max_message: usize::MAX >> 1,
             flush_timeout: config.op_timeout,
         };
-        let engine = Engine::new(me, eps, ecfg);
+        let engine = Engine::new(me, eps, ecfg)?;
         Ok(Communicator::from_engine(engine, config))
     }
 

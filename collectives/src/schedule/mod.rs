@@ -474,6 +474,36 @@ pub fn scatter_binomial(me: usize, n: usize, root: usize, count: usize) -> Vec<S
     steps
 }
 
+/// Linear gather to `root`: every rank sends its block straight to the
+/// root, which receives them in rank order. Less data moved than the
+/// binomial tree (no forwarding), so better for large blocks and few
+/// ranks. Same buffer layout as [`gather_binomial`].
+pub fn gather_linear(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {
+    if me != root {
+        return vec![send(root, me * count..(me + 1) * count)];
+    }
+    (1..n)
+        .map(|s| {
+            let from = (root + s) % n;
+            recv(from, from * count..(from + 1) * count, Combine::Replace)
+        })
+        .collect()
+}
+
+/// Linear scatter from `root` (the mirror of [`gather_linear`]). Same
+/// buffer layout as [`scatter_binomial`].
+pub fn scatter_linear(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {
+    if me != root {
+        return vec![recv(root, me * count..(me + 1) * count, Combine::Replace)];
+    }
+    (1..n)
+        .map(|s| {
+            let to = (root + s) % n;
+            send(to, to * count..(to + 1) * count)
+        })
+        .collect()
+}
+
 /// Recursive-doubling allgather with the non-power-of-two fix-up (folded
 /// ranks give their block to a partner and get everything back).
 /// Buffer: `n * count` elements, rank i's input at `i * count`.
@@ -553,6 +583,31 @@ pub fn alltoall_pairwise(me: usize, n: usize, count: usize) -> Vec<Step> {
     steps
 }
 
+/// Linear all-to-all: every send first (to `me + 1`, `me + 2`, ...), then
+/// every receive (from `me - 1`, `me - 2`, ...), so that no round waits
+/// for the previous one: the better choice for small blocks, and when
+/// ranks outnumber cores. Same buffer layout as [`alltoall_pairwise`].
+pub fn alltoall_linear(me: usize, n: usize, count: usize) -> Vec<Step> {
+    let out = n * count;
+    let mut steps = vec![Step::Copy {
+        from: me * count..(me + 1) * count,
+        to: out + me * count,
+    }];
+    for s in 1..n {
+        let to = (me + s) % n;
+        steps.push(send(to, to * count..(to + 1) * count));
+    }
+    for s in 1..n {
+        let from = (me + n - s) % n;
+        steps.push(recv(
+            from,
+            out + from * count..out + (from + 1) * count,
+            Combine::Replace,
+        ));
+    }
+    steps
+}
+
 /// Inclusive scan (Hillis-Steele): round k sends the running prefix to
 /// `me + 2^k` and folds in the one from `me - 2^k` on the left, so
 /// operations are combined in rank order. Buffer: `count` elements.
@@ -567,6 +622,21 @@ pub fn scan_recursive_doubling(me: usize, n: usize, count: usize) -> Vec<Step> {
             steps.push(recv(me - d, 0..count, Combine::ReduceLeft));
         }
         d <<= 1;
+    }
+    steps
+}
+
+/// Inclusive scan along a chain: rank i folds in the prefix of rank i-1
+/// on the left and passes its own prefix to rank i+1. n-1 messages in
+/// all (against n log n for [`scan_recursive_doubling`]), so better when
+/// ranks are few or outnumber cores. Buffer: `count` elements.
+pub fn scan_chain(me: usize, n: usize, count: usize) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if me > 0 {
+        steps.push(recv(me - 1, 0..count, Combine::ReduceLeft));
+    }
+    if me + 1 < n {
+        steps.push(send(me + 1, 0..count));
     }
     steps
 }

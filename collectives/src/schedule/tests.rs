@@ -254,8 +254,26 @@ fn gather_scatter() {
     for n in ranks() {
         for root in roots(n) {
             for count in COUNTS {
+                for linear in [false, true] {
+                    gather_scatter_one(n, root, count, linear);
+                }
+            }
+        }
+    }
+}
+
+fn gather_scatter_one(n: usize, root: usize, count: usize, linear: bool) {
+    {
+        {
+            {
                 let s: Vec<_> = (0..n)
-                    .map(|me| gather_binomial(me, n, root, count))
+                    .map(|me| {
+                        if linear {
+                            gather_linear(me, n, root, count)
+                        } else {
+                            gather_binomial(me, n, root, count)
+                        }
+                    })
                     .collect();
                 let mut bufs: Vec<Vec<u64>> = (0..n)
                     .map(|r| {
@@ -273,7 +291,13 @@ fn gather_scatter() {
                 assert_eq!(bufs[root], want, "gather n={n} root={root} count={count}");
 
                 let s: Vec<_> = (0..n)
-                    .map(|me| scatter_binomial(me, n, root, count))
+                    .map(|me| {
+                        if linear {
+                            scatter_linear(me, n, root, count)
+                        } else {
+                            scatter_binomial(me, n, root, count)
+                        }
+                    })
                     .collect();
                 let mut bufs: Vec<Vec<u64>> = (0..n)
                     .map(|r| {
@@ -347,19 +371,33 @@ fn reduce_scatter_and_alltoall() {
                 }
             }
 
-            let s: Vec<_> = (0..n).map(|me| alltoall_pairwise(me, n, count)).collect();
-            let mut bufs: Vec<Vec<u64>> = (0..n)
-                .map(|r| {
-                    let mut b: Vec<u64> = (0..n * count).map(|i| inp(r, i)).collect();
-                    b.resize(2 * n * count, 0);
-                    b
-                })
-                .collect();
-            simulate(&s, &mut bufs, sum);
-            for (r, b) in bufs.iter().enumerate() {
-                for q in 0..n {
-                    for j in 0..count {
-                        assert_eq!(b[n * count + q * count + j], inp(q, r * count + j));
+            for linear in [false, true] {
+                let s: Vec<_> = (0..n)
+                    .map(|me| {
+                        if linear {
+                            alltoall_linear(me, n, count)
+                        } else {
+                            alltoall_pairwise(me, n, count)
+                        }
+                    })
+                    .collect();
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| {
+                        let mut b: Vec<u64> = (0..n * count).map(|i| inp(r, i)).collect();
+                        b.resize(2 * n * count, 0);
+                        b
+                    })
+                    .collect();
+                simulate(&s, &mut bufs, sum);
+                for (r, b) in bufs.iter().enumerate() {
+                    for q in 0..n {
+                        for j in 0..count {
+                            assert_eq!(
+                                b[n * count + q * count + j],
+                                inp(q, r * count + j),
+                                "alltoall linear={linear} n={n}"
+                            );
+                        }
                     }
                 }
             }
@@ -372,16 +410,24 @@ fn scans_in_rank_order() {
     for n in ranks() {
         for count in COUNTS {
             for f in [sum as F, first, last] {
-                let s: Vec<_> = (0..n)
-                    .map(|me| scan_recursive_doubling(me, n, count))
-                    .collect();
-                let mut bufs: Vec<Vec<u64>> = (0..n)
-                    .map(|r| (0..count).map(|j| input(r, j)).collect())
-                    .collect();
-                simulate(&s, &mut bufs, f);
-                for (r, b) in bufs.iter().enumerate() {
-                    let want: Vec<u64> = (0..count).map(|j| fold(r + 1, j, f)).collect();
-                    assert_eq!(b, &want, "scan n={n} rank {r}");
+                for chain in [false, true] {
+                    let s: Vec<_> = (0..n)
+                        .map(|me| {
+                            if chain {
+                                scan_chain(me, n, count)
+                            } else {
+                                scan_recursive_doubling(me, n, count)
+                            }
+                        })
+                        .collect();
+                    let mut bufs: Vec<Vec<u64>> = (0..n)
+                        .map(|r| (0..count).map(|j| input(r, j)).collect())
+                        .collect();
+                    simulate(&s, &mut bufs, f);
+                    for (r, b) in bufs.iter().enumerate() {
+                        let want: Vec<u64> = (0..count).map(|j| fold(r + 1, j, f)).collect();
+                        assert_eq!(b, &want, "scan chain={chain} n={n} rank {r}");
+                    }
                 }
                 let s: Vec<_> = (0..n).map(|me| exscan(me, n, count)).collect();
                 let mut bufs: Vec<Vec<u64>> = (0..n)

@@ -6,6 +6,28 @@
 mod harness;
 mod roles;
 
+/// Counts allocations (the `no_alloc` role checks the steady state).
+#[derive(Debug)]
+pub struct Counting;
+
+pub static ALLOCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator, only counting calls.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 use std::time::Duration;
 
 use harness::{run, run_ok};
@@ -79,6 +101,44 @@ fn large_messages_tcp() {
         &[
             ("RFX_COLL_TEST_COUNTS", "262144"),
             ("RFX_COLL_TEST_TYPES", "one"),
+        ],
+    );
+}
+
+#[test]
+fn small_collectives_allocate_nothing() {
+    // Hot progress (a warm wait allocates the poll set of its sleep).
+    for (n, t) in [(2, "shm"), (3, "shm"), (2, "tcp")] {
+        run_ok("no_alloc", n, t, &[("RFX_COLL_PROGRESS", "hot")]);
+    }
+}
+
+#[test]
+fn beyond_the_window() {
+    for (n, t) in [(2, "shm"), (3, "shm"), (2, "tcp")] {
+        run_ok("p2p_stress", n, t, &[]);
+    }
+    // A small window and fragment: many chunks, many wraps of the inbox.
+    for n in [2, 3] {
+        run_ok(
+            "p2p_stress",
+            n,
+            "shm",
+            &[("RFX_COLL_WINDOW", "8192"), ("RFX_COLL_FRAGMENT", "1000")],
+        );
+    }
+}
+
+#[test]
+fn small_window() {
+    run_ok(
+        "all",
+        3,
+        "shm",
+        &[
+            ("RFX_COLL_WINDOW", "8192"),
+            ("RFX_COLL_FRAGMENT", "1000"),
+            ("RFX_COLL_TEST_COUNTS", "0,1,33,5000"),
         ],
     );
 }

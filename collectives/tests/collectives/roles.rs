@@ -357,6 +357,112 @@ pub fn device(c: &mut Communicator) {
     assert_eq!(dev.as_slice(), &[5u16; 9]);
 }
 
+/// Point to point beyond the flow-control window: blocking sends of a few
+/// MiB both ways before any receive (sends never wait for the matching
+/// receive), receives in another order than the sends, and non-blocking
+/// collectives of large buffers completed in reverse order.
+pub fn p2p_stress(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    if n < 2 {
+        return;
+    }
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    let big: Vec<u64> = (0..400_000).map(|i| i * 3 + me as u64).collect();
+    c.send(&big, right, 1).unwrap();
+    c.send(&big[..100_000], right, 2).unwrap();
+    c.send(&[me as u8; 3], right, 3).unwrap();
+    let mut small = [0u8; 3];
+    c.recv(&mut small, left, 3u32).unwrap();
+    assert_eq!(small, [left as u8; 3]);
+    let mut b2 = vec![0u64; 100_000];
+    let st = c.recv(&mut b2, left, 2u32).unwrap();
+    assert_eq!((st.source, st.len), (left, 100_000));
+    assert!(b2
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == i as u64 * 3 + left as u64));
+    let mut b1 = vec![0u64; 400_000];
+    c.recv(&mut b1, left, 1u32).unwrap();
+    assert!(b1
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == i as u64 * 3 + left as u64));
+    // Large non-blocking collectives, waited in reverse order.
+    let r1 = c
+        .iallreduce(vec![me as u64 + 1; 300_000], ReduceOp::Sum)
+        .unwrap();
+    let r2 = c
+        .ibcast(
+            if me == 0 {
+                vec![7u32; 500_000]
+            } else {
+                vec![0; 500_000]
+            },
+            0,
+        )
+        .unwrap();
+    let r3 = c.iallgather(vec![me as u16; 200_000]);
+    let g = r3.wait().unwrap();
+    assert!(g
+        .chunks(200_000)
+        .enumerate()
+        .all(|(r, b)| b.iter().all(|&x| x == r as u16)));
+    assert_eq!(r2.wait().unwrap(), vec![7u32; 500_000]);
+    let s = (n * (n + 1) / 2) as u64;
+    assert_eq!(r1.wait().unwrap(), vec![s; 300_000]);
+    // Blocking collectives right after, on a duplicate and the parent.
+    let mut d = c.dup().unwrap();
+    let mut v = vec![1i64; 250_000];
+    d.allreduce(&mut v, ReduceOp::Sum).unwrap();
+    assert!(v.iter().all(|&x| x == n as i64));
+    let mut a = vec![0u8; n * 70_000];
+    let send: Vec<u8> = (0..n * 70_000)
+        .map(|i| (i / 70_000 + me * 10) as u8)
+        .collect();
+    c.alltoall(&send, &mut a).unwrap();
+    for q in 0..n {
+        assert!(a[q * 70_000..(q + 1) * 70_000]
+            .iter()
+            .all(|&x| x == (me + q * 10) as u8));
+    }
+    c.barrier().unwrap();
+}
+
+/// Small blocking collectives in a loop allocate nothing once warm: no
+/// per-call buffers, schedules or messages on the heap.
+pub fn no_alloc(c: &mut Communicator) {
+    use std::sync::atomic::Ordering;
+    let (me, n) = (c.rank(), c.size());
+    let mut b = [me as u64; 1];
+    let mut f = [me as f64; 4];
+    let mut g = vec![0u32; 2 * n];
+    let s = vec![me as u32; 2 * n];
+    let mut r = [0u32; 2];
+    let mut round = |c: &mut Communicator| {
+        c.barrier().unwrap();
+        c.bcast(&mut b, 0).unwrap();
+        c.reduce(&mut f, n - 1, ReduceOp::Sum).unwrap();
+        c.allreduce(&mut f, ReduceOp::Max).unwrap();
+        c.gather(&s[..2], &mut g, 0).unwrap();
+        c.scatter(&s, &mut r, 0).unwrap();
+        c.allgather(&s[..2], &mut g).unwrap();
+        c.alltoall(&s, &mut g).unwrap();
+        c.scan(&mut f, ReduceOp::Sum).unwrap();
+        f.iter_mut().for_each(|x| *x = x.rem_euclid(5.0));
+    };
+    for _ in 0..100 {
+        round(c);
+    }
+    let before = crate::ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..300 {
+        round(c);
+    }
+    let allocs = crate::ALLOCS.load(Ordering::Relaxed) - before;
+    c.barrier().unwrap();
+    assert_eq!(allocs, 0, "rank {me}: {allocs} allocations in 300 rounds");
+}
+
 pub fn dispatch(role: &str) {
     let mut c = Communicator::from_env().expect("join the job");
     match role {
@@ -365,6 +471,8 @@ pub fn dispatch(role: &str) {
         "split" => split(&mut c),
         "die" => die(&mut c),
         "device" => device(&mut c),
+        "p2p_stress" => p2p_stress(&mut c),
+        "no_alloc" => no_alloc(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
