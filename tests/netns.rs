@@ -215,27 +215,13 @@ fn leases_invocations_and_a_group_across_namespaces() {
     });
 }
 
-/// The `allreduce` example (built if a filtered run has not built it).
-fn allreduce() -> PathBuf {
-    let p = Path::new(RFX).parent().unwrap().join("examples/allreduce");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "--example", "allreduce", "-p", "rfx"])
-            .status()
-            .unwrap();
-        assert!(st.success() && p.exists(), "{} not built", p.display());
-    }
-    p
-}
-
 #[test]
 fn rfx_run_across_namespaces() {
     let Some(net) = Net::up(1, 2) else { return };
     let hosts = format!("{},{}", net.addr(1), net.addr(2));
     let mut cmd = Command::new(RFX);
     cmd.args(["run", "-n", "4", "--timeout-s", "60", "--hosts", &hosts])
-        .arg(allreduce())
+        .arg(allreduce_example())
         .args(["20000", "3"])
         .env("RFX_RSH", script("netns-rsh.sh"))
         .stdout(Stdio::piped())

@@ -6,31 +6,9 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 
-use support::RFX;
-
-/// The `allreduce` example, next to the test binaries (`cargo test` builds
-/// examples; a filtered run may not have: build it then).
-fn allreduce() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let p = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/allreduce");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "--example", "allreduce", "-p", "rfx"])
-            .status()
-            .unwrap();
-        assert!(st.success() && p.exists(), "{} not built", p.display());
-    }
-    p
-}
+use support::{allreduce_example, RFX};
 
 fn rfx_run(args: &[&str]) -> std::process::Output {
     Command::new(RFX).args(args).output().unwrap()
@@ -38,7 +16,7 @@ fn rfx_run(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn runs_an_allreduce_on_n_ranks() {
-    let prog = allreduce();
+    let prog = allreduce_example();
     for (n, transport) in [(1, "auto"), (3, "shm"), (4, "tcp")] {
         let out = rfx_run(&[
             "--transport",

@@ -114,24 +114,10 @@ fn run_bounded(cmd: &mut Command, secs: u64) -> (bool, String) {
     }
 }
 
-/// The `allreduce` example (built if a filtered run has not built it).
-fn allreduce() -> PathBuf {
-    let p = Path::new(RFX).parent().unwrap().join("examples/allreduce");
-    if !p.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "--example", "allreduce", "-p", "rfx"])
-            .status()
-            .unwrap();
-        assert!(st.success() && p.exists(), "{} not built", p.display());
-    }
-    p
-}
-
 #[test]
 fn srun_and_the_batch_script_run_rfx() {
     let Some(slurm) = Slurm::up() else { return };
-    let prog = allreduce();
+    let prog = allreduce_example();
     let rv = free_addr();
     let (ok, out) = run_bounded(
         Command::new("srun")

@@ -118,3 +118,17 @@ pub fn executor(token: &str, transport: &str, args: &[&str]) -> (Proc, std::net:
     let (p, addr) = spawn_until(cmd, "rfx executor: listening on ");
     (p, addr.parse().unwrap())
 }
+
+/// The `allreduce` example (`examples/allreduce.rs`), next to `rfx`: built
+/// here, since a filtered test run does not build examples (quick when up
+/// to date).
+pub fn allreduce_example() -> PathBuf {
+    let p = Path::new(RFX).parent().unwrap().join("examples/allreduce");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "-q", "--example", "allreduce", "-p", "rfx"])
+        .status()
+        .unwrap();
+    assert!(st.success() && p.exists(), "{} not built", p.display());
+    p
+}
