@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # verbs-vm.sh - the verbs checks of rfx in ONE boot of the soft-RoCE VM
 # (soft-roce-setup/rxe-vm.sh):
-#   1. the fabric conformance suite for the verbs provider,
+#   1. the fabric conformance suite for the verbs provider, and the
+#      provider's own device tests,
 #   2. an end-to-end run: `rfx demo --transports verbs` (lease manager,
 #      executor manager, executor process, invocations over verbs),
 #   3. `rfx-bench invoke --transport verbs` (invocation round trips, and the
@@ -13,6 +14,7 @@
 #   scripts/verbs-vm.sh               build on the host, then run in the VM
 #   RFX_VERBS_RUNS=N                  benchmark repetitions (median), default 3
 #   RFX_VERBS_ITERS=N                 round trips per benchmark run, default 3000
+#   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,bench: all)
 #
 # Debian 12's perftest (4.5) has no `--write_with_imm`: the baseline is plain
 # `ib_write_lat` (RDMA WRITE, receiver polls memory), the closest it has.
@@ -22,6 +24,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 OUT=$ROOT/target/verbs-vm
 RUNS=${RFX_VERBS_RUNS:-3}
 ITERS=${RFX_VERBS_ITERS:-3000}
+STEPS=${RFX_VERBS_STEPS:-conformance,demo,bench}
+# The VM runs copies of what was built (the target directory may be rebuilt
+# by someone else with other features while the VM runs).
+BIN=$OUT/bin
+step() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 log() { printf '\n== [verbs-vm] %s\n' "$*"; }
 
 #############################################################################
@@ -60,21 +67,30 @@ guest() {
   t0=$(date +%s)
   mkdir -p "$OUT"
   echo "device $RXE_DEV, GID index $RXE_GID_INDEX, $(nproc) vCPUs"
-  bin=$(cat "$OUT/conformance.path")
-  lib=$(cat "$OUT/lib.path")
+  bin=$BIN/conformance
+  lib=$BIN/librfx_example_functions.so
 
-  log "1/3 conformance suite, provider verbs"
-  if ! timeout 300 "$bin" verbs:: --test-threads=1 2>&1 | tee "$OUT/conformance.log" | grep -E "^test |test result|panicked"; then
-    fail=1
+  if step conformance; then
+    log "1/3 conformance suite, provider verbs"
+    if ! timeout 300 "$bin" verbs:: --test-threads=1 2>&1 | tee "$OUT/conformance.log" | grep -E "^test |test result|panicked"; then
+      fail=1
+    fi
+    grep -q "test result: ok" "$OUT/conformance.log" || fail=1
+    if ! timeout 120 "$BIN/fabric-unit" verbs::device_tests 2>&1 | tee "$OUT/device-tests.log" | grep -E "^test |test result|panicked"; then
+      fail=1
+    fi
+    grep -q "test result: ok. [1-9]" "$OUT/device-tests.log" || fail=1
   fi
-  grep -q "test result: ok" "$OUT/conformance.log" || fail=1
 
-  log "2/3 end to end: rfx demo --transports verbs"
-  if ! timeout 240 "$ROOT/target/release/rfx" demo --transports verbs --lib "$lib" --iters 2000 \
-      > "$OUT/demo.log" 2>&1; then
-    fail=1
+  if step demo; then
+    log "2/3 end to end: rfx demo --transports verbs"
+    if ! timeout 240 "$BIN/rfx" demo --transports verbs --lib "$lib" --iters 2000 \
+        > "$OUT/demo.log" 2>&1; then
+      fail=1
+    fi
+    cat "$OUT/demo.log"
   fi
-  cat "$OUT/demo.log"
+  step bench || { echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"; return "$fail"; }
 
   log "3/3 benchmarks: $RUNS runs of $ITERS round trips; ib_write_lat in the same session"
   local r size port=18700
@@ -84,7 +100,8 @@ guest() {
       echo "ib_write_lat $size $(write_lat "$size" "$port")" >> "$OUT/raw.txt"
       port=$((port + 1))
     done
-    timeout 240 "$ROOT/target/release/rfx-bench" invoke --transport verbs --mode hot \
+    rm -f "$OUT/invoke.$r.json"
+    timeout 240 "$BIN/rfx-bench" invoke --transport verbs --mode hot \
       --sizes 8,4k --iters "$ITERS" --warmup 300 --cpus 0,1 --lib "$lib" \
       --json "$OUT/invoke.$r.json" > "$OUT/invoke.$r.log" 2>&1 || fail=1
     # The invoke report also holds rfx's write_imm ping-pong of each size
@@ -136,7 +153,7 @@ summarize() {
 #############################################################################
 
 host() {
-  local t0 cbin lib
+  local t0 cbin dbin lib
   t0=$(date +%s)
   cd "$ROOT"
   mkdir -p "$OUT"
@@ -144,6 +161,10 @@ host() {
   cbin=$(cargo test -p rfx-fabric --features verbs --test conformance --no-run --message-format=json 2> "$OUT/build-tests.log" |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
   [ -x "$cbin" ] || { cat "$OUT/build-tests.log" >&2; echo "no conformance binary" >&2; return 1; }
+  # The provider's own device tests (zero-copy writes from registered memory).
+  dbin=$(cargo test -p rfx-fabric --features verbs --lib --no-run --message-format=json 2>> "$OUT/build-tests.log" |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+  [ -x "$dbin" ] || { cat "$OUT/build-tests.log" >&2; echo "no fabric unit-test binary" >&2; return 1; }
   # One invocation, so that both binaries share one feature set (one build);
   # RFX_RELEASE_FEATURES (e.g. `verbs,ofi`, set by scripts/test.sh) lets the
   # ofi checks reuse the same release build.
@@ -154,13 +175,16 @@ host() {
     --target-dir target/examples-functions
   lib=$ROOT/target/examples-functions/release/librfx_example_functions.so
   [ -f "$lib" ] || { echo "no $lib" >&2; return 1; }
-  echo "$cbin" > "$OUT/conformance.path"
-  echo "$lib" > "$OUT/lib.path"
+  rm -rf "$BIN" && mkdir -p "$BIN"
+  cp "$cbin" "$BIN/conformance"
+  cp "$dbin" "$BIN/fabric-unit"
+  cp "$ROOT/target/release/rfx" "$ROOT/target/release/rfx-bench" "$lib" "$BIN/"
   echo "built in $(( $(date +%s) - t0 )) s"
   log "booting the soft-RoCE VM"
   local rc=0
   RFX_RXE_TIMEOUT=${RFX_RXE_TIMEOUT:-600} "$ROOT/soft-roce-setup/rxe-vm.sh" -v \
-    --workdir "$ROOT" -- bash "$ROOT/scripts/verbs-vm.sh" --guest || rc=$?
+    --workdir "$ROOT" -- env RFX_VERBS_RUNS="$RUNS" RFX_VERBS_ITERS="$ITERS" \
+    RFX_VERBS_STEPS="$STEPS" bash "$ROOT/scripts/verbs-vm.sh" --guest || rc=$?
   echo "verbs-vm: exit $rc after $(( $(date +%s) - t0 )) s; results in $OUT"
   return "$rc"
 }

@@ -1,49 +1,67 @@
-//! The verbs endpoint: an RC queue pair driven by the bookkeeping of
+//! The verbs endpoint: an RC queue pair, our inbound ring (written by the
+//! peer), and the peer's ring (written by us), driven by the bookkeeping of
 //! [`super::proto`].
 
 use std::collections::VecDeque;
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use super::proto::{self, Credits, ExposedRegion, Header, Kind, SetupMsg, Staging, HDR_LEN};
+use super::proto::{
+    self, Ack, Checksum, Credits, ExposedRegion, Header, Kind, RingRx, RingTx, SetupMsg, Staging,
+    REC_ALIGN, REC_HDR, TRAILER, WRITE_IN_RECORD_MAX,
+};
 use super::sys::{Mr, QueuePair, SendKind, Source, Wc};
-use super::STAGING;
+use super::{Domain, STAGING};
 use crate::completion::{Completion, WriteCompletion};
 use crate::config::Config;
 use crate::error::FabricError;
 use crate::mr::RegionTable;
 use crate::wire::WireError;
 
-/// Inline requests between two signalled ones.
+/// Requests between two signalled ones.
 const SIGNAL_EVERY: u64 = 16;
-/// Largest RDMA WRITE staged at once.
+/// Largest RDMA WRITE staged at once (direct writes).
 const CHUNK: usize = STAGING / 4;
+/// Largest RDMA WRITE straight from registered memory.
+const ZC_CHUNK: usize = 8 << 20;
+/// Empty polls between two rounds of housekeeping (reaping the CQs,
+/// reading the control block).
+const HOUSEKEEP_EVERY: u32 = 32;
+/// Records consumed between two reaps of the receive CQ.
+const REAP_EVERY: u32 = 16;
 /// Empty polls between two liveness checks of the peer (one syscall).
 const LIVENESS_EVERY: u32 = 2048;
 /// After the control socket closed: how long completions still in flight
 /// may take to show up before the peer is declared gone.
 const GRACE: Duration = Duration::from_millis(50);
+/// Bytes of the stack buffer an inline record is assembled in.
+const INLINE_BUF: usize = super::WANT_INLINE as usize;
 
 /// Where a request's bytes come from (resolved against the staging Mr).
 #[derive(Debug, Clone, Copy)]
 enum Src<'a> {
-    Inline(&'a [u8], &'a [u8]),
+    Inline(&'a [u8]),
     Staged(usize, usize),
+    Registered(&'a Mr, usize, usize),
 }
 
 /// What [`super::establish`] hands over.
 pub(super) struct Parts<'a> {
     pub(super) qp: QueuePair,
-    pub(super) recv_mr: Mr,
+    pub(super) ring_mr: Mr,
+    pub(super) ring_key: u64,
+    pub(super) ctl_mr: Mr,
     pub(super) stage_mr: Mr,
-    pub(super) credit_mr: Mr,
     pub(super) exposed: Vec<Arc<Mr>>,
+    pub(super) domain: Arc<Domain>,
     pub(super) regions: RegionTable,
+    pub(super) recv_depth: u32,
     pub(super) peer: SetupMsg,
     pub(super) sock: TcpStream,
     pub(super) cfg: &'a Config,
@@ -54,22 +72,34 @@ pub(super) struct Parts<'a> {
 #[derive(Debug)]
 pub(crate) struct VerbsEndpoint {
     qp: QueuePair,
-    recv_mr: Mr,
+    /// Our inbound ring and control block: only the peer writes them.
+    ring_mr: Mr,
+    ctl_mr: Mr,
     stage_mr: Mr,
-    credit_mr: Mr,
     _exposed: Vec<Arc<Mr>>,
+    /// Registrations a zero-copy write reads from, until its completion.
+    pinned: VecDeque<(u64, Arc<Mr>)>,
+    domain: Arc<Domain>,
     regions: RegionTable,
     peer_regions: Vec<ExposedRegion>,
-    peer_credit: (u64, u32),
-    sock: TcpStream,
-    epoll: Epoll,
-    recv_depth: u32,
-    recv_len: usize,
-    peer_recv_len: usize,
+    /// The peer's ring (address, device rkey, stamp key) and control block.
+    peer_ring: (u64, u32, u64),
+    peer_ctl: (u64, u32),
+    tx: RingTx,
+    rx: RingRx,
+    rx_cap: u64,
+    /// Largest record we write into the peer's ring, and read from ours.
+    tx_max_record: usize,
+    rx_max_inline: usize,
     credits: Credits,
-    /// Receives we re-posted (cumulative), and the count last told the peer.
+    recv_depth: u32,
+    /// Receives we re-posted (cumulative), records consumed since the last
+    /// reap of the receive CQ, and the state last told the peer.
     reposted: u32,
-    advertised: u32,
+    unreaped: u32,
+    advertised: Ack,
+    /// The control block's word last acted on.
+    last_ctl: u64,
     staging: Staging,
     /// Signalled requests not yet completed: (id, staging mark).
     signaled: VecDeque<(u64, u64)>,
@@ -86,7 +116,8 @@ pub(crate) struct VerbsEndpoint {
     idle: u32,
     max_message: usize,
     op_timeout: Duration,
-    scratch: Vec<(u64, u64)>,
+    sock: TcpStream,
+    epoll: Epoll,
 }
 
 impl VerbsEndpoint {
@@ -105,14 +136,20 @@ impl VerbsEndpoint {
                 EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP, 2),
             )
             .map_err(crate::error::nix_err("epoll_ctl"))?;
-        let max_inline = p.qp.max_inline() as usize;
+        let max_inline = (p.qp.max_inline() as usize).min(INLINE_BUF);
+        let rx_cap = p.ring_mr.region().len() as u64;
         Ok(VerbsEndpoint {
-            recv_depth: super::RECV_DEPTH,
-            recv_len: super::RECV_LEN,
-            peer_recv_len: p.peer.recv_len as usize,
+            tx: RingTx::new(p.peer.ring_cap),
+            rx: RingRx::new(rx_cap, p.ring_key),
+            rx_cap,
+            tx_max_record: (p.peer.ring_cap / 4) as usize,
+            rx_max_inline: proto::max_inline_in((rx_cap / 4) as usize),
             credits: Credits::new(p.peer.recv_depth),
+            recv_depth: p.recv_depth,
             reposted: 0,
-            advertised: 0,
+            unreaped: 0,
+            advertised: Ack::default(),
+            last_ctl: 0,
             staging: Staging::new(p.stage_mr.region().len()),
             signaled: VecDeque::new(),
             posted: 0,
@@ -128,14 +165,16 @@ impl VerbsEndpoint {
             idle: 0,
             max_message: p.cfg.max_message,
             op_timeout: p.cfg.op_timeout,
-            scratch: Vec::new(),
-            peer_credit: (p.peer.credit_addr, p.peer.credit_rkey),
+            peer_ring: (p.peer.ring_addr, p.peer.ring_rkey, p.peer.ring_key),
+            peer_ctl: (p.peer.ctl_addr, p.peer.ctl_rkey),
             peer_regions: p.peer.regions,
             qp: p.qp,
-            recv_mr: p.recv_mr,
+            ring_mr: p.ring_mr,
+            ctl_mr: p.ctl_mr,
             stage_mr: p.stage_mr,
-            credit_mr: p.credit_mr,
             _exposed: p.exposed,
+            pinned: VecDeque::new(),
+            domain: p.domain,
             regions: p.regions,
             sock: p.sock,
             epoll,
@@ -158,6 +197,11 @@ impl VerbsEndpoint {
 
     // ---- posting -------------------------------------------------------
 
+    /// Largest payload a record in the peer's ring may carry.
+    fn tx_max_inline(&self) -> usize {
+        proto::max_inline_in(self.tx_max_record)
+    }
+
     pub(crate) fn write(
         &mut self,
         addr: u64,
@@ -179,21 +223,26 @@ impl VerbsEndpoint {
                 reason: "no registered peer region covers the access",
             })?;
         let hdr = Header {
+            len: data.len() as u32,
             imm,
             rkey,
-            len: data.len() as u32,
             addr,
             ..Header::new(Kind::Write)
         };
-        if HDR_LEN + data.len() <= self.max_inline.min(self.peer_recv_len) {
-            return self.post_msg(
-                Header {
-                    kind: Kind::WriteInline,
-                    ..hdr
-                },
-                data,
-            );
+        if data.len() <= WRITE_IN_RECORD_MAX.min(self.tx_max_inline()) {
+            // One work request: the bytes travel inside the record.
+            return self.push(hdr, data, false);
         }
+        let hdr = Header {
+            kind: Kind::WriteDirect,
+            ..hdr
+        };
+        if let Some((mr, off)) = self.domain.registered(data) {
+            return self.write_registered(&mr, off, data.len(), addr, device_rkey, hdr);
+        }
+        // The bytes go straight into the peer's region, from the staging
+        // ring (the caller's buffer is free when we return), then the
+        // header-only record: RC order makes the data land first.
         let mut deadline = None;
         for (i, chunk) in data.chunks(CHUNK).enumerate() {
             let off = loop {
@@ -212,15 +261,51 @@ impl VerbsEndpoint {
             let signal = self.signal_due() || self.staging.over_half();
             self.post(kind, Src::Staged(off, chunk.len()), signal)?;
         }
-        self.post_msg(hdr, &[])
+        self.push(hdr, &[], false)
+    }
+
+    /// A direct write from memory that is registered already (a slice of a
+    /// `MemoryRegion` of this process): no copy. The caller may reuse its
+    /// buffer when we return, so we wait for the device to have sent it.
+    fn write_registered(
+        &mut self,
+        mr: &Arc<Mr>,
+        off: usize,
+        len: usize,
+        addr: u64,
+        device_rkey: u32,
+        hdr: Header,
+    ) -> Result<(), FabricError> {
+        let mut deadline = None;
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(ZC_CHUNK);
+            while !self.sq_room() {
+                self.stall(&mut deadline, "verbs write (send queue full)")?;
+            }
+            let kind = SendKind::Write {
+                remote_addr: addr + done as u64,
+                rkey: device_rkey,
+            };
+            let last = done + n == len;
+            self.post(kind, Src::Registered(mr.as_ref(), off + done, n), last)?;
+            done += n;
+        }
+        let id = self.posted - 1;
+        self.pinned.push_back((id, mr.clone()));
+        self.push(hdr, &[], false)?;
+        while self.completed <= id {
+            self.stall(&mut deadline, "verbs write (waiting for the device)")?;
+        }
+        Ok(())
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
         self.dead()?;
-        let max = self.peer_recv_len - HDR_LEN;
         if data.is_empty() {
-            return self.post_msg(Header::new(Kind::SendLast), &[]);
+            return self.push(Header::new(Kind::SendLast), &[], false);
         }
+        let max = self.tx_max_inline();
         let mut chunks = data.chunks(max).peekable();
         while let Some(chunk) = chunks.next() {
             let kind = if chunks.peek().is_some() {
@@ -232,7 +317,7 @@ impl VerbsEndpoint {
                 len: chunk.len() as u32,
                 ..Header::new(kind)
             };
-            self.post_msg(hdr, chunk)?;
+            self.push(hdr, chunk, false)?;
         }
         Ok(())
     }
@@ -247,8 +332,8 @@ impl VerbsEndpoint {
         self.posted - self.completed + 1 < self.send_depth
     }
 
-    /// One round of waiting for credits or queue space: makes progress on
-    /// both directions (so two peers posting at each other never
+    /// One round of waiting for credits, ring or queue space: makes
+    /// progress on both directions (so two peers posting at each other never
     /// deadlock), and gives up after the op timeout or when the peer died.
     fn stall(
         &mut self,
@@ -280,47 +365,68 @@ impl VerbsEndpoint {
         Ok(())
     }
 
-    /// Posts one SEND of `hdr` + `payload` once a credit is there.
-    fn post_msg(&mut self, hdr: Header, payload: &[u8]) -> Result<(), FabricError> {
-        self.post_msg_signaled(hdr, payload, false)
-    }
-
-    fn post_msg_signaled(
+    /// Writes one record into the peer's ring (one RDMA WRITE_WITH_IMM),
+    /// once the ring has room and the peer a receive for it.
+    fn push(
         &mut self,
         mut hdr: Header,
         payload: &[u8],
         force_signal: bool,
     ) -> Result<(), FabricError> {
-        let total = HDR_LEN + payload.len();
-        let inline = total <= self.max_inline;
+        let size = proto::record_size(payload.len());
+        debug_assert!(size <= self.tx_max_record);
+        let inline = size <= self.max_inline;
         let mut deadline = None;
         let staged = loop {
-            if self.credits.available() > 0 && self.sq_room() {
+            if self.credits.available() > 0 && self.sq_room() && self.tx.fits(size) {
                 if inline {
                     break None;
                 }
-                if let Some(off) = self.staging.alloc(total) {
+                if let Some(off) = self.staging.alloc(size) {
                     break Some(off);
                 }
             }
-            self.stall(&mut deadline, "verbs send (no credit or queue space)")?;
+            self.stall(
+                &mut deadline,
+                "verbs post (peer ring, credits or queue full)",
+            )?;
         };
+        let pos = self.tx.reserve(size).expect("room was checked above");
         let took = self.credits.take();
         debug_assert!(took, "a credit was checked above");
-        hdr.credits = self.reposted;
-        self.advertised = self.reposted;
-        let head = hdr.encode();
+        hdr.ack = self.ack_now();
+        self.advertised = hdr.ack;
+        let (ring_addr, ring_rkey, key) = self.peer_ring;
+        let head = hdr.encode(key, pos);
+        let kind = SendKind::WriteImm {
+            remote_addr: ring_addr + self.tx.offset(pos),
+            rkey: ring_rkey,
+            imm: (pos / REC_ALIGN as u64) as u32,
+        };
+        let mut sum = Checksum::new(key, pos);
+        let body = (size - TRAILER) / 8;
         match staged {
             None => {
+                let mut buf = [0u8; INLINE_BUF];
+                let words = proto::record_words(&head, payload, size);
+                for (chunk, w) in buf[..size - TRAILER].chunks_exact_mut(8).zip(words) {
+                    sum.word(w);
+                    chunk.copy_from_slice(&w.to_le_bytes());
+                }
+                buf[size - TRAILER..size].copy_from_slice(&sum.finish().to_le_bytes());
                 let signal = force_signal || self.signal_due();
-                self.post(SendKind::Send, Src::Inline(&head, payload), signal)
+                self.post(kind, Src::Inline(&buf[..size]), signal)
             }
             Some(off) => {
-                let region = self.stage_mr.region();
-                region.map().write_array(off, &head)?;
-                region.write_at(off + HDR_LEN, payload)?;
+                self.stage_mr
+                    .write_record(off, &head, payload, body, &mut sum)?;
+                let check = sum.finish().to_le_bytes();
+                self.stage_mr
+                    .region()
+                    .map()
+                    .write_array(off + size - TRAILER, &check)?;
                 let signal = force_signal || self.signal_due() || self.staging.over_half();
-                self.post(SendKind::Send, Src::Staged(off, total), signal)
+                self.post(kind, Src::Staged(off, size), signal)
             }
         }
     }
@@ -328,8 +434,9 @@ impl VerbsEndpoint {
     fn post(&mut self, kind: SendKind, src: Src<'_>, signaled: bool) -> Result<(), FabricError> {
         let id = self.posted;
         let src = match src {
-            Src::Inline(a, b) => Source::Inline(a, b),
+            Src::Inline(a) => Source::Inline(a, &[]),
             Src::Staged(off, len) => Source::Registered(&self.stage_mr, off, len),
+            Src::Registered(mr, off, len) => Source::Registered(mr, off, len),
         };
         if let Err(e) = self.qp.post_send(id, kind, src, signaled) {
             return Err(self.fail(e));
@@ -339,36 +446,52 @@ impl VerbsEndpoint {
             self.signaled.push_back((id, self.staging.mark()));
             self.last_signaled = id;
         }
+        // Keep the send queue from filling with unreaped completions.
+        if self.posted - self.completed > self.send_depth / 2 {
+            self.reap_send()?;
+        }
         Ok(())
     }
 
-    /// Returns credits by RDMA-writing our count into the peer's credit
-    /// word, when the peer may be short and we have nothing to send.
-    fn maybe_return_credits(&mut self) -> Result<(), FabricError> {
-        if self.reposted.wrapping_sub(self.advertised) < self.recv_depth / 2 || !self.sq_room() {
+    /// Our consumer state, as the peer needs it.
+    fn ack_now(&self) -> Ack {
+        Ack {
+            head_units: self.rx.head_units(),
+            reposted: self.reposted,
+        }
+    }
+
+    /// Tells the peer how far we consumed and how many receives we
+    /// re-posted, by an RDMA WRITE into its control block, when it may be
+    /// short of ring space or credits and we have sent it nothing lately
+    /// (every record we send carries the same news).
+    fn maybe_return_ack(&mut self) -> Result<(), FabricError> {
+        let now = self.ack_now();
+        let consumed =
+            u64::from(now.head_units.wrapping_sub(self.advertised.head_units)) * REC_ALIGN as u64;
+        let reposted = now.reposted.wrapping_sub(self.advertised.reposted);
+        if (consumed < self.rx_cap / 4 && reposted < self.recv_depth / 2) || !self.sq_room() {
             return Ok(());
         }
-        let word = proto::credit_word(self.reposted).to_le_bytes();
-        let (addr, rkey) = self.peer_credit;
+        let block = now.control_block();
+        let (addr, rkey) = self.peer_ctl;
         let signal = self.signal_due();
         self.post(
             SendKind::Write {
                 remote_addr: addr,
                 rkey,
             },
-            Src::Inline(&word, &[]),
+            Src::Inline(&block),
             signal,
         )?;
-        self.advertised = self.reposted;
+        self.advertised = now;
         Ok(())
     }
 
     // ---- completions ---------------------------------------------------
 
-    /// Reaps both CQs: frees send resources, turns receives into ready
-    /// completions and re-posts their buffers.
-    fn progress(&mut self) -> Result<(), FabricError> {
-        self.dead()?;
+    /// Frees send resources of the requests the device completed.
+    fn reap_send(&mut self) -> Result<(), FabricError> {
         let mut wcs = [Wc::default(); 16];
         while !self.signaled.is_empty() {
             let n = self.qp.poll_send(&mut wcs).map_err(|e| self.fail(e))?;
@@ -393,108 +516,189 @@ impl VerbsEndpoint {
                 break;
             }
         }
-        let mut rounds = 0;
+        while self
+            .pinned
+            .front()
+            .is_some_and(|(id, _)| *id < self.completed)
+        {
+            self.pinned.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Reaps the receive completions of consumed records (each record's
+    /// WRITE_WITH_IMM used one receive) and posts as many new receives.
+    fn reap_recv(&mut self) -> Result<(), FabricError> {
+        self.unreaped = 0;
+        let mut wcs = [Wc::default(); 16];
+        let mut total = 0usize;
         loop {
             let n = self.qp.poll_recv(&mut wcs).map_err(|e| self.fail(e))?;
             for wc in &wcs[..n] {
-                if let Err(e) = self.handle_recv(wc) {
+                if !wc.ok {
+                    let e = FabricError::PeerGone(format!("receive failed: {}", wc.status_text()));
+                    return Err(self.fail(e));
+                }
+                if !wc.is_recv {
+                    let e =
+                        FabricError::Malformed(WireError::Invalid("unexpected receive completion"));
                     return Err(self.fail(e));
                 }
             }
-            rounds += 1;
-            if n < wcs.len() || rounds * wcs.len() >= self.recv_depth as usize {
+            total += n;
+            if n < wcs.len() || total >= self.recv_depth as usize {
                 break;
             }
         }
-        if !self.scratch.is_empty() {
-            let bufs = std::mem::take(&mut self.scratch);
-            let r = self.qp.post_recvs(&self.recv_mr, &bufs, self.recv_len);
-            self.reposted = self.reposted.wrapping_add(bufs.len() as u32);
-            self.scratch = bufs;
-            self.scratch.clear();
-            r.map_err(|e| self.fail(e))?;
+        if total > 0 {
+            self.qp.post_empty_recvs(total).map_err(|e| self.fail(e))?;
+            self.reposted = self.reposted.wrapping_add(total as u32);
         }
-        let word = self.credit_mr.region().map().read_array::<8>(0)?;
-        if let Some(count) = proto::credit_of_word(u64::from_le_bytes(word)) {
-            self.credits
-                .handle_reposted(count)
-                .map_err(|e| self.fail(FabricError::Malformed(e)))?;
-        }
-        self.maybe_return_credits()
+        Ok(())
     }
 
-    fn handle_recv(&mut self, wc: &Wc) -> Result<(), FabricError> {
-        if !wc.ok {
-            return Err(FabricError::PeerGone(format!(
-                "receive failed: {}",
-                wc.status_text()
-            )));
-        }
-        let idx = wc.wr_id;
-        if !wc.is_recv || idx >= u64::from(self.recv_depth) {
-            return Err(FabricError::Malformed(WireError::Invalid(
-                "unexpected receive completion",
-            )));
-        }
-        let base = idx as usize * self.recv_len;
-        self.scratch.push((idx, base as u64));
-        let got = wc.byte_len as usize;
-        let region = self.recv_mr.region();
-        let head = region.map().read_array::<HDR_LEN>(base)?;
-        let hdr = Header::decode(&head[..got.min(HDR_LEN)]).map_err(FabricError::Malformed)?;
+    /// The peer's news about our records (ring space, credits).
+    fn handle_ack(&mut self, ack: Ack) -> Result<(), FabricError> {
+        self.tx.ack(ack.head_units);
         self.credits
-            .handle_reposted(hdr.credits)
-            .map_err(FabricError::Malformed)?;
-        let payload_len = got - HDR_LEN;
-        let bad = |why| FabricError::Malformed(WireError::Invalid(why));
-        match hdr.kind {
-            Kind::Write | Kind::WriteInline => {
-                let inline = hdr.kind == Kind::WriteInline;
-                if payload_len != if inline { hdr.len as usize } else { 0 } {
-                    return Err(bad("write length does not match the message"));
+            .handle_reposted(ack.reposted)
+            .map_err(|e| self.fail(FabricError::Malformed(e)))
+    }
+
+    /// Reaps both CQs, reads the control block, returns our ack if due.
+    fn housekeeping(&mut self) -> Result<(), FabricError> {
+        self.dead()?;
+        self.reap_send()?;
+        self.reap_recv()?;
+        let map = self.ctl_mr.region().map();
+        let (a, b) = (
+            map.atomic_u64(0).load(Ordering::Acquire),
+            map.atomic_u64(8).load(Ordering::Acquire),
+        );
+        // Only news counts: the initial zeros, or a block read before, are
+        // not re-applied (wrapping counters must not meet stale values).
+        if a != self.last_ctl {
+            if let Some(ack) = Ack::from_control_block(a, b) {
+                self.last_ctl = a;
+                self.handle_ack(ack)?;
+            }
+        }
+        self.maybe_return_ack()
+    }
+
+    /// Everything there is to do without blocking: consume the inbound
+    /// ring into the ready queue, then housekeeping.
+    fn progress(&mut self) -> Result<(), FabricError> {
+        while let Some(done) = self.consume()? {
+            self.ready.extend(done);
+        }
+        self.housekeeping()
+    }
+
+    /// Consumes one record: `None` if none is complete at the head, else
+    /// the completion it finishes, if any.
+    fn consume(&mut self) -> Result<Option<Option<Completion>>, FabricError> {
+        self.dead()?;
+        let map = self.ring_mr.region().map();
+        let mut off = self.rx.offset();
+        let expected = self.rx.expected();
+        if map.atomic_u64(off).load(Ordering::Acquire) != expected {
+            // The producer may have skipped the end of the ring: then the
+            // next lap starts with a record. Seeing it proves a skip only if
+            // the head is still empty afterwards (a record at the head was
+            // posted earlier, so it lands first).
+            match self.rx.next_lap() {
+                Some((pos, stamp)) if map.atomic_u64(0).load(Ordering::Acquire) == stamp => {
+                    if map.atomic_u64(off).load(Ordering::Acquire) != expected {
+                        self.rx.skip_to(pos);
+                        off = 0;
+                    }
                 }
+                _ => return Ok(None),
+            }
+        }
+        // A stamp is there: the record may still be arriving. It counts
+        // only once its checksum (over the header bytes read here and the
+        // rest read in place) matches; a header that does not decode or a
+        // size beyond the ring end is a record not finished yet.
+        // A stamp is there: the record may still be arriving. It counts
+        // only once its checksum (over the header bytes read here and the
+        // rest read in place) matches; a header that does not decode or a
+        // size beyond the ring end is a record not finished yet.
+        let head = map.read_array::<REC_HDR>(off)?;
+        let Ok(hdr) = Header::decode(&head, self.rx_max_inline) else {
+            return Ok(None);
+        };
+        let size = hdr.record_size();
+        if size > self.rx.to_end() {
+            return Ok(None);
+        }
+        let mut sum = Checksum::new(self.rx.key(), self.rx.head());
+        sum.bytes(&head);
+        self.ring_mr
+            .fold_words(off + REC_HDR, (size - REC_HDR - TRAILER) / 8, |w| {
+                sum.word(w)
+            })?;
+        let trailer = u64::from_le(map.atomic_u64(off + size - TRAILER).load(Ordering::Acquire));
+        if sum.finish() != trailer {
+            return Ok(None);
+        }
+        let done = self.take_record(&hdr, off).map_err(|e| self.fail(e))?;
+        self.rx.advance(size);
+        self.unreaped += 1;
+        if self.unreaped >= REAP_EVERY {
+            self.reap_recv()?;
+        }
+        self.maybe_return_ack()?;
+        Ok(Some(done))
+    }
+
+    /// Acts on a complete record at ring offset `off`.
+    fn take_record(&mut self, hdr: &Header, off: usize) -> Result<Option<Completion>, FabricError> {
+        self.handle_ack(hdr.ack)?;
+        let bad = |why| FabricError::Malformed(WireError::Invalid(why));
+        let payload = off + REC_HDR;
+        Ok(match hdr.kind {
+            Kind::Write | Kind::WriteDirect => {
                 let (target, offset) = self
                     .regions
                     .resolve(hdr.rkey, hdr.addr, u64::from(hdr.len))
                     .map_err(bad)?;
-                if inline {
-                    let mut tmp = [0u8; 512];
-                    let tmp = tmp
-                        .get_mut(..payload_len)
-                        .ok_or(bad("inline write too long"))?;
-                    region.read_at(base + HDR_LEN, tmp)?;
-                    target.write_at(offset, tmp)?;
+                if hdr.kind == Kind::Write {
+                    self.ring_mr
+                        .copy_to(payload, hdr.len as usize, target, offset)?;
                 }
-                self.ready.push_back(Completion::Write(WriteCompletion {
+                Some(Completion::Write(WriteCompletion {
                     imm: hdr.imm,
                     rkey: hdr.rkey,
                     offset: offset as u64,
                     len: hdr.len,
-                }));
+                }))
             }
             Kind::SendMore | Kind::SendLast => {
-                if payload_len != hdr.len as usize {
-                    return Err(bad("fragment length does not match the message"));
-                }
+                let n = hdr.len as usize;
                 let mut buf = self.assembling.take().unwrap_or_default();
-                if buf.len() + payload_len > self.max_message {
+                if buf.len() + n > self.max_message {
                     return Err(FabricError::Malformed(WireError::TooLarge {
-                        len: (buf.len() + payload_len) as u64,
+                        len: (buf.len() + n) as u64,
                         max: self.max_message as u64,
                     }));
                 }
                 let start = buf.len();
-                buf.resize(start + payload_len, 0);
-                region.read_at(base + HDR_LEN, &mut buf[start..])?;
+                buf.resize(start + n, 0);
+                self.ring_mr.region().read_at(payload, &mut buf[start..])?;
                 if hdr.kind == Kind::SendMore {
                     self.assembling = Some(buf);
+                    None
                 } else {
-                    self.ready.push_back(Completion::Recv(buf.freeze()));
+                    Some(Completion::Recv(buf.freeze()))
                 }
             }
-            Kind::Close => self.closed = true,
-        }
-        Ok(())
+            Kind::Close => {
+                self.closed = true;
+                None
+            }
+        })
     }
 
     /// Looks at the control socket (one syscall): EOF or an error means the
@@ -537,12 +741,17 @@ impl VerbsEndpoint {
         if let Some(c) = self.ready.pop_front() {
             return Ok(Some(c));
         }
-        self.progress()?;
-        if let Some(c) = self.ready.pop_front() {
+        // Send fragments complete nothing by themselves: keep consuming.
+        while let Some(done) = self.consume()? {
             self.idle = 0;
-            return Ok(Some(c));
+            if done.is_some() {
+                return Ok(done);
+            }
         }
         self.idle += 1;
+        if self.idle % HOUSEKEEP_EVERY == 0 {
+            self.housekeeping()?;
+        }
         if self.idle >= LIVENESS_EVERY || self.eof_at.is_some() {
             self.idle = 0;
             self.check_peer();
@@ -555,20 +764,22 @@ impl VerbsEndpoint {
         self.epoll.0.as_fd()
     }
 
-    /// Arms the receive CQ; false if there is work already (or the peer
-    /// is leaving, which only polling can finish).
+    /// Arms the receive CQ (every record raises a receive completion); false
+    /// if there is work already (or the peer is leaving, which only polling
+    /// can finish).
     pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
         if !self.ready.is_empty() || self.closed || self.gone.is_some() {
             return Ok(false);
         }
         self.qp.arm_recv().map_err(|e| self.fail(e))?;
-        // A completion that came before the arming raises no event.
+        // A record that completed before the arming raises no event. One
+        // still arriving completes its receive after the arming: it does.
         self.progress()?;
-        if !self.ready.is_empty() {
+        if !self.ready.is_empty() || self.closed {
             return Ok(false);
         }
         self.check_peer();
-        Ok(self.eof_at.is_none() && !self.closed)
+        Ok(self.eof_at.is_none())
     }
 
     pub(crate) fn disarm(&mut self) {
@@ -599,19 +810,16 @@ impl Drop for VerbsEndpoint {
         if self.gone.is_some() || self.closed || self.eof_at.is_some() {
             return;
         }
-        // Orderly close: a signalled Close SEND, and wait (bounded) until
+        // Orderly close: a signalled Close record, and wait (bounded) until
         // it completed, so that everything posted before has landed when
         // the QP is destroyed.
         self.op_timeout = self.op_timeout.min(Duration::from_secs(1));
-        if self
-            .post_msg_signaled(Header::new(Kind::Close), &[], true)
-            .is_err()
-        {
+        if self.push(Header::new(Kind::Close), &[], true).is_err() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(1);
         while self.completed < self.last_signaled + 1 && Instant::now() < deadline {
-            if self.progress().is_err() {
+            if self.reap_send().is_err() {
                 return;
             }
             std::hint::spin_loop();

@@ -1,25 +1,61 @@
-//! The verbs provider's wire formats and bookkeeping, free of I/O: message
-//! headers carried by SENDs, the out-of-band set-up message, receive
-//! credits and the staging ring allocator. Decoders take untrusted bytes and
-//! return errors, never panic (property-tested below).
+//! The verbs provider's formats and bookkeeping, free of I/O: the records
+//! of the inbound rings, their checksum, the acknowledgement word, the
+//! out-of-band set-up message, receive credits and the staging allocator.
+//! Decoders take untrusted bytes and return errors, never panic
+//! (property-tested below).
+//!
+//! # Ring records
+//!
+//! Each side owns an inbound ring in registered memory that only the peer
+//! writes, by one RDMA WRITE_WITH_IMM per record. A record is 64-byte
+//! aligned and never wraps (when it does not fit before the end of the
+//! ring, the producer skips to the start of the next lap, and the consumer
+//! looks there when nothing is at its head):
+//!
+//! ```text
+//!  0  stamp    u64   (position + 1) ^ key: stale bytes of earlier laps never match
+//!  8  kind u8, flags u8, reserved u16, len u32
+//! 16  imm u32, rkey u32
+//! 24  addr u64       (writes: the target address in the consumer's region)
+//! 32  ack u64        (the sender's own consumer state, see [`Ack`])
+//! 40  inline payload (writes up to a limit, send fragments), zero padding
+//! end-8  check u64   checksum of everything before it, seeded by key and position
+//! ```
+//!
+//! The consumer polls the stamp at its head, then accepts the record only
+//! when the checksum matches: that does not depend on the order in which
+//! the device places the bytes of one message, so a record is never read
+//! half-written. Writes larger than [`WRITE_IN_RECORD_MAX`] travel as RDMA
+//! WRITEs straight into the target region, followed on the same queue pair
+//! by a header-only record ([`Kind::WriteDirect`]): RC places a queue
+//! pair's writes in order, so the data has landed when that record is
+//! visible.
 
 use serde::{Deserialize, Serialize};
 
 use crate::mr::RemoteBuffer;
 use crate::wire::WireError;
 
-/// Length of the header at the start of every SEND.
-pub(super) const HDR_LEN: usize = 32;
+/// Bytes of a record before its inline payload.
+pub(super) const REC_HDR: usize = 40;
+/// The checksum word at the end of every record.
+pub(super) const TRAILER: usize = 8;
+/// Records start and end on this alignment.
+pub(super) const REC_ALIGN: usize = 64;
+/// Largest write whose bytes travel inside the record (copied on arrival):
+/// beyond it, a second work request (the RDMA WRITE of the data) costs less
+/// than copying and checksumming the bytes twice.
+pub(super) const WRITE_IN_RECORD_MAX: usize = 8 << 10;
 
-/// What a SEND carries.
+/// What a record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Kind {
-    /// A write whose bytes were placed by RDMA WRITEs posted before this
-    /// SEND on the same QP (RC order: they have landed when it arrives).
+    /// A write whose bytes follow the header (copied into the region on arrival).
     Write = 1,
-    /// A small write whose bytes follow the header (copied on arrival).
-    WriteInline = 2,
+    /// A write whose bytes were placed by RDMA WRITEs posted before this
+    /// record on the same queue pair.
+    WriteDirect = 2,
     /// A fragment of a two-sided message; more follow.
     SendMore = 3,
     /// The last (or only) fragment of a two-sided message.
@@ -28,72 +64,359 @@ pub(super) enum Kind {
     Close = 5,
 }
 
-/// The header of a SEND.
+impl Kind {
+    fn from_u8(b: u8) -> Result<Kind, WireError> {
+        Ok(match b {
+            1 => Kind::Write,
+            2 => Kind::WriteDirect,
+            3 => Kind::SendMore,
+            4 => Kind::SendLast,
+            5 => Kind::Close,
+            other => return Err(WireError::UnknownOp(other)),
+        })
+    }
+
+    /// Bytes of payload inside a record of this kind with length `len`.
+    pub(super) fn inline_len(self, len: u32) -> usize {
+        match self {
+            Kind::Write | Kind::SendMore | Kind::SendLast => len as usize,
+            Kind::WriteDirect | Kind::Close => 0,
+        }
+    }
+}
+
+/// A consumer's state as its peer needs it: how far it consumed our
+/// records (in [`REC_ALIGN`] units, wrapping) and how many receives it
+/// re-posted in all (our credits). Carried in every record and, when there
+/// is nothing to send, RDMA-written into the peer's control block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(super) struct Ack {
+    pub(super) head_units: u32,
+    pub(super) reposted: u32,
+}
+
+impl Ack {
+    pub(super) fn to_u64(self) -> u64 {
+        u64::from(self.head_units) | u64::from(self.reposted) << 32
+    }
+
+    pub(super) fn from_u64(w: u64) -> Ack {
+        Ack {
+            head_units: w as u32,
+            reposted: (w >> 32) as u32,
+        }
+    }
+
+    /// The 16 bytes written into the peer's control block: the word twice,
+    /// so that a torn read (halves of two writes) is detected and ignored.
+    pub(super) fn control_block(self) -> [u8; 16] {
+        let w = self.to_u64().to_le_bytes();
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&w);
+        b[8..].copy_from_slice(&w);
+        b
+    }
+
+    /// The ack of a control block, if its two copies agree.
+    pub(super) fn from_control_block(a: u64, b: u64) -> Option<Ack> {
+        (a == b).then(|| Ack::from_u64(a))
+    }
+}
+
+/// The header of a record (the stamp and checksum are framing, not fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Header {
     pub(super) kind: Kind,
-    /// Cumulative count of receives the sender re-posted (credit return).
-    pub(super) credits: u32,
+    /// Writes: bytes written; sends: fragment length.
+    pub(super) len: u32,
     pub(super) imm: u32,
     pub(super) rkey: u32,
-    /// Payload length (writes: bytes written; sends: fragment length).
-    pub(super) len: u32,
     pub(super) addr: u64,
+    pub(super) ack: Ack,
 }
 
 impl Header {
     pub(super) fn new(kind: Kind) -> Self {
         Header {
             kind,
-            credits: 0,
+            len: 0,
             imm: 0,
             rkey: 0,
-            len: 0,
             addr: 0,
+            ack: Ack::default(),
         }
     }
 
-    pub(super) fn encode(&self) -> [u8; HDR_LEN] {
-        let mut b = [0u8; HDR_LEN];
-        b[0] = self.kind as u8;
-        b[4..8].copy_from_slice(&self.credits.to_le_bytes());
-        b[8..12].copy_from_slice(&self.imm.to_le_bytes());
-        b[12..16].copy_from_slice(&self.rkey.to_le_bytes());
-        b[16..20].copy_from_slice(&self.len.to_le_bytes());
+    /// Payload bytes inside the record.
+    pub(super) fn inline_len(&self) -> usize {
+        self.kind.inline_len(self.len)
+    }
+
+    /// Bytes of the whole record.
+    pub(super) fn record_size(&self) -> usize {
+        record_size(self.inline_len())
+    }
+
+    /// The header bytes at `pos` of a ring with stamp key `key`.
+    pub(super) fn encode(&self, key: u64, pos: u64) -> [u8; REC_HDR] {
+        let mut b = [0u8; REC_HDR];
+        b[0..8].copy_from_slice(&stamp(key, pos).to_le_bytes());
+        b[8] = self.kind as u8;
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b[16..20].copy_from_slice(&self.imm.to_le_bytes());
+        b[20..24].copy_from_slice(&self.rkey.to_le_bytes());
         b[24..32].copy_from_slice(&self.addr.to_le_bytes());
+        b[32..40].copy_from_slice(&self.ack.to_u64().to_le_bytes());
         b
     }
 
-    pub(super) fn decode(b: &[u8]) -> Result<Header, WireError> {
-        let b: &[u8; HDR_LEN] =
-            b.get(..HDR_LEN)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(WireError::Short {
-                    need: HDR_LEN,
-                    got: b.len(),
-                })?;
-        let kind = match b[0] {
-            1 => Kind::Write,
-            2 => Kind::WriteInline,
-            3 => Kind::SendMore,
-            4 => Kind::SendLast,
-            5 => Kind::Close,
-            other => return Err(WireError::UnknownOp(other)),
-        };
-        if b[1..4] != [0; 3] || b[20..24] != [0; 4] {
+    /// Decodes the header bytes (stamp not checked here). `max_inline`
+    /// bounds the payload a record may carry.
+    pub(super) fn decode(b: &[u8; REC_HDR], max_inline: usize) -> Result<Header, WireError> {
+        let kind = Kind::from_u8(b[8])?;
+        if b[9..12] != [0; 3] {
             return Err(WireError::Reserved);
         }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let mut addr = [0u8; 8];
-        addr.copy_from_slice(&b[24..32]);
-        Ok(Header {
+        let u64_at = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let h = Header {
             kind,
-            credits: u32_at(4),
-            imm: u32_at(8),
-            rkey: u32_at(12),
-            len: u32_at(16),
-            addr: u64::from_le_bytes(addr),
+            len: u32_at(12),
+            imm: u32_at(16),
+            rkey: u32_at(20),
+            addr: u64_at(24),
+            ack: Ack::from_u64(u64_at(32)),
+        };
+        if h.inline_len() > max_inline {
+            return Err(WireError::TooLarge {
+                len: h.inline_len() as u64,
+                max: max_inline as u64,
+            });
+        }
+        Ok(h)
+    }
+}
+
+/// Bytes a record with `inline` payload bytes occupies.
+pub(super) fn record_size(inline: usize) -> usize {
+    (REC_HDR + inline + TRAILER + REC_ALIGN - 1) & !(REC_ALIGN - 1)
+}
+
+/// Largest inline payload of a record of at most `size` bytes.
+pub(super) fn max_inline_in(size: usize) -> usize {
+    (size & !(REC_ALIGN - 1)).saturating_sub(REC_HDR + TRAILER)
+}
+
+/// The stamp of the record at `pos`.
+pub(super) fn stamp(key: u64, pos: u64) -> u64 {
+    (pos + 1) ^ key
+}
+
+/// The record checksum: a multiplicative hash over little-endian words,
+/// seeded by the ring key and the record's position, so that bytes left by
+/// any earlier record (another lap, another position) do not match. It
+/// guards against reading a record the device has not finished placing,
+/// not against a hostile peer (which can write whatever it likes anyway).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Checksum(u64);
+
+const K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl Checksum {
+    pub(super) fn new(key: u64, pos: u64) -> Self {
+        Checksum((key ^ pos.rotate_left(32)).wrapping_mul(K) | 1)
+    }
+
+    #[inline(always)]
+    pub(super) fn word(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+
+    /// Adds `bytes` as little-endian words, the last one zero-padded.
+    pub(super) fn bytes(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.word(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.word(u64::from_le_bytes(w));
+        }
+    }
+
+    pub(super) fn finish(self) -> u64 {
+        let h = self.0;
+        h ^ (h >> 29) ^ (h >> 47)
+    }
+
+    /// The checksum of a record made of `hdr` and `payload`, zero-padded to
+    /// `size - TRAILER` bytes: what the sender writes, without assembling it.
+    #[cfg(test)]
+    pub(super) fn of_record(
+        key: u64,
+        pos: u64,
+        hdr: &[u8; REC_HDR],
+        payload: &[u8],
+        size: usize,
+    ) -> u64 {
+        let mut c = Checksum::new(key, pos);
+        record_words(hdr, payload, size).for_each(|w| c.word(w));
+        c.finish()
+    }
+}
+
+/// The words of a record before its trailer: `hdr`, `payload` (its last
+/// word zero-padded), zeros up to `size - TRAILER` bytes. The sender writes
+/// them and feeds them to the checksum in one pass.
+pub(super) fn record_words<'a>(
+    hdr: &'a [u8; REC_HDR],
+    payload: &'a [u8],
+    size: usize,
+) -> impl Iterator<Item = u64> + 'a {
+    let word = |c: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        u64::from_le_bytes(w)
+    };
+    let body = (REC_HDR + payload.len()).div_ceil(8);
+    hdr.chunks_exact(8)
+        .map(word)
+        .chain(payload.chunks(8).map(word))
+        .chain(std::iter::repeat_n(0, (size - TRAILER) / 8 - body))
+}
+
+/// The producer's view of the peer's inbound ring: where the next record
+/// goes, and how much of it the peer acknowledged as consumed.
+#[derive(Debug, Clone)]
+pub(super) struct RingTx {
+    cap: u64,
+    tail: u64,
+    head: u64,
+}
+
+impl RingTx {
+    pub(super) fn new(cap: u64) -> Self {
+        RingTx {
+            cap,
+            tail: 0,
+            head: 0,
+        }
+    }
+
+    /// True if [`RingTx::reserve`] of `size` bytes would succeed now.
+    pub(super) fn fits(&self, size: usize) -> bool {
+        let size = size as u64;
+        let to_end = self.cap - self.tail % self.cap;
+        let skip = if size > to_end { to_end } else { 0 };
+        self.tail + skip + size - self.head <= self.cap
+    }
+
+    /// Position of a new record of `size` bytes, skipping to the next lap
+    /// if it does not fit before the end; `None` if the ring has no room yet.
+    pub(super) fn reserve(&mut self, size: usize) -> Option<u64> {
+        if !self.fits(size) {
+            return None;
+        }
+        let size = size as u64;
+        let to_end = self.cap - self.tail % self.cap;
+        if size > to_end {
+            self.tail += to_end;
+        }
+        let pos = self.tail;
+        self.tail += size;
+        Some(pos)
+    }
+
+    /// The ring offset of position `pos`.
+    pub(super) fn offset(&self, pos: u64) -> u64 {
+        pos % self.cap
+    }
+
+    /// Takes the peer's consumed position (wrapping units). Reports older
+    /// than what we know are ignored; a report beyond what we wrote too
+    /// (a broken peer: the op timeout will tell).
+    pub(super) fn ack(&mut self, head_units: u32) {
+        let tail_units = (self.tail / REC_ALIGN as u64) as u32;
+        let behind = u64::from(tail_units.wrapping_sub(head_units)) * REC_ALIGN as u64;
+        if behind <= self.tail - self.head {
+            self.head = self.tail - behind;
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> u64 {
+        self.tail - self.head
+    }
+}
+
+/// The consumer's position in its inbound ring.
+#[derive(Debug, Clone)]
+pub(super) struct RingRx {
+    cap: u64,
+    key: u64,
+    head: u64,
+}
+
+impl RingRx {
+    pub(super) fn new(cap: u64, key: u64) -> Self {
+        RingRx { cap, key, head: 0 }
+    }
+
+    pub(super) fn key(&self) -> u64 {
+        self.key
+    }
+
+    pub(super) fn head(&self) -> u64 {
+        self.head
+    }
+
+    pub(super) fn head_units(&self) -> u32 {
+        (self.head / REC_ALIGN as u64) as u32
+    }
+
+    /// Ring offset of the head.
+    pub(super) fn offset(&self) -> usize {
+        (self.head % self.cap) as usize
+    }
+
+    /// Bytes from the head to the end of the ring.
+    pub(super) fn to_end(&self) -> usize {
+        (self.cap - self.head % self.cap) as usize
+    }
+
+    /// The stamp expected at the head.
+    pub(super) fn expected(&self) -> u64 {
+        stamp(self.key, self.head)
+    }
+
+    /// The position where the next lap starts, and its stamp (where the
+    /// producer went if a record did not fit at the head), unless the head
+    /// is at a lap start already.
+    pub(super) fn next_lap(&self) -> Option<(u64, u64)> {
+        let off = self.head % self.cap;
+        (off != 0).then(|| {
+            let pos = self.head - off + self.cap;
+            (pos, stamp(self.key, pos))
         })
+    }
+
+    /// Moves the head to the next lap (the producer skipped the rest).
+    pub(super) fn skip_to(&mut self, pos: u64) {
+        debug_assert!(pos > self.head && pos % self.cap == 0);
+        self.head = pos;
+    }
+
+    /// Frees the record of `size` bytes at the head.
+    pub(super) fn advance(&mut self, size: usize) {
+        self.head += size as u64;
     }
 }
 
@@ -112,13 +435,16 @@ pub(super) struct SetupMsg {
     pub(super) lid: u16,
     pub(super) gid: [u8; 16],
     pub(super) mtu: u32,
-    /// Receives posted for the peer (its initial credits).
+    /// Receives posted for the peer's records (its initial credits).
     pub(super) recv_depth: u32,
-    /// Bytes each posted receive holds.
-    pub(super) recv_len: u32,
-    /// Where the peer RDMA-writes its credit returns.
-    pub(super) credit_addr: u64,
-    pub(super) credit_rkey: u32,
+    /// The inbound ring the peer writes its records into.
+    pub(super) ring_addr: u64,
+    pub(super) ring_rkey: u32,
+    pub(super) ring_cap: u64,
+    pub(super) ring_key: u64,
+    /// Where the peer RDMA-writes its [`Ack::control_block`].
+    pub(super) ctl_addr: u64,
+    pub(super) ctl_rkey: u32,
     /// The regions of the hello, with device keys, in the same order.
     pub(super) regions: Vec<ExposedRegion>,
 }
@@ -153,8 +479,11 @@ impl SetupMsg {
         if !(1..=1 << 16).contains(&m.recv_depth) {
             return Err(WireError::Invalid("receive depth out of range"));
         }
-        if (m.recv_len as usize) < HDR_LEN + 1 {
-            return Err(WireError::Invalid("receive buffers too small"));
+        if !m.ring_cap.is_power_of_two() || !(4096..=1 << 30).contains(&m.ring_cap) {
+            return Err(WireError::Invalid("ring capacity out of range"));
+        }
+        if m.ring_addr % REC_ALIGN as u64 != 0 || m.ctl_addr % 8 != 0 {
+            return Err(WireError::Invalid("ring or control block misaligned"));
         }
         if !(1..=5).contains(&m.mtu) {
             return Err(WireError::Invalid("unknown path MTU"));
@@ -173,11 +502,12 @@ impl SetupMsg {
     }
 }
 
-/// Send credits: how many SENDs the peer has receives posted for.
+/// Send credits: how many records the peer has receives posted for (each
+/// record is a WRITE_WITH_IMM, which consumes one).
 ///
 /// The peer starts with `depth` receives and reports the cumulative count
-/// it re-posted (in headers and by RDMA-writing a word of ours); counts
-/// wrap at 2^32.
+/// it re-posted (in every record's [`Ack`], and in our control block);
+/// counts wrap at 2^32.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Credits {
     depth: u32,
@@ -194,7 +524,7 @@ impl Credits {
         }
     }
 
-    /// SENDs that may be posted now.
+    /// Records that may be posted now.
     pub(super) fn available(&self) -> u32 {
         let outstanding = self.sent.wrapping_sub(self.reposted);
         self.depth.saturating_sub(outstanding)
@@ -225,21 +555,10 @@ impl Credits {
     }
 }
 
-/// Encodes a credit count for the RDMA-written word: the count twice, so
-/// that a torn read is detected and ignored.
-pub(super) fn credit_word(count: u32) -> u64 {
-    (u64::from(count) << 32) | u64::from(count)
-}
-
-/// The count of a credit word, if its halves agree.
-pub(super) fn credit_of_word(w: u64) -> Option<u32> {
-    let (hi, lo) = ((w >> 32) as u32, w as u32);
-    (hi == lo).then_some(lo)
-}
-
-/// Allocator of the staging ring (registered bounce memory for sends that
-/// are not inline): contiguous chunks in posting order, released in the
-/// same order as their work requests complete.
+/// Allocator of the staging ring (registered bounce memory for records too
+/// large to post inline, and for direct writes): contiguous chunks in
+/// posting order, released in the same order as their work requests
+/// complete.
 #[derive(Debug, Clone)]
 pub(super) struct Staging {
     cap: u64,
@@ -256,10 +575,10 @@ impl Staging {
         }
     }
 
-    /// Offset of `len` contiguous free bytes, or `None` if they are not
-    /// free yet. Allocation never wraps inside a chunk.
+    /// Offset of `len` contiguous free bytes (8-byte aligned), or `None` if
+    /// they are not free yet. Allocation never wraps inside a chunk.
     pub(super) fn alloc(&mut self, len: usize) -> Option<usize> {
-        let len = len as u64;
+        let len = (len as u64 + 7) & !7;
         if len > self.cap {
             return None;
         }
@@ -310,27 +629,189 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    #[test]
-    fn header_roundtrip_and_errors() {
-        let h = Header {
-            kind: Kind::WriteInline,
-            credits: 7,
+    fn header() -> Header {
+        Header {
+            kind: Kind::Write,
+            len: 8,
             imm: 0xdead_beef,
             rkey: 3,
-            len: 8,
             addr: 0x1234_5678_9abc,
-        };
-        assert_eq!(Header::decode(&h.encode()), Ok(h));
+            ack: Ack {
+                head_units: 7,
+                reposted: 9,
+            },
+        }
+    }
+
+    #[test]
+    fn header_roundtrip_and_errors() {
+        let h = header();
+        let b = h.encode(5, 128);
+        assert_eq!(
+            u64::from_le_bytes(b[..8].try_into().unwrap()),
+            stamp(5, 128)
+        );
+        assert_eq!(Header::decode(&b, 100), Ok(h));
         assert!(matches!(
-            Header::decode(&[0; 5]),
-            Err(WireError::Short { .. })
+            Header::decode(&b, 7),
+            Err(WireError::TooLarge { .. })
         ));
-        let mut b = h.encode();
-        b[0] = 9;
-        assert_eq!(Header::decode(&b), Err(WireError::UnknownOp(9)));
-        let mut b = h.encode();
-        b[21] = 1;
-        assert_eq!(Header::decode(&b), Err(WireError::Reserved));
+        let mut bad = b;
+        bad[8] = 9;
+        assert_eq!(Header::decode(&bad, 100), Err(WireError::UnknownOp(9)));
+        let mut bad = b;
+        bad[10] = 1;
+        assert_eq!(Header::decode(&bad, 100), Err(WireError::Reserved));
+        // A direct write of any length carries nothing inline.
+        let d = Header {
+            kind: Kind::WriteDirect,
+            len: u32::MAX,
+            ..h
+        };
+        assert_eq!(Header::decode(&d.encode(1, 0), 0), Ok(d));
+        assert_eq!(d.record_size(), 64);
+    }
+
+    #[test]
+    fn record_sizes() {
+        assert_eq!(record_size(0), 64);
+        assert_eq!(record_size(16), 64);
+        assert_eq!(record_size(17), 128);
+        assert_eq!(record_size(4096), 4160);
+        assert_eq!(max_inline_in(256), 208);
+        assert_eq!(record_size(max_inline_in(256)), 256);
+        assert_eq!(max_inline_in(100), 16);
+        assert_eq!(max_inline_in(10), 0);
+    }
+
+    #[test]
+    fn checksum_of_parts_equals_checksum_of_assembled_words() {
+        let hdr = header().encode(77, 4096);
+        for len in [0usize, 1, 7, 8, 9, 100, 4096] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31) as u8).collect();
+            let size = record_size(len);
+            let mut rec = vec![0u8; size - TRAILER];
+            rec[..REC_HDR].copy_from_slice(&hdr);
+            rec[REC_HDR..REC_HDR + len].copy_from_slice(&payload);
+            let mut c = Checksum::new(77, 4096);
+            for w in rec.chunks_exact(8) {
+                c.word(u64::from_le_bytes(w.try_into().unwrap()));
+            }
+            assert_eq!(
+                c.finish(),
+                Checksum::of_record(77, 4096, &hdr, &payload, size),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn checksum_depends_on_position_key_and_every_word() {
+        let hdr = header().encode(1, 0);
+        let base = Checksum::of_record(1, 0, &hdr, &[0; 64], 128);
+        assert_ne!(base, Checksum::of_record(1, 64, &hdr, &[0; 64], 128));
+        assert_ne!(base, Checksum::of_record(2, 0, &hdr, &[0; 64], 128));
+        for i in 0..64 {
+            let mut p = [0u8; 64];
+            p[i] = 1;
+            assert_ne!(base, Checksum::of_record(1, 0, &hdr, &p, 128), "byte {i}");
+        }
+        // Swapped words differ too (position inside the record matters).
+        let mut a = [0u8; 64];
+        let mut b = [0u8; 64];
+        a[0] = 1;
+        a[8] = 2;
+        b[0] = 2;
+        b[8] = 1;
+        assert_ne!(
+            Checksum::of_record(1, 0, &hdr, &a, 128),
+            Checksum::of_record(1, 0, &hdr, &b, 128)
+        );
+    }
+
+    #[test]
+    fn ack_words() {
+        let a = Ack {
+            head_units: 0xffff_fff0,
+            reposted: 12,
+        };
+        assert_eq!(Ack::from_u64(a.to_u64()), a);
+        let b = a.control_block();
+        let w = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        assert_eq!(Ack::from_control_block(w(0), w(8)), Some(a));
+        assert_eq!(Ack::from_control_block(w(0), w(8) ^ 1), None, "torn");
+    }
+
+    #[test]
+    fn ring_tx_skips_to_the_next_lap_and_waits_for_acks() {
+        let mut tx = RingTx::new(1024);
+        assert_eq!(tx.reserve(512), Some(0));
+        assert_eq!(tx.reserve(384), Some(512));
+        // 128 left before the end: a 256-byte record goes to the next lap,
+        // which is not free yet.
+        assert_eq!(tx.reserve(256), None);
+        tx.ack((512 / 64) as u32);
+        assert_eq!(tx.reserve(256), Some(1024));
+        assert_eq!(tx.offset(1024), 0);
+        assert_eq!(tx.in_flight(), 1024 + 256 - 512);
+        // Stale and impossible acks are ignored.
+        tx.ack(0);
+        assert_eq!(tx.in_flight(), 768);
+        tx.ack(1000);
+        assert_eq!(tx.in_flight(), 768);
+        tx.ack((1280 / 64) as u32);
+        assert_eq!(tx.in_flight(), 0);
+        assert_eq!(tx.reserve(2048), None, "larger than the ring");
+    }
+
+    #[test]
+    fn ring_tx_acks_wrap() {
+        let mut tx = RingTx::new(4096);
+        tx.tail = (u64::from(u32::MAX) + 10) * 64;
+        tx.head = tx.tail - 640;
+        // The tail is unit 2^32 + 9 (9 once wrapped), the head 2^32 - 1:
+        // an ack of unit 2^32 (0 once wrapped) is one unit ahead.
+        tx.ack(0);
+        assert_eq!(tx.in_flight(), 9 * 64);
+    }
+
+    #[test]
+    fn ring_rx_positions() {
+        let mut rx = RingRx::new(1024, 9);
+        assert_eq!(rx.next_lap(), None);
+        assert_eq!(rx.expected(), stamp(9, 0));
+        rx.advance(576);
+        assert_eq!((rx.offset(), rx.to_end()), (576, 448));
+        assert_eq!(rx.next_lap(), Some((1024, stamp(9, 1024))));
+        rx.skip_to(1024);
+        assert_eq!((rx.offset(), rx.head_units()), (0, 16));
+    }
+
+    /// Producer and consumer agree on every position and acks free space.
+    #[test]
+    fn ring_tx_and_rx_agree() {
+        let mut tx = RingTx::new(4096);
+        let mut rx = RingRx::new(4096, 3);
+        let mut inflight = std::collections::VecDeque::new();
+        for i in 0..2000usize {
+            let size = record_size((i * 97) % 900);
+            let pos = loop {
+                if let Some(p) = tx.reserve(size) {
+                    break p;
+                }
+                // Consume one.
+                let (p, s): (u64, usize) = inflight.pop_front().unwrap();
+                if rx.head() != p {
+                    let (lap, _) = rx.next_lap().unwrap();
+                    assert_eq!(lap, p);
+                    rx.skip_to(lap);
+                }
+                rx.advance(s);
+                tx.ack(rx.head_units());
+            };
+            assert!(tx.offset(pos) as usize + size <= 4096, "wraps");
+            inflight.push_back((pos, size));
+        }
     }
 
     #[test]
@@ -364,17 +845,11 @@ mod tests {
     }
 
     #[test]
-    fn credit_words() {
-        assert_eq!(credit_of_word(credit_word(77)), Some(77));
-        assert_eq!(credit_of_word(0x1_0000_0002), None);
-    }
-
-    #[test]
     fn staging_ring() {
-        let mut s = Staging::new(100);
+        let mut s = Staging::new(96);
         assert_eq!(s.alloc(60), Some(0));
         let m1 = s.mark();
-        assert_eq!(s.alloc(30), Some(60));
+        assert_eq!(s.alloc(28), Some(64));
         assert_eq!(s.alloc(20), None, "would wrap into live data");
         s.release(m1);
         assert_eq!(s.alloc(20), Some(0), "wrapped to the start");
@@ -382,7 +857,7 @@ mod tests {
         let m = s.mark();
         s.release(m);
         assert_eq!(s.used(), 0);
-        assert_eq!(s.alloc(100), Some(0));
+        assert_eq!(s.alloc(96), Some(0));
     }
 
     #[test]
@@ -399,9 +874,12 @@ mod tests {
             gid: [1; 16],
             mtu: 3,
             recv_depth: 64,
-            recv_len: 8192,
-            credit_addr: 8,
-            credit_rkey: 5,
+            ring_addr: 1 << 20,
+            ring_rkey: 4,
+            ring_cap: 1 << 18,
+            ring_key: 77,
+            ctl_addr: 8,
+            ctl_rkey: 5,
             regions: vec![ExposedRegion {
                 buffer: rb,
                 device_rkey: 77,
@@ -411,18 +889,31 @@ mod tests {
         let len = SetupMsg::decode_len(enc[..4].try_into().unwrap()).unwrap();
         assert_eq!(SetupMsg::decode(&enc[4..4 + len], &[rb]), Ok(m.clone()));
         assert!(SetupMsg::decode(&enc[4..], &[]).is_err(), "regions differ");
-        let bad = SetupMsg {
-            recv_depth: 0,
-            ..m.clone()
-        };
-        assert!(SetupMsg::decode(&bad.encode()[4..], &[rb]).is_err());
+        for bad in [
+            SetupMsg {
+                recv_depth: 0,
+                ..m.clone()
+            },
+            SetupMsg {
+                ring_cap: 3 << 16,
+                ..m.clone()
+            },
+            SetupMsg {
+                ring_addr: 8,
+                ..m.clone()
+            },
+        ] {
+            assert!(SetupMsg::decode(&bad.encode()[4..], &[rb]).is_err());
+        }
         assert!(SetupMsg::decode_len((u32::MAX).to_le_bytes()).is_err());
     }
 
     proptest! {
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = Header::decode(&bytes);
+            if let Some(b) = bytes.get(..REC_HDR) {
+                let _ = Header::decode(b.try_into().unwrap(), 1 << 16);
+            }
             let _ = SetupMsg::decode(&bytes, &[]);
         }
 
@@ -438,6 +929,7 @@ mod tests {
                 }
                 if let Some(off) = s.alloc(len) {
                     prop_assert!(off + len <= 128);
+                    prop_assert_eq!(off % 8, 0);
                     for &(_, o, l) in &live {
                         prop_assert!(off + len <= o || o + l <= off, "overlap");
                     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use rdma_sys::*;
 
+use super::proto::{Checksum, REC_HDR};
 use crate::error::FabricError;
 use crate::mr::MemoryRegion;
 
@@ -284,6 +285,156 @@ impl Mr {
         self.rkey
     }
 
+    fn check(&self, off: usize, len: usize) -> Result<(), FabricError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.region.len() => Ok(()),
+            _ => Err(FabricError::OutOfBounds {
+                offset: off,
+                len,
+                size: self.region.len(),
+            }),
+        }
+    }
+
+    /// Feeds the `words` little-endian 8-byte words at `off` (8-aligned) to
+    /// `f`, read in place: how a ring record is checksummed before it is
+    /// trusted, without copying it first.
+    #[inline]
+    pub(super) fn fold_words(
+        &self,
+        off: usize,
+        words: usize,
+        mut f: impl FnMut(u64),
+    ) -> Result<(), FabricError> {
+        let len = words.checked_mul(8).ok_or(FabricError::OutOfBounds {
+            offset: off,
+            len: usize::MAX,
+            size: self.region.len(),
+        })?;
+        self.check(off, len)?;
+        if off % 8 != 0 {
+            return Err(FabricError::OutOfBounds {
+                offset: off,
+                len,
+                size: self.region.len(),
+            });
+        }
+        let base = self.region.as_mut_ptr() as *const u64;
+        for i in 0..words {
+            // SAFETY: `check` proved [off, off + 8 * words) inside the live
+            // mapping this Mr owns; the mapping is page-aligned and `off` is
+            // 8-aligned, so every word is aligned. The device (a peer's RDMA
+            // WRITE) may change these bytes concurrently: a volatile read of
+            // plain integers sees old or new bytes, never invalid values,
+            // and the checksum is what tells a finished record.
+            let w = unsafe { std::ptr::read_volatile(base.add(off / 8 + i)) };
+            f(u64::from_le(w));
+        }
+        Ok(())
+    }
+
+    /// Assembles a ring record at `off` (8-aligned) in one pass: `head`,
+    /// `payload` (its last word zero-padded), zero words up to `body_words`
+    /// words in all, each fed to `sum`; the caller writes the trailer.
+    pub(super) fn write_record(
+        &self,
+        off: usize,
+        head: &[u8; REC_HDR],
+        payload: &[u8],
+        body_words: usize,
+        sum: &mut Checksum,
+    ) -> Result<(), FabricError> {
+        let len = body_words.checked_mul(8).ok_or(FabricError::OutOfBounds {
+            offset: off,
+            len: usize::MAX,
+            size: self.region.len(),
+        })?;
+        self.check(off, len)?;
+        let used = (REC_HDR + payload.len()).div_ceil(8);
+        if off % 8 != 0 || used > body_words {
+            return Err(FabricError::OutOfBounds {
+                offset: off,
+                len: (REC_HDR + payload.len()).max(len),
+                size: self.region.len(),
+            });
+        }
+        // SAFETY: `check` proved [off, off + 8 * body_words) inside the live
+        // mapping this Mr owns; the mapping is page-aligned and `off`
+        // 8-aligned, so `dst` is aligned for u64 and every `dst.add(i)`
+        // below has i < body_words (`used <= body_words` was checked). Only
+        // this endpoint writes its staging memory, and only ranges the
+        // staging allocator handed out, which no posted request still reads.
+        let dst = unsafe { (self.region.as_mut_ptr() as *mut u64).add(off / 8) };
+        let mut i = 0;
+        let mut put = |w: u64, i: &mut usize| {
+            sum.word(w);
+            // SAFETY: see above; callers stay below `body_words`.
+            unsafe { std::ptr::write(dst.add(*i), w.to_le()) };
+            *i += 1;
+        };
+        for c in head.chunks_exact(8) {
+            put(u64::from_le_bytes(c.try_into().expect("8 bytes")), &mut i);
+        }
+        let mut chunks = payload.chunks_exact(8);
+        for c in &mut chunks {
+            put(u64::from_le_bytes(c.try_into().expect("8 bytes")), &mut i);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            put(u64::from_le_bytes(w), &mut i);
+        }
+        while i < body_words {
+            put(0, &mut i);
+        }
+        Ok(())
+    }
+
+    /// Copies `len` bytes at `off` into `dst` at `dst_off` (a ring record's
+    /// payload into its target region: one copy, no bounce buffer).
+    pub(super) fn copy_to(
+        &self,
+        off: usize,
+        len: usize,
+        dst: &MemoryRegion,
+        dst_off: usize,
+    ) -> Result<(), FabricError> {
+        self.check(off, len)?;
+        match dst_off.checked_add(len) {
+            Some(end) if end <= dst.len() => {}
+            _ => {
+                return Err(FabricError::OutOfBounds {
+                    offset: dst_off,
+                    len,
+                    size: dst.len(),
+                })
+            }
+        }
+        // SAFETY: both ranges were checked inside live mappings (this Mr's
+        // region and `dst`, kept alive by the borrows). They cannot overlap:
+        // a registration's region and a `MemoryRegion` the endpoint writes
+        // into are distinct memfd mappings (rings and staging are never
+        // exposed). Concurrent writers only change plain bytes, as with
+        // `MemoryRegion::write_at`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.region.as_mut_ptr().add(off),
+                dst.as_mut_ptr().add(dst_off),
+                len,
+            );
+        }
+        Ok(())
+    }
+
+    /// True if `[ptr, ptr + len)` lies inside this registration's memory.
+    pub(super) fn covers(&self, ptr: *const u8, len: usize) -> Option<usize> {
+        let base = self.region.addr();
+        let p = ptr as u64;
+        let end = p.checked_add(len as u64)?;
+        (p >= base && end <= base + self.region.len() as u64).then(|| (p - base) as usize)
+    }
+
     /// The device address of `[off, off + len)`, if inside.
     fn sge(&self, off: usize, len: usize) -> Result<ibv_sge, FabricError> {
         match off.checked_add(len) {
@@ -377,7 +528,6 @@ pub(super) struct Wc {
     pub(super) ok: bool,
     pub(super) status: u32,
     pub(super) is_recv: bool,
-    pub(super) byte_len: u32,
 }
 
 impl Wc {
@@ -414,10 +564,16 @@ pub(super) struct RemoteQp {
 /// What a send work request does.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum SendKind {
-    /// Two-sided SEND: consumes one posted receive of the peer.
-    Send,
     /// One-sided RDMA WRITE to `remote_addr` with the device key `rkey`.
     Write { remote_addr: u64, rkey: u32 },
+    /// RDMA WRITE_WITH_IMM: a WRITE that also consumes one posted receive
+    /// of the peer and completes it with `imm` (raising a completion event
+    /// if the peer armed its CQ).
+    WriteImm {
+        remote_addr: u64,
+        rkey: u32,
+        imm: u32,
+    },
 }
 
 /// Where a send work request takes its bytes.
@@ -593,47 +749,33 @@ impl QueuePair {
         )
     }
 
-    /// Posts one receive of `len` bytes per `(wr_id, offset)` of `mr`.
-    pub(super) fn post_recvs(
-        &self,
-        mr: &Mr,
-        bufs: &[(u64, u64)],
-        len: usize,
-    ) -> Result<(), FabricError> {
+    /// Posts `n` receives without buffers: each is consumed by one of the
+    /// peer's WRITE_WITH_IMMs, whose data goes where the WRITE says.
+    pub(super) fn post_empty_recvs(&self, n: usize) -> Result<(), FabricError> {
         const BATCH: usize = 32;
-        for chunk in bufs.chunks(BATCH) {
-            let mut sges = [ibv_sge {
-                addr: 0,
-                length: 0,
-                lkey: 0,
-            }; BATCH];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(BATCH);
             // SAFETY: zeroed is valid for ibv_recv_wr (null pointers, zeros).
             let mut wrs: [ibv_recv_wr; BATCH] = unsafe { std::mem::zeroed() };
-            let n = chunk.len();
-            for (i, &(_, off)) in chunk.iter().enumerate() {
-                sges[i] = mr.sge(off as usize, len)?;
-            }
             let base = wrs.as_mut_ptr();
-            for (i, &(id, _)) in chunk.iter().enumerate() {
-                wrs[i].wr_id = id;
-                wrs[i].sg_list = &mut sges[i];
-                wrs[i].num_sge = 1;
-                // i + 1 < n <= BATCH: the next element of the array.
-                wrs[i].next = if i + 1 < n {
+            for (i, wr) in wrs.iter_mut().enumerate().take(k) {
+                wr.num_sge = 0;
+                // i + 1 < k <= BATCH: the next element of the array.
+                wr.next = if i + 1 < k {
                     base.wrapping_add(i + 1)
                 } else {
                     null_mut()
                 };
             }
             let mut bad = null_mut();
-            // SAFETY: live QP; the chain and SGEs live on this stack frame
-            // during the call (the device copies work requests); the SGEs
-            // name ranges of `mr` checked above, and `mr` outlives the QP
-            // (the endpoint drops its QP first).
+            // SAFETY: live QP; the chain lives on this stack frame during the
+            // call (the provider copies work requests) and names no memory.
             let rc = unsafe { ibv_post_recv(self.qp.as_ptr(), wrs.as_mut_ptr(), &mut bad) };
             if rc != 0 {
                 return Err(rc_err("ibv_post_recv", rc));
             }
+            left -= k;
         }
         Ok(())
     }
@@ -690,10 +832,19 @@ impl QueuePair {
         wr.num_sge = num as i32;
         wr.send_flags = flags;
         match kind {
-            SendKind::Send => wr.opcode = ibv_wr_opcode::IBV_WR_SEND,
             SendKind::Write { remote_addr, rkey } => {
                 wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE;
                 wr.wr.rdma = rdma_t { remote_addr, rkey };
+            }
+            SendKind::WriteImm {
+                remote_addr,
+                rkey,
+                imm,
+            } => {
+                wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_WRITE_WITH_IMM;
+                wr.wr.rdma = rdma_t { remote_addr, rkey };
+                // The immediate travels big-endian.
+                wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
             }
         }
         let mut bad = null_mut();
@@ -725,7 +876,6 @@ impl QueuePair {
                 ok: w.status == ibv_wc_status::IBV_WC_SUCCESS,
                 status: w.status,
                 is_recv: w.opcode & ibv_wc_opcode::IBV_WC_RECV != 0,
-                byte_len: w.byte_len,
             };
         }
         Ok(got as usize)
