@@ -285,7 +285,10 @@ fn serve_connection(
         bind: Some(cfg.listen.ip()).filter(|ip| !ip.is_unspecified()),
         coll: CollConfig {
             fabric: fabric.config().clone(),
-            ..CollConfig::from_env().unwrap_or_default()
+            ..CollConfig::from_env().unwrap_or_else(|e| {
+                tracing::warn!("group communicator settings: {e}; using the defaults");
+                CollConfig::default()
+            })
         },
         _library: None,
     };
