@@ -10,7 +10,7 @@
 //! time.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -316,27 +316,9 @@ pub struct Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.conn = None;
-        for (name, c) in self.children.iter_mut().rev() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + STOP_WAIT;
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Ok(None) = c.try_wait() {
-                eprintln!("rfx-bench: the {name} did not stop within {STOP_WAIT:?}; killing it");
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
+        crate::procs::stop_all(&mut self.children, STOP_WAIT);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// 32 random bytes in hex.
@@ -367,8 +349,8 @@ impl Cluster {
             executor_cpus: Vec::new(),
             release_timeouts: 0,
         };
-        let lm = free_port()?;
-        let em = free_port()?;
+        let lm = crate::procs::free_port()?;
+        let em = crate::procs::free_port()?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let db = cluster.dir.join("leases.redb");
         cluster.spawn(

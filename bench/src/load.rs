@@ -15,7 +15,7 @@
 //! ```
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -168,27 +168,9 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (name, c) in self.children.iter_mut().rev() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + STOP_WAIT;
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Ok(None) = c.try_wait() {
-                eprintln!("rfx-bench load: {name} did not stop within {STOP_WAIT:?}; killing it");
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
+        crate::procs::stop_all(&mut self.children, STOP_WAIT);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 impl Cluster {
@@ -199,7 +181,7 @@ impl Cluster {
         let mut raw = [0u8; 16];
         getrandom::getrandom(&mut raw).context("random cluster key")?;
         let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let lm = free_port()?;
+        let lm = crate::procs::free_port()?;
         let mut c = Cluster {
             children: Vec::new(),
             dir,
@@ -220,7 +202,7 @@ impl Cluster {
         )?;
         c.wait_listening(lm)?;
         for h in 0..hosts {
-            let em = free_port()?;
+            let em = crate::procs::free_port()?;
             c.spawn(
                 rfx,
                 &format!("executor-manager-{h}"),

@@ -28,6 +28,7 @@ mod library;
 mod load;
 mod machine;
 mod pin;
+mod procs;
 mod report;
 mod schedule;
 mod stats;
