@@ -146,6 +146,69 @@ impl Endpoint {
         self.track(r)
     }
 
+    /// Reads `out.len()` bytes at `offset` of the peer's buffer `remote`
+    /// into `out`: a one-sided read (RDMA READ on verbs, `fi_read` on ofi, a
+    /// copy from the mapped region on shm, a request served by the peer's
+    /// endpoint on tcp). The peer's application takes no part and gets no
+    /// completion.
+    ///
+    /// Returns once the bytes are in `out`. Meanwhile the endpoint keeps
+    /// draining incoming traffic: completions that arrive are kept for
+    /// [`Endpoint::poll`], in order, and reads the peer makes of our
+    /// buffers are served. Bounded by the configured op timeout.
+    ///
+    /// Access is checked as for [`Endpoint::write_imm`]: a peer may read
+    /// exactly the buffers it may write (those it was
+    /// [exposed](crate::ConnectOptions::expose)). The owner checks again on
+    /// the transports where it takes part (tcp), so a forged range fails
+    /// with [`FabricError::RemoteAccess`] either way and the endpoint stays
+    /// usable.
+    ///
+    /// ```
+    /// # use rfx_fabric::{Config, ConnectOptions, Fabric};
+    /// # let fabric = Fabric::open(Config::default())?;
+    /// let shared = fabric.register(64)?;
+    /// shared.write_at(8, b"remote bytes")?;
+    /// # let listener = fabric.listen("127.0.0.1:0".parse().unwrap())?;
+    /// # let addr = listener.local_addr()?;
+    /// # let opts = ConnectOptions::new().expose(&shared);
+    /// # let t = std::thread::spawn(move || {
+    /// #     let mut peer = listener.accept(&opts)?;
+    /// #     // tcp serves reads from the owner's endpoint: keep it polled.
+    /// #     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// #     while peer.poll().is_ok() && std::time::Instant::now() < until {}
+    /// #     Ok::<(), rfx_fabric::FabricError>(())
+    /// # });
+    /// let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+    /// let remote = ep.peer_buffers()[0];
+    /// let mut out = [0u8; 12];
+    /// ep.read(&remote, 8, &mut out)?;
+    /// assert_eq!(&out, b"remote bytes");
+    /// # drop(ep);
+    /// # t.join().unwrap()?;
+    /// # Ok::<(), rfx_fabric::FabricError>(())
+    /// ```
+    pub fn read(
+        &mut self,
+        remote: &RemoteBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        self.alive()?;
+        let addr = check_remote(&self.peer_buffers, remote, offset, out.len() as u64)?;
+        if out.len() > u32::MAX as usize {
+            return Err(FabricError::TooLarge {
+                len: out.len(),
+                max: u32::MAX as usize,
+            });
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        let r = dispatch!(&mut self.inner, ep => ep.read(addr, remote.rkey, out));
+        self.track(r)
+    }
+
     /// Sends a two-sided message; the peer gets a [`Completion::Recv`].
     pub fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
         self.alive()?;

@@ -53,7 +53,9 @@ impl ConnectOptions {
         Self::default()
     }
 
-    /// Lets the peer write into `region`.
+    /// Lets the peer write into `region` and read it
+    /// ([`Endpoint::write_imm`], [`Endpoint::read`]). Write-only exposure
+    /// would be an illusion on shm, where the peer maps the region.
     pub fn expose(mut self, region: &MemoryRegion) -> Self {
         self.expose.push(region.clone());
         self

@@ -192,6 +192,13 @@ pub enum Op {
     Close = 3,
     /// shm only: filler to the end of the ring.
     Pad = 4,
+    /// tcp only: a one-sided read of `len` bytes at `addr` of the region
+    /// `rkey`; `imm` numbers the request. The owner answers with
+    /// [`Op::ReadReply`].
+    Read = 5,
+    /// tcp only: the `len` bytes a [`Op::Read`] asked for follow, or none
+    /// with [`FLAG_REFUSED`]; `imm` is the request's number.
+    ReadReply = 6,
 }
 
 /// Flag on a [`Op::Send`] fragment: more fragments follow.
@@ -204,12 +211,16 @@ pub const FLAG_MORE: u8 = 1;
 /// where a write's data always follows its header, the flag changes nothing.
 pub const FLAG_INLINE: u8 = 2;
 
+/// Flag on an [`Op::ReadReply`]: the owner refused the read (unknown rkey
+/// or a range outside its exposed regions); no data follows.
+pub const FLAG_REFUSED: u8 = 4;
+
 /// Header of a data frame (tcp) or body of a ring record (shm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     /// The operation.
     pub op: Op,
-    /// [`FLAG_MORE`] or 0.
+    /// [`FLAG_MORE`], [`FLAG_INLINE`], [`FLAG_REFUSED`] or 0.
     pub flags: u8,
     /// The immediate of a write.
     pub imm: u32,
@@ -281,16 +292,19 @@ impl FrameHeader {
             2 => Op::Send,
             3 => Op::Close,
             4 => Op::Pad,
+            5 => Op::Read,
+            6 => Op::ReadReply,
             other => return Err(WireError::UnknownOp(other)),
         };
         let flags = b[1];
-        if flags & !(FLAG_MORE | FLAG_INLINE) != 0 || b[2] != 0 || b[3] != 0 {
+        if flags & !(FLAG_MORE | FLAG_INLINE | FLAG_REFUSED) != 0 || b[2] != 0 || b[3] != 0 {
             return Err(WireError::Reserved);
         }
         let allowed = match op {
             Op::Send => FLAG_MORE,
             Op::Write => FLAG_INLINE,
-            Op::Close | Op::Pad => 0,
+            Op::ReadReply => FLAG_REFUSED,
+            Op::Close | Op::Pad | Op::Read => 0,
         };
         if flags & !allowed != 0 {
             return Err(WireError::Invalid("flag not valid for this frame"));
@@ -385,9 +399,21 @@ mod tests {
         }
 
         #[test]
-        fn frame_encode_decode(op in 1u8..=4, imm: u32, rkey: u32, len: u32, addr: u64, more: bool) {
-            let op = match op { 1 => Op::Write, 2 => Op::Send, 3 => Op::Close, _ => Op::Pad };
-            let flags = if more && op == Op::Send { FLAG_MORE } else { 0 };
+        fn frame_encode_decode(op in 1u8..=6, imm: u32, rkey: u32, len: u32, addr: u64, flag: bool) {
+            let op = match op {
+                1 => Op::Write,
+                2 => Op::Send,
+                3 => Op::Close,
+                4 => Op::Pad,
+                5 => Op::Read,
+                _ => Op::ReadReply,
+            };
+            let flags = match op {
+                Op::Send if flag => FLAG_MORE,
+                Op::Write if flag => FLAG_INLINE,
+                Op::ReadReply if flag => FLAG_REFUSED,
+                _ => 0,
+            };
             let h = FrameHeader { op, flags, imm, rkey, len, addr };
             prop_assert_eq!(FrameHeader::decode(&h.encode()), Ok(h));
         }

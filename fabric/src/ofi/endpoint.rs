@@ -227,6 +227,14 @@ impl OfiEndpoint {
         }
     }
 
+    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        let _ = (addr, rkey, out);
+        Err(FabricError::Unavailable {
+            kind: crate::caps::TransportKind::Ofi,
+            reason: "one-sided read is not implemented on this provider yet".into(),
+        })
+    }
+
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
         let deadline = Instant::now() + self.st.op_timeout;
         let max = self.conn.slot_size() - REC_HDR;

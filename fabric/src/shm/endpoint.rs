@@ -71,6 +71,25 @@ impl ShmEndpoint {
         self.push(&hdr, &[])
     }
 
+    /// One copy, straight out of the peer's region mapped here: the peer
+    /// takes no part.
+    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        if let Some(why) = &self.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        let (rb, map) = self
+            .peer_regions
+            .iter()
+            .find(|(rb, _)| rb.rkey == rkey && rb.contains(addr, out.len() as u64))
+            .ok_or(FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len: out.len() as u64,
+                reason: "no mapped peer region covers the access",
+            })?;
+        map.read((addr - rb.addr) as usize, out)
+    }
+
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
         let max = self.tx.max_payload();
         let mut chunks = data.chunks(max).peekable();
@@ -205,6 +224,12 @@ impl ShmEndpoint {
                 self.gone = Some("peer closed the connection".into());
             }
             Op::Pad => {}
+            Op::Read | Op::ReadReply => {
+                // shm reads copy from the mapped region: never in the ring.
+                return Err(FabricError::Malformed(WireError::Invalid(
+                    "read frame in a shm ring",
+                )));
+            }
         }
         self.rx.advance(&hdr);
         Ok(Some(done))

@@ -42,7 +42,7 @@ fn inline_len(hdr: &FrameHeader) -> usize {
     match hdr.op {
         Op::Send | Op::Pad => hdr.len as usize,
         Op::Write if hdr.flags & FLAG_INLINE != 0 => hdr.len as usize,
-        Op::Write | Op::Close => 0,
+        Op::Write | Op::Close | Op::Read | Op::ReadReply => 0,
     }
 }
 

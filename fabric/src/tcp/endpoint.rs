@@ -13,9 +13,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mr::{MemoryRegion, RegionTable};
-use crate::wire::{FrameHeader, Op, WireError, FRAME_HEADER_LEN};
+use crate::wire::{FrameHeader, Op, WireError, FLAG_REFUSED, FRAME_HEADER_LEN};
 
 const STAGING: usize = 256 << 10;
+
+/// Read requests of the peer queued for serving. A peer's reads block, so
+/// it has one outstanding; more is a misbehaving peer.
+const MAX_QUEUED_READS: usize = 64;
 
 /// A frame whose payload is still arriving.
 #[derive(Debug)]
@@ -30,6 +34,22 @@ enum Partial {
         buf: BytesMut,
         want: usize,
     },
+    /// The data of a [`Op::ReadReply`], into [`TcpEndpoint::read_buf`]
+    /// (or dropped, for a read that timed out).
+    ReadReply {
+        want: usize,
+        got: usize,
+        keep: bool,
+    },
+}
+
+/// Where our one outstanding read stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    Idle,
+    Waiting { id: u32, len: usize },
+    Done,
+    Refused,
 }
 
 #[derive(Debug)]
@@ -44,6 +64,15 @@ pub(crate) struct TcpEndpoint {
     gone: Option<String>,
     max_message: usize,
     op_timeout: Duration,
+    /// Reads the peer asked of our regions, served at the next top-level
+    /// call (never in the middle of sending a frame of our own).
+    serve: VecDeque<FrameHeader>,
+    serve_buf: Vec<u8>,
+    read: ReadState,
+    read_buf: Vec<u8>,
+    read_id: u32,
+    /// A read that timed out: its late reply is dropped.
+    abandoned: Option<u32>,
 }
 
 impl TcpEndpoint {
@@ -68,6 +97,12 @@ impl TcpEndpoint {
             gone: None,
             max_message,
             op_timeout,
+            serve: VecDeque::new(),
+            serve_buf: Vec::new(),
+            read: ReadState::Idle,
+            read_buf: Vec::new(),
+            read_id: 0,
+            abandoned: None,
         })
     }
 
@@ -82,6 +117,104 @@ impl TcpEndpoint {
             &FrameHeader::write(addr, rkey, imm, data.len() as u32),
             data,
         )
+    }
+
+    /// Asks the peer for the bytes and drives the socket until its
+    /// endpoint answers (it does whenever it is polled or posts).
+    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        self.serve_reads()?;
+        self.read_id = self.read_id.wrapping_add(1);
+        let id = self.read_id;
+        self.read = ReadState::Waiting { id, len: out.len() };
+        let hdr = FrameHeader {
+            op: Op::Read,
+            flags: 0,
+            imm: id,
+            rkey,
+            len: out.len() as u32,
+            addr,
+        };
+        self.send_frame(&hdr, &[])?;
+        let deadline = Instant::now() + self.op_timeout;
+        loop {
+            self.progress()?;
+            self.serve_reads()?;
+            match self.read {
+                ReadState::Done => {
+                    self.read = ReadState::Idle;
+                    out.copy_from_slice(&self.read_buf[..out.len()]);
+                    return Ok(());
+                }
+                ReadState::Refused => {
+                    self.read = ReadState::Idle;
+                    return Err(FabricError::RemoteAccess {
+                        rkey,
+                        addr,
+                        len: out.len() as u64,
+                        reason: "the peer refused the read",
+                    });
+                }
+                ReadState::Idle | ReadState::Waiting { .. } => {}
+            }
+            if let Some(why) = &self.gone {
+                return Err(FabricError::PeerGone(why.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.read = ReadState::Idle;
+                self.abandoned = Some(id);
+                return Err(FabricError::Timeout {
+                    op: "tcp read",
+                    after: self.op_timeout,
+                });
+            }
+            self.wait_fd(PollFlags::POLLIN, deadline - now)?;
+        }
+    }
+
+    /// Answers the peer's queued reads from our regions.
+    fn serve_reads(&mut self) -> Result<(), FabricError> {
+        while let Some(req) = self.serve.pop_front() {
+            let mut buf = std::mem::take(&mut self.serve_buf);
+            let reply = match self.regions.resolve(req.rkey, req.addr, req.len as u64) {
+                Ok((region, offset)) => {
+                    buf.resize(req.len as usize, 0);
+                    region.read_at(offset, &mut buf)?;
+                    FrameHeader {
+                        op: Op::ReadReply,
+                        flags: 0,
+                        imm: req.imm,
+                        rkey: req.rkey,
+                        len: req.len,
+                        addr: req.addr,
+                    }
+                }
+                Err(why) => {
+                    tracing::debug!(
+                        rkey = req.rkey,
+                        addr = req.addr,
+                        len = req.len,
+                        "read refused: {why}"
+                    );
+                    buf.clear();
+                    FrameHeader {
+                        op: Op::ReadReply,
+                        flags: FLAG_REFUSED,
+                        imm: req.imm,
+                        rkey: req.rkey,
+                        len: 0,
+                        addr: req.addr,
+                    }
+                }
+            };
+            let r = self.send_frame(&reply, &buf);
+            // Large replies are rare: do not keep their memory.
+            if buf.capacity() <= STAGING {
+                self.serve_buf = buf;
+            }
+            r?;
+        }
+        Ok(())
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
@@ -134,6 +267,7 @@ impl TcpEndpoint {
             return Ok(Some(c));
         }
         self.progress()?;
+        self.serve_reads()?;
         if let Some(c) = self.ready.pop_front() {
             return Ok(Some(c));
         }
@@ -151,6 +285,7 @@ impl TcpEndpoint {
     /// arrival); false if that left work to do.
     pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
         self.progress()?;
+        self.serve_reads()?;
         Ok(self.ready.is_empty() && self.gone.is_none())
     }
 
@@ -246,6 +381,26 @@ impl TcpEndpoint {
                             return Ok(());
                         }
                     }
+                    Partial::ReadReply { want, got, keep } => {
+                        let n = avail.min(want - got);
+                        if keep {
+                            self.read_buf[got..got + n]
+                                .copy_from_slice(&self.buf[self.start..self.start + n]);
+                        }
+                        self.start += n;
+                        if got + n == want {
+                            if keep {
+                                self.read = ReadState::Done;
+                            }
+                        } else {
+                            self.partial = Some(Partial::ReadReply {
+                                want,
+                                got: got + n,
+                                keep,
+                            });
+                            return Ok(());
+                        }
+                    }
                     Partial::Send { mut buf, want } => {
                         let n = avail.min(want - buf.len());
                         buf.extend_from_slice(&self.buf[self.start..self.start + n]);
@@ -295,12 +450,70 @@ impl TcpEndpoint {
                     self.gone = Some("peer closed the connection".into());
                     return Ok(());
                 }
+                Op::Read => {
+                    if self.serve.len() >= MAX_QUEUED_READS {
+                        return Err(FabricError::Malformed(WireError::Invalid(
+                            "too many outstanding reads",
+                        )));
+                    }
+                    self.serve.push_back(hdr);
+                    continue;
+                }
+                Op::ReadReply => match self.read_reply(&hdr)? {
+                    Some(p) => p,
+                    None => continue,
+                },
                 Op::Pad => {
                     return Err(FabricError::Malformed(WireError::Invalid(
                         "pad frame on tcp",
                     )))
                 }
             });
+        }
+    }
+}
+
+impl TcpEndpoint {
+    /// Matches a reply header with the read it answers: the partial frame
+    /// that receives its data, or `None` when no data follows.
+    fn read_reply(&mut self, hdr: &FrameHeader) -> Result<Option<Partial>, FabricError> {
+        let bad = |why| Err(FabricError::Malformed(WireError::Invalid(why)));
+        let refused = hdr.flags & FLAG_REFUSED != 0;
+        if refused && hdr.len != 0 {
+            return bad("refused read reply with data");
+        }
+        let want = hdr.len as usize;
+        match self.read {
+            ReadState::Waiting { id, len } if id == hdr.imm => {
+                if refused {
+                    self.read = ReadState::Refused;
+                    return Ok(None);
+                }
+                if want != len {
+                    return bad("read reply of the wrong length");
+                }
+                if self.read_buf.len() < want {
+                    self.read_buf.resize(want, 0);
+                }
+                if want == 0 {
+                    self.read = ReadState::Done;
+                    return Ok(None);
+                }
+                Ok(Some(Partial::ReadReply {
+                    want,
+                    got: 0,
+                    keep: true,
+                }))
+            }
+            _ if self.abandoned == Some(hdr.imm) => {
+                self.abandoned = None;
+                Ok((want > 0).then_some(Partial::ReadReply {
+                    want,
+                    got: 0,
+                    keep: false,
+                }))
+            }
+            _ => bad("read reply to no outstanding read"),
         }
     }
 }

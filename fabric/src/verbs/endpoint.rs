@@ -300,6 +300,14 @@ impl VerbsEndpoint {
         Ok(())
     }
 
+    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        let _ = (addr, rkey, out);
+        Err(FabricError::Unavailable {
+            kind: crate::caps::TransportKind::Verbs,
+            reason: "one-sided read is not implemented on this provider yet".into(),
+        })
+    }
+
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
         self.dead()?;
         if data.is_empty() {

@@ -199,6 +199,142 @@ pub fn access_violations_refused(kind: TransportKind) {
     );
 }
 
+/// Serves the peer's reads (tcp needs the owner polled) until a message
+/// arrives; returns it.
+fn serve_until_message(ep: &mut rfx_fabric::Endpoint) -> bytes::Bytes {
+    let deadline = Instant::now() + T;
+    loop {
+        match ep.poll() {
+            Ok(Some(Completion::Recv(m))) => return m,
+            Ok(Some(other)) => panic!("unexpected {other:?}"),
+            Ok(None) => assert!(Instant::now() < deadline, "no message"),
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// One-sided reads of the peer's exposed memory, sizes 1 B to 4 MiB at
+/// odd offsets, with traffic arriving meanwhile kept for `poll`.
+pub fn reads_one_sided(kind: TransportKind) {
+    const LEN: usize = (4 << 20) + 4096;
+    let f = fabric(kind);
+    let server_mr = f.register(LEN).unwrap();
+    server_mr.write_at(0, &pattern(LEN, 3)).unwrap();
+    let client_mr = f.register(4096).unwrap();
+    let (mut s, mut c) = pair(
+        kind,
+        std::slice::from_ref(&server_mr),
+        std::slice::from_ref(&client_mr),
+    );
+    // Posted before the reads: must still be delivered, in order, after them.
+    let crb = s.peer_buffers()[0];
+    s.send(b"before").unwrap();
+    s.write_imm(b"wrote", &crb, 8, 42).unwrap();
+    let server = std::thread::spawn(move || {
+        let m = serve_until_message(&mut s);
+        (s, m)
+    });
+    let rb = c.peer_buffers()[0];
+    let whole = pattern(LEN, 3);
+    for (off, n) in [
+        (0usize, 1usize),
+        (1, 8),
+        (4095, 64),
+        (7, 4096),
+        (1000, 65536),
+        (4096, 4 << 20),
+    ] {
+        let mut out = vec![0u8; n];
+        c.read(&rb, off as u64, &mut out).unwrap();
+        assert!(
+            out == whole[off..off + n],
+            "read of {n} bytes at {off} differs"
+        );
+    }
+    // A read into nothing is a no-op, not an error.
+    c.read(&rb, 0, &mut []).unwrap();
+    assert_eq!(&expect_recv(c.wait(PollMode::Hot, T))[..], b"before");
+    let w = expect_write(c.wait(PollMode::Hot, T));
+    assert_eq!((w.imm, w.offset, w.len), (42, 8, 5));
+    assert_eq!(client_mr.to_vec(8, 5).unwrap(), b"wrote");
+    // The owner's later stores are what a later read sees.
+    server_mr.write_at(100, b"changed").unwrap();
+    let mut out = [0u8; 7];
+    c.read(&rb, 100, &mut out).unwrap();
+    assert_eq!(&out, b"changed");
+    c.send(b"done").unwrap();
+    let (_s, m) = server.join().unwrap();
+    assert_eq!(&m[..], b"done");
+}
+
+/// Both sides read each other at once: each serves the other while it
+/// waits, so neither hangs.
+pub fn crossed_reads(kind: TransportKind) {
+    const LEN: usize = 1 << 20;
+    let f = fabric(kind);
+    let a_mr = f.register(LEN).unwrap();
+    let b_mr = f.register(LEN).unwrap();
+    a_mr.write_at(0, &pattern(LEN, 1)).unwrap();
+    b_mr.write_at(0, &pattern(LEN, 2)).unwrap();
+    let (mut a, mut b) = pair(
+        kind,
+        std::slice::from_ref(&a_mr),
+        std::slice::from_ref(&b_mr),
+    );
+    let reader = |ep: &mut rfx_fabric::Endpoint, seed: u8| {
+        let rb = ep.peer_buffers()[0];
+        let want = pattern(LEN, seed);
+        let mut out = vec![0u8; 64 << 10];
+        for i in 0..64usize {
+            let off = (i * 12_345) % (LEN - out.len());
+            ep.read(&rb, off as u64, &mut out).unwrap();
+            assert!(out[..] == want[off..off + out.len()], "read {i} differs");
+        }
+        ep.send(b"done").unwrap();
+        serve_until_message(ep);
+    };
+    let t = std::thread::spawn(move || {
+        reader(&mut b, 1);
+        b
+    });
+    reader(&mut a, 2);
+    t.join().unwrap();
+}
+
+/// Reads outside what the peer exposed are refused before anything is
+/// sent; the endpoint stays usable.
+pub fn read_access_refused(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(4096).unwrap();
+    mr.write_at(0, b"ok").unwrap();
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
+    let server = std::thread::spawn(move || serve_until_message(&mut s));
+    let rb = c.peer_buffers()[0];
+    let refused = |r: Result<(), FabricError>| {
+        assert!(
+            matches!(r, Err(FabricError::RemoteAccess { .. })),
+            "expected a refusal, got {r:?}"
+        )
+    };
+    let mut out = [0u8; 16];
+    refused(c.read(
+        &RemoteBuffer {
+            rkey: rb.rkey ^ 0x100,
+            ..rb
+        },
+        0,
+        &mut out,
+    ));
+    refused(c.read(&rb, 4090, &mut out));
+    refused(c.read(&RemoteBuffer { len: 1 << 20, ..rb }, 8192, &mut out));
+    refused(c.read(&rb, u64::MAX - 3, &mut out));
+    let mut ok = [0u8; 2];
+    c.read(&rb, 0, &mut ok).unwrap();
+    assert_eq!(&ok, b"ok");
+    c.send(b"done").unwrap();
+    assert_eq!(&server.join().unwrap()[..], b"done");
+}
+
 pub fn waits_are_bounded(kind: TransportKind) {
     let f = fabric(kind);
     let mr = f.register(64).unwrap();
@@ -497,6 +633,79 @@ pub fn tcp_hostile_frames() {
         assert!(s.poll().is_err(), "endpoint must stay closed");
         assert!(mr.to_vec(0, 64).unwrap().iter().all(|&b| b == 0));
     }
+}
+
+/// tcp: the owner checks a read itself. A forged request gets a refusal
+/// (and the connection lives on); a valid one gets the bytes; a reply to
+/// no read closes the connection.
+pub fn tcp_owner_checks_reads() {
+    let f = fabric(TransportKind::Tcp);
+    let mr = f.register(64).unwrap();
+    mr.write_at(0, b"owner data").unwrap();
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let opts = ConnectOptions::new().expose(&mr);
+    let server = std::thread::spawn(move || listener.accept(&opts));
+    let (mut sock, accept) = raw_client(addr);
+    let mut s = server.join().unwrap().unwrap();
+    let rb = accept.hello.buffers[0];
+    let read = |id: u32, rkey: u32, len: u32, addr: u64| FrameHeader {
+        op: Op::Read,
+        flags: 0,
+        imm: id,
+        rkey,
+        len,
+        addr,
+    };
+    let reply = |sock: &mut TcpStream, s: &mut rfx_fabric::Endpoint| {
+        // The owner answers from its poll loop.
+        let mut head = [0u8; wire::FRAME_HEADER_LEN];
+        sock.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + T;
+        let mut got = 0;
+        while got < head.len() {
+            assert!(s.poll().unwrap().is_none());
+            match sock.read(&mut head[got..]) {
+                Ok(0) => panic!("owner closed"),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < deadline, "no reply")
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        sock.set_nonblocking(false).unwrap();
+        let h = FrameHeader::decode(&head).unwrap();
+        let mut data = vec![0u8; h.len as usize];
+        sock.read_exact(&mut data).unwrap();
+        (h, data)
+    };
+    for forged in [
+        read(1, rb.rkey ^ 1, 4, rb.addr),
+        read(2, rb.rkey, 65, rb.addr),
+        read(3, rb.rkey, 8, rb.addr + 60),
+    ] {
+        sock.write_all(&forged.encode()).unwrap();
+        let (h, data) = reply(&mut sock, &mut s);
+        assert_eq!(
+            (h.op, h.imm, h.flags),
+            (Op::ReadReply, forged.imm, wire::FLAG_REFUSED)
+        );
+        assert!(data.is_empty());
+    }
+    sock.write_all(&read(4, rb.rkey, 10, rb.addr).encode())
+        .unwrap();
+    let (h, data) = reply(&mut sock, &mut s);
+    assert_eq!((h.op, h.imm, h.flags), (Op::ReadReply, 4, 0));
+    assert_eq!(data, b"owner data");
+    // A reply nobody asked for is a protocol violation.
+    let stray = FrameHeader {
+        imm: 9,
+        ..FrameHeader::new(Op::ReadReply)
+    };
+    sock.write_all(&stray.encode()).unwrap();
+    let r = s.wait(PollMode::Hot, T);
+    assert!(matches!(r, Err(FabricError::Malformed(_))), "{r:?}");
 }
 
 /// tcp: the peer vanishes in the middle of a payload.

@@ -28,6 +28,9 @@ macro_rules! conformance {
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
             #[test] fn peer_killed_while_waiting() { cases::peer_killed_while_waiting(K) }
             #[test] fn malformed_handshakes() { cases::malformed_handshakes(K) }
+            #[test] fn reads_one_sided() { cases::reads_one_sided(K) }
+            #[test] fn crossed_reads() { cases::crossed_reads(K) }
+            #[test] fn read_access_refused() { cases::read_access_refused(K) }
         }
     )*};
 }
@@ -68,6 +71,9 @@ macro_rules! ofi_conformance {
             #[test] fn peer_death_detected() { run(cases::peer_death_detected) }
             #[test] fn peer_killed_while_waiting() { run(cases::peer_killed_while_waiting) }
             #[test] fn malformed_handshakes() { run(cases::malformed_handshakes) }
+            #[test] fn reads_one_sided() { run(cases::reads_one_sided) }
+            #[test] fn crossed_reads() { run(cases::crossed_reads) }
+            #[test] fn read_access_refused() { run(cases::read_access_refused) }
         }
     )*};
 }
@@ -81,6 +87,11 @@ ofi_conformance! {
 #[test]
 fn tcp_hostile_frames() {
     cases::tcp_hostile_frames()
+}
+
+#[test]
+fn tcp_owner_checks_reads() {
+    cases::tcp_owner_checks_reads()
 }
 
 #[test]
