@@ -193,6 +193,12 @@ impl PingPongArgs {
 struct TransportArgs {
     #[command(flatten)]
     common: PingPongArgs,
+    /// The operation: `write` (write_imm ping-pong: write, peer writes
+    /// back) or `read` (one-sided read of the peer's memory; raw baselines:
+    /// a 24-byte request answered by the size over TCP, one copy out of a
+    /// shared mapping for shm, none in-process for verbs and ofi).
+    #[arg(long, default_value = "write", value_parser = ["write", "read"])]
+    op: String,
 }
 
 #[derive(Args)]
@@ -349,13 +355,14 @@ fn mode_name(m: PollMode) -> &'static str {
 #[derive(Serialize)]
 struct Row {
     transport: TransportKind,
+    op: &'static str,
     mode: &'static str,
     size: usize,
-    baseline: &'static str,
+    baseline: Option<&'static str>,
     rfx: Summary,
-    raw: Summary,
-    ratio_p50: f64,
-    ratio_p99: f64,
+    raw: Option<Summary>,
+    ratio_p50: Option<f64>,
+    ratio_p99: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -367,23 +374,34 @@ struct Report<'a> {
     results: Vec<Row>,
 }
 
-fn baseline_name(kind: TransportKind) -> &'static str {
-    match kind {
-        TransportKind::Tcp => "raw tcp socket ping-pong",
-        TransportKind::Shm => "raw shm flag ping-pong",
-        TransportKind::Ofi => "libfabric fi_pingpong, same provider (mean round trip, busy poll)",
+fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
+    match (kind, read) {
+        (TransportKind::Tcp, false) => "raw tcp socket ping-pong",
+        (TransportKind::Shm, false) => "raw shm flag ping-pong",
+        (TransportKind::Ofi, false) => {
+            "libfabric fi_pingpong, same provider (mean round trip, busy poll)"
+        }
+        (TransportKind::Tcp, true) => "raw tcp socket, 24-byte request, size-byte reply",
+        (TransportKind::Shm, true) => "one copy out of a shared mapping",
         _ => "none",
     }
 }
 
-fn transport(TransportArgs { common: args }: TransportArgs) -> anyhow::Result<()> {
+fn transport(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
+    let read = op == "read";
     let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
     let table = &mut out.table;
     writeln!(
         table,
-        "# rfx-bench transport: write_imm round trip (us), client cpu {:?}, server cpu {:?}",
-        cpus.0, cpus.1
+        "# rfx-bench transport: {} (us), client cpu {:?}, server cpu {:?}",
+        if read {
+            "one-sided read"
+        } else {
+            "write_imm round trip"
+        },
+        cpus.0,
+        cpus.1
     )?;
     writeln!(
         table,
@@ -403,40 +421,64 @@ fn transport(TransportArgs { common: args }: TransportArgs) -> anyhow::Result<()
     let mut results = Vec::new();
     for &kind in &args.transport {
         for &mode in &args.mode {
-            let rfx = transport::rfx_pingpong(kind, mode, &steps, cpus)
-                .with_context(|| format!("rfx {kind} {}", mode_name(mode)))?;
-            let raw = match kind {
-                TransportKind::Tcp => baseline::tcp::pingpong(mode, &steps, cpus)?,
-                TransportKind::Shm => baseline::shm::pingpong(mode, &steps, cpus)?,
-                #[cfg(feature = "ofi")]
-                TransportKind::Ofi => baseline::ofi::pingpong(&steps, cpus)?,
-                other => anyhow::bail!("no raw baseline for {other} in this build"),
+            let what = || format!("rfx {op} {kind} {}", mode_name(mode));
+            let (rfx, raw) = if read {
+                let rfx = transport::rfx_read(kind, mode, &steps, cpus).with_context(what)?;
+                let raw = match kind {
+                    TransportKind::Tcp => Some(baseline::tcp::request_reply(
+                        mode,
+                        &steps,
+                        cpus,
+                        rfx_fabric::wire::FRAME_HEADER_LEN,
+                    )?),
+                    TransportKind::Shm => Some(baseline::shm::copy_out(&steps, cpus)?),
+                    _ => None,
+                };
+                (rfx, raw)
+            } else {
+                let rfx = transport::rfx_pingpong(kind, mode, &steps, cpus).with_context(what)?;
+                let raw = match kind {
+                    TransportKind::Tcp => Some(baseline::tcp::pingpong(mode, &steps, cpus)?),
+                    TransportKind::Shm => Some(baseline::shm::pingpong(mode, &steps, cpus)?),
+                    #[cfg(feature = "ofi")]
+                    TransportKind::Ofi => Some(baseline::ofi::pingpong(&steps, cpus)?),
+                    _ => None,
+                };
+                (rfx, raw)
             };
-            for ((step, r), b) in steps.iter().zip(rfx).zip(raw) {
+            let mut raw = raw.map(Vec::into_iter);
+            for (step, r) in steps.iter().zip(rfx) {
+                let b = raw.as_mut().and_then(Iterator::next);
                 let row = Row {
                     transport: kind,
+                    op: if read { "read" } else { "write" },
                     mode: mode_name(mode),
                     size: step.size,
-                    baseline: baseline_name(kind),
-                    ratio_p50: r.p50_us / b.p50_us,
-                    ratio_p99: r.p99_us / b.p99_us,
+                    baseline: b.as_ref().map(|_| baseline_name(kind, read)),
+                    ratio_p50: b.as_ref().map(|b| r.p50_us / b.p50_us),
+                    ratio_p99: b.as_ref().map(|b| r.p99_us / b.p99_us),
                     rfx: r,
                     raw: b,
                 };
+                let cell = |v: Option<f64>, w: usize| match v {
+                    Some(v) => format!("{v:>w$.2}"),
+                    None => format!("{:>w$}", "-"),
+                };
+                let raw = row.raw.as_ref();
                 writeln!(
                     table,
-                    "{:<5} {:<4} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.2} {:>6.2}",
+                    "{:<5} {:<4} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {} {} {} | {} {}",
                     kind.name(),
                     row.mode,
                     step.size,
-                    r.p50_us,
-                    r.p99_us,
-                    r.p999_us,
-                    b.p50_us,
-                    b.p99_us,
-                    b.p999_us,
-                    row.ratio_p50,
-                    row.ratio_p99
+                    row.rfx.p50_us,
+                    row.rfx.p99_us,
+                    row.rfx.p999_us,
+                    cell(raw.map(|b| b.p50_us), 8),
+                    cell(raw.map(|b| b.p99_us), 8),
+                    cell(raw.map(|b| b.p999_us), 8),
+                    cell(row.ratio_p50, 6),
+                    cell(row.ratio_p99, 6)
                 )?;
                 results.push(row);
             }

@@ -1,4 +1,5 @@
-//! `rfx-bench transport`: write_imm ping-pong over an rfx endpoint.
+//! `rfx-bench transport`: write_imm ping-pong, or one-sided reads, over an
+//! rfx endpoint.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,9 @@ use crate::schedule::Step;
 use crate::stats::{Recorder, Summary};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// How long the read server keeps serving one client.
+const SERVE_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// Round trips of `write_imm` + completion, client pinned to `cpus.0`,
 /// echo server to `cpus.1`.
@@ -68,6 +72,69 @@ pub fn rfx_pingpong(
             if i >= step.warmup {
                 rec.record(dt.as_nanos() as u64);
             }
+        }
+        out.push(rec.summary());
+    }
+    drop(ep);
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    Ok(out)
+}
+
+/// One-sided reads of the server's exposed region, timed at the client
+/// (pinned to `cpus.0`); the server (`cpus.1`) only keeps its endpoint
+/// polled, which tcp needs to answer.
+pub fn rfx_read(
+    kind: TransportKind,
+    mode: PollMode,
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+) -> anyhow::Result<Vec<Summary>> {
+    let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
+    let cfg = Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::from_env()?
+    };
+    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
+    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    let sfabric = fabric.clone();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        pin::pin(cpus.1);
+        let region = sfabric.register(max.max(1))?;
+        region.write_at(0, &vec![0x5a; max])?;
+        let mut ep = listener.accept(&ConnectOptions::new().expose(&region))?;
+        // Reads complete nothing here: wait in short slices until the
+        // client leaves, within a bound no benchmark reaches.
+        let end = Instant::now() + SERVE_AT_MOST;
+        while Instant::now() < end {
+            match ep.wait(mode, Duration::from_millis(100)) {
+                Ok(other) => bail!("unexpected completion {other:?}"),
+                Err(e) if e.is_peer_gone() => return Ok(()),
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("client still connected after {SERVE_AT_MOST:?}")
+    });
+    pin::pin(cpus.0);
+    let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+    let rb = ep.peer_buffers()[0];
+    let mut buf = vec![0u8; max];
+    let mut out = Vec::new();
+    for step in steps {
+        let mut rec = Recorder::new();
+        for i in 0..step.total() {
+            let t0 = Instant::now();
+            ep.read(&rb, 0, &mut buf[..step.size])?;
+            let dt = t0.elapsed();
+            if i >= step.warmup {
+                rec.record(dt.as_nanos() as u64);
+            }
+        }
+        if buf[..step.size].iter().any(|&b| b != 0x5a) {
+            bail!("read of {} bytes returned wrong data", step.size);
         }
         out.push(rec.summary());
     }

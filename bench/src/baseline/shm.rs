@@ -136,3 +136,37 @@ pub fn pingpong(
         .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
     Ok(out)
 }
+
+/// The floor of a shm read: one copy of the step's size out of a shared
+/// mapping another thread (pinned to `cpus.1`) filled, timed like the rfx
+/// read.
+pub fn copy_out(
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+) -> anyhow::Result<Vec<Summary>> {
+    let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
+    let mut shared = MmapMut::map_anon(max.max(1))?;
+    // The owner's stores come from the other CPU, as a peer's would.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin::pin(cpus.1);
+            shared.fill(0x5a);
+        });
+    });
+    pin::pin(cpus.0);
+    let mut out = vec![0u8; max];
+    let mut sums = Vec::new();
+    for step in steps {
+        let mut rec = Recorder::new();
+        for i in 0..step.total() {
+            let t0 = Instant::now();
+            out[..step.size].copy_from_slice(&shared[..step.size]);
+            std::hint::black_box(&mut out);
+            if i >= step.warmup {
+                rec.record(t0.elapsed().as_nanos() as u64);
+            }
+        }
+        sums.push(rec.summary());
+    }
+    Ok(sums)
+}

@@ -48,7 +48,34 @@ pub fn pingpong(
     steps: &[Step],
     cpus: (Option<usize>, Option<usize>),
 ) -> anyhow::Result<Vec<Summary>> {
-    let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
+    exchange(mode, steps, cpus, None)
+}
+
+/// The floor of a read over TCP: a `request`-byte ask answered by the
+/// step's size.
+pub fn request_reply(
+    mode: PollMode,
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+    request: usize,
+) -> anyhow::Result<Vec<Summary>> {
+    exchange(mode, steps, cpus, Some(request))
+}
+
+/// Round trips of `request` bytes (the step's size when `None`) out and
+/// the step's size back.
+fn exchange(
+    mode: PollMode,
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+    request: Option<usize>,
+) -> anyhow::Result<Vec<Summary>> {
+    let max = steps
+        .iter()
+        .map(|s| s.size)
+        .chain(request)
+        .max()
+        .unwrap_or(8);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let plan: Vec<Step> = steps.to_vec();
@@ -59,7 +86,7 @@ pub fn pingpong(
         let mut buf = vec![0u8; max];
         for step in &plan {
             for _ in 0..step.total() {
-                read_exact(&mut s, &mut buf[..step.size])?;
+                read_exact(&mut s, &mut buf[..request.unwrap_or(step.size)])?;
                 write_all(&mut s, &buf[..step.size])?;
             }
         }
@@ -75,7 +102,7 @@ pub fn pingpong(
         let mut rec = Recorder::new();
         for i in 0..step.total() {
             let t0 = Instant::now();
-            write_all(&mut c, &payload[..step.size])?;
+            write_all(&mut c, &payload[..request.unwrap_or(step.size)])?;
             read_exact(&mut c, &mut back[..step.size])?;
             if i >= step.warmup {
                 rec.record(t0.elapsed().as_nanos() as u64);
