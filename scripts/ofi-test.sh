@@ -10,7 +10,8 @@
 #  3. `rfx-bench transport --transport ofi` (release, busy polling, 8 B and
 #     64 KiB) for each provider against libfabric's own `fi_pingpong` over
 #     the same provider, in the same run, on the same CPUs: ratios printed,
-#     JSON in target/ofi-bench-<provider>.json.
+#     JSON in target/ofi-bench-<provider>.json; then one-sided reads
+#     (`--op read`, no raw baseline), JSON in target/ofi-bench-read-<provider>.json.
 #
 #   scripts/ofi-test.sh
 #   RFX_OFI_BENCH=0 scripts/ofi-test.sh         tests only
@@ -73,6 +74,11 @@ if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
             --transport ofi --mode hot --sizes 8,64k \
             --iters "${RFX_OFI_BENCH_ITERS:-5000}" --warmup 500 \
             --json "target/ofi-bench-$tag.json"
+        log "benchmark: $prov, rfx one-sided read (fi_read into a staging buffer, then a copy)"
+        RFX_OFI_PROVIDER="$prov" timeout 300 ./target/release/rfx-bench transport \
+            --transport ofi --op read --mode hot --sizes 8,64k \
+            --iters "${RFX_OFI_BENCH_ITERS:-5000}" --warmup 500 \
+            --json "target/ofi-bench-read-$tag.json"
     done
 fi
 

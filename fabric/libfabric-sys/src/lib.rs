@@ -12,7 +12,7 @@
 //!   [`AVAILABLE`] is false (the build prints a warning), so a
 //!   workspace-wide build never fails on a machine without libfabric-dev.
 //!
-//! Everything here is `unsafe` and raw; rfx-fabric's `ofi/sys.rs` is the
+//! Everything here is `unsafe` and raw; rfx-fabric's `ofi/sys/` is the
 //! only place that calls it.
 #![allow(
     non_upper_case_globals,

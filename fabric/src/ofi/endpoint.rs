@@ -10,7 +10,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::domain::Domain;
 use super::proto::{encode_cq_data, Credits, Inbox, Kind, Rec, MORE, REC_HDR};
-use super::sys::{Conn, Event, Mr, Posted};
+use super::sys::{self, Conn, Event, Mr, Posted};
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mr::RegionTable;
@@ -32,6 +32,9 @@ const FALLBACK_SLEEP: Duration = Duration::from_micros(100);
 /// Writes up to this size travel inside one record (copied at the
 /// target): one operation instead of descriptor + `fi_writedata`.
 pub(super) const INLINE_MAX: usize = 4096;
+/// Largest single `fi_read`, and so the bound of the staging buffer that
+/// reads land in; longer reads go in chunks.
+const READ_CHUNK: usize = 4 << 20;
 
 /// A peer region as its owner registered it.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +65,9 @@ struct State {
     max_message: usize,
     op_timeout: Duration,
     max_write: usize,
+    /// The error of the read in flight, if it failed: (libfabric's error
+    /// number, text).
+    read_failed: Option<(i32, String)>,
     /// Slots whose re-post the provider deferred (`FI_EAGAIN`).
     repost: Vec<(usize, Kind)>,
     events: Vec<Event>,
@@ -112,6 +118,7 @@ impl OfiEndpoint {
                 max_message,
                 op_timeout,
                 max_write,
+                read_failed: None,
                 repost: Vec::new(),
                 events: Vec::with_capacity(16),
             },
@@ -154,22 +161,7 @@ impl OfiEndpoint {
         imm: u32,
         data: &[u8],
     ) -> Result<(), FabricError> {
-        let len = data.len() as u64;
-        let pr = *self
-            .st
-            .peer
-            .iter()
-            .find(|p| {
-                p.rkey == rkey
-                    && addr >= p.addr
-                    && addr.checked_add(len).is_some_and(|e| e <= p.addr + p.len)
-            })
-            .ok_or(FabricError::RemoteAccess {
-                rkey,
-                addr,
-                len,
-                reason: "no registered peer region covers the access",
-            })?;
+        let pr = self.peer_region(addr, rkey, data.len() as u64)?;
         let deadline = Instant::now() + self.st.op_timeout;
         let inline_max = INLINE_MAX.min(self.conn.slot_size() - REC_HDR);
         if data.len() <= inline_max {
@@ -227,12 +219,135 @@ impl OfiEndpoint {
         }
     }
 
+    /// The peer region that covers `len` bytes at `addr` under `rkey`.
+    fn peer_region(&self, addr: u64, rkey: u32, len: u64) -> Result<PeerRegion, FabricError> {
+        self.st
+            .peer
+            .iter()
+            .find(|p| {
+                p.rkey == rkey
+                    && addr >= p.addr
+                    && addr
+                        .checked_add(len)
+                        .is_some_and(|e| p.addr.checked_add(p.len).is_some_and(|end| e <= end))
+            })
+            .copied()
+            .ok_or(FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len,
+                reason: "no registered peer region covers the access",
+            })
+    }
+
+    /// One-sided read: `fi_read` into the staging buffer, chunk by chunk
+    /// (at most [`READ_CHUNK`] bytes each), each copied into `out`.
     pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        let _ = (addr, rkey, out);
-        Err(FabricError::Unavailable {
-            kind: crate::caps::TransportKind::Ofi,
-            reason: "one-sided read is not implemented on this provider yet".into(),
-        })
+        let len = out.len() as u64;
+        let pr = self.peer_region(addr, rkey, len)?;
+        let start = Instant::now();
+        let deadline = start + self.st.op_timeout;
+        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
+        let mut at = addr;
+        for part in out.chunks_mut(chunk) {
+            let target = if pr.virt { at } else { at - pr.addr };
+            self.read_chunk(target, pr.key, part, deadline, start)
+                .map_err(|e| match e {
+                    // Report the access as the caller made it.
+                    FabricError::RemoteAccess { reason, .. } => FabricError::RemoteAccess {
+                        rkey,
+                        addr,
+                        len,
+                        reason,
+                    },
+                    e => e,
+                })?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len()` bytes at `target`/`key` (the provider's address
+    /// and key) through the staging buffer, driving our CQ meanwhile:
+    /// completions that arrive are queued for `poll`, and the provider
+    /// serves the peer's reads of our memory.
+    fn read_chunk(
+        &mut self,
+        target: u64,
+        key: u64,
+        out: &mut [u8],
+        deadline: Instant,
+        start: Instant,
+    ) -> Result<(), FabricError> {
+        self.st.read_failed = None;
+        let mut spins = 0u32;
+        let mut posted = false;
+        loop {
+            if let Some(why) = &self.st.gone {
+                return Err(FabricError::PeerGone(why.clone()));
+            }
+            if !posted {
+                // A read that timed out earlier may still be in flight:
+                // `post_read` waits (Again) until its completion is reaped.
+                posted = self.conn.post_read(out.len(), target, key)? == Posted::Done;
+                if posted {
+                    self.st.read_failed = None;
+                }
+            }
+            self.progress()?;
+            if posted {
+                if let Some((code, msg)) = self.st.read_failed.take() {
+                    return Err(self.read_error(code, msg, target, out.len()));
+                }
+                if !self.conn.read_pending() {
+                    let staged = self.conn.staged(out.len()).ok_or_else(|| {
+                        FabricError::os(
+                            "fi_read",
+                            std::io::Error::other("staging buffer missing after the read"),
+                        )
+                    })?;
+                    out.copy_from_slice(staged);
+                    return Ok(());
+                }
+            }
+            self.try_send_credit()?;
+            spins += 1;
+            if spins % 256 == 0 {
+                self.check_ctrl();
+                if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) || self.st.peer_closed {
+                    let why = "peer closed while a read was in flight".to_string();
+                    self.st.gone = Some(why.clone());
+                    return Err(FabricError::PeerGone(why));
+                }
+                if Instant::now() >= deadline {
+                    return Err(FabricError::Timeout {
+                        op: if posted {
+                            "ofi read completion"
+                        } else {
+                            "ofi read post (provider busy)"
+                        },
+                        after: start.elapsed(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A failed read: the provider refused the access (the endpoint
+    /// lives on) or the connection broke (the endpoint is gone).
+    fn read_error(&mut self, code: i32, msg: String, target: u64, len: usize) -> FabricError {
+        if sys::is_refusal(code) && self.st.gone.is_none() {
+            tracing::debug!(target, len, "ofi read refused: {msg}");
+            return FabricError::RemoteAccess {
+                rkey: 0,
+                addr: target,
+                len: len as u64,
+                reason: "the peer's provider refused the read",
+            };
+        }
+        let why = format!("read failed: {msg}");
+        self.st.gone.get_or_insert_with(|| why.clone());
+        FabricError::PeerGone(why)
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
@@ -361,7 +476,11 @@ impl OfiEndpoint {
                 let kind = self.handle_record(slot, len)?;
                 self.repost(slot, kind)
             }
-            Event::SendDone | Event::WriteDone => Ok(()),
+            Event::SendDone | Event::WriteDone | Event::ReadDone => Ok(()),
+            Event::ReadFailed { code, msg } => {
+                self.st.read_failed = Some((code, msg));
+                Ok(())
+            }
             Event::RemoteWrite { data } => {
                 self.st.inbox.handle_remote_write(data).map_err(malformed)
             }
@@ -576,5 +695,202 @@ impl Drop for OfiEndpoint {
         // The control socket's end goes out before the endpoint closes (in
         // the fields' drop): a peer that sees it sends nothing more.
         let _ = self.ctrl.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::mr::MemoryRegion;
+    use std::net::TcpListener;
+
+    const T: Duration = Duration::from_secs(10);
+
+    /// Two ofi endpoints of `provider` over a loopback control connection:
+    /// `a` exposes `a_mr`, `b` nothing.
+    fn pair(
+        provider: &str,
+        a_mr: &MemoryRegion,
+        op_timeout: Duration,
+    ) -> (OfiEndpoint, OfiEndpoint) {
+        let cfg = Config {
+            ofi_provider: Some(provider.to_string()),
+            op_timeout,
+            ..Config::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (a_cfg, a_regions) = (cfg.clone(), RegionTable::new(vec![a_mr.clone()]));
+        let a = std::thread::spawn(move || {
+            let (ctrl, _) = listener.accept().unwrap();
+            super::super::establish(ctrl, a_regions, &[], &a_cfg, T).unwrap()
+        });
+        let ctrl = TcpStream::connect(addr).unwrap();
+        let b = super::super::establish(ctrl, RegionTable::default(), &[a_mr.remote()], &cfg, T)
+            .unwrap();
+        (a.join().unwrap(), b)
+    }
+
+    /// Polls `ep` until a message arrives or the peer is gone (bounded).
+    fn serve(mut ep: OfiEndpoint) -> OfiEndpoint {
+        let t0 = Instant::now();
+        loop {
+            assert!(t0.elapsed() < T, "no message while serving");
+            match ep.poll() {
+                Ok(Some(Completion::Recv(_))) | Err(_) => return ep,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Reads the provider itself refuses (a key the owner never issued, a
+    /// range beyond its region: accesses rfx's own checks stop before
+    /// they reach the provider, forged here below them) never hand back
+    /// stale bytes, never hang, and leave the endpoint consistent: a
+    /// `RemoteAccess` refusal leaves it usable, anything else ends it.
+    ///
+    /// On libfabric 1.17, `tcp;ofi_rxm` checks keys and drops the
+    /// connection (the read completes with `FI_ECANCELED`: `PeerGone`);
+    /// `shm` does not check keys, and a range outside any mapping fails
+    /// with `FI_EIO` (reported without the read's context: `PeerGone`).
+    fn provider_refusals(provider: &str) {
+        let mr = MemoryRegion::new(8192).unwrap();
+        mr.write_at(100, b"owner's bytes").unwrap();
+        mr.write_at(200, b"other bytes!!").unwrap();
+        let (a, mut b) = pair(provider, &mr, Duration::from_secs(5));
+        let server = std::thread::spawn(move || serve(a));
+        let rb = mr.remote();
+        let mut out = [0u8; 13];
+        b.read(rb.addr + 100, rb.rkey, &mut out).unwrap();
+        assert_eq!(&out, b"owner's bytes");
+        let good = b.st.peer[0];
+        let forgeries: [(&str, PeerRegion, u64); 2] = [
+            (
+                "forged key",
+                PeerRegion {
+                    key: good.key ^ 0x5a5a_0000,
+                    ..good
+                },
+                200,
+            ),
+            (
+                "range beyond the region",
+                PeerRegion {
+                    len: 1 << 50,
+                    ..good
+                },
+                1 << 44,
+            ),
+        ];
+        let mut alive = true;
+        for (what, forged, off) in forgeries {
+            b.st.peer[0] = forged;
+            let mut out = [0u8; 13];
+            let t0 = Instant::now();
+            let r = b.read(rb.addr + off, rb.rkey, &mut out);
+            assert!(t0.elapsed() < T, "{provider}: {what}: read hung");
+            b.st.peer[0] = good;
+            match r {
+                // The provider did not check: the bytes must be real.
+                Ok(()) => assert_eq!(&out, b"other bytes!!", "{provider}: {what}: stale bytes"),
+                Err(FabricError::RemoteAccess { rkey, .. }) => {
+                    assert_eq!(rkey, rb.rkey);
+                    b.read(rb.addr + 100, rb.rkey, &mut out).unwrap();
+                    assert_eq!(
+                        &out, b"owner's bytes",
+                        "{provider}: unusable after a refusal"
+                    );
+                }
+                Err(FabricError::PeerGone(_)) => {
+                    let r = b.read(rb.addr + 100, rb.rkey, &mut out);
+                    assert!(
+                        matches!(r, Err(FabricError::PeerGone(_))),
+                        "{provider}: {r:?}"
+                    );
+                    alive = false;
+                    break;
+                }
+                Err(e) => panic!("{provider}: {what}: {e:?}"),
+            }
+        }
+        if alive {
+            b.send(b"done").unwrap();
+        }
+        drop(b);
+        drop(server.join().unwrap());
+    }
+
+    #[test]
+    fn provider_refusals_tcp_rxm() {
+        provider_refusals("tcp;ofi_rxm");
+    }
+
+    #[test]
+    fn provider_refusals_shm() {
+        provider_refusals("shm");
+    }
+
+    /// Reads longer than one staging buffer go in chunks; each lands at
+    /// its place (offset addressing on tcp, virtual addresses on shm).
+    fn chunked_read(provider: &str) {
+        const LEN: usize = 2 * READ_CHUNK + 12_345;
+        let mr = MemoryRegion::new(LEN + 4096).unwrap();
+        let bytes: Vec<u8> = (0..LEN + 4096).map(|i| (i * 7 + i / 4099) as u8).collect();
+        mr.write_at(0, &bytes).unwrap();
+        let (a, mut b) = pair(provider, &mr, T);
+        let server = std::thread::spawn(move || serve(a));
+        let rb = mr.remote();
+        let mut out = vec![0u8; LEN];
+        b.read(rb.addr + 4001, rb.rkey, &mut out).unwrap();
+        assert!(
+            out[..] == bytes[4001..4001 + LEN],
+            "{provider}: chunked read differs"
+        );
+        // The staging buffer grew to the bound, not to the read.
+        assert!(
+            b.conn.staged(READ_CHUNK).is_some() && b.conn.staged(READ_CHUNK + 1).is_none(),
+            "{provider}: staging buffer not bounded by READ_CHUNK"
+        );
+        b.send(b"done").unwrap();
+        drop(server.join().unwrap());
+    }
+
+    #[test]
+    fn chunked_read_tcp_rxm() {
+        chunked_read("tcp;ofi_rxm");
+    }
+
+    #[test]
+    fn chunked_read_shm() {
+        chunked_read("shm");
+    }
+
+    /// tcp;ofi_rxm needs the owner to drive progress: while it does not,
+    /// a read times out (bounded by the op timeout); the endpoint stays
+    /// usable and, once the owner polls, the next read (behind the stale
+    /// one, which still lands in the staging buffer) succeeds.
+    #[test]
+    fn read_times_out_without_owner_progress_then_recovers() {
+        let mr = MemoryRegion::new(1 << 20).unwrap();
+        mr.write_at(0, &[7u8; 1 << 20]).unwrap();
+        let (a, mut b) = pair("tcp;ofi_rxm", &mr, Duration::from_millis(300));
+        let rb = mr.remote();
+        let mut out = vec![0u8; 1 << 20];
+        let t0 = Instant::now();
+        let r = b.read(rb.addr, rb.rkey, &mut out);
+        let waited = t0.elapsed();
+        assert!(
+            matches!(r, Err(FabricError::Timeout { .. })),
+            "read without owner progress: {r:?}"
+        );
+        assert!(waited < Duration::from_secs(3), "timeout took {waited:?}");
+        let server = std::thread::spawn(move || serve(a));
+        mr.write_at(0, &[9u8; 16]).unwrap();
+        let mut small = [0u8; 16];
+        b.read(rb.addr, rb.rkey, &mut small).unwrap();
+        assert_eq!(small, [9u8; 16]);
+        b.send(b"done").unwrap();
+        drop(server.join().unwrap());
     }
 }

@@ -27,6 +27,21 @@
 //!   matches (the length is not trusted: tcp reports 0), so the offset and
 //!   length come from the descriptor and order holds even on providers
 //!   that do not order RMA after messages (`shm` orders only sends).
+//! - **read**: `fi_read` of the peer's exposed region (registered with
+//!   `FI_REMOTE_READ` as well as `FI_REMOTE_WRITE`; virtual addresses or
+//!   offsets as the provider's `FI_MR_VIRT_ADDR` says, like writes) into a
+//!   staging buffer of the endpoint, grown on demand (64 KiB up to 4 MiB;
+//!   longer reads go in 4 MiB chunks, one at a time), then copied into the
+//!   caller's slice. While a read is in flight the endpoint drives its CQ:
+//!   arriving completions queue for `poll`, and the provider serves the
+//!   peer's reads of our memory (two peers reading each other progress).
+//!   A failed read is `RemoteAccess` when the provider refused the access
+//!   (bad key, range or permission) and the connection lives on,
+//!   `PeerGone` otherwise. libfabric 1.17's `tcp` drops the connection on
+//!   a bad key, and `shm` does not check keys at all: rfx's own check of
+//!   the peer's exposed buffers is what refuses bad accesses. A read that
+//!   times out leaves the staging buffer to the provider until its
+//!   completion comes; the next read waits for that first.
 //! - **send**: records of at most one receive slot (16 KiB), fragmented
 //!   beyond; injected when small, else copied into a registered send
 //!   buffer. Flow control by credits: a sender never has more records in
@@ -105,6 +120,7 @@ pub(crate) fn probe(cfg: &Config) -> Result<Option<ProviderInfo>, FabricError> {
         kind: TransportKind::Ofi,
         caps: Caps::SEND
             | Caps::WRITE_IMM
+            | Caps::READ
             | Caps::ZERO_COPY
             | if has_wait_fd(&name) {
                 Caps::WAIT_FD
