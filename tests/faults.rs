@@ -34,6 +34,7 @@ fn cfg() -> InvokerConfig {
         mode: PollMode::Warm,
         depth: 16,
         max_output: 64 << 10,
+        ..InvokerConfig::default()
     }
 }
 

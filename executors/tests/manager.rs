@@ -43,6 +43,7 @@ fn invoker(info: &LeaseInfo, addr: std::net::SocketAddr, functions: &[&str]) -> 
         max_output: 4096,
         timeout: WAIT,
         mode: PollMode::Warm,
+        ..InvokerConfig::default()
     };
     let lib = LibrarySource::Path(example_functions().display().to_string());
     Invoker::connect(
@@ -178,11 +179,19 @@ fn the_lookup_service_survives_garbage() {
             "{reply}"
         );
     }
-    // The same connection still answers well-formed requests.
-    let good = format!(
+    // The raw token (the version 1 request) is no proof: "unknown lease",
+    // as for a lease that does not exist.
+    let raw = format!(
         "{{\"lease\": {}, \"token\": \"{}\"}}\n",
         info.lease.id,
         info.token.to_hex()
+    );
+    assert_eq!(ask(raw.as_bytes()), "{\"error\":\"unknown lease\"}\n");
+    // The same connection still answers well-formed requests: the proof.
+    let good = format!(
+        "{{\"lease\": {}, \"proof\": \"{}\"}}\n",
+        info.lease.id,
+        info.token.lookup_proof_hex(info.lease.id)
     );
     assert_eq!(
         ask(good.as_bytes()),

@@ -7,10 +7,9 @@
 
 use crate::error::DaemonError;
 use crate::proto::Millis;
-use crate::wire::token::{ct_eq, hex, parse_hex};
+use crate::wire::token::{ct_eq, digest, hex, parse_hex, CLUSTER_KEY_SALT};
 use crate::wire::TenantInfo;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// Longest tenant name.
 const MAX_NAME_LEN: usize = 64;
@@ -96,12 +95,12 @@ impl ClusterKey {
         if key.is_empty() {
             return Err(DaemonError::Config("the cluster key is empty".into()));
         }
-        Ok(Self(digest(b"rfx-cluster-key", key.as_bytes())))
+        Ok(Self(digest(CLUSTER_KEY_SALT, key.as_bytes())))
     }
 
     /// Whether `presented` is the key.
     pub(crate) fn verify(&self, presented: &str) -> bool {
-        ct_eq(&digest(b"rfx-cluster-key", presented.as_bytes()), &self.0)
+        ct_eq(&digest(CLUSTER_KEY_SALT, presented.as_bytes()), &self.0)
     }
 }
 
@@ -109,13 +108,6 @@ impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ClusterKey(<secret>)")
     }
-}
-
-fn digest(salt: &[u8], secret: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(secret);
-    h.finalize().into()
 }
 
 #[cfg(test)]

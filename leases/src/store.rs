@@ -2,12 +2,13 @@
 //!
 //! Tables: `ops` (sequence number → JSON [`StoreOp`], the redo log that
 //! [`Manager::replay`](crate::proto::Manager::replay) reads back), `tenants`
-//! (name → salted hash of the token), `lease_secrets` (lease id → its
-//! 32-byte secret, in clear since executors must check it; deleted with the
-//! lease) and `meta` (format version).
+//! (name → salted hash of the token) and `meta` (format version).
 //!
-//! **The store file is secret**: it holds every live lease's secret. It is
-//! created with mode 0600.
+//! No lease secret is stored: lease tokens are derived from the cluster key
+//! ([`LeaseKey`](crate::wire::LeaseKey)). Format 1 stores kept them in a
+//! `lease_secrets` table; opening one upgrades it to format 2 and deletes
+//! that table (tokens of leases granted before the upgrade change). The
+//! file is still created with mode 0600 (tenant hashes, the lease log).
 //!
 //! Every [`commit`](Store::commit) is one redb write transaction with
 //! immediate durability (fsync before it returns), so whatever the daemon
@@ -16,19 +17,22 @@
 
 use crate::auth::TenantRecord;
 use crate::error::DaemonError;
-use crate::proto::{LeaseId, StoreOp};
-use crate::wire::LeaseToken;
+use crate::proto::StoreOp;
 use redb::{Database, DatabaseError, ReadableTable, TableDefinition};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const OPS: TableDefinition<u64, &[u8]> = TableDefinition::new("ops");
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-const SECRETS: TableDefinition<u64, &[u8]> = TableDefinition::new("lease_secrets");
+/// Format 1 only: lease secrets in clear; deleted on upgrade.
+const OLD_SECRETS: TableDefinition<u64, &[u8]> = TableDefinition::new("lease_secrets");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The layout version this build writes and reads.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
+
+/// The older layout this build upgrades (it had `lease_secrets`).
+const FORMAT_WITH_SECRETS: u64 = 1;
 
 /// The open store; one per file (redb holds an exclusive lock).
 #[derive(Debug)]
@@ -43,8 +47,6 @@ pub(crate) struct Loaded {
     pub(crate) ops: Vec<StoreOp>,
     /// Tenants by name.
     pub(crate) tenants: BTreeMap<String, TenantRecord>,
-    /// Secrets of retained leases.
-    pub(crate) secrets: HashMap<LeaseId, LeaseToken>,
 }
 
 /// Changes committed together, durably, in one transaction.
@@ -52,13 +54,11 @@ pub(crate) struct Loaded {
 pub(crate) struct Batch {
     /// Log entries, in order.
     pub(crate) ops: Vec<StoreOp>,
-    /// Secrets of leases granted by these ops.
-    pub(crate) secrets: Vec<(LeaseId, LeaseToken)>,
 }
 
 impl Batch {
     pub(crate) fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.secrets.is_empty()
+        self.ops.is_empty()
     }
 }
 
@@ -77,7 +77,8 @@ impl Store {
         Ok(store)
     }
 
-    /// Creates the tables and checks the format version.
+    /// Creates the tables and checks the format version; upgrades a format 1
+    /// store (deletes its lease secrets).
     fn init(&self) -> Result<(), DaemonError> {
         let tx = self.db.begin_write().map_err(DaemonError::store("begin"))?;
         {
@@ -94,6 +95,13 @@ impl Store {
                         .map_err(DaemonError::store("write meta"))?;
                 }
                 Some(FORMAT) => {}
+                Some(FORMAT_WITH_SECRETS) => {
+                    tracing::info!(
+                        "store format {FORMAT_WITH_SECRETS}: deleting its lease secrets (tokens are derived now)"
+                    );
+                    meta.insert("format", FORMAT)
+                        .map_err(DaemonError::store("write meta"))?;
+                }
                 Some(other) => {
                     return Err(DaemonError::Corrupt(format!(
                         "store format {other}, this build reads {FORMAT}"
@@ -103,9 +111,10 @@ impl Store {
             tx.open_table(OPS).map_err(DaemonError::store("open ops"))?;
             tx.open_table(TENANTS)
                 .map_err(DaemonError::store("open tenants"))?;
-            tx.open_table(SECRETS)
-                .map_err(DaemonError::store("open secrets"))?;
         }
+        // Also after a crash between an upgrade's steps: one transaction.
+        tx.delete_table(OLD_SECRETS)
+            .map_err(DaemonError::store("delete lease secrets"))?;
         tx.commit().map_err(DaemonError::store("commit"))
     }
 
@@ -121,18 +130,6 @@ impl Store {
             loaded.ops.push(op);
         }
         loaded.tenants = self.read_tenants(&tx)?;
-        let secrets = tx
-            .open_table(SECRETS)
-            .map_err(DaemonError::store("open secrets"))?;
-        for entry in secrets.iter().map_err(DaemonError::store("read secrets"))? {
-            let (id, bytes) = entry.map_err(DaemonError::store("read secrets"))?;
-            let token = <[u8; 32]>::try_from(bytes.value()).map_err(|_| {
-                DaemonError::Corrupt(format!("secret of lease {} is not 32 bytes", id.value()))
-            })?;
-            loaded
-                .secrets
-                .insert(LeaseId(id.value()), LeaseToken::from_bytes(token));
-        }
         Ok(loaded)
     }
 
@@ -141,29 +138,16 @@ impl Store {
         let tx = self.db.begin_write().map_err(DaemonError::store("begin"))?;
         {
             let mut ops = tx.open_table(OPS).map_err(DaemonError::store("open ops"))?;
-            let mut secrets = tx
-                .open_table(SECRETS)
-                .map_err(DaemonError::store("open secrets"))?;
             let mut seq = ops
                 .last()
                 .map_err(DaemonError::store("read ops"))?
                 .map_or(0, |(k, _)| k.value().saturating_add(1));
-            for (lease, token) in &batch.secrets {
-                secrets
-                    .insert(lease.0, token.as_bytes().as_slice())
-                    .map_err(DaemonError::store("write secret"))?;
-            }
             for op in &batch.ops {
                 let bytes = serde_json::to_vec(op)
                     .map_err(|e| DaemonError::Corrupt(format!("cannot encode {op:?}: {e}")))?;
                 ops.insert(seq, bytes.as_slice())
                     .map_err(DaemonError::store("append op"))?;
                 seq = seq.saturating_add(1);
-                if let StoreOp::LeaseForgotten { lease } = op {
-                    secrets
-                        .remove(lease.0)
-                        .map_err(DaemonError::store("delete secret"))?;
-                }
             }
         }
         tx.commit().map_err(DaemonError::store("commit"))
@@ -235,7 +219,7 @@ fn create_private(path: &Path) -> Result<(), DaemonError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{HostId, LeaseState};
+    use crate::proto::{HostId, LeaseId, LeaseState};
 
     fn ops() -> Vec<StoreOp> {
         vec![
@@ -254,19 +238,14 @@ mod tests {
         let path = dir.path().join("s.redb");
         {
             let store = Store::open(&path).expect("opens");
-            let batch = Batch {
-                ops: ops(),
-                secrets: vec![(LeaseId(1), LeaseToken::from_bytes([1; 32]))],
-            };
+            let batch = Batch { ops: ops() };
             store.commit(&batch).expect("commits");
             let batch = Batch {
                 ops: vec![StoreOp::HostDown { host: HostId(2) }],
-                secrets: vec![(LeaseId(2), LeaseToken::from_bytes([2; 32]))],
             };
             store.commit(&batch).expect("commits");
             let forget = Batch {
                 ops: vec![StoreOp::LeaseForgotten { lease: LeaseId(1) }],
-                secrets: vec![],
             };
             store.commit(&forget).expect("commits");
         }
@@ -275,10 +254,68 @@ mod tests {
         want.push(StoreOp::HostDown { host: HostId(2) });
         want.push(StoreOp::LeaseForgotten { lease: LeaseId(1) });
         assert_eq!(loaded.ops, want);
-        assert_eq!(
-            loaded.secrets,
-            HashMap::from([(LeaseId(2), LeaseToken::from_bytes([2; 32]))])
+    }
+
+    /// A store written by a format 1 build (with a `lease_secrets` table)
+    /// opens: its log and tenants are read, its secrets deleted from the
+    /// file, its format moved to 2.
+    #[test]
+    fn format_1_store_opens_and_loses_its_secrets() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("s.redb");
+        let secret = [0x5a_u8; 32];
+        let (rec, _) = crate::auth::new_tenant("alice", 7).expect("tenant");
+        {
+            // What a format 1 build wrote.
+            let db = Database::create(&path).expect("creates");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut meta = tx.open_table(META).expect("meta");
+                meta.insert("format", FORMAT_WITH_SECRETS).expect("meta");
+                let mut log = tx.open_table(OPS).expect("ops");
+                let op = serde_json::to_vec(&StoreOp::HostDown { host: HostId(3) }).expect("json");
+                log.insert(0, op.as_slice()).expect("op");
+                let mut t = tx.open_table(TENANTS).expect("tenants");
+                let r = serde_json::to_vec(&rec).expect("json");
+                t.insert("alice", r.as_slice()).expect("tenant");
+                let mut s = tx.open_table(OLD_SECRETS).expect("secrets");
+                s.insert(1, secret.as_slice()).expect("secret");
+            }
+            tx.commit().expect("commit");
+        }
+        let has_secret = |f: &[u8]| f.windows(32).any(|w| w == secret);
+        assert!(has_secret(&std::fs::read(&path).expect("reads")));
+        {
+            let store = Store::open(&path).expect("opens");
+            let loaded = store.load().expect("loads");
+            assert_eq!(loaded.ops, vec![StoreOp::HostDown { host: HostId(3) }]);
+            assert_eq!(loaded.tenants.get("alice"), Some(&rec));
+            let tx = store.db.begin_read().expect("tx");
+            assert!(
+                tx.open_table(OLD_SECRETS).is_err(),
+                "the lease secrets table survived"
+            );
+            let meta = tx.open_table(META).expect("meta");
+            let format = meta.get("format").expect("read").map(|v| v.value());
+            assert_eq!(format, Some(FORMAT));
+        }
+        assert!(
+            !has_secret(&std::fs::read(&path).expect("reads")),
+            "a deleted lease secret is still in the file"
         );
+        // Reopening the upgraded store works too.
+        Store::open(&path).expect("reopens").load().expect("loads");
+        // A format from the future is refused.
+        {
+            let db = Database::create(&path).expect("opens");
+            let tx = db.begin_write().expect("tx");
+            tx.open_table(META)
+                .expect("meta")
+                .insert("format", 99)
+                .expect("meta");
+            tx.commit().expect("commit");
+        }
+        assert!(matches!(Store::open(&path), Err(DaemonError::Corrupt(_))));
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! TLS for the control plane, optional: the lease manager serves TLS when
-//! given a certificate and key; clients speak TLS when `RFX_TLS_CA` names
-//! the CA (PEM) to trust. Everything else about the protocol is unchanged.
+//! TLS for the control plane, optional: the lease manager (and the executor
+//! managers' lookup services) serve TLS when given a certificate and key;
+//! clients speak TLS when `RFX_TLS_CA` names the CA (PEM) to trust.
+//! Everything else about the protocols is unchanged.
 //!
 //! | variable | side | meaning |
 //! |---|---|---|
-//! | `RFX_TLS_CERT`, `RFX_TLS_KEY` | lease manager | certificate chain and private key (PEM) |
+//! | `RFX_TLS_CERT`, `RFX_TLS_KEY` | lease manager, executor managers (lookup) | certificate chain and private key (PEM) |
 //! | `RFX_TLS_CA` | clients (tenants, executor managers, operators) | CA certificates to trust (PEM): its presence turns TLS on |
 //! | `RFX_TLS_SERVER_NAME` | clients | the name to verify (default: the IP address connected to) |
 
@@ -36,7 +37,7 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, DaemonError> {
     std::fs::read(path).map_err(|e| tls_err(&format!("reading {}", path.display()), e))
 }
 
-/// The lease manager's TLS settings.
+/// A server's TLS settings (the lease manager's, a lookup service's).
 #[derive(Clone)]
 pub struct TlsServer {
     acceptor: tokio_rustls::TlsAcceptor,
@@ -90,7 +91,9 @@ impl TlsServer {
         }
     }
 
-    pub(crate) async fn accept(&self, tcp: TcpStream) -> std::io::Result<Stream> {
+    /// Runs the server side of a TLS handshake on `tcp` (unbounded: the
+    /// caller bounds it with a timeout).
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<Stream> {
         Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(
             self.acceptor.accept(tcp).await?,
         ))))
@@ -100,6 +103,7 @@ impl TlsServer {
 /// The clients' TLS settings.
 #[derive(Clone)]
 pub struct TlsClient {
+    config: Arc<rustls::ClientConfig>,
     connector: tokio_rustls::TlsConnector,
     name: Option<String>,
 }
@@ -136,8 +140,10 @@ impl TlsClient {
         .map_err(|e| tls_err("TLS versions", e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let config = Arc::new(cfg);
         Ok(TlsClient {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+            connector: tokio_rustls::TlsConnector::from(config.clone()),
+            config,
             name,
         })
     }
@@ -151,16 +157,24 @@ impl TlsClient {
         }
     }
 
+    /// The name to verify for a server at `peer`.
+    fn server_name(
+        &self,
+        peer: SocketAddr,
+    ) -> Result<rustls::pki_types::ServerName<'static>, DaemonError> {
+        Ok(match &self.name {
+            Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
+                .map_err(|e| tls_err("server name", e))?,
+            None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
+        })
+    }
+
     pub(crate) async fn connect(
         &self,
         tcp: TcpStream,
         peer: SocketAddr,
     ) -> Result<Stream, DaemonError> {
-        let name = match &self.name {
-            Some(n) => rustls::pki_types::ServerName::try_from(n.clone())
-                .map_err(|e| tls_err("server name", e))?,
-            None => rustls::pki_types::ServerName::IpAddress(peer.ip().into()),
-        };
+        let name = self.server_name(peer)?;
         let tls = self
             .connector
             .connect(name, tcp)
@@ -170,10 +184,64 @@ impl TlsClient {
     }
 }
 
+impl TlsClient {
+    /// The client side of a TLS handshake over a blocking socket connected
+    /// to `peer`, run to completion before returning (bounded by the
+    /// socket's read and write timeouts, which the caller sets).
+    pub fn connect_blocking(
+        &self,
+        mut tcp: std::net::TcpStream,
+        peer: SocketAddr,
+    ) -> Result<BlockingTlsStream, DaemonError> {
+        let name = self.server_name(peer)?;
+        let mut conn = rustls::ClientConnection::new(self.config.clone(), name)
+            .map_err(|e| tls_err("TLS set-up", e))?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)
+                .map_err(|e| tls_err(&format!("TLS handshake with {peer}"), e))?;
+        }
+        Ok(BlockingTlsStream(Box::new(rustls::StreamOwned::new(
+            conn, tcp,
+        ))))
+    }
+}
+
+/// A TLS client connection over a blocking socket
+/// ([`TlsClient::connect_blocking`]).
+#[derive(Debug)]
+pub struct BlockingTlsStream(
+    Box<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>>,
+);
+
+impl BlockingTlsStream {
+    /// The socket (for timeouts).
+    pub fn get_ref(&self) -> &std::net::TcpStream {
+        self.0.get_ref()
+    }
+}
+
+impl std::io::Read for BlockingTlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for BlockingTlsStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 /// A control connection: plain TCP or TLS over it.
 #[derive(Debug)]
-pub(crate) enum Stream {
+pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP.
     Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 

@@ -8,7 +8,9 @@ use rfx_leases::daemon;
 use rfx_leases::proto::{
     Capacity, Event, LeaseId, LeaseRequest, LeaseState, LostReason, UsageReport,
 };
-use rfx_leases::wire::{self, ClientMsg, Command, ErrorCode, Hello, ServerMsg, TenantRequest};
+use rfx_leases::wire::{
+    self, ClientMsg, Command, ErrorCode, Hello, LeaseKey, ServerMsg, TenantRequest,
+};
 use rfx_leases::DaemonError;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -49,7 +51,15 @@ fn tenant_lifecycle() {
         match next_command(&mut cmds).await {
             Command::Start(s) => {
                 assert_eq!(s.lease, info.lease);
-                assert_eq!(s.token, info.token);
+                // The host gets no secret: it derives the tenant's token.
+                assert_eq!(LeaseKey::from_cluster_key(KEY).token(&s.lease), info.token);
+                assert_ne!(
+                    LeaseKey::from_cluster_key("other").token(&s.lease),
+                    info.token
+                );
+                let frame = wire::encode(&ServerMsg::Command(Command::Start(s))).expect("encodes");
+                let text = String::from_utf8_lossy(&frame);
+                assert!(!text.contains(&info.token.to_hex()), "{text}");
             }
             other => panic!("expected a start, got {other:?}"),
         }
@@ -192,7 +202,8 @@ fn accelerator_aware_placement() {
             assert_eq!(info.lease.visible_devices("gpu"), device);
             match next_command(&mut gpu_cmds).await {
                 Command::Start(s) => {
-                    assert_eq!((s.lease.id, &s.token), (info.lease.id, &info.token))
+                    let derived = LeaseKey::from_cluster_key(KEY).token(&s.lease);
+                    assert_eq!((s.lease.id, &derived), (info.lease.id, &info.token))
                 }
                 other => panic!("expected a start, got {other:?}"),
             }
@@ -371,12 +382,29 @@ fn restart_keeps_every_granted_lease() {
         within("list", alice.list()).await.expect("list")
     });
     d.kill();
+    // No lease secret at rest: neither in hex nor as bytes.
+    let file = std::fs::read(env.db()).expect("reads the store");
+    for i in &before {
+        let hex = i.token.to_hex();
+        assert!(
+            !file.windows(64).any(|w| w == hex.as_bytes()),
+            "hex token stored"
+        );
+        assert!(
+            !file.windows(32).any(|w| w == i.token.as_bytes()),
+            "token stored"
+        );
+    }
 
     let d = TestDaemon::start(env.config());
     env.block_on(async {
         let alice = tenant(d.addr, &token).await;
         let after = within("list", alice.list()).await.expect("list");
+        // Tokens included: derivation is stable across restarts.
         assert_eq!(after, before);
+        for i in &after {
+            assert_eq!(i.token, LeaseKey::from_cluster_key(KEY).token(&i.lease));
+        }
         // The host comes back and is told to run exactly the active ones.
         let (_h, mut cmds) = within(
             "register",
@@ -389,7 +417,8 @@ fn restart_keeps_every_granted_lease() {
                 let active: Vec<_> = before.iter().filter(|i| i.lease.is_active()).collect();
                 assert_eq!(run.len(), active.len());
                 for (s, i) in run.iter().zip(active) {
-                    assert_eq!((&s.lease, &s.token), (&i.lease, &i.token));
+                    let derived = LeaseKey::from_cluster_key(KEY).token(&s.lease);
+                    assert_eq!((&s.lease, &derived), (&i.lease, &i.token));
                 }
             }
             other => panic!("expected a sync, got {other:?}"),
@@ -447,8 +476,14 @@ fn bad_peers_are_refused_and_others_served() {
         let mut f = raw(d.addr).await;
         f.send(hello(99)).await.expect("sends");
         let msg = refused_with(read(&mut f).await, ErrorCode::VersionMismatch);
-        assert!(msg.contains("99") && msg.contains("version 1"), "{msg}");
+        let ours = format!("version {}", wire::PROTOCOL_VERSION);
+        assert!(msg.contains("99") && msg.contains(&ours), "{msg}");
         assert_eq!(read(&mut f).await, None);
+
+        // Version 1 (lease secrets sent to hosts) is gone too.
+        let mut f = raw(d.addr).await;
+        f.send(hello(1)).await.expect("sends");
+        refused_with(read(&mut f).await, ErrorCode::VersionMismatch);
 
         // Garbage as the first frame.
         let mut f = raw(d.addr).await;

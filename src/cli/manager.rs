@@ -34,6 +34,13 @@ pub(crate) struct ExecutorManagerArgs {
     /// Other accelerators, `kind=count` (repeatable).
     #[arg(long = "accel", value_parser = crate::cli::lease::parse_accel)]
     accels: Vec<(String, u32)>,
+    /// Serve lookups over TLS with this certificate chain (PEM); clients
+    /// then need RFX_TLS_CA.
+    #[arg(long, env = "RFX_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "RFX_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
@@ -55,6 +62,10 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
         capacity = capacity.with_accelerators(k, n);
     }
     let exe = std::env::current_exe()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(rfx::leases::tls::TlsServer::from_pem_files(cert, key)?),
+        _ => None,
+    };
     let cfg = ManagerConfig {
         lease_manager: args.lease_manager.addr,
         cluster_key: crate::cli::lease::cluster_key()?,
@@ -66,6 +77,7 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
         executor_host: args.executor_host.unwrap_or(args.listen.ip()),
         usage_every: Duration::from_millis(500),
         stop_grace: Duration::from_secs(2),
+        tls,
     };
     manager::serve(cfg)?;
     Ok(())

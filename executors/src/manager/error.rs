@@ -48,6 +48,16 @@ pub enum ManagerError {
         /// The executor manager's explanation.
         message: String,
     },
+    /// The TLS set-up or handshake of a lookup failed (a bad `RFX_TLS_CA`,
+    /// an untrusted certificate, a manager that does not speak TLS).
+    #[error("TLS with the executor manager at {manager} failed")]
+    Tls {
+        /// The executor manager's lookup address.
+        manager: String,
+        /// The cause.
+        #[source]
+        source: DaemonError,
+    },
     /// The executor manager's answer to a lookup is not the lookup protocol.
     #[error("malformed lookup reply: {0}")]
     Protocol(String),

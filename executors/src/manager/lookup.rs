@@ -1,18 +1,33 @@
 //! The lookup service: where the executor of a lease listens.
 //!
-//! Control plane only (the invocations go straight to the executor). TCP, one
-//! JSON object per line, any number of requests per connection:
+//! Control plane only (the invocations go straight to the executor). TCP (or
+//! TLS, see below), one JSON object per line, any number of requests per
+//! connection:
 //!
 //! ```text
-//! -> {"lease": 7, "token": "<64 hex digits>"}
+//! -> {"lease": 7, "proof": "<64 hex digits>"}
 //! <- {"executor": "10.0.0.7:40123"}
-//! -> {"lease": 8, "token": "<wrong>"}
+//! -> {"lease": 8, "proof": "<wrong>"}
 //! <- {"error": "unknown lease"}
 //! ```
 //!
-//! The token is checked in constant time against the lease's; an unknown
-//! lease and a wrong token get the same answer. A lookup of an executor that
-//! is still starting waits up to [`LOOKUP_WAIT`] for its address.
+//! The lease token never crosses this connection: the client sends the
+//! proof `HMAC-SHA256(token, "rfx-lookup-v1" || lease id as 8 big-endian
+//! bytes)` in hex ([`LeaseToken::lookup_proof`]), which the manager
+//! recomputes from the token it derived for the lease and compares in
+//! constant time. An unknown lease, a wrong proof and a raw token (the
+//! format of version 1, `"token"`) all get the same answer. The proof is the
+//! same for every lookup of a lease, so an eavesdropper on plain TCP can
+//! replay it and learn the executor's address, nothing more: the executor
+//! itself checks the token. A lookup of an executor that is still starting
+//! waits up to [`LOOKUP_WAIT`] for its address.
+//!
+//! **TLS**: a manager given a certificate and key
+//! ([`ManagerConfig::tls`](super::ManagerConfig::tls), `--tls-cert/--tls-key`
+//! or `RFX_TLS_CERT/RFX_TLS_KEY` on the command line) serves lookups over
+//! TLS only; [`lookup_executor`] speaks TLS when `RFX_TLS_CA` names the CA to
+//! trust (with `RFX_TLS_SERVER_NAME`, as for the lease manager:
+//! [`rfx_leases::tls`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,9 +38,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use rfx_leases::proto::LeaseId;
-use rfx_leases::wire::LeaseToken;
+use rfx_leases::tls::{TlsClient, TlsServer};
+use rfx_leases::wire::{self, LeaseToken};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncWriteExt, BufReader as AsyncBufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -44,7 +60,7 @@ const IDLE: Duration = Duration::from_secs(10);
 /// Connections served at once; more are closed at accept.
 const MAX_CONNECTIONS: usize = 128;
 
-/// The answer to an unknown lease or a wrong token.
+/// The answer to an unknown lease or a wrong proof.
 const UNKNOWN: &str = "unknown lease";
 
 /// A lookup request: one JSON object on one line.
@@ -52,8 +68,27 @@ const UNKNOWN: &str = "unknown lease";
 pub struct LookupRequest {
     /// The lease.
     pub lease: LeaseId,
-    /// Its token, as 64 hex digits (as the tenant received it).
-    pub token: String,
+    /// The proof of the lease's token, 64 hex digits
+    /// ([`LookupRequest::new`]). A version 1 request's `"token"` is read
+    /// here too, and refused like any wrong proof.
+    #[serde(alias = "token")]
+    pub proof: String,
+}
+
+impl LookupRequest {
+    /// The request for `lease`, proving `token` (the lease token in hex, as
+    /// the tenant received it; anything else makes a proof the manager
+    /// refuses).
+    pub fn new(lease: LeaseId, token: &str) -> Self {
+        let proof = match LeaseToken::from_hex(token) {
+            Some(t) => t.lookup_proof(lease),
+            None => wire::lookup_proof(token.as_bytes(), lease),
+        };
+        Self {
+            lease,
+            proof: proof.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
 }
 
 impl fmt::Debug for LookupRequest {
@@ -143,16 +178,16 @@ impl Directory {
         self.entries.lock().clear();
     }
 
-    /// The state of the executor of `lease` if `token` is its token.
-    fn find(&self, lease: LeaseId, token: &str) -> Option<watch::Receiver<ExecState>> {
+    /// The state of the executor of `lease` if `proof` proves its token.
+    fn find(&self, lease: LeaseId, proof: &str) -> Option<watch::Receiver<ExecState>> {
         let entries = self.entries.lock();
         match entries.get(&lease) {
-            Some(e) if e.token.verify(token) => Some(e.state.clone()),
+            Some(e) if e.token.verify_lookup_proof(lease, proof) => Some(e.state.clone()),
             Some(_) => None,
             None => {
-                // The same work as a wrong token, so timing tells nothing more
+                // The same work as a wrong proof, so timing tells nothing more
                 // than the answer does.
-                let _ = LeaseToken::from_bytes([0; 32]).verify(token);
+                let _ = LeaseToken::from_bytes([0; 32]).verify_lookup_proof(lease, proof);
                 None
             }
         }
@@ -164,11 +199,11 @@ impl Directory {
             Ok(r) => r,
             Err(_) => {
                 return LookupReply::error(
-                    "malformed request: expected {\"lease\": <id>, \"token\": \"<hex>\"}",
+                    "malformed request: expected {\"lease\": <id>, \"proof\": \"<hex>\"}",
                 )
             }
         };
-        let Some(mut state) = self.find(req.lease, &req.token) else {
+        let Some(mut state) = self.find(req.lease, &req.proof) else {
             return LookupReply::error(UNKNOWN);
         };
         let settled =
@@ -193,8 +228,13 @@ impl Directory {
     }
 }
 
-/// Serves lookups on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, directory: Arc<Directory>) {
+/// Serves lookups on `listener` (over TLS if `tls` is set) until the task
+/// is dropped.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    directory: Arc<Directory>,
+    tls: Option<TlsServer>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -211,18 +251,43 @@ pub(crate) async fn serve(listener: TcpListener, directory: Arc<Directory>) {
             continue;
         };
         let directory = directory.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, &directory).await;
+            match tls {
+                None => serve_connection(stream, &directory).await,
+                // The handshake is bounded like a silent connection.
+                Some(tls) => match tokio::time::timeout(IDLE, tls.accept(stream)).await {
+                    Ok(Ok(s)) => serve_connection(s, &directory).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, "lookup service: TLS handshake failed: {e}")
+                    }
+                    Err(_) => tracing::debug!(%peer, "lookup service: TLS handshake timed out"),
+                },
+            }
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, directory: &Directory) {
-    let (r, mut w) = stream.into_split();
+async fn serve_connection<S: AsyncRead + AsyncWrite>(stream: S, directory: &Directory) {
+    let (r, mut w) = tokio::io::split(stream);
     let mut r = AsyncBufReader::new(r);
+    answer_lines(&mut r, &mut w, directory).await;
+    // Our side ends first (FIN, or TLS close_notify then FIN), so that the
+    // last reply is read before the socket closes over unread input (which
+    // makes the kernel reset the connection).
+    let _ = tokio::time::timeout(IDLE, w.shutdown()).await;
+}
+
+/// Answers request lines until the peer ends, is silent for [`IDLE`], or
+/// sends an overlong line (answered, then the end).
+async fn answer_lines<R, W>(r: &mut R, w: &mut W, directory: &Directory)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     loop {
-        let line = match tokio::time::timeout(IDLE, next_line(&mut r, MAX_LINE)).await {
+        let line = match tokio::time::timeout(IDLE, next_line(r, MAX_LINE)).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None) | Err(_)) | Err(_) => return,
         };
@@ -246,9 +311,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, directory: &Directory) 
 }
 
 /// Asks the executor manager at `manager` (its lookup address, `host:port`)
-/// where the executor of `lease` listens, presenting the lease's `token` (64
-/// hex digits). Blocking; the whole exchange is bounded by `timeout` (plus
-/// name resolution).
+/// where the executor of `lease` listens, proving the lease's `token` (64
+/// hex digits; the token itself is not sent: see the [module](self) docs).
+/// Over TLS when `RFX_TLS_CA` is set ([`rfx_leases::tls::TlsClient::from_env`]).
+/// Blocking; the whole exchange is bounded by `timeout` (plus name
+/// resolution).
 ///
 /// ```no_run
 /// use rfx_executors::manager::lookup_executor;
@@ -266,6 +333,22 @@ pub fn lookup_executor(
     token: &str,
     timeout: Duration,
 ) -> Result<SocketAddr, ManagerError> {
+    let tls = TlsClient::from_env().map_err(|source| ManagerError::Tls {
+        manager: manager.to_owned(),
+        source,
+    })?;
+    lookup_executor_with(manager, lease, token, timeout, tls.as_ref())
+}
+
+/// [`lookup_executor`] with the TLS settings given (`None`: plain TCP)
+/// instead of read from the environment.
+pub fn lookup_executor_with(
+    manager: &str,
+    lease: LeaseId,
+    token: &str,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<SocketAddr, ManagerError> {
     let deadline = Instant::now() + timeout;
     let unreachable = |source| ManagerError::Unreachable {
         manager: manager.to_owned(),
@@ -281,35 +364,39 @@ pub fn lookup_executor(
     for addr in manager.to_socket_addrs().map_err(unreachable)? {
         match TcpStream::connect_timeout(&addr, remaining()) {
             Ok(s) => {
-                stream = Some(s);
+                stream = Some((s, addr));
                 break;
             }
             Err(e) => last = Some(e),
         }
     }
-    let mut stream = stream.ok_or_else(|| {
+    let (stream, peer) = stream.ok_or_else(|| {
         unreachable(
             last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")),
         )
     })?;
-    let req = LookupRequest {
-        lease,
-        token: token.to_owned(),
-    };
-    let mut line = serde_json::to_vec(&req).map_err(|e| ManagerError::Protocol(e.to_string()))?;
+    let mut line = serde_json::to_vec(&LookupRequest::new(lease, token))
+        .map_err(|e| ManagerError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .set_write_timeout(Some(remaining()))
-        .map_err(unreachable)?;
-    stream.write_all(&line).map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(remaining()))
-        .map_err(unreachable)?;
-    let mut reply = Vec::new();
-    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
-    BufReader::new(stream.take(limit))
-        .read_until(b'\n', &mut reply)
-        .map_err(unreachable)?;
+    let timeouts = |s: &TcpStream| {
+        s.set_write_timeout(Some(remaining()))?;
+        s.set_read_timeout(Some(remaining()))
+    };
+    timeouts(&stream).map_err(unreachable)?;
+    let reply = match tls {
+        None => exchange(stream, &line),
+        Some(tls) => {
+            let s = tls
+                .connect_blocking(stream, peer)
+                .map_err(|source| ManagerError::Tls {
+                    manager: manager.to_owned(),
+                    source,
+                })?;
+            timeouts(s.get_ref()).map_err(unreachable)?;
+            exchange(s, &line)
+        }
+    }
+    .map_err(unreachable)?;
     if reply.last() != Some(&b'\n') {
         return Err(ManagerError::Protocol(if reply.is_empty() {
             "connection closed without a reply".to_owned()
@@ -329,6 +416,17 @@ pub fn lookup_executor(
     }
 }
 
+/// Writes `line`, reads one reply line (at most [`MAX_LINE`] bytes and its
+/// newline; the socket's timeouts bound both).
+fn exchange<S: Read + Write>(mut stream: S, line: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(line)?;
+    stream.flush()?;
+    let mut reply = Vec::new();
+    let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 1;
+    BufReader::new(stream.take(limit)).read_until(b'\n', &mut reply)?;
+    Ok(reply)
+}
+
 /// Binds the lookup service's address (blocking bind, so `run` reports a
 /// taken port before registering).
 pub(crate) fn bind(addr: SocketAddr) -> Result<TcpListener, ManagerError> {
@@ -345,9 +443,22 @@ mod tests {
     #[test]
     fn wire_format() {
         let req: LookupRequest =
-            serde_json::from_str(r#"{"lease": 7, "token": "ab"}"#).expect("parses");
-        assert_eq!((req.lease, req.token.as_str()), (LeaseId(7), "ab"));
+            serde_json::from_str(r#"{"lease": 7, "proof": "ab"}"#).expect("parses");
+        assert_eq!((req.lease, req.proof.as_str()), (LeaseId(7), "ab"));
         assert!(!format!("{req:?}").contains("ab\""));
+        // A version 1 request (a raw token) still parses, to be refused.
+        let old: LookupRequest =
+            serde_json::from_str(r#"{"lease": 7, "token": "cd"}"#).expect("parses");
+        assert_eq!(old.proof, "cd");
+        // The request carries the proof, never the token.
+        let token = LeaseToken::from_bytes([9; 32]);
+        let req = LookupRequest::new(LeaseId(7), &token.to_hex());
+        let line = serde_json::to_string(&req).expect("encodes");
+        assert!(!line.contains(&token.to_hex()), "{line}");
+        assert!(!line.contains("token"), "{line}");
+        assert!(token.verify_lookup_proof(LeaseId(7), &req.proof));
+        // Not a token: a proof all the same, which no lease accepts.
+        assert_eq!(LookupRequest::new(LeaseId(7), "zz").proof.len(), 64);
         let ok: LookupReply =
             serde_json::from_str(r#"{"executor":"127.0.0.1:5"}"#).expect("parses");
         assert_eq!(
@@ -374,7 +485,10 @@ mod tests {
             let token = LeaseToken::from_bytes([7; 32]);
             let (tx, rx) = watch::channel(ExecState::Starting);
             d.insert(LeaseId(1), token.clone(), 1, rx);
-            let good = |lease: u64| format!(r#"{{"lease":{lease},"token":"{}"}}"#, token.to_hex());
+            let good = |lease: u64| {
+                serde_json::to_string(&LookupRequest::new(LeaseId(lease), &token.to_hex()))
+                    .expect("encodes")
+            };
             let refused = |r: LookupReply| match r {
                 LookupReply::Error { error } => error,
                 other => panic!("expected a refusal, got {other:?}"),
@@ -389,10 +503,23 @@ mod tests {
                     executor: "127.0.0.1:9".into()
                 }
             );
-            let wrong = format!(r#"{{"lease":1,"token":"{}"}}"#, "0".repeat(64));
-            assert_eq!(refused(d.answer(&wrong).await), UNKNOWN);
+            // A wrong proof, the raw token in either field (the old
+            // format), another lease's proof, another token's proof and an
+            // unknown lease: all the same answer.
+            let other = LeaseToken::from_bytes([8; 32]);
+            let proof_of = |t: &LeaseToken, lease: u64| t.lookup_proof_hex(LeaseId(lease));
+            for wrong in [
+                format!(r#"{{"lease":1,"proof":"{}"}}"#, "0".repeat(64)),
+                format!(r#"{{"lease":1,"token":"{}"}}"#, token.to_hex()),
+                format!(r#"{{"lease":1,"proof":"{}"}}"#, token.to_hex()),
+                format!(r#"{{"lease":1,"proof":"{}"}}"#, proof_of(&token, 2)),
+                format!(r#"{{"lease":1,"proof":"{}"}}"#, proof_of(&other, 1)),
+                r#"{"lease":1,"proof":"zz"}"#.to_owned(),
+            ] {
+                assert_eq!(refused(d.answer(&wrong).await), UNKNOWN, "{wrong}");
+            }
             assert_eq!(refused(d.answer(&good(2)).await), UNKNOWN);
-            for garbage in ["", "{", "null", r#"{"lease":-1,"token":"x"}"#, "\u{0}"] {
+            for garbage in ["", "{", "null", r#"{"lease":-1,"proof":"x"}"#, "\u{0}"] {
                 assert!(refused(d.answer(garbage).await).starts_with("malformed"));
             }
 
@@ -406,5 +533,45 @@ mod tests {
             d.remove(LeaseId(1), 1);
             assert_eq!(refused(d.answer(&good(1)).await), UNKNOWN);
         });
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, failure_persistence: None, ..Default::default() })]
+
+        /// Whatever the line, the answer is a refusal unless it carries the
+        /// proof: random text, and well-formed requests with random proofs
+        /// (of the right length) or with the raw token, for any lease.
+        #[test]
+        fn only_the_proof_finds_an_executor(
+            text in "\\PC{0,200}",
+            lease in proptest::prelude::any::<u64>(),
+            proof in "[0-9a-f]{64}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .start_paused(true)
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let d = Directory::default();
+                let token = LeaseToken::from_bytes([3; 32]);
+                let (_tx, rx) = watch::channel(ExecState::Ready("127.0.0.1:9".parse().expect("addr")));
+                d.insert(LeaseId(lease), token.clone(), 1, rx);
+                let lines = [
+                    text.clone(),
+                    format!(r#"{{"lease":{lease},"proof":"{proof}"}}"#),
+                    format!(r#"{{"lease":{lease},"token":"{}"}}"#, token.to_hex()),
+                ];
+                for line in lines {
+                    let r = d.answer(&line).await;
+                    proptest::prop_assert!(matches!(r, LookupReply::Error { .. }), "{line} -> {r:?}");
+                }
+                let good = serde_json::to_string(&LookupRequest::new(LeaseId(lease), &token.to_hex()))
+                    .expect("encodes");
+                let found = matches!(d.answer(&good).await, LookupReply::Executor { .. });
+                proptest::prop_assert!(found, "the proof was refused");
+                Ok(())
+            })?;
+        }
     }
 }

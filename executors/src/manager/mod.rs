@@ -12,9 +12,18 @@
 //! Tenants find their executor through the manager's **lookup service** (see
 //! [`lookup_executor`] and [`LookupRequest`]): the lease manager tells them
 //! the address the manager registered (its lookup address); they ask it
-//! where the executor of their lease listens, presenting the lease token,
+//! where the executor of their lease listens, proving that they hold the
+//! lease token (an HMAC of the lease id under the token, never the token),
 //! then connect to the executor directly. Only that lookup goes through the
-//! manager; invocations are peer to peer.
+//! manager; invocations are peer to peer. The lookup service speaks TLS when
+//! [`ManagerConfig::tls`] is set.
+//!
+//! # Lease tokens
+//!
+//! The lease manager does not send lease secrets: the manager derives each
+//! lease's token from the lease and the cluster key
+//! ([`LeaseKey`](rfx_leases::wire::LeaseKey)), exactly as the lease manager
+//! does for the tenant.
 //!
 //! # Executors
 //!
@@ -26,7 +35,7 @@
 //! ```
 //!
 //! with `RFX_LEASE_TOKEN` set to the lease token in hex, as the tenant
-//! received it. It must print `rfx executor: listening on ADDR` on stderr
+//! received it (and as the manager derived it). It must print `rfx executor: listening on ADDR` on stderr
 //! within 30 s, and may print its cumulative usage as JSON
 //! [`ExecutorUsage`](crate::executor::ExecutorUsage) lines on stdout; the
 //! manager reports the growth. On stop it gets SIGTERM, then SIGKILL after
@@ -76,13 +85,16 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use rfx_leases::client::{Commands, HostClient};
 use rfx_leases::proto::{Capacity, LeaseId};
-use rfx_leases::wire::{Command, StartLease};
+use rfx_leases::tls::TlsServer;
+use rfx_leases::wire::{Command, LeaseKey, StartLease};
 use rfx_leases::DaemonError;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 
 pub use error::ManagerError;
-pub use lookup::{lookup_executor, LookupReply, LookupRequest, LOOKUP_WAIT, MAX_LINE};
+pub use lookup::{
+    lookup_executor, lookup_executor_with, LookupReply, LookupRequest, LOOKUP_WAIT, MAX_LINE,
+};
 
 use lookup::{Directory, ExecState};
 use process::{Outcome, Shared, KILL_WAIT, REPORT_WAIT};
@@ -99,7 +111,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub struct ManagerConfig {
     /// The lease manager's address (`host:port`).
     pub lease_manager: String,
-    /// The cluster key shared with the lease manager.
+    /// The cluster key shared with the lease manager; lease tokens are
+    /// derived from it.
     pub cluster_key: String,
     /// Where the lookup service listens; its address (or
     /// [`advertise`](Self::advertise)) is what the manager registers as the
@@ -123,6 +136,9 @@ pub struct ManagerConfig {
     pub usage_every: Duration,
     /// How long a stopped executor has between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// Serve lookups over TLS with this certificate (clients then need
+    /// `RFX_TLS_CA`); `None`: plain TCP.
+    pub tls: Option<TlsServer>,
 }
 
 impl ManagerConfig {
@@ -147,6 +163,7 @@ impl ManagerConfig {
             executor_host: listen.ip(),
             usage_every: Duration::from_secs(1),
             stop_grace: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -162,6 +179,7 @@ impl fmt::Debug for ManagerConfig {
             .field("executor_host", &self.executor_host)
             .field("usage_every", &self.usage_every)
             .field("stop_grace", &self.stop_grace)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -237,7 +255,11 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     tracing::info!(%advertise, host = %host.host_id(), "executor manager registered");
 
     let directory = Arc::new(Directory::default());
-    let _lookup = AbortOnDrop(tokio::spawn(lookup::serve(listener, directory.clone())));
+    let _lookup = AbortOnDrop(tokio::spawn(lookup::serve(
+        listener,
+        directory.clone(),
+        cfg.tls.clone(),
+    )));
     let devices = DeviceVar::for_host(&cfg.capacity.accelerators, |v| std::env::var(v).ok());
     let shared = Arc::new(Shared {
         host: Mutex::new(host),
@@ -255,6 +277,7 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     });
     let mut driver = Driver {
         shared,
+        lease_key: LeaseKey::from_cluster_key(&cfg.cluster_key),
         lease_manager: cfg.lease_manager,
         cluster_key: cfg.cluster_key,
         advertise,
@@ -320,6 +343,8 @@ type Reaped = Result<(tokio::task::Id, (LeaseId, u64, Outcome)), JoinError>;
 /// The manager's event loop: commands, heartbeats, reaped executors.
 struct Driver {
     shared: Arc<Shared>,
+    /// Derives the token of each lease started.
+    lease_key: LeaseKey,
     lease_manager: String,
     cluster_key: String,
     advertise: String,
@@ -394,10 +419,11 @@ impl Driver {
         self.generation += 1;
         let generation = self.generation;
         let id = s.lease.id;
+        let token = self.lease_key.token(&s.lease);
         let (state_tx, state_rx) = watch::channel(ExecState::Starting);
         self.shared
             .directory
-            .insert(id, s.token.clone(), generation, state_rx);
+            .insert(id, token.clone(), generation, state_rx);
         let (stop_tx, stop_rx) = oneshot::channel();
         self.running.insert(
             id,
@@ -408,7 +434,7 @@ impl Driver {
         );
         let shared = self.shared.clone();
         let task = self.tasks.spawn(async move {
-            let outcome = process::supervise(shared, s, stop_rx, state_tx).await;
+            let outcome = process::supervise(shared, s, token, stop_rx, state_tx).await;
             (id, generation, outcome)
         });
         self.task_leases.insert(task.id(), (id, generation));

@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use parking_lot::Mutex;
 use rfx_leases::client::HostClient;
 use rfx_leases::proto::LeaseId;
-use rfx_leases::wire::StartLease;
+use rfx_leases::wire::{LeaseToken, StartLease};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
@@ -81,16 +81,18 @@ pub(crate) enum Outcome {
     },
 }
 
-/// Runs the executor of `start` until it exits or `stop` fires (or its
-/// sender is dropped); always reaps it. `state` follows it for lookups.
+/// Runs the executor of `start` (with the lease's derived `token`) until it
+/// exits or `stop` fires (or its sender is dropped); always reaps it.
+/// `state` follows it for lookups.
 pub(crate) async fn supervise(
     shared: Arc<Shared>,
     start: StartLease,
+    token: LeaseToken,
     stop: oneshot::Receiver<()>,
     state: watch::Sender<ExecState>,
 ) -> Outcome {
     let lease = start.lease.id;
-    let ended = run_executor(&shared, &start, stop, &state).await;
+    let ended = run_executor(&shared, &start, &token, stop, &state).await;
     state.send_replace(ExecState::Gone);
     match ended {
         None => Outcome::Stopped,
@@ -127,11 +129,12 @@ pub(crate) async fn report_crash(host: &HostClient, lease: LeaseId, reason: &str
 async fn run_executor(
     shared: &Arc<Shared>,
     start: &StartLease,
+    token: &LeaseToken,
     mut stop: oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
 ) -> Option<String> {
     let lease = start.lease.id;
-    let launch = match shared.policy.launch(&start.lease, &start.token) {
+    let launch = match shared.policy.launch(&start.lease, token) {
         Ok(l) => l,
         Err(e) => return Some(format!("executor not started: {e}")),
     };

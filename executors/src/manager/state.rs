@@ -298,7 +298,6 @@ mod tests {
     fn start(id: u64) -> StartLease {
         StartLease {
             lease: lease(id, &[0], &[]),
-            token: LeaseToken::from_bytes([u8::try_from(id).expect("small id"); 32]),
         }
     }
 

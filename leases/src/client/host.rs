@@ -28,7 +28,9 @@ use tokio::sync::mpsc;
 /// tokio::spawn(async move { beats.run_heartbeats().await });
 /// while let Some(cmd) = commands.recv().await {
 ///     match cmd {
-///         Command::Start(s) => { /* spawn an executor checking s.token */ }
+///         // The executor checks the token derived from the lease:
+///         // LeaseKey::from_cluster_key("cluster-key").token(&s.lease).
+///         Command::Start(s) => { /* spawn an executor for s.lease */ }
 ///         Command::Stop { lease } => { /* stop it */ }
 ///         Command::Sync(all) => { /* run exactly these */ }
 ///         _ => {}

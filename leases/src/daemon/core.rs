@@ -1,15 +1,14 @@
-//! The core task: owns the manager, the tenants and the lease secrets;
-//! persists, then notifies, then replies.
+//! The core task: owns the manager, the tenants and the lease key (lease
+//! tokens are derived on demand, never stored); persists, then notifies,
+//! then replies.
 
 use super::{blocking, now_ms};
 use crate::auth::{self, ClusterKey, TenantRecord};
 use crate::error::DaemonError;
-use crate::proto::{
-    HostCommand, HostId, Lease, LeaseError, LeaseId, Manager, Output, StoreOp, TenantId,
-};
+use crate::proto::{HostCommand, HostId, Lease, LeaseError, Manager, Output, TenantId};
 use crate::store::{Batch, Store};
 use crate::wire::{
-    AdminRequest, ClientMsg, Command, ErrorCode, ErrorReply, HostRequest, LeaseInfo, LeaseToken,
+    AdminRequest, ClientMsg, Command, ErrorCode, ErrorReply, HostRequest, LeaseInfo, LeaseKey,
     RequestId, Response, ServerMsg, StartLease, TenantRequest,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -55,8 +54,8 @@ pub(super) struct Core {
     mgr: Manager,
     store: Arc<Store>,
     tenants: BTreeMap<String, TenantRecord>,
-    secrets: HashMap<LeaseId, LeaseToken>,
     key: ClusterKey,
+    lease_key: LeaseKey,
     peers: HashMap<ConnId, Peer>,
 }
 
@@ -65,15 +64,15 @@ impl Core {
         mgr: Manager,
         store: Arc<Store>,
         tenants: BTreeMap<String, TenantRecord>,
-        secrets: HashMap<LeaseId, LeaseToken>,
         key: ClusterKey,
+        lease_key: LeaseKey,
     ) -> Self {
         Self {
             mgr,
             store,
             tenants,
-            secrets,
             key,
+            lease_key,
             peers: HashMap::new(),
         }
     }
@@ -181,23 +180,22 @@ impl Core {
         match req {
             TenantRequest::Subscribe => Ok(Response::Subscribed { tenant }),
             TenantRequest::CreateLease(req) => {
-                let token = LeaseToken::random().map_err(|e| internal(id, &e))?;
                 let lease = self
                     .mgr
                     .request_lease(now, &tenant, &req)
                     .map_err(|e| refuse(e.into()))?;
                 tracing::info!(lease = %lease.id, %tenant, host = %lease.host, "lease granted");
-                self.secrets.insert(lease.id, token);
-                self.info(id, &lease).map(Response::Lease)
+                Ok(Response::Lease(self.info(&lease)))
             }
             TenantRequest::ListLeases => {
                 let leases: Vec<Lease> = self.mgr.leases_of(&tenant).cloned().collect();
-                let infos = leases.iter().map(|l| self.info(id, l));
-                infos.collect::<Result<_, _>>().map(Response::Leases)
+                Ok(Response::Leases(
+                    leases.iter().map(|l| self.info(l)).collect(),
+                ))
             }
             TenantRequest::ShowLease(lease) => {
-                let lease = self.mgr.lease(&tenant, lease).map_err(refuse)?.clone();
-                self.info(id, &lease).map(Response::Lease)
+                let lease = self.mgr.lease(&tenant, lease).map_err(refuse)?;
+                Ok(Response::Lease(self.info(lease)))
             }
             TenantRequest::Renew { lease, extra_ms } => self
                 .mgr
@@ -317,25 +315,18 @@ impl Core {
         }
     }
 
-    /// A lease with its host's address and its secret.
-    fn info(&self, id: RequestId, lease: &Lease) -> Result<LeaseInfo, ErrorReply> {
+    /// A lease with its host's address and its (derived) secret.
+    fn info(&self, lease: &Lease) -> LeaseInfo {
         let host_addr = self
             .mgr
             .host(lease.host)
             .map(|h| h.address.clone())
             .unwrap_or_default();
-        let token = self.secrets.get(&lease.id).cloned().ok_or_else(|| {
-            ErrorReply::new(
-                Some(id),
-                ErrorCode::Internal,
-                format!("the secret of lease {} is missing", lease.id),
-            )
-        })?;
-        Ok(LeaseInfo {
+        LeaseInfo {
             lease: lease.clone(),
             host_addr,
-            token,
-        })
+            token: self.lease_key.token(lease),
+        }
     }
 
     /// Performs the manager's outputs in order: one durable commit of every
@@ -345,14 +336,6 @@ impl Core {
         let mut batch = Batch::default();
         for out in &outputs {
             if let Output::Persist(op) = out {
-                if let StoreOp::LeaseGranted(lease) = op {
-                    let token = match self.secrets.get(&lease.id) {
-                        Some(t) => t.clone(),
-                        None => LeaseToken::random().map_err(DaemonError::Random)?,
-                    };
-                    self.secrets.insert(lease.id, token.clone());
-                    batch.secrets.push((lease.id, token));
-                }
                 batch.ops.push(op.clone());
             }
         }
@@ -365,14 +348,9 @@ impl Core {
         }
         for out in outputs {
             match out {
-                Output::Persist(StoreOp::LeaseForgotten { lease }) => {
-                    self.secrets.remove(&lease);
-                }
                 Output::Persist(_) => {}
                 Output::NotifyHost(host, cmd) => {
-                    if let Some(cmd) = self.command(cmd) {
-                        self.push(|p| p.host == Some(host), &ServerMsg::Command(cmd));
-                    }
+                    self.push(|p| p.host == Some(host), &ServerMsg::Command(command(cmd)));
                 }
                 Output::NotifyTenant(tenant, event) => {
                     tracing::info!(%tenant, ?event, "lease event");
@@ -384,27 +362,6 @@ impl Core {
             }
         }
         Ok(())
-    }
-
-    /// The wire form of a host command, with lease secrets.
-    fn command(&self, cmd: HostCommand) -> Option<Command> {
-        let start = |lease: Lease| match self.secrets.get(&lease.id) {
-            Some(token) => Some(StartLease {
-                lease,
-                token: token.clone(),
-            }),
-            None => {
-                tracing::error!(lease = %lease.id, "lease secret missing; not sent");
-                None
-            }
-        };
-        match cmd {
-            HostCommand::Start(lease) => start(lease).map(Command::Start),
-            HostCommand::Stop(lease) => Some(Command::Stop { lease }),
-            HostCommand::Sync(leases) => Some(Command::Sync(
-                leases.into_iter().filter_map(start).collect(),
-            )),
-        }
     }
 
     /// Queues `msg` to every matching peer; a peer whose queue is full is
@@ -423,6 +380,17 @@ impl Core {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+    }
+}
+
+/// The wire form of a host command: leases only, no secrets (executor
+/// managers derive the tokens).
+fn command(cmd: HostCommand) -> Command {
+    let start = |lease: Lease| StartLease { lease };
+    match cmd {
+        HostCommand::Start(lease) => Command::Start(start(lease)),
+        HostCommand::Stop(lease) => Command::Stop { lease },
+        HostCommand::Sync(leases) => Command::Sync(leases.into_iter().map(start).collect()),
     }
 }
 

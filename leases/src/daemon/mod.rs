@@ -36,7 +36,7 @@ use crate::auth::{self, ClusterKey};
 use crate::error::DaemonError;
 use crate::proto::{Config, Manager, Millis};
 use crate::store::Store;
-use crate::wire::TenantInfo;
+use crate::wire::{LeaseKey, TenantInfo};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,11 +54,12 @@ const CORE_QUEUE: usize = 1024;
 pub struct DaemonConfig {
     /// Where to listen for tenants, executor managers and operators.
     pub listen: SocketAddr,
-    /// The store file (created if missing; keep it secret: it holds lease
-    /// secrets).
+    /// The store file (created if missing, mode 0600; it holds the lease
+    /// log and hashed tenant tokens, no lease secret).
     pub db_path: PathBuf,
     /// The secret shared with executor managers and operators
-    /// (`RFX_CLUSTER_KEY`); must not be empty.
+    /// (`RFX_CLUSTER_KEY`); must not be empty. Lease tokens are derived
+    /// from it ([`LeaseKey`]): changing it changes every lease's token.
     pub cluster_key: String,
     /// A host silent for this long is marked down and its leases lost.
     pub heartbeat_timeout: Duration,
@@ -154,7 +155,8 @@ impl Daemon {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(DaemonError::io("bind the lease manager socket"))?;
-        let core = core::Core::new(mgr, Arc::new(store), loaded.tenants, loaded.secrets, key);
+        let lease_key = LeaseKey::from_cluster_key(&cfg.cluster_key);
+        let core = core::Core::new(mgr, Arc::new(store), loaded.tenants, key, lease_key);
         Ok(Self {
             listener,
             core,

@@ -41,14 +41,16 @@ pub use msg::{
     AdminRequest, ClientMsg, Command, Hello, HostRequest, LeaseInfo, RequestId, Response,
     ServerMsg, StartLease, TenantInfo, TenantRequest,
 };
-pub use token::LeaseToken;
+pub use token::{lookup_proof, LeaseKey, LeaseToken};
 
 use bytes::Bytes;
 use serde::Serialize;
 use tokio_util::codec::LengthDelimitedCodec;
 
 /// The protocol version this build speaks; peers must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: lease tokens are derived from the cluster key ([`LeaseKey`])
+/// and [`StartLease`] no longer carries them.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame a client may send to the daemon (1 MiB).
 pub const MAX_REQUEST_LEN: usize = 1 << 20;

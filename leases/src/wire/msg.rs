@@ -157,7 +157,7 @@ pub enum AdminRequest {
 }
 
 /// A lease as a tenant sees it: where to reach it and the secret its
-/// executors check.
+/// executors check (derived by [`LeaseKey`](super::LeaseKey), never stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseInfo {
     /// The lease.
@@ -233,14 +233,13 @@ pub enum Response {
     Hosts(Vec<Host>),
 }
 
-/// A lease for an executor manager to run, with the secret its executor
-/// must check.
+/// A lease for an executor manager to run. The secret its executor checks
+/// is not sent: the executor manager derives it from the lease with the
+/// [`LeaseKey`](super::LeaseKey) of the cluster key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StartLease {
     /// The lease.
     pub lease: Lease,
-    /// Its secret.
-    pub token: LeaseToken,
 }
 
 /// A command pushed to an executor manager.
