@@ -10,6 +10,11 @@
 //! that table (tokens of leases granted before the upgrade change). The
 //! file is still created with mode 0600 (tenant hashes, the lease log).
 //!
+//! The log does not grow forever: the daemon replaces it with a checkpoint
+//! of the state ([`Manager::checkpoint`](crate::proto::Manager::checkpoint),
+//! the few ops that rebuild it) once it is long
+//! ([`replace_log`](Store::replace_log), one transaction).
+//!
 //! Every [`commit`](Store::commit) is one redb write transaction with
 //! immediate durability (fsync before it returns), so whatever the daemon
 //! acknowledged survives `kill -9`. redb locks the file: a second open, from
@@ -148,6 +153,25 @@ impl Store {
                 ops.insert(seq, bytes.as_slice())
                     .map_err(DaemonError::store("append op"))?;
                 seq = seq.saturating_add(1);
+            }
+        }
+        tx.commit().map_err(DaemonError::store("commit"))
+    }
+
+    /// Replaces the whole log with `ops` (a checkpoint) in one durable
+    /// transaction: a crash leaves either the old log or the new one.
+    pub(crate) fn replace_log(&self, ops: &[StoreOp]) -> Result<(), DaemonError> {
+        let tx = self.db.begin_write().map_err(DaemonError::store("begin"))?;
+        tx.delete_table(OPS)
+            .map_err(DaemonError::store("drop the old log"))?;
+        {
+            let mut table = tx.open_table(OPS).map_err(DaemonError::store("open ops"))?;
+            for (seq, op) in (0u64..).zip(ops) {
+                let bytes = serde_json::to_vec(op)
+                    .map_err(|e| DaemonError::Corrupt(format!("cannot encode {op:?}: {e}")))?;
+                table
+                    .insert(seq, bytes.as_slice())
+                    .map_err(DaemonError::store("write checkpoint"))?;
             }
         }
         tx.commit().map_err(DaemonError::store("commit"))

@@ -430,6 +430,61 @@ fn restart_keeps_every_granted_lease() {
     });
 }
 
+/// Rows in the store's lease log (the daemon stopped).
+fn log_len(env: &Env) -> u64 {
+    use redb::{ReadableTableMetadata, TableDefinition};
+    let db = redb::Database::open(env.db()).expect("opens the store");
+    let tx = db.begin_read().expect("read tx");
+    let ops: TableDefinition<u64, &[u8]> = TableDefinition::new("ops");
+    tx.open_table(ops).expect("ops table").len().expect("len")
+}
+
+#[test]
+fn a_long_log_is_replaced_by_a_checkpoint() {
+    let env = Env::new();
+    let token = env.tenant("alice");
+    let mut cfg = env.config();
+    cfg.compact_after_ops = 20;
+    let d = TestDaemon::start(cfg.clone());
+    let before = env.block_on(async {
+        let _host = host(d.addr, "node1:7500", Capacity::new(8, 4096)).await;
+        let alice = tenant(d.addr, &token).await;
+        let mut ids = vec![];
+        for _ in 0..3 {
+            let info = within("create", alice.create_lease(&LeaseRequest::new(1, 60_000)))
+                .await
+                .expect("granted");
+            ids.push(info.lease.id);
+        }
+        within("release", alice.release(ids[2]))
+            .await
+            .expect("released");
+        // Every renewal is an op: 200 of them would be the log's length.
+        for _ in 0..200 {
+            within("renew", alice.renew(ids[0], 10))
+                .await
+                .expect("renewed");
+        }
+        within("list", alice.list()).await.expect("list")
+    });
+    d.stop().expect("clean stop");
+    let len = log_len(&env);
+    assert!(len <= 40, "the log holds {len} ops after 205 changes");
+
+    // The checkpoint brings back the same leases, and ids go on.
+    let d = TestDaemon::start(cfg);
+    env.block_on(async {
+        let alice = tenant(d.addr, &token).await;
+        let after = within("list", alice.list()).await.expect("list");
+        assert_eq!(after, before);
+        let _host = host(d.addr, "node1:7500", Capacity::new(8, 4096)).await;
+        let next = within("create", alice.create_lease(&LeaseRequest::new(1, 60_000)))
+            .await
+            .expect("granted");
+        assert_eq!(next.lease.id, LeaseId(4), "lease ids are never reused");
+    });
+}
+
 /// Opens a raw connection.
 async fn raw(
     addr: std::net::SocketAddr,

@@ -60,11 +60,16 @@ pub(crate) struct LeaseManagerArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "RFX_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Replace the lease log with a checkpoint of the state once it holds
+    /// this many operations (usage reports and renewals are operations).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    compact_after_ops: u64,
 }
 
 pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
     let mut cfg = DaemonConfig::new(args.listen, args.db, cluster_key()?);
     cfg.heartbeat_timeout = Duration::from_millis(args.heartbeat_timeout_ms);
+    cfg.compact_after_ops = usize::try_from(args.compact_after_ops).unwrap_or(usize::MAX);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         cfg.tls = Some(rfx::leases::tls::TlsServer::from_pem_files(cert, key)?);
     }

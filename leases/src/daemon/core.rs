@@ -48,6 +48,43 @@ struct Peer {
     host: Option<HostId>,
 }
 
+/// How long the lease log is, and when to replace it with a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LogSize {
+    ops: usize,
+    min: usize,
+    next: usize,
+}
+
+impl LogSize {
+    pub(super) fn new(ops: usize, compact_after: usize) -> Self {
+        let min = compact_after.max(1);
+        Self { ops, min, next: min }
+    }
+
+    /// Whether the log is long enough to try a checkpoint.
+    fn due(&self) -> bool {
+        self.ops >= self.next
+    }
+
+    /// A checkpoint of `len` ops replaced the log: try again once the log
+    /// has grown well past it.
+    fn replaced(&mut self, len: usize) {
+        self.ops = len;
+        self.next = self.min.max(len.saturating_mul(2));
+    }
+
+    /// A checkpoint would not have been much shorter (the state is large):
+    /// try again once the log has doubled.
+    fn kept(&mut self) {
+        self.next = self.min.max(self.ops.saturating_mul(2));
+    }
+
+    fn appended(&mut self, n: usize) {
+        self.ops = self.ops.saturating_add(n);
+    }
+}
+
 /// The state the core task owns.
 #[derive(Debug)]
 pub(super) struct Core {
@@ -57,6 +94,7 @@ pub(super) struct Core {
     key: ClusterKey,
     lease_key: LeaseKey,
     peers: HashMap<ConnId, Peer>,
+    log: LogSize,
 }
 
 impl Core {
@@ -66,6 +104,7 @@ impl Core {
         tenants: BTreeMap<String, TenantRecord>,
         key: ClusterKey,
         lease_key: LeaseKey,
+        log: LogSize,
     ) -> Self {
         Self {
             mgr,
@@ -74,6 +113,35 @@ impl Core {
             key,
             lease_key,
             peers: HashMap::new(),
+            log,
+        }
+    }
+
+    /// Replaces a long log with a checkpoint of the state, if that makes it
+    /// much shorter. Called right after a commit, so the state holds
+    /// exactly what the log does.
+    /// A failed checkpoint changes nothing (one transaction): the log
+    /// stays as it was and grows on.
+    async fn compact(&mut self) {
+        if !self.log.due() {
+            return;
+        }
+        let ops = self.mgr.checkpoint();
+        if ops.len().saturating_mul(2) > self.log.ops {
+            self.log.kept();
+            return;
+        }
+        let (before, after) = (self.log.ops, ops.len());
+        let store = Arc::clone(&self.store);
+        match blocking(move || store.replace_log(&ops)).await {
+            Ok(()) => {
+                tracing::info!(before, after, "lease log replaced by a checkpoint");
+                self.log.replaced(after);
+            }
+            Err(e) => {
+                tracing::warn!("lease log checkpoint failed, keeping the log: {e}");
+                self.log.kept();
+            }
         }
     }
 
@@ -83,6 +151,8 @@ impl Core {
         // Timers due while the daemon was down (expiries) run first.
         self.mgr.handle_timeout(now_ms());
         self.flush().await?;
+        // A log left long by an older build, or by failed checkpoints.
+        self.compact().await;
         loop {
             let sleep = self
                 .mgr
@@ -340,11 +410,14 @@ impl Core {
             }
         }
         if !batch.is_empty() {
+            let n = batch.ops.len();
             let store = Arc::clone(&self.store);
             if let Err(e) = blocking(move || store.commit(&batch)).await {
                 tracing::error!("store commit failed, stopping: {e}");
                 return Err(e);
             }
+            self.log.appended(n);
+            self.compact().await;
         }
         for out in outputs {
             match out {

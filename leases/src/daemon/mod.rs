@@ -73,6 +73,11 @@ pub struct DaemonConfig {
     pub max_connections: usize,
     /// Serve TLS instead of plain TCP ([`crate::tls`]).
     pub tls: Option<crate::tls::TlsServer>,
+    /// The lease log is rewritten as a checkpoint of the state once it
+    /// holds this many ops (and at least twice as many as the checkpoint):
+    /// every usage report is an op, so the log would otherwise grow for as
+    /// long as executors run, and so would the replay at each start.
+    pub compact_after_ops: usize,
 }
 
 impl DaemonConfig {
@@ -91,6 +96,7 @@ impl DaemonConfig {
             hello_timeout: Duration::from_secs(10),
             max_connections: 4096,
             tls: None,
+            compact_after_ops: 10_000,
         }
     }
 
@@ -116,6 +122,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("hello_timeout", &self.hello_timeout)
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
+            .field("compact_after_ops", &self.compact_after_ops)
             .finish()
     }
 }
@@ -156,7 +163,8 @@ impl Daemon {
             .await
             .map_err(DaemonError::io("bind the lease manager socket"))?;
         let lease_key = LeaseKey::from_cluster_key(&cfg.cluster_key);
-        let core = core::Core::new(mgr, Arc::new(store), loaded.tenants, key, lease_key);
+        let log = core::LogSize::new(n_ops, cfg.compact_after_ops);
+        let core = core::Core::new(mgr, Arc::new(store), loaded.tenants, key, lease_key, log);
         Ok(Self {
             listener,
             core,

@@ -101,6 +101,13 @@ impl Manager {
         Ok(())
     }
 
+    /// The store ops that rebuild this manager's state from nothing, to
+    /// replace a long log ([`State::checkpoint`]); ops emitted later append
+    /// to them as to the log they replace.
+    pub fn checkpoint(&self) -> Vec<StoreOp> {
+        self.state.checkpoint(self.clock)
+    }
+
     /// The tunables.
     pub fn config(&self) -> &Config {
         &self.config

@@ -190,7 +190,62 @@ impl State {
                 Some(_) => Ok(()),
                 None => Err(format!("unknown lease {lease}")),
             },
+            StoreOp::LeaseRestored(lease) => {
+                if self.leases.contains_key(&lease.id) {
+                    return Err(format!("lease {} already exists", lease.id));
+                }
+                if lease.is_active() || lease.ended_at_ms.is_none() {
+                    return Err(format!("restored lease {} has not ended", lease.id));
+                }
+                if !self.hosts.contains_key(&lease.host) {
+                    return Err(format!("unknown host {}", lease.host));
+                }
+                Ok(())
+            }
+            StoreOp::Checkpoint {
+                next_host,
+                next_lease,
+                ..
+            } => {
+                if *next_host < self.next_host || *next_lease < self.next_lease {
+                    return Err("checkpoint would reuse ids".into());
+                }
+                Ok(())
+            }
         }
+    }
+
+    /// The shortest op sequence that rebuilds this state from an empty one:
+    /// what the store keeps instead of a log that only grows (every usage
+    /// report is an op). Hosts first (all up, so active leases can be
+    /// granted on them), then active leases as they stand, then the hosts
+    /// that are down, then ended leases kept for retention, then the id
+    /// counters. Replaying it gives an equal state (tested).
+    pub fn checkpoint(&self, clock: Millis) -> Vec<StoreOp> {
+        let mut ops = Vec::with_capacity(self.hosts.len() * 2 + self.leases.len() + 1);
+        for h in self.hosts.values() {
+            ops.push(StoreOp::HostUpserted {
+                host: h.id,
+                address: h.address.clone(),
+                capacity: h.capacity.clone(),
+            });
+        }
+        let (active, ended): (Vec<&Lease>, Vec<&Lease>) =
+            self.leases.values().partition(|l| l.is_active());
+        ops.extend(active.into_iter().cloned().map(StoreOp::LeaseGranted));
+        ops.extend(
+            self.hosts
+                .values()
+                .filter(|h| !h.up)
+                .map(|h| StoreOp::HostDown { host: h.id }),
+        );
+        ops.extend(ended.into_iter().cloned().map(StoreOp::LeaseRestored));
+        ops.push(StoreOp::Checkpoint {
+            next_host: self.next_host,
+            next_lease: self.next_lease,
+            at: clock,
+        });
+        ops
     }
 
     fn active(&self, id: LeaseId) -> Result<&Lease, String> {
@@ -261,6 +316,21 @@ impl State {
                         self.ended.remove(&(end, l.id));
                     }
                 }
+            }
+            StoreOp::LeaseRestored(lease) => {
+                if let Some(end) = lease.ended_at_ms {
+                    self.ended.insert((end, lease.id));
+                }
+                self.next_lease = self.next_lease.max(lease.id.0.saturating_add(1));
+                self.leases.insert(lease.id, lease.clone());
+            }
+            StoreOp::Checkpoint {
+                next_host,
+                next_lease,
+                ..
+            } => {
+                self.next_host = self.next_host.max(*next_host);
+                self.next_lease = self.next_lease.max(*next_lease);
             }
         }
     }

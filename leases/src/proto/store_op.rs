@@ -62,6 +62,20 @@ pub enum StoreOp {
         /// Lease id.
         lease: LeaseId,
     },
+    /// Checkpoint only: an ended lease, kept for its retention period,
+    /// restored as it was (it holds no resources).
+    LeaseRestored(Lease),
+    /// Checkpoint only, last: the id counters and the clock, which the
+    /// other checkpoint ops may not imply (the newest lease may have been
+    /// forgotten, and ids are never reused).
+    Checkpoint {
+        /// The id the next new host gets.
+        next_host: u64,
+        /// The id the next lease gets.
+        next_lease: u64,
+        /// The manager's clock when the checkpoint was taken.
+        at: Millis,
+    },
 }
 
 impl StoreOp {
@@ -71,7 +85,9 @@ impl StoreOp {
             Self::LeaseGranted(lease) => Some(lease.granted_at_ms),
             Self::LeaseRenewed { at, .. }
             | Self::UsageReported { at, .. }
-            | Self::LeaseEnded { at, .. } => Some(*at),
+            | Self::LeaseEnded { at, .. }
+            | Self::Checkpoint { at, .. } => Some(*at),
+            Self::LeaseRestored(lease) => lease.ended_at_ms,
             Self::HostUpserted { .. } | Self::HostDown { .. } | Self::LeaseForgotten { .. } => None,
         }
     }

@@ -2,8 +2,8 @@
 
 use super::util::{t, Sim};
 use crate::proto::{
-    Capacity, Config, HostId, LeaseError, LeaseId, LeaseRequest, Manager, State, TenantId, Usage,
-    UsageReport,
+    Capacity, Config, HostId, LeaseError, LeaseId, LeaseRequest, Manager, State, StoreOp, TenantId,
+    Usage, UsageReport,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -289,6 +289,8 @@ proptest! {
     fn random_operations_keep_invariants(ops in prop::collection::vec(op(), 20..100)) {
         let mut sim = Sim::with_config(config());
         let mut seen: BTreeMap<LeaseId, Usage> = BTreeMap::new();
+        // A checkpoint taken mid-run, and how much of the log it replaces.
+        let mut ck: Option<(Vec<StoreOp>, usize)> = None;
         for (i, op) in ops.iter().enumerate() {
             run(&mut sim, op);
             check_pools(sim.mgr.state());
@@ -305,10 +307,23 @@ proptest! {
             if i % 8 == 0 {
                 let replayed = sim.replayed();
                 prop_assert_eq!(replayed.state(), sim.mgr.state());
+                let checkpoint = sim.mgr.checkpoint();
+                prop_assert!(checkpoint.len() <= sim.ops.len() + 1);
+                let from_checkpoint = Manager::replay(config(), sim.now, checkpoint.clone()).unwrap();
+                prop_assert_eq!(from_checkpoint.state(), sim.mgr.state());
+                if i == ops.len() / 2 / 8 * 8 {
+                    ck = Some((checkpoint, sim.ops.len()));
+                }
             }
         }
         let replayed = Manager::replay(config(), sim.now, sim.ops.clone()).unwrap();
         prop_assert_eq!(replayed.state(), sim.mgr.state());
         check_pools(replayed.state());
+        // A compacted log plus what was appended after it is the same state.
+        let (checkpoint, at) = ck.expect("a checkpoint mid-run");
+        let tail = sim.ops[at..].iter().cloned();
+        let compacted = Manager::replay(config(), sim.now, checkpoint.into_iter().chain(tail)).unwrap();
+        prop_assert_eq!(compacted.state(), sim.mgr.state());
+        check_pools(compacted.state());
     }
 }

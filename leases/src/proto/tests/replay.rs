@@ -91,6 +91,8 @@ fn busy_sim() -> Sim {
             StoreOp::UsageReported { .. } => "usage",
             StoreOp::LeaseEnded { .. } => "end",
             StoreOp::LeaseForgotten { .. } => "forget",
+            // Only checkpoints write these.
+            StoreOp::LeaseRestored(_) | StoreOp::Checkpoint { .. } => "checkpoint",
         };
         *m.entry(name).or_default() += 1;
         m
@@ -122,6 +124,87 @@ fn replay_rebuilds_an_identical_manager() {
     let b = replayed.request_lease(sim.now, &t("carol"), &req).unwrap();
     assert_eq!(a, b);
     assert_eq!(replayed.state(), sim.mgr.state());
+}
+
+#[test]
+fn a_checkpoint_rebuilds_the_same_manager_from_few_ops() {
+    let mut sim = busy_sim();
+    // Usage reports are what makes the log long.
+    let lease = sim.mgr.state().leases().find(|l| l.is_active()).unwrap().clone();
+    for i in 0..100 {
+        let delta = UsageReport {
+            invocations: i,
+            ..UsageReport::default()
+        };
+        sim.mgr
+            .report_usage(sim.now, lease.host, lease.id, &delta)
+            .unwrap();
+    }
+    // A host that is down, whose leases are lost.
+    let flaky = sim.mgr.state().host_by_address("flaky:1").unwrap().id;
+    sim.mgr.deregister_host(sim.now, flaky).unwrap();
+    sim.drain();
+    let checkpoint = sim.mgr.checkpoint();
+    assert!(
+        checkpoint.len() < sim.ops.len() / 5,
+        "{} ops checkpointed as {}",
+        sim.ops.len(),
+        checkpoint.len()
+    );
+    assert!(checkpoint
+        .iter()
+        .any(|op| matches!(op, StoreOp::LeaseRestored(_))));
+    assert!(checkpoint
+        .iter()
+        .any(|op| matches!(op, StoreOp::HostDown { .. })));
+    let json = serde_json::to_string(&checkpoint).unwrap();
+    let back: Vec<StoreOp> = serde_json::from_str(&json).unwrap();
+    let mut restored = Manager::replay(sim.mgr.config().clone(), sim.now, back).unwrap();
+    assert_eq!(restored.state(), sim.mgr.state());
+    assert_eq!(snapshot(&restored), snapshot(&sim.mgr));
+    assert!(restored.poll_output().is_none(), "replay is silent");
+    // Same next lease (ids are not reused, even of forgotten leases).
+    let req = LeaseRequest::new(2, 1_000).with_memory(512);
+    let a = sim.mgr.request_lease(sim.now, &t("carol"), &req).unwrap();
+    let b = restored.request_lease(sim.now, &t("carol"), &req).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn checkpoint_ops_are_checked_like_the_others() {
+    let sim = busy_sim();
+    let checkpoint = sim.mgr.checkpoint();
+    let ended = checkpoint
+        .iter()
+        .find_map(|op| match op {
+            StoreOp::LeaseRestored(l) => Some(l.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut still_active = ended.clone();
+    still_active.state = LeaseState::Active;
+    still_active.ended_at_ms = None;
+    for bad in [
+        vec![StoreOp::LeaseRestored(ended.clone())], // unknown host
+        vec![StoreOp::LeaseRestored(still_active)],
+        vec![
+            StoreOp::Checkpoint {
+                next_host: 1,
+                next_lease: 9,
+                at: 0,
+            },
+            StoreOp::Checkpoint {
+                next_host: 1,
+                next_lease: 3,
+                at: 0,
+            },
+        ],
+    ] {
+        assert!(
+            Manager::replay(sim.mgr.config().clone(), sim.now, bad.clone()).is_err(),
+            "{bad:?}"
+        );
+    }
 }
 
 #[test]
