@@ -59,7 +59,11 @@ pub(super) struct LogSize {
 impl LogSize {
     pub(super) fn new(ops: usize, compact_after: usize) -> Self {
         let min = compact_after.max(1);
-        Self { ops, min, next: min }
+        Self {
+            ops,
+            min,
+            next: min,
+        }
     }
 
     /// Whether the log is long enough to try a checkpoint.

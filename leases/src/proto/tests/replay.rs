@@ -130,7 +130,13 @@ fn replay_rebuilds_an_identical_manager() {
 fn a_checkpoint_rebuilds_the_same_manager_from_few_ops() {
     let mut sim = busy_sim();
     // Usage reports are what makes the log long.
-    let lease = sim.mgr.state().leases().find(|l| l.is_active()).unwrap().clone();
+    let lease = sim
+        .mgr
+        .state()
+        .leases()
+        .find(|l| l.is_active())
+        .unwrap()
+        .clone();
     for i in 0..100 {
         let delta = UsageReport {
             invocations: i,
