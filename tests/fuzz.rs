@@ -17,9 +17,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rfx::executors::session::{self, ClientHello, ExecutorHello, GroupSpec, Setup, SetupReply};
+use rfx::executors::session::{self, ExecutorHello, GroupSpec, Setup, SetupReply};
 use rfx::fabric::invocation::InvocationHeader;
-use rfx::fabric::wire::{self, Accept, FrameHeader, HandshakeKind, Hello};
+use rfx::fabric::wire::{self, Accept, Challenge, ClientHello, FrameHeader, HandshakeKind, Hello};
 use support::*;
 
 fn cases() -> u32 {
@@ -33,13 +33,17 @@ fn cases() -> u32 {
 fn valid_hello() -> Vec<u8> {
     wire::encode_handshake(
         HandshakeKind::Hello,
-        &Hello {
-            host: "host".into(),
-            pid: 7,
-            forced: None,
-            providers: Vec::new(),
-            buffers: Vec::new(),
-            user: b"token".to_vec(),
+        &ClientHello {
+            hello: Hello {
+                host: "host".into(),
+                pid: 7,
+                forced: None,
+                providers: Vec::new(),
+                buffers: Vec::new(),
+                user: b"user".to_vec(),
+            },
+            nonce: [3; 32],
+            proof: Some([4; 32]),
         },
     )
 }
@@ -84,18 +88,23 @@ fn decode_everything(b: &[u8]) {
     if let Ok((_, len)) = wire::decode_handshake_header(b) {
         let body = b.get(wire::HANDSHAKE_HEADER_LEN..).unwrap_or_default();
         let body = &body[..len.min(body.len())];
+        let _ = wire::decode_body::<Challenge>(body);
+        let _ = wire::decode_body::<ClientHello>(body);
         let _ = wire::decode_body::<Hello>(body);
         let _ = wire::decode_body::<Accept>(body);
         let _ = wire::decode_body::<String>(body);
     }
+    let _ = wire::decode_body::<Challenge>(b);
+    let _ = wire::decode_body::<ClientHello>(b);
     let _ = wire::decode_body::<Hello>(b);
     let _ = wire::decode_body::<Accept>(b);
     let _ = session::decode::<Setup>(b);
     let _ = session::decode::<SetupReply>(b);
-    let _ = session::decode::<ClientHello>(b);
     let _ = session::decode::<ExecutorHello>(b);
     let _ = rfx::leases::wire::decode_client(b);
     let _ = rfx::leases::wire::decode_server(b);
+    let _ = serde_json::from_slice::<rfx::executors::manager::LookupRequest>(b);
+    let _ = serde_json::from_slice::<rfx::executors::manager::LookupReply>(b);
     if let Ok(head) = <[u8; 4]>::try_from(b.get(..4).unwrap_or_default()) {
         let _ = rfx::collectives::bootstrap::proto::decode_len(head);
     }
@@ -117,13 +126,18 @@ proptest! {
 
     #[test]
     fn decoders_survive_mutated_valid_messages(
-        which in 0u8..4,
+        which in 0u8..5,
         ops in proptest::collection::vec((any::<u16>(), any::<u8>(), any::<u8>()), 1..8),
     ) {
         let base = match which {
             0 => valid_hello(),
             1 => valid_setup(),
             2 => br#"{"Tenant":{"id":1,"token":"a.b","req":"List"}}"#.to_vec(),
+            3 => serde_json::to_vec(&rfx::executors::manager::LookupRequest::new(
+                rfx::leases::proto::LeaseId(7),
+                &"ab".repeat(32),
+            ))
+            .unwrap(),
             _ => FrameHeader::write(64, 3, 9, 100).encode().to_vec(),
         };
         decode_everything(&mutate(&base, &ops));
@@ -256,9 +270,10 @@ fn fabric_listener_survives_garbage() {
     let addr = listener.local_addr().unwrap();
     let n = cases() / 10;
     // Serve every connection: garbage ones must fail their handshake with
-    // an error (never a panic), then one real peer must get through.
+    // an error (never a panic), then one real peer must get through. With a
+    // secret, so that mutated hellos reach the proof check too.
     let server = std::thread::spawn(move || {
-        let opts = rfx::fabric::ConnectOptions::new();
+        let opts = rfx::fabric::ConnectOptions::new().secret(b"fuzz-secret");
         for _ in 0..n {
             let inc = listener.incoming(Some(Duration::from_secs(10))).unwrap();
             let _ = inc.accept(&opts, |_| Ok(()));
@@ -270,7 +285,10 @@ fn fabric_listener_survives_garbage() {
     });
     pound(addr, n, seed());
     let mut ep = fabric
-        .connect(addr, &rfx::fabric::ConnectOptions::new())
+        .connect(
+            addr,
+            &rfx::fabric::ConnectOptions::new().secret(b"fuzz-secret"),
+        )
         .unwrap();
     match ep
         .wait(rfx::fabric::PollMode::Warm, Duration::from_secs(10))

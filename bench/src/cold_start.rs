@@ -18,12 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use nix::poll::{PollFd, PollFlags};
-use rfx_executors::manager::{lookup_executor, LookupRequest, ManagerError};
-use rfx_executors::session::{self, ClientHello, ExecutorHello, LibrarySource, Setup, SetupReply};
+use rfx_executors::manager::{lookup_executor, ManagerError};
+use rfx_executors::session::{self, ExecutorHello, LibrarySource, Setup, SetupReply};
 use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
 use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
 use rfx_leases::client::blocking::{AdminClient, TenantClient};
-use rfx_leases::proto::LeaseRequest;
+use rfx_leases::proto::{LeaseId, LeaseRequest};
 use serde::Serialize;
 
 use crate::invoke::{self, TOKEN};
@@ -131,14 +131,9 @@ fn first_result(
     mode: PollMode,
 ) -> anyhow::Result<(Instant, Instant, Instant)> {
     let results = fabric.register(64)?;
-    let hello = session::encode(&ClientHello {
-        token: token.to_vec(),
-    });
+    // As the invoker: the lease token is the handshake's shared secret.
     let mut ep = fabric
-        .connect(
-            addr,
-            &ConnectOptions::new().expose(&results).user_data(hello),
-        )
+        .connect(addr, &ConnectOptions::new().expose(&results).secret(token))
         .context("connecting to the executor")?;
     let eh: ExecutorHello = session::decode(ep.peer_user_data()).map_err(anyhow::Error::msg)?;
     let slots = *ep
@@ -294,8 +289,10 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// A lease granted to the bench.
 struct Granted {
-    /// The lease, as the lookup request names it.
-    lookup: LookupRequest,
+    /// The lease.
+    lease: LeaseId,
+    /// Its token (hex): proved to the lookup, presented to the executor.
+    token: String,
     /// The executor manager's lookup address.
     host: String,
     core_ids: Vec<usize>,
@@ -474,10 +471,8 @@ impl Cluster {
         let req = LeaseRequest::new(1, 600_000).with_hot_timeout(lease_hot_timeout(mode));
         let info = self.conn()?.create_lease(&req)?;
         Ok(Granted {
-            lookup: LookupRequest {
-                lease: info.lease.id,
-                token: info.token.to_hex(),
-            },
+            lease: info.lease.id,
+            token: info.token.to_hex(),
             host: info.host_addr,
             core_ids: info.lease.core_ids.iter().map(|&c| c as usize).collect(),
         })
@@ -485,15 +480,10 @@ impl Cluster {
 
     /// Releases `g`, then waits (bounded) until its lookup says unknown.
     fn release(&mut self, g: &Granted) -> anyhow::Result<()> {
-        self.conn()?.release(g.lookup.lease)?;
+        self.conn()?.release(g.lease)?;
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
-            match lookup_executor(
-                &g.host,
-                g.lookup.lease,
-                &g.lookup.token,
-                Duration::from_secs(1),
-            ) {
+            match lookup_executor(&g.host, g.lease, &g.token, Duration::from_secs(1)) {
                 Err(ManagerError::LookupRefused { message, .. }) if message == UNKNOWN_LEASE => {
                     return Ok(())
                 }
@@ -515,7 +505,7 @@ fn executor_address(g: &Granted) -> anyhow::Result<SocketAddr> {
     let deadline = Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match lookup_executor(&g.host, g.lookup.lease, &g.lookup.token, left) {
+        match lookup_executor(&g.host, g.lease, &g.token, left) {
             Ok(addr) => return Ok(addr),
             Err(ManagerError::LookupRefused { message, .. })
                 if message == UNKNOWN_LEASE && !left.is_zero() =>
@@ -542,7 +532,7 @@ fn once_leased(
         let addr = executor_address(&g)?;
         let t_spawn = Instant::now();
         let (t_connect, t_load, t_first) =
-            first_result(fabric, addr, g.lookup.token.as_bytes(), setup, mode)?;
+            first_result(fabric, addr, g.token.as_bytes(), setup, mode)?;
         Ok::<_, anyhow::Error>((t_spawn, t_connect, t_load, t_first))
     })();
     let released = cluster.release(&g);

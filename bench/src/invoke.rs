@@ -117,6 +117,7 @@ pub fn latency(
         max_output,
         timeout: WAIT,
         mode,
+        ..InvokerConfig::default()
     };
     let mut inv = Invoker::connect(&fabric, addr, TOKEN, library_source(lib), &FUNCTIONS, icfg)
         .context("connecting to the executor")?;

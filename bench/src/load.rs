@@ -362,6 +362,8 @@ impl Client {
         let cfg = InvokerConfig {
             depth: self.depth,
             max_output: self.size.max(12),
+            // Small inputs only: no input region per invoker.
+            max_input: 0,
             timeout: Duration::from_secs(20),
             mode: PollMode::Warm,
         };

@@ -84,6 +84,8 @@ pub fn run(
         let icfg = InvokerConfig {
             depth,
             max_output: 64,
+            // Small inputs only: no input region per invoker.
+            max_input: 0,
             timeout: WAIT,
             mode,
         };

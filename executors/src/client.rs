@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_fabric::invocation::{
+    self, FunctionField, InputDescriptor, InvocationHeader, Status, HEADER_LEN,
+};
 use rfx_fabric::{
     Completion, ConnectOptions, Endpoint, Fabric, FabricError, MemoryRegion, PollMode,
     RemoteBuffer, TransportKind,
 };
 
-use crate::session::{
-    self, ClientHello, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply,
-};
+use crate::session::{self, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply};
 
 /// Why an invocation produced no output.
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +37,39 @@ pub enum InvokeError {
         /// The result buffer's size.
         capacity: usize,
     },
-    /// The input does not fit an executor slot.
-    #[error("payload of {len} bytes exceeds the executor's slot of {max}")]
+    /// The input exceeds [`Invoker::max_input`]; nothing was sent.
+    #[error("payload of {len} bytes exceeds the largest input of {max}")]
     PayloadTooLarge {
         /// The input's length.
         len: usize,
         /// The largest input.
+        max: usize,
+    },
+    /// The executor refused a remote input longer than its own bound
+    /// ([`Status::InputTooLarge`]); the connection goes on.
+    #[error("the executor refused an input of {len} bytes (its bound: {max:?})")]
+    InputTooLarge {
+        /// The input's length.
+        len: usize,
+        /// The executor's bound, if the result buffer could carry it.
+        max: Option<u64>,
+    },
+    /// The executor could not read a remote input from this client's input
+    /// region ([`Status::InputUnreadable`]): typically this client did not
+    /// poll its endpoint (wait for results) within the executor's op
+    /// timeout on tcp. The connection goes on.
+    #[error("the executor could not read the input of `{function}`")]
+    InputUnreadable {
+        /// The function.
+        function: String,
+    },
+    /// More functions than an invocation can name
+    /// ([`invocation::MAX_FUNCTIONS`]); nothing was sent.
+    #[error("{count} functions named; at most {max}")]
+    TooManyFunctions {
+        /// Functions named.
+        count: usize,
+        /// The most a session may name.
         max: usize,
     },
     /// The executor refused the set-up (library or function problem).
@@ -79,6 +106,11 @@ pub struct InvokerConfig {
     pub depth: usize,
     /// Largest output accepted per invocation.
     pub max_output: usize,
+    /// Largest input: inputs above the executor's slot are copied into an
+    /// input region of this size, registered and exposed at connect, and
+    /// the executor reads them from there (one at a time). 0: no region;
+    /// inputs are bounded by the slot.
+    pub max_input: usize,
     /// Bound on each wait for a result.
     pub timeout: Duration,
     /// How to wait for results.
@@ -90,6 +122,7 @@ impl Default for InvokerConfig {
         InvokerConfig {
             depth: 32,
             max_output: 1 << 20,
+            max_input: 16 << 20,
             timeout: Duration::from_secs(30),
             mode: PollMode::Hot,
         }
@@ -127,9 +160,32 @@ pub struct Ticket(u16);
 struct InFlight {
     slot: usize,
     function: u16,
+    /// The input's length, for a remote input (it holds the input region).
+    remote_len: Option<usize>,
 }
 
 /// A connection to one executor worker.
+///
+/// # Large inputs
+///
+/// An input up to [`Invoker::max_inline_input`] travels in the invocation's
+/// write into an executor slot. A larger one, up to
+/// [`InvokerConfig::max_input`] (16 MiB by default), is copied into this
+/// client's input region and the executor reads it from there, one-sided
+/// (RDMA READ on verbs; see [`rfx_fabric::invocation`]). There is one such
+/// region, so one large input is in flight at a time: a second large
+/// [`Invoker::submit`] first collects results until the first one's has
+/// arrived, as a submit does when every slot is busy; small invocations
+/// pipeline around it. Inputs above [`Invoker::max_input`] are
+/// [`InvokeError::PayloadTooLarge`], with nothing sent; an executor with a
+/// smaller bound answers [`InvokeError::InputTooLarge`].
+///
+/// On tcp the executor's read is served by this client's endpoint whenever
+/// the invoker polls it, which every wait for a result does ([`Invoker::wait`],
+/// [`Invoker::invoke`], [`Invoker::batch`], [`Invoker::invoke_async`]): a
+/// client that leaves a large invocation in flight and does not wait for
+/// results for longer than the executor's op timeout gets
+/// [`InvokeError::InputUnreadable`].
 ///
 /// ```no_run
 /// # use rfx_executors::client::{Invoker, InvokerConfig};
@@ -145,6 +201,10 @@ struct InFlight {
 pub struct Invoker {
     ep: Endpoint,
     results: MemoryRegion,
+    /// Where inputs larger than a slot wait for the executor's read.
+    input: Option<MemoryRegion>,
+    /// The invocation whose input is in `input` until its result arrives.
+    input_busy: Option<u16>,
     slots: RemoteBuffer,
     slot_size: usize,
     depth: usize,
@@ -183,13 +243,27 @@ impl Invoker {
         cfg: InvokerConfig,
         group: Option<GroupSpec>,
     ) -> Result<Invoker, InvokeError> {
+        if functions.len() > invocation::MAX_FUNCTIONS {
+            return Err(InvokeError::TooManyFunctions {
+                count: functions.len(),
+                max: invocation::MAX_FUNCTIONS,
+            });
+        }
         let results = fabric.register(cfg.depth.max(1) * cfg.max_output)?;
-        let hello = session::encode(&ClientHello {
-            token: token.to_vec(),
-        });
+        // One region for every large input (verbs pins registered memory);
+        // memfd pages cost nothing until an input is copied in.
+        let input = match cfg.max_input {
+            0 => None,
+            n => Some(fabric.register(n)?),
+        };
+        // The token is the handshake's shared secret: the executor and this
+        // client prove to each other that they hold it, without sending it.
         let mut ep = fabric.connect(
             addr,
-            &ConnectOptions::new().expose(&results).user_data(hello),
+            &input
+                .iter()
+                .fold(ConnectOptions::new().expose(&results), |o, r| o.expose(r))
+                .secret(token),
         )?;
         let eh: ExecutorHello =
             session::decode(ep.peer_user_data()).map_err(InvokeError::Protocol)?;
@@ -225,6 +299,8 @@ impl Invoker {
         Ok(Invoker {
             ep,
             results,
+            input,
+            input_busy: None,
             slots,
             slot_size,
             depth,
@@ -243,8 +319,19 @@ impl Invoker {
         self.ep.kind()
     }
 
-    /// Largest input of one invocation.
+    /// Largest input of one invocation: [`InvokerConfig::max_input`], or
+    /// the executor's slot when that is larger (or the region disabled).
+    /// The executor may still refuse a remote input above its own bound
+    /// ([`InvokeError::InputTooLarge`]).
     pub fn max_input(&self) -> usize {
+        self.max_inline_input()
+            .max(self.input.as_ref().map_or(0, MemoryRegion::len))
+    }
+
+    /// Largest input that travels inline, in the invocation's write into
+    /// the executor's slot; larger ones are read by the executor from this
+    /// client's input region.
+    pub fn max_inline_input(&self) -> usize {
         self.slot_size - HEADER_LEN
     }
 
@@ -270,13 +357,16 @@ impl Invoker {
             .position(|n| n == function)
             .ok_or_else(|| InvokeError::UnknownFunction(function.to_string()))?
             as u16;
-        if input.len() > self.max_input() {
+        let remote = input.len() > self.max_inline_input();
+        if remote && input.len() > self.input.as_ref().map_or(0, MemoryRegion::len) {
             return Err(InvokeError::PayloadTooLarge {
                 len: input.len(),
                 max: self.max_input(),
             });
         }
-        while self.free.is_empty() {
+        // A remote input also needs the input region: its previous user's
+        // result must have arrived (the executor has read that input then).
+        while self.free.is_empty() || (remote && self.input_busy.is_some()) {
             let (id, r) = self.collect_one()?;
             self.done.insert(id, r);
         }
@@ -297,22 +387,46 @@ impl Invoker {
         };
         self.staging.clear();
         self.staging.extend_from_slice(&hdr.encode());
-        self.staging.extend_from_slice(input);
+        if remote {
+            let region = self.input.as_ref().expect("a remote input has a region");
+            if let Err(e) = region.write_at(0, input) {
+                self.free.push(slot);
+                return Err(e.into());
+            }
+            let desc = InputDescriptor {
+                addr: region.addr(),
+                rkey: region.rkey(),
+                len: input.len() as u32,
+            };
+            self.staging.extend_from_slice(&desc.encode());
+        } else {
+            self.staging.extend_from_slice(input);
+        }
+        let low = FunctionField {
+            index,
+            remote_input: remote,
+        }
+        .encode()
+        .expect("function indices were bounded at connect");
         let posted = self.ep.write_imm(
             &self.staging,
             &self.slots,
             (slot * self.slot_size) as u64,
-            invocation::pack_imm(id, index),
+            invocation::pack_imm(id, low),
         );
         if let Err(e) = posted {
             self.free.push(slot);
             return Err(e.into());
+        }
+        if remote {
+            self.input_busy = Some(id);
         }
         self.in_flight.insert(
             id,
             InFlight {
                 slot,
                 function: index,
+                remote_len: remote.then_some(input.len()),
             },
         );
         Ok(Ticket(id))
@@ -466,6 +580,10 @@ impl Invoker {
             .in_flight
             .remove(&id)
             .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
+        if f.remote_len.is_some() {
+            // The executor is done with the input: the region is free.
+            self.input_busy = None;
+        }
         let start = f.slot * self.cfg.max_output;
         if w.offset as usize != start || w.len as usize > self.cfg.max_output {
             return Err(InvokeError::Protocol("result outside its buffer".into()));
@@ -484,6 +602,11 @@ impl Invoker {
                 function: name(),
                 capacity: self.cfg.max_output,
             }),
+            Some(Status::InputTooLarge) => Err(InvokeError::InputTooLarge {
+                len: f.remote_len.unwrap_or_default(),
+                max: invocation::decode_limit(&self.results.to_vec(start, w.len as usize)?),
+            }),
+            Some(Status::InputUnreadable) => Err(InvokeError::InputUnreadable { function: name() }),
             Some(Status::BadRequest) | None => {
                 Err(InvokeError::Protocol(format!("executor status {status}")))
             }

@@ -2,13 +2,21 @@
 //! leased core, each with its own endpoint (rFaaS's thread and queue pair
 //! per core).
 //!
-//! A worker accepts only the lease holder (the token in the handshake),
+//! A worker accepts only the lease holder (the lease token is the fabric
+//! handshake's shared secret, proven by challenge-response, never sent),
 //! loads the functions the client names, then serves invocations: the
 //! client's `write_imm` puts header + payload into a slot of the worker's
 //! exposed buffer; the worker runs the function on the slot in place and
 //! `write_imm`s the output straight into the client's result buffer, with
 //! `id << 16 | status` as the immediate. It busy-polls while work comes,
 //! and after `hot_timeout` without work sleeps until the next arrival.
+//!
+//! An input larger than a slot stays in the client's input region: the slot
+//! holds a descriptor of it, and the worker reads it with a one-sided
+//! [`Endpoint::read`] into a buffer it reuses, up to its bound
+//! ([`Executor::max_input`], [`MAX_INPUT_ENV`], 64 MiB by default); a longer
+//! or unreadable input is answered with an error status and the worker goes
+//! on (see [`rfx_fabric::invocation`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,7 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
-use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_fabric::invocation::{
+    self, FunctionField, Input, InputDescriptor, InvocationHeader, Status, HEADER_LEN,
+    REMOTE_REQUEST_LEN,
+};
 use rfx_fabric::{
     Completion, ConnectOptions, Endpoint, Fabric, FabricError, Listener, MemoryRegion, PollMode,
     RemoteBuffer,
@@ -29,8 +40,7 @@ use crate::abi::{with_region_bytes, Function, GroupComm, Library};
 use crate::context::CallContext;
 use crate::error::{CallError, ExecError};
 use crate::session::{
-    self, ClientHello, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply,
-    MAX_LIBRARY_BYTES,
+    self, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply, MAX_LIBRARY_BYTES,
 };
 
 /// When a worker stops busy polling.
@@ -136,6 +146,34 @@ pub struct Executor {
     fabric: Fabric,
     listener: Listener,
     cfg: ExecutorConfig,
+    max_input: usize,
+}
+
+/// Environment variable: the largest remote input (bytes) an executor's
+/// workers read from a client's input region; `0` refuses every remote
+/// input. Read by [`Executor::bind`]; default [`DEFAULT_MAX_INPUT`].
+pub const MAX_INPUT_ENV: &str = "RFX_EXECUTOR_MAX_INPUT";
+
+/// The default bound on remote inputs: 64 MiB.
+pub const DEFAULT_MAX_INPUT: usize = 64 << 20;
+
+/// The bound on remote inputs from [`MAX_INPUT_ENV`], else the default.
+fn max_input_from_env() -> Result<usize, ExecError> {
+    match std::env::var(MAX_INPUT_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(DEFAULT_MAX_INPUT),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n <= u32::MAX as usize)
+            .ok_or_else(|| {
+                ExecError::Config(format!(
+                    "{MAX_INPUT_ENV}={v:?}: expected a byte count up to {}",
+                    u32::MAX
+                ))
+            }),
+        Err(e) => Err(ExecError::Config(format!("{MAX_INPUT_ENV}: {e}"))),
+    }
 }
 
 impl Executor {
@@ -150,12 +188,27 @@ impl Executor {
                 "need workers >= 1, 1..=65535 slots and slot size > {HEADER_LEN}"
             )));
         }
+        let max_input = max_input_from_env()?;
         let listener = fabric.listen(cfg.listen)?;
         Ok(Executor {
             fabric,
             listener,
             cfg,
+            max_input,
         })
+    }
+
+    /// The largest remote input a worker reads (see
+    /// [`rfx_fabric::invocation`]); longer ones are answered with
+    /// [`Status::InputTooLarge`].
+    pub fn max_input(&self) -> usize {
+        self.max_input
+    }
+
+    /// Sets [`Executor::max_input`] (over [`MAX_INPUT_ENV`]), capped at
+    /// `u32::MAX`; 0 refuses every remote input.
+    pub fn set_max_input(&mut self, bytes: usize) {
+        self.max_input = bytes.min(u32::MAX as usize);
     }
 
     /// The address clients connect to.
@@ -226,11 +279,13 @@ impl Executor {
                 total.clone(),
                 busy.clone(),
             );
+            let max_input = self.max_input;
             handles.push(std::thread::spawn(move || {
                 if let Some(&cpu) = cfg.cpus.get(worker % cfg.cpus.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 }
-                if let Err(e) = serve_connection(&fabric, &cfg, incoming, worker, total) {
+                if let Err(e) = serve_connection(&fabric, &cfg, incoming, worker, max_input, total)
+                {
                     tracing::warn!(worker, "connection ended: {e}");
                 }
                 busy.0.lock()[worker] = false;
@@ -251,6 +306,7 @@ fn serve_connection(
     cfg: &ExecutorConfig,
     incoming: rfx_fabric::Incoming,
     worker: usize,
+    max_input: usize,
     total: Arc<Mutex<ExecutorUsage>>,
 ) -> Result<(), ExecError> {
     let inbox = fabric.register(cfg.slots as usize * cfg.slot_size)?;
@@ -262,19 +318,16 @@ fn serve_connection(
     let opts = ConnectOptions::new()
         .expose(&inbox)
         .user_data(session::encode(&hello));
-    let token = cfg.token.clone();
-    let ep = incoming.accept(&opts, move |h| {
-        match session::decode::<ClientHello>(&h.user) {
-            Ok(c) if constant_time_eq(&c.token, &token) => Ok(()),
-            Ok(_) => Err("wrong lease token".into()),
-            Err(e) => Err(e),
-        }
-    })?;
+    // The fabric refuses a client that does not prove the lease token
+    // (`FabricError::AuthFailed` here, a rejection on its side).
+    let ep = incoming.accept(&opts.secret(&cfg.token), |_| Ok(()))?;
     let mut w = Worker {
         ep,
         inbox,
         slot_size: cfg.slot_size,
         out: vec![0u8; cfg.max_output],
+        max_input,
+        large: Vec::new(),
         functions: Vec::new(),
         usage: ExecutorUsage::default(),
         total,
@@ -300,16 +353,15 @@ fn serve_connection(
     r
 }
 
-/// Compares tokens without an early exit that would leak the matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 struct Worker {
     ep: Endpoint,
     inbox: MemoryRegion,
     slot_size: usize,
     out: Vec<u8>,
+    /// Bound on remote inputs.
+    max_input: usize,
+    /// Where remote inputs are read to (grown to the largest, then reused).
+    large: Vec<u8>,
     functions: Vec<Function>,
     /// Not yet published to `total`.
     usage: ExecutorUsage,
@@ -372,8 +424,12 @@ impl Worker {
             LibrarySource::Bytes { name, bytes } => Library::load_bytes(name, bytes)?,
             LibrarySource::Path(p) => Library::load_path(p)?,
         };
-        if setup.functions.len() > usize::from(u16::MAX) {
-            return Err(ExecError::Protocol("too many functions".into()));
+        if setup.functions.len() > invocation::MAX_FUNCTIONS {
+            return Err(ExecError::Protocol(format!(
+                "{} functions named; at most {}",
+                setup.functions.len(),
+                invocation::MAX_FUNCTIONS
+            )));
         }
         self.functions = setup
             .functions
@@ -475,7 +531,8 @@ impl Worker {
     }
 
     fn invoke(&mut self, w: rfx_fabric::WriteCompletion) -> Result<(), ExecError> {
-        let (id, index) = invocation::unpack_imm(w.imm);
+        let (id, low) = invocation::unpack_imm(w.imm);
+        let field = FunctionField::decode(low);
         let off = w.offset as usize;
         let len = w.len as usize;
         self.usage.invocations += 1;
@@ -486,38 +543,28 @@ impl Worker {
             tracing::warn!(off, len, "invocation outside slot bounds dropped");
             return Ok(());
         }
-        let mut head = [0u8; HEADER_LEN];
-        self.inbox.read_at(off, &mut head)?;
-        let hdr =
-            InvocationHeader::decode(&head).map_err(|e| ExecError::Protocol(e.to_string()))?;
+        let mut buf = [0u8; REMOTE_REQUEST_LEN];
+        let head = &mut buf[..len.min(REMOTE_REQUEST_LEN)];
+        self.inbox.read_at(off, head)?;
+        let hdr = InvocationHeader::decode(head).map_err(|e| ExecError::Protocol(e.to_string()))?;
         let cap = (hdr.result_capacity as usize).min(self.out.len());
-        let (status, n) = match self.functions.get(usize::from(index)) {
-            None => (Status::UnknownFunction, 0),
-            Some(f) => {
-                let ctx = match &self.group {
-                    None => CallContext::new(u64::from(id)),
-                    Some(g) => {
-                        let t = g.table();
-                        CallContext::new(u64::from(id))
-                            .in_group(t.rank, t.size)
-                            .with_comm(t)
-                    }
-                };
-                let out = &mut self.out[..cap];
-                let r =
-                    with_region_bytes(&self.inbox, off + HEADER_LEN, len - HEADER_LEN, |input| {
+        let (status, n) = match Input::decode(field.remote_input, len, &head[HEADER_LEN..]) {
+            Err(e) => {
+                tracing::warn!("bad invocation: {e}");
+                (Status::BadRequest, 0)
+            }
+            Ok(Input::Inline { len: n }) => match self.functions.get(usize::from(field.index)) {
+                None => (Status::UnknownFunction, 0),
+                Some(f) => {
+                    let ctx = self.context(id);
+                    let out = &mut self.out[..cap];
+                    let r = with_region_bytes(&self.inbox, off + HEADER_LEN, n, |input| {
                         f.call(&ctx, input, out)
                     })?;
-                // The wait's end (`clock`) is the start: the header read counts as execution.
-                let now = self.tsc.raw();
-                self.usage.exec_ns += self.tsc.delta_as_nanos(self.clock, now);
-                self.clock = now;
-                match r {
-                    Ok(n) => (Status::Ok, n),
-                    Err(CallError::OutputTooLarge { .. }) => (Status::OutputTooLarge, 0),
-                    Err(_) => (Status::FunctionFailed, 0),
+                    self.ran(r)
                 }
-            }
+            },
+            Ok(Input::Remote(d)) => self.invoke_remote(id, field.index, d, cap)?,
         };
         if status != Status::Ok {
             self.usage.failed += 1;
@@ -544,6 +591,97 @@ impl Worker {
                 Ok(())
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// An input the client left in its input region: bounded, read into the
+    /// worker's reusable buffer, then the function runs on it. Returns the
+    /// status and output length; an error only when the endpoint died.
+    fn invoke_remote(
+        &mut self,
+        id: u16,
+        index: u16,
+        d: InputDescriptor,
+        cap: usize,
+    ) -> Result<(Status, usize), ExecError> {
+        let len = d.len as usize;
+        if len > self.max_input {
+            tracing::debug!(len, max = self.max_input, "remote input refused");
+            let limit = invocation::encode_limit(self.max_input as u64);
+            let n = if cap >= limit.len() {
+                self.out[..limit.len()].copy_from_slice(&limit);
+                limit.len()
+            } else {
+                0
+            };
+            return Ok((Status::InputTooLarge, n));
+        }
+        let Some(f) = self.functions.get(usize::from(index)) else {
+            // Not worth reading an input nothing will run on.
+            return Ok((Status::UnknownFunction, 0));
+        };
+        // Grows to the largest input seen, then is reused.
+        if self.large.len() < len {
+            self.large.resize(len, 0);
+        }
+        let remote = RemoteBuffer {
+            addr: d.addr,
+            len: u64::from(d.len),
+            rkey: d.rkey,
+        };
+        match self.ep.read(&remote, 0, &mut self.large[..len]) {
+            Ok(()) => {}
+            Err(
+                e @ (FabricError::RemoteAccess { .. }
+                | FabricError::OutOfBounds { .. }
+                | FabricError::TooLarge { .. }
+                | FabricError::Timeout { .. }),
+            ) => {
+                // The client's problem (a region it does not own, or it did
+                // not serve the read in time): tell it, and go on. The time
+                // spent trying was on its behalf.
+                tracing::warn!(len, "remote input not read: {e}");
+                self.account_exec();
+                return Ok((Status::InputUnreadable, 0));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.usage.bytes_in += len as u64;
+        let ctx = self.context(id);
+        let r = f.call(&ctx, &self.large[..len], &mut self.out[..cap]);
+        Ok(self.ran(r))
+    }
+
+    /// Counts the time since the end of the last wait as execution: reading
+    /// the header and a remote input are part of an invocation's work.
+    fn account_exec(&mut self) {
+        let now = self.tsc.raw();
+        self.usage.exec_ns += self.tsc.delta_as_nanos(self.clock, now);
+        self.clock = now;
+    }
+
+    /// The context of invocation `id`: a group member's carries its rank
+    /// and communicator.
+    fn context(&self, id: u16) -> CallContext {
+        match &self.group {
+            None => CallContext::new(u64::from(id)),
+            Some(g) => {
+                let t = g.table();
+                CallContext::new(u64::from(id))
+                    .in_group(t.rank, t.size)
+                    .with_comm(t)
+            }
+        }
+    }
+
+    /// Accounts a function's run and maps its outcome to a status and
+    /// output length.
+    fn ran(&mut self, r: Result<usize, CallError>) -> (Status, usize) {
+        self.account_exec();
+        match r {
+            Ok(n) => (Status::Ok, n),
+            Err(CallError::OutputTooLarge { .. }) => (Status::OutputTooLarge, 0),
+            Err(_) => (Status::FunctionFailed, 0),
         }
     }
 }

@@ -108,7 +108,10 @@
 //! `rfx executor` takes the lease token from `RFX_LEASE_TOKEN` (never from
 //! the command line, which other users can read); executors started by the
 //! manager also get `CUDA_VISIBLE_DEVICES` (or `ROCR_VISIBLE_DEVICES`) for
-//! their lease's accelerators. No cargo features.
+//! their lease's accelerators. `RFX_EXECUTOR_MAX_INPUT` bounds, in bytes,
+//! an input the executor reads from its client (inputs larger than a slot:
+//! see [`rfx_fabric::invocation`]; default 64 MiB, 0 refuses them). No cargo
+//! features.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub)]

@@ -1,8 +1,12 @@
 //! What a client and an executor say to each other besides invocations,
 //! free of I/O: the handshake data and the set-up messages, postcard-encoded.
 //!
-//! 1. Handshake: the client's user data is a [`ClientHello`] (the lease
-//!    token); the executor's is an [`ExecutorHello`] (its slot geometry).
+//! 1. Handshake: both sides set the lease token as the fabric handshake's
+//!    shared secret ([`rfx_fabric::ConnectOptions::secret`]), so the
+//!    executor accepts only a client that proves it holds the token, and the
+//!    client talks only to an executor that proves it too; the token itself
+//!    never crosses the wire. The client sends no user data; the
+//!    executor's is an [`ExecutorHello`] (its slot geometry).
 //! 2. The client sends a [`Setup`] (the library and the functions it will
 //!    call, by index, and for a group member its [`GroupSpec`]) as a
 //!    two-sided message; the executor answers with a [`SetupReply`].
@@ -12,13 +16,6 @@ use serde::{Deserialize, Serialize};
 
 /// Largest library a client may ship.
 pub const MAX_LIBRARY_BYTES: usize = 64 << 20;
-
-/// The client's handshake data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientHello {
-    /// The lease token the executor checks.
-    pub token: Vec<u8>,
-}
 
 /// The executor's handshake data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +120,6 @@ mod tests {
         fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = decode::<Setup>(&bytes);
             let _ = decode::<SetupReply>(&bytes);
-            let _ = decode::<ClientHello>(&bytes);
             let _ = decode::<ExecutorHello>(&bytes);
         }
     }

@@ -129,7 +129,7 @@ bitflags::bitflags! {
         const SEND = 1;
         /// One-sided write with a 32-bit immediate.
         const WRITE_IMM = 1 << 1;
-        /// One-sided read (not offered by tcp/shm yet).
+        /// One-sided read ([`crate::Endpoint::read`]).
         const READ = 1 << 2;
         /// Written data lands in the target's registered memory without a
         /// receive-side copy.

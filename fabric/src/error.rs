@@ -37,6 +37,10 @@ pub enum FabricError {
     /// The peer refused the connection and said why.
     #[error("peer rejected the connection: {0}")]
     Rejected(String),
+    /// The peer did not prove it knows the shared secret
+    /// ([`crate::ConnectOptions::secret`]): this side refused it.
+    #[error("authentication failed: {0}")]
+    AuthFailed(crate::auth::AuthError),
     /// The peer sent bytes that do not parse; the endpoint is closed.
     #[error("malformed data from peer")]
     Malformed(#[source] WireError),

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
+use crate::auth::{self, Secret};
 use crate::caps::{ProviderInfo, TransportKind};
 use crate::config::Config;
 use crate::endpoint::{Endpoint, Inner};
@@ -19,8 +20,8 @@ use crate::mr::{MemoryRegion, RegionTable};
 use crate::secret::random_bytes;
 use crate::select::{select, Side};
 use crate::wire::{
-    decode_body, decode_handshake_header, encode_handshake, Accept, HandshakeKind, Hello, ShmOffer,
-    WireError, HANDSHAKE_HEADER_LEN,
+    decode_body, decode_handshake_header, encode_handshake, Accept, Challenge, ClientHello,
+    HandshakeKind, Hello, ShmOffer, WireError, HANDSHAKE_HEADER_LEN,
 };
 use crate::{host, registry, shm, tcp};
 
@@ -33,18 +34,23 @@ pub struct Fabric {
 }
 
 /// What one side offers when connecting: the regions the peer may write
-/// into, and opaque application data (e.g. a lease token).
+/// into, opaque application data, and the secret the peer must prove it
+/// knows.
 ///
 /// ```
 /// # let fabric = rfx_fabric::Fabric::open(Default::default())?;
 /// let inbox = fabric.register(4096)?;
-/// let opts = rfx_fabric::ConnectOptions::new().expose(&inbox).user_data(b"token".to_vec());
+/// let opts = rfx_fabric::ConnectOptions::new()
+///     .expose(&inbox)
+///     .user_data(b"hello".to_vec())
+///     .secret(b"lease-token");
 /// # Ok::<(), rfx_fabric::FabricError>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     expose: Vec<MemoryRegion>,
     user: Vec<u8>,
+    secret: Option<Secret>,
 }
 
 impl ConnectOptions {
@@ -61,10 +67,40 @@ impl ConnectOptions {
         self
     }
 
-    /// Sends `data` to the peer in the handshake.
+    /// Sends `data` to the peer in the handshake. It travels in clear: put
+    /// no secret in it (see [`ConnectOptions::secret`]).
     pub fn user_data(mut self, data: Vec<u8>) -> Self {
         self.user = data;
         self
+    }
+
+    /// Requires the peer to prove it knows `secret`, and proves it to the
+    /// peer, by a mutual challenge-response in the handshake
+    /// ([`crate::auth`]): HMAC-SHA256 proofs over fresh nonces from both
+    /// sides and both sides' handshake data. The secret itself is never
+    /// sent.
+    ///
+    /// A listener with a secret refuses a client that sends no proof or a
+    /// wrong one (the client gets [`FabricError::Rejected`], the listener
+    /// [`FabricError::AuthFailed`]); a client with a secret refuses a
+    /// listener that does not prove it ([`FabricError::AuthFailed`]), so it
+    /// never talks to an impostor. Without a secret on either side nothing
+    /// is checked.
+    ///
+    /// What it proves: the peer knew the secret when the connection was
+    /// made, and the handshake data (exposed buffers, user data, chosen
+    /// transport) is what the peer sent. What it does not do: the data path
+    /// after the handshake is neither encrypted nor authenticated, so an
+    /// attacker who can rewrite the traffic between the hosts can read it
+    /// and take the connection over; use a trusted network (or a VPN)
+    /// against that.
+    pub fn secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.secret = Some(Secret::new(secret.as_ref()));
+        self
+    }
+
+    fn secret_bytes(&self) -> Option<&[u8]> {
+        self.secret.as_ref().map(Secret::as_bytes)
     }
 }
 
@@ -149,25 +185,48 @@ impl Fabric {
         })?;
         sock.set_nodelay(true)
             .map_err(|e| FabricError::os("set_nodelay", e))?;
-        let hello = self.hello(opts);
-        write_msg(
-            &mut sock,
-            &encode_handshake(HandshakeKind::Hello, &hello),
-            deadline,
-        )?;
-        let (kind, body) = read_msg(&mut sock, deadline)?;
-        let accept: Accept = match kind {
-            HandshakeKind::Accept => decode_body(&body).map_err(handshake_err)?,
-            HandshakeKind::Reject => {
-                let why: String = decode_body(&body).map_err(handshake_err)?;
-                return Err(FabricError::Rejected(why));
-            }
-            HandshakeKind::Hello => {
-                return Err(FabricError::Handshake(
-                    "server answered with a hello".into(),
-                ))
+        // The server speaks first: its challenge.
+        let challenge: Challenge = match read_msg(&mut sock, deadline)? {
+            (HandshakeKind::Challenge, body) => decode_body(&body).map_err(handshake_err)?,
+            (HandshakeKind::Reject, body) => return Err(rejected(&body)),
+            (other, _) => {
+                return Err(FabricError::Handshake(format!(
+                    "expected the server's challenge, got {other:?}"
+                )))
             }
         };
+        let hello = self.hello(opts);
+        let nonce = random_bytes()?;
+        let proof = opts
+            .secret_bytes()
+            .map(|s| auth::client_proof(s, &challenge.nonce, &nonce, &hello));
+        let client = ClientHello {
+            hello,
+            nonce,
+            proof,
+        };
+        write_msg(
+            &mut sock,
+            &encode_handshake(HandshakeKind::Hello, &client),
+            deadline,
+        )?;
+        let accept: Accept = match read_msg(&mut sock, deadline)? {
+            (HandshakeKind::Accept, body) => decode_body(&body).map_err(handshake_err)?,
+            (HandshakeKind::Reject, body) => return Err(rejected(&body)),
+            (other, _) => {
+                return Err(FabricError::Handshake(format!(
+                    "expected an accept, got {other:?}"
+                )))
+            }
+        };
+        // Before anything of the answer is used: a client with a secret
+        // talks only to a server that proves it.
+        if let Err(e) = auth::check_server(opts.secret_bytes(), &challenge.nonce, &client, &accept)
+        {
+            tracing::warn!(%addr, "the server failed authentication: {e}");
+            return Err(FabricError::AuthFailed(e));
+        }
+        let hello = client.hello;
         let ours = Side {
             host: &hello.host,
             providers: &self.providers,
@@ -314,7 +373,8 @@ impl Listener {
         })
     }
 
-    /// Accepts the next peer with no check of its user data.
+    /// Accepts the next peer with no check of its user data (its proof of
+    /// the secret is checked if `opts` has one).
     pub fn accept(&self, opts: &ConnectOptions) -> Result<Endpoint, FabricError> {
         self.incoming(None)?.accept(opts, |_| Ok(()))
     }
@@ -326,9 +386,13 @@ impl Incoming {
         self.peer
     }
 
-    /// Runs the server side of the handshake. `verify` sees the client's
-    /// hello (e.g. to check a token in its user data); an `Err(reason)` is
-    /// sent to the client as a rejection.
+    /// Runs the server side of the handshake: the challenge, the check of
+    /// the client's proof when `opts` has a secret
+    /// ([`ConnectOptions::secret`]; a failure is
+    /// [`FabricError::AuthFailed`] here and a rejection for the client),
+    /// then `verify`, which sees the client's hello (e.g. to check its user
+    /// data; a secret belongs in `opts`, not there): an `Err(reason)` is sent
+    /// to the client as a rejection.
     pub fn accept(
         mut self,
         opts: &ConnectOptions,
@@ -338,7 +402,16 @@ impl Incoming {
         let cfg = &fabric.cfg;
         let deadline = Instant::now() + cfg.connect_timeout;
         let _ = self.sock.set_nodelay(true);
-        let client: Hello = match read_msg(&mut self.sock, deadline) {
+        // Always first, secret or not: the protocol has one shape.
+        let challenge = Challenge {
+            nonce: random_bytes()?,
+        };
+        write_msg(
+            &mut self.sock,
+            &encode_handshake(HandshakeKind::Challenge, &challenge),
+            deadline,
+        )?;
+        let request: ClientHello = match read_msg(&mut self.sock, deadline) {
             Ok((HandshakeKind::Hello, body)) => match decode_body(&body) {
                 Ok(h) => h,
                 Err(e) => return Err(self.reject(deadline, handshake_err(e))),
@@ -352,7 +425,14 @@ impl Incoming {
             }
             Err(e) => return Err(e),
         };
-        if let Err(why) = verify(&client) {
+        // Nothing the client said is trusted (nor shown to `verify`) before
+        // its proof is checked.
+        if let Err(e) = auth::check_client(opts.secret_bytes(), &challenge.nonce, &request) {
+            tracing::warn!(peer = %self.peer, "a client failed authentication: {e}");
+            return Err(self.reject(deadline, FabricError::AuthFailed(e)));
+        }
+        let client = &request.hello;
+        if let Err(why) = verify(client) {
             let _ = write_msg(
                 &mut self.sock,
                 &encode_handshake(HandshakeKind::Reject, &why),
@@ -381,11 +461,15 @@ impl Incoming {
             TransportKind::Shm => Some(shm_rendezvous()?),
             _ => None,
         };
-        let accept = Accept {
+        let mut accept = Accept {
             hello,
             transport,
             shm: shm_listener.as_ref().map(|(_, offer)| offer.clone()),
+            proof: None,
         };
+        accept.proof = opts
+            .secret_bytes()
+            .map(|s| auth::server_proof(s, &challenge.nonce, &request, &accept));
         write_msg(
             &mut self.sock,
             &encode_handshake(HandshakeKind::Accept, &accept),
@@ -399,7 +483,7 @@ impl Incoming {
                 cfg.op_timeout,
             )?),
             (TransportKind::Shm, Some((listener, offer))) => {
-                let us = accept_shm(&listener, &offer.nonce, deadline)?;
+                let us = accept_shm(&listener, &offer.nonce, &self.sock, deadline)?;
                 Inner::Shm(shm::establish(
                     us,
                     regions,
@@ -435,8 +519,8 @@ impl Incoming {
             inner,
             transport,
             fabric.caps_of(transport),
-            client.buffers,
-            client.user,
+            request.hello.buffers,
+            request.hello.user,
             cfg.max_message,
         ))
     }
@@ -478,21 +562,33 @@ fn shm_rendezvous() -> Result<(UnixListener, ShmOffer), FabricError> {
     ))
 }
 
-/// Waits for the client that knows `nonce`; anyone else is dropped.
+/// Waits for the client that knows `nonce`; anyone else is dropped. The
+/// client keeps its TCP connection `sock` open, silent, until it is through:
+/// anything on it (the client refused our accept and closed) ends the wait.
 fn accept_shm(
     listener: &UnixListener,
     nonce: &[u8; 16],
+    sock: &TcpStream,
     deadline: Instant,
 ) -> Result<UnixStream, FabricError> {
     loop {
         let left = remaining(deadline)?;
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
+        ];
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
         nix::poll::poll(
             &mut fds,
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         )
         .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
+        let listener_ready = fds[0].any().unwrap_or(false);
+        if !listener_ready && fds[1].any().unwrap_or(false) {
+            return Err(FabricError::PeerGone(
+                "the client closed the connection before the shm set-up".into(),
+            ));
+        }
         let mut us = match listener.accept() {
             Ok((us, _)) => us,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -538,6 +634,14 @@ pub(crate) fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
 
 fn handshake_err(e: WireError) -> FabricError {
     FabricError::Malformed(e)
+}
+
+/// The error for a server's rejection with body `body` (its reason).
+fn rejected(body: &[u8]) -> FabricError {
+    match decode_body::<String>(body) {
+        Ok(why) => FabricError::Rejected(why),
+        Err(e) => handshake_err(e),
+    }
 }
 
 fn write_msg(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), FabricError> {

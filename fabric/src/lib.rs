@@ -10,10 +10,13 @@
 //! | `verbs` | feature `verbs` | hosts with an RDMA device (incl. soft-RoCE) | RC queue pairs: RDMA WRITE into the peer's region + an inline SEND descriptor, credits, completion channel |
 //! | `ofi` | feature `ofi` | what the libfabric provider reaches (`tcp;ofi_rxm`: any host; `shm`: same host; `verbs;ofi_rxm`, `efa`, `cxi`: HPC networks) | RDM endpoints: `fi_writedata` into the peer's registered region + a descriptor record (small writes inline), credits, CQ wait fd |
 //!
-//! Every connection starts over TCP: both sides exchange a [`wire::Hello`]
-//! (protocol version, host identity, providers, exposed buffers, opaque user
-//! data such as a lease token), then run the pure [`select::select`] to agree
-//! on a transport, and switch the data path to it.
+//! Every connection starts over TCP: the server sends a challenge, then
+//! both sides exchange a [`wire::Hello`] (protocol version, host identity,
+//! providers, exposed buffers, opaque user data), run the pure
+//! [`select::select`] to agree on a transport, and switch the data path to
+//! it. With a shared secret ([`ConnectOptions::secret`]) the handshake is
+//! also a mutual challenge-response ([`auth`]): each side proves it knows
+//! the secret without sending it; the data path itself is not encrypted.
 //!
 //! The core notions:
 //! - [`Fabric`]: the opened providers of this process; registers memory.
@@ -89,6 +92,7 @@
 //! [`FabricError::NotBuilt`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod caps;
 mod completion;
 mod config;

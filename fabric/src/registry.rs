@@ -18,7 +18,7 @@ pub fn probe(kind: TransportKind, cfg: &Config) -> Result<Option<ProviderInfo>, 
     match kind {
         TransportKind::Tcp => Ok(Some(ProviderInfo {
             kind,
-            caps: Caps::SEND | Caps::WRITE_IMM | Caps::WAIT_FD | Caps::INTER_NODE,
+            caps: Caps::SEND | Caps::WRITE_IMM | Caps::READ | Caps::WAIT_FD | Caps::INTER_NODE,
             max_inline: 0,
             device: None,
         })),

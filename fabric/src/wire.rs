@@ -1,6 +1,20 @@
 //! Wire formats of rfx-fabric, free of I/O: the connection handshake, the
 //! tcp data frames and the shm ring records. Every decoder takes untrusted
 //! bytes and returns an error, never panics (property-tested below).
+//!
+//! The handshake (version 2), over the TCP connection every endpoint starts
+//! with; each message is a 12-byte header ([`MAGIC`], version, kind, body
+//! length) and a postcard body:
+//!
+//! ```text
+//! server -> client  Challenge   { nonce_s }                 always, first
+//! client -> server  ClientHello { hello, nonce_c, proof_c? }
+//! server -> client  Accept      { hello, transport, shm?, proof_s? } | Reject(reason)
+//! ```
+//!
+//! The proofs are there when the side has a shared secret
+//! ([`crate::ConnectOptions::secret`]); [`crate::auth`] computes and checks
+//! them.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -8,7 +22,7 @@ use crate::caps::{ProviderInfo, TransportKind};
 use crate::mr::RemoteBuffer;
 
 /// Version of the handshake and data framing; peers must speak the same.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// First bytes of every handshake message.
 pub const MAGIC: [u8; 4] = *b"RFXH";
 /// Length of a handshake message header.
@@ -17,6 +31,15 @@ pub const HANDSHAKE_HEADER_LEN: usize = 12;
 pub const MAX_HANDSHAKE_BODY: usize = 1 << 20;
 /// Length of a data frame header (tcp) and of a record body (shm).
 pub const FRAME_HEADER_LEN: usize = 24;
+/// Length of a handshake nonce.
+pub const NONCE_LEN: usize = 32;
+/// Length of a handshake proof (HMAC-SHA256).
+pub const PROOF_LEN: usize = 32;
+
+/// A fresh random handshake nonce.
+pub type Nonce = [u8; NONCE_LEN];
+/// A proof of the shared secret (see [`crate::auth`]).
+pub type Proof = [u8; PROOF_LEN];
 
 /// What went wrong decoding bytes from a peer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,12 +93,14 @@ pub enum WireError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum HandshakeKind {
-    /// Client to server: [`Hello`].
+    /// Client to server: [`ClientHello`].
     Hello = 1,
     /// Server to client: [`Accept`].
     Accept = 2,
     /// Either way: a reason string; the connection is closed after it.
     Reject = 3,
+    /// Server to client, first: [`Challenge`].
+    Challenge = 4,
 }
 
 impl HandshakeKind {
@@ -84,9 +109,29 @@ impl HandshakeKind {
             1 => Ok(HandshakeKind::Hello),
             2 => Ok(HandshakeKind::Accept),
             3 => Ok(HandshakeKind::Reject),
+            4 => Ok(HandshakeKind::Challenge),
             other => Err(WireError::UnknownMessage(other)),
         }
     }
+}
+
+/// The server's first message: a fresh nonce the client's proof must cover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The server's nonce.
+    pub nonce: Nonce,
+}
+
+/// The client's answer to the [`Challenge`]: its [`Hello`] and its half of
+/// the authentication.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHello {
+    /// The client's side.
+    pub hello: Hello,
+    /// The client's nonce, which the server's proof must cover.
+    pub nonce: Nonce,
+    /// [`crate::auth::client_proof`], when the client has a secret.
+    pub proof: Option<Proof>,
 }
 
 /// What each side says of itself when connecting.
@@ -102,7 +147,8 @@ pub struct Hello {
     pub providers: Vec<ProviderInfo>,
     /// Registered buffers this side lets the peer write into.
     pub buffers: Vec<RemoteBuffer>,
-    /// Opaque application data (e.g. a lease token).
+    /// Opaque application data, sent in clear (secrets go in
+    /// [`crate::ConnectOptions::secret`]).
     pub user: Vec<u8>,
 }
 
@@ -115,6 +161,8 @@ pub struct Accept {
     pub transport: TransportKind,
     /// For shm: where and with which secret to finish the set-up.
     pub shm: Option<ShmOffer>,
+    /// [`crate::auth::server_proof`], when the server has a secret.
+    pub proof: Option<Proof>,
 }
 
 /// Rendezvous for the shm set-up (abstract Unix socket + secret nonce).
@@ -349,13 +397,56 @@ mod tests {
         }
     }
 
+    fn roundtrip<T>(kind: HandshakeKind, msg: &T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let bytes = encode_handshake(kind, msg);
+        let (k, len) = decode_handshake_header(&bytes).unwrap();
+        assert_eq!(k, kind);
+        assert_eq!(len, bytes.len() - HANDSHAKE_HEADER_LEN);
+        let back: T = decode_body(&bytes[HANDSHAKE_HEADER_LEN..][..len]).unwrap();
+        assert_eq!(&back, msg);
+    }
+
     #[test]
     fn handshake_roundtrip() {
-        let bytes = encode_handshake(HandshakeKind::Hello, &hello());
-        let (kind, len) = decode_handshake_header(&bytes).unwrap();
-        assert_eq!(kind, HandshakeKind::Hello);
-        let back: Hello = decode_body(&bytes[HANDSHAKE_HEADER_LEN..][..len]).unwrap();
-        assert_eq!(back, hello());
+        roundtrip(HandshakeKind::Challenge, &Challenge { nonce: [7; 32] });
+        for proof in [None, Some([9; 32])] {
+            let client = ClientHello {
+                hello: hello(),
+                nonce: [1; 32],
+                proof,
+            };
+            roundtrip(HandshakeKind::Hello, &client);
+            let accept = Accept {
+                hello: hello(),
+                transport: TransportKind::Shm,
+                shm: Some(ShmOffer {
+                    socket: "s".into(),
+                    nonce: [3; 16],
+                }),
+                proof,
+            };
+            roundtrip(HandshakeKind::Accept, &accept);
+        }
+        roundtrip(HandshakeKind::Reject, &"why".to_string());
+    }
+
+    #[test]
+    fn truncated_bodies_are_errors() {
+        let client = ClientHello {
+            hello: hello(),
+            nonce: [1; 32],
+            proof: Some([2; 32]),
+        };
+        let body = postcard::to_allocvec(&client).unwrap();
+        for cut in 0..body.len() {
+            assert!(decode_body::<ClientHello>(&body[..cut]).is_err(), "{cut}");
+        }
+        let body = postcard::to_allocvec(&Challenge { nonce: [5; 32] }).unwrap();
+        assert_eq!(body.len(), NONCE_LEN);
+        assert!(decode_body::<Challenge>(&body[..NONCE_LEN - 1]).is_err());
     }
 
     #[test]
@@ -423,11 +514,62 @@ mod tests {
             if let Ok((_, len)) = decode_handshake_header(&bytes) {
                 let body = bytes.get(HANDSHAKE_HEADER_LEN..).unwrap_or(&[]);
                 let body = &body[..len.min(body.len())];
+                let _ = decode_body::<Challenge>(body);
+                let _ = decode_body::<ClientHello>(body);
                 let _ = decode_body::<Hello>(body);
                 let _ = decode_body::<Accept>(body);
+                let _ = decode_body::<String>(body);
             }
+            let _ = decode_body::<Challenge>(&bytes);
+            let _ = decode_body::<ClientHello>(&bytes);
             let _ = decode_body::<Hello>(&bytes);
             let _ = decode_body::<Accept>(&bytes);
+        }
+
+        #[test]
+        fn mutated_handshakes_never_panic(
+            ops in proptest::collection::vec((any::<u16>(), 0u8..4, any::<u8>()), 0..8),
+            proof: bool,
+        ) {
+            // Valid messages, then bytes flipped, inserted, cut.
+            let client = ClientHello {
+                hello: hello(),
+                nonce: [1; 32],
+                proof: proof.then_some([2; 32]),
+            };
+            let accept = Accept {
+                hello: hello(),
+                transport: TransportKind::Tcp,
+                shm: None,
+                proof: proof.then_some([4; 32]),
+            };
+            for base in [
+                encode_handshake(HandshakeKind::Hello, &client),
+                encode_handshake(HandshakeKind::Accept, &accept),
+                encode_handshake(HandshakeKind::Challenge, &Challenge { nonce: [3; 32] }),
+            ] {
+                let mut v = base;
+                for &(at, kind, byte) in &ops {
+                    if v.is_empty() {
+                        v.push(byte);
+                        continue;
+                    }
+                    let i = at as usize % v.len();
+                    match kind {
+                        0 => v[i] ^= byte | 1,
+                        1 => v.insert(i, byte),
+                        2 => v.truncate(i),
+                        _ => v[i] = byte,
+                    }
+                }
+                if let Ok((_, len)) = decode_handshake_header(&v) {
+                    let body = v.get(HANDSHAKE_HEADER_LEN..).unwrap_or(&[]);
+                    let body = &body[..len.min(body.len())];
+                    let _ = decode_body::<ClientHello>(body);
+                    let _ = decode_body::<Accept>(body);
+                    let _ = decode_body::<Challenge>(body);
+                }
+            }
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Bootstrap: the [`Rendezvous`] that gathers every rank's listener
 //! address, and [`Communicator::join`] / [`Communicator::from_env`] that
 //! wire the ranks up: each rank connects to the lower ranks and accepts
-//! the higher ones, with the job key and its rank in the fabric handshake.
+//! the higher ones, with its rank in the fabric handshake's user data and
+//! the job key as the handshake's shared secret
+//! ([`rfx_fabric::ConnectOptions::secret`]). The key is proven by
+//! challenge-response, to the rendezvous ([`proto`]) as to the peers, and
+//! never sent.
 
 pub mod env;
 pub mod proto;
@@ -20,7 +24,15 @@ use crate::config::CollConfig;
 use crate::engine::{Engine, EngineConfig, MIN_INBOX};
 use crate::error::CollError;
 use env::LaunchEnv;
-use proto::{Gather, Register, Reply};
+use proto::{Challenge, Gather, Register, Reply};
+use rfx_fabric::wire::Nonce;
+
+fn nonce() -> Result<Nonce, CollError> {
+    let mut n = [0u8; 32];
+    getrandom::getrandom(&mut n)
+        .map_err(|e| CollError::io("getrandom", std::io::Error::from(e)))?;
+    Ok(n)
+}
 
 /// Serves the rendezvous of one job of `size` ranks on a TCP address.
 ///
@@ -110,13 +122,15 @@ impl Rendezvous {
     pub fn serve(self, timeout: Duration) -> Result<(), CollError> {
         let deadline = Instant::now() + timeout;
         let mut gather = Gather::new(self.size, self.key.clone());
-        let mut conns: Vec<TcpStream> = Vec::new();
+        // Each registered rank's connection, the challenge it answered and
+        // its own nonce (the table's proof covers both).
+        let mut conns: Vec<(TcpStream, Nonce, Nonce)> = Vec::new();
         while gather.poll_table().is_none() {
             let left = match remaining(deadline, "") {
                 Ok(l) => l,
                 Err(_) => {
                     let why = format!("ranks {:?} never registered", gather.missing());
-                    for mut c in conns {
+                    for (mut c, _, _) in conns {
                         let _ = write_frame(
                             &mut c,
                             &proto::encode(&Reply::Refused(why.clone())),
@@ -136,17 +150,26 @@ impl Rendezvous {
             };
             // A slow or silent client holds the loop up for a bounded time.
             let read_by = Instant::now() + left.min(Duration::from_secs(5));
+            let challenge = Challenge {
+                version: proto::VERSION,
+                nonce: nonce()?,
+            };
+            if write_frame(&mut sock, &proto::encode(&challenge), read_by).is_err() {
+                continue;
+            }
             let reg = read_frame(&mut sock, read_by).and_then(|b| {
                 proto::decode_body::<Register>(&b).map_err(|e| CollError::Bootstrap(e.to_string()))
             });
             let outcome = match reg {
-                Ok(reg) => gather.handle_register(&reg),
+                Ok(reg) => gather
+                    .handle_register(&reg, &challenge.nonce)
+                    .map(|rank| (rank, reg.nonce)),
                 Err(e) => Err(e.to_string()),
             };
             match outcome {
-                Ok(rank) => {
+                Ok((rank, rank_nonce)) => {
                     tracing::debug!(rank, %peer, "rank registered");
-                    conns.push(sock);
+                    conns.push((sock, challenge.nonce, rank_nonce));
                 }
                 Err(why) => {
                     tracing::warn!(%peer, "registration refused: {why}");
@@ -155,12 +178,12 @@ impl Rendezvous {
             }
         }
         let table = gather.poll_table().expect("loop ends when complete");
-        let frame = proto::encode(&Reply::Table(table));
-        for mut c in conns {
+        for (mut c, challenge, rank_nonce) in conns {
+            let proof = proto::table_proof(gather.key(), &challenge, &rank_nonce, &table);
             // A rank that vanished in between fails its own bootstrap.
             let _ = write_frame(
                 &mut c,
-                &frame,
+                &proto::encode(&Reply::Table(table.clone(), proof)),
                 deadline.max(Instant::now() + Duration::from_secs(1)),
             );
         }
@@ -195,18 +218,30 @@ pub struct JoinOptions {
 /// ([`crate::wire`]): ranks of different versions refuse each other.
 const MAGIC: &[u8; 4] = b"RFX2";
 
-fn user_data(key: &[u8], rank: usize) -> Vec<u8> {
+/// A rank's handshake data: magic and rank. The job key is not in it: it is
+/// the handshake's secret ([`connect_options`]).
+fn user_data(rank: usize) -> Vec<u8> {
     let mut u = MAGIC.to_vec();
     u.extend_from_slice(&(rank as u32).to_le_bytes());
-    u.extend_from_slice(key);
     u
 }
 
-/// The rank a peer claims in its handshake data, if the key matches.
-fn peer_rank(user: &[u8], key: &[u8]) -> Option<usize> {
-    let rest = user.strip_prefix(MAGIC)?;
-    let (r, k) = rest.split_at_checked(4)?;
-    (k == key).then(|| u32::from_le_bytes(r.try_into().expect("4 bytes")) as usize)
+/// The rank a peer claims in its handshake data (believed only once the
+/// fabric checked its proof of the key).
+fn peer_rank(user: &[u8]) -> Option<usize> {
+    let r: [u8; 4] = user.strip_prefix(MAGIC)?.try_into().ok()?;
+    Some(u32::from_le_bytes(r) as usize)
+}
+
+/// This rank's handshake options: its rank, and the job key as the shared
+/// secret every peer must prove (none for an empty key).
+fn connect_options(key: &[u8], rank: usize) -> ConnectOptions {
+    let opts = ConnectOptions::new().user_data(user_data(rank));
+    if key.is_empty() {
+        opts
+    } else {
+        opts.secret(key)
+    }
 }
 
 fn connect_rendezvous(addr: SocketAddr, deadline: Instant) -> Result<TcpStream, CollError> {
@@ -276,18 +311,38 @@ impl Communicator {
             let addr = listener
                 .local_addr()
                 .map_err(|e| CollError::Bootstrap(e.to_string()))?;
+            let challenge = match proto::decode_body::<Challenge>(&read_frame(&mut rv, deadline)?) {
+                Ok(c) if c.version == proto::VERSION => c,
+                Ok(c) => {
+                    return Err(CollError::Bootstrap(format!(
+                        "the rendezvous speaks protocol version {} (this rank {})",
+                        c.version,
+                        proto::VERSION
+                    )))
+                }
+                Err(e) => return Err(CollError::Bootstrap(format!("rendezvous: {e}"))),
+            };
             let reg = Register {
                 version: proto::VERSION,
-                key: key.clone(),
                 rank: me as u32,
                 size: size as u32,
                 addr,
-            };
+                nonce: nonce()?,
+                proof: [0; 32],
+            }
+            .prove(&key, &challenge.nonce);
             write_frame(&mut rv, &proto::encode(&reg), deadline)?;
             let body = read_frame(&mut rv, deadline)?;
             let table = match proto::decode_body::<Reply>(&body) {
-                Ok(Reply::Table(t)) if t.len() == size => t,
-                Ok(Reply::Table(t)) => {
+                Ok(Reply::Table(t, proof))
+                    if !proto::verify_table(&key, &challenge.nonce, &reg.nonce, &t, &proof) =>
+                {
+                    return Err(CollError::Bootstrap(
+                        "the rendezvous did not prove the job key (authentication failed)".into(),
+                    ))
+                }
+                Ok(Reply::Table(t, _)) if t.len() == size => t,
+                Ok(Reply::Table(t, _)) => {
                     return Err(CollError::Bootstrap(format!(
                         "table of {} ranks for a job of {size}",
                         t.len()
@@ -299,7 +354,7 @@ impl Communicator {
                 Err(e) => return Err(CollError::Bootstrap(e.to_string())),
             };
             drop(rv);
-            let ours = ConnectOptions::new().user_data(user_data(&key, me));
+            let ours = connect_options(&key, me);
             for (r, &peer_addr) in table.iter().enumerate().take(me) {
                 let mr = inbox()?;
                 let ep = fabric
@@ -307,7 +362,7 @@ impl Communicator {
                     .map_err(|e| {
                         CollError::Bootstrap(format!("connecting to rank {r} at {peer_addr}: {e}"))
                     })?;
-                if peer_rank(ep.peer_user_data(), &key) != Some(r) {
+                if peer_rank(ep.peer_user_data()) != Some(r) {
                     return Err(CollError::Bootstrap(format!(
                         "the peer at {peer_addr} is not rank {r} of this job"
                     )));
@@ -324,7 +379,7 @@ impl Communicator {
                 let taken: Vec<bool> = eps.iter().map(Option::is_some).collect();
                 let mr = inbox()?;
                 let r = inc.accept(&ours.clone().expose(&mr), |hello| {
-                    match peer_rank(&hello.user, &key) {
+                    match peer_rank(&hello.user) {
                         Some(r) if r > me && r < size && !taken[r] => {
                             who = Some(r);
                             Ok(())
@@ -399,11 +454,12 @@ mod tests {
 
     #[test]
     fn handshake_identity() {
-        let u = user_data(b"key", 5);
-        assert_eq!(peer_rank(&u, b"key"), Some(5));
-        assert_eq!(peer_rank(&u, b"other"), None);
-        assert_eq!(peer_rank(b"RFXC", b""), None);
-        assert_eq!(peer_rank(b"", b""), None);
+        let u = user_data(5);
+        assert_eq!(peer_rank(&u), Some(5));
+        assert_eq!(peer_rank(b"RFXC"), None);
+        assert_eq!(peer_rank(b"RFX2\x01\0\0"), None);
+        assert_eq!(peer_rank(b"RFX2\x01\0\0\0\0"), None);
+        assert_eq!(peer_rank(b""), None);
     }
 
     #[test]
@@ -435,6 +491,43 @@ mod tests {
             r.join().unwrap();
         }
         server.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn impostor_rendezvous_is_refused() {
+        // A rendezvous that does not know the key: it takes any
+        // registration and hands out a table it cannot prove.
+        let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = fake.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = fake.accept().unwrap();
+            let by = Instant::now() + Duration::from_secs(10);
+            let challenge = Challenge {
+                version: proto::VERSION,
+                nonce: [1; 32],
+            };
+            write_frame(&mut s, &proto::encode(&challenge), by).unwrap();
+            let reg: Register = proto::decode_body(&read_frame(&mut s, by).unwrap()).unwrap();
+            assert!(reg.verify(b"good", &challenge.nonce));
+            assert!(!reg.verify(b"guess", &challenge.nonce));
+            let table = vec![reg.addr, reg.addr];
+            let proof = proto::table_proof(b"guess", &challenge.nonce, &reg.nonce, &table);
+            write_frame(&mut s, &proto::encode(&Reply::Table(table, proof)), by).unwrap();
+        });
+        let r = Communicator::join(JoinOptions {
+            rank: 1,
+            size: 2,
+            rendezvous: addr,
+            key: b"good".to_vec(),
+            bind: None,
+            config: CollConfig::default(),
+        });
+        assert!(
+            matches!(&r, Err(CollError::Bootstrap(m)) if m.contains("authentication failed")),
+            "{:?}",
+            r.map(|_| ())
+        );
+        server.join().unwrap();
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub(crate) fn probe(cfg: &Config) -> Option<ProviderInfo> {
     let _ = cfg;
     Some(ProviderInfo {
         kind: TransportKind::Shm,
-        caps: Caps::SEND | Caps::WRITE_IMM | Caps::ZERO_COPY | Caps::WAIT_FD,
+        caps: Caps::SEND | Caps::WRITE_IMM | Caps::READ | Caps::ZERO_COPY | Caps::WAIT_FD,
         max_inline: cfg.shm_ring_bytes / 4 - ring::REC_HDR,
         device: None,
     })

@@ -218,10 +218,10 @@ impl TcpEndpoint {
                 }
             };
             let r = self.send_frame(&reply, &buf);
-            // Large replies are rare: do not keep their memory.
-            if buf.capacity() <= STAGING {
-                self.serve_buf = buf;
-            }
+            // Kept for the next read: a peer that reads large inputs (an
+            // executor pulling invocations) reads them again and again.
+            // Bounded by the largest region we expose.
+            self.serve_buf = buf;
             r?;
         }
         Ok(())

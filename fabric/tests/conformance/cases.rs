@@ -4,11 +4,15 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use rfx_fabric::wire::{self, Accept, FrameHeader, HandshakeKind, Hello, Op};
+use rfx_fabric::wire::{
+    self, Accept, Challenge, ClientHello, FrameHeader, HandshakeKind, Hello, Op,
+};
 use rfx_fabric::{
     Caps, Completion, ConnectOptions, FabricError, PollMode, RemoteBuffer, TransportKind,
     WriteCompletion,
 };
+
+use rfx_fabric::auth::AuthError;
 
 use crate::util::*;
 
@@ -438,10 +442,8 @@ pub fn advertised_caps_work(kind: TransportKind) {
     let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     let caps = c.caps();
     assert_eq!(caps, s.caps());
-    assert!(
-        !caps.contains(Caps::READ),
-        "READ advertised but no read operation exists"
-    );
+    // Every provider implements one-sided reads.
+    assert!(caps.contains(Caps::READ), "READ not advertised: {caps:?}");
     if caps.contains(Caps::SEND) {
         c.send(b"two-sided").unwrap();
         assert_eq!(&expect_recv(s.wait(PollMode::Hot, T))[..], b"two-sided");
@@ -553,28 +555,45 @@ pub fn peer_main(role: &str) {
     }
 }
 
-/// A hand-made tcp client that completes the handshake, for sending what a
-/// real endpoint never would.
+/// Reads one handshake message of `kind` off a raw socket.
+fn read_raw<T: serde::de::DeserializeOwned>(sock: &mut TcpStream, kind: HandshakeKind) -> T {
+    let mut head = [0u8; wire::HANDSHAKE_HEADER_LEN];
+    sock.read_exact(&mut head).unwrap();
+    let (k, len) = wire::decode_handshake_header(&head).unwrap();
+    assert_eq!(k, kind);
+    let mut body = vec![0; len];
+    sock.read_exact(&mut body).unwrap();
+    wire::decode_body(&body).unwrap()
+}
+
+/// A hand-made tcp client that completes the handshake (no secret), for
+/// sending what a real endpoint never would.
 fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, Accept) {
     let mut sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(T)).unwrap();
-    let hello = Hello {
-        host: "a-host-far-away".into(),
-        pid: 1,
-        forced: Some(TransportKind::Tcp),
-        providers: fabric(TransportKind::Tcp).providers().to_vec(),
-        buffers: vec![],
-        user: vec![],
+    // The server speaks first.
+    let challenge: Challenge = read_raw(&mut sock, HandshakeKind::Challenge);
+    assert_ne!(challenge.nonce, [0; 32]);
+    let hello = ClientHello {
+        hello: Hello {
+            host: "a-host-far-away".into(),
+            pid: 1,
+            forced: Some(TransportKind::Tcp),
+            providers: fabric(TransportKind::Tcp).providers().to_vec(),
+            buffers: vec![],
+            user: vec![],
+        },
+        nonce: [7; 32],
+        proof: None,
     };
     sock.write_all(&wire::encode_handshake(HandshakeKind::Hello, &hello))
         .unwrap();
-    let mut head = [0u8; wire::HANDSHAKE_HEADER_LEN];
-    sock.read_exact(&mut head).unwrap();
-    let (kind, len) = wire::decode_handshake_header(&head).unwrap();
-    assert_eq!(kind, HandshakeKind::Accept);
-    let mut body = vec![0; len];
-    sock.read_exact(&mut body).unwrap();
-    (sock, wire::decode_body(&body).unwrap())
+    let accept: Accept = read_raw(&mut sock, HandshakeKind::Accept);
+    assert_eq!(
+        accept.proof, None,
+        "a server without a secret proves nothing"
+    );
+    (sock, accept)
 }
 
 /// tcp receive-side checks: a peer that bypasses the writer's checks gets
@@ -776,14 +795,23 @@ pub fn malformed_handshakes(kind: TransportKind) {
         ),
         "{r:?}"
     );
-    let mut head = [0u8; wire::HANDSHAKE_HEADER_LEN];
-    sock.read_exact(&mut head).unwrap();
-    let (k, len) = wire::decode_handshake_header(&head).unwrap();
-    assert_eq!(k, HandshakeKind::Reject);
-    let mut body = vec![0; len];
-    sock.read_exact(&mut body).unwrap();
-    let why: String = wire::decode_body(&body).unwrap();
+    let _: Challenge = read_raw(&mut sock, HandshakeKind::Challenge);
+    let why: String = read_raw(&mut sock, HandshakeKind::Reject);
     assert!(why.contains("version 99"), "{why}");
+
+    // A client that does not wait for the challenge and sends a body that
+    // is no client hello.
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(T)).unwrap();
+    sock.write_all(&wire::encode_handshake(HandshakeKind::Hello, &"whatever"))
+        .unwrap();
+    let r = listener
+        .incoming(Some(T))
+        .unwrap()
+        .accept(&ConnectOptions::new(), |_| Ok(()));
+    assert!(matches!(r, Err(FabricError::Malformed(_))), "{r:?}");
+    let _: Challenge = read_raw(&mut sock, HandshakeKind::Challenge);
+    let _: String = read_raw(&mut sock, HandshakeKind::Reject);
 
     // A token the server refuses.
     let server = std::thread::spawn(move || {
@@ -808,6 +836,45 @@ pub fn malformed_handshakes(kind: TransportKind) {
         Err(FabricError::Rejected(_))
     ));
 
+    // A server that answers the hello with another challenge, and one that
+    // speaks the old protocol (no challenge, waits for the hello).
+    for (first, second) in [
+        (
+            Some(HandshakeKind::Challenge),
+            Some(HandshakeKind::Challenge),
+        ),
+        (None, None),
+    ] {
+        let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+        let faddr = fake.local_addr().unwrap();
+        let j = std::thread::spawn(move || {
+            let (mut s, _) = fake.accept().unwrap();
+            let msg = |k| wire::encode_handshake(k, &Challenge { nonce: [1; 32] });
+            if let Some(k) = first {
+                s.write_all(&msg(k)).unwrap();
+            }
+            if let Some(k) = second {
+                // After the client's hello.
+                let _: ClientHello = read_raw(&mut s, HandshakeKind::Hello);
+                s.write_all(&msg(k)).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        let mut cfg = config(kind);
+        cfg.connect_timeout = Duration::from_millis(300);
+        let r = rfx_fabric::Fabric::open(cfg)
+            .unwrap()
+            .connect(faddr, &ConnectOptions::new());
+        match first {
+            Some(_) => assert!(
+                matches!(&r, Err(FabricError::Handshake(why)) if why.contains("Challenge")),
+                "{r:?}"
+            ),
+            None => assert!(matches!(r, Err(FabricError::Timeout { .. })), "{r:?}"),
+        }
+        j.join().unwrap();
+    }
+
     // A server that is not rfx at all.
     let junk = TcpListener::bind("127.0.0.1:0").unwrap();
     let jaddr = junk.local_addr().unwrap();
@@ -829,4 +896,160 @@ pub fn malformed_handshakes(kind: TransportKind) {
     let r = f2.connect(maddr, &ConnectOptions::new());
     assert!(matches!(r, Err(FabricError::Timeout { .. })), "{r:?}");
     drop(mute);
+}
+
+/// Connects with `client_secret` to a server with `server_secret`: (the
+/// client's result, the server's), the server's endpoint having been used
+/// (so a server that returned one without a client at the other end fails).
+fn secret_pair(
+    kind: TransportKind,
+    server_secret: Option<&'static [u8]>,
+    client_secret: Option<&'static [u8]>,
+) -> (
+    Result<rfx_fabric::Endpoint, FabricError>,
+    Result<(), FabricError>,
+) {
+    let f = fabric(kind);
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let smr = f.register(64).unwrap();
+    let cmr = f.register(64).unwrap();
+    let mut sopts = ConnectOptions::new()
+        .expose(&smr)
+        .user_data(b"srv".to_vec());
+    if let Some(s) = server_secret {
+        sopts = sopts.secret(s);
+    }
+    let server = std::thread::spawn(move || -> Result<(), FabricError> {
+        let mut ep = listener.incoming(Some(T))?.accept(&sopts, |h| {
+            assert_eq!(h.user, b"cli", "the client's user data");
+            Ok(())
+        })?;
+        assert_eq!(ep.peer_user_data(), b"cli");
+        // The client sends one message once it accepted us in turn.
+        match ep.wait(PollMode::Warm, T)? {
+            Completion::Recv(m) if &m[..] == b"hi" => Ok(()),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+    let mut copts = ConnectOptions::new()
+        .expose(&cmr)
+        .user_data(b"cli".to_vec());
+    if let Some(s) = client_secret {
+        copts = copts.secret(s);
+    }
+    let client = f.connect(addr, &copts).map(|mut ep| {
+        assert_eq!(ep.peer_user_data(), b"srv");
+        assert_eq!(ep.peer_buffers(), &[smr.remote()]);
+        ep.send(b"hi").unwrap();
+        ep
+    });
+    // The client's endpoint lives until the server got the message.
+    let server = server.join().unwrap();
+    (client, server)
+}
+
+/// The handshake's challenge-response (`ConnectOptions::secret`): the same
+/// secret connects; a wrong or missing proof is refused on the side that
+/// asked for one, with clear errors on both sides.
+pub fn shared_secret(kind: TransportKind) {
+    // Same secret; and no secret at all.
+    for secret in [Some(&b"s3cret"[..]), None] {
+        let (c, s) = secret_pair(kind, secret, secret);
+        let ep = c.unwrap_or_else(|e| panic!("{secret:?}: {e}"));
+        assert_eq!(ep.kind(), kind);
+        s.unwrap();
+    }
+
+    // Wrong secret, and a client without one: the server refuses; the
+    // client is told why, the server says what failed.
+    for (client, failure) in [
+        (Some(&b"wrong"[..]), AuthError::WrongProof),
+        (None, AuthError::NoProof),
+    ] {
+        let f = fabric(kind);
+        let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            listener
+                .incoming(Some(T))
+                .unwrap()
+                .accept(&ConnectOptions::new().secret(b"s3cret"), |_| {
+                    panic!("verify must not see an unauthenticated hello")
+                })
+        });
+        let mut copts = ConnectOptions::new();
+        if let Some(s) = client {
+            copts = copts.secret(s);
+        }
+        let r = f.connect(addr, &copts);
+        assert!(
+            matches!(&r, Err(FabricError::Rejected(why)) if why.starts_with("authentication failed")),
+            "{r:?}"
+        );
+        let r = server.join().unwrap();
+        assert!(
+            matches!(&r, Err(FabricError::AuthFailed(e)) if *e == failure),
+            "{r:?}"
+        );
+        assert!(r
+            .unwrap_err()
+            .to_string()
+            .starts_with("authentication failed"));
+    }
+
+    // A client with a secret refuses a server that proves nothing (it has
+    // none, or another one): it never talks to an impostor. The server's
+    // side ends in an error too, never a hang.
+    for server in [None, Some(&b"other"[..])] {
+        let (c, s) = secret_pair(kind, server, Some(b"s3cret"));
+        match (server, c) {
+            (None, Err(FabricError::AuthFailed(AuthError::NoProof))) => {}
+            // A server with another secret refuses the client first.
+            (Some(_), Err(FabricError::Rejected(why))) => {
+                assert!(why.starts_with("authentication failed"), "{why}")
+            }
+            (_, other) => panic!("{server:?}: {:?}", other.map(|_| ())),
+        }
+        assert!(s.is_err());
+    }
+    // The client's own check, on a server with another secret that does
+    // not check clients: a raw server with a forged accept.
+    let fake = TcpListener::bind("127.0.0.1:0").unwrap();
+    let faddr = fake.local_addr().unwrap();
+    let j = std::thread::spawn(move || {
+        let (mut s, _) = fake.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let nonce_s = [5u8; 32];
+        s.write_all(&wire::encode_handshake(
+            HandshakeKind::Challenge,
+            &Challenge { nonce: nonce_s },
+        ))
+        .unwrap();
+        let hello: ClientHello = read_raw(&mut s, HandshakeKind::Hello);
+        assert!(hello.proof.is_some());
+        let mut accept = Accept {
+            hello: hello.hello.clone(),
+            transport: TransportKind::Tcp,
+            shm: None,
+            proof: None,
+        };
+        accept.proof = Some(rfx_fabric::auth::server_proof(
+            b"not-the-secret",
+            &nonce_s,
+            &hello,
+            &accept,
+        ));
+        s.write_all(&wire::encode_handshake(HandshakeKind::Accept, &accept))
+            .unwrap();
+        // The client must close without sending anything.
+        let mut buf = [0u8; 1];
+        assert_eq!(s.read(&mut buf).unwrap(), 0);
+    });
+    let r = fabric(kind).connect(faddr, &ConnectOptions::new().secret(b"s3cret"));
+    assert!(
+        matches!(r, Err(FabricError::AuthFailed(AuthError::WrongProof))),
+        "{r:?}"
+    );
+    j.join().unwrap();
 }

@@ -28,6 +28,7 @@ macro_rules! conformance {
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
             #[test] fn peer_killed_while_waiting() { cases::peer_killed_while_waiting(K) }
             #[test] fn malformed_handshakes() { cases::malformed_handshakes(K) }
+            #[test] fn shared_secret() { cases::shared_secret(K) }
             #[test] fn reads_one_sided() { cases::reads_one_sided(K) }
             #[test] fn crossed_reads() { cases::crossed_reads(K) }
             #[test] fn read_access_refused() { cases::read_access_refused(K) }
@@ -71,6 +72,7 @@ macro_rules! ofi_conformance {
             #[test] fn peer_death_detected() { run(cases::peer_death_detected) }
             #[test] fn peer_killed_while_waiting() { run(cases::peer_killed_while_waiting) }
             #[test] fn malformed_handshakes() { run(cases::malformed_handshakes) }
+            #[test] fn shared_secret() { run(cases::shared_secret) }
             #[test] fn reads_one_sided() { run(cases::reads_one_sided) }
             #[test] fn crossed_reads() { run(cases::crossed_reads) }
             #[test] fn read_access_refused() { run(cases::read_access_refused) }
