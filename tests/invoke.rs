@@ -191,6 +191,35 @@ fn wrong_token_and_bad_libraries_are_refused() {
     assert!(status.success());
 }
 
+/// A second client finds the one worker busy, but only if it holds the
+/// lease's token: a stranger learns nothing but "authentication failed".
+#[test]
+fn busy_is_said_only_to_the_lease_holder() {
+    let ex = examples();
+    let (_exec, addr) = executor(TOKEN, "tcp", &["--workers", "1", "--connections", "3"]);
+    let f = fabric(TransportKind::Tcp);
+    let mut first = Invoker::connect(
+        &f,
+        addr,
+        TOKEN.as_bytes(),
+        shipped(&ex.rust),
+        &["echo"],
+        cfg(),
+    )
+    .unwrap();
+    let refusal =
+        |token: &[u8]| match Invoker::connect(&f, addr, token, shipped(&ex.rust), &["echo"], cfg())
+        {
+            Err(InvokeError::Fabric(rfx::fabric::FabricError::Rejected(why))) => why,
+            other => panic!("{other:?}"),
+        };
+    let why = refusal(TOKEN.as_bytes());
+    assert!(why.contains("busy"), "{why}");
+    let why = refusal(b"someone-else");
+    assert!(why.starts_with("authentication failed"), "{why}");
+    assert_eq!(first.invoke("echo", b"still mine").unwrap(), b"still mine");
+}
+
 #[test]
 fn crashing_function_is_an_error_not_a_hang() {
     let ex = examples();

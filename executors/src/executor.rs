@@ -268,9 +268,10 @@ impl Executor {
             };
             let Some(worker) = worker else {
                 let workers = self.cfg.workers;
-                let _ = incoming.accept(&ConnectOptions::new(), |_| {
-                    Err(format!("all {workers} workers are busy"))
-                });
+                // Only the lease's holder learns that the executor is busy:
+                // the proof is checked before the refusal.
+                let opts = ConnectOptions::new().secret(&self.cfg.token);
+                let _ = incoming.accept(&opts, |_| Err(format!("all {workers} workers are busy")));
                 continue;
             };
             let (fabric, cfg, total, busy) = (

@@ -63,6 +63,11 @@ pub(crate) struct ExecutorArgs {
     /// Print the usage so far as a JSON line on stdout this often.
     #[arg(long)]
     usage_every_ms: Option<u64>,
+    /// Largest input (bytes) read from a client for one invocation when it
+    /// does not fit a slot; 0 refuses such inputs [default: 64 MiB, or
+    /// RFX_EXECUTOR_MAX_INPUT].
+    #[arg(long)]
+    max_input: Option<usize>,
 }
 
 pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
@@ -78,7 +83,10 @@ pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
         connections: args.connections,
         usage_every: args.usage_every_ms.map(std::time::Duration::from_millis),
     };
-    let exec = Executor::bind(Fabric::open(cfg)?, ecfg)?;
+    let mut exec = Executor::bind(Fabric::open(cfg)?, ecfg)?;
+    if let Some(bytes) = args.max_input {
+        exec.set_max_input(bytes);
+    }
     eprintln!("rfx executor: listening on {}", exec.local_addr()?);
     let usage = exec.serve()?;
     println!("{}", serde_json::to_string(&usage)?);
