@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rfx_fabric::{
-    Completion, Config, ConnectOptions, Fabric, PollMode, TransportChoice, TransportKind,
+    Completion, Config, ConnectOptions, Endpoint, Fabric, PollMode, TransportChoice, TransportKind,
 };
 
 use crate::pin;
@@ -26,18 +26,7 @@ pub fn rfx_pingpong(
     cpus: (Option<usize>, Option<usize>),
 ) -> anyhow::Result<Vec<Summary>> {
     let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
-    let cfg = Config {
-        transport: TransportChoice::Forced(kind),
-        ..Config::from_env()?
-    };
-    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
-    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
-    let addr = listener.local_addr()?;
-    let sfabric = fabric.clone();
-    let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        pin::pin(cpus.1);
-        let inbox = sfabric.register(max)?;
-        let mut ep = listener.accept(&ConnectOptions::new().expose(&inbox))?;
+    let client = with_server(kind, cpus, max, move |ep, _| {
         let rb = ep.peer_buffers()[0];
         let reply = vec![0x5a; max];
         loop {
@@ -50,35 +39,21 @@ pub fn rfx_pingpong(
                 Err(e) => return Err(e.into()),
             }
         }
-    });
-    pin::pin(cpus.0);
-    let inbox = fabric.register(max)?;
-    let mut ep = fabric.connect(addr, &ConnectOptions::new().expose(&inbox))?;
+    })?;
+    let inbox = client.fabric.register(max)?;
+    let mut ep = client.connect(&ConnectOptions::new().expose(&inbox))?;
     let rb = ep.peer_buffers()[0];
     let payload = vec![0xa5; max];
-    let mut out = Vec::new();
     let mut seq = 0u32;
-    for step in steps {
-        let mut rec = Recorder::new();
-        for i in 0..step.total() {
-            seq = seq.wrapping_add(1);
-            let t0 = Instant::now();
-            ep.write_imm(&payload[..step.size], &rb, 0, seq)?;
-            match ep.wait(mode, WAIT)? {
-                Completion::Write(w) if w.imm == seq && w.len as usize == step.size => {}
-                other => bail!("unexpected completion {other:?}"),
-            }
-            let dt = t0.elapsed();
-            if i >= step.warmup {
-                rec.record(dt.as_nanos() as u64);
-            }
+    let out = measure(steps, |size| {
+        seq = seq.wrapping_add(1);
+        ep.write_imm(&payload[..size], &rb, 0, seq)?;
+        match ep.wait(mode, WAIT)? {
+            Completion::Write(w) if w.imm == seq && w.len as usize == size => Ok(()),
+            other => bail!("unexpected completion {other:?}"),
         }
-        out.push(rec.summary());
-    }
-    drop(ep);
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
+    })?;
+    client.finish(ep)?;
     Ok(out)
 }
 
@@ -92,19 +67,8 @@ pub fn rfx_read(
     cpus: (Option<usize>, Option<usize>),
 ) -> anyhow::Result<Vec<Summary>> {
     let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
-    let cfg = Config {
-        transport: TransportChoice::Forced(kind),
-        ..Config::from_env()?
-    };
-    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
-    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
-    let addr = listener.local_addr()?;
-    let sfabric = fabric.clone();
-    let server = std::thread::spawn(move || -> anyhow::Result<()> {
-        pin::pin(cpus.1);
-        let region = sfabric.register(max.max(1))?;
+    let client = with_server(kind, cpus, max, move |ep, region| {
         region.write_at(0, &vec![0x5a; max])?;
-        let mut ep = listener.accept(&ConnectOptions::new().expose(&region))?;
         // Reads complete nothing here: wait in short slices until the
         // client leaves, within a bound no benchmark reaches.
         let end = Instant::now() + SERVE_AT_MOST;
@@ -117,30 +81,90 @@ pub fn rfx_read(
             }
         }
         bail!("client still connected after {SERVE_AT_MOST:?}")
-    });
-    pin::pin(cpus.0);
-    let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+    })?;
+    let mut ep = client.connect(&ConnectOptions::new())?;
     let rb = ep.peer_buffers()[0];
     let mut buf = vec![0u8; max];
-    let mut out = Vec::new();
+    let out = measure(steps, |size| {
+        ep.read(&rb, 0, &mut buf[..size])?;
+        Ok(())
+    })?;
+    if buf.iter().any(|&b| b != 0x5a) {
+        bail!("reads returned wrong data");
+    }
+    client.finish(ep)?;
+    Ok(out)
+}
+
+/// Times `op(size)` per step on this thread (pinned by [`with_server`]).
+fn measure(
+    steps: &[Step],
+    mut op: impl FnMut(usize) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Summary>> {
+    let mut out = Vec::with_capacity(steps.len());
     for step in steps {
         let mut rec = Recorder::new();
         for i in 0..step.total() {
             let t0 = Instant::now();
-            ep.read(&rb, 0, &mut buf[..step.size])?;
+            op(step.size)?;
             let dt = t0.elapsed();
             if i >= step.warmup {
                 rec.record(dt.as_nanos() as u64);
             }
         }
-        if buf[..step.size].iter().any(|&b| b != 0x5a) {
-            bail!("read of {} bytes returned wrong data", step.size);
-        }
         out.push(rec.summary());
     }
-    drop(ep);
-    server
-        .join()
-        .map_err(|_| anyhow::anyhow!("server thread panicked"))??;
     Ok(out)
+}
+
+/// The client's side of [`with_server`].
+struct Client {
+    fabric: Fabric,
+    addr: std::net::SocketAddr,
+    server: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Client {
+    fn connect(&self, opts: &ConnectOptions) -> anyhow::Result<Endpoint> {
+        Ok(self.fabric.connect(self.addr, opts)?)
+    }
+
+    /// Closes the endpoint and returns how the server ended.
+    fn finish(self, ep: Endpoint) -> anyhow::Result<()> {
+        drop(ep);
+        self.server
+            .join()
+            .map_err(|_| anyhow::anyhow!("server thread panicked"))?
+    }
+}
+
+/// A fabric forced to `kind`, and a server thread pinned to `cpus.1` that
+/// exposes a `max`-byte region to its one client and runs `serve`; the
+/// calling thread is pinned to `cpus.0`.
+fn with_server(
+    kind: TransportKind,
+    cpus: (Option<usize>, Option<usize>),
+    max: usize,
+    serve: impl FnOnce(&mut Endpoint, &rfx_fabric::MemoryRegion) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<Client> {
+    let cfg = Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::from_env()?
+    };
+    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
+    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    let sfabric = fabric.clone();
+    let server = std::thread::spawn(move || -> anyhow::Result<()> {
+        pin::pin(cpus.1);
+        let region = sfabric.register(max.max(1))?;
+        let mut ep = listener.accept(&ConnectOptions::new().expose(&region))?;
+        serve(&mut ep, &region)
+    });
+    pin::pin(cpus.0);
+    Ok(Client {
+        fabric,
+        addr,
+        server,
+    })
 }

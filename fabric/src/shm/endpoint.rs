@@ -47,16 +47,7 @@ impl ShmEndpoint {
         imm: u32,
         data: &[u8],
     ) -> Result<(), FabricError> {
-        let (rb, map) = self
-            .peer_regions
-            .iter()
-            .find(|(rb, _)| rb.rkey == rkey && rb.contains(addr, data.len() as u64))
-            .ok_or(FabricError::RemoteAccess {
-                rkey,
-                addr,
-                len: data.len() as u64,
-                reason: "no mapped peer region covers the access",
-            })?;
+        let (map, offset) = self.peer_region(addr, rkey, data.len())?;
         let hdr = FrameHeader::write(addr, rkey, imm, data.len() as u32);
         if data.len() <= INLINE_WRITE_MAX {
             // Small: in the record line(s) the peer fetches anyway.
@@ -67,8 +58,28 @@ impl ShmEndpoint {
             return self.push(&hdr, data);
         }
         // Zero copy on the receive side: the bytes land in the peer's region.
-        map.write((addr - rb.addr) as usize, data)?;
+        map.write(offset, data)?;
         self.push(&hdr, &[])
+    }
+
+    /// The mapped peer region holding `len` bytes at `addr`, and their
+    /// offset in it.
+    fn peer_region(
+        &self,
+        addr: u64,
+        rkey: u32,
+        len: usize,
+    ) -> Result<(&SharedMap, usize), FabricError> {
+        self.peer_regions
+            .iter()
+            .find(|(rb, _)| rb.rkey == rkey && rb.contains(addr, len as u64))
+            .map(|(rb, map)| (map, (addr - rb.addr) as usize))
+            .ok_or(FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len: len as u64,
+                reason: "no mapped peer region covers the access",
+            })
     }
 
     /// One copy, straight out of the peer's region mapped here: the peer
@@ -77,17 +88,8 @@ impl ShmEndpoint {
         if let Some(why) = &self.gone {
             return Err(FabricError::PeerGone(why.clone()));
         }
-        let (rb, map) = self
-            .peer_regions
-            .iter()
-            .find(|(rb, _)| rb.rkey == rkey && rb.contains(addr, out.len() as u64))
-            .ok_or(FabricError::RemoteAccess {
-                rkey,
-                addr,
-                len: out.len() as u64,
-                reason: "no mapped peer region covers the access",
-            })?;
-        map.read((addr - rb.addr) as usize, out)
+        let (map, offset) = self.peer_region(addr, rkey, out.len())?;
+        map.read(offset, out)
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
