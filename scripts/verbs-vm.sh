@@ -10,20 +10,27 @@
 #      perftest's `ib_write_lat` in the same VM session: JSON + a table with
 #      ratios. (`rfx-bench transport` itself wants an in-process raw baseline,
 #      which verbs does not have: perftest is the baseline here.)
+#      And one-sided reads: `rfx-bench transport --transport verbs --op read`
+#      (the client times `Endpoint::read`, an RDMA READ) against perftest's
+#      `ib_read_lat` at 8 B, 4 KiB, 64 KiB and 1 MiB.
 #
 #   scripts/verbs-vm.sh               build on the host, then run in the VM
 #   RFX_VERBS_RUNS=N                  benchmark repetitions (median), default 3
 #   RFX_VERBS_ITERS=N                 round trips per benchmark run, default 3000
+#                                     (a tenth, at least 100, for 1 MiB reads)
 #   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,bench: all)
 #
 # Debian 12's perftest (4.5) has no `--write_with_imm`: the baseline is plain
 # `ib_write_lat` (RDMA WRITE, receiver polls memory), the closest it has.
+# ib_read_lat's t_typical is a whole READ round trip (perftest halves only
+# the write/send ping-pongs), like rfx's read figure.
 # Results: target/verbs-vm/{summary.json,summary.txt,*.json,*.log}.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
 OUT=$ROOT/target/verbs-vm
 RUNS=${RFX_VERBS_RUNS:-3}
 ITERS=${RFX_VERBS_ITERS:-3000}
+BIG_ITERS=$(( ITERS / 10 > 100 ? ITERS / 10 : 100 ))
 STEPS=${RFX_VERBS_STEPS:-conformance,demo,bench}
 # The VM runs copies of what was built (the target directory may be rebuilt
 # by someone else with other features while the VM runs).
@@ -38,18 +45,33 @@ log() { printf '\n== [verbs-vm] %s\n' "$*"; }
 # Median of numbers on stdin.
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)]; else print "nan" }'; }
 
-# One loopback ib_write_lat pair (server on CPU 1, client on CPU 0), size $1:
-# prints t_typical (one-way, us).
-write_lat() {
-  local size=$1 port=$2 srv
-  taskset -c 1 timeout 60 ib_write_lat -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
-    -n "$ITERS" -F -p "$port" > "$OUT/ib_write_lat.srv.$size.$port.log" 2>&1 &
+# One loopback perftest latency pair (server on CPU 1, client on CPU 0):
+# tool $1 (ib_write_lat, ib_read_lat), size $2, port $3, iterations $4
+# (default $ITERS): prints t_typical (us; one-way for writes, the whole
+# round trip for reads).
+perf_lat() {
+  local tool=$1 size=$2 port=$3 n=${4:-$ITERS} srv
+  taskset -c 1 timeout 120 "$tool" -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
+    -n "$n" -F -p "$port" > "$OUT/$tool.srv.$size.$port.log" 2>&1 &
   srv=$!
   for _ in $(seq 100); do ss -Hltn "sport = :$port" | grep -q . && break; sleep 0.1; done
-  taskset -c 0 timeout 60 ib_write_lat -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
-    -n "$ITERS" -F -p "$port" "$RXE_IP" > "$OUT/ib_write_lat.$size.$port.log" 2>&1 || true
+  taskset -c 0 timeout 120 "$tool" -d "$RXE_DEV" -x "$RXE_GID_INDEX" -s "$size" \
+    -n "$n" -F -p "$port" "$RXE_IP" > "$OUT/$tool.$size.$port.log" 2>&1 || true
   wait "$srv" || true
-  awk -v s="$size" '$1 == s && NF >= 7 { print $5 }' "$OUT/ib_write_lat.$size.$port.log"
+  awk -v s="$size" '$1 == s && NF >= 7 { print $5 }' "$OUT/$tool.$size.$port.log"
+}
+write_lat() { perf_lat ib_write_lat "$@"; }
+
+# p50 (us) of the rows of an `rfx-bench transport --op read` JSON report:
+# prints "read_MODE size p50".
+read_p50s() {
+  awk '
+    /"results":/ { rows = 1 }
+    rows && /"mode":/ { gsub(/[",]/, "", $2); mode = $2 }
+    rows && /"size":/ { gsub(/,/, "", $2); size = $2 }
+    rows && /"rfx": \{/ { inrfx = 1 }
+    rows && inrfx && /"p50_us":/ { gsub(/,/, "", $2); print "read_" mode, size, $2; inrfx = 0 }
+  ' "$1"
 }
 
 # p50 (us) of rows of an rfx-bench JSON report: prints "key size object p50".
@@ -110,7 +132,28 @@ guest() {
       $3 == "invoke" { print $1, $2, $4 }
       $3 == "transport_pingpong" && $1 == "noop" { print "transport", $2, $4 }' >> "$OUT/raw.txt" || true
   done
-  cat "$OUT/invoke.1.log" 2> /dev/null || true
+  log "3/3 one-sided reads: rfx-bench transport --op read and ib_read_lat"
+  for r in $(seq "$RUNS"); do
+    for size in 8 4096 65536; do
+      echo "ib_read_lat $size $(perf_lat ib_read_lat "$size" "$port")" >> "$OUT/raw.txt"
+      port=$((port + 1))
+    done
+    echo "ib_read_lat 1048576 $(perf_lat ib_read_lat 1048576 "$port" "$BIG_ITERS")" >> "$OUT/raw.txt"
+    port=$((port + 1))
+    # hot: the server busy-polls its endpoint meanwhile; warm: it sleeps
+    # (like ib_read_lat's passive side). The reader always spins.
+    rm -f "$OUT/read.$r.small.json" "$OUT/read.$r.big.json"
+    timeout 240 "$BIN/rfx-bench" transport --transport verbs --op read --mode hot,warm \
+      --sizes 8,4k,64k --iters "$ITERS" --warmup 300 --cpus 0,1 \
+      --json "$OUT/read.$r.small.json" > "$OUT/read.$r.small.log" 2>&1 || fail=1
+    timeout 240 "$BIN/rfx-bench" transport --transport verbs --op read --mode hot,warm \
+      --sizes 1m --iters "$BIG_ITERS" --warmup 30 --cpus 0,1 \
+      --json "$OUT/read.$r.big.json" > "$OUT/read.$r.big.log" 2>&1 || fail=1
+    for f in "$OUT/read.$r.small.json" "$OUT/read.$r.big.json"; do
+      [ -s "$f" ] && read_p50s "$f" >> "$OUT/raw.txt"
+    done
+  done
+  cat "$OUT/invoke.1.log" "$OUT/read.1.small.log" "$OUT/read.1.big.log" 2> /dev/null || true
   summarize > "$OUT/summary.txt" || fail=1
   cat "$OUT/summary.txt"
   echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"
@@ -124,10 +167,20 @@ summarize() {
   m8=$(med ib_write_lat 8); m4k=$(med ib_write_lat 4096)
   t8=$(med transport 8); t4k=$(med transport 4096)
   n8=$(med noop 8); e4k=$(med echo 4096)
+  # Reads: "key=median,..." per size, for awk.
+  local rd="" k sz
+  for k in ib_read_lat read_hot read_warm; do
+    for sz in 8 4096 65536 1048576; do rd+="$k:$sz=$(med "$k" "$sz") "; done
+  done
   awk -v m8="$m8" -v m4k="$m4k" -v t8="$t8" -v t4k="$t4k" -v n8="$n8" -v e4k="$e4k" \
+      -v rd="$rd" -v big="$BIG_ITERS" \
       -v runs="$RUNS" -v iters="$ITERS" -v json="$OUT/summary.json" '
     function r(a, b) { return (b > 0 && a > 0) ? a / b : -1 }
+    function num(v) { return (v == "nan" || v == "") ? -1 : v }
     BEGIN {
+      n = split(rd, kv, " ")
+      for (i = 1; i <= n; i++) { split(kv[i], p, "="); R[p[1]] = num(p[2]) }
+      ns = split("8 4096 65536 1048576", S, " ")
       rtt8 = 2 * m8; rtt4k = 2 * m4k
       printf "soft-RoCE (rxe0 in a qemu TCG VM), medians of %d runs x %d round trips, p50 us\n", runs, iters
       printf "baseline: ib_write_lat (perftest 4.5, plain RDMA WRITE; no --write_with_imm), RTT = 2 x t_typical\n"
@@ -137,13 +190,41 @@ summarize() {
       printf "%-34s %10.2f %10.2f\n", "rfx invoke (noop 8 B, echo 4 KiB)", n8, e4k
       printf "%-34s %9.2fx %9.2fx\n", "transport / ib_write_lat", r(t8, rtt8), r(t4k, rtt4k)
       printf "%-34s %9.2fx %9.2fx   (goal <= 1.2x)\n", "invoke / ib_write_lat", r(n8, rtt8), r(e4k, rtt4k)
+      printf "\none-sided reads, p50 us (ib_read_lat t_typical is a whole READ round trip;\n"
+      printf "1 MiB: %d iterations; rfx server hot = busy polling, warm = asleep)\n", big
+      printf "%-34s %10s %10s %10s %10s\n", "", "8 B", "4 KiB", "64 KiB", "1 MiB"
+      split("ib_read_lat read_hot read_warm", K, " ")
+      L["ib_read_lat"] = "ib_read_lat"; L["read_hot"] = "rfx verbs read (server hot)"
+      L["read_warm"] = "rfx verbs read (server warm)"
+      for (k = 1; k <= 3; k++) {
+        printf "%-34s", L[K[k]]
+        for (j = 1; j <= ns; j++) printf " %10.2f", R[K[k] ":" S[j]]
+        printf "\n"
+      }
+      for (k = 2; k <= 3; k++) {
+        printf "%-34s", (k == 2 ? "read hot / ib_read_lat" : "read warm / ib_read_lat")
+        for (j = 1; j <= ns; j++) printf " %9.2fx", r(R[K[k] ":" S[j]], R["ib_read_lat:" S[j]])
+        printf "\n"
+      }
       printf "{\n  \"bench\": \"verbs-vm\",\n  \"device\": \"rxe0 (soft-RoCE, qemu TCG)\",\n" > json
       printf "  \"baseline\": \"ib_write_lat (perftest 4.5, no --write_with_imm), rtt = 2 x t_typical\",\n" > json
       printf "  \"runs\": %d,\n  \"iters\": %d,\n", runs, iters > json
       printf "  \"p50_us\": {\"ib_write_lat_rtt\": {\"8\": %s, \"4096\": %s},\n", rtt8, rtt4k > json
       printf "    \"transport\": {\"8\": %s, \"4096\": %s},\n", t8, t4k > json
-      printf "    \"invoke\": {\"noop_8\": %s, \"echo_4096\": %s}},\n", n8, e4k > json
-      printf "  \"ratios\": {\"transport_8\": %.3f, \"transport_4096\": %.3f, \"invoke_8\": %.3f, \"invoke_4096\": %.3f},\n", r(t8, rtt8), r(t4k, rtt4k), r(n8, rtt8), r(e4k, rtt4k) > json
+      printf "    \"invoke\": {\"noop_8\": %s, \"echo_4096\": %s},\n", n8, e4k > json
+      for (k = 1; k <= 3; k++) {
+        printf "    \"%s\": {", K[k] > json
+        for (j = 1; j <= ns; j++) printf "%s\"%s\": %s", (j > 1 ? ", " : ""), S[j], R[K[k] ":" S[j]] > json
+        printf "}%s\n", (k < 3 ? "," : "},") > json
+      }
+      printf "  \"ratios\": {\"transport_8\": %.3f, \"transport_4096\": %.3f, \"invoke_8\": %.3f, \"invoke_4096\": %.3f,\n", r(t8, rtt8), r(t4k, rtt4k), r(n8, rtt8), r(e4k, rtt4k) > json
+      for (k = 2; k <= 3; k++) {
+        for (j = 1; j <= ns; j++) {
+          printf "    \"%s_%s\": %.3f%s", K[k], S[j], r(R[K[k] ":" S[j]], R["ib_read_lat:" S[j]]), (k == 3 && j == ns ? "},\n" : ",\n") > json
+        }
+      }
+      printf "  \"read_baseline\": \"ib_read_lat (perftest 4.5), t_typical = whole READ round trip\",\n" > json
+      printf "  \"read_big_iters\": %d,\n", big > json
       printf "  \"goal\": 1.2\n}\n" > json
     }'
 }

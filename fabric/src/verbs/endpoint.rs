@@ -51,6 +51,10 @@ enum Src<'a> {
     Registered(&'a Mr, usize, usize),
 }
 
+/// Empty rounds of a read's wait between two looks at the clock and at
+/// the peer's liveness (one syscall).
+const READ_CHECK_EVERY: u32 = 256;
+
 /// What [`super::establish`] hands over.
 pub(super) struct Parts<'a> {
     pub(super) qp: QueuePair,
@@ -76,6 +80,10 @@ pub(crate) struct VerbsEndpoint {
     ring_mr: Mr,
     ctl_mr: Mr,
     stage_mr: Mr,
+    /// Where RDMA READs land before they are copied out (grown lazily, see
+    /// [`proto::read_bounce_size`]); no READ into it is outstanding once a
+    /// read returned, unless the endpoint failed.
+    read_mr: Option<Arc<Mr>>,
     _exposed: Vec<Arc<Mr>>,
     /// Registrations a zero-copy write reads from, until its completion.
     pinned: VecDeque<(u64, Arc<Mr>)>,
@@ -172,6 +180,7 @@ impl VerbsEndpoint {
             ring_mr: p.ring_mr,
             ctl_mr: p.ctl_mr,
             stage_mr: p.stage_mr,
+            read_mr: None,
             _exposed: p.exposed,
             pinned: VecDeque::new(),
             domain: p.domain,
@@ -210,18 +219,7 @@ impl VerbsEndpoint {
         data: &[u8],
     ) -> Result<(), FabricError> {
         self.dead()?;
-        let len = data.len() as u64;
-        let device_rkey = self
-            .peer_regions
-            .iter()
-            .find(|r| r.buffer.rkey == rkey && r.buffer.contains(addr, len))
-            .map(|r| r.device_rkey)
-            .ok_or(FabricError::RemoteAccess {
-                rkey,
-                addr,
-                len,
-                reason: "no registered peer region covers the access",
-            })?;
+        let device_rkey = self.device_rkey(rkey, addr, data.len() as u64)?;
         let hdr = Header {
             len: data.len() as u32,
             imm,
@@ -264,6 +262,21 @@ impl VerbsEndpoint {
         self.push(hdr, &[], false)
     }
 
+    /// The peer device's key for `len` bytes at `addr` under rfx's `rkey`
+    /// (the handshake told which device rkey goes with each region).
+    fn device_rkey(&self, rkey: u32, addr: u64, len: u64) -> Result<u32, FabricError> {
+        self.peer_regions
+            .iter()
+            .find(|r| r.buffer.rkey == rkey && r.buffer.contains(addr, len))
+            .map(|r| r.device_rkey)
+            .ok_or(FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len,
+                reason: "no registered peer region covers the access",
+            })
+    }
+
     /// A direct write from memory that is registered already (a slice of a
     /// `MemoryRegion` of this process): no copy. The caller may reuse its
     /// buffer when we return, so we wait for the device to have sent it.
@@ -300,12 +313,164 @@ impl VerbsEndpoint {
         Ok(())
     }
 
+    /// A one-sided read: RDMA READs of the peer's memory (the peer's CPU
+    /// takes no part), always signalled, into a registered bounce buffer
+    /// then copied into `out`; or straight into `out` when it lies in
+    /// registered memory of this process. Blocks until the bytes are in
+    /// `out`, draining inbound records meanwhile (see [`Self::wait_read`]).
     pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        let _ = (addr, rkey, out);
-        Err(FabricError::Unavailable {
-            kind: crate::caps::TransportKind::Verbs,
-            reason: "one-sided read is not implemented on this provider yet".into(),
-        })
+        self.dead()?;
+        let device_rkey = self.device_rkey(rkey, addr, out.len() as u64)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        if let Some((mr, off)) = self.domain.registered(out) {
+            return self.read_registered(&mr, off, out.len(), addr, device_rkey);
+        }
+        let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
+        let size = proto::read_bounce_size(have, out.len());
+        let mr = match &self.read_mr {
+            Some(mr) if size <= have => mr.clone(),
+            _ => {
+                // No READ into the old buffer is outstanding (reads complete
+                // before they return, or the endpoint failed; `pinned` keeps
+                // it registered until then anyway).
+                self.read_mr = None;
+                let region = crate::mr::MemoryRegion::new(size)?;
+                let mr = Arc::new(Mr::register(&self.domain.pd, region)?);
+                tracing::debug!(size, "verbs read bounce buffer registered");
+                self.read_mr = Some(mr.clone());
+                mr
+            }
+        };
+        for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
+            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
+            self.pinned.push_back((id, mr.clone()));
+            self.wait_read(id)?;
+            mr.region().read_at(0, &mut out[off..off + n])?;
+        }
+        Ok(())
+    }
+
+    /// A read straight into registered memory of this process (`len`
+    /// bytes at `off` of `mr`): no copy. The pieces go back to back, only
+    /// the last signalled (the send queue completes in order, and a failed
+    /// request completes with an error whether signalled or not).
+    fn read_registered(
+        &mut self,
+        mr: &Arc<Mr>,
+        off: usize,
+        len: usize,
+        addr: u64,
+        device_rkey: u32,
+    ) -> Result<(), FabricError> {
+        let mut last = None;
+        for (raddr, done, n) in proto::read_pieces(addr, len, ZC_CHUNK) {
+            let signal = done + n == len;
+            match self.post_read(raddr, device_rkey, mr, off + done, n, signal) {
+                Ok(id) => last = Some(id),
+                Err(e) => {
+                    if let Some(id) = last {
+                        // Earlier pieces are with the device, writing the
+                        // caller's memory: the endpoint cannot go on.
+                        self.pinned.push_back((id, mr.clone()));
+                        if self.gone.is_none() {
+                            self.gone = Some(format!("a read failed half-posted: {e}"));
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let last = last.expect("a non-empty read has at least one piece");
+        // The registration stays alive until the device is done with it,
+        // even if we return early.
+        self.pinned.push_back((last, mr.clone()));
+        self.wait_read(last)
+    }
+
+    /// Posts one RDMA READ of `n` bytes at the peer's `raddr` into `mr` at
+    /// `off`, once the send queue has room; returns its request id.
+    fn post_read(
+        &mut self,
+        raddr: u64,
+        device_rkey: u32,
+        mr: &Mr,
+        off: usize,
+        n: usize,
+        signal: bool,
+    ) -> Result<u64, FabricError> {
+        let mut deadline = None;
+        while !self.sq_room() {
+            self.stall(&mut deadline, "verbs read (send queue full)")?;
+        }
+        let kind = SendKind::Read {
+            remote_addr: raddr,
+            rkey: device_rkey,
+        };
+        self.post(kind, Src::Registered(mr, off, n), signal)?;
+        Ok(self.posted - 1)
+    }
+
+    /// Waits for request `id` (a READ) to complete, bounded by the op
+    /// timeout, while consuming the inbound ring: records that arrive are
+    /// kept, in order, for [`Self::poll`], and our acks keep the peer's
+    /// writes flowing (the peer's device serves our READ without its CPU,
+    /// so two peers reading each other never wait on one another).
+    ///
+    /// A failed READ (the peer's device refused it, the peer died, the
+    /// queue pair broke) leaves the queue pair in the error state: that is
+    /// [`FabricError::PeerGone`] and ends the endpoint. So does running out
+    /// of time, since the device may still write the destination.
+    fn wait_read(&mut self, id: u64) -> Result<(), FabricError> {
+        let r = self.wait_read_loop(id);
+        if let Err(e) = &r {
+            if self.completed <= id && self.gone.is_none() {
+                // Whatever failed, the device still holds the READ.
+                self.gone = Some(format!("a read failed while still posted: {e}"));
+            }
+        }
+        r
+    }
+
+    fn wait_read_loop(&mut self, id: u64) -> Result<(), FabricError> {
+        let mut deadline = None;
+        let mut rounds = 0u32;
+        loop {
+            self.reap_send()?;
+            if self.completed > id {
+                return Ok(());
+            }
+            while let Some(done) = self.consume()? {
+                self.ready.extend(done);
+            }
+            rounds = rounds.wrapping_add(1);
+            if rounds % HOUSEKEEP_EVERY == 0 {
+                self.housekeeping()?;
+            }
+            if rounds % READ_CHECK_EVERY == 0 {
+                let now = Instant::now();
+                if now >= *deadline.get_or_insert(now + self.op_timeout) {
+                    return Err(self.fail(FabricError::Timeout {
+                        op: "verbs read",
+                        after: self.op_timeout,
+                    }));
+                }
+                self.check_peer();
+                self.gone_now()?;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Test hook: makes every device rkey of the peer's regions wrong, as
+    /// a peer that lied in its set-up message (or deregistered) would, so
+    /// that the peer's device refuses our one-sided accesses.
+    #[cfg(test)]
+    pub(super) fn corrupt_peer_device_rkeys(&mut self) {
+        for r in &mut self.peer_regions {
+            r.device_rkey ^= 0x5a5a_0000;
+        }
     }
 
     pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
@@ -505,10 +670,15 @@ impl VerbsEndpoint {
             let n = self.qp.poll_send(&mut wcs).map_err(|e| self.fail(e))?;
             for wc in &wcs[..n] {
                 if !wc.ok {
-                    let e = FabricError::PeerGone(format!(
-                        "RDMA operation failed: {}",
-                        wc.status_text()
-                    ));
+                    let e = FabricError::PeerGone(if wc.is_remote_access_error() {
+                        format!(
+                            "the peer's device refused a one-sided access ({}); \
+                             the queue pair is in the error state",
+                            wc.status_text()
+                        )
+                    } else {
+                        format!("RDMA operation failed: {}", wc.status_text())
+                    });
                     return Err(self.fail(e));
                 }
                 while let Some(&(id, mark)) = self.signaled.front() {

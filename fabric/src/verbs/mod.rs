@@ -48,6 +48,21 @@
 //! - Hot mode polls the ring; warm mode arms the receive CQ and sleeps in
 //!   epoll on the completion channel and the TCP socket together (the event
 //!   fd).
+//! - One-sided reads: an RDMA READ (always signalled) of the peer's exposed
+//!   region, with the device rkey the set-up message paired with rfx's
+//!   rkey (regions are registered for remote read and write), into a
+//!   registered bounce buffer that grows lazily (64 KiB to 4 MiB, by powers
+//!   of two; larger reads go in 4 MiB pieces), then copied out; or straight
+//!   into the caller's buffer when it is registered memory of this process.
+//!   While the READ is outstanding the endpoint keeps consuming its inbound
+//!   ring (completions queue for `poll`, in order) and returning acks; the
+//!   peer's device serves the READ without its CPU, so crossed reads never
+//!   wait on each other. A READ the peer's device refuses completes in
+//!   error and breaks the queue pair (RC has no way back): `PeerGone`, as
+//!   for a dead peer; a READ not done within the op timeout is `Timeout`
+//!   and ends the endpoint too (the device may still write the buffer).
+//!   The `Endpoint` layer refuses ranges outside the exposed buffers
+//!   before anything is posted, so only a lying or broken peer gets there.
 //! - A failed work completion (peer died, QP in error) makes the endpoint
 //!   dead: every later call returns [`FabricError::PeerGone`].
 //!
@@ -180,7 +195,12 @@ pub(crate) fn probe(cfg: &Config) -> Result<Option<ProviderInfo>, FabricError> {
     match domain() {
         Ok(d) => Ok(Some(ProviderInfo {
             kind: TransportKind::Verbs,
-            caps: Caps::SEND | Caps::WRITE_IMM | Caps::ZERO_COPY | Caps::WAIT_FD | Caps::INTER_NODE,
+            caps: Caps::SEND
+                | Caps::WRITE_IMM
+                | Caps::READ
+                | Caps::ZERO_COPY
+                | Caps::WAIT_FD
+                | Caps::INTER_NODE,
             max_inline: proto::WRITE_IN_RECORD_MAX,
             device: Some(d.device.clone()),
         })),
@@ -328,16 +348,168 @@ pub(crate) fn establish(
 mod device_tests {
     use std::time::Duration;
 
+    use std::net::{TcpListener, TcpStream};
+
+    use super::VerbsEndpoint;
+    use crate::mr::{MemoryRegion, RegionTable};
     use crate::{
-        Completion, Config, ConnectOptions, Fabric, PollMode, TransportChoice, TransportKind,
+        Completion, Config, ConnectOptions, Fabric, FabricError, PollMode, TransportChoice,
+        TransportKind,
     };
+
+    fn no_device() -> bool {
+        match super::domain() {
+            Ok(_) => false,
+            Err(e) => {
+                eprintln!("skipped, no RDMA device: {e:?}");
+                true
+            }
+        }
+    }
+
+    /// Two provider endpoints over a loopback TCP connection, without the
+    /// `Endpoint` layer (so a test can reach below its checks): `a`
+    /// exposes `a_regions`, `b` nothing.
+    fn raw_pair(a_regions: Vec<MemoryRegion>, cfg: &Config) -> (VerbsEndpoint, VerbsEndpoint) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let a_remote: Vec<_> = a_regions.iter().map(MemoryRegion::remote).collect();
+        let bcfg = cfg.clone();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            super::establish(
+                s,
+                RegionTable::new(Vec::new()),
+                &a_remote,
+                &bcfg,
+                Duration::from_secs(20),
+            )
+        });
+        let s = TcpStream::connect(addr).unwrap();
+        let a = super::establish(
+            s,
+            RegionTable::new(a_regions),
+            &[],
+            cfg,
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        (a, t.join().unwrap().unwrap())
+    }
+
+    fn short_timeouts() -> Config {
+        Config {
+            op_timeout: Duration::from_secs(10),
+            ..Config::default()
+        }
+    }
+
+    /// An RDMA READ the peer's device refuses (wrong device rkey: a peer
+    /// that lied in its set-up message) completes in error and breaks the
+    /// queue pair: `PeerGone` saying why, then every call says so; no hang.
+    #[test]
+    fn read_refused_by_the_device_ends_the_endpoint() {
+        if no_device() {
+            return;
+        }
+        let region = MemoryRegion::new(4096).unwrap();
+        region.write_at(16, b"fine").unwrap();
+        let rb = region.remote();
+        let (a, mut b) = raw_pair(vec![region], &short_timeouts());
+        let mut out = [0u8; 4];
+        b.read(rb.addr + 16, rb.rkey, &mut out).unwrap();
+        assert_eq!(&out, b"fine");
+        b.corrupt_peer_device_rkeys();
+        match b.read(rb.addr + 16, rb.rkey, &mut out) {
+            Err(FabricError::PeerGone(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected PeerGone, got {other:?}"),
+        }
+        assert!(matches!(
+            b.read(rb.addr, rb.rkey, &mut out),
+            Err(FabricError::PeerGone(_))
+        ));
+        assert!(matches!(b.send(b"x"), Err(FabricError::PeerGone(_))));
+        drop(a);
+    }
+
+    /// Reading a peer that closed (its queue pair is destroyed, so the
+    /// READ is never answered) is `PeerGone`, well before the op timeout.
+    #[test]
+    fn read_of_a_departed_peer_is_peer_gone() {
+        if no_device() {
+            return;
+        }
+        let region = MemoryRegion::new(1 << 16).unwrap();
+        let rb = region.remote();
+        let (a, mut b) = raw_pair(vec![region], &short_timeouts());
+        let mut out = vec![0u8; 1 << 16];
+        b.read(rb.addr, rb.rkey, &mut out).unwrap();
+        drop(a);
+        match b.read(rb.addr, rb.rkey, &mut out) {
+            Err(FabricError::PeerGone(_)) => {}
+            other => panic!("expected PeerGone, got {other:?}"),
+        }
+    }
+
+    /// Reads into registered memory of this process go straight there (no
+    /// bounce); reads larger than the bounce buffer's bound go in pieces.
+    #[test]
+    fn large_and_zero_copy_reads() {
+        if no_device() {
+            return;
+        }
+        let f = Fabric::open(Config {
+            transport: TransportChoice::Forced(TransportKind::Verbs),
+            ..Config::default()
+        })
+        .unwrap();
+        const N: usize = (2 * super::proto::READ_BOUNCE_MAX) + 12_345;
+        let data: Vec<u8> = (0..N).map(|i| (i * 13 + (i >> 11)) as u8).collect();
+        let src = f.register(N + 64).unwrap();
+        src.write_at(64, &data).unwrap();
+        let dst = f.register(N).unwrap();
+        let l = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        let so = ConnectOptions::new().expose(&src);
+        let t = std::thread::spawn(move || {
+            let mut s = l.accept(&so)?;
+            // Only keeps the connection up: the device serves the reads.
+            match s.wait(PollMode::Warm, Duration::from_secs(60)) {
+                Ok(c) => panic!("unexpected {c:?}"),
+                Err(e) if e.is_peer_gone() => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        // Exposing `dst` registers it: reads into it find that registration.
+        let mut c = f
+            .connect(addr, &ConnectOptions::new().expose(&dst))
+            .unwrap();
+        let rb = c.peer_buffers()[0];
+        let mut out = vec![0u8; N];
+        c.read(&rb, 64, &mut out).unwrap();
+        assert!(out == data, "bounced read differs");
+        for round in 0..2usize {
+            let off = round * 8;
+            let len = N - off;
+            // SAFETY: `dst` maps N bytes that live as long as `dst`; the
+            // peer may write them but never does, and this thread touches
+            // them only through this exclusive view while it lives.
+            let view = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr(), N) };
+            c.read(&rb, 64 + off as u64, &mut view[..len]).unwrap();
+            assert!(
+                dst.to_vec(0, len).unwrap() == data[off..],
+                "round {round}: zero-copy read differs"
+            );
+        }
+        drop(c);
+        t.join().unwrap().unwrap();
+    }
 
     /// A large write from a slice of a registered region goes without a
     /// bounce copy (and the call returns only once the device has sent it).
     #[test]
     fn zero_copy_write_from_registered_memory() {
-        if let Err(e) = super::domain() {
-            eprintln!("skipped, no RDMA device: {e:?}");
+        if no_device() {
             return;
         }
         let f = Fabric::open(Config {

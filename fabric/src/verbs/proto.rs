@@ -1,6 +1,7 @@
 //! The verbs provider's formats and bookkeeping, free of I/O: the records
 //! of the inbound rings, their checksum, the acknowledgement word, the
-//! out-of-band set-up message, receive credits and the staging allocator.
+//! out-of-band set-up message, receive credits, the staging allocator and
+//! the sizing of one-sided reads.
 //! Decoders take untrusted bytes and return errors, never panic
 //! (property-tested below).
 //!
@@ -624,10 +625,71 @@ impl Staging {
     }
 }
 
+/// Smallest registered bounce buffer of one-sided reads.
+pub(super) const READ_BOUNCE_MIN: usize = 64 << 10;
+/// Largest one: a read beyond it goes in pieces of this size, one RDMA
+/// READ (and one copy out) each.
+pub(super) const READ_BOUNCE_MAX: usize = 4 << 20;
+
+/// The size of the READ bounce buffer to read `want` bytes when one of
+/// `have` bytes is registered (0: none yet): `have` if it is large enough
+/// or already at the bound, else the next power of two that holds `want`,
+/// between [`READ_BOUNCE_MIN`] and [`READ_BOUNCE_MAX`]. It only grows, so a
+/// workload registers a handful of times at most.
+pub(super) fn read_bounce_size(have: usize, want: usize) -> usize {
+    if have >= want.min(READ_BOUNCE_MAX) {
+        return have;
+    }
+    want.checked_next_power_of_two()
+        .unwrap_or(READ_BOUNCE_MAX)
+        .clamp(READ_BOUNCE_MIN, READ_BOUNCE_MAX)
+}
+
+/// The RDMA READs of a one-sided read of `len` bytes at the peer's `addr`,
+/// through a bounce buffer of `bounce` bytes: `(remote address, offset in
+/// the caller's buffer, length)`, in order, each at most `bounce` bytes.
+pub(super) fn read_pieces(
+    addr: u64,
+    len: usize,
+    bounce: usize,
+) -> impl Iterator<Item = (u64, usize, usize)> {
+    let step = bounce.max(1);
+    (0..len)
+        .step_by(step)
+        .map(move |off| (addr + off as u64, off, (len - off).min(step)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn read_bounce_grows_by_powers_of_two_within_bounds() {
+        assert_eq!(read_bounce_size(0, 1), READ_BOUNCE_MIN);
+        assert_eq!(
+            read_bounce_size(0, READ_BOUNCE_MIN + 1),
+            2 * READ_BOUNCE_MIN
+        );
+        assert_eq!(read_bounce_size(READ_BOUNCE_MIN, 100), READ_BOUNCE_MIN);
+        assert_eq!(read_bounce_size(1 << 20, (1 << 20) + 1), 2 << 20);
+        assert_eq!(
+            read_bounce_size(1 << 20, 1 << 20),
+            1 << 20,
+            "exact fit is kept"
+        );
+        assert_eq!(read_bounce_size(0, 64 << 20), READ_BOUNCE_MAX);
+        assert_eq!(read_bounce_size(READ_BOUNCE_MAX, 64 << 20), READ_BOUNCE_MAX);
+        assert_eq!(read_bounce_size(0, usize::MAX), READ_BOUNCE_MAX);
+    }
+
+    #[test]
+    fn read_pieces_cover_the_range_in_order() {
+        let p: Vec<_> = read_pieces(1000, 10, 4).collect();
+        assert_eq!(p, [(1000, 0, 4), (1004, 4, 4), (1008, 8, 2)]);
+        assert_eq!(read_pieces(7, 4, 4).collect::<Vec<_>>(), [(7, 0, 4)]);
+        assert_eq!(read_pieces(7, 0, 4).count(), 0);
+    }
 
     fn header() -> Header {
         Header {
@@ -915,6 +977,25 @@ mod tests {
                 let _ = Header::decode(b.try_into().unwrap(), 1 << 16);
             }
             let _ = SetupMsg::decode(&bytes, &[]);
+        }
+
+        #[test]
+        fn read_pieces_tile_the_read(addr in 0u64..1 << 40, len in 0usize..1 << 24, have in 0usize..1 << 23) {
+            let bounce = read_bounce_size(have, len);
+            prop_assert!(bounce >= have);
+            if have < len.min(READ_BOUNCE_MAX) {
+                prop_assert!(bounce.is_power_of_two());
+                prop_assert!((READ_BOUNCE_MIN..=READ_BOUNCE_MAX).contains(&bounce));
+                prop_assert!(bounce >= len.min(READ_BOUNCE_MAX));
+            }
+            let mut next = 0usize;
+            for (raddr, off, n) in read_pieces(addr, len, bounce) {
+                prop_assert_eq!(off, next);
+                prop_assert_eq!(raddr, addr + off as u64);
+                prop_assert!(n > 0 && n <= bounce);
+                next += n;
+            }
+            prop_assert_eq!(next, len);
         }
 
         #[test]

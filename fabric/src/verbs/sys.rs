@@ -531,6 +531,12 @@ pub(super) struct Wc {
 }
 
 impl Wc {
+    /// The peer's device refused the access (bad rkey or range): the
+    /// requester's queue pair is in the error state afterwards.
+    pub(super) fn is_remote_access_error(&self) -> bool {
+        self.status == ibv_wc_status::IBV_WC_REM_ACCESS_ERR
+    }
+
     /// `ibv_wc_status_str` of the status.
     pub(super) fn status_text(&self) -> String {
         // SAFETY: returns a static string for any value.
@@ -574,9 +580,12 @@ pub(super) enum SendKind {
         rkey: u32,
         imm: u32,
     },
+    /// RDMA READ of the peer's `remote_addr` (device key `rkey`) into the
+    /// request's [`Source::Registered`] range, which the device writes.
+    Read { remote_addr: u64, rkey: u32 },
 }
 
-/// Where a send work request takes its bytes.
+/// Where a send work request takes its bytes (or, for a READ, puts them).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Source<'a> {
     /// Copied into the work request at post time (`IBV_SEND_INLINE`).
@@ -799,6 +808,13 @@ impl QueuePair {
             0
         };
         let num = match src {
+            Source::Inline(..) if matches!(kind, SendKind::Read { .. }) => {
+                // A READ's data goes into registered memory, never inline.
+                return Err(FabricError::os(
+                    "ibv_post_send(RDMA READ into inline data)",
+                    std::io::Error::from(std::io::ErrorKind::InvalidInput),
+                ));
+            }
             Source::Inline(a, b) => {
                 if a.len() + b.len() > self.max_inline as usize {
                     return Err(FabricError::TooLarge {
@@ -846,13 +862,19 @@ impl QueuePair {
                 // The immediate travels big-endian.
                 wr.imm_data_invalidated_rkey_union.imm_data = imm.to_be();
             }
+            SendKind::Read { remote_addr, rkey } => {
+                wr.opcode = ibv_wr_opcode::IBV_WR_RDMA_READ;
+                wr.wr.rdma = rdma_t { remote_addr, rkey };
+            }
         }
         let mut bad = null_mut();
         // SAFETY: live QP; `wr` and `sges` live during the call. Inline
         // data is copied by the call, so the Rust slices may be reused when
         // it returns. A registered source is a checked range of a live Mr
         // that outlives the QP; the caller keeps the range untouched until
-        // the completion of this (or a later signaled) request.
+        // the completion of this (or a later signaled) request. A READ's
+        // range is written by the device: the caller reads it only after
+        // the READ's completion, and keeps the Mr registered until then.
         let rc = unsafe { ibv_post_send(self.qp.as_ptr(), &mut wr, &mut bad) };
         if rc != 0 {
             return Err(rc_err("ibv_post_send", rc));
