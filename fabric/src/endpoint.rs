@@ -9,6 +9,10 @@ use crate::error::FabricError;
 use crate::mr::{check_remote, RemoteBuffer};
 use crate::{shm, tcp};
 
+/// How long a hot wait spins before it also yields the CPU between bursts
+/// of polls: longer than a round trip on shm, tcp over loopback or RDMA.
+const HOT_SPIN_BUDGET: Duration = Duration::from_micros(50);
+
 /// Static dispatch over the built providers (Lamellar's `Lamellae` enum).
 #[derive(Debug)]
 pub(crate) enum Inner {
@@ -284,6 +288,7 @@ impl Endpoint {
                 // The clock is read only after a first burst of polls: on the
                 // fast path a message arrives before it is needed.
                 let mut deadline = None;
+                let mut polite_from = None;
                 loop {
                     for _ in 0..64 {
                         if let Some(c) = self.poll()? {
@@ -297,6 +302,13 @@ impl Endpoint {
                             op: "wait",
                             after: timeout,
                         });
+                    }
+                    // Past the spin budget, offer the CPU once per burst: a
+                    // no-op on an idle core, but when more pollers than
+                    // cores share the machine the peer we wait for may be
+                    // the thread queued behind us.
+                    if now >= *polite_from.get_or_insert(now + HOT_SPIN_BUDGET) {
+                        std::thread::yield_now();
                     }
                 }
             }
