@@ -159,7 +159,10 @@ impl Lease<'_> {
         Ok(self.tenant.client.usage(self.info.lease.id)?)
     }
 
-    /// Ends the lease; returns its final usage.
+    /// Ends the lease; returns its usage as the lease manager knows it
+    /// now. The executor's last report (what it served since its previous
+    /// one, at most a few hundred ms) lands right after, when it stops:
+    /// `tenant.client().usage(id)` then has the final figures.
     pub fn release(self) -> Result<Usage, TenantError> {
         Ok(self.tenant.client.release(self.info.lease.id)?)
     }

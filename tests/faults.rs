@@ -268,6 +268,35 @@ fn lease_manager_killed_mid_stream_loses_no_acknowledged_lease() {
     });
 }
 
+/// Released right after its last invocation, a lease is still billed for
+/// every one: the executor says its last usage when it is stopped, not only
+/// at its periodic report.
+#[test]
+fn usage_of_the_last_moments_before_release_is_kept() {
+    let dir = Scratch::new("usage-release");
+    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
+    let _em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 1);
+    let token = lm.add_tenant("alice");
+    let alice = tenant(&lm, &token);
+    for round in 0..3u32 {
+        let lease = retry(Duration::from_secs(10), "lease", || alice.lease(&req(1)));
+        let id = lease.info().lease.id;
+        let fabric = Fabric::open(Config::default()).unwrap();
+        let mut inv = lease.invoker(&fabric, lib(), &["echo"], cfg()).unwrap();
+        for s in 0..20 {
+            assert_eq!(
+                inv.invoke("echo", &payload(round, s)).unwrap(),
+                payload(round, s)
+            );
+        }
+        drop(inv);
+        lease.release().unwrap();
+        wait_for(Duration::from_secs(10), "usage of 20 invocations", || {
+            (alice.client().usage(id).unwrap().invocations == 20).then_some(())
+        });
+    }
+}
+
 #[test]
 fn executor_killed_mid_invocation_fails_fast_and_returns_its_slot() {
     let dir = Scratch::new("exec-kill");

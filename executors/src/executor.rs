@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, Signal};
 use parking_lot::{Condvar, Mutex};
 use rfx_fabric::invocation::{
     self, FunctionField, Input, InputDescriptor, InvocationHeader, Status, HEADER_LEN,
@@ -225,14 +226,30 @@ impl Executor {
         let mut accepted = 0usize;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(every) = self.cfg.usage_every {
+            // A managed executor is stopped with SIGTERM (lease released or
+            // expired): it says its last usage first, or up to `every` of
+            // it would go unbilled. Blocked here, before any thread starts,
+            // so that only the waiting thread below takes the signal.
+            let mut term = SigSet::empty();
+            term.add(Signal::SIGTERM);
+            term.thread_block()
+                .map_err(|e| ExecError::Config(format!("cannot block SIGTERM: {e}")))?;
+            let last = total.clone();
+            std::thread::spawn(move || loop {
+                if let Ok(Signal::SIGTERM) = term.wait() {
+                    // Workers publish within PUBLISH_AFTER once work stops.
+                    std::thread::sleep(PUBLISH_AFTER + PUBLISH_AFTER / 2);
+                    let u = *last.lock();
+                    let _ = print_usage(&u);
+                    std::process::exit(0);
+                }
+            });
             let (total, stop) = (total.clone(), stop.clone());
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     std::thread::sleep(every);
                     let u = *total.lock();
-                    let line = serde_json::to_string(&u).unwrap_or_default();
-                    let mut out = std::io::stdout().lock();
-                    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+                    if print_usage(&u).is_err() {
                         // The reader (the executor manager) is gone: nobody
                         // accounts for or stops this executor any more.
                         // No `tracing` here: stderr is usually the same dead
@@ -352,6 +369,13 @@ fn serve_connection(
     let r = w.run(cfg.hot_timeout);
     w.publish();
     r
+}
+
+/// One usage line (cumulative JSON) on stdout, for the executor manager.
+fn print_usage(u: &ExecutorUsage) -> std::io::Result<()> {
+    let line = serde_json::to_string(u).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").and_then(|()| out.flush())
 }
 
 struct Worker {
