@@ -10,8 +10,10 @@
 #![allow(clippy::unwrap_used)]
 
 mod support;
+#[path = "../leases/tests/util/pki.rs"]
+mod pki;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,31 +25,11 @@ use rfx::leases::proto::LeaseRequest;
 use rfx::leases::tls::{TlsClient, TLS_CA_ENV};
 use rfx::tenant::Tenant;
 use support::fault::*;
+use pki::pki;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A CA, and a certificate for 127.0.0.1 and `localhost` signed by it.
-fn pki(dir: &Path, tag: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join(format!("{tag}-ca.pem")),
-        dir.join(format!("{tag}-cert.pem")),
-        dir.join(format!("{tag}-key.pem")),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
 
 fn log(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()

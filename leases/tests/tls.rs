@@ -11,32 +11,9 @@ mod util;
 use rfx_leases::client::AdminClient;
 use rfx_leases::tls::{TlsServer, TLS_CA_ENV};
 use rfx_leases::DaemonError;
+use util::pki::pki;
 use util::{within, Env, TestDaemon, KEY};
 
-/// A CA, and a certificate for 127.0.0.1 and `localhost` signed by it.
-fn pki(
-    dir: &std::path::Path,
-    tag: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let paths = (
-        dir.join(format!("{tag}-ca.pem")),
-        dir.join(format!("{tag}-cert.pem")),
-        dir.join(format!("{tag}-key.pem")),
-    );
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, cert.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-    paths
-}
 
 #[test]
 fn control_plane_over_tls() {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use rfx_leases::client::{Commands, HostClient, TenantClient};
 use rfx_leases::daemon::{self, Daemon, DaemonConfig};
 use rfx_leases::proto::Capacity;
