@@ -9,14 +9,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod support;
 #[path = "../leases/tests/util/pki.rs"]
 mod pki;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use pki::pki;
 use rfx::client::InvokerConfig;
 use rfx::executors::manager::{lookup_executor, lookup_executor_with, ManagerError};
 use rfx::executors::session::LibrarySource;
@@ -25,11 +26,9 @@ use rfx::leases::proto::LeaseRequest;
 use rfx::leases::tls::{TlsClient, TLS_CA_ENV};
 use rfx::tenant::Tenant;
 use support::fault::*;
-use pki::pki;
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
 
 fn log(dir: &Path, name: &str) -> std::fs::File {
     std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()

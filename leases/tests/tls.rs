@@ -14,7 +14,6 @@ use rfx_leases::DaemonError;
 use util::pki::pki;
 use util::{within, Env, TestDaemon, KEY};
 
-
 #[test]
 fn control_plane_over_tls() {
     let env = Env::new();
