@@ -91,12 +91,14 @@ pub fn join_executor(handle: ServeHandle) -> anyhow::Result<ExecutorUsage> {
 /// Per function (in [`FUNCTIONS`] order), one summary per step: the round
 /// trip of `invoke` with an input of the step's size, client pinned to
 /// `cpus.0`, executor (its serving thread and its worker) to `cpus.1`.
+/// Inputs above `slot` bytes (default: none) go by one-sided read.
 pub fn latency(
     kind: TransportKind,
     mode: PollMode,
     steps: &[Step],
     cpus: (Option<usize>, Option<usize>),
     lib: &Path,
+    slot: Option<usize>,
 ) -> anyhow::Result<Vec<Vec<Summary>>> {
     let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
     let max_output = max.max(64);
@@ -105,7 +107,7 @@ pub fn latency(
     cfg.workers = 1;
     cfg.cpus = cpus.1.into_iter().collect();
     cfg.slots = 1;
-    cfg.slot_size = max + HEADER_LEN;
+    cfg.slot_size = slot.unwrap_or(max).min(max) + HEADER_LEN;
     cfg.max_output = max_output;
     cfg.hot_timeout = hot_timeout(mode);
     cfg.connections = Some(1);
@@ -115,6 +117,7 @@ pub fn latency(
     let icfg = InvokerConfig {
         depth: 1,
         max_output,
+        max_input: max,
         timeout: WAIT,
         mode,
         ..InvokerConfig::default()

@@ -209,6 +209,12 @@ struct InvokeArgs {
     /// examples/functions in release mode).
     #[arg(long)]
     lib: Option<PathBuf>,
+    /// Input bytes an executor slot holds, e.g. `64k` (the executor's
+    /// default): larger inputs travel by one-sided read. Default: the
+    /// largest size, so every input is written inline, like for like with
+    /// the write_imm round trip.
+    #[arg(long, value_parser = parse_size)]
+    slot_size: Option<usize>,
 }
 
 #[derive(Args)]
@@ -543,7 +549,20 @@ struct InvokeReport<'a> {
     goals: Vec<Goal>,
 }
 
-fn invoke(InvokeArgs { common: args, lib }: InvokeArgs) -> anyhow::Result<()> {
+fn parse_size(s: &str) -> Result<usize, String> {
+    match schedule::parse_sizes(s)?.as_slice() {
+        [one] => Ok(*one),
+        _ => Err(format!("one size expected, got {s:?}")),
+    }
+}
+
+fn invoke(
+    InvokeArgs {
+        common: args,
+        lib,
+        slot_size,
+    }: InvokeArgs,
+) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
     let lib = library::resolve(lib.as_deref())?;
     let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
@@ -555,6 +574,12 @@ fn invoke(InvokeArgs { common: args, lib }: InvokeArgs) -> anyhow::Result<()> {
         cpus.0, cpus.1
     )?;
     writeln!(table, "# library {}", lib.display())?;
+    if let Some(slot) = slot_size {
+        writeln!(
+            table,
+            "# slots of {slot} B: larger inputs are read by the executor (one-sided read)"
+        )?;
+    }
     writeln!(
         table,
         "{:<5} {:<4} {:<5} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
@@ -576,7 +601,7 @@ fn invoke(InvokeArgs { common: args, lib }: InvokeArgs) -> anyhow::Result<()> {
     for &kind in &args.transport {
         for &mode in &args.mode {
             let what = || format!("{kind} {}", mode_name(mode));
-            let inv = invoke::latency(kind, mode, &steps, cpus, &lib)
+            let inv = invoke::latency(kind, mode, &steps, cpus, &lib, slot_size)
                 .with_context(|| format!("invoke {}", what()))?;
             let rt = transport::rfx_pingpong(kind, mode, &steps, cpus)
                 .with_context(|| format!("rfx transport {}", what()))?;

@@ -21,8 +21,12 @@ const STAGING: usize = 256 << 10;
 /// it has one outstanding; more is a misbehaving peer.
 const MAX_QUEUED_READS: usize = 64;
 
-/// How long a read polls the socket before it sleeps on it.
+/// How long a read polls a silent socket before it sleeps on it.
 const READ_SPIN: Duration = Duration::from_micros(200);
+
+/// Read replies with at least this much still to come skip the staging
+/// buffer.
+const DIRECT_READ_MIN: usize = 16 << 10;
 
 /// A frame whose payload is still arriving.
 #[derive(Debug)]
@@ -76,6 +80,8 @@ pub(crate) struct TcpEndpoint {
     read_id: u32,
     /// A read that timed out: its late reply is dropped.
     abandoned: Option<u32>,
+    /// Bytes received so far: a read waits while they keep coming.
+    rx_bytes: u64,
 }
 
 impl TcpEndpoint {
@@ -106,6 +112,7 @@ impl TcpEndpoint {
             read_buf: Vec::new(),
             read_id: 0,
             abandoned: None,
+            rx_bytes: 0,
         })
     }
 
@@ -138,8 +145,9 @@ impl TcpEndpoint {
             addr,
         };
         self.send_frame(&hdr, &[])?;
-        let start = Instant::now();
-        let deadline = start + self.op_timeout;
+        let mut heard = Instant::now();
+        let deadline = heard + self.op_timeout;
+        let mut seen = self.rx_bytes;
         loop {
             self.progress()?;
             self.serve_reads()?;
@@ -173,8 +181,13 @@ impl TcpEndpoint {
                 });
             }
             // A reply on loopback or a fast network comes within
-            // microseconds: spin that long before sleeping in poll(2).
-            if now - start >= READ_SPIN {
+            // microseconds, and a large one streams in: poll while bytes
+            // come, sleep in poll(2) once the socket has been silent a while.
+            if self.rx_bytes != seen {
+                seen = self.rx_bytes;
+                heard = now;
+            }
+            if now - heard >= READ_SPIN {
                 self.wait_fd(PollFlags::POLLIN, deadline - now)?;
             } else {
                 std::hint::spin_loop();
@@ -329,6 +342,12 @@ impl TcpEndpoint {
             if self.start == self.end {
                 self.start = 0;
                 self.end = 0;
+                if self.read_direct()? {
+                    continue;
+                }
+                if self.gone.is_some() {
+                    return Ok(());
+                }
             } else if self.end == self.buf.len() {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
@@ -345,6 +364,7 @@ impl TcpEndpoint {
                 }
                 Ok(n) => {
                     self.end += n;
+                    self.rx_bytes += n as u64;
                     self.parse()?;
                     if self.end < self.buf.len() {
                         return Ok(());
@@ -356,6 +376,50 @@ impl TcpEndpoint {
                     self.gone = Some(format!("connection lost: {e}"));
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// The rest of a large read reply goes straight from the socket into
+    /// the read buffer, not through the staging buffer. True if bytes came
+    /// and there may be more; false when there is nothing to do this way
+    /// (or the socket is empty, or gone).
+    fn read_direct(&mut self) -> Result<bool, FabricError> {
+        let Some(Partial::ReadReply {
+            want,
+            got,
+            keep: true,
+        }) = self.partial
+        else {
+            return Ok(false);
+        };
+        if want - got < DIRECT_READ_MIN {
+            return Ok(false);
+        }
+        match self.sock.read(&mut self.read_buf[got..want]) {
+            Ok(0) => {
+                self.gone = Some("peer closed the connection in the middle of a transfer".into());
+                Ok(false)
+            }
+            Ok(n) => {
+                self.rx_bytes += n as u64;
+                if got + n == want {
+                    self.partial = None;
+                    self.read = ReadState::Done;
+                } else {
+                    self.partial = Some(Partial::ReadReply {
+                        want,
+                        got: got + n,
+                        keep: true,
+                    });
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => {
+                self.gone = Some(format!("connection lost: {e}"));
+                Ok(false)
             }
         }
     }
