@@ -120,7 +120,6 @@ pub fn latency(
         max_input: max,
         timeout: WAIT,
         mode,
-        ..InvokerConfig::default()
     };
     let mut inv = Invoker::connect(&fabric, addr, TOKEN, library_source(lib), &FUNCTIONS, icfg)
         .context("connecting to the executor")?;
