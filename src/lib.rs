@@ -9,13 +9,15 @@
 //!
 //! | module | crate | what |
 //! |---|---|---|
-//! | [`fabric`] | `rfx-fabric` | transports: tcp, shm (verbs, ofi planned), memory regions, endpoints |
+//! | [`fabric`] | `rfx-fabric` | transports: tcp, shm, verbs and ofi (cargo features), memory regions, endpoints |
 //! | [`leases`] | `rfx-leases` | the lease core (placement, renew, expiry, usage) |
 //! | [`executors`] | `rfx-executors` | executors and the function ABI |
-//! | [`collectives`] | `rfx-collectives` | the communicator (planned) |
+//! | [`collectives`] | `rfx-collectives` | the MPI-like communicator and its bootstrap |
 //!
 //! [`tenant`] puts the tenant's path in one place: lease, find the executor,
-//! invoke, release.
+//! invoke, release. [`local`] runs a whole deployment on this host (lease
+//! manager and executor managers as child processes), [`launch`] the ranks
+//! of `rfx run`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ pub use rfx_fabric as fabric;
 pub use rfx_leases as leases;
 
 pub mod launch;
+pub mod local;
 pub mod tenant;
 
 /// The invocation client: connect to an executor, invoke, batch.

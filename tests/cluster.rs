@@ -5,31 +5,13 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use rfx::local::LocalCluster;
 use support::*;
 
 const KEY: &str = "cluster-key-for-tests";
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing listens on {addr}");
-}
 
 fn rfx(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(RFX);
@@ -50,87 +32,22 @@ fn ok_json(out: Output) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-fn lease_manager(addr: SocketAddr, db: &std::path::Path) -> Proc {
-    let p = Proc(
-        Command::new(RFX)
-            .args([
-                "lease-manager",
-                "--listen",
-                &addr.to_string(),
-                "--heartbeat-timeout-ms",
-                "2000",
-                "--db",
-            ])
-            .arg(db)
-            .env("RFX_CLUSTER_KEY", KEY)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_listening(addr);
-    p
-}
-
-/// A lease manager and an executor manager on loopback, stopped on drop.
-struct Cluster {
-    dir: std::path::PathBuf,
-    db: std::path::PathBuf,
-    lm: SocketAddr,
-    lm_proc: Proc,
-    _em_proc: Proc,
-}
-
-impl Cluster {
-    fn start(tag: &str) -> Cluster {
-        let dir = std::env::temp_dir().join(format!("rfx-cluster-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db = dir.join("leases.redb");
-        let lm = free_port();
-        let em = free_port();
-        let lm_proc = lease_manager(lm, &db);
-        let (lms, ems) = (lm.to_string(), em.to_string());
-        let args = [
-            "executor-manager",
-            "--lease-manager",
-            &lms,
-            "--listen",
-            &ems,
-            "--cores",
-            "2",
-            "--gpu",
-            "0",
-        ];
-        let em_proc = Proc(
-            Command::new(RFX)
-                .args(args)
-                .env("RFX_CLUSTER_KEY", KEY)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(em);
-        Cluster {
-            dir,
-            db,
-            lm,
-            lm_proc,
-            _em_proc: em_proc,
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A lease manager and an executor manager (2 cores, no GPU) on loopback,
+/// stopped on drop.
+fn cluster() -> LocalCluster {
+    LocalCluster::builder(RFX)
+        .cluster_key(KEY)
+        .cores(2)
+        .lease_manager_args(["--heartbeat-timeout-ms", "2000"])
+        .executor_manager_args(["--gpu", "0"])
+        .start()
+        .unwrap()
 }
 
 #[test]
 fn tenant_api_leases_invokes_and_releases() {
-    let c = Cluster::start("api");
-    let lms = c.lm.to_string();
+    let c = cluster();
+    let lms = c.lease_manager().to_string();
     let added = ok_json(rfx(
         &["tenant", "add", "carol", "--lease-manager", &lms, "--json"],
         &[],
@@ -174,8 +91,8 @@ fn tenant_api_leases_invokes_and_releases() {
 
 #[test]
 fn lease_invoke_release_and_survive_a_killed_lease_manager() {
-    let mut c = Cluster::start("cli");
-    let (dir, db, lm) = (c.dir.clone(), c.db.clone(), c.lm);
+    let mut c = cluster();
+    let (dir, lm) = (c.dir().to_path_buf(), c.lease_manager());
     let lms = lm.to_string();
     let tenant = ok_json(rfx(
         &["tenant", "add", "alice", "--lease-manager", &lms, "--json"],
@@ -272,9 +189,7 @@ fn lease_invoke_release_and_survive_a_killed_lease_manager() {
     }
 
     // kill -9 the lease manager; a restart on the same store knows the lease.
-    c.lm_proc.0.kill().unwrap();
-    c.lm_proc.0.wait().unwrap();
-    let _lm2 = lease_manager(lm, &db);
+    c.restart_lease_manager().unwrap();
     let list = ok_json(rfx(&["lease", "list", "--json"], &env));
     let ids: Vec<u64> = list
         .as_array()

@@ -10,7 +10,7 @@
 //! time.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use nix::poll::{PollFd, PollFlags};
+use rfx::local::LocalCluster;
 use rfx_executors::manager::{lookup_executor, ManagerError};
 use rfx_executors::session::{self, ExecutorHello, LibrarySource, Setup, SetupReply};
 use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
 use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
-use rfx_leases::client::blocking::{AdminClient, TenantClient};
+use rfx_leases::client::blocking::TenantClient;
 use rfx_leases::proto::{LeaseId, LeaseRequest};
 use serde::Serialize;
 
@@ -283,10 +284,6 @@ pub const LEASE_PHASES: [&str; 6] = ["lease", "spawn", "connect", "load", "first
 /// (`rfx_executors::manager` lookup).
 const UNKNOWN_LEASE: &str = "unknown lease";
 
-/// Bound on stopping each manager before it is killed (the executor
-/// manager gives its executors 2 s).
-const STOP_WAIT: Duration = Duration::from_secs(5);
-
 /// A lease granted to the bench.
 struct Granted {
     /// The lease.
@@ -298,33 +295,17 @@ struct Granted {
     core_ids: Vec<usize>,
 }
 
-/// A lease manager and an executor manager, children of `rfx`, with a
-/// tenant; stopped (executor manager first) and reaped when dropped.
+/// A lease manager and an executor manager, children of `rfx`
+/// ([`LocalCluster`]), with a tenant; stopped (executor manager first) and
+/// reaped when dropped.
 pub struct Cluster {
-    children: Vec<(&'static str, Child)>,
-    dir: PathBuf,
+    /// Dropped after `conn`: the tenant's connection closes first.
     conn: Option<TenantClient>,
+    local: LocalCluster,
     /// The cores the leases get (the first lease's).
     pub executor_cpus: Vec<usize>,
     /// Release waits that hit their bound.
     release_timeouts: u64,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.conn = None;
-        crate::procs::stop_all(&mut self.children, STOP_WAIT);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// 32 random bytes in hex.
-fn random_key() -> anyhow::Result<String> {
-    let mut b = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .context("reading /dev/urandom")?;
-    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// `ms` for the leases' `hot_timeout_ms`, as the direct mode's executors.
@@ -334,130 +315,34 @@ fn lease_hot_timeout(mode: PollMode) -> i64 {
 
 impl Cluster {
     /// Starts the managers, adds a tenant, and grants and releases one
-    /// lease (untimed) so that the executor manager is registered.
+    /// lease (untimed).
     pub fn start(rfx: &Path, mode: PollMode) -> anyhow::Result<Cluster> {
-        let dir = std::env::temp_dir().join(format!("rfx-bench-cold-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let key = random_key()?;
+        let local = LocalCluster::builder(rfx)
+            .executor_managers(1)
+            .executor_manager_args(["--gpu", "0"])
+            .start_wait(WAIT)
+            .start()
+            .context("starting the lease manager and the executor manager")?;
+        let token = local.add_tenant("rfx-bench")?;
+        let conn = TenantClient::connect(&local.lease_manager().to_string(), &token)?;
         let mut cluster = Cluster {
-            children: Vec::new(),
-            dir,
-            conn: None,
+            conn: Some(conn),
+            local,
             executor_cpus: Vec::new(),
             release_timeouts: 0,
         };
-        let lm = crate::procs::free_port()?;
-        let em = crate::procs::free_port()?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let db = cluster.dir.join("leases.redb");
-        cluster.spawn(
-            rfx,
-            &key,
-            "lease manager",
-            &[
-                "lease-manager",
-                "--listen",
-                &lm.to_string(),
-                "--db",
-                &db.to_string_lossy(),
-            ],
-        )?;
-        cluster.wait_listening(lm, "lease manager")?;
-        cluster.spawn(
-            rfx,
-            &key,
-            "executor manager",
-            &[
-                "executor-manager",
-                "--lease-manager",
-                &lm.to_string(),
-                "--listen",
-                &em.to_string(),
-                "--cores",
-                &cores.to_string(),
-                "--gpu",
-                "0",
-            ],
-        )?;
-        cluster.wait_listening(em, "executor manager")?;
-        let token = AdminClient::connect(&lm.to_string(), &key)?.add_tenant("rfx-bench")?;
-        cluster.conn = Some(TenantClient::connect(&lm.to_string(), &token)?);
-        // The executor manager registers right after it listens: retry.
-        let deadline = Instant::now() + WAIT;
-        let probe = loop {
-            match cluster.create_lease(mode) {
-                Ok(g) => break g,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => return Err(e).context("no lease granted to the bench (probe)"),
-            }
-        };
+        let probe = cluster
+            .create_lease(mode)
+            .context("no lease granted to the bench (probe)")?;
         cluster.executor_cpus = probe.core_ids.clone();
         cluster.release(&probe)?;
         cluster.release_timeouts = 0;
         Ok(cluster)
     }
 
-    fn spawn(
-        &mut self,
-        rfx: &Path,
-        key: &str,
-        name: &'static str,
-        args: &[&str],
-    ) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.dir.join(format!("{}.log", args[0])))?;
-        let c = Command::new(rfx)
-            .args(args)
-            .env("RFX_CLUSTER_KEY", key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting the {name} ({})", rfx.display()))?;
-        self.children.push((name, c));
-        Ok(())
-    }
-
-    fn wait_listening(&mut self, addr: SocketAddr, what: &str) -> anyhow::Result<()> {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            let exited = self
-                .children
-                .iter_mut()
-                .find_map(|(name, c)| c.try_wait().ok().flatten().map(|st| (*name, st)));
-            if let Some((name, status)) = exited {
-                bail!(
-                    "the {name} exited ({status}) before the {what} came up\n{}",
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "the {what} did not listen on {addr} within {WAIT:?}\n{}",
-            self.logs()
-        )
-    }
-
     /// The end of each manager's log, for errors.
     pub fn logs(&self) -> String {
-        let mut out = String::new();
-        for f in ["lease-manager", "executor-manager"] {
-            let text = std::fs::read(self.dir.join(format!("{f}.log"))).unwrap_or_default();
-            let tail = &text[text.len().saturating_sub(2000)..];
-            if tail.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.push_str(&format!(
-                "--- {f} log (end) ---\n{}\n",
-                String::from_utf8_lossy(tail)
-            ));
-        }
-        out
+        self.local.logs()
     }
 
     fn conn(&self) -> anyhow::Result<&TenantClient> {

@@ -15,15 +15,15 @@
 //! ```
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use rfx::local::LocalCluster;
 use rfx_executors::client::{InvokeError, Invoker, InvokerConfig};
 use rfx_executors::manager::{lookup_executor, ManagerError};
 use rfx_executors::session::LibrarySource;
@@ -37,8 +37,6 @@ use crate::stats::{Recorder, Summary};
 
 /// Bound on a child coming up.
 const START_WAIT: Duration = Duration::from_secs(30);
-/// Bound on a child stopping after SIGTERM.
-const STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// `rfx-bench load`.
 #[derive(Debug, Args)]
@@ -155,135 +153,6 @@ struct Report {
     lease_to_ready: Summary,
     /// Release round trip (µs).
     release: Summary,
-}
-
-/// The lease manager and executor managers, stopped (SIGTERM, then
-/// SIGKILL) in reverse order and reaped on drop.
-struct Cluster {
-    children: Vec<(String, Child)>,
-    dir: PathBuf,
-    lm: SocketAddr,
-    key: String,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        crate::procs::stop_all(&mut self.children, STOP_WAIT);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Cluster {
-    fn start(rfx: &Path, hosts: usize, cores: u32) -> anyhow::Result<Cluster> {
-        let dir = std::env::temp_dir().join(format!("rfx-bench-load-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut raw = [0u8; 16];
-        getrandom::getrandom(&mut raw).context("random cluster key")?;
-        let key: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-        let lm = crate::procs::free_port()?;
-        let mut c = Cluster {
-            children: Vec::new(),
-            dir,
-            lm,
-            key,
-        };
-        let db = c.dir.join("leases.redb");
-        c.spawn(
-            rfx,
-            "lease-manager",
-            &[
-                "lease-manager",
-                "--listen",
-                &lm.to_string(),
-                "--db",
-                &db.to_string_lossy(),
-            ],
-        )?;
-        c.wait_listening(lm)?;
-        for h in 0..hosts {
-            let em = crate::procs::free_port()?;
-            c.spawn(
-                rfx,
-                &format!("executor-manager-{h}"),
-                &[
-                    "executor-manager",
-                    "--lease-manager",
-                    &lm.to_string(),
-                    "--listen",
-                    &em.to_string(),
-                    "--cores",
-                    &cores.to_string(),
-                    "--gpu",
-                    "0",
-                ],
-            )?;
-            c.wait_listening(em)?;
-        }
-        // Every host registered before the clock starts.
-        let admin = AdminClient::connect(&lm.to_string(), &c.key)?;
-        let deadline = Instant::now() + START_WAIT;
-        loop {
-            let up = admin.list_hosts()?.iter().filter(|h| h.up).count();
-            if up == hosts {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("{up} of {hosts} hosts registered\n{}", c.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(c)
-    }
-
-    fn spawn(&mut self, rfx: &Path, name: &str, args: &[&str]) -> anyhow::Result<()> {
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))?;
-        let child = Command::new(rfx)
-            .args(args)
-            .env("RFX_CLUSTER_KEY", &self.key)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {name} ({})", rfx.display()))?;
-        self.children.push((name.to_string(), child));
-        Ok(())
-    }
-
-    fn wait_listening(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
-        let deadline = Instant::now() + START_WAIT;
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some((name, st)) = self
-                .children
-                .iter_mut()
-                .find_map(|(n, c)| c.try_wait().ok().flatten().map(|s| (n.clone(), s)))
-            {
-                bail!("{name} exited ({st}) at start\n{}", self.logs());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        bail!(
-            "nothing listens on {addr} after {START_WAIT:?}\n{}",
-            self.logs()
-        )
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (name, _) in &self.children {
-            let s =
-                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            let lines: Vec<&str> = s.lines().collect();
-            out += &format!(
-                "--- {name}\n{}\n",
-                lines[lines.len().saturating_sub(10)..].join("\n")
-            );
-        }
-        out
-    }
 }
 
 /// What one client thread does and measures.
@@ -490,9 +359,15 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         None => crate::cold_start::rfx_binary()?,
     };
     let lib = crate::library::resolve(args.lib.as_deref())?;
-    let cluster = Cluster::start(&rfx, args.hosts, args.cores_per_host)?;
-    let lm = cluster.lm.to_string();
-    let admin = AdminClient::connect(&lm, &cluster.key)?;
+    let cluster = LocalCluster::builder(&rfx)
+        .executor_managers(args.hosts)
+        .cores(args.cores_per_host as usize)
+        .executor_manager_args(["--gpu", "0"])
+        .start_wait(START_WAIT)
+        .start()
+        .context("starting the lease manager and the executor managers")?;
+    let lm = cluster.lease_manager().to_string();
+    let admin = AdminClient::connect(&lm, cluster.cluster_key())?;
     let req = LeaseRequest::new(1, 120_000).with_hot_timeout(args.hot_timeout_ms);
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();

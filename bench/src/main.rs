@@ -28,7 +28,6 @@ mod library;
 mod load;
 mod machine;
 mod pin;
-mod procs;
 mod report;
 mod schedule;
 mod stats;

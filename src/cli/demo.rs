@@ -3,9 +3,7 @@
 //! the example functions shipped to the leased executor, invocations over
 //! each transport with a latency summary, and the lease's usage.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -13,8 +11,9 @@ use clap::Args;
 use rfx::client::{Invoker, InvokerConfig};
 use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric, PollMode, TransportChoice, TransportKind};
-use rfx::leases::client::blocking::{AdminClient, TenantClient};
+use rfx::leases::client::blocking::TenantClient;
 use rfx::leases::proto::{LeaseId, LeaseRequest};
+use rfx::local::LocalCluster;
 
 /// `rfx demo`.
 #[derive(Debug, Args)]
@@ -29,51 +28,6 @@ pub(crate) struct DemoArgs {
     /// Transports to invoke over.
     #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
     transports: Vec<TransportKind>,
-}
-
-/// Child processes stopped (SIGTERM, then SIGKILL) when dropped.
-struct Children(Vec<(&'static str, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        // Newest first: the executor manager stops its executors while the
-        // lease manager is still there to hear it deregister.
-        for (name, c) in self.0.iter_mut().rev() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Ok(None) = c.try_wait() {
-                eprintln!("demo: {name} did not stop in time; killing it");
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-fn wait_listening(addr: SocketAddr, what: &str, children: &mut Children) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return Ok(());
-        }
-        for (name, c) in &mut children.0 {
-            if let Ok(Some(status)) = c.try_wait() {
-                bail!("{name} exited ({status}) before {what} came up");
-            }
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-    bail!("{what} did not come up at {addr}")
 }
 
 /// Builds `examples/functions` with cargo, for a demo run from the source tree.
@@ -112,14 +66,6 @@ fn measure(
 
 pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
-    let dir = std::env::temp_dir().join(format!("rfx-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    // A fresh cluster key for this run's managers.
-    let key = rfx::leases::wire::LeaseToken::random()
-        .map_err(|e| anyhow::anyhow!("no randomness: {e}"))?
-        .to_hex();
-    let lm = free_port()?;
-    let em = free_port()?;
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -127,46 +73,16 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => build_examples()?,
     };
-    let mut children = Children(Vec::new());
+    let cluster = LocalCluster::builder(&exe)
+        .cores(cores)
+        .start()
+        .context("starting the lease manager and the executor manager")?;
+    let (lm, em) = (cluster.lease_manager(), cluster.executor_managers()[0]);
     println!(
         "rfx demo: lease manager on {lm}, executor manager on {em} ({cores} cores), store in {}",
-        dir.display()
+        cluster.dir().display()
     );
-    let spawn = |name: &'static str, args: Vec<String>| -> anyhow::Result<(&'static str, Child)> {
-        let c = Command::new(&exe)
-            .args(args)
-            .env("RFX_CLUSTER_KEY", &key)
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        Ok((name, c))
-    };
-    children.0.push(spawn(
-        "lease manager",
-        vec![
-            "lease-manager".into(),
-            "--listen".into(),
-            lm.to_string(),
-            "--db".into(),
-            dir.join("leases.redb").display().to_string(),
-        ],
-    )?);
-    wait_listening(lm, "the lease manager", &mut children)?;
-    children.0.push(spawn(
-        "executor manager",
-        vec![
-            "executor-manager".into(),
-            "--lease-manager".into(),
-            lm.to_string(),
-            "--listen".into(),
-            em.to_string(),
-            "--cores".into(),
-            cores.to_string(),
-        ],
-    )?);
-    wait_listening(em, "the executor manager", &mut children)?;
-
-    let token = AdminClient::connect(&lm.to_string(), &key)?.add_tenant("demo")?;
+    let token = cluster.add_tenant("demo")?;
     let tenant = TenantClient::connect(&lm.to_string(), &token)?;
     // The executor manager registers right after it listens: retry briefly.
     let req = LeaseRequest::new(1, 600_000).with_hot_timeout(50);
@@ -281,8 +197,7 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("lease {} released", lease.0);
     group_dot(&lm.to_string(), &token, &bytes, &lib, cores)?;
     println!("stopping the managers");
-    drop(children);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(cluster);
     Ok(())
 }
 
