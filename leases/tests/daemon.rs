@@ -361,6 +361,21 @@ fn expiry_and_crash_notify_tenant_and_host() {
     });
 }
 
+/// Three one-core leases, the one at `release` released; their ids.
+async fn three_leases_one_released(alice: &TenantClient, release: usize) -> Vec<LeaseId> {
+    let mut ids = vec![];
+    for _ in 0..3 {
+        let info = within("create", alice.create_lease(&LeaseRequest::new(1, 60_000)))
+            .await
+            .expect("granted");
+        ids.push(info.lease.id);
+    }
+    within("release", alice.release(ids[release]))
+        .await
+        .expect("released");
+    ids
+}
+
 #[test]
 fn restart_keeps_every_granted_lease() {
     let env = Env::new();
@@ -369,16 +384,7 @@ fn restart_keeps_every_granted_lease() {
     let before = env.block_on(async {
         let _host = host(d.addr, "node1:7500", Capacity::new(8, 4096)).await;
         let alice = tenant(d.addr, &token).await;
-        let mut ids = vec![];
-        for _ in 0..3 {
-            let info = within("create", alice.create_lease(&LeaseRequest::new(1, 60_000)))
-                .await
-                .expect("granted");
-            ids.push(info.lease.id);
-        }
-        within("release", alice.release(ids[1]))
-            .await
-            .expect("released");
+        three_leases_one_released(&alice, 1).await;
         within("list", alice.list()).await.expect("list")
     });
     d.kill();
@@ -449,16 +455,7 @@ fn a_long_log_is_replaced_by_a_checkpoint() {
     let before = env.block_on(async {
         let _host = host(d.addr, "node1:7500", Capacity::new(8, 4096)).await;
         let alice = tenant(d.addr, &token).await;
-        let mut ids = vec![];
-        for _ in 0..3 {
-            let info = within("create", alice.create_lease(&LeaseRequest::new(1, 60_000)))
-                .await
-                .expect("granted");
-            ids.push(info.lease.id);
-        }
-        within("release", alice.release(ids[2]))
-            .await
-            .expect("released");
+        let ids = three_leases_one_released(&alice, 2).await;
         // Every renewal is an op: 200 of them would be the log's length.
         for _ in 0..200 {
             within("renew", alice.renew(ids[0], 10))
