@@ -5,10 +5,10 @@
 //!
 //! | provider | built | reaches | data path |
 //! |---|---|---|---|
-//! | `tcp` | always | any host | framed TCP, `TCP_NODELAY` |
-//! | `shm` | always | same host (same boot and network namespace) | memfd mappings + SPSC rings, eventfd wake-ups |
-//! | `verbs` | feature `verbs` | hosts with an RDMA device (incl. soft-RoCE) | RC queue pairs: RDMA WRITE into the peer's region + an inline SEND descriptor, credits, completion channel |
-//! | `ofi` | feature `ofi` | what the libfabric provider reaches (`tcp;ofi_rxm`: any host; `shm`: same host; `verbs;ofi_rxm`, `efa`, `cxi`: HPC networks) | RDM endpoints: `fi_writedata` into the peer's registered region + a descriptor record (small writes inline), credits, CQ wait fd |
+//! | `tcp` | always | any host | framed TCP, `TCP_NODELAY`; reads answered by the owner's endpoint |
+//! | `shm` | always | same host (same boot and network namespace) | memfd mappings + SPSC rings, eventfd wake-ups; reads copy from the mapping |
+//! | `verbs` | feature `verbs` | hosts with an RDMA device (incl. soft-RoCE) | RC queue pairs: one RDMA WRITE_WITH_IMM per message into a peer-owned, memory-polled ring (large writes straight into the region first), RDMA READ, credits, completion channel |
+//! | `ofi` | feature `ofi` | what the libfabric provider reaches (`tcp;ofi_rxm`: any host; `shm`: same host; `verbs;ofi_rxm`, `efa`, `cxi`: HPC networks) | RDM endpoints: `fi_writedata` into the peer's registered region + a descriptor record (small writes inline), `fi_read`, credits, CQ wait fd |
 //!
 //! Every connection starts over TCP: the server sends a challenge, then
 //! both sides exchange a [`wire::Hello`] (protocol version, host identity,
@@ -23,9 +23,10 @@
 //! - [`MemoryRegion`]: registered memory with a remote key; [`RemoteBuffer`]
 //!   describes a peer's region (`{addr, len, rkey}`).
 //! - [`Endpoint`]: a connection to one peer: one-sided
-//!   [`Endpoint::write_imm`], two-sided [`Endpoint::send`], and completions
-//!   by [`Endpoint::poll`] (non-blocking) or [`Endpoint::wait`] in
-//!   [`PollMode::Hot`] (busy poll) or [`PollMode::Warm`] (sleep on an fd).
+//!   [`Endpoint::write_imm`] and [`Endpoint::read`], two-sided
+//!   [`Endpoint::send`], and completions by [`Endpoint::poll`]
+//!   (non-blocking) or [`Endpoint::wait`] in [`PollMode::Hot`] (busy poll,
+//!   yielding the CPU after 50 us) or [`PollMode::Warm`] (sleep on an fd).
 //!
 //! ```
 //! use rfx_fabric::{Config, ConnectOptions, Fabric, PollMode, Completion};
