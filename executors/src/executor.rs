@@ -349,7 +349,7 @@ fn serve_connection(
         functions: Vec::new(),
         usage: ExecutorUsage::default(),
         total,
-        tsc: quanta::Clock::new(),
+        tsc: tsc_clock(),
         clock: 0,
         published: 0,
         group: None,
@@ -369,6 +369,14 @@ fn serve_connection(
     let r = w.run(cfg.hot_timeout);
     w.publish();
     r
+}
+
+/// The process's TSC clock. `quanta::Clock::new` calibrates the TSC
+/// against the OS clock (millions of instructions, ~1 ms): once per
+/// process, not once per connection, which a cold start would pay.
+fn tsc_clock() -> quanta::Clock {
+    static CLOCK: std::sync::OnceLock<quanta::Clock> = std::sync::OnceLock::new();
+    CLOCK.get_or_init(quanta::Clock::new).clone()
 }
 
 /// One usage line (cumulative JSON) on stdout, for the executor manager.
