@@ -99,18 +99,27 @@ fn usage_at_exit(mut p: Proc) -> ExecutorUsage {
     serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
 }
 
-fn large_echo_over(kind: TransportKind, mode: PollMode) {
-    let (exec, addr) = exec(kind, 1, &[]);
-    let f = fabric(kind);
-    let mut inv = Invoker::connect(
-        &f,
+/// A connected invoker for `functions`, shipping the example library.
+fn connect(
+    kind: TransportKind,
+    addr: std::net::SocketAddr,
+    functions: &[&str],
+    cfg: InvokerConfig,
+) -> Invoker {
+    Invoker::connect(
+        &fabric(kind),
         addr,
         TOKEN.as_bytes(),
         shipped(),
-        &["echo", "noop"],
-        cfg(mode),
+        functions,
+        cfg,
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn large_echo_over(kind: TransportKind, mode: PollMode) {
+    let (exec, addr) = exec(kind, 1, &[]);
+    let mut inv = connect(kind, addr, &["echo", "noop"], cfg(mode));
     assert_eq!(inv.max_input(), 16 * MIB);
     let inline = inv.max_inline_input();
     assert!(inline < MIB, "{inline}");
@@ -184,16 +193,7 @@ fn large_echo_over_tcp_warm() {
 fn large_invoke_async() {
     for kind in [TransportKind::Tcp, TransportKind::Shm] {
         let (exec, addr) = exec(kind, 1, &[]);
-        let f = fabric(kind);
-        let mut inv = Invoker::connect(
-            &f,
-            addr,
-            TOKEN.as_bytes(),
-            shipped(),
-            &["echo"],
-            cfg(PollMode::Warm),
-        )
-        .unwrap();
+        let mut inv = connect(kind, addr, &["echo"], cfg(PollMode::Warm));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -214,13 +214,11 @@ fn large_invoke_async() {
 #[test]
 fn inputs_above_the_client_limit_are_refused_with_nothing_sent() {
     let (exec, addr) = exec(TransportKind::Tcp, 2, &[]);
-    let f = fabric(TransportKind::Tcp);
     let small = InvokerConfig {
         max_input: 2 * MIB,
         ..cfg(PollMode::Hot)
     };
-    let mut inv =
-        Invoker::connect(&f, addr, TOKEN.as_bytes(), shipped(), &["echo"], small).unwrap();
+    let mut inv = connect(TransportKind::Tcp, addr, &["echo"], small);
     assert_eq!(inv.max_input(), 2 * MIB);
     let r = inv.invoke("echo", &vec![1u8; 2 * MIB + 1]);
     assert!(
@@ -235,7 +233,7 @@ fn inputs_above_the_client_limit_are_refused_with_nothing_sent() {
         max_input: 0,
         ..cfg(PollMode::Hot)
     };
-    let mut inv = Invoker::connect(&f, addr, TOKEN.as_bytes(), shipped(), &["echo"], none).unwrap();
+    let mut inv = connect(TransportKind::Tcp, addr, &["echo"], none);
     assert_eq!(inv.max_input(), inv.max_inline_input());
     let r = inv.invoke("echo", &vec![1u8; inv.max_inline_input() + 1]);
     assert!(
@@ -275,16 +273,7 @@ fn an_executor_with_a_smaller_bound_answers_and_keeps_serving() {
     for kind in [TransportKind::Shm, TransportKind::Tcp] {
         let bound = MIB.to_string();
         let (exec, addr) = exec(kind, 1, &[(MAX_INPUT_ENV, &bound)]);
-        let f = fabric(kind);
-        let mut inv = Invoker::connect(
-            &f,
-            addr,
-            TOKEN.as_bytes(),
-            shipped(),
-            &["echo"],
-            cfg(PollMode::Hot),
-        )
-        .unwrap();
+        let mut inv = connect(kind, addr, &["echo"], cfg(PollMode::Hot));
         let r = inv.invoke("echo", &vec![3u8; 2 * MIB]);
         assert!(
             matches!(r, Err(InvokeError::InputTooLarge { len, max: Some(m) }) if len == 2 * MIB && m == MIB as u64),
