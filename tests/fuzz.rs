@@ -17,8 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use rfx::executors::session::{self, ExecutorHello, GroupSpec, Setup, SetupReply};
-use rfx::fabric::invocation::InvocationHeader;
+use rfx::executors::session::{self, ExecutorHello, GroupSpec, ResultGeometry, Setup, SetupReply};
+use rfx::fabric::invocation::{self, FunctionField, Input, InputDescriptor};
 use rfx::fabric::wire::{self, Accept, Challenge, ClientHello, FrameHeader, HandshakeKind, Hello};
 use support::*;
 
@@ -52,6 +52,10 @@ fn valid_setup() -> Vec<u8> {
     session::encode(&Setup {
         library: session::LibrarySource::Path("/lib.so".into()),
         functions: vec!["echo".into()],
+        results: ResultGeometry {
+            stride: 4096,
+            slots: 32,
+        },
         group: Some(GroupSpec {
             rank: 0,
             size: 2,
@@ -84,7 +88,10 @@ fn mutate(base: &[u8], ops: &[(u16, u8, u8)]) -> Vec<u8> {
 /// fails the test.
 fn decode_everything(b: &[u8]) {
     let _ = FrameHeader::decode(b);
-    let _ = InvocationHeader::decode(b);
+    // An invocation's slot: the bare input, or a remote input's descriptor.
+    let _ = InputDescriptor::decode(b);
+    let _ = Input::decode(true, b.len(), b);
+    let _ = Input::decode(false, b.len(), b);
     if let Ok((_, len)) = wire::decode_handshake_header(b) {
         let body = b.get(wire::HANDSHAKE_HEADER_LEN..).unwrap_or_default();
         let body = &body[..len.min(body.len())];
@@ -98,7 +105,17 @@ fn decode_everything(b: &[u8]) {
     let _ = wire::decode_body::<ClientHello>(b);
     let _ = wire::decode_body::<Hello>(b);
     let _ = wire::decode_body::<Accept>(b);
-    let _ = session::decode::<Setup>(b);
+    if let Ok(setup) = session::decode::<Setup>(b) {
+        // A set-up's result geometry, checked against any buffer length.
+        let g = setup.results;
+        for len in [0, 1, b.len() as u64, u64::from(u32::MAX), u64::MAX] {
+            if g.check(len).is_ok() {
+                let last = g.offset(g.slots as usize - 1).unwrap();
+                assert!(last + u64::from(g.stride) <= len, "{g:?} in {len}");
+            }
+        }
+        let _ = g.offset(b.len());
+    }
     let _ = session::decode::<SetupReply>(b);
     let _ = session::decode::<ExecutorHello>(b);
     let _ = rfx::leases::wire::decode_client(b);
@@ -261,6 +278,103 @@ fn executor_survives_garbage() {
     )
     .unwrap();
     assert_eq!(inv.invoke("echo", b"still here").unwrap(), b"still here");
+}
+
+/// Random invocation writes from a client that passed the handshake and
+/// set-up: any offset, length, flag, function and bytes (forged
+/// descriptors included). The worker answers or drops each, and then
+/// serves a well-formed invocation.
+#[test]
+fn executor_survives_random_invocations() {
+    use rfx::fabric::{Completion, ConnectOptions, PollMode};
+    for kind in ["shm", "tcp"] {
+        let (mut exec, addr) = executor(
+            "fuzz-token",
+            kind,
+            &["--slots", "4", "--slot-size", "256", "--connections", "1"],
+        );
+        let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config {
+            transport: rfx::fabric::TransportChoice::Forced(kind.parse().unwrap()),
+            ..rfx::fabric::Config::default()
+        })
+        .unwrap();
+        let results = fabric.register(4 * 64).unwrap();
+        let mut ep = fabric
+            .connect(
+                addr,
+                &ConnectOptions::new().expose(&results).secret(b"fuzz-token"),
+            )
+            .unwrap();
+        let slots = ep.peer_buffers()[0];
+        let lib = session::LibrarySource::Path(examples().rust.display().to_string());
+        let setup = Setup {
+            library: lib,
+            functions: vec!["echo".into(), "noop".into()],
+            results: ResultGeometry {
+                stride: 64,
+                slots: 4,
+            },
+            group: None,
+        };
+        ep.send(&session::encode(&setup)).unwrap();
+        match ep.wait(PollMode::Warm, Duration::from_secs(30)).unwrap() {
+            Completion::Recv(m) => {
+                assert_eq!(session::decode::<SetupReply>(&m), Ok(SetupReply::Ready))
+            }
+            other => panic!("{other:?}"),
+        }
+        let seed = seed();
+        println!("{kind}: random invocations, seed {seed:#x}");
+        let mut s = seed | 1;
+        let mut next = || {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            s.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        for _ in 0..cases() / 10 {
+            let len = (next() % 300) as usize;
+            let bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Mostly inside the slots' buffer (the fabric refuses the
+            // rest before sending), sometimes off a slot's start.
+            let off = next() % (slots.len - len.min(256) as u64 + 1);
+            let low = next() as u16;
+            // Ids below 0x8000: the well-formed one below is 0xbeef.
+            let id = (next() as u16) & 0x7fff;
+            let _ = ep.write_imm(&bytes, &slots, off, invocation::pack_imm(id, low));
+            // Drain results (and serve reads on tcp) as they come.
+            while let Ok(Some(_)) = ep.poll() {}
+        }
+        // A well-formed invocation is answered (after any late results).
+        let id = 0xbeef;
+        let low = FunctionField {
+            index: 0,
+            remote_input: false,
+        }
+        .encode()
+        .unwrap();
+        ep.write_imm(b"still serving", &slots, 0, invocation::pack_imm(id, low))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "{kind}: no answer (seed {seed:#x})"
+            );
+            match ep.wait(PollMode::Warm, Duration::from_secs(30)).unwrap() {
+                Completion::Write(w) if invocation::unpack_imm(w.imm).0 == id => {
+                    assert_eq!(w.offset, 0);
+                    assert_eq!(results.to_vec(0, w.len as usize).unwrap(), b"still serving");
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            exec.0.try_wait().unwrap().is_none(),
+            "{kind}: the executor died"
+        );
+    }
 }
 
 #[test]

@@ -56,6 +56,15 @@ fn invocations_work_over(kind: TransportKind) {
         Invoker::connect(&f, addr, TOKEN.as_bytes(), shipped(&ex.rust), &fns, cfg()).unwrap();
     assert_eq!(inv.transport(), kind);
     assert_eq!(inv.invoke("echo", b"hello rfx").unwrap(), b"hello rfx");
+    // An empty input is a zero-byte write: it runs, and echoes nothing.
+    assert_eq!(inv.invoke("echo", b"").unwrap(), b"");
+    // Between results of other sizes in the same slots.
+    let t1 = inv.submit("echo", b"").unwrap();
+    let t2 = inv.submit("echo", b"x").unwrap();
+    let t3 = inv.submit("echo", b"").unwrap();
+    assert_eq!(inv.wait(t1).unwrap(), b"");
+    assert_eq!(inv.wait(t2).unwrap(), b"x");
+    assert_eq!(inv.wait(t3).unwrap(), b"");
     assert_eq!(inv.invoke("echo", b"").unwrap(), b"");
     assert_eq!(inv.invoke("noop", b"ignored").unwrap(), b"");
     let sum = inv.invoke("sum_f64", &f64s(&[1.5, 2.5, 3.0])).unwrap();
@@ -109,6 +118,7 @@ fn invocations_work_over(kind: TransportKind) {
     )
     .unwrap();
     assert_eq!(inv.invoke("echo_c", b"from C").unwrap(), b"from C");
+    assert_eq!(inv.invoke("echo_c", b"").unwrap(), b"");
     let s = inv
         .invoke(
             "sum_u32",

@@ -4,6 +4,9 @@
 //! small ones; refused by the client above its limit (nothing sent) and by
 //! an executor above its own bound (error status, the executor goes on);
 //! forged descriptors from a hand-rolled client get an error status too.
+//! The same hand-rolled client checks the header-free wire format: a bad
+//! result geometry is refused at set-up, and writes outside the slots or
+//! the declared result buffers are dropped while the worker goes on.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,8 +18,10 @@ use std::time::Duration;
 
 use rfx::client::{InvokeError, Invoker, InvokerConfig, Ticket};
 use rfx::executors::executor::{ExecutorUsage, MAX_INPUT_ENV};
-use rfx::executors::session::{self, LibrarySource, Setup, SetupReply};
-use rfx::fabric::invocation::{self, FunctionField, InputDescriptor, InvocationHeader, Status};
+use rfx::executors::session::{
+    self, ExecutorHello, LibrarySource, ResultGeometry, Setup, SetupReply,
+};
+use rfx::fabric::invocation::{self, FunctionField, InputDescriptor, Status};
 use rfx::fabric::{
     Completion, Config, ConnectOptions, Fabric, PollMode, TransportChoice, TransportKind,
 };
@@ -313,16 +318,35 @@ fn a_bad_bound_in_the_environment_is_an_error() {
 struct RawClient {
     ep: rfx::fabric::Endpoint,
     slots: rfx::fabric::RemoteBuffer,
+    slot_size: u64,
     region: rfx::fabric::MemoryRegion,
 }
 
-/// Where the raw client's results land, and its inputs start.
+/// Where the raw client's results land (one result buffer, for slot 0),
+/// and its inputs start.
 const RAW_RESULT: u32 = 2048;
+
+/// The raw client's region: its result buffer, then room for inputs.
+const RAW_REGION: usize = 8192;
 
 impl RawClient {
     fn connect(kind: TransportKind, addr: std::net::SocketAddr) -> RawClient {
+        let results = ResultGeometry {
+            stride: RAW_RESULT,
+            slots: 1,
+        };
+        Self::try_connect(kind, addr, results).unwrap()
+    }
+
+    /// Connects with `results` as the set-up's result geometry; the
+    /// executor's refusal as `Err`.
+    fn try_connect(
+        kind: TransportKind,
+        addr: std::net::SocketAddr,
+        results: ResultGeometry,
+    ) -> Result<RawClient, String> {
         let f = fabric(kind);
-        let region = f.register(8192).unwrap();
+        let region = f.register(RAW_REGION).unwrap();
         let mut ep = f
             .connect(
                 addr,
@@ -332,40 +356,52 @@ impl RawClient {
             )
             .unwrap();
         let slots = ep.peer_buffers()[0];
+        let hello: ExecutorHello = session::decode(ep.peer_user_data()).unwrap();
         let setup = Setup {
             library: shipped(),
             functions: vec!["echo".into()],
+            results,
             group: None,
         };
         ep.send(&session::encode(&setup)).unwrap();
         match ep.wait(PollMode::Warm, Duration::from_secs(30)).unwrap() {
-            Completion::Recv(m) => {
-                assert_eq!(session::decode::<SetupReply>(&m), Ok(SetupReply::Ready))
-            }
+            Completion::Recv(m) => match session::decode::<SetupReply>(&m).unwrap() {
+                SetupReply::Ready => {}
+                SetupReply::Failed(why) => return Err(why),
+            },
             other => panic!("{other:?}"),
         }
-        RawClient { ep, slots, region }
+        Ok(RawClient {
+            ep,
+            slots,
+            slot_size: u64::from(hello.slot_size),
+            region,
+        })
     }
 
-    /// Writes `header + tail` with the remote-input flag as `id`; returns
-    /// the status and the output.
-    fn invoke(&mut self, id: u16, tail: &[u8]) -> (Status, Vec<u8>) {
-        let hdr = InvocationHeader {
-            result_addr: self.region.addr(),
-            result_rkey: self.region.rkey(),
-            result_capacity: RAW_RESULT,
-        };
-        let mut msg = hdr.encode().to_vec();
-        msg.extend_from_slice(tail);
+    /// Writes `descriptor` (or any bytes) into slot 0 with the remote-input
+    /// flag as `id`; returns the status and the output.
+    fn invoke(&mut self, id: u16, descriptor: &[u8]) -> (Status, Vec<u8>) {
+        self.write(id, true, 0, descriptor);
+        self.result(id)
+    }
+
+    /// Writes `bytes` at `offset` of the executor's slots, nothing else,
+    /// as invocation `id` of function 0.
+    fn write(&mut self, id: u16, remote_input: bool, offset: u64, bytes: &[u8]) {
         let low = FunctionField {
             index: 0,
-            remote_input: true,
+            remote_input,
         }
         .encode()
         .unwrap();
         self.ep
-            .write_imm(&msg, &self.slots, 0, invocation::pack_imm(id, low))
+            .write_imm(bytes, &self.slots, offset, invocation::pack_imm(id, low))
             .unwrap();
+    }
+
+    /// Waits for the result of `id`: its status and output.
+    fn result(&mut self, id: u16) -> (Status, Vec<u8>) {
         // Waiting polls the endpoint, which serves the executor's read on tcp.
         match self
             .ep
@@ -375,6 +411,8 @@ impl RawClient {
             Completion::Write(w) => {
                 let (got, status) = invocation::unpack_imm(w.imm);
                 assert_eq!(got, id);
+                // Slot 0's result buffer, as the set-up fixed it.
+                assert_eq!(w.offset, 0);
                 let out = self.region.to_vec(0, w.len as usize).unwrap();
                 (Status::from_u16(status).unwrap(), out)
             }
@@ -427,5 +465,76 @@ fn forged_descriptors_get_an_error_status_not_a_dead_worker() {
         let u = usage_at_exit(exec);
         assert_eq!((u.invocations, u.failed), (6, 4), "{kind}: {u:?}");
         assert!(u.bytes_in >= 2000, "{u:?}");
+    }
+}
+
+/// A set-up whose result geometry does not fit the buffer the client
+/// exposed is refused, with the reason; the executor goes on serving the
+/// next client.
+#[test]
+fn a_bad_result_geometry_is_refused_and_the_executor_goes_on() {
+    for kind in [TransportKind::Shm, TransportKind::Tcp] {
+        let (exec, addr) = exec(kind, 4, &[]);
+        let g = |stride, slots| ResultGeometry { stride, slots };
+        let refused = |results, want: &str| {
+            let why = RawClient::try_connect(kind, addr, results)
+                .err()
+                .unwrap_or_else(|| panic!("{kind}: {results:?} accepted"));
+            assert!(
+                why.contains("bad result geometry") && why.contains(want),
+                "{kind}: {results:?}: {why}"
+            );
+        };
+        refused(g(0, 1), "stride is 0");
+        // 4 x 4096 > the 8192 bytes exposed; and a product past u32.
+        refused(g(4096, 4), "need 16384 bytes");
+        refused(
+            g(u32::MAX, u32::MAX),
+            "but the client's result region has 8192",
+        );
+        // The whole region, exactly: accepted, and it serves.
+        let mut c = RawClient::try_connect(kind, addr, g(4096, 2)).unwrap();
+        c.write(1, false, 0, b"exactly");
+        assert_eq!(c.result(1), (Status::Ok, b"exactly".to_vec()), "{kind}");
+        drop(c);
+        let u = usage_at_exit(exec);
+        assert_eq!((u.invocations, u.failed), (1, 0), "{kind}: {u:?}");
+    }
+}
+
+/// The wire format without a header, by hand: an inline input is the
+/// whole write (an empty one too) and its result lands in the slot's
+/// result buffer; writes off a slot's start, or into a slot the set-up
+/// gave no result buffer, are dropped unanswered and the worker goes on.
+#[test]
+fn bare_writes_are_invocations_and_stray_ones_are_dropped() {
+    for kind in [TransportKind::Shm, TransportKind::Tcp] {
+        let (exec, addr) = exec(kind, 1, &[]);
+        let mut c = RawClient::connect(kind, addr);
+        // An empty input: a zero-byte write, an empty echo back.
+        c.write(1, false, 0, &[]);
+        assert_eq!(c.result(1), (Status::Ok, Vec::new()), "{kind}");
+        // A descriptor-sized input without the flag is inline, not remote.
+        let sixteen = pattern(16, 3);
+        c.write(2, false, 0, &sixteen);
+        assert_eq!(c.result(2), (Status::Ok, sixteen), "{kind}");
+        // A flagged write too short for a descriptor is a bad request.
+        c.write(3, true, 0, &[1, 2, 3]);
+        assert_eq!(c.result(3), (Status::BadRequest, Vec::new()), "{kind}");
+        // Off a slot's start; and slot 1, which has no result buffer.
+        c.write(4, false, 1, b"stray");
+        c.write(5, false, c.slot_size, b"no result buffer");
+        // Nothing answers them: the next result is the next invocation's.
+        c.write(6, false, 0, b"still serving");
+        assert_eq!(
+            c.result(6),
+            (Status::Ok, b"still serving".to_vec()),
+            "{kind}"
+        );
+        drop(c);
+        let u = usage_at_exit(exec);
+        assert_eq!((u.invocations, u.failed), (6, 3), "{kind}: {u:?}");
+        // Only the inputs crossed: 0 + 16 + 3 + 5 + 16 + 13 bytes, no header.
+        assert_eq!(u.bytes_in, 53, "{kind}: {u:?}");
     }
 }

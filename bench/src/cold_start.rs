@@ -20,8 +20,10 @@ use anyhow::{bail, ensure, Context};
 use nix::poll::{PollFd, PollFlags};
 use rfx::local::LocalCluster;
 use rfx_executors::manager::{lookup_executor, ManagerError};
-use rfx_executors::session::{self, ExecutorHello, LibrarySource, Setup, SetupReply};
-use rfx_fabric::invocation::{self, InvocationHeader, Status, HEADER_LEN};
+use rfx_executors::session::{
+    self, ExecutorHello, LibrarySource, ResultGeometry, Setup, SetupReply,
+};
+use rfx_fabric::invocation::{self, Status, DESCRIPTOR_LEN};
 use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
 use rfx_leases::client::blocking::TenantClient;
 use rfx_leases::proto::{LeaseId, LeaseRequest};
@@ -31,6 +33,15 @@ use crate::invoke::{self, TOKEN};
 
 /// Bound on the executor's start-up and on each wait.
 const WAIT: Duration = Duration::from_secs(10);
+
+/// The client's result region: one result buffer, for slot 0.
+const RESULT_BYTES: u32 = 64;
+
+/// The set-up's result geometry: `RESULT_BYTES` for slot 0's result.
+const RESULTS: ResultGeometry = ResultGeometry {
+    stride: RESULT_BYTES,
+    slots: 1,
+};
 
 /// What the executor prints once bound (`src/cli/exec.rs`).
 const LISTENING: &str = "rfx executor: listening on ";
@@ -131,7 +142,7 @@ fn first_result(
     setup: &Setup,
     mode: PollMode,
 ) -> anyhow::Result<(Instant, Instant, Instant)> {
-    let results = fabric.register(64)?;
+    let results = fabric.register(RESULT_BYTES as usize)?;
     // As the invoker: the lease token is the handshake's shared secret.
     let mut ep = fabric
         .connect(addr, &ConnectOptions::new().expose(&results).secret(token))
@@ -142,7 +153,7 @@ fn first_result(
         .first()
         .context("the executor exposed no slots")?;
     ensure!(
-        eh.slots >= 1 && eh.slot_size as usize > HEADER_LEN,
+        eh.slots >= 1 && eh.slot_size as usize >= DESCRIPTOR_LEN,
         "the executor's slot geometry is unusable"
     );
     let t_connect = Instant::now();
@@ -159,14 +170,10 @@ fn first_result(
     }
     let t_load = Instant::now();
 
-    let r = results.remote();
-    let hdr = InvocationHeader {
-        result_addr: r.addr,
-        result_rkey: r.rkey,
-        result_capacity: r.len as u32,
-    };
+    // An empty input into slot 0: its result goes to `results` (the
+    // set-up's geometry), so the write carries nothing at all.
     let id = 1u16;
-    ep.write_imm(&hdr.encode(), &slots, 0, invocation::pack_imm(id, 0))?;
+    ep.write_imm(&[], &slots, 0, invocation::pack_imm(id, 0))?;
     match ep.wait(mode, WAIT)? {
         Completion::Write(w) => {
             let (got, status) = invocation::unpack_imm(w.imm);
@@ -199,6 +206,7 @@ fn once(
             bytes: lib_bytes.to_vec(),
         },
         functions: vec!["noop".into()],
+        results: RESULTS,
         group: None,
     };
     let mut cmd = Command::new(rfx);
@@ -450,6 +458,7 @@ pub fn run_leased(
             bytes,
         },
         functions: vec!["noop".into()],
+        results: RESULTS,
         group: None,
     };
     let fabric = invoke::open_fabric(kind)?;

@@ -11,7 +11,7 @@ use rfx_executors::client::{Invoker, InvokerConfig};
 use rfx_executors::executor::{Executor, ExecutorConfig, ExecutorUsage, HotTimeout};
 use rfx_executors::session::LibrarySource;
 use rfx_executors::ExecError;
-use rfx_fabric::invocation::HEADER_LEN;
+use rfx_fabric::invocation::DESCRIPTOR_LEN;
 use rfx_fabric::{Config, Fabric, PollMode, TransportChoice, TransportKind};
 
 use crate::pin;
@@ -107,7 +107,9 @@ pub fn latency(
     cfg.workers = 1;
     cfg.cpus = cpus.1.into_iter().collect();
     cfg.slots = 1;
-    cfg.slot_size = slot.unwrap_or(max).min(max) + HEADER_LEN;
+    // A slot holds the bare input (no header), and at least a remote
+    // input's descriptor.
+    cfg.slot_size = slot.unwrap_or(max).min(max).max(DESCRIPTOR_LEN);
     cfg.max_output = max_output;
     cfg.hot_timeout = hot_timeout(mode);
     cfg.connections = Some(1);

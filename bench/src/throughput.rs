@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use rfx_executors::client::{Invoker, InvokerConfig, Ticket};
 use rfx_executors::executor::ExecutorConfig;
-use rfx_fabric::invocation::HEADER_LEN;
 use rfx_fabric::{PollMode, TransportKind};
 use serde::Serialize;
 
@@ -73,7 +72,7 @@ pub fn run(
     // one after the other, so client `i` is served by worker `i`.
     cfg.cpus = (0..threads).filter_map(|i| placement(cpus, i).1).collect();
     cfg.slots = depth as u32;
-    cfg.slot_size = 64 + HEADER_LEN;
+    cfg.slot_size = 64;
     cfg.max_output = 64;
     cfg.hot_timeout = invoke::hot_timeout(mode);
     cfg.connections = Some(threads);

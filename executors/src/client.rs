@@ -6,15 +6,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rfx_fabric::invocation::{
-    self, FunctionField, InputDescriptor, InvocationHeader, Status, HEADER_LEN,
-};
+use rfx_fabric::invocation::{self, FunctionField, InputDescriptor, Status, DESCRIPTOR_LEN};
 use rfx_fabric::{
     Completion, ConnectOptions, Endpoint, Fabric, FabricError, MemoryRegion, PollMode,
     RemoteBuffer, TransportKind,
 };
 
-use crate::session::{self, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply};
+use crate::session::{
+    self, ExecutorHello, GroupSpec, LibrarySource, ResultGeometry, Setup, SetupReply,
+};
 
 /// Why an invocation produced no output.
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +214,6 @@ pub struct Invoker {
     in_flight: HashMap<u16, InFlight, IdHash>,
     done: HashMap<u16, Result<Vec<u8>, InvokeError>, IdHash>,
     next_id: u16,
-    staging: Vec<u8>,
 }
 
 impl Invoker {
@@ -272,14 +271,34 @@ impl Invoker {
             .first()
             .ok_or_else(|| InvokeError::Protocol("executor exposed no slots".into()))?;
         let slot_size = eh.slot_size as usize;
-        if slot_size <= HEADER_LEN || (slots.len as usize) < eh.slots as usize * slot_size {
+        if eh.slots == 0
+            || slot_size < DESCRIPTOR_LEN
+            || slots.len < u64::from(eh.slots) * u64::from(eh.slot_size)
+        {
             return Err(InvokeError::Protocol(
                 "executor's slot geometry does not match its buffer".into(),
             ));
         }
+        let depth = cfg.depth.max(1).min(eh.slots as usize);
+        // Slot k's result goes to `results` at k * max_output: fixed here,
+        // so that an invocation carries nothing but its input.
+        let stride = u32::try_from(cfg.max_output)
+            .ok()
+            .filter(|&s| s > 0)
+            .ok_or_else(|| {
+                InvokeError::Protocol(format!(
+                    "max_output of {} bytes: need 1..={}",
+                    cfg.max_output,
+                    u32::MAX
+                ))
+            })?;
         let setup = Setup {
             library,
             functions: functions.iter().map(|f| f.to_string()).collect(),
+            results: ResultGeometry {
+                stride,
+                slots: depth as u32,
+            },
             group,
         };
         ep.send(&session::encode(&setup))?;
@@ -294,7 +313,6 @@ impl Invoker {
                 return Err(InvokeError::Protocol("result before set-up".into()))
             }
         }
-        let depth = cfg.depth.max(1).min(eh.slots as usize);
         let names: Vec<String> = functions.iter().map(|f| f.to_string()).collect();
         Ok(Invoker {
             ep,
@@ -309,7 +327,6 @@ impl Invoker {
             in_flight: HashMap::default(),
             done: HashMap::default(),
             next_id: 0,
-            staging: Vec::with_capacity(slot_size),
             cfg,
         })
     }
@@ -328,11 +345,11 @@ impl Invoker {
             .max(self.input.as_ref().map_or(0, MemoryRegion::len))
     }
 
-    /// Largest input that travels inline, in the invocation's write into
-    /// the executor's slot; larger ones are read by the executor from this
-    /// client's input region.
+    /// Largest input that travels inline, as the whole of the invocation's
+    /// write into the executor's slot: the slot's size. Larger ones are read
+    /// by the executor from this client's input region.
     pub fn max_inline_input(&self) -> usize {
-        self.slot_size - HEADER_LEN
+        self.slot_size
     }
 
     /// Invocations that can be in flight at once.
@@ -372,36 +389,25 @@ impl Invoker {
         }
         let slot = self.free.pop().expect("a free slot after collecting");
         let id = self.fresh_id()?;
-        let result = self
-            .results
-            .remote()
-            .slice(
-                (slot * self.cfg.max_output) as u64,
-                self.cfg.max_output as u64,
-            )
-            .expect("result slot inside the region");
-        let hdr = InvocationHeader {
-            result_addr: result.addr,
-            result_rkey: result.rkey,
-            result_capacity: self.cfg.max_output as u32,
-        };
-        self.staging.clear();
-        self.staging.extend_from_slice(&hdr.encode());
-        if remote {
+        // The executor answers into this slot's result buffer (fixed at
+        // set-up): the write is the input, or its descriptor, alone.
+        let desc;
+        let data: &[u8] = if remote {
             let region = self.input.as_ref().expect("a remote input has a region");
             if let Err(e) = region.write_at(0, input) {
                 self.free.push(slot);
                 return Err(e.into());
             }
-            let desc = InputDescriptor {
+            desc = InputDescriptor {
                 addr: region.addr(),
                 rkey: region.rkey(),
                 len: input.len() as u32,
-            };
-            self.staging.extend_from_slice(&desc.encode());
+            }
+            .encode();
+            &desc
         } else {
-            self.staging.extend_from_slice(input);
-        }
+            input
+        };
         let low = FunctionField {
             index,
             remote_input: remote,
@@ -409,7 +415,7 @@ impl Invoker {
         .encode()
         .expect("function indices were bounded at connect");
         let posted = self.ep.write_imm(
-            &self.staging,
+            data,
             &self.slots,
             (slot * self.slot_size) as u64,
             invocation::pack_imm(id, low),

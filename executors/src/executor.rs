@@ -4,11 +4,12 @@
 //!
 //! A worker accepts only the lease holder (the lease token is the fabric
 //! handshake's shared secret, proven by challenge-response, never sent),
-//! loads the functions the client names, then serves invocations: the
-//! client's `write_imm` puts header + payload into a slot of the worker's
+//! loads the functions the client names and checks where its results go
+//! (the [`ResultGeometry`] of its set-up), then serves invocations: the
+//! client's `write_imm` puts the bare input into a slot of the worker's
 //! exposed buffer; the worker runs the function on the slot in place and
-//! `write_imm`s the output straight into the client's result buffer, with
-//! `id << 16 | status` as the immediate. It busy-polls while work comes,
+//! `write_imm`s the output straight into the client's result buffer of
+//! that slot, with `id << 16 | status` as the immediate. It busy-polls while work comes,
 //! and after `hot_timeout` without work sleeps until the next arrival.
 //!
 //! An input larger than a slot stays in the client's input region: the slot
@@ -25,10 +26,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
 use parking_lot::{Condvar, Mutex};
-use rfx_fabric::invocation::{
-    self, FunctionField, Input, InputDescriptor, InvocationHeader, Status, HEADER_LEN,
-    REMOTE_REQUEST_LEN,
-};
+use rfx_fabric::invocation::{self, FunctionField, Input, InputDescriptor, Status, DESCRIPTOR_LEN};
 use rfx_fabric::{
     Completion, ConnectOptions, Endpoint, Fabric, FabricError, Listener, MemoryRegion, PollMode,
     RemoteBuffer,
@@ -41,7 +39,8 @@ use crate::abi::{with_region_bytes, Function, GroupComm, Library};
 use crate::context::CallContext;
 use crate::error::{CallError, ExecError};
 use crate::session::{
-    self, ExecutorHello, GroupSpec, LibrarySource, Setup, SetupReply, MAX_LIBRARY_BYTES,
+    self, ExecutorHello, GroupSpec, LibrarySource, ResultGeometry, Setup, SetupReply,
+    MAX_LIBRARY_BYTES,
 };
 
 /// When a worker stops busy polling.
@@ -79,7 +78,8 @@ pub struct ExecutorConfig {
     pub cpus: Vec<usize>,
     /// Invocation slots per worker.
     pub slots: u32,
-    /// Bytes per slot: invocation header + largest input.
+    /// Bytes per slot: the largest inline input (at least
+    /// [`DESCRIPTOR_LEN`], for a remote input's descriptor).
     pub slot_size: usize,
     /// Largest output of one invocation.
     pub max_output: usize,
@@ -180,13 +180,15 @@ fn max_input_from_env() -> Result<usize, ExecError> {
 impl Executor {
     /// Binds the listening address.
     pub fn bind(fabric: Fabric, cfg: ExecutorConfig) -> Result<Executor, ExecError> {
-        if cfg.slot_size <= HEADER_LEN
+        if cfg.slot_size < DESCRIPTOR_LEN
+            || cfg.slot_size > u32::MAX as usize
             || cfg.slots == 0
             || cfg.slots > u32::from(u16::MAX)
             || cfg.workers == 0
         {
             return Err(ExecError::Config(format!(
-                "need workers >= 1, 1..=65535 slots and slot size > {HEADER_LEN}"
+                "need workers >= 1, 1..=65535 slots and a slot size of {DESCRIPTOR_LEN}..={} bytes",
+                u32::MAX
             )));
         }
         let max_input = max_input_from_env()?;
@@ -343,6 +345,15 @@ fn serve_connection(
         ep,
         inbox,
         slot_size: cfg.slot_size,
+        results: RemoteBuffer {
+            addr: 0,
+            len: 0,
+            rkey: 0,
+        },
+        result_slots: ResultGeometry {
+            stride: 0,
+            slots: 0,
+        },
         out: vec![0u8; cfg.max_output],
         max_input,
         large: Vec::new(),
@@ -390,6 +401,11 @@ struct Worker {
     ep: Endpoint,
     inbox: MemoryRegion,
     slot_size: usize,
+    /// The client's result region (its first exposed buffer), set at
+    /// set-up.
+    results: RemoteBuffer,
+    /// Where in `results` each slot's result goes, checked at set-up.
+    result_slots: ResultGeometry,
     out: Vec<u8>,
     /// Bound on remote inputs.
     max_input: usize,
@@ -447,6 +463,19 @@ impl Worker {
 
     fn load(&mut self, msg: &[u8]) -> Result<(), ExecError> {
         let setup: Setup = session::decode(msg).map_err(ExecError::Protocol)?;
+        // Where results go, checked before anything is loaded: every later
+        // result lands inside the buffer the client exposed for them.
+        let results = *self
+            .ep
+            .peer_buffers()
+            .first()
+            .ok_or_else(|| ExecError::Protocol("the client exposed no result buffer".into()))?;
+        setup
+            .results
+            .check(results.len)
+            .map_err(|e| ExecError::Protocol(format!("bad result geometry: {e}")))?;
+        self.results = results;
+        self.result_slots = setup.results;
         let lib = match &setup.library {
             LibrarySource::Bytes { bytes, .. } if bytes.len() > MAX_LIBRARY_BYTES => {
                 return Err(ExecError::Protocol(format!(
@@ -570,18 +599,29 @@ impl Worker {
         let len = w.len as usize;
         self.usage.invocations += 1;
         self.usage.bytes_in += len as u64;
-        if off % self.slot_size != 0 || len < HEADER_LEN || len > self.slot_size {
-            // No trustworthy header: nowhere to answer.
+        // The slot is the write's offset, the input its length: nothing
+        // else travels. A write that is not at a slot's start, overflows
+        // it, or lands in a slot without a result buffer has nowhere to be
+        // answered.
+        let slot = off / self.slot_size;
+        let result_off =
+            (off % self.slot_size == 0 && off < self.inbox.len() && len <= self.slot_size)
+                .then(|| self.result_slots.offset(slot))
+                .flatten();
+        let Some(result_off) = result_off else {
             self.usage.failed += 1;
             tracing::warn!(off, len, "invocation outside slot bounds dropped");
             return Ok(());
+        };
+        let stride = u64::from(self.result_slots.stride);
+        let cap = usize::try_from(stride)
+            .unwrap_or(usize::MAX)
+            .min(self.out.len());
+        let mut head = [0u8; DESCRIPTOR_LEN];
+        if field.remote_input && len == DESCRIPTOR_LEN {
+            self.inbox.read_at(off, &mut head)?;
         }
-        let mut buf = [0u8; REMOTE_REQUEST_LEN];
-        let head = &mut buf[..len.min(REMOTE_REQUEST_LEN)];
-        self.inbox.read_at(off, head)?;
-        let hdr = InvocationHeader::decode(head).map_err(|e| ExecError::Protocol(e.to_string()))?;
-        let cap = (hdr.result_capacity as usize).min(self.out.len());
-        let (status, n) = match Input::decode(field.remote_input, len, &head[HEADER_LEN..]) {
+        let (status, n) = match Input::decode(field.remote_input, len, &head) {
             Err(e) => {
                 tracing::warn!("bad invocation: {e}");
                 (Status::BadRequest, 0)
@@ -591,9 +631,8 @@ impl Worker {
                 Some(f) => {
                     let ctx = self.context(id);
                     let out = &mut self.out[..cap];
-                    let r = with_region_bytes(&self.inbox, off + HEADER_LEN, n, |input| {
-                        f.call(&ctx, input, out)
-                    })?;
+                    let r =
+                        with_region_bytes(&self.inbox, off, n, |input| f.call(&ctx, input, out))?;
                     self.ran(r)
                 }
             },
@@ -602,15 +641,10 @@ impl Worker {
         if status != Status::Ok {
             self.usage.failed += 1;
         }
-        let target = RemoteBuffer {
-            addr: hdr.result_addr,
-            len: cap as u64,
-            rkey: hdr.result_rkey,
-        };
         match self.ep.write_imm(
             &self.out[..n],
-            &target,
-            0,
+            &self.results,
+            result_off,
             invocation::pack_imm(id, status as u16),
         ) {
             Ok(()) => {
@@ -618,7 +652,8 @@ impl Worker {
                 Ok(())
             }
             Err(e @ FabricError::RemoteAccess { .. }) => {
-                // The client named a result buffer it does not own: its loss.
+                // Checked at set-up, so only a client whose region changed
+                // under it gets here: its loss.
                 self.usage.failed += 1;
                 tracing::warn!("result not delivered: {e}");
                 Ok(())
@@ -686,7 +721,7 @@ impl Worker {
     }
 
     /// Counts the time since the end of the last wait as execution: reading
-    /// the header and a remote input are part of an invocation's work.
+    /// a descriptor and a remote input are part of an invocation's work.
     fn account_exec(&mut self) {
         let now = self.tsc.raw();
         self.usage.exec_ns += self.tsc.delta_as_nanos(self.clock, now);

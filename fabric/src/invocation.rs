@@ -1,24 +1,36 @@
 //! The invocation wire format, rFaaS-compatible in spirit and free of I/O.
 //!
+//! # Set-up fixes where results go
+//!
+//! At connect the client exposes its result region, and its set-up names
+//! the result geometry: the result buffer of slot `k` is the client's first
+//! exposed buffer at `k * stride`, `stride` bytes long. The executor checks
+//! that geometry once, at set-up, and from then on knows where every
+//! invocation's result goes. So an invocation carries nothing but its input:
+//! unlike rFaaS, which sends a 12-byte header (result address, rkey and
+//! capacity) with every invocation, a 4 KiB input is one 4096-byte write.
+//!
 //! # Inline inputs
 //!
-//! A client invokes a function by one [`crate::Endpoint::write_imm`] of
-//! `header + payload` into a registered slot of the executor, with the
-//! immediate `id << 16 | function`. The executor runs the function in place
-//! and writes the output straight into the client's result buffer named in
-//! the header, with the immediate `id << 16 | status`.
+//! A client invokes a function by one [`crate::Endpoint::write_imm`] of the
+//! bare input at the start of a registered slot of the executor, with the
+//! immediate `id << 16 | function`. The executor learns the slot from the
+//! completion's offset (`offset / slot_size`, which must be exact) and the
+//! input's length from the completion's length (0 is an empty input). It
+//! runs the function on the slot in place and writes the output straight
+//! into that slot's result buffer, with the immediate `id << 16 | status`.
 //!
 //! # Remote inputs (larger than a slot)
 //!
 //! An input larger than the slot does not travel in the write: the client
 //! copies it into a registered input region it exposed at connect, and
-//! writes `header + descriptor` ([`InputDescriptor`]: address, rkey and
-//! length of the input in that region, [`DESCRIPTOR_LEN`] bytes) into the
-//! slot instead, with [`REMOTE_INPUT`] set in the low half of the
-//! immediate. The executor fetches the input with a one-sided
-//! [`crate::Endpoint::read`] (RDMA READ on verbs, as rFaaS designs it), runs
-//! the function on it and answers as for an inline input. The client keeps
-//! the region untouched until that invocation's result has arrived.
+//! writes only an [`InputDescriptor`] (address, rkey and length of the
+//! input in that region, [`DESCRIPTOR_LEN`] bytes) into the slot instead,
+//! with [`REMOTE_INPUT`] set in the low half of the immediate. The executor
+//! fetches the input with a one-sided [`crate::Endpoint::read`] (RDMA READ
+//! on verbs, as rFaaS designs it), runs the function on it and answers as
+//! for an inline input. The client keeps the region untouched until that
+//! invocation's result has arrived.
 //!
 //! The flag takes the top bit of the function half of the immediate, so a
 //! session names at most [`MAX_FUNCTIONS`] functions (indices `0..=0x7fff`);
@@ -32,70 +44,29 @@
 //!
 //! ```
 //! use rfx_fabric::invocation::{
-//!     pack_imm, unpack_imm, FunctionField, Input, InputDescriptor, InvocationHeader, Status,
-//!     HEADER_LEN,
+//!     pack_imm, unpack_imm, FunctionField, Input, InputDescriptor, Status,
 //! };
-//! let h = InvocationHeader { result_addr: 0x7f00_0000_1000, result_rkey: 42, result_capacity: 4096 };
-//! assert_eq!(InvocationHeader::decode(&h.encode()), Ok(h));
 //! assert_eq!(unpack_imm(pack_imm(7, 3)), (7, 3));
 //! assert_eq!(Status::from_u16(Status::UnknownFunction as u16), Some(Status::UnknownFunction));
 //!
-//! // A remote input: the slot holds header + descriptor, the immediate the flag.
+//! // An inline input: the write is the input, nothing else.
+//! let input = [0xabu8; 4096];
+//! assert_eq!(Input::decode(false, input.len(), &input), Ok(Input::Inline { len: 4096 }));
+//! assert_eq!(Input::decode(false, 0, &[]), Ok(Input::Inline { len: 0 }));
+//!
+//! // A remote input: the slot holds the descriptor, the immediate the flag.
 //! let d = InputDescriptor { addr: 0x7f00_0010_0000, rkey: 9, len: 8 << 20 };
 //! let field = FunctionField { index: 3, remote_input: true };
 //! let imm = pack_imm(7, field.encode().expect("index below 0x8000"));
-//! let slot = [h.encode().as_slice(), d.encode().as_slice()].concat();
+//! let slot = d.encode();
 //! let (id, low) = unpack_imm(imm);
 //! let got = FunctionField::decode(low);
 //! assert_eq!((id, got), (7, field));
-//! assert_eq!(Input::decode(got.remote_input, slot.len(), &slot[HEADER_LEN..]), Ok(Input::Remote(d)));
+//! assert_eq!(Input::decode(got.remote_input, slot.len(), &slot), Ok(Input::Remote(d)));
 //! assert_eq!(FunctionField { index: 0x8000, remote_input: false }.encode(), None);
 //! ```
 
 use crate::wire::WireError;
-
-/// Bytes of [`InvocationHeader`] on the wire.
-pub const HEADER_LEN: usize = 16;
-
-/// What precedes the payload in an executor's slot: where the result goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvocationHeader {
-    /// Address of the client's result buffer (its registered memory).
-    pub result_addr: u64,
-    /// Remote key of the client's result buffer.
-    pub result_rkey: u32,
-    /// Bytes the client can take at `result_addr`.
-    pub result_capacity: u32,
-}
-
-impl InvocationHeader {
-    /// The 16-byte little-endian encoding.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[..8].copy_from_slice(&self.result_addr.to_le_bytes());
-        b[8..12].copy_from_slice(&self.result_rkey.to_le_bytes());
-        b[12..16].copy_from_slice(&self.result_capacity.to_le_bytes());
-        b
-    }
-
-    /// Decodes the header at the start of `buf` (untrusted bytes).
-    pub fn decode(buf: &[u8]) -> Result<InvocationHeader, WireError> {
-        let b: &[u8; HEADER_LEN] = buf
-            .get(..HEADER_LEN)
-            .and_then(|s| s.try_into().ok())
-            .ok_or(WireError::Short {
-                need: HEADER_LEN,
-                got: buf.len(),
-            })?;
-        let mut addr = [0u8; 8];
-        addr.copy_from_slice(&b[..8]);
-        Ok(InvocationHeader {
-            result_addr: u64::from_le_bytes(addr),
-            result_rkey: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
-            result_capacity: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
-        })
-    }
-}
 
 /// Packs an invocation id and a function index (or a status) into an
 /// immediate, as rFaaS does.
@@ -109,7 +80,7 @@ pub fn unpack_imm(imm: u32) -> (u16, u16) {
 }
 
 /// The flag in the low half of an invocation's immediate that marks a
-/// remote input: the slot holds `header + descriptor`, not the payload.
+/// remote input: the slot holds an [`InputDescriptor`], not the input.
 pub const REMOTE_INPUT: u16 = 0x8000;
 
 /// Functions a session may name: indices `0..MAX_FUNCTIONS` fit beside the
@@ -118,9 +89,6 @@ pub const MAX_FUNCTIONS: usize = REMOTE_INPUT as usize;
 
 /// Bytes of [`InputDescriptor`] on the wire.
 pub const DESCRIPTOR_LEN: usize = 16;
-
-/// Bytes a remote-input invocation writes into the slot: header + descriptor.
-pub const REMOTE_REQUEST_LEN: usize = HEADER_LEN + DESCRIPTOR_LEN;
 
 /// Bytes of the bound an executor reports with [`Status::InputTooLarge`].
 pub const LIMIT_LEN: usize = 8;
@@ -201,9 +169,9 @@ impl InputDescriptor {
 /// Where an invocation's input is, as the executor learns it from the slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
-    /// In the slot, right after the header: `len` bytes at [`HEADER_LEN`].
+    /// In the slot, from its start: `len` bytes (0 for an empty input).
     Inline {
-        /// Length of the payload.
+        /// Length of the input.
         len: usize,
     },
     /// In the client's input region.
@@ -212,30 +180,21 @@ pub enum Input {
 
 impl Input {
     /// Decodes the input of an invocation whose write put `written` bytes
-    /// into the slot, `remote_input` as its [`FunctionField`] says;
-    /// `after_header` holds the slot's bytes after the header (at least the
-    /// descriptor for a remote input; unused for an inline one). A remote
-    /// input must come as exactly [`REMOTE_REQUEST_LEN`] bytes.
-    pub fn decode(
-        remote_input: bool,
-        written: usize,
-        after_header: &[u8],
-    ) -> Result<Input, WireError> {
-        let Some(len) = written.checked_sub(HEADER_LEN) else {
-            return Err(WireError::Short {
-                need: HEADER_LEN,
-                got: written,
-            });
-        };
+    /// at the start of the slot, `remote_input` as its [`FunctionField`]
+    /// says; `slot` holds the slot's first bytes (at least the descriptor
+    /// for a remote input; unused for an inline one). An inline input is
+    /// the whole write; a remote one must come as exactly
+    /// [`DESCRIPTOR_LEN`] bytes.
+    pub fn decode(remote_input: bool, written: usize, slot: &[u8]) -> Result<Input, WireError> {
         if !remote_input {
-            return Ok(Input::Inline { len });
+            return Ok(Input::Inline { len: written });
         }
-        if written != REMOTE_REQUEST_LEN {
+        if written != DESCRIPTOR_LEN {
             return Err(WireError::Invalid(
-                "a remote input is announced by exactly a header and a descriptor",
+                "a remote input is announced by exactly a descriptor",
             ));
         }
-        InputDescriptor::decode(after_header).map(Input::Remote)
+        InputDescriptor::decode(slot).map(Input::Remote)
     }
 }
 
@@ -265,7 +224,7 @@ pub enum Status {
     FunctionFailed = 2,
     /// The function claimed more output than the result buffer holds.
     OutputTooLarge = 3,
-    /// The invocation did not fit the slot or its header was malformed.
+    /// The invocation did not fit the slot or its descriptor was malformed.
     BadRequest = 4,
     /// The remote input is longer than this executor accepts; the result's
     /// bytes are its bound ([`encode_limit`]) if the buffer holds them.
@@ -297,18 +256,6 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #[test]
-        fn header_roundtrip(addr: u64, rkey: u32, cap: u32) {
-            let h = InvocationHeader { result_addr: addr, result_rkey: rkey, result_capacity: cap };
-            prop_assert_eq!(InvocationHeader::decode(&h.encode()), Ok(h));
-        }
-
-        #[test]
-        fn header_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
-            let r = InvocationHeader::decode(&bytes);
-            prop_assert_eq!(r.is_ok(), bytes.len() >= HEADER_LEN);
-        }
-
         #[test]
         fn imm_roundtrip(id: u16, low: u16) {
             prop_assert_eq!(unpack_imm(pack_imm(id, low)), (id, low));
@@ -355,18 +302,16 @@ mod tests {
             match Input::decode(remote_input, written, &bytes) {
                 Ok(Input::Inline { len }) => {
                     prop_assert!(!remote_input);
-                    prop_assert_eq!(len + HEADER_LEN, written);
+                    prop_assert_eq!(len, written);
                 }
                 Ok(Input::Remote(d)) => {
                     prop_assert!(remote_input);
-                    prop_assert_eq!(written, REMOTE_REQUEST_LEN);
+                    prop_assert_eq!(written, DESCRIPTOR_LEN);
                     let enc = d.encode();
                     prop_assert_eq!(enc.as_slice(), &bytes[..DESCRIPTOR_LEN]);
                 }
                 Err(_) => prop_assert!(
-                    written < HEADER_LEN
-                        || (remote_input
-                            && (written != REMOTE_REQUEST_LEN || bytes.len() < DESCRIPTOR_LEN))
+                    remote_input && (written != DESCRIPTOR_LEN || bytes.len() < DESCRIPTOR_LEN)
                 ),
             }
         }
@@ -391,20 +336,29 @@ mod tests {
             rkey: 5,
             len: 1 << 20,
         };
-        assert_eq!(Input::decode(false, 20, &[]), Ok(Input::Inline { len: 4 }));
+        // An inline input is the whole write, however short.
+        assert_eq!(Input::decode(false, 4, &[]), Ok(Input::Inline { len: 4 }));
+        assert_eq!(Input::decode(false, 0, &[]), Ok(Input::Inline { len: 0 }));
         assert_eq!(
-            Input::decode(false, HEADER_LEN, &[]),
-            Ok(Input::Inline { len: 0 })
+            Input::decode(false, 4096, &[]),
+            Ok(Input::Inline { len: 4096 })
         );
-        assert!(Input::decode(false, HEADER_LEN - 1, &[]).is_err());
+        // A descriptor-sized inline input stays inline: the flag decides.
         assert_eq!(
-            Input::decode(true, REMOTE_REQUEST_LEN, &d.encode()),
+            Input::decode(false, DESCRIPTOR_LEN, &d.encode()),
+            Ok(Input::Inline {
+                len: DESCRIPTOR_LEN
+            })
+        );
+        assert_eq!(
+            Input::decode(true, DESCRIPTOR_LEN, &d.encode()),
             Ok(Input::Remote(d))
         );
-        // A descriptor with trailing payload, or a short one, is refused.
-        assert!(Input::decode(true, REMOTE_REQUEST_LEN + 1, &d.encode()).is_err());
-        assert!(Input::decode(true, REMOTE_REQUEST_LEN, &d.encode()[..8]).is_err());
-        assert!(Input::decode(true, HEADER_LEN, &[]).is_err());
+        // A descriptor with trailing bytes, or a short one, is refused.
+        assert!(Input::decode(true, DESCRIPTOR_LEN + 1, &d.encode()).is_err());
+        assert!(Input::decode(true, DESCRIPTOR_LEN - 1, &d.encode()).is_err());
+        assert!(Input::decode(true, DESCRIPTOR_LEN, &d.encode()[..8]).is_err());
+        assert!(Input::decode(true, 0, &[]).is_err());
     }
 
     #[test]

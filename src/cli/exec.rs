@@ -48,7 +48,7 @@ pub(crate) struct ExecutorArgs {
     /// Invocation slots per worker.
     #[arg(long, default_value_t = 32)]
     slots: u32,
-    /// Bytes per slot (header + largest input).
+    /// Bytes per slot: the largest inline input (at least 16, a remote input's descriptor).
     #[arg(long, default_value_t = 64 << 10)]
     slot_size: usize,
     /// Largest output per invocation.
