@@ -13,8 +13,8 @@ use bytes::BytesMut;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
 use super::proto::{
-    self, Ack, Checksum, Credits, ExposedRegion, Header, Kind, RingRx, RingTx, SetupMsg, Staging,
-    REC_ALIGN, REC_HDR, TRAILER, WRITE_IN_RECORD_MAX,
+    self, Ack, Checksum, Credits, ExposedRegion, Header, Inbound, Kind, RingRx, RingTx, SetupMsg,
+    Staging, Unconsumed, REC_ALIGN, REC_HDR, RING_IMM, TRAILER, WRITE_IN_RECORD_MAX,
 };
 use super::sys::{Mr, QueuePair, SendKind, Source, Wc};
 use super::{Domain, STAGING};
@@ -100,6 +100,14 @@ pub(crate) struct VerbsEndpoint {
     tx_max_record: usize,
     rx_max_inline: usize,
     credits: Credits,
+    /// Where our last write record told the peer to put direct writes,
+    /// and how many direct writes we posted (see proto's "Direct writes").
+    peer_target: Option<(u32, u64)>,
+    directs_sent: u16,
+    /// Our write records whose bytes the peer has yet to copy into place.
+    unconsumed: Unconsumed,
+    /// The order of inbound records and direct writes.
+    inbound: Inbound,
     recv_depth: u32,
     /// Receives we re-posted (cumulative), records consumed since the last
     /// reap of the receive CQ, and the state last told the peer.
@@ -153,6 +161,10 @@ impl VerbsEndpoint {
             tx_max_record: (p.peer.ring_cap / 4) as usize,
             rx_max_inline: proto::max_inline_in((rx_cap / 4) as usize),
             credits: Credits::new(p.peer.recv_depth),
+            peer_target: None,
+            directs_sent: 0,
+            unconsumed: Unconsumed::default(),
+            inbound: Inbound::default(),
             recv_depth: p.recv_depth,
             reposted: 0,
             unreaped: 0,
@@ -220,6 +232,14 @@ impl VerbsEndpoint {
     ) -> Result<(), FabricError> {
         self.dead()?;
         let device_rkey = self.device_rkey(rkey, addr, data.len() as u64)?;
+        let len = data.len() as u64;
+        if imm != RING_IMM
+            && self.peer_target == Some((rkey, addr))
+            && self.unconsumed.may_place(self.tx.acked(), rkey, addr, len)
+            && self.write_direct(addr, device_rkey, imm, data)?
+        {
+            return Ok(());
+        }
         let hdr = Header {
             len: data.len() as u32,
             imm,
@@ -235,6 +255,15 @@ impl VerbsEndpoint {
             kind: Kind::WriteDirect,
             ..hdr
         };
+        // The device places these bytes on arrival: not before the peer
+        // copied the bytes of earlier write records to the same place.
+        let mut deadline = None;
+        while !self.unconsumed.may_place(self.tx.acked(), rkey, addr, len) {
+            self.stall(
+                &mut deadline,
+                "verbs write (peer to consume earlier writes)",
+            )?;
+        }
         if let Some((mr, off)) = self.domain.registered(data) {
             return self.write_registered(&mr, off, data.len(), addr, device_rkey, hdr);
         }
@@ -260,6 +289,77 @@ impl VerbsEndpoint {
             self.post(kind, Src::Staged(off, chunk.len()), signal)?;
         }
         self.push(hdr, &[], false)
+    }
+
+    /// A write to the place of our previous write record: one
+    /// WRITE_WITH_IMM of the bare bytes, carrying `imm` (see proto's
+    /// "Direct writes"). Inline when small, else from the caller's
+    /// registered memory (waiting for the device, as
+    /// [`Self::write_registered`]) or from the staging ring. False if it
+    /// does not fit one work request: the caller sends a record instead.
+    fn write_direct(
+        &mut self,
+        addr: u64,
+        device_rkey: u32,
+        imm: u32,
+        data: &[u8],
+    ) -> Result<bool, FabricError> {
+        let n = data.len();
+        let inline = n <= self.max_inline;
+        let registered = if inline {
+            None
+        } else {
+            self.domain.registered(data)
+        };
+        let fits = match registered {
+            Some(_) => n <= ZC_CHUNK,
+            None => inline || n <= CHUNK,
+        };
+        if !fits {
+            return Ok(false);
+        }
+        let mut deadline = None;
+        let staged = loop {
+            if self.credits.available() > 0 && self.sq_room() {
+                if inline || registered.is_some() {
+                    break None;
+                }
+                if let Some(off) = self.staging.alloc(n) {
+                    break Some(off);
+                }
+            }
+            self.stall(&mut deadline, "verbs write (credits or queue full)")?;
+        };
+        let took = self.credits.take();
+        debug_assert!(took, "a credit was checked above");
+        let kind = SendKind::WriteImm {
+            remote_addr: addr,
+            rkey: device_rkey,
+            imm,
+        };
+        match (staged, registered) {
+            (Some(off), _) => {
+                self.stage_mr.region().write_at(off, data)?;
+                let signal = self.signal_due() || self.staging.over_half();
+                self.post(kind, Src::Staged(off, n), signal)?;
+                self.directs_sent = self.directs_sent.wrapping_add(1);
+            }
+            (None, Some((mr, off))) => {
+                self.post(kind, Src::Registered(mr.as_ref(), off, n), true)?;
+                self.directs_sent = self.directs_sent.wrapping_add(1);
+                let id = self.posted - 1;
+                self.pinned.push_back((id, mr));
+                while self.completed <= id {
+                    self.stall(&mut deadline, "verbs write (waiting for the device)")?;
+                }
+            }
+            (None, None) => {
+                let signal = self.signal_due();
+                self.post(kind, Src::Inline(data), signal)?;
+                self.directs_sent = self.directs_sent.wrapping_add(1);
+            }
+        }
+        Ok(true)
     }
 
     /// The peer device's key for `len` bytes at `addr` under rfx's `rkey`
@@ -441,7 +541,7 @@ impl VerbsEndpoint {
             if self.completed > id {
                 return Ok(());
             }
-            while let Some(done) = self.consume()? {
+            while let Some(done) = self.next_event()? {
                 self.ready.extend(done);
             }
             rounds = rounds.wrapping_add(1);
@@ -461,6 +561,12 @@ impl VerbsEndpoint {
             }
             std::hint::spin_loop();
         }
+    }
+
+    /// Test hook: direct writes posted so far (wrapping).
+    #[cfg(test)]
+    pub(super) fn directs_sent(&self) -> u16 {
+        self.directs_sent
     }
 
     /// Test hook: makes every device rkey of the peer's regions wrong, as
@@ -568,14 +674,23 @@ impl VerbsEndpoint {
         let took = self.credits.take();
         debug_assert!(took, "a credit was checked above");
         hdr.ack = self.ack_now();
+        hdr.directs = self.directs_sent;
         self.advertised = hdr.ack;
         let (ring_addr, ring_rkey, key) = self.peer_ring;
         let head = hdr.encode(key, pos);
         let kind = SendKind::WriteImm {
             remote_addr: ring_addr + self.tx.offset(pos),
             rkey: ring_rkey,
-            imm: (pos / REC_ALIGN as u64) as u32,
+            imm: RING_IMM,
         };
+        if matches!(hdr.kind, Kind::Write | Kind::WriteDirect) {
+            // Set before posting: a failed post ends the endpoint anyway.
+            self.peer_target = Some((hdr.rkey, hdr.addr));
+        }
+        if hdr.kind == Kind::Write {
+            self.unconsumed
+                .push(pos + size as u64, hdr.rkey, hdr.addr, u64::from(hdr.len));
+        }
         let mut sum = Checksum::new(key, pos);
         let body = (size - TRAILER) / 8;
         match staged {
@@ -638,12 +753,18 @@ impl VerbsEndpoint {
     /// re-posted, by an RDMA WRITE into its control block, when it may be
     /// short of ring space or credits and we have sent it nothing lately
     /// (every record we send carries the same news).
-    fn maybe_return_ack(&mut self) -> Result<(), FabricError> {
+    fn maybe_return_ack(&mut self, idle: bool) -> Result<(), FabricError> {
         let now = self.ack_now();
         let consumed =
             u64::from(now.head_units.wrapping_sub(self.advertised.head_units)) * REC_ALIGN as u64;
         let reposted = now.reposted.wrapping_sub(self.advertised.reposted);
-        if (consumed < self.rx_cap / 4 && reposted < self.recv_depth / 2) || !self.sq_room() {
+        // Idle with records consumed but not acknowledged: the peer may wait
+        // for that news (a large write behind a small one, see proto's
+        // "Direct writes").
+        let due = consumed >= self.rx_cap / 4
+            || reposted >= self.recv_depth / 2
+            || (idle && consumed > 0);
+        if !due || !self.sq_room() {
             return Ok(());
         }
         let block = now.control_block();
@@ -704,9 +825,10 @@ impl VerbsEndpoint {
         Ok(())
     }
 
-    /// Reaps the receive completions of consumed records (each record's
-    /// WRITE_WITH_IMM used one receive) and posts as many new receives.
-    fn reap_recv(&mut self) -> Result<(), FabricError> {
+    /// Reaps the receive CQ: each of the peer's WRITE_WITH_IMMs (a record,
+    /// or a direct write, filed with [`Inbound`]) used one receive; posts
+    /// as many new ones. Returns the completions reaped.
+    fn poll_recv_cq(&mut self) -> Result<usize, FabricError> {
         self.unreaped = 0;
         let mut wcs = [Wc::default(); 16];
         let mut total = 0usize;
@@ -722,6 +844,7 @@ impl VerbsEndpoint {
                         FabricError::Malformed(WireError::Invalid("unexpected receive completion"));
                     return Err(self.fail(e));
                 }
+                self.inbound.on_receive(wc.imm, wc.byte_len);
             }
             total += n;
             if n < wcs.len() || total >= self.recv_depth as usize {
@@ -732,7 +855,7 @@ impl VerbsEndpoint {
             self.qp.post_empty_recvs(total).map_err(|e| self.fail(e))?;
             self.reposted = self.reposted.wrapping_add(total as u32);
         }
-        Ok(())
+        Ok(total)
     }
 
     /// The peer's news about our records (ring space, credits).
@@ -747,7 +870,7 @@ impl VerbsEndpoint {
     fn housekeeping(&mut self) -> Result<(), FabricError> {
         self.dead()?;
         self.reap_send()?;
-        self.reap_recv()?;
+        self.poll_recv_cq()?;
         let map = self.ctl_mr.region().map();
         let (a, b) = (
             map.atomic_u64(0).load(Ordering::Acquire),
@@ -761,16 +884,60 @@ impl VerbsEndpoint {
                 self.handle_ack(ack)?;
             }
         }
-        self.maybe_return_ack()
+        self.maybe_return_ack(true)
     }
 
     /// Everything there is to do without blocking: consume the inbound
     /// ring into the ready queue, then housekeeping.
     fn progress(&mut self) -> Result<(), FabricError> {
-        while let Some(done) = self.consume()? {
+        while let Some(done) = self.next_event()? {
             self.ready.extend(done);
         }
         self.housekeeping()
+    }
+
+    /// The next inbound event in the peer's order (a direct write, or the
+    /// record at the ring's head): `None` if nothing is complete, else the
+    /// completion it finishes, if any.
+    fn next_event(&mut self) -> Result<Option<Option<Completion>>, FabricError> {
+        if let Some(c) = self.take_direct()? {
+            return Ok(Some(Some(c)));
+        }
+        if let Some(done) = self.consume()? {
+            return Ok(Some(done));
+        }
+        // Direct writes show only in the CQ, and only after a write record.
+        if self.inbound.expects_directs() && self.poll_recv_cq()? > 0 {
+            if let Some(c) = self.take_direct()? {
+                return Ok(Some(Some(c)));
+            }
+            return self.consume();
+        }
+        Ok(None)
+    }
+
+    /// The next direct write, if every record posted before it was taken.
+    fn take_direct(&mut self) -> Result<Option<Completion>, FabricError> {
+        let next = self
+            .inbound
+            .next_direct()
+            .map_err(|e| self.fail(FabricError::Malformed(e)))?;
+        let Some((d, rkey, addr)) = next else {
+            return Ok(None);
+        };
+        let resolved = self
+            .regions
+            .resolve(rkey, addr, u64::from(d.len))
+            .map(|(_, offset)| offset);
+        let offset =
+            resolved.map_err(|why| self.fail(FabricError::Malformed(WireError::Invalid(why))))?;
+        self.maybe_return_ack(false)?;
+        Ok(Some(Completion::Write(WriteCompletion {
+            imm: d.imm,
+            rkey,
+            offset: offset as u64,
+            len: d.len,
+        })))
     }
 
     /// Consumes one record: `None` if none is complete at the head, else
@@ -799,10 +966,6 @@ impl VerbsEndpoint {
         // only once its checksum (over the header bytes read here and the
         // rest read in place) matches; a header that does not decode or a
         // size beyond the ring end is a record not finished yet.
-        // A stamp is there: the record may still be arriving. It counts
-        // only once its checksum (over the header bytes read here and the
-        // rest read in place) matches; a header that does not decode or a
-        // size beyond the ring end is a record not finished yet.
         let head = map.read_array::<REC_HDR>(off)?;
         let Ok(hdr) = Header::decode(&head, self.rx_max_inline) else {
             return Ok(None);
@@ -818,16 +981,21 @@ impl VerbsEndpoint {
                 sum.word(w)
             })?;
         let trailer = u64::from_le(map.atomic_u64(off + size - TRAILER).load(Ordering::Acquire));
-        if sum.finish() != trailer {
+        if sum.finish() != trailer || !self.inbound.record_ready(hdr.directs) {
+            // Not complete, or direct writes posted before it are still
+            // to be delivered (their completions are in the CQ).
             return Ok(None);
         }
         let done = self.take_record(&hdr, off).map_err(|e| self.fail(e))?;
+        self.inbound.record_taken(
+            matches!(hdr.kind, Kind::Write | Kind::WriteDirect).then_some((hdr.rkey, hdr.addr)),
+        );
         self.rx.advance(size);
         self.unreaped += 1;
         if self.unreaped >= REAP_EVERY {
-            self.reap_recv()?;
+            self.poll_recv_cq()?;
         }
-        self.maybe_return_ack()?;
+        self.maybe_return_ack(false)?;
         Ok(Some(done))
     }
 
@@ -920,7 +1088,7 @@ impl VerbsEndpoint {
             return Ok(Some(c));
         }
         // Send fragments complete nothing by themselves: keep consuming.
-        while let Some(done) = self.consume()? {
+        while let Some(done) = self.next_event()? {
             self.idle = 0;
             if done.is_some() {
                 return Ok(done);
@@ -942,7 +1110,8 @@ impl VerbsEndpoint {
         self.epoll.0.as_fd()
     }
 
-    /// Arms the receive CQ (every record raises a receive completion); false
+    /// Arms the receive CQ (every record and direct write raises a receive
+    /// completion); false
     /// if there is work already (or the peer is leaving, which only polling
     /// can finish).
     pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {

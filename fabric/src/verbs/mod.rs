@@ -404,6 +404,157 @@ mod device_tests {
         }
     }
 
+    /// Waits (bounded) for the next completion of a raw endpoint.
+    fn next(ep: &mut VerbsEndpoint) -> Completion {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = ep.poll().unwrap() {
+                return c;
+            }
+            assert!(std::time::Instant::now() < deadline, "no completion");
+            std::hint::spin_loop();
+        }
+    }
+
+    /// One expected event of a burst: a write `(imm, region rkey, offset,
+    /// bytes)` or a message.
+    type Expected = Result<(u32, u32, u64, Vec<u8>), Vec<u8>>;
+
+    /// Writes to the place of the previous write record go as bare
+    /// WRITE_WITH_IMMs (direct writes, learnt from the CQ), yet completions
+    /// keep the posting order among records (sends, writes elsewhere,
+    /// writes too large for one request) and carry the right place, length
+    /// and bytes; a write the device places never overtakes an earlier
+    /// write record's copy. Bursts of random mixes while the receiver
+    /// polls, each checked in order and by content before the next.
+    #[test]
+    fn direct_writes_keep_the_posting_order() {
+        if no_device() {
+            return;
+        }
+        const BIG: usize = 300 << 10;
+        let ra = MemoryRegion::new(1 << 20).unwrap();
+        let rb = MemoryRegion::new(8192).unwrap();
+        let (ba, bb) = (ra.remote(), rb.remote());
+        let (mut a, mut b) = raw_pair(vec![ra.clone(), rb.clone()], &short_timeouts());
+        let (to_rx, bursts) = std::sync::mpsc::channel::<Vec<Expected>>();
+        let (checked, from_rx) = std::sync::mpsc::channel::<()>();
+        let receiver = std::thread::spawn(move || {
+            // Polls all along (a large write may wait for us to consume
+            // the records before it); a burst's list comes after its writes
+            // were posted.
+            let mut got = std::collections::VecDeque::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            loop {
+                let expect = match bursts.try_recv() {
+                    Ok(e) => e,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        got.extend(a.poll().unwrap());
+                        assert!(std::time::Instant::now() < deadline, "test too long");
+                        continue;
+                    }
+                    Err(_) => break,
+                };
+                while got.len() < expect.len() {
+                    got.push_back(next(&mut a));
+                }
+                let mut last = std::collections::HashMap::new();
+                for (i, e) in expect.iter().enumerate() {
+                    match (got.pop_front().unwrap(), e) {
+                        (Completion::Write(w), Ok((imm, rkey, off, data))) => {
+                            assert_eq!(
+                                (w.imm, w.rkey, w.offset, w.len as usize),
+                                (*imm, *rkey, *off, data.len()),
+                                "op {i}"
+                            );
+                            last.insert((*rkey, *off), data);
+                        }
+                        (Completion::Recv(m), Err(data)) => {
+                            assert!(m[..] == data[..], "op {i}: message differs")
+                        }
+                        (got, want) => panic!(
+                            "op {i}: got {got:?}, want {:?}",
+                            want.as_ref().map(|w| w.0).map_err(Vec::len)
+                        ),
+                    }
+                }
+                // Writes to one place overwrite each other (places do not
+                // overlap): the last one's bytes are there.
+                for ((rkey, off), data) in last {
+                    let region = if rkey == ba.rkey { &ra } else { &rb };
+                    assert!(
+                        region.to_vec(off as usize, data.len()).unwrap() == *data,
+                        "bytes at {off} of region {rkey} differ"
+                    );
+                }
+                checked.send(()).unwrap();
+            }
+        });
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let mut imm = 0u32;
+        for burst in 0..60 {
+            let mut expect: Vec<Expected> = Vec::new();
+            for _ in 0..1 + rand(12) {
+                imm += 1;
+                let len = [0usize, 8, 100, 4096, 20_000][rand(5) as usize];
+                let data: Vec<u8> = (0..len).map(|i| (i as u32 ^ imm) as u8).collect();
+                match rand(6) {
+                    // Mostly the same place: the direct path.
+                    0..=2 => {
+                        b.write(ba.addr + 64, ba.rkey, imm, &data).unwrap();
+                        expect.push(Ok((imm, ba.rkey, 64, data)));
+                    }
+                    3 => {
+                        let off = 4096 * rand(2);
+                        let data = &data[..data.len().min(4096)];
+                        b.write(bb.addr + off, bb.rkey, imm, data).unwrap();
+                        expect.push(Ok((imm, bb.rkey, off, data.to_vec())));
+                    }
+                    4 => {
+                        b.send(&data).unwrap();
+                        expect.push(Err(data));
+                    }
+                    _ => {
+                        // Waits for the receiver to consume earlier records
+                        // to this place: it is polling.
+                        let big: Vec<u8> = (0..BIG).map(|i| (i as u32 ^ imm) as u8).collect();
+                        b.write(ba.addr + 64, ba.rkey, imm, &big).unwrap();
+                        expect.push(Ok((imm, ba.rkey, 64, big)));
+                    }
+                }
+            }
+            to_rx.send(expect).unwrap();
+            // Our endpoint must be polled for the receiver's acks to count.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match from_rx.try_recv() {
+                    Ok(()) => break,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        assert!(
+                            b.poll().unwrap().is_none(),
+                            "burst {burst}: nothing comes back"
+                        );
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "burst {burst}: no check"
+                        );
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("burst {burst}: receiver failed ({e})"),
+                }
+            }
+        }
+        drop(to_rx);
+        receiver.join().unwrap();
+        assert_ne!(b.directs_sent(), 0, "no write went direct");
+    }
+
     /// An RDMA READ the peer's device refuses (wrong device rkey: a peer
     /// that lied in its set-up message) completes in error and breaks the
     /// queue pair: `PeerGone` saying why, then every call says so; no hang.

@@ -15,7 +15,7 @@
 //!
 //! ```text
 //!  0  stamp    u64   (position + 1) ^ key: stale bytes of earlier laps never match
-//!  8  kind u8, flags u8, reserved u16, len u32
+//!  8  kind u8, reserved u8, directs u16, len u32
 //! 16  imm u32, rkey u32
 //! 24  addr u64       (writes: the target address in the consumer's region)
 //! 32  ack u64        (the sender's own consumer state, see [`Ack`])
@@ -31,6 +31,32 @@
 //! by a header-only record ([`Kind::WriteDirect`]): RC places a queue
 //! pair's writes in order, so the data has landed when that record is
 //! visible.
+//!
+//! # Direct writes
+//!
+//! A record's WRITE_WITH_IMM carries the immediate [`RING_IMM`]. A
+//! `write_imm` to the same place as the sender's previous write record
+//! (the invocation slot, the result buffer: what a ping-pong writes again
+//! and again) goes without a record: one WRITE_WITH_IMM of the bare bytes
+//! straight into the target, carrying the caller's immediate, as
+//! `ib_write_lat` does. The receiver learns it from its receive CQ (the
+//! immediate, and the byte count), and takes the place from the last write
+//! record it consumed. Immediates equal to [`RING_IMM`] never go direct.
+//!
+//! Records are found by polling the ring, direct writes by polling the
+//! CQ, yet completions keep the peer's order: every record says how many
+//! direct writes were posted before it (`directs`, wrapping), and the CQ
+//! lists records and direct writes in posting order. [`Inbound`] keeps
+//! that bookkeeping.
+//!
+//! The bytes of a write record are copied into place when the receiver
+//! consumes it, those of a direct write or a [`Kind::WriteDirect`] are
+//! placed by the device on arrival: the later could overtake the earlier.
+//! So a write is placed by the device only once the peer has acknowledged
+//! consuming every write record that overlaps it ([`Unconsumed`]); until
+//! then a small one travels in a record too, a large one waits. A receiver
+//! that goes idle with consumed records it has not acknowledged says so
+//! (one RDMA WRITE of its control block), so such a wait is short.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +73,10 @@ pub(super) const REC_ALIGN: usize = 64;
 /// beyond it, a second work request (the RDMA WRITE of the data) costs less
 /// than copying and checksumming the bytes twice.
 pub(super) const WRITE_IN_RECORD_MAX: usize = 8 << 10;
+
+/// The immediate of every record's WRITE_WITH_IMM: a receive completion
+/// with any other immediate is a direct write.
+pub(super) const RING_IMM: u32 = u32::MAX;
 
 /// What a record carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +158,8 @@ impl Ack {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Header {
     pub(super) kind: Kind,
+    /// Direct writes the sender posted before this record (wrapping).
+    pub(super) directs: u16,
     /// Writes: bytes written; sends: fragment length.
     pub(super) len: u32,
     pub(super) imm: u32,
@@ -140,6 +172,7 @@ impl Header {
     pub(super) fn new(kind: Kind) -> Self {
         Header {
             kind,
+            directs: 0,
             len: 0,
             imm: 0,
             rkey: 0,
@@ -163,6 +196,7 @@ impl Header {
         let mut b = [0u8; REC_HDR];
         b[0..8].copy_from_slice(&stamp(key, pos).to_le_bytes());
         b[8] = self.kind as u8;
+        b[10..12].copy_from_slice(&self.directs.to_le_bytes());
         b[12..16].copy_from_slice(&self.len.to_le_bytes());
         b[16..20].copy_from_slice(&self.imm.to_le_bytes());
         b[20..24].copy_from_slice(&self.rkey.to_le_bytes());
@@ -175,7 +209,7 @@ impl Header {
     /// bounds the payload a record may carry.
     pub(super) fn decode(b: &[u8; REC_HDR], max_inline: usize) -> Result<Header, WireError> {
         let kind = Kind::from_u8(b[8])?;
-        if b[9..12] != [0; 3] {
+        if b[9] != 0 {
             return Err(WireError::Reserved);
         }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
@@ -186,6 +220,7 @@ impl Header {
         };
         let h = Header {
             kind,
+            directs: u16::from_le_bytes([b[10], b[11]]),
             len: u32_at(12),
             imm: u32_at(16),
             rkey: u32_at(20),
@@ -352,9 +387,41 @@ impl RingTx {
         }
     }
 
+    /// The position up to which the peer consumed our records.
+    pub(super) fn acked(&self) -> u64 {
+        self.head
+    }
+
     #[cfg(test)]
     pub(super) fn in_flight(&self) -> u64 {
         self.tail - self.head
+    }
+}
+
+/// Our write records the peer may not have consumed yet (their bytes are
+/// copied into place only then): `(ring position after the record, rkey,
+/// addr, len)`, oldest first.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Unconsumed(std::collections::VecDeque<(u64, u32, u64, u64)>);
+
+impl Unconsumed {
+    /// Notes a write record that ends at ring position `end`.
+    pub(super) fn push(&mut self, end: u64, rkey: u32, addr: u64, len: u64) {
+        if len > 0 {
+            self.0.push_back((end, rkey, addr, len));
+        }
+    }
+
+    /// True if the device may place `len` bytes at `addr` of region `rkey`
+    /// now, the peer having consumed our records up to `acked`: no write
+    /// record still to be copied overlaps them.
+    pub(super) fn may_place(&mut self, acked: u64, rkey: u32, addr: u64, len: u64) -> bool {
+        while self.0.front().is_some_and(|w| w.0 <= acked) {
+            self.0.pop_front();
+        }
+        !self.0.iter().any(|&(_, k, a, n)| {
+            k == rkey && a < addr.saturating_add(len) && addr < a.saturating_add(n)
+        })
     }
 }
 
@@ -659,6 +726,83 @@ pub(super) fn read_pieces(
         .map(move |off| (addr + off as u64, off, (len - off).min(step)))
 }
 
+/// A direct write seen in the receive CQ, not yet delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Direct {
+    /// Records posted before it (records seen in the CQ before it).
+    after: u64,
+    pub(super) imm: u32,
+    pub(super) len: u32,
+}
+
+/// The receiver's order of records and direct writes (see the module's
+/// "Direct writes"): records are taken from the ring only once every
+/// direct write posted before them was delivered, and a direct write only
+/// once every record posted before it was taken.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Inbound {
+    /// Records seen in the receive CQ, and records taken from the ring.
+    records_seen: u64,
+    records_taken: u64,
+    /// Direct writes delivered (wrapping, as records count them).
+    directs_done: u16,
+    pending: std::collections::VecDeque<Direct>,
+    /// Where direct writes land: the place of the last write record taken.
+    target: Option<(u32, u64)>,
+}
+
+impl Inbound {
+    /// Files one receive completion: a record's or a direct write's.
+    pub(super) fn on_receive(&mut self, imm: Option<u32>, len: u32) {
+        match imm {
+            Some(imm) if imm != RING_IMM => self.pending.push_back(Direct {
+                after: self.records_seen,
+                imm,
+                len,
+            }),
+            _ => self.records_seen += 1,
+        }
+    }
+
+    /// True if a record that counts `directs` direct writes before it may
+    /// be taken now.
+    pub(super) fn record_ready(&self, directs: u16) -> bool {
+        directs == self.directs_done
+    }
+
+    /// A record was taken from the ring; a write record names the place of
+    /// the direct writes that follow it.
+    pub(super) fn record_taken(&mut self, write_target: Option<(u32, u64)>) {
+        self.records_taken += 1;
+        if write_target.is_some() {
+            self.target = write_target;
+        }
+    }
+
+    /// The next direct write, with its place `(rkey, addr)`, if every
+    /// record before it was taken. A direct write before any write record
+    /// is a broken peer.
+    pub(super) fn next_direct(&mut self) -> Result<Option<(Direct, u32, u64)>, WireError> {
+        match self.pending.front() {
+            Some(d) if d.after <= self.records_taken => {
+                let (rkey, addr) = self
+                    .target
+                    .ok_or(WireError::Invalid("direct write before any write record"))?;
+                let d = self.pending.pop_front().expect("front was just seen");
+                self.directs_done = self.directs_done.wrapping_add(1);
+                Ok(Some((d, rkey, addr)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// True once direct writes may arrive (a write record was taken): only
+    /// then is the receive CQ worth polling on every idle round.
+    pub(super) fn expects_directs(&self) -> bool {
+        self.target.is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -694,6 +838,7 @@ mod tests {
     fn header() -> Header {
         Header {
             kind: Kind::Write,
+            directs: 0x1234,
             len: 8,
             imm: 0xdead_beef,
             rkey: 3,
@@ -722,7 +867,7 @@ mod tests {
         bad[8] = 9;
         assert_eq!(Header::decode(&bad, 100), Err(WireError::UnknownOp(9)));
         let mut bad = b;
-        bad[10] = 1;
+        bad[9] = 1;
         assert_eq!(Header::decode(&bad, 100), Err(WireError::Reserved));
         // A direct write of any length carries nothing inline.
         let d = Header {
@@ -876,6 +1021,124 @@ mod tests {
         }
     }
 
+    /// The sender's view of one message: a record (with or without a new
+    /// write target) or a direct write.
+    #[derive(Debug, Clone, Copy)]
+    enum Msg {
+        Record(Option<(u32, u64)>),
+        Direct(u32),
+    }
+
+    /// Delivers `msgs` as a receiver sees them: records become visible in
+    /// the ring in order, receive completions arrive in order, the two
+    /// interleaved by `schedule` (true: look at the CQ). Returns the order
+    /// of delivery (indices into `msgs`) and the target of each direct.
+    fn deliver(msgs: &[Msg], schedule: &[bool]) -> Vec<(usize, Option<(u32, u64)>)> {
+        // What the sender writes: the directs count of each record, the
+        // CQ in posting order.
+        let mut directs = 0u16;
+        let mut records = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            match m {
+                Msg::Record(t) => records.push((i, directs, *t)),
+                Msg::Direct(_) => directs = directs.wrapping_add(1),
+            }
+        }
+        let mut inb = Inbound::default();
+        let (mut next_rec, mut next_cqe, mut out) = (0, 0, Vec::new());
+        let (mut step, mut force) = (0, false);
+        while out.len() < msgs.len() {
+            // A step that delivered nothing makes the next one look at the
+            // CQ: the receiver always polls both eventually.
+            let look_cq = force || schedule[step % schedule.len()];
+            step += 1;
+            assert!(step < 100_000, "stuck");
+            if look_cq && next_cqe < msgs.len() {
+                let (imm, len) = match msgs[next_cqe] {
+                    Msg::Record(_) => (RING_IMM, 64),
+                    Msg::Direct(imm) => (imm, next_cqe as u32),
+                };
+                inb.on_receive(Some(imm), len);
+                next_cqe += 1;
+            }
+            let before = out.len();
+            if let Some((d, rkey, addr)) = inb.next_direct().unwrap() {
+                out.push((d.len as usize, Some((rkey, addr))));
+            } else if let Some(&(i, d, t)) = records.get(next_rec) {
+                // A record is visible once posted (the ring may show it
+                // before the CQ does).
+                if inb.record_ready(d) {
+                    inb.record_taken(t);
+                    out.push((i, None));
+                    next_rec += 1;
+                }
+            }
+            force = out.len() == before;
+        }
+        out
+    }
+
+    #[test]
+    fn inbound_keeps_the_posting_order() {
+        let a = Some((1, 64));
+        let b = Some((2, 128));
+        let msgs = [
+            Msg::Record(a),
+            Msg::Direct(7),
+            Msg::Direct(8),
+            Msg::Record(None),
+            Msg::Direct(9),
+            Msg::Record(b),
+            Msg::Direct(10),
+        ];
+        for schedule in [
+            &[true][..],
+            &[false, true],
+            &[false, false, true],
+            &[true, false],
+        ] {
+            let got = deliver(&msgs, schedule);
+            let order: Vec<usize> = got.iter().map(|g| g.0).collect();
+            assert_eq!(order, (0..msgs.len()).collect::<Vec<_>>(), "{schedule:?}");
+            assert_eq!(got[1].1, a);
+            assert_eq!(got[4].1, a);
+            assert_eq!(got[6].1, b);
+        }
+    }
+
+    #[test]
+    fn placement_waits_for_overlapping_records() {
+        let mut u = Unconsumed::default();
+        u.push(64, 1, 100, 50);
+        u.push(128, 1, 400, 8);
+        u.push(192, 2, 100, 50);
+        u.push(256, 1, 900, 0); // empty: overlaps nothing
+        assert!(!u.may_place(0, 1, 140, 4), "overlaps the first");
+        assert!(!u.may_place(0, 1, 0, 101), "touches its first byte");
+        assert!(u.may_place(0, 1, 150, 250), "between the two");
+        assert!(u.may_place(0, 3, 100, 50), "another region");
+        assert!(!u.may_place(0, 2, 149, 1));
+        assert!(u.may_place(64, 1, 140, 4), "consumed");
+        assert!(!u.may_place(64, 1, 404, 1));
+        assert!(u.may_place(192, 1, 0, u64::MAX));
+        assert!(u.may_place(192, 2, 0, 1 << 40));
+    }
+
+    #[test]
+    fn a_direct_write_before_any_target_is_refused() {
+        let mut inb = Inbound::default();
+        assert!(!inb.expects_directs());
+        inb.on_receive(Some(5), 8);
+        assert!(inb.next_direct().is_err());
+        // A record's completion (or one without an immediate) is no direct.
+        let mut inb = Inbound::default();
+        inb.on_receive(Some(RING_IMM), 64);
+        inb.on_receive(None, 0);
+        assert_eq!(inb.next_direct(), Ok(None));
+        assert!(!inb.record_ready(1));
+        assert!(inb.record_ready(0));
+    }
+
     #[test]
     fn credits_flow() {
         let mut c = Credits::new(2);
@@ -996,6 +1259,30 @@ mod tests {
                 next += n;
             }
             prop_assert_eq!(next, len);
+        }
+
+        #[test]
+        fn inbound_order_under_any_interleaving(
+            kinds in proptest::collection::vec(0u8..3, 1..300),
+            schedule in proptest::collection::vec(any::<bool>(), 1..20),
+        ) {
+            // The first message names a target: directs need one.
+            let msgs: Vec<Msg> = std::iter::once(Msg::Record(Some((1, 0))))
+                .chain(kinds.iter().enumerate().map(|(i, k)| match k {
+                    0 => Msg::Direct(i as u32),
+                    1 => Msg::Record(None),
+                    _ => Msg::Record(Some((1, i as u64))),
+                }))
+                .collect();
+            let got = deliver(&msgs, &schedule);
+            let mut target = None;
+            for (pos, (i, t)) in got.iter().enumerate() {
+                prop_assert_eq!(*i, pos);
+                match msgs[pos] {
+                    Msg::Record(nt) => if nt.is_some() { target = nt },
+                    Msg::Direct(_) => prop_assert_eq!(*t, target),
+                }
+            }
         }
 
         #[test]

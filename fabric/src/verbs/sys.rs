@@ -7,6 +7,7 @@
 //! registrations and bounds-checked ranges, never raw addresses.
 
 use std::ffi::{c_void, CStr};
+use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::{null_mut, NonNull};
 use std::sync::Arc;
@@ -528,6 +529,10 @@ pub(super) struct Wc {
     pub(super) ok: bool,
     pub(super) status: u32,
     pub(super) is_recv: bool,
+    /// Receives: bytes the peer's WRITE_WITH_IMM placed.
+    pub(super) byte_len: u32,
+    /// Receives: the immediate, in host order.
+    pub(super) imm: Option<u32>,
 }
 
 impl Wc {
@@ -884,20 +889,30 @@ impl QueuePair {
 
     fn poll(cq: &Cq, out: &mut [Wc]) -> Result<usize, FabricError> {
         const MAX: usize = 16;
-        // SAFETY: zeroed is valid for ibv_wc (plain integers).
-        let mut wcs: [ibv_wc; MAX] = unsafe { std::mem::zeroed() };
+        // Uninitialised: the hot path polls often, mostly for nothing, and
+        // clearing 16 work completions each time would cost more than that.
+        let mut wcs = [const { MaybeUninit::<ibv_wc>::uninit() }; MAX];
         let n = out.len().min(MAX);
-        // SAFETY: live CQ, `wcs` holds at least `n` entries.
-        let got = unsafe { ibv_poll_cq(cq.cq.as_ptr(), n as i32, wcs.as_mut_ptr()) };
+        // SAFETY: live CQ, `wcs` holds at least `n` entries; the provider
+        // writes the first `got` of them.
+        let got = unsafe { ibv_poll_cq(cq.cq.as_ptr(), n as i32, wcs.as_mut_ptr().cast()) };
         if got < 0 {
             return Err(rc_err("ibv_poll_cq", got));
         }
         for (o, w) in out.iter_mut().zip(&wcs[..got as usize]) {
+            // SAFETY: one of the `got` entries ibv_poll_cq wrote.
+            let w = unsafe { w.assume_init_ref() };
+            let with_imm = w.wc_flags & ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0;
             *o = Wc {
                 wr_id: w.wr_id,
                 ok: w.status == ibv_wc_status::IBV_WC_SUCCESS,
                 status: w.status,
                 is_recv: w.opcode & ibv_wc_opcode::IBV_WC_RECV != 0,
+                byte_len: w.byte_len,
+                // SAFETY: `imm_data` is the union's member when the flag
+                // says so (both members are plain u32s anyway).
+                imm: with_imm
+                    .then(|| u32::from_be(unsafe { w.imm_data_invalidated_rkey_union.imm_data })),
             };
         }
         Ok(got as usize)
