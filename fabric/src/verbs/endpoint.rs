@@ -16,7 +16,7 @@ use super::proto::{
     self, Ack, Checksum, Credits, ExposedRegion, Header, Inbound, Kind, RingRx, RingTx, SetupMsg,
     Staging, Unconsumed, REC_ALIGN, REC_HDR, RING_IMM, TRAILER, WRITE_IN_RECORD_MAX,
 };
-use super::sys::{Mr, QueuePair, SendKind, Source, Wc};
+use super::sys::{Mr, QueuePair, SendKind, Source};
 use super::{Domain, STAGING};
 use crate::completion::{Completion, WriteCompletion};
 use crate::config::Config;
@@ -33,8 +33,9 @@ const ZC_CHUNK: usize = 8 << 20;
 /// Empty polls between two rounds of housekeeping (reaping the CQs,
 /// reading the control block).
 const HOUSEKEEP_EVERY: u32 = 32;
-/// Records consumed between two reaps of the receive CQ.
-const REAP_EVERY: u32 = 16;
+/// Receives re-posted at once (one `ibv_post_recv` per batch; the peer's
+/// credits never count on the ones held back).
+const REPOST_BATCH: u32 = 16;
 /// Empty polls between two liveness checks of the peer (one syscall).
 const LIVENESS_EVERY: u32 = 2048;
 /// After the control socket closed: how long completions still in flight
@@ -112,7 +113,7 @@ pub(crate) struct VerbsEndpoint {
     /// Receives we re-posted (cumulative), records consumed since the last
     /// reap of the receive CQ, and the state last told the peer.
     reposted: u32,
-    unreaped: u32,
+    unposted: u32,
     advertised: Ack,
     /// The control block's word last acted on.
     last_ctl: u64,
@@ -167,7 +168,7 @@ impl VerbsEndpoint {
             inbound: Inbound::default(),
             recv_depth: p.recv_depth,
             reposted: 0,
-            unreaped: 0,
+            unposted: 0,
             advertised: Ack::default(),
             last_ctl: 0,
             staging: Staging::new(p.stage_mr.region().len()),
@@ -786,24 +787,34 @@ impl VerbsEndpoint {
 
     /// Frees send resources of the requests the device completed.
     fn reap_send(&mut self) -> Result<(), FabricError> {
-        let mut wcs = [Wc::default(); 16];
         while !self.signaled.is_empty() {
-            let n = self.qp.poll_send(&mut wcs).map_err(|e| self.fail(e))?;
-            for wc in &wcs[..n] {
-                if !wc.ok {
-                    let e = FabricError::PeerGone(if wc.is_remote_access_error() {
-                        format!(
-                            "the peer's device refused a one-sided access ({}); \
-                             the queue pair is in the error state",
-                            wc.status_text()
-                        )
-                    } else {
-                        format!("RDMA operation failed: {}", wc.status_text())
-                    });
-                    return Err(self.fail(e));
-                }
+            let mut failed = None;
+            let mut done = None;
+            let n = self
+                .qp
+                .poll_send(16, |wc| {
+                    if !wc.ok && failed.is_none() {
+                        failed = Some(wc);
+                    }
+                    // The send queue completes in order.
+                    done = Some(wc.wr_id);
+                })
+                .map_err(|e| self.fail(e))?;
+            if let Some(wc) = failed {
+                let e = FabricError::PeerGone(if wc.is_remote_access_error() {
+                    format!(
+                        "the peer's device refused a one-sided access ({}); \
+                         the queue pair is in the error state",
+                        wc.status_text()
+                    )
+                } else {
+                    format!("RDMA operation failed: {}", wc.status_text())
+                });
+                return Err(self.fail(e));
+            }
+            if let Some(last) = done {
                 while let Some(&(id, mark)) = self.signaled.front() {
-                    if id > wc.wr_id {
+                    if id > last {
                         break;
                     }
                     self.signaled.pop_front();
@@ -811,7 +822,7 @@ impl VerbsEndpoint {
                     self.completed = id + 1;
                 }
             }
-            if n < wcs.len() {
+            if n < 16 {
                 break;
             }
         }
@@ -829,33 +840,42 @@ impl VerbsEndpoint {
     /// or a direct write, filed with [`Inbound`]) used one receive; posts
     /// as many new ones. Returns the completions reaped.
     fn poll_recv_cq(&mut self) -> Result<usize, FabricError> {
-        self.unreaped = 0;
-        let mut wcs = [Wc::default(); 16];
-        let mut total = 0usize;
+        let mut total = 0u32;
         loop {
-            let n = self.qp.poll_recv(&mut wcs).map_err(|e| self.fail(e))?;
-            for wc in &wcs[..n] {
-                if !wc.ok {
-                    let e = FabricError::PeerGone(format!("receive failed: {}", wc.status_text()));
-                    return Err(self.fail(e));
-                }
-                if !wc.is_recv {
-                    let e =
-                        FabricError::Malformed(WireError::Invalid("unexpected receive completion"));
-                    return Err(self.fail(e));
-                }
-                self.inbound.on_receive(wc.imm, wc.byte_len);
+            let mut bad = None;
+            let inbound = &mut self.inbound;
+            let n = self
+                .qp
+                .poll_recv(16, |wc| {
+                    if !wc.ok || !wc.is_recv {
+                        bad.get_or_insert(wc);
+                    } else {
+                        inbound.on_receive(wc.imm, wc.byte_len);
+                    }
+                })
+                .map_err(|e| self.fail(e))?;
+            if let Some(wc) = bad {
+                let e = if wc.ok {
+                    FabricError::Malformed(WireError::Invalid("unexpected receive completion"))
+                } else {
+                    FabricError::PeerGone(format!("receive failed: {}", wc.status_text()))
+                };
+                return Err(self.fail(e));
             }
-            total += n;
-            if n < wcs.len() || total >= self.recv_depth as usize {
+            total += n as u32;
+            if n < 16 || total >= self.recv_depth {
                 break;
             }
         }
-        if total > 0 {
-            self.qp.post_empty_recvs(total).map_err(|e| self.fail(e))?;
-            self.reposted = self.reposted.wrapping_add(total as u32);
+        self.unposted += total;
+        if self.unposted >= REPOST_BATCH.min(self.recv_depth) {
+            let n = std::mem::take(&mut self.unposted);
+            self.qp
+                .post_empty_recvs(n as usize)
+                .map_err(|e| self.fail(e))?;
+            self.reposted = self.reposted.wrapping_add(n);
         }
-        Ok(total)
+        Ok(total as usize)
     }
 
     /// The peer's news about our records (ring space, credits).
@@ -899,19 +919,24 @@ impl VerbsEndpoint {
     /// The next inbound event in the peer's order (a direct write, or the
     /// record at the ring's head): `None` if nothing is complete, else the
     /// completion it finishes, if any.
+    ///
+    /// Every record and direct write completes a receive, after its bytes
+    /// are placed: the receive CQ says what is there, so an idle round is
+    /// one look at the CQ, and the ring is read only for a record the CQ
+    /// announced.
     fn next_event(&mut self) -> Result<Option<Option<Completion>>, FabricError> {
-        if let Some(c) = self.take_direct()? {
-            return Ok(Some(Some(c)));
-        }
-        if let Some(done) = self.consume()? {
-            return Ok(Some(done));
-        }
-        // Direct writes show only in the CQ, and only after a write record.
-        if self.inbound.expects_directs() && self.poll_recv_cq()? > 0 {
+        for _ in 0..2 {
             if let Some(c) = self.take_direct()? {
                 return Ok(Some(Some(c)));
             }
-            return self.consume();
+            if self.inbound.records_pending() {
+                if let Some(done) = self.consume()? {
+                    return Ok(Some(done));
+                }
+            }
+            if self.poll_recv_cq()? == 0 {
+                break;
+            }
         }
         Ok(None)
     }
@@ -991,10 +1016,6 @@ impl VerbsEndpoint {
             matches!(hdr.kind, Kind::Write | Kind::WriteDirect).then_some((hdr.rkey, hdr.addr)),
         );
         self.rx.advance(size);
-        self.unreaped += 1;
-        if self.unreaped >= REAP_EVERY {
-            self.poll_recv_cq()?;
-        }
         self.maybe_return_ack(false)?;
         Ok(Some(done))
     }

@@ -796,10 +796,10 @@ impl Inbound {
         }
     }
 
-    /// True once direct writes may arrive (a write record was taken): only
-    /// then is the receive CQ worth polling on every idle round.
-    pub(super) fn expects_directs(&self) -> bool {
-        self.target.is_some()
+    /// True if the CQ announced a record not taken yet (its bytes are in
+    /// the ring).
+    pub(super) fn records_pending(&self) -> bool {
+        self.records_seen > self.records_taken
     }
 }
 
@@ -1127,13 +1127,14 @@ mod tests {
     #[test]
     fn a_direct_write_before_any_target_is_refused() {
         let mut inb = Inbound::default();
-        assert!(!inb.expects_directs());
+        assert!(!inb.records_pending());
         inb.on_receive(Some(5), 8);
         assert!(inb.next_direct().is_err());
         // A record's completion (or one without an immediate) is no direct.
         let mut inb = Inbound::default();
         inb.on_receive(Some(RING_IMM), 64);
         inb.on_receive(None, 0);
+        assert!(inb.records_pending());
         assert_eq!(inb.next_direct(), Ok(None));
         assert!(!inb.record_ready(1));
         assert!(inb.record_ready(0));

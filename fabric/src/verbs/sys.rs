@@ -523,7 +523,7 @@ impl Drop for Cq {
 }
 
 /// One completion, copied out of the CQ.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Wc {
     pub(super) wr_id: u64,
     pub(super) ok: bool,
@@ -887,45 +887,48 @@ impl QueuePair {
         Ok(())
     }
 
-    fn poll(cq: &Cq, out: &mut [Wc]) -> Result<usize, FabricError> {
+    /// Reaps up to `max` (at most 16) completions of `cq`, handing each to
+    /// `f` in order; returns how many.
+    fn poll(cq: &Cq, max: usize, mut f: impl FnMut(Wc)) -> Result<usize, FabricError> {
         const MAX: usize = 16;
         // Uninitialised: the hot path polls often, mostly for nothing, and
         // clearing 16 work completions each time would cost more than that.
         let mut wcs = [const { MaybeUninit::<ibv_wc>::uninit() }; MAX];
-        let n = out.len().min(MAX);
+        let n = max.min(MAX);
         // SAFETY: live CQ, `wcs` holds at least `n` entries; the provider
         // writes the first `got` of them.
         let got = unsafe { ibv_poll_cq(cq.cq.as_ptr(), n as i32, wcs.as_mut_ptr().cast()) };
         if got < 0 {
             return Err(rc_err("ibv_poll_cq", got));
         }
-        for (o, w) in out.iter_mut().zip(&wcs[..got as usize]) {
+        for w in &wcs[..got as usize] {
             // SAFETY: one of the `got` entries ibv_poll_cq wrote.
             let w = unsafe { w.assume_init_ref() };
             let with_imm = w.wc_flags & ibv_wc_flags::IBV_WC_WITH_IMM.0 != 0;
-            *o = Wc {
+            // SAFETY: `imm_data` is the union's member when the flag says
+            // so (both members are plain u32s, any bits are valid anyway).
+            let raw = unsafe { w.imm_data_invalidated_rkey_union.imm_data };
+            let imm = with_imm.then_some(u32::from_be(raw));
+            f(Wc {
                 wr_id: w.wr_id,
                 ok: w.status == ibv_wc_status::IBV_WC_SUCCESS,
                 status: w.status,
                 is_recv: w.opcode & ibv_wc_opcode::IBV_WC_RECV != 0,
                 byte_len: w.byte_len,
-                // SAFETY: `imm_data` is the union's member when the flag
-                // says so (both members are plain u32s anyway).
-                imm: with_imm
-                    .then(|| u32::from_be(unsafe { w.imm_data_invalidated_rkey_union.imm_data })),
-            };
+                imm,
+            });
         }
         Ok(got as usize)
     }
 
-    /// Reaps up to `out.len()` (max 16) send completions.
-    pub(super) fn poll_send(&self, out: &mut [Wc]) -> Result<usize, FabricError> {
-        Self::poll(&self.send_cq, out)
+    /// Reaps up to `max` (at most 16) send completions into `f`.
+    pub(super) fn poll_send(&self, max: usize, f: impl FnMut(Wc)) -> Result<usize, FabricError> {
+        Self::poll(&self.send_cq, max, f)
     }
 
-    /// Reaps up to `out.len()` (max 16) receive completions.
-    pub(super) fn poll_recv(&self, out: &mut [Wc]) -> Result<usize, FabricError> {
-        Self::poll(&self.recv_cq, out)
+    /// Reaps up to `max` (at most 16) receive completions into `f`.
+    pub(super) fn poll_recv(&self, max: usize, f: impl FnMut(Wc)) -> Result<usize, FabricError> {
+        Self::poll(&self.recv_cq, max, f)
     }
 
     /// Asks for an event on the channel at the next receive completion.
