@@ -167,7 +167,7 @@ fn invoke_goal(
         (_, "shm") if base < 0.15 => format!(
             "the raw ping-pong takes {base:.2} µs (the two vCPUs share a core as SMT siblings); \
              rfx's fixed software cost per round trip (ring record checks, the fence that keeps \
-             warm wake-ups race-free, the invocation's header and accounting, ~0.1 µs) is a large \
+             warm wake-ups race-free, the invocation's dispatch and accounting, ~0.1 µs) is a large \
              share at that scale"
         ),
         _ => format!("rfx adds {:.2} µs to the baseline's round trip", inv - base),

@@ -14,28 +14,38 @@
 //! only waits for receives, the kernel closes the socket when the peer
 //! process dies.
 //!
-//! Data path (see [`proto`] for the formats): one-sided, polled in memory,
-//! one work request per message.
-//! - Each side owns an inbound ring in registered memory (256 KiB) that only
-//!   the peer writes. `write_imm` and `send` each write one record into the
-//!   peer's ring by a single RDMA WRITE_WITH_IMM (inline when it fits the
-//!   QP's inline limit, 256 bytes, else from a registered staging ring): a
-//!   40-byte header, the payload (writes up to 8 KiB, send fragments up to
-//!   a quarter of the ring), a checksum.
-//!   The receiver polls the stamp at its ring head in memory, checks the
-//!   checksum (so the device's placement order inside a message does not
-//!   matter), copies a write's bytes into the target region, and frees the
-//!   record. Larger writes go by RDMA WRITE straight into the target region
-//!   (from the staging ring, or with no copy when the source is registered
-//!   memory of this process), then a header-only record: RC places a queue
-//!   pair's writes in order.
-//! - Measured on soft-RoCE: a second work request per message costs far
-//!   more than copying a few KiB, which is why small and medium writes carry
-//!   their bytes in the record rather than in a separate WRITE.
+//! Data path (see [`proto`] for the formats): one-sided, one work request
+//! per message, every message found through the receive CQ.
+//! - Direct writes: a `write_imm` to the same place as the previous write
+//!   record (what a ping-pong or an invocation slot writes again and again)
+//!   is one RDMA WRITE_WITH_IMM of the bare bytes straight into the target,
+//!   with the caller's immediate, like `ib_write_lat`: inline up to 256
+//!   bytes, else from the staging ring or registered memory of this
+//!   process. The receiver learns the length from the completion and the
+//!   place from the last write record; no copy, no checksum. A 4 KiB write
+//!   is 4096 bytes on the wire, four packets at rxe's 1024-byte MTU.
+//! - Records: each side owns an inbound ring in registered memory (256 KiB)
+//!   that only the peer writes. Other writes and `send`s each write one
+//!   record into the peer's ring by a single RDMA WRITE_WITH_IMM (inline
+//!   when it fits, else from the staging ring): a 40-byte header, the
+//!   payload (writes up to 8 KiB, send fragments up to a quarter of the
+//!   ring), a checksum. The receiver reads a record once the CQ announced
+//!   it, checks the checksum, copies a write's bytes into the target region
+//!   and frees the record. Larger writes go by RDMA WRITE straight into the
+//!   target region (from the staging ring, or with no copy when the source
+//!   is registered memory of this process), then a header-only record: RC
+//!   places a queue pair's writes in order.
+//! - Order: records carry the count of direct writes posted before them,
+//!   and the CQ lists both kinds in posting order, so completions come out
+//!   in the peer's order. Bytes the device places (direct writes, large
+//!   writes) never overtake an earlier record's copy to the same bytes:
+//!   such a write waits until the peer acknowledged consuming it (a small
+//!   one goes as a record instead).
 //! - Flow control: every record carries the sender's own consumer state
 //!   (ring head, receives re-posted); with nothing to send, a consumer
 //!   RDMA-writes it into the peer's control block once a quarter of the
-//!   ring or half the receives are due. A record is posted only when the
+//!   ring or half the receives are due, or when it goes idle with records
+//!   consumed but not acknowledged. A record is posted only when the
 //!   peer's ring has room and the peer has a receive posted for it.
 //! - Why WRITE_WITH_IMM and not a plain WRITE: its receive completion is
 //!   what wakes a warm waiter (armed CQ, completion channel). A "wake me"
@@ -45,7 +55,8 @@
 //! - Selective signalling: every 16th request is signalled, and any that
 //!   leaves the staging ring more than half full (its completion frees the
 //!   space of all requests before it).
-//! - Hot mode polls the ring; warm mode arms the receive CQ and sleeps in
+//! - Hot mode polls the receive CQ (an idle round is one `ibv_poll_cq`);
+//!   warm mode arms the receive CQ and sleeps in
 //!   epoll on the completion channel and the TCP socket together (the event
 //!   fd).
 //! - One-sided reads: an RDMA READ (always signalled) of the peer's exposed

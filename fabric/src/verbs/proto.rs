@@ -23,10 +23,10 @@
 //! end-8  check u64   checksum of everything before it, seeded by key and position
 //! ```
 //!
-//! The consumer polls the stamp at its head, then accepts the record only
-//! when the checksum matches: that does not depend on the order in which
-//! the device places the bytes of one message, so a record is never read
-//! half-written. Writes larger than [`WRITE_IN_RECORD_MAX`] travel as RDMA
+//! The consumer reads the record at its head once the receive CQ announced
+//! one, and accepts it only when the stamp and the checksum match: that
+//! does not depend on the order in which the device places the bytes of
+//! one message, so a record is never read half-written. Writes larger than [`WRITE_IN_RECORD_MAX`] travel as RDMA
 //! WRITEs straight into the target region, followed on the same queue pair
 //! by a header-only record ([`Kind::WriteDirect`]): RC places a queue
 //! pair's writes in order, so the data has landed when that record is
