@@ -338,27 +338,22 @@ impl VerbsEndpoint {
             rkey: device_rkey,
             imm,
         };
-        match (staged, registered) {
+        let (src, signal) = match (staged, &registered) {
             (Some(off), _) => {
                 self.stage_mr.region().write_at(off, data)?;
                 let signal = self.signal_due() || self.staging.over_half();
-                self.post(kind, Src::Staged(off, n), signal)?;
-                self.directs_sent = self.directs_sent.wrapping_add(1);
+                (Src::Staged(off, n), signal)
             }
-            (None, Some((mr, off))) => {
-                self.post(kind, Src::Registered(mr.as_ref(), off, n), true)?;
-                self.directs_sent = self.directs_sent.wrapping_add(1);
-                let id = self.posted - 1;
-                self.pinned.push_back((id, mr));
-                while self.completed <= id {
-                    self.stall(&mut deadline, "verbs write (waiting for the device)")?;
-                }
-            }
-            (None, None) => {
-                let signal = self.signal_due();
-                self.post(kind, Src::Inline(data), signal)?;
-                self.directs_sent = self.directs_sent.wrapping_add(1);
-            }
+            (None, Some((mr, off))) => (Src::Registered(mr.as_ref(), *off, n), true),
+            (None, None) => (Src::Inline(data), self.signal_due()),
+        };
+        self.post(kind, src, signal)?;
+        // Counted as soon as it is posted: every later record says so.
+        self.directs_sent = self.directs_sent.wrapping_add(1);
+        if let Some((mr, _)) = registered {
+            let id = self.posted - 1;
+            self.pinned.push_back((id, mr));
+            self.wait_completed(id, &mut deadline)?;
         }
         Ok(true)
     }
@@ -378,7 +373,7 @@ impl VerbsEndpoint {
             })
     }
 
-    /// A direct write from memory that is registered already (a slice of a
+    /// A large write from memory that is registered already (a slice of a
     /// `MemoryRegion` of this process): no copy. The caller may reuse its
     /// buffer when we return, so we wait for the device to have sent it.
     fn write_registered(
@@ -408,8 +403,18 @@ impl VerbsEndpoint {
         let id = self.posted - 1;
         self.pinned.push_back((id, mr.clone()));
         self.push(hdr, &[], false)?;
+        self.wait_completed(id, &mut deadline)
+    }
+
+    /// Waits until the device completed request `id` (a write from the
+    /// caller's registered memory, which the caller may reuse afterwards).
+    fn wait_completed(
+        &mut self,
+        id: u64,
+        deadline: &mut Option<Instant>,
+    ) -> Result<(), FabricError> {
         while self.completed <= id {
-            self.stall(&mut deadline, "verbs write (waiting for the device)")?;
+            self.stall(deadline, "verbs write (waiting for the device)")?;
         }
         Ok(())
     }
