@@ -386,6 +386,9 @@ fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
         (TransportKind::Ofi, false) => {
             "libfabric fi_pingpong, same provider (mean round trip, busy poll)"
         }
+        (TransportKind::Verbs, false) => {
+            "raw WRITE_WITH_IMM ping-pong (ib_write_lat --write_with_imm's loop), busy poll"
+        }
         (TransportKind::Tcp, true) => "raw tcp socket, 24-byte request, size-byte reply",
         (TransportKind::Shm, true) => "one copy out of a shared mapping",
         _ => "none",
@@ -447,6 +450,10 @@ fn transport(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Resul
                     TransportKind::Shm => Some(baseline::shm::pingpong(mode, &steps, cpus)?),
                     #[cfg(feature = "ofi")]
                     TransportKind::Ofi => Some(baseline::ofi::pingpong(&steps, cpus)?),
+                    #[cfg(feature = "verbs")]
+                    TransportKind::Verbs if mode == PollMode::Hot => {
+                        Some(baseline::verbs::pingpong(&steps, cpus)?)
+                    }
                     _ => None,
                 };
                 (rfx, raw)

@@ -122,3 +122,5 @@ pub use endpoint::Endpoint;
 pub use error::FabricError;
 pub use fabric::{ConnectOptions, Fabric, Incoming, Listener};
 pub use mr::{MemoryRegion, RemoteBuffer};
+#[cfg(feature = "verbs")]
+pub use verbs::baseline as verbs_baseline;

@@ -5,3 +5,5 @@
 pub mod ofi;
 pub mod shm;
 pub mod tcp;
+#[cfg(feature = "verbs")]
+pub mod verbs;

@@ -81,6 +81,7 @@
 //! first with an active port 1), `RFX_VERBS_GID_INDEX` (default: the first
 //! IPv4-mapped GID, i.e. RoCEv2, else the first non-zero one).
 
+pub mod baseline;
 mod endpoint;
 mod proto;
 mod sys;
@@ -710,5 +711,34 @@ mod device_tests {
                 "round {round}: data differs"
             );
         }
+    }
+
+    /// The raw baseline's ping-pong moves each write's bytes into the
+    /// peer's buffer and reports their length, inline (8 B) and from
+    /// registered memory (4 KiB), in both directions.
+    #[test]
+    fn raw_baseline_pingpong_moves_the_bytes() {
+        if no_device() {
+            return;
+        }
+        let (mut a, mut b) = super::baseline::pair(4096).unwrap();
+        let echo = std::thread::spawn(move || {
+            for len in [8usize, 4096].into_iter().cycle().take(200) {
+                assert_eq!(b.recv().unwrap(), len);
+                assert!(b.received(len).unwrap() == vec![0xa5; len], "{len} B to b");
+                b.send(len).unwrap();
+            }
+            b
+        });
+        for len in [8usize, 4096].into_iter().cycle().take(200) {
+            a.send(len).unwrap();
+            assert_eq!(a.recv().unwrap(), len);
+            assert!(a.received(len).unwrap() == vec![0x5a; len], "{len} B to a");
+        }
+        let mut b = echo.join().unwrap();
+        assert!(matches!(a.send(4097), Err(FabricError::TooLarge { .. })));
+        drop(a);
+        // The peer is gone: b's write fails instead of spinning forever.
+        assert!(b.send(8).is_err());
     }
 }
