@@ -236,7 +236,7 @@ impl VerbsEndpoint {
         let len = data.len() as u64;
         if imm != RING_IMM
             && self.peer_target == Some((rkey, addr))
-            && self.unconsumed.may_place(self.tx.acked(), rkey, addr, len)
+            && self.may_place_now(rkey, addr, len)?
             && self.write_direct(addr, device_rkey, imm, data)?
         {
             return Ok(());
@@ -292,6 +292,18 @@ impl VerbsEndpoint {
         self.push(hdr, &[], false)
     }
 
+    /// Whether the device may place `len` bytes at `addr` now (see
+    /// [`Unconsumed`]); if not by what we know, by the peer's control
+    /// block, which it writes before a direct write while it owes us that
+    /// news (a ping-pong learns it there, before the reply's completion).
+    fn may_place_now(&mut self, rkey: u32, addr: u64, len: u64) -> Result<bool, FabricError> {
+        if self.unconsumed.may_place(self.tx.acked(), rkey, addr, len) {
+            return Ok(true);
+        }
+        self.read_control_block()?;
+        Ok(self.unconsumed.may_place(self.tx.acked(), rkey, addr, len))
+    }
+
     /// A write to the place of our previous write record: one
     /// WRITE_WITH_IMM of the bare bytes, carrying `imm` (see proto's
     /// "Direct writes"). Inline when small, else from the caller's
@@ -319,6 +331,10 @@ impl VerbsEndpoint {
         if !fits {
             return Ok(false);
         }
+        // A direct write carries no ack: records we consumed are acked
+        // first (RC order: the peer sees it by the write's completion), or
+        // the peer's next write to these bytes could not go direct.
+        self.maybe_return_ack(true)?;
         let mut deadline = None;
         let staged = loop {
             if self.credits.available() > 0 && self.sq_room() {
@@ -896,6 +912,12 @@ impl VerbsEndpoint {
         self.dead()?;
         self.reap_send()?;
         self.poll_recv_cq()?;
+        self.read_control_block()?;
+        self.maybe_return_ack(true)
+    }
+
+    /// Applies the ack the peer last wrote into our control block, if new.
+    fn read_control_block(&mut self) -> Result<(), FabricError> {
         let map = self.ctl_mr.region().map();
         let (a, b) = (
             map.atomic_u64(0).load(Ordering::Acquire),
@@ -909,7 +931,7 @@ impl VerbsEndpoint {
                 self.handle_ack(ack)?;
             }
         }
-        self.maybe_return_ack(true)
+        Ok(())
     }
 
     /// Everything there is to do without blocking: consume the inbound

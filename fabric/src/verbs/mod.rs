@@ -44,8 +44,10 @@
 //! - Flow control: every record carries the sender's own consumer state
 //!   (ring head, receives re-posted); with nothing to send, a consumer
 //!   RDMA-writes it into the peer's control block once a quarter of the
-//!   ring or half the receives are due, or when it goes idle with records
-//!   consumed but not acknowledged. A record is posted only when the
+//!   ring or half the receives are due, or, with records consumed but not
+//!   acknowledged, when it goes idle and before a direct write (which
+//!   carries no ack: without it, a ping-pong's replies would keep the
+//!   other side on records). A record is posted only when the
 //!   peer's ring has room and the peer has a receive posted for it.
 //! - Why WRITE_WITH_IMM and not a plain WRITE: its receive completion is
 //!   what wakes a warm waiter (armed CQ, completion channel). A "wake me"

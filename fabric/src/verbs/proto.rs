@@ -54,9 +54,15 @@
 //! placed by the device on arrival: the later could overtake the earlier.
 //! So a write is placed by the device only once the peer has acknowledged
 //! consuming every write record that overlaps it ([`Unconsumed`]); until
-//! then a small one travels in a record too, a large one waits. A receiver
-//! that goes idle with consumed records it has not acknowledged says so
-//! (one RDMA WRITE of its control block), so such a wait is short.
+//! then a small one travels in a record too, a large one waits. A side
+//! with consumed records it has not acknowledged says so (one RDMA WRITE
+//! of its control block) when it goes idle, and before each direct write,
+//! which carries no ack: RC order puts the news in the peer's control
+//! block before the direct write completes there, and a writer whose
+//! check fails reads its control block again. So a ping-pong's first
+//! exchange goes by records and every later one direct, both ways (a
+//! reply that is the only news would otherwise keep the other side on
+//! records for good).
 
 use serde::{Deserialize, Serialize};
 

@@ -770,22 +770,28 @@ impl QueuePair {
         let mut left = n;
         while left > 0 {
             let k = left.min(BATCH);
-            // SAFETY: zeroed is valid for ibv_recv_wr (null pointers, zeros).
-            let mut wrs: [ibv_recv_wr; BATCH] = unsafe { std::mem::zeroed() };
-            let base = wrs.as_mut_ptr();
-            for (i, wr) in wrs.iter_mut().enumerate().take(k) {
-                wr.num_sge = 0;
+            // Only the `k` requests posted are written: a re-post of one
+            // receive (the common case) does not clear the whole batch.
+            let mut wrs = [const { MaybeUninit::<ibv_recv_wr>::uninit() }; BATCH];
+            let base = wrs.as_mut_ptr().cast::<ibv_recv_wr>();
+            for (i, slot) in wrs.iter_mut().enumerate().take(k) {
+                // SAFETY: zeroed is valid for ibv_recv_wr (null pointers,
+                // zeros: no scatter entries).
+                let mut wr: ibv_recv_wr = unsafe { std::mem::zeroed() };
                 // i + 1 < k <= BATCH: the next element of the array.
                 wr.next = if i + 1 < k {
                     base.wrapping_add(i + 1)
                 } else {
                     null_mut()
                 };
+                slot.write(wr);
             }
             let mut bad = null_mut();
-            // SAFETY: live QP; the chain lives on this stack frame during the
-            // call (the provider copies work requests) and names no memory.
-            let rc = unsafe { ibv_post_recv(self.qp.as_ptr(), wrs.as_mut_ptr(), &mut bad) };
+            // SAFETY: live QP; the first `k` entries are initialised and
+            // chained (the last ends the chain), they live on this stack
+            // frame during the call (the provider copies work requests) and
+            // name no memory.
+            let rc = unsafe { ibv_post_recv(self.qp.as_ptr(), base, &mut bad) };
             if rc != 0 {
                 return Err(rc_err("ibv_post_recv", rc));
             }
