@@ -210,7 +210,7 @@ pub fn evaluate(r: &Results) -> Vec<Verdict> {
     let mut verbs = invoke_goal(r, "verbs", 1.2, None, String::new());
     if verbs.status == Status::NotMeasured {
         verbs.why = "needs an RDMA device: measured in the soft-RoCE VM (scripts/verbs-vm.sh) \
-                     against ib_write_lat there"
+                     against the raw WRITE_WITH_IMM ping-pong and ib_write_lat there"
             .into();
     }
     out.push(verbs);
