@@ -104,6 +104,7 @@ impl Endpoint {
         self.max_message
     }
 
+    #[inline]
     fn alive(&self) -> Result<(), FabricError> {
         match &self.dead {
             Some(why) => Err(FabricError::PeerGone(why.clone())),
@@ -112,6 +113,7 @@ impl Endpoint {
     }
 
     /// Errors that end the endpoint stick: every later call reports them.
+    #[inline]
     fn track<T>(&mut self, r: Result<T, FabricError>) -> Result<T, FabricError> {
         if let Err(e) = &r {
             if matches!(

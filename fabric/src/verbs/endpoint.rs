@@ -203,6 +203,7 @@ impl VerbsEndpoint {
         })
     }
 
+    #[inline]
     fn dead(&self) -> Result<(), FabricError> {
         match &self.gone {
             Some(why) => Err(FabricError::PeerGone(why.clone())),
@@ -625,10 +626,12 @@ impl VerbsEndpoint {
 
     /// Selective signalling: one request in [`SIGNAL_EVERY`] asks for a
     /// completion (which also completes every request before it).
+    #[inline]
     fn signal_due(&self) -> bool {
         self.posted - self.last_signaled >= SIGNAL_EVERY
     }
 
+    #[inline]
     fn sq_room(&self) -> bool {
         self.posted - self.completed + 1 < self.send_depth
     }
@@ -764,6 +767,7 @@ impl VerbsEndpoint {
     }
 
     /// Our consumer state, as the peer needs it.
+    #[inline]
     fn ack_now(&self) -> Ack {
         Ack {
             head_units: self.rx.head_units(),
