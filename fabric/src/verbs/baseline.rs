@@ -67,51 +67,39 @@ pub fn pair(max_len: usize) -> Result<(RawPeer, RawPeer), FabricError> {
         recv_depth: RECVS,
         max_inline: super::WANT_INLINE,
     };
-    let mut ends = Vec::with_capacity(2);
-    for _ in 0..2 {
-        // The first half receives the peer's writes, the second is the
-        // source of this side's (a pattern, to tell them apart).
+    // One end: its queue pair (receives posted), its registration (the
+    // first half receives the peer's writes, the second, filled with
+    // `fill`, is the source of this side's) and its first PSN.
+    let end = |fill: u8| -> Result<(QueuePair, Arc<sys::Mr>, u32), FabricError> {
         let region = MemoryRegion::new(2 * max_len.max(1))?;
-        let fill = if ends.is_empty() { 0xa5 } else { 0x5a };
         region.write_at(max_len.max(1), &vec![fill; max_len])?;
         let mr = Arc::new(sys::Mr::register(&dom.pd, region)?);
         let qp = QueuePair::create(&dom.pd, caps)?;
         qp.post_empty_recvs(RECVS as usize)?;
         let psn = u32::from_le_bytes(crate::secret::random_bytes::<4>()?) & 0x00ff_ffff;
-        ends.push((qp, mr, psn));
-    }
-    let remote = |(qp, _, psn): &(QueuePair, Arc<sys::Mr>, u32)| sys::RemoteQp {
+        Ok((qp, mr, psn))
+    };
+    let remote = |qp: &QueuePair, psn: u32| sys::RemoteQp {
         qpn: qp.qpn(),
-        psn: *psn,
+        psn,
         lid: dom.port.lid,
         gid: dom.port.gid,
         mtu: dom.port.active_mtu,
     };
-    let (ra, rb) = (remote(&ends[0]), remote(&ends[1]));
-    ends[0].0.connect(&dom.port, ends[0].2, &rb)?;
-    ends[1].0.connect(&dom.port, ends[1].2, &ra)?;
-    let (b, a) = (ends.pop(), ends.pop());
-    let (Some((qa, ma, _)), Some((qb, mb, _))) = (a, b) else {
-        unreachable!("two ends were built");
+    let (qa, ma, psn_a) = end(0xa5)?;
+    let (qb, mb, psn_b) = end(0x5a)?;
+    qa.connect(&dom.port, psn_a, &remote(&qb, psn_b))?;
+    qb.connect(&dom.port, psn_b, &remote(&qa, psn_a))?;
+    let peer = |qp, mr: Arc<sys::Mr>, fill, to: &sys::Mr| RawPeer {
+        qp,
+        local: mr,
+        payload: vec![fill; max_len],
+        remote_addr: to.region().addr(),
+        remote_rkey: to.rkey(),
     };
-    let (addr_a, key_a) = (ma.region().addr(), ma.rkey());
-    let (addr_b, key_b) = (mb.region().addr(), mb.rkey());
-    Ok((
-        RawPeer {
-            qp: qa,
-            local: ma,
-            payload: vec![0xa5; max_len],
-            remote_addr: addr_b,
-            remote_rkey: key_b,
-        },
-        RawPeer {
-            qp: qb,
-            local: mb,
-            payload: vec![0x5a; max_len],
-            remote_addr: addr_a,
-            remote_rkey: key_a,
-        },
-    ))
+    let a = peer(qa, ma.clone(), 0xa5, &mb);
+    let b = peer(qb, mb, 0x5a, &ma);
+    Ok((a, b))
 }
 
 impl RawPeer {
