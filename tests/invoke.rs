@@ -31,6 +31,23 @@ fn shipped(path: &std::path::Path) -> LibrarySource {
     }
 }
 
+/// An invoker holding the lease's token, shipping the Rust example
+/// library and asking for `fns`.
+fn connect_rust(
+    f: &Fabric,
+    addr: std::net::SocketAddr,
+    fns: &[&str],
+) -> Result<Invoker, InvokeError> {
+    Invoker::connect(
+        f,
+        addr,
+        TOKEN.as_bytes(),
+        shipped(&examples().rust),
+        fns,
+        cfg(),
+    )
+}
+
 fn cfg() -> InvokerConfig {
     InvokerConfig {
         timeout: Duration::from_secs(20),
@@ -52,8 +69,7 @@ fn invocations_work_over(kind: TransportKind) {
     );
     let f = fabric(kind);
     let fns = ["echo", "sum_f64", "matmul", "noop", "panics", "overclaim"];
-    let mut inv =
-        Invoker::connect(&f, addr, TOKEN.as_bytes(), shipped(&ex.rust), &fns, cfg()).unwrap();
+    let mut inv = connect_rust(&f, addr, &fns).unwrap();
     assert_eq!(inv.transport(), kind);
     assert_eq!(inv.invoke("echo", b"hello rfx").unwrap(), b"hello rfx");
     // An empty input is a zero-byte write: it runs, and echoes nothing.
@@ -171,28 +187,13 @@ fn wrong_token_and_bad_libraries_are_refused() {
         matches!(&r, Err(InvokeError::SetupFailed(why)) if why.contains("not a shared library")),
         "{r:?}"
     );
-    let r = Invoker::connect(
-        &f,
-        addr,
-        TOKEN.as_bytes(),
-        shipped(&ex.rust),
-        &["no_such_function"],
-        cfg(),
-    );
+    let r = connect_rust(&f, addr, &["no_such_function"]);
     assert!(
         matches!(&r, Err(InvokeError::SetupFailed(why)) if why.contains("no_such_function")),
         "{r:?}"
     );
     // The executor survived all of that and still serves.
-    let mut inv = Invoker::connect(
-        &f,
-        addr,
-        TOKEN.as_bytes(),
-        shipped(&ex.rust),
-        &["echo"],
-        cfg(),
-    )
-    .unwrap();
+    let mut inv = connect_rust(&f, addr, &["echo"]).unwrap();
     assert_eq!(inv.invoke("echo", b"still here").unwrap(), b"still here");
     drop(inv);
     let status = exec
@@ -208,15 +209,7 @@ fn busy_is_said_only_to_the_lease_holder() {
     let ex = examples();
     let (_exec, addr) = executor(TOKEN, "tcp", &["--workers", "1", "--connections", "3"]);
     let f = fabric(TransportKind::Tcp);
-    let mut first = Invoker::connect(
-        &f,
-        addr,
-        TOKEN.as_bytes(),
-        shipped(&ex.rust),
-        &["echo"],
-        cfg(),
-    )
-    .unwrap();
+    let mut first = connect_rust(&f, addr, &["echo"]).unwrap();
     let refusal =
         |token: &[u8]| match Invoker::connect(&f, addr, token, shipped(&ex.rust), &["echo"], cfg())
         {
@@ -232,19 +225,10 @@ fn busy_is_said_only_to_the_lease_holder() {
 
 #[test]
 fn crashing_function_is_an_error_not_a_hang() {
-    let ex = examples();
     for kind in [TransportKind::Shm, TransportKind::Tcp] {
         let (mut exec, addr) = executor(TOKEN, kind.name(), &[]);
         let f = fabric(kind);
-        let mut inv = Invoker::connect(
-            &f,
-            addr,
-            TOKEN.as_bytes(),
-            shipped(&ex.rust),
-            &["crash", "echo"],
-            cfg(),
-        )
-        .unwrap();
+        let mut inv = connect_rust(&f, addr, &["crash", "echo"]).unwrap();
         let r = inv.invoke("crash", b"");
         assert!(
             matches!(r, Err(InvokeError::ExecutorGone(_))),
@@ -325,7 +309,6 @@ fn rfx_invoke_cli() {
 
 #[test]
 fn async_invocations_sleep_in_the_reactor() {
-    let ex = examples();
     for kind in [TransportKind::Shm, TransportKind::Tcp] {
         let (_exec, addr) = executor(
             TOKEN,
@@ -333,15 +316,7 @@ fn async_invocations_sleep_in_the_reactor() {
             &["--connections", "1", "--hot-timeout-ms", "0"],
         );
         let f = fabric(kind);
-        let mut inv = Invoker::connect(
-            &f,
-            addr,
-            TOKEN.as_bytes(),
-            shipped(&ex.rust),
-            &["echo", "panics"],
-            cfg(),
-        )
-        .unwrap();
+        let mut inv = connect_rust(&f, addr, &["echo", "panics"]).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
