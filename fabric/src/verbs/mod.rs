@@ -411,6 +411,15 @@ mod device_tests {
         (a, t.join().unwrap().unwrap())
     }
 
+    /// A fabric with verbs forced.
+    fn verbs_fabric() -> Fabric {
+        Fabric::open(Config {
+            transport: TransportChoice::Forced(TransportKind::Verbs),
+            ..Config::default()
+        })
+        .unwrap()
+    }
+
     fn short_timeouts() -> Config {
         Config {
             op_timeout: Duration::from_secs(10),
@@ -623,11 +632,7 @@ mod device_tests {
         if no_device() {
             return;
         }
-        let f = Fabric::open(Config {
-            transport: TransportChoice::Forced(TransportKind::Verbs),
-            ..Config::default()
-        })
-        .unwrap();
+        let f = verbs_fabric();
         const N: usize = (2 * super::proto::READ_BOUNCE_MAX) + 12_345;
         let data: Vec<u8> = (0..N).map(|i| (i * 13 + (i >> 11)) as u8).collect();
         let src = f.register(N + 64).unwrap();
@@ -677,11 +682,7 @@ mod device_tests {
         if no_device() {
             return;
         }
-        let f = Fabric::open(Config {
-            transport: TransportChoice::Forced(TransportKind::Verbs),
-            ..Config::default()
-        })
-        .unwrap();
+        let f = verbs_fabric();
         const N: usize = 3 << 20;
         let src = f.register(N).unwrap();
         let dst = f.register(N + 64).unwrap();
