@@ -66,7 +66,7 @@ fn tenant_api_leases_invokes_and_releases() {
         }
     };
     let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::default()).unwrap();
-    let lib = rfx::executors::session::LibrarySource::Path(examples().rust.display().to_string());
+    let lib = shipped(&examples().rust);
     let mut inv = lease
         .invoker(
             &fabric,

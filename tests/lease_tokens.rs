@@ -41,7 +41,7 @@ fn cfg() -> InvokerConfig {
 }
 
 fn lib() -> LibrarySource {
-    LibrarySource::Path(examples().rust.display().to_string())
+    shipped(&examples().rust)
 }
 
 fn tenant(lm: &LeaseManager, token: &str) -> Tenant {

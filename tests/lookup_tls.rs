@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use pki::pki;
 use rfx::client::InvokerConfig;
 use rfx::executors::manager::{lookup_executor, lookup_executor_with, ManagerError};
-use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric, PollMode};
 use rfx::leases::proto::LeaseRequest;
 use rfx::leases::tls::{TlsClient, TLS_CA_ENV};
@@ -102,7 +101,7 @@ fn lookups_over_tls() {
         .unwrap();
     let info = lease.info().clone();
     let fabric = Fabric::open(Config::default()).unwrap();
-    let lib = LibrarySource::Path(examples().rust.display().to_string());
+    let lib = shipped(&examples().rust);
     let cfg = InvokerConfig {
         timeout: Duration::from_secs(20),
         mode: PollMode::Warm,

@@ -18,7 +18,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rfx::client::InvokerConfig;
-use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric, PollMode, TransportKind};
 use rfx::leases::proto::LeaseRequest;
 use support::fault::{retry, wait_for, wait_listening, Scratch, KEY};
@@ -150,7 +149,7 @@ fn leases_invocations_and_a_group_across_namespaces() {
     let token = admin.add_tenant("alice").unwrap();
     let tenant = rfx::tenant::Tenant::connect(&lm.to_string(), &token).unwrap();
     let fabric = Fabric::open(Config::default()).unwrap();
-    let lib = || LibrarySource::Path(examples().rust.display().to_string());
+    let lib = || shipped(&examples().rust);
     let cfg = InvokerConfig {
         timeout: Duration::from_secs(30),
         mode: PollMode::Warm,

@@ -125,6 +125,7 @@ pub mod examples;
 pub mod executor;
 pub mod group;
 pub mod manager;
+pub mod sandbox;
 pub mod session;
 
 pub use abi::{Function, Library, MARKER_PREFIX, MAX_NAME_LEN};

@@ -95,7 +95,7 @@ fn a_lease_gets_its_own_executor_until_released() {
     let (id, hex) = (info.lease.id, info.token.to_hex());
 
     let addr = lookup(&info.host_addr, id, &hex);
-    let pid = executor_pid(&hex);
+    let pid = executor_pid(info.lease.id);
     let args = cmdline(pid);
     let flag = |name: &str| {
         let i = args
@@ -224,7 +224,7 @@ fn a_crashing_function_loses_the_lease() {
     let info = alice.create_lease(&request(1)).expect("granted");
     let (id, hex) = (info.lease.id, info.token.to_hex());
     let addr = lookup(&m.addr, id, &hex);
-    let pid = executor_pid(&hex);
+    let pid = executor_pid(info.lease.id);
 
     let mut inv = invoker(&info, addr, &["echo", "crash"]);
     assert_eq!(inv.invoke("echo", b"before").expect("echo"), b"before");
@@ -274,7 +274,7 @@ fn accelerators_are_partitioned_between_leases() {
             .expect("granted");
         let hex = info.token.to_hex();
         lookup(&m.addr, info.lease.id, &hex);
-        let pid = executor_pid(&hex);
+        let pid = executor_pid(info.lease.id);
         assert_eq!(
             env_of(pid, "CUDA_VISIBLE_DEVICES").as_deref(),
             Some(visible),
@@ -302,7 +302,7 @@ fn stopping_the_manager_stops_its_executors() {
         .map(|info| {
             let hex = info.token.to_hex();
             lookup(&m.addr, info.lease.id, &hex);
-            executor_pid(&hex)
+            executor_pid(info.lease.id)
         })
         .collect();
     let lookup_addr = m.addr.clone();
@@ -386,7 +386,7 @@ fn executors_that_do_not_start_or_ignore_sigterm() {
         lookup(&m.addr, info.lease.id, &hex).to_string(),
         "127.0.0.1:9"
     );
-    let pid = executor_pid(&hex);
+    let pid = executor_pid(info.lease.id);
     alice.release(info.lease.id).expect("released");
     wait_gone(pid);
     let shown = alice.show(info.lease.id).expect("show");
@@ -406,7 +406,7 @@ fn executors_survive_a_lease_manager_restart() {
     let info = d.tenant(&token).create_lease(&request(1)).expect("granted");
     let (id, hex) = (info.lease.id, info.token.to_hex());
     let addr = lookup(&m.addr, id, &hex);
-    let pid = executor_pid(&hex);
+    let pid = executor_pid(info.lease.id);
 
     d.restart();
     // The manager registers again; the lease is still active, its executor
@@ -421,7 +421,7 @@ fn executors_survive_a_lease_manager_restart() {
         hosts.iter().any(|h| h.up).then_some(())
     });
     assert!(alice.show(id).expect("show").lease.is_active());
-    assert_eq!(executor_pid(&hex), pid);
+    assert_eq!(executor_pid(info.lease.id), pid);
     assert_eq!(lookup(&m.addr, id, &hex), addr);
     let mut inv = invoker(&info, addr, &["echo"]);
     assert_eq!(

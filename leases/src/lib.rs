@@ -13,6 +13,10 @@
 //! - [`client`]: clients for tenants ([`client::TenantClient`]), executor
 //!   managers ([`client::HostClient`]) and operators
 //!   ([`client::AdminClient`]), async and [`client::blocking`].
+//! - [`audit`]: the append-only JSON-lines audit log of tenant, host and
+//!   operator actions ([`audit::AuditLog`]), written by the daemon when
+//!   configured ([`daemon::DaemonConfig::audit`]) and reusable by other
+//!   components.
 //!
 //! Environment: the CLI reads the cluster key shared by the daemon,
 //! executor managers and operators from `RFX_CLUSTER_KEY`
@@ -21,6 +25,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod audit;
 mod auth;
 pub mod client;
 pub mod daemon;

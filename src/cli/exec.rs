@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use rfx::executors::client::{Invoker, InvokerConfig};
 use rfx::executors::executor::{Executor, ExecutorConfig, HotTimeout};
+use rfx::executors::sandbox::Handoff;
 use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric};
 
@@ -68,12 +69,30 @@ pub(crate) struct ExecutorArgs {
     /// RFX_EXECUTOR_MAX_INPUT].
     #[arg(long)]
     max_input: Option<usize>,
+    /// Read the lease token (and, in a sandbox, how to confine this
+    /// process) from this inherited descriptor, as the executor manager
+    /// passes them; without it the token comes from RFX_LEASE_TOKEN.
+    #[arg(long)]
+    handoff_fd: Option<i32>,
 }
 
 pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
+    let token = match args.handoff_fd {
+        Some(fd) => {
+            let handoff = Handoff::take(fd)?;
+            if let Some(c) = &handoff.confinement {
+                // Before any thread, fabric or tenant code: returns in the
+                // confined child only.
+                let confined = rfx::executors::sandbox::confine(c)?;
+                tracing::debug!(?confined, "executor confined");
+            }
+            handoff.token.into_bytes()
+        }
+        None => token()?,
+    };
     let ecfg = ExecutorConfig {
         listen: args.listen,
-        token: token()?,
+        token,
         workers: args.workers,
         cpus: args.cpus,
         slots: args.slots,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use rfx::leases::audit::AuditLog;
 use rfx::leases::client::blocking::{AdminClient, TenantClient};
 use rfx::leases::daemon::{self, DaemonConfig};
 use rfx::leases::proto::{LeaseId, LeaseRequest, LeaseState};
@@ -64,6 +65,14 @@ pub(crate) struct LeaseManagerArgs {
     /// this many operations (usage reports and renewals are operations).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     compact_after_ops: u64,
+    /// Append an audit log of tenant, host and operator actions to this
+    /// file: one JSON object per line (leases granted, refused, renewed,
+    /// released, expired, lost; tenants added; hosts registered,
+    /// deregistered, down; executor crashes; refused credentials), never a
+    /// secret. Created with mode 0600 if missing, only ever appended to.
+    /// Without it, nothing is audited.
+    #[arg(long, env = "RFX_AUDIT_LOG", value_name = "PATH")]
+    audit_log: Option<PathBuf>,
 }
 
 pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
@@ -72,6 +81,9 @@ pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
     cfg.compact_after_ops = usize::try_from(args.compact_after_ops).unwrap_or(usize::MAX);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         cfg.tls = Some(rfx::leases::tls::TlsServer::from_pem_files(cert, key)?);
+    }
+    if let Some(path) = &args.audit_log {
+        cfg.audit = AuditLog::open(path)?;
     }
     daemon::serve(cfg)?;
     Ok(())

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use rfx::executors::manager::{self, ManagerConfig};
+use rfx::executors::sandbox::{SandboxConfig, SandboxMode, UidRange};
 use rfx::leases::proto::Capacity;
 
 /// `rfx executor-manager` (cluster key in RFX_CLUSTER_KEY).
@@ -41,6 +42,27 @@ pub(crate) struct ExecutorManagerArgs {
     /// The certificate's private key (PEM).
     #[arg(long, env = "RFX_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Executor sandbox: `strict` (namespaces, a uid per lease, cgroup
+    /// limits, seccomp, Landlock) or `off` (see docs/security.md) [default:
+    /// strict as root, off otherwise].
+    #[arg(long)]
+    sandbox: Option<SandboxMode>,
+    /// Uids (and gids) given to leases, one each, e.g. 60000-60999.
+    #[arg(long, default_value = "60000-60999")]
+    sandbox_uids: UidRange,
+    /// Size of each executor's private /tmp and /dev/shm, MiB.
+    #[arg(long, default_value_t = 64)]
+    sandbox_tmp_mib: u64,
+    /// Memory limit of a lease that states none, MiB.
+    #[arg(long, default_value_t = 1024)]
+    sandbox_default_memory_mib: u64,
+    /// Most processes and threads of one executor.
+    #[arg(long, default_value_t = 1024)]
+    sandbox_pids: u64,
+    /// A host path executors may read (repeatable), besides the system
+    /// directories: for example a shared directory of function libraries.
+    #[arg(long = "sandbox-ro")]
+    sandbox_ro: Vec<std::path::PathBuf>,
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
@@ -78,6 +100,17 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
         usage_every: Duration::from_millis(500),
         stop_grace: Duration::from_secs(2),
         tls,
+        sandbox: SandboxConfig {
+            mode: args
+                .sandbox
+                .unwrap_or_else(SandboxMode::default_for_this_process),
+            uids: args.sandbox_uids,
+            tmp_mib: args.sandbox_tmp_mib,
+            default_memory_mib: args.sandbox_default_memory_mib,
+            pids_max: args.sandbox_pids,
+            extra_ro: args.sandbox_ro,
+            ..SandboxConfig::default()
+        },
     };
     manager::serve(cfg)?;
     Ok(())

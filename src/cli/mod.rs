@@ -68,7 +68,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Fabric(c) => fabric::run(c, cfg()?),
         Cmd::Executor(a) => exec::executor(a, cfg()?),
         Cmd::Invoke(a) => exec::invoke(a, cfg()?),
-        Cmd::LeaseManager(a) => lease::lease_manager(a),
+        Cmd::LeaseManager(a) => {
+            // It holds the cluster key: no process of the same uid may read
+            // its memory or environment (the executor manager does the same).
+            nix::sys::prctl::set_dumpable(false)?;
+            lease::lease_manager(a)
+        }
         Cmd::Tenant(c) => lease::tenant(c),
         Cmd::Lease(c) => lease::lease(c),
         Cmd::ExecutorManager(a) => manager::executor_manager(a),

@@ -91,6 +91,15 @@ pub fn examples() -> &'static Examples {
     })
 }
 
+/// `path` shipped to the executor with the set-up, as a tenant does: a
+/// sandboxed executor sees none of the test's files.
+pub fn shipped(path: &Path) -> rfx::executors::session::LibrarySource {
+    rfx::executors::session::LibrarySource::Bytes {
+        name: path.display().to_string(),
+        bytes: std::fs::read(path).unwrap(),
+    }
+}
+
 fn run(cmd: &mut Command) {
     let out = cmd
         .output()

@@ -96,6 +96,8 @@ pub use lookup::{
     lookup_executor, lookup_executor_with, LookupReply, LookupRequest, LOOKUP_WAIT, MAX_LINE,
 };
 
+use crate::sandbox::host::SandboxHost;
+use crate::sandbox::SandboxConfig;
 use lookup::{Directory, ExecState};
 use process::{Outcome, Shared, KILL_WAIT, REPORT_WAIT};
 use state::{plan_sync, DeviceVar, LaunchPolicy};
@@ -139,6 +141,9 @@ pub struct ManagerConfig {
     /// Serve lookups over TLS with this certificate (clients then need
     /// `RFX_TLS_CA`); `None`: plain TCP.
     pub tls: Option<TlsServer>,
+    /// How executors are sandboxed ([`SandboxConfig::default`]: strict when
+    /// running as root).
+    pub sandbox: SandboxConfig,
 }
 
 impl ManagerConfig {
@@ -164,6 +169,7 @@ impl ManagerConfig {
             usage_every: Duration::from_secs(1),
             stop_grace: Duration::from_secs(5),
             tls: None,
+            sandbox: SandboxConfig::default(),
         }
     }
 }
@@ -180,6 +186,7 @@ impl fmt::Debug for ManagerConfig {
             .field("usage_every", &self.usage_every)
             .field("stop_grace", &self.stop_grace)
             .field("tls", &self.tls.is_some())
+            .field("sandbox", &self.sandbox)
             .finish_non_exhaustive()
     }
 }
@@ -223,6 +230,24 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     let Some((program, leading)) = cfg.executor_command.split_first() else {
         return Err(ManagerError::Config("the executor command is empty".into()));
     };
+    // The manager holds the cluster key: no process of the same uid may
+    // read its memory or environment (/proc/PID/{mem,environ}), nor attach.
+    nix::sys::prctl::set_dumpable(false).map_err(|e| ManagerError::Io {
+        op: "make the manager non-dumpable",
+        source: e.into(),
+    })?;
+    if let Some(bad) = cfg
+        .executor_env
+        .iter()
+        .find(|(k, _)| !state::allowed_extra_env(k))
+    {
+        return Err(ManagerError::Config(format!(
+            "{} may not be passed to executors",
+            bad.0.to_string_lossy()
+        )));
+    }
+    let sandbox = SandboxHost::new(&cfg.sandbox).map_err(ManagerError::Config)?;
+    tracing::info!(mode = %cfg.sandbox.mode, "executor sandbox");
     let listener = lookup::bind(cfg.listen)?;
     let local = listener
         .local_addr()
@@ -274,6 +299,8 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
         },
         fallback_ip: (!fallback_ip.is_unspecified()).then_some(fallback_ip),
         stop_grace: cfg.stop_grace,
+        base_env: state::executor_base_env(std::env::vars_os()),
+        sandbox,
     });
     let mut driver = Driver {
         shared,
@@ -356,7 +383,7 @@ struct Driver {
     /// Leases whose executor exited on its own: never started again.
     ended: HashSet<LeaseId>,
     /// Crashes the lease manager has not heard of yet.
-    unreported: HashMap<LeaseId, String>,
+    unreported: HashMap<LeaseId, process::Ending>,
     generation: u64,
 }
 
@@ -472,10 +499,10 @@ impl Driver {
         self.shared.directory.remove(lease, generation);
         match outcome {
             Some(Outcome::Stopped) => {}
-            Some(Outcome::Ended { reason, reported }) => {
+            Some(Outcome::Ended { ending, reported }) => {
                 self.ended.insert(lease);
                 if !reported {
-                    self.unreported.insert(lease, reason);
+                    self.unreported.insert(lease, ending);
                 }
             }
             None => {
@@ -522,9 +549,9 @@ impl Driver {
 
     async fn flush_unreported(&mut self) {
         let host = self.shared.host();
-        for (lease, reason) in std::mem::take(&mut self.unreported) {
-            if !process::report_crash(&host, lease, &reason).await {
-                self.unreported.insert(lease, reason);
+        for (lease, ending) in std::mem::take(&mut self.unreported) {
+            if !process::report_crash(&host, lease, &ending).await {
+                self.unreported.insert(lease, ending);
             }
         }
     }

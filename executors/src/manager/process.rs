@@ -22,6 +22,8 @@ use super::lines::{next_line, Line};
 use super::lookup::{Directory, ExecState};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
 use crate::executor::ExecutorUsage;
+use crate::sandbox::host::{Prepared, SandboxHost};
+use crate::sandbox::{handoff, Handoff};
 
 /// How long an executor may take to print its address.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
@@ -57,6 +59,11 @@ pub(crate) struct Shared {
     pub(crate) fallback_ip: Option<IpAddr>,
     /// Time between SIGTERM and SIGKILL.
     pub(crate) stop_grace: Duration,
+    /// The base environment of every executor (nothing else of the
+    /// manager's passes).
+    pub(crate) base_env: Vec<(OsString, OsString)>,
+    /// The sandbox, unless off.
+    pub(crate) sandbox: Option<SandboxHost>,
 }
 
 impl Shared {
@@ -74,11 +81,29 @@ pub(crate) enum Outcome {
     /// It exited on its own, or never started.
     Ended {
         /// Why, as reported to the lease manager.
-        reason: String,
+        ending: Ending,
         /// Whether the lease manager took the report (else retry after
         /// reconnecting).
         reported: bool,
     },
+}
+
+/// Why an executor is gone, as the lease manager is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ending {
+    /// What happened (exit status, signal, start failure).
+    pub(crate) reason: String,
+    /// Set when the OOM killer ended it: the lease's memory limit, MiB.
+    pub(crate) out_of_memory_mib: Option<u64>,
+}
+
+impl From<String> for Ending {
+    fn from(reason: String) -> Self {
+        Ending {
+            reason,
+            out_of_memory_mib: None,
+        }
+    }
 }
 
 /// Runs the executor of `start` (with the lease's derived `token`) until it
@@ -94,20 +119,24 @@ pub(crate) async fn supervise(
     let lease = start.lease.id;
     let ended = run_executor(&shared, &start, &token, stop, &state).await;
     state.send_replace(ExecState::Gone);
+    if let Some(sandbox) = &shared.sandbox {
+        sandbox.release(lease);
+    }
     match ended {
         None => Outcome::Stopped,
-        Some(reason) => {
-            tracing::warn!(%lease, "{reason}");
-            let reported = report_crash(&shared.host(), lease, &reason).await;
-            Outcome::Ended { reason, reported }
+        Some(ending) => {
+            tracing::warn!(%lease, "{}", ending.reason);
+            let reported = report_crash(&shared.host(), lease, &ending).await;
+            Outcome::Ended { ending, reported }
         }
     }
 }
 
 /// Tells the lease manager that the executor of `lease` is gone; `false` if
 /// it should be told again later (the connection failed).
-pub(crate) async fn report_crash(host: &HostClient, lease: LeaseId, reason: &str) -> bool {
-    match tokio::time::timeout(REPORT_WAIT, host.report_crash(lease, reason)).await {
+pub(crate) async fn report_crash(host: &HostClient, lease: LeaseId, ending: &Ending) -> bool {
+    let report = host.report_end(lease, &ending.reason, ending.out_of_memory_mib);
+    match tokio::time::timeout(REPORT_WAIT, report).await {
         Ok(Ok(())) => true,
         Ok(Err(e)) if e.code().is_some() => {
             // Refused (the lease already ended): nothing left to tell.
@@ -130,17 +159,72 @@ async fn run_executor(
     shared: &Arc<Shared>,
     start: &StartLease,
     token: &LeaseToken,
+    stop: oneshot::Receiver<()>,
+    state: &watch::Sender<ExecState>,
+) -> Option<Ending> {
+    let launch = match shared.policy.launch(&start.lease) {
+        Ok(l) => l,
+        Err(e) => return Some(format!("executor not started: {e}").into()),
+    };
+    let prepared = match &shared.sandbox {
+        Some(sandbox) => match sandbox.prepare(&start.lease) {
+            Ok(p) => Some(p),
+            Err(e) => return Some(format!("executor not started: sandbox: {e}").into()),
+        },
+        None => None,
+    };
+    let ended = spawn_and_watch(
+        shared,
+        start,
+        token,
+        &launch,
+        prepared.as_ref(),
+        stop,
+        state,
+    )
+    .await;
+    let (Some(sandbox), Some(p)) = (&shared.sandbox, &prepared) else {
+        return ended.map(Ending::from);
+    };
+    // Whatever the exit, nothing of the lease outlives its executor.
+    let end = sandbox.finish(p);
+    match ended {
+        Some(_) if end.out_of_memory => Some(Ending {
+            reason: format!(
+                "out of memory: the executor went over the lease's {} MiB and was killed",
+                p.memory_mib
+            ),
+            out_of_memory_mib: Some(p.memory_mib),
+        }),
+        other => other.map(Ending::from),
+    }
+}
+
+/// Spawns the executor of `start`, then follows it as [`run_executor`] says.
+#[allow(clippy::too_many_arguments)]
+async fn spawn_and_watch(
+    shared: &Arc<Shared>,
+    start: &StartLease,
+    token: &LeaseToken,
+    launch: &super::state::Launch,
+    prepared: Option<&Prepared>,
     mut stop: oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
 ) -> Option<String> {
     let lease = start.lease.id;
-    let launch = match shared.policy.launch(&start.lease, token) {
-        Ok(l) => l,
+    let handoff = Handoff {
+        token: token.to_hex(),
+        confinement: prepared.map(|p| p.confinement.clone()),
+    };
+    let handoff_fd = match handoff.to_memfd() {
+        Ok(fd) => fd,
         Err(e) => return Some(format!("executor not started: {e}")),
     };
     let mut cmd = Command::new(&shared.program);
     cmd.args(&shared.leading)
         .args(&launch.args)
+        .env_clear()
+        .envs(shared.base_env.iter().map(|(k, v)| (k, v)))
         .envs(shared.extra_env.iter().map(|(k, v)| (k, v)))
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
@@ -150,7 +234,10 @@ async fn run_executor(
         // the manager, which then stops the executors in order.
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
+    handoff::pass_to(&mut cmd, &handoff_fd);
+    let spawned = cmd.spawn();
+    drop(handoff_fd);
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             return Some(format!(

@@ -10,13 +10,71 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use rfx_leases::proto::{Lease, LeaseId, UsageReport};
-use rfx_leases::wire::{LeaseToken, StartLease};
+use rfx_leases::wire::StartLease;
 
 use crate::executor::ExecutorUsage;
 
-/// The environment variable that carries the lease token to the executor
-/// (never the command line, which every user can read).
-pub(crate) const TOKEN_ENV: &str = "RFX_LEASE_TOKEN";
+/// The lease id in the executor's environment (not a secret: it names the
+/// lease for logs and the function's own use).
+pub(crate) const LEASE_ENV: &str = "RFX_LEASE_ID";
+
+/// Variables of the manager's own environment that executors get: fabric
+/// and collective settings (names or prefixes). Nothing else passes, so
+/// `RFX_CLUSTER_KEY`, tenant tokens, TLS keys and whatever else the manager
+/// was started with stay out of tenants' reach.
+pub(crate) const FORWARDED_ENV: &[&str] = &[
+    "RFX_TRANSPORT",
+    "RFX_SHM_",
+    "RFX_VERBS_",
+    "RFX_OFI_",
+    "RFX_OP_TIMEOUT_MS",
+    "RFX_CONNECT_TIMEOUT_MS",
+    "RFX_MAX_MESSAGE",
+    "RFX_BIND_ADDR",
+    "RFX_COLL_",
+    "RFX_BOOTSTRAP_TIMEOUT_MS",
+    "RFX_EXECUTOR_MAX_INPUT",
+    "RFX_LOG",
+    "FI_",
+];
+
+/// Secrets that never pass, whatever an operator forwards.
+const NEVER_FORWARDED: &[&str] = &[
+    "RFX_CLUSTER_KEY",
+    "RFX_TENANT_TOKEN",
+    "RFX_LEASE_TOKEN",
+    "RFX_TLS_KEY",
+    "RFX_JOB_KEY",
+];
+
+/// The base environment of every executor: a fixed `PATH`, `HOME=/tmp`,
+/// and the [`FORWARDED_ENV`] variables of `manager_env`.
+pub(crate) fn executor_base_env(
+    manager_env: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vec![
+        ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ("HOME".into(), "/tmp".into()),
+    ];
+    env.extend(manager_env.into_iter().filter(|(k, _)| {
+        k.to_str().is_some_and(|k| {
+            !NEVER_FORWARDED.contains(&k)
+                && FORWARDED_ENV.iter().any(|f| {
+                    if f.ends_with('_') {
+                        k.starts_with(f)
+                    } else {
+                        k == *f
+                    }
+                })
+        })
+    }));
+    env
+}
+
+/// Whether an operator's extra executor variable may pass.
+pub(crate) fn allowed_extra_env(name: &std::ffi::OsStr) -> bool {
+    name.to_str().is_none_or(|k| !NEVER_FORWARDED.contains(&k))
+}
 
 /// What an executor prints on stderr once it listens, followed by its address.
 pub(crate) const LISTENING_PREFIX: &str = "rfx executor: listening on ";
@@ -121,9 +179,10 @@ pub(crate) struct Launch {
 
 impl LaunchPolicy {
     /// The executor of `lease`: a worker per leased core, pinned to the leased
-    /// cores, hot as the lease says, reporting usage, with the lease's token
-    /// and devices. An error names a device the manager cannot map.
-    pub(crate) fn launch(&self, lease: &Lease, token: &LeaseToken) -> Result<Launch, String> {
+    /// cores, hot as the lease says, reporting usage, its token on the
+    /// handoff descriptor, its devices visible. An error names a device the
+    /// manager cannot map.
+    pub(crate) fn launch(&self, lease: &Lease) -> Result<Launch, String> {
         let usage_ms = self.usage_every.as_millis().clamp(1, u128::from(u64::MAX));
         let mut args: Vec<OsString> = vec![
             "--listen".into(),
@@ -141,7 +200,13 @@ impl LaunchPolicy {
             "--usage-every-ms".into(),
             usage_ms.to_string().into(),
         ]);
-        let mut env: Vec<(OsString, OsString)> = vec![(TOKEN_ENV.into(), token.to_hex().into())];
+        // The token goes on the handoff descriptor, never in the environment.
+        args.extend([
+            "--handoff-fd".into(),
+            crate::sandbox::handoff::HANDOFF_FD.to_string().into(),
+        ]);
+        let mut env: Vec<(OsString, OsString)> =
+            vec![(LEASE_ENV.into(), lease.id.0.to_string().into())];
         for d in &self.devices {
             env.push((d.var.into(), d.value(lease)?.into()));
         }
@@ -314,10 +379,46 @@ mod tests {
     }
 
     #[test]
-    fn launch_flags_and_token() {
-        let token = LeaseToken::from_bytes([0xab; 32]);
+    fn the_executor_environment_passes_fabric_settings_and_no_secret() {
+        let manager: Vec<(OsString, OsString)> = [
+            ("RFX_CLUSTER_KEY", "k"),
+            ("RFX_TENANT_TOKEN", "t"),
+            ("RFX_TLS_KEY", "/etc/key.pem"),
+            ("RFX_TRANSPORT", "shm"),
+            ("RFX_SHM_RING_BYTES", "65536"),
+            ("RFX_TRANSPORTX", "no"),
+            ("FI_TCP_IFACE", "lo"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+            ("PATH", "/home/op/bin:/usr/bin"),
+            ("LD_PRELOAD", "/tmp/x.so"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
+        let env = executor_base_env(manager);
+        let names: Vec<&str> = env
+            .iter()
+            .map(|(k, _)| k.to_str().expect("utf-8"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "HOME",
+                "RFX_TRANSPORT",
+                "RFX_SHM_RING_BYTES",
+                "FI_TCP_IFACE"
+            ]
+        );
+        assert_eq!(env[0].1, "/usr/local/bin:/usr/bin:/bin");
+        assert!(!allowed_extra_env("RFX_CLUSTER_KEY".as_ref()));
+        assert!(allowed_extra_env("RFX_TRANSPORT".as_ref()));
+    }
+
+    #[test]
+    fn launch_flags_and_no_token() {
         let l = policy(vec![])
-            .launch(&lease(7, &[2, 3], &[]), &token)
+            .launch(&lease(7, &[2, 3], &[]))
             .expect("launch");
         assert_eq!(
             strings(&l.args),
@@ -331,18 +432,20 @@ mod tests {
                 "--hot-timeout-ms",
                 "-1",
                 "--usage-every-ms",
-                "250"
+                "250",
+                "--handoff-fd",
+                "3"
             ]
         );
         assert_eq!(
             l.env,
-            vec![(OsString::from(TOKEN_ENV), OsString::from("ab".repeat(32)))]
+            vec![(OsString::from(LEASE_ENV), OsString::from("7"))]
         );
         let v6 = LaunchPolicy {
             executor_host: "::1".parse().expect("ip"),
             ..policy(vec![])
         };
-        let l = v6.launch(&lease(7, &[], &[]), &token).expect("launch");
+        let l = v6.launch(&lease(7, &[], &[])).expect("launch");
         assert_eq!(
             strings(&l.args)[..4],
             ["--listen", "[::1]:0", "--workers", "1"]
@@ -360,9 +463,8 @@ mod tests {
         let vars = DeviceVar::for_host(&declared, |_| None);
         assert_eq!(vars.len(), 1, "only declared, known kinds: {vars:?}");
         let p = policy(vars);
-        let token = LeaseToken::from_bytes([1; 32]);
         let env = |gpus: &[u32]| {
-            p.launch(&lease(1, &[0], gpus), &token)
+            p.launch(&lease(1, &[0], gpus))
                 .expect("launch")
                 .env
                 .into_iter()
@@ -378,10 +480,10 @@ mod tests {
             (v == "CUDA_VISIBLE_DEVICES").then(|| "4, 6".to_owned())
         });
         let p = policy(slurm);
-        let l = p.launch(&lease(1, &[0], &[1]), &token).expect("launch");
+        let l = p.launch(&lease(1, &[0], &[1])).expect("launch");
         assert!(l.env.contains(&("CUDA_VISIBLE_DEVICES".into(), "6".into())));
         let err = p
-            .launch(&lease(1, &[0], &[2]), &token)
+            .launch(&lease(1, &[0], &[2]))
             .expect_err("device 2 is not the manager's");
         assert!(err.contains("gpu device 2") && err.contains("4,6"), "{err}");
 

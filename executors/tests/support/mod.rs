@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rfx_executors::executor::{Executor, ExecutorConfig, HotTimeout};
 use rfx_executors::manager::{self, ManagerConfig, ManagerError};
+use rfx_executors::sandbox::{Handoff, SandboxMode};
 use rfx_fabric::{Config, Fabric, TransportChoice, TransportKind};
 use rfx_leases::client::blocking::{AdminClient, TenantClient};
 use rfx_leases::daemon::{self, Daemon, DaemonConfig};
@@ -75,9 +76,7 @@ pub fn executor_main() {
         Some(i) => &args[i + 1..],
         None => &[][..],
     };
-    let token = std::env::var("RFX_LEASE_TOKEN").expect("RFX_LEASE_TOKEN is set");
-    assert!(!token.is_empty(), "RFX_LEASE_TOKEN is empty");
-    let mut cfg = ExecutorConfig::new("127.0.0.1:0".parse().expect("addr"), token.into_bytes());
+    let mut cfg = ExecutorConfig::new("127.0.0.1:0".parse().expect("addr"), Vec::new());
     for pair in flags.chunks(2) {
         let [flag, value] = pair else {
             panic!("flag without value: {pair:?}");
@@ -99,9 +98,16 @@ pub fn executor_main() {
                     value.parse().expect("--usage-every-ms"),
                 ))
             }
+            "--handoff-fd" => {
+                let handoff = Handoff::take(value.parse().expect("--handoff-fd N"))
+                    .expect("the manager's handoff");
+                assert!(handoff.confinement.is_none(), "these tests run unsandboxed");
+                cfg.token = handoff.token.into_bytes();
+            }
             other => panic!("unknown executor flag {other}"),
         }
     }
+    assert!(!cfg.token.is_empty(), "no token handed off");
     let fabric = Fabric::open(Config::from_env().expect("fabric config")).expect("fabric");
     let exec = Executor::bind(fabric, cfg).expect("executor binds");
     eprintln!(
@@ -233,6 +239,9 @@ pub fn manager_config(lease_manager: SocketAddr, capacity: Capacity) -> ManagerC
         executor_command(),
     );
     cfg.executor_env = executor_env();
+    // The executor here is this test binary, whose harness runs threads:
+    // the sandbox (tests/sandbox.rs) needs a single-threaded `rfx executor`.
+    cfg.sandbox.mode = SandboxMode::Off;
     cfg.usage_every = Duration::from_millis(100);
     cfg.stop_grace = Duration::from_secs(2);
     cfg
@@ -335,9 +344,9 @@ pub fn lookup(manager: &str, lease: LeaseId, token: &str) -> SocketAddr {
     )
 }
 
-/// The pids of processes whose environment holds `RFX_LEASE_TOKEN=<token>`.
-pub fn pids_with_token(token: &str) -> Vec<u32> {
-    let needle = format!("RFX_LEASE_TOKEN={token}");
+/// The pids of processes whose environment names `lease` (`RFX_LEASE_ID`).
+pub fn pids_of_lease(lease: LeaseId) -> Vec<u32> {
+    let needle = format!("RFX_LEASE_ID={}", lease.0);
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
@@ -346,12 +355,12 @@ pub fn pids_with_token(token: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The executor process of the lease with `token`: exactly one child of
-/// this test process (which runs the managers) has it.
-pub fn executor_pid(token: &str) -> u32 {
+/// The executor process of `lease`: exactly one child of this test process
+/// (which runs the managers) has it.
+pub fn executor_pid(lease: LeaseId) -> u32 {
     let me = std::process::id();
     wait_for("one executor process", || {
-        let children: Vec<u32> = pids_with_token(token)
+        let children: Vec<u32> = pids_of_lease(lease)
             .into_iter()
             .filter(|&pid| parent(pid) == Some(me))
             .collect();

@@ -149,12 +149,24 @@ impl HostClient {
     /// Reports that the executor of `lease` died: the lease is lost and its
     /// tenant told.
     pub async fn report_crash(&self, lease: LeaseId, reason: &str) -> Result<(), DaemonError> {
+        self.report_end(lease, reason, None).await
+    }
+
+    /// Reports that the executor of `lease` ended: crashed, or killed by
+    /// the OOM killer over `out_of_memory_mib` (the lease's limit).
+    pub async fn report_end(
+        &self,
+        lease: LeaseId,
+        reason: &str,
+        out_of_memory_mib: Option<u64>,
+    ) -> Result<(), DaemonError> {
         let host = self.host_id();
         let reason = reason.to_owned();
         self.ack(HostRequest::ExecutorCrashed {
             host,
             lease,
             reason,
+            out_of_memory_mib,
         })
         .await
     }

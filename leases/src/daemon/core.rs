@@ -1,11 +1,20 @@
 //! The core task: owns the manager, the tenants and the lease key (lease
 //! tokens are derived on demand, never stored); persists, then notifies,
-//! then replies.
+//! then audits, then replies.
+//!
+//! Audit events are queued as they happen and written once the outputs of
+//! the input are durable. Outputs are drained from the manager in two steps
+//! so that the order in the audit log is causal: first those of the timers
+//! that were due (expiries, silent hosts), then, after the request's own
+//! event, its consequences (the leases a crash or a deregistration lost).
 
 use super::{blocking, now_ms};
+use crate::audit::{host_actor, ActorKind, AuditAction, AuditEvent, AuditLog};
 use crate::auth::{self, ClusterKey, TenantRecord};
 use crate::error::DaemonError;
-use crate::proto::{HostCommand, HostId, Lease, LeaseError, Manager, Output, TenantId};
+use crate::proto::{
+    Event, HostCommand, HostId, Lease, LeaseError, Manager, Output, StoreOp, TenantId,
+};
 use crate::store::{Batch, Store};
 use crate::wire::{
     AdminRequest, ClientMsg, Command, ErrorCode, ErrorReply, HostRequest, LeaseInfo, LeaseKey,
@@ -99,6 +108,20 @@ pub(super) struct Core {
     lease_key: LeaseKey,
     peers: HashMap<ConnId, Peer>,
     log: LogSize,
+    audit: AuditLog,
+    /// Outputs taken from the manager, not yet performed.
+    drained: Vec<Output>,
+    /// Audit events of the current input, written after its commit.
+    pending: Vec<AuditEvent>,
+}
+
+/// What caused the outputs being drained, for their audit events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Timers: expiries, silent hosts.
+    Timers,
+    /// The request being handled.
+    Request,
 }
 
 impl Core {
@@ -109,6 +132,7 @@ impl Core {
         key: ClusterKey,
         lease_key: LeaseKey,
         log: LogSize,
+        audit: AuditLog,
     ) -> Self {
         Self {
             mgr,
@@ -118,6 +142,9 @@ impl Core {
             lease_key,
             peers: HashMap::new(),
             log,
+            audit,
+            drained: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -153,7 +180,7 @@ impl Core {
     /// store fails.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<CoreMsg>) -> Result<(), DaemonError> {
         // Timers due while the daemon was down (expiries) run first.
-        self.mgr.handle_timeout(now_ms());
+        self.timers(now_ms());
         self.flush().await?;
         // A log left long by an older build, or by failed checkpoints.
         self.compact().await;
@@ -168,7 +195,7 @@ impl Core {
                     None => return Ok(()),
                 },
                 () = sleep_opt(sleep) => {
-                    self.mgr.handle_timeout(now_ms());
+                    self.timers(now_ms());
                     self.flush().await?;
                 }
             }
@@ -219,11 +246,11 @@ impl Core {
             )),
             ClientMsg::Tenant { id, token, req } => self.tenant(conn, id, &token, req),
             ClientMsg::Host { id, key, req } => {
-                self.check_key(id, &key)?;
+                self.check_key(id, &key, || host_claim(&req))?;
                 self.host(conn, id, req)
             }
             ClientMsg::Admin { id, key, req } => {
-                self.check_key(id, &key)?;
+                self.check_key(id, &key, || admin_claim(&req))?;
                 self.admin(id, req).await
             }
         }
@@ -238,6 +265,7 @@ impl Core {
     ) -> Result<Response, ErrorReply> {
         let Some(name) = auth::check_token(token, |n| self.tenants.get(n)) else {
             tracing::info!(conn, "refused an unknown tenant token");
+            self.audit(self.token_refusal(token, &req));
             return Err(ErrorReply::new(
                 Some(id),
                 ErrorCode::Unauthorized,
@@ -249,16 +277,36 @@ impl Core {
             peer.tenant = Some(tenant.clone());
         }
         let now = now_ms();
-        self.mgr.handle_timeout(now);
+        self.timers(now);
         let refuse = |e: LeaseError| refusal(id, &e);
+        let audit = |action| AuditEvent::tenant(tenant.as_str(), action);
         match req {
             TenantRequest::Subscribe => Ok(Response::Subscribed { tenant }),
             TenantRequest::CreateLease(req) => {
-                let lease = self
-                    .mgr
-                    .request_lease(now, &tenant, &req)
-                    .map_err(|e| refuse(e.into()))?;
+                let lease = match self.mgr.request_lease(now, &tenant, &req) {
+                    Ok(lease) => lease,
+                    Err(e) => {
+                        let mut event = audit(AuditAction::LeaseRefused)
+                            .with_cores(req.cores)
+                            .with_memory_mib(req.memory_mib)
+                            .with_detail(e.to_string());
+                        if !req.accelerators.is_empty() {
+                            event = event.with_field("accelerators", &req.accelerators);
+                        }
+                        self.audit(event.with_field("duration_ms", req.duration_ms));
+                        return Err(refuse(e.into()));
+                    }
+                };
                 tracing::info!(lease = %lease.id, %tenant, host = %lease.host, "lease granted");
+                let mut event = audit(AuditAction::LeaseGranted)
+                    .with_lease(lease.id)
+                    .with_host(lease.host)
+                    .with_cores(lease.cores)
+                    .with_memory_mib(lease.memory_mib);
+                if !lease.accelerators.is_empty() {
+                    event = event.with_field("accelerators", &lease.accelerators);
+                }
+                self.audit(event.with_field("expires_at_ms", lease.expires_at_ms));
                 Ok(Response::Lease(self.info(&lease)))
             }
             TenantRequest::ListLeases => {
@@ -271,19 +319,37 @@ impl Core {
                 let lease = self.mgr.lease(&tenant, lease).map_err(refuse)?;
                 Ok(Response::Lease(self.info(lease)))
             }
-            TenantRequest::Renew { lease, extra_ms } => self
-                .mgr
-                .renew(now, &tenant, lease, extra_ms)
-                .map(|expires_at_ms| Response::Renewed {
-                    lease,
-                    expires_at_ms,
-                })
-                .map_err(refuse),
-            TenantRequest::Release(lease) => self
-                .mgr
-                .release(now, &tenant, lease)
-                .map(|usage| Response::Released { lease, usage })
-                .map_err(refuse),
+            TenantRequest::Renew { lease, extra_ms } => {
+                let result = self.mgr.renew(now, &tenant, lease, extra_ms);
+                let event = match &result {
+                    Ok(expires_at_ms) => audit(AuditAction::LeaseRenewed)
+                        .with_field("extra_ms", extra_ms)
+                        .with_field("expires_at_ms", expires_at_ms),
+                    Err(e) => audit(AuditAction::RequestRefused)
+                        .with_detail(e.to_string())
+                        .with_field("request", "renew"),
+                };
+                self.audit(event.with_lease(lease));
+                result
+                    .map(|expires_at_ms| Response::Renewed {
+                        lease,
+                        expires_at_ms,
+                    })
+                    .map_err(refuse)
+            }
+            TenantRequest::Release(lease) => {
+                let result = self.mgr.release(now, &tenant, lease);
+                let event = match &result {
+                    Ok(usage) => audit(AuditAction::LeaseReleased).with_field("usage", usage),
+                    Err(e) => audit(AuditAction::RequestRefused)
+                        .with_detail(e.to_string())
+                        .with_field("request", "release"),
+                };
+                self.audit(event.with_lease(lease));
+                result
+                    .map(|usage| Response::Released { lease, usage })
+                    .map_err(refuse)
+            }
             TenantRequest::Usage(lease) => self
                 .mgr
                 .lease(&tenant, lease)
@@ -302,14 +368,25 @@ impl Core {
         req: HostRequest,
     ) -> Result<Response, ErrorReply> {
         let now = now_ms();
+        self.timers(now);
         let refuse = |e: LeaseError| refusal(id, &e);
         match req {
             HostRequest::Register { addr, capacity } => {
+                let (cores, memory_mib) = (capacity.cores, capacity.memory_mib);
+                let accelerators = capacity.accelerators.clone();
                 let host = self
                     .mgr
                     .register_host(now, addr.clone(), capacity)
                     .map_err(refuse)?;
                 tracing::info!(%host, %addr, "host registered");
+                let mut event = AuditEvent::host(host, AuditAction::HostRegistered)
+                    .with_cores(cores)
+                    .with_memory_mib(memory_mib)
+                    .with_field("addr", &addr);
+                if !accelerators.is_empty() {
+                    event = event.with_field("accelerators", &accelerators);
+                }
+                self.audit(event);
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.host = Some(host);
                 }
@@ -330,16 +407,31 @@ impl Core {
                 host,
                 lease,
                 reason,
+                out_of_memory_mib,
             } => {
                 tracing::warn!(%host, %lease, %reason, "executor crashed");
-                self.mgr
-                    .executor_crashed(now, host, lease, reason)
-                    .map_err(refuse)
-                    .map(ack)
+                let event = AuditEvent::host(host, AuditAction::ExecutorCrashed)
+                    .with_lease(lease)
+                    .with_detail(reason.as_str());
+                match out_of_memory_mib {
+                    Some(limit_mib) => self.mgr.executor_lost(
+                        now,
+                        host,
+                        lease,
+                        crate::proto::LostReason::OutOfMemory { limit_mib },
+                    ),
+                    None => self.mgr.executor_crashed(now, host, lease, reason),
+                }
+                .map_err(refuse)?;
+                // Before the loss it caused (drained at the flush).
+                self.audit(event);
+                Ok(Response::Ack)
             }
             HostRequest::Deregister { host } => {
                 tracing::info!(%host, "host deregistered");
-                self.mgr.deregister_host(now, host).map_err(refuse).map(ack)
+                self.mgr.deregister_host(now, host).map_err(refuse)?;
+                self.audit(AuditEvent::host(host, AuditAction::HostDeregistered));
+                Ok(Response::Ack)
             }
         }
     }
@@ -350,8 +442,23 @@ impl Core {
                 let invalid = |e: DaemonError| {
                     ErrorReply::new(Some(id), ErrorCode::InvalidArgument, e.to_string())
                 };
-                auth::validate_name(&name).map_err(invalid)?;
+                if let Err(e) = auth::validate_name(&name) {
+                    // Not the name itself: it may be anything, a secret
+                    // pasted by mistake included.
+                    self.audit(
+                        AuditEvent::operator(AuditAction::RequestRefused)
+                            .with_detail("invalid tenant name")
+                            .with_field("request", "add_tenant"),
+                    );
+                    return Err(invalid(e));
+                }
                 if self.tenants.contains_key(&name) {
+                    self.audit(
+                        AuditEvent::operator(AuditAction::RequestRefused)
+                            .with_detail("tenant already exists")
+                            .with_field("request", "add_tenant")
+                            .with_field("tenant", &name),
+                    );
                     return Err(ErrorReply::new(
                         Some(id),
                         ErrorCode::AlreadyExists,
@@ -366,6 +473,9 @@ impl Core {
                     .await
                     .map_err(|e| internal(id, &e))?;
                 tracing::info!(tenant = %name, "tenant added");
+                self.audit(
+                    AuditEvent::operator(AuditAction::TenantAdded).with_field("tenant", &name),
+                );
                 self.tenants.insert(name.clone(), record);
                 Ok(Response::TenantAdded { name, token })
             }
@@ -376,11 +486,24 @@ impl Core {
         }
     }
 
-    fn check_key(&self, id: RequestId, key: &str) -> Result<(), ErrorReply> {
+    /// Checks the cluster key; `claim` says who the peer claims to be and
+    /// what it asked, for the audit log.
+    fn check_key(
+        &mut self,
+        id: RequestId,
+        key: &str,
+        claim: impl FnOnce() -> (String, &'static str),
+    ) -> Result<(), ErrorReply> {
         if self.key.verify(key) {
             Ok(())
         } else {
             tracing::info!("refused a wrong cluster key");
+            let (actor, request) = claim();
+            self.audit(
+                AuditEvent::new(ActorKind::Unauthenticated, actor, AuditAction::AuthRefused)
+                    .with_detail("wrong cluster key")
+                    .with_field("request", request),
+            );
             Err(ErrorReply::new(
                 Some(id),
                 ErrorCode::Unauthorized,
@@ -403,10 +526,107 @@ impl Core {
         }
     }
 
+    /// The audit event of a refused tenant token: under the name it claims
+    /// only if that tenant exists (the part before the dot of a mistyped
+    /// secret is no tenant's name), never with the token.
+    fn token_refusal(&self, token: &str, req: &TenantRequest) -> AuditEvent {
+        let claimed = token
+            .split_once('.')
+            .map(|(name, _)| name)
+            .filter(|name| self.tenants.contains_key(*name));
+        AuditEvent::new(
+            ActorKind::Unauthenticated,
+            claimed.unwrap_or("unknown"),
+            AuditAction::AuthRefused,
+        )
+        .with_detail(if claimed.is_some() {
+            "wrong secret in tenant token"
+        } else {
+            "unknown tenant token"
+        })
+        .with_field("request", tenant_request_name(req))
+    }
+
+    /// Queues an audit event, written after the input's commit.
+    fn audit(&mut self, event: AuditEvent) {
+        if self.audit.is_enabled() {
+            self.pending.push(event);
+        }
+    }
+
+    /// Runs the timers due at `now` and takes their outputs, so that their
+    /// audit events precede those of the request that follows.
+    fn timers(&mut self, now: u64) {
+        self.mgr.handle_timeout(now);
+        self.drain(Cause::Timers);
+    }
+
+    /// Takes the manager's outputs so far, queueing their audit events:
+    /// leases expired or lost, hosts marked down for silence.
+    fn drain(&mut self, cause: Cause) {
+        let start = self.pending.len();
+        while let Some(out) = self.mgr.poll_output() {
+            if self.audit.is_enabled() {
+                if let Some(event) = self.output_event(&out, cause) {
+                    // The manager ends a silent host's leases before it
+                    // marks the host down: the cause goes first in the log.
+                    let at = match (event.action, event.host) {
+                        (AuditAction::HostDown, Some(host)) => self.pending[start..]
+                            .iter()
+                            .position(|e| {
+                                e.action == AuditAction::LeaseLost && e.host == Some(host)
+                            })
+                            .map_or(self.pending.len(), |i| start + i),
+                        _ => self.pending.len(),
+                    };
+                    self.pending.insert(at, event);
+                }
+            }
+            self.drained.push(out);
+        }
+    }
+
+    /// The audit event of one output, if it is one the request's own event
+    /// does not already cover.
+    fn output_event(&self, out: &Output, cause: Cause) -> Option<AuditEvent> {
+        match out {
+            Output::NotifyTenant(tenant, Event::LeaseExpired { lease }) => {
+                let mut event = AuditEvent::tenant(tenant.as_str(), AuditAction::LeaseExpired)
+                    .with_lease(*lease);
+                if let Some(l) = self.mgr.state().lease(*lease) {
+                    event = event.with_host(l.host);
+                }
+                Some(event)
+            }
+            Output::NotifyTenant(
+                tenant,
+                Event::LeaseLost {
+                    lease,
+                    host,
+                    reason,
+                },
+            ) => Some(
+                AuditEvent::tenant(tenant.as_str(), AuditAction::LeaseLost)
+                    .with_lease(*lease)
+                    .with_host(*host)
+                    .with_detail(reason.to_string()),
+            ),
+            // A deregistration also marks its host down: audited as such.
+            Output::Persist(StoreOp::HostDown { host }) if cause == Cause::Timers => Some(
+                AuditEvent::host(*host, AuditAction::HostDown).with_detail(format!(
+                    "no heartbeat within {} ms",
+                    self.mgr.config().heartbeat_timeout_ms
+                )),
+            ),
+            _ => None,
+        }
+    }
+
     /// Performs the manager's outputs in order: one durable commit of every
-    /// store op, then the pushes.
+    /// store op, then the pushes, then the audit lines.
     async fn flush(&mut self) -> Result<(), DaemonError> {
-        let outputs: Vec<Output> = std::iter::from_fn(|| self.mgr.poll_output()).collect();
+        self.drain(Cause::Request);
+        let outputs = std::mem::take(&mut self.drained);
         let mut batch = Batch::default();
         for out in &outputs {
             if let Output::Persist(op) = out {
@@ -437,6 +657,9 @@ impl Core {
                     );
                 }
             }
+        }
+        for event in self.pending.drain(..) {
+            self.audit.record(&event);
         }
         Ok(())
     }
@@ -473,6 +696,40 @@ fn command(cmd: HostCommand) -> Command {
 
 fn ack(_: ()) -> Response {
     Response::Ack
+}
+
+/// Who a host request with a refused key claims to be, and what it asked.
+fn host_claim(req: &HostRequest) -> (String, &'static str) {
+    match req {
+        HostRequest::Register { .. } => ("host".to_owned(), "register"),
+        HostRequest::Heartbeat { host } => (host_actor(*host), "heartbeat"),
+        HostRequest::UsageReport { host, .. } => (host_actor(*host), "usage_report"),
+        HostRequest::ExecutorCrashed { host, .. } => (host_actor(*host), "executor_crashed"),
+        HostRequest::Deregister { host } => (host_actor(*host), "deregister"),
+    }
+}
+
+/// What an admin request with a refused key asked.
+fn admin_claim(req: &AdminRequest) -> (String, &'static str) {
+    let request = match req {
+        AdminRequest::AddTenant { .. } => "add_tenant",
+        AdminRequest::ListTenants => "list_tenants",
+        AdminRequest::ListHosts => "list_hosts",
+    };
+    ("operator".to_owned(), request)
+}
+
+/// A tenant request's name, for the audit log.
+fn tenant_request_name(req: &TenantRequest) -> &'static str {
+    match req {
+        TenantRequest::Subscribe => "subscribe",
+        TenantRequest::CreateLease(_) => "create_lease",
+        TenantRequest::ListLeases => "list_leases",
+        TenantRequest::ShowLease(_) => "show_lease",
+        TenantRequest::Renew { .. } => "renew",
+        TenantRequest::Release(_) => "release",
+        TenantRequest::Usage(_) => "usage",
+    }
 }
 
 fn refusal(id: RequestId, e: &LeaseError) -> ErrorReply {

@@ -13,6 +13,13 @@
 //!
 //! Times in leases are milliseconds since the Unix epoch.
 //!
+//! Auditing: with an [`AuditLog`] in [`DaemonConfig::audit`] (off by
+//! default), the core appends a line for every lease granted, refused,
+//! renewed, released, expired or lost, every tenant added, every host
+//! registered, deregistered or marked down, every executor crash reported
+//! and every refused credential, in the order they happened, once their
+//! effects are durable (see [`crate::audit`]).
+//!
 //! Tenants are managed on the store directly ([`add_tenant`],
 //! [`list_tenants`]) while the daemon is stopped; redb locks the store file,
 //! so while it runs these fail with
@@ -32,6 +39,7 @@
 mod conn;
 mod core;
 
+use crate::audit::AuditLog;
 use crate::auth::{self, ClusterKey};
 use crate::error::DaemonError;
 use crate::proto::{Config, Manager, Millis};
@@ -78,12 +86,16 @@ pub struct DaemonConfig {
     /// every usage report is an op, so the log would otherwise grow for as
     /// long as executors run, and so would the replay at each start.
     pub compact_after_ops: usize,
+    /// Where tenant, host and operator actions are recorded
+    /// ([`crate::audit`]); [`AuditLog::disabled`] (the default) records
+    /// nothing.
+    pub audit: AuditLog,
 }
 
 impl DaemonConfig {
     /// A config with the defaults of [`proto::Config`](Config) (10 s
     /// heartbeat timeout, 24 h leases, ended leases kept 1 h), a 10 s hello
-    /// timeout and 4096 connections.
+    /// timeout, 4096 connections and no audit log.
     pub fn new(listen: SocketAddr, db_path: PathBuf, cluster_key: String) -> Self {
         let d = Config::default();
         Self {
@@ -97,6 +109,7 @@ impl DaemonConfig {
             max_connections: 4096,
             tls: None,
             compact_after_ops: 10_000,
+            audit: AuditLog::disabled(),
         }
     }
 
@@ -123,6 +136,7 @@ impl std::fmt::Debug for DaemonConfig {
             .field("max_connections", &self.max_connections)
             .field("tls", &self.tls.is_some())
             .field("compact_after_ops", &self.compact_after_ops)
+            .field("audit", &self.audit)
             .finish()
     }
 }
@@ -159,12 +173,23 @@ impl Daemon {
             tenants = loaded.tenants.len(),
             "lease log replayed"
         );
+        if let Some(path) = cfg.audit.path() {
+            tracing::info!(audit_log = %path.display(), "auditing tenant, host and operator actions");
+        }
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(DaemonError::io("bind the lease manager socket"))?;
         let lease_key = LeaseKey::from_cluster_key(&cfg.cluster_key);
         let log = core::LogSize::new(n_ops, cfg.compact_after_ops);
-        let core = core::Core::new(mgr, Arc::new(store), loaded.tenants, key, lease_key, log);
+        let core = core::Core::new(
+            mgr,
+            Arc::new(store),
+            loaded.tenants,
+            key,
+            lease_key,
+            log,
+            cfg.audit,
+        );
         Ok(Self {
             listener,
             core,

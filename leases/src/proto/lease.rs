@@ -158,6 +158,11 @@ pub enum LostReason {
     HostDeregistered,
     /// The host registered again with a capacity that no longer holds the lease.
     CapacityChanged,
+    /// The executor went over the lease's memory and the kernel killed it.
+    OutOfMemory {
+        /// The lease's memory limit, MiB.
+        limit_mib: u64,
+    },
     /// The executor process died.
     ExecutorCrashed {
         /// What the executor manager reported.
@@ -171,6 +176,9 @@ impl fmt::Display for LostReason {
             Self::HostDown => f.write_str("host down"),
             Self::HostDeregistered => f.write_str("host deregistered"),
             Self::CapacityChanged => f.write_str("host capacity changed"),
+            Self::OutOfMemory { limit_mib } => {
+                write!(f, "out of memory: over the lease's {limit_mib} MiB")
+            }
             Self::ExecutorCrashed { reason } => write!(f, "executor crashed: {reason}"),
         }
     }

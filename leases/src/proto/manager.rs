@@ -303,6 +303,21 @@ impl Manager {
         lease: LeaseId,
         reason: impl Into<String>,
     ) -> Result<(), LeaseError> {
+        let reason = LostReason::ExecutorCrashed {
+            reason: reason.into(),
+        };
+        self.executor_lost(now, host, lease, reason)
+    }
+
+    /// An executor ended for `reason` (a crash, the OOM killer): its lease
+    /// is lost, its resources return to the pool, its tenant is told.
+    pub fn executor_lost(
+        &mut self,
+        now: Millis,
+        host: HostId,
+        lease: LeaseId,
+        reason: LostReason,
+    ) -> Result<(), LeaseError> {
         let now = self.advance(now);
         let l = self.on_host(host, lease)?;
         if !l.is_active() {
@@ -311,9 +326,6 @@ impl Manager {
                 state: l.state.clone(),
             });
         }
-        let reason = LostReason::ExecutorCrashed {
-            reason: reason.into(),
-        };
         self.end(lease, LeaseState::Lost { reason }, now);
         Ok(())
     }

@@ -134,6 +134,10 @@ pub enum HostRequest {
         lease: LeaseId,
         /// What happened (exit status, signal).
         reason: String,
+        /// Set when the kernel's OOM killer ended it: the lease's memory
+        /// limit, MiB (the lease is then lost as out of memory).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        out_of_memory_mib: Option<u64>,
     },
     /// The host leaves: its leases are lost. Reply: [`Response::Ack`].
     Deregister {

@@ -1,0 +1,191 @@
+//! What the executor manager hands an executor at start: the lease token
+//! and, in strict mode, how to confine itself. It travels on an inherited
+//! file descriptor (a memfd placed at [`HANDOFF_FD`] in the child only),
+//! never in the environment or on the command line, which other processes
+//! of the host can read (`/proc/PID/environ` of the same uid, `ps`).
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+use serde::{Deserialize, Serialize};
+
+/// The descriptor number the handoff has in the executor.
+pub const HANDOFF_FD: i32 = 3;
+
+/// Largest handoff read (a few KiB in practice).
+const MAX_HANDOFF: u64 = 1 << 20;
+
+/// Why the handoff could not be made or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoffError {
+    /// A system call failed.
+    #[error("{op} failed: {source}")]
+    Os {
+        /// What was being done.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The descriptor does not hold a handoff.
+    #[error("malformed handoff on descriptor {fd}: {why}")]
+    Malformed {
+        /// The descriptor.
+        fd: i32,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+fn os(op: &'static str) -> impl FnOnce(std::io::Error) -> HandoffError {
+    move |source| HandoffError::Os { op, source }
+}
+
+/// What an executor receives from its manager.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The lease token in hex, as the tenant received it: the fabric
+    /// handshake's shared secret.
+    pub token: String,
+    /// How to confine itself before serving; `None`: sandbox off.
+    pub confinement: Option<Confinement>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("confinement", &self.confinement)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an executor confines itself (see [`confine`](super::confine())).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confinement {
+    /// The uid to run as (inside a user namespace: the uid inside it).
+    pub uid: u32,
+    /// The gid to run as.
+    pub gid: u32,
+    /// Enter a user namespace first, mapping `uid`/`gid` inside to the
+    /// manager's own ids (a manager that is not root).
+    pub user_namespace: bool,
+    /// Files into which the executor writes its pid to join its cgroup
+    /// before anything else (empty: no cgroup).
+    pub cgroup_procs: Vec<PathBuf>,
+    /// Size of the private `/tmp` and of `/dev/shm`, bytes each.
+    pub tmp_bytes: u64,
+    /// Host directories visible read-only.
+    pub ro_paths: Vec<PathBuf>,
+    /// Host device nodes visible (read-write, as the node's mode allows).
+    pub devices: Vec<PathBuf>,
+}
+
+impl Handoff {
+    /// A close-on-exec memfd holding the handoff, for [`pass_to`].
+    pub fn to_memfd(&self) -> Result<OwnedFd, HandoffError> {
+        let bytes = serde_json::to_vec(self).map_err(|e| HandoffError::Malformed {
+            fd: -1,
+            why: e.to_string(),
+        })?;
+        let fd = memfd_create(c"rfx-handoff", MemFdCreateFlag::MFD_CLOEXEC)
+            .map_err(|e| os("memfd_create")(e.into()))?;
+        let mut f = File::from(fd);
+        f.write_all(&bytes).map_err(os("write the handoff"))?;
+        f.rewind().map_err(os("rewind the handoff"))?;
+        Ok(OwnedFd::from(f))
+    }
+
+    /// Reads the handoff the manager placed at `fd` and closes `fd`, so
+    /// that nothing started later (a function's child) inherits it.
+    pub fn take(fd: i32) -> Result<Handoff, HandoffError> {
+        // Reopened through /proc (a new description, offset 0): no unsafe
+        // adoption of a raw descriptor.
+        let path = format!("/proc/self/fd/{fd}");
+        let read = File::open(&path).and_then(|f| {
+            let mut buf = Vec::new();
+            f.take(MAX_HANDOFF).read_to_end(&mut buf).map(|_| buf)
+        });
+        // Closed whatever the read gave.
+        let closed = nix::unistd::close(fd);
+        let buf = read.map_err(|e| HandoffError::Malformed {
+            fd,
+            why: format!("cannot read {path}: {e}"),
+        })?;
+        closed.map_err(|e| os("close the handoff descriptor")(e.into()))?;
+        serde_json::from_slice(&buf).map_err(|e| HandoffError::Malformed {
+            fd,
+            why: e.to_string(),
+        })
+    }
+}
+
+/// Arranges for `fd` to be [`HANDOFF_FD`] in the child `cmd` starts, and
+/// only there: `fd` stays close-on-exec in the manager, so executors
+/// spawned at the same moment by other threads never inherit another
+/// lease's handoff. Keep `fd` open until the child has been spawned.
+pub fn pass_to(cmd: &mut tokio::process::Command, fd: &OwnedFd) {
+    let raw = fd.as_raw_fd();
+    let place = move || -> std::io::Result<()> {
+        if raw == HANDOFF_FD {
+            // dup2 onto itself would keep close-on-exec set.
+            fcntl(raw, FcntlArg::F_SETFD(FdFlag::empty()))?;
+        } else {
+            // The copy made by dup2 is not close-on-exec.
+            nix::unistd::dup2(raw, HANDOFF_FD)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: it calls fcntl(2) or dup2(2) on
+    // integers captured by value, allocates nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(place);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_handoff_survives_the_memfd_and_its_debug_hides_the_token() {
+        let h = Handoff {
+            token: "ab".repeat(32),
+            confinement: Some(Confinement {
+                uid: 60001,
+                gid: 60001,
+                user_namespace: false,
+                cgroup_procs: vec!["/sys/fs/cgroup/memory/rfx/lease-1/cgroup.procs".into()],
+                tmp_bytes: 64 << 20,
+                ro_paths: vec!["/usr".into()],
+                devices: vec!["/dev/null".into()],
+            }),
+        };
+        assert!(!format!("{h:?}").contains(&h.token));
+        let fd = h.to_memfd().unwrap();
+        // A copy, since take() closes what it reads.
+        let copy = nix::unistd::dup(fd.as_raw_fd()).unwrap();
+        assert_eq!(Handoff::take(copy).unwrap(), h);
+        // Closed: the number is free again (or reused by someone else).
+        assert!(std::fs::read_link(format!("/proc/self/fd/{copy}"))
+            .map_or(true, |p| !p.to_string_lossy().contains("rfx-handoff")));
+    }
+
+    #[test]
+    fn garbage_on_the_descriptor_is_a_clear_error() {
+        let fd = memfd_create(c"junk", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
+        let mut f = File::from(fd);
+        f.write_all(b"{not json").unwrap();
+        let copy = nix::unistd::dup(f.as_raw_fd()).unwrap();
+        let e = Handoff::take(copy).unwrap_err().to_string();
+        assert!(e.contains("malformed handoff"), "{e}");
+        let e = Handoff::take(9999).unwrap_err().to_string();
+        assert!(e.contains("cannot read /proc/self/fd/9999"), "{e}");
+    }
+}

@@ -1,0 +1,138 @@
+//! The executor manager's side of the sandbox: per lease, a uid, a cgroup
+//! with the lease's limits, and the [`Confinement`] the executor applies to
+//! itself; after the executor exits, whether the OOM killer ended it, and
+//! the clean-up.
+
+use std::path::PathBuf;
+
+use parking_lot::Mutex;
+use rfx_leases::proto::{Lease, LeaseId};
+
+use super::cgroup::{Cgroups, LeaseCgroup, Limits};
+use super::handoff::Confinement;
+use super::uids::UidPool;
+use super::{SandboxConfig, SandboxMode, BASE_DEVICES, STAGING_DIR, SYSTEM_DIRS};
+
+/// What a strict manager holds for the sandbox.
+#[derive(Debug)]
+pub struct SandboxHost {
+    cfg: SandboxConfig,
+    uids: Mutex<UidPool>,
+    cgroups: Cgroups,
+    user_namespace: bool,
+}
+
+/// The sandbox of one running executor.
+#[derive(Debug)]
+pub struct Prepared {
+    /// What the executor applies to itself.
+    pub confinement: Confinement,
+    /// The lease's memory limit, MiB.
+    pub memory_mib: u64,
+    cgroup: LeaseCgroup,
+}
+
+/// How a sandboxed executor ended, as its cgroup tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// The OOM killer killed a process of the lease (the executor over its
+    /// memory limit).
+    pub out_of_memory: bool,
+}
+
+impl SandboxHost {
+    /// `None` when `cfg` is off; else the cgroups found and the staging
+    /// directory made. An error says what strict mode lacks here.
+    pub fn new(cfg: &SandboxConfig) -> Result<Option<SandboxHost>, String> {
+        if cfg.mode == SandboxMode::Off {
+            return Ok(None);
+        }
+        let user_namespace = !nix::unistd::geteuid().is_root();
+        let cgroups = Cgroups::detect(&cfg.cgroup_parent).map_err(|e| {
+            format!("--sandbox strict needs cgroups for the leases' limits: {e} (run as root, or give up the sandbox with --sandbox off)")
+        })?;
+        std::fs::create_dir_all(STAGING_DIR)
+            .map_err(|e| format!("--sandbox strict: cannot create {STAGING_DIR}: {e}"))?;
+        Ok(Some(SandboxHost {
+            cfg: cfg.clone(),
+            uids: Mutex::new(UidPool::new(cfg.uids)),
+            cgroups,
+            user_namespace,
+        }))
+    }
+
+    /// The uid, cgroup and confinement of `lease`'s executor.
+    pub fn prepare(&self, lease: &Lease) -> Result<Prepared, String> {
+        let uid = self
+            .uids
+            .lock()
+            .acquire(lease.id)
+            .ok_or_else(|| format!("every sandbox uid of {} is in use", self.cfg.uids))?;
+        let memory_mib = if lease.memory_mib > 0 {
+            lease.memory_mib
+        } else {
+            self.cfg.default_memory_mib
+        };
+        let limits = Limits {
+            memory_bytes: memory_mib.saturating_mul(1 << 20),
+            cpus: lease.core_ids.clone(),
+            pids_max: self.cfg.pids_max,
+        };
+        let cgroup = self
+            .cgroups
+            .create(&format!("lease-{}", lease.id.0), &limits)
+            .map_err(|e| format!("cgroup of lease {}: {e}", lease.id))?;
+        let mut ro_paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
+        ro_paths.extend(self.cfg.extra_ro.iter().cloned());
+        let confinement = Confinement {
+            uid,
+            gid: uid,
+            user_namespace: self.user_namespace,
+            cgroup_procs: cgroup.procs_files(),
+            tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
+            ro_paths,
+            devices: devices_of(lease),
+        };
+        Ok(Prepared {
+            confinement,
+            memory_mib,
+            cgroup,
+        })
+    }
+
+    /// After the executor exited: whether it ran out of memory; every
+    /// process left in its cgroup is killed and the cgroup removed.
+    pub fn finish(&self, prepared: &Prepared) -> Ended {
+        let out_of_memory = prepared.cgroup.oom_kills() > 0;
+        if let Err(e) = prepared.cgroup.remove() {
+            tracing::warn!("removing a lease cgroup: {e}");
+        }
+        Ended { out_of_memory }
+    }
+
+    /// Gives the uid of `lease` back (its executor is gone for good).
+    pub fn release(&self, lease: LeaseId) {
+        self.uids.lock().release(lease);
+    }
+}
+
+/// The device nodes of `lease`'s executor: the base ones, the host's RDMA
+/// devices (the transport is chosen per connection), and its GPUs.
+fn devices_of(lease: &Lease) -> Vec<PathBuf> {
+    let mut devices: Vec<PathBuf> = BASE_DEVICES.iter().map(PathBuf::from).collect();
+    if let Ok(dir) = std::fs::read_dir("/dev/infiniband") {
+        let mut rdma: Vec<PathBuf> = dir.filter_map(|e| Some(e.ok()?.path())).collect();
+        rdma.sort();
+        devices.extend(rdma);
+    }
+    if let Some(gpus) = lease.accelerators.get("gpu").filter(|g| !g.is_empty()) {
+        for shared in ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"] {
+            devices.push(shared.into());
+        }
+        devices.extend(
+            gpus.iter()
+                .map(|g| PathBuf::from(format!("/dev/nvidia{g}"))),
+        );
+    }
+    devices
+}
