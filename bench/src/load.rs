@@ -160,7 +160,9 @@ struct Client {
     id: u32,
     lm: String,
     token: String,
-    lib: String,
+    /// The function library, shipped with each set-up (a sandboxed
+    /// executor sees none of the bench's files).
+    lib: std::sync::Arc<(String, Vec<u8>)>,
     req: LeaseRequest,
     per_lease: u32,
     depth: usize,
@@ -297,7 +299,10 @@ impl Client {
                 return false;
             }
         };
-        let lib = LibrarySource::Path(self.lib.clone());
+        let lib = LibrarySource::Bytes {
+            name: self.lib.0.clone(),
+            bytes: self.lib.1.clone(),
+        };
         let mut inv = match Invoker::connect(fabric, addr, token.as_bytes(), lib, &["echo"], cfg) {
             Ok(i) => i,
             Err(e) => {
@@ -372,6 +377,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
     let mut id = 0u32;
+    let shipped = std::sync::Arc::new((lib.display().to_string(), std::fs::read(&lib)?));
     for t in 0..args.tenants {
         let token = admin.add_tenant(&format!("load-{t}"))?;
         for _ in 0..args.clients_per_tenant {
@@ -379,7 +385,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
                 id,
                 lm: lm.clone(),
                 token: token.clone(),
-                lib: lib.display().to_string(),
+                lib: shipped.clone(),
                 req: req.clone(),
                 per_lease: args.invocations_per_lease.max(1),
                 depth: args.depth.max(1),

@@ -112,6 +112,14 @@ pub fn executors_of(ppid: u32) -> Vec<u32> {
     children(ppid)
         .into_iter()
         .filter(|&p| is_rfx_executor(p))
+        // A sandboxed executor is the child of its relay (outside its pid
+        // namespace): the process that serves is the relay's child.
+        .map(|p| {
+            children(p)
+                .into_iter()
+                .find(|&c| is_rfx_executor(c))
+                .unwrap_or(p)
+        })
         .collect()
 }
 

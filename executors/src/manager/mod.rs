@@ -319,6 +319,9 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     let shutdown = std::pin::pin!(shutdown);
     driver.drive(commands, shutdown).await;
     driver.shutdown().await;
+    if let Some(sandbox) = &driver.shared.sandbox {
+        sandbox.shutdown();
+    }
     Ok(())
 }
 

@@ -20,6 +20,8 @@ pub struct SandboxHost {
     uids: Mutex<UidPool>,
     cgroups: Cgroups,
     user_namespace: bool,
+    /// The host's online CPUs.
+    online: Vec<u32>,
 }
 
 /// The sandbox of one running executor.
@@ -48,7 +50,11 @@ impl SandboxHost {
             return Ok(None);
         }
         let user_namespace = !nix::unistd::geteuid().is_root();
-        let cgroups = Cgroups::detect(&cfg.cgroup_parent).map_err(|e| {
+        // One parent per manager process: two managers on one host (test
+        // clusters, a restart racing its predecessor's clean-up) never
+        // share a lease group.
+        let parent = format!("{}-{}", cfg.cgroup_parent, std::process::id());
+        let cgroups = Cgroups::detect(&parent).map_err(|e| {
             format!("--sandbox strict needs cgroups for the leases' limits: {e} (run as root, or give up the sandbox with --sandbox off)")
         })?;
         std::fs::create_dir_all(STAGING_DIR)
@@ -58,6 +64,7 @@ impl SandboxHost {
             uids: Mutex::new(UidPool::new(cfg.uids)),
             cgroups,
             user_namespace,
+            online: online_cpus(),
         }))
     }
 
@@ -75,7 +82,7 @@ impl SandboxHost {
         };
         let limits = Limits {
             memory_bytes: memory_mib.saturating_mul(1 << 20),
-            cpus: lease.core_ids.clone(),
+            cpus: on_this_host(&lease.core_ids, &self.online),
             pids_max: self.cfg.pids_max,
         };
         let cgroup = self
@@ -110,10 +117,57 @@ impl SandboxHost {
         Ended { out_of_memory }
     }
 
+    /// Removes this manager's parent cgroup (at shutdown, once every
+    /// executor is reaped).
+    pub fn shutdown(&self) {
+        if let Err(e) = self.cgroups.remove_parent() {
+            tracing::warn!("removing the sandbox's parent cgroup: {e}");
+        }
+    }
+
     /// Gives the uid of `lease` back (its executor is gone for good).
     pub fn release(&self, lease: LeaseId) {
         self.uids.lock().release(lease);
     }
+}
+
+/// The host's online CPUs (`/sys/devices/system/cpu/online`, e.g. `0-3,6`);
+/// empty if unreadable.
+fn online_cpus() -> Vec<u32> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| parse_cpu_list(&s))
+        .unwrap_or_default()
+}
+
+/// `0-3,6` as `[0, 1, 2, 3, 6]`; malformed parts are skipped.
+fn parse_cpu_list(s: &str) -> Vec<u32> {
+    let mut cpus = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        if let (Ok(a), Ok(b)) = (a.trim().parse::<u32>(), b.trim().parse::<u32>()) {
+            cpus.extend(a..=b.min(a.saturating_add(4095)));
+        }
+    }
+    cpus
+}
+
+/// The CPUs of a lease's cores: core `i` is CPU `i` where the host has it;
+/// a host that declares more cores than it has CPUs (an oversubscribed
+/// test host) maps the rest round robin onto its CPUs.
+fn on_this_host(cores: &[u32], online: &[u32]) -> Vec<u32> {
+    if online.is_empty() {
+        return cores.to_vec();
+    }
+    cores
+        .iter()
+        .map(|&c| {
+            if online.contains(&c) {
+                c
+            } else {
+                online[c as usize % online.len()]
+            }
+        })
+        .collect()
 }
 
 /// The device nodes of `lease`'s executor: the base ones, the host's RDMA
@@ -135,4 +189,20 @@ fn devices_of(lease: &Lease) -> Vec<PathBuf> {
         );
     }
     devices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_map_onto_the_cpus_the_host_has() {
+        assert_eq!(parse_cpu_list("0-3,6\n"), [0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("0"), [0]);
+        assert_eq!(parse_cpu_list("x,2"), [2]);
+        assert_eq!(on_this_host(&[0, 1], &[0, 1]), [0, 1]);
+        assert_eq!(on_this_host(&[2, 3], &[0, 1]), [0, 1]);
+        assert_eq!(on_this_host(&[5], &[0, 1, 4, 5]), [5]);
+        assert_eq!(on_this_host(&[2], &[]), [2]);
+    }
 }

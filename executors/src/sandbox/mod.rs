@@ -104,7 +104,8 @@ pub struct SandboxConfig {
     /// Host paths made visible read-only to executors besides the system
     /// directories (for example a shared directory of function libraries).
     pub extra_ro: Vec<PathBuf>,
-    /// The cgroup under which lease groups are made (`<parent>/lease-N`).
+    /// The cgroup under which lease groups are made:
+    /// `<parent>-<manager pid>/lease-N` in each controller's hierarchy.
     pub cgroup_parent: String,
 }
 

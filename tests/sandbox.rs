@@ -1,0 +1,339 @@
+//! The executor sandbox against hostile tenant functions
+//! (`tests/hostile/hostile.c`), on a real cluster (`LocalCluster`: lease
+//! manager and executor manager as processes, the manager in strict mode):
+//! every attempt is refused or contained, and the test asserts what the
+//! tenant sees.
+//!
+//! Needs root and cgroups (v1 or v2 with the memory, cpuset and pids
+//! controllers); without them each test fails with the reason.
+//! `RFX_TEST_SKIP_SANDBOX=1` skips them.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rfx::client::{InvokeError, Invoker, InvokerConfig};
+use rfx::fabric::{Config, Fabric};
+use rfx::leases::proto::{LeaseRequest, LeaseState, LostReason};
+use rfx::local::LocalCluster;
+use rfx::tenant::{Lease, Tenant};
+use support::*;
+
+const FUNCTIONS: &[&str] = &[
+    "env_dump",
+    "proc_scan",
+    "attack_pid",
+    "write_file",
+    "whoami_c",
+    "hog",
+    "fork_bomb",
+    "escape_calls",
+];
+
+/// Most processes per executor in these tests.
+const PIDS: u64 = 64;
+
+/// `false` (and a note) when skipped; panics with the reason when the
+/// machine cannot sandbox.
+fn sandbox_here() -> bool {
+    if std::env::var("RFX_TEST_SKIP_SANDBOX").as_deref() == Ok("1") {
+        eprintln!("skipped: RFX_TEST_SKIP_SANDBOX=1");
+        return false;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the sandbox tests need root (uids per lease, cgroups); set RFX_TEST_SKIP_SANDBOX=1 to skip"
+    );
+    true
+}
+
+/// `tests/hostile/hostile.c` as a shared library, built once.
+fn hostile() -> &'static Path {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile");
+        std::fs::create_dir_all(&out).unwrap();
+        let lib = out.join("libhostile.so");
+        let tmp = out.join(format!("libhostile.so.tmp{}", std::process::id()));
+        let st = Command::new("cc")
+            .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
+            .arg(root.join("examples/c"))
+            .arg(root.join("tests/hostile/hostile.c"))
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .unwrap();
+        assert!(st.success(), "cc failed on tests/hostile/hostile.c");
+        std::fs::rename(&tmp, &lib).unwrap();
+        lib
+    })
+}
+
+/// One host of 2 cores, strict sandbox, `PIDS` processes per executor.
+fn cluster() -> LocalCluster {
+    LocalCluster::builder(RFX)
+        .cores(2)
+        .executor_manager_args([
+            "--gpu",
+            "0",
+            "--sandbox",
+            "strict",
+            "--sandbox-pids",
+            &PIDS.to_string(),
+        ])
+        .start()
+        .unwrap()
+}
+
+fn tenant(c: &LocalCluster, name: &str) -> (Tenant, String) {
+    let token = c.add_tenant(name).unwrap();
+    let t = Tenant::connect(&c.lease_manager().to_string(), &token).unwrap();
+    (t, token)
+}
+
+/// A lease, retried while the host is not there yet or cores are busy.
+fn lease<'t>(t: &'t Tenant, req: &LeaseRequest) -> Lease<'t> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match t.lease(req) {
+            Ok(l) => return l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no lease: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn connect(l: &Lease<'_>) -> Invoker {
+    let fabric = Fabric::open(Config::default()).unwrap();
+    let cfg = InvokerConfig {
+        max_output: 64 << 10,
+        ..InvokerConfig::default()
+    };
+    l.invoker(&fabric, shipped(hostile()), FUNCTIONS, cfg)
+        .unwrap()
+}
+
+fn call(inv: &mut Invoker, f: &str, input: &str) -> String {
+    let out = inv
+        .invoke(f, input.as_bytes())
+        .unwrap_or_else(|e| panic!("{f}({input:?}): {e}"));
+    String::from_utf8(out).unwrap()
+}
+
+/// The host pids of the processes serving `lease` (its relay and its
+/// confined executor), from their `RFX_LEASE_ID`.
+fn pids_of_lease(lease: u64) -> Vec<u32> {
+    let needle = format!("RFX_LEASE_ID={lease}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn secrets_are_out_of_the_executors_reach() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, tenant_token) = tenant(&c, "mallory");
+    let l = lease(&t, &LeaseRequest::new(1, 60_000));
+    let lease_token = l.info().token.to_hex();
+    let mut inv = connect(&l);
+
+    let env = call(&mut inv, "env_dump", "");
+    for secret in [c.cluster_key(), &lease_token, &tenant_token] {
+        assert!(!env.contains(secret), "a secret in the environment:\n{env}");
+    }
+    assert!(!env.contains("RFX_CLUSTER_KEY"), "{env}");
+    assert!(
+        env.contains(&format!("RFX_LEASE_ID={}", l.info().lease.id.0)),
+        "{env}"
+    );
+
+    // Its own pid namespace: nothing of the host (the managers' environ
+    // included) is even visible.
+    let scan = call(&mut inv, "proc_scan", "");
+    assert!(scan.contains("no key"), "{scan}");
+    let visible: usize = scan
+        .lines()
+        .find_map(|l| l.strip_prefix("visible "))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(visible, 1, "only the executor itself:\n{scan}");
+
+    // Nor on the command line of its processes, seen from the host.
+    for pid in pids_of_lease(l.info().lease.id.0) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        assert!(!cmdline.contains(&lease_token), "{cmdline}");
+    }
+}
+
+#[test]
+fn each_lease_runs_as_its_own_user_and_writes_only_its_private_tmp() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, _) = tenant(&c, "mallory");
+    let a = lease(&t, &LeaseRequest::new(1, 60_000));
+    let b = lease(&t, &LeaseRequest::new(1, 60_000));
+    let (mut ia, mut ib) = (connect(&a), connect(&b));
+    let uid = |who: String| -> u32 {
+        who.strip_prefix("uid ")
+            .and_then(|r| r.split(' ').next())
+            .and_then(|u| u.parse().ok())
+            .unwrap_or_else(|| panic!("{who}"))
+    };
+    let (ua, ub) = (
+        uid(call(&mut ia, "whoami_c", "")),
+        uid(call(&mut ib, "whoami_c", "")),
+    );
+    assert!((60000..=60999).contains(&ua), "{ua}");
+    assert!((60000..=60999).contains(&ub), "{ub}");
+    assert_ne!(ua, ub, "two leases, two users");
+
+    let tag = format!("rfx-sandbox-test-{}", std::process::id());
+    for path in [
+        format!("/etc/{tag}"),
+        format!("/usr/{tag}"),
+        format!("/{tag}"),
+        format!("/root/{tag}"),
+        format!("/var/tmp/{tag}"),
+        format!("/proc/{tag}"),
+    ] {
+        let got = call(&mut ia, "write_file", &path);
+        assert_ne!(got, "ok", "wrote {path}");
+        assert!(!Path::new(&path).exists(), "{path} on the host");
+    }
+    assert_eq!(call(&mut ia, "write_file", &format!("/tmp/{tag}")), "ok");
+    assert_eq!(
+        call(&mut ia, "write_file", &format!("/dev/shm/{tag}")),
+        "ok"
+    );
+    // Private: neither the host nor the other lease sees it.
+    assert!(!Path::new(&format!("/tmp/{tag}")).exists());
+    assert!(!Path::new(&format!("/dev/shm/{tag}")).exists());
+    assert_eq!(
+        call(&mut ib, "write_file", &format!("/tmp/{tag}/x")),
+        "No such file or directory"
+    );
+}
+
+#[test]
+fn another_leases_executor_is_out_of_reach() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (mallory, _) = tenant(&c, "mallory");
+    let (alice, _) = tenant(&c, "alice");
+    let m = lease(&mallory, &LeaseRequest::new(1, 60_000));
+    let a = lease(&alice, &LeaseRequest::new(1, 60_000));
+    let mut im = connect(&m);
+    let mut ia = connect(&a);
+    assert!(call(&mut ia, "whoami_c", "").starts_with("uid "));
+
+    let victims = pids_of_lease(a.info().lease.id.0);
+    assert!(!victims.is_empty(), "alice's executor processes");
+    for pid in victims {
+        let got = call(&mut im, "attack_pid", &pid.to_string());
+        for line in got.lines() {
+            assert!(
+                [
+                    "No such file or directory",
+                    "No such process",
+                    "Operation not permitted"
+                ]
+                .iter()
+                .any(|refused| line.ends_with(refused)),
+                "pid {pid} reachable: {got}"
+            );
+        }
+    }
+    let got = call(&mut im, "escape_calls", "");
+    for call in ["unshare", "ptrace", "setuid0", "chroot"] {
+        assert!(
+            got.contains(&format!("{call}: Operation not permitted")),
+            "{call}: {got}"
+        );
+    }
+    // Alice's executor is untouched.
+    assert!(call(&mut ia, "whoami_c", "").starts_with("uid "));
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, _) = tenant(&c, "mallory");
+    let l = lease(&t, &LeaseRequest::new(1, 60_000));
+    let mut inv = connect(&l);
+    let got = call(&mut inv, "fork_bomb", "");
+    let forked: u64 = got
+        .strip_prefix("forked ")
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{got}"));
+    assert!(forked < PIDS, "{got}");
+    assert!(got.ends_with("Resource temporarily unavailable"), "{got}");
+    // The executor serves on.
+    assert!(call(&mut inv, "whoami_c", "").starts_with("uid "));
+}
+
+#[test]
+fn memory_over_the_lease_ends_it_as_out_of_memory_and_frees_its_cores() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, _) = tenant(&c, "mallory");
+    // Both cores of the host.
+    let l = lease(&t, &LeaseRequest::new(2, 60_000).with_memory(64));
+    let id = l.info().lease.id;
+    let mut inv = connect(&l);
+    assert_eq!(call(&mut inv, "hog", "16"), "touched 16 MiB");
+    match inv.invoke("hog", b"256") {
+        Err(InvokeError::ExecutorGone(_)) => {}
+        other => panic!("256 MiB under a 64 MiB lease: {other:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let s = t.client().show(id).unwrap().lease.state;
+        if s != LeaseState::Active || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        state,
+        LeaseState::Lost {
+            reason: LostReason::OutOfMemory { limit_mib: 64 }
+        }
+    );
+    assert_eq!(
+        state.to_string(),
+        "lost (out of memory: over the lease's 64 MiB)"
+    );
+    drop(inv);
+    drop(l);
+    // The cores came back: a new lease of both, and it works.
+    let again = lease(&t, &LeaseRequest::new(2, 60_000).with_memory(64));
+    let mut inv = connect(&again);
+    assert_eq!(call(&mut inv, "hog", "16"), "touched 16 MiB");
+}
