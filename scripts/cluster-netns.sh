@@ -96,7 +96,7 @@ start() {
         sleep 0.1
     done
     for i in $(seq 1 "$n"); do
-        ip netns exec "$(ns_name "$i")" "$rfx" executor-manager --lease-manager "$lm" \
+        ip netns exec "$(ns_name "$i")" "$rfx" executor-manager --sandbox off --lease-manager "$lm" \
             --listen "$(ns_addr "$i"):7700" --cores 2 --gpu 0 >"$state/em$i.log" 2>&1 &
         echo $! >"$state/em$i.pid"
     done

@@ -54,6 +54,9 @@ vm_main() {
   mkdir -p /dev/pts /dev/shm
   mount -t devpts devpts /dev/pts
   mount -t tmpfs -o mode=1777 shm /dev/shm
+  # cgroup v2 (unified): the executor sandbox puts each lease's limits
+  # there (the host side of CI runs hybrid v1, so v2 is exercised here).
+  mount -t cgroup2 cgroup2 /sys/fs/cgroup || echo "no cgroup2 in this kernel"
   ln -sf /proc/self/fd /dev/fd
   hostname rfx-rxe
   ip link set lo up

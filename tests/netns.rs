@@ -137,6 +137,10 @@ fn leases_invocations_and_a_group_across_namespaces() {
                 "2",
                 "--gpu",
                 "0",
+                // `ip netns exec` gives a fresh /sys without the cgroup
+                // mounts the sandbox needs; tests/sandbox.rs covers it.
+                "--sandbox",
+                "off",
             ],
             &dir.join(&format!("em{h}.log")),
         ));

@@ -324,10 +324,16 @@ fn lease_hot_timeout(mode: PollMode) -> i64 {
 impl Cluster {
     /// Starts the managers, adds a tenant, and grants and releases one
     /// lease (untimed).
-    pub fn start(rfx: &Path, mode: PollMode) -> anyhow::Result<Cluster> {
+    /// `sandbox`: the executor manager's `--sandbox` (`strict`, `off`), or
+    /// `None` for its default.
+    pub fn start(rfx: &Path, mode: PollMode, sandbox: Option<&str>) -> anyhow::Result<Cluster> {
+        let mut args = vec!["--gpu".to_owned(), "0".to_owned()];
+        if let Some(s) = sandbox {
+            args.extend(["--sandbox".to_owned(), s.to_owned()]);
+        }
         let local = LocalCluster::builder(rfx)
             .executor_managers(1)
-            .executor_manager_args(["--gpu", "0"])
+            .executor_manager_args(args)
             .start_wait(WAIT)
             .start()
             .context("starting the lease manager and the executor manager")?;

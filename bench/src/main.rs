@@ -262,6 +262,10 @@ struct ColdStartArgs {
     /// Spawn `rfx executor` directly instead (no lease, no managers).
     #[arg(long)]
     direct: bool,
+    /// The executor manager's sandbox for the lease chain: `strict` or
+    /// `off` (default: the manager's, strict as root).
+    #[arg(long, conflicts_with = "direct")]
+    sandbox: Option<String>,
     /// Cold starts per provider (and spawns of the floor).
     #[arg(long, default_value_t = 20)]
     iters: u64,
@@ -867,7 +871,7 @@ fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
     // The managers start before this thread is pinned, so that they (and
     // the executors they spawn) are not confined to the client's CPU.
     let mut cluster = if leased {
-        let c = cold_start::Cluster::start(&rfx, args.mode)
+        let c = cold_start::Cluster::start(&rfx, args.mode, args.sandbox.as_deref())
             .context("starting a lease manager and an executor manager")?;
         // The executor's worker runs on the leased core: keep the client
         // off it (two busy pollers on one CPU cost a scheduler slice).

@@ -102,12 +102,16 @@
 //! - [`manager`]: the executor manager: registers with the lease manager,
 //!   starts one executor per lease, reaps and reports crashes, forwards
 //!   usage, and answers lookups of executor addresses.
+//! - [`sandbox`]: what confines a tenant's executor (namespaces, a uid per
+//!   lease, cgroup limits, seccomp, Landlock) and how the manager hands it
+//!   its token.
 //!
 //! # Environment
 //!
-//! `rfx executor` takes the lease token from `RFX_LEASE_TOKEN` (never from
-//! the command line, which other users can read); executors started by the
-//! manager also get `CUDA_VISIBLE_DEVICES` (or `ROCR_VISIBLE_DEVICES`) for
+//! `rfx executor` run by hand takes the lease token from `RFX_LEASE_TOKEN`
+//! (never from the command line, which other users can read); executors
+//! started by the manager get it on a descriptor (`--handoff-fd`), a
+//! cleared environment, `RFX_LEASE_ID`, and `CUDA_VISIBLE_DEVICES` (or `ROCR_VISIBLE_DEVICES`) for
 //! their lease's accelerators. `RFX_EXECUTOR_MAX_INPUT` bounds, in bytes,
 //! an input the executor reads from its client (inputs larger than a slot:
 //! see [`rfx_fabric::invocation`]; default 64 MiB, 0 refuses them). No cargo

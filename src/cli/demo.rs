@@ -28,6 +28,10 @@ pub(crate) struct DemoArgs {
     /// Transports to invoke over.
     #[arg(long, value_delimiter = ',', default_value = "shm,tcp")]
     transports: Vec<TransportKind>,
+    /// The executor sandbox (`strict` or `off`) [default: strict as root,
+    /// off otherwise].
+    #[arg(long)]
+    sandbox: Option<rfx::executors::sandbox::SandboxMode>,
 }
 
 /// Builds `examples/functions` with cargo, for a demo run from the source tree.
@@ -73,13 +77,17 @@ pub(crate) fn demo(args: DemoArgs) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => build_examples()?,
     };
+    let sandbox = args
+        .sandbox
+        .unwrap_or_else(rfx::executors::sandbox::SandboxMode::default_for_this_process);
     let cluster = LocalCluster::builder(&exe)
         .cores(cores)
+        .executor_manager_args(["--sandbox".to_owned(), sandbox.to_string()])
         .start()
         .context("starting the lease manager and the executor manager")?;
     let (lm, em) = (cluster.lease_manager(), cluster.executor_managers()[0]);
     println!(
-        "rfx demo: lease manager on {lm}, executor manager on {em} ({cores} cores), store in {}",
+        "rfx demo: lease manager on {lm}, executor manager on {em} ({cores} cores, sandbox {sandbox}), store in {}",
         cluster.dir().display()
     );
     let token = cluster.add_tenant("demo")?;

@@ -34,8 +34,11 @@
 //!     --hot-timeout-ms <ms> --usage-every-ms <ms>
 //! ```
 //!
-//! with `RFX_LEASE_TOKEN` set to the lease token in hex, as the tenant
-//! received it (and as the manager derived it). It must print `rfx executor: listening on ADDR` on stderr
+//! followed by `--handoff-fd 3`: descriptor 3 holds the lease token in hex,
+//! as the tenant received it (and as the manager derived it), and in strict
+//! mode how to confine itself ([`crate::sandbox`]). Its environment is
+//! cleared and rebuilt from an allow-list: never the cluster key. It must
+//! print `rfx executor: listening on ADDR` on stderr
 //! within 30 s, and may print its cumulative usage as JSON
 //! [`ExecutorUsage`](crate::executor::ExecutorUsage) lines on stdout; the
 //! manager reports the growth. On stop it gets SIGTERM, then SIGKILL after
