@@ -21,11 +21,12 @@
 //! ```
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rfx_executors::client::{InvokeError, Invoker, InvokerConfig};
+use rfx_executors::client::{GoneProbe, InvokeError, Invoker, InvokerConfig};
 use rfx_executors::group::{Group, Member};
-use rfx_executors::manager::{lookup_executor, ManagerError};
+use rfx_executors::manager::{lookup_executor, lookup_executor_found, ManagerError, TimedOut};
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::{Fabric, FabricError};
 use rfx_leases::client::blocking::TenantClient;
@@ -110,7 +111,7 @@ impl Tenant {
         Ok(Lease {
             tenant: self,
             info,
-            executor,
+            executor: Arc::new(parking_lot::Mutex::new(executor)),
         })
     }
 }
@@ -120,7 +121,8 @@ impl Tenant {
 pub struct Lease<'t> {
     tenant: &'t Tenant,
     info: LeaseInfo,
-    executor: SocketAddr,
+    /// Where its executor listens (moved by a restart after a time limit).
+    executor: Arc<parking_lot::Mutex<SocketAddr>>,
 }
 
 impl Lease<'_> {
@@ -131,22 +133,41 @@ impl Lease<'_> {
 
     /// The executor's address.
     pub fn executor(&self) -> SocketAddr {
-        self.executor
+        *self.executor.lock()
     }
 
     /// Connects to the executor (one worker per connection), ships
     /// `library` and resolves `functions`.
+    ///
+    /// When the executor goes away under an invocation, the invoker asks
+    /// the executor manager why: a function past the lease's time limit
+    /// gives [`InvokeError::FunctionTimedOut`] (that invocation) or
+    /// [`InvokeError::ExecutorRestarted`] (the others); call `invoker`
+    /// again to reach the restarted executor.
     pub fn invoker(
         &self,
         fabric: &Fabric,
         library: LibrarySource,
         functions: &[&str],
-        cfg: InvokerConfig,
+        mut cfg: InvokerConfig,
     ) -> Result<Invoker, TenantError> {
         let token = self.info.token.to_hex();
+        if cfg.explain_gone.is_none() {
+            let (host, lease, token) = (
+                self.info.host_addr.clone(),
+                self.info.lease.id,
+                token.clone(),
+            );
+            let current = self.executor.clone();
+            cfg.explain_gone = Some(GoneProbe::new(move |old| {
+                let (moved, timed_out) = restart_of(&host, lease, &token, old)?;
+                *current.lock() = moved;
+                timed_out
+            }));
+        }
         Ok(Invoker::connect(
             fabric,
-            self.executor,
+            self.executor(),
             token.as_bytes(),
             library,
             functions,
@@ -167,6 +188,34 @@ impl Lease<'_> {
         Ok(self.tenant.client.release(self.info.lease.id)?)
     }
 }
+
+/// Asks the executor manager at `host` whether the executor of `lease`
+/// that listened at `old` was restarted for a time limit: waits (bounded)
+/// until the manager has seen it go and answers with the new executor's
+/// restart reason; `None` when it was not a time limit or nobody knows.
+fn restart_of(
+    host: &str,
+    lease: LeaseId,
+    token: &str,
+    old: SocketAddr,
+) -> Option<(SocketAddr, Option<TimedOut>)> {
+    let tls = rfx_leases::tls::TlsClient::from_env().ok().flatten();
+    let deadline = Instant::now() + RESTART_WAIT;
+    while Instant::now() < deadline {
+        match lookup_executor_found(host, lease, token, RESTART_WAIT, tls.as_ref()) {
+            // The manager has not seen the old executor go yet.
+            Ok(found) if found.addr == old => {}
+            Ok(found) => return Some((found.addr, found.timed_out)),
+            Err(ManagerError::LookupRefused { message, .. }) if message.contains("starting") => {}
+            Err(_) => return None,
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// How long an invoker waits for the manager to say why its executor went.
+const RESTART_WAIT: Duration = Duration::from_secs(5);
 
 /// When [`Retrying`] tries again: only after infrastructure failures (the
 /// executor died, its connection broke, no answer in time, its lease was
@@ -195,7 +244,10 @@ impl RetryPolicy {
         matches!(
             e,
             TenantError::Invoke(
-                InvokeError::ExecutorGone(_) | InvokeError::Timeout(_) | InvokeError::Fabric(_),
+                InvokeError::ExecutorGone(_)
+                    | InvokeError::ExecutorRestarted(_)
+                    | InvokeError::Timeout(_)
+                    | InvokeError::Fabric(_),
             ) | TenantError::Lookup(_)
         )
     }
@@ -229,7 +281,9 @@ pub struct Retrying<'t> {
     functions: Vec<String>,
     cfg: InvokerConfig,
     policy: RetryPolicy,
-    current: Option<(Lease<'t>, Invoker)>,
+    /// The lease in use, and its connection (none after a restart for a
+    /// time limit: made again on the next call).
+    current: Option<(Lease<'t>, Option<Invoker>)>,
     retries: u64,
 }
 
@@ -270,16 +324,29 @@ impl<'t> Retrying<'t> {
     fn connected(&mut self) -> Result<&mut Invoker, TenantError> {
         if self.current.is_none() {
             let lease = self.tenant.lease(&self.req)?;
-            let names: Vec<&str> = self.functions.iter().map(String::as_str).collect();
-            let inv =
-                lease.invoker(&self.fabric, self.library.clone(), &names, self.cfg.clone())?;
-            self.current = Some((lease, inv));
+            self.current = Some((lease, None));
         }
+        let names: Vec<&str> = self.functions.iter().map(String::as_str).collect();
         match &mut self.current {
-            Some((_, inv)) => Ok(inv),
+            Some((lease, inv)) => match inv {
+                Some(i) => Ok(i),
+                None => Ok(inv.insert(lease.invoker(
+                    &self.fabric,
+                    self.library.clone(),
+                    &names,
+                    self.cfg.clone(),
+                )?)),
+            },
             None => Err(TenantError::Invoke(InvokeError::Protocol(
                 "no lease after leasing".into(),
             ))),
+        }
+    }
+
+    /// Drops the connection, keeping the lease (its executor restarted).
+    fn reconnect_later(&mut self) {
+        if let Some((_, inv)) = &mut self.current {
+            *inv = None;
         }
     }
 
@@ -304,6 +371,24 @@ impl<'t> Retrying<'t> {
                 .connected()
                 .and_then(|inv| inv.invoke(function, input).map_err(TenantError::from));
             match r {
+                // Not retried (it would run past the limit again), but the
+                // lease goes on: the next call reaches its new executor.
+                Err(e @ TenantError::Invoke(InvokeError::FunctionTimedOut { .. })) => {
+                    self.reconnect_later();
+                    return Err(e);
+                }
+                // Restarted under it: the same lease, a new connection.
+                Err(TenantError::Invoke(InvokeError::ExecutorRestarted(why)))
+                    if attempt < self.policy.max_attempts =>
+                {
+                    tracing::info!(
+                        attempt,
+                        "executor restarted ({why}); retrying on the same lease"
+                    );
+                    self.reconnect_later();
+                    attempt += 1;
+                    self.retries += 1;
+                }
                 Err(e) if RetryPolicy::retryable(&e) && attempt < self.policy.max_attempts => {
                     tracing::info!(attempt, "invocation failed ({e}); retrying on a new lease");
                     self.abandon();
@@ -358,7 +443,7 @@ impl LeaseGroup<'_> {
             .leases
             .iter()
             .map(|l| Member {
-                addr: l.executor,
+                addr: l.executor(),
                 token: l.info.token.to_hex().into_bytes(),
             })
             .collect();

@@ -33,6 +33,7 @@ const FUNCTIONS: &[&str] = &[
     "hog",
     "fork_bomb",
     "escape_calls",
+    "spin",
 ];
 
 /// Most processes per executor in these tests.
@@ -75,7 +76,11 @@ fn hostile() -> &'static Path {
     })
 }
 
-/// One host of 2 cores, strict sandbox, `PIDS` processes per executor.
+/// The host's cap on a lease's time limit in these tests, ms.
+const MAX_EXEC_MS: u64 = 5_000;
+
+/// One host of 2 cores, strict sandbox, `PIDS` processes per executor,
+/// time limits capped at `MAX_EXEC_MS`.
 fn cluster() -> LocalCluster {
     LocalCluster::builder(RFX)
         .cores(2)
@@ -86,6 +91,8 @@ fn cluster() -> LocalCluster {
             "strict",
             "--sandbox-pids",
             &PIDS.to_string(),
+            "--max-exec-timeout-ms",
+            &MAX_EXEC_MS.to_string(),
         ])
         .start()
         .unwrap()
@@ -336,4 +343,79 @@ fn memory_over_the_lease_ends_it_as_out_of_memory_and_frees_its_cores() {
     let again = lease(&t, &LeaseRequest::new(2, 60_000).with_memory(64));
     let mut inv = connect(&again);
     assert_eq!(call(&mut inv, "hog", "16"), "touched 16 MiB");
+}
+
+#[test]
+fn a_function_past_the_time_limit_is_stopped_and_the_lease_serves_on() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, _) = tenant(&c, "mallory");
+    let l = lease(&t, &LeaseRequest::new(1, 60_000).with_exec_timeout(300));
+    let id = l.info().lease.id;
+    let mut inv = connect(&l);
+    assert!(call(&mut inv, "whoami_c", "").starts_with("uid "));
+
+    // The spinning invocation, and one queued behind it on the same worker.
+    let started = Instant::now();
+    let spinning = inv.submit("spin", b"").unwrap();
+    let behind = inv.submit("whoami_c", b"").unwrap();
+    match inv.wait(spinning) {
+        Err(InvokeError::FunctionTimedOut { function, after_ms }) => {
+            assert_eq!(function, "spin");
+            assert!((300..5_000).contains(&after_ms), "{after_ms} ms");
+        }
+        other => panic!("a function past its limit: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+    match inv.wait(behind) {
+        Err(InvokeError::ExecutorRestarted(why)) => assert!(why.contains("time limit"), "{why}"),
+        other => panic!("an invocation behind it: {other:?}"),
+    }
+
+    // The lease goes on; its restarted executor serves a new connection.
+    assert_eq!(t.client().show(id).unwrap().lease.state, LeaseState::Active);
+    let mut again = connect(&l);
+    assert!(call(&mut again, "whoami_c", "").starts_with("uid "));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.client().usage(id).unwrap().function_timeouts != 1 {
+        assert!(Instant::now() < deadline, "usage never counted the stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_host_caps_a_leases_time_limit() {
+    if !sandbox_here() {
+        return;
+    }
+    let c = cluster();
+    let (t, _) = tenant(&c, "mallory");
+    let asked = |ms: u64| {
+        let l = lease(&t, &LeaseRequest::new(1, 60_000).with_exec_timeout(ms));
+        let mut inv = connect(&l);
+        assert!(call(&mut inv, "whoami_c", "").starts_with("uid "));
+        let limits: Vec<String> = pids_of_lease(l.info().lease.id.0)
+            .into_iter()
+            .filter_map(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let args: Vec<String> = cmd
+                    .split(|&b| b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let i = args.iter().position(|a| a == "--exec-timeout-ms")?;
+                args.get(i + 1).cloned()
+            })
+            .collect();
+        l.release().unwrap();
+        limits
+    };
+    assert!(asked(60_000).iter().all(|v| v == &MAX_EXEC_MS.to_string()));
+    assert!(asked(0).iter().all(|v| v == &MAX_EXEC_MS.to_string()));
+    let small = asked(1_000);
+    assert!(
+        !small.is_empty() && small.iter().all(|v| v == "1000"),
+        "{small:?}"
+    );
 }

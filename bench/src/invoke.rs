@@ -122,6 +122,7 @@ pub fn latency(
         max_input: max,
         timeout: WAIT,
         mode,
+        explain_gone: None,
     };
     let mut inv = Invoker::connect(&fabric, addr, TOKEN, library_source(lib), &FUNCTIONS, icfg)
         .context("connecting to the executor")?;

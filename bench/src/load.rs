@@ -237,6 +237,7 @@ impl Client {
             max_input: 0,
             timeout: Duration::from_secs(20),
             mode: PollMode::Warm,
+            explain_gone: None,
         };
         let mut seq = 0u64;
         // Bounded: each pass takes at least one round trip to the lease

@@ -87,6 +87,7 @@ pub fn run(
             max_input: 0,
             timeout: WAIT,
             mode,
+            explain_gone: None,
         };
         let inv = Invoker::connect(
             &fabric,

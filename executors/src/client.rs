@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rfx_fabric::invocation::{self, FunctionField, InputDescriptor, Status, DESCRIPTOR_LEN};
@@ -12,6 +13,7 @@ use rfx_fabric::{
     RemoteBuffer, TransportKind,
 };
 
+use crate::manager::TimedOut;
 use crate::session::{
     self, ExecutorHello, GroupSpec, LibrarySource, ResultGeometry, Setup, SetupReply,
 };
@@ -78,6 +80,20 @@ pub enum InvokeError {
     /// The executor process is gone (crashed, killed, lease ended).
     #[error("executor gone: {0}")]
     ExecutorGone(String),
+    /// The function ran past its lease's time limit: its executor was
+    /// stopped and restarted within the lease. This connection is over;
+    /// connect again to go on (the lease's slots serve again).
+    #[error("function `{function}` ran past its lease's time limit ({after_ms} ms); the executor was restarted")]
+    FunctionTimedOut {
+        /// The function.
+        function: String,
+        /// How long it had run, ms.
+        after_ms: u64,
+    },
+    /// Another invocation ran past the lease's time limit and the executor
+    /// was restarted under this one; connect again and retry it.
+    #[error("the executor was restarted: {0}")]
+    ExecutorRestarted(String),
     /// No result within the timeout.
     #[error("no result within {0:?}")]
     Timeout(Duration),
@@ -115,6 +131,10 @@ pub struct InvokerConfig {
     pub timeout: Duration,
     /// How to wait for results.
     pub mode: PollMode,
+    /// Asked once when the executor is gone, to tell a restart for a time
+    /// limit from a crash (`rfx::tenant`'s invokers ask the executor
+    /// manager); `None`: every loss is [`InvokeError::ExecutorGone`].
+    pub explain_gone: Option<GoneProbe>,
 }
 
 impl Default for InvokerConfig {
@@ -125,7 +145,28 @@ impl Default for InvokerConfig {
             max_input: 16 << 20,
             timeout: Duration::from_secs(30),
             mode: PollMode::Hot,
+            explain_gone: None,
         }
+    }
+}
+
+/// Why an executor went away, asked of whoever knows (its manager's
+/// lookup service): called with the address of the executor that went
+/// away, it answers which invocation ran past the time limit if that is
+/// why (`None`: not a time limit, or unknown).
+#[derive(Clone)]
+pub struct GoneProbe(Arc<dyn Fn(SocketAddr) -> Option<TimedOut> + Send + Sync>);
+
+impl GoneProbe {
+    /// A probe calling `f`.
+    pub fn new(f: impl Fn(SocketAddr) -> Option<TimedOut> + Send + Sync + 'static) -> Self {
+        GoneProbe(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for GoneProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GoneProbe")
     }
 }
 
@@ -214,6 +255,11 @@ pub struct Invoker {
     in_flight: HashMap<u16, InFlight, IdHash>,
     done: HashMap<u16, Result<Vec<u8>, InvokeError>, IdHash>,
     next_id: u16,
+    /// The executor's address and this connection's worker there.
+    addr: SocketAddr,
+    worker: u32,
+    /// What [`InvokerConfig::explain_gone`] said, once asked.
+    explained: Option<Option<TimedOut>>,
 }
 
 impl Invoker {
@@ -327,6 +373,9 @@ impl Invoker {
             in_flight: HashMap::default(),
             done: HashMap::default(),
             next_id: 0,
+            addr,
+            worker: eh.worker,
+            explained: None,
             cfg,
         })
     }
@@ -384,7 +433,7 @@ impl Invoker {
         // A remote input also needs the input region: its previous user's
         // result must have arrived (the executor has read that input then).
         while self.free.is_empty() || (remote && self.input_busy.is_some()) {
-            let (id, r) = self.collect_one()?;
+            let (id, r) = self.collect_one().map_err(|e| self.explain(e, None))?;
             self.done.insert(id, r);
         }
         let slot = self.free.pop().expect("a free slot after collecting");
@@ -422,7 +471,7 @@ impl Invoker {
         );
         if let Err(e) = posted {
             self.free.push(slot);
-            return Err(e.into());
+            return Err(self.explain(e.into(), None));
         }
         if remote {
             self.input_busy = Some(id);
@@ -467,7 +516,9 @@ impl Invoker {
         // when other results come first (never on the one-in-flight path).
         let mut deadline = None;
         loop {
-            let (id, r) = self.collect_one()?;
+            let (id, r) = self
+                .collect_one()
+                .map_err(|e| self.explain(e, Some(ticket.0)))?;
             if id == ticket.0 {
                 return r;
             }
@@ -547,7 +598,10 @@ impl Invoker {
             if let Some(r) = self.done.remove(&ticket.0) {
                 return r;
             }
-            while let Some((id, r)) = self.try_collect()? {
+            while let Some((id, r)) = self
+                .try_collect()
+                .map_err(|e| self.explain(e, Some(ticket.0)))?
+            {
                 if id == ticket.0 {
                     return r;
                 }
@@ -568,6 +622,51 @@ impl Invoker {
                     }))
                 }
             }
+        }
+    }
+
+    /// An [`InvokeError::ExecutorGone`] told apart, where the executor's
+    /// manager knows it, as a stop at the time limit: of invocation `id`
+    /// ([`InvokeError::FunctionTimedOut`]) or of another one
+    /// ([`InvokeError::ExecutorRestarted`]). Other errors pass unchanged.
+    fn explain(&mut self, e: InvokeError, id: Option<u16>) -> InvokeError {
+        let InvokeError::ExecutorGone(why) = e else {
+            return e;
+        };
+        let t = match self.explained {
+            Some(t) => t,
+            None => {
+                let t = self
+                    .cfg
+                    .explain_gone
+                    .as_ref()
+                    .and_then(|p| (p.0)(self.addr));
+                self.explained = Some(t);
+                t
+            }
+        };
+        match t {
+            Some(t) if t.worker == self.worker && Some(t.invocation) == id => {
+                let function = self
+                    .in_flight
+                    .get(&t.invocation)
+                    .and_then(|f| self.names.get(usize::from(f.function)))
+                    .cloned()
+                    .unwrap_or_default();
+                InvokeError::FunctionTimedOut {
+                    function,
+                    after_ms: t.after_ms,
+                }
+            }
+            Some(t) if t.worker == self.worker => InvokeError::ExecutorRestarted(format!(
+                "invocation {} of this connection ran past the lease's time limit ({} ms)",
+                t.invocation, t.after_ms
+            )),
+            Some(t) => InvokeError::ExecutorRestarted(format!(
+                "an invocation of another connection ran past the lease's time limit ({} ms)",
+                t.after_ms
+            )),
+            None => InvokeError::ExecutorGone(why),
         }
     }
 

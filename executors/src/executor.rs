@@ -92,6 +92,27 @@ pub struct ExecutorConfig {
     /// executor manager's accounting). When that write fails, the manager
     /// is gone, and the executor exits rather than run unaccounted.
     pub usage_every: Option<Duration>,
+    /// Longest run of one function: past it the executor says so on stderr
+    /// ([`TIMED_OUT_PREFIX`]) and exits with [`TIMED_OUT_EXIT`], since a
+    /// thread stuck in tenant code cannot be stopped alone; its manager
+    /// restarts it. `None`: no limit.
+    pub exec_timeout: Option<Duration>,
+}
+
+/// What an executor prints on stderr when a function ran past
+/// [`ExecutorConfig::exec_timeout`], followed by
+/// `worker W invocation ID after MS ms`.
+pub const TIMED_OUT_PREFIX: &str = "rfx executor: function timed out: ";
+
+/// The exit code of an executor stopped by its time limit.
+pub const TIMED_OUT_EXIT: i32 = 125;
+
+/// Which invocation a worker runs, for the time limit's watchdog: the TSC
+/// reading at its start (0: none), and its id.
+#[derive(Debug, Default)]
+struct InFunction {
+    since: std::sync::atomic::AtomicU64,
+    id: std::sync::atomic::AtomicU32,
 }
 
 impl ExecutorConfig {
@@ -109,6 +130,7 @@ impl ExecutorConfig {
             hot_timeout: HotTimeout::After(Duration::from_millis(10)),
             connections: None,
             usage_every: None,
+            exec_timeout: None,
         }
     }
 }
@@ -267,6 +289,16 @@ impl Executor {
                 }
             });
         }
+        let watches: Vec<Arc<InFunction>> = (0..self.cfg.workers)
+            .map(|_| Arc::new(InFunction::default()))
+            .collect();
+        if let Some(limit) = self.cfg.exec_timeout {
+            let (watches, total) = (watches.clone(), total.clone());
+            std::thread::Builder::new()
+                .name("rfx-watchdog".into())
+                .spawn(move || watchdog(&watches, limit, &total))
+                .map_err(|e| ExecError::Config(format!("cannot start the watchdog: {e}")))?;
+        }
         while self.cfg.connections.is_none_or(|n| accepted < n) {
             let incoming = self.listener.incoming(None)?;
             accepted += 1;
@@ -300,11 +332,16 @@ impl Executor {
                 busy.clone(),
             );
             let max_input = self.max_input;
+            let watch = self
+                .cfg
+                .exec_timeout
+                .and_then(|_| watches.get(worker).cloned());
             handles.push(std::thread::spawn(move || {
                 if let Some(&cpu) = cfg.cpus.get(worker % cfg.cpus.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
                 }
-                if let Err(e) = serve_connection(&fabric, &cfg, incoming, worker, max_input, total)
+                if let Err(e) =
+                    serve_connection(&fabric, &cfg, incoming, worker, max_input, total, watch)
                 {
                     tracing::warn!(worker, "connection ended: {e}");
                 }
@@ -328,6 +365,7 @@ fn serve_connection(
     worker: usize,
     max_input: usize,
     total: Arc<Mutex<ExecutorUsage>>,
+    watch: Option<Arc<InFunction>>,
 ) -> Result<(), ExecError> {
     let inbox = fabric.register(cfg.slots as usize * cfg.slot_size)?;
     let hello = ExecutorHello {
@@ -373,6 +411,7 @@ fn serve_connection(
             })
         },
         _library: None,
+        watch,
     };
     w.setup()?;
     w.clock = w.tsc.raw();
@@ -431,6 +470,41 @@ struct Worker {
     coll: CollConfig,
     // Keeps the library loaded while its functions are in use.
     _library: Option<Library>,
+    /// Where the watchdog sees which invocation runs (with a time limit).
+    watch: Option<Arc<InFunction>>,
+}
+
+/// Checks every worker's running invocation against `limit`; on the first
+/// past it, says which on stderr, prints the usage it can, and ends the
+/// process (the function's thread cannot be stopped alone).
+fn watchdog(watches: &[Arc<InFunction>], limit: Duration, total: &Mutex<ExecutorUsage>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let tsc = tsc_clock();
+    let tick = (limit / 8).clamp(Duration::from_millis(1), Duration::from_millis(50));
+    loop {
+        std::thread::sleep(tick);
+        let now = tsc.raw();
+        for (worker, w) in watches.iter().enumerate() {
+            let since = w.since.load(Relaxed);
+            let ran = tsc.delta(since, now);
+            if since == 0 || ran <= limit {
+                continue;
+            }
+            let id = w.id.load(Relaxed);
+            let _ = writeln!(
+                std::io::stderr(),
+                "{TIMED_OUT_PREFIX}worker {worker} invocation {id} after {} ms",
+                ran.as_millis()
+            );
+            if let Some(u) = total.try_lock() {
+                let _ = print_usage(&u);
+            }
+            // SAFETY: _exit(2) ends the process at once, touching no Rust
+            // state: no destructors or exit handlers run while other
+            // threads are inside tenant code.
+            unsafe { libc::_exit(TIMED_OUT_EXIT) };
+        }
+    }
 }
 
 /// Usage is published to the executor's total after this many
@@ -630,6 +704,7 @@ impl Worker {
                 None => (Status::UnknownFunction, 0),
                 Some(f) => {
                     let ctx = self.context(id);
+                    self.entering(id);
                     let out = &mut self.out[..cap];
                     let r =
                         with_region_bytes(&self.inbox, off, n, |input| f.call(&ctx, input, out))?;
@@ -716,8 +791,19 @@ impl Worker {
         }
         self.usage.bytes_in += len as u64;
         let ctx = self.context(id);
+        self.entering(id);
         let r = f.call(&ctx, &self.large[..len], &mut self.out[..cap]);
         Ok(self.ran(r))
+    }
+
+    /// Tells the watchdog that invocation `id` starts now (two plain
+    /// stores; nothing without a time limit).
+    fn entering(&self, id: u16) {
+        if let Some(w) = &self.watch {
+            use std::sync::atomic::Ordering::Relaxed;
+            w.id.store(u32::from(id), Relaxed);
+            w.since.store(self.tsc.raw().max(1), Relaxed);
+        }
     }
 
     /// Counts the time since the end of the last wait as execution: reading
@@ -745,6 +831,9 @@ impl Worker {
     /// Accounts a function's run and maps its outcome to a status and
     /// output length.
     fn ran(&mut self, r: Result<usize, CallError>) -> (Status, usize) {
+        if let Some(w) = &self.watch {
+            w.since.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
         self.account_exec();
         match r {
             Ok(n) => (Status::Ok, n),

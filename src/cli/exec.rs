@@ -74,6 +74,10 @@ pub(crate) struct ExecutorArgs {
     /// passes them; without it the token comes from RFX_LEASE_TOKEN.
     #[arg(long)]
     handoff_fd: Option<i32>,
+    /// Longest run of one function, ms: past it the executor exits (code
+    /// 125) saying which invocation ran over, for its manager to restart it.
+    #[arg(long)]
+    exec_timeout_ms: Option<u64>,
 }
 
 pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
@@ -101,6 +105,10 @@ pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
         hot_timeout: HotTimeout::from_millis(args.hot_timeout_ms),
         connections: args.connections,
         usage_every: args.usage_every_ms.map(std::time::Duration::from_millis),
+        exec_timeout: args
+            .exec_timeout_ms
+            .filter(|&ms| ms > 0)
+            .map(std::time::Duration::from_millis),
     };
     let mut exec = Executor::bind(Fabric::open(cfg)?, ecfg)?;
     if let Some(bytes) = args.max_input {

@@ -188,6 +188,11 @@ pub(crate) enum LeaseCmd {
         /// Lease duration in seconds.
         #[arg(long, default_value_t = 600)]
         duration_s: u64,
+        /// Longest run of one invocation, ms: past it the executor is
+        /// restarted and the invocation fails as timed out (0: the host's
+        /// maximum, which also caps this).
+        #[arg(long, default_value_t = 0)]
+        exec_timeout_ms: u64,
         #[command(flatten)]
         manager: ManagerAddr,
         /// Print JSON.
@@ -314,12 +319,14 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
             accels,
             hot_timeout_ms,
             duration_s,
+            exec_timeout_ms,
             manager,
             json,
         } => {
             let mut req = LeaseRequest::new(cores, duration_s.saturating_mul(1000))
                 .with_memory(memory_mib)
-                .with_hot_timeout(hot_timeout_ms);
+                .with_hot_timeout(hot_timeout_ms)
+                .with_exec_timeout(exec_timeout_ms);
             if gpu > 0 {
                 req = req.with_accelerators("gpu", gpu);
             }
@@ -388,8 +395,8 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "lease {id}: {} invocations, {} core-ms, {} ms executing, {} ms hot polling, {} B in, {} B out",
-                    usage.invocations, usage.core_ms, usage.exec_ms, usage.hot_poll_ms, usage.bytes_in, usage.bytes_out
+                    "lease {id}: {} invocations, {} core-ms, {} ms executing, {} ms hot polling, {} B in, {} B out, {} stopped at the time limit",
+                    usage.invocations, usage.core_ms, usage.exec_ms, usage.hot_poll_ms, usage.bytes_in, usage.bytes_out, usage.function_timeouts
                 );
             }
         }

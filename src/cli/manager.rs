@@ -63,6 +63,10 @@ pub(crate) struct ExecutorManagerArgs {
     /// directories: for example a shared directory of function libraries.
     #[arg(long = "sandbox-ro")]
     sandbox_ro: Vec<std::path::PathBuf>,
+    /// The longest time limit per invocation a lease may ask, ms, and the
+    /// limit of a lease that asks none; 0: no cap.
+    #[arg(long, default_value_t = 900_000)]
+    max_exec_timeout_ms: u64,
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
@@ -111,6 +115,7 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             extra_ro: args.sandbox_ro,
             ..SandboxConfig::default()
         },
+        max_exec_timeout: Duration::from_millis(args.max_exec_timeout_ms),
     };
     manager::serve(cfg)?;
     Ok(())

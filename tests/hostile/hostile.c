@@ -217,3 +217,23 @@ uint32_t escape_calls(const rfx_context *ctx, const void *in, uint32_t size, voi
     put(&b, "chroot: %s\n", chroot("/tmp") < 0 ? strerror(errno) : "DONE");
     return b.len;
 }
+
+/* Spins on its core (at most 60 s, then "spun out"): only the lease's time
+ * limit stops it. */
+#include <time.h>
+RFX_EXTENDED(spin);
+uint32_t spin(const rfx_context *ctx, const void *in, uint32_t size, void *out)
+{
+    (void)in, (void)size;
+    buf b = {out, 0, ctx->out_capacity};
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    volatile unsigned long n = 0;
+    do {
+        for (int i = 0; i < 1000000; i++)
+            n++;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (t.tv_sec - t0.tv_sec < 60);
+    put(&b, "spun out");
+    return b.len;
+}

@@ -99,6 +99,49 @@ impl fmt::Debug for LookupRequest {
     }
 }
 
+/// Why the lease's executor was restarted: an invocation ran past the
+/// lease's time limit, and its executor was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimedOut {
+    /// The worker (one per connection: [`ExecutorHello::worker`](crate::session::ExecutorHello)).
+    pub worker: u32,
+    /// The invocation's id on that worker's connection.
+    pub invocation: u16,
+    /// How long it had run, ms.
+    pub after_ms: u64,
+}
+
+impl TimedOut {
+    /// From what the executor printed after [`TIMED_OUT_PREFIX`](crate::executor::TIMED_OUT_PREFIX):
+    /// `worker W invocation ID after MS ms`.
+    pub fn parse(rest: &str) -> Option<TimedOut> {
+        let mut w = rest.split_whitespace();
+        let mut field = |name: &str| -> Option<&str> {
+            (w.next()? == name).then_some(())?;
+            w.next()
+        };
+        let worker = field("worker")?.parse().ok()?;
+        let invocation = field("invocation")?.parse().ok()?;
+        let after_ms = field("after")?.parse().ok()?;
+        Some(TimedOut {
+            worker,
+            invocation,
+            after_ms,
+        })
+    }
+}
+
+/// What a lookup found: where the executor listens, and whether it is a
+/// restart after a time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// The executor's address.
+    pub addr: SocketAddr,
+    /// Set when the previous executor of the lease was stopped because an
+    /// invocation ran past the time limit.
+    pub timed_out: Option<TimedOut>,
+}
+
 /// The answer to a [`LookupRequest`]: one JSON object on one line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -107,6 +150,9 @@ pub enum LookupReply {
     Executor {
         /// The address.
         executor: String,
+        /// Set after a restart for a time limit: which invocation ran over.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timed_out: Option<TimedOut>,
     },
     /// Why there is no address.
     Error {
@@ -126,8 +172,9 @@ impl LookupReply {
 pub(crate) enum ExecState {
     /// Spawned; its address is not known yet.
     Starting,
-    /// Listening there.
-    Ready(SocketAddr),
+    /// Listening there; after a restart for a time limit, which
+    /// invocation ran over.
+    Ready(SocketAddr, Option<TimedOut>),
     /// It failed to start, exited or was stopped.
     Gone,
 }
@@ -210,8 +257,9 @@ impl Directory {
             tokio::time::timeout(LOOKUP_WAIT, state.wait_for(|s| *s != ExecState::Starting)).await;
         match settled {
             Ok(Ok(s)) => match *s {
-                ExecState::Ready(addr) => LookupReply::Executor {
+                ExecState::Ready(addr, timed_out) => LookupReply::Executor {
                     executor: addr.to_string(),
+                    timed_out,
                 },
                 ExecState::Starting | ExecState::Gone => {
                     LookupReply::error(format!("the executor of lease {} is gone", req.lease))
@@ -349,6 +397,17 @@ pub fn lookup_executor_with(
     timeout: Duration,
     tls: Option<&TlsClient>,
 ) -> Result<SocketAddr, ManagerError> {
+    lookup_executor_found(manager, lease, token, timeout, tls).map(|f| f.addr)
+}
+
+/// [`lookup_executor_with`], with what the manager says of a restart.
+pub fn lookup_executor_found(
+    manager: &str,
+    lease: LeaseId,
+    token: &str,
+    timeout: Duration,
+    tls: Option<&TlsClient>,
+) -> Result<Found, ManagerError> {
     let deadline = Instant::now() + timeout;
     let unreachable = |source| ManagerError::Unreachable {
         manager: manager.to_owned(),
@@ -405,8 +464,12 @@ pub fn lookup_executor_with(
         }));
     }
     match serde_json::from_slice::<LookupReply>(&reply) {
-        Ok(LookupReply::Executor { executor }) => executor
+        Ok(LookupReply::Executor {
+            executor,
+            timed_out,
+        }) => executor
             .parse()
+            .map(|addr| Found { addr, timed_out })
             .map_err(|_| ManagerError::Protocol(format!("not an address: {executor:?}"))),
         Ok(LookupReply::Error { error }) => Err(ManagerError::LookupRefused {
             lease,
@@ -464,9 +527,36 @@ mod tests {
         assert_eq!(
             ok,
             LookupReply::Executor {
-                executor: "127.0.0.1:5".into()
+                executor: "127.0.0.1:5".into(),
+                timed_out: None,
             }
         );
+        // After a restart for a time limit, the reply says which invocation.
+        let t = TimedOut {
+            worker: 1,
+            invocation: 7,
+            after_ms: 310,
+        };
+        let line = serde_json::to_string(&LookupReply::Executor {
+            executor: "127.0.0.1:5".into(),
+            timed_out: Some(t),
+        })
+        .expect("encodes");
+        assert_eq!(
+            line,
+            r#"{"executor":"127.0.0.1:5","timed_out":{"worker":1,"invocation":7,"after_ms":310}}"#
+        );
+        assert_eq!(
+            TimedOut::parse("worker 1 invocation 7 after 310 ms"),
+            Some(t)
+        );
+        for bad in [
+            "",
+            "worker x invocation 7 after 3 ms",
+            "invocation 7 worker 1 after 3 ms",
+        ] {
+            assert_eq!(TimedOut::parse(bad), None, "{bad}");
+        }
         assert_eq!(
             serde_json::to_string(&LookupReply::error("unknown lease")).expect("encodes"),
             r#"{"error":"unknown lease"}"#
@@ -496,11 +586,12 @@ mod tests {
 
             // Still starting: the lookup waits, then gives up (paused clock).
             assert!(refused(d.answer(&good(1)).await).contains("still starting"));
-            tx.send_replace(ExecState::Ready("127.0.0.1:9".parse().expect("addr")));
+            tx.send_replace(ExecState::Ready("127.0.0.1:9".parse().expect("addr"), None));
             assert_eq!(
                 d.answer(&good(1)).await,
                 LookupReply::Executor {
-                    executor: "127.0.0.1:9".into()
+                    executor: "127.0.0.1:9".into(),
+                    timed_out: None,
                 }
             );
             // A wrong proof, the raw token in either field (the old
@@ -555,7 +646,8 @@ mod tests {
             rt.block_on(async {
                 let d = Directory::default();
                 let token = LeaseToken::from_bytes([3; 32]);
-                let (_tx, rx) = watch::channel(ExecState::Ready("127.0.0.1:9".parse().expect("addr")));
+                let (_tx, rx) =
+                    watch::channel(ExecState::Ready("127.0.0.1:9".parse().expect("addr"), None));
                 d.insert(LeaseId(lease), token.clone(), 1, rx);
                 let lines = [
                     text.clone(),

@@ -96,7 +96,8 @@ use tokio::task::{JoinError, JoinSet};
 
 pub use error::ManagerError;
 pub use lookup::{
-    lookup_executor, lookup_executor_with, LookupReply, LookupRequest, LOOKUP_WAIT, MAX_LINE,
+    lookup_executor, lookup_executor_found, lookup_executor_with, Found, LookupReply,
+    LookupRequest, TimedOut, LOOKUP_WAIT, MAX_LINE,
 };
 
 use crate::sandbox::host::SandboxHost;
@@ -104,6 +105,10 @@ use crate::sandbox::SandboxConfig;
 use lookup::{Directory, ExecState};
 use process::{Outcome, Shared, KILL_WAIT, REPORT_WAIT};
 use state::{plan_sync, DeviceVar, LaunchPolicy};
+
+/// The default cap on a lease's time limit per invocation (as AWS Lambda's
+/// longest function): 15 minutes.
+pub const DEFAULT_MAX_EXEC_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// Bound on one registration with the lease manager.
 const REGISTER_WAIT: Duration = Duration::from_secs(10);
@@ -147,6 +152,11 @@ pub struct ManagerConfig {
     /// How executors are sandboxed ([`SandboxConfig::default`]: strict when
     /// running as root).
     pub sandbox: SandboxConfig,
+    /// The longest time limit per invocation a lease may have, and the one
+    /// of a lease that asks none; `Duration::ZERO`: no cap, and no limit
+    /// unless asked. A function past its limit gets its executor killed and
+    /// restarted within the lease.
+    pub max_exec_timeout: Duration,
 }
 
 impl ManagerConfig {
@@ -173,6 +183,7 @@ impl ManagerConfig {
             stop_grace: Duration::from_secs(5),
             tls: None,
             sandbox: SandboxConfig::default(),
+            max_exec_timeout: DEFAULT_MAX_EXEC_TIMEOUT,
         }
     }
 }
@@ -299,6 +310,8 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
             executor_host: cfg.executor_host,
             usage_every: cfg.usage_every,
             devices,
+            max_exec_timeout_ms: u64::try_from(cfg.max_exec_timeout.as_millis())
+                .unwrap_or(u64::MAX),
         },
         fallback_ip: (!fallback_ip.is_unspecified()).then_some(fallback_ip),
         stop_grace: cfg.stop_grace,

@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use parking_lot::Mutex;
 use rfx_leases::client::HostClient;
-use rfx_leases::proto::LeaseId;
+use rfx_leases::proto::{LeaseId, UsageReport};
 use rfx_leases::wire::{LeaseToken, StartLease};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::process::{Child, Command};
@@ -19,9 +19,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::lines::{next_line, Line};
-use super::lookup::{Directory, ExecState};
+use super::lookup::{Directory, ExecState, TimedOut};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
-use crate::executor::ExecutorUsage;
+use crate::executor::{ExecutorUsage, TIMED_OUT_EXIT, TIMED_OUT_PREFIX};
 use crate::sandbox::host::{Prepared, SandboxHost};
 use crate::sandbox::{handoff, Handoff};
 
@@ -95,6 +95,9 @@ pub(crate) struct Ending {
     pub(crate) reason: String,
     /// Set when the OOM killer ended it: the lease's memory limit, MiB.
     pub(crate) out_of_memory_mib: Option<u64>,
+    /// Set when it stopped itself at the time limit: the executor is
+    /// restarted within the lease, which goes on.
+    pub(crate) timed_out: Option<TimedOut>,
 }
 
 impl From<String> for Ending {
@@ -102,6 +105,7 @@ impl From<String> for Ending {
         Ending {
             reason,
             out_of_memory_mib: None,
+            timed_out: None,
         }
     }
 }
@@ -113,11 +117,32 @@ pub(crate) async fn supervise(
     shared: Arc<Shared>,
     start: StartLease,
     token: LeaseToken,
-    stop: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<()>,
     state: watch::Sender<ExecState>,
 ) -> Outcome {
     let lease = start.lease.id;
-    let ended = run_executor(&shared, &start, &token, stop, &state).await;
+    let mut previous = None;
+    let ended = loop {
+        let ended = run_executor(&shared, &start, &token, &mut stop, &state, previous).await;
+        match ended {
+            Some(Ending {
+                timed_out: Some(t), ..
+            }) => {
+                // The lease goes on: a new executor, its slots served again.
+                tracing::warn!(
+                    %lease,
+                    worker = t.worker,
+                    invocation = t.invocation,
+                    after_ms = t.after_ms,
+                    "a function ran past the lease's time limit; restarting the executor"
+                );
+                state.send_replace(ExecState::Starting);
+                report_timeout(&shared, lease).await;
+                previous = Some(t);
+            }
+            other => break other,
+        }
+    };
     state.send_replace(ExecState::Gone);
     if let Some(sandbox) = &shared.sandbox {
         sandbox.release(lease);
@@ -129,6 +154,20 @@ pub(crate) async fn supervise(
             let reported = report_crash(&shared.host(), lease, &ending).await;
             Outcome::Ended { ending, reported }
         }
+    }
+}
+
+/// Counts a stop at the time limit in the lease's usage (best effort).
+async fn report_timeout(shared: &Shared, lease: LeaseId) {
+    let delta = UsageReport {
+        function_timeouts: 1,
+        ..UsageReport::default()
+    };
+    let host = shared.host();
+    match tokio::time::timeout(REPORT_WAIT, host.report_usage(lease, &delta)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(%lease, "time-limit report failed: {e}"),
+        Err(_) => tracing::warn!(%lease, "time-limit report timed out"),
     }
 }
 
@@ -159,8 +198,9 @@ async fn run_executor(
     shared: &Arc<Shared>,
     start: &StartLease,
     token: &LeaseToken,
-    stop: oneshot::Receiver<()>,
+    stop: &mut oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
+    previous: Option<TimedOut>,
 ) -> Option<Ending> {
     let launch = match shared.policy.launch(&start.lease) {
         Ok(l) => l,
@@ -181,10 +221,11 @@ async fn run_executor(
         prepared.as_ref(),
         stop,
         state,
+        previous,
     )
     .await;
     let (Some(sandbox), Some(p)) = (&shared.sandbox, &prepared) else {
-        return ended.map(Ending::from);
+        return ended;
     };
     // Whatever the exit, nothing of the lease outlives its executor.
     let end = sandbox.finish(p);
@@ -195,8 +236,9 @@ async fn run_executor(
                 p.memory_mib
             ),
             out_of_memory_mib: Some(p.memory_mib),
+            timed_out: None,
         }),
-        other => other.map(Ending::from),
+        other => other,
     }
 }
 
@@ -208,9 +250,10 @@ async fn spawn_and_watch(
     token: &LeaseToken,
     launch: &super::state::Launch,
     prepared: Option<&Prepared>,
-    mut stop: oneshot::Receiver<()>,
+    stop: &mut oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
-) -> Option<String> {
+    previous: Option<TimedOut>,
+) -> Option<Ending> {
     let lease = start.lease.id;
     let handoff = Handoff {
         token: token.to_hex(),
@@ -218,7 +261,7 @@ async fn spawn_and_watch(
     };
     let handoff_fd = match handoff.to_memfd() {
         Ok(fd) => fd,
-        Err(e) => return Some(format!("executor not started: {e}")),
+        Err(e) => return Some(format!("executor not started: {e}").into()),
     };
     let mut cmd = Command::new(&shared.program);
     cmd.args(&shared.leading)
@@ -240,10 +283,13 @@ async fn spawn_and_watch(
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
-            return Some(format!(
-                "executor not started: cannot run {}: {e}",
-                shared.program.to_string_lossy()
-            ))
+            return Some(
+                format!(
+                    "executor not started: cannot run {}: {e}",
+                    shared.program.to_string_lossy()
+                )
+                .into(),
+            )
         }
     };
     let pid = child.id();
@@ -254,7 +300,7 @@ async fn spawn_and_watch(
         .map(|out| tokio::spawn(forward_usage(out, shared.clone(), lease)));
     let Some(stderr) = child.stderr.take() else {
         terminate(&mut child, Duration::ZERO).await;
-        return Some("executor not started: no stderr pipe".to_owned());
+        return Some("executor not started: no stderr pipe".to_owned().into());
     };
     let mut stderr = BufReader::new(stderr);
 
@@ -263,19 +309,23 @@ async fn spawn_and_watch(
     tokio::pin!(deadline);
     let addr = loop {
         tokio::select! {
-            _ = &mut stop => {
+            _ = &mut *stop => {
                 terminate(&mut child, shared.stop_grace).await;
                 finish(usage).await;
                 return None;
             }
             status = child.wait() => {
                 finish(usage).await;
-                return Some(format!("executor exited before listening: {}", status_text(status)));
+                return Some(
+                    format!("executor exited before listening: {}", status_text(status)).into(),
+                );
             }
             () = &mut deadline => {
                 terminate(&mut child, Duration::ZERO).await;
                 finish(usage).await;
-                return Some(format!("executor not started: no address within {START_WAIT:?}"));
+                return Some(
+                    format!("executor not started: no address within {START_WAIT:?}").into(),
+                );
             }
             line = next_line(&mut stderr, MAX_OUTPUT_LINE) => match line {
                 Ok(Some(Line::Text(t))) => match parse_listening(&t) {
@@ -293,23 +343,23 @@ async fn spawn_and_watch(
                     };
                     terminate(&mut child, Duration::ZERO).await;
                     finish(usage).await;
-                    return Some(format!("executor exited before listening: {why}"));
+                    return Some(format!("executor exited before listening: {why}").into());
                 }
             },
         }
     };
     let addr = reachable(addr, shared.fallback_ip);
     tracing::info!(%lease, pid, %addr, "executor listening");
-    state.send_replace(ExecState::Ready(addr));
+    state.send_replace(ExecState::Ready(addr, previous));
     let log = tokio::spawn(log_stderr(stderr, lease));
 
     let ended = tokio::select! {
-        _ = &mut stop => {
+        _ = &mut *stop => {
             terminate(&mut child, shared.stop_grace).await;
             tracing::info!(%lease, pid, "executor stopped");
             None
         }
-        status = child.wait() => Some(format!("executor exited: {}", status_text(status))),
+        status = child.wait() => Some(status),
     };
     if ended.is_some() {
         // Make sure nothing is left (a wait error) before reading the rest.
@@ -317,8 +367,19 @@ async fn spawn_and_watch(
     }
     // The last usage lines go out before a crash report ends the lease.
     finish(usage).await;
-    finish(Some(log)).await;
-    ended
+    let said = match tokio::time::timeout(DRAIN_WAIT, log).await {
+        Ok(Ok(said)) => said,
+        _ => None,
+    };
+    let status = ended?;
+    let code = status.as_ref().ok().and_then(ExitStatus::code);
+    Some(Ending {
+        reason: format!("executor exited: {}", status_text(status)),
+        out_of_memory_mib: None,
+        // Only the exit code and the line together: a function cannot
+        // fake a time limit by printing the line alone.
+        timed_out: said.filter(|_| code == Some(TIMED_OUT_EXIT)),
+    })
 }
 
 /// The description of a wait result.
@@ -392,11 +453,17 @@ async fn forward_usage(out: impl AsyncRead + Unpin, shared: Arc<Shared>, lease: 
 }
 
 /// Logs what the executor prints on stderr after its address.
-async fn log_stderr(err: impl AsyncRead + Unpin, lease: LeaseId) {
+/// Returns what the last time-limit line said, if one came.
+async fn log_stderr(err: impl AsyncRead + Unpin, lease: LeaseId) -> Option<TimedOut> {
     let mut err = BufReader::new(err);
+    let mut timed_out = None;
     while let Ok(Some(line)) = next_line(&mut err, MAX_OUTPUT_LINE).await {
         if let Line::Text(t) = line {
+            if let Some(rest) = t.trim_end().strip_prefix(TIMED_OUT_PREFIX) {
+                timed_out = TimedOut::parse(rest).or(timed_out);
+            }
             tracing::debug!(%lease, "executor: {t}");
         }
     }
+    timed_out
 }

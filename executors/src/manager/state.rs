@@ -166,6 +166,20 @@ pub(crate) struct LaunchPolicy {
     pub(crate) usage_every: Duration,
     /// Visibility variables of the declared accelerator kinds.
     pub(crate) devices: Vec<DeviceVar>,
+    /// The host's cap on a lease's time limit per invocation, ms (0: none).
+    pub(crate) max_exec_timeout_ms: u64,
+}
+
+impl LaunchPolicy {
+    /// The time limit per invocation of `lease`, ms: what it asked, capped
+    /// by the host; the host's when it asked none (0: no limit).
+    pub(crate) fn exec_timeout_ms(&self, lease: &Lease) -> u64 {
+        match (lease.exec_timeout_ms, self.max_exec_timeout_ms) {
+            (0, max) => max,
+            (asked, 0) => asked,
+            (asked, max) => asked.min(max),
+        }
+    }
 }
 
 /// The arguments (after the executor command) and environment of one executor.
@@ -200,6 +214,10 @@ impl LaunchPolicy {
             "--usage-every-ms".into(),
             usage_ms.to_string().into(),
         ]);
+        let limit = self.exec_timeout_ms(lease);
+        if limit > 0 {
+            args.extend(["--exec-timeout-ms".into(), limit.to_string().into()]);
+        }
         // The token goes on the handoff descriptor, never in the environment.
         args.extend([
             "--handoff-fd".into(),
@@ -285,6 +303,7 @@ impl UsageMeter {
             invocations: u.invocations,
             bytes_in: u.bytes_in,
             bytes_out: u.bytes_out,
+            function_timeouts: 0,
         }
     }
 
@@ -300,6 +319,7 @@ impl UsageMeter {
             invocations: t.invocations.saturating_sub(r.invocations),
             bytes_in: t.bytes_in.saturating_sub(r.bytes_in),
             bytes_out: t.bytes_out.saturating_sub(r.bytes_out),
+            function_timeouts: 0,
         };
         (d != UsageReport::default()).then_some(d)
     }
@@ -352,6 +372,7 @@ mod tests {
             memory_mib: 0,
             accelerators,
             hot_timeout_ms: -1,
+            exec_timeout_ms: 0,
             granted_at_ms: 0,
             expires_at_ms: 1,
             ended_at_ms: None,
@@ -371,7 +392,25 @@ mod tests {
             executor_host: "127.0.0.1".parse().expect("ip"),
             usage_every: Duration::from_millis(250),
             devices,
+            max_exec_timeout_ms: 0,
         }
+    }
+
+    #[test]
+    fn time_limits_are_capped_by_the_host() {
+        let mut p = policy(vec![]);
+        let mut l = lease(1, &[0], &[]);
+        assert_eq!(p.exec_timeout_ms(&l), 0, "none asked, no cap: no limit");
+        let flags =
+            |p: &LaunchPolicy, l: &Lease| strings(&p.launch(l).expect("launch").args).join(" ");
+        assert!(!flags(&p, &l).contains("--exec-timeout-ms"));
+        l.exec_timeout_ms = 500;
+        assert_eq!(p.exec_timeout_ms(&l), 500);
+        p.max_exec_timeout_ms = 200;
+        assert_eq!(p.exec_timeout_ms(&l), 200, "capped");
+        assert!(flags(&p, &l).contains("--exec-timeout-ms 200"));
+        l.exec_timeout_ms = 0;
+        assert_eq!(p.exec_timeout_ms(&l), 200, "the host's when none asked");
     }
 
     fn strings(v: &[OsString]) -> Vec<&str> {

@@ -98,6 +98,11 @@ pub fn executor_main() {
                     value.parse().expect("--usage-every-ms"),
                 ))
             }
+            "--exec-timeout-ms" => {
+                cfg.exec_timeout = Some(Duration::from_millis(
+                    value.parse().expect("--exec-timeout-ms"),
+                ))
+            }
             "--handoff-fd" => {
                 let handoff = Handoff::take(value.parse().expect("--handoff-fd N"))
                     .expect("the manager's handoff");

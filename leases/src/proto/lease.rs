@@ -24,6 +24,12 @@ pub struct LeaseRequest {
     pub hot_timeout_ms: i64,
     /// Lease duration from the grant, in ms; at least 1.
     pub duration_ms: u64,
+    /// Longest run of one function invocation, ms: an executor whose
+    /// function runs longer is killed and restarted within the lease, and
+    /// the invocation fails as timed out. 0: the host's maximum (which
+    /// also caps any value asked).
+    #[serde(default)]
+    pub exec_timeout_ms: u64,
 }
 
 impl LeaseRequest {
@@ -35,7 +41,15 @@ impl LeaseRequest {
             accelerators: BTreeMap::new(),
             hot_timeout_ms: -1,
             duration_ms,
+            exec_timeout_ms: 0,
         }
+    }
+
+    /// Sets the longest run of one invocation, ms (0: the host's maximum).
+    #[must_use]
+    pub fn with_exec_timeout(mut self, exec_timeout_ms: u64) -> Self {
+        self.exec_timeout_ms = exec_timeout_ms;
+        self
     }
 
     /// Sets the memory in MiB.
@@ -79,6 +93,10 @@ pub struct Lease {
     pub accelerators: BTreeMap<String, Vec<u32>>,
     /// Busy-polling time before executors turn warm: -1 always hot, 0 always warm.
     pub hot_timeout_ms: i64,
+    /// Longest run of one invocation, ms, as asked (0: the host's maximum;
+    /// the host caps it).
+    #[serde(default)]
+    pub exec_timeout_ms: u64,
     /// When the lease was granted.
     pub granted_at_ms: Millis,
     /// When the lease expires unless renewed.
@@ -199,6 +217,10 @@ pub struct Usage {
     pub bytes_in: u64,
     /// Result bytes sent by the executors.
     pub bytes_out: u64,
+    /// Invocations stopped for running past the lease's time limit (each
+    /// restarted the executor).
+    #[serde(default)]
+    pub function_timeouts: u64,
 }
 
 impl Usage {
@@ -209,6 +231,7 @@ impl Usage {
         self.invocations = self.invocations.saturating_add(d.invocations);
         self.bytes_in = self.bytes_in.saturating_add(d.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(d.bytes_out);
+        self.function_timeouts = self.function_timeouts.saturating_add(d.function_timeouts);
     }
 
     /// Whether no counter is below `earlier`'s.
@@ -219,6 +242,7 @@ impl Usage {
             && self.invocations >= earlier.invocations
             && self.bytes_in >= earlier.bytes_in
             && self.bytes_out >= earlier.bytes_out
+            && self.function_timeouts >= earlier.function_timeouts
     }
 }
 
@@ -235,4 +259,7 @@ pub struct UsageReport {
     pub bytes_in: u64,
     /// Result bytes sent.
     pub bytes_out: u64,
+    /// Invocations stopped at the time limit.
+    #[serde(default)]
+    pub function_timeouts: u64,
 }

@@ -216,6 +216,7 @@ impl Manager {
             memory_mib: alloc.memory_mib,
             accelerators: alloc.accelerators,
             hot_timeout_ms: req.hot_timeout_ms,
+            exec_timeout_ms: req.exec_timeout_ms,
             granted_at_ms: now,
             expires_at_ms: now.saturating_add(req.duration_ms),
             ended_at_ms: None,

@@ -24,6 +24,9 @@ pub enum Output {
 }
 
 /// A command to an executor manager.
+// One per lease start or stop, queued briefly and sent at once: the size of
+// `Start` costs nothing worth a box on the way.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostCommand {
     /// Start an executor for this lease (idempotent: ignore if running).

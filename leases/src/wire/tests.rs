@@ -18,6 +18,7 @@ fn lease(id: u64) -> Lease {
         memory_mib: 512,
         accelerators: BTreeMap::from([("gpu".to_owned(), vec![1])]),
         hot_timeout_ms: -1,
+        exec_timeout_ms: 0,
         granted_at_ms: 10,
         expires_at_ms: 20,
         ended_at_ms: None,

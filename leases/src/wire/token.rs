@@ -307,6 +307,7 @@ mod tests {
             memory_mib: 0,
             accelerators: Default::default(),
             hot_timeout_ms: -1,
+            exec_timeout_ms: 0,
             granted_at_ms: T0,
             expires_at_ms: T0 + 10,
             ended_at_ms: None,

@@ -201,6 +201,7 @@ fn usage_accumulates_and_core_time_accrues() {
         invocations: 100,
         bytes_in: 800,
         bytes_out: 400,
+        function_timeouts: 0,
     };
     sim.mgr.report_usage(1_000, h, lease.id, &delta).unwrap();
     sim.mgr.report_usage(3_000, h, lease.id, &delta).unwrap();

@@ -53,6 +53,7 @@ fn busy_sim() -> Sim {
         invocations: 7,
         bytes_in: 64,
         bytes_out: 32,
+        function_timeouts: 0,
     };
     sim.mgr.report_usage(800, gpu, g.id, &delta).unwrap();
     sim.mgr.release(1_000, &bob, r.id).unwrap();
