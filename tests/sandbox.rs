@@ -81,8 +81,14 @@ const MAX_EXEC_MS: u64 = 5_000;
 
 /// One host of 2 cores, strict sandbox, `PIDS` processes per executor,
 /// time limits capped at `MAX_EXEC_MS`.
-fn cluster() -> LocalCluster {
-    LocalCluster::builder(RFX)
+fn cluster() -> (LocalCluster, Audit) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let audit = Audit(std::env::temp_dir().join(format!(
+        "rfx-sandbox-audit-{}-{n}.jsonl",
+        std::process::id()
+    )));
+    let c = LocalCluster::builder(RFX)
         .cores(2)
         .executor_manager_args([
             "--gpu",
@@ -93,9 +99,42 @@ fn cluster() -> LocalCluster {
             &PIDS.to_string(),
             "--max-exec-timeout-ms",
             &MAX_EXEC_MS.to_string(),
+            "--audit-log",
+            audit.0.to_str().unwrap(),
         ])
         .start()
-        .unwrap()
+        .unwrap();
+    (c, audit)
+}
+
+/// The executor manager's audit log, removed on drop.
+struct Audit(PathBuf);
+
+impl Audit {
+    /// Its lines' `action` fields for `lease`, waiting up to 10 s for
+    /// `last` to appear.
+    fn actions(&self, lease: u64, last: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let actions: Vec<String> = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .filter(|v| v["lease"] == lease)
+                .map(|v| v["action"].as_str().unwrap().to_owned())
+                .collect();
+            if actions.iter().any(|a| a == last) || Instant::now() > deadline {
+                return actions;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 fn tenant(c: &LocalCluster, name: &str) -> (Tenant, String) {
@@ -154,7 +193,7 @@ fn secrets_are_out_of_the_executors_reach() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, audit) = cluster();
     let (t, tenant_token) = tenant(&c, "mallory");
     let l = lease(&t, &LeaseRequest::new(1, 60_000));
     let lease_token = l.info().token.to_hex();
@@ -187,6 +226,14 @@ fn secrets_are_out_of_the_executors_reach() {
         let cmdline = String::from_utf8_lossy(&cmdline);
         assert!(!cmdline.contains(&lease_token), "{cmdline}");
     }
+
+    // The executor manager's audit names the lease, never a secret.
+    let actions = audit.actions(l.info().lease.id.0, "invocation_session_opened");
+    assert_eq!(actions, ["executor_started", "invocation_session_opened"]);
+    let log = std::fs::read_to_string(&audit.0).unwrap();
+    for secret in [c.cluster_key(), &lease_token, &tenant_token] {
+        assert!(!log.contains(secret), "a secret in the audit log");
+    }
 }
 
 #[test]
@@ -194,7 +241,7 @@ fn each_lease_runs_as_its_own_user_and_writes_only_its_private_tmp() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, _audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
     let a = lease(&t, &LeaseRequest::new(1, 60_000));
     let b = lease(&t, &LeaseRequest::new(1, 60_000));
@@ -245,7 +292,7 @@ fn another_leases_executor_is_out_of_reach() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, _audit) = cluster();
     let (mallory, _) = tenant(&c, "mallory");
     let (alice, _) = tenant(&c, "alice");
     let m = lease(&mallory, &LeaseRequest::new(1, 60_000));
@@ -287,7 +334,7 @@ fn a_fork_bomb_stops_at_the_pids_limit() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, _audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
     let l = lease(&t, &LeaseRequest::new(1, 60_000));
     let mut inv = connect(&l);
@@ -308,7 +355,7 @@ fn memory_over_the_lease_ends_it_as_out_of_memory_and_frees_its_cores() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
     // Both cores of the host.
     let l = lease(&t, &LeaseRequest::new(2, 60_000).with_memory(64));
@@ -337,6 +384,16 @@ fn memory_over_the_lease_ends_it_as_out_of_memory_and_frees_its_cores() {
         state.to_string(),
         "lost (out of memory: over the lease's 64 MiB)"
     );
+    let actions = audit.actions(id.0, "sandbox_kill");
+    assert_eq!(
+        actions,
+        [
+            "executor_started",
+            "invocation_session_opened",
+            "sandbox_kill"
+        ],
+        "the executor manager's audit"
+    );
     drop(inv);
     drop(l);
     // The cores came back: a new lease of both, and it works.
@@ -350,7 +407,7 @@ fn a_function_past_the_time_limit_is_stopped_and_the_lease_serves_on() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
     let l = lease(&t, &LeaseRequest::new(1, 60_000).with_exec_timeout(300));
     let id = l.info().lease.id;
@@ -383,6 +440,20 @@ fn a_function_past_the_time_limit_is_stopped_and_the_lease_serves_on() {
         assert!(Instant::now() < deadline, "usage never counted the stop");
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(again);
+    let actions = audit.actions(id.0, "invocation_session_closed");
+    assert_eq!(
+        actions,
+        [
+            "executor_started",
+            "invocation_session_opened",
+            "function_timeout",
+            "executor_started",
+            "invocation_session_opened",
+            "invocation_session_closed"
+        ],
+        "the executor manager's audit"
+    );
 }
 
 #[test]
@@ -390,7 +461,7 @@ fn the_host_caps_a_leases_time_limit() {
     if !sandbox_here() {
         return;
     }
-    let c = cluster();
+    let (c, _audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
     let asked = |ms: u64| {
         let l = lease(&t, &LeaseRequest::new(1, 60_000).with_exec_timeout(ms));

@@ -107,6 +107,14 @@ pub const TIMED_OUT_PREFIX: &str = "rfx executor: function timed out: ";
 /// The exit code of an executor stopped by its time limit.
 pub const TIMED_OUT_EXIT: i32 = 125;
 
+/// What an executor prints on stderr when a client proved the token and
+/// its set-up succeeded, followed by `worker W` (for its manager's audit).
+pub const SESSION_OPENED_PREFIX: &str = "rfx executor: session opened: ";
+
+/// What an executor prints on stderr when that session ended, followed by
+/// `worker W`.
+pub const SESSION_CLOSED_PREFIX: &str = "rfx executor: session closed: ";
+
 /// Which invocation a worker runs, for the time limit's watchdog: the TSC
 /// reading at its start (0: none), and its id.
 #[derive(Debug, Default)]
@@ -414,10 +422,13 @@ fn serve_connection(
         watch,
     };
     w.setup()?;
+    // Best effort: stderr may be a dead manager's pipe.
+    let _ = writeln!(std::io::stderr(), "{SESSION_OPENED_PREFIX}worker {worker}");
     w.clock = w.tsc.raw();
     w.published = w.clock;
     let r = w.run(cfg.hot_timeout);
     w.publish();
+    let _ = writeln!(std::io::stderr(), "{SESSION_CLOSED_PREFIX}worker {worker}");
     r
 }
 

@@ -115,6 +115,12 @@ pub enum AuditAction {
     /// An executor manager reported a crashed executor (`detail`: its
     /// report).
     ExecutorCrashed,
+    /// An executor manager started the executor of a lease (its pid, uid
+    /// and sandbox in the fields).
+    ExecutorStarted,
+    /// An executor manager stopped the executor of a lease (released,
+    /// expired, shut down).
+    ExecutorStopped,
     /// A tenant opened an invocation session with an executor.
     InvocationSessionOpened,
     /// A tenant's invocation session ended.
@@ -146,6 +152,8 @@ impl AuditAction {
             Self::HostDeregistered => "host_deregistered",
             Self::HostDown => "host_down",
             Self::ExecutorCrashed => "executor_crashed",
+            Self::ExecutorStarted => "executor_started",
+            Self::ExecutorStopped => "executor_stopped",
             Self::InvocationSessionOpened => "invocation_session_opened",
             Self::InvocationSessionClosed => "invocation_session_closed",
             Self::SandboxKill => "sandbox_kill",
@@ -632,6 +640,8 @@ mod tests {
             AuditAction::HostDeregistered,
             AuditAction::HostDown,
             AuditAction::ExecutorCrashed,
+            AuditAction::ExecutorStarted,
+            AuditAction::ExecutorStopped,
             AuditAction::InvocationSessionOpened,
             AuditAction::InvocationSessionClosed,
             AuditAction::SandboxKill,

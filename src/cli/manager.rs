@@ -67,6 +67,10 @@ pub(crate) struct ExecutorManagerArgs {
     /// limit of a lease that asks none; 0: no cap.
     #[arg(long, default_value_t = 900_000)]
     max_exec_timeout_ms: u64,
+    /// Append an audit log of executor starts, stops, crashes, sandbox
+    /// kills, time limits and invocation sessions to this file (JSON lines).
+    #[arg(long)]
+    audit_log: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
@@ -116,6 +120,10 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             ..SandboxConfig::default()
         },
         max_exec_timeout: Duration::from_millis(args.max_exec_timeout_ms),
+        audit: match &args.audit_log {
+            Some(p) => rfx::leases::audit::AuditLog::open(p)?,
+            None => rfx::leases::audit::AuditLog::disabled(),
+        },
     };
     manager::serve(cfg)?;
     Ok(())

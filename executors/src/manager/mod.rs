@@ -86,6 +86,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use rfx_leases::audit::AuditLog;
 use rfx_leases::client::{Commands, HostClient};
 use rfx_leases::proto::{Capacity, LeaseId};
 use rfx_leases::tls::TlsServer;
@@ -157,6 +158,10 @@ pub struct ManagerConfig {
     /// unless asked. A function past its limit gets its executor killed and
     /// restarted within the lease.
     pub max_exec_timeout: Duration,
+    /// Where executor starts, stops, crashes, sandbox kills, time limits
+    /// and invocation sessions are recorded, one JSON line each
+    /// (`rfx_leases::audit`); disabled by default.
+    pub audit: AuditLog,
 }
 
 impl ManagerConfig {
@@ -184,6 +189,7 @@ impl ManagerConfig {
             tls: None,
             sandbox: SandboxConfig::default(),
             max_exec_timeout: DEFAULT_MAX_EXEC_TIMEOUT,
+            audit: AuditLog::disabled(),
         }
     }
 }
@@ -317,6 +323,7 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
         stop_grace: cfg.stop_grace,
         base_env: state::executor_base_env(std::env::vars_os()),
         sandbox,
+        audit: cfg.audit.clone(),
     });
     let mut driver = Driver {
         shared,

@@ -21,9 +21,12 @@ use tokio::task::JoinHandle;
 use super::lines::{next_line, Line};
 use super::lookup::{Directory, ExecState, TimedOut};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
-use crate::executor::{ExecutorUsage, TIMED_OUT_EXIT, TIMED_OUT_PREFIX};
+use crate::executor::{
+    ExecutorUsage, SESSION_CLOSED_PREFIX, SESSION_OPENED_PREFIX, TIMED_OUT_EXIT, TIMED_OUT_PREFIX,
+};
 use crate::sandbox::host::{Prepared, SandboxHost};
 use crate::sandbox::{handoff, Handoff};
+use rfx_leases::audit::{AuditAction, AuditEvent, AuditLog};
 
 /// How long an executor may take to print its address.
 pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
@@ -64,6 +67,17 @@ pub(crate) struct Shared {
     pub(crate) base_env: Vec<(OsString, OsString)>,
     /// The sandbox, unless off.
     pub(crate) sandbox: Option<SandboxHost>,
+    /// The audit log of tenant-visible events.
+    pub(crate) audit: AuditLog,
+}
+
+impl Shared {
+    /// Records `action` on `lease` for its tenant.
+    fn audit(&self, lease: &rfx_leases::proto::Lease, action: AuditAction) -> AuditEvent {
+        AuditEvent::tenant(lease.tenant.0.clone(), action)
+            .with_lease(lease.id)
+            .with_host(lease.host)
+    }
 }
 
 impl Shared {
@@ -137,6 +151,13 @@ pub(crate) async fn supervise(
                     "a function ran past the lease's time limit; restarting the executor"
                 );
                 state.send_replace(ExecState::Starting);
+                shared.audit.record(
+                    &shared
+                        .audit(&start.lease, AuditAction::FunctionTimeout)
+                        .with_field("worker", t.worker)
+                        .with_field("invocation", t.invocation)
+                        .with_field("after_ms", t.after_ms),
+                );
                 report_timeout(&shared, lease).await;
                 previous = Some(t);
             }
@@ -148,9 +169,24 @@ pub(crate) async fn supervise(
         sandbox.release(lease);
     }
     match ended {
-        None => Outcome::Stopped,
+        None => {
+            shared
+                .audit
+                .record(&shared.audit(&start.lease, AuditAction::ExecutorStopped));
+            Outcome::Stopped
+        }
         Some(ending) => {
             tracing::warn!(%lease, "{}", ending.reason);
+            let action = if ending.out_of_memory_mib.is_some() {
+                AuditAction::SandboxKill
+            } else {
+                AuditAction::ExecutorCrashed
+            };
+            shared.audit.record(
+                &shared
+                    .audit(&start.lease, action)
+                    .with_detail(ending.reason.as_str()),
+            );
             let reported = report_crash(&shared.host(), lease, &ending).await;
             Outcome::Ended { ending, reported }
         }
@@ -294,6 +330,17 @@ async fn spawn_and_watch(
     };
     let pid = child.id();
     tracing::info!(%lease, pid, cores = start.lease.cores, "executor spawned");
+    let mut started = shared
+        .audit(&start.lease, AuditAction::ExecutorStarted)
+        .with_cores(start.lease.cores)
+        .with_field("pid", pid)
+        .with_field("sandbox", prepared.is_some());
+    if let Some(p) = prepared {
+        started = started
+            .with_memory_mib(p.memory_mib)
+            .with_field("uid", p.confinement.uid);
+    }
+    shared.audit.record(&started);
     let usage = child
         .stdout
         .take()
@@ -351,7 +398,8 @@ async fn spawn_and_watch(
     let addr = reachable(addr, shared.fallback_ip);
     tracing::info!(%lease, pid, %addr, "executor listening");
     state.send_replace(ExecState::Ready(addr, previous));
-    let log = tokio::spawn(log_stderr(stderr, lease));
+    let sessions = (shared.clone(), start.lease.clone());
+    let log = tokio::spawn(log_stderr(stderr, sessions));
 
     let ended = tokio::select! {
         _ = &mut *stop => {
@@ -453,14 +501,37 @@ async fn forward_usage(out: impl AsyncRead + Unpin, shared: Arc<Shared>, lease: 
 }
 
 /// Logs what the executor prints on stderr after its address.
-/// Returns what the last time-limit line said, if one came.
-async fn log_stderr(err: impl AsyncRead + Unpin, lease: LeaseId) -> Option<TimedOut> {
+/// Audits its session lines (tenant code shares that stderr: a line is
+/// only ever taken as the lease's own) and returns what the last
+/// time-limit line said, if one came.
+async fn log_stderr(
+    err: impl AsyncRead + Unpin,
+    (shared, l): (Arc<Shared>, rfx_leases::proto::Lease),
+) -> Option<TimedOut> {
     let mut err = BufReader::new(err);
     let mut timed_out = None;
+    let lease = l.id;
     while let Ok(Some(line)) = next_line(&mut err, MAX_OUTPUT_LINE).await {
         if let Line::Text(t) = line {
-            if let Some(rest) = t.trim_end().strip_prefix(TIMED_OUT_PREFIX) {
+            let t = t.trim_end();
+            if let Some(rest) = t.strip_prefix(TIMED_OUT_PREFIX) {
                 timed_out = TimedOut::parse(rest).or(timed_out);
+            }
+            let session = [
+                (SESSION_OPENED_PREFIX, AuditAction::InvocationSessionOpened),
+                (SESSION_CLOSED_PREFIX, AuditAction::InvocationSessionClosed),
+            ]
+            .into_iter()
+            .find_map(|(p, a)| Some((a, t.strip_prefix(p)?)));
+            if let Some((action, rest)) = session {
+                let worker = rest
+                    .strip_prefix("worker ")
+                    .and_then(|w| w.parse::<u32>().ok());
+                if let Some(worker) = worker {
+                    shared
+                        .audit
+                        .record(&shared.audit(&l, action).with_field("worker", worker));
+                }
             }
             tracing::debug!(%lease, "executor: {t}");
         }
