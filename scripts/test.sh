@@ -8,6 +8,7 @@
 #   RFX_TEST_SKIP_VERBS=1 ...  skip the verbs section (soft-RoCE VM)
 #   RFX_TEST_SKIP_OFI=1 ...    skip the ofi section (libfabric)
 #   RFX_TEST_SKIP_SLURM=1 ...  do not install Slurm (tests/slurm.rs then skips)
+#   RFX_TEST_SKIP_CONTAINERS=1 no podman (tests/container.rs then skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +32,11 @@ fi
 if [ "${RFX_TEST_SKIP_SLURM:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
     want_pkgs+=(slurmctld slurmd slurm-client munge)
     export RFX_REQUIRE_SLURM=1
+fi
+# Executors in containers (tests/container.rs): rootful podman with runc
+# (crun refuses hybrid cgroups), and a static busybox for the test image.
+if [ "${RFX_TEST_SKIP_CONTAINERS:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
+    want_pkgs+=(podman runc uidmap busybox-static)
 fi
 # The verbs and ofi checks share one release build with both features.
 RFX_RELEASE_FEATURES=$(IFS=,; echo "${release_features[*]}")

@@ -27,6 +27,7 @@
 
 pub mod cgroup;
 pub mod confine;
+pub mod container;
 pub mod handoff;
 pub mod host;
 pub mod syscalls;
