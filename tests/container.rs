@@ -888,3 +888,91 @@ fn out_of_memory_stop_and_kill() {
         "the container's process {pid} outlived reap"
     );
 }
+
+/// A lease that asks for an image: the executor manager runs its executor
+/// in it (podman), and a tenant invokes on it and runs a group invocation
+/// over two such leases, through the real cluster.
+#[test]
+fn leases_run_in_their_container_image_with_groups() {
+    let Some(rt) = podman() else { return };
+    let _serial = serial();
+    let img = image(&rt, "lease");
+    let audit = TempDir::new("lease-audit");
+    let log = audit.0.join("em.jsonl");
+    let c = rfx::local::LocalCluster::builder(RFX)
+        .cores(2)
+        .executor_manager_args([
+            "--gpu",
+            "0",
+            "--container-runtime",
+            "podman",
+            "--audit-log",
+            log.to_str().unwrap(),
+        ])
+        .start()
+        .unwrap();
+    let token = c.add_tenant("carol").unwrap();
+    let tenant = rfx::tenant::Tenant::connect(&c.lease_manager().to_string(), &token).unwrap();
+    let req = rfx::leases::proto::LeaseRequest::new(1, 120_000)
+        .with_hot_timeout(0)
+        .with_container(img.name.clone());
+    let fabric = Fabric::open(Config::default()).unwrap();
+    let lib = shipped(&examples().rust);
+
+    // One lease, one invocation.
+    let started = Instant::now();
+    let lease = tenant.lease(&req).unwrap();
+    let mut inv = lease
+        .invoker(&fabric, lib.clone(), &["echo"], InvokerConfig::default())
+        .unwrap();
+    eprintln!(
+        "lease to first connection in a container: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(inv.invoke("echo", b"in a box").unwrap(), b"in a box");
+    drop(inv);
+    let id = lease.info().lease.id.0;
+    lease.release().unwrap();
+
+    // A group of two, its communicator wired between the containers.
+    let group = tenant.lease_group(2, &req).unwrap();
+    let mut g = group
+        .group(&fabric, lib, &["rank_info"], InvokerConfig::default())
+        .unwrap();
+    let outs = g.invoke("rank_info", &[b"", b""]).unwrap();
+    let ranks: Vec<(u32, u32)> = outs
+        .iter()
+        .map(|o| {
+            (
+                u32::from_le_bytes(o[..4].try_into().unwrap()),
+                u32::from_le_bytes(o[4..8].try_into().unwrap()),
+            )
+        })
+        .collect();
+    assert_eq!(ranks, [(0, 2), (1, 2)]);
+    drop(g);
+    group.release().unwrap();
+
+    // The executor manager saw it start in the image, and no container is
+    // left behind once the leases ended.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let started: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["action"] == "executor_started")
+        .collect();
+    assert_eq!(started.len(), 3, "{text}");
+    assert!(started
+        .iter()
+        .all(|v| v["sandbox"] == "container" && v["container"] == img.name.as_str()));
+    assert!(started.iter().any(|v| v["lease"] == id));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = podman_cmd(&rt, &["ps", "-a", "-q", "--filter", "label=rfx.executor=1"]);
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "containers left: {left}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

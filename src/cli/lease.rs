@@ -193,6 +193,10 @@ pub(crate) enum LeaseCmd {
         /// maximum, which also caps this).
         #[arg(long, default_value_t = 0)]
         exec_timeout_ms: u64,
+        /// Run the executor in this container image (local to the host's
+        /// runtime, e.g. `localhost/fn-env:1`); default: the host's.
+        #[arg(long)]
+        container: Option<String>,
         #[command(flatten)]
         manager: ManagerAddr,
         /// Print JSON.
@@ -320,6 +324,7 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
             hot_timeout_ms,
             duration_s,
             exec_timeout_ms,
+            container,
             manager,
             json,
         } => {
@@ -327,6 +332,9 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
                 .with_memory(memory_mib)
                 .with_hot_timeout(hot_timeout_ms)
                 .with_exec_timeout(exec_timeout_ms);
+            if let Some(image) = container {
+                req = req.with_container(image);
+            }
             if gpu > 0 {
                 req = req.with_accelerators("gpu", gpu);
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use rfx::executors::manager::{self, ManagerConfig};
+use rfx::executors::sandbox::container::RuntimeKind;
 use rfx::executors::sandbox::{SandboxConfig, SandboxMode, UidRange};
 use rfx::leases::proto::Capacity;
 
@@ -71,6 +72,14 @@ pub(crate) struct ExecutorManagerArgs {
     /// kills, time limits and invocation sessions to this file (JSON lines).
     #[arg(long)]
     audit_log: Option<std::path::PathBuf>,
+    /// The container runtime of leases that ask for an image: podman,
+    /// docker or apptainer.
+    #[arg(long, default_value = "podman")]
+    container_runtime: RuntimeKind,
+    /// Run every lease that asks for no image in this one (instead of the
+    /// built-in sandbox).
+    #[arg(long)]
+    default_container: Option<String>,
 }
 
 pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> {
@@ -117,6 +126,8 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             default_memory_mib: args.sandbox_default_memory_mib,
             pids_max: args.sandbox_pids,
             extra_ro: args.sandbox_ro,
+            container_runtime: args.container_runtime,
+            default_container: args.default_container,
             ..SandboxConfig::default()
         },
         max_exec_timeout: Duration::from_millis(args.max_exec_timeout_ms),

@@ -342,9 +342,7 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     let shutdown = std::pin::pin!(shutdown);
     driver.drive(commands, shutdown).await;
     driver.shutdown().await;
-    if let Some(sandbox) = &driver.shared.sandbox {
-        sandbox.shutdown();
-    }
+    driver.shared.sandbox.shutdown();
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, Usag
 use crate::executor::{
     ExecutorUsage, SESSION_CLOSED_PREFIX, SESSION_OPENED_PREFIX, TIMED_OUT_EXIT, TIMED_OUT_PREFIX,
 };
-use crate::sandbox::host::{Prepared, SandboxHost};
+use crate::sandbox::host::{Isolation, SandboxHost};
 use crate::sandbox::{handoff, Handoff};
 use rfx_leases::audit::{AuditAction, AuditEvent, AuditLog};
 
@@ -65,8 +66,8 @@ pub(crate) struct Shared {
     /// The base environment of every executor (nothing else of the
     /// manager's passes).
     pub(crate) base_env: Vec<(OsString, OsString)>,
-    /// The sandbox, unless off.
-    pub(crate) sandbox: Option<SandboxHost>,
+    /// How executors are isolated (sandbox, containers).
+    pub(crate) sandbox: SandboxHost,
     /// The audit log of tenant-visible events.
     pub(crate) audit: AuditLog,
 }
@@ -165,9 +166,7 @@ pub(crate) async fn supervise(
         }
     };
     state.send_replace(ExecState::Gone);
-    if let Some(sandbox) = &shared.sandbox {
-        sandbox.release(lease);
-    }
+    shared.sandbox.release(lease);
     match ended {
         None => {
             shared
@@ -242,36 +241,38 @@ async fn run_executor(
         Ok(l) => l,
         Err(e) => return Some(format!("executor not started: {e}").into()),
     };
-    let prepared = match &shared.sandbox {
-        Some(sandbox) => match sandbox.prepare(&start.lease) {
-            Ok(p) => Some(p),
-            Err(e) => return Some(format!("executor not started: sandbox: {e}").into()),
-        },
-        None => None,
+    let isolation = match shared.sandbox.prepare(&start.lease) {
+        Ok(i) => i,
+        Err(e) => return Some(format!("executor not started: sandbox: {e}").into()),
     };
     let ended = spawn_and_watch(
-        shared,
-        start,
-        token,
-        &launch,
-        prepared.as_ref(),
-        stop,
-        state,
-        previous,
+        shared, start, token, &launch, &isolation, stop, state, previous,
     )
     .await;
-    let (Some(sandbox), Some(p)) = (&shared.sandbox, &prepared) else {
-        return ended;
-    };
     // Whatever the exit, nothing of the lease outlives its executor.
-    let end = sandbox.finish(p);
+    let (out_of_memory, memory_mib) = match &isolation {
+        Isolation::None => return ended,
+        Isolation::Builtin(p) => (shared.sandbox.finish(p).out_of_memory, p.memory_mib),
+        Isolation::Container(c) => {
+            let memory_mib = c.memory_mib;
+            let c = std::sync::Arc::new(isolation);
+            let reaped = tokio::task::spawn_blocking(move || match &*c {
+                Isolation::Container(c) => Some(SandboxHost::finish_container(c)),
+                _ => None,
+            })
+            .await
+            .ok()
+            .flatten();
+            // A kill at our own stop is no OOM (ended is None then).
+            (reaped.is_some_and(|r| r.out_of_memory), memory_mib)
+        }
+    };
     match ended {
-        Some(_) if end.out_of_memory => Some(Ending {
+        Some(_) if out_of_memory => Some(Ending {
             reason: format!(
-                "out of memory: the executor went over the lease's {} MiB and was killed",
-                p.memory_mib
+                "out of memory: the executor went over the lease's {memory_mib} MiB and was killed"
             ),
-            out_of_memory_mib: Some(p.memory_mib),
+            out_of_memory_mib: Some(memory_mib),
             timed_out: None,
         }),
         other => other,
@@ -285,7 +286,7 @@ async fn spawn_and_watch(
     start: &StartLease,
     token: &LeaseToken,
     launch: &super::state::Launch,
-    prepared: Option<&Prepared>,
+    isolation: &Isolation,
     stop: &mut oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
     previous: Option<TimedOut>,
@@ -293,20 +294,52 @@ async fn spawn_and_watch(
     let lease = start.lease.id;
     let handoff = Handoff {
         token: token.to_hex(),
-        confinement: prepared.map(|p| p.confinement.clone()),
+        confinement: match isolation {
+            Isolation::Builtin(p) => Some(p.confinement.clone()),
+            // A container is the confinement.
+            Isolation::Container(_) | Isolation::None => None,
+        },
     };
     let handoff_fd = match handoff.to_memfd() {
         Ok(fd) => fd,
         Err(e) => return Some(format!("executor not started: {e}").into()),
     };
-    let mut cmd = Command::new(&shared.program);
-    cmd.args(&shared.leading)
-        .args(&launch.args)
-        .env_clear()
-        .envs(shared.base_env.iter().map(|(k, v)| (k, v)))
-        .envs(shared.extra_env.iter().map(|(k, v)| (k, v)))
-        .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+    let env: Vec<(OsString, OsString)> = shared
+        .base_env
+        .iter()
+        .chain(&shared.extra_env)
+        .chain(&launch.env)
+        .cloned()
+        .collect();
+    let args: Vec<OsString> = shared.leading.iter().chain(&launch.args).cloned().collect();
+    let mut cmd = match isolation {
+        Isolation::Container(c) => {
+            let argv =
+                match shared
+                    .sandbox
+                    .container_command(c, Path::new(&shared.program), &args, &env)
+                {
+                    Ok(a) => a,
+                    Err(e) => return Some(format!("executor not started: container: {e}").into()),
+                };
+            let Some((runtime, rest)) = argv.split_first() else {
+                return Some(
+                    "executor not started: container: empty command"
+                        .to_owned()
+                        .into(),
+                );
+            };
+            let mut cmd = Command::new(runtime);
+            cmd.args(rest).env_clear().envs(c.runtime_env());
+            cmd
+        }
+        Isolation::Builtin(_) | Isolation::None => {
+            let mut cmd = Command::new(&shared.program);
+            cmd.args(&args).env_clear().envs(env);
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group: a Ctrl-C at the manager's terminal reaches
@@ -334,11 +367,27 @@ async fn spawn_and_watch(
         .audit(&start.lease, AuditAction::ExecutorStarted)
         .with_cores(start.lease.cores)
         .with_field("pid", pid)
-        .with_field("sandbox", prepared.is_some());
-    if let Some(p) = prepared {
-        started = started
-            .with_memory_mib(p.memory_mib)
-            .with_field("uid", p.confinement.uid);
+        .with_field(
+            "sandbox",
+            match isolation {
+                Isolation::None => "off",
+                Isolation::Builtin(_) => "strict",
+                Isolation::Container(_) => "container",
+            },
+        );
+    match isolation {
+        Isolation::Builtin(p) => {
+            started = started
+                .with_memory_mib(p.memory_mib)
+                .with_field("uid", p.confinement.uid);
+        }
+        Isolation::Container(c) => {
+            started = started
+                .with_memory_mib(c.memory_mib)
+                .with_field("uid", c.uid)
+                .with_field("container", &c.image);
+        }
+        Isolation::None => {}
     }
     shared.audit.record(&started);
     let usage = child

@@ -373,6 +373,7 @@ mod tests {
             accelerators,
             hot_timeout_ms: -1,
             exec_timeout_ms: 0,
+            container: None,
             granted_at_ms: 0,
             expires_at_ms: 1,
             ended_at_ms: None,

@@ -1,30 +1,48 @@
-//! The executor manager's side of the sandbox: per lease, a uid, a cgroup
-//! with the lease's limits, and the [`Confinement`] the executor applies to
-//! itself; after the executor exits, whether the OOM killer ended it, and
-//! the clean-up.
+//! The executor manager's side of isolation: per lease, a uid and either
+//! a cgroup with the lease's limits and the [`Confinement`] the executor
+//! applies to itself (the built-in sandbox), or a container image run by
+//! the host's container runtime; after the executor exits, whether the OOM
+//! killer ended it, and the clean-up.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use parking_lot::Mutex;
 use rfx_leases::proto::{Lease, LeaseId};
 
 use super::cgroup::{Cgroups, LeaseCgroup, Limits};
+use super::container::{ContainerRuntime, ContainerSpec, Reaped};
 use super::handoff::Confinement;
 use super::uids::UidPool;
 use super::{SandboxConfig, SandboxMode, BASE_DEVICES, STAGING_DIR, SYSTEM_DIRS};
 
-/// What a strict manager holds for the sandbox.
+/// What a manager holds to isolate executors.
 #[derive(Debug)]
 pub struct SandboxHost {
     cfg: SandboxConfig,
     uids: Mutex<UidPool>,
-    cgroups: Cgroups,
+    /// In strict mode.
+    cgroups: Option<Cgroups>,
     user_namespace: bool,
     /// The host's online CPUs.
     online: Vec<u32>,
+    /// The container runtime, found at the first lease that asks for one.
+    runtime: OnceLock<Result<ContainerRuntime, String>>,
 }
 
-/// The sandbox of one running executor.
+/// How one executor is isolated.
+#[derive(Debug)]
+pub enum Isolation {
+    /// Sandbox off, no container: the manager's user and view of the host.
+    None,
+    /// The built-in sandbox.
+    Builtin(Prepared),
+    /// A container image.
+    Container(PreparedContainer),
+}
+
+/// The built-in sandbox of one running executor.
 #[derive(Debug)]
 pub struct Prepared {
     /// What the executor applies to itself.
@@ -34,7 +52,31 @@ pub struct Prepared {
     cgroup: LeaseCgroup,
 }
 
-/// How a sandboxed executor ended, as its cgroup tells.
+/// The container of one executor.
+#[derive(Debug)]
+pub struct PreparedContainer {
+    /// The image.
+    pub image: String,
+    /// The container's name (unique on the host).
+    pub name: String,
+    /// Its uid and gid.
+    pub uid: u32,
+    /// The lease's memory limit, MiB.
+    pub memory_mib: u64,
+    cpus: Vec<u32>,
+    devices: Vec<PathBuf>,
+    runtime: ContainerRuntime,
+}
+
+impl PreparedContainer {
+    /// The environment to run the runtime's program with (never the
+    /// executor's, which travels in its command line).
+    pub fn runtime_env(&self) -> Vec<(OsString, OsString)> {
+        self.runtime.runtime_env()
+    }
+}
+
+/// How an isolated executor ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
     /// The OOM killer killed a process of the lease (the executor over its
@@ -43,33 +85,44 @@ pub struct Ended {
 }
 
 impl SandboxHost {
-    /// `None` when `cfg` is off; else the cgroups found and the staging
-    /// directory made. An error says what strict mode lacks here.
-    pub fn new(cfg: &SandboxConfig) -> Result<Option<SandboxHost>, String> {
-        if cfg.mode == SandboxMode::Off {
-            return Ok(None);
-        }
+    /// The cgroups found and the staging directory made in strict mode. An
+    /// error says what strict mode lacks here.
+    pub fn new(cfg: &SandboxConfig) -> Result<SandboxHost, String> {
         let user_namespace = !nix::unistd::geteuid().is_root();
-        // One parent per manager process: two managers on one host (test
-        // clusters, a restart racing its predecessor's clean-up) never
-        // share a lease group.
-        let parent = format!("{}-{}", cfg.cgroup_parent, std::process::id());
-        let cgroups = Cgroups::detect(&parent).map_err(|e| {
-            format!("--sandbox strict needs cgroups for the leases' limits: {e} (run as root, or give up the sandbox with --sandbox off)")
-        })?;
-        std::fs::create_dir_all(STAGING_DIR)
-            .map_err(|e| format!("--sandbox strict: cannot create {STAGING_DIR}: {e}"))?;
-        Ok(Some(SandboxHost {
+        let cgroups = if cfg.mode == SandboxMode::Strict {
+            // One parent per manager process: two managers on one host (test
+            // clusters, a restart racing its predecessor's clean-up) never
+            // share a lease group.
+            let parent = format!("{}-{}", cfg.cgroup_parent, std::process::id());
+            let cgroups = Cgroups::detect(&parent).map_err(|e| {
+                format!("--sandbox strict needs cgroups for the leases' limits: {e} (run as root, or give up the sandbox with --sandbox off)")
+            })?;
+            std::fs::create_dir_all(STAGING_DIR)
+                .map_err(|e| format!("--sandbox strict: cannot create {STAGING_DIR}: {e}"))?;
+            Some(cgroups)
+        } else {
+            None
+        };
+        Ok(SandboxHost {
             cfg: cfg.clone(),
             uids: Mutex::new(UidPool::new(cfg.uids)),
             cgroups,
             user_namespace,
             online: online_cpus(),
-        }))
+            runtime: OnceLock::new(),
+        })
     }
 
-    /// The uid, cgroup and confinement of `lease`'s executor.
-    pub fn prepare(&self, lease: &Lease) -> Result<Prepared, String> {
+    /// How the executor of `lease` runs: in its container image (asked, or
+    /// the host's default), in the built-in sandbox (strict), or as is.
+    pub fn prepare(&self, lease: &Lease) -> Result<Isolation, String> {
+        let image = lease
+            .container
+            .clone()
+            .or_else(|| self.cfg.default_container.clone());
+        if image.is_none() && self.cgroups.is_none() {
+            return Ok(Isolation::None);
+        }
         let uid = self
             .uids
             .lock()
@@ -80,13 +133,33 @@ impl SandboxHost {
         } else {
             self.cfg.default_memory_mib
         };
+        let cpus = on_this_host(&lease.core_ids, &self.online);
+        if let Some(image) = image {
+            let runtime = self
+                .runtime
+                .get_or_init(|| {
+                    ContainerRuntime::detect(self.cfg.container_runtime).map_err(|e| e.to_string())
+                })
+                .clone()?;
+            return Ok(Isolation::Container(PreparedContainer {
+                image,
+                name: format!("rfx-lease-{}-{}", lease.id.0, std::process::id()),
+                uid,
+                memory_mib,
+                cpus,
+                devices: devices_of(lease),
+                runtime,
+            }));
+        }
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(Isolation::None);
+        };
         let limits = Limits {
             memory_bytes: memory_mib.saturating_mul(1 << 20),
-            cpus: on_this_host(&lease.core_ids, &self.online),
+            cpus,
             pids_max: self.cfg.pids_max,
         };
-        let cgroup = self
-            .cgroups
+        let cgroup = cgroups
             .create(&format!("lease-{}", lease.id.0), &limits)
             .map_err(|e| format!("cgroup of lease {}: {e}", lease.id))?;
         let mut ro_paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
@@ -100,15 +173,43 @@ impl SandboxHost {
             ro_paths,
             devices: devices_of(lease),
         };
-        Ok(Prepared {
+        Ok(Isolation::Builtin(Prepared {
             confinement,
             memory_mib,
             cgroup,
-        })
+        }))
     }
 
-    /// After the executor exited: whether it ran out of memory; every
-    /// process left in its cgroup is killed and the cgroup removed.
+    /// The command line that runs `executor args...` with `env` in the
+    /// container `c`.
+    pub fn container_command(
+        &self,
+        c: &PreparedContainer,
+        executor: &Path,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> Result<Vec<OsString>, String> {
+        let spec = ContainerSpec {
+            image: &c.image,
+            name: &c.name,
+            executor,
+            args,
+            env,
+            memory_bytes: c.memory_mib.saturating_mul(1 << 20),
+            cpus: &c.cpus,
+            pids_max: self.cfg.pids_max,
+            devices: &c.devices,
+            uid: c.uid,
+            gid: c.uid,
+            tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
+            ro_paths: &self.cfg.extra_ro,
+        };
+        c.runtime.command(&spec).map_err(|e| e.to_string())
+    }
+
+    /// After the built-in sandbox's executor exited: whether it ran out of
+    /// memory; every process left in its cgroup is killed and the cgroup
+    /// removed.
     pub fn finish(&self, prepared: &Prepared) -> Ended {
         let out_of_memory = prepared.cgroup.oom_kills() > 0;
         if let Err(e) = prepared.cgroup.remove() {
@@ -117,11 +218,19 @@ impl SandboxHost {
         Ended { out_of_memory }
     }
 
+    /// After a container's runtime process exited (blocking: run it off
+    /// the async threads): how it ended; the container is removed.
+    pub fn finish_container(c: &PreparedContainer) -> Reaped {
+        c.runtime.reap(&c.name)
+    }
+
     /// Removes this manager's parent cgroup (at shutdown, once every
     /// executor is reaped).
     pub fn shutdown(&self) {
-        if let Err(e) = self.cgroups.remove_parent() {
-            tracing::warn!("removing the sandbox's parent cgroup: {e}");
+        if let Some(cgroups) = &self.cgroups {
+            if let Err(e) = cgroups.remove_parent() {
+                tracing::warn!("removing the sandbox's parent cgroup: {e}");
+            }
         }
     }
 

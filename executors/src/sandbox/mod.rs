@@ -108,6 +108,10 @@ pub struct SandboxConfig {
     /// The cgroup under which lease groups are made:
     /// `<parent>-<manager pid>/lease-N` in each controller's hierarchy.
     pub cgroup_parent: String,
+    /// The runtime of leases that ask for a container image.
+    pub container_runtime: container::RuntimeKind,
+    /// The image of leases that ask for none (`None`: the built-in sandbox).
+    pub default_container: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -125,6 +129,8 @@ impl Default for SandboxConfig {
             pids_max: 1024,
             extra_ro: Vec::new(),
             cgroup_parent: "rfx".to_owned(),
+            container_runtime: container::RuntimeKind::Podman,
+            default_container: None,
         }
     }
 }

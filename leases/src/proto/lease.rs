@@ -30,6 +30,11 @@ pub struct LeaseRequest {
     /// also caps any value asked).
     #[serde(default)]
     pub exec_timeout_ms: u64,
+    /// Run the executor in this container image (the host's runtime,
+    /// podman by default); `None`: the host's default image, if it has
+    /// one, else its built-in sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl LeaseRequest {
@@ -42,7 +47,15 @@ impl LeaseRequest {
             hot_timeout_ms: -1,
             duration_ms,
             exec_timeout_ms: 0,
+            container: None,
         }
+    }
+
+    /// Runs the executor in container `image`.
+    #[must_use]
+    pub fn with_container(mut self, image: impl Into<String>) -> Self {
+        self.container = Some(image.into());
+        self
     }
 
     /// Sets the longest run of one invocation, ms (0: the host's maximum).
@@ -97,6 +110,9 @@ pub struct Lease {
     /// the host caps it).
     #[serde(default)]
     pub exec_timeout_ms: u64,
+    /// The container image its executor runs in, as asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// When the lease was granted.
     pub granted_at_ms: Millis,
     /// When the lease expires unless renewed.

@@ -217,6 +217,7 @@ impl Manager {
             accelerators: alloc.accelerators,
             hot_timeout_ms: req.hot_timeout_ms,
             exec_timeout_ms: req.exec_timeout_ms,
+            container: req.container.clone(),
             granted_at_ms: now,
             expires_at_ms: now.saturating_add(req.duration_ms),
             ended_at_ms: None,

@@ -83,8 +83,28 @@ pub(crate) fn validate(req: &LeaseRequest, config: &Config) -> Result<(), Placem
     if req.hot_timeout_ms < -1 {
         return invalid(format!("hot timeout {} ms is below -1", req.hot_timeout_ms));
     }
+    if let Some(image) = &req.container {
+        // An image reference (`registry/name:tag@digest`), which ends up on
+        // a container runtime's command line.
+        let ok = !image.is_empty()
+            && image.len() <= MAX_IMAGE_LEN
+            && !image.starts_with('-')
+            && image
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"./:_-@+".contains(&b));
+        if !ok {
+            return invalid(format!(
+                "container image {:?}: expected a reference of at most {MAX_IMAGE_LEN} characters \
+                 (letters, digits and ./:_-@+, not starting with '-')",
+                image.chars().take(80).collect::<String>()
+            ));
+        }
+    }
     Ok(())
 }
+
+/// Longest container image reference accepted.
+const MAX_IMAGE_LEN: usize = 255;
 
 /// Picks the up host with the most free cores among those that fit (ties go
 /// to the lowest id) and its lowest free indices; else the most precise reason.

@@ -19,6 +19,7 @@ fn lease(id: u64) -> Lease {
         accelerators: BTreeMap::from([("gpu".to_owned(), vec![1])]),
         hot_timeout_ms: -1,
         exec_timeout_ms: 0,
+        container: None,
         granted_at_ms: 10,
         expires_at_ms: 20,
         ended_at_ms: None,

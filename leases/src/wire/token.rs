@@ -308,6 +308,7 @@ mod tests {
             accelerators: Default::default(),
             hot_timeout_ms: -1,
             exec_timeout_ms: 0,
+            container: None,
             granted_at_ms: T0,
             expires_at_ms: T0 + 10,
             ended_at_ms: None,

@@ -176,6 +176,21 @@ fn invalid_requests_are_refused() {
     for (req, msg) in cases {
         assert_eq!(sim.request("alice", &req).unwrap_err().to_string(), msg);
     }
+    for image in ["", "--privileged", "a b", "x;rm", &"a".repeat(256)] {
+        let e = sim
+            .request("alice", &LeaseRequest::new(1, 1000).with_container(image))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("invalid request: container image"),
+            "{image}: {e}"
+        );
+    }
+    let ok = LeaseRequest::new(1, 1000).with_container("localhost/rfx-fn:1.0");
+    assert_eq!(
+        sim.request("alice", &ok).unwrap().container.as_deref(),
+        Some("localhost/rfx-fn:1.0")
+    );
 }
 
 #[test]
