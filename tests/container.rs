@@ -17,8 +17,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -317,25 +316,10 @@ fn spawn(rt: &ContainerRuntime, argv: &[OsString], handoff: &OwnedFd) -> Proc {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let raw = handoff.as_raw_fd();
-    let place = move || -> std::io::Result<()> {
-        if raw == 3 {
-            // dup2 onto itself would keep close-on-exec.
-            nix::fcntl::fcntl(
-                raw,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
-            )?;
-        } else {
-            nix::unistd::dup2(raw, 3)?;
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs in the forked child before exec and only
-    // calls fcntl(2) or dup2(2) on an integer captured by value: no
-    // allocation, no lock, async-signal-safe.
-    unsafe {
-        cmd.pre_exec(place);
-    }
+    // conmon writes a file `oom` into its working directory when the
+    // OOM killer fires: a directory of the test's own.
+    cmd.current_dir(env!("CARGO_TARGET_TMPDIR"));
+    rfx::executors::sandbox::handoff::pass_to_std(&mut cmd, handoff);
     Proc(cmd.spawn().unwrap())
 }
 

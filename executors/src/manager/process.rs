@@ -330,7 +330,10 @@ async fn spawn_and_watch(
                 );
             };
             let mut cmd = Command::new(runtime);
-            cmd.args(rest).env_clear().envs(c.runtime_env());
+            cmd.args(rest)
+                .env_clear()
+                .envs(c.runtime_env())
+                .current_dir(&c.workdir);
             cmd
         }
         Isolation::Builtin(_) | Isolation::None => {

@@ -129,8 +129,28 @@ impl Handoff {
 /// spawned at the same moment by other threads never inherit another
 /// lease's handoff. Keep `fd` open until the child has been spawned.
 pub fn pass_to(cmd: &mut tokio::process::Command, fd: &OwnedFd) {
-    let raw = fd.as_raw_fd();
-    let place = move || -> std::io::Result<()> {
+    let place = placer(fd.as_raw_fd());
+    // SAFETY: `place` runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed: see `placer`.
+    unsafe {
+        cmd.pre_exec(place);
+    }
+}
+
+/// [`pass_to`] for a `std` command.
+pub fn pass_to_std(cmd: &mut std::process::Command, fd: &OwnedFd) {
+    use std::os::unix::process::CommandExt;
+    let place = placer(fd.as_raw_fd());
+    // SAFETY: as in `pass_to`.
+    unsafe {
+        cmd.pre_exec(place);
+    }
+}
+
+/// What the child runs before exec: fcntl(2) or dup2(2) on an integer
+/// captured by value; no allocation, no lock.
+fn placer(raw: i32) -> impl FnMut() -> std::io::Result<()> + Send + Sync + 'static {
+    move || {
         if raw == HANDOFF_FD {
             // dup2 onto itself would keep close-on-exec set.
             fcntl(raw, FcntlArg::F_SETFD(FdFlag::empty()))?;
@@ -139,12 +159,6 @@ pub fn pass_to(cmd: &mut tokio::process::Command, fd: &OwnedFd) {
             nix::unistd::dup2(raw, HANDOFF_FD)?;
         }
         Ok(())
-    };
-    // SAFETY: the closure runs in the forked child before exec, where only
-    // async-signal-safe calls are allowed: it calls fcntl(2) or dup2(2) on
-    // integers captured by value, allocates nothing and takes no lock.
-    unsafe {
-        cmd.pre_exec(place);
     }
 }
 

@@ -17,6 +17,9 @@ use super::handoff::Confinement;
 use super::uids::UidPool;
 use super::{SandboxConfig, SandboxMode, BASE_DEVICES, STAGING_DIR, SYSTEM_DIRS};
 
+/// Where the container runtimes of executors run (one directory each).
+const CONTAINER_WORKDIRS: &str = "/run/rfx-containers";
+
 /// What a manager holds to isolate executors.
 #[derive(Debug)]
 pub struct SandboxHost {
@@ -63,6 +66,9 @@ pub struct PreparedContainer {
     pub uid: u32,
     /// The lease's memory limit, MiB.
     pub memory_mib: u64,
+    /// The runtime's working directory (conmon drops files there, such as
+    /// `oom` when the OOM killer fires): the manager's own, removed after.
+    pub workdir: PathBuf,
     cpus: Vec<u32>,
     devices: Vec<PathBuf>,
     runtime: ContainerRuntime,
@@ -141,9 +147,14 @@ impl SandboxHost {
                     ContainerRuntime::detect(self.cfg.container_runtime).map_err(|e| e.to_string())
                 })
                 .clone()?;
+            let name = format!("rfx-lease-{}-{}", lease.id.0, std::process::id());
+            let workdir = Path::new(CONTAINER_WORKDIRS).join(&name);
+            std::fs::create_dir_all(&workdir)
+                .map_err(|e| format!("cannot create {}: {e}", workdir.display()))?;
             return Ok(Isolation::Container(PreparedContainer {
                 image,
-                name: format!("rfx-lease-{}-{}", lease.id.0, std::process::id()),
+                name,
+                workdir,
                 uid,
                 memory_mib,
                 cpus,
@@ -221,7 +232,9 @@ impl SandboxHost {
     /// After a container's runtime process exited (blocking: run it off
     /// the async threads): how it ended; the container is removed.
     pub fn finish_container(c: &PreparedContainer) -> Reaped {
-        c.runtime.reap(&c.name)
+        let reaped = c.runtime.reap(&c.name);
+        let _ = std::fs::remove_dir_all(&c.workdir);
+        reaped
     }
 
     /// Removes this manager's parent cgroup (at shutdown, once every
