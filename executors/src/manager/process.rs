@@ -249,24 +249,20 @@ async fn run_executor(
         shared, start, token, &launch, &isolation, stop, state, previous,
     )
     .await;
-    // Whatever the exit, nothing of the lease outlives its executor.
-    let (out_of_memory, memory_mib) = match &isolation {
-        Isolation::None => return ended,
-        Isolation::Builtin(p) => (shared.sandbox.finish(p).out_of_memory, p.memory_mib),
-        Isolation::Container(c) => {
-            let memory_mib = c.memory_mib;
-            let c = std::sync::Arc::new(isolation);
-            let reaped = tokio::task::spawn_blocking(move || match &*c {
-                Isolation::Container(c) => Some(SandboxHost::finish_container(c)),
-                _ => None,
-            })
-            .await
-            .ok()
-            .flatten();
-            // A kill at our own stop is no OOM (ended is None then).
-            (reaped.is_some_and(|r| r.out_of_memory), memory_mib)
-        }
-    };
+    if matches!(isolation, Isolation::None) {
+        return ended;
+    }
+    // Whatever the exit, nothing of the lease outlives its executor. The
+    // clean-up blocks (kills, rmdir retries, the runtime's commands): off
+    // the async threads.
+    let finished = tokio::task::spawn_blocking(move || match &isolation {
+        Isolation::Builtin(p) => (SandboxHost::finish(p).out_of_memory, p.memory_mib),
+        Isolation::Container(c) => (SandboxHost::finish_container(c).out_of_memory, c.memory_mib),
+        Isolation::None => (false, 0),
+    })
+    .await;
+    let (out_of_memory, memory_mib) = finished.unwrap_or((false, 0));
+    // A kill at our own stop is no OOM (ended is None then).
     match ended {
         Some(_) if out_of_memory => Some(Ending {
             reason: format!(

@@ -116,7 +116,10 @@ pub fn confine(c: &Confinement) -> Result<Confined, ConfineError> {
         read: vec!["/".into()],
         write,
     })?;
-    syscalls::install_seccomp()?;
+    match &c.seccomp {
+        Some(compiled) => syscalls::install_compiled(compiled)?,
+        None => syscalls::install_seccomp()?,
+    }
     Ok(Confined { landlock })
 }
 
@@ -152,6 +155,7 @@ fn relay(child: Pid, _alive: OwnedFd) -> ! {
         Signal::SIGHUP,
         Signal::SIGQUIT,
         Signal::SIGCHLD,
+        Signal::SIGALRM,
     ] {
         set.add(s);
     }
@@ -168,12 +172,22 @@ fn relay(child: Pid, _alive: OwnedFd) -> ! {
         }
         match set.wait() {
             Ok(Signal::SIGCHLD) | Err(_) => {}
+            // The grace after a stop signal is over: pid 1 of a namespace
+            // ignores signals it has no handler for.
+            Ok(Signal::SIGALRM) => {
+                let _ = kill(child, Signal::SIGKILL);
+            }
             Ok(sig) => {
                 let _ = kill(child, sig);
+                nix::unistd::alarm::set(STOP_GRACE_S);
             }
         }
     }
 }
+
+/// How long the confined executor has to stop after a forwarded stop
+/// signal before the relay kills it.
+const STOP_GRACE_S: u32 = 5;
 
 /// Ends the relay the way its child ended.
 fn die_by(sig: Signal) -> ! {

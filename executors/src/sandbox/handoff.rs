@@ -83,6 +83,10 @@ pub struct Confinement {
     pub ro_paths: Vec<PathBuf>,
     /// Host device nodes visible (read-write, as the node's mode allows).
     pub devices: Vec<PathBuf>,
+    /// The seccomp filters, compiled once by the manager; `None`: compile
+    /// them here.
+    #[serde(default)]
+    pub seccomp: Option<super::syscalls::SeccompPrograms>,
 }
 
 impl Handoff {
@@ -179,6 +183,7 @@ mod tests {
                 tmp_bytes: 64 << 20,
                 ro_paths: vec!["/usr".into()],
                 devices: vec!["/dev/null".into()],
+                seccomp: Some(super::super::syscalls::compile_seccomp().unwrap()),
             }),
         };
         assert!(!format!("{h:?}").contains(&h.token));

@@ -14,6 +14,7 @@ use rfx_leases::proto::{Lease, LeaseId};
 use super::cgroup::{Cgroups, LeaseCgroup, Limits};
 use super::container::{ContainerRuntime, ContainerSpec, Reaped};
 use super::handoff::Confinement;
+use super::syscalls::{compile_seccomp, SeccompPrograms};
 use super::uids::UidPool;
 use super::{SandboxConfig, SandboxMode, BASE_DEVICES, STAGING_DIR, SYSTEM_DIRS};
 
@@ -32,6 +33,8 @@ pub struct SandboxHost {
     online: Vec<u32>,
     /// The container runtime, found at the first lease that asks for one.
     runtime: OnceLock<Result<ContainerRuntime, String>>,
+    /// The seccomp filters, compiled once for every executor.
+    seccomp: Option<SeccompPrograms>,
 }
 
 /// How one executor is isolated.
@@ -109,6 +112,10 @@ impl SandboxHost {
         } else {
             None
         };
+        let seccomp = match cgroups {
+            Some(_) => Some(compile_seccomp().map_err(|e| format!("--sandbox strict: {e}"))?),
+            None => None,
+        };
         Ok(SandboxHost {
             cfg: cfg.clone(),
             uids: Mutex::new(UidPool::new(cfg.uids)),
@@ -116,6 +123,7 @@ impl SandboxHost {
             user_namespace,
             online: online_cpus(),
             runtime: OnceLock::new(),
+            seccomp,
         })
     }
 
@@ -183,6 +191,7 @@ impl SandboxHost {
             tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
             ro_paths,
             devices: devices_of(lease),
+            seccomp: self.seccomp.clone(),
         };
         Ok(Isolation::Builtin(Prepared {
             confinement,
@@ -221,7 +230,7 @@ impl SandboxHost {
     /// After the built-in sandbox's executor exited: whether it ran out of
     /// memory; every process left in its cgroup is killed and the cgroup
     /// removed.
-    pub fn finish(&self, prepared: &Prepared) -> Ended {
+    pub fn finish(prepared: &Prepared) -> Ended {
         let out_of_memory = prepared.cgroup.oom_kills() > 0;
         if let Err(e) = prepared.cgroup.remove() {
             tracing::warn!("removing a lease cgroup: {e}");

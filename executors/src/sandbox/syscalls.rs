@@ -194,7 +194,57 @@ pub fn restrict_filesystem(rules: &FsRules) -> Result<LandlockStatus, SyscallErr
 /// Threads that already exist are not filtered: a warning is logged if there are any. It sets
 /// `no_new_privs`. See the [module documentation](self) for the filter's design.
 pub fn install_seccomp() -> Result<(), SyscallError> {
-    let filters = build_filters()?;
+    install_compiled(&compile_seccomp()?)
+}
+
+/// The filters of [`install_seccomp`], compiled to BPF: the same for every
+/// executor, so the manager compiles them once (hundreds of microseconds)
+/// and hands them to each executor, which only installs them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeccompPrograms {
+    /// Each filter's name and instructions, one per `u64`:
+    /// `code << 48 | jt << 40 | jf << 32 | k`.
+    programs: Vec<(String, Vec<u64>)>,
+}
+
+/// Compiles the filters of [`install_seccomp`].
+pub fn compile_seccomp() -> Result<SeccompPrograms, SyscallError> {
+    let programs = build_filters()?
+        .into_iter()
+        .map(|(name, program)| {
+            let packed = program
+                .iter()
+                .map(|f| {
+                    (u64::from(f.code) << 48)
+                        | (u64::from(f.jt) << 40)
+                        | (u64::from(f.jf) << 32)
+                        | u64::from(f.k)
+                })
+                .collect();
+            (name.to_owned(), packed)
+        })
+        .collect();
+    Ok(SeccompPrograms { programs })
+}
+
+/// Installs filters from [`compile_seccomp`], as [`install_seccomp`] does.
+pub fn install_compiled(compiled: &SeccompPrograms) -> Result<(), SyscallError> {
+    let filters: Vec<(&str, BpfProgram)> = compiled
+        .programs
+        .iter()
+        .map(|(name, packed)| {
+            let program = packed
+                .iter()
+                .map(|&w| seccompiler::sock_filter {
+                    code: (w >> 48) as u16,
+                    jt: (w >> 40) as u8,
+                    jf: (w >> 32) as u8,
+                    k: w as u32,
+                })
+                .collect();
+            (name.as_str(), program)
+        })
+        .collect();
     if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
         let threads = tasks.count();
         if threads > 1 {
@@ -207,20 +257,30 @@ pub fn install_seccomp() -> Result<(), SyscallError> {
     }
     for (name, program) in &filters {
         seccompiler::apply_filter(program).map_err(|source| SyscallError::SeccompInstall {
-            filter: name,
+            filter: filter_name(name),
             source,
         })?;
     }
-    for group in all_groups() {
-        let calls: Vec<&str> = group.calls.iter().map(|call| call.name).collect();
-        tracing::debug!(reason = group.reason, ?calls, "seccomp: denied with EPERM");
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for group in all_groups() {
+            let calls: Vec<&str> = group.calls.iter().map(|call| call.name).collect();
+            tracing::debug!(reason = group.reason, ?calls, "seccomp: denied with EPERM");
+        }
     }
-    tracing::info!(
+    tracing::debug!(
         filters = filters.len(),
         denied = denied_syscalls().len(),
         "seccomp filter installed"
     );
     Ok(())
+}
+
+/// The static name of a compiled filter, for errors.
+fn filter_name(name: &str) -> &'static str {
+    ["deny", "clone3", "x32"]
+        .into_iter()
+        .find(|n| *n == name)
+        .unwrap_or("handed over")
 }
 
 /// The names of the denied syscalls, for docs and logs.
