@@ -490,3 +490,87 @@ fn the_host_caps_a_leases_time_limit() {
         "{small:?}"
     );
 }
+
+/// A manager that is not root confines its executors in a user namespace:
+/// run here as `nobody` (setpriv) with such a confinement, the executor's
+/// functions see uid 1000 of their namespace, a read-only system, one
+/// process, and the escapes refused.
+#[test]
+fn without_root_the_executor_confines_itself_in_a_user_namespace() {
+    use rfx::executors::sandbox::{handoff, Confinement, Handoff, BASE_DEVICES, SYSTEM_DIRS};
+    if !sandbox_here() {
+        return;
+    }
+    let staging =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("userns-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).unwrap();
+    let token = "5e".repeat(32);
+    let h = Handoff {
+        token: token.clone(),
+        confinement: Some(Confinement {
+            uid: 1000,
+            gid: 1000,
+            user_namespace: true,
+            cgroup_procs: Vec::new(),
+            tmp_bytes: 16 << 20,
+            ro_paths: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
+            devices: BASE_DEVICES.iter().map(PathBuf::from).collect(),
+            staging: staging.clone(),
+            seccomp: None,
+        }),
+    };
+    let fd = h.to_memfd().unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        RFX,
+    ])
+    .args(["executor", "--listen", "127.0.0.1:0", "--handoff-fd", "3"])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin");
+    handoff::pass_to_std(&mut cmd, &fd);
+    let (relay, addr) = spawn_until(cmd, "rfx executor: listening on ");
+    drop(fd);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", relay.0.id())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    let fabric = Fabric::open(Config::default()).unwrap();
+    let cfg = InvokerConfig {
+        max_output: 64 << 10,
+        ..InvokerConfig::default()
+    };
+    let mut inv = Invoker::connect(
+        &fabric,
+        addr.parse().unwrap(),
+        token.as_bytes(),
+        shipped(hostile()),
+        FUNCTIONS,
+        cfg,
+    )
+    .unwrap();
+    assert_eq!(call(&mut inv, "whoami_c", ""), "uid 1000 gid 1000");
+    assert_ne!(call(&mut inv, "write_file", "/etc/rfx-userns-test"), "ok");
+    assert_eq!(call(&mut inv, "write_file", "/tmp/ok"), "ok");
+    let scan = call(&mut inv, "proc_scan", "");
+    assert!(scan.contains("visible 1\n"), "{scan}");
+    let got = call(&mut inv, "escape_calls", "");
+    for call in ["unshare", "ptrace", "chroot"] {
+        assert!(
+            got.contains(&format!("{call}: Operation not permitted")),
+            "{call}: {got}"
+        );
+    }
+    // Root is not even mapped in the namespace.
+    assert!(got.contains("setuid0: Invalid argument"), "{got}");
+    drop(inv);
+    drop(relay);
+    let _ = std::fs::remove_dir(&staging);
+}

@@ -31,7 +31,6 @@ use nix::unistd::{getpid, ForkResult, Gid, Pid, Uid};
 
 use super::handoff::Confinement;
 use super::syscalls::{self, FsRules, LandlockStatus};
-use super::STAGING_DIR;
 
 /// Why an executor could not confine itself; it then exits without
 /// serving anyone.
@@ -39,7 +38,7 @@ use super::STAGING_DIR;
 #[non_exhaustive]
 pub enum ConfineError {
     /// A step failed.
-    #[error("sandbox: {step}: {source}")]
+    #[error("sandbox: {step}")]
     Step {
         /// The step, with its path where it has one.
         step: String,
@@ -210,7 +209,7 @@ fn build_root(c: &Confinement) -> Result<(), ConfineError> {
     let none: Option<&str> = None;
     mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)
         .map_err(step("make mounts private"))?;
-    let root = Path::new(STAGING_DIR);
+    let root = c.staging.as_path();
     let tmpfs = |at: &Path, flags: MsFlags, opts: &str| {
         mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(opts))
             .map_err(step(format!("mount tmpfs at {}", at.display())))
@@ -231,10 +230,13 @@ fn build_root(c: &Confinement) -> Result<(), ConfineError> {
         none,
     )
     .map_err(step("mount /proc"))?;
-    // /sys read-only, without its submounts (cgroups stay out of sight).
+    // /sys read-only, without its submounts (cgroups stay out of sight). A
+    // user namespace may not hide what those submounts cover: with it the
+    // bind is recursive (the cgroup files stay the host root's, whom the
+    // namespace does not map).
     let sys = root.join("sys");
     mkdir(&sys)?;
-    bind(Path::new("/sys"), &sys, false)?;
+    bind(Path::new("/sys"), &sys, c.user_namespace)?;
     remount_read_only(&sys)?;
     // /dev: the listed nodes only.
     let dev = root.join("dev");

@@ -83,10 +83,18 @@ pub struct Confinement {
     pub ro_paths: Vec<PathBuf>,
     /// Host device nodes visible (read-write, as the node's mode allows).
     pub devices: Vec<PathBuf>,
+    /// An empty host directory where the new root is assembled (a mount
+    /// point inside the executor's own mount namespace only).
+    #[serde(default = "default_staging")]
+    pub staging: PathBuf,
     /// The seccomp filters, compiled once by the manager; `None`: compile
     /// them here.
     #[serde(default)]
     pub seccomp: Option<super::syscalls::SeccompPrograms>,
+}
+
+fn default_staging() -> PathBuf {
+    PathBuf::from(super::STAGING_DIR)
 }
 
 impl Handoff {
@@ -183,6 +191,7 @@ mod tests {
                 tmp_bytes: 64 << 20,
                 ro_paths: vec!["/usr".into()],
                 devices: vec!["/dev/null".into()],
+                staging: "/run/rfx-sandbox".into(),
                 seccomp: Some(super::super::syscalls::compile_seccomp().unwrap()),
             }),
         };

@@ -35,6 +35,8 @@ pub struct SandboxHost {
     runtime: OnceLock<Result<ContainerRuntime, String>>,
     /// The seccomp filters, compiled once for every executor.
     seccomp: Option<SeccompPrograms>,
+    /// Where executors assemble their root.
+    staging: PathBuf,
 }
 
 /// How one executor is isolated.
@@ -98,6 +100,13 @@ impl SandboxHost {
     /// error says what strict mode lacks here.
     pub fn new(cfg: &SandboxConfig) -> Result<SandboxHost, String> {
         let user_namespace = !nix::unistd::geteuid().is_root();
+        // Root's is a directory of /run; a manager that is not root uses
+        // one of its own under the temp dir.
+        let staging = if user_namespace {
+            std::env::temp_dir().join(format!("rfx-sandbox-{}", nix::unistd::geteuid()))
+        } else {
+            PathBuf::from(STAGING_DIR)
+        };
         let cgroups = if cfg.mode == SandboxMode::Strict {
             // One parent per manager process: two managers on one host (test
             // clusters, a restart racing its predecessor's clean-up) never
@@ -106,8 +115,9 @@ impl SandboxHost {
             let cgroups = Cgroups::detect(&parent).map_err(|e| {
                 format!("--sandbox strict needs cgroups for the leases' limits: {e} (run as root, or give up the sandbox with --sandbox off)")
             })?;
-            std::fs::create_dir_all(STAGING_DIR)
-                .map_err(|e| format!("--sandbox strict: cannot create {STAGING_DIR}: {e}"))?;
+            std::fs::create_dir_all(&staging).map_err(|e| {
+                format!("--sandbox strict: cannot create {}: {e}", staging.display())
+            })?;
             Some(cgroups)
         } else {
             None
@@ -124,6 +134,7 @@ impl SandboxHost {
             online: online_cpus(),
             runtime: OnceLock::new(),
             seccomp,
+            staging,
         })
     }
 
@@ -191,6 +202,7 @@ impl SandboxHost {
             tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
             ro_paths,
             devices: devices_of(lease),
+            staging: self.staging.clone(),
             seccomp: self.seccomp.clone(),
         };
         Ok(Isolation::Builtin(Prepared {
