@@ -107,6 +107,9 @@ impl SandboxHost {
         } else {
             PathBuf::from(STAGING_DIR)
         };
+        if cfg.mode == SandboxMode::Strict {
+            sweep_stale_parents(&cfg.cgroup_parent);
+        }
         let cgroups = if cfg.mode == SandboxMode::Strict {
             // One parent per manager process: two managers on one host (test
             // clusters, a restart racing its predecessor's clean-up) never
@@ -271,6 +274,49 @@ impl SandboxHost {
     /// Gives the uid of `lease` back (its executor is gone for good).
     pub fn release(&self, lease: LeaseId) {
         self.uids.lock().release(lease);
+    }
+}
+
+/// Removes the empty cgroups that managers killed without their clean-up
+/// left behind (`<prefix>-<pid>` whose process is gone, and their
+/// `lease-N` children); anything still populated stays (rmdir refuses).
+fn sweep_stale_parents(prefix: &str) {
+    let roots = match super::cgroup::Roots::detect() {
+        Ok(super::cgroup::Roots::V1 {
+            memory,
+            cpuset,
+            pids,
+        }) => vec![memory, cpuset, pids],
+        Ok(super::cgroup::Roots::V2 { root }) => vec![root],
+        Err(_) => return,
+    };
+    for root in roots {
+        let Ok(dir) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('-'))
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if Path::new(&format!("/proc/{pid}")).exists() {
+                continue; // a live manager's
+            }
+            let parent = entry.path();
+            if let Ok(children) = std::fs::read_dir(&parent) {
+                for child in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(child.path());
+                }
+            }
+            match std::fs::remove_dir(&parent) {
+                Ok(()) => tracing::info!(cgroup = %parent.display(), "removed a stale cgroup"),
+                Err(e) => tracing::debug!(cgroup = %parent.display(), "stale cgroup kept: {e}"),
+            }
+        }
     }
 }
 
