@@ -201,8 +201,12 @@ fn restart_of(
 ) -> Option<(SocketAddr, Option<TimedOut>)> {
     let tls = rfx_leases::tls::TlsClient::from_env().ok().flatten();
     let deadline = Instant::now() + RESTART_WAIT;
-    while Instant::now() < deadline {
-        match lookup_executor_found(host, lease, token, RESTART_WAIT, tls.as_ref()) {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match lookup_executor_found(host, lease, token, left, tls.as_ref()) {
             // The manager has not seen the old executor go yet.
             Ok(found) if found.addr == old => {}
             Ok(found) => return Some((found.addr, found.timed_out)),
@@ -211,7 +215,6 @@ fn restart_of(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    None
 }
 
 /// How long an invoker waits for the manager to say why its executor went.

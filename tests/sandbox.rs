@@ -22,6 +22,7 @@ use rfx::fabric::{Config, Fabric};
 use rfx::leases::proto::{LeaseRequest, LeaseState, LostReason};
 use rfx::local::LocalCluster;
 use rfx::tenant::{Lease, Tenant};
+use support::fault::{all_pids, cmdline};
 use support::*;
 
 const FUNCTIONS: &[&str] = &[
@@ -57,22 +58,11 @@ fn sandbox_here() -> bool {
 fn hostile() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile");
-        std::fs::create_dir_all(&out).unwrap();
-        let lib = out.join("libhostile.so");
-        let tmp = out.join(format!("libhostile.so.tmp{}", std::process::id()));
-        let st = Command::new("cc")
-            .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
-            .arg(root.join("examples/c"))
-            .arg(root.join("tests/hostile/hostile.c"))
-            .arg("-o")
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(st.success(), "cc failed on tests/hostile/hostile.c");
-        std::fs::rename(&tmp, &lib).unwrap();
-        lib
+        build_c(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/hostile.c"),
+            &Path::new(env!("CARGO_TARGET_TMPDIR")).join("hostile"),
+            "libhostile.so",
+        )
     })
 }
 
@@ -178,9 +168,8 @@ fn call(inv: &mut Invoker, f: &str, input: &str) -> String {
 /// confined executor), from their `RFX_LEASE_ID`.
 fn pids_of_lease(lease: u64) -> Vec<u32> {
     let needle = format!("RFX_LEASE_ID={lease}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    all_pids()
+        .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
@@ -222,9 +211,8 @@ fn secrets_are_out_of_the_executors_reach() {
 
     // Nor on the command line of its processes, seen from the host.
     for pid in pids_of_lease(l.info().lease.id.0) {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        assert!(!cmdline.contains(&lease_token), "{cmdline}");
+        let args = cmdline(pid);
+        assert!(args.iter().all(|a| !a.contains(&lease_token)), "{args:?}");
     }
 
     // The executor manager's audit names the lease, never a secret.
@@ -470,11 +458,7 @@ fn the_host_caps_a_leases_time_limit() {
         let limits: Vec<String> = pids_of_lease(l.info().lease.id.0)
             .into_iter()
             .filter_map(|pid| {
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-                let args: Vec<String> = cmd
-                    .split(|&b| b == 0)
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                let args = cmdline(pid);
                 let i = args.iter().position(|a| a == "--exec-timeout-ms")?;
                 args.get(i + 1).cloned()
             })

@@ -297,9 +297,13 @@ impl Executor {
                 }
             });
         }
-        let watches: Vec<Arc<InFunction>> = (0..self.cfg.workers)
-            .map(|_| Arc::new(InFunction::default()))
-            .collect();
+        // One per worker, with a time limit only.
+        let watches: Vec<Arc<InFunction>> = match self.cfg.exec_timeout {
+            Some(_) => (0..self.cfg.workers)
+                .map(|_| Arc::new(InFunction::default()))
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(limit) = self.cfg.exec_timeout {
             let (watches, total) = (watches.clone(), total.clone());
             std::thread::Builder::new()
@@ -340,10 +344,7 @@ impl Executor {
                 busy.clone(),
             );
             let max_input = self.max_input;
-            let watch = self
-                .cfg
-                .exec_timeout
-                .and_then(|_| watches.get(worker).cloned());
+            let watch = watches.get(worker).cloned();
             handles.push(std::thread::spawn(move || {
                 if let Some(&cpu) = cfg.cpus.get(worker % cfg.cpus.len().max(1)) {
                     core_affinity::set_for_current(core_affinity::CoreId { id: cpu });

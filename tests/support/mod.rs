@@ -75,20 +75,31 @@ pub fn examples() -> &'static Examples {
             .join("examples-functions");
         let rust =
             rfx::executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"));
-        let out = target.join("c");
-        std::fs::create_dir_all(&out).unwrap();
-        let c = out.join("libfunctions_c_e2e.so");
-        // Test processes build in parallel: write privately, rename into place.
-        let tmp = out.join(format!("libfunctions_c_e2e.so.tmp{}", std::process::id()));
-        run(Command::new("cc")
-            .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
-            .arg(root.join("examples/c"))
-            .arg(root.join("examples/c/functions.c"))
-            .arg("-o")
-            .arg(&tmp));
-        std::fs::rename(&tmp, &c).unwrap();
+        let c = build_c(
+            &root.join("examples/c/functions.c"),
+            &target.join("c"),
+            "libfunctions_c_e2e.so",
+        );
         Examples { rust, c }
     })
+}
+
+/// Builds the C function library `source` (with `examples/c/rfx.h`) as
+/// `out/name`: written privately, then renamed into place, since test
+/// processes build in parallel.
+pub fn build_c(source: &Path, out: &Path, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(out).unwrap();
+    let lib = out.join(name);
+    let tmp = out.join(format!("{name}.tmp{}", std::process::id()));
+    run(Command::new("cc")
+        .args(["-Wall", "-Werror", "-fPIC", "-shared", "-I"])
+        .arg(root.join("examples/c"))
+        .arg(source)
+        .arg("-o")
+        .arg(&tmp));
+    std::fs::rename(&tmp, &lib).unwrap();
+    lib
 }
 
 /// `path` shipped to the executor with the set-up, as a tenant does: a

@@ -79,9 +79,7 @@ impl Shared {
             .with_lease(lease.id)
             .with_host(lease.host)
     }
-}
 
-impl Shared {
     /// The current lease manager connection.
     pub(crate) fn host(&self) -> HostClient {
         self.host.lock().clone()
@@ -255,13 +253,14 @@ async fn run_executor(
     // Whatever the exit, nothing of the lease outlives its executor. The
     // clean-up blocks (kills, rmdir retries, the runtime's commands): off
     // the async threads.
+    let memory_mib = isolation.memory_mib().unwrap_or(0);
     let finished = tokio::task::spawn_blocking(move || match &isolation {
-        Isolation::Builtin(p) => (SandboxHost::finish(p).out_of_memory, p.memory_mib),
-        Isolation::Container(c) => (SandboxHost::finish_container(c).out_of_memory, c.memory_mib),
-        Isolation::None => (false, 0),
+        Isolation::Builtin(p) => SandboxHost::finish(p).out_of_memory,
+        Isolation::Container(c) => SandboxHost::finish_container(c).out_of_memory,
+        Isolation::None => false,
     })
     .await;
-    let (out_of_memory, memory_mib) = finished.unwrap_or((false, 0));
+    let out_of_memory = finished.unwrap_or(false);
     // A kill at our own stop is no OOM (ended is None then).
     match ended {
         Some(_) if out_of_memory => Some(Ending {
@@ -366,27 +365,12 @@ async fn spawn_and_watch(
         .audit(&start.lease, AuditAction::ExecutorStarted)
         .with_cores(start.lease.cores)
         .with_field("pid", pid)
-        .with_field(
-            "sandbox",
-            match isolation {
-                Isolation::None => "off",
-                Isolation::Builtin(_) => "strict",
-                Isolation::Container(_) => "container",
-            },
-        );
-    match isolation {
-        Isolation::Builtin(p) => {
-            started = started
-                .with_memory_mib(p.memory_mib)
-                .with_field("uid", p.confinement.uid);
-        }
-        Isolation::Container(c) => {
-            started = started
-                .with_memory_mib(c.memory_mib)
-                .with_field("uid", c.uid)
-                .with_field("container", &c.image);
-        }
-        Isolation::None => {}
+        .with_field("sandbox", isolation.mode());
+    if let (Some(memory_mib), Some(uid)) = (isolation.memory_mib(), isolation.uid()) {
+        started = started.with_memory_mib(memory_mib).with_field("uid", uid);
+    }
+    if let Isolation::Container(c) = isolation {
+        started = started.with_field("container", &c.image);
     }
     shared.audit.record(&started);
     let usage = child

@@ -50,6 +50,35 @@ pub enum Isolation {
     Container(PreparedContainer),
 }
 
+impl Isolation {
+    /// `off`, `strict` or `container`, for logs and the audit.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Isolation::None => "off",
+            Isolation::Builtin(_) => "strict",
+            Isolation::Container(_) => "container",
+        }
+    }
+
+    /// The lease's memory limit, MiB, when one is enforced.
+    pub fn memory_mib(&self) -> Option<u64> {
+        match self {
+            Isolation::None => None,
+            Isolation::Builtin(p) => Some(p.memory_mib),
+            Isolation::Container(c) => Some(c.memory_mib),
+        }
+    }
+
+    /// The executor's own uid, when it has one.
+    pub fn uid(&self) -> Option<u32> {
+        match self {
+            Isolation::None => None,
+            Isolation::Builtin(p) => Some(p.confinement.uid),
+            Isolation::Container(c) => Some(c.uid),
+        }
+    }
+}
+
 /// The built-in sandbox of one running executor.
 #[derive(Debug)]
 pub struct Prepared {
