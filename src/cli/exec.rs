@@ -78,9 +78,25 @@ pub(crate) struct ExecutorArgs {
     /// 125) saying which invocation ran over, for its manager to restart it.
     #[arg(long)]
     exec_timeout_ms: Option<u64>,
+    /// Start ahead of any lease (an executor manager's standby): confine
+    /// this process as the handoff says, then wait on descriptor 4 for the
+    /// lease's claim, which brings the token, the uid and these arguments.
+    #[arg(long, requires = "handoff_fd")]
+    standby: bool,
+}
+
+/// A claim's arguments, parsed as a fresh executor's command line.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+struct Claimed {
+    #[command(flatten)]
+    args: ExecutorArgs,
 }
 
 pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
+    if args.standby {
+        return standby(args, cfg);
+    }
     let token = match args.handoff_fd {
         Some(fd) => {
             let handoff = Handoff::take(fd)?;
@@ -94,6 +110,43 @@ pub(crate) fn executor(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
         }
         None => token()?,
     };
+    serve(args, token, cfg)
+}
+
+/// `--standby`: the sandbox first, then the lease when one claims this
+/// process; exits quietly if the manager closes the pipe without a claim.
+fn standby(args: ExecutorArgs, cfg: Config) -> anyhow::Result<()> {
+    use rfx::executors::sandbox::handoff::{Claim, CLAIM_FD};
+    use rfx::executors::sandbox::STANDBY_LINE;
+    let fd = args.handoff_fd.context("--standby needs --handoff-fd")?;
+    let handoff = Handoff::take(fd)?;
+    let c = handoff
+        .confinement
+        .context("a standby executor needs a confinement in its handoff")?;
+    // Before any thread: returns in the confined child only.
+    let entered = rfx::executors::sandbox::confine::enter(&c)?;
+    eprintln!("{STANDBY_LINE}");
+    let Some(claim) = Claim::wait(CLAIM_FD)? else {
+        return Ok(());
+    };
+    // Started under SCHED_IDLE (see `idle_until_claimed`); the lease's own
+    // from here, set while still privileged.
+    rfx::executors::sandbox::handoff::schedule_normally(0)
+        .context("the normal scheduling policy")?;
+    let confined = entered.become_user(claim.uid, claim.gid)?;
+    tracing::debug!(?confined, "standby executor claimed and confined");
+    for (key, value) in &claim.env {
+        // Still a single thread: nothing reads the environment concurrently.
+        std::env::set_var(key, value);
+    }
+    let lease = <Claimed as clap::Parser>::try_parse_from(&claim.args)
+        .context("the claim's executor arguments")?
+        .args;
+    serve(lease, claim.token.into_bytes(), cfg)
+}
+
+/// Serves invocations as `args` say, with the lease `token`.
+fn serve(args: ExecutorArgs, token: Vec<u8>, cfg: Config) -> anyhow::Result<()> {
     let ecfg = ExecutorConfig {
         listen: args.listen,
         token,

@@ -478,6 +478,15 @@ impl Cgroups {
         Ok(group)
     }
 
+    /// Applies `limits` to `group`, which may hold processes (a standby
+    /// executor claimed by a lease): its processes move onto the new CPUs;
+    /// memory below what the group uses is refused on v1 (`EBUSY`) and, on
+    /// v2, reclaimed or else OOM-killed.
+    pub fn set_limits(&self, group: &LeaseCgroup, limits: &Limits) -> Result<(), CgroupError> {
+        limits.check()?;
+        self.apply(group, limits)
+    }
+
     fn apply(&self, group: &LeaseCgroup, limits: &Limits) -> Result<(), CgroupError> {
         for dir in group.dirs.all() {
             make_dir(dir)?;

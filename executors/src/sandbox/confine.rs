@@ -13,9 +13,13 @@
 //!    directories, a fresh `/proc`, a read-only `/sys`, a `/dev` of the
 //!    listed nodes, private size-limited `/tmp` and `/dev/shm`;
 //!    `pivot_root` into it and the host's root detached;
-//! 5. the lease's uid/gid, no supplementary groups, no capabilities;
-//! 6. `no_new_privs`, Landlock (write only beneath `/tmp` and `/dev/shm`),
-//!    the seccomp filter.
+//! 5. `no_new_privs`, Landlock (write only beneath `/tmp` and `/dev/shm`),
+//!    the seccomp filter (none of which stops the next step);
+//! 6. the lease's uid/gid, no supplementary groups, no capabilities.
+//!
+//! [`enter`] does steps 1 to 5 and [`Entered::become_user`] step 6, so that
+//! a standby executor can do the first part before its lease exists (see
+//! [`crate::sandbox::handoff::Claim`]); [`confine`] does both.
 
 use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
@@ -69,10 +73,27 @@ pub struct Confined {
     pub landlock: LandlockStatus,
 }
 
-/// Confines the calling process as `c` says. Returns in the confined child
-/// only; the relay parent exits with the child's status and never returns.
-/// Must be called while the process has a single thread.
+/// Confines the calling process as `c` says: [`enter`], then
+/// [`Entered::become_user`] with `c.uid` and `c.gid`. Returns in the
+/// confined child only; the relay parent exits with the child's status and
+/// never returns. Must be called while the process has a single thread.
 pub fn confine(c: &Confinement) -> Result<Confined, ConfineError> {
+    enter(c)?.become_user(c.uid, c.gid)
+}
+
+/// A process inside its sandbox that still has the root identity it
+/// started with: what [`enter`] returns.
+#[derive(Debug)]
+#[must_use = "the process is still root: call become_user"]
+pub struct Entered {
+    landlock: LandlockStatus,
+    user_namespace: bool,
+}
+
+/// Steps 1 to 5 of the [module docs](self): every confinement but the
+/// identity. Returns in the confined child only (as [`confine`]). Nothing of
+/// a tenant may run before [`Entered::become_user`].
+pub fn enter(c: &Confinement) -> Result<Entered, ConfineError> {
     let threads = thread_count();
     if threads != 1 {
         return Err(ConfineError::Threaded(threads));
@@ -107,7 +128,6 @@ pub fn confine(c: &Confinement) -> Result<Confined, ConfineError> {
     }
     drop(alive_r);
     build_root(c)?;
-    drop_identity(c)?;
     syscalls::set_no_new_privs()?;
     let mut write: Vec<PathBuf> = vec!["/tmp".into(), "/dev/shm".into()];
     write.extend(c.devices.iter().cloned());
@@ -119,7 +139,21 @@ pub fn confine(c: &Confinement) -> Result<Confined, ConfineError> {
         Some(compiled) => syscalls::install_compiled(compiled)?,
         None => syscalls::install_seccomp()?,
     }
-    Ok(Confined { landlock })
+    Ok(Entered {
+        landlock,
+        user_namespace: c.user_namespace,
+    })
+}
+
+impl Entered {
+    /// Step 6: `uid`/`gid` (inside the user namespace, if there is one),
+    /// no supplementary groups, no capability left in any set.
+    pub fn become_user(self, uid: u32, gid: u32) -> Result<Confined, ConfineError> {
+        drop_identity(uid, gid, self.user_namespace)?;
+        Ok(Confined {
+            landlock: self.landlock,
+        })
+    }
 }
 
 /// The `Threads:` line of `/proc/self/status` (0 if unreadable).
@@ -359,9 +393,9 @@ fn remount_read_only(at: &Path) -> Result<(), ConfineError> {
 
 /// The lease's uid and gid with no supplementary groups, then no
 /// capability left in any set.
-fn drop_identity(c: &Confinement) -> Result<(), ConfineError> {
-    let (uid, gid) = (Uid::from_raw(c.uid), Gid::from_raw(c.gid));
-    if !c.user_namespace {
+fn drop_identity(uid: u32, gid: u32, user_namespace: bool) -> Result<(), ConfineError> {
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    if !user_namespace {
         nix::unistd::setgroups(&[gid]).map_err(step("setgroups"))?;
     }
     nix::unistd::setresgid(gid, gid, gid).map_err(step(format!("setresgid {gid}")))?;

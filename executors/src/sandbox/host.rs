@@ -185,11 +185,7 @@ impl SandboxHost {
             .lock()
             .acquire(lease.id)
             .ok_or_else(|| format!("every sandbox uid of {} is in use", self.cfg.uids))?;
-        let memory_mib = if lease.memory_mib > 0 {
-            lease.memory_mib
-        } else {
-            self.cfg.default_memory_mib
-        };
+        let memory_mib = self.memory_mib_of(lease);
         let cpus = on_this_host(&lease.core_ids, &self.online);
         if let Some(image) = image {
             let runtime = self
@@ -224,24 +220,111 @@ impl SandboxHost {
         let cgroup = cgroups
             .create(&format!("lease-{}", lease.id.0), &limits)
             .map_err(|e| format!("cgroup of lease {}: {e}", lease.id))?;
-        let mut ro_paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
-        ro_paths.extend(self.cfg.extra_ro.iter().cloned());
-        let confinement = Confinement {
-            uid,
-            gid: uid,
-            user_namespace: self.user_namespace,
-            cgroup_procs: cgroup.procs_files(),
-            tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
-            ro_paths,
-            devices: devices_of(lease),
-            staging: self.staging.clone(),
-            seccomp: self.seccomp.clone(),
-        };
+        let confinement = self.confinement(uid, cgroup.procs_files(), devices_of(lease));
         Ok(Isolation::Builtin(Prepared {
             confinement,
             memory_mib,
             cgroup,
         }))
+    }
+
+    /// Whether standby executors can be kept here: strict mode as root.
+    pub fn standby_possible(&self) -> bool {
+        self.cgroups.is_some() && !self.user_namespace
+    }
+
+    /// Whether the executor of `lease` may be a standby: the built-in
+    /// sandbox (no container) and only the devices every standby has (no
+    /// GPUs).
+    pub fn standby_fits(&self, lease: &Lease) -> bool {
+        self.standby_possible()
+            && lease.container.is_none()
+            && self.cfg.default_container.is_none()
+            && devices_of(lease) == standby_devices()
+    }
+
+    /// The sandbox of standby executor `n`: a group `standby-n` with the
+    /// default memory, every online CPU and the pids limit, and the
+    /// confinement every lease of [`standby_fits`](Self::standby_fits)
+    /// gets. Its uid is `nobody` until [`claim`](Self::claim) (a standby
+    /// takes its identity from the claim).
+    pub fn prepare_standby(&self, n: u64) -> Result<Prepared, String> {
+        let (Some(cgroups), false) = (&self.cgroups, self.user_namespace) else {
+            return Err("standby executors need strict mode as root".into());
+        };
+        let memory_mib = self.cfg.default_memory_mib;
+        let limits = Limits {
+            memory_bytes: memory_mib.saturating_mul(1 << 20),
+            cpus: self.online.clone(),
+            pids_max: self.cfg.pids_max,
+        };
+        let cgroup = cgroups
+            .create(&format!("standby-{n}"), &limits)
+            .map_err(|e| format!("cgroup of standby {n}: {e}"))?;
+        let confinement = self.confinement(NOBODY, cgroup.procs_files(), standby_devices());
+        Ok(Prepared {
+            confinement,
+            memory_mib,
+            cgroup,
+        })
+    }
+
+    /// Gives the standby `prepared` to `lease`: a uid, and the lease's
+    /// limits on the standby's cgroup. On error the standby is to be
+    /// disposed of (its cgroup may hold half the lease's limits).
+    pub fn claim(&self, prepared: &mut Prepared, lease: &Lease) -> Result<(), String> {
+        let Some(cgroups) = &self.cgroups else {
+            return Err("no cgroups".into());
+        };
+        let Some(uid) = self.uids.lock().acquire(lease.id) else {
+            return Err(format!("every sandbox uid of {} is in use", self.cfg.uids));
+        };
+        let memory_mib = self.memory_mib_of(lease);
+        let limits = Limits {
+            memory_bytes: memory_mib.saturating_mul(1 << 20),
+            cpus: on_this_host(&lease.core_ids, &self.online),
+            pids_max: self.cfg.pids_max,
+        };
+        if let Err(e) = cgroups.set_limits(&prepared.cgroup, &limits) {
+            self.release(lease.id);
+            return Err(format!("the lease's limits: {e}"));
+        }
+        prepared.confinement.uid = uid;
+        prepared.confinement.gid = uid;
+        prepared.memory_mib = memory_mib;
+        Ok(())
+    }
+
+    /// The memory limit of `lease`, MiB: its own, or the host's default.
+    fn memory_mib_of(&self, lease: &Lease) -> u64 {
+        if lease.memory_mib > 0 {
+            lease.memory_mib
+        } else {
+            self.cfg.default_memory_mib
+        }
+    }
+
+    /// The confinement of an executor with `uid`, in the group of
+    /// `cgroup_procs`, seeing `devices`.
+    fn confinement(
+        &self,
+        uid: u32,
+        cgroup_procs: Vec<PathBuf>,
+        devices: Vec<PathBuf>,
+    ) -> Confinement {
+        let mut ro_paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
+        ro_paths.extend(self.cfg.extra_ro.iter().cloned());
+        Confinement {
+            uid,
+            gid: uid,
+            user_namespace: self.user_namespace,
+            cgroup_procs,
+            tmp_bytes: self.cfg.tmp_mib.saturating_mul(1 << 20),
+            ro_paths,
+            devices,
+            staging: self.staging.clone(),
+            seccomp: self.seccomp.clone(),
+        }
     }
 
     /// The command line that runs `executor args...` with `env` in the
@@ -388,15 +471,24 @@ fn on_this_host(cores: &[u32], online: &[u32]) -> Vec<u32> {
         .collect()
 }
 
-/// The device nodes of `lease`'s executor: the base ones, the host's RDMA
-/// devices (the transport is chosen per connection), and its GPUs.
-fn devices_of(lease: &Lease) -> Vec<PathBuf> {
+/// The uid (and gid) of a standby until a lease claims it.
+const NOBODY: u32 = 65534;
+
+/// The device nodes of every executor: the base ones and the host's RDMA
+/// devices (the transport is chosen per connection).
+fn standby_devices() -> Vec<PathBuf> {
     let mut devices: Vec<PathBuf> = BASE_DEVICES.iter().map(PathBuf::from).collect();
     if let Ok(dir) = std::fs::read_dir("/dev/infiniband") {
         let mut rdma: Vec<PathBuf> = dir.filter_map(|e| Some(e.ok()?.path())).collect();
         rdma.sort();
         devices.extend(rdma);
     }
+    devices
+}
+
+/// The device nodes of `lease`'s executor: [`standby_devices`] and its GPUs.
+fn devices_of(lease: &Lease) -> Vec<PathBuf> {
+    let mut devices = standby_devices();
     if let Some(gpus) = lease.accelerators.get("gpu").filter(|g| !g.is_empty()) {
         for shared in ["/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools"] {
             devices.push(shared.into());

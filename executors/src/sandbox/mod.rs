@@ -39,8 +39,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use confine::{confine, ConfineError};
-pub use handoff::{Confinement, Handoff, HandoffError};
+pub use confine::{confine, enter, ConfineError, Entered};
+pub use handoff::{Claim, Confinement, Handoff, HandoffError};
 pub use uids::{UidPool, UidRange};
 
 /// Whether executors run sandboxed.
@@ -112,11 +112,16 @@ pub struct SandboxConfig {
     pub container_runtime: container::RuntimeKind,
     /// The image of leases that ask for none (`None`: the built-in sandbox).
     pub default_container: Option<String>,
+    /// Executors kept started and confined ahead of any lease, in strict
+    /// mode as root ([`handoff::Claim`]): the next lease without GPUs or a
+    /// container takes one instead of waiting for a spawn. 0: none.
+    pub standby: usize,
 }
 
 impl Default for SandboxConfig {
     /// Strict as root, off otherwise; uids 60000-60999; 64 MiB of `/tmp`;
-    /// 1 GiB per lease unless stated; 1024 processes; cgroup `rfx`.
+    /// 1 GiB per lease unless stated; 1024 processes; cgroup `rfx`; one
+    /// standby executor.
     fn default() -> Self {
         SandboxConfig {
             mode: SandboxMode::default_for_this_process(),
@@ -131,6 +136,7 @@ impl Default for SandboxConfig {
             cgroup_parent: "rfx".to_owned(),
             container_runtime: container::RuntimeKind::Podman,
             default_container: None,
+            standby: 1,
         }
     }
 }
@@ -144,6 +150,10 @@ pub const SYSTEM_DIRS: &[&str] = &[
 /// Where the new root is assembled (an empty directory of the host, used as
 /// a mount point inside each executor's own mount namespace only).
 pub const STAGING_DIR: &str = "/run/rfx-sandbox";
+
+/// What a standby executor prints on stderr once it is confined and waits
+/// for its claim ([`handoff::Claim`]).
+pub const STANDBY_LINE: &str = "rfx executor: standing by";
 
 /// Device nodes every sandboxed executor gets.
 pub const BASE_DEVICES: &[&str] = &[
