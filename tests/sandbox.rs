@@ -22,7 +22,7 @@ use rfx::fabric::{Config, Fabric};
 use rfx::leases::proto::{LeaseRequest, LeaseState, LostReason};
 use rfx::local::LocalCluster;
 use rfx::tenant::{Lease, Tenant};
-use support::fault::{all_pids, cmdline};
+use support::fault::{children, cmdline, parent};
 use support::*;
 
 const FUNCTIONS: &[&str] = &[
@@ -164,17 +164,34 @@ fn call(inv: &mut Invoker, f: &str, input: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// The host pids of the processes serving `lease` (its relay and its
-/// confined executor), from their `RFX_LEASE_ID`.
-fn pids_of_lease(lease: u64) -> Vec<u32> {
-    let needle = format!("RFX_LEASE_ID={lease}");
-    all_pids()
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == needle.as_bytes()))
-        })
-        .collect()
+impl Audit {
+    /// The `executor_started` record of `lease` (waiting up to 10 s).
+    fn started(&self, lease: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+            let found = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .find(|v| v["lease"] == lease && v["action"] == "executor_started");
+            match found {
+                Some(v) => return v,
+                None if Instant::now() > deadline => panic!("no executor_started for {lease}"),
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The host pids of the processes serving `lease`: the one its manager
+    /// started (the relay; a standby's, or a fresh one's), as the audit
+    /// says, and the confined executor, its child.
+    fn pids_of_lease(&self, lease: u64) -> Vec<u32> {
+        let started = self.started(lease);
+        let relay = started["pid"].as_u64().expect("a pid in executor_started") as u32;
+        let mut pids = vec![relay];
+        pids.extend(children(relay));
+        pids
+    }
 }
 
 #[test]
@@ -210,7 +227,9 @@ fn secrets_are_out_of_the_executors_reach() {
     assert_eq!(visible, 1, "only the executor itself:\n{scan}");
 
     // Nor on the command line of its processes, seen from the host.
-    for pid in pids_of_lease(l.info().lease.id.0) {
+    let pids = audit.pids_of_lease(l.info().lease.id.0);
+    assert_eq!(pids.len(), 2, "the relay and the executor: {pids:?}");
+    for pid in pids {
         let args = cmdline(pid);
         assert!(args.iter().all(|a| !a.contains(&lease_token)), "{args:?}");
     }
@@ -280,7 +299,7 @@ fn another_leases_executor_is_out_of_reach() {
     if !sandbox_here() {
         return;
     }
-    let (c, _audit) = cluster();
+    let (c, audit) = cluster();
     let (mallory, _) = tenant(&c, "mallory");
     let (alice, _) = tenant(&c, "alice");
     let m = lease(&mallory, &LeaseRequest::new(1, 60_000));
@@ -289,7 +308,7 @@ fn another_leases_executor_is_out_of_reach() {
     let mut ia = connect(&a);
     assert!(call(&mut ia, "whoami_c", "").starts_with("uid "));
 
-    let victims = pids_of_lease(a.info().lease.id.0);
+    let victims = audit.pids_of_lease(a.info().lease.id.0);
     assert!(!victims.is_empty(), "alice's executor processes");
     for pid in victims {
         let got = call(&mut im, "attack_pid", &pid.to_string());
@@ -449,29 +468,168 @@ fn the_host_caps_a_leases_time_limit() {
     if !sandbox_here() {
         return;
     }
-    let (c, _audit) = cluster();
+    let (c, audit) = cluster();
     let (t, _) = tenant(&c, "mallory");
+    // The limit the manager gave the executor (on its command line, or in
+    // a standby's claim), as its audit records it.
     let asked = |ms: u64| {
         let l = lease(&t, &LeaseRequest::new(1, 60_000).with_exec_timeout(ms));
         let mut inv = connect(&l);
         assert!(call(&mut inv, "whoami_c", "").starts_with("uid "));
-        let limits: Vec<String> = pids_of_lease(l.info().lease.id.0)
-            .into_iter()
-            .filter_map(|pid| {
-                let args = cmdline(pid);
-                let i = args.iter().position(|a| a == "--exec-timeout-ms")?;
-                args.get(i + 1).cloned()
-            })
-            .collect();
+        let limit = audit.started(l.info().lease.id.0)["exec_timeout_ms"].as_u64();
         l.release().unwrap();
-        limits
+        limit
     };
-    assert!(asked(60_000).iter().all(|v| v == &MAX_EXEC_MS.to_string()));
-    assert!(asked(0).iter().all(|v| v == &MAX_EXEC_MS.to_string()));
-    let small = asked(1_000);
+    assert_eq!(asked(60_000), Some(MAX_EXEC_MS));
+    assert_eq!(asked(0), Some(MAX_EXEC_MS));
+    assert_eq!(asked(1_000), Some(1_000));
+}
+
+/// The standby executors among the children of `manager` (claimed ones
+/// included: their command line stays `rfx executor --standby`).
+fn standbys(manager: u32) -> Vec<u32> {
+    children(manager)
+        .into_iter()
+        .filter(|&p| cmdline(p).iter().any(|a| a == "--standby"))
+        .collect()
+}
+
+/// Whether the standby `relay` stands by: its confined child runs under
+/// seccomp and blocks reading its claim pipe (it has printed the line its
+/// manager waits for). Then a short pause for the manager to read it.
+fn standing_by(relay: u32) -> bool {
+    let ready = children(relay).into_iter().any(|child| {
+        let status = std::fs::read_to_string(format!("/proc/{child}/status")).unwrap_or_default();
+        let wchan = std::fs::read_to_string(format!("/proc/{child}/wchan")).unwrap_or_default();
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Seccomp:", "2"]))
+            && wchan.contains("pipe")
+    });
+    if ready {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ready
+}
+
+/// The first `Some` of `probe` within 30 s (standbys start under
+/// `SCHED_IDLE`: slowly on a loaded machine).
+fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The memory limit of the cgroup of `pid`, bytes (v1 or v2).
+fn memory_limit(pid: u32) -> Option<u64> {
+    let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let file = groups.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        if controllers.split(',').any(|c| c == "memory") {
+            Some(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes"))
+        } else if controllers.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            Some(format!("/sys/fs/cgroup{path}/memory.max"))
+        } else {
+            None
+        }
+    })?;
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Executors started and confined ahead of their lease (`--sandbox-standby`,
+/// 1 by default): a lease takes one and it serves with the lease's limits,
+/// uid and environment; a replacement stands by with the host's defaults
+/// and serves the next lease as another uid; a standby killed while it
+/// waits costs the next lease nothing but a fresh spawn.
+#[test]
+fn a_standby_executor_serves_one_lease_with_its_limits() {
+    if !sandbox_here() {
+        return;
+    }
+    let (c, audit) = cluster();
+    let (mallory, _) = tenant(&c, "mallory");
+    let (alice, _) = tenant(&c, "alice");
+    let manager = wait_for("executor manager", || {
+        children(std::process::id())
+            .into_iter()
+            .find(|&p| cmdline(p).iter().any(|a| a == "executor-manager"))
+    });
+    let first = wait_for("standby", || standbys(manager).first().copied());
+    wait_for("standby standing by", || standing_by(first).then_some(()));
+    let a = lease(&mallory, &LeaseRequest::new(1, 60_000).with_memory(256));
+    let id_a = a.info().lease.id.0;
+    let mut ia = connect(&a);
+    let started_a = audit.started(id_a);
     assert!(
-        !small.is_empty() && small.iter().all(|v| v == "1000"),
-        "{small:?}"
+        started_a["standby"].is_u64(),
+        "a standby served: {started_a}"
+    );
+    assert_eq!(started_a["pid"].as_u64(), Some(u64::from(first)));
+    let uid_a = call(&mut ia, "whoami_c", "");
+    assert!(uid_a.starts_with("uid 60"), "{uid_a}");
+    let env = call(&mut ia, "env_dump", "");
+    assert!(env.contains(&format!("RFX_LEASE_ID={id_a}")), "{env}");
+    let relay_a = started_a["pid"].as_u64().unwrap() as u32;
+    assert_eq!(memory_limit(relay_a), Some(256 << 20), "the lease's memory");
+    for pid in children(relay_a) {
+        assert_eq!(memory_limit(pid), Some(256 << 20), "the executor's memory");
+    }
+
+    assert_eq!(parent(relay_a), Some(manager));
+    let spare = wait_for("replacement standby", || {
+        standbys(manager).into_iter().find(|&p| p != relay_a)
+    });
+    assert_eq!(memory_limit(spare), Some(1024 << 20), "the host's default");
+    wait_for("replacement standing by", || {
+        standing_by(spare).then_some(())
+    });
+    let b = lease(&alice, &LeaseRequest::new(1, 60_000).with_memory(128));
+    let mut ib = connect(&b);
+    let started_b = audit.started(b.info().lease.id.0);
+    assert_eq!(
+        started_b["pid"].as_u64(),
+        Some(u64::from(spare)),
+        "{started_b}"
+    );
+    assert_ne!(started_b["standby"], started_a["standby"]);
+    assert_eq!(memory_limit(spare), Some(128 << 20), "claimed: the lease's");
+    let uid_b = call(&mut ib, "whoami_c", "");
+    assert!(
+        uid_b.starts_with("uid 60") && uid_b != uid_a,
+        "{uid_a} / {uid_b}"
+    );
+
+    // A standby killed while it waits.
+    let taken = [relay_a, started_b["pid"].as_u64().unwrap() as u32];
+    let waiting = wait_for("third standby", || {
+        standbys(manager).into_iter().find(|p| !taken.contains(p))
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(waiting as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    drop(ia);
+    a.release().unwrap();
+    let l = lease(&mallory, &LeaseRequest::new(1, 60_000));
+    let mut inv = connect(&l);
+    assert!(call(&mut inv, "whoami_c", "").starts_with("uid 60"));
+    let started = audit.started(l.info().lease.id.0);
+    assert_ne!(
+        started["pid"].as_u64(),
+        Some(u64::from(waiting)),
+        "{started}"
+    );
+    assert!(
+        call(&mut ib, "whoami_c", "").starts_with("uid 60"),
+        "B serves on"
     );
 }
 

@@ -325,11 +325,19 @@ impl Cluster {
     /// Starts the managers, adds a tenant, and grants and releases one
     /// lease (untimed).
     /// `sandbox`: the executor manager's `--sandbox` (`strict`, `off`), or
-    /// `None` for its default.
-    pub fn start(rfx: &Path, mode: PollMode, sandbox: Option<&str>) -> anyhow::Result<Cluster> {
+    /// `None` for its default; `standby`: its `--sandbox-standby`.
+    pub fn start(
+        rfx: &Path,
+        mode: PollMode,
+        sandbox: Option<&str>,
+        standby: Option<usize>,
+    ) -> anyhow::Result<Cluster> {
         let mut args = vec!["--gpu".to_owned(), "0".to_owned()];
         if let Some(s) = sandbox {
             args.extend(["--sandbox".to_owned(), s.to_owned()]);
+        }
+        if let Some(n) = standby {
+            args.extend(["--sandbox-standby".to_owned(), n.to_string()]);
         }
         let local = LocalCluster::builder(rfx)
             .executor_managers(1)

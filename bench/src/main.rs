@@ -266,6 +266,11 @@ struct ColdStartArgs {
     /// `off` (default: the manager's, strict as root).
     #[arg(long, conflicts_with = "direct")]
     sandbox: Option<String>,
+    /// The executor manager's standby executors in strict mode
+    /// (`--sandbox-standby`; default: the manager's, 1): 0 spawns every
+    /// lease's executor at its lease.
+    #[arg(long, conflicts_with = "direct")]
+    standby: Option<usize>,
     /// Cold starts per provider (and spawns of the floor).
     #[arg(long, default_value_t = 20)]
     iters: u64,
@@ -871,7 +876,7 @@ fn cold_start(args: ColdStartArgs) -> anyhow::Result<()> {
     // The managers start before this thread is pinned, so that they (and
     // the executors they spawn) are not confined to the client's CPU.
     let mut cluster = if leased {
-        let c = cold_start::Cluster::start(&rfx, args.mode, args.sandbox.as_deref())
+        let c = cold_start::Cluster::start(&rfx, args.mode, args.sandbox.as_deref(), args.standby)
             .context("starting a lease manager and an executor manager")?;
         // The executor's worker runs on the leased core: keep the client
         // off it (two busy pollers on one CPU cost a scheduler slice).

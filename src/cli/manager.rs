@@ -64,6 +64,11 @@ pub(crate) struct ExecutorManagerArgs {
     /// directories: for example a shared directory of function libraries.
     #[arg(long = "sandbox-ro")]
     sandbox_ro: Vec<std::path::PathBuf>,
+    /// Executors started and confined ahead of any lease (strict mode as
+    /// root): a lease without GPUs or a container takes one and skips the
+    /// spawn; 0 starts each executor at its lease.
+    #[arg(long, default_value_t = 1)]
+    sandbox_standby: usize,
     /// The longest time limit per invocation a lease may ask, ms, and the
     /// limit of a lease that asks none; 0: no cap.
     #[arg(long, default_value_t = 900_000)]
@@ -128,6 +133,7 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             extra_ro: args.sandbox_ro,
             container_runtime: args.container_runtime,
             default_container: args.default_container,
+            standby: args.sandbox_standby,
             ..SandboxConfig::default()
         },
         max_exec_timeout: Duration::from_millis(args.max_exec_timeout_ms),

@@ -60,6 +60,11 @@ fn stat(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
+/// The parent of `pid`, if it exists.
+pub fn parent(pid: u32) -> Option<u32> {
+    stat(pid).map(|(_, ppid)| ppid)
+}
+
 /// True while `pid` exists and is not a zombie.
 pub fn alive(pid: u32) -> bool {
     matches!(stat(pid), Some((s, _)) if s != 'Z' && s != 'X')
@@ -107,7 +112,27 @@ pub fn is_rfx_executor(pid: u32) -> bool {
         && args.iter().any(|a| a == "executor")
 }
 
-/// The live `rfx executor` children of `ppid` (an executor manager).
+/// The real uid of `pid`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// True for a standby executor that no lease has claimed yet: `rfx
+/// executor --standby` still running as root (a claimed one takes its
+/// lease's uid before it serves).
+pub fn is_waiting_standby(pid: u32) -> bool {
+    cmdline(pid).iter().any(|a| a == "--standby") && uid_of(pid) == Some(0)
+}
+
+/// The live `rfx executor` children of `ppid` (an executor manager) that
+/// serve a lease (standbys still waiting for one left out).
 pub fn executors_of(ppid: u32) -> Vec<u32> {
     children(ppid)
         .into_iter()
@@ -120,6 +145,7 @@ pub fn executors_of(ppid: u32) -> Vec<u32> {
                 .find(|&c| is_rfx_executor(c))
                 .unwrap_or(p)
         })
+        .filter(|&p| !is_waiting_standby(p))
         .collect()
 }
 

@@ -74,6 +74,7 @@ mod error;
 mod lines;
 mod lookup;
 mod process;
+mod standby;
 mod state;
 
 use std::collections::{HashMap, HashSet};
@@ -323,8 +324,10 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
         stop_grace: cfg.stop_grace,
         base_env: state::executor_base_env(std::env::vars_os()),
         sandbox,
+        standby: standby::Pool::new(cfg.sandbox.standby),
         audit: cfg.audit.clone(),
     });
+    standby::Pool::fill(&shared);
     let mut driver = Driver {
         shared,
         lease_key: LeaseKey::from_cluster_key(&cfg.cluster_key),
@@ -342,6 +345,7 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
     let shutdown = std::pin::pin!(shutdown);
     driver.drive(commands, shutdown).await;
     driver.shutdown().await;
+    driver.shared.standby.drain().await;
     driver.shared.sandbox.shutdown();
     Ok(())
 }

@@ -21,12 +21,13 @@ use tokio::task::JoinHandle;
 
 use super::lines::{next_line, Line};
 use super::lookup::{Directory, ExecState, TimedOut};
+use super::standby::{Claimed, Pool};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
 use crate::executor::{
     ExecutorUsage, SESSION_CLOSED_PREFIX, SESSION_OPENED_PREFIX, TIMED_OUT_EXIT, TIMED_OUT_PREFIX,
 };
-use crate::sandbox::host::{Isolation, SandboxHost};
-use crate::sandbox::{handoff, Handoff};
+use crate::sandbox::host::{Isolation, Prepared, SandboxHost};
+use crate::sandbox::{handoff, Claim, Handoff};
 use rfx_leases::audit::{AuditAction, AuditEvent, AuditLog};
 
 /// How long an executor may take to print its address.
@@ -68,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) base_env: Vec<(OsString, OsString)>,
     /// How executors are isolated (sandbox, containers).
     pub(crate) sandbox: SandboxHost,
+    /// Executors started and confined ahead of their lease.
+    pub(crate) standby: Pool,
     /// The audit log of tenant-visible events.
     pub(crate) audit: AuditLog,
 }
@@ -239,12 +242,15 @@ async fn run_executor(
         Ok(l) => l,
         Err(e) => return Some(format!("executor not started: {e}").into()),
     };
-    let isolation = match shared.sandbox.prepare(&start.lease) {
-        Ok(i) => i,
-        Err(e) => return Some(format!("executor not started: sandbox: {e}").into()),
+    let (isolation, standby) = match claim_standby(shared, start, token, &launch).await {
+        Some((prepared, standby)) => (Isolation::Builtin(prepared), Some(standby)),
+        None => match shared.sandbox.prepare(&start.lease) {
+            Ok(i) => (i, None),
+            Err(e) => return Some(format!("executor not started: sandbox: {e}").into()),
+        },
     };
     let ended = spawn_and_watch(
-        shared, start, token, &launch, &isolation, stop, state, previous,
+        shared, start, token, &launch, &isolation, standby, stop, state, previous,
     )
     .await;
     if matches!(isolation, Isolation::None) {
@@ -274,6 +280,39 @@ async fn run_executor(
     }
 }
 
+/// A ready standby given to the lease of `start`, when the lease fits one:
+/// the lease's limits and uid, then its claim. `None`: spawn afresh (no
+/// standby ready, or the claim failed and the standby was disposed of).
+async fn claim_standby(
+    shared: &Arc<Shared>,
+    start: &StartLease,
+    token: &LeaseToken,
+    launch: &super::state::Launch,
+) -> Option<(Prepared, Claimed)> {
+    let lease = &start.lease;
+    if !shared.sandbox.standby_fits(lease) {
+        return None;
+    }
+    let standby = shared.standby.take();
+    // A replacement, or one for a standby that died waiting.
+    Pool::fill(shared);
+    let standby = standby?;
+    let lossy = |s: &std::ffi::OsString| s.to_string_lossy().into_owned();
+    standby
+        .claim(&shared.sandbox, lease, |uid, gid| Claim {
+            token: token.to_hex(),
+            uid,
+            gid,
+            args: launch.args.iter().map(lossy).collect(),
+            env: launch
+                .env
+                .iter()
+                .map(|(k, v)| (lossy(k), lossy(v)))
+                .collect(),
+        })
+        .await
+}
+
 /// Spawns the executor of `start`, then follows it as [`run_executor`] says.
 #[allow(clippy::too_many_arguments)]
 async fn spawn_and_watch(
@@ -282,85 +321,21 @@ async fn spawn_and_watch(
     token: &LeaseToken,
     launch: &super::state::Launch,
     isolation: &Isolation,
+    standby: Option<Claimed>,
     stop: &mut oneshot::Receiver<()>,
     state: &watch::Sender<ExecState>,
     previous: Option<TimedOut>,
 ) -> Option<Ending> {
     let lease = start.lease.id;
-    let handoff = Handoff {
-        token: token.to_hex(),
-        confinement: match isolation {
-            Isolation::Builtin(p) => Some(p.confinement.clone()),
-            // A container is the confinement.
-            Isolation::Container(_) | Isolation::None => None,
+    let (mut child, stderr, standby) = match standby {
+        Some(s) => (s.child, Some(s.stderr), Some(s.n)),
+        None => match spawn(shared, token, launch, isolation) {
+            Ok(child) => (child, None, None),
+            Err(e) => return Some(e.into()),
         },
     };
-    let handoff_fd = match handoff.to_memfd() {
-        Ok(fd) => fd,
-        Err(e) => return Some(format!("executor not started: {e}").into()),
-    };
-    let env: Vec<(OsString, OsString)> = shared
-        .base_env
-        .iter()
-        .chain(&shared.extra_env)
-        .chain(&launch.env)
-        .cloned()
-        .collect();
-    let args: Vec<OsString> = shared.leading.iter().chain(&launch.args).cloned().collect();
-    let mut cmd = match isolation {
-        Isolation::Container(c) => {
-            let argv =
-                match shared
-                    .sandbox
-                    .container_command(c, Path::new(&shared.program), &args, &env)
-                {
-                    Ok(a) => a,
-                    Err(e) => return Some(format!("executor not started: container: {e}").into()),
-                };
-            let Some((runtime, rest)) = argv.split_first() else {
-                return Some(
-                    "executor not started: container: empty command"
-                        .to_owned()
-                        .into(),
-                );
-            };
-            let mut cmd = Command::new(runtime);
-            cmd.args(rest)
-                .env_clear()
-                .envs(c.runtime_env())
-                .current_dir(&c.workdir);
-            cmd
-        }
-        Isolation::Builtin(_) | Isolation::None => {
-            let mut cmd = Command::new(&shared.program);
-            cmd.args(&args).env_clear().envs(env);
-            cmd
-        }
-    };
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group: a Ctrl-C at the manager's terminal reaches
-        // the manager, which then stops the executors in order.
-        .process_group(0)
-        .kill_on_drop(true);
-    handoff::pass_to(&mut cmd, &handoff_fd);
-    let spawned = cmd.spawn();
-    drop(handoff_fd);
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => {
-            return Some(
-                format!(
-                    "executor not started: cannot run {}: {e}",
-                    shared.program.to_string_lossy()
-                )
-                .into(),
-            )
-        }
-    };
     let pid = child.id();
-    tracing::info!(%lease, pid, cores = start.lease.cores, "executor spawned");
+    tracing::info!(%lease, pid, cores = start.lease.cores, ?standby, "executor spawned");
     let mut started = shared
         .audit(&start.lease, AuditAction::ExecutorStarted)
         .with_cores(start.lease.cores)
@@ -368,6 +343,13 @@ async fn spawn_and_watch(
         .with_field("sandbox", isolation.mode());
     if let (Some(memory_mib), Some(uid)) = (isolation.memory_mib(), isolation.uid()) {
         started = started.with_memory_mib(memory_mib).with_field("uid", uid);
+    }
+    let limit = shared.policy.exec_timeout_ms(&start.lease);
+    if limit > 0 {
+        started = started.with_field("exec_timeout_ms", limit);
+    }
+    if let Some(n) = standby {
+        started = started.with_field("standby", n);
     }
     if let Isolation::Container(c) = isolation {
         started = started.with_field("container", &c.image);
@@ -377,11 +359,17 @@ async fn spawn_and_watch(
         .stdout
         .take()
         .map(|out| tokio::spawn(forward_usage(out, shared.clone(), lease)));
-    let Some(stderr) = child.stderr.take() else {
-        terminate(&mut child, Duration::ZERO).await;
-        return Some("executor not started: no stderr pipe".to_owned().into());
+    let stderr = match stderr {
+        Some(s) => s,
+        None => match child.stderr.take() {
+            Some(s) => BufReader::new(s),
+            None => {
+                terminate(&mut child, Duration::ZERO).await;
+                return Some("executor not started: no stderr pipe".to_owned().into());
+            }
+        },
     };
-    let mut stderr = BufReader::new(stderr);
+    let mut stderr = stderr;
 
     // Until it prints its address.
     let deadline = tokio::time::sleep(START_WAIT);
@@ -459,6 +447,77 @@ async fn spawn_and_watch(
         // Only the exit code and the line together: a function cannot
         // fake a time limit by printing the line alone.
         timed_out: said.filter(|_| code == Some(TIMED_OUT_EXIT)),
+    })
+}
+
+/// Spawns a fresh executor for the lease of `token`, isolated as `isolation` says.
+fn spawn(
+    shared: &Shared,
+    token: &LeaseToken,
+    launch: &super::state::Launch,
+    isolation: &Isolation,
+) -> Result<Child, String> {
+    let handoff = Handoff {
+        token: token.to_hex(),
+        confinement: match isolation {
+            Isolation::Builtin(p) => Some(p.confinement.clone()),
+            // A container is the confinement.
+            Isolation::Container(_) | Isolation::None => None,
+        },
+    };
+    let handoff_fd = match handoff.to_memfd() {
+        Ok(fd) => fd,
+        Err(e) => return Err(format!("executor not started: {e}")),
+    };
+    let env: Vec<(OsString, OsString)> = shared
+        .base_env
+        .iter()
+        .chain(&shared.extra_env)
+        .chain(&launch.env)
+        .cloned()
+        .collect();
+    let args: Vec<OsString> = shared.leading.iter().chain(&launch.args).cloned().collect();
+    let mut cmd = match isolation {
+        Isolation::Container(c) => {
+            let argv =
+                match shared
+                    .sandbox
+                    .container_command(c, Path::new(&shared.program), &args, &env)
+                {
+                    Ok(a) => a,
+                    Err(e) => return Err(format!("executor not started: container: {e}")),
+                };
+            let Some((runtime, rest)) = argv.split_first() else {
+                return Err("executor not started: container: empty command".to_owned());
+            };
+            let mut cmd = Command::new(runtime);
+            cmd.args(rest)
+                .env_clear()
+                .envs(c.runtime_env())
+                .current_dir(&c.workdir);
+            cmd
+        }
+        Isolation::Builtin(_) | Isolation::None => {
+            let mut cmd = Command::new(&shared.program);
+            cmd.args(&args).env_clear().envs(env);
+            cmd
+        }
+    };
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C at the manager's terminal reaches
+        // the manager, which then stops the executors in order.
+        .process_group(0)
+        .kill_on_drop(true);
+    handoff::pass_to(&mut cmd, &handoff_fd);
+    let spawned = cmd.spawn();
+    drop(handoff_fd);
+    spawned.map_err(|e| {
+        format!(
+            "executor not started: cannot run {}: {e}",
+            shared.program.to_string_lossy()
+        )
     })
 }
 
