@@ -586,10 +586,11 @@ fn a_standby_executor_serves_one_lease_with_its_limits() {
     let spare = wait_for("replacement standby", || {
         standbys(manager).into_iter().find(|&p| p != relay_a)
     });
-    assert_eq!(memory_limit(spare), Some(1024 << 20), "the host's default");
     wait_for("replacement standing by", || {
         standing_by(spare).then_some(())
     });
+    // Standing by, it has joined its cgroup.
+    assert_eq!(memory_limit(spare), Some(1024 << 20), "the host's default");
     let b = lease(&alice, &LeaseRequest::new(1, 60_000).with_memory(128));
     let mut ib = connect(&b);
     let started_b = audit.started(b.info().lease.id.0);
