@@ -5,11 +5,17 @@
 //! - `fi_*` calls are `static inline` in the headers: bindgen's
 //!   `wrap_static_fns` writes a C file of non-inline wrappers
 //!   (`<name>__extern`), compiled here with `cc` into a static library.
-//! - Without libfabric (no pkg-config entry), the build does not fail: it
-//!   prints a `cargo:warning`, emits empty bindings and sets the cfg
-//!   `libfabric_missing`, so that a workspace-wide build works on machines
-//!   without libfabric-dev. Crates that need the bindings (rfx-fabric's
-//!   feature `ofi`) then fail to compile with a clear message.
+//! - Without libfabric (no pkg-config entry) and without the feature
+//!   `required`, the build does not fail: it prints a `cargo:warning`,
+//!   emits empty bindings and sets the cfg `libfabric_missing`, so that a
+//!   workspace-wide build works on machines without libfabric-dev. With
+//!   `required` (which rfx-fabric's feature `ofi` turns on) it fails with
+//!   one message that says what to install.
+//! - It runs again when pkg-config's answer may change: when one of its
+//!   variables changes, or when a directory of its search path changes
+//!   (installing libfabric-dev adds `libfabric.pc` there). The headers'
+//!   own mtimes would not do: a package keeps the mtimes of its build, older
+//!   than an earlier run of this script.
 
 use std::env;
 use std::path::PathBuf;
@@ -17,8 +23,18 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
-    println!("cargo:rerun-if-env-changed=LIBFABRIC_SYS_SKIP");
+    for var in [
+        "PKG_CONFIG_PATH",
+        "PKG_CONFIG_LIBDIR",
+        "PKG_CONFIG_SYSROOT_DIR",
+        "PKG_CONFIG",
+        "LIBFABRIC_SYS_SKIP",
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    for dir in pkg_config_dirs() {
+        println!("cargo:rerun-if-changed={}", dir.display());
+    }
     println!("cargo::rustc-check-cfg=cfg(libfabric_missing)");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let bindings = out.join("bindings.rs");
@@ -34,13 +50,20 @@ fn main() {
     let lib = match lib {
         Ok(lib) => lib,
         Err(e) => {
+            let why = e.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned();
+            if env::var_os("CARGO_FEATURE_REQUIRED").is_some() {
+                eprintln!(
+                    "error: the `ofi` transport needs libfabric >= 1.10, which pkg-config does not \
+                     find ({why}): install libfabric-dev, libclang-dev and pkg-config \
+                     (apt-get install libfabric-dev libclang-dev pkg-config), or build without \
+                     the feature `ofi`"
+                );
+                std::process::exit(1);
+            }
             println!(
-                "cargo:warning=libfabric not found by pkg-config ({}); libfabric-sys is empty. \
-                 Install libfabric-dev (and libclang-dev) to build the `ofi` transport.",
-                e.lines().next().unwrap_or("")
+                "cargo:warning=libfabric not found by pkg-config ({why}); libfabric-sys is empty. \
+                 Install libfabric-dev (and libclang-dev) to build the `ofi` transport."
             );
-            // Rerun when it shows up (a missing path always counts as changed).
-            println!("cargo:rerun-if-changed=/usr/include/rdma/fabric.h");
             println!("cargo:rustc-cfg=libfabric_missing");
             std::fs::write(&bindings, "// libfabric was not found at build time\n")
                 .expect("write empty bindings");
@@ -90,4 +113,30 @@ fn main() {
         build.include(p);
     }
     build.compile("libfabric_static_wrappers");
+}
+
+/// The directories pkg-config searches, those that exist:
+/// `PKG_CONFIG_PATH`, then `PKG_CONFIG_LIBDIR` or else its built-in
+/// `pc_path`.
+fn pkg_config_dirs() -> Vec<PathBuf> {
+    let default = env::var("PKG_CONFIG_LIBDIR").unwrap_or_else(|_| {
+        let pkg_config = env::var("PKG_CONFIG").unwrap_or_else(|_| "pkg-config".into());
+        std::process::Command::new(pkg_config)
+            .args(["--variable", "pc_path", "pkg-config"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    });
+    let mut dirs: Vec<PathBuf> = env::var("PKG_CONFIG_PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(default.split(':'))
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .filter(|d| d.is_dir())
+        .collect();
+    dirs.dedup();
+    dirs
 }
