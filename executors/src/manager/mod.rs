@@ -34,9 +34,12 @@
 //!     --hot-timeout-ms <ms> --usage-every-ms <ms>
 //! ```
 //!
-//! followed by `--handoff-fd 3`: descriptor 3 holds the lease token in hex,
-//! as the tenant received it (and as the manager derived it), and in strict
-//! mode how to confine itself ([`crate::sandbox`]). Its environment is
+//! followed by `--handoff-fd 3`: descriptor 3 holds the handoff
+//! ([`crate::sandbox::Handoff`], JSON): the lease token in hex, as the
+//! tenant received it (and as the manager derived it), and in strict mode
+//! how to confine itself ([`crate::sandbox`]). In strict mode as root a
+//! lease may instead take a standby executor, started and confined ahead of
+//! it, which receives the same on descriptor 4 ([`crate::sandbox::Claim`]). Its environment is
 //! cleared and rebuilt from an allow-list: never the cluster key. It must
 //! print `rfx executor: listening on ADDR` on stderr
 //! within 30 s, and may print its cumulative usage as JSON

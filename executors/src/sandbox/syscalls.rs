@@ -1,8 +1,8 @@
 //! `no_new_privs`, a seccomp filter and Landlock rules: what an executor does to itself.
 //!
 //! The executor confines itself once, early, while it is still single-threaded: after it has
-//! entered its namespaces, pivoted into its new root and dropped to an unprivileged uid/gid, it
-//! calls, in this order,
+//! entered its namespaces and pivoted into its new root, and before it drops to its lease's
+//! uid/gid (see `confine.rs`), it calls, in this order,
 //!
 //! 1. [`set_no_new_privs`]: setuid binaries and file capabilities then grant nothing, and an
 //!    unprivileged process may install seccomp filters and Landlock rules;
