@@ -457,6 +457,15 @@ fn lost_executor_manager_loses_its_leases_and_registers_again() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["lease"]["state"]["Lost"]["reason"], "HostDown", "{v}");
+    // In words without --json.
+    let out = Command::new(RFX)
+        .args(["lease", "show", &id.to_string()])
+        .env("RFX_TENANT_TOKEN", &token)
+        .env("RFX_LEASE_MANAGER", lm.addr.to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("lost (host down)"), "{text}");
     // No host, no lease.
     assert!(alice.lease(&req(1)).is_err());
 

@@ -283,7 +283,7 @@ fn state(s: &LeaseState) -> String {
         LeaseState::Active => "active".into(),
         LeaseState::Released => "released".into(),
         LeaseState::Expired => "expired".into(),
-        LeaseState::Lost { reason } => format!("lost ({reason:?})"),
+        LeaseState::Lost { reason } => format!("lost ({reason})"),
     }
 }
 
