@@ -34,3 +34,8 @@ pub mod tenant;
 pub use rfx_executors::client;
 /// Exports Rust functions with the rfx C ABI from a `cdylib`.
 pub use rfx_executors::export;
+
+/// The README's Rust examples, compiled as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -518,7 +518,7 @@ fn transport(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Resul
 // ---------------------------------------------------------------------------
 // invoke
 
-/// The DESIGN.md goal for a no-op 8 B invocation: p50 within this factor of
+/// The `docs/design.md` goal for a no-op 8 B invocation: p50 within this factor of
 /// the transport's round trip.
 fn invoke_goal(kind: TransportKind) -> Option<f64> {
     match kind {

@@ -1,5 +1,5 @@
 //! Pinning busy-polling peers to different CPUs: two spinners on one vCPU
-//! are 10-1000x slower (DESIGN.md).
+//! are 10-1000x slower (`docs/design.md`).
 
 use core_affinity::CoreId;
 

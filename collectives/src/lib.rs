@@ -51,19 +51,14 @@
 //!
 //! # Environment
 //!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `RFX_RANK`, `RFX_SIZE` | rank and job size | then `SLURM_PROCID`/`SLURM_NTASKS`, `OMPI_COMM_WORLD_RANK`/`OMPI_COMM_WORLD_SIZE`, `PMI_RANK`/`PMI_SIZE` |
-//! | `RFX_RENDEZVOUS` | `host:port` of the rendezvous | required |
-//! | `RFX_RENDEZVOUS_EXTERNAL` | `1`: a launcher hosts the rendezvous, rank 0 does not | unset |
-//! | `RFX_JOB_KEY` | hex key checked by the rendezvous and in every handshake | empty |
-//! | `RFX_BIND_ADDR` | IP the rank listens on for peers | the address that reaches the rendezvous |
-//! | `RFX_BOOTSTRAP_TIMEOUT_MS` | bound on rendezvous plus wiring | 60000 |
-//! | `RFX_COLL_TIMEOUT_MS` | an operation without progress for this long fails | 30000 |
-//! | `RFX_COLL_PROGRESS` | `hot` (busy poll; yields when the job's ranks outnumber the host's CPUs) or `warm` (sleep on the endpoints' fds) | `hot` |
-//! | `RFX_COLL_WINDOW` | inbox per peer, bytes: the flow-control window (capped at a quarter of the shm ring, rounded to a power of two) | 262144 |
-//! | `RFX_COLL_FRAGMENT` | largest chunk of a message, at most half the window (and an eighth of the inbox is used at most) | 65536 |
-//! | `RFX_TRANSPORT`, `RFX_SHM_RING_BYTES`, ... | the fabric's, see [`rfx_fabric`] | |
+//! [`Communicator::from_env`] reads the rank and size (`RFX_RANK`/`RFX_SIZE`,
+//! else Slurm's, Open MPI's or PMI's), `RFX_RENDEZVOUS`,
+//! `RFX_RENDEZVOUS_EXTERNAL`, `RFX_JOB_KEY`, `RFX_BIND_ADDR` and
+//! `RFX_BOOTSTRAP_TIMEOUT_MS`; [`CollConfig::from_env`] the `RFX_COLL_*`
+//! settings (timeout, progress, window, fragment, algorithm thresholds);
+//! the fabric its own. Their meanings and defaults are in one table for the
+//! whole workspace, `docs/configuration.md` in the repository, and the
+//! algorithms in `docs/collectives.md`.
 //!
 //! # Algorithms
 //!

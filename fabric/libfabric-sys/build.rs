@@ -50,7 +50,12 @@ fn main() {
     let lib = match lib {
         Ok(lib) => lib,
         Err(e) => {
-            let why = e.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_owned();
+            let why = e
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("")
+                .to_owned();
             if env::var_os("CARGO_FEATURE_REQUIRED").is_some() {
                 eprintln!(
                     "error: the `ofi` transport needs libfabric >= 1.10, which pkg-config does not \

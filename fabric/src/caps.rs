@@ -21,7 +21,7 @@ pub enum TransportKind {
 }
 
 impl TransportKind {
-    /// Every transport, in the order `auto` prefers them (DESIGN.md).
+    /// Every transport, in the order `auto` prefers them (`docs/design.md`).
     pub const ALL: [TransportKind; 4] = [
         TransportKind::Verbs,
         TransportKind::Shm,

@@ -53,18 +53,13 @@
 //!
 //! # Environment
 //!
-//! Read once by [`Config::from_env`]:
-//!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `RFX_TRANSPORT` | `auto`, `tcp`, `shm`, `verbs`, `ofi` | `auto` |
-//! | `RFX_CONNECT_TIMEOUT_MS` | bound on connect + handshake | 5000 |
-//! | `RFX_OP_TIMEOUT_MS` | bound on a post that waits for ring/socket space | 30000 |
-//! | `RFX_SHM_RING_BYTES` | bytes of each shm ring (power of two, >= 4 KiB) | 1 MiB |
-//! | `RFX_MAX_MESSAGE` | largest two-sided message | 64 MiB |
-//! | `RFX_VERBS_DEVICE` | verbs device name (feature `verbs`) | first with an active port |
-//! | `RFX_VERBS_GID_INDEX` | GID index on port 1 (feature `verbs`) | first IPv4-mapped (RoCEv2) |
-//! | `RFX_OFI_PROVIDER` | libfabric provider of `ofi`, e.g. `tcp;ofi_rxm`, `shm`, `verbs;ofi_rxm` (feature `ofi`) | first of `cxi`, `efa`, `verbs;ofi_rxm`, `tcp;ofi_rxm` that libfabric offers |
+//! Read once by [`Config::from_env`]: `RFX_TRANSPORT`,
+//! `RFX_CONNECT_TIMEOUT_MS`, `RFX_OP_TIMEOUT_MS`, `RFX_SHM_RING_BYTES`,
+//! `RFX_MAX_MESSAGE`, `RFX_OFI_PROVIDER`; the verbs provider reads
+//! `RFX_VERBS_DEVICE` and `RFX_VERBS_GID_INDEX`. Their meanings and
+//! defaults are in one table for the whole workspace,
+//! `docs/configuration.md` in the repository; each provider has its page
+//! under `docs/transports/`.
 //!
 //! # Cargo features
 //!

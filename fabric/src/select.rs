@@ -1,7 +1,7 @@
 //! Transport selection: a pure function of what both sides offer.
 //!
 //! Filter by availability on both ends (and same host for shm), then rank as
-//! DESIGN.md says: verbs, shm, ofi, tcp. A forced transport that one side
+//! `docs/design.md` says: verbs, shm, ofi, tcp. A forced transport that one side
 //! lacks is an error, never a silent fallback.
 
 use crate::caps::{ProviderInfo, TransportKind};

@@ -20,7 +20,9 @@
 //!
 //! Environment: the CLI reads the cluster key shared by the daemon,
 //! executor managers and operators from `RFX_CLUSTER_KEY`
-//! ([`wire::CLUSTER_KEY_ENV`]); this crate reads no environment itself.
+//! ([`wire::CLUSTER_KEY_ENV`]); this crate itself reads only the TLS
+//! settings (`RFX_TLS_CA`, `RFX_TLS_SERVER_NAME`, `RFX_TLS_CERT`,
+//! `RFX_TLS_KEY`, in [`tls`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

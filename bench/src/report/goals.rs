@@ -1,4 +1,4 @@
-//! The performance goals of DESIGN.md judged against a directory of result
+//! The performance goals of `docs/design.md` judged against a directory of result
 //! files: pure functions of the parsed JSON, no I/O.
 
 use serde_json::Value;
@@ -180,7 +180,7 @@ fn invoke_goal(
     }
 }
 
-/// Every goal of DESIGN.md, judged.
+/// Every goal of `docs/design.md`, judged.
 pub fn evaluate(r: &Results) -> Vec<Verdict> {
     let mut out = Vec::new();
     // Invocation latency against each transport's baseline.

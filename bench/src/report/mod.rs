@@ -1,7 +1,7 @@
 //! `rfx-bench report DIR`: reads the result files `rfx-bench all --json DIR`
 //! wrote and writes `DIR/report.md` (plots in `DIR/plots/*.svg`) and a
 //! self-contained `DIR/report.html` (the same plots inline): every rfx
-//! figure next to its baseline with the ratio, and the goals of DESIGN.md
+//! figure next to its baseline with the ratio, and the goals of `docs/design.md`
 //! marked met or missed.
 
 pub mod csv;
@@ -307,7 +307,7 @@ fn run_section(doc: &mut Doc, r: &Results) {
 }
 
 fn goals_section(doc: &mut Doc, r: &Results) {
-    doc.h(2, "Performance goals (DESIGN.md)");
+    doc.h(2, "Performance goals (docs/design.md)");
     let rows = goals::evaluate(r)
         .into_iter()
         .map(|v| vec![v.goal, v.measured, v.status.label().to_string(), v.why])

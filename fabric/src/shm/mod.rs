@@ -6,7 +6,9 @@
 //! memfds of the regions it exposes. From then on:
 //! - `write_imm` copies the payload straight into the peer's mapped region
 //!   (the only copy: zero copy on the receive side) and appends a record to
-//!   the peer's ring;
+//!   the peer's ring; a write of at most 224 bytes (`ring::INLINE_WRITE_MAX`)
+//!   travels inside the record instead (one cache-line stream, no second
+//!   mapping touched) and the receiver copies it into place;
 //! - `send` carries the payload inline in ring records (fragmented beyond a
 //!   quarter of the ring);
 //! - hot mode spins on the ring; warm mode sleeps on the eventfd, which the
