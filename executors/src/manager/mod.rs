@@ -73,6 +73,7 @@
 //! executor. Dropping the [`run`] future instead kills the executors with
 //! SIGKILL.
 
+mod bounds;
 mod error;
 mod lines;
 mod lookup;
@@ -107,8 +108,9 @@ pub use lookup::{
 
 use crate::sandbox::host::SandboxHost;
 use crate::sandbox::SandboxConfig;
+use bounds::{KILL_WAIT, REPORT_WAIT};
 use lookup::{Directory, ExecState};
-use process::{Outcome, Shared, KILL_WAIT, REPORT_WAIT};
+use process::{Outcome, Shared};
 use state::{plan_sync, DeviceVar, LaunchPolicy};
 
 /// The default cap on a lease's time limit per invocation (as AWS Lambda's

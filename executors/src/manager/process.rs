@@ -19,9 +19,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::bounds::{DRAIN_WAIT, KILL_WAIT, REPORT_WAIT, START_WAIT};
 use super::lines::{next_line, Line};
 use super::lookup::{Directory, ExecState, TimedOut};
-use super::standby::{Claimed, Pool};
+use super::standby::{Claimed, Pool, StandbyHost};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
 use crate::executor::{
     ExecutorUsage, SESSION_CLOSED_PREFIX, SESSION_OPENED_PREFIX, TIMED_OUT_EXIT, TIMED_OUT_PREFIX,
@@ -29,18 +30,6 @@ use crate::executor::{
 use crate::sandbox::host::{Isolation, Prepared, SandboxHost};
 use crate::sandbox::{handoff, Claim, Handoff};
 use rfx_leases::audit::{AuditAction, AuditEvent, AuditLog};
-
-/// How long an executor may take to print its address.
-pub(crate) const START_WAIT: Duration = Duration::from_secs(30);
-
-/// How long a killed executor may take to be reaped.
-pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
-
-/// Bound on each report to the lease manager.
-pub(crate) const REPORT_WAIT: Duration = Duration::from_secs(5);
-
-/// How long the output of an exited executor is read to its end.
-const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
 /// Longest line kept from an executor's stdout or stderr.
 const MAX_OUTPUT_LINE: usize = 64 << 10;
@@ -86,6 +75,26 @@ impl Shared {
     /// The current lease manager connection.
     pub(crate) fn host(&self) -> HostClient {
         self.host.lock().clone()
+    }
+}
+
+impl StandbyHost for Shared {
+    fn sandbox(&self) -> &SandboxHost {
+        &self.sandbox
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.standby
+    }
+
+    fn executor(&self) -> (&OsString, &[OsString], Vec<(OsString, OsString)>) {
+        let env = self
+            .base_env
+            .iter()
+            .chain(&self.extra_env)
+            .cloned()
+            .collect();
+        (&self.program, &self.leading, env)
     }
 }
 

@@ -18,6 +18,7 @@
 //! lease spawns a fresh executor; after [`MAX_FAILURES`] failed starts in a
 //! row the pool stops refilling (every lease then spawns).
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::process::Stdio;
@@ -29,8 +30,8 @@ use parking_lot::Mutex;
 use tokio::io::BufReader;
 use tokio::process::{Child, ChildStderr, Command};
 
+use super::bounds::{KILL_WAIT, START_WAIT};
 use super::lines::{next_line, Line};
-use super::process::{Shared, KILL_WAIT, START_WAIT};
 use crate::sandbox::handoff::{self, Claim, CLAIM_FD, HANDOFF_FD};
 use crate::sandbox::host::{Prepared, SandboxHost};
 use crate::sandbox::{Handoff, STANDBY_LINE};
@@ -43,7 +44,18 @@ pub(crate) const MAX_FAILURES: u32 = 3;
 const MAX_LINE: usize = 64 << 10;
 
 /// How long [`Pool::drain`] waits for standbys still starting.
-const DRAIN_WAIT: Duration = Duration::from_secs(2);
+const STARTING_WAIT: Duration = Duration::from_secs(2);
+
+/// What the pool needs of its executor manager.
+pub(crate) trait StandbyHost: Send + Sync + 'static {
+    /// The host's sandbox.
+    fn sandbox(&self) -> &SandboxHost;
+    /// The pool of standbys.
+    fn pool(&self) -> &Pool;
+    /// The executor's program, its leading arguments, and the environment
+    /// of every executor.
+    fn executor(&self) -> (&OsString, &[OsString], Vec<(OsString, OsString)>);
+}
 
 /// A confined executor waiting for its lease.
 #[derive(Debug)]
@@ -161,9 +173,9 @@ impl Pool {
 
     /// Starts standbys in the background until `want` are ready or
     /// starting.
-    pub(crate) fn fill(shared: &Arc<Shared>) {
-        let pool = &shared.standby;
-        if pool.want == 0 || !shared.sandbox.standby_possible() {
+    pub(crate) fn fill<H: StandbyHost>(host: &Arc<H>) {
+        let pool = host.pool();
+        if pool.want == 0 || !host.sandbox().standby_possible() {
             return;
         }
         // Bounded by `want`: each pass either starts one or returns.
@@ -178,7 +190,7 @@ impl Pool {
                 return;
             }
             pool.starting.fetch_add(1, Ordering::AcqRel);
-            tokio::spawn(start_one(shared.clone()));
+            tokio::spawn(start_one(host.clone()));
         }
     }
 
@@ -206,7 +218,7 @@ impl Pool {
     /// removed (those still starting are waited for, bounded).
     pub(crate) async fn drain(&self) {
         self.closed.store(true, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+        let deadline = tokio::time::Instant::now() + STARTING_WAIT;
         while self.starting.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -219,10 +231,10 @@ impl Pool {
 
 /// Starts standby `n`, then files it as ready (or disposes of it, if the
 /// pool closed meanwhile), and refills.
-async fn start_one(shared: Arc<Shared>) {
-    let pool = &shared.standby;
+async fn start_one<H: StandbyHost>(host: Arc<H>) {
+    let pool = host.pool();
     let n = pool.next.fetch_add(1, Ordering::AcqRel);
-    match start(&shared, n).await {
+    match start(&*host, n).await {
         Ok(standby) => {
             pool.failures.store(0, Ordering::Release);
             tracing::debug!(
@@ -250,13 +262,13 @@ async fn start_one(shared: Arc<Shared>) {
             tracing::warn!("standby executor {n} not started: {e}");
         }
     }
-    Pool::fill(&shared);
+    Pool::fill(&host);
 }
 
 /// Spawns standby `n` and waits until it stands by.
-async fn start(shared: &Shared, n: u64) -> Result<Standby, String> {
-    let prepared = shared.sandbox.prepare_standby(n)?;
-    let spawned = spawn(shared, &prepared);
+async fn start<H: StandbyHost>(host: &H, n: u64) -> Result<Standby, String> {
+    let prepared = host.sandbox().prepare_standby(n)?;
+    let spawned = spawn(host, &prepared);
     let (mut child, claim) = match spawned {
         Ok(s) => s,
         Err(e) => {
@@ -299,7 +311,8 @@ async fn start(shared: &Shared, n: u64) -> Result<Standby, String> {
 /// `rfx executor --standby` with the handoff of `prepared` at descriptor 3
 /// and the read end of a new claim pipe at 4; returns the child and the
 /// write end.
-fn spawn(shared: &Shared, prepared: &Prepared) -> Result<(Child, OwnedFd), String> {
+fn spawn<H: StandbyHost>(host: &H, prepared: &Prepared) -> Result<(Child, OwnedFd), String> {
+    let (program, leading, env) = host.executor();
     let handoff = Handoff {
         token: String::new(),
         confinement: Some(prepared.confinement.clone()),
@@ -311,11 +324,11 @@ fn spawn(shared: &Shared, prepared: &Prepared) -> Result<(Child, OwnedFd), Strin
     let (read, write) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("claim pipe: {e}"))?;
     let read = handoff::above(read).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(&shared.program);
-    cmd.args(&shared.leading)
+    let mut cmd = Command::new(program);
+    cmd.args(leading)
         .args(["--standby", "--handoff-fd", &HANDOFF_FD.to_string()])
         .env_clear()
-        .envs(shared.base_env.iter().chain(&shared.extra_env).cloned())
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -326,6 +339,6 @@ fn spawn(shared: &Shared, prepared: &Prepared) -> Result<(Child, OwnedFd), Strin
     handoff::idle_until_claimed(&mut cmd);
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", shared.program.to_string_lossy()))?;
+        .map_err(|e| format!("cannot run {}: {e}", program.to_string_lossy()))?;
     Ok((child, write))
 }
