@@ -8,6 +8,7 @@ use crate::config::CollConfig;
 use crate::element::{Element, Op};
 use crate::engine::Engine;
 use crate::error::CollError;
+use crate::matching::{Source, Status, TagMatch};
 use crate::request::{
     drive, lock, Both, EngineLock, FlushTask, MapTask, ReadOnly, Ready, RecvTask, Request,
     SchedTask, SendTask, Split, TaskBuf, Whole,
@@ -38,47 +39,6 @@ const PLANS: usize = 16;
 /// numbers within one context), never 0.
 fn claimer(ctx: u32, seq: u32) -> u64 {
     ((u64::from(ctx) << 32) | u64::from(seq)).wrapping_add(1)
-}
-
-/// Where a receive takes its message from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// Any rank of the communicator.
-    Any,
-    /// This rank.
-    Rank(usize),
-}
-
-/// Which tags a receive accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TagMatch {
-    /// Any tag.
-    Any,
-    /// This tag.
-    Tag(u32),
-}
-
-impl From<u32> for TagMatch {
-    fn from(t: u32) -> Self {
-        TagMatch::Tag(t)
-    }
-}
-
-impl From<usize> for Source {
-    fn from(r: usize) -> Self {
-        Source::Rank(r)
-    }
-}
-
-/// What a receive got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    /// The sender's rank in the communicator.
-    pub source: usize,
-    /// The message's tag.
-    pub tag: u32,
-    /// Elements received.
-    pub len: usize,
 }
 
 /// Which schedule a cached plan is.

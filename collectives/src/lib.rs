@@ -148,14 +148,16 @@ pub mod device;
 mod element;
 mod engine;
 mod error;
+mod matching;
 mod request;
 pub mod schedule;
 mod wire;
 
 pub use bootstrap::env::LaunchEnv;
 pub use bootstrap::{JoinOptions, Rendezvous};
-pub use comm::{Communicator, Source, Status, TagMatch};
+pub use comm::Communicator;
 pub use config::{CollConfig, Thresholds};
 pub use element::{CustomFn, Element, Op, ReduceOp};
 pub use error::CollError;
+pub use matching::{Source, Status, TagMatch};
 pub use request::{wait_all, Request};

@@ -9,10 +9,10 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::comm::Status;
 use crate::element::{Element, Op};
 use crate::engine::{Claimed, Engine, Piece};
 use crate::error::CollError;
+use crate::matching::Status;
 use crate::schedule::{Combine, Step};
 
 /// The engine of a process, shared by its communicators and requests. A

@@ -14,6 +14,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::auth::{self, Secret};
 use crate::caps::{ProviderInfo, TransportKind};
 use crate::config::Config;
+use crate::deadline::{read_exact_by, remaining, write_all_by};
 use crate::endpoint::{Endpoint, Inner};
 use crate::error::FabricError;
 use crate::mr::{MemoryRegion, RegionTable};
@@ -205,7 +206,7 @@ impl Fabric {
             nonce,
             proof,
         };
-        write_msg(
+        write_all_by(
             &mut sock,
             &encode_handshake(HandshakeKind::Hello, &client),
             deadline,
@@ -406,7 +407,7 @@ impl Incoming {
         let challenge = Challenge {
             nonce: random_bytes()?,
         };
-        write_msg(
+        write_all_by(
             &mut self.sock,
             &encode_handshake(HandshakeKind::Challenge, &challenge),
             deadline,
@@ -433,7 +434,7 @@ impl Incoming {
         }
         let client = &request.hello;
         if let Err(why) = verify(client) {
-            let _ = write_msg(
+            let _ = write_all_by(
                 &mut self.sock,
                 &encode_handshake(HandshakeKind::Reject, &why),
                 deadline,
@@ -470,7 +471,7 @@ impl Incoming {
         accept.proof = opts
             .secret_bytes()
             .map(|s| auth::server_proof(s, &challenge.nonce, &request, &accept));
-        write_msg(
+        write_all_by(
             &mut self.sock,
             &encode_handshake(HandshakeKind::Accept, &accept),
             deadline,
@@ -528,7 +529,7 @@ impl Incoming {
     /// Tells the client why (best effort) and returns the error for us.
     fn reject(&mut self, deadline: Instant, e: FabricError) -> FabricError {
         let why = chain(&e);
-        let _ = write_msg(
+        let _ = write_all_by(
             &mut self.sock,
             &encode_handshake(HandshakeKind::Reject, &why),
             deadline,
@@ -618,20 +619,6 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Time left before `deadline` (a timeout error once it passed): the
-/// bound of every step of a connection's set-up, providers' included.
-pub(crate) fn remaining(deadline: Instant) -> Result<Duration, FabricError> {
-    let now = Instant::now();
-    if now >= deadline {
-        Err(FabricError::Timeout {
-            op: "handshake",
-            after: Duration::ZERO,
-        })
-    } else {
-        Ok(deadline - now)
-    }
-}
-
 fn handshake_err(e: WireError) -> FabricError {
     FabricError::Malformed(e)
 }
@@ -644,13 +631,6 @@ fn rejected(body: &[u8]) -> FabricError {
     }
 }
 
-fn write_msg(sock: &mut TcpStream, bytes: &[u8], deadline: Instant) -> Result<(), FabricError> {
-    sock.set_write_timeout(Some(remaining(deadline)?))
-        .map_err(|e| FabricError::os("set_write_timeout", e))?;
-    sock.write_all(bytes)
-        .map_err(|e| FabricError::from_io("handshake send", e))
-}
-
 fn read_msg(
     sock: &mut TcpStream,
     deadline: Instant,
@@ -661,28 +641,4 @@ fn read_msg(
     let mut body = vec![0u8; len];
     read_exact_by(sock, &mut body, deadline)?;
     Ok((kind, body))
-}
-
-/// Fills `buf` from `sock` before `deadline` (providers' set-up messages too).
-pub(crate) fn read_exact_by(
-    sock: &mut TcpStream,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<(), FabricError> {
-    let mut got = 0;
-    while got < buf.len() {
-        sock.set_read_timeout(Some(remaining(deadline)?))
-            .map_err(|e| FabricError::os("set_read_timeout", e))?;
-        match sock.read(&mut buf[got..]) {
-            Ok(0) => {
-                return Err(FabricError::PeerGone(
-                    "peer closed during the handshake".into(),
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(FabricError::from_io("handshake receive", e)),
-        }
-    }
-    Ok(())
 }

@@ -92,6 +92,7 @@ pub mod auth;
 pub mod caps;
 mod completion;
 mod config;
+mod deadline;
 mod endpoint;
 mod error;
 mod fabric;

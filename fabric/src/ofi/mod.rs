@@ -74,8 +74,8 @@ pub(crate) use endpoint::OfiEndpoint;
 
 use crate::caps::{Caps, ProviderInfo, TransportKind};
 use crate::config::Config;
+use crate::deadline::{read_exact_by, remaining};
 use crate::error::FabricError;
-use crate::fabric::{read_exact_by, remaining};
 use crate::mr::{RegionTable, RemoteBuffer};
 use domain::Domain;
 use endpoint::{PeerRegion, INLINE_MAX};
