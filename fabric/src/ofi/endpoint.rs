@@ -1,6 +1,7 @@
 //! The ofi endpoint: records over one RDM endpoint, writes by
 //! `fi_writedata`, completions delivered in posting order.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
@@ -24,6 +25,14 @@ const GRACE: Duration = Duration::from_millis(100);
 /// Bound on an orderly close: waiting for the peer's answering close
 /// record (a peer busy elsewhere answers at its next poll).
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// The byte each side writes on the control socket when it is done with
+/// the data path of a closing connection (see [`OfiEndpoint::quiesce`]).
+const DONE: u8 = 0xD0;
+
+/// Longest a closing endpoint drains its sends before it says it is done
+/// (from `poll`, where the peer closed first).
+const QUIESCE_WAIT: Duration = Duration::from_millis(200);
 /// Warm mode without a wait fd: poll this long, then sleep
 /// [`FALLBACK_SLEEP`] between polls (under 20% of a CPU while idle).
 const FALLBACK_SPIN: Duration = Duration::from_micros(20);
@@ -59,6 +68,13 @@ struct State {
     peer_closed: bool,
     /// Our close record went out (on drop, or as the answer to the peer's).
     close_sent: bool,
+    /// We wrote [`DONE`] on the control socket.
+    done_sent: bool,
+    /// The peer's [`DONE`] came (and was taken off the socket).
+    peer_done: bool,
+    /// We touch libfabric no more for this connection (the peer closed
+    /// first and we said we are done): its shared memory may be gone.
+    quiesced: bool,
     eof_at: Option<Instant>,
     gone: Option<String>,
     idle: u32,
@@ -112,6 +128,9 @@ impl OfiEndpoint {
                 hello_seen: false,
                 peer_closed: false,
                 close_sent: false,
+                done_sent: false,
+                peer_done: false,
+                quiesced: false,
                 eof_at: None,
                 gone: None,
                 idle: 0,
@@ -181,7 +200,7 @@ impl OfiEndpoint {
         let target = if pr.virt { addr } else { addr - pr.addr };
         let mut deferred = std::mem::take(&mut self.st.events);
         deferred.clear();
-        let ctrl = &self.ctrl;
+        let (ctrl, peer_done) = (&self.ctrl, &mut self.st.peer_done);
         let r = self.conn.write_blocking(
             data,
             target,
@@ -192,11 +211,11 @@ impl OfiEndpoint {
                 deferred.push(ev);
                 Ok(())
             },
-            || match peer_closed(ctrl) {
-                true => Err(FabricError::PeerGone(
+            || match peer_ctrl(ctrl, peer_done) {
+                Ctrl::Open => Ok(()),
+                Ctrl::Done | Ctrl::Closed => Err(FabricError::PeerGone(
                     "peer closed while a write was in flight".into(),
                 )),
-                false => Ok(()),
             },
         );
         // A failed write leaves the peer with a descriptor whose data never
@@ -425,8 +444,12 @@ impl OfiEndpoint {
         Ok(())
     }
 
-    /// Reads the CQ dry (bounded) and handles what it held.
+    /// Reads the CQ dry (bounded) and handles what it held; nothing once
+    /// quiesced.
     fn progress(&mut self) -> Result<(), FabricError> {
+        if self.st.quiesced {
+            return Ok(());
+        }
         if !self.st.repost.is_empty() {
             for (slot, kind) in std::mem::take(&mut self.st.repost) {
                 self.repost(slot, kind)?;
@@ -545,7 +568,8 @@ impl OfiEndpoint {
 
     /// One try at our close record; `Err` when it can never go out.
     fn send_close(&mut self) -> Result<(), FabricError> {
-        if self.st.close_sent || peer_closed(&self.ctrl) {
+        // A peer that is done or gone takes nothing more.
+        if self.st.close_sent || self.ctrl() != Ctrl::Open {
             return Ok(());
         }
         let close = Rec::new(Kind::Close).encode();
@@ -555,9 +579,19 @@ impl OfiEndpoint {
         Ok(())
     }
 
+    /// The peer's state on the control socket.
+    fn ctrl(&mut self) -> Ctrl {
+        peer_ctrl(&self.ctrl, &mut self.st.peer_done)
+    }
+
     fn check_ctrl(&mut self) {
-        if self.st.eof_at.is_none() && peer_closed(&self.ctrl) {
-            self.st.eof_at = Some(Instant::now());
+        match self.ctrl() {
+            Ctrl::Open => {}
+            // Done with the data path: as final as its close record.
+            Ctrl::Done => self.st.peer_closed = true,
+            Ctrl::Closed => {
+                self.st.eof_at.get_or_insert_with(Instant::now);
+            }
         }
     }
 
@@ -577,6 +611,7 @@ impl OfiEndpoint {
         if self.st.peer_closed && self.st.inbox.is_empty() {
             let why = "peer closed the connection".to_string();
             self.st.gone = Some(why.clone());
+            self.quiesce();
             return Err(FabricError::PeerGone(why));
         }
         self.st.idle += 1;
@@ -654,43 +689,130 @@ impl OfiEndpoint {
 }
 
 /// True when the peer closed the control connection (or it broke).
-fn peer_closed(ctrl: &TcpStream) -> bool {
+/// What the peer's end of the control socket says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ctrl {
+    /// Nothing yet.
+    Open,
+    /// It wrote [`DONE`]: done with the data path, its endpoint still open.
+    Done,
+    /// Closed (its endpoint closed, or its process gone).
+    Closed,
+}
+
+/// Reads the peer's state from `ctrl` without blocking; `done` remembers a
+/// [`DONE`] already taken off the socket (so that its end shows behind it).
+fn peer_ctrl(ctrl: &TcpStream, done: &mut bool) -> Ctrl {
+    use std::io::ErrorKind::{Interrupted, WouldBlock};
     let mut b = [0u8; 1];
+    if !*done {
+        match ctrl.peek(&mut b) {
+            Ok(0) => return Ctrl::Closed,
+            Ok(_) if b[0] == DONE => {
+                let _ = (&*ctrl).read(&mut b);
+                *done = true;
+            }
+            // Nothing else is ever written after the set-up.
+            Ok(_) => return Ctrl::Closed,
+            Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => return Ctrl::Open,
+            Err(_) => return Ctrl::Closed,
+        }
+    }
     match ctrl.peek(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
-        ),
+        Err(e) if matches!(e.kind(), WouldBlock | Interrupted) => Ctrl::Done,
+        _ => Ctrl::Closed,
+    }
+}
+
+impl OfiEndpoint {
+    /// The peer closed first and we answered: drain our sends (bounded),
+    /// say [`DONE`] and touch libfabric no more for this connection.
+    ///
+    /// Why: libfabric's shm provider (1.17 here) lets two endpoints of one
+    /// process use each other's shared-memory region directly, and frees a
+    /// region when its endpoint closes. An endpoint that polls while it has
+    /// sends in flight to a closed peer of its own process touches freed
+    /// memory (SIGSEGV in `pthread_spin_trylock`). So each side closes its
+    /// endpoint only once the other has said it is done ([`Drop`]), and
+    /// says so only when nothing of it is in flight.
+    fn quiesce(&mut self) {
+        if self.st.done_sent {
+            return;
+        }
+        let deadline = Instant::now() + QUIESCE_WAIT;
+        while self.conn.tx_in_flight() > 0 && Instant::now() < deadline {
+            if self.progress().is_err() || self.ctrl() == Ctrl::Closed {
+                break;
+            }
+        }
+        self.send_done();
+        self.st.quiesced = true;
+    }
+
+    /// Writes [`DONE`] on the control socket, once.
+    fn send_done(&mut self) {
+        if !self.st.done_sent {
+            self.st.done_sent = true;
+            let _ = (&self.ctrl).write(&[DONE]);
+        }
     }
 }
 
 impl Drop for OfiEndpoint {
+    /// Closes in two phases, each bounded by [`CLOSE_WAIT`] in all: our
+    /// close record behind everything we posted, until the peer's close
+    /// came and our sends left; then [`DONE`] on the control socket, and
+    /// the endpoint closes only once the peer said [`DONE`] too or is gone
+    /// (see [`OfiEndpoint::quiesce`] for why).
     fn drop(&mut self) {
-        // A peer that already left gets nothing: posting to a closed peer
-        // crashes libfabric's shm when both ends live in one process.
-        if self.st.gone.is_some() || !self.st.hello_seen || peer_closed(&self.ctrl) {
-            return;
+        if !self.st.hello_seen {
+            return; // nothing was exchanged
         }
-        // Orderly close, best effort and bounded: a close record behind
-        // everything we posted, then wait for the peer's close (its answer)
-        // and for our sends to leave, so that the peer has everything and
-        // is done with our endpoint before we close it.
         let deadline = Instant::now() + CLOSE_WAIT;
-        while !self.st.close_sent && Instant::now() < deadline {
-            if self.send_close().is_err() || peer_closed(&self.ctrl) {
-                return;
+        let open = |ep: &mut Self| ep.ctrl() == Ctrl::Open;
+        if !self.st.quiesced && self.st.gone.is_none() && open(self) {
+            while !self.st.close_sent && open(self) && Instant::now() < deadline {
+                if self.send_close().is_err() || (!self.st.close_sent && self.progress().is_err()) {
+                    break;
+                }
             }
-            if !self.st.close_sent && self.progress().is_err() {
-                return;
+            while !self.st.peer_closed
+                && self.st.gone.is_none()
+                && open(self)
+                && Instant::now() < deadline
+            {
+                if self.progress().is_err() {
+                    break;
+                }
+                std::thread::yield_now();
             }
         }
-        while (!self.st.peer_closed || self.conn.tx_in_flight() > 0) && Instant::now() < deadline {
-            if self.progress().is_err() || self.st.gone.is_some() || peer_closed(&self.ctrl) {
-                return;
+        // Our sends leave while the peer's memory is still there (it
+        // closes only after our DONE).
+        while !self.st.quiesced
+            && self.conn.tx_in_flight() > 0
+            && self.ctrl() != Ctrl::Closed
+            && Instant::now() < deadline
+        {
+            if self.progress().is_err() {
+                break;
             }
             std::thread::yield_now();
+        }
+        self.send_done();
+        // The peer may still need our answers to drain its own sends:
+        // poll on (our sends have left, so this touches only our memory)
+        // until it says DONE or goes.
+        while open(self) && Instant::now() < deadline {
+            if self.st.quiesced || self.progress().is_err() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let wait = PollTimeout::try_from(left.min(Duration::from_millis(10)))
+                    .unwrap_or(PollTimeout::ZERO);
+                let mut fds = [PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN)];
+                let _ = nix::poll::poll(&mut fds, wait);
+            } else {
+                std::thread::yield_now();
+            }
         }
         // The control socket's end goes out before the endpoint closes (in
         // the fields' drop): a peer that sees it sends nothing more.
