@@ -34,9 +34,9 @@ pub enum DaemonError {
     Store {
         /// What was being done.
         op: &'static str,
-        /// The redb error.
+        /// The store's error (redb's).
         #[source]
-        source: Box<redb::Error>,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Another process (usually the running lease manager) holds the store.
     #[error(
@@ -99,6 +99,7 @@ impl DaemonError {
         move |source| Self::Io { op, source }
     }
 
+    #[cfg(feature = "server")]
     pub(crate) fn store<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> Self {
         move |e| Self::Store {
             op,

@@ -8,14 +8,15 @@
 //!   sockets, no store, no clock; time comes in as an argument and every
 //!   effect comes out of [`proto::Manager::poll_output`].
 //! - [`wire`]: the control protocol (length-delimited JSON frames).
-//! - [`daemon`]: the lease manager daemon (`rfx lease-manager`): tokio, the
-//!   redb store, the wall clock.
+//! - `daemon` (feature `server`, on by default): the lease manager daemon
+//!   (`rfx lease-manager`): tokio, the redb store, the wall clock. Clients
+//!   (tenants, executor managers) build without it, and without redb.
 //! - [`client`]: clients for tenants ([`client::TenantClient`]), executor
 //!   managers ([`client::HostClient`]) and operators
 //!   ([`client::AdminClient`]), async and [`client::blocking`].
 //! - [`audit`]: the append-only JSON-lines audit log of tenant, host and
 //!   operator actions ([`audit::AuditLog`]), written by the daemon when
-//!   configured ([`daemon::DaemonConfig::audit`]) and reusable by other
+//!   configured (`daemon::DaemonConfig::audit`) and reusable by other
 //!   components.
 //!
 //! Environment: the CLI reads the cluster key shared by the daemon,
@@ -28,11 +29,14 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod audit;
+#[cfg(feature = "server")]
 mod auth;
 pub mod client;
+#[cfg(feature = "server")]
 pub mod daemon;
 mod error;
 pub mod proto;
+#[cfg(feature = "server")]
 mod store;
 pub mod tls;
 pub mod wire;
