@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use rfx_executors::client::{GoneProbe, InvokeError, Invoker, InvokerConfig};
 use rfx_executors::group::{Group, Member};
-use rfx_executors::manager::{lookup_executor, lookup_executor_found, ManagerError, TimedOut};
+use rfx_executors::lookup::{lookup_executor, lookup_executor_found, LookupError, TimedOut};
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::{Fabric, FabricError};
 use rfx_leases::client::blocking::TenantClient;
@@ -43,7 +43,7 @@ pub enum TenantError {
     Lease(#[from] DaemonError),
     /// The lease's executor could not be found at its host.
     #[error("finding the executor: {0}")]
-    Lookup(#[from] ManagerError),
+    Lookup(#[from] LookupError),
     /// Connecting or invoking failed.
     #[error(transparent)]
     Invoke(#[from] InvokeError),
@@ -210,7 +210,7 @@ fn restart_of(
             // The manager has not seen the old executor go yet.
             Ok(found) if found.addr == old => {}
             Ok(found) => return Some((found.addr, found.timed_out)),
-            Err(ManagerError::LookupRefused { message, .. }) if message.contains("starting") => {}
+            Err(LookupError::LookupRefused { message, .. }) if message.contains("starting") => {}
             Err(_) => return None,
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -476,11 +476,11 @@ impl LeaseGroup<'_> {
 /// Asks the lease's host where its executor listens. A lease granted a
 /// moment ago may not have reached its executor manager yet, so that
 /// refusal is retried for up to ten seconds.
-pub fn find_executor(host: &str, lease: LeaseId, token: &str) -> Result<SocketAddr, ManagerError> {
+pub fn find_executor(host: &str, lease: LeaseId, token: &str) -> Result<SocketAddr, LookupError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match lookup_executor(host, lease, token, Duration::from_secs(10)) {
-            Err(ManagerError::LookupRefused { .. }) if Instant::now() < deadline => {
+            Err(LookupError::LookupRefused { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
             r => return r,

@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use rfx::client::{Invoker, InvokerConfig};
-use rfx::executors::manager::{lookup_executor, ManagerError};
+use rfx::executors::lookup::{lookup_executor, LookupError};
 use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric, PollMode};
 use rfx::leases::proto::{LeaseId, LeaseRequest};
@@ -60,9 +60,9 @@ fn ask(manager: &str, line: &str) -> String {
     reply
 }
 
-fn refusal(r: Result<std::net::SocketAddr, ManagerError>) -> String {
+fn refusal(r: Result<std::net::SocketAddr, LookupError>) -> String {
     match r {
-        Err(ManagerError::LookupRefused { message, .. }) => message,
+        Err(LookupError::LookupRefused { message, .. }) => message,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use pki::pki;
 use rfx::client::InvokerConfig;
-use rfx::executors::manager::{lookup_executor, lookup_executor_with, ManagerError};
+use rfx::executors::lookup::{lookup_executor, lookup_executor_with, LookupError};
 use rfx::fabric::{Config, Fabric, PollMode};
 use rfx::leases::proto::LeaseRequest;
 use rfx::leases::tls::{TlsClient, TLS_CA_ENV};
@@ -122,7 +122,7 @@ fn lookups_over_tls() {
     );
     // A wrong proof over TLS: refused as over TCP.
     match lookup_executor_with(&manager, info.lease.id, "0", WAIT, Some(&trusted)) {
-        Err(ManagerError::LookupRefused { message, .. }) => assert_eq!(message, "unknown lease"),
+        Err(LookupError::LookupRefused { message, .. }) => assert_eq!(message, "unknown lease"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 
@@ -131,7 +131,7 @@ fn lookups_over_tls() {
     let t = Instant::now();
     let err =
         lookup_executor_with(&manager, info.lease.id, &hex, WAIT, Some(&untrusting)).unwrap_err();
-    assert!(matches!(err, ManagerError::Tls { .. }), "{err}");
+    assert!(matches!(err, LookupError::Tls { .. }), "{err}");
     assert!(t.elapsed() < WAIT, "took {:?}", t.elapsed());
 
     // A plain client against a TLS lookup service: an error, not a hang,
@@ -144,7 +144,7 @@ fn lookups_over_tls() {
     // A missing CA file in the environment: a TLS error, before connecting.
     std::env::set_var(TLS_CA_ENV, dir.join("missing.pem"));
     let err = lookup_executor(&manager, info.lease.id, &hex, WAIT).unwrap_err();
-    assert!(matches!(err, ManagerError::Tls { .. }), "{err}");
+    assert!(matches!(err, LookupError::Tls { .. }), "{err}");
     std::env::set_var(TLS_CA_ENV, &ca);
 
     lease.release().unwrap();

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context};
 use nix::poll::{PollFd, PollFlags};
 use rfx::local::LocalCluster;
-use rfx_executors::manager::{lookup_executor, ManagerError};
+use rfx_executors::lookup::{lookup_executor, LookupError};
 use rfx_executors::session::{
     self, ExecutorHello, LibrarySource, ResultGeometry, Setup, SetupReply,
 };
@@ -391,7 +391,7 @@ impl Cluster {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
             match lookup_executor(&g.host, g.lease, &g.token, Duration::from_secs(1)) {
-                Err(ManagerError::LookupRefused { message, .. }) if message == UNKNOWN_LEASE => {
+                Err(LookupError::LookupRefused { message, .. }) if message == UNKNOWN_LEASE => {
                     return Ok(())
                 }
                 _ => std::thread::sleep(Duration::from_millis(2)),
@@ -414,7 +414,7 @@ fn executor_address(g: &Granted) -> anyhow::Result<SocketAddr> {
         let left = deadline.saturating_duration_since(Instant::now());
         match lookup_executor(&g.host, g.lease, &g.token, left) {
             Ok(addr) => return Ok(addr),
-            Err(ManagerError::LookupRefused { message, .. })
+            Err(LookupError::LookupRefused { message, .. })
                 if message == UNKNOWN_LEASE && !left.is_zero() =>
             {
                 std::thread::sleep(Duration::from_micros(200))

@@ -25,7 +25,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use rfx::local::LocalCluster;
 use rfx_executors::client::{InvokeError, Invoker, InvokerConfig};
-use rfx_executors::manager::{lookup_executor, ManagerError};
+use rfx_executors::lookup::{lookup_executor, LookupError};
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::{Config, Fabric, PollMode, TransportChoice};
 use rfx_leases::client::blocking::{AdminClient, TenantClient};
@@ -190,11 +190,11 @@ fn payload(id: u32, seq: u64, size: usize) -> Vec<u8> {
 
 /// Asks the lease's host where its executor listens, retrying while the
 /// lease has not reached the host yet (bounded).
-fn find_executor(host: &str, lease: LeaseId, token: &str) -> Result<SocketAddr, ManagerError> {
+fn find_executor(host: &str, lease: LeaseId, token: &str) -> Result<SocketAddr, LookupError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match lookup_executor(host, lease, token, Duration::from_secs(10)) {
-            Err(ManagerError::LookupRefused { .. }) if Instant::now() < deadline => {
+            Err(LookupError::LookupRefused { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5));
             }
             r => return r,

@@ -13,7 +13,7 @@ use rfx_fabric::{
     RemoteBuffer, TransportKind,
 };
 
-use crate::manager::TimedOut;
+use crate::lookup::TimedOut;
 use crate::session::{
     self, ExecutorHello, GroupSpec, LibrarySource, ResultGeometry, Setup, SetupReply,
 };

@@ -128,6 +128,7 @@ mod error;
 pub mod examples;
 pub mod executor;
 pub mod group;
+pub mod lookup;
 pub mod manager;
 pub mod sandbox;
 pub mod session;

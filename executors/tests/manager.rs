@@ -13,7 +13,8 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use rfx_executors::client::{Invoker, InvokerConfig};
-use rfx_executors::manager::{self, lookup_executor, ManagerError, MAX_LINE};
+use rfx_executors::lookup::{lookup_executor, LookupError, MAX_LINE};
+use rfx_executors::manager;
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::PollMode;
 use rfx_leases::client::blocking::TenantClient;
@@ -58,9 +59,9 @@ fn invoker(info: &LeaseInfo, addr: std::net::SocketAddr, functions: &[&str]) -> 
 }
 
 /// The refusal a lookup gets.
-fn refusal(r: Result<std::net::SocketAddr, ManagerError>) -> String {
+fn refusal(r: Result<std::net::SocketAddr, LookupError>) -> String {
     match r {
-        Err(ManagerError::LookupRefused { message, .. }) => message,
+        Err(LookupError::LookupRefused { message, .. }) => message,
         other => panic!("expected a refused lookup, got {other:?}"),
     }
 }
@@ -210,7 +211,7 @@ fn the_lookup_service_survives_garbage() {
     drop(dead);
     let err = lookup_executor(&dead_addr, info.lease.id, "x", Duration::from_secs(2))
         .expect_err("nobody listens");
-    assert!(matches!(err, ManagerError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, LookupError::Unreachable { .. }), "{err}");
 
     assert_eq!(lookup(&m.addr, info.lease.id, &info.token.to_hex()), addr);
     m.stop().expect("the manager stops cleanly");
@@ -332,7 +333,7 @@ fn stopping_the_manager_stops_its_executors() {
     // And the lookup service is gone with it.
     let err = lookup_executor(&lookup_addr, ids[0], "x", Duration::from_secs(2))
         .expect_err("no lookup service");
-    assert!(matches!(err, ManagerError::Unreachable { .. }), "{err}");
+    assert!(matches!(err, LookupError::Unreachable { .. }), "{err}");
 }
 
 #[test]

@@ -1,10 +1,10 @@
 //! The executor manager's error type.
 
-use rfx_leases::proto::LeaseId;
 use rfx_leases::DaemonError;
 use std::io;
 
-/// Why the executor manager, or a lookup of an executor, failed.
+/// Why the executor manager failed (a lookup's errors are
+/// [`LookupError`](crate::lookup::LookupError)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ManagerError {
@@ -30,37 +30,6 @@ pub enum ManagerError {
     /// The configuration is unusable.
     #[error("invalid executor manager configuration: {0}")]
     Config(String),
-    /// The executor manager could not be reached at `manager` for a lookup.
-    #[error("cannot reach the executor manager at {manager}")]
-    Unreachable {
-        /// The executor manager's lookup address.
-        manager: String,
-        /// The cause.
-        #[source]
-        source: io::Error,
-    },
-    /// The executor manager answered a lookup with a refusal ("unknown lease",
-    /// an executor still starting or gone).
-    #[error("executor manager refused the lookup of lease {lease}: {message}")]
-    LookupRefused {
-        /// The lease looked up.
-        lease: LeaseId,
-        /// The executor manager's explanation.
-        message: String,
-    },
-    /// The TLS set-up or handshake of a lookup failed (a bad `RFX_TLS_CA`,
-    /// an untrusted certificate, a manager that does not speak TLS).
-    #[error("TLS with the executor manager at {manager} failed")]
-    Tls {
-        /// The executor manager's lookup address.
-        manager: String,
-        /// The cause.
-        #[source]
-        source: DaemonError,
-    },
-    /// The executor manager's answer to a lookup is not the lookup protocol.
-    #[error("malformed lookup reply: {0}")]
-    Protocol(String),
 }
 
 impl ManagerError {

@@ -101,8 +101,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 
 pub use error::ManagerError;
-pub use lookup::{
-    lookup_executor, lookup_executor_found, lookup_executor_with, Found, LookupReply,
+pub use crate::lookup::{
+    lookup_executor, lookup_executor_found, lookup_executor_with, Found, LookupError, LookupReply,
     LookupRequest, TimedOut, LOOKUP_WAIT, MAX_LINE,
 };
 

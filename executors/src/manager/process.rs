@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 
 use super::bounds::{DRAIN_WAIT, KILL_WAIT, REPORT_WAIT, START_WAIT};
 use super::lines::{next_line, Line};
-use super::lookup::{Directory, ExecState, TimedOut};
+use super::lookup::{Directory, ExecState};
+use crate::lookup::TimedOut;
 use super::standby::{Claimed, Pool, StandbyHost};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
 use crate::executor::{

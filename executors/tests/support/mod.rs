@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rfx_executors::executor::{Executor, ExecutorConfig, HotTimeout};
+use rfx_executors::lookup::LookupError;
 use rfx_executors::manager::{self, ManagerConfig, ManagerError};
 use rfx_executors::sandbox::{Handoff, SandboxMode};
 use rfx_fabric::{Config, Fabric, TransportChoice, TransportKind};
@@ -343,7 +344,7 @@ pub fn lookup(manager: &str, lease: LeaseId, token: &str) -> SocketAddr {
         "the manager knows the lease",
         || match manager::lookup_executor(manager, lease, token, WAIT) {
             Ok(a) => Some(a),
-            Err(ManagerError::LookupRefused { message, .. }) if message == "unknown lease" => None,
+            Err(LookupError::LookupRefused { message, .. }) if message == "unknown lease" => None,
             Err(e) => panic!("lookup failed: {e}"),
         },
     )
