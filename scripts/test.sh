@@ -66,6 +66,17 @@ cargo fmt --all -- --check
 log "cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+log "crates by role: a tenant's build links neither the executor, the manager nor the lease manager"
+cargo clippy -p rfx-executors --no-default-features --lib -- -D warnings
+cargo clippy -p rfx-executors --no-default-features --features executor --lib -- -D warnings
+cargo clippy -p rfx-leases --no-default-features --lib -- -D warnings
+server_side=$(cargo tree -p rfx-executors --no-default-features -e normal --prefix none \
+    | grep -E '^(redb|seccompiler|landlock|libloading) ' || true)
+if [ -n "$server_side" ]; then
+    echo "rfx-executors without features still depends on: $server_side" >&2
+    exit 1
+fi
+
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --no-fail-fast

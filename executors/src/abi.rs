@@ -513,22 +513,6 @@ pub(crate) fn with_region_bytes<R>(
     Ok(f(input))
 }
 
-/// Registers an endpoint's event fd (a duplicate, owned here) with the
-/// current tokio reactor, for `Invoker::invoke_async`. The crate's other
-/// `unsafe` lives in this file, so this does too.
-pub(crate) fn register_with_reactor(
-    fd: std::os::fd::OwnedFd,
-) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(std::io::Error::other("invoke_async needs a tokio runtime"));
-    }
-    // SAFETY: the AsyncFd takes ownership of `fd`, an OwnedFd: it is open,
-    // nothing else can close it, and `as_raw_fd` returns the same number for
-    // the AsyncFd's whole life, which is what `register_with_interest` asks.
-    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(std::io::Error::from)
-}
-
 // --- the group communicator table, executor side ---------------------------------------------
 
 /// The executor's end of a group: the communicator the table's entry points drive, owned

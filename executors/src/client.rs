@@ -586,7 +586,7 @@ impl Invoker {
                 source: e,
             })
         })?;
-        let afd = crate::abi::register_with_reactor(fd).map_err(|e| {
+        let afd = register_with_reactor(fd).map_err(|e| {
             InvokeError::Fabric(FabricError::Os {
                 op: "register with the reactor",
                 source: e,
@@ -719,4 +719,20 @@ impl Invoker {
         self.free.push(f.slot);
         Ok((id, r))
     }
+}
+
+/// Registers an endpoint's event fd (a duplicate, owned here) with the
+/// current tokio reactor, for `Invoker::invoke_async`: the client's one
+/// `unsafe`.
+fn register_with_reactor(
+    fd: std::os::fd::OwnedFd,
+) -> std::io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(std::io::Error::other("invoke_async needs a tokio runtime"));
+    }
+    // SAFETY: the AsyncFd takes ownership of `fd`, an OwnedFd: it is open,
+    // nothing else can close it, and `as_raw_fd` returns the same number for
+    // the AsyncFd's whole life, which is what `register_with_interest` asks.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(std::io::Error::from)
 }

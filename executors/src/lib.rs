@@ -114,27 +114,50 @@
 //! cleared environment, `RFX_LEASE_ID`, and `CUDA_VISIBLE_DEVICES` (or `ROCR_VISIBLE_DEVICES`) for
 //! their lease's accelerators. `RFX_EXECUTOR_MAX_INPUT` bounds, in bytes,
 //! an input the executor reads from its client (inputs larger than a slot:
-//! see [`rfx_fabric::invocation`]; default 64 MiB, 0 refuses them). No cargo
-//! features.
+//! see [`rfx_fabric::invocation`]; default 64 MiB, 0 refuses them).
+//!
+//! # Cargo features: one crate, three roles
+//!
+//! - always: the tenant's side ([`client`], [`group`], [`session`],
+//!   [`lookup`]);
+//! - `executor` (default): the executor, the function loader and the
+//!   executor's side of the sandbox (libloading, seccompiler, landlock);
+//! - `manager` (default, implies `executor`): the executor manager and the
+//!   host's side of the sandbox (cgroups, uids, containers; tokio's
+//!   processes).
+//!
+//! A tenant's program depends on `rfx-executors` with
+//! `default-features = false` and links neither the executor nor the
+//! manager, nor (through `rfx-leases` without `server`) the lease manager.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(feature = "executor")]
 mod abi;
 pub mod client;
+#[cfg(feature = "executor")]
 mod context;
+#[cfg(feature = "executor")]
 mod elf;
+#[cfg(feature = "executor")]
 mod error;
 pub mod examples;
+#[cfg(feature = "executor")]
 pub mod executor;
 pub mod group;
 pub mod lookup;
+#[cfg(feature = "manager")]
 pub mod manager;
+#[cfg(feature = "executor")]
 pub mod sandbox;
 pub mod session;
 
+#[cfg(feature = "executor")]
 pub use abi::{Function, Library, MARKER_PREFIX, MAX_NAME_LEN};
+#[cfg(feature = "executor")]
 pub use context::{Abi, CallContext};
+#[cfg(feature = "executor")]
 pub use error::{CallError, ExecError};
 /// The function ABI (crate `rfx-abi`), re-exported: what function libraries see.
 pub use rfx_abi::{comm, export, status, Context, FunctionOutput, RfxContext, ABI_VERSION};

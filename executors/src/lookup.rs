@@ -45,9 +45,6 @@ pub const MAX_LINE: usize = 1024;
 /// How long a lookup waits for an executor that is still starting.
 pub const LOOKUP_WAIT: Duration = Duration::from_secs(5);
 
-/// The answer to an unknown lease or a wrong proof.
-pub(crate) const UNKNOWN: &str = "unknown lease";
-
 /// A lookup request: one JSON object on one line.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupRequest {
@@ -97,7 +94,7 @@ pub struct TimedOut {
 }
 
 impl TimedOut {
-    /// From what the executor printed after [`TIMED_OUT_PREFIX`](crate::executor::TIMED_OUT_PREFIX):
+    /// From what the executor printed after its time-limit prefix:
     /// `worker W invocation ID after MS ms`.
     pub fn parse(rest: &str) -> Option<TimedOut> {
         let mut w = rest.split_whitespace();
@@ -144,12 +141,6 @@ pub enum LookupReply {
         /// The explanation.
         error: String,
     },
-}
-
-impl LookupReply {
-    pub(crate) fn error(e: impl Into<String>) -> Self {
-        Self::Error { error: e.into() }
-    }
 }
 
 /// Why a lookup failed.

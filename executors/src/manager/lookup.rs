@@ -21,7 +21,15 @@ use tokio::sync::{watch, Semaphore};
 
 use super::error::ManagerError;
 use super::lines::{next_line, Line};
-use crate::lookup::{LookupReply, LookupRequest, TimedOut, LOOKUP_WAIT, MAX_LINE, UNKNOWN};
+use crate::lookup::{LookupReply, LookupRequest, TimedOut, LOOKUP_WAIT, MAX_LINE};
+
+/// The answer to an unknown lease or a wrong proof.
+const UNKNOWN: &str = "unknown lease";
+
+/// A refusal.
+fn refusal(e: impl Into<String>) -> LookupReply {
+    LookupReply::Error { error: e.into() }
+}
 
 /// A connection silent this long is closed.
 const IDLE: Duration = Duration::from_secs(10);
@@ -107,13 +115,13 @@ impl Directory {
         let req: LookupRequest = match serde_json::from_str(line) {
             Ok(r) => r,
             Err(_) => {
-                return LookupReply::error(
+                return refusal(
                     "malformed request: expected {\"lease\": <id>, \"proof\": \"<hex>\"}",
                 )
             }
         };
         let Some(mut state) = self.find(req.lease, &req.proof) else {
-            return LookupReply::error(UNKNOWN);
+            return refusal(UNKNOWN);
         };
         let settled =
             tokio::time::timeout(LOOKUP_WAIT, state.wait_for(|s| *s != ExecState::Starting)).await;
@@ -124,13 +132,11 @@ impl Directory {
                     timed_out,
                 },
                 ExecState::Starting | ExecState::Gone => {
-                    LookupReply::error(format!("the executor of lease {} is gone", req.lease))
+                    refusal(format!("the executor of lease {} is gone", req.lease))
                 }
             },
-            Ok(Err(_)) => {
-                LookupReply::error(format!("the executor of lease {} is gone", req.lease))
-            }
-            Err(_) => LookupReply::error(format!(
+            Ok(Err(_)) => refusal(format!("the executor of lease {} is gone", req.lease)),
+            Err(_) => refusal(format!(
                 "the executor of lease {} is still starting",
                 req.lease
             )),
@@ -205,7 +211,7 @@ where
             Line::Text(t) if t.trim().is_empty() => continue,
             Line::Text(t) => (directory.answer(&t).await, false),
             Line::TooLong => (
-                LookupReply::error(format!("request longer than {MAX_LINE} bytes")),
+                refusal(format!("request longer than {MAX_LINE} bytes")),
                 true,
             ),
         };
@@ -288,7 +294,7 @@ mod tests {
             assert_eq!(TimedOut::parse(bad), None, "{bad}");
         }
         assert_eq!(
-            serde_json::to_string(&LookupReply::error("unknown lease")).expect("encodes"),
+            serde_json::to_string(&refusal("unknown lease")).expect("encodes"),
             r#"{"error":"unknown lease"}"#
         );
     }

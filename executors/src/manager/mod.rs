@@ -22,7 +22,7 @@
 //!
 //! The lease manager does not send lease secrets: the manager derives each
 //! lease's token from the lease and the cluster key
-//! ([`LeaseKey`](rfx_leases::wire::LeaseKey)), exactly as the lease manager
+//! ([`rfx_leases::wire::LeaseKey`]), exactly as the lease manager
 //! does for the tenant.
 //!
 //! # Executors
@@ -100,11 +100,11 @@ use rfx_leases::DaemonError;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 
-pub use error::ManagerError;
 pub use crate::lookup::{
     lookup_executor, lookup_executor_found, lookup_executor_with, Found, LookupError, LookupReply,
     LookupRequest, TimedOut, LOOKUP_WAIT, MAX_LINE,
 };
+pub use error::ManagerError;
 
 use crate::sandbox::host::SandboxHost;
 use crate::sandbox::SandboxConfig;

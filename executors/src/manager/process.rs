@@ -22,12 +22,12 @@ use tokio::task::JoinHandle;
 use super::bounds::{DRAIN_WAIT, KILL_WAIT, REPORT_WAIT, START_WAIT};
 use super::lines::{next_line, Line};
 use super::lookup::{Directory, ExecState};
-use crate::lookup::TimedOut;
 use super::standby::{Claimed, Pool, StandbyHost};
 use super::state::{describe_exit, parse_listening, reachable, LaunchPolicy, UsageMeter};
 use crate::executor::{
     ExecutorUsage, SESSION_CLOSED_PREFIX, SESSION_OPENED_PREFIX, TIMED_OUT_EXIT, TIMED_OUT_PREFIX,
 };
+use crate::lookup::TimedOut;
 use crate::sandbox::host::{Isolation, Prepared, SandboxHost};
 use crate::sandbox::{handoff, Claim, Handoff};
 use rfx_leases::audit::{AuditAction, AuditEvent, AuditLog};

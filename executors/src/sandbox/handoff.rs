@@ -219,6 +219,7 @@ impl Claim {
     }
 }
 
+#[cfg(feature = "manager")]
 /// Runs the child `cmd` starts (a standby) under `SCHED_IDLE`: it gets
 /// only CPU time nothing else wants until its claim, so that starting
 /// standbys never slows the executors and clients already running.
@@ -248,6 +249,7 @@ fn set_policy(pid: i32, policy: i32) -> std::io::Result<()> {
     }
 }
 
+#[cfg(feature = "manager")]
 /// Arranges for `fd` to be [`HANDOFF_FD`] in the child `cmd` starts, and
 /// only there: `fd` stays close-on-exec in the manager, so executors
 /// spawned at the same moment by other threads never inherit another
@@ -256,6 +258,7 @@ pub fn pass_to(cmd: &mut tokio::process::Command, fd: &OwnedFd) {
     pass_at(cmd, fd, HANDOFF_FD);
 }
 
+#[cfg(feature = "manager")]
 /// As [`pass_to`], with `fd` at `target` in the child. To place several
 /// descriptors, each `fd` must be above every `target` (see [`above`]), so
 /// that placing one never overwrites another before it is placed.
@@ -278,6 +281,7 @@ pub fn pass_to_std(cmd: &mut std::process::Command, fd: &OwnedFd) {
     }
 }
 
+#[cfg(feature = "manager")]
 /// A close-on-exec copy of `fd` numbered above every target of
 /// [`pass_at`] (the original is closed).
 pub fn above(fd: OwnedFd) -> Result<OwnedFd, HandoffError> {

@@ -6,7 +6,7 @@
 //! settings, never `RFX_CLUSTER_KEY`), and the lease token on an inherited
 //! file descriptor ([`handoff`]), never in the environment or on the
 //! command line. In [`SandboxMode::Strict`] the executor also confines
-//! itself before it runs any tenant code ([`confine`]), with kernel
+//! itself before it runs any tenant code ([`confine()`]), with kernel
 //! primitives and no external tool:
 //!
 //! - **identity**: its own uid/gid per lease from [`SandboxConfig::uids`]
@@ -25,15 +25,22 @@
 //! interfaces. See `docs/security.md` for what the sandbox guarantees and
 //! what it does not.
 
+// The host's side (the manager's).
+#[cfg(feature = "manager")]
 pub mod cgroup;
-pub mod confine;
+#[cfg(feature = "manager")]
 pub mod container;
-pub mod handoff;
+#[cfg(feature = "manager")]
 pub mod host;
-pub mod syscalls;
+#[cfg(feature = "manager")]
 pub mod uids;
+// The executor's side (and what the manager hands it).
+pub mod confine;
+pub mod handoff;
+pub mod syscalls;
 
 use std::fmt;
+#[cfg(feature = "manager")]
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -41,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 pub use confine::{confine, enter, ConfineError, Entered};
 pub use handoff::{Claim, Confinement, Handoff, HandoffError};
+#[cfg(feature = "manager")]
 pub use uids::{UidPool, UidRange};
 
 /// Whether executors run sandboxed.
@@ -88,6 +96,7 @@ impl fmt::Display for SandboxMode {
     }
 }
 
+#[cfg(feature = "manager")]
 /// How a host's executor manager sandboxes executors (fixed for its life).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxConfig {
@@ -118,6 +127,7 @@ pub struct SandboxConfig {
     pub standby: usize,
 }
 
+#[cfg(feature = "manager")]
 impl Default for SandboxConfig {
     /// Strict as root, off otherwise; uids 60000-60999; 64 MiB of `/tmp`;
     /// 1 GiB per lease unless stated; 1024 processes; cgroup `rfx`; one
