@@ -341,6 +341,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, st: &ProxyState, generation: u64
             }
             Err(_) => break,
         };
+        // Cut while this read waited: what it read must not pass (a request
+        // sent after `cut` returned would otherwise get through).
+        if st.generation.load(Ordering::SeqCst) != generation {
+            break;
+        }
         let fault = *st.fault.lock().unwrap();
         match fault {
             Fault::Blackhole => continue,
