@@ -7,6 +7,7 @@ use crate::caps::{Caps, TransportKind};
 use crate::completion::{Completion, PollMode};
 use crate::error::FabricError;
 use crate::mr::{check_remote, RemoteBuffer};
+use crate::provider::Provider;
 use crate::{shm, tcp};
 
 /// How long a hot wait spins before it also yields the CPU between bursts

@@ -102,6 +102,7 @@ mod mem;
 mod mr;
 #[cfg(feature = "ofi")]
 pub mod ofi;
+mod provider;
 pub mod registry;
 mod secret;
 pub mod select;

@@ -15,6 +15,7 @@ use super::sys::{self, Conn, Event, Mr, Posted};
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mr::RegionTable;
+use crate::provider::Provider;
 use crate::wire::WireError;
 
 /// Empty polls between two looks at the control socket (one syscall).
@@ -173,71 +174,6 @@ impl OfiEndpoint {
         Ok(())
     }
 
-    pub(crate) fn write(
-        &mut self,
-        addr: u64,
-        rkey: u32,
-        imm: u32,
-        data: &[u8],
-    ) -> Result<(), FabricError> {
-        let pr = self.peer_region(addr, rkey, data.len() as u64)?;
-        let deadline = Instant::now() + self.st.op_timeout;
-        let inline_max = INLINE_MAX.min(self.conn.slot_size() - REC_HDR);
-        if data.len() <= inline_max {
-            let rec = Rec::write(Kind::InlineWrite, addr, rkey, imm, data.len() as u32);
-            return self.post(rec, data, deadline);
-        }
-        if data.len() > self.st.max_write {
-            return Err(FabricError::TooLarge {
-                len: data.len(),
-                max: self.st.max_write,
-            });
-        }
-        let wseq = self.st.next_wseq;
-        let rec = Rec::write(Kind::WriteDesc, addr, rkey, imm, data.len() as u32);
-        self.post(rec, &[], deadline)?;
-        self.st.next_wseq = wseq.wrapping_add(1);
-        let target = if pr.virt { addr } else { addr - pr.addr };
-        let mut deferred = std::mem::take(&mut self.st.events);
-        deferred.clear();
-        let (ctrl, peer_done) = (&self.ctrl, &mut self.st.peer_done);
-        let r = self.conn.write_blocking(
-            data,
-            target,
-            pr.key,
-            encode_cq_data(imm, wseq),
-            deadline,
-            |ev| {
-                deferred.push(ev);
-                Ok(())
-            },
-            || match peer_ctrl(ctrl, peer_done) {
-                Ctrl::Open => Ok(()),
-                Ctrl::Done | Ctrl::Closed => Err(FabricError::PeerGone(
-                    "peer closed while a write was in flight".into(),
-                )),
-            },
-        );
-        // A failed write leaves the peer with a descriptor whose data never
-        // comes: the connection is over.
-        if let Err(e) = &r {
-            self.st
-                .gone
-                .get_or_insert_with(|| format!("write failed: {e}"));
-        }
-        let mut first_err = r.err();
-        for ev in deferred.drain(..) {
-            if let Err(e) = self.handle(ev) {
-                first_err.get_or_insert(e);
-            }
-        }
-        self.st.events = deferred;
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
     /// The peer region that covers `len` bytes at `addr` under `rkey`.
     fn peer_region(&self, addr: u64, rkey: u32, len: u64) -> Result<PeerRegion, FabricError> {
         self.st
@@ -257,33 +193,6 @@ impl OfiEndpoint {
                 len,
                 reason: "no registered peer region covers the access",
             })
-    }
-
-    /// One-sided read: `fi_read` into the staging buffer, chunk by chunk
-    /// (at most [`READ_CHUNK`] bytes each), each copied into `out`.
-    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        let len = out.len() as u64;
-        let pr = self.peer_region(addr, rkey, len)?;
-        let start = Instant::now();
-        let deadline = start + self.st.op_timeout;
-        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
-        let mut at = addr;
-        for part in out.chunks_mut(chunk) {
-            let target = if pr.virt { at } else { at - pr.addr };
-            self.read_chunk(target, pr.key, part, deadline, start)
-                .map_err(|e| match e {
-                    // Report the access as the caller made it.
-                    FabricError::RemoteAccess { reason, .. } => FabricError::RemoteAccess {
-                        rkey,
-                        addr,
-                        len,
-                        reason,
-                    },
-                    e => e,
-                })?;
-            at += part.len() as u64;
-        }
-        Ok(())
     }
 
     /// Reads `out.len()` bytes at `target`/`key` (the provider's address
@@ -367,24 +276,6 @@ impl OfiEndpoint {
         let why = format!("read failed: {msg}");
         self.st.gone.get_or_insert_with(|| why.clone());
         FabricError::PeerGone(why)
-    }
-
-    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
-        let deadline = Instant::now() + self.st.op_timeout;
-        let max = self.conn.slot_size() - REC_HDR;
-        if data.is_empty() {
-            return self.post(Rec::new(Kind::Send), &[], deadline);
-        }
-        let mut chunks = data.chunks(max).peekable();
-        while let Some(chunk) = chunks.next() {
-            let rec = Rec {
-                flags: if chunks.peek().is_some() { MORE } else { 0 },
-                len: chunk.len() as u32,
-                ..Rec::new(Kind::Send)
-            };
-            self.post(rec, chunk, deadline)?;
-        }
-        Ok(())
     }
 
     /// Posts one record, waiting (while draining incoming traffic, so two
@@ -594,98 +485,6 @@ impl OfiEndpoint {
             }
         }
     }
-
-    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
-        if let Some(c) = self.st.inbox.poll().map_err(malformed)? {
-            return Ok(Some(c));
-        }
-        self.progress()?;
-        if let Some(c) = self.st.inbox.poll().map_err(malformed)? {
-            self.st.idle = 0;
-            return Ok(Some(c));
-        }
-        self.try_send_credit()?;
-        if let Some(why) = &self.st.gone {
-            return Err(FabricError::PeerGone(why.clone()));
-        }
-        if self.st.peer_closed && self.st.inbox.is_empty() {
-            let why = "peer closed the connection".to_string();
-            self.st.gone = Some(why.clone());
-            self.quiesce();
-            return Err(FabricError::PeerGone(why));
-        }
-        self.st.idle += 1;
-        if self.st.idle >= LIVENESS_EVERY {
-            self.st.idle = 0;
-            self.check_ctrl();
-        }
-        if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) {
-            let why = "peer process exited or closed the connection".to_string();
-            self.st.gone = Some(why.clone());
-            return Err(FabricError::PeerGone(why));
-        }
-        Ok(None)
-    }
-
-    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
-        self.conn.wait_fd().unwrap_or(self.ctrl.as_fd())
-    }
-
-    /// Ready to sleep on the event fd? (`fi_trywait` after a drain.)
-    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
-        self.progress()?;
-        if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
-            return Ok(false);
-        }
-        self.check_ctrl();
-        if self.st.eof_at.is_some() || self.conn.wait_fd().is_none() {
-            return Ok(false);
-        }
-        Ok(self.conn.trywait())
-    }
-
-    pub(crate) fn disarm(&mut self) {}
-
-    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
-        if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
-            return Ok(());
-        }
-        self.check_ctrl();
-        if self.st.eof_at.is_some() || self.conn.wait_fd().is_none() {
-            let t0 = Instant::now();
-            while t0.elapsed() < FALLBACK_SPIN.min(timeout) {
-                self.progress()?;
-                if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
-                    return Ok(());
-                }
-            }
-            std::thread::sleep(timeout.saturating_sub(t0.elapsed()).min(FALLBACK_SLEEP));
-            return Ok(());
-        }
-        if !self.conn.trywait() {
-            return Ok(());
-        }
-        let Some(wait) = self.conn.wait_fd() else {
-            return Ok(());
-        };
-        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let mut fds = [
-            PollFd::new(wait, PollFlags::POLLIN),
-            PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN),
-        ];
-        let r = nix::poll::poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        );
-        let ctrl_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
-        if ctrl_ready {
-            self.check_ctrl();
-        }
-        match r {
-            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
-            Err(e) => Err(FabricError::os("poll", std::io::Error::from(e))),
-        }
-    }
 }
 
 /// True when the peer closed the control connection (or it broke).
@@ -817,6 +616,204 @@ impl Drop for OfiEndpoint {
         // The control socket's end goes out before the endpoint closes (in
         // the fields' drop): a peer that sees it sends nothing more.
         let _ = self.ctrl.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Provider for OfiEndpoint {
+    fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        let pr = self.peer_region(addr, rkey, data.len() as u64)?;
+        let deadline = Instant::now() + self.st.op_timeout;
+        let inline_max = INLINE_MAX.min(self.conn.slot_size() - REC_HDR);
+        if data.len() <= inline_max {
+            let rec = Rec::write(Kind::InlineWrite, addr, rkey, imm, data.len() as u32);
+            return self.post(rec, data, deadline);
+        }
+        if data.len() > self.st.max_write {
+            return Err(FabricError::TooLarge {
+                len: data.len(),
+                max: self.st.max_write,
+            });
+        }
+        let wseq = self.st.next_wseq;
+        let rec = Rec::write(Kind::WriteDesc, addr, rkey, imm, data.len() as u32);
+        self.post(rec, &[], deadline)?;
+        self.st.next_wseq = wseq.wrapping_add(1);
+        let target = if pr.virt { addr } else { addr - pr.addr };
+        let mut deferred = std::mem::take(&mut self.st.events);
+        deferred.clear();
+        let (ctrl, peer_done) = (&self.ctrl, &mut self.st.peer_done);
+        let r = self.conn.write_blocking(
+            data,
+            target,
+            pr.key,
+            encode_cq_data(imm, wseq),
+            deadline,
+            |ev| {
+                deferred.push(ev);
+                Ok(())
+            },
+            || match peer_ctrl(ctrl, peer_done) {
+                Ctrl::Open => Ok(()),
+                Ctrl::Done | Ctrl::Closed => Err(FabricError::PeerGone(
+                    "peer closed while a write was in flight".into(),
+                )),
+            },
+        );
+        // A failed write leaves the peer with a descriptor whose data never
+        // comes: the connection is over.
+        if let Err(e) = &r {
+            self.st
+                .gone
+                .get_or_insert_with(|| format!("write failed: {e}"));
+        }
+        let mut first_err = r.err();
+        for ev in deferred.drain(..) {
+            if let Err(e) = self.handle(ev) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.st.events = deferred;
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One-sided read: `fi_read` into the staging buffer, chunk by chunk
+    /// (at most [`READ_CHUNK`] bytes each), each copied into `out`.
+    fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        let len = out.len() as u64;
+        let pr = self.peer_region(addr, rkey, len)?;
+        let start = Instant::now();
+        let deadline = start + self.st.op_timeout;
+        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
+        let mut at = addr;
+        for part in out.chunks_mut(chunk) {
+            let target = if pr.virt { at } else { at - pr.addr };
+            self.read_chunk(target, pr.key, part, deadline, start)
+                .map_err(|e| match e {
+                    // Report the access as the caller made it.
+                    FabricError::RemoteAccess { reason, .. } => FabricError::RemoteAccess {
+                        rkey,
+                        addr,
+                        len,
+                        reason,
+                    },
+                    e => e,
+                })?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        let deadline = Instant::now() + self.st.op_timeout;
+        let max = self.conn.slot_size() - REC_HDR;
+        if data.is_empty() {
+            return self.post(Rec::new(Kind::Send), &[], deadline);
+        }
+        let mut chunks = data.chunks(max).peekable();
+        while let Some(chunk) = chunks.next() {
+            let rec = Rec {
+                flags: if chunks.peek().is_some() { MORE } else { 0 },
+                len: chunk.len() as u32,
+                ..Rec::new(Kind::Send)
+            };
+            self.post(rec, chunk, deadline)?;
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        if let Some(c) = self.st.inbox.poll().map_err(malformed)? {
+            return Ok(Some(c));
+        }
+        self.progress()?;
+        if let Some(c) = self.st.inbox.poll().map_err(malformed)? {
+            self.st.idle = 0;
+            return Ok(Some(c));
+        }
+        self.try_send_credit()?;
+        if let Some(why) = &self.st.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        if self.st.peer_closed && self.st.inbox.is_empty() {
+            let why = "peer closed the connection".to_string();
+            self.st.gone = Some(why.clone());
+            self.quiesce();
+            return Err(FabricError::PeerGone(why));
+        }
+        self.st.idle += 1;
+        if self.st.idle >= LIVENESS_EVERY {
+            self.st.idle = 0;
+            self.check_ctrl();
+        }
+        if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) {
+            let why = "peer process exited or closed the connection".to_string();
+            self.st.gone = Some(why.clone());
+            return Err(FabricError::PeerGone(why));
+        }
+        Ok(None)
+    }
+
+    fn event_fd(&self) -> BorrowedFd<'_> {
+        self.conn.wait_fd().unwrap_or(self.ctrl.as_fd())
+    }
+
+    /// Ready to sleep on the event fd? (`fi_trywait` after a drain.)
+    fn arm(&mut self) -> Result<bool, FabricError> {
+        self.progress()?;
+        if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
+            return Ok(false);
+        }
+        self.check_ctrl();
+        if self.st.eof_at.is_some() || self.conn.wait_fd().is_none() {
+            return Ok(false);
+        }
+        Ok(self.conn.trywait())
+    }
+
+    fn disarm(&mut self) {}
+
+    fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+        if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
+            return Ok(());
+        }
+        self.check_ctrl();
+        if self.st.eof_at.is_some() || self.conn.wait_fd().is_none() {
+            let t0 = Instant::now();
+            while t0.elapsed() < FALLBACK_SPIN.min(timeout) {
+                self.progress()?;
+                if self.st.inbox.has_ready() || self.st.gone.is_some() || self.st.peer_closed {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(timeout.saturating_sub(t0.elapsed()).min(FALLBACK_SLEEP));
+            return Ok(());
+        }
+        if !self.conn.trywait() {
+            return Ok(());
+        }
+        let Some(wait) = self.conn.wait_fd() else {
+            return Ok(());
+        };
+        let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut fds = [
+            PollFd::new(wait, PollFlags::POLLIN),
+            PollFd::new(self.ctrl.as_fd(), PollFlags::POLLIN),
+        ];
+        let r = nix::poll::poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        );
+        let ctrl_ready = fds[1].revents().is_some_and(|r| !r.is_empty());
+        if ctrl_ready {
+            self.check_ctrl();
+        }
+        match r {
+            Ok(_) | Err(nix::Error::EINTR) => Ok(()),
+            Err(e) => Err(FabricError::os("poll", std::io::Error::from(e))),
+        }
     }
 }
 

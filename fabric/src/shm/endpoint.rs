@@ -15,6 +15,7 @@ use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mem::SharedMap;
 use crate::mr::{RegionTable, RemoteBuffer};
+use crate::provider::Provider;
 use crate::wire::{FrameHeader, Op, WireError, FLAG_INLINE, FLAG_MORE};
 
 /// Empty polls between two liveness checks of the peer (one syscall).
@@ -40,28 +41,6 @@ pub(crate) struct ShmEndpoint {
 }
 
 impl ShmEndpoint {
-    pub(crate) fn write(
-        &mut self,
-        addr: u64,
-        rkey: u32,
-        imm: u32,
-        data: &[u8],
-    ) -> Result<(), FabricError> {
-        let (map, offset) = self.peer_region(addr, rkey, data.len())?;
-        let hdr = FrameHeader::write(addr, rkey, imm, data.len() as u32);
-        if data.len() <= INLINE_WRITE_MAX {
-            // Small: in the record line(s) the peer fetches anyway.
-            let hdr = FrameHeader {
-                flags: FLAG_INLINE,
-                ..hdr
-            };
-            return self.push(&hdr, data);
-        }
-        // Zero copy on the receive side: the bytes land in the peer's region.
-        map.write(offset, data)?;
-        self.push(&hdr, &[])
-    }
-
     /// The mapped peer region holding `len` bytes at `addr`, and their
     /// offset in it.
     fn peer_region(
@@ -80,29 +59,6 @@ impl ShmEndpoint {
                 len: len as u64,
                 reason: "no mapped peer region covers the access",
             })
-    }
-
-    /// One copy, straight out of the peer's region mapped here: the peer
-    /// takes no part.
-    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        if let Some(why) = &self.gone {
-            return Err(FabricError::PeerGone(why.clone()));
-        }
-        let (map, offset) = self.peer_region(addr, rkey, out.len())?;
-        map.read(offset, out)
-    }
-
-    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
-        let max = self.tx.max_payload();
-        let mut chunks = data.chunks(max).peekable();
-        if data.is_empty() {
-            return self.push(&FrameHeader::new(Op::Send), &[]);
-        }
-        while let Some(chunk) = chunks.next() {
-            let hdr = FrameHeader::send(chunk.len() as u32, chunks.peek().is_some());
-            self.push(&hdr, chunk)?;
-        }
-        Ok(())
     }
 
     fn push(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
@@ -137,28 +93,6 @@ impl ShmEndpoint {
             sys::signal(self.peer_wake.as_fd());
         }
         Ok(())
-    }
-
-    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
-        if let Some(c) = self.ready.pop_front() {
-            return Ok(Some(c));
-        }
-        // Pad records and send fragments complete nothing: keep consuming.
-        while let Some(done) = self.consume()? {
-            self.idle = 0;
-            if done.is_some() {
-                return Ok(done);
-            }
-        }
-        self.idle += 1;
-        if self.idle >= LIVENESS_EVERY {
-            self.idle = 0;
-            self.check_peer();
-        }
-        match &self.gone {
-            Some(why) => Err(FabricError::PeerGone(why.clone())),
-            None => Ok(None),
-        }
     }
 
     fn check_peer(&mut self) {
@@ -236,13 +170,91 @@ impl ShmEndpoint {
         self.rx.advance(&hdr);
         Ok(Some(done))
     }
+}
 
-    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
+impl Drop for ShmEndpoint {
+    fn drop(&mut self) {
+        // Orderly close, best effort: if the ring is full the socket's EOF
+        // tells the peer anyway.
+        if self.gone.is_none()
+            && self
+                .tx
+                .try_push(&FrameHeader::new(Op::Close), &[])
+                .unwrap_or(false)
+        {
+            sys::signal(self.peer_wake.as_fd());
+        }
+    }
+}
+
+impl Provider for ShmEndpoint {
+    fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        let (map, offset) = self.peer_region(addr, rkey, data.len())?;
+        let hdr = FrameHeader::write(addr, rkey, imm, data.len() as u32);
+        if data.len() <= INLINE_WRITE_MAX {
+            // Small: in the record line(s) the peer fetches anyway.
+            let hdr = FrameHeader {
+                flags: FLAG_INLINE,
+                ..hdr
+            };
+            return self.push(&hdr, data);
+        }
+        // Zero copy on the receive side: the bytes land in the peer's region.
+        map.write(offset, data)?;
+        self.push(&hdr, &[])
+    }
+
+    /// One copy, straight out of the peer's region mapped here: the peer
+    /// takes no part.
+    fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        if let Some(why) = &self.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        let (map, offset) = self.peer_region(addr, rkey, out.len())?;
+        map.read(offset, out)
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        let max = self.tx.max_payload();
+        let mut chunks = data.chunks(max).peekable();
+        if data.is_empty() {
+            return self.push(&FrameHeader::new(Op::Send), &[]);
+        }
+        while let Some(chunk) = chunks.next() {
+            let hdr = FrameHeader::send(chunk.len() as u32, chunks.peek().is_some());
+            self.push(&hdr, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        // Pad records and send fragments complete nothing: keep consuming.
+        while let Some(done) = self.consume()? {
+            self.idle = 0;
+            if done.is_some() {
+                return Ok(done);
+            }
+        }
+        self.idle += 1;
+        if self.idle >= LIVENESS_EVERY {
+            self.idle = 0;
+            self.check_peer();
+        }
+        match &self.gone {
+            Some(why) => Err(FabricError::PeerGone(why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn event_fd(&self) -> BorrowedFd<'_> {
         self.our_wake.as_fd()
     }
 
     /// Announces a sleep on the eventfd; false if there is work already.
-    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
+    fn arm(&mut self) -> Result<bool, FabricError> {
         if !self.ready.is_empty() || self.gone.is_some() {
             return Ok(false);
         }
@@ -260,12 +272,12 @@ impl ShmEndpoint {
         Ok(true)
     }
 
-    pub(crate) fn disarm(&mut self) {
+    fn disarm(&mut self) {
         self.rx.set_waiting(false);
         sys::drain(self.our_wake.as_fd());
     }
 
-    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+    fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
         if !self.ready.is_empty() || self.gone.is_some() {
             return Ok(());
         }
@@ -294,21 +306,6 @@ impl ShmEndpoint {
         match r {
             Ok(_) | Err(nix::Error::EINTR) => Ok(()),
             Err(e) => Err(FabricError::os("poll", std::io::Error::from(e))),
-        }
-    }
-}
-
-impl Drop for ShmEndpoint {
-    fn drop(&mut self) {
-        // Orderly close, best effort: if the ring is full the socket's EOF
-        // tells the peer anyway.
-        if self.gone.is_none()
-            && self
-                .tx
-                .try_push(&FrameHeader::new(Op::Close), &[])
-                .unwrap_or(false)
-        {
-            sys::signal(self.peer_wake.as_fd());
         }
     }
 }

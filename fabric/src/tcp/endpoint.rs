@@ -13,6 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mr::{MemoryRegion, RegionTable};
+use crate::provider::Provider;
 use crate::wire::{FrameHeader, Op, WireError, FLAG_REFUSED, FRAME_HEADER_LEN};
 
 const STAGING: usize = 256 << 10;
@@ -116,85 +117,6 @@ impl TcpEndpoint {
         })
     }
 
-    pub(crate) fn write(
-        &mut self,
-        addr: u64,
-        rkey: u32,
-        imm: u32,
-        data: &[u8],
-    ) -> Result<(), FabricError> {
-        self.send_frame(
-            &FrameHeader::write(addr, rkey, imm, data.len() as u32),
-            data,
-        )
-    }
-
-    /// Asks the peer for the bytes and drives the socket until its
-    /// endpoint answers (it does whenever it is polled or posts).
-    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        self.serve_reads()?;
-        self.read_id = self.read_id.wrapping_add(1);
-        let id = self.read_id;
-        self.read = ReadState::Waiting { id, len: out.len() };
-        let hdr = FrameHeader {
-            op: Op::Read,
-            flags: 0,
-            imm: id,
-            rkey,
-            len: out.len() as u32,
-            addr,
-        };
-        self.send_frame(&hdr, &[])?;
-        let mut heard = Instant::now();
-        let deadline = heard + self.op_timeout;
-        let mut seen = self.rx_bytes;
-        loop {
-            self.progress()?;
-            self.serve_reads()?;
-            match self.read {
-                ReadState::Done => {
-                    self.read = ReadState::Idle;
-                    out.copy_from_slice(&self.read_buf[..out.len()]);
-                    return Ok(());
-                }
-                ReadState::Refused => {
-                    self.read = ReadState::Idle;
-                    return Err(FabricError::RemoteAccess {
-                        rkey,
-                        addr,
-                        len: out.len() as u64,
-                        reason: "the peer refused the read",
-                    });
-                }
-                ReadState::Idle | ReadState::Waiting { .. } => {}
-            }
-            if let Some(why) = &self.gone {
-                return Err(FabricError::PeerGone(why.clone()));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                self.read = ReadState::Idle;
-                self.abandoned = Some(id);
-                return Err(FabricError::Timeout {
-                    op: "tcp read",
-                    after: self.op_timeout,
-                });
-            }
-            // A reply on loopback or a fast network comes within
-            // microseconds, and a large one streams in: poll while bytes
-            // come, sleep in poll(2) once the socket has been silent a while.
-            if self.rx_bytes != seen {
-                seen = self.rx_bytes;
-                heard = now;
-            }
-            if now - heard >= READ_SPIN {
-                self.wait_fd(PollFlags::POLLIN, deadline - now)?;
-            } else {
-                std::hint::spin_loop();
-            }
-        }
-    }
-
     /// Answers the peer's queued reads from our regions.
     fn serve_reads(&mut self) -> Result<(), FabricError> {
         while let Some(req) = self.serve.pop_front() {
@@ -240,10 +162,6 @@ impl TcpEndpoint {
         Ok(())
     }
 
-    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
-        self.send_frame(&FrameHeader::send(data.len() as u32, false), data)
-    }
-
     fn send_frame(&mut self, hdr: &FrameHeader, payload: &[u8]) -> Result<(), FabricError> {
         let head = hdr.encode();
         let total = FRAME_HEADER_LEN + payload.len();
@@ -283,42 +201,6 @@ impl TcpEndpoint {
             }
         }
         Ok(())
-    }
-
-    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
-        if let Some(c) = self.ready.pop_front() {
-            return Ok(Some(c));
-        }
-        self.progress()?;
-        self.serve_reads()?;
-        if let Some(c) = self.ready.pop_front() {
-            return Ok(Some(c));
-        }
-        match &self.gone {
-            Some(why) => Err(FabricError::PeerGone(why.clone())),
-            None => Ok(None),
-        }
-    }
-
-    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
-    }
-
-    /// Drains the socket (so that an edge-triggered loop sees the next
-    /// arrival); false if that left work to do.
-    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
-        self.progress()?;
-        self.serve_reads()?;
-        Ok(self.ready.is_empty() && self.gone.is_none())
-    }
-
-    pub(crate) fn disarm(&mut self) {}
-
-    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
-        if !self.ready.is_empty() || self.gone.is_some() {
-            return Ok(());
-        }
-        self.wait_fd(PollFlags::POLLIN, timeout)
     }
 
     fn wait_fd(&self, events: PollFlags, timeout: Duration) -> Result<(), FabricError> {
@@ -596,5 +478,120 @@ impl Drop for TcpEndpoint {
     fn drop(&mut self) {
         // Orderly close so the peer can tell it from a crash in logs; best effort.
         let _ = self.sock.write(&FrameHeader::new(Op::Close).encode());
+    }
+}
+
+impl Provider for TcpEndpoint {
+    fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        self.send_frame(
+            &FrameHeader::write(addr, rkey, imm, data.len() as u32),
+            data,
+        )
+    }
+
+    /// Asks the peer for the bytes and drives the socket until its
+    /// endpoint answers (it does whenever it is polled or posts).
+    fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        self.serve_reads()?;
+        self.read_id = self.read_id.wrapping_add(1);
+        let id = self.read_id;
+        self.read = ReadState::Waiting { id, len: out.len() };
+        let hdr = FrameHeader {
+            op: Op::Read,
+            flags: 0,
+            imm: id,
+            rkey,
+            len: out.len() as u32,
+            addr,
+        };
+        self.send_frame(&hdr, &[])?;
+        let mut heard = Instant::now();
+        let deadline = heard + self.op_timeout;
+        let mut seen = self.rx_bytes;
+        loop {
+            self.progress()?;
+            self.serve_reads()?;
+            match self.read {
+                ReadState::Done => {
+                    self.read = ReadState::Idle;
+                    out.copy_from_slice(&self.read_buf[..out.len()]);
+                    return Ok(());
+                }
+                ReadState::Refused => {
+                    self.read = ReadState::Idle;
+                    return Err(FabricError::RemoteAccess {
+                        rkey,
+                        addr,
+                        len: out.len() as u64,
+                        reason: "the peer refused the read",
+                    });
+                }
+                ReadState::Idle | ReadState::Waiting { .. } => {}
+            }
+            if let Some(why) = &self.gone {
+                return Err(FabricError::PeerGone(why.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.read = ReadState::Idle;
+                self.abandoned = Some(id);
+                return Err(FabricError::Timeout {
+                    op: "tcp read",
+                    after: self.op_timeout,
+                });
+            }
+            // A reply on loopback or a fast network comes within
+            // microseconds, and a large one streams in: poll while bytes
+            // come, sleep in poll(2) once the socket has been silent a while.
+            if self.rx_bytes != seen {
+                seen = self.rx_bytes;
+                heard = now;
+            }
+            if now - heard >= READ_SPIN {
+                self.wait_fd(PollFlags::POLLIN, deadline - now)?;
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        self.send_frame(&FrameHeader::send(data.len() as u32, false), data)
+    }
+
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        self.progress()?;
+        self.serve_reads()?;
+        if let Some(c) = self.ready.pop_front() {
+            return Ok(Some(c));
+        }
+        match &self.gone {
+            Some(why) => Err(FabricError::PeerGone(why.clone())),
+            None => Ok(None),
+        }
+    }
+
+    fn event_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Drains the socket (so that an edge-triggered loop sees the next
+    /// arrival); false if that left work to do.
+    fn arm(&mut self) -> Result<bool, FabricError> {
+        self.progress()?;
+        self.serve_reads()?;
+        Ok(self.ready.is_empty() && self.gone.is_none())
+    }
+
+    fn disarm(&mut self) {}
+
+    fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+        if !self.ready.is_empty() || self.gone.is_some() {
+            return Ok(());
+        }
+        self.wait_fd(PollFlags::POLLIN, timeout)
     }
 }

@@ -22,6 +22,7 @@ use crate::completion::{Completion, WriteCompletion};
 use crate::config::Config;
 use crate::error::FabricError;
 use crate::mr::RegionTable;
+use crate::provider::Provider;
 use crate::wire::WireError;
 
 /// Requests between two signalled ones.
@@ -225,74 +226,6 @@ impl VerbsEndpoint {
         proto::max_inline_in(self.tx_max_record)
     }
 
-    pub(crate) fn write(
-        &mut self,
-        addr: u64,
-        rkey: u32,
-        imm: u32,
-        data: &[u8],
-    ) -> Result<(), FabricError> {
-        self.dead()?;
-        let device_rkey = self.device_rkey(rkey, addr, data.len() as u64)?;
-        let len = data.len() as u64;
-        if imm != RING_IMM
-            && self.peer_target == Some((rkey, addr))
-            && self.may_place_now(rkey, addr, len)?
-            && self.write_direct(addr, device_rkey, imm, data)?
-        {
-            return Ok(());
-        }
-        let hdr = Header {
-            len: data.len() as u32,
-            imm,
-            rkey,
-            addr,
-            ..Header::new(Kind::Write)
-        };
-        if data.len() <= WRITE_IN_RECORD_MAX.min(self.tx_max_inline()) {
-            // One work request: the bytes travel inside the record.
-            return self.push(hdr, data, false);
-        }
-        let hdr = Header {
-            kind: Kind::WriteDirect,
-            ..hdr
-        };
-        // The device places these bytes on arrival: not before the peer
-        // copied the bytes of earlier write records to the same place.
-        let mut deadline = None;
-        while !self.unconsumed.may_place(self.tx.acked(), rkey, addr, len) {
-            self.stall(
-                &mut deadline,
-                "verbs write (peer to consume earlier writes)",
-            )?;
-        }
-        if let Some((mr, off)) = self.domain.registered(data) {
-            return self.write_registered(&mr, off, data.len(), addr, device_rkey, hdr);
-        }
-        // The bytes go straight into the peer's region, from the staging
-        // ring (the caller's buffer is free when we return), then the
-        // header-only record: RC order makes the data land first.
-        let mut deadline = None;
-        for (i, chunk) in data.chunks(CHUNK).enumerate() {
-            let off = loop {
-                if self.sq_room() {
-                    if let Some(off) = self.staging.alloc(chunk.len()) {
-                        break off;
-                    }
-                }
-                self.stall(&mut deadline, "verbs write (staging full)")?;
-            };
-            self.stage_mr.region().write_at(off, chunk)?;
-            let kind = SendKind::Write {
-                remote_addr: addr + (i * CHUNK) as u64,
-                rkey: device_rkey,
-            };
-            let signal = self.signal_due() || self.staging.over_half();
-            self.post(kind, Src::Staged(off, chunk.len()), signal)?;
-        }
-        self.push(hdr, &[], false)
-    }
-
     /// Whether the device may place `len` bytes at `addr` now (see
     /// [`Unconsumed`]); if not by what we know, by the peer's control
     /// block, which it writes before a direct write while it owes us that
@@ -436,45 +369,6 @@ impl VerbsEndpoint {
         Ok(())
     }
 
-    /// A one-sided read: RDMA READs of the peer's memory (the peer's CPU
-    /// takes no part), always signalled, into a registered bounce buffer
-    /// then copied into `out`; or straight into `out` when it lies in
-    /// registered memory of this process. Blocks until the bytes are in
-    /// `out`, draining inbound records meanwhile (see [`Self::wait_read`]).
-    pub(crate) fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
-        self.dead()?;
-        let device_rkey = self.device_rkey(rkey, addr, out.len() as u64)?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        if let Some((mr, off)) = self.domain.registered(out) {
-            return self.read_registered(&mr, off, out.len(), addr, device_rkey);
-        }
-        let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
-        let size = proto::read_bounce_size(have, out.len());
-        let mr = match &self.read_mr {
-            Some(mr) if size <= have => mr.clone(),
-            _ => {
-                // No READ into the old buffer is outstanding (reads complete
-                // before they return, or the endpoint failed; `pinned` keeps
-                // it registered until then anyway).
-                self.read_mr = None;
-                let region = crate::mr::MemoryRegion::new(size)?;
-                let mr = Arc::new(Mr::register(&self.domain.pd, region)?);
-                tracing::debug!(size, "verbs read bounce buffer registered");
-                self.read_mr = Some(mr.clone());
-                mr
-            }
-        };
-        for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
-            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
-            self.pinned.push_back((id, mr.clone()));
-            self.wait_read(id)?;
-            mr.region().read_at(0, &mut out[off..off + n])?;
-        }
-        Ok(())
-    }
-
     /// A read straight into registered memory of this process (`len`
     /// bytes at `off` of `mr`): no copy. The pieces go back to back, only
     /// the last signalled (the send queue completes in order, and a failed
@@ -600,28 +494,6 @@ impl VerbsEndpoint {
         for r in &mut self.peer_regions {
             r.device_rkey ^= 0x5a5a_0000;
         }
-    }
-
-    pub(crate) fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
-        self.dead()?;
-        if data.is_empty() {
-            return self.push(Header::new(Kind::SendLast), &[], false);
-        }
-        let max = self.tx_max_inline();
-        let mut chunks = data.chunks(max).peekable();
-        while let Some(chunk) = chunks.next() {
-            let kind = if chunks.peek().is_some() {
-                Kind::SendMore
-            } else {
-                Kind::SendLast
-            };
-            let hdr = Header {
-                len: chunk.len() as u32,
-                ..Header::new(kind)
-            };
-            self.push(hdr, chunk, false)?;
-        }
-        Ok(())
     }
 
     /// Selective signalling: one request in [`SIGNAL_EVERY`] asks for a
@@ -1134,8 +1006,155 @@ impl VerbsEndpoint {
         }
         Ok(())
     }
+}
 
-    pub(crate) fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+impl Drop for VerbsEndpoint {
+    fn drop(&mut self) {
+        if self.gone.is_some() || self.closed || self.eof_at.is_some() {
+            return;
+        }
+        // Orderly close: a signalled Close record, and wait (bounded) until
+        // it completed, so that everything posted before has landed when
+        // the QP is destroyed.
+        self.op_timeout = self.op_timeout.min(Duration::from_secs(1));
+        if self.push(Header::new(Kind::Close), &[], true).is_err() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.completed < self.last_signaled + 1 && Instant::now() < deadline {
+            if self.reap_send().is_err() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl Provider for VerbsEndpoint {
+    fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError> {
+        self.dead()?;
+        let device_rkey = self.device_rkey(rkey, addr, data.len() as u64)?;
+        let len = data.len() as u64;
+        if imm != RING_IMM
+            && self.peer_target == Some((rkey, addr))
+            && self.may_place_now(rkey, addr, len)?
+            && self.write_direct(addr, device_rkey, imm, data)?
+        {
+            return Ok(());
+        }
+        let hdr = Header {
+            len: data.len() as u32,
+            imm,
+            rkey,
+            addr,
+            ..Header::new(Kind::Write)
+        };
+        if data.len() <= WRITE_IN_RECORD_MAX.min(self.tx_max_inline()) {
+            // One work request: the bytes travel inside the record.
+            return self.push(hdr, data, false);
+        }
+        let hdr = Header {
+            kind: Kind::WriteDirect,
+            ..hdr
+        };
+        // The device places these bytes on arrival: not before the peer
+        // copied the bytes of earlier write records to the same place.
+        let mut deadline = None;
+        while !self.unconsumed.may_place(self.tx.acked(), rkey, addr, len) {
+            self.stall(
+                &mut deadline,
+                "verbs write (peer to consume earlier writes)",
+            )?;
+        }
+        if let Some((mr, off)) = self.domain.registered(data) {
+            return self.write_registered(&mr, off, data.len(), addr, device_rkey, hdr);
+        }
+        // The bytes go straight into the peer's region, from the staging
+        // ring (the caller's buffer is free when we return), then the
+        // header-only record: RC order makes the data land first.
+        let mut deadline = None;
+        for (i, chunk) in data.chunks(CHUNK).enumerate() {
+            let off = loop {
+                if self.sq_room() {
+                    if let Some(off) = self.staging.alloc(chunk.len()) {
+                        break off;
+                    }
+                }
+                self.stall(&mut deadline, "verbs write (staging full)")?;
+            };
+            self.stage_mr.region().write_at(off, chunk)?;
+            let kind = SendKind::Write {
+                remote_addr: addr + (i * CHUNK) as u64,
+                rkey: device_rkey,
+            };
+            let signal = self.signal_due() || self.staging.over_half();
+            self.post(kind, Src::Staged(off, chunk.len()), signal)?;
+        }
+        self.push(hdr, &[], false)
+    }
+
+    /// A one-sided read: RDMA READs of the peer's memory (the peer's CPU
+    /// takes no part), always signalled, into a registered bounce buffer
+    /// then copied into `out`; or straight into `out` when it lies in
+    /// registered memory of this process. Blocks until the bytes are in
+    /// `out`, draining inbound records meanwhile (see [`Self::wait_read`]).
+    fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
+        self.dead()?;
+        let device_rkey = self.device_rkey(rkey, addr, out.len() as u64)?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        if let Some((mr, off)) = self.domain.registered(out) {
+            return self.read_registered(&mr, off, out.len(), addr, device_rkey);
+        }
+        let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
+        let size = proto::read_bounce_size(have, out.len());
+        let mr = match &self.read_mr {
+            Some(mr) if size <= have => mr.clone(),
+            _ => {
+                // No READ into the old buffer is outstanding (reads complete
+                // before they return, or the endpoint failed; `pinned` keeps
+                // it registered until then anyway).
+                self.read_mr = None;
+                let region = crate::mr::MemoryRegion::new(size)?;
+                let mr = Arc::new(Mr::register(&self.domain.pd, region)?);
+                tracing::debug!(size, "verbs read bounce buffer registered");
+                self.read_mr = Some(mr.clone());
+                mr
+            }
+        };
+        for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
+            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
+            self.pinned.push_back((id, mr.clone()));
+            self.wait_read(id)?;
+            mr.region().read_at(0, &mut out[off..off + n])?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {
+        self.dead()?;
+        if data.is_empty() {
+            return self.push(Header::new(Kind::SendLast), &[], false);
+        }
+        let max = self.tx_max_inline();
+        let mut chunks = data.chunks(max).peekable();
+        while let Some(chunk) = chunks.next() {
+            let kind = if chunks.peek().is_some() {
+                Kind::SendMore
+            } else {
+                Kind::SendLast
+            };
+            let hdr = Header {
+                len: chunk.len() as u32,
+                ..Header::new(kind)
+            };
+            self.push(hdr, chunk, false)?;
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
         if let Some(c) = self.ready.pop_front() {
             return Ok(Some(c));
         }
@@ -1158,7 +1177,7 @@ impl VerbsEndpoint {
         Ok(None)
     }
 
-    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
+    fn event_fd(&self) -> BorrowedFd<'_> {
         self.epoll.0.as_fd()
     }
 
@@ -1166,7 +1185,7 @@ impl VerbsEndpoint {
     /// completion); false
     /// if there is work already (or the peer is leaving, which only polling
     /// can finish).
-    pub(crate) fn arm(&mut self) -> Result<bool, FabricError> {
+    fn arm(&mut self) -> Result<bool, FabricError> {
         if !self.ready.is_empty() || self.closed || self.gone.is_some() {
             return Ok(false);
         }
@@ -1181,11 +1200,11 @@ impl VerbsEndpoint {
         Ok(self.eof_at.is_none())
     }
 
-    pub(crate) fn disarm(&mut self) {
+    fn disarm(&mut self) {
         self.qp.drain_events();
     }
 
-    pub(crate) fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
+    fn block(&mut self, timeout: Duration) -> Result<(), FabricError> {
         if !self.arm()? {
             if self.eof_at.is_some() && self.ready.is_empty() {
                 // Let in-flight completions arrive during the grace period.
@@ -1200,28 +1219,6 @@ impl VerbsEndpoint {
         match r {
             Ok(_) | Err(nix::Error::EINTR) => Ok(()),
             Err(e) => Err(FabricError::os("epoll_wait", std::io::Error::from(e))),
-        }
-    }
-}
-
-impl Drop for VerbsEndpoint {
-    fn drop(&mut self) {
-        if self.gone.is_some() || self.closed || self.eof_at.is_some() {
-            return;
-        }
-        // Orderly close: a signalled Close record, and wait (bounded) until
-        // it completed, so that everything posted before has landed when
-        // the QP is destroyed.
-        self.op_timeout = self.op_timeout.min(Duration::from_secs(1));
-        if self.push(Header::new(Kind::Close), &[], true).is_err() {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while self.completed < self.last_signaled + 1 && Instant::now() < deadline {
-            if self.reap_send().is_err() {
-                return;
-            }
-            std::hint::spin_loop();
         }
     }
 }

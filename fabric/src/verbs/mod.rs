@@ -362,6 +362,8 @@ pub(crate) fn establish(
 mod device_tests {
     use std::time::Duration;
 
+    use crate::provider::Provider;
+
     use std::net::{TcpListener, TcpStream};
 
     use super::VerbsEndpoint;

@@ -1,0 +1,73 @@
+//! The provider contract: what every transport implements beneath
+//! [`Endpoint`](crate::Endpoint), in the manner of UCX's `uct_iface_ops_t`
+//! and libfabric's `fi_ops`. [`Endpoint`](crate::Endpoint) adds what is the
+//! same for all (checks against the peer's exposed buffers and the message
+//! size, sticky errors, the hot/warm wait loop) and dispatches statically
+//! over an enum of the built providers.
+//!
+//! A provider lives in its own folder (`tcp/`, `shm/`, `verbs/`, `ofi/`),
+//! has a page under `docs/transports/`, reports its capabilities when
+//! probed (`registry.rs`), and connects through the common handshake
+//! (`fabric.rs`), after which its endpoint implements [`Provider`].
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use crate::completion::Completion;
+use crate::error::FabricError;
+
+/// The data path of one connection, as every provider implements it.
+///
+/// Rules common to all:
+/// - **Posting** (`write`, `send`) returns once the caller's buffer may be
+///   reused. Many posts may be in flight; when the provider's space (ring,
+///   socket, send queue, credits) is full, a post waits, bounded by the op
+///   timeout, while it keeps draining what the peer sends, so that two
+///   peers posting at each other never deadlock.
+/// - **Order**: the peer sees writes and sends in posting order, each as one
+///   [`Completion`] from its `poll`.
+/// - **Checks**: the caller ([`Endpoint`](crate::Endpoint)) has checked the
+///   target against the peer's exposed buffers; the receiving side checks
+///   every incoming access against its own regions again and ends the
+///   connection on a violation (`Malformed`).
+/// - **Liveness**: a peer that exited, crashed or closed is reported as
+///   [`FabricError::PeerGone`] by `poll` (after what it sent is delivered)
+///   and by every later post, never as a hang. Errors that end the
+///   connection stick.
+/// - **Waiting** is `arm`, then `block` or a sleep on `event_fd` by the
+///   caller's event loop, then `disarm`.
+pub(crate) trait Provider {
+    /// One-sided write of `data` at `addr` of the peer's region whose rfx
+    /// remote key is `rkey`; the peer's `poll` yields a write completion
+    /// carrying `imm` once the data is in place.
+    fn write(&mut self, addr: u64, rkey: u32, imm: u32, data: &[u8]) -> Result<(), FabricError>;
+
+    /// One-sided read of `out.len()` bytes at `addr` of the peer's region
+    /// `rkey` into `out`; returns when `out` holds them. The peer sees no
+    /// completion (on providers without passive targets it serves the read
+    /// while it polls).
+    fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError>;
+
+    /// Two-sided message (at most the endpoint's largest message, checked
+    /// by the caller), delivered whole as one receive completion.
+    fn send(&mut self, data: &[u8]) -> Result<(), FabricError>;
+
+    /// The next completion, without blocking (progressing the provider).
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError>;
+
+    /// A descriptor that turns readable when `poll` may have work, once
+    /// armed: for the caller's event loop.
+    fn event_fd(&self) -> BorrowedFd<'_>;
+
+    /// Prepares to sleep: `Ok(true)` if nothing is pending and a sleep on
+    /// [`event_fd`](Self::event_fd) (or `block`) will be woken by the next
+    /// arrival; `Ok(false)`: poll again instead.
+    fn arm(&mut self) -> Result<bool, FabricError>;
+
+    /// Ends a sleep started by `arm` (drains the wake-up).
+    fn disarm(&mut self);
+
+    /// Sleeps until something may be pending or `timeout` passed (after
+    /// `arm` returned `true`).
+    fn block(&mut self, timeout: Duration) -> Result<(), FabricError>;
+}
