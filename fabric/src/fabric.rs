@@ -2,11 +2,9 @@
 //! endpoints through the handshake (the I/O driver of [`crate::wire`] and
 //! [`crate::select`]).
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -14,17 +12,18 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use crate::auth::{self, Secret};
 use crate::caps::{ProviderInfo, TransportKind};
 use crate::config::Config;
-use crate::deadline::{read_exact_by, remaining, write_all_by};
-use crate::endpoint::{Endpoint, Inner};
+use crate::deadline::{read_exact_by, write_all_by};
+use crate::endpoint::Endpoint;
 use crate::error::FabricError;
 use crate::mr::{MemoryRegion, RegionTable};
+use crate::registry::{self, SetUp, ShmLeg};
 use crate::secret::random_bytes;
 use crate::select::{select, Side};
 use crate::wire::{
     decode_body, decode_handshake_header, encode_handshake, Accept, Challenge, ClientHello,
-    HandshakeKind, Hello, ShmOffer, WireError, HANDSHAKE_HEADER_LEN,
+    HandshakeKind, Hello, WireError, HANDSHAKE_HEADER_LEN,
 };
-use crate::{host, registry, shm, tcp};
+use crate::{host, shm};
 
 /// The providers opened in this process, and the memory registered with
 /// them.
@@ -247,60 +246,20 @@ impl Fabric {
             )));
         }
         let regions = RegionTable::new(opts.expose.clone());
-        let inner = match accept.transport {
-            TransportKind::Tcp => Inner::Tcp(tcp::TcpEndpoint::new(
+        let inner = registry::establish(
+            accept.transport,
+            SetUp {
                 sock,
                 regions,
-                self.cfg.max_message,
-                self.cfg.op_timeout,
-            )?),
-            TransportKind::Shm => {
-                let offer = accept.shm.as_ref().ok_or_else(|| {
-                    FabricError::Handshake("shm chosen without a rendezvous".into())
-                })?;
-                let name = UnixAddr::from_abstract_name(offer.socket.as_bytes())
-                    .map_err(|e| FabricError::os("unix address", e))?;
-                let mut us = UnixStream::connect_addr(&name)
-                    .map_err(|e| FabricError::os("connect (shm)", e))?;
-                us.set_write_timeout(Some(remaining(deadline)?))
-                    .map_err(|e| FabricError::os("set_write_timeout", e))?;
-                us.write_all(&offer.nonce)
-                    .map_err(|e| FabricError::os("send nonce", e))?;
-                let ep = shm::establish(
-                    us,
-                    regions,
-                    &accept.hello.buffers,
-                    &self.cfg,
-                    remaining(deadline)?,
-                )?;
-                drop(sock);
-                Inner::Shm(ep)
-            }
-            #[cfg(feature = "verbs")]
-            TransportKind::Verbs => Inner::Verbs(Box::new(crate::verbs::establish(
-                sock,
-                regions,
-                &accept.hello.buffers,
-                &self.cfg,
-                remaining(deadline)?,
-            )?)),
-            #[cfg(feature = "ofi")]
-            TransportKind::Ofi => Inner::Ofi(Box::new(crate::ofi::establish(
-                sock,
-                regions,
-                &accept.hello.buffers,
-                &self.cfg,
-                remaining(deadline)?,
-            )?)),
-            // Unreachable when every optional provider is built.
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(FabricError::NotBuilt {
-                    kind: other,
-                    feature: other.feature().unwrap_or("none"),
-                })
-            }
-        };
+                peer: &accept.hello.buffers,
+                cfg: &self.cfg,
+                deadline,
+                shm: match &accept.shm {
+                    Some(offer) => ShmLeg::Client(offer),
+                    None => ShmLeg::None,
+                },
+            },
+        )?;
         let caps = self.caps_of(accept.transport);
         Ok(Endpoint::new(
             inner,
@@ -459,7 +418,7 @@ impl Incoming {
         let regions = RegionTable::new(opts.expose.clone());
         // Only shm needs a second rendezvous, announced in the accept.
         let shm_listener = match transport {
-            TransportKind::Shm => Some(shm_rendezvous()?),
+            TransportKind::Shm => Some(shm::rendezvous::offer()?),
             _ => None,
         };
         let mut accept = Accept {
@@ -476,46 +435,20 @@ impl Incoming {
             &encode_handshake(HandshakeKind::Accept, &accept),
             deadline,
         )?;
-        let inner = match (transport, shm_listener) {
-            (TransportKind::Tcp, _) => Inner::Tcp(tcp::TcpEndpoint::new(
-                self.sock,
+        let inner = registry::establish(
+            transport,
+            SetUp {
+                sock: self.sock,
                 regions,
-                cfg.max_message,
-                cfg.op_timeout,
-            )?),
-            (TransportKind::Shm, Some((listener, offer))) => {
-                let us = accept_shm(&listener, &offer.nonce, &self.sock, deadline)?;
-                Inner::Shm(shm::establish(
-                    us,
-                    regions,
-                    &client.buffers,
-                    cfg,
-                    remaining(deadline)?,
-                )?)
-            }
-            #[cfg(feature = "verbs")]
-            (TransportKind::Verbs, _) => Inner::Verbs(Box::new(crate::verbs::establish(
-                self.sock,
-                regions,
-                &client.buffers,
+                peer: &client.buffers,
                 cfg,
-                remaining(deadline)?,
-            )?)),
-            #[cfg(feature = "ofi")]
-            (TransportKind::Ofi, _) => Inner::Ofi(Box::new(crate::ofi::establish(
-                self.sock,
-                regions,
-                &client.buffers,
-                cfg,
-                remaining(deadline)?,
-            )?)),
-            (other, _) => {
-                return Err(FabricError::NotBuilt {
-                    kind: other,
-                    feature: other.feature().unwrap_or("none"),
-                })
-            }
-        };
+                deadline,
+                shm: match shm_listener {
+                    Some((listener, offer)) => ShmLeg::Server(listener, offer),
+                    None => ShmLeg::None,
+                },
+            },
+        )?;
         Ok(Endpoint::new(
             inner,
             transport,
@@ -536,74 +469,6 @@ impl Incoming {
         );
         tracing::debug!(peer = %self.peer, "handshake refused: {why}");
         e
-    }
-}
-
-/// A one-off abstract Unix socket for one shm set-up, and its secret.
-fn shm_rendezvous() -> Result<(UnixListener, ShmOffer), FabricError> {
-    let nonce = random_bytes::<16>()?;
-    let tag = random_bytes::<8>()?;
-    let name = format!(
-        "rfx-shm-{}-{:016x}",
-        std::process::id(),
-        u64::from_le_bytes(tag)
-    );
-    let addr = UnixAddr::from_abstract_name(name.as_bytes())
-        .map_err(|e| FabricError::os("unix address", e))?;
-    let listener = UnixListener::bind_addr(&addr).map_err(|e| FabricError::os("bind (shm)", e))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| FabricError::os("set_nonblocking", e))?;
-    Ok((
-        listener,
-        ShmOffer {
-            socket: name,
-            nonce,
-        },
-    ))
-}
-
-/// Waits for the client that knows `nonce`; anyone else is dropped. The
-/// client keeps its TCP connection `sock` open, silent, until it is through:
-/// anything on it (the client refused our accept and closed) ends the wait.
-fn accept_shm(
-    listener: &UnixListener,
-    nonce: &[u8; 16],
-    sock: &TcpStream,
-    deadline: Instant,
-) -> Result<UnixStream, FabricError> {
-    loop {
-        let left = remaining(deadline)?;
-        let mut fds = [
-            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
-            PollFd::new(sock.as_fd(), PollFlags::POLLIN),
-        ];
-        let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        nix::poll::poll(
-            &mut fds,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        )
-        .map_err(|e| FabricError::os("poll", io::Error::from(e)))?;
-        let listener_ready = fds[0].any().unwrap_or(false);
-        if !listener_ready && fds[1].any().unwrap_or(false) {
-            return Err(FabricError::PeerGone(
-                "the client closed the connection before the shm set-up".into(),
-            ));
-        }
-        let mut us = match listener.accept() {
-            Ok((us, _)) => us,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(FabricError::os("accept (shm)", e)),
-        };
-        us.set_nonblocking(false)
-            .map_err(|e| FabricError::os("set_nonblocking", e))?;
-        us.set_read_timeout(Some(remaining(deadline)?))
-            .map_err(|e| FabricError::os("set_read_timeout", e))?;
-        let mut got = [0u8; 16];
-        if us.read_exact(&mut got).is_ok() && &got == nonce {
-            return Ok(us);
-        }
-        tracing::warn!("dropped an shm connection with a wrong secret");
     }
 }
 

@@ -17,6 +17,7 @@
 //!   process dies.
 
 mod endpoint;
+pub(crate) mod rendezvous;
 mod ring;
 mod sys;
 
