@@ -13,22 +13,10 @@ use crate::request::{
     drive, lock, Both, EngineLock, FlushTask, MapTask, ReadOnly, Ready, RecvTask, Request,
     SchedTask, SendTask, Split, TaskBuf, Whole,
 };
-use crate::schedule::{self as sched, Step};
+use crate::schedule::{self as sched, Algorithm, Collective, Step};
 
 /// Context bit of collective traffic (point to point uses the bare context).
 const COLL: u32 = 1 << 31;
-
-/// Blocks of all-to-all from which the pairwise exchange replaces the
-/// linear one (all sends at once).
-const ALLTOALL_PAIRWISE_MIN: usize = 256 << 10;
-
-/// Gather and scatter go linear (straight to or from the root) up to this
-/// many ranks, or from blocks of `LINEAR_BLOCK_MIN` bytes.
-const LINEAR_MAX_RANKS: usize = 8;
-const LINEAR_BLOCK_MIN: usize = 16 << 10;
-
-/// Scan runs along a chain (n-1 messages) up to this many ranks.
-const SCAN_CHAIN_MAX_RANKS: usize = 4;
 
 /// Schedules kept per communicator (a loop of one collective finds its
 /// schedule here instead of computing it on every call).
@@ -502,92 +490,90 @@ impl Communicator {
         }
     }
 
-    // ----- schedules chosen by size (thresholds in `CollConfig`) ----------
+    // ----- schedules chosen by size (`schedule::choose`, thresholds in `CollConfig`)
+
+    /// The algorithm of `op` for `count` elements of `T` per rank (per block).
+    fn choose<T: Element>(&self, op: Collective, count: usize) -> Algorithm {
+        sched::choose(
+            op,
+            count * T::SIZE,
+            count,
+            self.size(),
+            &self.cfg.thresholds,
+        )
+    }
+
+    /// Elements per chunk of a chain of `chunk` bytes.
+    fn chunk<T: Element>(chunk: usize) -> usize {
+        (chunk / T::SIZE).max(1)
+    }
 
     fn plan_bcast<T: Element>(&mut self, root: usize, count: usize) -> Plan {
-        let t = self.cfg.thresholds.clone();
-        self.plan(PlanOp::Bcast, root, count, T::SIZE, |me, n| {
-            if count * T::SIZE >= t.bcast_pipeline_min && n > 2 {
-                sched::bcast_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
-            } else {
-                sched::bcast_binomial(me, n, root, count)
+        let alg = self.choose::<T>(Collective::Bcast, count);
+        self.plan(PlanOp::Bcast, root, count, T::SIZE, |me, n| match alg {
+            Algorithm::Chain { chunk } => {
+                sched::bcast_chain(me, n, root, count, Self::chunk::<T>(chunk))
             }
+            _ => sched::bcast_binomial(me, n, root, count),
         })
     }
 
     fn plan_reduce<T: Element>(&mut self, root: usize, count: usize) -> Plan {
-        let t = self.cfg.thresholds.clone();
-        self.plan(PlanOp::Reduce, root, count, T::SIZE, |me, n| {
-            if count * T::SIZE >= t.reduce_pipeline_min && n > 2 {
-                sched::reduce_chain(me, n, root, count, (t.pipeline_chunk / T::SIZE).max(1))
-            } else {
-                sched::reduce_binomial(me, n, root, count)
+        let alg = self.choose::<T>(Collective::Reduce, count);
+        self.plan(PlanOp::Reduce, root, count, T::SIZE, |me, n| match alg {
+            Algorithm::Chain { chunk } => {
+                sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
             }
+            _ => sched::reduce_binomial(me, n, root, count),
         })
     }
 
     fn plan_allreduce<T: Element>(&mut self, count: usize) -> Plan {
-        let t = self.cfg.thresholds.clone();
-        self.plan(PlanOp::Allreduce, 0, count, T::SIZE, |me, n| {
-            let bytes = count * T::SIZE;
-            if bytes < t.allreduce_large_min || count < n {
-                sched::allreduce_recursive_doubling(me, n, count)
-            } else if bytes < t.allreduce_ring_min || n.is_power_of_two() {
-                sched::allreduce_rabenseifner(me, n, count)
-            } else {
-                sched::allreduce_ring(me, n, count)
-            }
+        let alg = self.choose::<T>(Collective::Allreduce, count);
+        self.plan(PlanOp::Allreduce, 0, count, T::SIZE, |me, n| match alg {
+            Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
+            Algorithm::Ring => sched::allreduce_ring(me, n, count),
+            _ => sched::allreduce_recursive_doubling(me, n, count),
         })
     }
 
     fn plan_allgather<T: Element>(&mut self, count: usize) -> Plan {
-        let ring_min = self.cfg.thresholds.allgather_ring_min;
-        self.plan(PlanOp::Allgather, 0, count, T::SIZE, |me, n| {
-            if count * T::SIZE >= ring_min {
-                sched::allgather_ring(me, n, count)
-            } else {
-                sched::allgather_recursive_doubling(me, n, count)
-            }
+        let alg = self.choose::<T>(Collective::Allgather, count);
+        self.plan(PlanOp::Allgather, 0, count, T::SIZE, |me, n| match alg {
+            Algorithm::Ring => sched::allgather_ring(me, n, count),
+            _ => sched::allgather_recursive_doubling(me, n, count),
         })
     }
 
     fn plan_gather<T: Element>(&mut self, root: usize, count: usize) -> Plan {
-        self.plan(PlanOp::Gather, root, count, T::SIZE, |me, n| {
-            if n <= LINEAR_MAX_RANKS || count * T::SIZE >= LINEAR_BLOCK_MIN {
-                sched::gather_linear(me, n, root, count)
-            } else {
-                sched::gather_binomial(me, n, root, count)
-            }
+        let alg = self.choose::<T>(Collective::Gather, count);
+        self.plan(PlanOp::Gather, root, count, T::SIZE, |me, n| match alg {
+            Algorithm::Linear => sched::gather_linear(me, n, root, count),
+            _ => sched::gather_binomial(me, n, root, count),
         })
     }
 
     fn plan_scatter<T: Element>(&mut self, root: usize, count: usize) -> Plan {
-        self.plan(PlanOp::Scatter, root, count, T::SIZE, |me, n| {
-            if n <= LINEAR_MAX_RANKS || count * T::SIZE >= LINEAR_BLOCK_MIN {
-                sched::scatter_linear(me, n, root, count)
-            } else {
-                sched::scatter_binomial(me, n, root, count)
-            }
+        let alg = self.choose::<T>(Collective::Scatter, count);
+        self.plan(PlanOp::Scatter, root, count, T::SIZE, |me, n| match alg {
+            Algorithm::Linear => sched::scatter_linear(me, n, root, count),
+            _ => sched::scatter_binomial(me, n, root, count),
         })
     }
 
     fn plan_scan<T: Element>(&mut self, count: usize) -> Plan {
-        self.plan(PlanOp::Scan, 0, count, T::SIZE, |me, n| {
-            if n <= SCAN_CHAIN_MAX_RANKS {
-                sched::scan_chain(me, n, count)
-            } else {
-                sched::scan_recursive_doubling(me, n, count)
-            }
+        let alg = self.choose::<T>(Collective::Scan, count);
+        self.plan(PlanOp::Scan, 0, count, T::SIZE, |me, n| match alg {
+            Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
+            _ => sched::scan_recursive_doubling(me, n, count),
         })
     }
 
     fn plan_alltoall<T: Element>(&mut self, count: usize) -> Plan {
-        self.plan(PlanOp::Alltoall, 0, count, T::SIZE, |me, n| {
-            if count * T::SIZE < ALLTOALL_PAIRWISE_MIN {
-                sched::alltoall_linear(me, n, count)
-            } else {
-                sched::alltoall_pairwise(me, n, count)
-            }
+        let alg = self.choose::<T>(Collective::Alltoall, count);
+        self.plan(PlanOp::Alltoall, 0, count, T::SIZE, |me, n| match alg {
+            Algorithm::Pairwise => sched::alltoall_pairwise(me, n, count),
+            _ => sched::alltoall_linear(me, n, count),
         })
     }
 

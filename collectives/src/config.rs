@@ -29,6 +29,18 @@ pub struct Thresholds {
     /// Allgathers of at least this many bytes per rank use the ring instead
     /// of recursive doubling (`RFX_COLL_ALLGATHER_RING_MIN`).
     pub allgather_ring_min: usize,
+    /// Gather and scatter go straight to or from the root up to this many
+    /// ranks (`RFX_COLL_LINEAR_MAX_RANKS`)...
+    pub linear_max_ranks: usize,
+    /// ... or from blocks of this many bytes (`RFX_COLL_LINEAR_BLOCK_MIN`);
+    /// otherwise along a binomial tree.
+    pub linear_block_min: usize,
+    /// Scan runs along a chain (n-1 messages) up to this many ranks, by
+    /// recursive doubling above (`RFX_COLL_SCAN_CHAIN_MAX_RANKS`).
+    pub scan_chain_max_ranks: usize,
+    /// Blocks of all-to-all from which the pairwise exchange replaces the
+    /// linear one, all sends at once (`RFX_COLL_ALLTOALL_PAIRWISE_MIN`).
+    pub alltoall_pairwise_min: usize,
 }
 
 impl Default for Thresholds {
@@ -40,6 +52,10 @@ impl Default for Thresholds {
             allreduce_large_min: 32 << 10,
             allreduce_ring_min: 4 << 20,
             allgather_ring_min: 64 << 10,
+            linear_max_ranks: 8,
+            linear_block_min: 16 << 10,
+            scan_chain_max_ranks: 4,
+            alltoall_pairwise_min: 256 << 10,
         }
     }
 }
@@ -141,6 +157,13 @@ impl CollConfig {
             ("RFX_COLL_ALLREDUCE_LARGE_MIN", &mut t.allreduce_large_min),
             ("RFX_COLL_ALLREDUCE_RING_MIN", &mut t.allreduce_ring_min),
             ("RFX_COLL_ALLGATHER_RING_MIN", &mut t.allgather_ring_min),
+            ("RFX_COLL_LINEAR_MAX_RANKS", &mut t.linear_max_ranks),
+            ("RFX_COLL_LINEAR_BLOCK_MIN", &mut t.linear_block_min),
+            ("RFX_COLL_SCAN_CHAIN_MAX_RANKS", &mut t.scan_chain_max_ranks),
+            (
+                "RFX_COLL_ALLTOALL_PAIRWISE_MIN",
+                &mut t.alltoall_pairwise_min,
+            ),
         ] {
             if let Some(v) = num(var)? {
                 *slot = v;

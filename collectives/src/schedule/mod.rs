@@ -21,8 +21,11 @@
 
 use std::ops::Range;
 
+mod choose;
 #[cfg(test)]
 mod tests;
+
+pub use choose::{choose, Algorithm, Collective};
 
 /// How a received message lands in the working buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,172 @@
+//! Which algorithm a collective runs, by size and rank count: one function,
+//! [`choose`], and every switch point in [`Thresholds`], so that each can be
+//! set by configuration (`RFX_COLL_*`, see `docs/configuration.md`).
+
+use crate::config::Thresholds;
+
+/// A collective whose algorithm depends on its size or rank count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collective {
+    /// Broadcast from a root.
+    Bcast,
+    /// Reduce to a root.
+    Reduce,
+    /// Reduce, result everywhere.
+    Allreduce,
+    /// Concatenate, result everywhere.
+    Allgather,
+    /// Concatenate at a root.
+    Gather,
+    /// Blocks from a root.
+    Scatter,
+    /// Inclusive prefix reduction.
+    Scan,
+    /// Every rank a block to every rank.
+    Alltoall,
+}
+
+/// An algorithm [`choose`] picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// A binomial tree rooted at the root.
+    Binomial,
+    /// A pipelined chain of chunks of this many bytes.
+    Chain {
+        /// Bytes per chunk.
+        chunk: usize,
+    },
+    /// Recursive doubling (with the non-power-of-two fix-up).
+    RecursiveDoubling,
+    /// Rabenseifner's reduce-scatter then allgather.
+    Rabenseifner,
+    /// A ring.
+    Ring,
+    /// Straight to or from the root, or from every rank to every rank at
+    /// once.
+    Linear,
+    /// Pairwise exchange, one peer per round.
+    Pairwise,
+}
+
+/// The algorithm of `op` over `ranks` ranks, for `bytes` per rank (per
+/// block for gather, scatter, allgather and alltoall), and for `count`
+/// elements when the algorithm needs at least one per rank.
+pub fn choose(
+    op: Collective,
+    bytes: usize,
+    count: usize,
+    ranks: usize,
+    t: &Thresholds,
+) -> Algorithm {
+    use Algorithm::*;
+    match op {
+        Collective::Bcast if bytes >= t.bcast_pipeline_min && ranks > 2 => Chain {
+            chunk: t.pipeline_chunk,
+        },
+        Collective::Bcast => Binomial,
+        Collective::Reduce if bytes >= t.reduce_pipeline_min && ranks > 2 => Chain {
+            chunk: t.pipeline_chunk,
+        },
+        Collective::Reduce => Binomial,
+        Collective::Allreduce if bytes < t.allreduce_large_min || count < ranks => {
+            RecursiveDoubling
+        }
+        Collective::Allreduce if bytes < t.allreduce_ring_min || ranks.is_power_of_two() => {
+            Rabenseifner
+        }
+        Collective::Allreduce => Ring,
+        Collective::Allgather if bytes >= t.allgather_ring_min => Ring,
+        Collective::Allgather => RecursiveDoubling,
+        Collective::Gather | Collective::Scatter
+            if ranks <= t.linear_max_ranks || bytes >= t.linear_block_min =>
+        {
+            Linear
+        }
+        Collective::Gather | Collective::Scatter => Binomial,
+        Collective::Scan if ranks <= t.scan_chain_max_ranks => Chain { chunk: 0 },
+        Collective::Scan => RecursiveDoubling,
+        Collective::Alltoall if bytes < t.alltoall_pairwise_min => Linear,
+        Collective::Alltoall => Pairwise,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_switch_point_is_where_the_thresholds_say() {
+        let t = Thresholds::default();
+        let c = |op, bytes, ranks| choose(op, bytes, bytes / 8, ranks, &t);
+        let chain = Algorithm::Chain {
+            chunk: t.pipeline_chunk,
+        };
+        for op in [Collective::Bcast, Collective::Reduce] {
+            let min = if op == Collective::Bcast {
+                t.bcast_pipeline_min
+            } else {
+                t.reduce_pipeline_min
+            };
+            assert_eq!(c(op, min - 8, 4), Algorithm::Binomial);
+            assert_eq!(c(op, min, 4), chain);
+            // Two ranks: the tree is the chain.
+            assert_eq!(c(op, min, 2), Algorithm::Binomial);
+        }
+        let ar = Collective::Allreduce;
+        assert_eq!(
+            c(ar, t.allreduce_large_min - 8, 4),
+            Algorithm::RecursiveDoubling
+        );
+        assert_eq!(c(ar, t.allreduce_large_min, 4), Algorithm::Rabenseifner);
+        assert_eq!(c(ar, t.allreduce_ring_min, 4), Algorithm::Rabenseifner);
+        assert_eq!(c(ar, t.allreduce_ring_min, 6), Algorithm::Ring);
+        assert_eq!(
+            choose(ar, t.allreduce_ring_min, 3, 6, &t),
+            Algorithm::RecursiveDoubling,
+            "fewer elements than ranks"
+        );
+        let ag = Collective::Allgather;
+        assert_eq!(
+            c(ag, t.allgather_ring_min - 8, 4),
+            Algorithm::RecursiveDoubling
+        );
+        assert_eq!(c(ag, t.allgather_ring_min, 4), Algorithm::Ring);
+        for op in [Collective::Gather, Collective::Scatter] {
+            assert_eq!(c(op, 8, t.linear_max_ranks), Algorithm::Linear);
+            assert_eq!(c(op, 8, t.linear_max_ranks + 1), Algorithm::Binomial);
+            assert_eq!(c(op, t.linear_block_min, 64), Algorithm::Linear);
+        }
+        assert_eq!(
+            c(Collective::Scan, 8, t.scan_chain_max_ranks),
+            Algorithm::Chain { chunk: 0 }
+        );
+        assert_eq!(
+            c(Collective::Scan, 8, t.scan_chain_max_ranks + 1),
+            Algorithm::RecursiveDoubling
+        );
+        let a2a = Collective::Alltoall;
+        assert_eq!(c(a2a, t.alltoall_pairwise_min - 8, 4), Algorithm::Linear);
+        assert_eq!(c(a2a, t.alltoall_pairwise_min, 4), Algorithm::Pairwise);
+    }
+
+    #[test]
+    fn configuration_moves_the_switch_points() {
+        let t = Thresholds {
+            bcast_pipeline_min: 64,
+            alltoall_pairwise_min: 16,
+            linear_max_ranks: 2,
+            ..Thresholds::default()
+        };
+        assert_eq!(
+            choose(Collective::Bcast, 64, 8, 4, &t),
+            Algorithm::Chain {
+                chunk: t.pipeline_chunk
+            }
+        );
+        assert_eq!(
+            choose(Collective::Alltoall, 16, 2, 4, &t),
+            Algorithm::Pairwise
+        );
+        assert_eq!(choose(Collective::Gather, 8, 1, 3, &t), Algorithm::Binomial);
+    }
+}
