@@ -1,0 +1,174 @@
+//! `rfx-bench transport`: write_imm ping-pong per provider and size.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Args;
+use rfx_fabric::TransportKind;
+use serde::Serialize;
+
+use super::{mode_name, Output, PingPongArgs};
+use crate::schedule::Step;
+use crate::stats::Summary;
+use crate::{baseline, machine, transport};
+
+#[derive(Args)]
+pub(crate) struct TransportArgs {
+    #[command(flatten)]
+    common: PingPongArgs,
+    /// The operation: `write` (write_imm ping-pong: write, peer writes
+    /// back) or `read` (one-sided read of the peer's memory; raw baselines:
+    /// a 24-byte request answered by the size over TCP, one copy out of a
+    /// shared mapping for shm, none in-process for verbs and ofi).
+    #[arg(long, default_value = "write", value_parser = ["write", "read"])]
+    op: String,
+}
+
+#[derive(Serialize)]
+struct Row {
+    transport: TransportKind,
+    op: &'static str,
+    mode: &'static str,
+    size: usize,
+    baseline: Option<&'static str>,
+    rfx: Summary,
+    raw: Option<Summary>,
+    ratio_p50: Option<f64>,
+    ratio_p99: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    bench: &'static str,
+    machine: machine::Machine,
+    cpus: (Option<usize>, Option<usize>),
+    schedule: &'a [Step],
+    results: Vec<Row>,
+}
+
+fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
+    match (kind, read) {
+        (TransportKind::Tcp, false) => "raw tcp socket ping-pong",
+        (TransportKind::Shm, false) => "raw shm flag ping-pong",
+        (TransportKind::Ofi, false) => {
+            "libfabric fi_pingpong, same provider (mean round trip, busy poll)"
+        }
+        (TransportKind::Verbs, false) => {
+            "raw WRITE_WITH_IMM ping-pong (ib_write_lat --write_with_imm's loop), busy poll"
+        }
+        (TransportKind::Tcp, true) => "raw tcp socket, 24-byte request, size-byte reply",
+        (TransportKind::Shm, true) => "one copy out of a shared mapping",
+        _ => "none",
+    }
+}
+
+pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Result<()> {
+    let (steps, cpus) = args.plan()?;
+    let read = op == "read";
+    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let table = &mut out.table;
+    writeln!(
+        table,
+        "# rfx-bench transport: {} (us), client cpu {:?}, server cpu {:?}",
+        if read {
+            "one-sided read"
+        } else {
+            "write_imm round trip"
+        },
+        cpus.0,
+        cpus.1
+    )?;
+    writeln!(
+        table,
+        "{:<5} {:<4} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
+        "prov",
+        "mode",
+        "size",
+        "rfx p50",
+        "p99",
+        "p999",
+        "raw p50",
+        "p99",
+        "p999",
+        "x p50",
+        "x p99"
+    )?;
+    let mut results = Vec::new();
+    for &kind in &args.transport {
+        for &mode in &args.mode {
+            let what = || format!("rfx {op} {kind} {}", mode_name(mode));
+            let (rfx, raw) = if read {
+                let rfx = transport::rfx_read(kind, mode, &steps, cpus).with_context(what)?;
+                let raw = match kind {
+                    TransportKind::Tcp => Some(baseline::tcp::request_reply(
+                        mode,
+                        &steps,
+                        cpus,
+                        rfx_fabric::wire::FRAME_HEADER_LEN,
+                    )?),
+                    TransportKind::Shm => Some(baseline::shm::copy_out(&steps, cpus)?),
+                    _ => None,
+                };
+                (rfx, raw)
+            } else {
+                let rfx = transport::rfx_pingpong(kind, mode, &steps, cpus).with_context(what)?;
+                let raw = match kind {
+                    TransportKind::Tcp => Some(baseline::tcp::pingpong(mode, &steps, cpus)?),
+                    TransportKind::Shm => Some(baseline::shm::pingpong(mode, &steps, cpus)?),
+                    #[cfg(feature = "ofi")]
+                    TransportKind::Ofi => Some(baseline::ofi::pingpong(&steps, cpus)?),
+                    #[cfg(feature = "verbs")]
+                    TransportKind::Verbs if mode == PollMode::Hot => {
+                        Some(baseline::verbs::pingpong(&steps, cpus)?)
+                    }
+                    _ => None,
+                };
+                (rfx, raw)
+            };
+            let mut raw = raw.map(Vec::into_iter);
+            for (step, r) in steps.iter().zip(rfx) {
+                let b = raw.as_mut().and_then(Iterator::next);
+                let row = Row {
+                    transport: kind,
+                    op: if read { "read" } else { "write" },
+                    mode: mode_name(mode),
+                    size: step.size,
+                    baseline: b.as_ref().map(|_| baseline_name(kind, read)),
+                    ratio_p50: b.as_ref().map(|b| r.p50_us / b.p50_us),
+                    ratio_p99: b.as_ref().map(|b| r.p99_us / b.p99_us),
+                    rfx: r,
+                    raw: b,
+                };
+                let cell = |v: Option<f64>, w: usize| match v {
+                    Some(v) => format!("{v:>w$.2}"),
+                    None => format!("{:>w$}", "-"),
+                };
+                let raw = row.raw.as_ref();
+                writeln!(
+                    table,
+                    "{:<5} {:<4} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {} {} {} | {} {}",
+                    kind.name(),
+                    row.mode,
+                    step.size,
+                    row.rfx.p50_us,
+                    row.rfx.p99_us,
+                    row.rfx.p999_us,
+                    cell(raw.map(|b| b.p50_us), 8),
+                    cell(raw.map(|b| b.p99_us), 8),
+                    cell(raw.map(|b| b.p999_us), 8),
+                    cell(row.ratio_p50, 6),
+                    cell(row.ratio_p99, 6)
+                )?;
+                results.push(row);
+            }
+        }
+    }
+    let report = Report {
+        bench: "transport",
+        machine: machine::describe(),
+        cpus,
+        schedule: &steps,
+        results,
+    };
+    out.finish(&report)
+}
