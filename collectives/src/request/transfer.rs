@@ -1,0 +1,161 @@
+//! Moving data between a task's buffers and messages.
+
+use super::*;
+
+/// Up to four blocks as byte slices (wire layout), or `None` when they
+/// must be encoded.
+pub(super) fn wire_parts<'a, T: Element, B: TaskBuf<T>>(
+    buf: &'a B,
+    blocks: &[Range<usize>],
+) -> Option<([&'a [u8]; 4], usize)> {
+    if blocks.len() > 4 {
+        return None;
+    }
+    let mut parts: [&[u8]; 4] = [&[]; 4];
+    for (p, r) in parts.iter_mut().zip(blocks) {
+        *p = T::wire(buf.read(r.clone()))?;
+    }
+    Some((parts, blocks.len()))
+}
+
+pub(super) fn encode_blocks<T: Element, B: TaskBuf<T>>(
+    buf: &B,
+    blocks: &[Range<usize>],
+) -> Vec<u8> {
+    let n: usize = blocks.iter().map(|r| r.len()).sum();
+    let mut bytes = Vec::with_capacity(n * T::SIZE);
+    for r in blocks {
+        T::encode(buf.read(r.clone()), &mut bytes);
+    }
+    bytes
+}
+
+/// Posts the blocks of `buf` to `dest`; a token if the send is borrowed
+/// and not done yet.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn post_blocks<T: Element, B: TaskBuf<T>>(
+    e: &mut Engine,
+    buf: &B,
+    blocks: &[Range<usize>],
+    dest: usize,
+    ctx: u32,
+    tag: u32,
+    borrow: bool,
+) -> Result<Option<u64>, CollError> {
+    match wire_parts(buf, blocks) {
+        Some((parts, n)) => e.post(dest, ctx, tag, &parts[..n], borrow),
+        None => {
+            let bytes = encode_blocks(buf, blocks);
+            e.post(dest, ctx, tag, &[&bytes], false)
+        }
+    }
+}
+
+/// Lands `piece` (payload bytes from `off`) in the element ranges
+/// `blocks` of `buf`, replacing or reducing.
+pub(super) fn deliver<T: Element, B: TaskBuf<T>>(
+    buf: &mut B,
+    blocks: &[Range<usize>],
+    combine: Combine,
+    op: Option<&Op<T>>,
+    off: usize,
+    piece: Piece<'_>,
+    scratch: &mut [u64],
+) -> Result<(), CollError> {
+    let s = T::SIZE;
+    let mut e0 = off / s;
+    let mut n = piece.len() / s;
+    let mut at = 0;
+    let mut cum = 0;
+    for r in blocks {
+        if n == 0 {
+            break;
+        }
+        let blen = r.len();
+        if e0 >= cum + blen {
+            cum += blen;
+            continue;
+        }
+        let start = e0 - cum;
+        let k = (blen - start).min(n);
+        let dst = buf.write(r.start + start..r.start + start + k)?;
+        land(dst, combine, op, piece.sub(at, k * s), scratch)?;
+        at += k * s;
+        e0 += k;
+        n -= k;
+        cum += blen;
+    }
+    Ok(())
+}
+
+pub(super) fn region_err(source: rfx_fabric::FabricError) -> CollError {
+    CollError::Fabric {
+        rank: usize::MAX,
+        source,
+    }
+}
+
+/// Lands one piece of `dst.len()` elements in `dst`.
+pub(super) fn land<T: Element>(
+    dst: &mut [T],
+    combine: Combine,
+    op: Option<&Op<T>>,
+    piece: Piece<'_>,
+    scratch: &mut [u64],
+) -> Result<(), CollError> {
+    let left = combine == Combine::ReduceLeft;
+    let op = match (combine, op) {
+        (Combine::Replace, _) | (_, None) => None,
+        (_, Some(op)) => Some(op),
+    };
+    match (piece, op) {
+        (Piece::Region { mr, off, .. }, None) => match T::wire_mut(dst) {
+            Some(bytes) => mr.read_at(off, bytes).map_err(region_err),
+            None => {
+                let step = scratch.len() * 8 / T::SIZE;
+                for (i, d) in dst.chunks_mut(step).enumerate() {
+                    let nb = d.len() * T::SIZE;
+                    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..nb];
+                    mr.read_at(off + i * step * T::SIZE, bytes)
+                        .map_err(region_err)?;
+                    T::decode(d, bytes);
+                }
+                Ok(())
+            }
+        },
+        (Piece::Bytes(b), None) => {
+            match T::wire_mut(dst) {
+                Some(bytes) => bytes.copy_from_slice(b),
+                None => T::decode(dst, b),
+            }
+            Ok(())
+        }
+        (Piece::Region { mr, off, .. }, Some(op)) => {
+            let step = scratch.len() * 8 / T::SIZE;
+            for (i, d) in dst.chunks_mut(step).enumerate() {
+                let nb = d.len() * T::SIZE;
+                let words = &mut scratch[..nb.div_ceil(8)];
+                mr.read_at(
+                    off + i * step * T::SIZE,
+                    &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
+                )
+                .map_err(region_err)?;
+                match T::view(words) {
+                    Some(x) => op.combine_slice(d, &x[..d.len()], left)?,
+                    None => {
+                        op.combine_bytes(d, &bytemuck::cast_slice::<u64, u8>(words)[..nb], left)?
+                    }
+                }
+            }
+            Ok(())
+        }
+        (Piece::Bytes(b), Some(op)) => op.combine_bytes(dst, b, left),
+    }
+}
+
+pub(super) fn overlaps(a: &[Range<usize>], b: &[Range<usize>]) -> bool {
+    a.iter().any(|x| {
+        b.iter()
+            .any(|y| !x.is_empty() && !y.is_empty() && x.start < y.end && y.start < x.end)
+    })
+}
