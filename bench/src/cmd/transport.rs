@@ -118,7 +118,7 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
                     #[cfg(feature = "ofi")]
                     TransportKind::Ofi => Some(baseline::ofi::pingpong(&steps, cpus)?),
                     #[cfg(feature = "verbs")]
-                    TransportKind::Verbs if mode == PollMode::Hot => {
+                    TransportKind::Verbs if mode == rfx_fabric::PollMode::Hot => {
                         Some(baseline::verbs::pingpong(&steps, cpus)?)
                     }
                     _ => None,
