@@ -94,8 +94,16 @@ impl Context {
     /// The communicator to the other instances of a group invocation; `None`
     /// for a single invocation.
     pub fn comm(&self) -> Option<crate::comm::Comm<'_>> {
-        crate::ffi::comm_table(&self.raw).map(|table| crate::comm::Comm { table })
+        comm_table(&self.raw).map(|table| crate::comm::Comm { table })
     }
+}
+
+/// The table `raw.comm` points to, if any.
+fn comm_table(raw: &RfxContext) -> Option<&crate::comm::RfxComm> {
+    // SAFETY: `comm` is null or points to a table the executor keeps alive for the whole call,
+    // and a `Context` (which owns `raw` by value and is neither `Clone` nor `Copy`) is only
+    // handed to the function by reference for that call; the returned borrow cannot outlive it.
+    unsafe { raw.comm.as_ref() }
 }
 
 #[cfg(test)]

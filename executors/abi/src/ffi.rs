@@ -1,12 +1,9 @@
-//! The crate's only `unsafe`: the body of every exported entry point
-//! (raw pointers from the executor into slices and a [`Context`]), and the
-//! calls a function makes back through its group's [`RfxComm`] table.
+//! The `unsafe` of the entry points: the body of every exported function
+//! (raw pointers from the executor into slices and a [`Context`]). The
+//! calls back through a group's table are `comm/calls.rs`.
 //!
 //! Both rest on the extended ABI's contract, which the executor keeps: the
 //! context, the buffers and the table are valid for the duration of the call.
-
-use crate::comm::{CommElement, CommOp, RfxComm};
-use crate::context::RfxContext;
 
 /// Support for [`export!`](crate::export); not a public API.
 #[doc(hidden)]
@@ -77,86 +74,5 @@ pub mod private {
                 PANICKED
             }
         }
-    }
-}
-
-// --- the group communicator table (crate::comm), function side -------------------------------
-//
-// A function calls the executor back through the `RfxComm` table its context points to. The
-// table and the buffers are valid for the duration of the call (the executor's contract); the
-// entry points check everything else (ranks, types, lengths, alignment).
-
-/// The table `raw.comm` points to, if any.
-pub(crate) fn comm_table(raw: &RfxContext) -> Option<&RfxComm> {
-    // SAFETY: `comm` is null or points to a table the executor keeps alive for the whole call,
-    // and a `Context` (which owns `raw` by value and is neither `Clone` nor `Copy`) is only
-    // handed to the function by reference for that call; the returned borrow cannot outlive it.
-    unsafe { raw.comm.as_ref() }
-}
-
-pub(crate) fn comm_send(t: &RfxComm, buf: &[u8], dest: u32, tag: u32) -> i32 {
-    // SAFETY: the entry point is the executor's; `buf` is valid for `len` bytes during the call.
-    unsafe { (t.send)(t.handle, buf.as_ptr().cast(), buf.len() as u64, dest, tag) }
-}
-
-pub(crate) fn comm_recv(t: &RfxComm, buf: &mut [u8], source: u32, tag: u32) -> (i32, usize) {
-    let mut len = 0u64;
-    // SAFETY: `buf` is valid for writes of `cap` bytes and `len` for one u64, during the call.
-    let code = unsafe {
-        (t.recv)(
-            t.handle,
-            buf.as_mut_ptr().cast(),
-            buf.len() as u64,
-            source,
-            tag,
-            &mut len,
-        )
-    };
-    (
-        code,
-        usize::try_from(len).unwrap_or(usize::MAX).min(buf.len()),
-    )
-}
-
-pub(crate) fn comm_barrier(t: &RfxComm) -> i32 {
-    // SAFETY: the entry point is the executor's and takes only its handle.
-    unsafe { (t.barrier)(t.handle) }
-}
-
-pub(crate) fn comm_bcast(t: &RfxComm, buf: &mut [u8], root: u32) -> i32 {
-    // SAFETY: `buf` is valid for reads and writes of `len` bytes during the call.
-    unsafe { (t.bcast)(t.handle, buf.as_mut_ptr().cast(), buf.len() as u64, root) }
-}
-
-pub(crate) fn comm_reduce<T: CommElement>(
-    t: &RfxComm,
-    input: &[T],
-    out: &mut [T],
-    op: CommOp,
-    root: Option<u32>,
-) -> i32 {
-    let (i, o, n) = (
-        input.as_ptr().cast(),
-        out.as_mut_ptr().cast(),
-        input.len() as u64,
-    );
-    let (d, op) = (T::DTYPE as u32, op as u32);
-    match root {
-        // SAFETY: `input` and `out` hold `n` elements of the type `d` names, aligned, distinct.
-        Some(root) => unsafe { (t.reduce)(t.handle, i, o, n, d, op, root) },
-        // SAFETY: as above.
-        None => unsafe { (t.allreduce)(t.handle, i, o, n, d, op) },
-    }
-}
-
-pub(crate) fn comm_allgather(t: &RfxComm, block: &[u8], out: &mut [u8]) -> i32 {
-    // SAFETY: `block` is valid for `len` bytes, `out` for `size * len` (checked by the caller).
-    unsafe {
-        (t.allgather)(
-            t.handle,
-            block.as_ptr().cast(),
-            block.len() as u64,
-            out.as_mut_ptr().cast(),
-        )
     }
 }
