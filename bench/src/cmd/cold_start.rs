@@ -8,7 +8,7 @@ use clap::Args;
 use rfx_fabric::{PollMode, TransportKind};
 use serde::Serialize;
 
-use super::{mode_name, parse_cpus, parse_mode, Output};
+use super::{mode_name, parse_cpus, parse_mode, Output, OutputArgs};
 use crate::{cold_start, library, machine, pin};
 
 #[derive(Args)]
@@ -51,13 +51,8 @@ pub(crate) struct ColdStartArgs {
     /// build examples/functions in release mode).
     #[arg(long)]
     lib: Option<PathBuf>,
-    /// Write results as JSON to FILE, or to stdout with `-` or no value
-    /// (the table then goes to stderr).
-    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
-    json: Option<String>,
-    /// Also write the result rows as CSV to FILE.
-    #[arg(long)]
-    csv: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -119,7 +114,7 @@ pub(crate) fn run(args: ColdStartArgs) -> anyhow::Result<()> {
     let mut cpus = pin::pair(args.cpus);
     let lib = library::resolve(args.lib.as_deref())?;
     let library_bytes = std::fs::metadata(&lib)?.len();
-    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let mut out = Output::new(&args.out);
     // The managers start before this thread is pinned, so that they (and
     // the executors they spawn) are not confined to the client's CPU.
     let mut cluster = if leased {

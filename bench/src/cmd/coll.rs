@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use super::Output;
+use super::{Output, OutputArgs};
 use crate::schedule::{self};
 use crate::{coll, machine};
 
@@ -52,13 +52,8 @@ pub(crate) struct CollArgs {
     /// Bound on each run of one implementation at one rank count.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
-    /// Write results as JSON to FILE, or to stdout with `-` or no value
-    /// (the table then goes to stderr).
-    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
-    json: Option<String>,
-    /// Also write the result rows as CSV to FILE.
-    #[arg(long)]
-    csv: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -93,7 +88,7 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
     if let Some(w) = args.rank.warmup {
         common.extend(["--warmup".into(), w.to_string()]);
     }
-    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let mut out = Output::new(&args.out);
     let mut points = Vec::new();
     for &n in &args.ranks {
         anyhow::ensure!(n >= 1, "--ranks must be at least 1");

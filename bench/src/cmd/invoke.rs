@@ -91,7 +91,7 @@ pub(crate) fn run(
 ) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
     let lib = library::resolve(lib.as_deref())?;
-    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let mut out = Output::new(&args.out);
     let table = &mut out.table;
     writeln!(
         table,

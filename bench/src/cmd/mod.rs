@@ -41,13 +41,8 @@ pub(crate) struct PingPongArgs {
     /// 0,1 when the machine has two).
     #[arg(long, value_parser = parse_cpus)]
     cpus: Option<(usize, usize)>,
-    /// Write results as JSON to FILE, or to stdout with `-` or no value
-    /// (the table then goes to stderr).
-    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
-    json: Option<String>,
-    /// Also write the result rows as CSV to FILE.
-    #[arg(long)]
-    csv: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 impl PingPongArgs {
@@ -64,6 +59,18 @@ impl PingPongArgs {
     }
 }
 
+/// Where results go (`--json`, `--csv`): every measuring subcommand's.
+#[derive(Args, Clone)]
+pub(crate) struct OutputArgs {
+    /// Write results as JSON to FILE, or to stdout with `-` or no value
+    /// (the table then goes to stderr).
+    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
+    json: Option<String>,
+    /// Also write the result rows as CSV to FILE.
+    #[arg(long)]
+    csv: Option<String>,
+}
+
 /// Where the table and the JSON go: with `--json -` the JSON takes stdout
 /// and the table goes to stderr.
 pub(crate) struct Output {
@@ -73,23 +80,17 @@ pub(crate) struct Output {
 }
 
 impl Output {
-    fn new(json: Option<String>) -> Output {
-        let table: Box<dyn Write> = if json.as_deref() == Some("-") {
+    fn new(args: &OutputArgs) -> Output {
+        let table: Box<dyn Write> = if args.json.as_deref() == Some("-") {
             Box::new(std::io::stderr())
         } else {
             Box::new(std::io::stdout())
         };
         Output {
             table,
-            json,
-            csv: None,
+            json: args.json.clone(),
+            csv: args.csv.clone(),
         }
-    }
-
-    /// Also writes the result rows as CSV to `csv`, if given.
-    fn with_csv(mut self, csv: Option<String>) -> Output {
-        self.csv = csv;
-        self
     }
 
     fn finish<T: Serialize>(mut self, report: &T) -> anyhow::Result<()> {

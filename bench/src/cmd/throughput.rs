@@ -9,7 +9,7 @@ use clap::Args;
 use rfx_fabric::{PollMode, TransportKind};
 use serde::Serialize;
 
-use super::{mode_name, parse_mode, Output};
+use super::{mode_name, parse_mode, Output, OutputArgs};
 use crate::stats::Summary;
 use crate::{library, machine, throughput};
 
@@ -35,13 +35,8 @@ pub(crate) struct ThroughputArgs {
     /// release mode).
     #[arg(long)]
     lib: Option<PathBuf>,
-    /// Write results as JSON to FILE, or to stdout with `-` or no value
-    /// (the table then goes to stderr).
-    #[arg(long, num_args = 0..=1, default_missing_value = "-")]
-    json: Option<String>,
-    /// Also write the result rows as CSV to FILE.
-    #[arg(long)]
-    csv: Option<String>,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 #[derive(Serialize)]
@@ -86,7 +81,7 @@ pub(crate) fn run(args: ThroughputArgs) -> anyhow::Result<()> {
         .collect();
     let lib = library::resolve(args.lib.as_deref())?;
     let duration = Duration::from_secs_f64(args.duration_s);
-    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let mut out = Output::new(&args.out);
     let table = &mut out.table;
     writeln!(
         table,

@@ -65,7 +65,7 @@ fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
 pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
     let read = op == "read";
-    let mut out = Output::new(args.json.clone()).with_csv(args.csv.clone());
+    let mut out = Output::new(&args.out);
     let table = &mut out.table;
     writeln!(
         table,
