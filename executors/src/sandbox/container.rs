@@ -590,12 +590,7 @@ impl ContainerRuntime {
                 }
                 a.two("--ipc", "private");
                 a.two("--cgroupns", "private");
-                a.two("--memory", spec.memory_bytes.to_string());
-                a.two("--memory-swap", spec.memory_bytes.to_string());
-                if !spec.cpus.is_empty() {
-                    a.two("--cpuset-cpus", cpu_list(spec.cpus));
-                }
-                a.two("--pids-limit", spec.pids_max.to_string());
+                a.limits(spec);
                 a.two(
                     "--ulimit",
                     format!("nofile={}:{}", self.nofile.0, self.nofile.1),
@@ -647,12 +642,7 @@ impl ContainerRuntime {
                 // Root-only: run as the lease's ids.
                 a.two("--security", format!("uid:{}", spec.uid));
                 a.two("--security", format!("gid:{}", spec.gid));
-                a.two("--memory", spec.memory_bytes.to_string());
-                a.two("--memory-swap", spec.memory_bytes.to_string());
-                if !spec.cpus.is_empty() {
-                    a.two("--cpuset-cpus", cpu_list(spec.cpus));
-                }
-                a.two("--pids-limit", spec.pids_max.to_string());
+                a.limits(spec);
                 a.two(
                     "--bind",
                     bind(spec.executor, Path::new(EXECUTOR_IN_CONTAINER)),
@@ -787,6 +777,16 @@ impl Args {
     }
     fn all(&mut self, args: &[OsString]) {
         self.0.extend(args.iter().cloned());
+    }
+    /// The lease's limits, spelled alike by podman, Docker and Apptainer:
+    /// memory with no swap beyond it, cores, processes.
+    fn limits(&mut self, spec: &ContainerSpec<'_>) {
+        self.two("--memory", spec.memory_bytes.to_string());
+        self.two("--memory-swap", spec.memory_bytes.to_string());
+        if !spec.cpus.is_empty() {
+            self.two("--cpuset-cpus", cpu_list(spec.cpus));
+        }
+        self.two("--pids-limit", spec.pids_max.to_string());
     }
 }
 
