@@ -23,10 +23,11 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The repository's Markdown files (not under `target/`, hidden folders or
-/// symbolic links such as a `shared` beside a clone).
-fn markdown_files() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+/// The repository's files whose names end with one of `exts` (not under
+/// `target/`, hidden folders or symbolic links such as a `shared` beside a
+/// clone).
+fn repo_files(exts: &[&str]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
@@ -40,14 +41,14 @@ fn markdown_files() -> Vec<PathBuf> {
                 continue;
             }
             if kind.is_dir() {
-                walk(&path, out);
-            } else if name.ends_with(".md") {
+                walk(&path, exts, out);
+            } else if exts.iter().any(|e| name.ends_with(e)) {
                 out.push(path);
             }
         }
     }
     let mut files = Vec::new();
-    walk(root(), &mut files);
+    walk(root(), exts, &mut files);
     files.sort();
     files
 }
@@ -112,7 +113,7 @@ fn anchors(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_relative_link_in_the_docs_resolves() {
-    let files = markdown_files();
+    let files = repo_files(&[".md"]);
     assert!(
         files.iter().any(|f| f.ends_with("docs/design.md")),
         "docs/design.md is the design: {files:?}"
@@ -153,31 +154,18 @@ fn every_relative_link_in_the_docs_resolves() {
 
 #[test]
 fn the_design_is_the_one_in_the_repository() {
-    let mut cited = Vec::new();
-    fn walk(dir: &Path, cited: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let path = entry.path();
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let kind = entry.file_type().unwrap();
-            if kind.is_symlink() || name.starts_with('.') || name == "target" {
-                continue;
-            }
-            if kind.is_dir() {
-                walk(&path, cited);
-                continue;
-            }
-            let text_like = [".rs", ".md", ".sh", ".toml", ".c", ".h", ".py"];
-            if !text_like.iter().any(|e| name.ends_with(e)) {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            // This file names the old document to forbid it.
-            if text.contains("DESIGN.md") && !path.ends_with("tests/docs.rs") {
-                cited.push(path.display().to_string());
-            }
-        }
-    }
-    walk(root(), &mut cited);
+    let text_like = [".rs", ".md", ".sh", ".toml", ".c", ".h", ".py"];
+    let cited: Vec<String> = repo_files(&text_like)
+        .into_iter()
+        // This file names the old document to forbid it.
+        .filter(|path| !path.ends_with("tests/docs.rs"))
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains("DESIGN.md")
+        })
+        .map(|path| path.display().to_string())
+        .collect();
     assert!(
         cited.is_empty(),
         "these cite DESIGN.md; the design is docs/design.md: {cited:?}"

@@ -22,7 +22,7 @@ use rfx::fabric::{Config, Fabric};
 use rfx::leases::proto::{LeaseRequest, LeaseState, LostReason};
 use rfx::local::LocalCluster;
 use rfx::tenant::{Lease, Tenant};
-use support::fault::{children, cmdline, parent};
+use support::fault::{children, cmdline, parent, wait_for};
 use support::*;
 
 const FUNCTIONS: &[&str] = &[
@@ -167,19 +167,12 @@ fn call(inv: &mut Invoker, f: &str, input: &str) -> String {
 impl Audit {
     /// The `executor_started` record of `lease` (waiting up to 10 s).
     fn started(&self, lease: u64) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        wait_for(Duration::from_secs(10), "executor_started", || {
             let text = std::fs::read_to_string(&self.0).unwrap_or_default();
-            let found = text
-                .lines()
+            text.lines()
                 .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .find(|v| v["lease"] == lease && v["action"] == "executor_started");
-            match found {
-                Some(v) => return v,
-                None if Instant::now() > deadline => panic!("no executor_started for {lease}"),
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+                .find(|v| v["lease"] == lease && v["action"] == "executor_started")
+        })
     }
 
     /// The host pids of the processes serving `lease`: the one its manager
@@ -512,18 +505,9 @@ fn standing_by(relay: u32) -> bool {
     ready
 }
 
-/// The first `Some` of `probe` within 30 s (standbys start under
-/// `SCHED_IDLE`: slowly on a loaded machine).
-fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = probe() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "no {what} within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+/// How long the standby test waits for a standby: they start under
+/// `SCHED_IDLE`, slowly on a loaded machine.
+const STANDBY_WAIT: Duration = Duration::from_secs(30);
 
 /// The memory limit of the cgroup of `pid`, bytes (v1 or v2).
 fn memory_limit(pid: u32) -> Option<u64> {
@@ -556,13 +540,17 @@ fn a_standby_executor_serves_one_lease_with_its_limits() {
     let (c, audit) = cluster();
     let (mallory, _) = tenant(&c, "mallory");
     let (alice, _) = tenant(&c, "alice");
-    let manager = wait_for("executor manager", || {
+    let manager = wait_for(STANDBY_WAIT, "executor manager", || {
         children(std::process::id())
             .into_iter()
             .find(|&p| cmdline(p).iter().any(|a| a == "executor-manager"))
     });
-    let first = wait_for("standby", || standbys(manager).first().copied());
-    wait_for("standby standing by", || standing_by(first).then_some(()));
+    let first = wait_for(STANDBY_WAIT, "standby", || {
+        standbys(manager).first().copied()
+    });
+    wait_for(STANDBY_WAIT, "standby standing by", || {
+        standing_by(first).then_some(())
+    });
     let a = lease(&mallory, &LeaseRequest::new(1, 60_000).with_memory(256));
     let id_a = a.info().lease.id.0;
     let mut ia = connect(&a);
@@ -583,10 +571,10 @@ fn a_standby_executor_serves_one_lease_with_its_limits() {
     }
 
     assert_eq!(parent(relay_a), Some(manager));
-    let spare = wait_for("replacement standby", || {
+    let spare = wait_for(STANDBY_WAIT, "replacement standby", || {
         standbys(manager).into_iter().find(|&p| p != relay_a)
     });
-    wait_for("replacement standing by", || {
+    wait_for(STANDBY_WAIT, "replacement standing by", || {
         standing_by(spare).then_some(())
     });
     // Standing by, it has joined its cgroup.
@@ -609,7 +597,7 @@ fn a_standby_executor_serves_one_lease_with_its_limits() {
 
     // A standby killed while it waits.
     let taken = [relay_a, started_b["pid"].as_u64().unwrap() as u32];
-    let waiting = wait_for("third standby", || {
+    let waiting = wait_for(STANDBY_WAIT, "third standby", || {
         standbys(manager).into_iter().find(|p| !taken.contains(p))
     });
     nix::sys::signal::kill(
