@@ -17,18 +17,37 @@
 //! makes progress, and two ranks sending to each other never deadlock.
 //! A message of a small size travels in one write with its header; larger
 //! ones as a header and chunks.
+//!
+//! The protocol is written against [`Link`], not the fabric: `flow` holds
+//! the window into each peer's inbox and our inbox with its credit,
+//! `inbound` takes the peer's writes in ring order and spills, `outbound`
+//! places ours, and this module keeps the per-peer queues that operations
+//! post to and claim from. `harness` (tests only) joins N engines by links
+//! in memory, so `tests` drives credit starvation, spill, crossed sends and
+//! failures in one thread.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use rfx_fabric::{
-    Completion, Endpoint, FabricError, MemoryRegion, PollMode, RemoteBuffer, TransportKind,
-    WriteCompletion,
-};
+use rfx_fabric::{Completion, Endpoint, FabricError, MemoryRegion, PollMode, TransportKind};
 
 use crate::error::CollError;
-use crate::wire::{self, Header, Kind, ALIGN, HDR_LEN};
+use crate::wire::{Header, ALIGN, HDR_LEN};
+
+mod flow;
+#[cfg(test)]
+mod harness;
+mod inbound;
+mod link;
+mod outbound;
+#[cfg(test)]
+mod tests;
+
+use flow::Conn;
+use inbound::{on_write, spill, InMsg, Owned};
+pub(crate) use link::Link;
+use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 
 /// Completions taken from one endpoint per sweep, so that one busy peer
 /// does not starve the others.
@@ -37,7 +56,7 @@ const POLL_BURST: usize = 64;
 /// Payloads up to this many bytes travel in one write with their header
 /// (copied into a staging buffer first); larger ones as a header write and
 /// chunk writes straight from the caller's buffer.
-const SINGLE_MAX: usize = 2048;
+pub(super) const SINGLE_MAX: usize = 2048;
 
 /// Words of the scratch buffer that reductions read inbox data into.
 const SCRATCH_WORDS: usize = 2048;
@@ -55,7 +74,7 @@ pub(crate) const MIN_INBOX: usize = 1024;
 
 /// Bound on the up-front allocation for a spilled message (it grows as
 /// data arrives beyond that).
-const SPILL_RESERVE: usize = 64 << 20;
+pub(super) const SPILL_RESERVE: usize = 64 << 20;
 
 /// Message data handed to a receive: in the inbox, or in owned memory.
 #[derive(Debug)]
@@ -102,151 +121,10 @@ pub(crate) struct Claimed {
     pub(crate) total: usize,
 }
 
-/// A write occupying inbox space, in ring order.
 #[derive(Debug)]
-struct Chunk {
-    /// Ring position after it (any skip before it included).
-    end: u64,
-    /// Offset of its payload in the inbox.
-    off: usize,
-    /// Payload bytes.
-    len: usize,
-    msg: u64,
-    done: bool,
-}
-
-/// Payloads up to this size are read out with their header on arrival.
-const INLINE_MAX: usize = 48;
-
-#[derive(Debug, Clone, Copy)]
-struct Inline {
-    len: u8,
-    data: [u8; INLINE_MAX],
-}
-
-#[derive(Debug)]
-struct Owned {
-    /// Payload offset of `data[0]`.
-    base: usize,
-    data: Vec<u8>,
-}
-
-/// An arrived (or arriving) message.
-#[derive(Debug)]
-struct InMsg {
-    id: u64,
-    ctx: u32,
-    tag: u32,
-    total: usize,
-    arrived: usize,
-    consumed: usize,
-    /// Absolute index of its next unconsumed chunk.
-    next_chunk: u64,
-    /// Spilled: the data lives here, not in the inbox.
-    owned: Option<Box<Owned>>,
-    /// A small message, read with its header on arrival (its inbox space
-    /// is free at once).
-    inline: Option<Inline>,
-    /// The receive that claimed it (0: none).
-    claim: u64,
-    /// Discarded: drop its data as it arrives.
-    sink: bool,
-}
-
-/// How far a message went out.
-#[derive(Debug, Clone, Copy)]
-struct Progress {
-    hdr: Header,
-    total: usize,
-    hdr_sent: bool,
-    sent: usize,
-}
-
-#[derive(Debug)]
-enum OutData {
-    /// Payload bytes `[base, total)`.
-    Owned { base: usize, data: Vec<u8> },
-    /// In the buffer of the task holding `token`; it sends them by `pump`.
-    Borrowed,
-}
-
-#[derive(Debug)]
-struct OutMsg {
-    token: u64,
-    prog: Progress,
-    data: OutData,
-}
-
-/// Our side of the peer's inbox.
-#[derive(Debug)]
-struct Window {
-    remote: RemoteBuffer,
-    size: u64,
-    chunk: usize,
-    single: usize,
-    /// Ring position of our next write.
-    wpos: u64,
-    /// Ring position the peer freed up to.
-    acked: u64,
-}
-
-impl Window {
-    /// The offset for a write of `len` bytes, if the window has room.
-    fn reserve(&mut self, len: usize) -> Option<u64> {
-        let (off, end) = wire::place(self.wpos, self.size, len)?;
-        if end - self.acked > self.size {
-            return None;
-        }
-        self.wpos = end;
-        Some(off)
-    }
-}
-
-/// Our inbox, the peer writes into it.
-#[derive(Debug)]
-struct Inbox {
-    mr: MemoryRegion,
-    size: u64,
-    /// Ring position of the next write we expect.
-    rpos: u64,
-    chunks: VecDeque<Chunk>,
-    /// Absolute index of `chunks[0]`.
-    base: u64,
-    freed: u64,
-    credited: u64,
-}
-
-impl Inbox {
-    /// Frees the consumed chunks at the front.
-    fn release(&mut self) {
-        while let Some(c) = self.chunks.front() {
-            if !c.done {
-                break;
-            }
-            self.freed = c.end;
-            self.chunks.pop_front();
-            self.base += 1;
-        }
-    }
-
-    fn chunk(&mut self, abs: u64) -> Option<&mut Chunk> {
-        let i = abs.checked_sub(self.base)?;
-        self.chunks.get_mut(usize::try_from(i).ok()?)
-    }
-}
-
-#[derive(Debug)]
-struct Link {
-    ep: Endpoint,
-    win: Window,
-    out: VecDeque<OutMsg>,
-    inbox: Inbox,
-}
-
-#[derive(Debug)]
-struct Peer {
+struct Peer<L> {
     /// `None` for ourselves.
-    link: Option<Link>,
+    link: Option<Conn<L>>,
     msgs: VecDeque<InMsg>,
     next_msg: u64,
     gone: Option<String>,
@@ -262,9 +140,9 @@ pub(crate) struct EngineConfig {
 
 /// The shared state of all communicators of a process.
 #[derive(Debug)]
-pub(crate) struct Engine {
+pub(crate) struct Engine<L: Link = Endpoint> {
     rank: usize,
-    peers: Vec<Peer>,
+    peers: Vec<Peer<L>>,
     cfg: EngineConfig,
     oversubscribed: bool,
     idle_sweeps: u32,
@@ -287,21 +165,21 @@ fn fabric_err(rank: usize, source: FabricError) -> CollError {
     }
 }
 
-impl Engine {
-    /// `links[i]` is the endpoint to world rank i and the inbox we exposed
-    /// on it (`None` for ourselves).
+impl<L: Link> Engine<L> {
+    /// `links[i]` is the link to world rank i and the inbox we exposed on
+    /// it (`None` for ourselves).
     pub(crate) fn new(
         rank: usize,
-        links: Vec<Option<(Endpoint, MemoryRegion)>>,
+        links: Vec<Option<(L, MemoryRegion)>>,
         cfg: EngineConfig,
-    ) -> Result<Engine, CollError> {
+    ) -> Result<Engine<L>, CollError> {
         let size = links.len();
         let cores = online_cpus();
         let mut peers = Vec::with_capacity(size);
         for (r, l) in links.into_iter().enumerate() {
             let link = match l {
                 None => None,
-                Some((ep, mr)) => Some(Link::new(r, ep, mr, cfg.fragment)?),
+                Some((link, mr)) => Some(Conn::new(r, link, mr, cfg.fragment)?),
             };
             peers.push(Peer {
                 link,
@@ -339,7 +217,7 @@ impl Engine {
 
     /// The transport to world rank `r` (`None` for ourselves).
     pub(crate) fn transport(&self, r: usize) -> Option<TransportKind> {
-        self.peers.get(r)?.link.as_ref().map(|l| l.ep.kind())
+        self.peers.get(r)?.link.as_ref().map(|l| l.link.kind())
     }
 
     /// Why world rank `r` is gone, if it is.
@@ -357,7 +235,7 @@ impl Engine {
         }
     }
 
-    fn peer_mut(&mut self, r: usize) -> Result<&mut Peer, CollError> {
+    fn peer_mut(&mut self, r: usize) -> Result<&mut Peer<L>, CollError> {
         let size = self.peers.len();
         self.peers
             .get_mut(r)
@@ -421,7 +299,7 @@ impl Engine {
             sent: 0,
         };
         if l.out.is_empty() {
-            match send_some(&mut l.ep, &mut l.win, stage, &mut prog, parts, 0) {
+            match send_some(&mut l.link, &mut l.win, stage, &mut prog, parts, 0) {
                 Ok(true) => return Ok(None),
                 Ok(false) => {}
                 Err(e) => {
@@ -464,7 +342,7 @@ impl Engine {
                 return Ok((0, !l.out.iter().any(|m| m.token == token)));
             }
             let before = m.prog.sent;
-            let done = send_some(&mut l.ep, &mut l.win, stage, &mut m.prog, parts, 0)?;
+            let done = send_some(&mut l.link, &mut l.win, stage, &mut m.prog, parts, 0)?;
             let now = m.prog.sent - before;
             if done {
                 l.out.pop_front();
@@ -586,7 +464,7 @@ impl Engine {
             // A peer that left after sending still gets its data read; only
             // its credit goes nowhere.
             if peer.gone.is_none() {
-                if let Err(e) = credit(l) {
+                if let Err(e) = l.credit() {
                     mark_gone(c.src, &mut peer.gone, e);
                 }
             }
@@ -675,7 +553,7 @@ impl Engine {
             }
             let mut credited = false;
             for _ in 0..POLL_BURST {
-                match l.ep.poll() {
+                match l.link.poll() {
                     Ok(Some(Completion::Write(w))) => {
                         moved = true;
                         match on_write(l, msgs, next_msg, &w) {
@@ -700,7 +578,9 @@ impl Engine {
             if gone.is_some() {
                 continue;
             }
-            let r2 = credit(l).and_then(|_| if credited { flush(l, stage) } else { Ok(false) });
+            let r2 = l
+                .credit()
+                .and_then(|_| if credited { flush(l, stage) } else { Ok(false) });
             match r2 {
                 Ok(m) => moved |= m,
                 Err(e) => mark_gone(r, gone, e),
@@ -755,7 +635,7 @@ impl Engine {
             }
             l.inbox.release();
             if gone.is_none() {
-                if let Err(e) = credit(l) {
+                if let Err(e) = l.credit() {
                     mark_gone(r, gone, e);
                 }
             }
@@ -814,7 +694,7 @@ impl Engine {
             if peer.gone.is_some() {
                 continue;
             }
-            match l.ep.arm() {
+            match l.link.arm() {
                 Ok(true) => armed.push(r),
                 Ok(false) => {
                     ready = true;
@@ -831,8 +711,8 @@ impl Engine {
             let ms = max.as_millis().clamp(1, 100) as u16;
             let mut fds: Vec<PollFd<'_>> = armed
                 .iter()
-                .filter_map(|&r| self.peers[r].link.as_ref())
-                .map(|l| PollFd::new(l.ep.event_fd(), PollFlags::POLLIN))
+                .filter_map(|&r| self.peers[r].link.as_ref()?.link.event_fd())
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let _ = nix::poll::poll(&mut fds, PollTimeout::from(ms));
         } else if !ready {
@@ -840,7 +720,7 @@ impl Engine {
         }
         for r in armed {
             if let Some(l) = self.peers[r].link.as_mut() {
-                l.ep.disarm();
+                l.link.disarm();
             }
         }
     }
@@ -862,55 +742,9 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl<L: Link> Drop for Engine<L> {
     fn drop(&mut self) {
         self.drain();
-    }
-}
-
-impl Link {
-    fn new(r: usize, ep: Endpoint, mr: MemoryRegion, fragment: usize) -> Result<Link, CollError> {
-        let bad = |why: String| CollError::Bootstrap(format!("rank {r}: {why}"));
-        let remote = *ep
-            .peer_buffers()
-            .first()
-            .ok_or_else(|| bad("the peer exposed no inbox (an older rfx?)".into()))?;
-        let size = wire::inbox_size(remote.len);
-        if size < MIN_INBOX as u64 {
-            return Err(bad(format!(
-                "the peer's inbox of {} bytes is too small",
-                remote.len
-            )));
-        }
-        // Chunks of at most an eighth of the window keep several in flight
-        // (pipelining) and leave room for a chunk after any skip.
-        let chunk = (fragment.min(size as usize / 8) / ALIGN as usize * ALIGN as usize).max(64);
-        let single = SINGLE_MAX.min(chunk);
-        let rsize = wire::inbox_size(mr.len() as u64);
-        if rsize < MIN_INBOX as u64 {
-            return Err(bad(format!("an inbox of {} bytes is too small", mr.len())));
-        }
-        Ok(Link {
-            ep,
-            win: Window {
-                remote,
-                size,
-                chunk,
-                single,
-                wpos: 0,
-                acked: 0,
-            },
-            out: VecDeque::new(),
-            inbox: Inbox {
-                mr,
-                size: rsize,
-                rpos: 0,
-                chunks: VecDeque::new(),
-                base: 0,
-                freed: 0,
-                credited: 0,
-            },
-        })
     }
 }
 
@@ -942,262 +776,4 @@ fn count_cpu_list(s: &str) -> usize {
 fn mark_gone(r: usize, gone: &mut Option<String>, e: FabricError) {
     tracing::debug!(rank = r, "peer gone: {e}");
     *gone = Some(e.to_string());
-}
-
-/// The rest of a message from payload byte `from` on, copied.
-fn owned_rest(parts: &[&[u8]], from: usize) -> OutData {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut data = Vec::with_capacity(total - from);
-    let mut at = 0;
-    for p in parts {
-        let end = at + p.len();
-        if end > from {
-            data.extend_from_slice(&p[from.saturating_sub(at)..]);
-        }
-        at = end;
-    }
-    OutData::Owned { base: from, data }
-}
-
-/// Writes what the window allows of a message whose payload bytes from
-/// `base` on are the concatenation of `parts`. True once all went out.
-fn send_some(
-    ep: &mut Endpoint,
-    w: &mut Window,
-    stage: &mut Vec<u8>,
-    p: &mut Progress,
-    parts: &[&[u8]],
-    base: usize,
-) -> Result<bool, FabricError> {
-    if !p.hdr_sent {
-        if p.total <= w.single {
-            debug_assert_eq!(base, 0);
-            let Some(off) = w.reserve(HDR_LEN + p.total) else {
-                return Ok(false);
-            };
-            stage.clear();
-            stage.extend_from_slice(&p.hdr.encode());
-            parts.iter().for_each(|x| stage.extend_from_slice(x));
-            ep.write_imm(stage, &w.remote, off, wire::imm(Kind::Msg))?;
-            p.hdr_sent = true;
-            p.sent = p.total;
-            return Ok(true);
-        }
-        let Some(off) = w.reserve(HDR_LEN) else {
-            return Ok(false);
-        };
-        ep.write_imm(&p.hdr.encode(), &w.remote, off, wire::imm(Kind::Msg))?;
-        p.hdr_sent = true;
-    }
-    let mut at = base;
-    for part in parts {
-        let end = at + part.len();
-        while p.sent < end {
-            let from = p.sent - at;
-            let n = w.chunk.min(part.len() - from);
-            let Some(off) = w.reserve(n) else {
-                return Ok(false);
-            };
-            ep.write_imm(&part[from..from + n], &w.remote, off, wire::imm(Kind::Data))?;
-            p.sent += n;
-        }
-        at = end;
-    }
-    Ok(p.sent == p.total)
-}
-
-/// Sends the owned messages at the front of the queue while credit lasts.
-fn flush(l: &mut Link, stage: &mut Vec<u8>) -> Result<bool, FabricError> {
-    let mut moved = false;
-    while let Some(m) = l.out.front_mut() {
-        let OutData::Owned { base, data } = &m.data else {
-            break;
-        };
-        let before = m.prog.sent;
-        let done = send_some(&mut l.ep, &mut l.win, stage, &mut m.prog, &[data], *base)?;
-        moved |= done || m.prog.sent != before;
-        if !done {
-            break;
-        }
-        l.out.pop_front();
-    }
-    Ok(moved)
-}
-
-/// Returns freed inbox space to the peer once there is enough of it.
-fn credit(l: &mut Link) -> Result<(), FabricError> {
-    let owed = l.inbox.freed - l.inbox.credited;
-    if owed > 0 && owed >= l.inbox.size / 8 {
-        l.ep.write_imm(&[], &l.win.remote, 0, wire::imm(Kind::Credit(owed)))?;
-        l.inbox.credited = l.inbox.freed;
-    }
-    Ok(())
-}
-
-/// Copies a message's data out of the inbox; its later chunks are copied
-/// as they arrive.
-fn spill(inbox: &mut Inbox, m: &mut InMsg) -> Result<(), FabricError> {
-    let base = m.consumed;
-    let mut data = Vec::with_capacity((m.total - base).min(SPILL_RESERVE));
-    while let Some(ch) = inbox.chunk(m.next_chunk) {
-        if ch.msg != m.id {
-            break;
-        }
-        ch.done = true;
-        let (off, len) = (ch.off, ch.len);
-        let at = data.len();
-        data.resize(at + len, 0);
-        inbox.mr.read_at(off, &mut data[at..])?;
-        m.next_chunk += 1;
-    }
-    m.owned = Some(Box::new(Owned { base, data }));
-    Ok(())
-}
-
-/// Takes one write of the peer. True if it returned credit.
-fn on_write(
-    l: &mut Link,
-    msgs: &mut VecDeque<InMsg>,
-    next_msg: &mut u64,
-    w: &WriteCompletion,
-) -> Result<bool, String> {
-    let kind = wire::parse_imm(w.imm).map_err(|e| e.to_string())?;
-    if let Kind::Credit(bytes) = kind {
-        l.win.acked = l.win.acked.saturating_add(bytes);
-        if l.win.acked > l.win.wpos {
-            return Err("credit for more than was sent".into());
-        }
-        return Ok(true);
-    }
-    let inbox = &mut l.inbox;
-    if w.rkey != inbox.mr.rkey() {
-        return Err("a write outside the inbox".into());
-    }
-    let len = w.len as usize;
-    let (off, end) = wire::place(inbox.rpos, inbox.size, len).ok_or_else(|| {
-        wire::WireError::TooLong {
-            len: len as u64,
-            size: inbox.size,
-        }
-        .to_string()
-    })?;
-    if w.offset != off {
-        return Err(wire::WireError::Misplaced {
-            got: w.offset,
-            want: off,
-        }
-        .to_string());
-    }
-    inbox.rpos = end;
-    let idx = inbox.base + inbox.chunks.len() as u64;
-    let off = off as usize;
-    if kind == Kind::Msg {
-        if msgs.back().is_some_and(|m| m.arrived < m.total) {
-            return Err("a message started inside another".into());
-        }
-        if len < HDR_LEN {
-            return Err(wire::WireError::ShortHeader(len).to_string());
-        }
-        // A small message comes out whole, with its header, in one read.
-        let mut buf = [0u8; HDR_LEN + INLINE_MAX];
-        let take = if len <= buf.len() { len } else { HDR_LEN };
-        inbox
-            .mr
-            .read_at(off, &mut buf[..take])
-            .map_err(|e| e.to_string())?;
-        let mut h = [0u8; HDR_LEN];
-        h.copy_from_slice(&buf[..HDR_LEN]);
-        let hdr = Header::decode(&h);
-        let total = usize::try_from(hdr.total)
-            .ok()
-            .filter(|&t| t <= isize::MAX as usize)
-            .ok_or_else(|| format!("a message of {} bytes", hdr.total))?;
-        let payload = len - HDR_LEN;
-        if payload > total {
-            return Err("the first write is longer than the message".into());
-        }
-        let id = *next_msg;
-        *next_msg += 1;
-        let inline = (take == len && payload == total && payload > 0).then(|| {
-            let mut data = [0u8; INLINE_MAX];
-            data[..payload].copy_from_slice(&buf[HDR_LEN..len]);
-            Inline {
-                len: payload as u8,
-                data,
-            }
-        });
-        inbox.chunks.push_back(Chunk {
-            end,
-            off: off + HDR_LEN,
-            len: payload,
-            msg: id,
-            done: payload == 0 || inline.is_some(),
-        });
-        msgs.push_back(InMsg {
-            id,
-            ctx: hdr.ctx,
-            tag: hdr.tag,
-            total,
-            arrived: payload,
-            consumed: 0,
-            next_chunk: if payload > 0 && inline.is_none() {
-                idx
-            } else {
-                idx + 1
-            },
-            owned: None,
-            inline,
-            claim: 0,
-            sink: false,
-        });
-    } else {
-        let Some(m) = msgs.back_mut().filter(|m| m.arrived < m.total) else {
-            return Err("data outside a message".into());
-        };
-        if len == 0 || m.arrived + len > m.total {
-            return Err("a message longer than announced".into());
-        }
-        m.arrived += len;
-        let mut done = false;
-        if let Some(o) = m.owned.as_mut() {
-            let at = o.data.len();
-            o.data.resize(at + len, 0);
-            inbox
-                .mr
-                .read_at(off, &mut o.data[at..])
-                .map_err(|e| e.to_string())?;
-            m.next_chunk = idx + 1;
-            done = true;
-        } else if m.sink {
-            m.consumed += len;
-            m.next_chunk = idx + 1;
-            done = true;
-        }
-        inbox.chunks.push_back(Chunk {
-            end,
-            off,
-            len,
-            msg: m.id,
-            done,
-        });
-        if m.sink && m.arrived == m.total {
-            msgs.pop_back();
-        }
-    }
-    inbox.release();
-    Ok(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::count_cpu_list;
-
-    #[test]
-    fn cpu_lists() {
-        assert_eq!(count_cpu_list("0-1"), 2);
-        assert_eq!(count_cpu_list("0-3,5,7-8"), 7);
-        assert_eq!(count_cpu_list("0"), 1);
-        assert_eq!(count_cpu_list(""), 0);
-        assert_eq!(count_cpu_list("x-y,3-1"), 0);
-    }
 }

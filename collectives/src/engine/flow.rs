@@ -1,0 +1,167 @@
+//! Credit flow control over one peer's link: our [`Window`] into the
+//! peer's inbox (ring positions written and acknowledged), our [`Inbox`]
+//! (ring positions arrived, freed and credited back), and [`Conn`], the
+//! two together with the link and its send queue.
+
+use std::collections::VecDeque;
+
+use rfx_fabric::{FabricError, MemoryRegion, RemoteBuffer};
+
+use super::link::Link;
+use super::outbound::OutMsg;
+use super::{MIN_INBOX, SINGLE_MAX};
+use crate::error::CollError;
+use crate::wire::{self, Kind, ALIGN};
+
+/// A write occupying inbox space, in ring order.
+#[derive(Debug)]
+pub(super) struct Chunk {
+    /// Ring position after it (any skip before it included).
+    pub(super) end: u64,
+    /// Offset of its payload in the inbox.
+    pub(super) off: usize,
+    /// Payload bytes.
+    pub(super) len: usize,
+    /// The message it belongs to.
+    pub(super) msg: u64,
+    /// Consumed (or copied out): its space may be freed.
+    pub(super) done: bool,
+}
+
+/// Our side of the peer's inbox.
+#[derive(Debug)]
+pub(super) struct Window {
+    pub(super) remote: RemoteBuffer,
+    /// Usable ring bytes.
+    pub(super) size: u64,
+    /// Largest data write.
+    pub(super) chunk: usize,
+    /// Largest payload sent in one write with its header.
+    pub(super) single: usize,
+    /// Ring position of our next write.
+    pub(super) wpos: u64,
+    /// Ring position the peer freed up to.
+    pub(super) acked: u64,
+}
+
+impl Window {
+    /// The offset for a write of `len` bytes, if the window has room.
+    pub(super) fn reserve(&mut self, len: usize) -> Option<u64> {
+        let (off, end) = wire::place(self.wpos, self.size, len)?;
+        if end - self.acked > self.size {
+            return None;
+        }
+        self.wpos = end;
+        Some(off)
+    }
+}
+
+/// Our inbox, the peer writes into it.
+#[derive(Debug)]
+pub(super) struct Inbox {
+    pub(super) mr: MemoryRegion,
+    /// Usable ring bytes.
+    pub(super) size: u64,
+    /// Ring position of the next write we expect.
+    pub(super) rpos: u64,
+    /// The writes that occupy space, oldest first.
+    pub(super) chunks: VecDeque<Chunk>,
+    /// Absolute index of `chunks[0]`.
+    pub(super) base: u64,
+    /// Ring position freed up to.
+    pub(super) freed: u64,
+    /// Ring position credited back to the peer.
+    pub(super) credited: u64,
+}
+
+impl Inbox {
+    /// Frees the consumed chunks at the front.
+    pub(super) fn release(&mut self) {
+        while let Some(c) = self.chunks.front() {
+            if !c.done {
+                break;
+            }
+            self.freed = c.end;
+            self.chunks.pop_front();
+            self.base += 1;
+        }
+    }
+
+    /// The chunk of absolute index `abs`, if it still occupies space.
+    pub(super) fn chunk(&mut self, abs: u64) -> Option<&mut Chunk> {
+        let i = abs.checked_sub(self.base)?;
+        self.chunks.get_mut(usize::try_from(i).ok()?)
+    }
+}
+
+/// One peer's connection with both directions' flow control and the
+/// messages waiting for credit.
+#[derive(Debug)]
+pub(super) struct Conn<L> {
+    pub(super) link: L,
+    pub(super) win: Window,
+    pub(super) out: VecDeque<OutMsg>,
+    pub(super) inbox: Inbox,
+}
+
+impl<L: Link> Conn<L> {
+    /// Checks both inboxes' sizes; `fragment` bounds the data writes.
+    pub(super) fn new(
+        r: usize,
+        link: L,
+        mr: MemoryRegion,
+        fragment: usize,
+    ) -> Result<Conn<L>, CollError> {
+        let bad = |why: String| CollError::Bootstrap(format!("rank {r}: {why}"));
+        let remote = link
+            .peer_inbox()
+            .ok_or_else(|| bad("the peer exposed no inbox (an older rfx?)".into()))?;
+        let size = wire::inbox_size(remote.len);
+        if size < MIN_INBOX as u64 {
+            return Err(bad(format!(
+                "the peer's inbox of {} bytes is too small",
+                remote.len
+            )));
+        }
+        // Chunks of at most an eighth of the window keep several in flight
+        // (pipelining) and leave room for a chunk after any skip.
+        let chunk = (fragment.min(size as usize / 8) / ALIGN as usize * ALIGN as usize).max(64);
+        let single = SINGLE_MAX.min(chunk);
+        let rsize = wire::inbox_size(mr.len() as u64);
+        if rsize < MIN_INBOX as u64 {
+            return Err(bad(format!("an inbox of {} bytes is too small", mr.len())));
+        }
+        Ok(Conn {
+            link,
+            win: Window {
+                remote,
+                size,
+                chunk,
+                single,
+                wpos: 0,
+                acked: 0,
+            },
+            out: VecDeque::new(),
+            inbox: Inbox {
+                mr,
+                size: rsize,
+                rpos: 0,
+                chunks: VecDeque::new(),
+                base: 0,
+                freed: 0,
+                credited: 0,
+            },
+        })
+    }
+
+    /// Returns freed inbox space to the peer once there is enough of it.
+    pub(super) fn credit(&mut self) -> Result<(), FabricError> {
+        let owed = self.inbox.freed - self.inbox.credited;
+        if owed > 0 && owed >= self.inbox.size / 8 {
+            self.link
+                .write_imm(&[], &self.win.remote, 0, wire::imm(Kind::Credit(owed)))?;
+            self.inbox.credited = self.inbox.freed;
+        }
+        Ok(())
+    }
+}

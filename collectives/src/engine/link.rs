@@ -1,0 +1,89 @@
+//! [`Link`]: what the engine needs of its connection to one peer, and its
+//! implementation by [`rfx_fabric::Endpoint`].
+//!
+//! The engine's protocol (windows, inboxes, credits, spill, ordering) is
+//! written against this trait alone, so that a test drives it over links
+//! in memory (`engine::harness`) exactly as a rank drives it over the
+//! fabric.
+
+use std::os::fd::BorrowedFd;
+
+use rfx_fabric::{Completion, Endpoint, FabricError, RemoteBuffer, TransportKind};
+
+/// A reliable, ordered connection to one peer that carries one-sided
+/// writes with an immediate.
+///
+/// The contract the engine relies on (every fabric provider meets it):
+/// - a write is refused, and nothing is sent, if it does not lie inside
+///   [`Link::peer_inbox`];
+/// - the peer's writes complete here in the order it posted them, each
+///   once its data is in our inbox;
+/// - an error means the peer is gone for good.
+pub(crate) trait Link: std::fmt::Debug {
+    /// The transport, for [`crate::Communicator::transport`].
+    fn kind(&self) -> TransportKind;
+
+    /// The inbox the peer exposed to us, if it exposed one.
+    fn peer_inbox(&self) -> Option<RemoteBuffer>;
+
+    /// Writes `data` at `offset` of `target` and delivers `imm` with it.
+    fn write_imm(
+        &mut self,
+        data: &[u8],
+        target: &RemoteBuffer,
+        offset: u64,
+        imm: u32,
+    ) -> Result<(), FabricError>;
+
+    /// The peer's next completed write, if any.
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError>;
+
+    /// Prepares a sleep on [`Link::event_fd`]; `Ok(false)` if something
+    /// may be ready already.
+    fn arm(&mut self) -> Result<bool, FabricError>;
+
+    /// Ends a sleep prepared by [`Link::arm`].
+    fn disarm(&mut self);
+
+    /// The fd that becomes readable when an armed link may have news;
+    /// `None` if the link has none (a sleep then is a short nap).
+    fn event_fd(&self) -> Option<BorrowedFd<'_>>;
+}
+
+impl Link for Endpoint {
+    fn kind(&self) -> TransportKind {
+        Endpoint::kind(self)
+    }
+
+    fn peer_inbox(&self) -> Option<RemoteBuffer> {
+        self.peer_buffers().first().copied()
+    }
+
+    #[inline]
+    fn write_imm(
+        &mut self,
+        data: &[u8],
+        target: &RemoteBuffer,
+        offset: u64,
+        imm: u32,
+    ) -> Result<(), FabricError> {
+        Endpoint::write_imm(self, data, target, offset, imm)
+    }
+
+    #[inline]
+    fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
+        Endpoint::poll(self)
+    }
+
+    fn arm(&mut self) -> Result<bool, FabricError> {
+        Endpoint::arm(self)
+    }
+
+    fn disarm(&mut self) {
+        Endpoint::disarm(self)
+    }
+
+    fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(Endpoint::event_fd(self))
+    }
+}

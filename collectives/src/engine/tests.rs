@@ -1,0 +1,312 @@
+//! The engine's protocol, driven in memory by [`Mesh`]: sizes, credit
+//! starvation, spill, crossed sends, discards, failures and malformed
+//! writes, and random traffic under random delivery.
+
+use std::collections::{HashMap, VecDeque};
+
+use proptest::prelude::*;
+
+use super::count_cpu_list;
+use super::harness::{pattern, Mesh, Write};
+use crate::error::CollError;
+use crate::wire::{self, Header, Kind};
+
+const CTX: u32 = 1;
+const STEPS: usize = 100_000;
+
+#[test]
+fn cpu_lists() {
+    assert_eq!(count_cpu_list("0-1"), 2);
+    assert_eq!(count_cpu_list("0-3,5,7-8"), 7);
+    assert_eq!(count_cpu_list("0"), 1);
+    assert_eq!(count_cpu_list(""), 0);
+    assert_eq!(count_cpu_list("x-y,3-1"), 0);
+}
+
+/// Posts `len` pattern bytes from `from` to `to`, the rest queued.
+fn send(m: &mut Mesh, from: usize, to: usize, tag: u32, seed: u64, len: usize) -> Vec<u8> {
+    let data = pattern(seed, len);
+    let borrowed = m.engines[from]
+        .post(to, CTX, tag, &[&data], false)
+        .expect("post");
+    assert_eq!(borrowed, None, "an owned send hands no token back");
+    data
+}
+
+#[test]
+fn messages_of_every_size_arrive_whole_and_in_order() {
+    let mut m = Mesh::new(2, 4096, 1024);
+    // Empty, inline (<= 48), one write (<= 2048 with a 1 KiB fragment:
+    // 1024), header + chunks, and several times the inbox.
+    let sizes = [0, 1, 47, 48, 49, 1000, 1024, 1025, 2048, 4096, 50_000];
+    let sent: Vec<Vec<u8>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| send(&mut m, 0, 1, 5, i as u64, n))
+        .collect();
+    for want in &sent {
+        let (src, tag, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("arrives");
+        assert_eq!((src, tag), (0, 5));
+        assert_eq!(&got, want);
+    }
+    assert!(!m.engines[0].has_pending(1));
+    assert_eq!(m.settle(100), 0, "nothing left to move");
+}
+
+#[test]
+fn a_message_to_oneself_is_a_copy() {
+    let mut m = Mesh::new(2, 4096, 1024);
+    let want = send(&mut m, 1, 1, 9, 3, 10_000);
+    assert_eq!(m.writes(), 0, "nothing crosses a link");
+    let (src, tag, got) = m.recv(1, None, CTX, None, 10).expect("at once");
+    assert_eq!((src, tag, got), (1, 9, want));
+}
+
+#[test]
+fn a_sender_starved_of_credit_waits_and_resumes_as_the_receiver_consumes() {
+    let mut m = Mesh::new(2, 4096, 512);
+    let sent: Vec<Vec<u8>> = (0..10).map(|i| send(&mut m, 0, 1, 7, i, 1000)).collect();
+    m.settle(1000);
+    // The window is full: the sender holds the rest, nothing is in flight,
+    // and without a receive nothing moves however long we wait.
+    assert!(m.engines[0].has_pending(1));
+    assert_eq!(m.in_flight(0, 1), 0);
+    let writes = m.writes();
+    for _ in 0..1000 {
+        m.step();
+    }
+    assert_eq!(m.writes(), writes, "no write without credit");
+    assert!(m.engines[0].has_pending(1));
+    for want in &sent {
+        let (_, _, got) = m.recv(1, Some(0), CTX, Some(7), STEPS).expect("arrives");
+        assert_eq!(&got, want);
+    }
+    assert!(!m.engines[0].has_pending(1));
+}
+
+#[test]
+fn a_receive_behind_an_unexpected_message_spills_it_and_gets_both() {
+    // Rank 0 sends A (tag 1, twice the inbox) then B (tag 2); rank 1 asks
+    // for B first. A fills the inbox, so B can only arrive once A is
+    // copied out of the way.
+    let mut m = Mesh::new(2, 4096, 512);
+    let a = send(&mut m, 0, 1, 1, 1, 8192);
+    let b = send(&mut m, 0, 1, 2, 2, 3000);
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(2), STEPS).expect("B arrives");
+    assert_eq!(got, b);
+    let spilled = m.engines[1].peers[0].msgs.front().expect("A is kept");
+    assert!(spilled.owned.is_some(), "A was copied out of the inbox");
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(1), STEPS).expect("A arrives");
+    assert_eq!(got, a);
+}
+
+#[test]
+fn crossed_borrowed_sends_larger_than_the_inbox_complete_by_relief() {
+    let mut m = Mesh::new(2, 4096, 512);
+    let data = [pattern(1, 40_000), pattern(2, 40_000)];
+    let tokens: Vec<u64> = (0..2)
+        .map(|r| {
+            m.engines[r]
+                .post(1 - r, CTX, 3, &[&data[r]], true)
+                .expect("post")
+                .expect("too large to go at once")
+        })
+        .collect();
+    // Both ranks wait in their sends and neither receives: without relief
+    // they would wait for each other for good.
+    let pump = |m: &mut Mesh| -> [bool; 2] {
+        [0, 1].map(|r| {
+            let (_, done) = m.engines[r]
+                .pump(1 - r, tokens[r], &[&data[r]])
+                .expect("pump");
+            done
+        })
+    };
+    for _ in 0..200 {
+        pump(&mut m);
+        m.step();
+    }
+    assert_eq!(pump(&mut m), [false, false], "stuck without relief");
+    let mut done = [false, false];
+    for spins in 1..=STEPS as u32 {
+        done = pump(&mut m);
+        if done == [true, true] {
+            break;
+        }
+        for r in 0..2 {
+            if m.engines[r].relieve_due(spins) {
+                m.engines[r].relieve(0, None);
+            }
+        }
+        m.step();
+    }
+    assert_eq!(done, [true, true], "both sends went out");
+    for r in 0..2 {
+        let (_, _, got) = m
+            .recv(r, Some(1 - r), CTX, Some(3), STEPS)
+            .expect("arrives");
+        assert_eq!(got, data[1 - r]);
+    }
+}
+
+#[test]
+fn a_discarded_message_frees_its_space_and_spares_the_next() {
+    let mut m = Mesh::new(2, 4096, 512);
+    send(&mut m, 0, 1, 1, 1, 20_000);
+    let keep = send(&mut m, 0, 1, 2, 2, 5000);
+    m.settle(100);
+    let claimer = m.engines[1].token();
+    let c = m.engines[1]
+        .claim(Some(0), CTX, Some(1), claimer)
+        .expect("its header is in");
+    assert!(!m.engines[1].arrived_all(&c));
+    m.engines[1].discard(&c);
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(2), STEPS).expect("arrives");
+    assert_eq!(got, keep);
+    m.settle(1000);
+    assert!(!m.engines[0].has_pending(1));
+    assert!(
+        m.engines[1].peers[0].msgs.is_empty(),
+        "the discarded one is gone"
+    );
+    assert!(m.engines[1].claim(Some(0), CTX, None, claimer).is_none());
+}
+
+#[test]
+fn a_cut_link_fails_that_peer_and_spares_the_others() {
+    let mut m = Mesh::new(3, 4096, 512);
+    send(&mut m, 0, 1, 1, 1, 30_000);
+    let to2 = send(&mut m, 0, 2, 1, 2, 30_000);
+    for _ in 0..3 {
+        m.step();
+    }
+    m.cut(0, 1);
+    assert!(m.recv(1, Some(0), CTX, Some(1), 1000).is_none());
+    assert!(m.engines[1].gone(0).is_some_and(|w| w.contains("cut")));
+    match m.engines[1].post(0, CTX, 1, &[b"x"], false) {
+        Err(CollError::PeerGone { rank: 0, .. }) => {}
+        other => panic!("a send to a gone peer: {other:?}"),
+    }
+    let (_, _, got) = m
+        .recv(2, Some(0), CTX, Some(1), STEPS)
+        .expect("2 still gets it");
+    assert_eq!(got, to2);
+    assert!(m.engines[0].gone(2).is_none() && m.engines[2].gone(0).is_none());
+}
+
+fn header(total: u64) -> Vec<u8> {
+    Header {
+        ctx: CTX,
+        tag: 1,
+        total,
+    }
+    .encode()
+    .to_vec()
+}
+
+#[test]
+fn malformed_writes_close_only_the_writer_and_panic_nothing() {
+    let msg = wire::imm(Kind::Msg);
+    let data = wire::imm(Kind::Data);
+    let cases: Vec<(&str, Vec<Write>)> = vec![
+        ("data outside a message", vec![w(vec![1; 64], 0, data)]),
+        ("a write at the wrong offset", vec![w(header(8), 128, msg)]),
+        ("a short header", vec![w(vec![0; 8], 0, msg)]),
+        ("an unknown kind", vec![w(vec![], 0, 3)]),
+        (
+            "credit for more than was sent",
+            vec![w(vec![], 0, wire::imm(Kind::Credit(1 << 20)))],
+        ),
+        (
+            "a first write longer than the message",
+            vec![w([header(4), vec![0; 40]].concat(), 0, msg)],
+        ),
+        (
+            "a message longer than announced",
+            vec![w(header(100), 0, msg), w(vec![0; 200], 64, data)],
+        ),
+        (
+            "a message inside another",
+            vec![w(header(100), 0, msg), w(header(1), 64, msg)],
+        ),
+        ("an absurd size", vec![w(header(u64::MAX), 0, msg)]),
+    ];
+    for (what, writes) in cases {
+        let mut m = Mesh::new(3, 4096, 512);
+        for x in writes {
+            m.inject(1, 0, x);
+        }
+        m.settle(100);
+        let why = m.engines[0].gone(1).map(str::to_owned);
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("malformed")),
+            "{what}: {why:?}"
+        );
+        let want = send(&mut m, 2, 0, 1, 9, 9000);
+        let (_, _, got) = m
+            .recv(0, Some(2), CTX, None, STEPS)
+            .expect("rank 2 still gets through");
+        assert_eq!(got, want, "{what}");
+    }
+}
+
+fn w(data: Vec<u8>, offset: u64, imm: u32) -> Write {
+    Write { data, offset, imm }
+}
+
+/// A random message: (from, to, tag, len).
+fn traffic() -> impl Strategy<Value = Vec<(usize, usize, u32, usize)>> {
+    prop::collection::vec((0..3usize, 0..3usize, 0..3u32, 0..12_000usize), 1..24)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any traffic between three ranks arrives byte for byte, in order per
+    /// (source, tag), whatever the inbox and fragment sizes, whichever
+    /// order the receives come in, and however deliveries interleave.
+    #[test]
+    fn random_traffic_arrives_exactly(
+        msgs in traffic(),
+        inbox in 1024usize..16_384,
+        fragment in 64usize..8192,
+        order in prop::collection::vec(any::<u32>(), 24),
+        trickle in prop::collection::vec(1usize..4, 16),
+    ) {
+        let mut m = Mesh::new(3, inbox, fragment);
+        let mut expect: HashMap<(usize, usize, u32), VecDeque<Vec<u8>>> = HashMap::new();
+        for (i, &(from, to, tag, len)) in msgs.iter().enumerate() {
+            let data = send(&mut m, from, to, tag, i as u64, len);
+            expect.entry((to, from, tag)).or_default().push_back(data);
+            // Deliveries trickle in between posts: a few writes per link.
+            let t = trickle[i % trickle.len()];
+            for a in 0..3 {
+                for b in 0..3 {
+                    m.land(a, b, t);
+                }
+            }
+        }
+        let mut keys: Vec<(usize, usize, u32)> = msgs.iter().map(|&(f, t, g, _)| (t, f, g)).collect();
+        // Receives in a random order of keys; per key in send order.
+        let n = keys.len();
+        for i in 0..n {
+            let j = order[i % order.len()] as usize % n;
+            keys.swap(i, j);
+        }
+        for (to, from, tag) in keys {
+            let want = expect.get_mut(&(to, from, tag)).and_then(|q| q.pop_front()).expect("expected");
+            let got = m.recv(to, Some(from), CTX, Some(tag), STEPS);
+            prop_assert!(got.is_some(), "{from}->{to} tag {tag} never completed");
+            let (_, _, got) = got.unwrap_or_default();
+            prop_assert_eq!(got.len(), want.len());
+            prop_assert!(got == want, "{}->{} tag {}: wrong bytes", from, to, tag);
+        }
+        m.settle(10_000);
+        for a in 0..3 {
+            for b in 0..3 {
+                prop_assert!(!m.engines[a].has_pending(b), "{a}->{b} still queued");
+            }
+            prop_assert!(m.engines[a].peers.iter().all(|p| p.msgs.is_empty()));
+        }
+    }
+}
