@@ -9,20 +9,17 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::auth::{self, Secret};
+use crate::auth::Secret;
 use crate::caps::{ProviderInfo, TransportKind};
 use crate::config::Config;
 use crate::deadline::{read_exact_by, write_all_by};
 use crate::endpoint::Endpoint;
 use crate::error::FabricError;
+use crate::handshake::{self, Client, ClientStep, Refusal, Server};
 use crate::mr::{MemoryRegion, RegionTable};
 use crate::registry::{self, SetUp, ShmLeg};
 use crate::secret::random_bytes;
-use crate::select::{select, Side};
-use crate::wire::{
-    decode_body, decode_handshake_header, encode_handshake, Accept, Challenge, ClientHello,
-    HandshakeKind, Hello, WireError, HANDSHAKE_HEADER_LEN,
-};
+use crate::wire::{decode_handshake_header, HandshakeKind, Hello, WireError, HANDSHAKE_HEADER_LEN};
 use crate::{host, shm};
 
 /// The providers opened in this process, and the memory registered with
@@ -185,66 +182,19 @@ impl Fabric {
         })?;
         sock.set_nodelay(true)
             .map_err(|e| FabricError::os("set_nodelay", e))?;
-        // The server speaks first: its challenge.
-        let challenge: Challenge = match read_msg(&mut sock, deadline)? {
-            (HandshakeKind::Challenge, body) => decode_body(&body).map_err(handshake_err)?,
-            (HandshakeKind::Reject, body) => return Err(rejected(&body)),
-            (other, _) => {
-                return Err(FabricError::Handshake(format!(
-                    "expected the server's challenge, got {other:?}"
-                )))
+        let mut client = Client::new(self.hello(opts), random_bytes()?, opts.secret_bytes());
+        let accept = loop {
+            let (kind, body) = read_msg(&mut sock, deadline)?;
+            match client.handle(kind, &body) {
+                Ok(ClientStep::Send(bytes)) => write_all_by(&mut sock, &bytes, deadline)?,
+                Ok(ClientStep::Established(accept)) => break accept,
+                Err(e @ FabricError::AuthFailed(_)) => {
+                    tracing::warn!(%addr, "the server failed authentication: {e}");
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
             }
         };
-        let hello = self.hello(opts);
-        let nonce = random_bytes()?;
-        let proof = opts
-            .secret_bytes()
-            .map(|s| auth::client_proof(s, &challenge.nonce, &nonce, &hello));
-        let client = ClientHello {
-            hello,
-            nonce,
-            proof,
-        };
-        write_all_by(
-            &mut sock,
-            &encode_handshake(HandshakeKind::Hello, &client),
-            deadline,
-        )?;
-        let accept: Accept = match read_msg(&mut sock, deadline)? {
-            (HandshakeKind::Accept, body) => decode_body(&body).map_err(handshake_err)?,
-            (HandshakeKind::Reject, body) => return Err(rejected(&body)),
-            (other, _) => {
-                return Err(FabricError::Handshake(format!(
-                    "expected an accept, got {other:?}"
-                )))
-            }
-        };
-        // Before anything of the answer is used: a client with a secret
-        // talks only to a server that proves it.
-        if let Err(e) = auth::check_server(opts.secret_bytes(), &challenge.nonce, &client, &accept)
-        {
-            tracing::warn!(%addr, "the server failed authentication: {e}");
-            return Err(FabricError::AuthFailed(e));
-        }
-        let hello = client.hello;
-        let ours = Side {
-            host: &hello.host,
-            providers: &self.providers,
-            forced: hello.forced,
-        };
-        let theirs = Side {
-            host: &accept.hello.host,
-            providers: &accept.hello.providers,
-            forced: accept.hello.forced,
-        };
-        let expected =
-            select(&ours, &theirs).map_err(|e| FabricError::NoTransport(e.to_string()))?;
-        if expected != accept.transport {
-            return Err(FabricError::Handshake(format!(
-                "server chose {} where {} was expected",
-                accept.transport, expected
-            )));
-        }
         let regions = RegionTable::new(opts.expose.clone());
         let inner = registry::establish(
             accept.transport,
@@ -362,79 +312,31 @@ impl Incoming {
         let cfg = &fabric.cfg;
         let deadline = Instant::now() + cfg.connect_timeout;
         let _ = self.sock.set_nodelay(true);
-        // Always first, secret or not: the protocol has one shape.
-        let challenge = Challenge {
-            nonce: random_bytes()?,
-        };
-        write_all_by(
-            &mut self.sock,
-            &encode_handshake(HandshakeKind::Challenge, &challenge),
-            deadline,
-        )?;
-        let request: ClientHello = match read_msg(&mut self.sock, deadline) {
-            Ok((HandshakeKind::Hello, body)) => match decode_body(&body) {
-                Ok(h) => h,
-                Err(e) => return Err(self.reject(deadline, handshake_err(e))),
-            },
-            Ok((other, _)) => {
-                let e = FabricError::Handshake(format!("expected a hello, got {other:?}"));
-                return Err(self.reject(deadline, e));
-            }
-            Err(e @ FabricError::Malformed(WireError::Version { .. })) => {
-                return Err(self.reject(deadline, e))
+        let (mut server, challenge) = Server::new(random_bytes()?, opts.secret_bytes());
+        write_all_by(&mut self.sock, &challenge, deadline)?;
+        let (kind, body) = match read_msg(&mut self.sock, deadline) {
+            Ok(msg) => msg,
+            Err(FabricError::Malformed(e @ WireError::Version { .. })) => {
+                return Err(self.refuse(deadline, handshake::refuse_header(e)))
             }
             Err(e) => return Err(e),
         };
-        // Nothing the client said is trusted (nor shown to `verify`) before
-        // its proof is checked.
-        if let Err(e) = auth::check_client(opts.secret_bytes(), &challenge.nonce, &request) {
-            tracing::warn!(peer = %self.peer, "a client failed authentication: {e}");
-            return Err(self.reject(deadline, FabricError::AuthFailed(e)));
-        }
-        let client = &request.hello;
-        if let Err(why) = verify(client) {
-            let _ = write_all_by(
-                &mut self.sock,
-                &encode_handshake(HandshakeKind::Reject, &why),
-                deadline,
-            );
-            return Err(FabricError::Rejected(why));
-        }
         let hello = fabric.hello(opts);
-        let ours = Side {
-            host: &hello.host,
-            providers: &fabric.providers,
-            forced: hello.forced,
+        let verified = match server.handle(kind, &body, &hello, verify) {
+            Ok(v) => v,
+            Err(refusal) => return Err(self.refuse(deadline, refusal)),
         };
-        let theirs = Side {
-            host: &client.host,
-            providers: &client.providers,
-            forced: client.forced,
-        };
-        let transport = match select(&ours, &theirs) {
-            Ok(t) => t,
-            Err(e) => return Err(self.reject(deadline, FabricError::NoTransport(e.to_string()))),
-        };
+        let transport = verified.transport;
         let regions = RegionTable::new(opts.expose.clone());
         // Only shm needs a second rendezvous, announced in the accept.
         let shm_listener = match transport {
             TransportKind::Shm => Some(shm::rendezvous::offer()?),
             _ => None,
         };
-        let mut accept = Accept {
-            hello,
-            transport,
-            shm: shm_listener.as_ref().map(|(_, offer)| offer.clone()),
-            proof: None,
-        };
-        accept.proof = opts
-            .secret_bytes()
-            .map(|s| auth::server_proof(s, &challenge.nonce, &request, &accept));
-        write_all_by(
-            &mut self.sock,
-            &encode_handshake(HandshakeKind::Accept, &accept),
-            deadline,
-        )?;
+        let offer = shm_listener.as_ref().map(|(_, offer)| offer.clone());
+        let accept = server.accept(&verified, hello, offer);
+        write_all_by(&mut self.sock, &accept, deadline)?;
+        let client = verified.request.hello;
         let inner = registry::establish(
             transport,
             SetUp {
@@ -453,46 +355,22 @@ impl Incoming {
             inner,
             transport,
             fabric.caps_of(transport),
-            request.hello.buffers,
-            request.hello.user,
+            client.buffers,
+            client.user,
             cfg.max_message,
         ))
     }
 
     /// Tells the client why (best effort) and returns the error for us.
-    fn reject(&mut self, deadline: Instant, e: FabricError) -> FabricError {
-        let why = chain(&e);
-        let _ = write_all_by(
-            &mut self.sock,
-            &encode_handshake(HandshakeKind::Reject, &why),
-            deadline,
-        );
-        tracing::debug!(peer = %self.peer, "handshake refused: {why}");
-        e
-    }
-}
-
-/// `e` and its causes on one line, for a peer that sees only the text.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
-fn handshake_err(e: WireError) -> FabricError {
-    FabricError::Malformed(e)
-}
-
-/// The error for a server's rejection with body `body` (its reason).
-fn rejected(body: &[u8]) -> FabricError {
-    match decode_body::<String>(body) {
-        Ok(why) => FabricError::Rejected(why),
-        Err(e) => handshake_err(e),
+    fn refuse(&mut self, deadline: Instant, r: Refusal) -> FabricError {
+        if let Some(reply) = &r.reply {
+            let _ = write_all_by(&mut self.sock, reply, deadline);
+        }
+        if let FabricError::AuthFailed(e) = &r.error {
+            tracing::warn!(peer = %self.peer, "a client failed authentication: {e}");
+        }
+        tracing::debug!(peer = %self.peer, "handshake refused: {}", r.error);
+        r.error
     }
 }
 

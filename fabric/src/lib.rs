@@ -96,6 +96,7 @@ mod deadline;
 mod endpoint;
 mod error;
 mod fabric;
+mod handshake;
 pub mod host;
 pub mod invocation;
 mod mem;

@@ -222,9 +222,13 @@ pub fn decode_handshake_header(buf: &[u8]) -> Result<(HandshakeKind, usize), Wir
     Ok((kind, len))
 }
 
-/// Decodes a handshake body.
+/// Decodes a handshake body, all of it: trailing bytes are an error.
 pub fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, WireError> {
-    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
+    match postcard::take_from_bytes(body) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, rest)) => Err(WireError::Body(format!("{} trailing bytes", rest.len()))),
+        Err(e) => Err(WireError::Body(e.to_string())),
+    }
 }
 
 /// Data operations carried by tcp frames and shm records.
