@@ -126,17 +126,9 @@ pub(crate) fn cost(len: usize) -> u64 {
 /// the offset in the inbox and the ring position after the write (a skip
 /// to offset 0 included). `None` if the write can never fit.
 pub(crate) fn place(pos: u64, size: u64, len: usize) -> Option<(u64, u64)> {
-    let c = cost(len);
-    if c > size {
-        return None;
-    }
     debug_assert!(size.is_power_of_two());
-    let at = pos & (size - 1);
-    if at + c > size {
-        Some((0, pos + (size - at) + c))
-    } else {
-        Some((at, pos + c))
-    }
+    let (start, end) = rfx_fabric::ring::place(pos, size, cost(len))?;
+    Some((start & (size - 1), end))
 }
 
 #[cfg(test)]

@@ -105,6 +105,7 @@ mod mr;
 pub mod ofi;
 mod provider;
 pub mod registry;
+pub mod ring;
 mod secret;
 pub mod select;
 mod shm;

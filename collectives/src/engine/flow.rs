@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 
+use rfx_fabric::ring::Producer;
 use rfx_fabric::{FabricError, MemoryRegion, RemoteBuffer};
 
 use super::link::Link;
@@ -32,27 +33,19 @@ pub(super) struct Chunk {
 #[derive(Debug)]
 pub(super) struct Window {
     pub(super) remote: RemoteBuffer,
-    /// Usable ring bytes.
-    pub(super) size: u64,
+    /// The peer's inbox as a ring we write and it frees.
+    pub(super) ring: Producer,
     /// Largest data write.
     pub(super) chunk: usize,
     /// Largest payload sent in one write with its header.
     pub(super) single: usize,
-    /// Ring position of our next write.
-    pub(super) wpos: u64,
-    /// Ring position the peer freed up to.
-    pub(super) acked: u64,
 }
 
 impl Window {
     /// The offset for a write of `len` bytes, if the window has room.
     pub(super) fn reserve(&mut self, len: usize) -> Option<u64> {
-        let (off, end) = wire::place(self.wpos, self.size, len)?;
-        if end - self.acked > self.size {
-            return None;
-        }
-        self.wpos = end;
-        Some(off)
+        let start = self.ring.reserve(wire::cost(len))?;
+        Some(self.ring.offset(start))
     }
 }
 
@@ -135,11 +128,9 @@ impl<L: Link> Conn<L> {
             link,
             win: Window {
                 remote,
-                size,
+                ring: Producer::new(size),
                 chunk,
                 single,
-                wpos: 0,
-                acked: 0,
             },
             out: VecDeque::new(),
             inbox: Inbox {

@@ -262,10 +262,10 @@ impl Mesh {
             for (peer, p) in e.peers.iter().enumerate() {
                 let Some(c) = &p.link else { continue };
                 assert!(
-                    c.win.wpos - c.win.acked <= c.win.size,
+                    c.win.ring.outstanding() <= c.win.ring.cap(),
                     "{me}->{peer}: {} bytes outstanding in a window of {}",
-                    c.win.wpos - c.win.acked,
-                    c.win.size
+                    c.win.ring.outstanding(),
+                    c.win.ring.cap()
                 );
                 assert!(c.inbox.credited <= c.inbox.freed && c.inbox.freed <= c.inbox.rpos);
                 assert!(c.inbox.rpos - c.inbox.freed <= c.inbox.size);

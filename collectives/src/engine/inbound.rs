@@ -87,11 +87,11 @@ pub(super) fn on_write(
 ) -> Result<bool, String> {
     let kind = wire::parse_imm(w.imm).map_err(|e| e.to_string())?;
     if let Kind::Credit(bytes) = kind {
-        let acked = l.win.acked.saturating_add(bytes);
-        if acked > l.win.wpos {
-            return Err("credit for more than was sent".into());
-        }
-        l.win.acked = acked;
+        let to = l.win.ring.head().saturating_add(bytes);
+        l.win
+            .ring
+            .release_to(to)
+            .map_err(|e| format!("credit for more than was sent: {e}"))?;
         return Ok(true);
     }
     let inbox = &mut l.inbox;

@@ -67,6 +67,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::mr::RemoteBuffer;
+use crate::ring::Producer;
 use crate::wire::WireError;
 
 /// Bytes of a record before its inline payload.
@@ -335,72 +336,53 @@ pub(super) fn record_words<'a>(
         .chain(std::iter::repeat_n(0, (size - TRAILER) / 8 - body))
 }
 
-/// The producer's view of the peer's inbound ring: where the next record
-/// goes, and how much of it the peer acknowledged as consumed.
+/// The producer's view of the peer's inbound ring ([`Producer`]): where
+/// the next record goes, and how much of it the peer acknowledged as
+/// consumed, which it reports in wrapping units of [`REC_ALIGN`].
 #[derive(Debug, Clone)]
-pub(super) struct RingTx {
-    cap: u64,
-    tail: u64,
-    head: u64,
-}
+pub(super) struct RingTx(Producer);
 
 impl RingTx {
     pub(super) fn new(cap: u64) -> Self {
-        RingTx {
-            cap,
-            tail: 0,
-            head: 0,
-        }
+        RingTx(Producer::new(cap))
     }
 
     /// True if [`RingTx::reserve`] of `size` bytes would succeed now.
     pub(super) fn fits(&self, size: usize) -> bool {
-        let size = size as u64;
-        let to_end = self.cap - self.tail % self.cap;
-        let skip = if size > to_end { to_end } else { 0 };
-        self.tail + skip + size - self.head <= self.cap
+        self.0.fits(size as u64)
     }
 
     /// Position of a new record of `size` bytes, skipping to the next lap
     /// if it does not fit before the end; `None` if the ring has no room yet.
     pub(super) fn reserve(&mut self, size: usize) -> Option<u64> {
-        if !self.fits(size) {
-            return None;
-        }
-        let size = size as u64;
-        let to_end = self.cap - self.tail % self.cap;
-        if size > to_end {
-            self.tail += to_end;
-        }
-        let pos = self.tail;
-        self.tail += size;
-        Some(pos)
+        self.0.reserve(size as u64)
     }
 
     /// The ring offset of position `pos`.
     pub(super) fn offset(&self, pos: u64) -> u64 {
-        pos % self.cap
+        self.0.offset(pos)
     }
 
     /// Takes the peer's consumed position (wrapping units). Reports older
     /// than what we know are ignored; a report beyond what we wrote too
     /// (a broken peer: the op timeout will tell).
     pub(super) fn ack(&mut self, head_units: u32) {
-        let tail_units = (self.tail / REC_ALIGN as u64) as u32;
+        let tail = self.0.tail();
+        let tail_units = (tail / REC_ALIGN as u64) as u32;
         let behind = u64::from(tail_units.wrapping_sub(head_units)) * REC_ALIGN as u64;
-        if behind <= self.tail - self.head {
-            self.head = self.tail - behind;
+        if behind <= self.0.outstanding() {
+            let _ = self.0.release_to(tail - behind);
         }
     }
 
     /// The position up to which the peer consumed our records.
     pub(super) fn acked(&self) -> u64 {
-        self.head
+        self.0.head()
     }
 
     #[cfg(test)]
     pub(super) fn in_flight(&self) -> u64 {
-        self.tail - self.head
+        self.0.outstanding()
     }
 }
 
@@ -979,9 +961,8 @@ mod tests {
 
     #[test]
     fn ring_tx_acks_wrap() {
-        let mut tx = RingTx::new(4096);
-        tx.tail = (u64::from(u32::MAX) + 10) * 64;
-        tx.head = tx.tail - 640;
+        let tail = (u64::from(u32::MAX) + 10) * 64;
+        let mut tx = RingTx(Producer::at(4096, tail - 640, tail));
         // The tail is unit 2^32 + 9 (9 once wrapped), the head 2^32 - 1:
         // an ack of unit 2^32 (0 once wrapped) is one unit ahead.
         tx.ack(0);
