@@ -30,7 +30,7 @@ pub fn resolve(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         target.display()
     );
     let started = Instant::now();
-    let lib = rfx_executors::examples::build(&target, true)
+    let lib = rfx_examples::build(&target, true)
         .map_err(|e| anyhow::anyhow!("{e}: pass --lib PATH to a library with `noop` and `echo`"))?;
     eprintln!(
         "rfx-bench: built {} in {:.1} s",

@@ -85,7 +85,7 @@ fn baseline<'a>(all: &'a Value, name: &str) -> &'a Value {
 
 #[test]
 fn all_then_report() {
-    let lib = rfx_executors::examples::build(&target_dir().join("examples-functions"), false)
+    let lib = rfx_examples::build(&target_dir().join("examples-functions"), false)
         .unwrap_or_else(|e| panic!("{e}"));
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("all-report");
     let _ = std::fs::remove_dir_all(&dir);

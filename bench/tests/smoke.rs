@@ -29,7 +29,7 @@ fn example_functions() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
     LIB.get_or_init(|| {
         let target = target_dir().join("examples-functions");
-        rfx_executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
+        rfx_examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

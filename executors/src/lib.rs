@@ -142,7 +142,6 @@ mod context;
 mod elf;
 #[cfg(feature = "executor")]
 mod error;
-pub mod examples;
 #[cfg(feature = "executor")]
 pub mod executor;
 pub mod group;

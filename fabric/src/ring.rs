@@ -192,6 +192,13 @@ mod tests {
         );
         assert_eq!(p.head(), 40);
         assert_eq!(place(0, 0, 1), None);
+        // Far into a run, and in a ring that is not a power of two.
+        let far = 1 << 40;
+        let mut p = Producer::at(256, far, far);
+        assert_eq!(p.reserve(100), Some(far));
+        let mut q = Producer::at(100, 950, 990);
+        assert_eq!(q.reserve(20), Some(1000), "skips the last 10 bytes");
+        assert_eq!(q.offset(1000), 0);
         assert_eq!(place(5, 10, 11), None);
     }
 }

@@ -38,8 +38,7 @@ pub(crate) struct DemoArgs {
 fn build_examples() -> anyhow::Result<PathBuf> {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples-functions");
     eprintln!("demo: building the example functions (examples/functions) ...");
-    rfx::executors::examples::build(&target, true)
-        .map_err(|e| anyhow::anyhow!("{e} (or pass --lib)"))
+    rfx_examples::build(&target, true).map_err(|e| anyhow::anyhow!("{e} (or pass --lib)"))
 }
 
 fn pct(sorted: &[f64], q: f64) -> f64 {

@@ -73,8 +73,7 @@ pub fn examples() -> &'static Examples {
             .parent()
             .unwrap()
             .join("examples-functions");
-        let rust =
-            rfx::executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"));
+        let rust = rfx_examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"));
         let c = build_c(
             &root.join("examples/c/functions.c"),
             &target.join("c"),

@@ -142,7 +142,7 @@ pub fn example_functions() -> &'static Path {
             .parent()
             .expect("CARGO_TARGET_TMPDIR is inside the target directory")
             .join("examples-functions");
-        rfx_executors::examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
+        rfx_examples::build(&target, false).unwrap_or_else(|e| panic!("{e}"))
     })
 }
 

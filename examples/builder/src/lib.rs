@@ -1,6 +1,9 @@
 //! The example function library (`examples/functions`: `noop`, `echo`,
 //! `sum_f64`, `matmul`, `rank_info`, `crash`, `panics`, `overclaim`), built
 //! from the source tree for the tests, the benchmarks and `rfx demo`.
+//!
+//! Support for this repository, not part of rfx's API: it runs `cargo build`
+//! on a path inside the tree it was compiled from.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ pub fn manifest() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap_or(Path::new("."))
-        .join("examples/functions/Cargo.toml")
+        .join("functions/Cargo.toml")
 }
 
 /// Builds the example library with cargo (`$CARGO`, else `cargo` on the
