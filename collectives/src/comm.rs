@@ -108,6 +108,14 @@ fn span(steps: &[Step]) -> Option<(usize, usize)> {
 }
 
 /// True if the schedule touches nothing outside `[lo, hi)`.
+/// A non-root rank's part of gather or scatter.
+enum Part<'a, T> {
+    /// Its block, to send (gather).
+    Send(&'a [T]),
+    /// Its block, to receive (scatter).
+    Recv(&'a mut [T]),
+}
+
 fn within(steps: &[Step], lo: usize, hi: usize) -> bool {
     span(steps).is_none_or(|(a, b)| a >= lo && b <= hi)
 }
@@ -138,8 +146,11 @@ pub struct Communicator {
     work: Vec<u64>,
 }
 
-fn check_op<T: Element>(op: &Op<T>) -> Result<(), CollError> {
-    op.check()
+/// The operation, checked before anything is sent.
+fn checked<T: Element>(op: impl Into<Op<T>>) -> Result<Op<T>, CollError> {
+    let op = op.into();
+    op.check()?;
+    Ok(op)
 }
 
 impl Communicator {
@@ -426,6 +437,59 @@ impl Communicator {
         drive(&self.engine, &mut t, self.cfg.op_timeout)
     }
 
+    /// `run` for its effect on the buffers only.
+    fn exec<T: Element, B: TaskBuf<T>>(
+        &mut self,
+        name: &'static str,
+        plan: Plan,
+        buf: B,
+        op: Option<Op<T>>,
+    ) -> Result<(), CollError> {
+        self.run(name, plan, buf, op).map(|_| ())
+    }
+
+    /// Runs gather or scatter on a rank other than the root, whose part is
+    /// its own block: on that block alone when the steps touch nothing else
+    /// (a leaf of the tree), else over scratch of all blocks, the block
+    /// copied in before (a contribution) or out after (a result).
+    fn run_part<T: Element>(
+        &mut self,
+        name: &'static str,
+        plan: Plan,
+        part: Part<'_, T>,
+    ) -> Result<(), CollError> {
+        let (me, n) = (self.rank, self.size());
+        let c = match &part {
+            Part::Send(s) => s.len(),
+            Part::Recv(r) => r.len(),
+        };
+        let (lo, hi) = (me * c, (me + 1) * c);
+        if within(self.steps(plan), lo, hi) {
+            return match part {
+                Part::Send(buf) => self.exec(name, plan, ReadOnly { buf, base: lo }, None),
+                Part::Recv(buf) => self.exec(name, plan, Whole { buf, base: lo }, None),
+            };
+        }
+        self.with_work(n * c, |comm, work: &mut [T]| {
+            if let Part::Send(s) = &part {
+                work[lo..hi].copy_from_slice(s);
+            }
+            comm.exec(
+                name,
+                plan,
+                Whole {
+                    buf: &mut *work,
+                    base: 0,
+                },
+                None,
+            )?;
+            if let Part::Recv(r) = part {
+                r.copy_from_slice(&work[lo..hi]);
+            }
+            Ok(())
+        })
+    }
+
     fn request<T: Element, R: Send + 'static>(
         &mut self,
         name: &'static str,
@@ -582,24 +646,18 @@ impl Communicator {
     /// Waits until every rank has entered the barrier.
     pub fn barrier(&mut self) -> Result<(), CollError> {
         let steps = self.plan(PlanOp::Barrier, 0, 0, 0, sched::barrier_dissemination);
-        self.run::<u8, _>(
-            "barrier",
-            steps,
-            Whole {
-                buf: &mut [][..],
-                base: 0,
-            },
-            None,
-        )
-        .map(|_| ())
+        let nothing = Whole {
+            buf: &mut [][..],
+            base: 0,
+        };
+        self.exec::<u8, _>("barrier", steps, nothing, None)
     }
 
     /// Broadcasts `buf` of `root` into `buf` of every rank.
     pub fn bcast<T: Element>(&mut self, buf: &mut [T], root: usize) -> Result<(), CollError> {
         self.check_root(root)?;
         let steps = self.plan_bcast::<T>(root, buf.len());
-        self.run("bcast", steps, Whole { buf, base: 0 }, None)
-            .map(|_| ())
+        self.exec("bcast", steps, Whole { buf, base: 0 }, None)
     }
 
     /// Reduces every rank's `buf` with `op` into `buf` of `root`. On the
@@ -611,11 +669,9 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
         self.check_root(root)?;
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan_reduce::<T>(root, buf.len());
-        self.run("reduce", steps, Whole { buf, base: 0 }, Some(op))
-            .map(|_| ())
+        self.exec("reduce", steps, Whole { buf, base: 0 }, Some(op))
     }
 
     /// Reduces every rank's `buf` with `op`; every rank gets the result in
@@ -625,11 +681,9 @@ impl Communicator {
         buf: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan_allreduce::<T>(buf.len());
-        self.run("allreduce", steps, Whole { buf, base: 0 }, Some(op))
-            .map(|_| ())
+        self.exec("allreduce", steps, Whole { buf, base: 0 }, Some(op))
     }
 
     /// Gathers every rank's `send` into `recv` of `root`, in rank order
@@ -646,29 +700,9 @@ impl Communicator {
         if me == root {
             Self::len_check("gather's receive buffer", recv.len(), n * c)?;
             recv[me * c..(me + 1) * c].copy_from_slice(send);
-            return self
-                .run("gather", steps, Whole { buf: recv, base: 0 }, None)
-                .map(|_| ());
+            return self.exec("gather", steps, Whole { buf: recv, base: 0 }, None);
         }
-        if within(self.steps(steps), me * c, (me + 1) * c) {
-            // A leaf of the tree: it only sends its own block.
-            return self
-                .run(
-                    "gather",
-                    steps,
-                    ReadOnly {
-                        buf: send,
-                        base: me * c,
-                    },
-                    None,
-                )
-                .map(|_| ());
-        }
-        self.with_work(n * c, |comm, work: &mut [T]| {
-            work[me * c..(me + 1) * c].copy_from_slice(send);
-            comm.run("gather", steps, Whole { buf: work, base: 0 }, None)
-                .map(|_| ())
-        })
+        self.run_part("gather", steps, Part::Send(send))
     }
 
     /// Scatters block i of `root`'s `send` (`size * recv.len()` elements)
@@ -689,33 +723,7 @@ impl Communicator {
             recv.copy_from_slice(&send[me * c..(me + 1) * c]);
             return Ok(());
         }
-        if within(self.steps(steps), me * c, (me + 1) * c) {
-            // A leaf: it receives its own block only.
-            return self
-                .run(
-                    "scatter",
-                    steps,
-                    Whole {
-                        buf: recv,
-                        base: me * c,
-                    },
-                    None,
-                )
-                .map(|_| ());
-        }
-        self.with_work(n * c, |comm, work: &mut [T]| {
-            comm.run(
-                "scatter",
-                steps,
-                Whole {
-                    buf: &mut *work,
-                    base: 0,
-                },
-                None,
-            )?;
-            recv.copy_from_slice(&work[me * c..(me + 1) * c]);
-            Ok(())
-        })
+        self.run_part("scatter", steps, Part::Recv(recv))
     }
 
     /// Gathers every rank's `send` into `recv` of every rank
@@ -725,8 +733,7 @@ impl Communicator {
         Self::len_check("allgather's receive buffer", recv.len(), n * c)?;
         recv[me * c..(me + 1) * c].copy_from_slice(send);
         let steps = self.plan_allgather::<T>(c);
-        self.run("allgather", steps, Whole { buf: recv, base: 0 }, None)
-            .map(|_| ())
+        self.exec("allgather", steps, Whole { buf: recv, base: 0 }, None)
     }
 
     /// Reduces `send` (`size` equal blocks) with `op` and gives rank i the
@@ -739,8 +746,7 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let (me, n, c) = (self.rank, self.size(), recv.len());
         Self::len_check("reduce_scatter's send buffer", send.len(), n * c)?;
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
             sched::reduce_scatter_ring(me, n, c)
         });
@@ -773,8 +779,7 @@ impl Communicator {
         Self::len_check("alltoall's receive buffer", recv.len(), send.len())?;
         let c = send.len() / n;
         let steps = self.plan_alltoall::<T>(c);
-        self.run("alltoall", steps, Split { a: send, b: recv }, None)
-            .map(|_| ())
+        self.exec("alltoall", steps, Split { a: send, b: recv }, None)
     }
 
     /// Inclusive prefix reduction: rank i gets `buf_0 ⊕ ... ⊕ buf_i`,
@@ -784,12 +789,10 @@ impl Communicator {
         buf: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let c = buf.len();
         let steps = self.plan_scan::<T>(c);
-        self.run("scan", steps, Whole { buf, base: 0 }, Some(op))
-            .map(|_| ())
+        self.exec("scan", steps, Whole { buf, base: 0 }, Some(op))
     }
 
     /// Exclusive prefix reduction: rank i > 0 gets `buf_0 ⊕ ... ⊕ buf_{i-1}`;
@@ -799,14 +802,12 @@ impl Communicator {
         buf: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let c = buf.len();
         let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
             sched::exscan(me, n, c)
         });
-        self.run("exscan", steps, Whole { buf, base: 0 }, Some(op))
-            .map(|_| ())
+        self.exec("exscan", steps, Whole { buf, base: 0 }, Some(op))
     }
 
     // ----- collectives: non-blocking --------------------------------------
@@ -836,8 +837,7 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
         self.check_root(root)?;
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan_reduce::<T>(root, buf.len());
         Ok(self.request("ireduce", steps, buf, Some(op), Ok))
     }
@@ -848,8 +848,7 @@ impl Communicator {
         buf: Vec<T>,
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan_allreduce::<T>(buf.len());
         Ok(self.request("iallreduce", steps, buf, Some(op), Ok))
     }
@@ -916,8 +915,7 @@ impl Communicator {
             ));
         }
         let c = send.len() / n;
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
             sched::reduce_scatter_ring(me, n, c)
         });
@@ -954,8 +952,7 @@ impl Communicator {
         buf: Vec<T>,
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let c = buf.len();
         let steps = self.plan_scan::<T>(c);
         Ok(self.request("iscan", steps, buf, Some(op), Ok))
@@ -967,8 +964,7 @@ impl Communicator {
         buf: Vec<T>,
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
-        let op = op.into();
-        check_op(&op)?;
+        let op = checked(op)?;
         let c = buf.len();
         let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
             sched::exscan(me, n, c)

@@ -100,43 +100,8 @@ macro_rules! le_casts {
     };
 }
 
-macro_rules! int_element {
-    ($($t:ty),*) => {$(
-        impl sealed::Sealed for $t {}
-        impl Element for $t {
-            const SIZE: usize = std::mem::size_of::<$t>();
-            const NAME: &'static str = stringify!($t);
-            fn encode(src: &[Self], out: &mut Vec<u8>) {
-                let start = out.len();
-                out.resize(start + src.len() * Self::SIZE, 0);
-                for (c, x) in out[start..].chunks_exact_mut(Self::SIZE).zip(src) {
-                    c.copy_from_slice(&x.to_le_bytes());
-                }
-            }
-            fn decode(dst: &mut [Self], src: &[u8]) {
-                for (d, c) in dst.iter_mut().zip(src.chunks_exact(Self::SIZE)) {
-                    *d = <$t>::from_le_bytes(c.try_into().expect("chunks_exact"));
-                }
-            }
-            fn reduce_bytes(op: ReduceOp, acc: &mut [Self], src: &[u8]) -> Result<(), CollError> {
-                let it = acc.iter_mut().zip(src.chunks_exact(Self::SIZE).map(|c| {
-                    <$t>::from_le_bytes(c.try_into().expect("chunks_exact"))
-                }));
-                int_apply!(op, it);
-                Ok(())
-            }
-            fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
-                let it = acc.iter_mut().zip(src.iter().copied());
-                int_apply!(op, it);
-                Ok(())
-            }
-            le_casts!();
-        }
-    )*};
-}
-
 macro_rules! int_apply {
-    ($op:expr, $it:expr) => {
+    ($op:expr, $t:ty, $it:expr) => {
         match $op {
             ReduceOp::Sum => $it.for_each(|(a, b)| *a = a.wrapping_add(b)),
             ReduceOp::Prod => $it.for_each(|(a, b)| *a = a.wrapping_mul(b)),
@@ -166,8 +131,10 @@ macro_rules! float_apply {
     };
 }
 
-macro_rules! float_element {
-    ($($t:ty),*) => {$(
+/// `Element` for fixed-size numbers, reduced by `$apply` (`int_apply` or
+/// `float_apply`).
+macro_rules! element {
+    ($apply:ident: $($t:ty),*) => {$(
         impl sealed::Sealed for $t {}
         impl Element for $t {
             const SIZE: usize = std::mem::size_of::<$t>();
@@ -188,12 +155,12 @@ macro_rules! float_element {
                 let it = acc.iter_mut().zip(src.chunks_exact(Self::SIZE).map(|c| {
                     <$t>::from_le_bytes(c.try_into().expect("chunks_exact"))
                 }));
-                float_apply!(op, $t, it);
+                $apply!(op, $t, it);
                 Ok(())
             }
             fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
                 let it = acc.iter_mut().zip(src.iter().copied());
-                float_apply!(op, $t, it);
+                $apply!(op, $t, it);
                 Ok(())
             }
             le_casts!();
@@ -201,8 +168,8 @@ macro_rules! float_element {
     )*};
 }
 
-int_element!(u8, i8, u16, i16, u32, i32, u64, i64);
-float_element!(f32, f64);
+element!(int_apply: u8, i8, u16, i16, u32, i32, u64, i64);
+element!(float_apply: f32, f64);
 
 impl sealed::Sealed for usize {}
 impl Element for usize {
@@ -225,12 +192,12 @@ impl Element for usize {
             src.chunks_exact(8)
                 .map(|c| u64::from_le_bytes(c.try_into().expect("chunks_exact")) as usize),
         );
-        int_apply!(op, it);
+        int_apply!(op, usize, it);
         Ok(())
     }
     fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
         let it = acc.iter_mut().zip(src.iter().copied());
-        int_apply!(op, it);
+        int_apply!(op, usize, it);
         Ok(())
     }
     fn wire(src: &[Self]) -> Option<&[u8]> {
