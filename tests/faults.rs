@@ -48,6 +48,41 @@ fn tenant(lm: &LeaseManager, token: &str) -> Tenant {
     })
 }
 
+/// A lease manager (its heartbeat timeout in ms), one executor manager of
+/// `cores` cores and tenant alice: where most fault tests start. Destructure
+/// in this field order so that they drop as locals would (alice first).
+struct Site {
+    dir: Scratch,
+    lm: LeaseManager,
+    em: ExecutorManager,
+    token: String,
+    alice: Tenant,
+}
+
+impl Site {
+    fn start(name: &str, cores: u32, heartbeat_ms: u64) -> Site {
+        let dir = Scratch::new(name);
+        let lm = LeaseManager::start(&dir.0, free_addr(), heartbeat_ms);
+        let em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), cores);
+        let token = lm.add_tenant("alice");
+        let alice = tenant(&lm, &token);
+        Site {
+            dir,
+            lm,
+            em,
+            token,
+            alice,
+        }
+    }
+}
+
+/// Waits until every executor of `em` stopped.
+fn executors_stop(em: &ExecutorManager) {
+    wait_for(Duration::from_secs(20), "executors stopped", || {
+        em.executors().is_empty().then_some(())
+    });
+}
+
 fn events(lm: &LeaseManager, token: &str) -> TenantClient {
     retry(Duration::from_secs(10), "event connection", || {
         TenantClient::connect(&lm.addr.to_string(), token)
@@ -263,9 +298,7 @@ fn lease_manager_killed_mid_stream_loses_no_acknowledged_lease() {
     assert!(active.is_empty(), "still active: {active:?}");
     let host = lm.hosts().into_iter().find(|h| h.up).unwrap();
     assert_eq!(host.free.free_cores(), 8);
-    wait_for(Duration::from_secs(20), "executors stopped", || {
-        em.executors().is_empty().then_some(())
-    });
+    executors_stop(&em);
 }
 
 /// Released right after its last invocation, a lease is still billed for
@@ -273,11 +306,13 @@ fn lease_manager_killed_mid_stream_loses_no_acknowledged_lease() {
 /// at its periodic report.
 #[test]
 fn usage_of_the_last_moments_before_release_is_kept() {
-    let dir = Scratch::new("usage-release");
-    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
-    let _em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 1);
-    let token = lm.add_tenant("alice");
-    let alice = tenant(&lm, &token);
+    let Site {
+        dir: _dir,
+        lm: _lm,
+        em: _em,
+        token: _token,
+        alice,
+    } = Site::start("usage-release", 1, 60_000);
     for round in 0..3u32 {
         let lease = retry(Duration::from_secs(10), "lease", || alice.lease(&req(1)));
         let id = lease.info().lease.id;
@@ -299,11 +334,13 @@ fn usage_of_the_last_moments_before_release_is_kept() {
 
 #[test]
 fn executor_killed_mid_invocation_fails_fast_and_returns_its_slot() {
-    let dir = Scratch::new("exec-kill");
-    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
-    let em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 1);
-    let token = lm.add_tenant("alice");
-    let alice = tenant(&lm, &token);
+    let Site {
+        dir: _dir,
+        lm,
+        em,
+        token,
+        alice,
+    } = Site::start("exec-kill", 1, 60_000);
     let mut ev = events(&lm, &token);
     let lease = retry(Duration::from_secs(10), "first lease", || {
         alice.lease(&req(1))
@@ -399,18 +436,18 @@ fn executor_killed_mid_invocation_fails_fast_and_returns_its_slot() {
     assert_eq!(inv3.invoke("echo", b"third").unwrap(), b"third");
     drop(inv3);
     lease3.release().unwrap();
-    wait_for(Duration::from_secs(20), "executors stopped", || {
-        em.executors().is_empty().then_some(())
-    });
+    executors_stop(&em);
 }
 
 #[test]
 fn lost_executor_manager_loses_its_leases_and_registers_again() {
-    let dir = Scratch::new("em-kill");
-    let lm = LeaseManager::start(&dir.0, free_addr(), 1500);
-    let mut em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 2);
-    let token = lm.add_tenant("alice");
-    let alice = tenant(&lm, &token);
+    let Site {
+        dir: _dir,
+        lm,
+        mut em,
+        token,
+        alice,
+    } = Site::start("em-kill", 2, 1500);
     let mut ev = events(&lm, &token);
     let lease = retry(Duration::from_secs(10), "first lease", || {
         alice.lease(&req(1))
@@ -481,19 +518,19 @@ fn lost_executor_manager_loses_its_leases_and_registers_again() {
     assert_eq!(inv2.invoke("echo", b"again").unwrap(), b"again");
     drop(inv2);
     lease2.release().unwrap();
-    wait_for(Duration::from_secs(20), "executors stopped", || {
-        em.executors().is_empty().then_some(())
-    });
+    executors_stop(&em);
 }
 
 #[test]
 fn expiry_and_release_return_the_slots_and_leak_nothing() {
     let shm_before = shm_entries();
-    let dir = Scratch::new("expiry");
-    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
-    let em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 2);
-    let token = lm.add_tenant("alice");
-    let alice = tenant(&lm, &token);
+    let Site {
+        dir: _dir,
+        lm,
+        em,
+        token,
+        alice,
+    } = Site::start("expiry", 2, 60_000);
     let mut ev = events(&lm, &token);
     let fabric = Fabric::open(Config::default()).unwrap();
     let self_memfds = memfds(std::process::id());
@@ -644,19 +681,19 @@ fn dropped_delayed_and_blackholed_connections_lose_nothing() {
     assert_eq!(inv.invoke("echo", b"again").unwrap(), b"again");
     drop(inv);
     lease.release().unwrap();
-    wait_for(Duration::from_secs(20), "executors stopped", || {
-        em.executors().is_empty().then_some(())
-    });
+    executors_stop(&em);
 }
 
 #[test]
 fn retrying_invocations_move_to_a_new_lease_when_the_executor_dies() {
     use rfx::tenant::{RetryPolicy, Retrying, TenantError};
-    let dir = Scratch::new("retry");
-    let lm = LeaseManager::start(&dir.0, free_addr(), 60_000);
-    let em = ExecutorManager::start(&dir.0, "em", lm.addr, free_addr(), 2);
-    let token = lm.add_tenant("alice");
-    let alice = tenant(&lm, &token);
+    let Site {
+        dir: _dir,
+        lm: _lm,
+        em,
+        token: _token,
+        alice,
+    } = Site::start("retry", 2, 60_000);
     let fabric = Fabric::open(Config::default()).unwrap();
     let policy = RetryPolicy {
         max_attempts: 3,
