@@ -412,6 +412,22 @@ fn log_file(dir: &Path, name: &str) -> (Stdio, Stdio) {
     (f.try_clone().unwrap().into(), f.into())
 }
 
+/// Spawns a daemon of the cluster (its output in `dir/name.log`) and
+/// waits until it listens on `addr`.
+fn daemon(mut cmd: Command, dir: &Path, name: &str, addr: SocketAddr) -> Proc {
+    let (out, err) = log_file(dir, name);
+    let p = cmd
+        .env("RFX_CLUSTER_KEY", KEY)
+        .env("RFX_LOG", "info")
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    let p = Proc(p);
+    wait_listening(addr, Duration::from_secs(20));
+    p
+}
+
 /// The last `n` lines of every log in `dir`, for failure messages.
 pub fn logs(dir: &Path, n: usize) -> String {
     let mut out = String::new();
@@ -458,23 +474,15 @@ impl LeaseManager {
     /// Starts it (again) on the same address and store.
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "the lease manager runs already");
-        let (out, err) = log_file(&self.dir, "lease-manager");
-        let p = Command::new(RFX)
-            .args(["lease-manager", "--listen", &self.addr.to_string()])
+        let mut cmd = Command::new(RFX);
+        cmd.args(["lease-manager", "--listen", &self.addr.to_string()])
             .args([
                 "--heartbeat-timeout-ms",
                 &self.heartbeat_timeout_ms.to_string(),
             ])
             .arg("--db")
-            .arg(&self.db)
-            .env("RFX_CLUSTER_KEY", KEY)
-            .env("RFX_LOG", "info")
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.proc = Some(Proc(p));
-        wait_listening(self.addr, Duration::from_secs(20));
+            .arg(&self.db);
+        self.proc = Some(daemon(cmd, &self.dir, "lease-manager", self.addr));
     }
 
     /// The process id.
@@ -540,27 +548,19 @@ impl ExecutorManager {
     /// Starts it (again).
     pub fn restart(&mut self) {
         assert!(self.proc.is_none(), "the executor manager runs already");
-        let (out, err) = log_file(&self.dir, &self.name);
-        let p = Command::new(RFX)
-            .args([
-                "executor-manager",
-                "--lease-manager",
-                &self.lease_manager.to_string(),
-                "--listen",
-                &self.listen.to_string(),
-                "--cores",
-                &self.cores.to_string(),
-                "--gpu",
-                "0",
-            ])
-            .env("RFX_CLUSTER_KEY", KEY)
-            .env("RFX_LOG", "info")
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.proc = Some(Proc(p));
-        wait_listening(self.listen, Duration::from_secs(20));
+        let mut cmd = Command::new(RFX);
+        cmd.args([
+            "executor-manager",
+            "--lease-manager",
+            &self.lease_manager.to_string(),
+            "--listen",
+            &self.listen.to_string(),
+            "--cores",
+            &self.cores.to_string(),
+            "--gpu",
+            "0",
+        ]);
+        self.proc = Some(daemon(cmd, &self.dir, &self.name, self.listen));
     }
 
     /// The process id.
