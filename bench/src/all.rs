@@ -5,7 +5,7 @@
 //! table to `DIR/NAME.log`; then `DIR/all.json` says what ran, how long it
 //! took, and which baselines were found or missing.
 
-mod sockperf;
+pub(crate) mod sockperf;
 
 use std::fs::File;
 use std::io::IsTerminal;
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 
+use crate::results::{Baseline, Manifest, SockperfReport, StepResult, StepStatus};
 use crate::{cold_start, library, machine, pin, schedule};
 
 /// Arguments of `rfx-bench all`; the defaults are sized for a whole run of
@@ -221,37 +221,6 @@ pub fn plan(a: &AllArgs, found: &Found) -> Vec<Plan> {
     out
 }
 
-/// A baseline and whether this run has it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Baseline {
-    pub name: &'static str,
-    pub found: bool,
-    pub note: String,
-}
-
-/// What became of one benchmark.
-#[derive(Debug, Clone, Serialize)]
-struct StepResult {
-    name: &'static str,
-    /// `ok`, `failed` or `skipped`.
-    status: &'static str,
-    seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<String>,
-    command: Vec<String>,
-    note: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Manifest<'a> {
-    bench: &'static str,
-    machine: machine::Machine,
-    dir: &'a Path,
-    elapsed_s: f64,
-    steps: &'a [StepResult],
-    baselines: &'a [Baseline],
-}
-
 fn baselines(found: &Found, mpi_note: &str) -> Vec<Baseline> {
     let ofi_note = if !cfg!(feature = "ofi") {
         "rfx-bench built without --features ofi (cargo build --release -p rfx-bench --features ofi)"
@@ -263,17 +232,17 @@ fn baselines(found: &Found, mpi_note: &str) -> Vec<Baseline> {
     };
     vec![
         Baseline {
-            name: "raw tcp ping-pong",
+            name: "raw tcp ping-pong".into(),
             found: true,
             note: "in-repo (bench/src/baseline/tcp.rs), in transport.json".into(),
         },
         Baseline {
-            name: "raw shm ping-pong",
+            name: "raw shm ping-pong".into(),
             found: true,
             note: "in-repo (bench/src/baseline/shm.rs), in transport.json".into(),
         },
         Baseline {
-            name: "sockperf",
+            name: "sockperf".into(),
             found: found.sockperf,
             note: if found.sockperf {
                 "sockperf ping-pong over TCP loopback, in sockperf.json".into()
@@ -284,12 +253,12 @@ fn baselines(found: &Found, mpi_note: &str) -> Vec<Baseline> {
             },
         },
         Baseline {
-            name: "fi_pingpong",
+            name: "fi_pingpong".into(),
             found: found.ofi,
             note: ofi_note,
         },
         Baseline {
-            name: "ib_write_lat",
+            name: "ib_write_lat".into(),
             found: false,
             note: format!(
                 "needs an RDMA device: runs only in the soft-RoCE VM (scripts/verbs-vm.sh){}",
@@ -301,12 +270,12 @@ fn baselines(found: &Found, mpi_note: &str) -> Vec<Baseline> {
             ),
         },
         Baseline {
-            name: "mpi",
+            name: "mpi".into(),
             found: found.mpi.is_some(),
             note: mpi_note.to_string(),
         },
         Baseline {
-            name: "process spawn",
+            name: "process spawn".into(),
             found: true,
             note: "cold-start's floor: fork+exec+wait of /bin/true and of rfx --version".into(),
         },
@@ -444,12 +413,12 @@ fn write_manifest(
     base: &[Baseline],
 ) -> anyhow::Result<()> {
     let m = Manifest {
-        bench: "all",
+        bench: "all".into(),
         machine: machine::describe(),
-        dir,
+        dir: dir.to_path_buf(),
         elapsed_s: started.elapsed().as_secs_f64(),
-        steps,
-        baselines: base,
+        steps: steps.to_vec(),
+        baselines: base.to_vec(),
     };
     let p = dir.join("all.json");
     std::fs::write(&p, serde_json::to_string_pretty(&m)? + "\n")
@@ -502,8 +471,8 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
             dir.join(format!("{}.csv", p.name)).display(),
         );
         let mut step = StepResult {
-            name: p.name,
-            status: "skipped",
+            name: p.name.into(),
+            status: StepStatus::Skipped,
             seconds: 0.0,
             file: None,
             command: std::iter::once("rfx-bench".to_string())
@@ -527,7 +496,7 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
             step.seconds = t0.elapsed().as_secs_f64();
             match r {
                 Ok(()) => {
-                    step.status = "ok";
+                    step.status = StepStatus::Ok;
                     step.file = Some(format!("{}.json", p.name));
                     progress.print(&format!(
                         "== {} ({:.0} s)\n{}",
@@ -537,7 +506,7 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
                     ));
                 }
                 Err(e) => {
-                    step.status = "failed";
+                    step.status = StepStatus::Failed;
                     step.note = format!("{e:#}");
                     progress.print(&format!(
                         "== {} FAILED after {:.0} s: {}",
@@ -560,8 +529,8 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
         let secs = a.duration.map_or(2, |d| d.ceil() as u64).clamp(1, 60);
         let r = sockperf::run(&sizes, &["hot", "warm"], secs, pin::pair(None));
         let mut step = StepResult {
-            name: "sockperf",
-            status: "ok",
+            name: "sockperf".into(),
+            status: StepStatus::Ok,
             seconds: t0.elapsed().as_secs_f64(),
             file: Some("sockperf.json".into()),
             command: vec![
@@ -579,25 +548,20 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
         };
         match r {
             Ok(rows) => {
-                #[derive(Serialize)]
-                struct Report {
-                    bench: &'static str,
-                    machine: machine::Machine,
-                    seconds_per_point: u64,
-                    results: Vec<sockperf::Row>,
-                }
-                let report = Report {
-                    bench: "sockperf",
+                let report = SockperfReport {
+                    bench: "sockperf".into(),
                     machine: machine::describe(),
                     seconds_per_point: secs,
                     results: rows,
                 };
+                // Through a serde_json::Value, whose keys are sorted: the
+                // order sockperf.json has always had.
                 let v = serde_json::to_value(&report)?;
                 std::fs::write(
                     dir.join("sockperf.json"),
                     serde_json::to_string_pretty(&v)? + "\n",
                 )?;
-                crate::report::csv::write(&dir.join("sockperf.csv"), &v)?;
+                crate::report::csv::write(&dir.join("sockperf.csv"), &report.results)?;
                 let lines: Vec<String> = report
                     .results
                     .iter()
@@ -619,7 +583,7 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
                 ));
             }
             Err(e) => {
-                step.status = "failed";
+                step.status = StepStatus::Failed;
                 step.file = None;
                 step.note = format!("{e:#}");
                 progress.print(&format!("== sockperf FAILED: {}", step.note));
@@ -632,10 +596,14 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
     progress.bar.finish_and_clear();
     let failed: Vec<&str> = steps
         .iter()
-        .filter(|s| s.status == "failed")
-        .map(|s| s.name)
+        .filter(|s| s.status == StepStatus::Failed)
+        .map(|s| s.name.as_str())
         .collect();
-    let missing: Vec<&str> = base.iter().filter(|b| !b.found).map(|b| b.name).collect();
+    let missing: Vec<&str> = base
+        .iter()
+        .filter(|b| !b.found)
+        .map(|b| b.name.as_str())
+        .collect();
     println!(
         "rfx-bench all: {} in {:.0} s; results in {}; baselines missing: {}",
         if failed.is_empty() {

@@ -27,9 +27,10 @@ use rfx_fabric::invocation::{self, Status, DESCRIPTOR_LEN};
 use rfx_fabric::{Completion, ConnectOptions, Fabric, PollMode, TransportKind};
 use rfx_leases::client::blocking::TenantClient;
 use rfx_leases::proto::{LeaseId, LeaseRequest};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::invoke::{self, TOKEN};
+use crate::results::{f64_or_nan, nan};
 
 /// Bound on the executor's start-up and on each wait.
 const WAIT: Duration = Duration::from_secs(10);
@@ -508,14 +509,22 @@ pub fn spawn_floor(program: &Path, args: &[&str], iters: u64) -> anyhow::Result<
 }
 
 /// Percentiles (nearest rank) and mean of some nanosecond samples, in
-/// microseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// microseconds. (Read back by `rfx-bench report`: a figure written as
+/// `null` reads as NaN, and the ones files from before they were added
+/// lack are NaN.)
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Spread {
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p50_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p90_us: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub p99_us: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub p999_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub max_us: f64,
+    #[serde(default = "nan", deserialize_with = "f64_or_nan")]
     pub mean_us: f64,
 }
 

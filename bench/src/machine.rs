@@ -1,26 +1,36 @@
 //! A description of the machine and build, written into every result file.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize)]
+/// The machine and build, as every result file records it (and
+/// `rfx-bench report` reads it back; the fields after `date_unix` came
+/// later and default when absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Machine {
     pub hostname: String,
     pub kernel: String,
     pub cpu_model: String,
     pub cpus: usize,
     pub clocksource: String,
-    pub rfx_version: &'static str,
-    pub profile: &'static str,
+    pub rfx_version: String,
+    /// `debug` or `release`.
+    pub profile: String,
     pub date_unix: u64,
     /// CPUs this process may run on when described (pinning narrows it;
     /// `cpus` counts the machine's online CPUs).
+    #[serde(default)]
     pub affinity_cpus: usize,
     /// The SMT siblings of CPU 0 (`0-1` when the two vCPUs share a core).
+    #[serde(default)]
     pub cpu0_siblings: String,
+    #[serde(default)]
     pub memory_total_kb: u64,
-    pub arch: &'static str,
+    #[serde(default)]
+    pub arch: String,
     /// Cargo features of rfx-bench in this build (providers).
-    pub features: Vec<&'static str>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
     pub command_line: Vec<String>,
 }
 
@@ -30,6 +40,7 @@ fn read(path: &str) -> String {
         .unwrap_or_default()
 }
 
+/// This machine and build, now.
 pub fn describe() -> Machine {
     let cpuinfo = read("/proc/cpuinfo");
     let cpu_model = cpuinfo
@@ -45,12 +56,13 @@ pub fn describe() -> Machine {
         cpu_model,
         cpus: online_cpus(&cpuinfo),
         clocksource: read("/sys/devices/system/clocksource/clocksource0/current_clocksource"),
-        rfx_version: env!("CARGO_PKG_VERSION"),
+        rfx_version: env!("CARGO_PKG_VERSION").into(),
         profile: if cfg!(debug_assertions) {
             "debug"
         } else {
             "release"
-        },
+        }
+        .into(),
         date_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -65,13 +77,14 @@ pub fn describe() -> Machine {
             .and_then(|r| r.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
-        arch: std::env::consts::ARCH,
+        arch: std::env::consts::ARCH.into(),
         features: [
             (cfg!(feature = "verbs"), "verbs"),
             (cfg!(feature = "ofi"), "ofi"),
         ]
         .into_iter()
-        .filter_map(|(on, name)| on.then_some(name))
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name.to_string())
         .collect(),
         command_line: std::env::args().collect(),
     }

@@ -30,6 +30,7 @@ mod load;
 mod machine;
 mod pin;
 mod report;
+mod results;
 mod schedule;
 mod stats;
 mod throughput;

@@ -2,12 +2,13 @@
 //! micro-benchmarks (10 000 iterations after 1 000 warm-up below 8 KiB,
 //! 1 000 after 100 above).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// OSU's boundary between small and large messages.
 pub const LARGE: usize = 8192;
 
-#[derive(Debug, Clone, Serialize)]
+/// One size of a ping-pong run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     pub size: usize,
     pub warmup: u64,

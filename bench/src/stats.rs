@@ -1,7 +1,9 @@
 //! Latency summaries from hdrhistogram.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::results::f64_or_nan;
 
 /// The quantiles of [`Summary::cdf_us`]: enough points for a latency CDF
 /// (percentile plot) of `rfx-bench report`, down to the 99.99th.
@@ -14,19 +16,29 @@ pub const CDF_QUANTILES: [f64; 20] = [
 pub type Cdf = [(f64, f64); CDF_QUANTILES.len()];
 
 /// Percentiles of one series of round trips, in microseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// (Read back by `rfx-bench report`: a figure written as `null`, not
+/// finite, reads as NaN.)
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Summary {
     pub iters: u64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub min_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p50_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p90_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p99_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p999_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub max_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub mean_us: f64,
     /// The histogram's latency at each of [`CDF_QUANTILES`]; `None` for a
-    /// baseline that reports only a mean.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// baseline that reports only a mean (and in files from before the
+    /// CDF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cdf_us: Option<Cdf>,
 }
 

@@ -11,10 +11,11 @@ use anyhow::{bail, ensure, Context};
 use rfx_executors::client::{Invoker, InvokerConfig, Ticket};
 use rfx_executors::executor::ExecutorConfig;
 use rfx_fabric::{PollMode, TransportKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::invoke::{self, TOKEN, WAIT};
 use crate::pin;
+use crate::results::f64_or_nan;
 use crate::stats::{Recorder, Summary};
 
 /// One invocation in this many is timed (submit to result): two clock reads
@@ -26,10 +27,12 @@ const SAMPLE_EVERY: u64 = 16;
 const MAX_INVOCATIONS: u64 = 1 << 34;
 
 /// What one client thread did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThreadStats {
     pub invocations: u64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub elapsed_s: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub per_s: f64,
     pub client_cpu: Option<usize>,
     pub executor_cpu: Option<usize>,

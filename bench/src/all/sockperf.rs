@@ -9,33 +9,46 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Serialize;
+use rfx_fabric::TransportKind;
+use serde::{Deserialize, Serialize};
+
+use crate::results::f64_or_nan;
 
 /// sockperf's message size limits (its minimum, and the server's largest
 /// TCP message).
 pub const MIN_MSG: usize = 14;
 pub const MAX_MSG: usize = 65_000;
 
-/// Percentiles sockperf printed, µs of a full round trip.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// Percentiles sockperf printed, µs of a full round trip (`mean_us` is NaN,
+/// written as `null`, when sockperf printed no average).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SockperfSummary {
     pub iters: u64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub min_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p50_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p90_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p99_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub p999_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub max_us: f64,
+    #[serde(deserialize_with = "f64_or_nan")]
     pub mean_us: f64,
     /// `(quantile, µs)` of every percentile sockperf printed.
     pub cdf_us: Vec<(f64, f64)>,
 }
 
-/// One size and mode.
-#[derive(Debug, Clone, Serialize)]
+/// One size and mode (a row of `sockperf.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    pub transport: &'static str,
-    pub mode: &'static str,
+    /// Always tcp.
+    pub transport: TransportKind,
+    /// `hot` (`--nonblocked`) or `warm`.
+    pub mode: String,
     /// The size asked for (the rfx size it is compared with).
     pub size: usize,
     /// The size sockperf sent (clamped to its limits).
@@ -223,8 +236,8 @@ pub fn run(
             let text = once(msg, mode == "hot", seconds.max(1), cpus)?;
             let sockperf = parse(&text).context("no statistics in sockperf's output")?;
             rows.push(Row {
-                transport: "tcp",
-                mode,
+                transport: TransportKind::Tcp,
+                mode: mode.to_string(),
                 size,
                 msg_size: msg,
                 sockperf,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use rfx_fabric::{PollMode, TransportKind};
-use serde::Serialize;
 
 use super::{mode_name, parse_cpus, parse_mode, Output, OutputArgs};
+use crate::results::{ColdStartReport, ColdStartRow, Floor};
 use crate::{cold_start, library, machine, pin};
 
 #[derive(Args)]
@@ -53,54 +53,6 @@ pub(crate) struct ColdStartArgs {
     lib: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
-}
-
-#[derive(Serialize)]
-struct ColdStartRow {
-    /// `lease` (the full chain through the managers) or `direct`.
-    chain: &'static str,
-    transport: TransportKind,
-    mode: &'static str,
-    iters: u64,
-    /// The CreateLease round trip (lease chain only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lease: Option<cold_start::Spread>,
-    spawn: cold_start::Spread,
-    /// Spawn to the address on stderr (direct chain only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    listen: Option<cold_start::Spread>,
-    connect: cold_start::Spread,
-    load: cold_start::Spread,
-    first_result: cold_start::Spread,
-    total: cold_start::Spread,
-    /// The phases of each sample, in order.
-    phases: [&'static str; 6],
-    /// Per iteration, nanoseconds of each phase.
-    samples_ns: Vec<cold_start::Sample>,
-    /// Release waits (until the lookup forgets the lease) that hit their
-    /// bound (lease chain only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    release_timeouts: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct Floor {
-    what: String,
-    spread: cold_start::Spread,
-}
-
-#[derive(Serialize)]
-struct ColdStartReport<'a> {
-    bench: &'static str,
-    chain: &'static str,
-    machine: machine::Machine,
-    rfx: &'a Path,
-    library: &'a Path,
-    library_bytes: u64,
-    cpus: (Option<usize>, Option<usize>),
-    goal_total_p50_us: f64,
-    floor: Vec<Floor>,
-    results: Vec<ColdStartRow>,
 }
 
 pub(crate) fn run(args: ColdStartArgs) -> anyhow::Result<()> {
@@ -238,9 +190,9 @@ pub(crate) fn run(args: ColdStartArgs) -> anyhow::Result<()> {
             (None, spreads[0], Some(spreads[1]))
         };
         results.push(ColdStartRow {
-            chain,
+            chain: chain.into(),
             transport: kind,
-            mode: mode_name(args.mode),
+            mode: mode_name(args.mode).into(),
             iters: args.iters,
             lease,
             spawn,
@@ -249,7 +201,7 @@ pub(crate) fn run(args: ColdStartArgs) -> anyhow::Result<()> {
             load: spreads[3],
             first_result: spreads[4],
             total: spreads[5],
-            phases,
+            phases: phases.map(String::from).to_vec(),
             samples_ns: samples,
             release_timeouts,
         });
@@ -270,11 +222,11 @@ pub(crate) fn run(args: ColdStartArgs) -> anyhow::Result<()> {
     // Stop the managers before writing the report.
     drop(cluster);
     let report = ColdStartReport {
-        bench: "cold-start",
-        chain,
+        bench: "cold-start".into(),
+        chain: chain.into(),
         machine: machine::describe(),
-        rfx: &rfx,
-        library: &lib,
+        rfx,
+        library: lib,
         library_bytes,
         cpus,
         goal_total_p50_us: 10_000.0,

@@ -4,9 +4,9 @@ use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::{Output, OutputArgs};
+use crate::results::{CollReport, CollRow};
 use crate::schedule::{self};
 use crate::{coll, machine};
 
@@ -54,16 +54,6 @@ pub(crate) struct CollArgs {
     timeout_s: u64,
     #[command(flatten)]
     out: OutputArgs,
-}
-
-#[derive(Serialize)]
-struct CollRow {
-    op: String,
-    ranks: usize,
-    size: usize,
-    rfx_avg_us: f64,
-    mpi_avg_us: Option<f64>,
-    ratio: Option<f64>,
 }
 
 pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
@@ -133,16 +123,8 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
             r.op, r.ranks, r.size, r.rfx_avg_us, mpi, ratio
         )?;
     }
-    #[derive(Serialize)]
-    struct CollReport {
-        bench: &'static str,
-        machine: machine::Machine,
-        transport: String,
-        points: Vec<coll::Point>,
-        rows: Vec<CollRow>,
-    }
     out.finish(&CollReport {
-        bench: "coll",
+        bench: "coll".into(),
         machine: machine::describe(),
         transport: args.transport.clone(),
         points,

@@ -1,16 +1,15 @@
 //! `rfx-bench invoke`: invocation round trips through an in-process executor.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 use rfx_fabric::TransportKind;
-use serde::Serialize;
 
 use super::{mode_name, Output, PingPongArgs};
-use crate::schedule::{self, Step};
-use crate::stats::Summary;
+use crate::results::{InvokeGoal, InvokeReport, InvokeRow};
+use crate::schedule;
 use crate::{invoke, library, machine, transport};
 
 #[derive(Args)]
@@ -38,41 +37,6 @@ fn invoke_goal(kind: TransportKind) -> Option<f64> {
         TransportKind::Verbs => Some(1.2),
         _ => None,
     }
-}
-
-#[derive(Serialize)]
-struct InvokeRow {
-    transport: TransportKind,
-    mode: &'static str,
-    function: &'static str,
-    size: usize,
-    invoke: Summary,
-    /// The rfx write_imm round trip of the same size (`transport` bench).
-    transport_pingpong: Summary,
-    ratio_p50: f64,
-    ratio_p99: f64,
-}
-
-#[derive(Serialize)]
-struct Goal {
-    transport: TransportKind,
-    mode: &'static str,
-    what: &'static str,
-    ratio_p50: f64,
-    limit: f64,
-    met: bool,
-}
-
-#[derive(Serialize)]
-struct InvokeReport<'a> {
-    bench: &'static str,
-    machine: machine::Machine,
-    cpus: (Option<usize>, Option<usize>),
-    library: &'a Path,
-    baseline: &'static str,
-    schedule: &'a [Step],
-    results: Vec<InvokeRow>,
-    goals: Vec<Goal>,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -135,8 +99,8 @@ pub(crate) fn run(
                 for ((step, i), t) in steps.iter().zip(series).zip(&rt) {
                     let row = InvokeRow {
                         transport: kind,
-                        mode: mode_name(mode),
-                        function,
+                        mode: mode_name(mode).into(),
+                        function: function.into(),
                         size: step.size,
                         invoke: i,
                         transport_pingpong: *t,
@@ -161,10 +125,10 @@ pub(crate) fn run(
                     )?;
                     if function == "noop" && step.size == 8 {
                         if let Some(limit) = invoke_goal(kind) {
-                            goals.push(Goal {
+                            goals.push(InvokeGoal {
                                 transport: kind,
-                                mode: row.mode,
-                                what: "noop 8 B p50 / transport round trip p50",
+                                mode: row.mode.clone(),
+                                what: "noop 8 B p50 / transport round trip p50".into(),
                                 ratio_p50: row.ratio_p50,
                                 limit,
                                 met: row.ratio_p50 <= limit,
@@ -188,12 +152,13 @@ pub(crate) fn run(
         )?;
     }
     let report = InvokeReport {
-        bench: "invoke",
+        bench: "invoke".into(),
         machine: machine::describe(),
         cpus,
-        library: &lib,
-        baseline: "rfx write_imm ping-pong (rfx-bench transport), same run, same cpus and mode",
-        schedule: &steps,
+        library: lib,
+        baseline: "rfx write_imm ping-pong (rfx-bench transport), same run, same cpus and mode"
+            .into(),
+        schedule: steps,
         results,
         goals,
     };

@@ -14,8 +14,8 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Args;
 use rfx_fabric::{PollMode, TransportKind};
-use serde::Serialize;
 
+use crate::results::ResultFile;
 use crate::schedule::{self, Step};
 use crate::{pin, report};
 
@@ -93,9 +93,9 @@ impl Output {
         }
     }
 
-    fn finish<T: Serialize>(mut self, report: &T) -> anyhow::Result<()> {
+    fn finish<T: ResultFile>(mut self, report: &T) -> anyhow::Result<()> {
         if let Some(path) = self.csv.take() {
-            report::csv::write(Path::new(&path), &serde_json::to_value(report)?)?;
+            report::csv::write(Path::new(&path), report.rows())?;
             writeln!(self.table, "rows written to {path}")?;
         }
         let Some(path) = self.json.take() else {

@@ -1,16 +1,15 @@
 //! `rfx-bench throughput`: pipelined invocations per second.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use rfx_fabric::{PollMode, TransportKind};
-use serde::Serialize;
 
 use super::{mode_name, parse_mode, Output, OutputArgs};
-use crate::stats::Summary;
+use crate::results::{ThroughputReport, ThroughputRow};
 use crate::{library, machine, throughput};
 
 #[derive(Args)]
@@ -37,32 +36,6 @@ pub(crate) struct ThroughputArgs {
     lib: Option<PathBuf>,
     #[command(flatten)]
     out: OutputArgs,
-}
-
-#[derive(Serialize)]
-struct ThroughputRow {
-    transport: TransportKind,
-    mode: &'static str,
-    threads: usize,
-    depth: usize,
-    /// Client plus executor threads polling, above the CPUs available.
-    oversubscribed: bool,
-    invocations: u64,
-    invocations_per_s: f64,
-    per_thread: Vec<throughput::ThreadStats>,
-    /// Submit-to-result time of one invocation in 16, in the pipeline.
-    latency: Summary,
-}
-
-#[derive(Serialize)]
-struct ThroughputReport<'a> {
-    bench: &'static str,
-    machine: machine::Machine,
-    cpus: &'a [usize],
-    library: &'a Path,
-    duration_s: f64,
-    goal_per_s: f64,
-    results: Vec<ThroughputRow>,
 }
 
 pub(crate) fn run(args: ThroughputArgs) -> anyhow::Result<()> {
@@ -130,7 +103,7 @@ pub(crate) fn run(args: ThroughputArgs) -> anyhow::Result<()> {
             )?;
             results.push(ThroughputRow {
                 transport: kind,
-                mode: mode_name(args.mode),
+                mode: mode_name(args.mode).into(),
                 threads,
                 depth: r.depth,
                 oversubscribed,
@@ -146,10 +119,10 @@ pub(crate) fn run(args: ThroughputArgs) -> anyhow::Result<()> {
         "goal: over 2 M noop invocations/s on one host (shm, pipelined)"
     )?;
     let report = ThroughputReport {
-        bench: "throughput",
+        bench: "throughput".into(),
         machine: machine::describe(),
-        cpus: &cpus,
-        library: &lib,
+        cpus,
+        library: lib,
         duration_s: args.duration_s,
         goal_per_s: 2e6,
         results,

@@ -5,11 +5,9 @@ use std::io::Write;
 use anyhow::Context;
 use clap::Args;
 use rfx_fabric::TransportKind;
-use serde::Serialize;
 
 use super::{mode_name, Output, PingPongArgs};
-use crate::schedule::Step;
-use crate::stats::Summary;
+use crate::results::{TransportReport, TransportRow};
 use crate::{baseline, machine, transport};
 
 #[derive(Args)]
@@ -22,28 +20,6 @@ pub(crate) struct TransportArgs {
     /// shared mapping for shm, none in-process for verbs and ofi).
     #[arg(long, default_value = "write", value_parser = ["write", "read"])]
     op: String,
-}
-
-#[derive(Serialize)]
-struct Row {
-    transport: TransportKind,
-    op: &'static str,
-    mode: &'static str,
-    size: usize,
-    baseline: Option<&'static str>,
-    rfx: Summary,
-    raw: Option<Summary>,
-    ratio_p50: Option<f64>,
-    ratio_p99: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct Report<'a> {
-    bench: &'static str,
-    machine: machine::Machine,
-    cpus: (Option<usize>, Option<usize>),
-    schedule: &'a [Step],
-    results: Vec<Row>,
 }
 
 fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
@@ -128,12 +104,12 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
             let mut raw = raw.map(Vec::into_iter);
             for (step, r) in steps.iter().zip(rfx) {
                 let b = raw.as_mut().and_then(Iterator::next);
-                let row = Row {
+                let row = TransportRow {
                     transport: kind,
-                    op: if read { "read" } else { "write" },
-                    mode: mode_name(mode),
+                    op: if read { "read" } else { "write" }.into(),
+                    mode: mode_name(mode).into(),
                     size: step.size,
-                    baseline: b.as_ref().map(|_| baseline_name(kind, read)),
+                    baseline: b.as_ref().map(|_| baseline_name(kind, read).into()),
                     ratio_p50: b.as_ref().map(|b| r.p50_us / b.p50_us),
                     ratio_p99: b.as_ref().map(|b| r.p99_us / b.p99_us),
                     rfx: r,
@@ -163,11 +139,11 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
             }
         }
     }
-    let report = Report {
-        bench: "transport",
+    let report = TransportReport {
+        bench: "transport".into(),
         machine: machine::describe(),
         cpus,
-        schedule: &steps,
+        schedule: steps,
         results,
     };
     out.finish(&report)

@@ -1,19 +1,16 @@
 //! `--csv FILE`: the result rows of a report as CSV, nested objects
 //! flattened to `a.b` columns; arrays (per-sample data, CDFs, per-thread
 //! figures) are left to the JSON.
+//!
+//! The rows are serialized as the JSON has them and flattened from
+//! there, whatever their type: a `serde_json::Value` is the one
+//! representation every row type shares here.
 
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::{Map, Value};
-
-/// The rows of a result file: `results` (or `rows` for `coll`).
-fn rows(report: &Value) -> &[Value] {
-    ["results", "rows"]
-        .iter()
-        .find_map(|k| report.get(*k).and_then(Value::as_array))
-        .map_or(&[], Vec::as_slice)
-}
 
 fn flatten(prefix: &str, v: &Map<String, Value>, out: &mut Vec<(String, String)>) {
     for (k, x) in v {
@@ -40,16 +37,16 @@ fn quote(field: &str) -> String {
     }
 }
 
-/// The CSV text of the rows of `report`: a header of every column seen
-/// (in the order first seen; keys of one row come sorted, as serde_json
-/// keeps them), then one line per row.
-pub fn to_csv(report: &Value) -> String {
+/// The CSV text of `rows`: a header of every column seen (in the order
+/// first seen; keys of one row come sorted, as serde_json keeps them),
+/// then one line per row.
+pub fn to_csv<R: Serialize>(rows: &[R]) -> anyhow::Result<String> {
     let mut columns: Vec<String> = Vec::new();
     let mut lines = Vec::new();
-    for row in rows(report) {
+    for row in rows {
         let mut cells = Vec::new();
-        if let Some(m) = row.as_object() {
-            flatten("", m, &mut cells);
+        if let Value::Object(m) = serde_json::to_value(row)? {
+            flatten("", &m, &mut cells);
         }
         for (k, _) in &cells {
             if !columns.contains(k) {
@@ -77,33 +74,40 @@ pub fn to_csv(report: &Value) -> String {
         out.push_str(&line.join(","));
         out.push('\n');
     }
-    out
+    Ok(out)
 }
 
-/// Writes the rows of `report` as CSV to `path`.
-pub fn write(path: &Path, report: &Value) -> anyhow::Result<()> {
-    std::fs::write(path, to_csv(report)).with_context(|| format!("writing {}", path.display()))
+/// Writes `rows` as CSV to `path`.
+pub fn write<R: Serialize>(path: &Path, rows: &[R]) -> anyhow::Result<()> {
+    std::fs::write(path, to_csv(rows)?).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn rows_flatten_to_columns() {
-        let report = json!({
-            "bench": "transport",
-            "results": [
-                {"transport": "shm", "size": 8, "rfx": {"p50_us": 0.2, "cdf_us": [[0.5, 0.2]]}, "note": "a,b"},
-                {"transport": "tcp", "size": 8, "rfx": {"p50_us": 7.5}, "extra": null}
-            ]
-        });
+        let rows = [
+            json!({"transport": "shm", "size": 8, "rfx": {"p50_us": 0.2, "cdf_us": [[0.5, 0.2]]}, "note": "a,b"}),
+            json!({"transport": "tcp", "size": 8, "rfx": {"p50_us": 7.5}, "extra": null}),
+        ];
         assert_eq!(
-            super::to_csv(&report),
+            super::to_csv(&rows).expect("csv"),
             "note,rfx.p50_us,size,transport,extra\n\"a,b\",0.2,8,shm,\n,7.5,8,tcp,\n"
         );
-        let coll = json!({"rows": [{"op": "bcast", "ratio": 1.5}]});
-        assert_eq!(super::to_csv(&coll), "op,ratio\nbcast,1.5\n");
-        assert_eq!(super::to_csv(&json!({})), "\n");
+        let coll = crate::results::CollRow {
+            op: "bcast".into(),
+            ranks: 2,
+            size: 8,
+            rfx_avg_us: 1.5,
+            mpi_avg_us: None,
+            ratio: Some(1.5),
+        };
+        assert_eq!(
+            super::to_csv(&[coll]).expect("csv"),
+            "mpi_avg_us,op,ranks,ratio,rfx_avg_us,size\n,bcast,2,1.5,1.5,8\n"
+        );
+        assert_eq!(super::to_csv::<Value>(&[]).expect("csv"), "\n");
     }
 }

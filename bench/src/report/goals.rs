@@ -1,31 +1,95 @@
 //! The performance goals of `docs/design.md` judged against a directory of result
-//! files: pure functions of the parsed JSON, no I/O.
+//! files: pure functions of the parsed files, no I/O.
 
-use serde_json::Value;
+use rfx_fabric::TransportKind;
 
-/// The result files of one `rfx-bench all` run, as parsed JSON (absent
-/// files are `None`).
+use crate::all::sockperf;
+use crate::machine::Machine;
+use crate::results::{
+    ColdStartReport, CollReport, CollRow, InvokeReport, InvokeRow, Manifest, SockperfReport,
+    ThroughputReport, ThroughputRow, TransportReport, TransportRow,
+};
+
+/// The result files of one `rfx-bench all` run, read back into the types
+/// that wrote them (absent files are `None`).
 #[derive(Debug, Default)]
 pub struct Results {
-    pub transport: Option<Value>,
-    pub invoke: Option<Value>,
-    pub throughput: Option<Value>,
-    pub cold_start: Option<Value>,
-    pub coll: Option<Value>,
-    pub sockperf: Option<Value>,
-    pub all: Option<Value>,
+    /// `transport.json`.
+    pub transport: Option<TransportReport>,
+    /// `invoke.json`.
+    pub invoke: Option<InvokeReport>,
+    /// `throughput.json`.
+    pub throughput: Option<ThroughputReport>,
+    /// `cold-start.json`.
+    pub cold_start: Option<ColdStartReport>,
+    /// `coll.json`.
+    pub coll: Option<CollReport>,
+    /// `sockperf.json`.
+    pub sockperf: Option<SockperfReport>,
+    /// `all.json`.
+    pub all: Option<Manifest>,
+}
+
+impl Results {
+    /// The rows of `transport.json` (none without it).
+    pub fn transport_rows(&self) -> &[TransportRow] {
+        self.transport.as_ref().map_or(&[], |x| &x.results)
+    }
+
+    /// The rows of `invoke.json`.
+    pub fn invoke_rows(&self) -> &[InvokeRow] {
+        self.invoke.as_ref().map_or(&[], |x| &x.results)
+    }
+
+    /// The rows of `throughput.json`.
+    pub fn throughput_rows(&self) -> &[ThroughputRow] {
+        self.throughput.as_ref().map_or(&[], |x| &x.results)
+    }
+
+    /// The rows of `coll.json`.
+    pub fn coll_rows(&self) -> &[CollRow] {
+        self.coll.as_ref().map_or(&[], |x| &x.rows)
+    }
+
+    /// The rows of `sockperf.json`.
+    pub fn sockperf_rows(&self) -> &[sockperf::Row] {
+        self.sockperf.as_ref().map_or(&[], |x| &x.results)
+    }
+
+    /// The machine of each benchmark's file, `all.json`'s last.
+    pub fn machines(&self) -> impl Iterator<Item = &Machine> {
+        [
+            self.transport.as_ref().map(|x| &x.machine),
+            self.invoke.as_ref().map(|x| &x.machine),
+            self.throughput.as_ref().map(|x| &x.machine),
+            self.cold_start.as_ref().map(|x| &x.machine),
+            self.coll.as_ref().map(|x| &x.machine),
+            self.all.as_ref().map(|x| &x.machine),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// A figure if it is one: NaN (`null` in the file: not finite when written)
+/// is none.
+pub fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 /// Whether a goal was met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
+    /// The figure is within the goal.
     Met,
+    /// It is not.
     Missed,
     /// No figure (or no baseline) for it in this run.
     NotMeasured,
 }
 
 impl Status {
+    /// How the report writes it.
     pub fn label(self) -> &'static str {
         match self {
             Status::Met => "met",
@@ -38,86 +102,75 @@ impl Status {
 /// One goal, judged.
 #[derive(Debug, Clone)]
 pub struct Verdict {
+    /// The goal, in words.
     pub goal: String,
+    /// What was measured against it.
     pub measured: String,
+    /// Met, missed or not measured.
     pub status: Status,
     /// Why it was missed (or not measured), where known.
     pub why: String,
 }
 
-fn rows<'a>(v: Option<&'a Value>, key: &str) -> Vec<&'a Value> {
-    v.and_then(|v| v.get(key))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default()
+/// The write (round-trip) row of a provider, mode and size: the goals
+/// are about writes, and a file may hold read rows too.
+pub fn transport_row<'a>(
+    r: &'a Results,
+    kind: TransportKind,
+    mode: &str,
+    size: usize,
+) -> Option<&'a TransportRow> {
+    r.transport_rows()
+        .iter()
+        .find(|x| x.transport == kind && x.op == "write" && x.mode == mode && x.size == size)
 }
 
-fn num(v: &Value, pointer: &str) -> Option<f64> {
-    v.pointer(pointer).and_then(Value::as_f64)
+/// rfx's p50 round trip in the transport results.
+pub fn rfx_p50(r: &Results, kind: TransportKind, mode: &str, size: usize) -> Option<f64> {
+    transport_row(r, kind, mode, size).and_then(|x| finite(x.rfx.p50_us))
 }
 
-fn is(v: &Value, key: &str, want: &str) -> bool {
-    v.get(key).and_then(Value::as_str) == Some(want)
-}
-
-fn size_is(v: &Value, size: u64) -> bool {
-    v.get("size").and_then(Value::as_u64) == Some(size)
-}
-
-/// p50 of `which` (`rfx` or `raw`) in the transport results.
-pub fn transport_p50(r: &Results, kind: &str, mode: &str, size: u64, which: &str) -> Option<f64> {
-    rows(r.transport.as_ref(), "results")
-        .into_iter()
-        .find(|x| is(x, "transport", kind) && is(x, "mode", mode) && size_is(x, size))
-        .and_then(|x| num(x, &format!("/{which}/p50_us")))
+/// The raw baseline's p50 round trip in the transport results.
+pub fn raw_p50(r: &Results, kind: TransportKind, mode: &str, size: usize) -> Option<f64> {
+    transport_row(r, kind, mode, size)
+        .and_then(|x| x.raw.as_ref())
+        .and_then(|s| finite(s.p50_us))
 }
 
 /// The invoke row of a transport, mode, function and size.
 pub fn invoke_row<'a>(
     r: &'a Results,
-    kind: &str,
+    kind: TransportKind,
     mode: &str,
     function: &str,
-    size: u64,
-) -> Option<&'a Value> {
-    rows(r.invoke.as_ref(), "results").into_iter().find(|x| {
-        is(x, "transport", kind)
-            && is(x, "mode", mode)
-            && is(x, "function", function)
-            && size_is(x, size)
-    })
+    size: usize,
+) -> Option<&'a InvokeRow> {
+    r.invoke_rows()
+        .iter()
+        .find(|x| x.transport == kind && x.mode == mode && x.function == function && x.size == size)
 }
 
 /// sockperf's p50 round trip at a mode and size.
-pub fn sockperf_p50(r: &Results, mode: &str, size: u64) -> Option<f64> {
-    rows(r.sockperf.as_ref(), "results")
-        .into_iter()
-        .find(|x| is(x, "mode", mode) && size_is(x, size))
-        .and_then(|x| num(x, "/sockperf/p50_us"))
+pub fn sockperf_p50(r: &Results, mode: &str, size: usize) -> Option<f64> {
+    r.sockperf_rows()
+        .iter()
+        .find(|x| x.mode == mode && x.size == size)
+        .and_then(|x| finite(x.sockperf.p50_us))
 }
 
 /// What `all.json` says about a baseline that was not found.
 fn missing_note(r: &Results, name: &str) -> Option<String> {
-    rows(r.all.as_ref(), "baselines")
-        .into_iter()
-        .find(|b| is(b, "name", name) && b.get("found").and_then(Value::as_bool) == Some(false))
-        .and_then(|b| b.get("note").and_then(Value::as_str))
-        .map(str::to_string)
+    r.all
+        .as_ref()?
+        .baselines
+        .iter()
+        .find(|b| b.name == name && !b.found)
+        .map(|b| b.note.clone())
 }
 
-/// The CPUs of the machine, from any result file.
-pub fn cpus(r: &Results) -> Option<u64> {
-    [
-        &r.transport,
-        &r.invoke,
-        &r.throughput,
-        &r.cold_start,
-        &r.coll,
-        &r.all,
-    ]
-    .into_iter()
-    .flatten()
-    .find_map(|v| v.pointer("/machine/cpus").and_then(Value::as_u64))
+/// The CPUs of the machine, from the first result file.
+pub fn cpus(r: &Results) -> Option<usize> {
+    r.machines().next().map(|m| m.cpus)
 }
 
 fn judge(ratio: f64, limit: f64) -> Status {
@@ -131,7 +184,7 @@ fn judge(ratio: f64, limit: f64) -> Status {
 /// Invocation (noop, 8 B, hot) against a baseline p50.
 fn invoke_goal(
     r: &Results,
-    kind: &str,
+    kind: TransportKind,
     limit: f64,
     baseline: Option<(f64, String)>,
     missing_baseline: String,
@@ -139,8 +192,8 @@ fn invoke_goal(
     let goal = format!(
         "no-op 8 B invocation over {kind} within {limit}x of the baseline round trip (p50, hot)"
     );
-    let Some(inv) = invoke_row(r, kind, "hot", "noop", 8).and_then(|x| num(x, "/invoke/p50_us"))
-    else {
+    let row = invoke_row(r, kind, "hot", "noop", 8);
+    let Some(inv) = row.and_then(|x| finite(x.invoke.p50_us)) else {
         return Verdict {
             goal,
             measured: "-".into(),
@@ -148,7 +201,7 @@ fn invoke_goal(
             why: format!("no {kind} hot noop 8 B row in invoke.json"),
         };
     };
-    let own = invoke_row(r, kind, "hot", "noop", 8).and_then(|x| num(x, "/ratio_p50"));
+    let own = row.and_then(|x| finite(x.ratio_p50));
     let own_note = own.map_or(String::new(), |x| {
         format!("; x{x:.2} of rfx's own {kind} round trip")
     });
@@ -164,7 +217,7 @@ fn invoke_goal(
     let status = judge(ratio, limit);
     let why = match (status, kind) {
         (Status::Met, _) => String::new(),
-        (_, "shm") if base < 0.15 => format!(
+        (_, TransportKind::Shm) if base < 0.15 => format!(
             "the raw ping-pong takes {base:.2} µs (the two vCPUs share a core as SMT siblings); \
              rfx's fixed software cost per round trip (ring record checks, the fence that keeps \
              warm wake-ups race-free, the invocation's dispatch and accounting, ~0.1 µs) is a large \
@@ -186,14 +239,14 @@ pub fn evaluate(r: &Results) -> Vec<Verdict> {
     // Invocation latency against each transport's baseline.
     out.push(invoke_goal(
         r,
-        "shm",
+        TransportKind::Shm,
         1.3,
-        transport_p50(r, "shm", "hot", 8, "raw").map(|b| (b, "raw shm ping-pong".to_string())),
+        raw_p50(r, TransportKind::Shm, "hot", 8).map(|b| (b, "raw shm ping-pong".to_string())),
         "no raw shm ping-pong in transport.json".into(),
     ));
     let tcp_base = match sockperf_p50(r, "hot", 8) {
         Some(b) => Some((b, "sockperf (non-blocking)".to_string())),
-        None => transport_p50(r, "tcp", "hot", 8, "raw").map(|b| {
+        None => raw_p50(r, TransportKind::Tcp, "hot", 8).map(|b| {
             (
                 b,
                 "raw TCP ping-pong (sockperf missing: the in-repo one)".to_string(),
@@ -202,12 +255,12 @@ pub fn evaluate(r: &Results) -> Vec<Verdict> {
     };
     out.push(invoke_goal(
         r,
-        "tcp",
+        TransportKind::Tcp,
         1.15,
         tcp_base,
         "no TCP baseline measured".into(),
     ));
-    let mut verbs = invoke_goal(r, "verbs", 1.2, None, String::new());
+    let mut verbs = invoke_goal(r, TransportKind::Verbs, 1.2, None, String::new());
     if verbs.status == Status::NotMeasured {
         verbs.why = "needs an RDMA device: measured in the soft-RoCE VM (scripts/verbs-vm.sh) \
                      against the raw WRITE_WITH_IMM ping-pong and ib_write_lat there"
@@ -222,18 +275,18 @@ pub fn evaluate(r: &Results) -> Vec<Verdict> {
 }
 
 fn ofi_goal(r: &Results) -> Verdict {
-    let base = transport_p50(r, "ofi", "hot", 8, "raw");
-    if invoke_row(r, "ofi", "hot", "noop", 8).is_some() {
+    let base = raw_p50(r, TransportKind::Ofi, "hot", 8);
+    if invoke_row(r, TransportKind::Ofi, "hot", "noop", 8).is_some() {
         return invoke_goal(
             r,
-            "ofi",
+            TransportKind::Ofi,
             1.2,
             base.map(|b| (b, "fi_pingpong".to_string())),
             "no fi_pingpong figure".into(),
         );
     }
     let goal = "ofi within 1.2x of fi_pingpong (p50 vs fi_pingpong's mean, 8 B)".to_string();
-    match (transport_p50(r, "ofi", "hot", 8, "rfx"), base) {
+    match (rfx_p50(r, TransportKind::Ofi, "hot", 8), base) {
         (Some(rfx), Some(b)) => {
             let ratio = rfx / b;
             Verdict {
@@ -255,14 +308,13 @@ fn ofi_goal(r: &Results) -> Verdict {
 }
 
 fn throughput_goals(r: &Results) -> Vec<Verdict> {
-    let rows = rows(r.throughput.as_ref(), "results");
-    let shm: Vec<&Value> = rows
+    let shm: Vec<&ThroughputRow> = r
+        .throughput_rows()
         .iter()
-        .copied()
-        .filter(|x| is(x, "transport", "shm"))
+        .filter(|x| x.transport == TransportKind::Shm)
         .collect();
-    let rate = |x: &Value| num(x, "/invocations_per_s").unwrap_or(0.0);
-    let threads = |x: &Value| x.get("threads").and_then(Value::as_u64).unwrap_or(0);
+    let rate = |x: &ThroughputRow| finite(x.invocations_per_s).unwrap_or(0.0);
+    let threads = |x: &ThroughputRow| x.threads;
     let goal = "over 2 M no-op invocations/s on one host (shm, pipelined)".to_string();
     let Some(best) = shm
         .iter()
@@ -301,7 +353,7 @@ fn throughput_goals(r: &Results) -> Vec<Verdict> {
         (Some(one), Some(most)) if threads(most) > 1 => {
             let n = threads(most);
             let speedup = rate(most) / rate(one).max(1.0);
-            let over = most.get("oversubscribed").and_then(Value::as_bool) == Some(true);
+            let over = most.oversubscribed;
             let met = speedup >= 0.8 * n as f64;
             let cpus = cpus(r).unwrap_or(0);
             out.push(Verdict {
@@ -338,16 +390,14 @@ fn cold_start_goals(r: &Results) -> Vec<Verdict> {
             why: "no cold-start.json".into(),
         }];
     };
-    let chain = cs.get("chain").and_then(Value::as_str).unwrap_or("lease");
-    let floor = rows(Some(cs), "floor")
-        .first()
-        .and_then(|f| num(f, "/spread/p50_us"));
-    let limit = num(cs, "/goal_total_p50_us").unwrap_or(10_000.0);
-    rows(Some(cs), "results")
-        .into_iter()
+    let chain = &cs.chain;
+    let floor = cs.floor.first().and_then(|f| finite(f.spread.p50_us));
+    let limit = finite(cs.goal_total_p50_us).unwrap_or(10_000.0);
+    cs.results
+        .iter()
         .map(|x| {
-            let kind = x.get("transport").and_then(Value::as_str).unwrap_or("?");
-            let total = num(x, "/total/p50_us").unwrap_or(f64::NAN);
+            let kind = x.transport;
+            let total = x.total.p50_us;
             let floor_note = floor.map_or(String::new(), |f| {
                 format!(
                     " (process spawn floor {:.2} ms: x{:.1})",
@@ -374,11 +424,8 @@ fn cold_start_goals(r: &Results) -> Vec<Verdict> {
 }
 
 fn coll_goals(r: &Results) -> Vec<Verdict> {
-    let rows = rows(r.coll.as_ref(), "rows");
-    let mut ranks: Vec<u64> = rows
-        .iter()
-        .filter_map(|x| x.get("ranks").and_then(Value::as_u64))
-        .collect();
+    let rows = r.coll_rows();
+    let mut ranks: Vec<usize> = rows.iter().map(|x| x.ranks).collect();
     ranks.sort_unstable();
     ranks.dedup();
     if ranks.is_empty() {
@@ -394,16 +441,10 @@ fn coll_goals(r: &Results) -> Vec<Verdict> {
         .into_iter()
         .map(|n| {
             let goal = format!("collectives at or below Open MPI on {n} ranks, 8 B to 1 MiB");
-            let mut pts: Vec<(&str, u64, f64)> = rows
+            let mut pts: Vec<(&str, usize, f64)> = rows
                 .iter()
-                .filter(|x| x.get("ranks").and_then(Value::as_u64) == Some(n))
-                .filter_map(|x| {
-                    Some((
-                        x.get("op")?.as_str()?,
-                        x.get("size")?.as_u64()?,
-                        x.get("ratio")?.as_f64()?,
-                    ))
-                })
+                .filter(|x| x.ranks == n)
+                .filter_map(|x| Some((x.op.as_str(), x.size, finite(x.ratio?)?)))
                 .collect();
             if pts.is_empty() {
                 return Verdict {
@@ -450,36 +491,185 @@ fn coll_goals(r: &Results) -> Vec<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::all::sockperf::SockperfSummary;
+    use crate::cold_start::Spread;
+    use crate::results::{Baseline, ColdStartRow, Floor, StepResult};
+    use crate::stats::Summary;
+
+    fn summary(p50_us: f64) -> Summary {
+        Summary::mean_only(1, p50_us)
+    }
+
+    fn spread(p50_us: f64) -> Spread {
+        Spread::of(&[(p50_us * 1e3) as u64])
+    }
+
+    fn transport(kind: TransportKind, rfx: f64, raw: f64) -> TransportRow {
+        TransportRow {
+            transport: kind,
+            op: "write".into(),
+            mode: "hot".into(),
+            size: 8,
+            baseline: Some("raw".into()),
+            rfx: summary(rfx),
+            raw: Some(summary(raw)),
+            ratio_p50: Some(rfx / raw),
+            ratio_p99: Some(rfx / raw),
+        }
+    }
+
+    fn invoke(kind: TransportKind, p50: f64, ratio: f64) -> InvokeRow {
+        InvokeRow {
+            transport: kind,
+            mode: "hot".into(),
+            function: "noop".into(),
+            size: 8,
+            invoke: summary(p50),
+            transport_pingpong: summary(p50 / ratio),
+            ratio_p50: ratio,
+            ratio_p99: ratio,
+        }
+    }
+
+    fn throughput(threads: usize, per_s: f64, oversubscribed: bool) -> ThroughputRow {
+        ThroughputRow {
+            transport: TransportKind::Shm,
+            mode: "hot".into(),
+            threads,
+            depth: 32,
+            oversubscribed,
+            invocations: per_s as u64,
+            invocations_per_s: per_s,
+            per_thread: Vec::new(),
+            latency: summary(10.0),
+        }
+    }
+
+    fn coll(op: &str, ranks: usize, ratio: Option<f64>) -> CollRow {
+        CollRow {
+            op: op.into(),
+            ranks,
+            size: 8,
+            rfx_avg_us: 1.0,
+            mpi_avg_us: ratio.map(|x| 1.0 / x),
+            ratio,
+        }
+    }
 
     fn results() -> Results {
+        let machine = Machine {
+            cpus: 2,
+            ..Machine::default()
+        };
+        let total = spread(5800.0);
         Results {
-            transport: Some(json!({"machine": {"cpus": 2}, "results": [
-                {"transport": "shm", "mode": "hot", "size": 8, "rfx": {"p50_us": 0.2}, "raw": {"p50_us": 0.1}},
-                {"transport": "tcp", "mode": "hot", "size": 8, "rfx": {"p50_us": 8.0}, "raw": {"p50_us": 7.5}}
-            ]})),
-            invoke: Some(json!({"results": [
-                {"transport": "shm", "mode": "hot", "function": "noop", "size": 8, "invoke": {"p50_us": 0.3}, "ratio_p50": 1.5},
-                {"transport": "tcp", "mode": "hot", "function": "noop", "size": 8, "invoke": {"p50_us": 8.0}, "ratio_p50": 1.0}
-            ]})),
-            throughput: Some(json!({"results": [
-                {"transport": "shm", "threads": 1, "invocations_per_s": 4.0e6, "oversubscribed": false},
-                {"transport": "shm", "threads": 2, "invocations_per_s": 1.5e6, "oversubscribed": true}
-            ]})),
-            cold_start: Some(json!({"chain": "lease", "goal_total_p50_us": 10000.0,
-                "floor": [{"what": "/bin/true", "spread": {"p50_us": 600.0}}],
-                "results": [{"transport": "shm", "total": {"p50_us": 5800.0}}]})),
-            coll: Some(json!({"rows": [
-                {"op": "bcast", "ranks": 2, "size": 8, "ratio": 0.9},
-                {"op": "allreduce", "ranks": 2, "size": 8, "ratio": 1.4},
-                {"op": "bcast", "ranks": 4, "size": 8, "ratio": null}
-            ]})),
-            sockperf: Some(
-                json!({"results": [{"mode": "hot", "size": 8, "sockperf": {"p50_us": 7.0}}]}),
-            ),
-            all: Some(
-                json!({"baselines": [{"name": "fi_pingpong", "found": false, "note": "built without ofi"}]}),
-            ),
+            transport: Some(TransportReport {
+                bench: "transport".into(),
+                machine: machine.clone(),
+                cpus: (Some(0), Some(1)),
+                schedule: Vec::new(),
+                results: vec![
+                    transport(TransportKind::Shm, 0.2, 0.1),
+                    transport(TransportKind::Tcp, 8.0, 7.5),
+                ],
+            }),
+            invoke: Some(InvokeReport {
+                bench: "invoke".into(),
+                machine: machine.clone(),
+                cpus: (Some(0), Some(1)),
+                library: "lib.so".into(),
+                baseline: "rfx".into(),
+                schedule: Vec::new(),
+                results: vec![
+                    invoke(TransportKind::Shm, 0.3, 1.5),
+                    invoke(TransportKind::Tcp, 8.0, 1.0),
+                ],
+                goals: Vec::new(),
+            }),
+            throughput: Some(ThroughputReport {
+                bench: "throughput".into(),
+                machine: machine.clone(),
+                cpus: vec![0, 1],
+                library: "lib.so".into(),
+                duration_s: 1.0,
+                goal_per_s: 2e6,
+                results: vec![throughput(1, 4.0e6, false), throughput(2, 1.5e6, true)],
+            }),
+            cold_start: Some(ColdStartReport {
+                bench: "cold-start".into(),
+                chain: "lease".into(),
+                machine: machine.clone(),
+                rfx: "rfx".into(),
+                library: "lib.so".into(),
+                library_bytes: 1,
+                cpus: (Some(0), Some(1)),
+                goal_total_p50_us: 10_000.0,
+                floor: vec![Floor {
+                    what: "/bin/true".into(),
+                    spread: spread(600.0),
+                }],
+                results: vec![ColdStartRow {
+                    chain: "lease".into(),
+                    transport: TransportKind::Shm,
+                    mode: "hot".into(),
+                    iters: 1,
+                    lease: Some(total),
+                    spawn: total,
+                    listen: None,
+                    connect: total,
+                    load: total,
+                    first_result: total,
+                    total,
+                    phases: Vec::new(),
+                    samples_ns: Vec::new(),
+                    release_timeouts: None,
+                }],
+            }),
+            coll: Some(CollReport {
+                bench: "coll".into(),
+                machine: machine.clone(),
+                transport: "auto".into(),
+                points: Vec::new(),
+                rows: vec![
+                    coll("bcast", 2, Some(0.9)),
+                    coll("allreduce", 2, Some(1.4)),
+                    coll("bcast", 4, None),
+                ],
+            }),
+            sockperf: Some(SockperfReport {
+                bench: "sockperf".into(),
+                machine: machine.clone(),
+                seconds_per_point: 1,
+                results: vec![sockperf::Row {
+                    transport: TransportKind::Tcp,
+                    mode: "hot".into(),
+                    size: 8,
+                    msg_size: 14,
+                    sockperf: SockperfSummary {
+                        iters: 1,
+                        min_us: 7.0,
+                        p50_us: 7.0,
+                        p90_us: 7.0,
+                        p99_us: 7.0,
+                        p999_us: 7.0,
+                        max_us: 7.0,
+                        mean_us: f64::NAN,
+                        cdf_us: Vec::new(),
+                    },
+                }],
+            }),
+            all: Some(Manifest {
+                bench: "all".into(),
+                machine,
+                dir: "out".into(),
+                elapsed_s: 1.0,
+                steps: Vec::<StepResult>::new(),
+                baselines: vec![Baseline {
+                    name: "fi_pingpong".into(),
+                    found: false,
+                    note: "built without ofi".into(),
+                }],
+            }),
         }
     }
 

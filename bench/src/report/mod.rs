@@ -12,9 +12,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use serde_json::Value;
+use rfx_fabric::TransportKind;
+use serde::de::DeserializeOwned;
 
-use goals::Results;
+use crate::all::sockperf;
+use crate::machine::Machine;
+use crate::results::{CollRow, InvokeRow, TransportRow};
+use crate::stats::Summary;
+use goals::{finite, Results};
 use plot::{Bar, Series};
 
 /// Arguments of `rfx-bench report`.
@@ -149,7 +154,8 @@ impl Doc {
     }
 }
 
-fn load(dir: &Path, name: &str) -> anyhow::Result<Option<Value>> {
+/// Reads `dir/name` into its type, if it is there.
+fn load<T: DeserializeOwned>(dir: &Path, name: &str) -> anyhow::Result<Option<T>> {
     let p = dir.join(name);
     if !p.is_file() {
         return Ok(None);
@@ -172,28 +178,9 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Results> {
     })
 }
 
-fn arr<'a>(v: Option<&'a Value>, key: &str) -> Vec<&'a Value> {
-    v.and_then(|v| v.get(key))
-        .and_then(Value::as_array)
-        .map(|a| a.iter().collect())
-        .unwrap_or_default()
-}
-
-fn s<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn n(v: &Value, pointer: &str) -> Option<f64> {
-    v.pointer(pointer).and_then(Value::as_f64)
-}
-
-fn u(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-/// A number with 2 decimals (3 below 1), or `-`.
-fn f(x: Option<f64>) -> String {
-    match x {
+/// A number with 2 decimals (3 below 1), or `-` (none, or not finite).
+fn f(x: impl Into<Option<f64>>) -> String {
+    match x.into() {
         Some(x) if x.is_finite() && x.abs() < 1.0 => format!("{x:.3}"),
         Some(x) if x.is_finite() => format!("{x:.2}"),
         _ => "-".into(),
@@ -208,67 +195,80 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// The `(quantile, µs)` points of a summary's CDF.
-fn cdf(summary: Option<&Value>) -> Vec<(f64, f64)> {
+fn cdf(summary: Option<&Summary>) -> Vec<(f64, f64)> {
     summary
-        .and_then(|s| s.get("cdf_us"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
-                .collect()
-        })
+        .and_then(|s| s.cdf_us)
+        .map(|c| c.to_vec())
         .unwrap_or_default()
 }
 
-/// Distinct values of `key` in rows, in order of first appearance.
-fn distinct(rows: &[&Value], key: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for r in rows {
-        let v = s(r, key).to_string();
-        if !out.contains(&v) {
-            out.push(v);
+/// The `(size, y)` points of rows that have a y.
+fn by_size<T>(
+    rows: &[&T],
+    size: impl Fn(&T) -> usize,
+    y: impl Fn(&T) -> Option<f64>,
+) -> Vec<(f64, f64)> {
+    rows.iter()
+        .filter_map(|x| Some((size(x) as f64, y(x)?)))
+        .collect()
+}
+
+/// Distinct keys, in order of first appearance.
+fn distinct<K: PartialEq>(keys: impl IntoIterator<Item = K>) -> Vec<K> {
+    let mut out: Vec<K> = Vec::new();
+    for k in keys {
+        if !out.contains(&k) {
+            out.push(k);
         }
     }
     out
 }
 
-fn baseline_short(kind: &str) -> &'static str {
+fn baseline_short(kind: TransportKind) -> &'static str {
     match kind {
-        "shm" => "raw shm",
-        "tcp" => "raw tcp",
-        "ofi" => "fi_pingpong",
-        "verbs" => "ib_write_lat",
-        _ => "baseline",
+        TransportKind::Shm => "raw shm",
+        TransportKind::Tcp => "raw tcp",
+        TransportKind::Ofi => "fi_pingpong",
+        TransportKind::Verbs => "ib_write_lat",
     }
 }
 
-fn machine_section(doc: &mut Doc, r: &Results) {
-    let m = [
-        &r.all,
-        &r.transport,
-        &r.invoke,
-        &r.throughput,
-        &r.cold_start,
-        &r.coll,
+/// The fields of a machine as the report's rows: by name, in the order of
+/// their names; lists as JSON.
+fn machine_rows(m: &Machine) -> Vec<Vec<String>> {
+    let list = |v: &[String]| serde_json::to_string(v).unwrap_or_default();
+    [
+        ("affinity_cpus", m.affinity_cpus.to_string()),
+        ("arch", m.arch.clone()),
+        ("clocksource", m.clocksource.clone()),
+        ("command_line", list(&m.command_line)),
+        ("cpu0_siblings", m.cpu0_siblings.clone()),
+        ("cpu_model", m.cpu_model.clone()),
+        ("cpus", m.cpus.to_string()),
+        ("date_unix", m.date_unix.to_string()),
+        ("features", list(&m.features)),
+        ("hostname", m.hostname.clone()),
+        ("kernel", m.kernel.clone()),
+        ("memory_total_kb", m.memory_total_kb.to_string()),
+        ("profile", m.profile.clone()),
+        ("rfx_version", m.rfx_version.clone()),
     ]
     .into_iter()
-    .flatten()
-    .find_map(|v| v.get("machine"));
-    let Some(m) = m.and_then(Value::as_object) else {
+    .map(|(k, v)| vec![k.to_string(), v])
+    .collect()
+}
+
+fn machine_section(doc: &mut Doc, r: &Results) {
+    let m = r
+        .all
+        .as_ref()
+        .map(|a| &a.machine)
+        .or_else(|| r.machines().next());
+    let Some(m) = m else {
         return;
     };
-    let rows = m
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            vec![k.clone(), v]
-        })
-        .collect();
     doc.h(2, "Machine and build");
-    doc.table(&["", ""], rows);
+    doc.table(&["", ""], machine_rows(m));
 }
 
 fn run_section(doc: &mut Doc, r: &Results) {
@@ -276,29 +276,30 @@ fn run_section(doc: &mut Doc, r: &Results) {
         return;
     };
     doc.h(2, "Run");
-    if let Some(t) = n(all, "/elapsed_s") {
+    if let Some(t) = finite(all.elapsed_s) {
         doc.p(format!("`rfx-bench all` took {t:.0} s."));
     }
-    let steps = arr(Some(all), "steps")
-        .into_iter()
+    let steps = all
+        .steps
+        .iter()
         .map(|x| {
             vec![
-                s(x, "name").to_string(),
-                s(x, "status").to_string(),
-                f(n(x, "/seconds")),
-                s(x, "note").to_string(),
+                x.name.clone(),
+                x.status.label().to_string(),
+                f(x.seconds),
+                x.note.clone(),
             ]
         })
         .collect();
     doc.table(&["step", "status", "seconds", "note"], steps);
-    let base = arr(Some(all), "baselines")
-        .into_iter()
+    let base = all
+        .baselines
+        .iter()
         .map(|x| {
-            let found = x.get("found").and_then(Value::as_bool) == Some(true);
             vec![
-                s(x, "name").to_string(),
-                if found { "found" } else { "missing" }.to_string(),
-                s(x, "note").to_string(),
+                x.name.clone(),
+                if x.found { "found" } else { "missing" }.to_string(),
+                x.note.clone(),
             ]
         })
         .collect();
@@ -316,11 +317,11 @@ fn goals_section(doc: &mut Doc, r: &Results) {
 }
 
 fn transport_section(doc: &mut Doc, r: &Results) {
-    let rows = arr(r.transport.as_ref(), "results");
+    let rows = r.transport_rows();
     if rows.is_empty() {
         return;
     }
-    let sock = arr(r.sockperf.as_ref(), "results");
+    let sock = r.sockperf_rows();
     doc.h(2, "Transport round trip");
     doc.p(
         "write_imm round trip (write, the peer's completion, its write_imm back, our completion) \
@@ -329,62 +330,50 @@ fn transport_section(doc: &mut Doc, r: &Results) {
          (raw TCP socket, raw shared-memory flag ping-pong, fi_pingpong for ofi), and sockperf \
          for tcp where installed (hot: --nonblocked; warm: blocking). µs; x = rfx p50 / baseline p50.",
     );
-    for kind in distinct(&rows, "transport") {
-        let kr: Vec<&Value> = rows
-            .iter()
-            .copied()
-            .filter(|x| s(x, "transport") == kind)
-            .collect();
-        let base = baseline_short(&kind);
+    let raw_p50 = |x: &TransportRow| x.raw.as_ref().and_then(|s| finite(s.p50_us));
+    for kind in distinct(rows.iter().map(|x| x.transport)) {
+        let kr: Vec<&TransportRow> = rows.iter().filter(|x| x.transport == kind).collect();
+        let base = baseline_short(kind);
+        let tcp = kind == TransportKind::Tcp;
         let mut series = Vec::new();
         let mut cdfs = Vec::new();
-        for mode in distinct(&kr, "mode") {
-            let mr: Vec<&Value> = kr
-                .iter()
-                .copied()
-                .filter(|x| s(x, "mode") == mode)
-                .collect();
-            let pts = |which: &str| -> Vec<(f64, f64)> {
-                mr.iter()
-                    .filter_map(|x| Some((u(x, "size") as f64, n(x, &format!("/{which}/p50_us"))?)))
-                    .collect()
-            };
-            series.push(Series::new(format!("rfx {mode}"), pts("rfx")));
-            series.push(Series::new(format!("{base} {mode}"), pts("raw")));
+        for mode in distinct(kr.iter().map(|x| x.mode.as_str())) {
+            let mr: Vec<&TransportRow> = kr.iter().copied().filter(|x| x.mode == mode).collect();
+            let size = |x: &TransportRow| x.size;
+            series.push(Series::new(
+                format!("rfx {mode}"),
+                by_size(&mr, size, |x| finite(x.rfx.p50_us)),
+            ));
+            series.push(Series::new(
+                format!("{base} {mode}"),
+                by_size(&mr, size, raw_p50),
+            ));
             if let Some(first) = mr.first() {
-                let size = u(first, "size");
+                let size = first.size;
                 cdfs.push(Series::new(
                     format!("rfx {mode} {size} B"),
-                    cdf(first.get("rfx")),
+                    cdf(Some(&first.rfx)),
                 ));
-                let c = cdf(first.get("raw"));
+                let c = cdf(first.raw.as_ref());
                 if !c.is_empty() {
                     cdfs.push(Series::new(format!("{base} {mode} {size} B"), c));
                 }
             }
-            if kind == "tcp" {
-                let sp: Vec<&Value> = sock
-                    .iter()
-                    .copied()
-                    .filter(|x| s(x, "mode") == mode)
-                    .collect();
-                if !sp.is_empty() {
+            if tcp {
+                let sp: Vec<&sockperf::Row> = sock.iter().filter(|x| x.mode == mode).collect();
+                if let Some(first) = sp.first() {
                     series.push(Series::new(
                         format!("sockperf {mode}"),
-                        sp.iter()
-                            .filter_map(|x| Some((u(x, "size") as f64, n(x, "/sockperf/p50_us")?)))
-                            .collect(),
+                        by_size(&sp, |x| x.size, |x| finite(x.sockperf.p50_us)),
                     ));
-                    if let Some(first) = sp.first() {
-                        cdfs.push(Series::new(
-                            format!("sockperf {mode} {} B", u(first, "size")),
-                            cdf(first.get("sockperf")),
-                        ));
-                    }
+                    cdfs.push(Series::new(
+                        format!("sockperf {mode} {} B", first.size),
+                        first.sockperf.cdf_us.clone(),
+                    ));
                 }
             }
         }
-        doc.h(3, kind.clone());
+        doc.h(3, kind.name());
         doc.figure(
             &format!("transport-{kind}.svg"),
             plot::latency_vs_size(&format!("{kind}: round trip p50 vs size"), &series),
@@ -395,6 +384,7 @@ fn transport_section(doc: &mut Doc, r: &Results) {
             plot::percentiles(&format!("{kind}: round-trip latency by percentile"), &cdfs),
             format!("{kind}: latency CDF (percentile plot) at the smallest size"),
         );
+        let with_sockperf = tcp && !sock.is_empty();
         let mut head = vec![
             "mode",
             "size",
@@ -406,27 +396,27 @@ fn transport_section(doc: &mut Doc, r: &Results) {
             "p99",
             "x p50",
         ];
-        if kind == "tcp" && !sock.is_empty() {
+        if with_sockperf {
             head.extend(["sockperf p50", "x sockperf"]);
         }
         let table = kr
             .iter()
             .map(|x| {
-                let rfx = n(x, "/rfx/p50_us");
-                let raw = n(x, "/raw/p50_us");
+                let rfx = finite(x.rfx.p50_us);
+                let raw = raw_p50(x);
                 let mut row = vec![
-                    s(x, "mode").to_string(),
-                    u(x, "size").to_string(),
+                    x.mode.clone(),
+                    x.size.to_string(),
                     f(rfx),
-                    f(n(x, "/rfx/p99_us")),
-                    f(n(x, "/rfx/p999_us")),
-                    f(n(x, "/rfx/max_us")),
+                    f(x.rfx.p99_us),
+                    f(x.rfx.p999_us),
+                    f(x.rfx.max_us),
                     f(raw),
-                    f(n(x, "/raw/p99_us")),
+                    f(x.raw.as_ref().map(|s| s.p99_us)),
                     f(ratio(rfx, raw)),
                 ];
-                if kind == "tcp" && !sock.is_empty() {
-                    let sp = goals::sockperf_p50(r, s(x, "mode"), u(x, "size"));
+                if with_sockperf {
+                    let sp = goals::sockperf_p50(r, &x.mode, x.size);
                     row.extend([f(sp), f(ratio(rfx, sp))]);
                 }
                 row
@@ -437,7 +427,7 @@ fn transport_section(doc: &mut Doc, r: &Results) {
 }
 
 fn invoke_section(doc: &mut Doc, r: &Results) {
-    let rows = arr(r.invoke.as_ref(), "results");
+    let rows = r.invoke_rows();
     if rows.is_empty() {
         return;
     }
@@ -447,76 +437,58 @@ fn invoke_section(doc: &mut Doc, r: &Results) {
          other CPU) against rfx's own write_imm round trip of the same size measured in the same \
          run (x rt), and the raw baseline of the transport benchmark (x raw). µs.",
     );
-    for kind in distinct(&rows, "transport") {
-        let kr: Vec<&Value> = rows
-            .iter()
-            .copied()
-            .filter(|x| s(x, "transport") == kind)
-            .collect();
-        let base = baseline_short(&kind);
+    let size = |x: &InvokeRow| x.size;
+    for kind in distinct(rows.iter().map(|x| x.transport)) {
+        let kr: Vec<&InvokeRow> = rows.iter().filter(|x| x.transport == kind).collect();
+        let base = baseline_short(kind);
         let mut series = Vec::new();
         let mut cdfs = Vec::new();
-        for mode in distinct(&kr, "mode") {
-            let mr: Vec<&Value> = kr
-                .iter()
-                .copied()
-                .filter(|x| s(x, "mode") == mode)
-                .collect();
-            for function in distinct(&mr, "function") {
+        for mode in distinct(kr.iter().map(|x| x.mode.as_str())) {
+            let mr: Vec<&InvokeRow> = kr.iter().copied().filter(|x| x.mode == mode).collect();
+            for function in distinct(mr.iter().map(|x| x.function.as_str())) {
                 if mode != "hot" && function != "noop" {
                     continue;
                 }
-                let fr: Vec<&Value> = mr
+                let fr: Vec<&InvokeRow> = mr
                     .iter()
                     .copied()
-                    .filter(|x| s(x, "function") == function)
+                    .filter(|x| x.function == function)
                     .collect();
                 series.push(Series::new(
                     format!("{function} {mode}"),
-                    fr.iter()
-                        .filter_map(|x| Some((u(x, "size") as f64, n(x, "/invoke/p50_us")?)))
-                        .collect(),
+                    by_size(&fr, size, |x| finite(x.invoke.p50_us)),
                 ));
                 if function == "noop" {
                     series.push(Series::new(
                         format!("rfx write_imm {mode}"),
-                        fr.iter()
-                            .filter_map(|x| {
-                                Some((u(x, "size") as f64, n(x, "/transport_pingpong/p50_us")?))
-                            })
-                            .collect(),
+                        by_size(&fr, size, |x| finite(x.transport_pingpong.p50_us)),
                     ));
                     if let Some(first) = fr.first() {
-                        let size = u(first, "size");
+                        let size = first.size;
                         cdfs.push(Series::new(
                             format!("noop {mode} {size} B"),
-                            cdf(first.get("invoke")),
+                            cdf(Some(&first.invoke)),
                         ));
                         cdfs.push(Series::new(
                             format!("rfx write_imm {mode} {size} B"),
-                            cdf(first.get("transport_pingpong")),
+                            cdf(Some(&first.transport_pingpong)),
                         ));
                     }
                 }
             }
             if mode == "hot" {
-                let raw: Vec<(f64, f64)> = mr
+                let noop: Vec<&InvokeRow> = mr
                     .iter()
-                    .filter(|x| s(x, "function") == "noop")
-                    .filter_map(|x| {
-                        let size = u(x, "size");
-                        Some((
-                            size as f64,
-                            goals::transport_p50(r, &kind, "hot", size, "raw")?,
-                        ))
-                    })
+                    .copied()
+                    .filter(|x| x.function == "noop")
                     .collect();
+                let raw = by_size(&noop, size, |x| goals::raw_p50(r, kind, "hot", x.size));
                 if !raw.is_empty() {
                     series.push(Series::new(format!("{base} hot (transport run)"), raw));
                 }
             }
         }
-        doc.h(3, kind.to_string());
+        doc.h(3, kind.name());
         doc.figure(
             &format!("invoke-{kind}.svg"),
             plot::latency_vs_size(
@@ -538,17 +510,17 @@ fn invoke_section(doc: &mut Doc, r: &Results) {
         let table = kr
             .iter()
             .map(|x| {
-                let inv = n(x, "/invoke/p50_us");
-                let raw = goals::transport_p50(r, &kind, s(x, "mode"), u(x, "size"), "raw");
+                let inv = finite(x.invoke.p50_us);
+                let raw = goals::raw_p50(r, kind, &x.mode, x.size);
                 vec![
-                    s(x, "mode").to_string(),
-                    s(x, "function").to_string(),
-                    u(x, "size").to_string(),
+                    x.mode.clone(),
+                    x.function.clone(),
+                    x.size.to_string(),
                     f(inv),
-                    f(n(x, "/invoke/p99_us")),
-                    f(n(x, "/invoke/p999_us")),
-                    f(n(x, "/transport_pingpong/p50_us")),
-                    f(n(x, "/ratio_p50")),
+                    f(x.invoke.p99_us),
+                    f(x.invoke.p999_us),
+                    f(x.transport_pingpong.p50_us),
+                    f(x.ratio_p50),
                     f(raw),
                     f(ratio(inv, raw)),
                 ]
@@ -573,7 +545,7 @@ fn invoke_section(doc: &mut Doc, r: &Results) {
 }
 
 fn throughput_section(doc: &mut Doc, r: &Results) {
-    let rows = arr(r.throughput.as_ref(), "results");
+    let rows = r.throughput_rows();
     if rows.is_empty() {
         return;
     }
@@ -582,23 +554,23 @@ fn throughput_section(doc: &mut Doc, r: &Results) {
         "Pipelined noop invocations per second: N client threads, each with its own connection \
          to one of the N workers of an in-process executor, {} in flight per client; \
          latency = submit to result of one invocation in 16.",
-        rows.first().map_or(0, |x| u(x, "depth"))
+        rows.first().map_or(0, |x| x.depth)
     ));
-    let series: Vec<Series> = distinct(&rows, "transport")
+    let series: Vec<Series> = distinct(rows.iter().map(|x| x.transport))
         .into_iter()
         .map(|k| {
             let pts = rows
                 .iter()
-                .filter(|x| s(x, "transport") == k)
-                .filter_map(|x| Some((u(x, "threads") as f64, n(x, "/invocations_per_s")?)))
+                .filter(|x| x.transport == k)
+                .filter_map(|x| Some((x.threads as f64, finite(x.invocations_per_s)?)))
                 .collect();
-            Series::new(k, pts)
+            Series::new(k.name(), pts)
         })
         .collect();
     let goal = r
         .throughput
         .as_ref()
-        .and_then(|t| n(t, "/goal_per_s"))
+        .and_then(|t| finite(t.goal_per_s))
         .unwrap_or(2e6);
     doc.figure(
         "throughput.svg",
@@ -608,16 +580,15 @@ fn throughput_section(doc: &mut Doc, r: &Results) {
     let table = rows
         .iter()
         .map(|x| {
-            let over = x.get("oversubscribed").and_then(Value::as_bool) == Some(true);
             vec![
-                s(x, "transport").to_string(),
-                s(x, "mode").to_string(),
-                u(x, "threads").to_string(),
-                n(x, "/invocations_per_s").map_or("-".into(), |v| format!("{v:.0}")),
-                f(n(x, "/latency/p50_us")),
-                f(n(x, "/latency/p99_us")),
-                f(n(x, "/latency/p999_us")),
-                if over {
+                x.transport.name().to_string(),
+                x.mode.clone(),
+                x.threads.to_string(),
+                finite(x.invocations_per_s).map_or("-".into(), |v| format!("{v:.0}")),
+                f(x.latency.p50_us),
+                f(x.latency.p99_us),
+                f(x.latency.p999_us),
+                if x.oversubscribed {
                     "client and executor threads share the CPUs"
                 } else {
                     ""
@@ -645,8 +616,7 @@ fn cold_start_section(doc: &mut Doc, r: &Results) {
     let Some(cs) = r.cold_start.as_ref() else {
         return;
     };
-    let rows = arr(Some(cs), "results");
-    let chain = s(cs, "chain");
+    let chain = &cs.chain;
     doc.h(2, "Cold start");
     doc.p(format!(
         "From nothing to the first noop result ({chain} chain), per phase, p50 in ms, against \
@@ -654,33 +624,24 @@ fn cold_start_section(doc: &mut Doc, r: &Results) {
     ));
     let mut bars = Vec::new();
     let mut table = Vec::new();
-    for x in &rows {
-        let kind = s(x, "transport");
-        let phases: Vec<String> = x
-            .get("phases")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+    for x in &cs.results {
+        let kind = x.transport.name();
         let mut segs = Vec::new();
-        for p in &phases {
-            let Some(sp) = x.get(p.as_str()) else {
+        for p in &x.phases {
+            let Some(sp) = x.phase(p) else {
                 continue;
             };
+            let ms = |v: f64| finite(v).map(|v| v / 1e3);
             if p != "total" {
-                segs.push((p.clone(), n(sp, "/p50_us").unwrap_or(0.0) / 1e3));
+                segs.push((p.clone(), ms(sp.p50_us).unwrap_or(0.0)));
             }
-            let ms = |k: &str| n(sp, k).map(|v| v / 1e3);
             table.push(vec![
                 kind.to_string(),
                 p.clone(),
-                f(ms("/p50_us")),
-                f(ms("/p90_us")),
-                f(ms("/p99_us")),
-                f(ms("/max_us")),
+                f(ms(sp.p50_us)),
+                f(ms(sp.p90_us)),
+                f(ms(sp.p99_us)),
+                f(ms(sp.max_us)),
             ]);
         }
         bars.push(Bar {
@@ -688,20 +649,23 @@ fn cold_start_section(doc: &mut Doc, r: &Results) {
             segments: segs,
         });
     }
-    for fl in arr(Some(cs), "floor") {
-        let what = s(fl, "what");
-        let ms = |k: &str| n(fl, &format!("/spread/{k}")).map(|v| v / 1e3);
+    for fl in &cs.floor {
+        let what = fl.what.as_str();
+        let ms = |v: f64| finite(v).map(|v| v / 1e3);
         bars.push(Bar {
             label: what.split(" (").next().unwrap_or(what).to_string(),
-            segments: vec![("process spawn (floor)".into(), ms("p50_us").unwrap_or(0.0))],
+            segments: vec![(
+                "process spawn (floor)".into(),
+                ms(fl.spread.p50_us).unwrap_or(0.0),
+            )],
         });
         table.push(vec![
             "floor".into(),
             what.to_string(),
-            f(ms("p50_us")),
-            f(ms("p90_us")),
-            f(ms("p99_us")),
-            f(ms("max_us")),
+            f(ms(fl.spread.p50_us)),
+            f(ms(fl.spread.p90_us)),
+            f(ms(fl.spread.p99_us)),
+            f(ms(fl.spread.max_us)),
         ]);
     }
     doc.figure(
@@ -716,7 +680,7 @@ fn cold_start_section(doc: &mut Doc, r: &Results) {
 }
 
 fn coll_section(doc: &mut Doc, r: &Results) {
-    let rows = arr(r.coll.as_ref(), "rows");
+    let rows = r.coll_rows();
     if rows.is_empty() {
         return;
     }
@@ -726,31 +690,26 @@ fn coll_section(doc: &mut Doc, r: &Results) {
          one block on every rank; the figure is the mean over ranks of block / calls, µs. Open \
          MPI (bench/mpi/coll_lat.c, vader) runs the same method in the same run. x = rfx / MPI.",
     );
-    let mut ranks: Vec<u64> = rows.iter().map(|x| u(x, "ranks")).collect();
+    let mut ranks: Vec<usize> = rows.iter().map(|x| x.ranks).collect();
     ranks.sort_unstable();
     ranks.dedup();
     for nr in ranks {
-        let rr: Vec<&Value> = rows
-            .iter()
-            .copied()
-            .filter(|x| u(x, "ranks") == nr)
-            .collect();
-        let panels: Vec<(String, Vec<Series>)> = distinct(&rr, "op")
+        let rr: Vec<&CollRow> = rows.iter().filter(|x| x.ranks == nr).collect();
+        let panels: Vec<(String, Vec<Series>)> = distinct(rr.iter().map(|x| x.op.as_str()))
             .into_iter()
-            .filter(|op| op != "barrier")
+            .filter(|op| *op != "barrier")
             .map(|op| {
-                let or: Vec<&Value> = rr.iter().copied().filter(|x| s(x, "op") == op).collect();
-                let pts = |k: &str| -> Vec<(f64, f64)> {
-                    or.iter()
-                        .filter_map(|x| Some((u(x, "size") as f64, n(x, k)?)))
-                        .collect()
-                };
-                let mut series = vec![Series::new("rfx", pts("/rfx_avg_us"))];
-                let mpi = pts("/mpi_avg_us");
+                let or: Vec<&CollRow> = rr.iter().copied().filter(|x| x.op == op).collect();
+                let size = |x: &CollRow| x.size;
+                let mut series = vec![Series::new(
+                    "rfx",
+                    by_size(&or, size, |x| finite(x.rfx_avg_us)),
+                )];
+                let mpi = by_size(&or, size, |x| finite(x.mpi_avg_us?));
                 if !mpi.is_empty() {
                     series.push(Series::new("Open MPI", mpi));
                 }
-                (op, series)
+                (op.to_string(), series)
             })
             .collect();
         doc.h(3, format!("{nr} ranks"));
@@ -767,11 +726,11 @@ fn coll_section(doc: &mut Doc, r: &Results) {
             .iter()
             .map(|x| {
                 vec![
-                    s(x, "op").to_string(),
-                    u(x, "size").to_string(),
-                    f(n(x, "/rfx_avg_us")),
-                    f(n(x, "/mpi_avg_us")),
-                    f(n(x, "/ratio")),
+                    x.op.clone(),
+                    x.size.to_string(),
+                    f(x.rfx_avg_us),
+                    f(x.mpi_avg_us),
+                    f(x.ratio),
                 ]
             })
             .collect();
@@ -841,4 +800,43 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         println!("goal {}: {} — {}", v.status.label(), v.goal, v.measured);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_rows_are_the_fields_as_written() {
+        let m = crate::machine::describe();
+        let written = match serde_json::to_value(&m).expect("serialize") {
+            serde_json::Value::Object(o) => o,
+            other => panic!("not an object: {other}"),
+        };
+        let want: Vec<Vec<String>> = written
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                vec![k, v]
+            })
+            .collect();
+        assert_eq!(machine_rows(&m), want);
+    }
+
+    #[test]
+    fn a_file_that_does_not_parse_is_named() {
+        let dir = std::env::temp_dir().join(format!("rfx-bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("coll.json"), r#"{"bench": "coll", "rows": 3}"#).expect("write");
+        let err = load_dir(&dir).expect_err("a broken coll.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("parsing") && msg.contains("coll.json"),
+            "{msg}"
+        );
+    }
 }
