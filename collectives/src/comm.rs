@@ -170,6 +170,25 @@ impl Communicator {
         }
     }
 
+    /// A communicator of this process alone (MPI's singleton start, or
+    /// `MPI_COMM_SELF`): collectives complete at once, sends to rank 0 come
+    /// back to it. No network.
+    pub fn solo(cfg: CollConfig) -> Result<Communicator, CollError> {
+        let ecfg = crate::engine::EngineConfig {
+            progress: cfg.progress,
+            fragment: cfg.fragment,
+            flush_timeout: cfg.op_timeout,
+        };
+        let engine = Engine::new(0, vec![None], ecfg)?;
+        Ok(Communicator::from_engine(engine, cfg))
+    }
+
+    /// The world rank of each rank of this communicator, in rank order
+    /// (the identity for the world itself).
+    pub fn members(&self) -> &[usize] {
+        &self.group
+    }
+
     /// This process's rank in the communicator.
     pub fn rank(&self) -> usize {
         self.rank

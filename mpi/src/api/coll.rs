@@ -1,0 +1,358 @@
+//! Blocking collectives, with `MPI_IN_PLACE`. Reductions run over the
+//! element type of the datatype ([`Plan`]); everything else moves bytes.
+
+use std::ffi::{c_int, c_void};
+
+use bytemuck::Pod;
+use rfx_collectives::{CollError, Communicator, Element, Op};
+
+use super::p2p::span;
+use super::{entry, root};
+use crate::abi::{self, Handle};
+use crate::error::Failure;
+use crate::op::{self, Plan};
+use crate::raw;
+use crate::state::{self, State};
+
+/// Runs `f` on `bytes` as a slice of `T`: in place when aligned, else on
+/// an aligned copy written back after.
+pub(crate) fn with_typed<T: Pod, R>(bytes: &mut [u8], f: impl FnOnce(&mut [T]) -> R) -> R {
+    match bytemuck::try_cast_slice_mut::<u8, T>(bytes) {
+        Ok(t) => f(t),
+        Err(_) => {
+            let mut v: Vec<T> = typed_vec(bytes);
+            let r = f(&mut v);
+            bytes.copy_from_slice(bytemuck::cast_slice(&v));
+            r
+        }
+    }
+}
+
+/// A copy of `bytes` as `T`s (whole ones: a tail shorter than a `T` is
+/// left out).
+pub(crate) fn typed_vec<T: Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>().max(1)];
+    let n = std::mem::size_of_val(&v[..]);
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(&bytes[..n]);
+    v
+}
+
+/// `bytes` as `T`s, copied only when misaligned.
+pub(crate) fn as_typed<T: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => std::borrow::Cow::Owned(typed_vec(bytes)),
+    }
+}
+
+/// Runs `$body` with `$op` the plan's rfx op over its element type `$T`.
+macro_rules! with_plan {
+    ($plan:expr, |$op:ident : $T:ident| $body:expr) => {
+        match $plan {
+            Plan::I8($op) => {
+                type $T = i8;
+                $body
+            }
+            Plan::U8($op) => {
+                type $T = u8;
+                $body
+            }
+            Plan::I16($op) => {
+                type $T = i16;
+                $body
+            }
+            Plan::U16($op) => {
+                type $T = u16;
+                $body
+            }
+            Plan::I32($op) => {
+                type $T = i32;
+                $body
+            }
+            Plan::U32($op) => {
+                type $T = u32;
+                $body
+            }
+            Plan::I64($op) => {
+                type $T = i64;
+                $body
+            }
+            Plan::U64($op) => {
+                type $T = u64;
+                $body
+            }
+            Plan::F32($op) => {
+                type $T = f32;
+                $body
+            }
+            Plan::F64($op) => {
+                type $T = f64;
+                $body
+            }
+            Plan::Bytes($op) => {
+                type $T = u8;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_plan;
+
+/// The plan for `op` on `ty`, and the bytes `n` items span.
+pub(crate) fn reduction(
+    st: &State,
+    n: c_int,
+    ty: Handle,
+    op: Handle,
+) -> Result<(Plan, usize), Failure> {
+    let t = st.datatype(ty)?;
+    let len = span(st, ty, n)?;
+    let plan = op::plan(st.op(op)?, &t, ty)?;
+    Ok((plan, len))
+}
+
+fn in_place(p: *const c_void) -> bool {
+    p as usize == abi::MPI_IN_PLACE
+}
+
+/// `recv` holds the input: `send` copied in unless it is `MPI_IN_PLACE`.
+fn load<'a>(send: *const c_void, recv: *mut c_void, len: usize) -> Result<&'a mut [u8], Failure> {
+    let r = raw::bytes_mut(recv, len)?;
+    if !in_place(send) {
+        r.copy_from_slice(raw::bytes(send, len)?);
+    }
+    Ok(r)
+}
+
+/// A per-rank block of `block` bytes checked against the other side's.
+fn blocks(a: usize, b: usize, what: &str) -> Result<usize, Failure> {
+    if a != b {
+        return Err(Failure::new(
+            abi::MPI_ERR_TRUNCATE,
+            format!("{what}: {a} bytes sent per rank, {b} expected"),
+        ));
+    }
+    Ok(a)
+}
+
+/// A reduction of a communicator over a buffer of `T` (allreduce, scan...).
+type Reduction<T> = fn(&mut Communicator, &mut [T], Op<T>) -> Result<(), CollError>;
+
+fn reduce_in<T: Element + Pod>(
+    c: &mut Communicator,
+    buf: &mut [u8],
+    op: Op<T>,
+    f: Reduction<T>,
+) -> Result<(), Failure> {
+    with_typed::<T, _>(buf, |b| f(c, b, op)).map_err(Failure::from)
+}
+
+entry! {
+    fn MPI_Barrier / PMPI_Barrier(comm: Handle) -> c_int {
+        state::call("MPI_Barrier", comm, |st| Ok(st.comm(comm)?.comm.barrier()?))
+    }
+
+    fn MPI_Bcast / PMPI_Bcast(buf: *mut c_void, n: c_int, ty: Handle, root_: c_int, comm: Handle) -> c_int {
+        state::call("MPI_Bcast", comm, |st| {
+            let len = span(st, ty, n)?;
+            let c = &mut st.comm(comm)?.comm;
+            let r = root(root_, c.size())?;
+            Ok(c.bcast::<u8>(raw::bytes_mut(buf, len)?, r)?)
+        })
+    }
+
+    fn MPI_Reduce / PMPI_Reduce(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle,
+        root_: c_int, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Reduce", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let r = root(root_, c.size())?;
+            let mut scratch;
+            let buf = if c.rank() == r {
+                load(send, recv, len)?
+            } else {
+                // Off the root the receive buffer is not ours to use.
+                scratch = raw::bytes(send, len)?.to_vec();
+                &mut scratch[..]
+            };
+            with_plan!(plan, |o: T| with_typed::<T, _>(buf, |b| c.reduce(b, r, o)))?;
+            Ok(())
+        })
+    }
+
+    fn MPI_Allreduce / PMPI_Allreduce(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Allreduce", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let buf = load(send, recv, len)?;
+            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.allreduce(b, o)))
+        })
+    }
+
+    fn MPI_Scan / PMPI_Scan(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Scan", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let buf = load(send, recv, len)?;
+            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.scan(b, o)))
+        })
+    }
+
+    fn MPI_Exscan / PMPI_Exscan(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Exscan", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let buf = load(send, recv, len)?;
+            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.exscan(b, o)))
+        })
+    }
+
+    fn MPI_Reduce_scatter_block / PMPI_Reduce_scatter_block(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Reduce_scatter_block", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let all = len * c.size();
+            // In place, the input is the whole receive buffer.
+            let input = if in_place(send) {
+                raw::bytes(recv, all)?.to_vec()
+            } else {
+                raw::bytes(send, all)?.to_vec()
+            };
+            let out = raw::bytes_mut(recv, len)?;
+            with_plan!(plan, |o: T| {
+                let input = as_typed::<T>(&input);
+                with_typed::<T, _>(out, |b| c.reduce_scatter(&input, b, o))
+            })?;
+            Ok(())
+        })
+    }
+
+    fn MPI_Gather / PMPI_Gather(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, root_: c_int, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Gather", comm, |st| {
+            let c_ = st.comm(comm)?;
+            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let r = root(root_, size)?;
+            if me == r {
+                let block = span(st, rty, rcount)?;
+                let out = raw::bytes_mut(recv, block * size)?;
+                let own = if in_place(send) {
+                    out[me * block..(me + 1) * block].to_vec()
+                } else {
+                    let b = blocks(span(st, sty, scount)?, block, "MPI_Gather")?;
+                    raw::bytes(send, b)?.to_vec()
+                };
+                st.comm(comm)?.comm.gather::<u8>(&own, out, r)?;
+            } else {
+                let len = span(st, sty, scount)?;
+                st.comm(comm)?.comm.gather::<u8>(raw::bytes(send, len)?, &mut [], r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn MPI_Scatter / PMPI_Scatter(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, root_: c_int, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Scatter", comm, |st| {
+            let c_ = st.comm(comm)?;
+            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let r = root(root_, size)?;
+            if me == r {
+                let block = span(st, sty, scount)?;
+                let input = raw::bytes(send, block * size)?;
+                if in_place(recv) {
+                    let mut own = vec![0u8; block];
+                    st.comm(comm)?.comm.scatter::<u8>(input, &mut own, r)?;
+                } else {
+                    let b = blocks(block, span(st, rty, rcount)?, "MPI_Scatter")?;
+                    let out = raw::bytes_mut(recv, b)?;
+                    st.comm(comm)?.comm.scatter::<u8>(input, out, r)?;
+                }
+            } else {
+                let len = span(st, rty, rcount)?;
+                st.comm(comm)?.comm.scatter::<u8>(&[], raw::bytes_mut(recv, len)?, r)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn MPI_Allgather / PMPI_Allgather(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Allgather", comm, |st| {
+            let block = span(st, rty, rcount)?;
+            let c_ = st.comm(comm)?;
+            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let out = raw::bytes_mut(recv, block * size)?;
+            let own = if in_place(send) {
+                out[me * block..(me + 1) * block].to_vec()
+            } else {
+                let b = blocks(span(st, sty, scount)?, block, "MPI_Allgather")?;
+                raw::bytes(send, b)?.to_vec()
+            };
+            st.comm(comm)?.comm.allgather::<u8>(&own, out)?;
+            Ok(())
+        })
+    }
+
+    fn MPI_Alltoall / PMPI_Alltoall(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, comm: Handle,
+    ) -> c_int {
+        state::call("MPI_Alltoall", comm, |st| {
+            let block = span(st, rty, rcount)?;
+            let size = st.comm(comm)?.comm.size();
+            let out = raw::bytes_mut(recv, block * size)?;
+            let input = if in_place(send) {
+                out.to_vec()
+            } else {
+                let b = blocks(span(st, sty, scount)?, block, "MPI_Alltoall")?;
+                raw::bytes(send, b * size)?.to_vec()
+            };
+            st.comm(comm)?.comm.alltoall::<u8>(&input, out)?;
+            Ok(())
+        })
+    }
+
+    fn MPI_Reduce_local / PMPI_Reduce_local(
+        input: *const c_void, inout: *mut c_void, n: c_int, ty: Handle, op: Handle,
+    ) -> c_int {
+        state::call("MPI_Reduce_local", abi::MPI_COMM_WORLD, |st| {
+            let t = st.datatype(ty)?;
+            let len = span(st, ty, n)?;
+            let acc = raw::bytes_mut(inout, len)?;
+            let x = raw::bytes(input, len)?;
+            match st.op(op)? {
+                // inout = in op inout, in that order (a user op may not commute).
+                op::MpiOp::User { f, .. } => {
+                    let mut copy = x.to_vec();
+                    raw::call_user(f, &mut copy, acc, len / t.extent.max(1), ty);
+                    Ok(())
+                }
+                o => {
+                    let plan = op::plan(o, &t, ty)?;
+                    with_plan!(plan, |o: T| {
+                        let x = as_typed::<T>(x);
+                        with_typed::<T, _>(acc, |a| o.apply(a, &x))
+                    })?;
+                    Ok(())
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,236 @@
+//! Non-blocking collectives: rfx's requests over owned buffers, the result
+//! copied into the caller's buffer when the MPI request completes.
+
+use std::ffi::{c_int, c_void};
+
+use bytemuck::Pod;
+use rfx_collectives::Request;
+
+use super::coll::{reduction, typed_vec, with_plan};
+use super::p2p::span;
+use super::{entry, root};
+use crate::abi::{self, Handle, Status};
+use crate::error::Failure;
+use crate::op::Plan;
+use crate::raw;
+use crate::request::{Pending, Then};
+use crate::state::{self, State};
+
+fn in_place(p: *const c_void) -> bool {
+    p as usize == abi::MPI_IN_PLACE
+}
+
+/// A request whose result's first `len` bytes go to `out` (none if 0).
+fn into<T: Pod + Send>(req: Request<Vec<T>>, out: *mut c_void, len: usize) -> Box<dyn Pending> {
+    let out = out as usize;
+    Then::new(req, move |v: Vec<T>| {
+        let bytes: &[u8] = bytemuck::cast_slice(&v);
+        let n = len.min(bytes.len());
+        raw::bytes_mut(out as *mut c_void, n)?.copy_from_slice(&bytes[..n]);
+        Ok(Status::empty())
+    })
+}
+
+fn post(st: &mut State, req: *mut Handle, p: Box<dyn Pending>) -> Result<(), Failure> {
+    let h = st.requests.insert(p);
+    raw::write(req, h)
+}
+
+/// The input of a reduction: `send`, or `recv` in place.
+fn input(send: *const c_void, recv: *mut c_void, len: usize) -> Result<Vec<u8>, Failure> {
+    if in_place(send) {
+        Ok(raw::bytes(recv, len)?.to_vec())
+    } else {
+        Ok(raw::bytes(send, len)?.to_vec())
+    }
+}
+
+entry! {
+    fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, req: *mut Handle) -> c_int {
+        state::call("MPI_Ibarrier", comm, |st| {
+            let r = st.comm(comm)?.comm.ibarrier();
+            post(st, req, Then::new(r, |()| Ok(Status::empty())))
+        })
+    }
+
+    fn MPI_Ibcast / PMPI_Ibcast(
+        buf: *mut c_void, n: c_int, ty: Handle, root_: c_int, comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Ibcast", comm, |st| {
+            let len = span(st, ty, n)?;
+            let c = &mut st.comm(comm)?.comm;
+            let r = root(root_, c.size())?;
+            let data = raw::bytes_mut(buf, len)?.to_vec();
+            let p = into(c.ibcast::<u8>(data, r)?, buf, len);
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Ireduce / PMPI_Ireduce(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, root_: c_int,
+        comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Ireduce", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let r = root(root_, c.size())?;
+            let mine = c.rank() == r;
+            let data = if mine { input(send, recv, len)? } else { raw::bytes(send, len)?.to_vec() };
+            let keep = if mine { len } else { 0 };
+            let p = with_plan!(plan, |o: T| {
+                let v: Vec<T> = typed_vec(&data);
+                into(c.ireduce(v, r, o)?, recv, keep)
+            });
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Iallreduce / PMPI_Iallreduce(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+        req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Iallreduce", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let data = input(send, recv, len)?;
+            let p = with_plan!(plan, |o: T| {
+                let v: Vec<T> = typed_vec(&data);
+                into(c.iallreduce(v, o)?, recv, len)
+            });
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Iscan / PMPI_Iscan(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+        req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Iscan", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let data = input(send, recv, len)?;
+            let p = with_plan!(plan, |o: T| {
+                let v: Vec<T> = typed_vec(&data);
+                into(c.iscan(v, o)?, recv, len)
+            });
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Iexscan / PMPI_Iexscan(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+        req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Iexscan", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let data = input(send, recv, len)?;
+            // Rank 0's receive buffer is undefined after an exscan: leave it.
+            let keep = if c.rank() == 0 { 0 } else { len };
+            let p = with_plan!(plan, |o: T| {
+                let v: Vec<T> = typed_vec(&data);
+                into(c.iexscan(v, o)?, recv, keep)
+            });
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Ireduce_scatter_block / PMPI_Ireduce_scatter_block(
+        send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
+        req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Ireduce_scatter_block", comm, |st| {
+            let (plan, len) = reduction(st, n, ty, op)?;
+            let c = &mut st.comm(comm)?.comm;
+            let data = input(send, recv, len * c.size())?;
+            let p = with_plan!(plan, |o: T| {
+                let v: Vec<T> = typed_vec(&data);
+                into(c.ireduce_scatter(v, o)?, recv, len)
+            });
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Igather / PMPI_Igather(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, root_: c_int, comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Igather", comm, |st| {
+            let slen = span(st, sty, scount)?;
+            let rlen = span(st, rty, rcount)?;
+            let c = &mut st.comm(comm)?.comm;
+            let (me, size) = (c.rank(), c.size());
+            let r = root(root_, size)?;
+            let p = if me == r {
+                let own = if in_place(send) {
+                    raw::bytes(recv, rlen * size)?[me * rlen..(me + 1) * rlen].to_vec()
+                } else {
+                    raw::bytes(send, slen)?.to_vec()
+                };
+                into(c.igather::<u8>(own, r)?, recv, rlen * size)
+            } else {
+                into(c.igather::<u8>(raw::bytes(send, slen)?.to_vec(), r)?, recv, 0)
+            };
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Iscatter / PMPI_Iscatter(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, root_: c_int, comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Iscatter", comm, |st| {
+            let slen = span(st, sty, scount)?;
+            let rlen = span(st, rty, rcount)?;
+            let c = &mut st.comm(comm)?.comm;
+            let (me, size) = (c.rank(), c.size());
+            let r = root(root_, size)?;
+            let p = if me == r {
+                let all = raw::bytes(send, slen * size)?.to_vec();
+                let keep = if in_place(recv) { 0 } else { slen };
+                into(c.iscatter::<u8>(all, slen, r)?, recv, keep)
+            } else {
+                into(c.iscatter::<u8>(Vec::new(), rlen, r)?, recv, rlen)
+            };
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Iallgather / PMPI_Iallgather(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Iallgather", comm, |st| {
+            let slen = span(st, sty, scount)?;
+            let rlen = span(st, rty, rcount)?;
+            let c = &mut st.comm(comm)?.comm;
+            let (me, size) = (c.rank(), c.size());
+            let own = if in_place(send) {
+                raw::bytes(recv, rlen * size)?[me * rlen..(me + 1) * rlen].to_vec()
+            } else {
+                raw::bytes(send, slen)?.to_vec()
+            };
+            let p = into(c.iallgather::<u8>(own), recv, rlen * size);
+            post(st, req, p)
+        })
+    }
+
+    fn MPI_Ialltoall / PMPI_Ialltoall(
+        send: *const c_void, scount: c_int, sty: Handle, recv: *mut c_void, rcount: c_int,
+        rty: Handle, comm: Handle, req: *mut Handle,
+    ) -> c_int {
+        state::call("MPI_Ialltoall", comm, |st| {
+            let slen = span(st, sty, scount)?;
+            let rlen = span(st, rty, rcount)?;
+            let c = &mut st.comm(comm)?.comm;
+            let size = c.size();
+            let all = if in_place(send) {
+                raw::bytes(recv, rlen * size)?.to_vec()
+            } else {
+                raw::bytes(send, slen * size)?.to_vec()
+            };
+            let p = into(c.ialltoall::<u8>(all)?, recv, rlen * size);
+            post(st, req, p)
+        })
+    }
+}
