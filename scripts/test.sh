@@ -9,6 +9,7 @@
 #   RFX_TEST_SKIP_OFI=1 ...    skip the ofi section (libfabric)
 #   RFX_TEST_SKIP_SLURM=1 ...  do not install Slurm (tests/slurm.rs then skips)
 #   RFX_TEST_SKIP_CONTAINERS=1 no podman (tests/container.rs then skips)
+#   RFX_TEST_SKIP_MPI=1 ...    no MPICH ABI toolchain (tests/mpi.rs then skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,6 +39,11 @@ fi
 if [ "${RFX_TEST_SKIP_CONTAINERS:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
     want_pkgs+=(podman runc uidmap busybox-static)
 fi
+# MPI programs built against the standard ABI (tests/mpi.rs): python3-venv for
+# MPICH's ABI toolchain from PyPI (below).
+if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ]; then
+    want_pkgs+=(python3-venv)
+fi
 # The verbs and ofi checks share one release build with both features.
 RFX_RELEASE_FEATURES=$(IFS=,; echo "${release_features[*]}")
 export RFX_RELEASE_FEATURES
@@ -56,6 +62,19 @@ fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+# --- MPI standard ABI toolchain ----------------------------------------------
+# MPICH 5.0.2's wheel brings mpicc_abi, mpi_abi.h, its own libmpi_abi.so.1 and
+# mpiexec: tests/mpi.rs builds the C tests and OSU (../shared/third-party)
+# with it and runs them on rfx and on MPICH.
+if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ]; then
+    log "MPICH's standard-ABI toolchain (pip, into target/mpi-venv)"
+    [ -x target/mpi-venv/bin/pip ] || python3 -m venv target/mpi-venv
+    target/mpi-venv/bin/pip install -q --disable-pip-version-check mpich==5.0.2
+    export PATH="$PWD/target/mpi-venv/bin:$PATH"
+else
+    export RFX_SKIP_MPI=1
+fi
 
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE=1

@@ -11,6 +11,7 @@
 //! | `RFX_RENDEZVOUS_EXTERNAL` | `1`: rank 0 does not host the rendezvous itself |
 //! | `RFX_JOB_KEY` | a fresh random key: processes of other jobs cannot join |
 //! | `RFX_BIND_ADDR` | the address the rank listens on (its host) |
+//! | `LD_LIBRARY_PATH` | ranks on this machine: rfx's `libmpi_abi.so.1` first |
 //!
 //! Ranks are placed on `--hosts` in blocks (ranks 0..k on the first host,
 //! and so on), so that neighbours share a host and its shared memory. A host
@@ -26,6 +27,7 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +59,65 @@ pub struct LaunchSpec {
     pub rsh: Vec<String>,
     /// Extra environment for every rank.
     pub env: Vec<(String, String)>,
+    /// rfx's MPI library (`libmpi_abi.so`) for ranks on this machine: a
+    /// program built against the MPI standard ABI loads it instead of
+    /// another implementation's ([`MpiLibrary`]).
+    pub mpi: Option<PathBuf>,
+}
+
+/// A directory holding `libmpi_abi.so.1` as a link to rfx's MPI library,
+/// for the job's `LD_LIBRARY_PATH`; removed when dropped.
+#[derive(Debug)]
+pub struct MpiLibrary {
+    dir: PathBuf,
+}
+
+impl MpiLibrary {
+    /// The library next to the running `rfx` (where cargo builds both), or
+    /// `RFX_MPI_LIB`; `None` if there is none.
+    pub fn find() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os("RFX_MPI_LIB") {
+            return Some(PathBuf::from(p));
+        }
+        let exe = std::env::current_exe().ok()?;
+        let lib = exe.parent()?.join("libmpi_abi.so");
+        lib.is_file().then_some(lib)
+    }
+
+    /// Links `lib` as `libmpi_abi.so.1` in a fresh directory.
+    pub fn link(lib: &Path) -> Result<MpiLibrary, LaunchError> {
+        let lib = lib
+            .canonicalize()
+            .map_err(|e| LaunchError::Invalid(format!("MPI library {}: {e}", lib.display())))?;
+        let dir =
+            std::env::temp_dir().join(format!("rfx-mpi-{}-{:x}", std::process::id(), rand_u64()));
+        let made = std::fs::create_dir(&dir)
+            .and_then(|_| std::os::unix::fs::symlink(&lib, dir.join("libmpi_abi.so.1")));
+        made.map_err(|e| {
+            LaunchError::Invalid(format!("MPI library link in {}: {e}", dir.display()))
+        })?;
+        Ok(MpiLibrary { dir })
+    }
+
+    /// `LD_LIBRARY_PATH` with this directory first.
+    pub fn library_path(&self) -> String {
+        match std::env::var("LD_LIBRARY_PATH") {
+            Ok(p) if !p.is_empty() => format!("{}:{p}", self.dir.display()),
+            _ => self.dir.display().to_string(),
+        }
+    }
+}
+
+impl Drop for MpiLibrary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b)
 }
 
 /// How the job ended.
@@ -218,6 +279,9 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
     // Ranks register within this bound, else the job fails (no hang).
     let rv_thread = rendezvous.spawn(spec.timeout.unwrap_or(RENDEZVOUS_WAIT).min(RENDEZVOUS_WAIT));
 
+    // Ranks on this machine load rfx's MPI library (the link lives only
+    // here: ranks elsewhere use their own LD_LIBRARY_PATH).
+    let mpi = spec.mpi.as_deref().map(MpiLibrary::link).transpose()?;
     let place = placement(spec.ranks, hosts.len());
     let mut ranks: Vec<Rank> = Vec::with_capacity(spec.ranks);
     let mut spawn_error = None;
@@ -235,6 +299,9 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
         let mut cmd = if local[h] {
             let mut c = Command::new(&spec.program);
             c.args(&spec.args).envs(env.iter().map(|(k, v)| (k, v)));
+            if let Some(m) = &mpi {
+                c.env("LD_LIBRARY_PATH", m.library_path());
+            }
             c
         } else {
             let rsh = if spec.rsh.is_empty() {

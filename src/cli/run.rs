@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Extra environment for every rank, `KEY=VALUE` (repeatable).
     #[arg(short = 'x', long = "env")]
     env: Vec<String>,
+    /// Do not give ranks rfx's MPI library: programs built against the MPI
+    /// standard ABI then load the implementation their own paths name.
+    #[arg(long)]
+    no_mpi: bool,
     /// The program.
     program: OsString,
     /// Its arguments.
@@ -55,6 +59,11 @@ pub fn run(a: RunArgs, transport: Option<String>) -> anyhow::Result<i32> {
         timeout: a.timeout_s.map(Duration::from_secs),
         rsh: a.rsh.into_iter().filter(|s| !s.is_empty()).collect(),
         env,
+        mpi: if a.no_mpi {
+            None
+        } else {
+            launch::MpiLibrary::find()
+        },
     };
     let report = launch::run(&spec)?;
     if let Some(r) = report.first_failure {

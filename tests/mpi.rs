@@ -1,0 +1,414 @@
+//! MPI programs built once against the MPI-5 standard ABI (MPICH's
+//! `mpicc_abi`) run unchanged on rfx's `libmpi_abi.so.1` under `rfx run`,
+//! and the same binaries on MPICH's own library: rfx's C test programs
+//! (`mpi/tests/c/`), the unmodified OSU Micro-Benchmarks 7.4 with their
+//! validation on, a rank that dies, and the export of every function of
+//! the ABI.
+//!
+//! Needs `mpicc_abi` and `mpiexec` (`pip install mpich==5.0.2`; CI puts the
+//! venv on PATH, or set `RFX_MPICC_ABI`) and the OSU source
+//! (`../shared/third-party/osu-micro-benchmarks-7.4`, or `RFX_OSU_DIR`).
+//! Without them the tests fail with the reason; `RFX_SKIP_MPI=1` skips.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use support::RFX;
+
+fn skip() -> bool {
+    std::env::var("RFX_SKIP_MPI").is_ok_and(|v| v == "1")
+}
+
+/// MPICH's standard-ABI toolchain.
+struct Toolchain {
+    mpicc: PathBuf,
+    mpicxx: PathBuf,
+    mpiexec: PathBuf,
+    /// The standard ABI's header, `mpi_abi.h`.
+    header: PathBuf,
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+}
+
+fn toolchain() -> &'static Toolchain {
+    static T: OnceLock<Toolchain> = OnceLock::new();
+    T.get_or_init(|| {
+        let mpicc = std::env::var_os("RFX_MPICC_ABI")
+            .map(PathBuf::from)
+            .or_else(|| on_path("mpicc_abi"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "mpicc_abi not found: `pip install mpich==5.0.2` into a venv on PATH \
+                     (scripts/test.sh does), set RFX_MPICC_ABI, or RFX_SKIP_MPI=1 to skip"
+                )
+            });
+        let bin = mpicc.parent().expect("a directory").to_path_buf();
+        let header = bin.join("../include/mpi_abi.h");
+        assert!(header.is_file(), "{} is missing", header.display());
+        Toolchain {
+            mpicxx: bin.join("mpicxx_abi"),
+            mpiexec: bin.join("mpiexec"),
+            mpicc,
+            header,
+        }
+    })
+}
+
+fn scratch() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mpi");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// rfx's `libmpi_abi.so`, built by cargo for this test's profile.
+fn rfx_library() -> &'static PathBuf {
+    static L: OnceLock<PathBuf> = OnceLock::new();
+    L.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let st = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "rfx-mpi"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(st.success(), "building rfx-mpi failed");
+        let lib = Path::new(RFX).with_file_name("libmpi_abi.so");
+        assert!(lib.is_file(), "{} not built", lib.display());
+        lib
+    })
+}
+
+fn compile(src: &Path, out: &Path) {
+    let o = Command::new(&toolchain().mpicc)
+        .args(["-O1", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(out)
+        .arg(src)
+        .output()
+        .expect("mpicc_abi runs");
+    assert!(
+        o.status.success(),
+        "{} does not compile:\n{}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs `prog` on `n` ranks under `rfx run` with rfx's library.
+fn on_rfx(n: usize, prog: &Path, args: &[&str]) -> Output {
+    Command::new(RFX)
+        .args(["run", "--timeout-s", "240", "-n", &n.to_string()])
+        .arg(prog)
+        .args(args)
+        .env("RFX_MPI_LIB", rfx_library())
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .expect("rfx run")
+}
+
+/// Runs `prog` on `n` ranks under MPICH's `mpiexec` with MPICH's library
+/// (the binary's own run path).
+fn on_mpich(n: usize, prog: &Path, args: &[&str]) -> Output {
+    Command::new("timeout")
+        .arg("240")
+        .arg(&toolchain().mpiexec)
+        .args(["-n", &n.to_string()])
+        .arg(prog)
+        .args(args)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("RFX_RANK")
+        .output()
+        .expect("mpiexec")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn the_c_test_programs_pass_on_rfx_and_on_mpich() {
+    if skip() {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("mpi/tests/c");
+    let mut progs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    progs.sort();
+    assert!(progs.len() >= 5, "the C test programs in {}", dir.display());
+    let out = scratch();
+    for src in &progs {
+        let name = src.file_stem().unwrap().to_str().unwrap();
+        let bin = out.join(name);
+        compile(src, &bin);
+        for n in [2, 3, 4] {
+            let o = on_rfx(n, &bin, &[]);
+            let want = format!("OK {name} {n} ranks");
+            assert!(
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&want),
+                "{name} on rfx, {n} ranks: {}",
+                text(&o)
+            );
+        }
+        let o = on_mpich(2, &bin, &[]);
+        assert!(
+            o.status.success(),
+            "{name} on MPICH (the reference), 2 ranks: {}",
+            text(&o)
+        );
+    }
+}
+
+/// A copy of OSU 7.4 configured with `mpicc_abi` and the ten benchmarks
+/// built, once per target directory.
+fn osu() -> &'static PathBuf {
+    static O: OnceLock<PathBuf> = OnceLock::new();
+    O.get_or_init(|| {
+        let src = std::env::var_os("RFX_OSU_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../shared/third-party/osu-micro-benchmarks-7.4")
+            });
+        assert!(
+            src.join("configure").is_file(),
+            "OSU 7.4 is not at {} (set RFX_OSU_DIR, or RFX_SKIP_MPI=1 to skip)",
+            src.display()
+        );
+        let dir = scratch().join("osu");
+        let done = dir.join(".rfx-built");
+        if done.is_file() {
+            return dir;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let sh = |script: &str| {
+            let o = Command::new("bash")
+                .args(["-euc", script])
+                .current_dir(&dir)
+                .env("CC", &toolchain().mpicc)
+                .env("CXX", &toolchain().mpicxx)
+                .output()
+                .expect("bash");
+            assert!(o.status.success(), "{script}: {}", text(&o));
+        };
+        let cp = Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        // The copy is unmodified but its times are the copy's: give the
+        // generated files times after their sources so that make does not
+        // try to rerun automake.
+        sh(
+            "find . -type f -exec touch -d 2020-01-01 {} + && touch -d 2020-01-02 aclocal.m4 \
+            && find . \\( -name Makefile.in -o -name configure -o -name config.h.in \\) \
+               -exec touch -d 2020-01-03 {} +",
+        );
+        sh("./configure CC=\"$CC\" CXX=\"$CXX\" >configure.log 2>&1");
+        sh("make -j2 -C c/mpi/pt2pt/standard osu_latency osu_bw >make.log 2>&1");
+        sh(
+            "make -j2 -C c/mpi/collective/blocking osu_bcast osu_reduce osu_allreduce \
+            osu_barrier osu_gather osu_scatter osu_allgather osu_alltoall >>make.log 2>&1",
+        );
+        std::fs::write(&done, "").unwrap();
+        dir
+    })
+}
+
+const PT2PT: [&str; 2] = ["osu_latency", "osu_bw"];
+const COLL: [&str; 8] = [
+    "osu_bcast",
+    "osu_reduce",
+    "osu_allreduce",
+    "osu_barrier",
+    "osu_gather",
+    "osu_scatter",
+    "osu_allgather",
+    "osu_alltoall",
+];
+
+fn osu_bin(name: &str) -> PathBuf {
+    let sub = if PT2PT.contains(&name) {
+        "c/mpi/pt2pt/standard"
+    } else {
+        "c/mpi/collective/blocking"
+    };
+    osu().join(sub).join(name)
+}
+
+/// OSU's arguments: validation where it has it, sizes to 64 KiB, few
+/// iterations (figures come from `rfx-bench mpi`, not from here).
+fn osu_args(name: &str) -> Vec<&'static str> {
+    match name {
+        "osu_barrier" => vec!["-i", "200", "-x", "20"],
+        _ => vec!["-c", "-m", "1:65536", "-i", "50", "-x", "5"],
+    }
+}
+
+fn check_osu(name: &str, n: usize, o: &Output, on: &str) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{name} on {on}, {n} ranks: {}", text(o));
+    assert!(
+        out.contains("# OSU MPI"),
+        "{name} on {on}: no OSU header: {}",
+        text(o)
+    );
+    assert!(
+        !out.contains("Fail"),
+        "{name} on {on}, {n} ranks: validation failed: {}",
+        text(o)
+    );
+    if name != "osu_barrier" {
+        assert!(
+            out.contains("Pass"),
+            "{name} on {on}: nothing validated: {}",
+            text(o)
+        );
+    }
+}
+
+#[test]
+fn the_osu_benchmarks_validate_on_rfx_and_run_on_mpich() {
+    if skip() {
+        return;
+    }
+    for name in PT2PT.iter().chain(COLL.iter()) {
+        let bin = osu_bin(name);
+        let args = osu_args(name);
+        let ranks: &[usize] = if PT2PT.contains(name) { &[2] } else { &[2, 4] };
+        for &n in ranks {
+            check_osu(name, n, &on_rfx(n, &bin, &args), "rfx");
+        }
+        check_osu(name, 2, &on_mpich(2, &bin, &args), "MPICH");
+    }
+}
+
+#[test]
+fn every_function_of_the_abi_is_exported() {
+    if skip() {
+        return;
+    }
+    let header = std::fs::read_to_string(&toolchain().header).unwrap();
+    // Declarations: `ret MPI_name(args);` (typedefs of callbacks aside).
+    let wanted: Vec<&str> = header
+        .lines()
+        .filter(|l| {
+            !l.starts_with(' ') && !l.starts_with("typedef") && l.trim_end().ends_with(");")
+        })
+        .filter_map(|l| {
+            let end = l.find('(')?;
+            let start = l[..end]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            Some(&l[start..end]).filter(|name| name.starts_with("MPI_"))
+        })
+        .collect();
+    assert!(
+        wanted.len() > 600,
+        "{} functions in the header",
+        wanted.len()
+    );
+    let nm = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(rfx_library())
+        .output()
+        .expect("nm");
+    let syms = String::from_utf8_lossy(&nm.stdout);
+    let have: std::collections::HashSet<&str> = syms
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let missing: Vec<String> = wanted
+        .iter()
+        .flat_map(|f| [f.to_string(), format!("P{f}")])
+        .filter(|f| !have.contains(f.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "not exported: {missing:?}");
+    let soname = Command::new("readelf")
+        .arg("-d")
+        .arg(rfx_library())
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&soname.stdout).contains("[libmpi_abi.so.1]"));
+}
+
+const DEATH: &str = r#"
+#include <mpi.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, x = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (rank == 1) _exit(0); /* gone without a word, and without failing the job */
+    int rc = MPI_Recv(&x, 1, MPI_INT, 1, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    int cls = -1;
+    MPI_Error_class(rc, &cls);
+    char msg[MPI_MAX_ERROR_STRING]; int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    printf("recv from a dead rank: class %d (MPI_ERR_PROC_ABORTED is %d): %s\n", cls, MPI_ERR_PROC_ABORTED, msg);
+    int w = 0;
+    rc = MPI_Win_fence(0, MPI_WIN_NULL);
+    MPI_Error_class(rc, &w);
+    printf("unsupported: class %d\n", w);
+    return 0;
+}
+"#;
+
+#[test]
+fn a_dead_rank_is_an_error_not_a_hang_and_stubs_name_themselves() {
+    if skip() {
+        return;
+    }
+    let dir = scratch();
+    let src = dir.join("death.c");
+    std::fs::write(&src, DEATH).unwrap();
+    let bin = dir.join("death");
+    compile(&src, &bin);
+    let t = std::time::Instant::now();
+    let o = on_rfx(2, &bin, &[]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        out.contains("class 58 (MPI_ERR_PROC_ABORTED is 58)"),
+        "{}",
+        text(&o)
+    );
+    assert!(out.contains("unsupported: class 55"), "{}", text(&o));
+    assert!(t.elapsed().as_secs() < 60, "{:?}", t.elapsed());
+
+    // Under the default handler, a stub ends the program naming itself.
+    let fatal = DEATH.replace(
+        "MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);",
+        "MPI_Win_fence(0, MPI_WIN_NULL);",
+    );
+    let src = dir.join("fatal.c");
+    std::fs::write(&src, fatal).unwrap();
+    let bin = dir.join("fatal");
+    compile(&src, &bin);
+    let o = on_rfx(1, &bin, &[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("MPI_Win_fence is not implemented"),
+        "{}",
+        text(&o)
+    );
+}
