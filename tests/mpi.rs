@@ -10,6 +10,8 @@
 //! (`../shared/third-party/osu-micro-benchmarks-7.4`, or `RFX_OSU_DIR`).
 //! Without them the tests fail with the reason; `RFX_SKIP_MPI=1` skips.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::path::{Path, PathBuf};
