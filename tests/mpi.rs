@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use rfx::client::InvokerConfig;
+use rfx::executors::group::{Group, Member};
+use rfx::executors::session::LibrarySource;
+use rfx::fabric::{Config, Fabric, TransportChoice, TransportKind};
 use support::RFX;
 
 fn skip() -> bool {
@@ -413,4 +417,81 @@ fn a_dead_rank_is_an_error_not_a_hang_and_stubs_name_themselves() {
         "{}",
         text(&o)
     );
+}
+
+#[test]
+fn an_mpi_kernel_runs_inside_a_group_invocation() {
+    if skip() {
+        return;
+    }
+    // The executors find rfx's MPI library next to `rfx`.
+    rfx_library();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = scratch().join("libmpi_kernel.so");
+    let o = Command::new(&toolchain().mpicc)
+        .args(["-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-I"])
+        .arg(root.join("examples/c"))
+        .arg("-o")
+        .arg(&lib)
+        .arg(root.join("examples/c/mpi_kernel.c"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let n = 3;
+    let (_procs, members): (Vec<_>, Vec<_>) = (0..n)
+        .map(|i| {
+            let token = format!("mpi-kernel-{i}");
+            let (p, addr) = support::executor(&token, "shm", &["--hot-timeout-ms", "0"]);
+            (
+                p,
+                Member {
+                    addr,
+                    token: token.into_bytes(),
+                },
+            )
+        })
+        .unzip();
+    let fabric = Fabric::open(Config {
+        transport: TransportChoice::Forced(TransportKind::Shm),
+        ..Config::default()
+    })
+    .unwrap();
+    let source = LibrarySource::Bytes {
+        name: "mpi_kernel".into(),
+        bytes: std::fs::read(&lib).unwrap(),
+    };
+    let cfg = InvokerConfig {
+        timeout: std::time::Duration::from_secs(40),
+        ..InvokerConfig::default()
+    };
+    let mut g = Group::connect(&fabric, &members, source, &["mpi_sum"], cfg).unwrap();
+    let inputs: Vec<Vec<u8>> = (0..n)
+        .map(|r| {
+            [1.0f64 + r as f64, 10.0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    // Twice: MPI is attached afresh for every call.
+    for _ in 0..2 {
+        let outs = g.invoke("mpi_sum", &refs).unwrap();
+        for (r, out) in outs.iter().enumerate() {
+            assert_eq!(out.len(), 20);
+            let sum = f64::from_le_bytes(out[..8].try_into().unwrap());
+            let int = |i: usize| i32::from_le_bytes(out[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+            assert_eq!(sum, 1.0 + 2.0 + 3.0 + 30.0, "rank {r}");
+            assert_eq!(
+                (int(1), int(2)),
+                (r as i32, n as i32),
+                "MPI's rank and size"
+            );
+            assert_eq!(
+                int(0),
+                ((r + n - 1) % n) as i32,
+                "the left neighbour's rank"
+            );
+        }
+    }
 }

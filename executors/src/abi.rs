@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::ffi::{c_void, CString, OsStr};
 use std::fmt;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,7 @@ use rfx_abi::{RfxContext, ABI_VERSION};
 use crate::context::{Abi, CallContext};
 use crate::elf::{self, HeaderProblem};
 use crate::error::{CallError, ExecError};
+use crate::mpi::{needs_mpi, Runtime};
 use rfx_abi::status::{self, MAX_OUTPUT_CAPACITY, RESERVED_MIN};
 
 /// rFaaS: `uint32_t f(void *in, uint32_t size, void *out)`.
@@ -97,6 +98,8 @@ struct Inner {
     /// so that no other file takes its number, and so its `/proc/self/fd/N` name.
     memfd: Option<OwnedFd>,
     cache: Mutex<HashMap<String, Entry>>,
+    /// rfx's MPI library, for a library built against the MPI ABI.
+    mpi: Option<&'static Runtime>,
 }
 
 impl Library {
@@ -111,14 +114,12 @@ impl Library {
     pub fn load_path(path: impl AsRef<Path>) -> Result<Library, ExecError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let mut head = Vec::with_capacity(elf::HEADER_LEN);
-        File::open(path)
-            .and_then(|f| f.take(elf::HEADER_LEN as u64).read_to_end(&mut head))
-            .map_err(|source| ExecError::Read {
-                library: name.clone(),
-                source,
-            })?;
-        check_header(&name, &head)?;
+        let image = std::fs::read(path).map_err(|source| ExecError::Read {
+            library: name.clone(),
+            source,
+        })?;
+        check_header(&name, &image)?;
+        let mpi = mpi_for(&name, &image)?;
         let dl_path = if path.as_os_str().as_bytes().contains(&b'/') {
             path.to_path_buf()
         } else {
@@ -126,7 +127,7 @@ impl Library {
         };
         let dl = dlopen(&name, dl_path.as_os_str())?;
         tracing::debug!(library = %name, "loaded library from a path");
-        Ok(Library::new(name, dl, None))
+        Ok(Library::new(name, dl, None, mpi))
     }
 
     /// Loads a library shipped as bytes (as rFaaS clients ship theirs with the allocation).
@@ -136,6 +137,7 @@ impl Library {
     /// the memfd's name.
     pub fn load_bytes(name: &str, bytes: &[u8]) -> Result<Library, ExecError> {
         check_header(name, bytes)?;
+        let mpi = mpi_for(name, bytes)?;
         let stage = |op: &'static str, source: std::io::Error| ExecError::Stage {
             library: name.to_owned(),
             op,
@@ -160,7 +162,7 @@ impl Library {
             }
             let dl = dlopen(name, proc_path.as_os_str())?;
             tracing::debug!(library = %name, len = bytes.len(), "loaded library from bytes");
-            return Ok(Library::new(name.to_owned(), dl, Some(fd)));
+            return Ok(Library::new(name.to_owned(), dl, Some(fd), mpi));
         }
         Err(ExecError::Load {
             library: name.to_owned(),
@@ -170,13 +172,19 @@ impl Library {
         })
     }
 
-    fn new(name: String, dl: DlLibrary, memfd: Option<OwnedFd>) -> Library {
+    fn new(
+        name: String,
+        dl: DlLibrary,
+        memfd: Option<OwnedFd>,
+        mpi: Option<&'static Runtime>,
+    ) -> Library {
         Library {
             inner: Arc::new(Inner {
                 name,
                 dl: Some(dl),
                 memfd,
                 cache: Mutex::new(HashMap::new()),
+                mpi,
             }),
         }
     }
@@ -380,15 +388,22 @@ impl Function {
             }
             Entry::Extended(f) => {
                 let raw = ctx.to_raw(capacity);
-                // SAFETY: as for the rFaaS ABI; in addition `raw` lives on our stack for the
-                // whole call and tells the function the output capacity.
-                unsafe {
-                    f(
-                        &raw,
-                        input.as_ptr().cast(),
-                        size,
-                        output.as_mut_ptr().cast(),
-                    )
+                let mut call = || {
+                    // SAFETY: as for the rFaaS ABI; in addition `raw` lives on our stack for
+                    // the whole call and tells the function the output capacity.
+                    unsafe {
+                        f(
+                            &raw,
+                            input.as_ptr().cast(),
+                            size,
+                            output.as_mut_ptr().cast(),
+                        )
+                    }
+                };
+                // A group member built against MPI sees its group as MPI_COMM_WORLD.
+                match self.lib.mpi {
+                    Some(rt) if !ctx.comm.is_null() => rt.with_group(ctx.comm, call),
+                    _ => call(),
                 }
             }
         };
@@ -430,6 +445,14 @@ impl fmt::Debug for Function {
             .field("abi", &self.entry.abi())
             .finish()
     }
+}
+
+/// rfx's MPI library, loaded before a library built against the MPI ABI.
+fn mpi_for(library: &str, image: &[u8]) -> Result<Option<&'static Runtime>, ExecError> {
+    if !needs_mpi(image) {
+        return Ok(None);
+    }
+    Runtime::get(library).map(Some)
 }
 
 fn check_header(library: &str, head: &[u8]) -> Result<(), ExecError> {

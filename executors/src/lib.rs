@@ -149,6 +149,8 @@ pub mod lookup;
 #[cfg(feature = "manager")]
 pub mod manager;
 #[cfg(feature = "executor")]
+pub mod mpi;
+#[cfg(feature = "executor")]
 pub mod sandbox;
 pub mod session;
 

@@ -26,6 +26,7 @@ pub mod abi;
 mod api;
 pub mod datatype;
 pub mod error;
+mod group;
 pub mod op;
 mod raw;
 mod request;

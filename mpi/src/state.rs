@@ -14,20 +14,21 @@ use rfx_collectives::Communicator;
 use crate::abi::{self, Handle};
 use crate::datatype::{self, Datatype};
 use crate::error::{self, Failure};
+use crate::group::Table;
 use crate::op::MpiOp;
 use crate::request::Pending;
 
 /// Handles of one kind: `base + 16 * slot`, far from the predefined ones.
 #[derive(Debug)]
-pub(crate) struct Table<T> {
+pub(crate) struct Handles<T> {
     base: Handle,
     slots: Vec<Option<T>>,
     free: Vec<usize>,
 }
 
-impl<T> Table<T> {
-    const fn new(base: Handle) -> Table<T> {
-        Table {
+impl<T> Handles<T> {
+    const fn new(base: Handle) -> Handles<T> {
+        Handles {
             base,
             slots: Vec::new(),
             free: Vec::new(),
@@ -70,20 +71,64 @@ impl<T> Table<T> {
     }
 }
 
+/// What carries a communicator's traffic.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    /// rfx's communicator (a program under `rfx run`, `srun`, `mpirun`).
+    Own(Communicator),
+    /// A function's group, through the executor's table.
+    Group(Table),
+}
+
 /// A communicator and what MPI attaches to it.
 #[derive(Debug)]
 pub(crate) struct Comm {
-    pub(crate) comm: Communicator,
+    pub(crate) ep: Backend,
     pub(crate) errhandler: Handle,
     pub(crate) name: String,
 }
 
 impl Comm {
     pub(crate) fn new(comm: Communicator, name: &str) -> Comm {
+        Comm::with(Backend::Own(comm), name)
+    }
+
+    pub(crate) fn group(table: Table, name: &str) -> Comm {
+        Comm::with(Backend::Group(table), name)
+    }
+
+    fn with(ep: Backend, name: &str) -> Comm {
         Comm {
-            comm,
+            ep,
             errhandler: abi::MPI_ERRORS_ARE_FATAL,
             name: name.to_string(),
+        }
+    }
+
+    pub(crate) fn rank(&self) -> usize {
+        match &self.ep {
+            Backend::Own(c) => c.rank(),
+            Backend::Group(t) => t.rank(),
+        }
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        match &self.ep {
+            Backend::Own(c) => c.size(),
+            Backend::Group(t) => t.size(),
+        }
+    }
+
+    /// rfx's communicator; inside a function only what the group table
+    /// offers is available.
+    pub(crate) fn rfx(&mut self) -> Result<&mut Communicator, Failure> {
+        match &mut self.ep {
+            Backend::Own(c) => Ok(c),
+            Backend::Group(_) => Err(Failure::new(
+                abi::MPI_ERR_UNSUPPORTED_OPERATION,
+                "not available on a function's group: send, recv, barrier, bcast, reduce, \
+                 allreduce and allgather are",
+            )),
         }
     }
 }
@@ -91,11 +136,11 @@ impl Comm {
 /// Everything between `MPI_Init` and `MPI_Finalize`.
 #[derive(Debug)]
 pub(crate) struct State {
-    pub(crate) comms: Table<Comm>,
-    pub(crate) types: Table<Datatype>,
-    pub(crate) ops: Table<MpiOp>,
-    pub(crate) requests: Table<Box<dyn Pending>>,
-    pub(crate) infos: Table<BTreeMap<String, String>>,
+    pub(crate) comms: Handles<Comm>,
+    pub(crate) types: Handles<Datatype>,
+    pub(crate) ops: Handles<MpiOp>,
+    pub(crate) requests: Handles<Box<dyn Pending>>,
+    pub(crate) infos: Handles<BTreeMap<String, String>>,
     /// `MPI_Init_thread`'s answer.
     pub(crate) thread_level: c_int,
 }
@@ -112,16 +157,36 @@ pub(crate) static PHASE: Mutex<Phase> = Mutex::new(Phase::Before);
 
 impl State {
     pub(crate) fn new(world: Communicator, me: Communicator, thread_level: c_int) -> State {
-        let mut comms = Table::new(0x1000_0000);
-        let world = comms.insert(Comm::new(world, "MPI_COMM_WORLD"));
-        let me = comms.insert(Comm::new(me, "MPI_COMM_SELF"));
+        State::of(
+            Comm::new(world, "MPI_COMM_WORLD"),
+            Comm::new(me, "MPI_COMM_SELF"),
+            thread_level,
+        )
+    }
+
+    /// The state of a function's group: the group is `MPI_COMM_WORLD`,
+    /// `MPI_COMM_SELF` this process.
+    pub(crate) fn with_group(table: Table, thread_level: c_int) -> State {
+        let me = rfx_collectives::CollConfig::from_env()
+            .and_then(Communicator::solo)
+            .map_or_else(
+                |_| Comm::group(table, "MPI_COMM_SELF"),
+                |c| Comm::new(c, "MPI_COMM_SELF"),
+            );
+        State::of(Comm::group(table, "MPI_COMM_WORLD"), me, thread_level)
+    }
+
+    fn of(world: Comm, me: Comm, thread_level: c_int) -> State {
+        let mut comms = Handles::new(0x1000_0000);
+        let world = comms.insert(world);
+        let me = comms.insert(me);
         debug_assert_eq!((world, me), (COMM_WORLD_SLOT, COMM_SELF_SLOT));
         State {
             comms,
-            types: Table::new(0x2000_0000),
-            ops: Table::new(0x3000_0000),
-            requests: Table::new(0x5000_0000),
-            infos: Table::new(0x4000_0000),
+            types: Handles::new(0x2000_0000),
+            ops: Handles::new(0x3000_0000),
+            requests: Handles::new(0x5000_0000),
+            infos: Handles::new(0x4000_0000),
             thread_level,
         }
     }
@@ -144,6 +209,19 @@ impl State {
         self.comms
             .get_mut(Self::comm_slot(h))
             .ok_or_else(|| Failure::new(abi::MPI_ERR_COMM, format!("no communicator {h:#x}")))
+    }
+
+    /// True inside a function: the world is the group the executor attached
+    /// (MPI_Init and MPI_Finalize are then the executor's business).
+    pub(crate) fn in_group(&self) -> bool {
+        self.comms
+            .get(COMM_WORLD_SLOT)
+            .is_some_and(|c| matches!(c.ep, Backend::Group(_)))
+    }
+
+    /// rfx's communicator of `h` (see [`Comm::rfx`]).
+    pub(crate) fn rfx(&mut self, h: Handle) -> Result<&mut Communicator, Failure> {
+        self.comm(h)?.rfx()
     }
 
     /// Frees a communicator; the predefined ones cannot be.

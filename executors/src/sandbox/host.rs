@@ -314,6 +314,8 @@ impl SandboxHost {
     ) -> Confinement {
         let mut ro_paths: Vec<PathBuf> = SYSTEM_DIRS.iter().map(PathBuf::from).collect();
         ro_paths.extend(self.cfg.extra_ro.iter().cloned());
+        // Functions built against the MPI ABI load rfx's MPI library.
+        ro_paths.extend(crate::mpi::library().and_then(|p| p.canonicalize().ok()));
         Confinement {
             uid,
             gid: uid,

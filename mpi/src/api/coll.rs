@@ -10,9 +10,10 @@ use super::p2p::span;
 use super::{entry, root};
 use crate::abi::{self, Handle};
 use crate::error::Failure;
+use crate::group::Table;
 use crate::op::{self, Plan};
 use crate::raw;
-use crate::state::{self, State};
+use crate::state::{self, Backend, State};
 
 /// Runs `f` on `bytes` as a slice of `T`: in place when aligned, else on
 /// an aligned copy written back after.
@@ -147,17 +148,64 @@ fn reduce_in<T: Element + Pod>(
     with_typed::<T, _>(buf, |b| f(c, b, op)).map_err(Failure::from)
 }
 
+/// The group table of `comm`, when it is a function's group.
+fn group_of(st: &mut State, comm: Handle) -> Option<Table> {
+    match st.comm(comm).ok()?.ep {
+        Backend::Group(t) => Some(t),
+        Backend::Own(_) => None,
+    }
+}
+
+/// Reduce (to `root`) or allreduce over a function's group.
+#[allow(clippy::too_many_arguments)]
+fn group_reduce(
+    st: &State,
+    t: Table,
+    send: *const c_void,
+    recv: *mut c_void,
+    n: c_int,
+    ty: Handle,
+    op: Handle,
+    root: Option<usize>,
+) -> Result<(), Failure> {
+    let dt = st.datatype(ty)?;
+    let o = st.op(op)?;
+    let len = span(st, ty, n)?;
+    let items = super::count(n)?;
+    let on_root = root.is_none_or(|r| r == t.rank());
+    let out_len = if on_root { len } else { 0 };
+    let input = if in_place(send) {
+        raw::bytes(recv, len)?.to_vec()
+    } else {
+        raw::bytes(send, len)?.to_vec()
+    };
+    let mut sink = [0u8; 0];
+    let out = if on_root {
+        raw::bytes_mut(recv, out_len)?
+    } else {
+        &mut sink[..]
+    };
+    t.reduce(&input, out, items, &dt, o, root)
+}
+
 entry! {
     fn MPI_Barrier / PMPI_Barrier(comm: Handle) -> c_int {
-        state::call("MPI_Barrier", comm, |st| Ok(st.comm(comm)?.comm.barrier()?))
+        state::call("MPI_Barrier", comm, |st| match &mut st.comm(comm)?.ep {
+            Backend::Own(c) => Ok(c.barrier()?),
+            Backend::Group(t) => t.barrier(),
+        })
     }
 
     fn MPI_Bcast / PMPI_Bcast(buf: *mut c_void, n: c_int, ty: Handle, root_: c_int, comm: Handle) -> c_int {
         state::call("MPI_Bcast", comm, |st| {
             let len = span(st, ty, n)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.comm(comm)?;
             let r = root(root_, c.size())?;
-            Ok(c.bcast::<u8>(raw::bytes_mut(buf, len)?, r)?)
+            let data = raw::bytes_mut(buf, len)?;
+            match &mut c.ep {
+                Backend::Own(c) => Ok(c.bcast::<u8>(data, r)?),
+                Backend::Group(t) => t.bcast(data, r),
+            }
         })
     }
 
@@ -166,8 +214,12 @@ entry! {
         root_: c_int, comm: Handle,
     ) -> c_int {
         state::call("MPI_Reduce", comm, |st| {
+            if let Some(t) = group_of(st, comm) {
+                let r = root(root_, t.size())?;
+                return group_reduce(st, t, send, recv, n, ty, op, Some(r));
+            }
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let mut scratch;
             let buf = if c.rank() == r {
@@ -186,8 +238,11 @@ entry! {
         send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
     ) -> c_int {
         state::call("MPI_Allreduce", comm, |st| {
+            if let Some(t) = group_of(st, comm) {
+                return group_reduce(st, t, send, recv, n, ty, op, None);
+            }
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
             with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.allreduce(b, o)))
         })
@@ -198,7 +253,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Scan", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
             with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.scan(b, o)))
         })
@@ -209,7 +264,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Exscan", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
             with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.exscan(b, o)))
         })
@@ -220,7 +275,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Reduce_scatter_block", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let all = len * c.size();
             // In place, the input is the whole receive buffer.
             let input = if in_place(send) {
@@ -243,7 +298,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Gather", comm, |st| {
             let c_ = st.comm(comm)?;
-            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let (me, size) = (c_.rank(), c_.size());
             let r = root(root_, size)?;
             if me == r {
                 let block = span(st, rty, rcount)?;
@@ -254,10 +309,10 @@ entry! {
                     let b = blocks(span(st, sty, scount)?, block, "MPI_Gather")?;
                     raw::bytes(send, b)?.to_vec()
                 };
-                st.comm(comm)?.comm.gather::<u8>(&own, out, r)?;
+                st.rfx(comm)?.gather::<u8>(&own, out, r)?;
             } else {
                 let len = span(st, sty, scount)?;
-                st.comm(comm)?.comm.gather::<u8>(raw::bytes(send, len)?, &mut [], r)?;
+                st.rfx(comm)?.gather::<u8>(raw::bytes(send, len)?, &mut [], r)?;
             }
             Ok(())
         })
@@ -269,22 +324,22 @@ entry! {
     ) -> c_int {
         state::call("MPI_Scatter", comm, |st| {
             let c_ = st.comm(comm)?;
-            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let (me, size) = (c_.rank(), c_.size());
             let r = root(root_, size)?;
             if me == r {
                 let block = span(st, sty, scount)?;
                 let input = raw::bytes(send, block * size)?;
                 if in_place(recv) {
                     let mut own = vec![0u8; block];
-                    st.comm(comm)?.comm.scatter::<u8>(input, &mut own, r)?;
+                    st.rfx(comm)?.scatter::<u8>(input, &mut own, r)?;
                 } else {
                     let b = blocks(block, span(st, rty, rcount)?, "MPI_Scatter")?;
                     let out = raw::bytes_mut(recv, b)?;
-                    st.comm(comm)?.comm.scatter::<u8>(input, out, r)?;
+                    st.rfx(comm)?.scatter::<u8>(input, out, r)?;
                 }
             } else {
                 let len = span(st, rty, rcount)?;
-                st.comm(comm)?.comm.scatter::<u8>(&[], raw::bytes_mut(recv, len)?, r)?;
+                st.rfx(comm)?.scatter::<u8>(&[], raw::bytes_mut(recv, len)?, r)?;
             }
             Ok(())
         })
@@ -297,7 +352,7 @@ entry! {
         state::call("MPI_Allgather", comm, |st| {
             let block = span(st, rty, rcount)?;
             let c_ = st.comm(comm)?;
-            let (me, size) = (c_.comm.rank(), c_.comm.size());
+            let (me, size) = (c_.rank(), c_.size());
             let out = raw::bytes_mut(recv, block * size)?;
             let own = if in_place(send) {
                 out[me * block..(me + 1) * block].to_vec()
@@ -305,8 +360,10 @@ entry! {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Allgather")?;
                 raw::bytes(send, b)?.to_vec()
             };
-            st.comm(comm)?.comm.allgather::<u8>(&own, out)?;
-            Ok(())
+            match &mut st.comm(comm)?.ep {
+                Backend::Own(c) => Ok(c.allgather::<u8>(&own, out)?),
+                Backend::Group(t) => t.allgather(&own, out),
+            }
         })
     }
 
@@ -316,7 +373,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Alltoall", comm, |st| {
             let block = span(st, rty, rcount)?;
-            let size = st.comm(comm)?.comm.size();
+            let size = st.rfx(comm)?.size();
             let out = raw::bytes_mut(recv, block * size)?;
             let input = if in_place(send) {
                 out.to_vec()
@@ -324,7 +381,7 @@ entry! {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Alltoall")?;
                 raw::bytes(send, b * size)?.to_vec()
             };
-            st.comm(comm)?.comm.alltoall::<u8>(&input, out)?;
+            st.rfx(comm)?.alltoall::<u8>(&input, out)?;
             Ok(())
         })
     }

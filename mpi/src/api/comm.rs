@@ -17,14 +17,14 @@ static NOT_GLOBAL: c_int = 0;
 entry! {
     fn MPI_Comm_rank / PMPI_Comm_rank(comm: Handle, rank: *mut c_int) -> c_int {
         state::call("MPI_Comm_rank", comm, |st| {
-            let r = st.comm(comm)?.comm.rank();
+            let r = st.comm(comm)?.rank();
             raw::write(rank, int(r)?)
         })
     }
 
     fn MPI_Comm_size / PMPI_Comm_size(comm: Handle, size: *mut c_int) -> c_int {
         state::call("MPI_Comm_size", comm, |st| {
-            let n = st.comm(comm)?.comm.size();
+            let n = st.comm(comm)?.size();
             raw::write(size, int(n)?)
         })
     }
@@ -33,7 +33,7 @@ entry! {
         state::call("MPI_Comm_dup", comm, |st| {
             let c = st.comm(comm)?;
             let handler = c.errhandler;
-            let mut new = Comm::new(c.comm.dup()?, "");
+            let mut new = Comm::new(c.rfx()?.dup()?, "");
             new.errhandler = handler;
             let h = st.comms.insert(new);
             raw::write(out, h)
@@ -48,7 +48,7 @@ entry! {
             };
             let c = st.comm(comm)?;
             let handler = c.errhandler;
-            let h = match c.comm.split(color, key)? {
+            let h = match c.rfx()?.split(color, key)? {
                 None => abi::MPI_COMM_NULL,
                 Some(new) => {
                     let mut new = Comm::new(new, "");
@@ -75,11 +75,11 @@ entry! {
                 return raw::write(result, abi::MPI_IDENT);
             }
             let (ma, ca) = {
-                let c = &st.comm(a)?.comm;
+                let c = st.rfx(a)?;
                 (c.members().to_vec(), c.context())
             };
             let (mb, cb) = {
-                let c = &st.comm(b)?.comm;
+                let c = st.rfx(b)?;
                 (c.members().to_vec(), c.context())
             };
             let r = if ca == cb && ma == mb {

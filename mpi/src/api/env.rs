@@ -38,8 +38,13 @@ fn join() -> Result<(Communicator, Communicator), Failure> {
 fn init(required: c_int, provided: *mut c_int) -> c_int {
     let _ = start();
     let mut phase = PHASE.lock();
-    match &*phase {
+    match &mut *phase {
         Phase::Before => {}
+        // Inside a function the executor initialized MPI with the group.
+        Phase::Running(st) if st.in_group() => {
+            raw::write_opt(provided, st.thread_level.min(required.max(0)));
+            return abi::MPI_SUCCESS;
+        }
         Phase::Running(_) => {
             drop(phase);
             return state::fail_world(Failure::new(abi::MPI_ERR_OTHER, "MPI_Init called twice"));
@@ -107,6 +112,12 @@ entry! {
 
     fn MPI_Finalize / PMPI_Finalize() -> c_int {
         let mut phase = PHASE.lock();
+        if let Phase::Running(st) = &mut *phase {
+            if st.in_group() {
+                // The executor ends MPI after the function returns.
+                return abi::MPI_SUCCESS;
+            }
+        }
         let st = match std::mem::replace(&mut *phase, Phase::After) {
             Phase::Running(st) => st,
             other => {
@@ -122,8 +133,8 @@ entry! {
         let mut st = st;
         // Every rank's sends are out before any leaves (a failure here is
         // a rank that left already: nothing to wait for).
-        if let Ok(w) = st.comm(abi::MPI_COMM_WORLD) {
-            let _ = w.comm.barrier();
+        if let Ok(w) = st.rfx(abi::MPI_COMM_WORLD) {
+            let _ = w.barrier();
         }
         drop(st);
         abi::MPI_SUCCESS

@@ -48,7 +48,7 @@ fn input(send: *const c_void, recv: *mut c_void, len: usize) -> Result<Vec<u8>, 
 entry! {
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, req: *mut Handle) -> c_int {
         state::call("MPI_Ibarrier", comm, |st| {
-            let r = st.comm(comm)?.comm.ibarrier();
+            let r = st.rfx(comm)?.ibarrier();
             post(st, req, Then::new(r, |()| Ok(Status::empty())))
         })
     }
@@ -58,7 +58,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Ibcast", comm, |st| {
             let len = span(st, ty, n)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let data = raw::bytes_mut(buf, len)?.to_vec();
             let p = into(c.ibcast::<u8>(data, r)?, buf, len);
@@ -72,7 +72,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Ireduce", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let mine = c.rank() == r;
             let data = if mine { input(send, recv, len)? } else { raw::bytes(send, len)?.to_vec() };
@@ -91,7 +91,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Iallreduce", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
@@ -107,7 +107,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Iscan", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
@@ -123,7 +123,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Iexscan", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             // Rank 0's receive buffer is undefined after an exscan: leave it.
             let keep = if c.rank() == 0 { 0 } else { len };
@@ -141,7 +141,7 @@ entry! {
     ) -> c_int {
         state::call("MPI_Ireduce_scatter_block", comm, |st| {
             let (plan, len) = reduction(st, n, ty, op)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let data = input(send, recv, len * c.size())?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
@@ -158,7 +158,7 @@ entry! {
         state::call("MPI_Igather", comm, |st| {
             let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let (me, size) = (c.rank(), c.size());
             let r = root(root_, size)?;
             let p = if me == r {
@@ -182,7 +182,7 @@ entry! {
         state::call("MPI_Iscatter", comm, |st| {
             let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let (me, size) = (c.rank(), c.size());
             let r = root(root_, size)?;
             let p = if me == r {
@@ -203,7 +203,7 @@ entry! {
         state::call("MPI_Iallgather", comm, |st| {
             let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let (me, size) = (c.rank(), c.size());
             let own = if in_place(send) {
                 raw::bytes(recv, rlen * size)?[me * rlen..(me + 1) * rlen].to_vec()
@@ -222,7 +222,7 @@ entry! {
         state::call("MPI_Ialltoall", comm, |st| {
             let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             let size = c.size();
             let all = if in_place(send) {
                 raw::bytes(recv, rlen * size)?.to_vec()

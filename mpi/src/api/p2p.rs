@@ -11,7 +11,7 @@ use crate::abi::{self, Handle, Status};
 use crate::error::{self, Failure};
 use crate::raw;
 use crate::request::{Done, Then};
-use crate::state::{self, State};
+use crate::state::{self, Backend, State};
 
 fn source(r: c_int, size: usize) -> Result<Source, Failure> {
     if r == abi::MPI_ANY_SOURCE {
@@ -56,13 +56,16 @@ fn send(
 ) -> Result<(), Failure> {
     let len = span(st, ty, n)?;
     let tag = send_tag(tag)?;
-    let c = &mut st.comm(comm)?.comm;
+    let c = st.comm(comm)?;
     if dest == abi::MPI_PROC_NULL {
         return Ok(());
     }
     let dest = rank(dest, c.size())?;
-    c.send::<u8>(raw::bytes(buf, len)?, dest, tag)?;
-    Ok(())
+    let data = raw::bytes(buf, len)?;
+    match &mut c.ep {
+        Backend::Own(c) => Ok(c.send::<u8>(data, dest, tag)?),
+        Backend::Group(t) => t.send(data, dest, tag),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -77,13 +80,30 @@ fn recv(
 ) -> Result<Status, Failure> {
     let len = span(st, ty, n)?;
     let tag = recv_tag(tag)?;
-    let c = &mut st.comm(comm)?.comm;
+    let c = st.comm(comm)?;
     if src == abi::MPI_PROC_NULL {
         return Ok(Status::empty());
     }
     let src = source(src, c.size())?;
-    let got = c.recv::<u8>(raw::bytes_mut(buf, len)?, src, tag)?;
-    Ok(status_of(got))
+    let out = raw::bytes_mut(buf, len)?;
+    match &mut c.ep {
+        Backend::Own(c) => Ok(status_of(c.recv::<u8>(out, src, tag)?)),
+        Backend::Group(t) => {
+            let TagMatch::Tag(tag) = tag else {
+                return Err(Failure::new(
+                    abi::MPI_ERR_UNSUPPORTED_OPERATION,
+                    "MPI_ANY_TAG inside a function",
+                ));
+            };
+            let from = match src {
+                Source::Rank(r) => Some(r),
+                Source::Any => None,
+            };
+            let got = t.recv(out, from, tag)?;
+            let source = from.map_or(abi::MPI_UNDEFINED, |r| r as c_int);
+            Ok(Status::of(source, tag as c_int, got))
+        }
+    }
 }
 
 /// Waits for the request at `*req` and frees it.
@@ -148,7 +168,7 @@ entry! {
             } else {
                 let (slen, rlen) = (span(st, sty, scount)?, span(st, rty, rcount)?);
                 let (stag, rtag) = (send_tag(stag)?, recv_tag(rtag)?);
-                let c = &mut st.comm(comm)?.comm;
+                let c = st.rfx(comm)?;
                 let (dest, src) = (rank(dest, c.size())?, source(src, c.size())?);
                 let got = c.sendrecv::<u8>(
                     raw::bytes(sendbuf, slen)?,
@@ -172,7 +192,7 @@ entry! {
         state::call("MPI_Isend", comm, |st| {
             let len = span(st, ty, n)?;
             let tag = send_tag(tag)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             if dest != abi::MPI_PROC_NULL {
                 let dest = rank(dest, c.size())?;
                 // rfx takes a copy: the request is complete at once.
@@ -190,7 +210,7 @@ entry! {
         state::call("MPI_Irecv", comm, |st| {
             let len = span(st, ty, n)?;
             let tag = recv_tag(tag)?;
-            let c = &mut st.comm(comm)?.comm;
+            let c = st.rfx(comm)?;
             if src == abi::MPI_PROC_NULL {
                 let h = st.requests.insert(Box::new(Done(Status::empty())));
                 return raw::write(req, h);
