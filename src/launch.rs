@@ -63,6 +63,9 @@ pub struct LaunchSpec {
     /// program built against the MPI standard ABI loads it instead of
     /// another implementation's ([`MpiLibrary`]).
     pub mpi: Option<PathBuf>,
+    /// Bind each rank on this machine to one CPU (rank r to the r-th CPU
+    /// this launcher may use, round robin), as `mpirun --bind-to core`.
+    pub bind_to_core: bool,
 }
 
 /// A directory holding `libmpi_abi.so.1` as a link to rfx's MPI library,
@@ -112,6 +115,17 @@ impl Drop for MpiLibrary {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The CPUs this process may run on, in order.
+fn usable_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, CpuSet};
+    let Ok(set) = sched_getaffinity(Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .collect()
 }
 
 fn rand_u64() -> u64 {
@@ -282,6 +296,11 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
     // Ranks on this machine load rfx's MPI library (the link lives only
     // here: ranks elsewhere use their own LD_LIBRARY_PATH).
     let mpi = spec.mpi.as_deref().map(MpiLibrary::link).transpose()?;
+    let cpus = if spec.bind_to_core {
+        usable_cpus()
+    } else {
+        Vec::new()
+    };
     let place = placement(spec.ranks, hosts.len());
     let mut ranks: Vec<Rank> = Vec::with_capacity(spec.ranks);
     let mut spawn_error = None;
@@ -297,7 +316,15 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
         ];
         env.extend(spec.env.iter().cloned());
         let mut cmd = if local[h] {
-            let mut c = Command::new(&spec.program);
+            let mut c = match cpus.get(rank % cpus.len().max(1)) {
+                // taskset sets the affinity and execs the program.
+                Some(cpu) => {
+                    let mut c = Command::new("taskset");
+                    c.args(["-c", &cpu.to_string()]).arg(&spec.program);
+                    c
+                }
+                None => Command::new(&spec.program),
+            };
             c.args(&spec.args).envs(env.iter().map(|(k, v)| (k, v)));
             if let Some(m) = &mpi {
                 c.env("LD_LIBRARY_PATH", m.library_path());

@@ -196,43 +196,14 @@ fn osu() -> &'static PathBuf {
             src.display()
         );
         let dir = scratch().join("osu");
-        let done = dir.join(".rfx-built");
-        if done.is_file() {
-            return dir;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        let sh = |script: &str| {
-            let o = Command::new("bash")
-                .args(["-euc", script])
-                .current_dir(&dir)
-                .env("CC", &toolchain().mpicc)
-                .env("CXX", &toolchain().mpicxx)
-                .output()
-                .expect("bash");
-            assert!(o.status.success(), "{script}: {}", text(&o));
-        };
-        let cp = Command::new("cp")
-            .arg("-r")
+        let o = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/osu-build.sh"))
             .arg(&src)
             .arg(&dir)
-            .status()
-            .unwrap();
-        assert!(cp.success());
-        // The copy is unmodified but its times are the copy's: give the
-        // generated files times after their sources so that make does not
-        // try to rerun automake.
-        sh(
-            "find . -type f -exec touch -d 2020-01-01 {} + && touch -d 2020-01-02 aclocal.m4 \
-            && find . \\( -name Makefile.in -o -name configure -o -name config.h.in \\) \
-               -exec touch -d 2020-01-03 {} +",
-        );
-        sh("./configure CC=\"$CC\" CXX=\"$CXX\" >configure.log 2>&1");
-        sh("make -j2 -C c/mpi/pt2pt/standard osu_latency osu_bw >make.log 2>&1");
-        sh(
-            "make -j2 -C c/mpi/collective/blocking osu_bcast osu_reduce osu_allreduce \
-            osu_barrier osu_gather osu_scatter osu_allgather osu_alltoall >>make.log 2>&1",
-        );
-        std::fs::write(&done, "").unwrap();
+            .arg(&toolchain().mpicc)
+            .arg(&toolchain().mpicxx)
+            .output()
+            .expect("scripts/osu-build.sh runs");
+        assert!(o.status.success(), "building OSU: {}", text(&o));
         dir
     })
 }

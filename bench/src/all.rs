@@ -88,6 +88,8 @@ pub struct Found {
     pub no_rfx: Option<String>,
     /// The function library.
     pub lib: Option<PathBuf>,
+    /// Why `mpi` cannot run (no MPICH standard-ABI toolchain on PATH).
+    pub no_mpi_abi: Option<String>,
 }
 
 /// One benchmark of the run: a subcommand of this binary.
@@ -211,6 +213,14 @@ pub fn plan(a: &AllArgs, found: &Found) -> Vec<Plan> {
         name: "coll",
         args: c,
         skip: None,
+    });
+
+    // OSU on rfx, MPICH and Open MPI (`rfx-bench mpi`): needs MPICH's
+    // standard-ABI toolchain (pip install mpich==5.0.2) and the OSU source.
+    out.push(Plan {
+        name: "mpi",
+        args: vec!["mpi".to_string()],
+        skip: found.no_mpi_abi.clone(),
     });
 
     for p in &mut out {
@@ -444,6 +454,8 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
         mpi,
         no_rfx: cold_start::rfx_binary().err().map(|e| format!("{e:#}")),
         lib: None,
+        no_mpi_abi: (!on_path("mpicc_abi"))
+            .then(|| "mpicc_abi not found: pip install mpich==5.0.2 into a venv on PATH".into()),
     };
     let base = baselines(&found, &mpi_note);
     let wants_lib = ["invoke", "throughput", "cold-start"]
@@ -669,7 +681,14 @@ mod tests {
         let names: Vec<&str> = p.iter().map(|x| x.name).collect();
         assert_eq!(
             names,
-            ["transport", "invoke", "throughput", "cold-start", "coll"]
+            [
+                "transport",
+                "invoke",
+                "throughput",
+                "cold-start",
+                "coll",
+                "mpi"
+            ]
         );
         let t = p[0].args.join(" ");
         assert_eq!(

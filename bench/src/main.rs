@@ -28,6 +28,8 @@ mod invoke;
 mod library;
 mod load;
 mod machine;
+mod mpi_overhead;
+mod osu;
 mod pin;
 mod report;
 mod results;
@@ -71,6 +73,11 @@ enum Cmd {
     /// and with --mpi of an MPI implementation run the same way, with the
     /// ratio.
     Coll(cmd::coll::CollArgs),
+    /// The unmodified OSU Micro-Benchmarks on rfx (rfx's libmpi_abi.so.1),
+    /// on MPICH (its libmpi_abi.so.1, the same binaries) and on Open MPI,
+    /// as OSU reports them, with the ratios; and the ABI layer's cost per
+    /// call.
+    Mpi(cmd::mpi::MpiArgs),
     /// Bounded load test: many tenants leasing, invoking and releasing
     /// against one lease manager and several executor managers (child
     /// processes); counts errors and lost results, latency under load.
@@ -94,6 +101,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Throughput(a) => cmd::throughput::run(a),
         Cmd::ColdStart(a) => cmd::cold_start::run(a),
         Cmd::Coll(a) => cmd::coll::run(a),
+        Cmd::Mpi(a) => cmd::mpi::run(a),
         Cmd::Load(a) => load::run(a),
         Cmd::All(a) => all::run(a),
         Cmd::Report(a) => report::run(a),

@@ -510,3 +510,72 @@ mod tests {
         assert!(s.p99_us.is_nan() && s.p999_us.is_nan() && s.mean_us.is_nan());
     }
 }
+
+/// One row of `mpi.json`: an OSU benchmark at one size and rank count, as
+/// OSU printed it for rfx and for the MPI implementations it ran next to
+/// (medians over the rounds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MpiRow {
+    /// The OSU binary, e.g. `osu_allreduce`.
+    pub benchmark: String,
+    /// Ranks.
+    pub ranks: usize,
+    /// Bytes (0 for `osu_barrier`).
+    pub size: usize,
+    /// `us` (average latency, lower is better) or `MB/s` (higher is better).
+    pub unit: String,
+    /// rfx's figure.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub rfx: f64,
+    /// MPICH's (its `libmpi_abi.so.1`, the same binary), where it ran.
+    pub mpich: Option<f64>,
+    /// Open MPI's (the benchmark built with its `mpicc`), where it ran.
+    pub ompi: Option<f64>,
+    /// rfx / MPICH.
+    pub x_mpich: Option<f64>,
+    /// rfx / Open MPI.
+    pub x_ompi: Option<f64>,
+}
+
+/// The cost of the ABI layer: a call through `libmpi_abi.so.1` against
+/// the same call on `rfx_collectives::Communicator`, one process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MpiOverhead {
+    /// What was called, e.g. `MPI_Allreduce 1 int`.
+    pub call: String,
+    /// ns per call on the communicator.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub direct_ns: f64,
+    /// ns per call through the ABI.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub abi_ns: f64,
+    /// The difference.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub overhead_ns: f64,
+}
+
+/// `mpi.json`: `rfx-bench mpi`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MpiReport {
+    /// `mpi`.
+    pub bench: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// How each implementation ran (launcher, binding, library).
+    pub implementations: Vec<String>,
+    /// Rounds per benchmark (figures are medians).
+    pub rounds: usize,
+    /// The ABI layer's cost per call.
+    #[serde(default)]
+    pub overhead: Vec<MpiOverhead>,
+    /// The figures.
+    #[serde(default)]
+    pub results: Vec<MpiRow>,
+}
+
+impl ResultFile for MpiReport {
+    type Row = MpiRow;
+    fn rows(&self) -> &[MpiRow] {
+        &self.results
+    }
+}

@@ -288,6 +288,8 @@ impl Communicator {
         };
         let seq = self.recv_seq;
         self.recv_seq = seq.wrapping_add(1);
+        // Posted now: it matches before any receive posted after it.
+        lock(&self.engine).post_recv(src, self.ctx, tag, claimer(self.ctx, seq));
         Ok(RecvTask {
             buf: Some(buf),
             cap,

@@ -149,8 +149,13 @@ impl Status {
         }
     }
 
-    /// The status of a receive from `MPI_PROC_NULL` (or an empty one).
+    /// The standard's empty status (a null request, a completed send).
     pub fn empty() -> Status {
+        Status::of(MPI_ANY_SOURCE, MPI_ANY_TAG, 0)
+    }
+
+    /// The status of a receive from `MPI_PROC_NULL`.
+    pub fn proc_null() -> Status {
         Status::of(MPI_PROC_NULL, MPI_ANY_TAG, 0)
     }
 

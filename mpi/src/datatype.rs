@@ -102,6 +102,13 @@ pub struct Datatype {
     pub size: usize,
     /// Bytes one item spans in memory.
     pub extent: usize,
+    /// From the first data byte of an item to its last
+    /// (`MPI_Type_get_true_extent`).
+    pub true_extent: usize,
+    /// The data of one item as (offset, length) when it has holes (the
+    /// padding of a pair type); empty when its extent is all data. Holes
+    /// travel with the data but are never written into a caller's buffer.
+    pub segments: Vec<(usize, usize)>,
     /// What each base element is.
     pub kind: Kind,
     /// Base elements in one item (1 for predefined types).
@@ -118,14 +125,59 @@ impl Datatype {
 
     /// `count` items of this type, contiguous (`MPI_Type_contiguous`).
     pub fn contiguous(&self, count: usize) -> Option<Datatype> {
+        let extent = self.extent.checked_mul(count)?;
+        let segments = if self.segments.is_empty() {
+            Vec::new()
+        } else {
+            let mut v = Vec::with_capacity(self.segments.len().checked_mul(count)?);
+            for k in 0..count {
+                v.extend(self.segments.iter().map(|&(o, l)| (k * self.extent + o, l)));
+            }
+            v
+        };
         Some(Datatype {
             name: Cow::Borrowed(""),
             size: self.size.checked_mul(count)?,
-            extent: self.extent.checked_mul(count)?,
+            extent,
+            true_extent: match count {
+                0 => 0,
+                n => (n - 1) * self.extent + self.true_extent,
+            },
+            segments,
             kind: self.kind,
             per_item: self.per_item.checked_mul(count)?,
             predefined: false,
         })
+    }
+
+    /// Writes the data bytes of `src` (whole items of this type) into
+    /// `dst`, leaving the holes of `dst` as they were.
+    pub fn deliver(&self, dst: &mut [u8], src: &[u8]) {
+        let n = dst.len().min(src.len());
+        if self.segments.is_empty() || self.extent == 0 {
+            dst[..n].copy_from_slice(&src[..n]);
+            return;
+        }
+        for item in (0..n).step_by(self.extent) {
+            for &(o, l) in &self.segments {
+                let (a, b) = (item + o, (item + o + l).min(n));
+                if a < b {
+                    dst[a..b].copy_from_slice(&src[a..b]);
+                }
+            }
+        }
+    }
+
+    /// Runs `f` on a buffer that receives into `dst`: `dst` itself, or
+    /// for a type with holes a copy whose data bytes go back after.
+    pub fn receive<R>(&self, dst: &mut [u8], f: impl FnOnce(&mut [u8]) -> R) -> R {
+        if self.segments.is_empty() {
+            return f(dst);
+        }
+        let mut tmp = dst.to_vec();
+        let r = f(&mut tmp);
+        self.deliver(dst, &tmp);
+        r
     }
 }
 
@@ -137,14 +189,31 @@ macro_rules! predefined {
                 $( $handle => (stringify!($name), $size, $extent, $kind), )*
                 _ => return None,
             };
+            // The pairs with padding: (value, int) at their C offsets.
+            let segments = match kind {
+                Pair(p) if size < extent => vec![(0, p.index_at().min(size - 4)), (p.index_at(), 4)],
+                Opaque if handle == 0x22d => vec![(0, 16), (16, 4)],
+                _ => Vec::new(),
+            };
+            let true_extent = segments.last().map_or(extent, |&(o, l)| o + l);
             Some(Datatype {
                 name: Cow::Borrowed(name),
                 size,
                 extent,
+                true_extent,
+                segments,
                 kind,
                 per_item: 1,
                 predefined: true,
             })
+        }
+
+        /// The predefined datatype of `handle`, from a table built once (no
+        /// construction per call: this is on every call's path).
+        pub fn predefined_ref(handle: Handle) -> Option<&'static Datatype> {
+            static TABLE: std::sync::OnceLock<Vec<Option<Datatype>>> = std::sync::OnceLock::new();
+            let t = TABLE.get_or_init(|| (0x200..0x300).map(predefined).collect());
+            t.get(handle.checked_sub(0x200)?)?.as_ref()
         }
 
         /// Every predefined datatype handle.

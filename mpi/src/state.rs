@@ -236,13 +236,12 @@ impl State {
     }
 
     /// The datatype of `h`, predefined or derived.
-    pub(crate) fn datatype(&self, h: Handle) -> Result<Datatype, Failure> {
-        if let Some(t) = datatype::predefined(h) {
+    pub(crate) fn datatype(&self, h: Handle) -> Result<&Datatype, Failure> {
+        if let Some(t) = datatype::predefined_ref(h) {
             return Ok(t);
         }
         self.types
             .get(h)
-            .cloned()
             .ok_or_else(|| Failure::new(abi::MPI_ERR_TYPE, format!("no datatype {h:#x}")))
     }
 

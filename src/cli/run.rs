@@ -31,6 +31,11 @@ pub struct RunArgs {
     /// standard ABI then load the implementation their own paths name.
     #[arg(long)]
     no_mpi: bool,
+    /// Bind each rank on this machine to a CPU of its own (round robin over
+    /// the CPUs `rfx run` may use), as `mpirun --bind-to core`: busy-polling
+    /// ranks then never share a core while one is free.
+    #[arg(long)]
+    bind_to_core: bool,
     /// The program.
     program: OsString,
     /// Its arguments.
@@ -59,6 +64,7 @@ pub fn run(a: RunArgs, transport: Option<String>) -> anyhow::Result<i32> {
         timeout: a.timeout_s.map(Duration::from_secs),
         rsh: a.rsh.into_iter().filter(|s| !s.is_empty()).collect(),
         env,
+        bind_to_core: a.bind_to_core,
         mpi: if a.no_mpi {
             None
         } else {

@@ -5,6 +5,7 @@
 pub(crate) mod cold_start;
 pub(crate) mod coll;
 pub(crate) mod invoke;
+pub(crate) mod mpi;
 pub(crate) mod throughput;
 pub(crate) mod transport;
 

@@ -6,8 +6,8 @@ use rfx_fabric::TransportKind;
 use crate::all::sockperf;
 use crate::machine::Machine;
 use crate::results::{
-    ColdStartReport, CollReport, CollRow, InvokeReport, InvokeRow, Manifest, SockperfReport,
-    ThroughputReport, ThroughputRow, TransportReport, TransportRow,
+    ColdStartReport, CollReport, CollRow, InvokeReport, InvokeRow, Manifest, MpiReport,
+    SockperfReport, ThroughputReport, ThroughputRow, TransportReport, TransportRow,
 };
 
 /// The result files of one `rfx-bench all` run, read back into the types
@@ -26,6 +26,8 @@ pub struct Results {
     pub coll: Option<CollReport>,
     /// `sockperf.json`.
     pub sockperf: Option<SockperfReport>,
+    /// `mpi.json`.
+    pub mpi: Option<MpiReport>,
     /// `all.json`.
     pub all: Option<Manifest>,
 }
@@ -658,6 +660,7 @@ mod tests {
                     },
                 }],
             }),
+            mpi: None,
             all: Some(Manifest {
                 bench: "all".into(),
                 machine,

@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::all::sockperf;
 use crate::machine::Machine;
-use crate::results::{CollRow, InvokeRow, TransportRow};
+use crate::results::{CollRow, InvokeRow, MpiRow, TransportRow};
 use crate::stats::Summary;
 use goals::{finite, Results};
 use plot::{Bar, Series};
@@ -174,6 +174,7 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Results> {
         cold_start: load(dir, "cold-start.json")?,
         coll: load(dir, "coll.json")?,
         sockperf: load(dir, "sockperf.json")?,
+        mpi: load(dir, "mpi.json")?,
         all: load(dir, "all.json")?,
     })
 }
@@ -738,6 +739,103 @@ fn coll_section(doc: &mut Doc, r: &Results) {
     }
 }
 
+fn mpi_section(doc: &mut Doc, r: &Results) {
+    let Some(m) = &r.mpi else { return };
+    doc.h(2, "MPI programs: OSU on rfx, MPICH and Open MPI");
+    doc.p(
+        "The unmodified OSU Micro-Benchmarks 7.4, as OSU reports them (its own loop: per-call \
+         timing, a barrier between calls, the average over ranks). One build with MPICH's \
+         mpicc_abi runs on rfx's libmpi_abi.so.1 and on MPICH's; Open MPI runs its own build. \
+         Medians of the rounds; x = rfx / other (latency: below 1 rfx is faster; bandwidth: \
+         above 1).",
+    );
+    doc.table(
+        &["implementation"],
+        m.implementations.iter().map(|i| vec![i.clone()]).collect(),
+    );
+    if !m.overhead.is_empty() {
+        doc.p("The ABI layer's cost: the same call through libmpi_abi.so.1 and on the communicator, one rank, ns per call.");
+        doc.table(
+            &["call", "direct ns", "through the ABI ns", "overhead ns"],
+            m.overhead
+                .iter()
+                .map(|o| {
+                    vec![
+                        o.call.clone(),
+                        f(o.direct_ns),
+                        f(o.abi_ns),
+                        f(o.overhead_ns),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    let rows = &m.results;
+    let mut ranks: Vec<usize> = rows.iter().map(|x| x.ranks).collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+    for nr in ranks {
+        let rr: Vec<&MpiRow> = rows.iter().filter(|x| x.ranks == nr).collect();
+        let panels: Vec<(String, Vec<Series>)> = distinct(rr.iter().map(|x| x.benchmark.as_str()))
+            .into_iter()
+            .filter(|b| *b != "osu_barrier")
+            .map(|b| {
+                let br: Vec<&MpiRow> = rr.iter().copied().filter(|x| x.benchmark == b).collect();
+                let size = |x: &MpiRow| x.size;
+                let mut series = vec![Series::new("rfx", by_size(&br, size, |x| finite(x.rfx)))];
+                for (name, pts) in [
+                    ("MPICH", by_size(&br, size, |x| finite(x.mpich?))),
+                    ("Open MPI", by_size(&br, size, |x| finite(x.ompi?))),
+                ] {
+                    if !pts.is_empty() {
+                        series.push(Series::new(name, pts));
+                    }
+                }
+                (b.to_string(), series)
+            })
+            .collect();
+        doc.figure(
+            &format!("mpi-{nr}ranks.svg"),
+            plot::grid(
+                &format!("OSU, {nr} ranks: rfx, MPICH, Open MPI"),
+                &panels,
+                3,
+            ),
+            format!(
+                "{nr} ranks: OSU's figures per benchmark and size (osu_bw in MB/s, the rest in µs)"
+            ),
+        );
+        let table = rr
+            .iter()
+            .map(|x| {
+                vec![
+                    x.benchmark.clone(),
+                    x.size.to_string(),
+                    x.unit.clone(),
+                    f(x.rfx),
+                    f(x.mpich),
+                    f(x.ompi),
+                    f(x.x_mpich),
+                    f(x.x_ompi),
+                ]
+            })
+            .collect();
+        doc.table(
+            &[
+                "benchmark",
+                "size",
+                "unit",
+                "rfx",
+                "MPICH",
+                "Open MPI",
+                "x MPICH",
+                "x Open MPI",
+            ],
+            table,
+        );
+    }
+}
+
 /// Builds the report of `r`.
 fn build(r: &Results) -> Doc {
     let mut doc = Doc::default();
@@ -753,6 +851,7 @@ fn build(r: &Results) -> Doc {
     throughput_section(&mut doc, r);
     cold_start_section(&mut doc, r);
     coll_section(&mut doc, r);
+    mpi_section(&mut doc, r);
     run_section(&mut doc, r);
     machine_section(&mut doc, r);
     doc
@@ -768,9 +867,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             || r.invoke.is_some()
             || r.throughput.is_some()
             || r.cold_start.is_some()
-            || r.coll.is_some(),
+            || r.coll.is_some()
+            || r.mpi.is_some(),
         "{}: no result files (transport.json, invoke.json, throughput.json, cold-start.json, \
-         coll.json); run `rfx-bench all --json {}` first",
+         coll.json, mpi.json); run `rfx-bench all --json {}` first",
         dir.display(),
         dir.display()
     );

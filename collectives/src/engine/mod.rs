@@ -130,6 +130,15 @@ struct Peer<L> {
     gone: Option<String>,
 }
 
+/// A point-to-point receive not matched yet.
+#[derive(Debug, Clone, Copy)]
+struct Posted {
+    claimer: u64,
+    src: Option<usize>,
+    ctx: u32,
+    tag: Option<u32>,
+}
+
 /// The engine settings that matter per sweep.
 #[derive(Debug, Clone)]
 pub(crate) struct EngineConfig {
@@ -151,6 +160,10 @@ pub(crate) struct Engine<L: Link = Endpoint> {
     next_token: u64,
     stage: Vec<u8>,
     scratch: Vec<u64>,
+    /// Point-to-point receives not matched yet, in the order they were
+    /// posted: a message goes to the first posted receive that matches it,
+    /// whichever receive is stepped first (MPI's matching order).
+    posted: VecDeque<Posted>,
 }
 
 fn malformed(r: usize, why: impl std::fmt::Display) -> String {
@@ -198,6 +211,7 @@ impl<L: Link> Engine<L> {
             next_token: 1,
             stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
             scratch: vec![0u64; SCRATCH_WORDS],
+            posted: VecDeque::new(),
         })
     }
 
@@ -377,10 +391,64 @@ impl<L: Link> Engine<L> {
             .is_some_and(|l| !l.out.is_empty())
     }
 
+    /// Posts a point-to-point receive: it matches before every receive of
+    /// its context posted after it ([`Engine::claim`]).
+    pub(crate) fn post_recv(
+        &mut self,
+        src: Option<usize>,
+        ctx: u32,
+        tag: Option<u32>,
+        claimer: u64,
+    ) {
+        self.posted.push_back(Posted {
+            claimer,
+            src,
+            ctx,
+            tag,
+        });
+    }
+
+    /// Withdraws a posted receive (it failed or was abandoned).
+    pub(crate) fn unpost(&mut self, claimer: u64) {
+        self.posted.retain(|p| p.claimer != claimer);
+    }
+
     /// Claims for `claimer` the first message from `src` (any if `None`)
     /// on `ctx` with `tag` (any if `None`) that no other receive claimed
-    /// (or the one it claimed already).
+    /// (or the one it claimed already). A posted receive lets the receives
+    /// of its context posted before it match first.
     pub(crate) fn claim(
+        &mut self,
+        src: Option<usize>,
+        ctx: u32,
+        tag: Option<u32>,
+        claimer: u64,
+    ) -> Option<Claimed> {
+        if self.posted.iter().any(|p| p.claimer == claimer) {
+            let mut i = 0;
+            while i < self.posted.len() {
+                let p = self.posted[i];
+                if p.ctx != ctx {
+                    i += 1;
+                    continue;
+                }
+                match self.claim_first(p.src, p.ctx, p.tag, p.claimer) {
+                    Some(c) => {
+                        self.posted.remove(i);
+                        if p.claimer == claimer {
+                            return Some(c);
+                        }
+                    }
+                    None if p.claimer == claimer => return None,
+                    None => i += 1,
+                }
+            }
+            return None;
+        }
+        self.claim_first(src, ctx, tag, claimer)
+    }
+
+    fn claim_first(
         &mut self,
         src: Option<usize>,
         ctx: u32,
@@ -502,6 +570,7 @@ impl<L: Link> Engine<L> {
 
     /// Drops every message `claimer` claimed (an operation that failed).
     pub(crate) fn drop_claims(&mut self, claimer: u64) {
+        self.unpost(claimer);
         let claimed: Vec<Claimed> = self
             .peers
             .iter()

@@ -310,3 +310,43 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn receives_match_in_the_order_they_were_posted() {
+    let mut m = Mesh::new(2, 4096, 512);
+    let sent: Vec<Vec<u8>> = (0..3).map(|i| send(&mut m, 0, 1, 4, i, 10)).collect();
+    m.settle(100);
+    let e = &mut m.engines[1];
+    let ids: Vec<u64> = (0..3).map(|_| e.token()).collect();
+    for &id in &ids {
+        e.post_recv(Some(0), CTX, Some(4), id);
+    }
+    // The last posted receive is stepped first: the earlier ones still get
+    // the earlier messages.
+    let last = e.claim(Some(0), CTX, Some(4), ids[2]).expect("a message");
+    let first = e.claim(Some(0), CTX, Some(4), ids[0]).expect("a message");
+    let second = e.claim(Some(0), CTX, Some(4), ids[1]).expect("a message");
+    let take = |e: &mut super::Engine<super::harness::MemLink>, c| {
+        let mut out = Vec::new();
+        e.consume(&c, |_, p, _| {
+            out.extend_from_slice(&super::harness::read(&p));
+            Ok(())
+        })
+        .expect("consume");
+        out
+    };
+    assert_eq!(take(e, first), sent[0]);
+    assert_eq!(take(e, second), sent[1]);
+    assert_eq!(take(e, last), sent[2]);
+    // A withdrawn receive leaves the message to the next one.
+    let again = send(&mut m, 0, 1, 4, 9, 10);
+    m.settle(100);
+    let e = &mut m.engines[1];
+    let (a, b) = (e.token(), e.token());
+    e.post_recv(Some(0), CTX, Some(4), a);
+    e.post_recv(Some(0), CTX, Some(4), b);
+    e.unpost(a);
+    let got = e.claim(Some(0), CTX, Some(4), b).expect("a's message goes to b");
+    assert_eq!(take(e, got), again);
+    assert!(e.posted.is_empty());
+}

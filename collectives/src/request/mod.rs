@@ -139,15 +139,18 @@ fn step_once<K: Task + ?Sized>(
 /// The handle of a non-blocking operation; [`Request::wait`] hands back
 /// its result (the buffers, for collectives).
 ///
-/// Dropping an unfinished request abandons it: its messages may then
-/// confuse later operations on the same communicator, so wait for every
-/// request.
+/// Dropping an unfinished request abandons it (a receive gives up its
+/// place in the matching order); the messages of an abandoned collective
+/// may then confuse later operations on the same communicator, so wait for
+/// every request.
 #[must_use = "a request does nothing unless waited for or tested"]
 pub struct Request<R> {
     engine: Arc<EngineLock>,
     task: Box<dyn Task<Output = R>>,
     done: Option<R>,
     timeout: Duration,
+    /// Completed or failed: nothing to abandon on drop.
+    settled: bool,
 }
 
 impl<R> fmt::Debug for Request<R> {
@@ -170,6 +173,7 @@ impl<R> Request<R> {
             task,
             done: None,
             timeout,
+            settled: false,
         }
     }
 
@@ -183,6 +187,7 @@ impl<R> Request<R> {
         match step_once(&mut e, self.task.as_mut()) {
             Ok(Some(out)) => {
                 self.done = Some(out);
+                self.settled = true;
                 Ok(true)
             }
             Ok(None) => {
@@ -193,6 +198,7 @@ impl<R> Request<R> {
             }
             Err(err) => {
                 self.task.abort(&mut e);
+                self.settled = true;
                 Err(err)
             }
         }
@@ -204,7 +210,18 @@ impl<R> Request<R> {
         if let Some(out) = self.done.take() {
             return Ok(out);
         }
+        // drive aborts the task itself when it fails.
+        self.settled = true;
         drive(&self.engine, self.task.as_mut(), self.timeout)
+    }
+}
+
+impl<R> Drop for Request<R> {
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut e = lock(&self.engine);
+            self.task.abort(&mut e);
+        }
     }
 }
 

@@ -470,6 +470,7 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
         if let Some(c) = self.cur.take() {
             e.unclaim(&c);
         }
+        e.unpost(self.claimer);
     }
 }
 

@@ -6,9 +6,11 @@ use std::ffi::{c_int, c_void};
 use bytemuck::Pod;
 use rfx_collectives::{CollError, Communicator, Element, Op};
 
+use super::ordered::{non_commutative, Ordered};
 use super::p2p::span;
 use super::{entry, root};
 use crate::abi::{self, Handle};
+use crate::datatype::Datatype;
 use crate::error::Failure;
 use crate::group::Table;
 use crate::op::{self, Plan};
@@ -105,11 +107,26 @@ pub(crate) fn reduction(
     n: c_int,
     ty: Handle,
     op: Handle,
-) -> Result<(Plan, usize), Failure> {
+) -> Result<(Plan, usize, Datatype), Failure> {
     let t = st.datatype(ty)?;
     let len = span(st, ty, n)?;
-    let plan = op::plan(st.op(op)?, &t, ty)?;
-    Ok((plan, len))
+    let plan = op::plan(st.op(op)?, t, ty)?;
+    Ok((plan, len, t.clone()))
+}
+
+/// The input of a reduction: `send`, or the receive buffer in place
+/// (where `in_place_allowed`: the root of a reduce, everyone otherwise).
+pub(crate) fn input_of(
+    send: *const c_void,
+    recv: *mut c_void,
+    len: usize,
+    in_place_allowed: bool,
+) -> Result<Vec<u8>, Failure> {
+    if in_place_allowed && in_place(send) {
+        Ok(raw::bytes(recv, len)?.to_vec())
+    } else {
+        Ok(raw::bytes(send, len)?.to_vec())
+    }
 }
 
 fn in_place(p: *const c_void) -> bool {
@@ -185,7 +202,7 @@ fn group_reduce(
     } else {
         &mut sink[..]
     };
-    t.reduce(&input, out, items, &dt, o, root)
+    t.reduce(&input, out, items, dt, o, root)
 }
 
 entry! {
@@ -199,13 +216,14 @@ entry! {
     fn MPI_Bcast / PMPI_Bcast(buf: *mut c_void, n: c_int, ty: Handle, root_: c_int, comm: Handle) -> c_int {
         state::call("MPI_Bcast", comm, |st| {
             let len = span(st, ty, n)?;
+            let dt = st.datatype(ty)?.clone();
             let c = st.comm(comm)?;
             let r = root(root_, c.size())?;
             let data = raw::bytes_mut(buf, len)?;
-            match &mut c.ep {
+            dt.receive(data, |data| match &mut c.ep {
                 Backend::Own(c) => Ok(c.bcast::<u8>(data, r)?),
                 Backend::Group(t) => t.bcast(data, r),
-            }
+            })
         })
     }
 
@@ -218,7 +236,16 @@ entry! {
                 let r = root(root_, t.size())?;
                 return group_reduce(st, t, send, recv, n, ty, op, Some(r));
             }
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let c = st.rfx(comm)?;
+                let r = root(root_, c.size())?;
+                let at_root = c.rank() == r;
+                let input = input_of(send, recv, len, at_root)?;
+                let out = if at_root { raw::bytes_mut(recv, len)? } else { &mut [] };
+                return Ordered { f, ty, dt: &dt, len }.reduce(c, &input, out, r);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let mut scratch;
@@ -229,7 +256,9 @@ entry! {
                 scratch = raw::bytes(send, len)?.to_vec();
                 &mut scratch[..]
             };
-            with_plan!(plan, |o: T| with_typed::<T, _>(buf, |b| c.reduce(b, r, o)))?;
+            dt.receive(buf, |buf| {
+                with_plan!(plan, |o: T| with_typed::<T, _>(buf, |b| c.reduce(b, r, o)))
+            })?;
             Ok(())
         })
     }
@@ -241,10 +270,19 @@ entry! {
             if let Some(t) = group_of(st, comm) {
                 return group_reduce(st, t, send, recv, n, ty, op, None);
             }
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let input = input_of(send, recv, len, true)?;
+                let c = st.rfx(comm)?;
+                let out = raw::bytes_mut(recv, len)?;
+                return Ordered { f, ty, dt: &dt, len }.allreduce(c, &input, out);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
-            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.allreduce(b, o)))
+            dt.receive(buf, |buf| {
+                with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.allreduce(b, o)))
+            })
         })
     }
 
@@ -252,10 +290,12 @@ entry! {
         send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
     ) -> c_int {
         state::call("MPI_Scan", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
-            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.scan(b, o)))
+            dt.receive(buf, |buf| {
+                with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.scan(b, o)))
+            })
         })
     }
 
@@ -263,10 +303,12 @@ entry! {
         send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
     ) -> c_int {
         state::call("MPI_Exscan", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let buf = load(send, recv, len)?;
-            with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.exscan(b, o)))
+            dt.receive(buf, |buf| {
+                with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.exscan(b, o)))
+            })
         })
     }
 
@@ -274,7 +316,14 @@ entry! {
         send: *const c_void, recv: *mut c_void, n: c_int, ty: Handle, op: Handle, comm: Handle,
     ) -> c_int {
         state::call("MPI_Reduce_scatter_block", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let c = st.rfx(comm)?;
+                let input = input_of(send, recv, len * c.size(), true)?;
+                let out = raw::bytes_mut(recv, len)?;
+                return Ordered { f, ty, dt: &dt, len }.reduce_scatter(c, &input, out);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let all = len * c.size();
             // In place, the input is the whole receive buffer.
@@ -284,9 +333,11 @@ entry! {
                 raw::bytes(send, all)?.to_vec()
             };
             let out = raw::bytes_mut(recv, len)?;
-            with_plan!(plan, |o: T| {
-                let input = as_typed::<T>(&input);
-                with_typed::<T, _>(out, |b| c.reduce_scatter(&input, b, o))
+            dt.receive(out, |out| {
+                with_plan!(plan, |o: T| {
+                    let input = as_typed::<T>(&input);
+                    with_typed::<T, _>(out, |b| c.reduce_scatter(&input, b, o))
+                })
             })?;
             Ok(())
         })
@@ -309,7 +360,9 @@ entry! {
                     let b = blocks(span(st, sty, scount)?, block, "MPI_Gather")?;
                     raw::bytes(send, b)?.to_vec()
                 };
-                st.rfx(comm)?.gather::<u8>(&own, out, r)?;
+                let dt = st.datatype(rty)?.clone();
+                let c = st.rfx(comm)?;
+                dt.receive(out, |out| c.gather::<u8>(&own, out, r))?;
             } else {
                 let len = span(st, sty, scount)?;
                 st.rfx(comm)?.gather::<u8>(raw::bytes(send, len)?, &mut [], r)?;
@@ -335,11 +388,15 @@ entry! {
                 } else {
                     let b = blocks(block, span(st, rty, rcount)?, "MPI_Scatter")?;
                     let out = raw::bytes_mut(recv, b)?;
-                    st.rfx(comm)?.scatter::<u8>(input, out, r)?;
+                    let dt = st.datatype(rty)?.clone();
+                    let c = st.rfx(comm)?;
+                    dt.receive(out, |out| c.scatter::<u8>(input, out, r))?;
                 }
             } else {
                 let len = span(st, rty, rcount)?;
-                st.rfx(comm)?.scatter::<u8>(&[], raw::bytes_mut(recv, len)?, r)?;
+                let dt = st.datatype(rty)?.clone();
+                let c = st.rfx(comm)?;
+                dt.receive(raw::bytes_mut(recv, len)?, |out| c.scatter::<u8>(&[], out, r))?;
             }
             Ok(())
         })
@@ -360,10 +417,11 @@ entry! {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Allgather")?;
                 raw::bytes(send, b)?.to_vec()
             };
-            match &mut st.comm(comm)?.ep {
+            let dt = st.datatype(rty)?.clone();
+            dt.receive(out, |out| match &mut st.comm(comm)?.ep {
                 Backend::Own(c) => Ok(c.allgather::<u8>(&own, out)?),
                 Backend::Group(t) => t.allgather(&own, out),
-            }
+            })
         })
     }
 
@@ -381,7 +439,9 @@ entry! {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Alltoall")?;
                 raw::bytes(send, b * size)?.to_vec()
             };
-            st.rfx(comm)?.alltoall::<u8>(&input, out)?;
+            let dt = st.datatype(rty)?.clone();
+            let c = st.rfx(comm)?;
+            dt.receive(out, |out| c.alltoall::<u8>(&input, out))?;
             Ok(())
         })
     }
@@ -402,7 +462,7 @@ entry! {
                     Ok(())
                 }
                 o => {
-                    let plan = op::plan(o, &t, ty)?;
+                    let plan = op::plan(o, t, ty)?;
                     with_plan!(plan, |o: T| {
                         let x = as_typed::<T>(x);
                         with_typed::<T, _>(acc, |a| o.apply(a, &x))

@@ -6,10 +6,12 @@ use std::ffi::{c_int, c_void};
 use bytemuck::Pod;
 use rfx_collectives::Request;
 
-use super::coll::{reduction, typed_vec, with_plan};
+use super::coll::{input_of, reduction, typed_vec, with_plan};
+use super::ordered::{non_commutative, Ordered};
 use super::p2p::span;
 use super::{entry, root};
 use crate::abi::{self, Handle, Status};
+use crate::datatype::Datatype;
 use crate::error::Failure;
 use crate::op::Plan;
 use crate::raw;
@@ -21,14 +23,26 @@ fn in_place(p: *const c_void) -> bool {
 }
 
 /// A request whose result's first `len` bytes go to `out` (none if 0).
-fn into<T: Pod + Send>(req: Request<Vec<T>>, out: *mut c_void, len: usize) -> Box<dyn Pending> {
+/// (The holes of a type with padding are left as they were.)
+fn into<T: Pod + Send>(
+    req: Request<Vec<T>>,
+    out: *mut c_void,
+    len: usize,
+    ty: &Datatype,
+) -> Box<dyn Pending> {
     let out = out as usize;
+    let ty = ty.clone();
     Then::new(req, move |v: Vec<T>| {
         let bytes: &[u8] = bytemuck::cast_slice(&v);
         let n = len.min(bytes.len());
-        raw::bytes_mut(out as *mut c_void, n)?.copy_from_slice(&bytes[..n]);
+        ty.deliver(raw::bytes_mut(out as *mut c_void, n)?, &bytes[..n]);
         Ok(Status::empty())
     })
+}
+
+/// The type of a result nobody receives.
+fn nothing() -> &'static Datatype {
+    crate::datatype::predefined_ref(0x247).expect("MPI_BYTE is predefined")
 }
 
 fn post(st: &mut State, req: *mut Handle, p: Box<dyn Pending>) -> Result<(), Failure> {
@@ -58,10 +72,11 @@ entry! {
     ) -> c_int {
         state::call("MPI_Ibcast", comm, |st| {
             let len = span(st, ty, n)?;
+            let dt = st.datatype(ty)?.clone();
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let data = raw::bytes_mut(buf, len)?.to_vec();
-            let p = into(c.ibcast::<u8>(data, r)?, buf, len);
+            let p = into(c.ibcast::<u8>(data, r)?, buf, len, &dt);
             post(st, req, p)
         })
     }
@@ -71,7 +86,19 @@ entry! {
         comm: Handle, req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Ireduce", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let c = st.rfx(comm)?;
+                let r = root(root_, c.size())?;
+                let at_root = c.rank() == r;
+                let input = input_of(send, recv, len, at_root)?;
+                let n = c.size();
+                let gathered = c.igather::<u8>(input, r)?;
+                let keep = if at_root { len } else { 0 };
+                let p = Ordered { f, ty, dt: &dt, len }.pending(gathered, n, recv, keep);
+                return post(st, req, p);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let mine = c.rank() == r;
@@ -79,7 +106,7 @@ entry! {
             let keep = if mine { len } else { 0 };
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
-                into(c.ireduce(v, r, o)?, recv, keep)
+                into(c.ireduce(v, r, o)?, recv, keep, &dt)
             });
             post(st, req, p)
         })
@@ -90,12 +117,21 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iallreduce", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let input = input_of(send, recv, len, true)?;
+                let c = st.rfx(comm)?;
+                let n = c.size();
+                let gathered = c.iallgather::<u8>(input);
+                let p = Ordered { f, ty, dt: &dt, len }.pending(gathered, n, recv, len);
+                return post(st, req, p);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
-                into(c.iallreduce(v, o)?, recv, len)
+                into(c.iallreduce(v, o)?, recv, len, &dt)
             });
             post(st, req, p)
         })
@@ -106,12 +142,12 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iscan", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
-                into(c.iscan(v, o)?, recv, len)
+                into(c.iscan(v, o)?, recv, len, &dt)
             });
             post(st, req, p)
         })
@@ -122,14 +158,14 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iexscan", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let data = input(send, recv, len)?;
             // Rank 0's receive buffer is undefined after an exscan: leave it.
             let keep = if c.rank() == 0 { 0 } else { len };
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
-                into(c.iexscan(v, o)?, recv, keep)
+                into(c.iexscan(v, o)?, recv, keep, &dt)
             });
             post(st, req, p)
         })
@@ -140,12 +176,21 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Ireduce_scatter_block", comm, |st| {
-            let (plan, len) = reduction(st, n, ty, op)?;
+            if let Some(f) = non_commutative(st.op(op)?) {
+                let (dt, len) = (st.datatype(ty)?.clone(), span(st, ty, n)?);
+                let c = st.rfx(comm)?;
+                let n = c.size();
+                let input = input_of(send, recv, len * n, true)?;
+                let gathered = c.ialltoall::<u8>(input)?;
+                let p = Ordered { f, ty, dt: &dt, len }.pending(gathered, n, recv, len);
+                return post(st, req, p);
+            }
+            let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let data = input(send, recv, len * c.size())?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
-                into(c.ireduce_scatter(v, o)?, recv, len)
+                into(c.ireduce_scatter(v, o)?, recv, len, &dt)
             });
             post(st, req, p)
         })
@@ -156,20 +201,22 @@ entry! {
         rty: Handle, root_: c_int, comm: Handle, req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Igather", comm, |st| {
-            let slen = span(st, sty, scount)?;
-            let rlen = span(st, rty, rcount)?;
-            let c = st.rfx(comm)?;
+            // Arguments the standard says to ignore are not looked at.
+            let c = st.comm(comm)?;
             let (me, size) = (c.rank(), c.size());
             let r = root(root_, size)?;
             let p = if me == r {
+                let rlen = span(st, rty, rcount)?;
+                let dt = st.datatype(rty)?.clone();
                 let own = if in_place(send) {
                     raw::bytes(recv, rlen * size)?[me * rlen..(me + 1) * rlen].to_vec()
                 } else {
-                    raw::bytes(send, slen)?.to_vec()
+                    raw::bytes(send, span(st, sty, scount)?)?.to_vec()
                 };
-                into(c.igather::<u8>(own, r)?, recv, rlen * size)
+                into(st.rfx(comm)?.igather::<u8>(own, r)?, recv, rlen * size, &dt)
             } else {
-                into(c.igather::<u8>(raw::bytes(send, slen)?.to_vec(), r)?, recv, 0)
+                let own = raw::bytes(send, span(st, sty, scount)?)?.to_vec();
+                into(st.rfx(comm)?.igather::<u8>(own, r)?, recv, 0, nothing())
             };
             post(st, req, p)
         })
@@ -180,17 +227,22 @@ entry! {
         rty: Handle, root_: c_int, comm: Handle, req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iscatter", comm, |st| {
-            let slen = span(st, sty, scount)?;
-            let rlen = span(st, rty, rcount)?;
-            let c = st.rfx(comm)?;
+            let c = st.comm(comm)?;
             let (me, size) = (c.rank(), c.size());
             let r = root(root_, size)?;
             let p = if me == r {
+                let slen = span(st, sty, scount)?;
                 let all = raw::bytes(send, slen * size)?.to_vec();
-                let keep = if in_place(recv) { 0 } else { slen };
-                into(c.iscatter::<u8>(all, slen, r)?, recv, keep)
+                let (keep, dt) = if in_place(recv) {
+                    (0, nothing().clone())
+                } else {
+                    (slen, st.datatype(rty)?.clone())
+                };
+                into(st.rfx(comm)?.iscatter::<u8>(all, slen, r)?, recv, keep, &dt)
             } else {
-                into(c.iscatter::<u8>(Vec::new(), rlen, r)?, recv, rlen)
+                let rlen = span(st, rty, rcount)?;
+                let dt = st.datatype(rty)?.clone();
+                into(st.rfx(comm)?.iscatter::<u8>(Vec::new(), rlen, r)?, recv, rlen, &dt)
             };
             post(st, req, p)
         })
@@ -201,16 +253,16 @@ entry! {
         rty: Handle, comm: Handle, req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iallgather", comm, |st| {
-            let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = st.rfx(comm)?;
+            let dt = st.datatype(rty)?.clone();
+            let c = st.comm(comm)?;
             let (me, size) = (c.rank(), c.size());
             let own = if in_place(send) {
                 raw::bytes(recv, rlen * size)?[me * rlen..(me + 1) * rlen].to_vec()
             } else {
-                raw::bytes(send, slen)?.to_vec()
+                raw::bytes(send, span(st, sty, scount)?)?.to_vec()
             };
-            let p = into(c.iallgather::<u8>(own), recv, rlen * size);
+            let p = into(st.rfx(comm)?.iallgather::<u8>(own), recv, rlen * size, &dt);
             post(st, req, p)
         })
     }
@@ -220,16 +272,15 @@ entry! {
         rty: Handle, comm: Handle, req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Ialltoall", comm, |st| {
-            let slen = span(st, sty, scount)?;
             let rlen = span(st, rty, rcount)?;
-            let c = st.rfx(comm)?;
-            let size = c.size();
+            let dt = st.datatype(rty)?.clone();
+            let size = st.comm(comm)?.size();
             let all = if in_place(send) {
                 raw::bytes(recv, rlen * size)?.to_vec()
             } else {
-                raw::bytes(send, slen * size)?.to_vec()
+                raw::bytes(send, span(st, sty, scount)? * size)?.to_vec()
             };
-            let p = into(c.ialltoall::<u8>(all)?, recv, rlen * size);
+            let p = into(st.rfx(comm)?.ialltoall::<u8>(all)?, recv, rlen * size, &dt);
             post(st, req, p)
         })
     }

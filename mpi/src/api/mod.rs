@@ -12,6 +12,7 @@ mod comm;
 mod env;
 mod icoll;
 mod info;
+mod ordered;
 mod p2p;
 mod types;
 

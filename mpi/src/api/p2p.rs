@@ -80,13 +80,14 @@ fn recv(
 ) -> Result<Status, Failure> {
     let len = span(st, ty, n)?;
     let tag = recv_tag(tag)?;
+    let dt = st.datatype(ty)?.clone();
     let c = st.comm(comm)?;
     if src == abi::MPI_PROC_NULL {
-        return Ok(Status::empty());
+        return Ok(Status::proc_null());
     }
     let src = source(src, c.size())?;
     let out = raw::bytes_mut(buf, len)?;
-    match &mut c.ep {
+    dt.receive(out, |out| match &mut c.ep {
         Backend::Own(c) => Ok(status_of(c.recv::<u8>(out, src, tag)?)),
         Backend::Group(t) => {
             let TagMatch::Tag(tag) = tag else {
@@ -103,7 +104,7 @@ fn recv(
             let source = from.map_or(abi::MPI_UNDEFINED, |r| r as c_int);
             Ok(Status::of(source, tag as c_int, got))
         }
-    }
+    })
 }
 
 /// Waits for the request at `*req` and frees it.
@@ -168,16 +169,13 @@ entry! {
             } else {
                 let (slen, rlen) = (span(st, sty, scount)?, span(st, rty, rcount)?);
                 let (stag, rtag) = (send_tag(stag)?, recv_tag(rtag)?);
+                let dt = st.datatype(rty)?.clone();
                 let c = st.rfx(comm)?;
                 let (dest, src) = (rank(dest, c.size())?, source(src, c.size())?);
-                let got = c.sendrecv::<u8>(
-                    raw::bytes(sendbuf, slen)?,
-                    dest,
-                    stag,
-                    raw::bytes_mut(recvbuf, rlen)?,
-                    src,
-                    rtag,
-                )?;
+                let data = raw::bytes(sendbuf, slen)?;
+                let got = dt.receive(raw::bytes_mut(recvbuf, rlen)?, |out| {
+                    c.sendrecv::<u8>(data, dest, stag, out, src, rtag)
+                })?;
                 status_of(got)
             };
             raw::write_opt(status, s);
@@ -210,9 +208,10 @@ entry! {
         state::call("MPI_Irecv", comm, |st| {
             let len = span(st, ty, n)?;
             let tag = recv_tag(tag)?;
+            let dt = st.datatype(ty)?.clone();
             let c = st.rfx(comm)?;
             if src == abi::MPI_PROC_NULL {
-                let h = st.requests.insert(Box::new(Done(Status::empty())));
+                let h = st.requests.insert(Box::new(Done(Status::proc_null())));
                 return raw::write(req, h);
             }
             let src = source(src, c.size())?;
@@ -220,7 +219,7 @@ entry! {
             let out = buf as usize;
             let r = c.irecv::<u8>(vec![0; len], src, tag)?;
             let p = Then::new(r, move |(data, got): (Vec<u8>, RfxStatus)| {
-                raw::bytes_mut(out as *mut c_void, got.len)?.copy_from_slice(&data[..got.len]);
+                dt.deliver(raw::bytes_mut(out as *mut c_void, got.len)?, &data[..got.len]);
                 Ok(status_of(got))
             });
             let h = st.requests.insert(p);

@@ -47,7 +47,7 @@ entry! {
         state::call("MPI_Type_get_true_extent", abi::MPI_COMM_WORLD, |st| {
             let t = st.datatype(ty)?;
             raw::write(lb, 0)?;
-            raw::write(extent, t.extent as isize)
+            raw::write(extent, t.true_extent as isize)
         })
     }
 
@@ -80,7 +80,7 @@ entry! {
 
     fn MPI_Type_dup / PMPI_Type_dup(old: Handle, out: *mut Handle) -> c_int {
         state::call("MPI_Type_dup", abi::MPI_COMM_WORLD, |st| {
-            let mut t = st.datatype(old)?;
+            let mut t = st.datatype(old)?.clone();
             t.predefined = false;
             let h = st.types.insert(t);
             raw::write(out, h)
