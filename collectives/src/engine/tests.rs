@@ -346,7 +346,9 @@ fn receives_match_in_the_order_they_were_posted() {
     e.post_recv(Some(0), CTX, Some(4), a);
     e.post_recv(Some(0), CTX, Some(4), b);
     e.unpost(a);
-    let got = e.claim(Some(0), CTX, Some(4), b).expect("a's message goes to b");
+    let got = e
+        .claim(Some(0), CTX, Some(4), b)
+        .expect("a's message goes to b");
     assert_eq!(take(e, got), again);
     assert!(e.posted.is_empty());
 }
