@@ -59,6 +59,24 @@ fn input(send: *const c_void, recv: *mut c_void, len: usize) -> Result<Vec<u8>, 
     }
 }
 
+/// A non-blocking reduction of the whole buffer (allreduce, scan,
+/// exscan): the input copied, the result into `recv` at completion (on
+/// rank 0 too unless `rank0 = false`).
+macro_rules! reduce_into {
+    ($st:ident, $comm:ident, $req:ident, $send:ident, $recv:ident, $n:ident, $ty:ident, $op:ident,
+     |$c:ident, $v:ident, $o:ident| $call:expr, rank0 = $rank0:expr) => {{
+        let (plan, len, dt) = reduction($st, $n, $ty, $op)?;
+        let $c = $st.rfx($comm)?;
+        let data = input($send, $recv, len)?;
+        let keep = if !$rank0 && $c.rank() == 0 { 0 } else { len };
+        let p = with_plan!(plan, |$o: T| {
+            let $v: Vec<T> = typed_vec(&data);
+            into($call?, $recv, keep, &dt)
+        });
+        post($st, $req, p)
+    }};
+}
+
 entry! {
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, req: *mut Handle) -> c_int {
         state::call("MPI_Ibarrier", comm, |st| {
@@ -126,14 +144,7 @@ entry! {
                 let p = Ordered { f, ty, dt: &dt, len }.pending(gathered, n, recv, len);
                 return post(st, req, p);
             }
-            let (plan, len, dt) = reduction(st, n, ty, op)?;
-            let c = st.rfx(comm)?;
-            let data = input(send, recv, len)?;
-            let p = with_plan!(plan, |o: T| {
-                let v: Vec<T> = typed_vec(&data);
-                into(c.iallreduce(v, o)?, recv, len, &dt)
-            });
-            post(st, req, p)
+            reduce_into!(st, comm, req, send, recv, n, ty, op, |c, v, o| c.iallreduce(v, o), rank0 = true)
         })
     }
 
@@ -142,14 +153,7 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iscan", comm, |st| {
-            let (plan, len, dt) = reduction(st, n, ty, op)?;
-            let c = st.rfx(comm)?;
-            let data = input(send, recv, len)?;
-            let p = with_plan!(plan, |o: T| {
-                let v: Vec<T> = typed_vec(&data);
-                into(c.iscan(v, o)?, recv, len, &dt)
-            });
-            post(st, req, p)
+            reduce_into!(st, comm, req, send, recv, n, ty, op, |c, v, o| c.iscan(v, o), rank0 = true)
         })
     }
 
@@ -158,16 +162,8 @@ entry! {
         req: *mut Handle,
     ) -> c_int {
         state::call("MPI_Iexscan", comm, |st| {
-            let (plan, len, dt) = reduction(st, n, ty, op)?;
-            let c = st.rfx(comm)?;
-            let data = input(send, recv, len)?;
             // Rank 0's receive buffer is undefined after an exscan: leave it.
-            let keep = if c.rank() == 0 { 0 } else { len };
-            let p = with_plan!(plan, |o: T| {
-                let v: Vec<T> = typed_vec(&data);
-                into(c.iexscan(v, o)?, recv, keep, &dt)
-            });
-            post(st, req, p)
+            reduce_into!(st, comm, req, send, recv, n, ty, op, |c, v, o| c.iexscan(v, o), rank0 = false)
         })
     }
 

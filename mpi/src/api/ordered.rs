@@ -44,6 +44,22 @@ pub(crate) struct Ordered<'a> {
 }
 
 impl Ordered<'_> {
+    /// Gathers every rank's block with `gather` (into `n` blocks), then
+    /// combines them into `out`.
+    fn combine(
+        &self,
+        c: &mut Communicator,
+        out: &mut [u8],
+        gather: impl FnOnce(&mut Communicator, &mut [u8]) -> Result<(), rfx_collectives::CollError>,
+    ) -> Result<(), Failure> {
+        let n = c.size();
+        let mut all = vec![0u8; n * self.len];
+        gather(c, &mut all)?;
+        let r = fold(self.f, self.ty, self.dt, &all, n, self.len);
+        self.dt.deliver(out, &r);
+        Ok(())
+    }
+
     /// `MPI_Reduce`: the result into `out` on `root` only.
     pub(crate) fn reduce(
         &self,
@@ -52,16 +68,11 @@ impl Ordered<'_> {
         out: &mut [u8],
         root: usize,
     ) -> Result<(), Failure> {
-        let n = c.size();
         if c.rank() != root {
             c.gather::<u8>(input, &mut [], root)?;
             return Ok(());
         }
-        let mut all = vec![0u8; n * self.len];
-        c.gather::<u8>(input, &mut all, root)?;
-        let r = fold(self.f, self.ty, self.dt, &all, n, self.len);
-        self.dt.deliver(out, &r);
-        Ok(())
+        self.combine(c, out, |c, all| c.gather::<u8>(input, all, root))
     }
 
     /// `MPI_Allreduce`.
@@ -71,12 +82,7 @@ impl Ordered<'_> {
         input: &[u8],
         out: &mut [u8],
     ) -> Result<(), Failure> {
-        let n = c.size();
-        let mut all = vec![0u8; n * self.len];
-        c.allgather::<u8>(input, &mut all)?;
-        let r = fold(self.f, self.ty, self.dt, &all, n, self.len);
-        self.dt.deliver(out, &r);
-        Ok(())
+        self.combine(c, out, |c, all| c.allgather::<u8>(input, all))
     }
 
     /// `MPI_Reduce_scatter_block`: `input` is `size` blocks of `len`; each
@@ -87,12 +93,7 @@ impl Ordered<'_> {
         input: &[u8],
         out: &mut [u8],
     ) -> Result<(), Failure> {
-        let n = c.size();
-        let mut mine = vec![0u8; n * self.len];
-        c.alltoall::<u8>(input, &mut mine)?;
-        let r = fold(self.f, self.ty, self.dt, &mine, n, self.len);
-        self.dt.deliver(out, &r);
-        Ok(())
+        self.combine(c, out, |c, all| c.alltoall::<u8>(input, all))
     }
 
     /// The non-blocking forms: the same gathers, combined at completion
