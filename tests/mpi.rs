@@ -466,3 +466,74 @@ fn an_mpi_kernel_runs_inside_a_group_invocation() {
         }
     }
 }
+
+const RING: &str = r#"
+#include <mpi.h>
+#include <stdio.h>
+int main(int argc, char **argv) {
+    MPI_Init(&argc, &argv);
+    int rank, size, got = -1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    MPI_Sendrecv(&rank, 1, MPI_INT, (rank + 1) % size, 0, &got, 1, MPI_INT,
+                 (rank + size - 1) % size, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    char lib[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len;
+    MPI_Get_library_version(lib, &len);
+    printf("rank %d of %d got %d from %s\n", rank, size, got, lib);
+    MPI_Finalize();
+    return got == (rank + size - 1) % size ? 0 : 1;
+}
+"#;
+
+/// What `srun` (or `mpirun`) gives each rank: its rank and the job size in
+/// the launcher's variables, the rendezvous in `RFX_RENDEZVOUS`, and rfx's
+/// library first in `LD_LIBRARY_PATH` (a directory with the link).
+#[test]
+fn an_mpi_program_starts_from_a_launchers_environment() {
+    if skip() {
+        return;
+    }
+    let dir = scratch();
+    let src = dir.join("ring.c");
+    std::fs::write(&src, RING).unwrap();
+    let bin = dir.join("ring");
+    compile(&src, &bin);
+    let libdir = dir.join("launcher-lib");
+    let _ = std::fs::remove_dir_all(&libdir);
+    std::fs::create_dir_all(&libdir).unwrap();
+    std::os::unix::fs::symlink(rfx_library(), libdir.join("libmpi_abi.so.1")).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let n = 3;
+    let ranks: Vec<support::Proc> = (0..n)
+        .map(|r| {
+            let p = Command::new(&bin)
+                .env("SLURM_PROCID", r.to_string())
+                .env("SLURM_NTASKS", n.to_string())
+                .env("RFX_RENDEZVOUS", format!("127.0.0.1:{port}"))
+                .env("LD_LIBRARY_PATH", &libdir)
+                .env_remove("RFX_RANK")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            support::Proc(p)
+        })
+        .collect();
+    for (r, mut p) in ranks.into_iter().enumerate() {
+        let st = p
+            .wait_timeout(std::time::Duration::from_secs(60))
+            .expect("ends");
+        let mut out = String::new();
+        std::io::Read::read_to_string(p.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(p.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(st.success(), "rank {r}: {st}\n{out}\n{err}");
+        let want = format!("rank {r} of {n} got {} from rfx", (r + n - 1) % n);
+        assert!(out.contains(&want), "rank {r}: {out}\n{err}");
+    }
+}

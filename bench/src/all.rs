@@ -231,6 +231,22 @@ pub fn plan(a: &AllArgs, found: &Found) -> Vec<Plan> {
     out
 }
 
+/// Why `rfx-bench mpi` cannot run here, if it cannot.
+fn mpi_missing() -> Option<String> {
+    if !on_path("mpicc_abi") {
+        return Some("mpicc_abi not found: pip install mpich==5.0.2 into a venv on PATH".into());
+    }
+    let osu = std::env::var_os("RFX_OSU_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::cmd::mpi::default_osu);
+    if !osu.join("configure").is_file() {
+        return Some(format!("no OSU source at {} (RFX_OSU_DIR)", osu.display()));
+    }
+    let exe = std::env::current_exe().ok()?;
+    (!exe.with_file_name("libmpi_abi.so").is_file())
+        .then(|| "libmpi_abi.so is not next to rfx-bench (cargo build --release -p rfx-mpi)".into())
+}
+
 fn baselines(found: &Found, mpi_note: &str) -> Vec<Baseline> {
     let ofi_note = if !cfg!(feature = "ofi") {
         "rfx-bench built without --features ofi (cargo build --release -p rfx-bench --features ofi)"
@@ -454,8 +470,7 @@ pub fn run(a: AllArgs) -> anyhow::Result<()> {
         mpi,
         no_rfx: cold_start::rfx_binary().err().map(|e| format!("{e:#}")),
         lib: None,
-        no_mpi_abi: (!on_path("mpicc_abi"))
-            .then(|| "mpicc_abi not found: pip install mpich==5.0.2 into a venv on PATH".into()),
+        no_mpi_abi: mpi_missing(),
     };
     let base = baselines(&found, &mpi_note);
     let wants_lib = ["invoke", "throughput", "cold-start"]

@@ -22,13 +22,11 @@ use crate::{machine, mpi_overhead};
 
 #[derive(Args)]
 pub(crate) struct MpiArgs {
-    /// The OSU Micro-Benchmarks 7.4 source (never written: copied first).
-    #[arg(
-        long,
-        env = "RFX_OSU_DIR",
-        default_value = "../shared/third-party/osu-micro-benchmarks-7.4"
-    )]
-    osu: PathBuf,
+    /// The OSU Micro-Benchmarks 7.4 source (never written: copied first);
+    /// default `../shared/third-party/osu-micro-benchmarks-7.4` beside the
+    /// repository.
+    #[arg(long, env = "RFX_OSU_DIR")]
+    osu: Option<PathBuf>,
     /// OSU binaries to run (comma-separated).
     #[arg(
         long,
@@ -75,6 +73,11 @@ fn resolve(cc: &str) -> Option<PathBuf> {
         .split(':')
         .map(|d| Path::new(d).join(cc))
         .find(|c| c.is_file())
+}
+
+/// `../shared/third-party/osu-micro-benchmarks-7.4` beside the repository.
+pub(crate) fn default_osu() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/third-party/osu-micro-benchmarks-7.4")
 }
 
 fn sibling(of: &Path, name: &str) -> PathBuf {
@@ -170,8 +173,14 @@ pub(crate) fn run(a: MpiArgs) -> anyhow::Result<()> {
         rfx.is_file() && lib.is_file(),
         "rfx and libmpi_abi.so are not next to rfx-bench (cargo build --release -p rfx -p rfx-mpi)"
     );
+    let osu_src = a.osu.clone().unwrap_or_else(default_osu);
+    anyhow::ensure!(
+        osu_src.join("configure").is_file(),
+        "no OSU source at {} (--osu or RFX_OSU_DIR)",
+        osu_src.display()
+    );
     let abi_build = a.build_dir.join("abi");
-    build(&a.osu, &abi_build, &mpicc, &sibling(&mpicc, "mpicxx_abi"))?;
+    build(&osu_src, &abi_build, &mpicc, &sibling(&mpicc, "mpicxx_abi"))?;
     let mut impls = Vec::new();
     let (rfx2, lib2) = (rfx.clone(), lib.clone());
     impls.push(Impl {
@@ -210,7 +219,7 @@ pub(crate) fn run(a: MpiArgs) -> anyhow::Result<()> {
         match resolve(&a.ompi_mpicc) {
             Some(cc) => {
                 let ompi_build = a.build_dir.join("ompi");
-                build(&a.osu, &ompi_build, &cc, &sibling(&cc, "mpicxx"))?;
+                build(&osu_src, &ompi_build, &cc, &sibling(&cc, "mpicxx"))?;
                 let mpirun = sibling(&cc, "mpirun");
                 impls.push(Impl {
                     name: "ompi",
