@@ -1,15 +1,19 @@
-/* OSU-style collective latency for Open MPI (or any MPI), the baseline of
+/* Collective latency for Open MPI (or any MPI), the baseline of
  * `rfx-bench coll`: the same operations, sizes and method, so the two runs
  * compare like with like.
  *
- * Method (as the OSU micro-benchmarks): per size, `warmup` untimed calls,
- * then `iters` back-to-back calls timed as one block on every rank; the
- * latency of a rank is block / iters, the figure is the mean over ranks
- * (min and max over ranks too). A barrier separates sizes.
+ * Methods (`--method`):
+ * - osu (default), OSU 7.4's loop: per size, `warmup` untimed calls, then
+ *   `iters` calls each timed on its own with an untimed barrier after it;
+ *   the latency of a rank is the mean of its calls.
+ * - pipelined: `iters` back-to-back calls timed as one block after one
+ *   barrier; block / iters. A sender may run ahead of its receivers, so
+ *   this measures throughput, not latency.
+ * The figure is the mean over ranks (min and max over ranks too).
  *
  *   mpicc -O2 -o coll_lat coll_lat.c
  *   mpirun -n 4 ./coll_lat [--ops allreduce,bcast,...] [--sizes 8,1024,...]
- *                          [--iters N] [--warmup N]
+ *                          [--iters N] [--warmup N] [--method osu|pipelined]
  *
  * Output: one JSON object per line on rank 0's stdout:
  *   {"impl":"mpi","op":"allreduce","ranks":4,"size":8,"iters":1000,
@@ -42,16 +46,19 @@ static int has_op(const char *list, const char *op) {
     return 0;
 }
 
+static int osu = 1; /* --method osu (per-call timing, barrier between) */
+
 static void run_op(const char *op, long size, int iters, int warmup, int rank, int nranks,
                    char *a, char *b) {
     int count = (int)(size / 8); /* doubles for the reductions */
     int block = (int)size;
-    double t0 = 0;
+    double t0 = 0, timed = 0;
     for (int i = 0; i < warmup + iters; i++) {
         if (i == warmup) {
             MPI_Barrier(MPI_COMM_WORLD);
             t0 = MPI_Wtime();
         }
+        double start = MPI_Wtime();
         if (!strcmp(op, "barrier")) MPI_Barrier(MPI_COMM_WORLD);
         else if (!strcmp(op, "bcast")) MPI_Bcast(a, block, MPI_BYTE, 0, MPI_COMM_WORLD);
         else if (!strcmp(op, "reduce")) MPI_Reduce(a, b, count, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
@@ -64,8 +71,12 @@ static void run_op(const char *op, long size, int iters, int warmup, int rank, i
             /* size bytes of result per rank, like MPI_Reduce_scatter_block */
             MPI_Reduce_scatter_block(a, b, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         } else if (!strcmp(op, "scan")) MPI_Scan(a, b, count, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        if (osu) {
+            if (i >= warmup) timed += MPI_Wtime() - start;
+            MPI_Barrier(MPI_COMM_WORLD);
+        }
     }
-    double mine = (MPI_Wtime() - t0) * 1e6 / iters, sum, lo, hi;
+    double mine = (osu ? timed : MPI_Wtime() - t0) * 1e6 / iters, sum, lo, hi;
     MPI_Reduce(&mine, &sum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
     MPI_Reduce(&mine, &lo, 1, MPI_DOUBLE, MPI_MIN, 0, MPI_COMM_WORLD);
     MPI_Reduce(&mine, &hi, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
@@ -90,6 +101,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sizes")) sizes = argv[i + 1];
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--warmup")) warmup = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--method")) osu = strcmp(argv[i + 1], "pipelined") != 0;
         else {
             if (rank == 0) fprintf(stderr, "unknown option %s\n", argv[i]);
             MPI_Abort(MPI_COMM_WORLD, 2);

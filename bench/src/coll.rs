@@ -1,12 +1,14 @@
-//! `rfx-bench coll`: OSU-style latency of each collective per size and rank
+//! `rfx-bench coll`: the latency of each collective per size and rank
 //! count, and with `--mpi` the same measurement of an MPI implementation
 //! (`bench/mpi/coll_lat.c` under `mpirun`) in the same run, with the ratio.
 //!
-//! Method (the OSU micro-benchmarks', and `coll_lat.c`'s): per operation and
-//! size, untimed warm-up calls, then a barrier, then `iters` back-to-back
-//! calls timed as one block on every rank; a rank's latency is block / iters;
-//! the figure is the mean over ranks (min and max too). The ranks are
-//! processes of this binary (`coll-rank`), wired by a rendezvous this
+//! Methods ([`Method`]), the same in `coll_lat.c`: OSU 7.4's loop (the
+//! default: untimed warm-up calls, then each call timed on its own with an
+//! untimed barrier after it; a rank's latency is the mean of its calls), or
+//! a pipelined block (`iters` back-to-back calls after one barrier, block /
+//! iters: a sender runs ahead of its receivers, so throughput, not
+//! latency). The figure is the mean over ranks (min and max too). The ranks
+//! are processes of this binary (`coll-rank`), wired by a rendezvous this
 //! process hosts, as `rfx run` does.
 
 use std::io::{BufRead, BufReader};
@@ -31,6 +33,26 @@ pub const OPS: [&str; 10] = [
     "alltoall",
     "scan",
 ];
+
+/// How calls are timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// OSU's loop: each call timed alone, an untimed barrier between calls
+    /// (latency).
+    Osu,
+    /// Back-to-back calls timed as one block (throughput, not latency).
+    Pipelined,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Osu => "osu",
+            Method::Pipelined => "pipelined",
+        }
+    }
+}
 
 /// Operations that work on whole f64 elements.
 fn is_reduction(op: &str) -> bool {
@@ -93,6 +115,7 @@ pub fn rank_main(
     sizes: &[usize],
     iters: Option<usize>,
     warmup: Option<usize>,
+    method: Method,
 ) -> anyhow::Result<()> {
     let mut comm = Communicator::from_env().context("joining the benchmark job")?;
     let (rank, n) = (comm.rank(), comm.size());
@@ -113,11 +136,13 @@ pub fn rank_main(
         let wu = warmup.unwrap_or(it / 10);
         let count = size / 8;
         let mut t0 = Instant::now();
+        let mut timed = Duration::ZERO;
         for i in 0..wu + it {
             if i == wu {
                 comm.barrier()?;
                 t0 = Instant::now();
             }
+            let start = Instant::now();
             match op.as_str() {
                 "barrier" => comm.barrier()?,
                 "bcast" => comm.bcast(&mut a[..size], 0)?,
@@ -133,8 +158,18 @@ pub fn rank_main(
                 "scan" => comm.scan(&mut fa[..count], ReduceOp::Sum)?,
                 other => bail!("unknown operation {other}"),
             }
+            if method == Method::Osu {
+                if i >= wu {
+                    timed += start.elapsed();
+                }
+                comm.barrier()?;
+            }
         }
-        let mine = t0.elapsed().as_secs_f64() * 1e6 / it as f64;
+        let total = match method {
+            Method::Osu => timed,
+            Method::Pipelined => t0.elapsed(),
+        };
+        let mine = total.as_secs_f64() * 1e6 / it as f64;
         let (mut sum, mut lo, mut hi) = ([mine], [mine], [mine]);
         comm.reduce(&mut sum, 0, ReduceOp::Sum)?;
         comm.reduce(&mut lo, 0, ReduceOp::Min)?;

@@ -67,9 +67,9 @@ enum Cmd {
     /// ship the library, first `noop` result: the time of each phase,
     /// against a trivial spawn.
     ColdStart(cmd::cold_start::ColdStartArgs),
-    /// Time per call of each collective in a block of back-to-back calls
-    /// (one barrier before the block, none between calls: a pipelined loop,
-    /// so throughput, not OSU's per-call latency), per size and rank count,
+    /// Latency of each collective per size and rank count by OSU's method
+    /// (each call timed alone, a barrier between calls; `--method
+    /// pipelined` times back-to-back calls instead, which is throughput),
     /// and with --mpi of an MPI implementation run the same way, with the
     /// ratio.
     Coll(cmd::coll::CollArgs),

@@ -37,6 +37,10 @@ fn write_op() -> String {
     "write".into()
 }
 
+fn pipelined() -> String {
+    "pipelined".into()
+}
+
 fn lease_chain() -> String {
     "lease".into()
 }
@@ -351,6 +355,11 @@ pub struct CollReport {
     pub machine: Machine,
     /// The transport between ranks, as given.
     pub transport: String,
+    /// `osu` (per-call latency, a barrier between calls) or `pipelined`
+    /// (back-to-back calls: throughput); files from before the method was
+    /// recorded are pipelined.
+    #[serde(default = "pipelined")]
+    pub method: String,
     /// Every point each implementation printed.
     #[serde(default)]
     pub points: Vec<Point>,

@@ -30,6 +30,11 @@ pub(crate) struct CollRankArgs {
     /// Untimed calls per size (default iters / 10).
     #[arg(long)]
     warmup: Option<usize>,
+    /// How calls are timed: osu (OSU 7.4's loop: each call timed alone, an
+    /// untimed barrier between calls; latency) or pipelined (back-to-back
+    /// calls as one block: throughput, not latency).
+    #[arg(long, value_enum, default_value = "osu")]
+    method: coll::Method,
 }
 
 #[derive(Args)]
@@ -78,6 +83,7 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
     if let Some(w) = args.rank.warmup {
         common.extend(["--warmup".into(), w.to_string()]);
     }
+    common.extend(["--method".into(), args.rank.method.name().into()]);
     let mut out = Output::new(&args.out);
     let mut points = Vec::new();
     for &n in &args.ranks {
@@ -104,9 +110,15 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
         });
     }
     let t = &mut out.table;
+    let what = match args.rank.method {
+        coll::Method::Osu => "OSU's method: per-call latency, a barrier between calls",
+        coll::Method::Pipelined => {
+            "pipelined: back-to-back calls as one block, THROUGHPUT per call, not latency"
+        }
+    };
     writeln!(
         t,
-        "# rfx-bench coll: mean over ranks of per-call latency (us), transport {}",
+        "# rfx-bench coll: mean over ranks, us per call ({what}), transport {}",
         args.transport
     )?;
     writeln!(
@@ -127,6 +139,7 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
         bench: "coll".into(),
         machine: machine::describe(),
         transport: args.transport.clone(),
+        method: args.rank.method.name().into(),
         points,
         rows,
     })
@@ -135,5 +148,5 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
 /// One rank of `coll` (`coll-rank`, started by it).
 pub(crate) fn rank(a: CollRankArgs) -> anyhow::Result<()> {
     let sizes = schedule::parse_sizes(&a.sizes).map_err(anyhow::Error::msg)?;
-    coll::rank_main(&a.ops, &sizes, a.iters, a.warmup)
+    coll::rank_main(&a.ops, &sizes, a.iters, a.warmup, a.method)
 }

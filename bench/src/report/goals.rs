@@ -443,6 +443,14 @@ fn coll_goals(r: &Results) -> Vec<Verdict> {
         .into_iter()
         .map(|n| {
             let goal = format!("collectives at or below Open MPI on {n} ranks, 8 B to 1 MiB");
+            if r.coll.as_ref().is_some_and(|c| c.method != "osu") {
+                return Verdict {
+                    goal,
+                    measured: "-".into(),
+                    status: Status::NotMeasured,
+                    why: "coll.json was measured pipelined (throughput); the goal is OSU's per-call latency (--method osu)".into(),
+                };
+            }
             let mut pts: Vec<(&str, usize, f64)> = rows
                 .iter()
                 .filter(|x| x.ranks == n)
@@ -631,6 +639,7 @@ mod tests {
                 bench: "coll".into(),
                 machine: machine.clone(),
                 transport: "auto".into(),
+                method: "osu".into(),
                 points: Vec::new(),
                 rows: vec![
                     coll("bcast", 2, Some(0.9)),

@@ -685,12 +685,24 @@ fn coll_section(doc: &mut Doc, r: &Results) {
     if rows.is_empty() {
         return;
     }
-    doc.h(2, "Collectives");
-    doc.p(
-        "OSU-style: per operation and size, warm-up, a barrier, then back-to-back calls timed as \
-         one block on every rank; the figure is the mean over ranks of block / calls, µs. Open \
-         MPI (bench/mpi/coll_lat.c, vader) runs the same method in the same run. x = rfx / MPI.",
-    );
+    let pipelined = r.coll.as_ref().is_some_and(|c| c.method != "osu");
+    if pipelined {
+        doc.h(2, "Collectives: pipelined throughput (not latency)");
+        doc.p(
+            "Pipelined: per operation and size, warm-up, a barrier, then back-to-back calls timed \
+             as one block on every rank; the figure is the mean over ranks of block / calls, µs. \
+             A sender runs ahead of its receivers, so this is throughput per call, not latency. \
+             Open MPI (bench/mpi/coll_lat.c, vader) runs the same method. x = rfx / MPI.",
+        );
+    } else {
+        doc.h(2, "Collectives");
+        doc.p(
+            "OSU's method: per operation and size, warm-up, then every call timed on its own with \
+             an untimed barrier after it; a rank's figure is the mean of its calls, the figure the \
+             mean over ranks, µs. Open MPI (bench/mpi/coll_lat.c, vader) runs the same loop in the \
+             same run. x = rfx / MPI.",
+        );
+    }
     let mut ranks: Vec<usize> = rows.iter().map(|x| x.ranks).collect();
     ranks.sort_unstable();
     ranks.dedup();
