@@ -10,8 +10,8 @@ use crate::engine::Engine;
 use crate::error::CollError;
 use crate::matching::{Source, Status, TagMatch};
 use crate::request::{
-    drive, lock, Both, EngineLock, FlushTask, MapTask, ReadOnly, Ready, RecvTask, Request,
-    SchedTask, SendTask, Split, TaskBuf, Whole,
+    drive, lock, Both, EngineLock, FlushTask, HeldSend, MapTask, ReadOnly, Ready, RecvTask,
+    Request, SchedTask, SendTask, Split, TaskBuf, Whole,
 };
 use crate::schedule::{self as sched, Algorithm, Collective, Step};
 
@@ -388,6 +388,31 @@ impl Communicator {
         ))
     }
 
+    /// Non-blocking send straight from `data`, which the request holds:
+    /// no copy, the bytes go out as the receiver's window allows, and the
+    /// request completes (handing `data` back) once every byte is written.
+    /// Dropped before, it hands the rest over to the engine as a copy.
+    pub fn isend_held<B: AsRef<[u8]> + Send + 'static>(
+        &mut self,
+        data: B,
+        dest: usize,
+        tag: u32,
+    ) -> Result<Request<B>, CollError> {
+        let w = self.world(dest)?;
+        let token = lock(&self.engine).post(w, self.ctx, tag, &[data.as_ref()], true)?;
+        let task = HeldSend {
+            dest: w,
+            token,
+            data: Some(data),
+            pos: 0,
+        };
+        Ok(Request::new(
+            self.engine.clone(),
+            Box::new(task),
+            self.cfg.op_timeout,
+        ))
+    }
+
     /// Non-blocking receive into an owned buffer; `wait` hands back the
     /// buffer and the status.
     pub fn irecv<T: Element>(
@@ -396,11 +421,26 @@ impl Communicator {
         source: impl Into<Source>,
         tag: impl Into<TagMatch>,
     ) -> Result<Request<(Vec<T>, Status)>, CollError> {
-        let cap = buf.len();
+        self.irecv_into(buf, source, tag)
+    }
+
+    /// Non-blocking receive straight into `buf`, which the request holds
+    /// until the message is in it; `wait` hands back the buffer and the
+    /// status.
+    pub fn irecv_into<T: Element, B>(
+        &mut self,
+        buf: B,
+        source: impl Into<Source>,
+        tag: impl Into<TagMatch>,
+    ) -> Result<Request<(B, Status)>, CollError>
+    where
+        B: AsRef<[T]> + AsMut<[T]> + Send + 'static,
+    {
+        let cap = buf.as_ref().len();
         let t = self.recv_task(Whole { buf, base: 0 }, cap, source.into(), tag.into())?;
         let task = MapTask {
             inner: t,
-            f: Some(|(w, st): (Whole<Vec<T>>, Status)| Ok((w.buf, st))),
+            f: Some(|(w, st): (Whole<B>, Status)| Ok((w.buf, st))),
         };
         Ok(Request::new(
             self.engine.clone(),

@@ -38,6 +38,38 @@ pub(crate) fn bytes_mut<'a>(p: *mut c_void, len: usize) -> Result<&'a mut [u8], 
     Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
 }
 
+/// The caller's buffer of a non-blocking send (`MPI_Isend`), held by its
+/// request: no copy.
+pub(crate) fn held(p: *const c_void, len: usize) -> Result<&'static [u8], Failure> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(Failure::new(abi::MPI_ERR_BUFFER, "a null buffer"));
+    }
+    // SAFETY: the standard's contract for a non-blocking operation's buffer:
+    // it spans `len` bytes and the caller neither frees nor writes it until
+    // the request completes (MPI_Wait, MPI_Test) or is freed. rfx's request
+    // does not outlive that: it completes, or dropped it first copies what
+    // it did not send yet. Not null, checked above.
+    Ok(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) })
+}
+
+/// The caller's buffer of a non-blocking receive (`MPI_Irecv`), held by
+/// its request: the message lands in it directly.
+pub(crate) fn held_mut(p: *mut c_void, len: usize) -> Result<&'static mut [u8], Failure> {
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(Failure::new(abi::MPI_ERR_BUFFER, "a null buffer"));
+    }
+    // SAFETY: as in `held`, and the caller does not read the buffer either
+    // until the request completes; a request dropped before writes nothing
+    // after (its receive withdraws).
+    Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
+}
+
 /// `n` values at `p` to read (an array argument).
 pub(crate) fn array<'a, T>(p: *const T, n: usize) -> Result<&'a [T], Failure> {
     if n == 0 {

@@ -513,6 +513,50 @@ impl Task for SendTask<'_> {
     }
 }
 
+/// A non-blocking send straight from a buffer the task holds until every
+/// byte went out; the buffer is its output.
+pub(crate) struct HeldSend<B> {
+    pub(crate) dest: usize,
+    /// `None` once done (or never borrowed).
+    pub(crate) token: Option<u64>,
+    pub(crate) data: Option<B>,
+    pub(crate) pos: usize,
+}
+
+impl<B: AsRef<[u8]> + Send> Task for HeldSend<B> {
+    type Output = B;
+    fn step(&mut self, e: &mut Engine) -> Result<Option<B>, CollError> {
+        let Some(data) = self.data.as_ref() else {
+            return Err(CollError::InvalidArgument(
+                "request polled after completion".into(),
+            ));
+        };
+        if let Some(token) = self.token {
+            let (sent, done) = e.pump(self.dest, token, &[data.as_ref()])?;
+            self.pos += sent;
+            if !done {
+                return Ok(None);
+            }
+            self.token = None;
+        }
+        Ok(self.data.take())
+    }
+    fn position(&self) -> usize {
+        self.pos
+    }
+    fn waiting_for(&self) -> Option<usize> {
+        Some(self.dest)
+    }
+    fn name(&self) -> &'static str {
+        "isend"
+    }
+    fn abort(&mut self, e: &mut Engine) {
+        if let (Some(t), Some(data)) = (self.token.take(), self.data.as_ref()) {
+            e.unborrow(self.dest, t, &[data.as_ref()]);
+        }
+    }
+}
+
 /// Two tasks at once; done when both are.
 pub(crate) struct Both<A: Task, B: Task> {
     pub(crate) a: A,

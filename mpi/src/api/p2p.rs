@@ -10,7 +10,7 @@ use super::{count, entry, int, rank, send_tag};
 use crate::abi::{self, Handle, Status};
 use crate::error::{self, Failure};
 use crate::raw;
-use crate::request::{Done, Then};
+use crate::request::{Done, Pending, Then};
 use crate::state::{self, Backend, State};
 
 fn source(r: c_int, size: usize) -> Result<Source, Failure> {
@@ -191,12 +191,16 @@ entry! {
             let len = span(st, ty, n)?;
             let tag = send_tag(tag)?;
             let c = st.rfx(comm)?;
-            if dest != abi::MPI_PROC_NULL {
+            let p: Box<dyn Pending> = if dest == abi::MPI_PROC_NULL {
+                Box::new(Done(Status::empty()))
+            } else {
                 let dest = rank(dest, c.size())?;
-                // rfx takes a copy: the request is complete at once.
-                let _posted = c.isend::<u8>(raw::bytes(buf, len)?.to_vec(), dest, tag)?;
-            }
-            let h = st.requests.insert(Box::new(Done(Status::empty())));
+                // Straight from the caller's buffer, no copy: the request
+                // completes once every byte is written.
+                let r = c.isend_held(raw::held(buf, len)?, dest, tag)?;
+                Then::new(r, |_| Ok(Status::empty()))
+            };
+            let h = st.requests.insert(p);
             raw::write(req, h)
         })
     }
@@ -215,13 +219,20 @@ entry! {
                 return raw::write(req, h);
             }
             let src = source(src, c.size())?;
-            raw::bytes_mut(buf, len)?;
-            let out = buf as usize;
-            let r = c.irecv::<u8>(vec![0; len], src, tag)?;
-            let p = Then::new(r, move |(data, got): (Vec<u8>, RfxStatus)| {
-                dt.deliver(raw::bytes_mut(out as *mut c_void, got.len)?, &data[..got.len]);
-                Ok(status_of(got))
-            });
+            let p: Box<dyn Pending> = if dt.segments.is_empty() {
+                // Straight into the caller's buffer.
+                let r = c.irecv_into::<u8, _>(raw::held_mut(buf, len)?, src, tag)?;
+                Then::new(r, |(_, got): (&mut [u8], RfxStatus)| Ok(status_of(got)))
+            } else {
+                // A type with holes: into a copy, its data bytes delivered.
+                raw::bytes_mut(buf, len)?;
+                let out = buf as usize;
+                let r = c.irecv::<u8>(vec![0; len], src, tag)?;
+                Then::new(r, move |(data, got): (Vec<u8>, RfxStatus)| {
+                    dt.deliver(raw::bytes_mut(out as *mut c_void, got.len)?, &data[..got.len]);
+                    Ok(status_of(got))
+                })
+            };
             let h = st.requests.insert(p);
             raw::write(req, h)
         })
