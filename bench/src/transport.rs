@@ -18,21 +18,28 @@ const WAIT: Duration = Duration::from_secs(30);
 const SERVE_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// Round trips of `write_imm` + completion, client pinned to `cpus.0`,
-/// echo server to `cpus.1`.
+/// echo server to `cpus.1`. With `read_payload` both read what arrived
+/// (the server echoes the bytes it got, the client reads the reply), as an
+/// `echo` invocation does.
 pub fn rfx_pingpong(
     kind: TransportKind,
     mode: PollMode,
     steps: &[Step],
     cpus: (Option<usize>, Option<usize>),
+    read_payload: bool,
 ) -> anyhow::Result<Vec<Summary>> {
     let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
-    let client = with_server(kind, cpus, max, move |ep, _| {
+    let client = with_server(kind, cpus, max, move |ep, region| {
         let rb = ep.peer_buffers()[0];
-        let reply = vec![0x5a; max];
+        let mut reply = vec![0x5a; max];
         loop {
             match ep.wait(mode, WAIT) {
                 Ok(Completion::Write(w)) => {
-                    ep.write_imm(&reply[..w.len as usize], &rb, 0, w.imm)?
+                    let n = w.len as usize;
+                    if read_payload {
+                        region.read_at(0, &mut reply[..n])?;
+                    }
+                    ep.write_imm(&reply[..n], &rb, 0, w.imm)?
                 }
                 Ok(Completion::Recv(_)) => bail!("unexpected message"),
                 Err(e) if e.is_peer_gone() => return Ok(()),
@@ -45,11 +52,17 @@ pub fn rfx_pingpong(
     let rb = ep.peer_buffers()[0];
     let payload = vec![0xa5; max];
     let mut seq = 0u32;
+    let mut got = vec![0u8; max];
     let out = measure(steps, |size| {
         seq = seq.wrapping_add(1);
         ep.write_imm(&payload[..size], &rb, 0, seq)?;
         match ep.wait(mode, WAIT)? {
-            Completion::Write(w) if w.imm == seq && w.len as usize == size => Ok(()),
+            Completion::Write(w) if w.imm == seq && w.len as usize == size => {
+                if read_payload {
+                    inbox.read_at(0, &mut got[..size])?;
+                }
+                Ok(())
+            }
             other => bail!("unexpected completion {other:?}"),
         }
     })?;

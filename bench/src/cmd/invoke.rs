@@ -93,7 +93,7 @@ pub(crate) fn run(
             let what = || format!("{kind} {}", mode_name(mode));
             let inv = invoke::latency(kind, mode, &steps, cpus, &lib, slot_size)
                 .with_context(|| format!("invoke {}", what()))?;
-            let rt = transport::rfx_pingpong(kind, mode, &steps, cpus)
+            let rt = transport::rfx_pingpong(kind, mode, &steps, cpus, false)
                 .with_context(|| format!("rfx transport {}", what()))?;
             for (function, series) in invoke::FUNCTIONS.into_iter().zip(inv) {
                 for ((step, i), t) in steps.iter().zip(series).zip(&rt) {

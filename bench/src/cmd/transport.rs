@@ -15,10 +15,13 @@ pub(crate) struct TransportArgs {
     #[command(flatten)]
     common: PingPongArgs,
     /// The operation: `write` (write_imm ping-pong: write, peer writes
-    /// back) or `read` (one-sided read of the peer's memory; raw baselines:
-    /// a 24-byte request answered by the size over TCP, one copy out of a
-    /// shared mapping for shm, none in-process for verbs and ofi).
-    #[arg(long, default_value = "write", value_parser = ["write", "read"])]
+    /// back), `echo` (the same, but both peers read the payload that
+    /// arrived, as an `echo` invocation does: moving its cache lines between
+    /// cores is part of the figure; no raw baseline) or `read` (one-sided
+    /// read of the peer's memory; raw baselines: a 24-byte request answered
+    /// by the size over TCP, one copy out of a shared mapping for shm, none
+    /// in-process for verbs and ofi).
+    #[arg(long, default_value = "write", value_parser = ["write", "echo", "read"])]
     op: String,
 }
 
@@ -46,10 +49,10 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
     writeln!(
         table,
         "# rfx-bench transport: {} (us), client cpu {:?}, server cpu {:?}",
-        if read {
-            "one-sided read"
-        } else {
-            "write_imm round trip"
+        match op.as_str() {
+            "read" => "one-sided read",
+            "echo" => "write_imm round trip, payload read on both sides",
+            _ => "write_imm round trip",
         },
         cpus.0,
         cpus.1
@@ -87,8 +90,12 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
                 };
                 (rfx, raw)
             } else {
-                let rfx = transport::rfx_pingpong(kind, mode, &steps, cpus).with_context(what)?;
+                let echo = op == "echo";
+                let rfx =
+                    transport::rfx_pingpong(kind, mode, &steps, cpus, echo).with_context(what)?;
                 let raw = match kind {
+                    // The raw ping-pongs never read their payload.
+                    _ if echo => None,
                     TransportKind::Tcp => Some(baseline::tcp::pingpong(mode, &steps, cpus)?),
                     TransportKind::Shm => Some(baseline::shm::pingpong(mode, &steps, cpus)?),
                     #[cfg(feature = "ofi")]
@@ -106,7 +113,7 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
                 let b = raw.as_mut().and_then(Iterator::next);
                 let row = TransportRow {
                     transport: kind,
-                    op: if read { "read" } else { "write" }.into(),
+                    op: op.clone(),
                     mode: mode_name(mode).into(),
                     size: step.size,
                     baseline: b.as_ref().map(|_| baseline_name(kind, read).into()),
