@@ -148,3 +148,16 @@ impl FabricError {
 pub(crate) fn nix_err(op: &'static str) -> impl FnOnce(nix::Error) -> FabricError {
     move |e| FabricError::os(op, std::io::Error::from(e))
 }
+
+/// `e` and its causes on one line (`outer: inner: ...`), for a log line or
+/// a peer that sees only the text.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

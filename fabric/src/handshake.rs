@@ -16,7 +16,7 @@
 
 use crate::auth;
 use crate::caps::TransportKind;
-use crate::error::FabricError;
+use crate::error::{error_chain, FabricError};
 use crate::select::{select, Side};
 use crate::wire::{
     decode_body, encode_handshake, Accept, Challenge, ClientHello, HandshakeKind, Hello, Nonce,
@@ -145,7 +145,10 @@ impl Refusal {
     /// Refused, and the client is told the error's whole chain.
     pub(crate) fn told(error: FabricError) -> Refusal {
         Refusal {
-            reply: Some(encode_handshake(HandshakeKind::Reject, &chain(&error))),
+            reply: Some(encode_handshake(
+                HandshakeKind::Reject,
+                &error_chain(&error),
+            )),
             error,
         }
     }
@@ -247,18 +250,6 @@ fn side(h: &Hello) -> Side<'_> {
         providers: &h.providers,
         forced: h.forced,
     }
-}
-
-/// `e` and its causes on one line, for a peer that sees only the text.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The error for a rejection with body `body` (its reason).

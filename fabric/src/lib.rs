@@ -118,7 +118,7 @@ pub use caps::{Caps, ProviderInfo, TransportChoice, TransportKind};
 pub use completion::{Completion, PollMode, WriteCompletion};
 pub use config::Config;
 pub use endpoint::Endpoint;
-pub use error::FabricError;
+pub use error::{error_chain, FabricError};
 pub use fabric::{ConnectOptions, Fabric, Incoming, Listener};
 pub use mr::{MemoryRegion, RemoteBuffer};
 #[cfg(feature = "verbs")]

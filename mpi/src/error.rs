@@ -7,6 +7,7 @@ use std::ffi::c_int;
 
 use parking_lot::Mutex;
 use rfx_collectives::CollError;
+use rfx_fabric::error_chain;
 
 use crate::abi;
 
@@ -46,17 +47,6 @@ impl From<CollError> for Failure {
         };
         Failure::new(class, error_chain(&e))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Failures remembered for `MPI_Error_string`.

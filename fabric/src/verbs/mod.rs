@@ -98,7 +98,7 @@ use proto::{ExposedRegion, SetupMsg};
 
 use crate::caps::{Caps, ProviderInfo, TransportKind};
 use crate::config::Config;
-use crate::error::FabricError;
+use crate::error::{error_chain, FabricError};
 use crate::mr::{MemoryRegion, RegionTable, RemoteBuffer};
 
 /// Receives posted per endpoint, without buffers (the peer's credits: one
@@ -144,12 +144,13 @@ fn domain() -> Result<Arc<Domain>, DomainError> {
             let ctx = sys::Context::open(want.as_deref(), env_u8("RFX_VERBS_GID_INDEX")).map_err(
                 |e| match e {
                     sys::NoDevice::Absent(why) => DomainError::Absent(why),
-                    sys::NoDevice::Failed(e) => DomainError::Failed(chain(&e)),
+                    sys::NoDevice::Failed(e) => DomainError::Failed(error_chain(&e)),
                 },
             )?;
             let device = ctx.name().to_string();
             let port = ctx.port();
-            let pd = sys::Pd::alloc(Arc::new(ctx)).map_err(|e| DomainError::Failed(chain(&e)))?;
+            let pd =
+                sys::Pd::alloc(Arc::new(ctx)).map_err(|e| DomainError::Failed(error_chain(&e)))?;
             tracing::debug!(%device, gid_index = port.gid_index, "verbs device opened");
             Ok(Arc::new(Domain {
                 pd: Arc::new(pd),
@@ -159,17 +160,6 @@ fn domain() -> Result<Arc<Domain>, DomainError> {
             }))
         })
         .clone()
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl Domain {
