@@ -9,6 +9,9 @@
 #     soft-RoCE VM (scripts/verbs-vm.sh);
 #   - Open MPI + bench/mpi/coll_lat.c, built to target/coll_lat: the
 #     collectives baseline;
+#   - MPICH's standard-ABI toolchain (pip install mpich==5.0.2, into
+#     target/mpi-venv) and the OSU source beside the repository: the OSU
+#     runs of `rfx-bench mpi` (rfx, MPICH and Open MPI side by side);
 #   - process spawn: cold-start measures a trivial spawn as its floor
 #     (nothing to install).
 # The raw shm ping-pong is in-repo too (bench/src/baseline/shm.rs).
@@ -18,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(sockperf libfabric-bin perftest openmpi-bin libopenmpi-dev build-essential)
+pkgs=(sockperf libfabric-bin perftest openmpi-bin libopenmpi-dev build-essential python3-venv)
 if [ "${RFX_BASELINES_NO_APT:-0}" != 1 ]; then
     missing=()
     for p in "${pkgs[@]}"; do
@@ -65,6 +68,18 @@ if command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; then
     fi
 else
     say mpi missing "apt-get install openmpi-bin libopenmpi-dev"
+fi
+if [ -x target/mpi-venv/bin/mpicc_abi ] || { [ "${RFX_BASELINES_NO_APT:-0}" != 1 ] \
+        && { [ -x target/mpi-venv/bin/pip ] || python3 -m venv target/mpi-venv; } \
+        && target/mpi-venv/bin/pip install -q --disable-pip-version-check mpich==5.0.2; }; then
+    say mpich-abi found "target/mpi-venv/bin/mpicc_abi (rfx-bench mpi finds it there)"
+else
+    say mpich-abi missing "python3 -m venv target/mpi-venv && target/mpi-venv/bin/pip install mpich==5.0.2"
+fi
+if [ -f ../shared/third-party/osu-micro-benchmarks-7.4/configure ] || [ -n "${RFX_OSU_DIR:-}" ]; then
+    say osu found "${RFX_OSU_DIR:-../shared/third-party/osu-micro-benchmarks-7.4}"
+else
+    say osu missing "the OSU 7.4 source: ../shared/third-party/osu-micro-benchmarks-7.4 or RFX_OSU_DIR"
 fi
 say spawn found "cold-start's floor: fork+exec+wait of /bin/true, measured in the same run"
 exit $status

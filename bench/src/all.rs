@@ -233,8 +233,10 @@ pub fn plan(a: &AllArgs, found: &Found) -> Vec<Plan> {
 
 /// Why `rfx-bench mpi` cannot run here, if it cannot.
 fn mpi_missing() -> Option<String> {
-    if !on_path("mpicc_abi") {
-        return Some("mpicc_abi not found: pip install mpich==5.0.2 into a venv on PATH".into());
+    if crate::cmd::mpi::resolve("mpicc_abi").is_none() {
+        return Some(
+            "mpicc_abi not found: scripts/baselines.sh installs it into target/mpi-venv".into(),
+        );
     }
     let osu = std::env::var_os("RFX_OSU_DIR")
         .map(PathBuf::from)

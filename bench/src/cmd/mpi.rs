@@ -62,17 +62,26 @@ pub(crate) struct MpiArgs {
     out: OutputArgs,
 }
 
-/// A compiler given by name or path, with the directory of its launcher.
-fn resolve(cc: &str) -> Option<PathBuf> {
+/// A compiler given by name or path (a name on PATH, else in the
+/// repository's `target/mpi-venv/bin`, where scripts/baselines.sh and
+/// scripts/test.sh install MPICH's).
+pub(crate) fn resolve(cc: &str) -> Option<PathBuf> {
     let p = Path::new(cc);
     if cc.contains('/') {
         return p.is_file().then(|| p.to_path_buf());
     }
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(cc))
-        .find(|c| c.is_file())
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        path.to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join(cc))
+            .find(|c| c.is_file())
+    });
+    on_path.or_else(|| {
+        let venv = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/mpi-venv/bin")
+            .join(cc);
+        venv.is_file().then_some(venv)
+    })
 }
 
 /// `../shared/third-party/osu-micro-benchmarks-7.4` beside the repository.
