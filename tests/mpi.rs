@@ -22,89 +22,13 @@ use rfx::client::InvokerConfig;
 use rfx::executors::group::{Group, Member};
 use rfx::executors::session::LibrarySource;
 use rfx::fabric::{Config, Fabric, TransportChoice, TransportKind};
+use support::mpi::{compile, rfx_library, skip, text, toolchain};
 use support::RFX;
-
-fn skip() -> bool {
-    std::env::var("RFX_SKIP_MPI").is_ok_and(|v| v == "1")
-}
-
-/// MPICH's standard-ABI toolchain.
-struct Toolchain {
-    mpicc: PathBuf,
-    mpicxx: PathBuf,
-    mpiexec: PathBuf,
-    /// The standard ABI's header, `mpi_abi.h`.
-    header: PathBuf,
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
-fn toolchain() -> &'static Toolchain {
-    static T: OnceLock<Toolchain> = OnceLock::new();
-    T.get_or_init(|| {
-        let mpicc = std::env::var_os("RFX_MPICC_ABI")
-            .map(PathBuf::from)
-            .or_else(|| on_path("mpicc_abi"))
-            .unwrap_or_else(|| {
-                panic!(
-                    "mpicc_abi not found: `pip install mpich==5.0.2` into a venv on PATH \
-                     (scripts/test.sh does), set RFX_MPICC_ABI, or RFX_SKIP_MPI=1 to skip"
-                )
-            });
-        let bin = mpicc.parent().expect("a directory").to_path_buf();
-        let header = bin.join("../include/mpi_abi.h");
-        assert!(header.is_file(), "{} is missing", header.display());
-        Toolchain {
-            mpicxx: bin.join("mpicxx_abi"),
-            mpiexec: bin.join("mpiexec"),
-            mpicc,
-            header,
-        }
-    })
-}
 
 fn scratch() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mpi");
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// rfx's `libmpi_abi.so`, built by cargo for this test's profile.
-fn rfx_library() -> &'static PathBuf {
-    static L: OnceLock<PathBuf> = OnceLock::new();
-    L.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "rfx-mpi"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(st.success(), "building rfx-mpi failed");
-        let lib = Path::new(RFX).with_file_name("libmpi_abi.so");
-        assert!(lib.is_file(), "{} not built", lib.display());
-        lib
-    })
-}
-
-fn compile(src: &Path, out: &Path) {
-    let o = Command::new(&toolchain().mpicc)
-        .args(["-O1", "-Wall", "-Wextra", "-Werror", "-o"])
-        .arg(out)
-        .arg(src)
-        .output()
-        .expect("mpicc_abi runs");
-    assert!(
-        o.status.success(),
-        "{} does not compile:\n{}",
-        src.display(),
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 /// Runs `prog` on `n` ranks under `rfx run` with rfx's library.
@@ -132,15 +56,6 @@ fn on_mpich(n: usize, prog: &Path, args: &[&str]) -> Output {
         .env_remove("RFX_RANK")
         .output()
         .expect("mpiexec")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]

@@ -705,3 +705,62 @@ fn without_root_the_executor_confines_itself_in_a_user_namespace() {
     drop(relay);
     let _ = std::fs::remove_dir(&staging);
 }
+
+/// MPI inside functions, confined: the executor manager binds rfx's MPI
+/// library read-only into the executors' root, and an unchanged MPI kernel
+/// (`examples/c/mpi_kernel.c`) runs as a group function on two sandboxed
+/// executors, `MPI_COMM_WORLD` being the group.
+#[test]
+fn an_mpi_kernel_runs_in_sandboxed_group_functions() {
+    if !sandbox_here() || support::mpi::skip() {
+        return;
+    }
+    // rfx's libmpi_abi.so next to rfx, where executors look for it.
+    support::mpi::rfx_library();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libmpi_kernel_sandbox.so");
+    let o = Command::new(&support::mpi::toolchain().mpicc)
+        .args(["-shared", "-fPIC", "-O1", "-I"])
+        .arg(root.join("examples/c"))
+        .arg("-o")
+        .arg(&lib)
+        .arg(root.join("examples/c/mpi_kernel.c"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", support::mpi::text(&o));
+    let (c, _audit) = cluster();
+    let (t, _) = tenant(&c, "mpi");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let group = loop {
+        match t.lease_group(2, &LeaseRequest::new(1, 60_000)) {
+            Ok(g) => break g,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no group: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    };
+    let fabric = Fabric::open(Config::default()).unwrap();
+    let source = rfx::executors::session::LibrarySource::Bytes {
+        name: "mpi_kernel".into(),
+        bytes: std::fs::read(&lib).unwrap(),
+    };
+    let mut g = group
+        .group(&fabric, source, &["mpi_sum"], InvokerConfig::default())
+        .unwrap();
+    let a: Vec<u8> = [1.0f64, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let b: Vec<u8> = 40.0f64.to_le_bytes().to_vec();
+    let outs = g.invoke("mpi_sum", &[&a, &b]).unwrap();
+    for (r, out) in outs.iter().enumerate() {
+        assert_eq!(out.len(), 20, "rank {r}");
+        assert_eq!(f64::from_le_bytes(out[..8].try_into().unwrap()), 43.0);
+        let int = |i: usize| i32::from_le_bytes(out[8 + 4 * i..12 + 4 * i].try_into().unwrap());
+        assert_eq!(
+            (int(0), int(1), int(2)),
+            (1 - r as i32, r as i32, 2),
+            "rank {r}"
+        );
+    }
+    drop(g);
+    group.release().unwrap();
+}

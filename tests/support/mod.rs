@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fault;
+pub mod mpi;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
