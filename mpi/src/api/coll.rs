@@ -129,7 +129,7 @@ pub(crate) fn input_of(
     }
 }
 
-fn in_place(p: *const c_void) -> bool {
+pub(crate) fn in_place(p: *const c_void) -> bool {
     p as usize == abi::MPI_IN_PLACE
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rfx_collectives::{CollConfig, Communicator};
 
-use super::entry;
+use super::{entry, status};
 use crate::abi::{self, Handle};
 use crate::error::{self, Failure};
 use crate::raw;
@@ -236,13 +236,5 @@ entry! {
 
     fn MPI_Errhandler_free / PMPI_Errhandler_free(handler: *mut Handle) -> c_int {
         status(raw::write(handler, abi::MPI_ERRHANDLER_NULL))
-    }
-}
-
-/// The code of a call that needs no state (and so no error handler).
-fn status(r: Result<(), Failure>) -> c_int {
-    match r {
-        Ok(()) => abi::MPI_SUCCESS,
-        Err(e) => error::code(&e),
     }
 }

@@ -6,21 +6,17 @@ use std::ffi::{c_int, c_void};
 use bytemuck::Pod;
 use rfx_collectives::Request;
 
-use super::coll::{input_of, reduction, typed_vec, with_plan};
+use super::coll::{in_place, input_of, reduction, typed_vec, with_plan};
 use super::ordered::{non_commutative, Ordered};
 use super::p2p::span;
 use super::{entry, root};
-use crate::abi::{self, Handle, Status};
+use crate::abi::{Handle, Status};
 use crate::datatype::Datatype;
 use crate::error::Failure;
 use crate::op::Plan;
 use crate::raw;
 use crate::request::{Pending, Then};
 use crate::state::{self, State};
-
-fn in_place(p: *const c_void) -> bool {
-    p as usize == abi::MPI_IN_PLACE
-}
 
 /// A request whose result's first `len` bytes go to `out` (none if 0).
 /// (The holes of a type with padding are left as they were.)
@@ -50,15 +46,6 @@ fn post(st: &mut State, req: *mut Handle, p: Box<dyn Pending>) -> Result<(), Fai
     raw::write(req, h)
 }
 
-/// The input of a reduction: `send`, or `recv` in place.
-fn input(send: *const c_void, recv: *mut c_void, len: usize) -> Result<Vec<u8>, Failure> {
-    if in_place(send) {
-        Ok(raw::bytes(recv, len)?.to_vec())
-    } else {
-        Ok(raw::bytes(send, len)?.to_vec())
-    }
-}
-
 /// A non-blocking reduction of the whole buffer (allreduce, scan,
 /// exscan): the input copied, the result into `recv` at completion (on
 /// rank 0 too unless `rank0 = false`).
@@ -67,7 +54,7 @@ macro_rules! reduce_into {
      |$c:ident, $v:ident, $o:ident| $call:expr, rank0 = $rank0:expr) => {{
         let (plan, len, dt) = reduction($st, $n, $ty, $op)?;
         let $c = $st.rfx($comm)?;
-        let data = input($send, $recv, len)?;
+        let data = input_of($send, $recv, len, true)?;
         let keep = if !$rank0 && $c.rank() == 0 { 0 } else { len };
         let p = with_plan!(plan, |$o: T| {
             let $v: Vec<T> = typed_vec(&data);
@@ -120,7 +107,7 @@ entry! {
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
             let mine = c.rank() == r;
-            let data = if mine { input(send, recv, len)? } else { raw::bytes(send, len)?.to_vec() };
+            let data = input_of(send, recv, len, mine)?;
             let keep = if mine { len } else { 0 };
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
@@ -183,7 +170,7 @@ entry! {
             }
             let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
-            let data = input(send, recv, len * c.size())?;
+            let data = input_of(send, recv, len * c.size(), true)?;
             let p = with_plan!(plan, |o: T| {
                 let v: Vec<T> = typed_vec(&data);
                 into(c.ireduce_scatter(v, o)?, recv, len, &dt)

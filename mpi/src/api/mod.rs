@@ -69,3 +69,11 @@ pub(crate) fn int(n: usize) -> Result<c_int, Failure> {
         )
     })
 }
+
+/// The code of a call that needs no state (and so no error handler).
+pub(crate) fn status(r: Result<(), Failure>) -> c_int {
+    match r {
+        Ok(()) => abi::MPI_SUCCESS,
+        Err(e) => crate::error::code(&e),
+    }
+}

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::ffi::{c_char, c_int, c_void};
 
-use super::{count, entry, int};
+use super::{count, entry, int, status};
 use crate::abi::{self, Handle};
 use crate::error::Failure;
 use crate::op::{MpiOp, UserFn};
@@ -104,10 +104,7 @@ entry! {
     }
 
     fn MPI_Get_address / PMPI_Get_address(location: *const c_void, address: *mut isize) -> c_int {
-        match raw::write(address, location as isize) {
-            Ok(()) => abi::MPI_SUCCESS,
-            Err(e) => crate::error::code(&e),
-        }
+        status(raw::write(address, location as isize))
     }
 
     fn MPI_Aint_add / PMPI_Aint_add(base: isize, disp: isize) -> isize {
