@@ -79,12 +79,10 @@ impl MpiLibrary {
     /// The library next to the running `rfx` (where cargo builds both), or
     /// `RFX_MPI_LIB`; `None` if there is none.
     pub fn find() -> Option<PathBuf> {
-        if let Some(p) = std::env::var_os("RFX_MPI_LIB") {
-            return Some(PathBuf::from(p));
-        }
-        let exe = std::env::current_exe().ok()?;
-        let lib = exe.parent()?.join("libmpi_abi.so");
-        lib.is_file().then_some(lib)
+        // A missing RFX_MPI_LIB is reported by `link`, not passed over.
+        std::env::var_os("RFX_MPI_LIB")
+            .map(PathBuf::from)
+            .or_else(rfx_executors::mpi::library)
     }
 
     /// Links `lib` as `libmpi_abi.so.1` in a fresh directory.

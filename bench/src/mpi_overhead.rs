@@ -84,7 +84,7 @@ pub(crate) fn measure(lib: &Path, iters: u64) -> anyhow::Result<Vec<MpiOverhead>
     anyhow::ensure!(rc == 0, "MPI_Init: {rc}");
     let mut c = Communicator::solo(CollConfig::default())?;
 
-    let (mut a, mut b) = (1i32, 0i32);
+    let (a, mut b) = (1i32, 0i32);
     let mut buf = [0u8; 8];
     let mut out = Vec::new();
     let direct = per_call(iters, || {
@@ -105,7 +105,6 @@ pub(crate) fn measure(lib: &Path, iters: u64) -> anyhow::Result<Vec<MpiOverhead>
         );
     });
     out.push(row("MPI_Allreduce 1 MPI_INT", direct, abi));
-    a = b;
 
     let direct = per_call(iters, || {
         let _ = c.bcast(&mut buf, 0);
@@ -147,6 +146,5 @@ pub(crate) fn measure(lib: &Path, iters: u64) -> anyhow::Result<Vec<MpiOverhead>
         );
     });
     out.push(row("MPI_Send + MPI_Recv 8 B to itself", direct, abi));
-    let _ = a;
     Ok(out)
 }
