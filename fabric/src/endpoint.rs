@@ -281,6 +281,13 @@ impl Endpoint {
         dispatch!(&mut self.inner, ep => ep.disarm())
     }
 
+    /// The peer's memory, readable with one copy (cross-memory attach):
+    /// only over shm, and only where the kernel and any seccomp filter
+    /// let this process read the peer's ([`crate::cma`]).
+    pub fn peer_memory(&self) -> Option<&crate::cma::PeerMemory> {
+        dispatch!(&self.inner, ep => ep.peer_memory())
+    }
+
     /// Waits up to `timeout` for the next completion, busy polling
     /// ([`PollMode::Hot`]) or sleeping on the endpoint's fd
     /// ([`PollMode::Warm`]). [`FabricError::Timeout`] if none came; a dead

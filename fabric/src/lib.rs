@@ -90,6 +90,7 @@
 
 pub mod auth;
 pub mod caps;
+pub mod cma;
 mod completion;
 mod config;
 mod deadline;

@@ -70,4 +70,10 @@ pub(crate) trait Provider {
     /// Sleeps until something may be pending or `timeout` passed (after
     /// `arm` returned `true`).
     fn block(&mut self, timeout: Duration) -> Result<(), FabricError>;
+
+    /// The peer's memory, readable with one copy, where the peer is a
+    /// process of this host that this one may read ([`crate::cma`]).
+    fn peer_memory(&self) -> Option<&crate::cma::PeerMemory> {
+        None
+    }
 }

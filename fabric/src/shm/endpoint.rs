@@ -11,6 +11,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::ring::{Consumer, Producer, INLINE_WRITE_MAX};
 use super::sys;
+use crate::cma::PeerMemory;
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
 use crate::mem::SharedMap;
@@ -38,6 +39,8 @@ pub(crate) struct ShmEndpoint {
     pub(super) idle: u32,
     pub(super) max_message: usize,
     pub(super) op_timeout: Duration,
+    /// The peer process's memory, if this process may read it.
+    pub(super) peer_mem: Option<PeerMemory>,
 }
 
 impl ShmEndpoint {
@@ -307,5 +310,9 @@ impl Provider for ShmEndpoint {
             Ok(_) | Err(nix::Error::EINTR) => Ok(()),
             Err(e) => Err(FabricError::os("poll", std::io::Error::from(e))),
         }
+    }
+
+    fn peer_memory(&self) -> Option<&PeerMemory> {
+        self.peer_mem.as_ref()
     }
 }

@@ -116,6 +116,7 @@ pub(crate) fn establish(
         .collect::<Result<Vec<_>, FabricError>>()?;
     sock.set_nonblocking(true)
         .map_err(|e| FabricError::os("set_nonblocking", e))?;
+    let peer_mem = sys::peer_memory(&sock);
     Ok(ShmEndpoint {
         tx,
         rx: Consumer::new(inbound),
@@ -130,5 +131,6 @@ pub(crate) fn establish(
         idle: 0,
         max_message: cfg.max_message,
         op_timeout: cfg.op_timeout,
+        peer_mem,
     })
 }

@@ -150,3 +150,20 @@ pub(super) fn peer_closed(sock: &UnixStream) -> bool {
         Err(_) => true,
     }
 }
+
+/// The memory of the process at the other end of `sock`, if this process
+/// may read it: its pid comes from the kernel (`SO_PEERCRED`), and it
+/// still holds the socket after the pidfd was opened, so the pidfd is
+/// that process's and not a successor's under a recycled pid.
+pub(super) fn peer_memory(sock: &UnixStream) -> Option<crate::cma::PeerMemory> {
+    let cred =
+        nix::sys::socket::getsockopt(sock, nix::sys::socket::sockopt::PeerCredentials).ok()?;
+    match crate::cma::PeerMemory::open(cred.pid()) {
+        Ok(m) if !peer_closed(sock) => Some(m),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::debug!("no single-copy reads from the shm peer: {e}");
+            None
+        }
+    }
+}

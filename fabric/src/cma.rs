@@ -1,0 +1,246 @@
+//! Cross-memory attach: one copy straight out of another process's
+//! memory (`process_vm_readv`), as Open MPI's vader and UCX's `cma`
+//! transport move large messages between the processes of one host.
+//!
+//! The shm provider opens the process at the other end of its Unix socket
+//! (its pid from `SO_PEERCRED`, set by the kernel, never taken from the
+//! peer's words) and keeps a pidfd on it: a read counts only if that
+//! process was still alive after it, so a recycled pid never serves data.
+//! Whether this process may read another at all is up to the kernel (same
+//! user, the peer dumpable, Yama's ptrace scope, pid namespaces) and to
+//! seccomp (rfx's sandbox denies the call). [`PeerMemory::open`] finds out
+//! with a probe, and callers fall back to copies through shared memory.
+//!
+//! What is read is the peer's choice: it names the ranges (its own
+//! memory), and the reader lands them only in buffers it owns.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use nix::unistd::Pid;
+
+use crate::error::FabricError;
+
+/// Another process of this host whose memory this process may read.
+#[derive(Debug)]
+pub struct PeerMemory {
+    pid: Pid,
+    /// Readable once the process exited.
+    pidfd: OwnedFd,
+}
+
+fn unavailable(reason: String) -> FabricError {
+    FabricError::Unavailable {
+        kind: crate::TransportKind::Shm,
+        reason,
+    }
+}
+
+/// A pidfd for `pid` (Linux 5.3).
+fn pidfd_open(pid: i32) -> Result<OwnedFd, FabricError> {
+    // SAFETY: pidfd_open takes a pid and flags (0) and returns a new file
+    // descriptor or -1; it touches no memory of ours.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(unavailable(format!(
+            "pidfd_open({pid}): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: the kernel just returned this descriptor to us; nothing else
+    // owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+impl PeerMemory {
+    /// Opens process `pid` for reading, if this process may read it.
+    ///
+    /// The caller vouches that `pid` is its peer's (a pid the kernel
+    /// reported) and checks, after this returns, that the peer still
+    /// lives: then the pidfd holds that very process.
+    pub fn open(pid: i32) -> Result<PeerMemory, FabricError> {
+        if pid <= 0 {
+            return Err(unavailable(
+                "the peer's pid is not visible here (another pid namespace)".into(),
+            ));
+        }
+        let pidfd = pidfd_open(pid)?;
+        let pid = Pid::from_raw(pid);
+        // Address 0 is never mapped: a permitted read fails with EFAULT,
+        // a refused one with EPERM (kernel or seccomp), ESRCH or ENOSYS.
+        let mut b = [0u8; 1];
+        match process_vm_readv(
+            pid,
+            &mut [IoSliceMut::new(&mut b)],
+            &[RemoteIoVec { base: 0, len: 1 }],
+        ) {
+            Ok(_) | Err(Errno::EFAULT) => {}
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "process_vm_readv on pid {pid} is not permitted: {e}"
+                )))
+            }
+        }
+        let m = PeerMemory { pid, pidfd };
+        m.alive()?;
+        Ok(m)
+    }
+
+    /// This process itself (tests and ranks that share a process).
+    pub fn this_process() -> Result<PeerMemory, FabricError> {
+        PeerMemory::open(std::process::id() as i32)
+    }
+
+    /// The process's id, as seen here.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw()
+    }
+
+    /// Reads bytes `[at, at + out.len())` of the concatenation of the
+    /// peer's address ranges `segs` (address, length) into `out`.
+    ///
+    /// Fails, with nothing promised about `out`, if the ranges do not
+    /// cover the bytes, a range is not mapped in the peer, or the peer
+    /// exited (before or during the read).
+    pub fn read(&self, segs: &[(u64, u64)], at: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        let mut done = 0usize;
+        let mut base = 0u64;
+        for &(addr, len) in segs {
+            if done == out.len() {
+                break;
+            }
+            let want = at + done as u64;
+            let end = base.saturating_add(len);
+            if want < end {
+                let off = want - base;
+                let n = usize::try_from(len - off)
+                    .unwrap_or(usize::MAX)
+                    .min(out.len() - done);
+                self.read_at(addr.checked_add(off), &mut out[done..done + n])?;
+                done += n;
+            }
+            base = end;
+        }
+        if done < out.len() {
+            return Err(FabricError::RemoteAccess {
+                rkey: 0,
+                addr: at,
+                len: out.len() as u64,
+                reason: "past the end of the ranges the peer named",
+            });
+        }
+        self.alive()
+    }
+
+    fn read_at(&self, addr: Option<u64>, out: &mut [u8]) -> Result<(), FabricError> {
+        let refused = |addr: u64, len: usize, reason| FabricError::RemoteAccess {
+            rkey: 0,
+            addr,
+            len: len as u64,
+            reason,
+        };
+        let Some(addr) = addr.filter(|a| a.checked_add(out.len() as u64).is_some()) else {
+            return Err(refused(0, out.len(), "an address range that wraps"));
+        };
+        let mut got = 0usize;
+        // Bounded: every turn copies at least one byte or returns.
+        while got < out.len() {
+            let from = addr + got as u64;
+            let Ok(base) = usize::try_from(from) else {
+                return Err(refused(
+                    from,
+                    out.len() - got,
+                    "an address beyond this host's",
+                ));
+            };
+            let len = out.len() - got;
+            match process_vm_readv(
+                self.pid,
+                &mut [IoSliceMut::new(&mut out[got..])],
+                &[RemoteIoVec { base, len }],
+            ) {
+                Ok(0) | Err(Errno::EFAULT) => {
+                    return Err(refused(from, len, "the peer's memory is not mapped there"))
+                }
+                Ok(n) => got += n,
+                Err(Errno::ESRCH) => {
+                    return Err(FabricError::PeerGone("the peer process exited".into()))
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(FabricError::os("process_vm_readv", std::io::Error::from(e))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails if the process exited (its pid may name another one now).
+    fn alive(&self) -> Result<(), FabricError> {
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(FabricError::PeerGone(
+                "the peer process exited during a read of its memory".into(),
+            )),
+            Err(e) => Err(FabricError::os("poll(pidfd)", std::io::Error::from(e))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ranges_of_this_process() {
+        let m = PeerMemory::this_process().expect("CMA on ourselves");
+        let a: Vec<u8> = (0..100u8).collect();
+        let b: Vec<u8> = (100..200u8).collect();
+        let segs = [
+            (a.as_ptr() as u64, a.len() as u64),
+            (b.as_ptr() as u64, b.len() as u64),
+        ];
+        let mut out = [0u8; 50];
+        m.read(&segs, 75, &mut out).unwrap();
+        assert_eq!(out.to_vec(), (75..125u8).collect::<Vec<_>>());
+        let mut past = [0u8; 2];
+        assert!(matches!(
+            m.read(&segs, 199, &mut past),
+            Err(FabricError::RemoteAccess { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_addresses_are_refused_not_fatal() {
+        let m = PeerMemory::this_process().unwrap();
+        let mut out = [0u8; 8];
+        for segs in [[(0u64, 8u64)], [(u64::MAX - 3, 8)], [(1 << 63, 8)]] {
+            assert!(
+                matches!(
+                    m.read(&segs, 0, &mut out),
+                    Err(FabricError::RemoteAccess { .. })
+                ),
+                "{segs:?}"
+            );
+        }
+        assert!(PeerMemory::open(0).is_err());
+    }
+
+    #[test]
+    fn a_peer_that_exited_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let m = PeerMemory::open(child.id() as i32).expect("CMA on our own child");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let mut out = [0u8; 1];
+        assert!(matches!(
+            m.read(&[(4096, 1)], 0, &mut out),
+            Err(FabricError::PeerGone(_))
+        ));
+    }
+}
