@@ -6,7 +6,7 @@ use rfx_fabric::TransportKind;
 
 use crate::config::CollConfig;
 use crate::element::{Element, Op};
-use crate::engine::Engine;
+use crate::engine::{Engine, Lend};
 use crate::error::CollError;
 use crate::matching::{Source, Status, TagMatch};
 use crate::request::{
@@ -39,6 +39,7 @@ enum PlanOp {
     Gather,
     Scatter,
     Allgather,
+    AllgatherFromInput,
     ReduceScatter,
     Alltoall,
     Scan,
@@ -178,6 +179,7 @@ impl Communicator {
             progress: cfg.progress,
             fragment: cfg.fragment,
             flush_timeout: cfg.op_timeout,
+            single_copy_min: cfg.thresholds.single_copy_min,
         };
         let engine = Engine::new(0, vec![None], ecfg)?;
         Ok(Communicator::from_engine(engine, cfg))
@@ -207,6 +209,12 @@ impl Communicator {
     /// The configuration in use.
     pub fn config(&self) -> &CollConfig {
         &self.cfg
+    }
+
+    /// What this process's engine moved so far (all its communicators):
+    /// messages read in place from peers' memory, messages spilled.
+    pub fn stats(&self) -> crate::EngineStats {
+        lock(&self.engine).stats
     }
 
     /// The transport to `rank` (`None` for ourselves or a bad rank).
@@ -244,13 +252,16 @@ impl Communicator {
     // ----- point to point -------------------------------------------------
 
     /// Sends `buf` to `dest` with `tag`. Returns once the data is handed to
-    /// the transport (written to the receiver, or copied); never waits for
-    /// the matching receive.
+    /// the transport (written to the receiver, or copied). A large message
+    /// to a process of this host that reads it in place (one copy; see the
+    /// crate docs) returns once the receiver read it: when its receive
+    /// claims it, or as soon as the receiver waits in the library on
+    /// anything else, as MPI's rendezvous.
     pub fn send<T: Element>(&mut self, buf: &[T], dest: usize, tag: u32) -> Result<(), CollError> {
         let w = self.world(dest)?;
         match T::wire(buf) {
             Some(bytes) => {
-                let token = lock(&self.engine).post(w, self.ctx, tag, &[bytes], true)?;
+                let token = lock(&self.engine).post(w, self.ctx, tag, &[bytes], Lend::Expose)?;
                 let mut t = SendTask {
                     dest: w,
                     token,
@@ -262,7 +273,7 @@ impl Communicator {
             None => {
                 let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
                 T::encode(buf, &mut bytes);
-                lock(&self.engine).post(w, self.ctx, tag, &[&bytes], false)?;
+                lock(&self.engine).post(w, self.ctx, tag, &[&bytes], Lend::Copy)?;
                 // Bound the memory queued for a slow receiver: wait until the
                 // window took the message.
                 let mut t = FlushTask { dest: w };
@@ -338,16 +349,16 @@ impl Communicator {
             recv_tag.into(),
         )?;
         let encoded;
-        let (bytes, borrow) = match T::wire(send) {
-            Some(b) => (b, true),
+        let (bytes, lend) = match T::wire(send) {
+            Some(b) => (b, Lend::Expose),
             None => {
                 let mut v = Vec::with_capacity(send.len() * T::SIZE);
                 T::encode(send, &mut v);
                 encoded = v;
-                (&encoded[..], false)
+                (&encoded[..], Lend::Copy)
             }
         };
-        let token = lock(&self.engine).post(w, self.ctx, send_tag, &[bytes], borrow)?;
+        let token = lock(&self.engine).post(w, self.ctx, send_tag, &[bytes], lend)?;
         let mut t = Both {
             a: SendTask {
                 dest: w,
@@ -373,11 +384,11 @@ impl Communicator {
         {
             let mut e = lock(&self.engine);
             match T::wire(&buf) {
-                Some(bytes) => e.post(w, self.ctx, tag, &[bytes], false)?,
+                Some(bytes) => e.post(w, self.ctx, tag, &[bytes], Lend::Copy)?,
                 None => {
                     let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
                     T::encode(&buf, &mut bytes);
-                    e.post(w, self.ctx, tag, &[&bytes], false)?
+                    e.post(w, self.ctx, tag, &[&bytes], Lend::Copy)?
                 }
             };
         }
@@ -389,8 +400,9 @@ impl Communicator {
     }
 
     /// Non-blocking send straight from `data`, which the request holds:
-    /// no copy, the bytes go out as the receiver's window allows, and the
-    /// request completes (handing `data` back) once every byte is written.
+    /// no copy, the bytes go out as the receiver's window allows (or the
+    /// receiver reads them in place), and the request completes (handing
+    /// `data` back) once every byte is written or read.
     /// Dropped before, it hands the rest over to the engine as a copy.
     pub fn isend_held<B: AsRef<[u8]> + Send + 'static>(
         &mut self,
@@ -399,7 +411,7 @@ impl Communicator {
         tag: u32,
     ) -> Result<Request<B>, CollError> {
         let w = self.world(dest)?;
-        let token = lock(&self.engine).post(w, self.ctx, tag, &[data.as_ref()], true)?;
+        let token = lock(&self.engine).post(w, self.ctx, tag, &[data.as_ref()], Lend::Expose)?;
         let task = HeldSend {
             dest: w,
             token,
@@ -790,11 +802,17 @@ impl Communicator {
     /// Gathers every rank's `send` into `recv` of every rank
     /// (`recv.len() == size * send.len()`).
     pub fn allgather<T: Element>(&mut self, send: &[T], recv: &mut [T]) -> Result<(), CollError> {
-        let (me, n, c) = (self.rank, self.size(), send.len());
+        let (n, c) = (self.size(), send.len());
         Self::len_check("allgather's receive buffer", recv.len(), n * c)?;
-        recv[me * c..(me + 1) * c].copy_from_slice(send);
-        let steps = self.plan_allgather::<T>(c);
-        self.exec("allgather", steps, Whole { buf: recv, base: 0 }, None)
+        let alg = self.choose::<T>(Collective::Allgather, c);
+        let steps = self.plan(PlanOp::AllgatherFromInput, 0, c, T::SIZE, |me, n| {
+            let steps = match alg {
+                Algorithm::Ring => sched::allgather_ring(me, n, c),
+                _ => sched::allgather_recursive_doubling(me, n, c),
+            };
+            sched::allgather_from_input(steps, me, c)
+        });
+        self.exec("allgather", steps, Split { a: send, b: recv }, None)
     }
 
     /// Reduces `send` (`size` equal blocks) with `op` and gives rank i the

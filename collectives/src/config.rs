@@ -41,6 +41,11 @@ pub struct Thresholds {
     /// Blocks of all-to-all from which the pairwise exchange replaces the
     /// linear one, all sends at once (`RFX_COLL_ALLTOALL_PAIRWISE_MIN`).
     pub alltoall_pairwise_min: usize,
+    /// Messages from which a send between processes of one host that may
+    /// read each other's memory goes as a read request: the receiver
+    /// copies it straight from the sender's buffer, one copy instead of
+    /// two (`RFX_COLL_SINGLE_COPY_MIN`; 0 turns it off).
+    pub single_copy_min: usize,
 }
 
 impl Default for Thresholds {
@@ -56,6 +61,7 @@ impl Default for Thresholds {
             linear_block_min: 16 << 10,
             scan_chain_max_ranks: 4,
             alltoall_pairwise_min: 256 << 10,
+            single_copy_min: 16 << 10,
         }
     }
 }
@@ -164,6 +170,7 @@ impl CollConfig {
                 "RFX_COLL_ALLTOALL_PAIRWISE_MIN",
                 &mut t.alltoall_pairwise_min,
             ),
+            ("RFX_COLL_SINGLE_COPY_MIN", &mut t.single_copy_min),
         ] {
             if let Some(v) = num(var)? {
                 *slot = v;

@@ -110,6 +110,14 @@
 //! their core away (as MPI's busy polling); with more ranks than the host
 //! has CPUs they yield on every empty sweep.
 //!
+//! Between processes of one host that may read each other's memory
+//! ([`rfx_fabric::cma`]), messages of `RFX_COLL_SINGLE_COPY_MIN` bytes
+//! (16 KiB) or more from blocking sends, held-buffer sends and the blocking
+//! collectives that do not reduce go as *read requests*: the receiver
+//! copies them straight from the sender's buffer into its own, one copy
+//! instead of two, and the send completes when it has. A receiver waiting
+//! on other messages reads them out as it spills.
+//!
 //! # Example
 //!
 //! Ranks as threads of one process (programs use one process per rank):
@@ -158,6 +166,7 @@ pub use bootstrap::{JoinOptions, Rendezvous};
 pub use comm::Communicator;
 pub use config::{CollConfig, Thresholds};
 pub use element::{CustomFn, Element, Op, ReduceOp};
+pub use engine::EngineStats;
 pub use error::CollError;
 pub use matching::{Source, Status, TagMatch};
 pub use request::{wait_all, Request};

@@ -10,10 +10,19 @@
 //!
 //! ```text
 //! imm = units << 2 | kind
-//! kind 0 MSG:    a message starts: Header (16 B), then its first payload bytes
-//! kind 1 DATA:   the next payload bytes of the message in progress
+//! kind 0 MSG:    units 0: a message starts: Header (16 B), then its first
+//!                payload bytes
+//!                units 1: a message to read (RTS): Header, then where the
+//!                payload lies in the writer's memory: seq u32 | n u32 |
+//!                n x (address u64 | length u64), 1 <= n <= 4
+//! kind 1 DATA:   the next payload bytes of the message in progress (units 0)
 //! kind 2 CREDIT: no data; the writer's reader freed `units` * 64 bytes of
-//!                the inbox it exposed (units = 0 for MSG and DATA)
+//!                the inbox it exposed
+//! kind 3 CTRL:   no data; units 0 (READS) or 2 (COPIES), each rank's first
+//!                write on a link: the writer can (or cannot) read this
+//!                process's memory, so RTS may (may not) be sent to it;
+//!                units odd (FIN): the writer read the RTS numbered
+//!                units >> 1 (mod 2^29), its buffer is the sender's again
 //! Header: context u32 | tag u32 | total payload bytes u64 (little-endian)
 //! ```
 //!
@@ -21,28 +30,45 @@
 //! per peer, in order). The reader frees inbox space in order and returns
 //! it as CREDIT writes; a writer never has more than the inbox's size
 //! outstanding, so writes never land on unread data.
+//!
+//! An RTS is the single-copy path for large messages between processes of
+//! one host ([`rfx_fabric::cma`]): the receiver copies the payload straight
+//! from the sender's buffer into its own when a receive claims it, then
+//! sends FIN. Only a peer that sent READS gets them.
 
 /// Bytes of a message header.
 pub(crate) const HDR_LEN: usize = 16;
 /// Alignment (and least cost) of a write in an inbox.
 pub(crate) const ALIGN: u64 = 64;
 
-/// What a write is (the low two bits of its immediate).
+/// What a write is (its immediate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     /// A message starts here.
     Msg,
+    /// A message starts here whose payload the receiver reads from the
+    /// writer's memory ([`PullDesc`]).
+    Rts,
     /// More payload of the message in progress.
     Data,
     /// Freed inbox space, in bytes.
     Credit(u64),
+    /// The writer can (`true`) or cannot read our memory: we may send it
+    /// [`Kind::Rts`] or not. Each rank's first write on a link.
+    Reads(bool),
+    /// The writer finished reading the RTS with this number (mod 2^29).
+    Fin(u32),
 }
+
+/// Bits of an RTS number carried by a FIN.
+pub(crate) const SEQ_MASK: u32 = (1 << 29) - 1;
+
+/// Most address ranges of one RTS.
+pub(crate) const PULL_SEGS: usize = 4;
 
 /// Why an immediate or a write does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum WireError {
-    #[error("unknown write kind {0}")]
-    Kind(u32),
     #[error("reserved immediate bits set: {0:#x}")]
     Reserved(u32),
     #[error("write at offset {got}, expected {want}")]
@@ -57,23 +83,117 @@ pub(crate) enum WireError {
 pub(crate) fn imm(kind: Kind) -> u32 {
     match kind {
         Kind::Msg => 0,
+        Kind::Rts => 1 << 2,
         Kind::Data => 1,
         Kind::Credit(bytes) => {
             let units = bytes / ALIGN;
             debug_assert!(units < 1 << 30 && bytes % ALIGN == 0);
             ((units as u32) << 2) | 2
         }
+        Kind::Reads(true) => 3,
+        Kind::Reads(false) => 2 << 2 | 3,
+        Kind::Fin(seq) => ((seq & SEQ_MASK) << 3) | 1 << 2 | 3,
     }
 }
 
 /// Parses an immediate.
 pub(crate) fn parse_imm(imm: u32) -> Result<Kind, WireError> {
-    match imm & 3 {
-        0 | 1 if imm >> 2 != 0 => Err(WireError::Reserved(imm)),
-        0 => Ok(Kind::Msg),
-        1 => Ok(Kind::Data),
-        2 => Ok(Kind::Credit(u64::from(imm >> 2) * ALIGN)),
-        k => Err(WireError::Kind(k)),
+    let units = imm >> 2;
+    match (imm & 3, units) {
+        (0, 0) => Ok(Kind::Msg),
+        (0, 1) => Ok(Kind::Rts),
+        (1, 0) => Ok(Kind::Data),
+        (2, _) => Ok(Kind::Credit(u64::from(units) * ALIGN)),
+        (3, 0) => Ok(Kind::Reads(true)),
+        (3, 2) => Ok(Kind::Reads(false)),
+        (3, u) if u & 1 == 1 => Ok(Kind::Fin(u >> 1)),
+        _ => Err(WireError::Reserved(imm)),
+    }
+}
+
+/// Where an RTS's payload lies in the sender's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PullDesc {
+    /// Its number, echoed by the FIN.
+    pub(crate) seq: u32,
+    n: usize,
+    segs: [(u64, u64); PULL_SEGS],
+}
+
+impl PullDesc {
+    /// The description of `parts` (empty ones left out); `None` if they
+    /// are more than [`PULL_SEGS`] ranges.
+    pub(crate) fn new(seq: u32, parts: &[&[u8]]) -> Option<PullDesc> {
+        let mut d = PullDesc {
+            seq,
+            n: 0,
+            segs: [(0, 0); PULL_SEGS],
+        };
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            *d.segs.get_mut(d.n)? = (p.as_ptr() as u64, p.len() as u64);
+            d.n += 1;
+        }
+        Some(d)
+    }
+
+    /// The ranges (address, length) in the sender's memory.
+    pub(crate) fn segs(&self) -> &[(u64, u64)] {
+        &self.segs[..self.n]
+    }
+
+    /// Bytes of the encoding.
+    pub(crate) fn len(&self) -> usize {
+        8 + 16 * self.n
+    }
+
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&(self.n as u32).to_le_bytes());
+        for (a, l) in self.segs() {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+    }
+
+    /// Parses the description of a message of `total` bytes (untrusted).
+    pub(crate) fn decode(b: &[u8], total: u64) -> Result<PullDesc, String> {
+        let u32_at = |i: usize| {
+            b.get(i..i + 4)
+                .map(|x| u32::from_le_bytes(x.try_into().unwrap_or_default()))
+        };
+        let u64_at = |i: usize| {
+            b.get(i..i + 8)
+                .map(|x| u64::from_le_bytes(x.try_into().unwrap_or_default()))
+        };
+        let (Some(seq), Some(n)) = (u32_at(0), u32_at(4)) else {
+            return Err("a short read request".into());
+        };
+        let n = n as usize;
+        if n == 0 || n > PULL_SEGS || b.len() != 8 + 16 * n {
+            return Err(format!("a read request of {n} ranges in {} bytes", b.len()));
+        }
+        let mut d = PullDesc {
+            seq,
+            n,
+            segs: [(0, 0); PULL_SEGS],
+        };
+        let mut sum = 0u64;
+        for (k, s) in d.segs[..n].iter_mut().enumerate() {
+            let (Some(a), Some(l)) = (u64_at(8 + 16 * k), u64_at(16 + 16 * k)) else {
+                return Err("a short read request".into());
+            };
+            if l == 0 || a.checked_add(l).is_none() {
+                return Err(format!("a read request range of {l} bytes at {a:#x}"));
+            }
+            sum = sum.saturating_add(l);
+            *s = (a, l);
+        }
+        if sum != total || total == 0 {
+            return Err(format!(
+                "a read request of {sum} bytes for a message of {total}"
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -140,15 +260,43 @@ mod tests {
     fn immediates_roundtrip_and_garbage_is_refused() {
         for k in [
             Kind::Msg,
+            Kind::Rts,
             Kind::Data,
             Kind::Credit(0),
             Kind::Credit(64 << 20),
+            Kind::Reads(true),
+            Kind::Reads(false),
+            Kind::Fin(0),
+            Kind::Fin(SEQ_MASK),
         ] {
             assert_eq!(parse_imm(imm(k)), Ok(k));
         }
-        assert_eq!(parse_imm(3), Err(WireError::Kind(3)));
-        assert_eq!(parse_imm(4), Err(WireError::Reserved(4)));
-        assert_eq!(parse_imm(5), Err(WireError::Reserved(5)));
+        assert_eq!(imm(Kind::Fin(SEQ_MASK + 2)), imm(Kind::Fin(1)));
+        for bad in [8, 5, 1 << 30 | 1, 4 << 2 | 3] {
+            assert_eq!(parse_imm(bad), Err(WireError::Reserved(bad)), "{bad:#x}");
+        }
+    }
+
+    #[test]
+    fn read_requests_roundtrip_and_lies_are_refused() {
+        let (a, b) = (vec![1u8; 100], vec![2u8; 28]);
+        let d = PullDesc::new(7, &[&a, &[], &b]).unwrap();
+        assert_eq!(d.segs().len(), 2);
+        let mut enc = Vec::new();
+        d.encode(&mut enc);
+        assert_eq!(enc.len(), d.len());
+        assert_eq!(PullDesc::decode(&enc, 128), Ok(d));
+        assert!(PullDesc::decode(&enc, 129).is_err(), "total differs");
+        assert!(PullDesc::decode(&enc[..enc.len() - 1], 128).is_err());
+        assert!(PullDesc::new(0, &[&a, &a, &a, &a, &a]).is_none());
+        let mut wrap = Vec::new();
+        PullDesc {
+            seq: 1,
+            n: 1,
+            segs: [(u64::MAX, 2), (0, 0), (0, 0), (0, 0)],
+        }
+        .encode(&mut wrap);
+        assert!(PullDesc::decode(&wrap, 2).is_err());
     }
 
     #[test]
@@ -189,6 +337,14 @@ mod tests {
         #[test]
         fn arbitrary_immediates_never_panic(i in any::<u32>()) {
             let _ = parse_imm(i);
+        }
+
+        #[test]
+        fn arbitrary_read_requests_never_panic(
+            b in proptest::collection::vec(any::<u8>(), 0..90),
+            total in any::<u64>(),
+        ) {
+            let _ = PullDesc::decode(&b, total);
         }
     }
 }

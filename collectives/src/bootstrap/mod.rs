@@ -401,8 +401,10 @@ impl Communicator {
             progress: config.progress,
             fragment: config.fragment,
             flush_timeout: config.op_timeout,
+            single_copy_min: config.thresholds.single_copy_min,
         };
-        let engine = Engine::new(me, eps, ecfg)?;
+        let mut engine = Engine::new(me, eps, ecfg)?;
+        engine.await_peers(deadline)?;
         Ok(Communicator::from_engine(engine, config))
     }
 

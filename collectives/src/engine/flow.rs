@@ -95,6 +95,15 @@ pub(super) struct Conn<L> {
     pub(super) win: Window,
     pub(super) out: VecDeque<OutMsg>,
     pub(super) inbox: Inbox,
+    /// We told the peer we can read its memory: it may send read requests.
+    pub(super) we_read: bool,
+    /// Whether the peer can read ours (large exposed sends then go as
+    /// read requests); `None` until its first write says.
+    pub(super) peer_reads: Option<bool>,
+    /// The number of our next read request (mod 2^29).
+    pub(super) next_seq: u32,
+    /// Our read requests the peer has not finished: (number, token).
+    pub(super) reading: Vec<(u32, u64)>,
 }
 
 impl<L: Link> Conn<L> {
@@ -142,15 +151,29 @@ impl<L: Link> Conn<L> {
                 freed: 0,
                 credited: 0,
             },
+            we_read: false,
+            peer_reads: None,
+            next_seq: 0,
+            reading: Vec::new(),
         })
+    }
+
+    /// Sends a control write (no data, no inbox space).
+    pub(super) fn control(&mut self, kind: Kind) -> Result<(), FabricError> {
+        self.link
+            .write_imm(&[], &self.win.remote, 0, wire::imm(kind))
+    }
+
+    /// True while the peer still reads the exposed message `token`.
+    pub(super) fn is_read(&self, token: u64) -> bool {
+        self.reading.iter().any(|&(_, t)| t == token)
     }
 
     /// Returns freed inbox space to the peer once there is enough of it.
     pub(super) fn credit(&mut self) -> Result<(), FabricError> {
         let owed = self.inbox.freed - self.inbox.credited;
         if owed > 0 && owed >= self.inbox.size / 8 {
-            self.link
-                .write_imm(&[], &self.win.remote, 0, wire::imm(Kind::Credit(owed)))?;
+            self.control(Kind::Credit(owed))?;
             self.inbox.credited = self.inbox.freed;
         }
         Ok(())

@@ -11,12 +11,13 @@ use std::os::fd::BorrowedFd;
 use std::rc::Rc;
 use std::time::Duration;
 
+use rfx_fabric::cma::PeerMemory;
 use rfx_fabric::{
     Completion, Config, Fabric, FabricError, MemoryRegion, PollMode, RemoteBuffer, TransportKind,
     WriteCompletion,
 };
 
-use super::{Engine, EngineConfig, Link, Piece};
+use super::{Engine, EngineConfig, Lend, Link, Piece};
 
 /// One posted write, not landed yet.
 #[derive(Debug, Clone)]
@@ -45,6 +46,9 @@ pub(super) struct MemLink {
     peer: usize,
     target: RemoteBuffer,
     wires: Rc<RefCell<Wires>>,
+    /// All ranks live in this process: reading "the peer's" memory is
+    /// reading our own, through the same system call as between processes.
+    mem: Option<PeerMemory>,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -118,18 +122,32 @@ impl Link for MemLink {
     fn event_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+
+    fn peer_memory(&self) -> Option<&PeerMemory> {
+        self.mem.as_ref()
+    }
 }
+
+/// An exposed send the mesh pumps on every step: (from, to, token, bytes).
+type Lent = (usize, usize, u64, Vec<u8>);
 
 /// `n` engines joined all to all.
 pub(super) struct Mesh {
     pub(super) engines: Vec<Engine<MemLink>>,
     wires: Rc<RefCell<Wires>>,
+    lent: Vec<Lent>,
 }
 
 impl Mesh {
     /// `n` ranks, each exposing an inbox of `inbox` bytes to every peer;
     /// data writes of at most `fragment` bytes.
     pub(super) fn new(n: usize, inbox: usize, fragment: usize) -> Mesh {
+        Mesh::reading(n, inbox, fragment, 0)
+    }
+
+    /// As [`Mesh::new`], and exposed sends of at least `single_copy_min`
+    /// bytes (0: none) go as read requests, read through the kernel.
+    pub(super) fn reading(n: usize, inbox: usize, fragment: usize, single_copy_min: usize) -> Mesh {
         let fabric = Fabric::open(Config::default()).expect("a fabric with no network");
         let wires = Rc::new(RefCell::new(Wires::default()));
         for owner in 0..n {
@@ -142,6 +160,7 @@ impl Mesh {
             progress: PollMode::Hot,
             fragment,
             flush_timeout: Duration::ZERO,
+            single_copy_min,
         };
         let engines = (0..n)
             .map(|me| {
@@ -154,6 +173,9 @@ impl Mesh {
                                 peer,
                                 target: w.inboxes[&(me, peer)].remote(),
                                 wires: Rc::clone(&wires),
+                                mem: (single_copy_min > 0).then(|| {
+                                    PeerMemory::this_process().expect("reading our own memory")
+                                }),
                             };
                             (link, w.inboxes[&(peer, me)].clone())
                         })
@@ -162,7 +184,54 @@ impl Mesh {
                 Engine::new(me, links, cfg.clone()).expect("an engine")
             })
             .collect();
-        Mesh { engines, wires }
+        let mut m = Mesh {
+            engines,
+            wires,
+            lent: Vec::new(),
+        };
+        // Each rank's first write says whether it reads its peers' memory:
+        // deliver those, and count writes from here.
+        m.settle(10);
+        m.wires.borrow_mut().writes = 0;
+        m
+    }
+
+    /// Sends `data` from `from` to `to` exposed ([`Lend::Expose`]): the
+    /// mesh holds it and pumps it on every step until it completes.
+    pub(super) fn lend(&mut self, from: usize, to: usize, tag: u32, data: Vec<u8>) {
+        let token = self.engines[from]
+            .post(to, super::tests::CTX, tag, &[&data], Lend::Expose)
+            .expect("post");
+        if let Some(t) = token {
+            self.lent.push((from, to, t, data));
+        }
+    }
+
+    /// Exposed sends not complete yet.
+    pub(super) fn lent(&self) -> usize {
+        self.lent.len()
+    }
+
+    /// The token and bytes of exposed send number `i` (still held by the
+    /// mesh).
+    pub(super) fn lent_mut(&mut self, i: usize) -> (u64, &mut Vec<u8>) {
+        let l = &mut self.lent[i];
+        (l.2, &mut l.3)
+    }
+
+    fn pump_lent(&mut self) -> bool {
+        let mut moved = false;
+        let engines = &mut self.engines;
+        self.lent.retain(|(from, to, token, data)| {
+            match engines[*from].pump(*to, *token, &[data]) {
+                Ok((n, done)) => {
+                    moved |= n > 0;
+                    !done
+                }
+                Err(_) => false,
+            }
+        });
+        moved
     }
 
     /// Lands up to `max` of the writes `from` posted to `to`, in order.
@@ -238,7 +307,7 @@ impl Mesh {
     /// anything moved.
     pub(super) fn step(&mut self) -> bool {
         let landed = self.land_all() > 0;
-        let mut moved = landed;
+        let mut moved = landed | self.pump_lent();
         for e in &mut self.engines {
             moved |= e.progress();
         }
@@ -326,10 +395,9 @@ impl Mesh {
 
 /// The bytes of a piece.
 pub(super) fn read(p: &Piece<'_>) -> Vec<u8> {
-    match p {
-        Piece::Bytes(b) => b.to_vec(),
-        Piece::Region { mr, off, len } => mr.to_vec(*off, *len).expect("in the inbox"),
-    }
+    let mut out = vec![0; p.len()];
+    p.read_at(0, &mut out).expect("the piece's bytes");
+    out
 }
 
 /// `len` bytes that differ by message and position.

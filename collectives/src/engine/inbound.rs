@@ -1,6 +1,7 @@
 //! The receiving side of the protocol: each write of the peer taken in
 //! ring order ([`on_write`]), the messages it starts or continues
-//! ([`InMsg`]), and their copy out of the inbox ([`spill`]).
+//! ([`InMsg`]), their copy out of the inbox ([`spill`]), and the read of
+//! a message the peer left in its own memory ([`read_out`]).
 
 use std::collections::VecDeque;
 
@@ -9,7 +10,7 @@ use rfx_fabric::{FabricError, WriteCompletion};
 use super::flow::{Chunk, Conn, Inbox};
 use super::link::Link;
 use super::SPILL_RESERVE;
-use crate::wire::{self, Header, Kind, HDR_LEN};
+use crate::wire::{self, Header, Kind, PullDesc, HDR_LEN, PULL_SEGS};
 
 /// Payloads up to this size are read out with their header on arrival.
 pub(super) const INLINE_MAX: usize = 48;
@@ -52,6 +53,9 @@ pub(super) struct InMsg {
     /// A small message, read with its header on arrival (its inbox space
     /// is free at once).
     pub(super) inline: Option<Inline>,
+    /// A message to read from the peer's memory (its payload never enters
+    /// the inbox): where it lies there.
+    pub(super) pull: Option<Box<PullDesc>>,
     /// The receive that claimed it (0: none).
     pub(super) claim: u64,
     /// Discarded: drop its data as it arrives.
@@ -78,6 +82,32 @@ pub(super) fn spill(inbox: &mut Inbox, m: &mut InMsg) -> Result<(), FabricError>
     Ok(())
 }
 
+/// Bytes copied per read of [`read_out`] (its buffer grows by this much
+/// only once the peer's memory delivered the bytes before).
+const READ_OUT_STEP: usize = 64 << 20;
+
+/// Copies a message to read out of the peer's memory into owned memory
+/// and tells the peer its buffer is free (a receiver that waits on other
+/// messages must not hold a sender forever).
+pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), FabricError> {
+    let Some(d) = m.pull.take() else {
+        return Ok(());
+    };
+    let mem = l
+        .link
+        .peer_memory()
+        .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?;
+    let mut data = Vec::new();
+    while data.len() < m.total {
+        let at = data.len();
+        let n = (m.total - at).min(READ_OUT_STEP);
+        data.resize(at + n, 0);
+        mem.read(d.segs(), at as u64, &mut data[at..])?;
+    }
+    m.owned = Some(Box::new(Owned { base: 0, data }));
+    l.control(Kind::Fin(d.seq))
+}
+
 /// Takes one write of the peer. True if it returned credit.
 pub(super) fn on_write(
     l: &mut Conn<impl Link>,
@@ -86,13 +116,30 @@ pub(super) fn on_write(
     w: &WriteCompletion,
 ) -> Result<bool, String> {
     let kind = wire::parse_imm(w.imm).map_err(|e| e.to_string())?;
-    if let Kind::Credit(bytes) = kind {
-        let to = l.win.ring.head().saturating_add(bytes);
-        l.win
-            .ring
-            .release_to(to)
-            .map_err(|e| format!("credit for more than was sent: {e}"))?;
-        return Ok(true);
+    match kind {
+        Kind::Credit(bytes) => {
+            let to = l.win.ring.head().saturating_add(bytes);
+            l.win
+                .ring
+                .release_to(to)
+                .map_err(|e| format!("credit for more than was sent: {e}"))?;
+            return Ok(true);
+        }
+        Kind::Reads(yes) => {
+            if l.peer_reads.is_some() {
+                return Err("a second word on reading our memory".into());
+            }
+            l.peer_reads = Some(yes);
+            return Ok(false);
+        }
+        Kind::Fin(seq) => {
+            let Some(i) = l.reading.iter().position(|&(s, _)| s == seq) else {
+                return Err(format!("a FIN for no read in progress ({seq})"));
+            };
+            l.reading.swap_remove(i);
+            return Ok(false);
+        }
+        Kind::Msg | Kind::Rts | Kind::Data => {}
     }
     let inbox = &mut l.inbox;
     if w.rkey != inbox.mr.rkey() {
@@ -116,15 +163,19 @@ pub(super) fn on_write(
     inbox.rpos = end;
     let idx = inbox.base + inbox.chunks.len() as u64;
     let off = off as usize;
-    if kind == Kind::Msg {
+    if kind != Kind::Data {
         if msgs.back().is_some_and(|m| m.arrived < m.total) {
             return Err("a message started inside another".into());
         }
         if len < HDR_LEN {
             return Err(wire::WireError::ShortHeader(len).to_string());
         }
-        // A small message comes out whole, with its header, in one read.
-        let mut buf = [0u8; HDR_LEN + INLINE_MAX];
+        if kind == Kind::Rts && !l.we_read {
+            return Err("a read request, though we cannot read the peer's memory".into());
+        }
+        // A small message (or a read request) comes out whole, with its
+        // header, in one read.
+        let mut buf = [0u8; HDR_LEN + 8 + 16 * PULL_SEGS];
         let take = if len <= buf.len() { len } else { HDR_LEN };
         inbox
             .mr
@@ -138,19 +189,52 @@ pub(super) fn on_write(
             .filter(|&t| t <= isize::MAX as usize)
             .ok_or_else(|| format!("a message of {} bytes", hdr.total))?;
         let payload = len - HDR_LEN;
-        if payload > total {
+        let pull = match kind {
+            Kind::Rts if take == len => {
+                Some(Box::new(PullDesc::decode(&buf[HDR_LEN..len], hdr.total)?))
+            }
+            Kind::Rts => return Err(format!("a read request of {len} bytes")),
+            _ => None,
+        };
+        if payload > total && pull.is_none() {
             return Err("the first write is longer than the message".into());
         }
         let id = *next_msg;
         *next_msg += 1;
-        let inline = (take == len && payload == total && payload > 0).then(|| {
-            let mut data = [0u8; INLINE_MAX];
-            data[..payload].copy_from_slice(&buf[HDR_LEN..len]);
-            Inline {
-                len: payload as u8,
-                data,
-            }
-        });
+        if pull.is_some() {
+            inbox.chunks.push_back(Chunk {
+                end,
+                off,
+                len: 0,
+                msg: id,
+                done: true,
+            });
+            msgs.push_back(InMsg {
+                id,
+                ctx: hdr.ctx,
+                tag: hdr.tag,
+                total,
+                arrived: total,
+                consumed: 0,
+                next_chunk: idx + 1,
+                owned: None,
+                inline: None,
+                pull,
+                claim: 0,
+                sink: false,
+            });
+            inbox.release();
+            return Ok(false);
+        }
+        let inline = (take == len && payload == total && payload > 0 && payload <= INLINE_MAX)
+            .then(|| {
+                let mut data = [0u8; INLINE_MAX];
+                data[..payload].copy_from_slice(&buf[HDR_LEN..len]);
+                Inline {
+                    len: payload as u8,
+                    data,
+                }
+            });
         inbox.chunks.push_back(Chunk {
             end,
             off: off + HDR_LEN,
@@ -172,6 +256,7 @@ pub(super) fn on_write(
             },
             owned: None,
             inline,
+            pull: None,
             claim: 0,
             sink: false,
         });

@@ -8,6 +8,7 @@
 
 use std::os::fd::BorrowedFd;
 
+use rfx_fabric::cma::PeerMemory;
 use rfx_fabric::{Completion, Endpoint, FabricError, RemoteBuffer, TransportKind};
 
 /// A reliable, ordered connection to one peer that carries one-sided
@@ -48,6 +49,11 @@ pub(crate) trait Link: std::fmt::Debug {
     /// The fd that becomes readable when an armed link may have news;
     /// `None` if the link has none (a sleep then is a short nap).
     fn event_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// The peer process's memory, if this process may read it in place
+    /// (same host, cross-memory attach): then large messages from the
+    /// peer come as read requests.
+    fn peer_memory(&self) -> Option<&PeerMemory>;
 }
 
 impl Link for Endpoint {
@@ -85,5 +91,9 @@ impl Link for Endpoint {
 
     fn event_fd(&self) -> Option<BorrowedFd<'_>> {
         Some(Endpoint::event_fd(self))
+    }
+
+    fn peer_memory(&self) -> Option<&PeerMemory> {
+        Endpoint::peer_memory(self)
     }
 }

@@ -18,6 +18,15 @@
 //! A message of a small size travels in one write with its header; larger
 //! ones as a header and chunks.
 //!
+//! Between processes of one host that may read each other's memory
+//! ([`rfx_fabric::cma`]), a large send whose buffer stays put until it
+//! completes ([`Lend::Expose`]) goes as a read request instead: the
+//! receiver copies the payload straight from the sender's buffer into its
+//! own (one copy, as Open MPI's vader does with CMA) and tells the sender
+//! when it is done. A receiver waiting on other messages reads such
+//! requests into owned memory, as it spills, so no sender waits on it
+//! forever.
+//!
 //! The protocol is written against [`Link`], not the fabric: `flow` holds
 //! the window into each peer's inbox and our inbox with its credit,
 //! `inbound` takes the peer's writes in ring order and spills, `outbound`
@@ -30,10 +39,11 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use rfx_fabric::cma::PeerMemory;
 use rfx_fabric::{Completion, Endpoint, FabricError, MemoryRegion, PollMode, TransportKind};
 
 use crate::error::CollError;
-use crate::wire::{Header, ALIGN, HDR_LEN};
+use crate::wire::{Header, Kind, PullDesc, ALIGN, HDR_LEN, SEQ_MASK};
 
 mod flow;
 #[cfg(test)]
@@ -45,7 +55,7 @@ mod outbound;
 mod tests;
 
 use flow::Conn;
-use inbound::{on_write, spill, InMsg, Owned};
+use inbound::{on_write, read_out, spill, InMsg, Owned};
 pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 
@@ -58,7 +68,8 @@ const POLL_BURST: usize = 64;
 /// chunk writes straight from the caller's buffer.
 pub(super) const SINGLE_MAX: usize = 2048;
 
-/// Words of the scratch buffer that reductions read inbox data into.
+/// Words of the scratch buffer that reductions read inbox data (or the
+/// peer's memory, a system call per fill) into.
 const SCRATCH_WORDS: usize = 2048;
 
 /// Empty sweeps of a hot wait between two reliefs of the inboxes.
@@ -76,7 +87,8 @@ pub(crate) const MIN_INBOX: usize = 1024;
 /// data arrives beyond that).
 pub(super) const SPILL_RESERVE: usize = 64 << 20;
 
-/// Message data handed to a receive: in the inbox, or in owned memory.
+/// Message data handed to a receive: in the inbox, in owned memory, or
+/// in the sender's memory.
 #[derive(Debug)]
 pub(crate) enum Piece<'a> {
     /// `len` bytes at `off` of our inbox region.
@@ -87,12 +99,20 @@ pub(crate) enum Piece<'a> {
     },
     /// Bytes already copied out (spilled or sent to ourselves).
     Bytes(&'a [u8]),
+    /// `len` bytes from `at` of the concatenation of the sender's ranges
+    /// `segs`, read with one copy.
+    Remote {
+        mem: &'a PeerMemory,
+        segs: &'a [(u64, u64)],
+        at: u64,
+        len: usize,
+    },
 }
 
 impl Piece<'_> {
     pub(crate) fn len(&self) -> usize {
         match self {
-            Piece::Region { len, .. } => *len,
+            Piece::Region { len, .. } | Piece::Remote { len, .. } => *len,
             Piece::Bytes(b) => b.len(),
         }
     }
@@ -106,8 +126,43 @@ impl Piece<'_> {
                 len,
             },
             Piece::Bytes(b) => Piece::Bytes(&b[at..at + len]),
+            Piece::Remote {
+                mem, segs, at: a, ..
+            } => Piece::Remote {
+                mem,
+                segs,
+                at: a + at as u64,
+                len,
+            },
         }
     }
+
+    /// Copies `out.len()` bytes from `at` of the piece into `out`.
+    pub(crate) fn read_at(&self, at: usize, out: &mut [u8]) -> Result<(), FabricError> {
+        match self {
+            Piece::Region { mr, off, .. } => mr.read_at(off + at, out),
+            Piece::Bytes(b) => {
+                out.copy_from_slice(&b[at..at + out.len()]);
+                Ok(())
+            }
+            Piece::Remote {
+                mem, segs, at: a, ..
+            } => mem.read(segs, a + at as u64, out),
+        }
+    }
+}
+
+/// How a send's bytes may be used after [`Engine::post`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lend {
+    /// The engine copies what it could not send at once.
+    Copy,
+    /// The caller keeps the bytes unchanged and sends the rest by
+    /// [`Engine::pump`] (or hands it over by [`Engine::unborrow`]).
+    Borrow,
+    /// As `Borrow`, and the receiver may also read them in place, so the
+    /// caller must not change them before the send completes.
+    Expose,
 }
 
 /// A message a receive claimed.
@@ -145,6 +200,10 @@ pub(crate) struct EngineConfig {
     pub(crate) progress: PollMode,
     pub(crate) fragment: usize,
     pub(crate) flush_timeout: Duration,
+    /// Exposed sends of at least this many bytes go as read requests to
+    /// peers that can read our memory (0: never; we then tell no peer that
+    /// we read theirs either).
+    pub(crate) single_copy_min: usize,
 }
 
 /// The shared state of all communicators of a process.
@@ -164,6 +223,20 @@ pub(crate) struct Engine<L: Link = Endpoint> {
     /// posted: a message goes to the first posted receive that matches it,
     /// whichever receive is stepped first (MPI's matching order).
     posted: VecDeque<Posted>,
+    pub(crate) stats: EngineStats,
+}
+
+/// What the engine moved, since it started (all communicators of the
+/// process together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Messages this rank read in place from a peer's memory (one copy).
+    pub messages_read_in_place: u64,
+    /// Their bytes.
+    pub bytes_read_in_place: u64,
+    /// Messages copied out of an inbox (or a peer's memory) into owned
+    /// memory because nobody was receiving them yet.
+    pub messages_spilled: u64,
 }
 
 fn malformed(r: usize, why: impl std::fmt::Display) -> String {
@@ -192,7 +265,13 @@ impl<L: Link> Engine<L> {
         for (r, l) in links.into_iter().enumerate() {
             let link = match l {
                 None => None,
-                Some((link, mr)) => Some(Conn::new(r, link, mr, cfg.fragment)?),
+                Some((link, mr)) => {
+                    let mut c = Conn::new(r, link, mr, cfg.fragment)?;
+                    c.we_read = cfg.single_copy_min > 0 && c.link.peer_memory().is_some();
+                    c.control(Kind::Reads(c.we_read))
+                        .map_err(|e| fabric_err(r, e))?;
+                    Some(c)
+                }
             };
             peers.push(Peer {
                 link,
@@ -212,6 +291,7 @@ impl<L: Link> Engine<L> {
             stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
             scratch: vec![0u64; SCRATCH_WORDS],
             posted: VecDeque::new(),
+            stats: EngineStats::default(),
         })
     }
 
@@ -256,18 +336,64 @@ impl<L: Link> Engine<L> {
             .ok_or(CollError::InvalidRank { rank: r, size })
     }
 
+    /// True if an exposed send of `bytes` to world rank `dest` would go as
+    /// a read request (then the caller must keep its buffer unchanged).
+    pub(crate) fn reads_in_place(&self, dest: usize, bytes: usize) -> bool {
+        self.cfg.single_copy_min > 0
+            && bytes >= self.cfg.single_copy_min
+            && self
+                .peers
+                .get(dest)
+                .and_then(|p| p.link.as_ref())
+                .is_some_and(|l| l.peer_reads == Some(true))
+    }
+
+    /// Progresses until every peer said whether it reads our memory (its
+    /// first write), so that the first large sends already know; bounded
+    /// by `deadline` (the bootstrap's).
+    pub(crate) fn await_peers(&mut self, deadline: Instant) -> Result<(), CollError> {
+        loop {
+            let silent = self.peers.iter().enumerate().find(|(_, p)| {
+                p.gone.is_none() && p.link.as_ref().is_some_and(|l| l.peer_reads.is_none())
+            });
+            let Some((r, _)) = silent else {
+                break;
+            };
+            if Instant::now() >= deadline {
+                return Err(CollError::Bootstrap(format!(
+                    "rank {r} connected but sent nothing"
+                )));
+            }
+            if !self.progress() {
+                self.idle(Duration::from_millis(1));
+            }
+        }
+        match self
+            .peers
+            .iter()
+            .enumerate()
+            .find_map(|(r, p)| Some((r, p.gone.as_ref()?)))
+        {
+            Some((r, why)) => Err(CollError::PeerGone {
+                rank: r,
+                reason: why.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Sends a message of the concatenation of `parts` to world rank
     /// `dest`: as much as the window allows now, never waiting. What is
-    /// left is copied into the send queue, unless `borrow`: then the caller
-    /// keeps `parts` unchanged and sends the rest by [`Engine::pump`] with
-    /// the returned token (or hands it over by [`Engine::unborrow`]).
+    /// left is copied into the send queue with [`Lend::Copy`]; otherwise
+    /// the caller sends the rest by [`Engine::pump`] with the returned
+    /// token (or hands it over by [`Engine::unborrow`]).
     pub(crate) fn post(
         &mut self,
         dest: usize,
         ctx: u32,
         tag: u32,
         parts: &[&[u8]],
-        borrow: bool,
+        lend: Lend,
     ) -> Result<Option<u64>, CollError> {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         let hdr = Header {
@@ -291,6 +417,7 @@ impl<L: Link> Engine<L> {
                 next_chunk: 0,
                 owned: Some(Box::new(Owned { base: 0, data })),
                 inline: None,
+                pull: None,
                 claim: 0,
                 sink: false,
             });
@@ -298,6 +425,7 @@ impl<L: Link> Engine<L> {
         }
         self.gone_err(dest)?;
         let token = self.token();
+        let read = lend == Lend::Expose && self.reads_in_place(dest, total);
         let Engine { peers, stage, .. } = self;
         let size = peers.len();
         let peer = peers
@@ -306,12 +434,38 @@ impl<L: Link> Engine<L> {
         let Some(l) = peer.link.as_mut() else {
             return Err(CollError::InvalidRank { rank: dest, size });
         };
-        let mut prog = Progress {
-            hdr,
-            total,
-            hdr_sent: false,
-            sent: 0,
-        };
+        let desc = read
+            .then(|| PullDesc::new(l.next_seq, parts))
+            .flatten()
+            .filter(|d| d.len() <= l.win.single);
+        if let Some(d) = desc {
+            l.next_seq = l.next_seq.wrapping_add(1) & SEQ_MASK;
+            let mut data = Vec::with_capacity(d.len());
+            d.encode(&mut data);
+            let mut prog = Progress::new(hdr, data.len());
+            prog.rts = true;
+            if l.out.is_empty() {
+                match send_some(&mut l.link, &mut l.win, stage, &mut prog, &[&data], 0) {
+                    Ok(true) => {
+                        l.reading.push((d.seq, token));
+                        return Ok(Some(token));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        peer.gone = Some(e.to_string());
+                        return Err(fabric_err(dest, e));
+                    }
+                }
+            }
+            l.out.push_back(OutMsg {
+                token,
+                prog,
+                data: OutData::Owned { base: 0, data },
+                rts: Some(d.seq),
+            });
+            return Ok(Some(token));
+        }
+        let mut prog = Progress::new(hdr, total);
         if l.out.is_empty() {
             match send_some(&mut l.link, &mut l.win, stage, &mut prog, parts, 0) {
                 Ok(true) => return Ok(None),
@@ -322,12 +476,18 @@ impl<L: Link> Engine<L> {
                 }
             }
         }
+        let borrow = lend != Lend::Copy;
         let data = if borrow {
             OutData::Borrowed
         } else {
             owned_rest(parts, prog.sent)
         };
-        l.out.push_back(OutMsg { token, prog, data });
+        l.out.push_back(OutMsg {
+            token,
+            prog,
+            data,
+            rts: None,
+        });
         Ok(borrow.then_some(token))
     }
 
@@ -349,11 +509,18 @@ impl<L: Link> Engine<L> {
         };
         let r = (|| {
             flush(l, stage)?;
+            if l.is_read(token) {
+                return Ok((0, false));
+            }
             let Some(m) = l.out.front_mut() else {
                 return Ok((0, true));
             };
             if m.token != token {
                 return Ok((0, !l.out.iter().any(|m| m.token == token)));
+            }
+            if m.rts.is_some() {
+                // A read request still waiting for credit.
+                return Ok((0, false));
             }
             let before = m.prog.sent;
             let done = send_some(&mut l.link, &mut l.win, stage, &mut m.prog, parts, 0)?;
@@ -371,14 +538,54 @@ impl<L: Link> Engine<L> {
     }
 
     /// Hands the rest of the borrowed message `token` (bytes `parts`) over
-    /// to the engine, copied: the caller may then change its buffer.
+    /// to the engine, copied: the caller may then change its buffer. A
+    /// message the peer is reading in place is waited for instead (it may
+    /// be reading right now), bounded by the flush timeout.
     pub(crate) fn unborrow(&mut self, dest: usize, token: u64, parts: &[&[u8]]) {
         let Some(l) = self.peers.get_mut(dest).and_then(|p| p.link.as_mut()) else {
             return;
         };
+        if l.is_read(token) {
+            self.await_read(dest, token);
+            return;
+        }
         if let Some(m) = l.out.iter_mut().find(|m| m.token == token) {
-            if matches!(m.data, OutData::Borrowed) {
+            if m.rts.take().is_some() {
+                // Not requested yet: send it the usual way.
+                m.prog = Progress::new(m.prog.hdr, m.prog.hdr.total as usize);
+                m.data = owned_rest(parts, 0);
+            } else if matches!(m.data, OutData::Borrowed) {
                 m.data = owned_rest(parts, m.prog.sent);
+            }
+        }
+    }
+
+    /// Progresses until the peer finished reading the exposed message
+    /// `token`, it is gone, or the flush timeout passed (then it is taken
+    /// for gone: its reads can no longer be vouched for).
+    fn await_read(&mut self, dest: usize, token: u64) {
+        let deadline = Instant::now() + self.cfg.flush_timeout;
+        let mut spins = 0u32;
+        loop {
+            let Some(p) = self.peers.get_mut(dest) else {
+                return;
+            };
+            let reading = p.gone.is_none() && p.link.as_ref().is_some_and(|l| l.is_read(token));
+            if !reading {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let why = "timed out waiting for the peer to read a message in place";
+                tracing::warn!(rank = dest, "{why}");
+                p.gone = Some(why.into());
+                return;
+            }
+            spins = spins.wrapping_add(1);
+            if !self.progress() {
+                if self.relieve_due(spins) {
+                    self.relieve(0, None);
+                }
+                self.idle(Duration::from_millis(1));
             }
         }
     }
@@ -489,7 +696,12 @@ impl<L: Link> Engine<L> {
     where
         F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
     {
-        let Engine { peers, scratch, .. } = self;
+        let Engine {
+            peers,
+            scratch,
+            stats,
+            ..
+        } = self;
         let peer = peers
             .get_mut(c.src)
             .ok_or_else(|| CollError::InvalidArgument("consume from a bad rank".into()))?;
@@ -500,7 +712,48 @@ impl<L: Link> Engine<L> {
         };
         let m = &mut peer.msgs[i];
         let start = m.consumed;
-        if let Some(small) = &m.inline {
+        if let Some(d) = m.pull.take() {
+            let Some(l) = peer.link.as_mut() else {
+                return Err(CollError::InvalidArgument(
+                    "a read request without a link".into(),
+                ));
+            };
+            let Some(mem) = l.link.peer_memory() else {
+                return Err(CollError::InvalidArgument(
+                    "a read request without access".into(),
+                ));
+            };
+            let piece = Piece::Remote {
+                mem,
+                segs: d.segs(),
+                at: 0,
+                len: m.total,
+            };
+            if let Err(e) = f(0, piece, scratch) {
+                // The peer's memory failed us: its ranges were bad, or it
+                // exited. Either way its buffer is not read again.
+                if let CollError::Fabric { source, .. } = &e {
+                    let why = format!("reading a message in its memory: {source}");
+                    tracing::warn!(rank = c.src, "{why}");
+                    peer.gone = Some(why.clone());
+                    peer.msgs.remove(i);
+                    return Err(CollError::PeerGone {
+                        rank: c.src,
+                        reason: why,
+                    });
+                }
+                m.pull = Some(d);
+                return Err(e);
+            }
+            m.consumed = m.total;
+            stats.messages_read_in_place += 1;
+            stats.bytes_read_in_place += m.total as u64;
+            if peer.gone.is_none() {
+                if let Err(e) = l.control(Kind::Fin(d.seq)) {
+                    mark_gone(c.src, &mut peer.gone, e);
+                }
+            }
+        } else if let Some(small) = &m.inline {
             if m.consumed == 0 && m.total > 0 {
                 f(0, Piece::Bytes(&small.data[..small.len as usize]), scratch)?;
                 m.consumed = m.total;
@@ -681,11 +934,26 @@ impl<L: Link> Engine<L> {
     /// never has to wait for itself: its own messages come to it in its
     /// own order, and no sender of one waits on anything but that.
     pub(crate) fn relieve(&mut self, keep: u64, traffic: Option<(u32, u32)>) {
+        let stats = &mut self.stats;
         for (r, peer) in self.peers.iter_mut().enumerate() {
             let Peer {
                 link, msgs, gone, ..
             } = peer;
             let Some(l) = link.as_mut() else { continue };
+            if gone.is_some() {
+                continue;
+            }
+            // Read requests hold their sender until read: read them out.
+            for m in msgs.iter_mut() {
+                let ours = (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
+                if m.pull.is_some() && !m.sink && !ours {
+                    if let Err(e) = read_out(l, m) {
+                        mark_gone(r, gone, e);
+                        break;
+                    }
+                    stats.messages_spilled += 1;
+                }
+            }
             // The sender's writes cost at most an eighth of the inbox plus
             // alignment, twice over with a skip at the end: below that much
             // outstanding it is not blocked.
@@ -700,6 +968,7 @@ impl<L: Link> Engine<L> {
                         mark_gone(r, gone, e);
                         break;
                     }
+                    stats.messages_spilled += 1;
                 }
             }
             l.inbox.release();

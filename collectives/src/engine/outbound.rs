@@ -17,6 +17,21 @@ pub(super) struct Progress {
     pub(super) hdr_sent: bool,
     /// Payload bytes written.
     pub(super) sent: usize,
+    /// The payload is a read request ([`crate::wire::PullDesc`]) and
+    /// `hdr.total` the size of the message it describes.
+    pub(super) rts: bool,
+}
+
+impl Progress {
+    pub(super) fn new(hdr: Header, total: usize) -> Progress {
+        Progress {
+            hdr,
+            total,
+            hdr_sent: false,
+            sent: 0,
+            rts: false,
+        }
+    }
 }
 
 /// Where the unsent bytes of a queued message are.
@@ -34,6 +49,9 @@ pub(super) struct OutMsg {
     pub(super) token: u64,
     pub(super) prog: Progress,
     pub(super) data: OutData,
+    /// A read request with this number: once written, the message waits
+    /// in [`Conn::reading`] for the peer's FIN.
+    pub(super) rts: Option<u32>,
 }
 
 /// The rest of a message from payload byte `from` on, copied.
@@ -70,7 +88,8 @@ pub(super) fn send_some(
             stage.clear();
             stage.extend_from_slice(&p.hdr.encode());
             parts.iter().for_each(|x| stage.extend_from_slice(x));
-            link.write_imm(stage, &w.remote, off, wire::imm(Kind::Msg))?;
+            let kind = if p.rts { Kind::Rts } else { Kind::Msg };
+            link.write_imm(stage, &w.remote, off, wire::imm(kind))?;
             p.hdr_sent = true;
             p.sent = p.total;
             return Ok(true);
@@ -110,6 +129,10 @@ pub(super) fn flush(c: &mut Conn<impl Link>, stage: &mut Vec<u8>) -> Result<bool
         moved |= done || m.prog.sent != before;
         if !done {
             break;
+        }
+        if let Some(seq) = m.rts {
+            let token = m.token;
+            c.reading.push((seq, token));
         }
         c.out.pop_front();
     }

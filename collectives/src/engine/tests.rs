@@ -11,7 +11,7 @@ use super::harness::{pattern, Mesh, Write};
 use crate::error::CollError;
 use crate::wire::{self, Header, Kind};
 
-const CTX: u32 = 1;
+pub(super) const CTX: u32 = 1;
 const STEPS: usize = 100_000;
 
 #[test]
@@ -27,7 +27,7 @@ fn cpu_lists() {
 fn send(m: &mut Mesh, from: usize, to: usize, tag: u32, seed: u64, len: usize) -> Vec<u8> {
     let data = pattern(seed, len);
     let borrowed = m.engines[from]
-        .post(to, CTX, tag, &[&data], false)
+        .post(to, CTX, tag, &[&data], super::Lend::Copy)
         .expect("post");
     assert_eq!(borrowed, None, "an owned send hands no token back");
     data
@@ -107,7 +107,7 @@ fn crossed_borrowed_sends_larger_than_the_inbox_complete_by_relief() {
     let tokens: Vec<u64> = (0..2)
         .map(|r| {
             m.engines[r]
-                .post(1 - r, CTX, 3, &[&data[r]], true)
+                .post(1 - r, CTX, 3, &[&data[r]], super::Lend::Borrow)
                 .expect("post")
                 .expect("too large to go at once")
         })
@@ -183,7 +183,7 @@ fn a_cut_link_fails_that_peer_and_spares_the_others() {
     m.cut(0, 1);
     assert!(m.recv(1, Some(0), CTX, Some(1), 1000).is_none());
     assert!(m.engines[1].gone(0).is_some_and(|w| w.contains("cut")));
-    match m.engines[1].post(0, CTX, 1, &[b"x"], false) {
+    match m.engines[1].post(0, CTX, 1, &[b"x"], super::Lend::Copy) {
         Err(CollError::PeerGone { rank: 0, .. }) => {}
         other => panic!("a send to a gone peer: {other:?}"),
     }
@@ -212,7 +212,7 @@ fn malformed_writes_close_only_the_writer_and_panic_nothing() {
         ("data outside a message", vec![w(vec![1; 64], 0, data)]),
         ("a write at the wrong offset", vec![w(header(8), 128, msg)]),
         ("a short header", vec![w(vec![0; 8], 0, msg)]),
-        ("an unknown kind", vec![w(vec![], 0, 3)]),
+        ("an unknown kind", vec![w(vec![], 0, 4 << 2 | 3)]),
         (
             "credit for more than was sent",
             vec![w(vec![], 0, wire::imm(Kind::Credit(1 << 20)))],
@@ -272,11 +272,21 @@ proptest! {
         fragment in 64usize..8192,
         order in prop::collection::vec(any::<u32>(), 24),
         trickle in prop::collection::vec(1usize..4, 16),
+        single_copy_min in prop_oneof![Just(0usize), 1usize..8192],
+        exposed in prop::collection::vec(any::<bool>(), 24),
     ) {
-        let mut m = Mesh::new(3, inbox, fragment);
+        // With reads on, some sends are exposed: small ones pumped from the
+        // sender's buffer, large ones read from it by the receiver.
+        let mut m = Mesh::reading(3, inbox, fragment, single_copy_min);
         let mut expect: HashMap<(usize, usize, u32), VecDeque<Vec<u8>>> = HashMap::new();
         for (i, &(from, to, tag, len)) in msgs.iter().enumerate() {
-            let data = send(&mut m, from, to, tag, i as u64, len);
+            let data = if exposed[i % exposed.len()] && from != to {
+                let data = pattern(i as u64, len);
+                m.lend(from, to, tag, data.clone());
+                data
+            } else {
+                send(&mut m, from, to, tag, i as u64, len)
+            };
             expect.entry((to, from, tag)).or_default().push_back(data);
             // Deliveries trickle in between posts: a few writes per link.
             let t = trickle[i % trickle.len()];
@@ -302,6 +312,7 @@ proptest! {
             prop_assert!(got == want, "{}->{} tag {}: wrong bytes", from, to, tag);
         }
         m.settle(10_000);
+        prop_assert_eq!(m.lent(), 0, "exposed sends complete");
         for a in 0..3 {
             for b in 0..3 {
                 prop_assert!(!m.engines[a].has_pending(b), "{a}->{b} still queued");
@@ -351,4 +362,180 @@ fn receives_match_in_the_order_they_were_posted() {
         .expect("a's message goes to b");
     assert_eq!(take(e, got), again);
     assert!(e.posted.is_empty());
+}
+
+/// The writes posted while `f` runs.
+fn writes_during(m: &mut Mesh, f: impl FnOnce(&mut Mesh)) -> u64 {
+    let before = m.writes();
+    f(m);
+    m.writes() - before
+}
+
+#[test]
+fn large_exposed_sends_are_read_in_place() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(7, 100_000);
+    // Far more than the inbox, yet one read request and one FIN cross.
+    let writes = writes_during(&mut m, |m| {
+        m.lend(0, 1, 5, want.clone());
+        assert_eq!(m.lent(), 1, "pending until the peer read it");
+        let (_, _, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("arrives");
+        assert_eq!(got, want);
+        m.settle(10);
+    });
+    assert_eq!(writes, 2, "an RTS and a FIN");
+    assert_eq!(m.lent(), 0, "the FIN completed the send");
+    // Below the threshold, and sends that copy, go through the inbox.
+    let small = pattern(8, 1000);
+    m.lend(0, 1, 5, small.clone());
+    let copied = send(&mut m, 0, 1, 5, 9, 50_000);
+    for want in [small, copied] {
+        let (_, _, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("arrives");
+        assert_eq!(got, want);
+    }
+    assert!(m.engines.iter().all(|e| e
+        .peers
+        .iter()
+        .filter_map(|p| p.link.as_ref())
+        .all(|l| l.reading.is_empty())));
+}
+
+#[test]
+fn a_waiting_receiver_reads_requests_out_so_the_sender_is_free() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(3, 40_000);
+    m.lend(0, 1, 5, want.clone());
+    let other = send(&mut m, 0, 1, 6, 4, 100);
+    // Rank 1 waits for tag 6 only: it reads tag 5 out on the way.
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(6), STEPS).expect("tag 6");
+    assert_eq!(got, other);
+    for _ in 0..1100 {
+        if m.lent() == 0 {
+            break;
+        }
+        let claimer = m.engines[1].token();
+        m.engines[1].relieve(claimer, None);
+        m.step();
+    }
+    assert_eq!(m.lent(), 0, "the sender got its buffer back unmatched");
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("tag 5");
+    assert_eq!(got, want, "read out before the sender moved on");
+}
+
+#[test]
+fn a_copying_peer_gets_no_read_requests_and_lies_close_the_liar() {
+    // Rank 1 does not read: rank 0 sends it everything through the inbox.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[0].peers[1].link.as_mut().unwrap().peer_reads = Some(false);
+    let want = pattern(5, 30_000);
+    m.lend(0, 1, 5, want.clone());
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("arrives");
+    assert_eq!(got, want);
+
+    let rts = wire::imm(Kind::Rts);
+    let desc = |seq: u32, addr: u64, len: u64| {
+        let mut b = header(len);
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    let real = pattern(1, 256);
+    let cases: Vec<(&str, bool, Vec<Write>)> = vec![
+        (
+            "a read request to a rank that never offered to read",
+            false,
+            vec![w(desc(0, real.as_ptr() as u64, 256), 0, rts)],
+        ),
+        (
+            "a read request whose ranges disagree with its header",
+            true,
+            vec![w(
+                [header(10), desc(0, 4096, 256)[16..].to_vec()].concat(),
+                0,
+                rts,
+            )],
+        ),
+        (
+            "a FIN for nothing",
+            true,
+            vec![w(vec![], 0, wire::imm(Kind::Fin(3)))],
+        ),
+        (
+            "a second word on reading",
+            true,
+            vec![w(vec![], 0, wire::imm(Kind::Reads(true)))],
+        ),
+    ];
+    for (what, reads, writes) in cases {
+        let mut m = Mesh::reading(3, 4096, 512, if reads { 1024 } else { 0 });
+        for x in writes {
+            m.inject(1, 0, x);
+        }
+        m.settle(100);
+        let why = m.engines[0].gone(1).map(str::to_owned);
+        assert!(
+            why.as_deref().is_some_and(|w| w.contains("malformed")),
+            "{what}: {why:?}"
+        );
+        let want = send(&mut m, 2, 0, 1, 9, 9000);
+        let (_, _, got) = m
+            .recv(0, Some(2), CTX, None, STEPS)
+            .expect("rank 2 still gets through");
+        assert_eq!(got, want, "{what}");
+    }
+    // Ranges that are not mapped in the sender: the receive fails, the
+    // sender is taken for gone, nothing panics.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.inject(0, 1, w(desc(0, 16, 4096), 0, rts));
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+    let mut out = vec![0u8; 4096];
+    let r = e.consume(&c, |at, p, _| {
+        p.read_at(0, &mut out[at..at + p.len()])
+            .map_err(|source| CollError::Fabric { rank: 0, source })
+    });
+    assert!(
+        matches!(r, Err(CollError::PeerGone { rank: 0, .. })),
+        "{r:?}"
+    );
+    assert!(m.engines[1].gone(0).is_some());
+}
+
+#[test]
+fn a_send_being_read_is_waited_for_before_it_is_handed_back() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.lend(0, 1, 5, pattern(2, 20_000));
+    m.settle(10);
+    let (token, data) = m.lent_mut(0);
+    let (token, data) = (token, data.clone());
+    // The harness's flush timeout is zero: the wait gives up at once and
+    // takes the reader for gone rather than free a buffer it may read.
+    m.engines[0].unborrow(1, token, &[&data]);
+    assert!(m.engines[0]
+        .gone(1)
+        .is_some_and(|w| w.contains("read a message in place")));
+    // A request still queued for credit is turned into a copy instead.
+    let mut m = Mesh::reading(2, 1024, 128, 1024);
+    let fill = send(&mut m, 0, 1, 1, 1, 4000);
+    let want = pattern(6, 5000);
+    m.lend(0, 1, 2, want.clone());
+    let (token, data) = m.lent_mut(0);
+    let (token, data) = (token, data.clone());
+    assert!(m.engines[0].peers[1]
+        .link
+        .as_ref()
+        .unwrap()
+        .out
+        .iter()
+        .any(|o| o.rts.is_some()));
+    m.engines[0].unborrow(1, token, &[&data]);
+    m.lent_mut(0).1.fill(0);
+    for (tag, want) in [(1, fill), (2, want)] {
+        let (_, _, got) = m.recv(1, Some(0), CTX, Some(tag), STEPS).expect("arrives");
+        assert_eq!(got, want);
+    }
 }

@@ -146,6 +146,42 @@ pub(super) fn look_ahead<T: Element, B: TaskBuf<T>>(
     Ok(())
 }
 
+/// How step `pc`'s send of `blocks` lends them (`borrow`: at all):
+/// exposed to a receiver that reads in place only if no later step of the
+/// schedule writes them (a send read in place cannot be handed over as a
+/// copy while the receiver may be reading it).
+pub(super) fn lend_for(
+    e: &Engine,
+    steps: &[Step],
+    pc: usize,
+    blocks: &[Range<usize>],
+    dest: usize,
+    borrow: bool,
+    size: usize,
+) -> Lend {
+    if !borrow {
+        return Lend::Copy;
+    }
+    let bytes = blocks.iter().map(|r| r.len()).sum::<usize>() * size;
+    if !e.reads_in_place(dest, bytes) {
+        return Lend::Borrow;
+    }
+    let written = steps
+        .get(pc + 1..)
+        .unwrap_or_default()
+        .iter()
+        .any(|s| match s {
+            Step::Recv { blocks: rb, .. } => overlaps(rb, blocks),
+            Step::Copy { from, to } => overlaps(&[*to..*to + from.len()], blocks),
+            Step::Send { .. } => false,
+        });
+    if written {
+        Lend::Borrow
+    } else {
+        Lend::Expose
+    }
+}
+
 /// Hands borrowed sends that overlap `blocks` to the engine before those
 /// elements change.
 pub(super) fn protect<T: Element, B: TaskBuf<T>>(
@@ -244,8 +280,19 @@ where
             match step {
                 Step::Send { to, blocks } => {
                     let dest = group[*to];
-                    if let Some(token) = post_blocks(e, &*bufm, blocks, dest, *ctx, *tag, *borrow)?
-                    {
+                    // A reduction's receiver combines as it reads: a copy into
+                    // its inbox by the sender overlaps that, a read in place
+                    // would not.
+                    let lend = lend_for(
+                        e,
+                        steps,
+                        *pc,
+                        blocks,
+                        dest,
+                        *borrow && op.is_none(),
+                        T::SIZE,
+                    );
+                    if let Some(token) = post_blocks(e, &*bufm, blocks, dest, *ctx, *tag, lend)? {
                         outgoing.push(Outgoing {
                             pc: *pc,
                             dest,

@@ -40,13 +40,13 @@ pub(super) fn post_blocks<T: Element, B: TaskBuf<T>>(
     dest: usize,
     ctx: u32,
     tag: u32,
-    borrow: bool,
+    lend: Lend,
 ) -> Result<Option<u64>, CollError> {
     match wire_parts(buf, blocks) {
-        Some((parts, n)) => e.post(dest, ctx, tag, &parts[..n], borrow),
+        Some((parts, n)) => e.post(dest, ctx, tag, &parts[..n], lend),
         None => {
             let bytes = encode_blocks(buf, blocks);
-            e.post(dest, ctx, tag, &[&bytes], false)
+            e.post(dest, ctx, tag, &[&bytes], Lend::Copy)
         }
     }
 }
@@ -109,20 +109,6 @@ pub(super) fn land<T: Element>(
         (_, Some(op)) => Some(op),
     };
     match (piece, op) {
-        (Piece::Region { mr, off, .. }, None) => match T::wire_mut(dst) {
-            Some(bytes) => mr.read_at(off, bytes).map_err(region_err),
-            None => {
-                let step = scratch.len() * 8 / T::SIZE;
-                for (i, d) in dst.chunks_mut(step).enumerate() {
-                    let nb = d.len() * T::SIZE;
-                    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..nb];
-                    mr.read_at(off + i * step * T::SIZE, bytes)
-                        .map_err(region_err)?;
-                    T::decode(d, bytes);
-                }
-                Ok(())
-            }
-        },
         (Piece::Bytes(b), None) => {
             match T::wire_mut(dst) {
                 Some(bytes) => bytes.copy_from_slice(b),
@@ -130,16 +116,35 @@ pub(super) fn land<T: Element>(
             }
             Ok(())
         }
-        (Piece::Region { mr, off, .. }, Some(op)) => {
+        (Piece::Bytes(b), Some(op)) => op.combine_bytes(dst, b, left),
+        // In the inbox or the sender's memory: straight into `dst` when
+        // the layouts agree, else through the scratch words.
+        (piece, None) => match T::wire_mut(dst) {
+            Some(bytes) => piece.read_at(0, bytes).map_err(region_err),
+            None => {
+                let step = scratch.len() * 8 / T::SIZE;
+                for (i, d) in dst.chunks_mut(step).enumerate() {
+                    let nb = d.len() * T::SIZE;
+                    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..nb];
+                    piece
+                        .read_at(i * step * T::SIZE, bytes)
+                        .map_err(region_err)?;
+                    T::decode(d, bytes);
+                }
+                Ok(())
+            }
+        },
+        (piece, Some(op)) => {
             let step = scratch.len() * 8 / T::SIZE;
             for (i, d) in dst.chunks_mut(step).enumerate() {
                 let nb = d.len() * T::SIZE;
                 let words = &mut scratch[..nb.div_ceil(8)];
-                mr.read_at(
-                    off + i * step * T::SIZE,
-                    &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
-                )
-                .map_err(region_err)?;
+                piece
+                    .read_at(
+                        i * step * T::SIZE,
+                        &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
+                    )
+                    .map_err(region_err)?;
                 match T::view(words) {
                     Some(x) => op.combine_slice(d, &x[..d.len()], left)?,
                     None => {
@@ -149,7 +154,6 @@ pub(super) fn land<T: Element>(
             }
             Ok(())
         }
-        (Piece::Bytes(b), Some(op)) => op.combine_bytes(dst, b, left),
     }
 }
 

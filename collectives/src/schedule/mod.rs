@@ -546,6 +546,65 @@ pub fn allgather_recursive_doubling(me: usize, n: usize, count: usize) -> Vec<St
     steps
 }
 
+/// An allgather schedule over output elements `[0, n * count)` rewritten
+/// for the caller's input at `[0, count)` and the output after it (the
+/// layout of all-to-all, no copy of either). Sends of exactly this rank's
+/// block read the input, and the copy of the input into the output comes
+/// as late as it can: before the first send that reads this rank's block
+/// as part of a larger range, or last. A peer that reads in place thus
+/// reads the input, which this call never writes, while this rank copies.
+pub fn allgather_from_input(steps: Vec<Step>, me: usize, count: usize) -> Vec<Step> {
+    let own = me * count..(me + 1) * count;
+    let up = |r: &Range<usize>| r.start + count..r.end + count;
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    let mut copied = false;
+    for step in steps {
+        let step = match step {
+            Step::Send { to, blocks } if blocks.len() == 1 && blocks[0] == own => Step::Send {
+                to,
+                blocks: vec![0..count],
+            },
+            Step::Send { to, blocks } => {
+                let reads_own = blocks
+                    .iter()
+                    .any(|b| b.start < own.end && own.start < b.end && !own.is_empty());
+                if reads_own && !copied {
+                    out.push(Step::Copy {
+                        from: 0..count,
+                        to: count + own.start,
+                    });
+                    copied = true;
+                }
+                Step::Send {
+                    to,
+                    blocks: blocks.iter().map(up).collect(),
+                }
+            }
+            Step::Recv {
+                from,
+                blocks,
+                combine,
+            } => Step::Recv {
+                from,
+                blocks: blocks.iter().map(up).collect(),
+                combine,
+            },
+            Step::Copy { from, to } => Step::Copy {
+                from: up(&from),
+                to: to + count,
+            },
+        };
+        out.push(step);
+    }
+    if !copied {
+        out.push(Step::Copy {
+            from: 0..count,
+            to: count + own.start,
+        });
+    }
+    out
+}
+
 /// Ring allgather: n-1 rounds, each passing one block to the right.
 /// Buffer: `n * count` elements, rank i's input at `i * count`.
 pub fn allgather_ring(me: usize, n: usize, count: usize) -> Vec<Step> {

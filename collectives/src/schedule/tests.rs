@@ -354,6 +354,51 @@ fn allgather_algorithms() {
 }
 
 #[test]
+fn allgather_from_the_input_never_writes_it() {
+    for n in ranks() {
+        for count in COUNTS {
+            for algo in 0..2 {
+                let s: Vec<_> = (0..n)
+                    .map(|me| {
+                        let steps = match algo {
+                            0 => allgather_recursive_doubling(me, n, count),
+                            _ => allgather_ring(me, n, count),
+                        };
+                        allgather_from_input(steps, me, count)
+                    })
+                    .collect();
+                for (me, steps) in s.iter().enumerate() {
+                    for st in steps {
+                        if let Step::Recv { blocks, .. } = st {
+                            assert!(blocks.iter().all(|b| b.start >= count || b.is_empty()));
+                        }
+                        if let Step::Copy { to, .. } = st {
+                            assert_eq!(*to, count + me * count);
+                        }
+                    }
+                }
+                let mut bufs: Vec<Vec<u64>> = (0..n)
+                    .map(|r| {
+                        let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                        b.resize((n + 1) * count, 0);
+                        b
+                    })
+                    .collect();
+                simulate(&s, &mut bufs, sum);
+                let want: Vec<u64> = (0..n)
+                    .flat_map(|r| (0..count).map(move |j| input(r, j)))
+                    .collect();
+                for (r, b) in bufs.iter().enumerate() {
+                    assert_eq!(&b[count..], &want[..], "algo {algo} n={n} count={count}");
+                    let inp: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                    assert_eq!(&b[..count], &inp[..], "the input is untouched");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn reduce_scatter_and_alltoall() {
     for n in ranks() {
         for count in COUNTS {

@@ -93,6 +93,24 @@ fn large_messages_shm() {
 }
 
 #[test]
+fn large_messages_are_read_in_place_between_processes_on_shm() {
+    for n in [2, 3] {
+        run_ok("single_copy", n, "shm", &[("RFX_COLL_TEST_READS", "yes")]);
+    }
+    // Turned off, and over tcp: the inbox path, the same bytes.
+    run_ok(
+        "single_copy",
+        2,
+        "shm",
+        &[
+            ("RFX_COLL_TEST_READS", "no"),
+            ("RFX_COLL_SINGLE_COPY_MIN", "0"),
+        ],
+    );
+    run_ok("single_copy", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
+}
+
+#[test]
 fn large_messages_tcp() {
     run_ok(
         "all",

@@ -463,6 +463,59 @@ pub fn no_alloc(c: &mut Communicator) {
     assert_eq!(allocs, 0, "rank {me}: {allocs} allocations in 300 rounds");
 }
 
+/// Large messages between processes: read in place on shm (one copy)
+/// unless turned off, through the inbox otherwise; the same bytes either
+/// way. `RFX_COLL_TEST_READS` says which the stats must show.
+pub fn single_copy(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    let right = (me + 1) % n;
+    let left = (me + n - 1) % n;
+    let out: Vec<u64> = (0..(1 << 17)).map(|i| i * 5 + me as u64).collect();
+    let mut got = vec![0u64; 1 << 17];
+    c.sendrecv(&out, right, 1, &mut got, left, 1u32).unwrap();
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, &x)| x == i as u64 * 5 + left as u64));
+    let mut b: Vec<u8> = if me == 0 {
+        (0..300_000).map(|i| (i % 253) as u8).collect()
+    } else {
+        vec![0; 300_000]
+    };
+    c.bcast(&mut b, 0).unwrap();
+    assert!(b.iter().enumerate().all(|(i, &x)| x == (i % 253) as u8));
+    let mine = vec![me as u32 + 1; 50_000];
+    let mut all = vec![0u32; 50_000 * n];
+    c.allgather(&mine, &mut all).unwrap();
+    for (r, blk) in all.chunks(50_000).enumerate() {
+        assert!(blk.iter().all(|&x| x == r as u32 + 1), "block {r}");
+    }
+    // A receiver busy elsewhere: the large send still completes (the
+    // receiver reads it out while it waits for the small one).
+    if n == 2 {
+        if me == 0 {
+            c.send(&out, 1, 7).unwrap();
+            c.send(&[9u8], 1, 8).unwrap();
+        } else {
+            let mut one = [0u8; 1];
+            c.recv(&mut one, 0usize, 8u32).unwrap();
+            c.recv(&mut got, 0usize, 7u32).unwrap();
+            assert_eq!(one, [9]);
+            assert!(got.iter().enumerate().all(|(i, &x)| x == i as u64 * 5));
+        }
+    }
+    c.barrier().unwrap();
+    let st = c.stats();
+    match std::env::var("RFX_COLL_TEST_READS").as_deref() {
+        Ok("yes") => assert!(
+            st.messages_read_in_place >= 2 && st.bytes_read_in_place >= 1 << 20,
+            "{st:?}"
+        ),
+        Ok("no") => assert_eq!(st.messages_read_in_place, 0, "{st:?}"),
+        other => panic!("RFX_COLL_TEST_READS={other:?}"),
+    }
+}
+
 pub fn dispatch(role: &str) {
     let mut c = Communicator::from_env().expect("join the job");
     match role {
@@ -473,6 +526,7 @@ pub fn dispatch(role: &str) {
         "device" => device(&mut c),
         "p2p_stress" => p2p_stress(&mut c),
         "no_alloc" => no_alloc(&mut c),
+        "single_copy" => single_copy(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
