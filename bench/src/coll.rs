@@ -127,8 +127,11 @@ pub fn rank_main(
         }
     }
     let max = sizes.iter().copied().max().unwrap_or(8).max(8);
-    let mut a = vec![0u8; max * n];
-    let mut b = vec![0u8; max * n];
+    // Written through, as OSU's set_buffer does: untouched pages are all
+    // the kernel's one zero page, always in cache, and would flatter a
+    // receiver that reads the sender's memory in place.
+    let mut a: Vec<u8> = (0..max * n).map(|i| (i % 251) as u8 ^ rank as u8).collect();
+    let mut b: Vec<u8> = (0..max * n).map(|i| (i % 241) as u8).collect();
     let mut fa: Vec<f64> = (0..max * n / 8).map(|i| (rank + i % 7) as f64).collect();
     let mut fb = vec![0f64; max * n / 8];
     for (op, size) in plan(ops, sizes) {

@@ -51,9 +51,11 @@ pub(crate) struct CollArgs {
     /// (scripts/coll-vs-mpi.sh builds it); run under --mpirun.
     #[arg(long)]
     mpi: Option<String>,
-    /// The MPI launcher.
-    #[arg(long, default_value = "mpirun")]
-    mpirun: String,
+    /// The MPI launcher (default: Debian's Open MPI `/usr/bin/mpirun`
+    /// where it exists, as the baseline is built with its mpicc; else
+    /// `mpirun` on PATH, which may be another MPI's, e.g. MPICH's venv).
+    #[arg(long)]
+    mpirun: Option<String>,
     /// Bound on each run of one implementation at one rank count.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
@@ -91,7 +93,15 @@ pub(crate) fn run(args: CollArgs) -> anyhow::Result<()> {
         // One implementation at a time: on a small machine they would share cores.
         points.extend(coll::run_rfx(n, &common, &args.transport, limit)?);
         if let Some(bin) = &args.mpi {
-            points.extend(coll::run_mpi(&args.mpirun, bin, n, &common, limit)?);
+            let mpirun = args.mpirun.clone().unwrap_or_else(|| {
+                let debian = "/usr/bin/mpirun";
+                if std::path::Path::new(debian).exists() {
+                    debian.into()
+                } else {
+                    "mpirun".into()
+                }
+            });
+            points.extend(coll::run_mpi(&mpirun, bin, n, &common, limit)?);
         }
     }
     let mut rows = Vec::new();
