@@ -310,6 +310,7 @@ impl Communicator {
             group: self.group.clone(),
             claimer: claimer(self.ctx, seq),
             cur: None,
+            seen: None,
             pos: 0,
             _t: std::marker::PhantomData,
         })

@@ -217,6 +217,10 @@ pub(crate) struct Engine<L: Link = Endpoint> {
     /// The next free context id of this process (see `split`).
     pub(crate) next_ctx: u32,
     next_token: u64,
+    /// Moves whenever a message may have become claimable by a receive
+    /// that found none: one arrived, a receive was withdrawn, or a claim
+    /// went to another posted receive.
+    epoch: u64,
     stage: Vec<u8>,
     scratch: Vec<u64>,
     /// Point-to-point receives not matched yet, in the order they were
@@ -288,6 +292,7 @@ impl<L: Link> Engine<L> {
             idle_sweeps: 0,
             next_ctx: 1,
             next_token: 1,
+            epoch: 0,
             stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
             scratch: vec![0u64; SCRATCH_WORDS],
             posted: VecDeque::new(),
@@ -402,6 +407,7 @@ impl<L: Link> Engine<L> {
             total: total as u64,
         };
         if dest == self.rank {
+            self.epoch += 1;
             let mut data = Vec::with_capacity(total);
             parts.iter().for_each(|p| data.extend_from_slice(p));
             let peer = self.peer_mut(dest)?;
@@ -618,6 +624,13 @@ impl<L: Link> Engine<L> {
     /// Withdraws a posted receive (it failed or was abandoned).
     pub(crate) fn unpost(&mut self, claimer: u64) {
         self.posted.retain(|p| p.claimer != claimer);
+        self.epoch += 1;
+    }
+
+    /// The matching epoch (see the field): a claim that found nothing
+    /// finds nothing again until it moves.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Claims for `claimer` the first message from `src` (any if `None`)
@@ -645,6 +658,7 @@ impl<L: Link> Engine<L> {
                         if p.claimer == claimer {
                             return Some(c);
                         }
+                        self.epoch += 1;
                     }
                     None if p.claimer == claimer => return None,
                     None => i += 1,
@@ -854,6 +868,7 @@ impl<L: Link> Engine<L> {
     /// arrived. True if anything moved.
     pub(crate) fn progress(&mut self) -> bool {
         let mut moved = false;
+        let mut arrived = false;
         let Engine { peers, stage, .. } = self;
         for (r, peer) in peers.iter_mut().enumerate() {
             let Peer {
@@ -874,6 +889,7 @@ impl<L: Link> Engine<L> {
                 }
             }
             let mut credited = false;
+            let before = *next_msg;
             for _ in 0..POLL_BURST {
                 match l.link.poll() {
                     Ok(Some(Completion::Write(w))) => {
@@ -897,6 +913,7 @@ impl<L: Link> Engine<L> {
                     }
                 }
             }
+            arrived |= *next_msg != before;
             if gone.is_some() {
                 continue;
             }
@@ -907,6 +924,9 @@ impl<L: Link> Engine<L> {
                 Ok(m) => moved |= m,
                 Err(e) => mark_gone(r, gone, e),
             }
+        }
+        if arrived {
+            self.epoch += 1;
         }
         if moved {
             self.idle_sweeps = 0;
@@ -1007,8 +1027,6 @@ impl<L: Link> Engine<L> {
                 // seconds gives it up now and then.
                 if self.oversubscribed || self.idle_sweeps > HOT_YIELD_AFTER {
                     std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
                 }
             }
             PollMode::Warm => {

@@ -433,6 +433,10 @@ pub(crate) struct RecvTask<T, B> {
     pub(crate) group: Arc<[usize]>,
     pub(crate) claimer: u64,
     pub(crate) cur: Option<Claimed>,
+    /// The engine's matching epoch when a claim last found nothing: until
+    /// it moves, no message can match (a waiting receive's sweeps then
+    /// skip the matching).
+    pub(crate) seen: Option<u64>,
     pub(crate) pos: usize,
     pub(crate) _t: std::marker::PhantomData<fn() -> T>,
 }
@@ -443,7 +447,14 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
         let c = match self.cur {
             Some(c) => c,
             None => {
-                let Some(c) = e.claim(self.src, self.ctx, self.tag, self.claimer) else {
+                let epoch = e.epoch();
+                let claimed = if self.seen == Some(epoch) {
+                    None
+                } else {
+                    e.claim(self.src, self.ctx, self.tag, self.claimer)
+                };
+                let Some(c) = claimed else {
+                    self.seen = Some(epoch);
                     let check: &[usize] = match &self.src {
                         Some(s) => std::slice::from_ref(s),
                         None => &self.group,
