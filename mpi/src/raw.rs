@@ -38,6 +38,25 @@ pub(crate) fn bytes_mut<'a>(p: *mut c_void, len: usize) -> Result<&'a mut [u8], 
     Ok(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), len) })
 }
 
+/// A send buffer of `slen` bytes and a receive buffer of `rlen` bytes of
+/// one call. The standard forbids them to overlap; a program that makes
+/// them overlap gets `MPI_ERR_BUFFER` instead of two aliasing views.
+pub(crate) fn send_recv<'a>(
+    send: *const c_void,
+    slen: usize,
+    recv: *mut c_void,
+    rlen: usize,
+) -> Result<(&'a [u8], &'a mut [u8]), Failure> {
+    let (s, r) = (send as usize, recv as usize);
+    if slen > 0 && rlen > 0 && s < r.saturating_add(rlen) && r < s.saturating_add(slen) {
+        return Err(Failure::new(
+            abi::MPI_ERR_BUFFER,
+            "the send and receive buffers overlap (use MPI_IN_PLACE)",
+        ));
+    }
+    Ok((bytes(send, slen)?, bytes_mut(recv, rlen)?))
+}
+
 /// The caller's buffer of a non-blocking send (`MPI_Isend`), held by its
 /// request: no copy.
 pub(crate) fn held(p: *const c_void, len: usize) -> Result<&'static [u8], Failure> {

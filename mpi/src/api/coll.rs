@@ -246,19 +246,23 @@ entry! {
                 return Ordered { f, ty, dt: &dt, len }.reduce(c, &input, out, r);
             }
             let (plan, len, dt) = reduction(st, n, ty, op)?;
+            // Off the root the receive buffer is not ours to use: the
+            // reduction works in the state's reused scratch.
+            let mut scratch = std::mem::take(&mut st.scratch);
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
-            let mut scratch;
             let buf = if c.rank() == r {
                 load(send, recv, len)?
             } else {
-                // Off the root the receive buffer is not ours to use.
-                scratch = raw::bytes(send, len)?.to_vec();
+                scratch.clear();
+                scratch.extend_from_slice(raw::bytes(send, len)?);
                 &mut scratch[..]
             };
-            dt.receive(buf, |buf| {
+            let done = dt.receive(buf, |buf| {
                 with_plan!(plan, |o: T| with_typed::<T, _>(buf, |b| c.reduce(b, r, o)))
-            })?;
+            });
+            st.scratch = scratch;
+            done?;
             Ok(())
         })
     }
@@ -353,16 +357,18 @@ entry! {
             let r = root(root_, size)?;
             if me == r {
                 let block = span(st, rty, rcount)?;
-                let out = raw::bytes_mut(recv, block * size)?;
-                let own = if in_place(send) {
-                    out[me * block..(me + 1) * block].to_vec()
+                let copy;
+                let (own, out) = if in_place(send) {
+                    let out = raw::bytes_mut(recv, block * size)?;
+                    copy = out[me * block..(me + 1) * block].to_vec();
+                    (&copy[..], out)
                 } else {
                     let b = blocks(span(st, sty, scount)?, block, "MPI_Gather")?;
-                    raw::bytes(send, b)?.to_vec()
+                    raw::send_recv(send, b, recv, block * size)?
                 };
                 let dt = st.datatype(rty)?.clone();
                 let c = st.rfx(comm)?;
-                dt.receive(out, |out| c.gather::<u8>(&own, out, r))?;
+                dt.receive(out, |out| c.gather::<u8>(own, out, r))?;
             } else {
                 let len = span(st, sty, scount)?;
                 st.rfx(comm)?.gather::<u8>(raw::bytes(send, len)?, &mut [], r)?;
@@ -410,17 +416,19 @@ entry! {
             let block = span(st, rty, rcount)?;
             let c_ = st.comm(comm)?;
             let (me, size) = (c_.rank(), c_.size());
-            let out = raw::bytes_mut(recv, block * size)?;
-            let own = if in_place(send) {
-                out[me * block..(me + 1) * block].to_vec()
+            let copy;
+            let (own, out) = if in_place(send) {
+                let out = raw::bytes_mut(recv, block * size)?;
+                copy = out[me * block..(me + 1) * block].to_vec();
+                (&copy[..], out)
             } else {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Allgather")?;
-                raw::bytes(send, b)?.to_vec()
+                raw::send_recv(send, b, recv, block * size)?
             };
             let dt = st.datatype(rty)?.clone();
             dt.receive(out, |out| match &mut st.comm(comm)?.ep {
-                Backend::Own(c) => Ok(c.allgather::<u8>(&own, out)?),
-                Backend::Group(t) => t.allgather(&own, out),
+                Backend::Own(c) => Ok(c.allgather::<u8>(own, out)?),
+                Backend::Group(t) => t.allgather(own, out),
             })
         })
     }
@@ -432,16 +440,18 @@ entry! {
         state::call("MPI_Alltoall", comm, |st| {
             let block = span(st, rty, rcount)?;
             let size = st.rfx(comm)?.size();
-            let out = raw::bytes_mut(recv, block * size)?;
-            let input = if in_place(send) {
-                out.to_vec()
+            let copy;
+            let (input, out) = if in_place(send) {
+                let out = raw::bytes_mut(recv, block * size)?;
+                copy = out.to_vec();
+                (&copy[..], out)
             } else {
                 let b = blocks(span(st, sty, scount)?, block, "MPI_Alltoall")?;
-                raw::bytes(send, b * size)?.to_vec()
+                raw::send_recv(send, b * size, recv, block * size)?
             };
             let dt = st.datatype(rty)?.clone();
             let c = st.rfx(comm)?;
-            dt.receive(out, |out| c.alltoall::<u8>(&input, out))?;
+            dt.receive(out, |out| c.alltoall::<u8>(input, out))?;
             Ok(())
         })
     }
