@@ -52,17 +52,18 @@ pub enum TenantError {
     Fabric(#[from] FabricError),
 }
 
-/// A tenant connected to a lease manager.
-#[derive(Debug)]
+/// A tenant connected to a lease manager. Cheap to clone: clones share
+/// the connection, and its leases keep it alive.
+#[derive(Debug, Clone)]
 pub struct Tenant {
-    client: TenantClient,
+    client: Arc<TenantClient>,
 }
 
 impl Tenant {
     /// Connects with the tenant's secret token (from `rfx tenant add`).
     pub fn connect(lease_manager: &str, token: &str) -> Result<Tenant, TenantError> {
         Ok(Tenant {
-            client: TenantClient::connect(lease_manager, token)?,
+            client: Arc::new(TenantClient::connect(lease_manager, token)?),
         })
     }
 
@@ -72,13 +73,13 @@ impl Tenant {
     }
 
     /// Leases slots and waits until their executor listens.
-    pub fn lease(&self, req: &LeaseRequest) -> Result<Lease<'_>, TenantError> {
+    pub fn lease(&self, req: &LeaseRequest) -> Result<Lease, TenantError> {
         let info = self.client.create_lease(req)?;
         self.attach(info)
     }
 
     /// An existing lease of this tenant.
-    pub fn existing(&self, id: LeaseId) -> Result<Lease<'_>, TenantError> {
+    pub fn existing(&self, id: LeaseId) -> Result<Lease, TenantError> {
         let info = self.client.show(id)?;
         self.attach(info)
     }
@@ -87,7 +88,7 @@ impl Tenant {
     /// (each with `req`'s cores, memory and accelerators, so that placement
     /// honours them per instance and spreads the instances). All or
     /// nothing: if one lease is refused, those granted are released.
-    pub fn lease_group(&self, n: usize, req: &LeaseRequest) -> Result<LeaseGroup<'_>, TenantError> {
+    pub fn lease_group(&self, n: usize, req: &LeaseRequest) -> Result<LeaseGroup, TenantError> {
         let mut leases = Vec::with_capacity(n);
         for _ in 0..n {
             match self.lease(req) {
@@ -106,10 +107,10 @@ impl Tenant {
         Ok(LeaseGroup { leases })
     }
 
-    fn attach(&self, info: LeaseInfo) -> Result<Lease<'_>, TenantError> {
+    fn attach(&self, info: LeaseInfo) -> Result<Lease, TenantError> {
         let executor = find_executor(&info.host_addr, info.lease.id, &info.token.to_hex())?;
         Ok(Lease {
-            tenant: self,
+            client: self.client.clone(),
             info,
             executor: Arc::new(parking_lot::Mutex::new(executor)),
         })
@@ -118,14 +119,14 @@ impl Tenant {
 
 /// A granted lease and where its executor listens.
 #[derive(Debug)]
-pub struct Lease<'t> {
-    tenant: &'t Tenant,
+pub struct Lease {
+    client: Arc<TenantClient>,
     info: LeaseInfo,
     /// Where its executor listens (moved by a restart after a time limit).
     executor: Arc<parking_lot::Mutex<SocketAddr>>,
 }
 
-impl Lease<'_> {
+impl Lease {
     /// What the lease manager granted (id, cores, devices, expiry, token).
     pub fn info(&self) -> &LeaseInfo {
         &self.info
@@ -177,7 +178,7 @@ impl Lease<'_> {
 
     /// What the lease used so far.
     pub fn usage(&self) -> Result<Usage, TenantError> {
-        Ok(self.tenant.client.usage(self.info.lease.id)?)
+        Ok(self.client.usage(self.info.lease.id)?)
     }
 
     /// Ends the lease; returns its usage as the lease manager knows it
@@ -185,7 +186,7 @@ impl Lease<'_> {
     /// one, at most a few hundred ms) lands right after, when it stops:
     /// `tenant.client().usage(id)` then has the final figures.
     pub fn release(self) -> Result<Usage, TenantError> {
-        Ok(self.tenant.client.release(self.info.lease.id)?)
+        Ok(self.client.release(self.info.lease.id)?)
     }
 }
 
@@ -276,8 +277,8 @@ impl RetryPolicy {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct Retrying<'t> {
-    tenant: &'t Tenant,
+pub struct Retrying {
+    tenant: Tenant,
     fabric: Fabric,
     req: LeaseRequest,
     library: LibrarySource,
@@ -286,14 +287,14 @@ pub struct Retrying<'t> {
     policy: RetryPolicy,
     /// The lease in use, and its connection (none after a restart for a
     /// time limit: made again on the next call).
-    current: Option<(Lease<'t>, Option<Invoker>)>,
+    current: Option<(Lease, Option<Invoker>)>,
     retries: u64,
 }
 
-impl<'t> Retrying<'t> {
+impl Retrying {
     /// Nothing leased yet: the first invocation leases.
     pub fn new(
-        tenant: &'t Tenant,
+        tenant: &Tenant,
         fabric: &Fabric,
         req: LeaseRequest,
         library: LibrarySource,
@@ -302,7 +303,7 @@ impl<'t> Retrying<'t> {
         policy: RetryPolicy,
     ) -> Self {
         Retrying {
-            tenant,
+            tenant: tenant.clone(),
             fabric: fabric.clone(),
             req,
             library,
@@ -320,7 +321,7 @@ impl<'t> Retrying<'t> {
     }
 
     /// The lease in use, if any.
-    pub fn lease(&self) -> Option<&Lease<'t>> {
+    pub fn lease(&self) -> Option<&Lease> {
         self.current.as_ref().map(|(l, _)| l)
     }
 
@@ -423,13 +424,13 @@ impl<'t> Retrying<'t> {
 
 /// The leases of a group invocation, one per instance (rank order).
 #[derive(Debug)]
-pub struct LeaseGroup<'t> {
-    leases: Vec<Lease<'t>>,
+pub struct LeaseGroup {
+    leases: Vec<Lease>,
 }
 
-impl LeaseGroup<'_> {
+impl LeaseGroup {
     /// The leases, by rank.
-    pub fn leases(&self) -> &[Lease<'_>] {
+    pub fn leases(&self) -> &[Lease] {
         &self.leases
     }
 

@@ -134,7 +134,7 @@ fn tenant(c: &LocalCluster, name: &str) -> (Tenant, String) {
 }
 
 /// A lease, retried while the host is not there yet or cores are busy.
-fn lease<'t>(t: &'t Tenant, req: &LeaseRequest) -> Lease<'t> {
+fn lease(t: &Tenant, req: &LeaseRequest) -> Lease {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match t.lease(req) {
@@ -147,7 +147,7 @@ fn lease<'t>(t: &'t Tenant, req: &LeaseRequest) -> Lease<'t> {
     }
 }
 
-fn connect(l: &Lease<'_>) -> Invoker {
+fn connect(l: &Lease) -> Invoker {
     let fabric = Fabric::open(Config::default()).unwrap();
     let cfg = InvokerConfig {
         max_output: 64 << 10,
