@@ -434,6 +434,11 @@ impl LeaseGroup {
         &self.leases
     }
 
+    /// The leases, by rank, each on its own from here.
+    pub fn into_leases(self) -> Vec<Lease> {
+        self.leases
+    }
+
     /// Connects to every instance's executor and wires their communicator
     /// (see [`rfx_executors::group`]).
     pub fn group(

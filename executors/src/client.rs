@@ -197,6 +197,14 @@ impl std::hash::Hasher for IdHasher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(u16);
 
+impl Ticket {
+    /// Its number, unique among the invocations of its invoker not yet
+    /// redeemed (for a caller's own bookkeeping, e.g. a map to futures).
+    pub fn id(&self) -> u16 {
+        self.0
+    }
+}
+
 #[derive(Debug)]
 struct InFlight {
     slot: usize,
@@ -528,6 +536,35 @@ impl Invoker {
                 return Err(InvokeError::Timeout(self.cfg.timeout));
             }
         }
+    }
+
+    /// The next result to arrive, whichever invocation it belongs to
+    /// (one collected earlier by [`Invoker::wait`] first), waiting at most
+    /// `timeout`; `None` if none arrived in time or nothing is in flight.
+    /// For callers that complete many tickets as they come (futures).
+    pub fn wait_any(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<(Ticket, Result<Vec<u8>, InvokeError>)>, InvokeError> {
+        if let Some(&id) = self.done.keys().next() {
+            let r = self.done.remove(&id).expect("a key just seen");
+            return Ok(Some((Ticket(id), r)));
+        }
+        if self.in_flight.is_empty() {
+            return Ok(None);
+        }
+        let c = match self.ep.wait(self.cfg.mode, timeout) {
+            Ok(c) => c,
+            Err(FabricError::Timeout { .. }) => return Ok(None),
+            Err(e) => return Err(self.explain(e.into(), None)),
+        };
+        let (id, r) = self.take(c).map_err(|e| self.explain(e, None))?;
+        Ok(Some((Ticket(id), r)))
+    }
+
+    /// Invocations submitted and not yet redeemed.
+    pub fn pending(&self) -> usize {
+        self.in_flight.len() + self.done.len()
     }
 
     /// Invokes `function` on every input, pipelined up to the depth; the
