@@ -10,6 +10,7 @@
 #   RFX_TEST_SKIP_SLURM=1 ...  do not install Slurm (tests/slurm.rs then skips)
 #   RFX_TEST_SKIP_CONTAINERS=1 no podman (tests/container.rs then skips)
 #   RFX_TEST_SKIP_MPI=1 ...    no MPICH ABI toolchain (tests/mpi.rs then skips)
+#   RFX_TEST_SKIP_PYTHON=1 ... skip the Python package (python/) and its tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,7 +42,7 @@ if [ "${RFX_TEST_SKIP_CONTAINERS:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
 fi
 # MPI programs built against the standard ABI (tests/mpi.rs): python3-venv for
 # MPICH's ABI toolchain from PyPI (below).
-if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ]; then
+if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ] || [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
     want_pkgs+=(python3-venv)
 fi
 # The verbs and ofi checks share one release build with both features.
@@ -109,6 +110,24 @@ cargo test --workspace --doc
 log "benchmark smoke run (correctness of the bench path, not figures)"
 cargo run -q -p rfx-bench -- transport --sizes 8,64k --iters 200 --warmup 20 --json target/bench-smoke.json
 test -s target/bench-smoke.json
+
+# --- python ----------------------------------------------------------------
+# The rfx Python package (python/: PyO3, an abi3 wheel built by maturin)
+# into target/py-venv, then its tests against a real LocalCluster and
+# `rfx run -n N python3 ...`. RFX_TEST_SKIP_PYTHON=1 skips this section.
+if [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
+    log "python: fmt, clippy, pip install ./python, pytest"
+    [ -x target/py-venv/bin/pip ] || python3 -m venv target/py-venv
+    target/py-venv/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy
+    export PYO3_PYTHON="$PWD/target/py-venv/bin/python"
+    cargo fmt --manifest-path python/Cargo.toml -- --check
+    CARGO_TARGET_DIR="$PWD/target" cargo clippy --manifest-path python/Cargo.toml --all-targets -- -D warnings
+    CARGO_TARGET_DIR="$PWD/target" target/py-venv/bin/pip install -q --disable-pip-version-check ./python
+    cargo build -q --release --bin rfx
+    (cd python/tests && RFX_BIN="$PWD/../../target/release/rfx" \
+        timeout 900 ../../target/py-venv/bin/python -m pytest -q -p no:cacheprovider .)
+fi
+# --- end python --------------------------------------------------------------
 
 # --- verbs (soft-RoCE VM) ---------------------------------------------------
 # The verbs provider: clippy with the feature on the host, then the

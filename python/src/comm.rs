@@ -1,0 +1,325 @@
+//! The communicator on Python buffers (numpy arrays, `array.array`,
+//! `bytearray`, ...): each operation takes the buffers' type code, views
+//! them in place (no copies beyond the transport's) and runs with the GIL
+//! released. `rfx.collectives` gives it mpi4py's names.
+
+use std::sync::Mutex;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use rfx::collectives::{ReduceOp, Source, TagMatch};
+
+use crate::buffer::{disjoint, slice, slice_mut};
+use crate::errors::{self, RfxError};
+
+/// Runs `$body` with `$t` the Rust element type of type code `$code` (a
+/// `struct` format character: `d` f64, `f` f32, `q`/`l` i64, `i` i32, `h`
+/// i16, `b` i8, `Q`/`L` u64, `I` u32, `H` u16, `B`/`c` u8).
+macro_rules! typed {
+    ($code:expr, |$t:ident| $body:expr) => {{
+        match $code {
+            'd' => {
+                type $t = f64;
+                $body
+            }
+            'f' => {
+                type $t = f32;
+                $body
+            }
+            'q' | 'l' | 'n' => {
+                type $t = i64;
+                $body
+            }
+            'i' => {
+                type $t = i32;
+                $body
+            }
+            'h' => {
+                type $t = i16;
+                $body
+            }
+            'b' => {
+                type $t = i8;
+                $body
+            }
+            'Q' | 'L' | 'N' => {
+                type $t = u64;
+                $body
+            }
+            'I' => {
+                type $t = u32;
+                $body
+            }
+            'H' => {
+                type $t = u16;
+                $body
+            }
+            'B' | 'c' => {
+                type $t = u8;
+                $body
+            }
+            other => Err(PyValueError::new_err(format!(
+                "no rfx element type for buffer format {other:?}"
+            ))),
+        }
+    }};
+}
+
+fn op(name: &str) -> PyResult<ReduceOp> {
+    Ok(match name {
+        "sum" => ReduceOp::Sum,
+        "prod" => ReduceOp::Prod,
+        "min" => ReduceOp::Min,
+        "max" => ReduceOp::Max,
+        "band" => ReduceOp::BitAnd,
+        "bor" => ReduceOp::BitOr,
+        "bxor" => ReduceOp::BitXor,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "no reduction named {other:?}"
+            )))
+        }
+    })
+}
+
+/// The communicator of this rank.
+#[pyclass(module = "rfx._native")]
+pub(crate) struct Communicator {
+    inner: Mutex<rfx::collectives::Communicator>,
+    rank: usize,
+    size: usize,
+}
+
+impl Communicator {
+    fn new(c: rfx::collectives::Communicator) -> Communicator {
+        Communicator {
+            rank: c.rank(),
+            size: c.size(),
+            inner: Mutex::new(c),
+        }
+    }
+}
+
+/// Runs `f` on the communicator with the GIL released.
+fn run<R: Send>(
+    py: Python<'_>,
+    c: &Mutex<rfx::collectives::Communicator>,
+    f: impl FnOnce(&mut rfx::collectives::Communicator) -> Result<R, rfx::collectives::CollError> + Send,
+) -> PyResult<R> {
+    py.allow_threads(|| {
+        let mut g = c
+            .lock()
+            .map_err(|_| RfxError::new_err("the communicator's lock is poisoned"))?;
+        f(&mut g).map_err(errors::coll)
+    })
+}
+
+#[pymethods]
+impl Communicator {
+    /// Joins the job described by the environment (`rfx run`, srun,
+    /// mpirun: see the collectives docs).
+    #[staticmethod]
+    fn from_env(py: Python<'_>) -> PyResult<Communicator> {
+        let c = py
+            .allow_threads(rfx::collectives::Communicator::from_env)
+            .map_err(errors::coll)?;
+        Ok(Communicator::new(c))
+    }
+
+    #[getter]
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    #[getter]
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn barrier(&self, py: Python<'_>) -> PyResult<()> {
+        run(py, &self.inner, |c| c.barrier())
+    }
+
+    fn send(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        dest: usize,
+        tag: u32,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let b = PyBuffer::<T>::get(buf)?;
+            let s = slice(&b)?;
+            run(py, &self.inner, |c| c.send(s, dest, tag))
+        })
+    }
+
+    /// Receives into `buf`; returns (source, tag, items received).
+    #[pyo3(signature = (code, buf, source = None, tag = None))]
+    fn recv(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        source: Option<usize>,
+        tag: Option<u32>,
+    ) -> PyResult<(usize, u32, usize)> {
+        let src = source.map_or(Source::Any, Source::Rank);
+        let tm = tag.map_or(TagMatch::Any, TagMatch::Tag);
+        typed!(code, |T| {
+            let mut b = PyBuffer::<T>::get(buf)?;
+            let s = slice_mut(&mut b)?;
+            let st = run(py, &self.inner, |c| c.recv(s, src, tm))?;
+            Ok((st.source, st.tag, st.len))
+        })
+    }
+
+    fn bcast(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        root: usize,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let mut b = PyBuffer::<T>::get(buf)?;
+            let s = slice_mut(&mut b)?;
+            run(py, &self.inner, |c| c.bcast(s, root))
+        })
+    }
+
+    /// Reduces `buf` in place: the result lands in `root`'s.
+    fn reduce(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        op_name: &str,
+        root: usize,
+    ) -> PyResult<()> {
+        let o = op(op_name)?;
+        typed!(code, |T| {
+            let mut b = PyBuffer::<T>::get(buf)?;
+            let s = slice_mut(&mut b)?;
+            run(py, &self.inner, |c| c.reduce(s, root, o))
+        })
+    }
+
+    /// Reduces `buf` in place on every rank.
+    fn allreduce(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        op_name: &str,
+    ) -> PyResult<()> {
+        let o = op(op_name)?;
+        typed!(code, |T| {
+            let mut b = PyBuffer::<T>::get(buf)?;
+            let s = slice_mut(&mut b)?;
+            run(py, &self.inner, |c| c.allreduce(s, o))
+        })
+    }
+
+    /// Gathers `send` into `recv` at `root` (`recv` may be None elsewhere).
+    #[pyo3(signature = (code, send, recv, root))]
+    fn gather(
+        &self,
+        py: Python<'_>,
+        code: char,
+        send: &Bound<'_, PyAny>,
+        recv: Option<&Bound<'_, PyAny>>,
+        root: usize,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let sb = PyBuffer::<T>::get(send)?;
+            let mut rb = recv.map(PyBuffer::<T>::get).transpose()?;
+            if let Some(rb) = &rb {
+                disjoint(&sb, rb)?;
+            }
+            let s = slice(&sb)?;
+            let r = match &mut rb {
+                Some(rb) => slice_mut(rb)?,
+                None => &mut [],
+            };
+            run(py, &self.inner, |c| c.gather(s, r, root))
+        })
+    }
+
+    /// Scatters `root`'s `send` (None elsewhere) into every `recv`.
+    #[pyo3(signature = (code, send, recv, root))]
+    fn scatter(
+        &self,
+        py: Python<'_>,
+        code: char,
+        send: Option<&Bound<'_, PyAny>>,
+        recv: &Bound<'_, PyAny>,
+        root: usize,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let mut rb = PyBuffer::<T>::get(recv)?;
+            let sb = send.map(PyBuffer::<T>::get).transpose()?;
+            if let Some(sb) = &sb {
+                disjoint(sb, &rb)?;
+            }
+            let s = match &sb {
+                Some(sb) => slice(sb)?,
+                None => &[],
+            };
+            let r = slice_mut(&mut rb)?;
+            run(py, &self.inner, |c| c.scatter(s, r, root))
+        })
+    }
+
+    fn allgather(
+        &self,
+        py: Python<'_>,
+        code: char,
+        send: &Bound<'_, PyAny>,
+        recv: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let sb = PyBuffer::<T>::get(send)?;
+            let mut rb = PyBuffer::<T>::get(recv)?;
+            disjoint(&sb, &rb)?;
+            let (s, r) = (slice(&sb)?, slice_mut(&mut rb)?);
+            run(py, &self.inner, |c| c.allgather(s, r))
+        })
+    }
+
+    fn alltoall(
+        &self,
+        py: Python<'_>,
+        code: char,
+        send: &Bound<'_, PyAny>,
+        recv: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        typed!(code, |T| {
+            let sb = PyBuffer::<T>::get(send)?;
+            let mut rb = PyBuffer::<T>::get(recv)?;
+            disjoint(&sb, &rb)?;
+            let (s, r) = (slice(&sb)?, slice_mut(&mut rb)?);
+            run(py, &self.inner, |c| c.alltoall(s, r))
+        })
+    }
+
+    /// The ranks of equal `color` in a new communicator, ordered by `key`
+    /// (then rank); `None` for a rank that passed `color=None`.
+    #[pyo3(signature = (color, key = 0))]
+    fn split(
+        &self,
+        py: Python<'_>,
+        color: Option<u32>,
+        key: i32,
+    ) -> PyResult<Option<Communicator>> {
+        Ok(run(py, &self.inner, |c| c.split(color, key))?.map(Communicator::new))
+    }
+
+    /// A communicator of the same ranks whose traffic never mixes with
+    /// this one's.
+    fn dup(&self, py: Python<'_>) -> PyResult<Communicator> {
+        Ok(Communicator::new(run(py, &self.inner, |c| c.dup())?))
+    }
+}
