@@ -197,6 +197,9 @@ impl std::hash::Hasher for IdHasher {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket(u16);
 
+/// An invocation's ticket and how it ended ([`Invoker::wait_any`]).
+pub type Outcome = (Ticket, Result<Vec<u8>, InvokeError>);
+
 impl Ticket {
     /// Its number, unique among the invocations of its invoker not yet
     /// redeemed (for a caller's own bookkeeping, e.g. a map to futures).
@@ -542,10 +545,7 @@ impl Invoker {
     /// (one collected earlier by [`Invoker::wait`] first), waiting at most
     /// `timeout`; `None` if none arrived in time or nothing is in flight.
     /// For callers that complete many tickets as they come (futures).
-    pub fn wait_any(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<(Ticket, Result<Vec<u8>, InvokeError>)>, InvokeError> {
+    pub fn wait_any(&mut self, timeout: Duration) -> Result<Option<Outcome>, InvokeError> {
         if let Some(&id) = self.done.keys().next() {
             let r = self.done.remove(&id).expect("a key just seen");
             return Ok(Some((Ticket(id), r)));
