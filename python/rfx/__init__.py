@@ -29,7 +29,9 @@ from . import _native
 from ._native import (
     ClusterError,
     ExecutorGone,
+    ExecutorRestarted,
     FunctionFailed,
+    FunctionTimedOut,
     LeaseEnded,
     LeaseError,
     PayloadTooLarge,
@@ -38,7 +40,7 @@ from ._native import (
     TimedOut,
     UnknownFunction,
 )
-from .executor import Executor
+from .executor import Executor, RetryPolicy
 
 __all__ = [
     "LocalCluster",
@@ -54,7 +56,10 @@ __all__ = [
     "UnknownFunction",
     "PayloadTooLarge",
     "ExecutorGone",
+    "ExecutorRestarted",
     "TimedOut",
+    "FunctionTimedOut",
+    "RetryPolicy",
     "PeerGone",
     "ClusterError",
     "SUM",
@@ -113,9 +118,15 @@ def example_library() -> str:
 class Lease:
     """A granted lease. Use as a context manager to release it on exit."""
 
-    def __init__(self, native: Any, tenant: "Tenant"):
+    def __init__(self, native: Any, tenant: "Tenant", request: dict | None = None):
         self._native = native
         self._tenant = tenant
+        self._request = request or {}
+
+    def renewed(self) -> "Lease":
+        """A fresh lease of the same tenant, asked for as this one was (an
+        executor's retries move to it after this one's executor died)."""
+        return self._tenant.lease(**self._request)
 
     @property
     def id(self) -> int:
@@ -171,7 +182,9 @@ class Tenant:
     ) -> Lease:
         """Leases ``cores`` cores for ``duration_s`` seconds; returns once
         the lease's executor listens."""
-        return Lease(self._native.lease(cores, duration_s, memory_mib, hot_timeout_ms), self)
+        req = dict(cores=cores, duration_s=duration_s, memory_mib=memory_mib,
+                   hot_timeout_ms=hot_timeout_ms)
+        return Lease(self._native.lease(cores, duration_s, memory_mib, hot_timeout_ms), self, req)
 
     def lease_group(
         self,
@@ -183,7 +196,9 @@ class Tenant:
     ) -> list[Lease]:
         """Leases ``n`` slots at once (one lease each), all or nothing."""
         natives = self._native.lease_group(n, cores, duration_s, memory_mib, hot_timeout_ms)
-        return [Lease(x, self) for x in natives]
+        req = dict(cores=cores, duration_s=duration_s, memory_mib=memory_mib,
+                   hot_timeout_ms=hot_timeout_ms)
+        return [Lease(x, self, req) for x in natives]
 
     def leases(self, ended: bool = False) -> list[int]:
         """The ids of this tenant's active leases (``ended=True``: all)."""

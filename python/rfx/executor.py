@@ -6,10 +6,31 @@ import asyncio
 import concurrent.futures as cf
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import _native
-from ._native import RfxError
+from ._native import ExecutorGone, ExecutorRestarted, FunctionTimedOut, RfxError, TimedOut
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When an :class:`Executor` tries an invocation again, as
+    ``rfx::tenant::RetryPolicy``: only after infrastructure failures (the
+    executor died or restarted, its connection broke, no answer in time),
+    never after the function's own failure, which would repeat. A lost
+    executor's invocations move to a fresh lease of the same tenant, the
+    library shipped again; so retry only idempotent functions."""
+
+    max_attempts: int = 3
+    """Attempts in all, the first included (1: no retry)."""
+    backoff_s: float = 0.05
+    """Wait before the first retry; doubled after each."""
+
+    @staticmethod
+    def retryable(e: BaseException) -> bool:
+        """Whether ``e`` is worth another attempt."""
+        return isinstance(e, (ExecutorGone, TimedOut)) and not isinstance(e, FunctionTimedOut)
 
 
 def _bytes_of(data: Any) -> memoryview:
@@ -27,10 +48,14 @@ class _Future(cf.Future):
     """A future whose ``result`` collects results itself while it waits
     (no thread hop on the fast path)."""
 
-    def __init__(self, executor: "Executor", out: Any = None):
+    def __init__(self, executor: "Executor", fn: str, data: memoryview, out: Any = None):
         super().__init__()
         self._executor = executor
+        self._fn = fn
+        self._data = data
         self._out = out
+        self._attempt = 1
+        self._last_error: BaseException | None = None
 
     def result(self, timeout: float | None = None) -> Any:
         if not self.done():
@@ -59,6 +84,12 @@ class Executor(cf.Executor):
     ``functions`` names the functions to resolve at connection; a name not
     among them is resolved on first use (the connection is made again, once
     no invocation is pending).
+
+    With ``retries=RetryPolicy()``, invocations that fail for the
+    infrastructure's sake are tried again, on a fresh lease of the same
+    tenant when the executor was lost (the executor releases the leases it
+    took itself at shutdown). An input must then stay unchanged until its
+    future completes.
     """
 
     def __init__(
@@ -70,8 +101,14 @@ class Executor(cf.Executor):
         depth: int = 32,
         timeout_s: float = 30.0,
         hot: bool = True,
+        retries: RetryPolicy | None = None,
     ):
         self._lease = lease
+        self._policy = retries
+        self._retry: list[_Future] = []
+        self._owned: list[Any] = []
+        self.retries = 0
+        """Attempts beyond the first, so far."""
         self._library = str(library)
         self._names: list[str] = list(functions or [])
         self._opts = (depth, timeout_s, hot)
@@ -132,13 +169,13 @@ class Executor(cf.Executor):
         if out is not None:
             _bytes_of(out)  # fails now, not in a collector, if unusable
         self._ensure(fn)
-        fut = _Future(self, out)
+        fut = _Future(self, fn, view, out)
         fut.set_running_or_notify_cancel()
         with self._lock:
             try:
                 ticket = self._inv.submit(fn, view)
             except RfxError as e:
-                fut.set_exception(e)
+                self._failed(fut, e)
                 return fut
             self._pending[ticket] = fut
         if self._idle:
@@ -162,13 +199,61 @@ class Executor(cf.Executor):
 
     # ----- collecting -------------------------------------------------------
 
+    def _failed(self, fut: _Future, err: BaseException) -> None:
+        p = self._policy
+        if p is not None and p.retryable(err) and fut._attempt < p.max_attempts:
+            fut._last_error = err
+            with self._lock:
+                self._retry.append(fut)
+        else:
+            fut.set_exception(err)
+
+    def _recover(self) -> None:
+        """Submits the invocations waiting for a retry again: on the same
+        lease after a restart, else on a fresh lease."""
+        with self._lock:
+            futs, self._retry = self._retry, []
+        if not futs:
+            return
+        errors = [f._last_error for f in futs]
+        attempt = min(f._attempt for f in futs)
+        time.sleep(self._policy.backoff_s * 2 ** (attempt - 1))
+        try:
+            if not all(isinstance(e, ExecutorRestarted) for e in errors):
+                old = self._lease
+                renew = getattr(old, "renewed", None)
+                if renew is None:
+                    raise errors[0]
+                self._lease = renew()
+                self._owned.append(self._lease)
+                try:
+                    old.release()
+                except RfxError:
+                    pass  # lost with its executor, or released already
+            self._inv = None
+            self._connect()
+        except RfxError as e:
+            for f in futs:
+                f.set_exception(e)
+            return
+        for f in futs:
+            f._attempt += 1
+            self.retries += 1
+            with self._lock:
+                try:
+                    ticket = self._inv.submit(f._fn, f._data)
+                except RfxError as e:
+                    self._failed(f, e)
+                    continue
+                self._pending[ticket] = f
+
     def _complete(self, ticket: int, data: bytes | None, err: BaseException | None) -> None:
         with self._lock:
             fut = self._pending.pop(ticket, None)
         if fut is None:
             return
         if err is not None:
-            fut.set_exception(err)
+            self._failed(fut, err)
         elif fut._out is not None:
             dst = _bytes_of(fut._out)
             if len(data) > len(dst):
@@ -183,12 +268,15 @@ class Executor(cf.Executor):
         else:
             fut.set_result(data)
 
-    def _fail_all(self, err: BaseException) -> None:
+    def _fail_all(self, err: BaseException, retry: bool = True) -> None:
         with self._lock:
             futs = list(self._pending.values())
             self._pending.clear()
         for f in futs:
-            f.set_exception(err)
+            if retry:
+                self._failed(f, err)
+            else:
+                f.set_exception(err)
 
     def _collect_some(self, slice_s: float) -> bool:
         """One result, waiting at most ``slice_s``; True if one came."""
@@ -205,6 +293,13 @@ class Executor(cf.Executor):
         self._complete(*got)
         return True
 
+    def _step(self, slice_s: float) -> bool:
+        got = self._collect_some(slice_s)
+        if self._retry:
+            self._recover()
+            return True
+        return got
+
     def _slice(self) -> float:
         # Hot: poll (the native lock is held only for a poll, so submits
         # from other threads interleave); warm: sleep in the kernel a while.
@@ -216,7 +311,7 @@ class Executor(cf.Executor):
         while not fut.done():
             if self._driving.acquire(blocking=False):
                 try:
-                    self._collect_some(slice_s)
+                    self._step(slice_s)
                 finally:
                     self._driving.release()
             else:
@@ -231,7 +326,7 @@ class Executor(cf.Executor):
         # (no thread hop, no GIL contention on the fast path).
         while True:
             with self._wake:
-                while not self._pending and not self._shutdown:
+                while not self._pending and not self._retry and not self._shutdown:
                     self._idle = True
                     self._wake.wait()
                 self._idle = False
@@ -240,7 +335,7 @@ class Executor(cf.Executor):
             time.sleep(0.001)
             if self._driving.acquire(blocking=False):
                 try:
-                    while self._pending and self._collect_some(self._slice()):
+                    while (self._pending or self._retry) and self._step(self._slice()):
                         pass
                 finally:
                     self._driving.release()
@@ -252,10 +347,15 @@ class Executor(cf.Executor):
         ones, then closes the connection."""
         self._shutdown = True
         if cancel_futures or not wait:
-            self._fail_all(RfxError("the executor was shut down"))
+            gone = RfxError("the executor was shut down")
+            self._fail_all(gone, retry=False)
+            with self._lock:
+                futs, self._retry = self._retry, []
+            for f in futs:
+                f.set_exception(gone)
         while True:
             with self._lock:
-                some = next(iter(self._pending.values()), None)
+                some = next(iter(self._pending.values()), None) or next(iter(self._retry), None)
             if some is None:
                 break
             self._drive(some, None)
@@ -265,3 +365,8 @@ class Executor(cf.Executor):
             self._collector.join(timeout=5)
         if self._inv is not None:
             self._inv.close()
+        for lease in self._owned:
+            try:
+                lease.release()
+            except RfxError:
+                pass  # lost with its executor, or released already

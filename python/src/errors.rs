@@ -53,6 +53,18 @@ create_exception!(
 );
 create_exception!(
     _native,
+    FunctionTimedOut,
+    TimedOut,
+    "The function ran past the lease's time limit (its executor restarted); not retried."
+);
+create_exception!(
+    _native,
+    ExecutorRestarted,
+    ExecutorGone,
+    "The executor restarted (another invocation ran past the time limit); the lease goes on."
+);
+create_exception!(
+    _native,
     PeerGone,
     RfxError,
     "A rank of the communicator died or left."
@@ -74,6 +86,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PayloadTooLarge", py.get_type::<PayloadTooLarge>())?;
     m.add("ExecutorGone", py.get_type::<ExecutorGone>())?;
     m.add("TimedOut", py.get_type::<TimedOut>())?;
+    m.add("FunctionTimedOut", py.get_type::<FunctionTimedOut>())?;
+    m.add("ExecutorRestarted", py.get_type::<ExecutorRestarted>())?;
     m.add("PeerGone", py.get_type::<PeerGone>())?;
     m.add("ClusterError", py.get_type::<ClusterError>())?;
     Ok(())
@@ -88,10 +102,10 @@ pub(crate) fn invoke(e: InvokeError) -> PyErr {
         InvokeError::OutputTooLarge { .. }
         | InvokeError::PayloadTooLarge { .. }
         | InvokeError::InputTooLarge { .. } => PayloadTooLarge::new_err(msg),
-        InvokeError::FunctionTimedOut { .. } | InvokeError::Timeout(_) => TimedOut::new_err(msg),
-        InvokeError::ExecutorGone(_)
-        | InvokeError::ExecutorRestarted(_)
-        | InvokeError::Fabric(_) => ExecutorGone::new_err(msg),
+        InvokeError::FunctionTimedOut { .. } => FunctionTimedOut::new_err(msg),
+        InvokeError::Timeout(_) => TimedOut::new_err(msg),
+        InvokeError::ExecutorRestarted(_) => ExecutorRestarted::new_err(msg),
+        InvokeError::ExecutorGone(_) | InvokeError::Fabric(_) => ExecutorGone::new_err(msg),
         _ => RfxError::new_err(msg),
     }
 }

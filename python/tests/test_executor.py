@@ -115,3 +115,31 @@ def test_leasing_listing_usage_release(tenant, library):
         g.release()
     with pytest.raises(rfx.RfxError):
         tenant.lease(cores=1, duration_s=-1)
+
+
+def test_retries_move_to_a_fresh_lease_after_the_executor_is_lost(tenant, library):
+    lease = tenant.lease(cores=1, duration_s=120)
+    policy = rfx.RetryPolicy(max_attempts=3, backoff_s=0.01)
+    ex = rfx.Executor(lease, library, ["echo", "crash", "panics"], timeout_s=10, retries=policy)
+    assert ex.submit("echo", b"before").result() == b"before"
+    os.kill(pid_listening_on(lease.executor), signal.SIGKILL)
+    futures = [ex.submit("echo", bytes([i]) * 10) for i in range(5)]
+    assert [f.result(timeout=60) for f in futures] == [bytes([i]) * 10 for i in range(5)]
+    assert ex.retries >= 1 and ex._lease.id != lease.id
+    assert lease.id not in tenant.leases()
+    # The function's own failure is never retried.
+    before = ex.retries
+    with pytest.raises(rfx.FunctionFailed):
+        ex.submit("panics", b"").result(timeout=30)
+    assert ex.retries == before
+    # A function that kills every executor it runs on: tried max_attempts
+    # times, then the infrastructure's error.
+    with pytest.raises(rfx.ExecutorGone):
+        ex.submit("crash", b"").result(timeout=90)
+    assert ex.retries == before + 2
+    owned = [l.id for l in ex._owned]
+    ex.shutdown()
+    assert not set(owned) & set(tenant.leases())
+    assert not rfx.RetryPolicy.retryable(rfx.FunctionFailed("x"))
+    assert not rfx.RetryPolicy.retryable(rfx.FunctionTimedOut("x"))
+    assert rfx.RetryPolicy.retryable(rfx.ExecutorRestarted("x"))
