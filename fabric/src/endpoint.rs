@@ -58,6 +58,9 @@ pub struct Endpoint {
     peer_user: Vec<u8>,
     max_message: usize,
     dead: Option<String>,
+    /// The peer's completions may still be read: the endpoint died on a
+    /// post (the peer left), not on what it received.
+    inbound_open: bool,
 }
 
 impl Endpoint {
@@ -77,6 +80,7 @@ impl Endpoint {
             peer_user,
             max_message,
             dead: None,
+            inbound_open: true,
         }
     }
 
@@ -113,7 +117,9 @@ impl Endpoint {
         }
     }
 
-    /// Errors that end the endpoint stick: every later call reports them.
+    /// Errors that end the endpoint stick: every later call reports them
+    /// (except that `poll` still delivers what the peer sent before it
+    /// left, when a post found it gone).
     #[inline]
     fn track<T>(&mut self, r: Result<T, FabricError>) -> Result<T, FabricError> {
         if let Err(e) = &r {
@@ -122,6 +128,9 @@ impl Endpoint {
                 FabricError::PeerGone(_) | FabricError::Malformed(_) | FabricError::Os { .. }
             ) {
                 self.dead = Some(e.to_string());
+                if !matches!(e, FabricError::PeerGone(_)) {
+                    self.inbound_open = false;
+                }
             }
         }
         r
@@ -229,11 +238,26 @@ impl Endpoint {
         self.track(r)
     }
 
-    /// The next completion, if one is ready; never blocks.
+    /// The next completion, if one is ready; never blocks. What a peer
+    /// sent before it left is delivered even after a post of ours found it
+    /// gone; then [`FabricError::PeerGone`].
     pub fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
-        self.alive()?;
-        let r = dispatch!(&mut self.inner, ep => ep.poll());
-        self.track(r)
+        if !self.inbound_open {
+            self.alive()?;
+        }
+        match dispatch!(&mut self.inner, ep => ep.poll()) {
+            // Delivered even after a post found the peer gone: it sent this
+            // before it left (a peer's last words are not lost).
+            Ok(Some(c)) => Ok(Some(c)),
+            Ok(None) => {
+                self.alive()?;
+                Ok(None)
+            }
+            Err(e) => {
+                self.inbound_open = false;
+                self.track(Err(e))
+            }
+        }
     }
 
     /// The file descriptor an event loop (epoll, tokio's `AsyncFd`) waits

@@ -31,8 +31,9 @@ use crate::error::FabricError;
 ///   every incoming access against its own regions again and ends the
 ///   connection on a violation (`Malformed`).
 /// - **Liveness**: a peer that exited, crashed or closed is reported as
-///   [`FabricError::PeerGone`] by `poll` (after what it sent is delivered)
-///   and by every later post, never as a hang. Errors that end the
+///   [`FabricError::PeerGone`] by `poll` (after what it sent is delivered,
+///   even when a post found it gone first) and by every later post, never
+///   as a hang. Errors that end the
 ///   connection stick.
 /// - **Waiting** is `arm`, then `block` or a sleep on `event_fd` by the
 ///   caller's event loop, then `disarm`.

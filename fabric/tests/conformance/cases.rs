@@ -510,6 +510,49 @@ pub fn peer_death_detected(kind: TransportKind) {
     }
 }
 
+/// A peer writes, then dies; a post of ours finds it gone before we
+/// polled: its writes are still delivered, in order, then `PeerGone`.
+pub fn last_words_survive_a_failed_post(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(64).unwrap();
+    let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut peer = PeerProcess::spawn("die_after_writes", kind, listener.local_addr().unwrap());
+    let mut s = listener
+        .incoming(Some(T))
+        .unwrap()
+        .accept(&ConnectOptions::new().expose(&mr), |_| Ok(()))
+        .unwrap();
+    peer.0.wait().unwrap();
+    // Post until a post notices (bounded); a provider may accept a few
+    // into its buffers first.
+    let mut failed = false;
+    for _ in 0..200 {
+        if s.send(b"anyone?").is_err() {
+            failed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    let end = loop {
+        match s.poll() {
+            Ok(Some(c)) => got.push(expect_write(Ok(c)).imm),
+            Ok(None) if t0.elapsed() < T => std::thread::yield_now(),
+            other => break other,
+        }
+    };
+    assert_eq!(
+        got,
+        vec![1, 2, 3],
+        "{kind:?}: the peer's writes (post failed: {failed})"
+    );
+    assert!(
+        matches!(&end, Err(e) if e.is_peer_gone()),
+        "{kind:?}: {end:?}"
+    );
+}
+
 /// The peer process is killed (SIGKILL) while we sleep in warm mode.
 pub fn peer_killed_while_waiting(kind: TransportKind) {
     let f = fabric(kind);

@@ -26,6 +26,7 @@ macro_rules! conformance {
             #[test] fn advertised_caps_work() { cases::advertised_caps_work(K) }
             #[test] fn oversized_send_refused() { cases::oversized_send_refused(K) }
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
+            #[test] fn last_words_survive_a_failed_post() { cases::last_words_survive_a_failed_post(K) }
             #[test] fn peer_killed_while_waiting() { cases::peer_killed_while_waiting(K) }
             #[test] fn malformed_handshakes() { cases::malformed_handshakes(K) }
             #[test] fn shared_secret() { cases::shared_secret(K) }
