@@ -505,6 +505,16 @@ impl<L: Link> Engine<L> {
         token: u64,
         parts: &[&[u8]],
     ) -> Result<(usize, bool), CollError> {
+        // A send the peer finished (its FIN came before it left) is done,
+        // whatever happened to the peer after.
+        let settled = self
+            .peers
+            .get(dest)
+            .and_then(|p| p.link.as_ref())
+            .is_none_or(|l| !l.is_read(token) && !l.out.iter().any(|m| m.token == token));
+        if settled {
+            return Ok((0, true));
+        }
         self.gone_err(dest)?;
         let Engine { peers, stage, .. } = self;
         let Some(peer) = peers.get_mut(dest) else {
@@ -514,10 +524,11 @@ impl<L: Link> Engine<L> {
             return Ok((0, true));
         };
         let r = (|| {
-            flush(l, stage)?;
             if l.is_read(token) {
+                // Requested: nothing to write until the FIN.
                 return Ok((0, false));
             }
+            flush(l, stage)?;
             let Some(m) = l.out.front_mut() else {
                 return Ok((0, true));
             };
@@ -881,21 +892,16 @@ impl<L: Link> Engine<L> {
             if gone.is_some() {
                 continue;
             }
-            match flush(l, stage) {
-                Ok(m) => moved |= m,
-                Err(e) => {
-                    mark_gone(r, gone, e);
-                    continue;
-                }
-            }
-            let mut credited = false;
+            // What the peer wrote first, then ours: a peer that finished
+            // (its last FIN or credit written) and left is read to the end
+            // before a write to it fails.
             let before = *next_msg;
             for _ in 0..POLL_BURST {
                 match l.link.poll() {
                     Ok(Some(Completion::Write(w))) => {
                         moved = true;
                         match on_write(l, msgs, next_msg, &w) {
-                            Ok(c) => credited |= c,
+                            Ok(_) => {}
                             Err(why) => {
                                 *gone = Some(malformed(r, why));
                                 break;
@@ -917,9 +923,7 @@ impl<L: Link> Engine<L> {
             if gone.is_some() {
                 continue;
             }
-            let r2 = l
-                .credit()
-                .and_then(|_| if credited { flush(l, stage) } else { Ok(false) });
+            let r2 = l.credit().and_then(|_| flush(l, stage));
             match r2 {
                 Ok(m) => moved |= m,
                 Err(e) => mark_gone(r, gone, e),

@@ -539,3 +539,25 @@ fn a_send_being_read_is_waited_for_before_it_is_handed_back() {
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn a_send_read_before_its_reader_left_is_done() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let data = pattern(4, 30_000);
+    let token = m.engines[0]
+        .post(1, CTX, 5, &[&data], super::Lend::Expose)
+        .expect("post")
+        .expect("a read request is borrowed");
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(5), STEPS).expect("read");
+    assert_eq!(got, data);
+    m.land_all();
+    m.engines[0].progress();
+    // The reader leaves right after its FIN.
+    m.cut(0, 1);
+    m.engines[0].progress();
+    assert!(m.engines[0].gone(1).is_some());
+    assert_eq!(
+        m.engines[0].pump(1, token, &[&data]).expect("done"),
+        (0, true)
+    );
+}
