@@ -588,3 +588,42 @@ impl ResultFile for MpiReport {
         &self.results
     }
 }
+
+/// One row of `python.json` (`bench/python/bench.py`): a framework running
+/// one task kind.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PythonRow {
+    /// The framework and how it ran, e.g. `Ray (actor method calls)`.
+    pub framework: String,
+    /// `noop` or `echo` (4 KiB).
+    pub task: String,
+    /// Latency one at a time, µs.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub p50_us: f64,
+    /// Its 99th percentile, µs.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub p99_us: f64,
+    /// Tasks per second with many in flight.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub tasks_per_s: f64,
+    /// From starting the framework to the first result, s.
+    #[serde(deserialize_with = "f64_or_nan")]
+    pub cold_start_s: f64,
+}
+
+/// `python.json`: rfx from Python next to Ray, Dask, Parsl and
+/// `ProcessPoolExecutor`, one run (`bench/python/bench.py --json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PythonReport {
+    /// `python`.
+    pub bench: String,
+    /// Python version, CPUs, iterations, tasks in flight.
+    #[serde(default)]
+    pub meta: serde_json::Value,
+    /// The figures.
+    #[serde(default)]
+    pub rows: Vec<PythonRow>,
+    /// Frameworks not measured, and why (not installed, failed).
+    #[serde(default)]
+    pub skipped: std::collections::BTreeMap<String, String>,
+}

@@ -28,6 +28,8 @@ pub struct Results {
     pub sockperf: Option<SockperfReport>,
     /// `mpi.json`.
     pub mpi: Option<MpiReport>,
+    /// `python.json` (`bench/python/bench.py`).
+    pub python: Option<crate::results::PythonReport>,
     /// `all.json`.
     pub all: Option<Manifest>,
 }
@@ -670,6 +672,7 @@ mod tests {
                 }],
             }),
             mpi: None,
+            python: None,
             all: Some(Manifest {
                 bench: "all".into(),
                 machine,

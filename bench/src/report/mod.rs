@@ -175,6 +175,7 @@ pub fn load_dir(dir: &Path) -> anyhow::Result<Results> {
         coll: load(dir, "coll.json")?,
         sockperf: load(dir, "sockperf.json")?,
         mpi: load(dir, "mpi.json")?,
+        python: load(dir, "python.json")?,
         all: load(dir, "all.json")?,
     })
 }
@@ -848,6 +849,73 @@ fn mpi_section(doc: &mut Doc, r: &Results) {
     }
 }
 
+fn python_section(doc: &mut Doc, r: &Results) {
+    let Some(py) = &r.python else { return };
+    doc.h(
+        2,
+        "Python: rfx next to Ray, Dask, Parsl and ProcessPoolExecutor",
+    );
+    doc.p(
+        "`bench/python/bench.py`, one run: no-op and 4 KiB echo tasks, one at a time (p50, \
+         p99) and many in flight (tasks/s), and the time from starting the framework to the \
+         first result. rfx runs a C function on a leased executor over shm.",
+    );
+    let rows = py
+        .rows
+        .iter()
+        .map(|x| {
+            vec![
+                x.framework.clone(),
+                x.task.clone(),
+                f(x.p50_us),
+                f(x.p99_us),
+                format!("{:.0}", x.tasks_per_s),
+                f(x.cold_start_s),
+            ]
+        })
+        .collect();
+    doc.table(
+        &[
+            "framework",
+            "task",
+            "p50 µs",
+            "p99 µs",
+            "tasks/s",
+            "cold start s",
+        ],
+        rows,
+    );
+    for (k, why) in &py.skipped {
+        doc.p(format!("Skipped {k}: {why}."));
+    }
+    let noop: Vec<&crate::results::PythonRow> =
+        py.rows.iter().filter(|x| x.task == "noop").collect();
+    if noop.is_empty() {
+        return;
+    }
+    let labels: Vec<String> = noop.iter().map(|x| x.framework.clone()).collect();
+    doc.figure(
+        "python-latency.svg",
+        plot::log_bars(
+            "no-op task, one at a time (p50, log scale)",
+            "µs",
+            &labels,
+            &noop.iter().map(|x| x.p50_us).collect::<Vec<_>>(),
+        ),
+        "Python task latency by framework".to_string(),
+    );
+    doc.figure(
+        "python-throughput.svg",
+        plot::log_bars(
+            "no-op tasks in flight (log scale)",
+            "tasks/s",
+            &labels,
+            &noop.iter().map(|x| x.tasks_per_s).collect::<Vec<_>>(),
+        ),
+        "Python task throughput by framework".to_string(),
+    );
+}
+
 /// Builds the report of `r`.
 fn build(r: &Results) -> Doc {
     let mut doc = Doc::default();
@@ -864,6 +932,7 @@ fn build(r: &Results) -> Doc {
     cold_start_section(&mut doc, r);
     coll_section(&mut doc, r);
     mpi_section(&mut doc, r);
+    python_section(&mut doc, r);
     run_section(&mut doc, r);
     machine_section(&mut doc, r);
     doc
@@ -880,9 +949,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             || r.throughput.is_some()
             || r.cold_start.is_some()
             || r.coll.is_some()
-            || r.mpi.is_some(),
+            || r.mpi.is_some()
+            || r.python.is_some(),
         "{}: no result files (transport.json, invoke.json, throughput.json, cold-start.json, \
-         coll.json, mpi.json); run `rfx-bench all --json {}` first",
+         coll.json, mpi.json, python.json); run `rfx-bench all --json {}` first",
         dir.display(),
         dir.display()
     );
@@ -917,6 +987,44 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_results_become_a_table_and_two_log_plots() {
+        let text = r#"{"bench": "python", "meta": {"cpus": 2},
+            "rows": [
+              {"framework": "rfx", "task": "noop", "p50_us": 5.7, "p99_us": 12.5,
+               "tasks_per_s": 166538, "cold_start_s": 0.14},
+              {"framework": "Ray", "task": "noop", "p50_us": 824.2, "p99_us": 1276.3,
+               "tasks_per_s": 4213, "cold_start_s": 3.01},
+              {"framework": "rfx", "task": "echo", "p50_us": 6.9, "p99_us": null,
+               "tasks_per_s": 132652, "cold_start_s": 0.14}],
+            "skipped": {"parsl": "not installed"}}"#;
+        let r = Results {
+            python: Some(serde_json::from_str(text).expect("python.json parses")),
+            ..Results::default()
+        };
+        let doc = build(&r);
+        let md = doc.markdown();
+        assert!(md.contains("| Ray | noop | 824.20 |"), "{md}");
+        assert!(md.contains("Skipped parsl: not installed."));
+        let figures: Vec<&str> = doc
+            .0
+            .iter()
+            .filter_map(|b| match b {
+                Block::Figure { file, svg, .. } => {
+                    let ray = if file.contains("latency") {
+                        "824.2"
+                    } else {
+                        "4213.0"
+                    };
+                    assert!(svg.contains("<rect") && svg.contains(ray), "{file}");
+                    Some(file.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(figures, ["python-latency.svg", "python-throughput.svg"]);
+    }
 
     #[test]
     fn machine_rows_are_the_fields_as_written() {

@@ -424,6 +424,78 @@ pub fn stacked_bars(title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<S
     Ok(svg)
 }
 
+/// Horizontal bars on a log scale, one per label (values spanning orders
+/// of magnitude: µs to ms, tasks/s), each with its value written out.
+pub fn log_bars(
+    title: &str,
+    x_desc: &str,
+    labels: &[String],
+    values: &[f64],
+) -> anyhow::Result<String> {
+    let finite: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(0f64, f64::max);
+    if finite.is_empty() {
+        anyhow::bail!("{title}: nothing to draw");
+    }
+    let (x0, x1) = (lo / 3.0, hi * 6.0);
+    let n = labels.len().max(1);
+    let height = (140 + 40 * n as u32).max(240);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (W, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(8)
+            .x_label_area_size(36)
+            .y_label_area_size(230)
+            .build_cartesian_2d((x0..x1).log_scale(), -0.5f64..n as f64 - 0.5)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_labels(n)
+            .y_label_formatter(&|y| {
+                let i = y.round();
+                if (y - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .disable_y_mesh()
+            .draw()
+            .map_err(err)?;
+        for (i, v) in values.iter().enumerate() {
+            if !(v.is_finite() && *v > 0.0) {
+                continue;
+            }
+            let y = i as f64;
+            let c = color(i);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x0, y - 0.3), (*v, y + 0.3)],
+                    c.filled(),
+                )))
+                .map_err(err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{v:.1}"),
+                    (*v * 1.1, y + 0.1),
+                    ("sans-serif", 12),
+                )))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// A grid of log-log panels (one per title), each with its own series.
 pub fn grid(title: &str, panels: &[(String, Vec<Series>)], cols: usize) -> anyhow::Result<String> {
     let cols = cols.max(1);
