@@ -337,6 +337,16 @@ pub fn throughput(title: &str, series: &[Series], goal: f64) -> anyhow::Result<S
     Ok(svg)
 }
 
+/// The label of bar row `y` (rows at integer positions; none between).
+fn row_label(labels: &[String], y: f64) -> String {
+    let i = y.round();
+    if (y - i).abs() < 1e-6 && i >= 0.0 {
+        labels.get(i as usize).cloned().unwrap_or_default()
+    } else {
+        String::new()
+    }
+}
+
 /// One horizontal bar of stacked segments.
 #[derive(Debug, Clone)]
 pub struct Bar {
@@ -376,14 +386,7 @@ pub fn stacked_bars(title: &str, x_desc: &str, bars: &[Bar]) -> anyhow::Result<S
             .configure_mesh()
             .x_desc(x_desc)
             .y_labels(n)
-            .y_label_formatter(&|y| {
-                let i = y.round();
-                if (y - i).abs() < 1e-6 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .y_label_formatter(&|y| row_label(&labels, *y))
             .disable_y_mesh()
             .light_line_style(WHITE.mix(0.0))
             .draw()
@@ -460,14 +463,7 @@ pub fn log_bars(
             .configure_mesh()
             .x_desc(x_desc)
             .y_labels(n)
-            .y_label_formatter(&|y| {
-                let i = y.round();
-                if (y - i).abs() < 1e-6 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
+            .y_label_formatter(&|y| row_label(labels, *y))
             .disable_y_mesh()
             .draw()
             .map_err(err)?;

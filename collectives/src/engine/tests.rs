@@ -232,22 +232,27 @@ fn malformed_writes_close_only_the_writer_and_panic_nothing() {
         ("an absurd size", vec![w(header(u64::MAX), 0, msg)]),
     ];
     for (what, writes) in cases {
-        let mut m = Mesh::new(3, 4096, 512);
-        for x in writes {
-            m.inject(1, 0, x);
-        }
-        m.settle(100);
-        let why = m.engines[0].gone(1).map(str::to_owned);
-        assert!(
-            why.as_deref().is_some_and(|w| w.contains("malformed")),
-            "{what}: {why:?}"
-        );
-        let want = send(&mut m, 2, 0, 1, 9, 9000);
-        let (_, _, got) = m
-            .recv(0, Some(2), CTX, None, STEPS)
-            .expect("rank 2 still gets through");
-        assert_eq!(got, want, "{what}");
+        closes_only_the_writer(Mesh::new(3, 4096, 512), what, writes);
     }
+}
+
+/// Rank 1 writes `writes` into rank 0's inbox: rank 0 closes it as
+/// malformed, and rank 2 still gets through to rank 0.
+fn closes_only_the_writer(mut m: Mesh, what: &str, writes: Vec<Write>) {
+    for x in writes {
+        m.inject(1, 0, x);
+    }
+    m.settle(100);
+    let why = m.engines[0].gone(1).map(str::to_owned);
+    assert!(
+        why.as_deref().is_some_and(|w| w.contains("malformed")),
+        "{what}: {why:?}"
+    );
+    let want = send(&mut m, 2, 0, 1, 9, 9000);
+    let (_, _, got) = m
+        .recv(0, Some(2), CTX, None, STEPS)
+        .expect("rank 2 still gets through");
+    assert_eq!(got, want, "{what}");
 }
 
 fn w(data: Vec<u8>, offset: u64, imm: u32) -> Write {
@@ -469,21 +474,8 @@ fn a_copying_peer_gets_no_read_requests_and_lies_close_the_liar() {
         ),
     ];
     for (what, reads, writes) in cases {
-        let mut m = Mesh::reading(3, 4096, 512, if reads { 1024 } else { 0 });
-        for x in writes {
-            m.inject(1, 0, x);
-        }
-        m.settle(100);
-        let why = m.engines[0].gone(1).map(str::to_owned);
-        assert!(
-            why.as_deref().is_some_and(|w| w.contains("malformed")),
-            "{what}: {why:?}"
-        );
-        let want = send(&mut m, 2, 0, 1, 9, 9000);
-        let (_, _, got) = m
-            .recv(0, Some(2), CTX, None, STEPS)
-            .expect("rank 2 still gets through");
-        assert_eq!(got, want, "{what}");
+        let m = Mesh::reading(3, 4096, 512, if reads { 1024 } else { 0 });
+        closes_only_the_writer(m, what, writes);
     }
     // Ranges that are not mapped in the sender: the receive fails, the
     // sender is taken for gone, nothing panics.
