@@ -38,6 +38,9 @@ IN_PLACE = _InPlace()
 
 
 def _code(buf: Any) -> str:
+    dt = getattr(buf, "dtype", None)
+    if dt is not None and dt.byteorder in "=|":
+        return dt.char  # numpy: no memoryview on the fast path
     fmt = memoryview(buf).format.lstrip("<=@!")
     if len(fmt) != 1:
         raise ValueError(f"unsupported buffer format {fmt!r}")
@@ -123,9 +126,7 @@ class Communicator:
     def Allreduce(self, sendbuf: Any, recvbuf: Any, op: str = "sum") -> None:
         """The reduction of every rank's ``sendbuf`` into every ``recvbuf``
         (``sendbuf=IN_PLACE``: ``recvbuf`` holds the input)."""
-        if sendbuf is not IN_PLACE:
-            _copy(recvbuf, sendbuf)
-        self._c.allreduce(_code(recvbuf), recvbuf, op)
+        self._c.allreduce(_code(recvbuf), None if sendbuf is IN_PLACE else sendbuf, recvbuf, op)
 
     def Gather(self, sendbuf: Any, recvbuf: Any | None, root: int = 0) -> None:
         """Every rank's ``sendbuf`` into ``root``'s ``recvbuf``, in rank order."""

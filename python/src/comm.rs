@@ -207,17 +207,33 @@ impl Communicator {
         })
     }
 
-    /// Reduces `buf` in place on every rank.
+    /// Reduces on every rank into `buf`: its own contents (`send` None,
+    /// in place) or `send`'s, copied in first.
+    #[pyo3(signature = (code, send, buf, op_name))]
     fn allreduce(
         &self,
         py: Python<'_>,
         code: char,
+        send: Option<&Bound<'_, PyAny>>,
         buf: &Bound<'_, PyAny>,
         op_name: &str,
     ) -> PyResult<()> {
         let o = op(op_name)?;
         typed!(code, |T| {
             let mut b = PyBuffer::<T>::get(buf)?;
+            if let Some(send) = send {
+                let sb = PyBuffer::<T>::get(send)?;
+                disjoint(&sb, &b)?;
+                let (src, dst) = (slice(&sb)?, slice_mut(&mut b)?);
+                if src.len() != dst.len() {
+                    return Err(PyValueError::new_err(format!(
+                        "send buffer of {} items, receive buffer of {}",
+                        src.len(),
+                        dst.len()
+                    )));
+                }
+                dst.copy_from_slice(src);
+            }
             let s = slice_mut(&mut b)?;
             run(py, &self.inner, |c| c.allreduce(s, o))
         })
