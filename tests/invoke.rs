@@ -92,10 +92,15 @@ fn invocations_work_over(kind: TransportKind) {
         inv.invoke("matmul", &m).unwrap(),
         f64s(&[19.0, 22.0, 43.0, 50.0])
     );
-    // Failures are per invocation; the connection goes on.
+    // Failures are per invocation, with the function's reason; the
+    // connection goes on.
     assert!(matches!(
         inv.invoke("panics", b""),
-        Err(InvokeError::FunctionFailed { .. })
+        Err(InvokeError::FunctionFailed { reason, .. }) if reason == "this function panics on purpose"
+    ));
+    assert!(matches!(
+        inv.invoke("sum_f64", b"abc"),
+        Err(InvokeError::FunctionFailed { reason, .. }) if reason == "input is not a whole number of f64"
     ));
     assert!(matches!(
         inv.invoke("overclaim", b""),

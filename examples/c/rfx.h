@@ -7,6 +7,9 @@
  *
  * Both return the output length, at most the output capacity, or a status code:
  * RFX_FAILED to report an error. Functions must not write to `in`.
+ *
+ * A function that returns RFX_FAILED may first write why into `out`, NUL-terminated (at
+ * most 1 KiB is read): the client's error carries that text.
  */
 #ifndef RFX_H
 #define RFX_H

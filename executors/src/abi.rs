@@ -370,6 +370,11 @@ impl Function {
         let capacity = u32::try_from(output.len())
             .unwrap_or(u32::MAX)
             .min(MAX_OUTPUT_CAPACITY);
+        // A failure without a reason reads as an empty one, never as the
+        // previous invocation's output.
+        if let Some(b) = output.first_mut() {
+            *b = 0;
+        }
         let ret = match self.entry {
             Entry::Rfaas(f) => {
                 // SAFETY: `f` was resolved from `self.lib`, which `self` keeps loaded. `input`
@@ -407,22 +412,26 @@ impl Function {
                 }
             }
         };
-        self.check_return(ret, capacity)
+        self.check_return(ret, capacity, output)
     }
 
-    fn check_return(&self, ret: u32, capacity: u32) -> Result<usize, CallError> {
+    fn check_return(&self, ret: u32, capacity: u32, output: &[u8]) -> Result<usize, CallError> {
         let function = || self.name.to_string();
+        let reason = || read_reason(output);
         match (self.entry, ret) {
             (_, len) if len <= capacity => Ok(len as usize),
             (Entry::Extended(_), status::PANICKED) => Err(CallError::Panicked {
                 function: function(),
+                reason: reason(),
             }),
             (_, status::FAILED) => Err(CallError::Failed {
                 function: function(),
+                reason: reason(),
             }),
             // C functions of the rFaaS ABI commonly return (uint32_t)-1 on failure.
             (Entry::Rfaas(_), code) if code >= RESERVED_MIN => Err(CallError::Failed {
                 function: function(),
+                reason: reason(),
             }),
             (Entry::Extended(_), code) if code >= RESERVED_MIN => Err(CallError::Status {
                 function: function(),
@@ -833,4 +842,17 @@ unsafe extern "C" fn t_allgather(
         let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
         comm.allgather(input, out).map_err(coll_code)
     })
+}
+
+/// The reason a failing function wrote at the start of its output (up to
+/// a NUL, at most [`rfx_abi::status::REASON_MAX`] bytes), as printable text:
+/// control characters become spaces, invalid UTF-8 the replacement
+/// character.
+pub(crate) fn read_reason(output: &[u8]) -> String {
+    let head = &output[..output.len().min(rfx_abi::status::REASON_MAX)];
+    let end = head.iter().position(|&b| b == 0).unwrap_or(head.len());
+    String::from_utf8_lossy(&head[..end])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }

@@ -26,10 +26,14 @@ pub enum InvokeError {
     #[error("unknown function `{0}`")]
     UnknownFunction(String),
     /// The function ran and reported a failure (or panicked).
-    #[error("function `{function}` failed")]
+    #[error("function `{function}` failed{}", if reason.is_empty() { String::new() } else { format!(": {reason}") })]
     FunctionFailed {
         /// The function.
         function: String,
+        /// Why, as the function said (its `Err`, its panic's message, or
+        /// the NUL-terminated text a C function wrote before returning
+        /// `RFX_FAILED`); empty if it said nothing.
+        reason: String,
     },
     /// The function claimed more output than the result buffer holds.
     #[error("function `{function}` produced more output than the {capacity}-byte result buffer")]
@@ -739,7 +743,10 @@ impl Invoker {
         let r = match Status::from_u16(status) {
             Some(Status::Ok) => Ok(self.results.to_vec(start, w.len as usize)?),
             Some(Status::UnknownFunction) => Err(InvokeError::UnknownFunction(name())),
-            Some(Status::FunctionFailed) => Err(InvokeError::FunctionFailed { function: name() }),
+            Some(Status::FunctionFailed) => Err(InvokeError::FunctionFailed {
+                function: name(),
+                reason: crate::abi::read_reason(&self.results.to_vec(start, w.len as usize)?),
+            }),
             Some(Status::OutputTooLarge) => Err(InvokeError::OutputTooLarge {
                 function: name(),
                 capacity: self.cfg.max_output,

@@ -135,16 +135,20 @@ pub enum CallError {
     },
     /// A Rust function panicked; the panic was caught at the ABI boundary
     /// ([`status::PANICKED`](crate::status::PANICKED)).
-    #[error("function `{function}` panicked")]
+    #[error("function `{function}` panicked{}", reason_suffix(.reason))]
     Panicked {
         /// The function.
         function: String,
+        /// The panic's message, if it had one.
+        reason: String,
     },
     /// The function reported a failure ([`status::FAILED`](crate::status::FAILED)).
-    #[error("function `{function}` reported a failure")]
+    #[error("function `{function}` reported a failure{}", reason_suffix(.reason))]
     Failed {
         /// The function.
         function: String,
+        /// What it wrote as its reason (see [`rfx_abi::status::write_reason`]).
+        reason: String,
     },
     /// The function returned another code of the reserved range
     /// (see [`status`](crate::status)).
@@ -155,4 +159,23 @@ pub enum CallError {
         /// The code.
         code: u32,
     },
+}
+
+/// `": reason"`, or nothing for an empty one.
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+impl CallError {
+    /// Why the function failed, as it said (empty if it did not).
+    pub fn reason(&self) -> &str {
+        match self {
+            CallError::Failed { reason, .. } | CallError::Panicked { reason, .. } => reason,
+            _ => "",
+        }
+    }
 }

@@ -850,7 +850,14 @@ impl Worker {
         match r {
             Ok(n) => (Status::Ok, n),
             Err(CallError::OutputTooLarge { .. }) => (Status::OutputTooLarge, 0),
-            Err(_) => (Status::FunctionFailed, 0),
+            Err(e) => {
+                // The reason goes back as the result's bytes (printable,
+                // bounded: see `abi::read_reason`).
+                let why = e.reason().as_bytes();
+                let n = why.len().min(self.out.len());
+                self.out[..n].copy_from_slice(&why[..n]);
+                (Status::FunctionFailed, n)
+            }
         }
     }
 }

@@ -206,7 +206,7 @@ fn c_functions_by_path_and_from_bytes() {
         // Returns RFX_FAILED for a length that is not a multiple of 4.
         assert!(matches!(
             call(&lib, "sum_u32", &[1, 2, 3], 4),
-            Err(CallError::Failed { function }) if function == "sum_u32"
+            Err(CallError::Failed { function, reason }) if function == "sum_u32" && reason.is_empty()
         ));
 
         let rank_info = lib.function("rank_info_c").expect("rank_info_c");
@@ -399,7 +399,8 @@ fn matmul_refuses_n_too_large_for_the_output() {
     input.extend(f64s(&vec![1.0; 2 * n * n]));
     assert!(matches!(
         call(&lib, "matmul", &input, 8 * n * n - 1),
-        Err(CallError::Failed { function }) if function == "matmul"
+        Err(CallError::Failed { function, reason })
+            if function == "matmul" && reason == "product does not fit in the output buffer"
     ));
     // A huge n with a short input: refused, no allocation, no overflow.
     let mut input = u32::MAX.to_le_bytes().to_vec();
@@ -427,15 +428,24 @@ fn panicking_function_returns_an_error_and_the_process_survives() {
     let panics = lib.function("panics").expect("panics");
     for _ in 0..3 {
         let err = panics
-            .call(&CallContext::new(1), b"", &mut [0u8; 8])
+            .call(&CallContext::new(1), b"", &mut [0u8; 64])
             .expect_err("a panic returned a length");
         assert_eq!(
             err,
             CallError::Panicked {
-                function: "panics".to_owned()
+                function: "panics".to_owned(),
+                reason: "this function panics on purpose".to_owned(),
             }
         );
-        assert_eq!(err.to_string(), "function `panics` panicked");
+        assert_eq!(
+            err.to_string(),
+            "function `panics` panicked: this function panics on purpose"
+        );
+        // An output too small for the reason: cut, still terminated.
+        let err = panics
+            .call(&CallContext::new(1), b"", &mut [0u8; 5])
+            .expect_err("a panic returned a length");
+        assert_eq!(err.reason(), "this");
     }
     assert_eq!(status::PANICKED, u32::MAX);
     // Still alive, and the library still works.

@@ -58,8 +58,10 @@ def test_asyncio(lease, library):
 
 def test_errors_are_exceptions_with_reasons(lease, library):
     with rfx.Executor(lease, library, ["echo", "panics", "noop"]) as ex:
-        with pytest.raises(rfx.FunctionFailed, match="panics"):
+        with pytest.raises(rfx.FunctionFailed, match="panics on purpose"):
             ex.submit("panics", b"").result()
+        with pytest.raises(rfx.FunctionFailed, match="not a whole number of f64"):
+            ex.submit("sum_f64", b"abc").result()
         # The executor survives its function's failure.
         assert ex.submit("echo", b"still").result() == b"still"
         with pytest.raises(rfx.PayloadTooLarge):

@@ -64,9 +64,20 @@ pub mod private {
         };
         let ctx = Context::from_raw(raw);
         // A panic must not unwind into the caller's C frames: catch it, return a code.
-        match panic::catch_unwind(AssertUnwindSafe(|| f(&ctx, input, out).into_status())) {
+        let r = panic::catch_unwind(AssertUnwindSafe(|| {
+            let r = f(&ctx, input, &mut *out);
+            r.into_status(&mut *out)
+        }));
+        match r {
             Ok(status) => status,
             Err(payload) => {
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned());
+                if let Some(why) = why {
+                    crate::status::write_reason(out, &why);
+                }
                 // Dropping the payload runs user code too; a panic there is swallowed.
                 if let Err(again) = panic::catch_unwind(AssertUnwindSafe(|| drop(payload))) {
                     std::mem::forget(again);

@@ -47,16 +47,38 @@ pub fn describe(code: u32) -> &'static str {
 }
 
 /// What a function exported with [`export!`](crate::export) may return: an output length, or
-/// a `Result` of one (an `Err` becomes [`FAILED`]; its value does not cross the ABI).
+/// a `Result` of one (an `Err` becomes [`FAILED`], its text the reason the client gets:
+/// written NUL-terminated into the output buffer, see [`write_reason`]).
 pub trait FunctionOutput {
-    /// The `uint32_t` the exported symbol returns.
-    fn into_status(self) -> u32;
+    /// The `uint32_t` the exported symbol returns; `out` is the function's output buffer
+    /// (for a failure's reason).
+    fn into_status(self, out: &mut [u8]) -> u32;
+}
+
+/// Longest reason a failing function reports, in bytes.
+pub const REASON_MAX: usize = 1024;
+
+/// Writes `reason` into `out`, NUL-terminated, cut at a character boundary to fit (and to
+/// [`REASON_MAX`]): how a function says why it returns [`FAILED`] (or, for the executor,
+/// why it panicked).
+pub fn write_reason(out: &mut [u8], reason: &str) {
+    let room = out.len().min(REASON_MAX).saturating_sub(1);
+    let mut n = reason.len().min(room);
+    while !reason.is_char_boundary(n) {
+        n -= 1;
+    }
+    if let Some(dst) = out.get_mut(..n) {
+        dst.copy_from_slice(&reason.as_bytes()[..n]);
+    }
+    if let Some(nul) = out.get_mut(n) {
+        *nul = 0;
+    }
 }
 
 impl FunctionOutput for usize {
     /// The length itself, or `RESERVED_MIN - 1` (above every capacity) if it does not fit
     /// below the reserved range.
-    fn into_status(self) -> u32 {
+    fn into_status(self, _out: &mut [u8]) -> u32 {
         match u32::try_from(self) {
             Ok(len) if len < RESERVED_MIN => len,
             _ => RESERVED_MIN - 1,
@@ -64,11 +86,14 @@ impl FunctionOutput for usize {
     }
 }
 
-impl<E> FunctionOutput for Result<usize, E> {
-    fn into_status(self) -> u32 {
+impl<E: std::fmt::Display> FunctionOutput for Result<usize, E> {
+    fn into_status(self, out: &mut [u8]) -> u32 {
         match self {
-            Ok(len) => len.into_status(),
-            Err(_) => FAILED,
+            Ok(len) => len.into_status(out),
+            Err(e) => {
+                write_reason(out, &e.to_string());
+                FAILED
+            }
         }
     }
 }
@@ -79,12 +104,26 @@ mod tests {
 
     #[test]
     fn lengths_and_codes_do_not_overlap() {
-        assert_eq!(0usize.into_status(), 0);
-        assert_eq!(42usize.into_status(), 42);
-        assert_eq!((RESERVED_MIN as usize).into_status(), RESERVED_MIN - 1);
-        assert_eq!(usize::MAX.into_status(), RESERVED_MIN - 1);
-        assert_eq!(Ok::<usize, ()>(7).into_status(), 7);
-        assert_eq!(Err::<usize, &str>("no").into_status(), FAILED);
+        assert_eq!(0usize.into_status(&mut []), 0);
+        assert_eq!(42usize.into_status(&mut []), 42);
+        assert_eq!(
+            (RESERVED_MIN as usize).into_status(&mut []),
+            RESERVED_MIN - 1
+        );
+        assert_eq!(usize::MAX.into_status(&mut []), RESERVED_MIN - 1);
+        assert_eq!(Ok::<usize, &str>(7).into_status(&mut []), 7);
+        assert_eq!(Err::<usize, &str>("no").into_status(&mut []), FAILED);
+        let mut out = [0xaau8; 8];
+        assert_eq!(Err::<usize, &str>("why").into_status(&mut out), FAILED);
+        assert_eq!(&out[..4], b"why\0");
+        // Cut to fit, at a character boundary, always terminated.
+        let mut small = [0xaau8; 4];
+        write_reason(&mut small, "héllo");
+        assert_eq!(&small, "hé\0".as_bytes());
+        let mut smaller = [0xaau8; 3];
+        write_reason(&mut smaller, "héllo");
+        assert_eq!(&smaller[..2], b"h\0");
+        write_reason(&mut [], "nowhere");
         assert_eq!(describe(PANICKED), "panicked");
         assert_eq!(describe(RESERVED_MIN), "reserved");
         assert_eq!(describe(3), "output length");
