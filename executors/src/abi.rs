@@ -417,7 +417,7 @@ impl Function {
 
     fn check_return(&self, ret: u32, capacity: u32, output: &[u8]) -> Result<usize, CallError> {
         let function = || self.name.to_string();
-        let reason = || read_reason(output);
+        let reason = || rfx_abi::status::read_reason(output);
         match (self.entry, ret) {
             (_, len) if len <= capacity => Ok(len as usize),
             (Entry::Extended(_), status::PANICKED) => Err(CallError::Panicked {
@@ -842,17 +842,4 @@ unsafe extern "C" fn t_allgather(
         let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
         comm.allgather(input, out).map_err(coll_code)
     })
-}
-
-/// The reason a failing function wrote at the start of its output (up to
-/// a NUL, at most [`rfx_abi::status::REASON_MAX`] bytes), as printable text:
-/// control characters become spaces, invalid UTF-8 the replacement
-/// character.
-pub(crate) fn read_reason(output: &[u8]) -> String {
-    let head = &output[..output.len().min(rfx_abi::status::REASON_MAX)];
-    let end = head.iter().position(|&b| b == 0).unwrap_or(head.len());
-    String::from_utf8_lossy(&head[..end])
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

@@ -745,7 +745,7 @@ impl Invoker {
             Some(Status::UnknownFunction) => Err(InvokeError::UnknownFunction(name())),
             Some(Status::FunctionFailed) => Err(InvokeError::FunctionFailed {
                 function: name(),
-                reason: crate::abi::read_reason(&self.results.to_vec(start, w.len as usize)?),
+                reason: rfx_abi::status::read_reason(&self.results.to_vec(start, w.len as usize)?),
             }),
             Some(Status::OutputTooLarge) => Err(InvokeError::OutputTooLarge {
                 function: name(),

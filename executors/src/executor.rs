@@ -852,7 +852,7 @@ impl Worker {
             Err(CallError::OutputTooLarge { .. }) => (Status::OutputTooLarge, 0),
             Err(e) => {
                 // The reason goes back as the result's bytes (printable,
-                // bounded: see `abi::read_reason`).
+                // bounded: see `rfx_abi::status::read_reason`).
                 let why = e.reason().as_bytes();
                 let n = why.len().min(self.out.len());
                 self.out[..n].copy_from_slice(&why[..n]);

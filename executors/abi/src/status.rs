@@ -86,6 +86,19 @@ impl FunctionOutput for usize {
     }
 }
 
+/// The reason a failing function wrote at the start of `output` (up to a
+/// NUL, at most [`REASON_MAX`] bytes), as printable text: control
+/// characters become spaces (no forged log lines), invalid UTF-8 the
+/// replacement character.
+pub fn read_reason(output: &[u8]) -> String {
+    let head = &output[..output.len().min(REASON_MAX)];
+    let end = head.iter().position(|&b| b == 0).unwrap_or(head.len());
+    String::from_utf8_lossy(&head[..end])
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 impl<E: std::fmt::Display> FunctionOutput for Result<usize, E> {
     fn into_status(self, out: &mut [u8]) -> u32 {
         match self {
@@ -124,6 +137,9 @@ mod tests {
         write_reason(&mut smaller, "héllo");
         assert_eq!(&smaller[..2], b"h\0");
         write_reason(&mut [], "nowhere");
+        assert_eq!(read_reason(b"two\nlines\0stale"), "two lines");
+        assert_eq!(read_reason(&[0xff, b'x']), "\u{fffd}x");
+        assert_eq!(read_reason(&[b'a'; 5000]).len(), REASON_MAX);
         assert_eq!(describe(PANICKED), "panicked");
         assert_eq!(describe(RESERVED_MIN), "reserved");
         assert_eq!(describe(3), "output length");
