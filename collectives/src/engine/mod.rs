@@ -968,9 +968,11 @@ impl<L: Link> Engine<L> {
                 continue;
             }
             // Read requests hold their sender until read: read them out.
+            // What the waiting operation consumes itself is left alone.
+            let ours =
+                |m: &InMsg| (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
             for m in msgs.iter_mut() {
-                let ours = (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
-                if m.pull.is_some() && !m.sink && !ours {
+                if m.pull.is_some() && !m.sink && !ours(m) {
                     if let Err(e) = read_out(l, m) {
                         mark_gone(r, gone, e);
                         break;
@@ -986,8 +988,7 @@ impl<L: Link> Engine<L> {
                 continue;
             }
             for m in msgs.iter_mut() {
-                let ours = (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
-                if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours {
+                if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours(m) {
                     if let Err(e) = spill(&mut l.inbox, m) {
                         mark_gone(r, gone, e);
                         break;
