@@ -45,6 +45,10 @@ fi
 if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ] || [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
     want_pkgs+=(python3-venv)
 fi
+# The Python host (python/host) embeds CPython: it links libpython.
+if [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
+    want_pkgs+=(libpython3-dev)
+fi
 # The verbs and ofi checks share one release build with both features.
 RFX_RELEASE_FEATURES=$(IFS=,; echo "${release_features[*]}")
 export RFX_RELEASE_FEATURES
@@ -113,17 +117,21 @@ test -s target/bench-smoke.json
 
 # --- python ----------------------------------------------------------------
 # The rfx Python package (python/: PyO3, an abi3 wheel built by maturin)
-# into target/py-venv, then its tests against a real LocalCluster and
-# `rfx run -n N python3 ...`. RFX_TEST_SKIP_PYTHON=1 skips this section.
+# into target/py-venv, and the executors' Python host (python/host, next
+# to rfx in target/release), then their tests against a real LocalCluster
+# and `rfx run -n N python3 ...`. RFX_TEST_SKIP_PYTHON=1 skips this section.
 if [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
-    log "python: fmt, clippy, pip install ./python, pytest"
+    log "python: fmt, clippy, pip install ./python, the Python host, pytest"
     [ -x target/py-venv/bin/pip ] || python3 -m venv target/py-venv
     target/py-venv/bin/pip install -q --disable-pip-version-check "maturin>=1.7,<2" "pytest>=7" numpy
     export PYO3_PYTHON="$PWD/target/py-venv/bin/python"
     cargo fmt --manifest-path python/Cargo.toml -- --check
     CARGO_TARGET_DIR="$PWD/target" cargo clippy --manifest-path python/Cargo.toml --all-targets -- -D warnings
+    cargo fmt --manifest-path python/host/Cargo.toml -- --check
+    CARGO_TARGET_DIR="$PWD/target" cargo clippy --manifest-path python/host/Cargo.toml --all-targets -- -D warnings
     CARGO_TARGET_DIR="$PWD/target" target/py-venv/bin/pip install -q --disable-pip-version-check ./python
     cargo build -q --release --bin rfx
+    CARGO_TARGET_DIR="$PWD/target" cargo build -q --release --manifest-path python/host/Cargo.toml
     (cd python/tests && RFX_BIN="$PWD/../../target/release/rfx" \
         timeout 900 ../../target/py-venv/bin/python -m pytest -q -p no:cacheprovider .)
 fi

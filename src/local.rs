@@ -79,9 +79,16 @@ pub struct LocalClusterBuilder {
     key: Option<String>,
     dir: Option<PathBuf>,
     wait: Duration,
+    env: Vec<(String, String)>,
 }
 
 impl LocalClusterBuilder {
+    /// A variable of every process's environment (e.g. `RFX_PYTHON_HOST`).
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
     /// Executor managers to start (default 1), each its own "host".
     pub fn executor_managers(mut self, n: usize) -> Self {
         self.executor_managers = n;
@@ -165,6 +172,7 @@ impl LocalClusterBuilder {
             children: Vec::new(),
             lease_manager_args: self.lease_manager_args.clone(),
             wait: self.wait,
+            env: self.env.clone(),
         };
         c.spawn_lease_manager()?;
         let cores = self.cores.unwrap_or_else(|| {
@@ -206,6 +214,7 @@ pub struct LocalCluster {
     children: Vec<(String, Child)>,
     lease_manager_args: Vec<String>,
     wait: Duration,
+    env: Vec<(String, String)>,
 }
 
 impl fmt::Debug for LocalCluster {
@@ -233,6 +242,7 @@ impl LocalCluster {
             key: None,
             dir: None,
             wait: Duration::from_secs(20),
+            env: Vec::new(),
         }
     }
 
@@ -322,6 +332,7 @@ impl LocalCluster {
         let child = Command::new(&self.rfx)
             .args(args)
             .env(CLUSTER_KEY_ENV, &self.key)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

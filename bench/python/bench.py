@@ -4,7 +4,8 @@ on this machine, in one run.
     python3 bench/python/bench.py --json out/python.json
 
 Frameworks: rfx.Executor (a C function of examples/functions on a leased
-executor, over shm), concurrent.futures.ProcessPoolExecutor, and, when
+executor, over shm; and the same with a Python function run by the
+executor's Python host), concurrent.futures.ProcessPoolExecutor, and, when
 importable, Dask distributed (LocalCluster, client.submit), Ray (local
 cluster, remote tasks and actor calls) and Parsl's HighThroughputExecutor
 (the engine of Globus Compute endpoints). A framework that is not
@@ -93,18 +94,36 @@ def measure(
 # ----- rfx ------------------------------------------------------------------
 
 
-def rfx_framework():
+PY_FUNCTIONS = """
+def noop(inp):
+    return None
+
+def echo(inp):
+    return inp
+"""
+
+
+def rfx_framework(python: bool = False):
+    import tempfile
+
     import rfx
 
     def start():
-        cluster = rfx.LocalCluster()
+        cluster = rfx.LocalCluster(python_host=True if python else None)
         lease = cluster.tenant("bench").lease(cores=1)
         # Off the leased core (busy-polling peers on one CPU crawl); put
         # back in stop, so that the other frameworks run unpinned.
         mask = os.sched_getaffinity(0)
         if len(mask) > 1:
             os.sched_setaffinity(0, mask - set(lease.cores) or mask)
-        ex = rfx.Executor(lease, rfx.example_library(), ["noop", "echo"])
+        if python:
+            d = tempfile.mkdtemp(prefix="rfx-bench-py-")
+            path = os.path.join(d, "benchfns.py")
+            with open(path, "w") as f:
+                f.write(PY_FUNCTIONS)
+            ex = rfx.Executor(lease, python=path, functions=["noop", "echo"])
+        else:
+            ex = rfx.Executor(lease, rfx.example_library(), ["noop", "echo"])
         return cluster, lease, ex, mask
 
     def call(ctx, task, data):
@@ -120,7 +139,12 @@ def rfx_framework():
         cluster.close()
         os.sched_setaffinity(0, mask)
 
-    return "rfx.Executor (C function, shm)", start, call, many, stop
+    kind = "Python" if python else "C"
+    return f"rfx.Executor ({kind} function, shm)", start, call, many, stop
+
+
+def rfx_python():
+    return rfx_framework(python=True)
 
 
 # ----- concurrent.futures ---------------------------------------------------
@@ -267,6 +291,7 @@ def parsl_htex():
 
 FRAMEWORKS = {
     "rfx": rfx_framework,
+    "rfx-py": rfx_python,
     "processpool": process_pool,
     "dask": dask_framework,
     "ray-tasks": ray_tasks,
@@ -295,7 +320,7 @@ def main() -> int:
         name = fw[0]
         # Slow frameworks get fewer iterations, scaled so a run stays short.
         a = argparse.Namespace(**vars(args))
-        if key != "rfx":
+        if not key.startswith("rfx"):
             a.iters, a.warmup, a.tasks = max(200, args.iters // 10), 20, max(1000, args.tasks // 10)
         print(f"{name} ...", file=sys.stderr)
         try:
@@ -310,16 +335,22 @@ def main() -> int:
             f"{r['framework']:34} {r['task']:5} {r['p50_us']:10.1f} {r['p99_us']:10.1f} "
             f"{r['tasks_per_s']:11.0f} {r['cold_start_s']:7.2f}"
         )
-    ref = {r["task"]: r for r in rows if r["framework"].startswith("rfx")}
-    for task, r in ref.items():
+    for r in (x for x in rows if x["framework"].startswith("rfx")):
+        task = r["task"]
         others = [x for x in rows if x["task"] == task and not x["framework"].startswith("rfx")]
         if others:
             best_lat = min(others, key=lambda x: x["p50_us"])
             best_thr = max(others, key=lambda x: x["tasks_per_s"])
             print(
-                f"{task}: p50 {best_lat['p50_us'] / r['p50_us']:.0f}x lower than {best_lat['framework']}, "
-                f"throughput {r['tasks_per_s'] / best_thr['tasks_per_s']:.1f}x {best_thr['framework']}"
+                f"{r['framework']} {task}: p50 {best_lat['p50_us'] / r['p50_us']:.0f}x lower than "
+                f"{best_lat['framework']}, throughput {r['tasks_per_s'] / best_thr['tasks_per_s']:.1f}x "
+                f"{best_thr['framework']}"
             )
+    by = {(r["framework"].split(" (")[1].split()[0], r["task"]): r for r in rows if r["framework"].startswith("rfx")}
+    for task in ("noop", "echo"):
+        c, p = by.get(("C", task)), by.get(("Python", task))
+        if c and p:
+            print(f"{task}: a Python function's p50 is {p['p50_us'] - c['p50_us']:+.1f} us beside the C function's")
     for k, why in skipped.items():
         print(f"skipped {k}: {why}")
     if args.json:

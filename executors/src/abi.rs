@@ -2,7 +2,8 @@
 //! and calling their functions ([`Function`]), and serving a group's communicator table. (The
 //! function's side, with the [`export!`](crate::export) macro, is the crate `rfx-abi`.)
 //!
-//! This is the only file of the crate with `unsafe`. Everything unsafe here rests on one trust
+//! This file holds the crate's `unsafe` for native libraries (the Python host's is in
+//! `python/host.rs`, MPI's in `mpi.rs`). Everything unsafe here rests on one trust
 //! decision made by the design, not by this code: the executor runs the tenant's code in a
 //! process of its own (one per lease), so loading a library (which runs its initialisers) and
 //! calling a function (which runs arbitrary code on our buffers) are exposed as safe
@@ -31,6 +32,11 @@ use crate::context::{Abi, CallContext};
 use crate::elf::{self, HeaderProblem};
 use crate::error::{CallError, ExecError};
 use crate::mpi::{needs_mpi, Runtime};
+use crate::python::{
+    self,
+    host::{PyHost, Staged},
+};
+use crate::session::ShippedFile;
 use rfx_abi::status::{self, MAX_OUTPUT_CAPACITY, RESERVED_MIN};
 
 /// rFaaS: `uint32_t f(void *in, uint32_t size, void *out)`.
@@ -57,13 +63,16 @@ const MAX_FD_TRIES: usize = 64;
 enum Entry {
     Rfaas(RfaasFn),
     Extended(ExtendedFn),
+    /// A Python function: its handle in the Python host.
+    Python(&'static PyHost, i64),
 }
 
 impl Entry {
     fn abi(self) -> Abi {
         match self {
             Entry::Rfaas(_) => Abi::Rfaas,
-            Entry::Extended(_) => Abi::Extended,
+            // A Python function keeps the extended ABI's contract.
+            Entry::Extended(_) | Entry::Python(..) => Abi::Extended,
         }
     }
 }
@@ -100,6 +109,21 @@ struct Inner {
     cache: Mutex<HashMap<String, Entry>>,
     /// rfx's MPI library, for a library built against the MPI ABI.
     mpi: Option<&'static Runtime>,
+    /// A Python module instead of a native library (`dl` is then `None`).
+    python: Option<PythonModule>,
+}
+
+/// A Python module loaded in the Python host, and its staged files.
+struct PythonModule {
+    host: &'static PyHost,
+    handle: i64,
+    _files: Staged,
+}
+
+impl Drop for PythonModule {
+    fn drop(&mut self) {
+        self.host.unload(self.handle);
+    }
 }
 
 impl Library {
@@ -172,6 +196,39 @@ impl Library {
         })
     }
 
+    /// Loads a shipped Python module into the executor's Python host (see
+    /// [`crate::python`]): its files are checked, staged in a fresh private
+    /// directory, and `module` imported from there.
+    pub fn load_python(module: &str, files: &[ShippedFile]) -> Result<Library, ExecError> {
+        let load = |reason: String| ExecError::Load {
+            library: module.to_owned(),
+            reason,
+        };
+        python::check(module, files).map_err(load)?;
+        let host = PyHost::get().map_err(load)?;
+        let staged = Staged::write(files).map_err(|source| ExecError::Stage {
+            library: module.to_owned(),
+            op: "staging the module's files",
+            source,
+        })?;
+        let handle = host.load(staged.dir(), module).map_err(load)?;
+        tracing::debug!(module, files = files.len(), "loaded a Python module");
+        Ok(Library {
+            inner: Arc::new(Inner {
+                name: module.to_owned(),
+                dl: None,
+                memfd: None,
+                cache: Mutex::new(HashMap::new()),
+                mpi: None,
+                python: Some(PythonModule {
+                    host,
+                    handle,
+                    _files: staged,
+                }),
+            }),
+        })
+    }
+
     fn new(
         name: String,
         dl: DlLibrary,
@@ -185,6 +242,7 @@ impl Library {
                 memfd,
                 cache: Mutex::new(HashMap::new()),
                 mpi,
+                python: None,
             }),
         }
     }
@@ -238,7 +296,7 @@ impl Inner {
     fn dl(&self) -> &DlLibrary {
         self.dl
             .as_ref()
-            .expect("the library is taken only when dropped")
+            .expect("a native library is taken only when dropped")
     }
 
     fn resolve(&self, name: &str) -> Result<Entry, ExecError> {
@@ -259,6 +317,16 @@ impl Inner {
                 name: name.to_owned(),
                 reason,
             });
+        }
+        if let Some(m) = &self.python {
+            let f = m
+                .host
+                .resolve(m.handle, name)
+                .map_err(|reason| ExecError::Load {
+                    library: self.name.clone(),
+                    reason: format!("{name}: {reason}"),
+                })?;
+            return Ok(Entry::Python(m.host, f));
         }
         let marker_name = format!("{MARKER_PREFIX}{name}");
         // SAFETY: the symbol is only used as the address of a `u32`, the type the marker
@@ -411,6 +479,7 @@ impl Function {
                     _ => call(),
                 }
             }
+            Entry::Python(host, f) => host.call(f, &ctx.to_raw(capacity), input, output),
         };
         self.check_return(ret, capacity, output)
     }
@@ -420,7 +489,7 @@ impl Function {
         let reason = || rfx_abi::status::read_reason(output);
         match (self.entry, ret) {
             (_, len) if len <= capacity => Ok(len as usize),
-            (Entry::Extended(_), status::PANICKED) => Err(CallError::Panicked {
+            (e, status::PANICKED) if e.abi() == Abi::Extended => Err(CallError::Panicked {
                 function: function(),
                 reason: reason(),
             }),
@@ -433,7 +502,7 @@ impl Function {
                 function: function(),
                 reason: reason(),
             }),
-            (Entry::Extended(_), code) if code >= RESERVED_MIN => Err(CallError::Status {
+            (_, code) if code >= RESERVED_MIN => Err(CallError::Status {
                 function: function(),
                 code,
             }),

@@ -571,6 +571,7 @@ impl Worker {
             }
             LibrarySource::Bytes { name, bytes } => Library::load_bytes(name, bytes)?,
             LibrarySource::Path(p) => Library::load_path(p)?,
+            LibrarySource::Python { module, files } => Library::load_python(module, files)?,
         };
         if setup.functions.len() > invocation::MAX_FUNCTIONS {
             return Err(ExecError::Protocol(format!(

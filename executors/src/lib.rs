@@ -102,6 +102,8 @@
 //! - [`manager`]: the executor manager: registers with the lease manager,
 //!   starts one executor per lease, reaps and reports crashes, forwards
 //!   usage, and answers lookups of executor addresses.
+//! - [`python`]: functions written in Python: shipping a module, and the
+//!   Python host (`librfx_pyhost.so`) that embeds CPython in the executor.
 //! - [`sandbox`]: what confines a tenant's executor (namespaces, a uid per
 //!   lease, cgroup limits, seccomp, Landlock) and how the manager hands it
 //!   its token.
@@ -150,6 +152,7 @@ pub mod lookup;
 pub mod manager;
 #[cfg(feature = "executor")]
 pub mod mpi;
+pub mod python;
 #[cfg(feature = "executor")]
 pub mod sandbox;
 pub mod session;

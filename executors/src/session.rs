@@ -45,6 +45,36 @@ pub enum LibrarySource {
     },
     /// A library already present on the executor's host.
     Path(String),
+    /// A Python module (a `.py` file, or a directory with its
+    /// dependencies), run by the executor's Python host: see
+    /// [`crate::python`].
+    Python {
+        /// The module imported: `<module>.py` or `<module>/__init__.py`
+        /// among `files`.
+        module: String,
+        /// The files, by path relative to the directory put on `sys.path`.
+        files: Vec<ShippedFile>,
+    },
+}
+
+/// One file of a shipped Python module.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedFile {
+    /// `/`-separated, relative, no `.` or `..` (checked by the executor).
+    pub path: String,
+    /// The contents.
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for ShippedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ShippedFile({:?}, {} bytes)",
+            self.path,
+            self.bytes.len()
+        )
+    }
 }
 
 /// The client's set-up request.

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from ._native import (
     UnknownFunction,
 )
 from .executor import Executor, RetryPolicy
+from .group import Group
 
 __all__ = [
     "LocalCluster",
@@ -49,6 +51,8 @@ __all__ = [
     "Executor",
     "example_library",
     "find_rfx",
+    "find_python_host",
+    "Group",
     "RfxError",
     "LeaseError",
     "LeaseEnded",
@@ -107,6 +111,30 @@ def find_rfx(build: bool = True) -> str:
         "no rfx binary: set RFX_BIN, put rfx on PATH, or build it with "
         "`cargo build --release` in the rfx source tree"
     )
+
+
+def find_python_host(rfx_bin: str | None = None, build: bool = True) -> str | None:
+    """The Python host that runs Python functions in executors
+    (``librfx_pyhost.so``): ``$RFX_PYTHON_HOST``, then the one next to the
+    ``rfx`` binary, then (``build``) one built with cargo from the source
+    tree for this interpreter (``sys.executable``: functions then see its
+    packages). None if there is none."""
+    env = os.environ.get("RFX_PYTHON_HOST")
+    if env:
+        return env
+    beside = Path(rfx_bin or find_rfx(build=False)).resolve().parent / "librfx_pyhost.so"
+    if beside.exists():
+        return str(beside)
+    manifest = _REPO / "python" / "host" / "Cargo.toml"
+    if build and manifest.exists() and shutil.which("cargo"):
+        target = _REPO / "target"
+        subprocess.run(
+            ["cargo", "build", "--release", "--manifest-path", str(manifest)],
+            env=dict(os.environ, PYO3_PYTHON=sys.executable, CARGO_TARGET_DIR=str(target)),
+            check=True,
+        )
+        return str(target / "release" / "librfx_pyhost.so")
+    return None
 
 
 def example_library() -> str:
@@ -213,7 +241,12 @@ class LocalCluster:
     """A lease manager and ``executor_managers`` executor managers on this
     host, as ``rfx demo`` starts them: child processes of the ``rfx``
     binary (see :func:`find_rfx`), stopped by :meth:`close` or on exiting
-    a ``with`` block."""
+    a ``with`` block.
+
+    ``python_host`` serves Python functions (``Executor(lease,
+    python=...)``): a path, ``True`` to find or build one
+    (:func:`find_python_host`), or None (the default) for one found
+    without building."""
 
     def __init__(
         self,
@@ -221,9 +254,15 @@ class LocalCluster:
         cores: int | None = None,
         sandbox: str | None = None,
         rfx_bin: str | None = None,
+        python_host: str | bool | None = None,
     ):
+        rfx_bin = rfx_bin or find_rfx()
+        if python_host is True or python_host is None:
+            python_host = find_python_host(rfx_bin, build=python_host is True)
+        elif python_host is False:
+            python_host = None
         self._native = _native.LocalCluster(
-            rfx_bin or find_rfx(), executor_managers, cores, sandbox
+            rfx_bin, executor_managers, cores, sandbox, python_host
         )
 
     @property

@@ -30,6 +30,7 @@ class LocalCluster:
         executor_managers: int = 1,
         cores: int | None = None,
         sandbox: str | None = None,
+        python_host: str | PathLike[str] | None = None,
     ) -> None: ...
     @property
     def lease_manager(self) -> str: ...
@@ -73,9 +74,28 @@ class Lease:
         timeout_s: float = 30.0,
         hot: bool = True,
         ship: bool = True,
+        python: bool = False,
+        module: str | None = None,
     ) -> Invoker: ...
     def usage_json(self) -> str: ...
     def release(self) -> str | None: ...
+
+class Group:
+    def __init__(
+        self,
+        leases: list[Lease],
+        library: str,
+        functions: list[str],
+        timeout_s: float = 30.0,
+        hot: bool = True,
+        ship: bool = True,
+        python: bool = False,
+        module: str | None = None,
+    ) -> None: ...
+    @property
+    def size(self) -> int: ...
+    def invoke(self, function: str, inputs: list[Any]) -> list[bytes]: ...
+    def close(self) -> None: ...
 
 class Invoker:
     def submit(self, function: str, data: Any) -> int: ...

@@ -70,7 +70,9 @@ class _Future(cf.Future):
 
 class Executor(cf.Executor):
     """Invokes the functions of ``library`` (a path to a shared library of
-    rfx functions) on the executor of ``lease``.
+    rfx functions) or of ``python`` (a Python module: a ``.py`` file, or a
+    directory shipped whole with ``module`` the one imported) on the
+    executor of ``lease``.
 
     ``submit(function, data)`` returns a :class:`concurrent.futures.Future`
     whose result is the function's output as ``bytes`` (or, with
@@ -95,9 +97,11 @@ class Executor(cf.Executor):
     def __init__(
         self,
         lease: Any,
-        library: str,
+        library: str | None = None,
         functions: Iterable[str] | None = None,
         *,
+        python: str | None = None,
+        module: str | None = None,
         depth: int = 32,
         timeout_s: float = 30.0,
         hot: bool = True,
@@ -109,7 +113,10 @@ class Executor(cf.Executor):
         self._owned: list[Any] = []
         self.retries = 0
         """Attempts beyond the first, so far."""
-        self._library = str(library)
+        if (library is None) == (python is None):
+            raise ValueError("give either library= (native functions) or python= (a Python module)")
+        self._library = str(library if python is None else python)
+        self._python = (python is not None, module)
         self._names: list[str] = list(functions or [])
         self._opts = (depth, timeout_s, hot)
         self._inv: Any = None
@@ -135,8 +142,9 @@ class Executor(cf.Executor):
         depth, timeout_s, hot = self._opts
         if self._inv is not None:
             self._inv.close()
+        python, module = self._python
         self._inv = self._native_lease().invoker(
-            self._library, list(self._names), depth, timeout_s, hot
+            self._library, list(self._names), depth, timeout_s, hot, True, python, module
         )
 
     def _ensure(self, function: str) -> None:

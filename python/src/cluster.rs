@@ -24,13 +24,14 @@ fn cluster_err(e: impl std::error::Error) -> PyErr {
 #[pymethods]
 impl LocalCluster {
     #[new]
-    #[pyo3(signature = (rfx_bin, executor_managers = 1, cores = None, sandbox = None))]
+    #[pyo3(signature = (rfx_bin, executor_managers = 1, cores = None, sandbox = None, python_host = None))]
     fn new(
         py: Python<'_>,
         rfx_bin: PathBuf,
         executor_managers: usize,
         cores: Option<usize>,
         sandbox: Option<String>,
+        python_host: Option<PathBuf>,
     ) -> PyResult<Self> {
         let cores = cores.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -40,11 +41,14 @@ impl LocalCluster {
         let sandbox = sandbox.unwrap_or_else(default_sandbox);
         let cluster = py
             .allow_threads(|| {
-                rfx::local::LocalCluster::builder(rfx_bin)
+                let mut b = rfx::local::LocalCluster::builder(rfx_bin)
                     .executor_managers(executor_managers)
                     .cores(cores)
-                    .executor_manager_args(["--sandbox".to_owned(), sandbox])
-                    .start()
+                    .executor_manager_args(["--sandbox".to_owned(), sandbox]);
+                if let Some(host) = python_host {
+                    b = b.env("RFX_PYTHON_HOST", host.to_string_lossy());
+                }
+                b.start()
             })
             .map_err(cluster_err)?;
         let lease_manager = cluster.lease_manager().to_string();

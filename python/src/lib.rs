@@ -12,6 +12,7 @@ mod buffer;
 mod cluster;
 mod comm;
 mod errors;
+mod group;
 mod invoke;
 mod tenant;
 
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<tenant::Tenant>()?;
     m.add_class::<tenant::Lease>()?;
     m.add_class::<invoke::Invoker>()?;
+    m.add_class::<group::Group>()?;
     m.add_class::<comm::Communicator>()?;
     m.add_function(wrap_pyfunction!(cluster::example_library, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::default_sandbox, m)?)?;

@@ -43,6 +43,35 @@ fn usage_json(u: &rfx::leases::proto::Usage) -> String {
     serde_json::to_string(u).unwrap_or_else(|_| "{}".into())
 }
 
+/// Where the functions come from: a native library shipped (or named on
+/// the executor's host), or a Python module.
+pub(crate) fn source(
+    library: &str,
+    ship: bool,
+    python: bool,
+    module: Option<&str>,
+) -> PyResult<LibrarySource> {
+    if python {
+        return rfx::executors::python::ship(library, module)
+            .map_err(|e| RfxError::new_err(format!("shipping the Python module {library}: {e}")));
+    }
+    if !ship {
+        return Ok(LibrarySource::Path(library.to_owned()));
+    }
+    let bytes = std::fs::read(library)
+        .map_err(|e| RfxError::new_err(format!("reading the library {library}: {e}")))?;
+    Ok(LibrarySource::Bytes {
+        name: library.to_owned(),
+        bytes,
+    })
+}
+
+/// This process's fabric, configured from the environment.
+pub(crate) fn fabric() -> PyResult<Fabric> {
+    Fabric::open(Config::from_env().map_err(|e| errors::tenant(e.into()))?)
+        .map_err(|e| errors::tenant(e.into()))
+}
+
 impl Tenant {
     pub(crate) fn connect(
         py: Python<'_>,
@@ -144,7 +173,10 @@ impl Lease {
         }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&rfx::tenant::Lease) -> PyResult<R>) -> PyResult<R> {
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&rfx::tenant::Lease) -> PyResult<R>,
+    ) -> PyResult<R> {
         let g = self
             .inner
             .lock()
@@ -180,7 +212,9 @@ impl Lease {
     /// library of rfx functions: its bytes go with the set-up, as rFaaS
     /// ships code; with `ship=False` the executor loads that path on its
     /// own host) and resolves `functions`.
-    #[pyo3(signature = (library, functions, depth = 32, timeout_s = 30.0, hot = true, ship = true))]
+    /// With `python=True`, `library` is a Python module instead: a `.py`
+    /// file, or a directory shipped whole with `module` the one imported.
+    #[pyo3(signature = (library, functions, depth = 32, timeout_s = 30.0, hot = true, ship = true, python = false, module = None))]
     #[allow(clippy::too_many_arguments)]
     fn invoker(
         &self,
@@ -191,6 +225,8 @@ impl Lease {
         timeout_s: f64,
         hot: bool,
         ship: bool,
+        python: bool,
+        module: Option<String>,
     ) -> PyResult<Invoker> {
         if !(timeout_s.is_finite() && timeout_s > 0.0) {
             return Err(RfxError::new_err("the timeout must be positive"));
@@ -203,20 +239,8 @@ impl Lease {
         };
         self.with(|l| {
             let inv = py.allow_threads(|| {
-                let source = if ship {
-                    let bytes = std::fs::read(&library).map_err(|e| {
-                        RfxError::new_err(format!("reading the library {library}: {e}"))
-                    })?;
-                    LibrarySource::Bytes {
-                        name: library.clone(),
-                        bytes,
-                    }
-                } else {
-                    LibrarySource::Path(library.clone())
-                };
-                let fabric =
-                    Fabric::open(Config::from_env().map_err(|e| errors::tenant(e.into()))?)
-                        .map_err(|e| errors::tenant(e.into()))?;
+                let source = source(&library, ship, python, module.as_deref())?;
+                let fabric = fabric()?;
                 let names: Vec<&str> = functions.iter().map(String::as_str).collect();
                 l.invoker(&fabric, source, &names, cfg)
                     .map_err(errors::tenant)

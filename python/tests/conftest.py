@@ -12,7 +12,8 @@ import rfx
 
 @pytest.fixture(scope="session")
 def cluster():
-    with rfx.LocalCluster() as c:
+    # python_host=True: Python functions, with the host built if missing.
+    with rfx.LocalCluster(python_host=True) as c:
         yield c
 
 

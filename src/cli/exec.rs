@@ -186,11 +186,18 @@ pub(crate) struct InvokeArgs {
     #[arg(long, conflicts_with = "lease")]
     executor: Option<SocketAddr>,
     /// Shared library with the function; shipped to the executor.
-    #[arg(long)]
-    lib: PathBuf,
+    #[arg(long, required_unless_present = "python", conflicts_with = "python")]
+    lib: Option<PathBuf>,
     /// Name the library by path on the executor's host instead of shipping it.
-    #[arg(long)]
+    #[arg(long, requires = "lib")]
     remote_path: bool,
+    /// A Python module with the function instead: a `.py` file, or a
+    /// directory shipped whole (then `--module` names the module to import).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// The module to import from a `--python` directory.
+    #[arg(long, requires = "python")]
+    module: Option<String>,
     /// The function.
     #[arg(long)]
     function: String,
@@ -212,15 +219,17 @@ pub(crate) fn invoke(args: InvokeArgs, cfg: Config) -> anyhow::Result<()> {
         }
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
     };
-    let library = if args.remote_path {
-        LibrarySource::Path(args.lib.to_string_lossy().into_owned())
-    } else {
-        let bytes =
-            std::fs::read(&args.lib).with_context(|| format!("reading {}", args.lib.display()))?;
-        LibrarySource::Bytes {
-            name: args.lib.to_string_lossy().into_owned(),
-            bytes,
+    let library = match (&args.lib, &args.python) {
+        (_, Some(py)) => rfx::executors::python::ship(py, args.module.as_deref())
+            .with_context(|| format!("shipping {}", py.display()))?,
+        (Some(lib), None) if args.remote_path => {
+            LibrarySource::Path(lib.to_string_lossy().into_owned())
         }
+        (Some(lib), None) => LibrarySource::Bytes {
+            name: lib.to_string_lossy().into_owned(),
+            bytes: std::fs::read(lib).with_context(|| format!("reading {}", lib.display()))?,
+        },
+        (None, None) => anyhow::bail!("--lib or --python names the function's code"),
     };
     let (addr, token) = match (args.executor, args.lease) {
         (Some(addr), _) => (addr, token()?),

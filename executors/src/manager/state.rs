@@ -35,6 +35,7 @@ pub(crate) const FORWARDED_ENV: &[&str] = &[
     "RFX_BOOTSTRAP_TIMEOUT_MS",
     "RFX_EXECUTOR_MAX_INPUT",
     "RFX_LOG",
+    "RFX_PYTHON_HOST",
     "FI_",
 ];
 

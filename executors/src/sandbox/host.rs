@@ -316,6 +316,13 @@ impl SandboxHost {
         ro_paths.extend(self.cfg.extra_ro.iter().cloned());
         // Functions built against the MPI ABI load rfx's MPI library.
         ro_paths.extend(crate::mpi::library().and_then(|p| p.canonicalize().ok()));
+        // Python functions: the Python host and its interpreter's files
+        // (those not already beneath a bound directory).
+        let python: Vec<PathBuf> = crate::python::host_dirs()
+            .into_iter()
+            .filter(|d| !ro_paths.iter().any(|r| d.starts_with(r)))
+            .collect();
+        ro_paths.extend(python);
         Confinement {
             uid,
             gid: uid,

@@ -1,0 +1,346 @@
+//! `ctx.comm`'s engine: the executor's communicator table (`rfx_comm`)
+//! behind the methods `rfx.collectives.Communicator` calls, on Python
+//! buffers viewed in place, with the GIL released during each operation.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyNotImplementedError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use rfx_abi::comm::{code, CommOp, Dtype, RfxComm, ANY_SOURCE};
+
+/// The group's communicator as the executor's table offers it: send,
+/// recv, barrier, bcast, reduce, allreduce, allgather.
+#[pyclass(unsendable, module = "rfx_host", name = "ExecutorComm")]
+pub(crate) struct ExecutorComm {
+    /// The table's address; 0 once the invocation returned.
+    table: usize,
+    #[pyo3(get)]
+    rank: u32,
+    #[pyo3(get)]
+    size: u32,
+}
+
+impl ExecutorComm {
+    pub(crate) fn new(table: usize, rank: u32, size: u32) -> ExecutorComm {
+        ExecutorComm { table, rank, size }
+    }
+
+    pub(crate) fn end(&mut self) {
+        self.table = 0;
+    }
+
+    fn table(&self) -> PyResult<RfxComm> {
+        if self.table == 0 {
+            return Err(PyRuntimeError::new_err(
+                "ctx.comm is used after its invocation returned",
+            ));
+        }
+        // SAFETY: the address the executor passed in the call's context,
+        // valid until the call returns (the extended ABI's contract);
+        // `end` zeroes it when the call returns, before the table can go.
+        let t = unsafe { *(self.table as *const RfxComm) };
+        if t.abi_version < 1 {
+            return Err(PyRuntimeError::new_err("an unknown communicator table"));
+        }
+        Ok(t)
+    }
+}
+
+/// A buffer's bytes, in place: `memoryview(buf).cast("B")`, held.
+fn bytes(buf: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyBuffer<u8>> {
+    let view = buf
+        .py()
+        .import("builtins")?
+        .getattr("memoryview")?
+        .call1((buf,))?
+        .call_method1("cast", ("B",))?;
+    let b = PyBuffer::<u8>::get(&view)?;
+    if writable && b.readonly() {
+        return Err(PyValueError::new_err("the buffer is read-only"));
+    }
+    Ok(b)
+}
+
+/// The table's element type for a buffer's type code.
+fn dtype(code: char) -> PyResult<(Dtype, usize)> {
+    Ok(match code {
+        'd' => (Dtype::F64, 8),
+        'f' => (Dtype::F32, 4),
+        'q' | 'l' | 'n' => (Dtype::I64, 8),
+        'Q' | 'L' | 'N' => (Dtype::U64, 8),
+        'i' => (Dtype::I32, 4),
+        'I' => (Dtype::U32, 4),
+        'B' | 'c' => (Dtype::U8, 1),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "the executor's communicator reduces no {other:?} elements"
+            )))
+        }
+    })
+}
+
+fn op(name: &str) -> PyResult<CommOp> {
+    Ok(match name {
+        "sum" => CommOp::Sum,
+        "prod" => CommOp::Prod,
+        "min" => CommOp::Min,
+        "max" => CommOp::Max,
+        "band" => CommOp::BitAnd,
+        "bor" => CommOp::BitOr,
+        "bxor" => CommOp::BitXor,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "no reduction named {other:?}"
+            )))
+        }
+    })
+}
+
+fn check(rc: i32) -> PyResult<()> {
+    match rc {
+        code::OK => Ok(()),
+        code::PEER_GONE => Err(PyRuntimeError::new_err("a peer of the group is gone")),
+        code::TIMEOUT => Err(PyTimeoutError::new_err("the group operation timed out")),
+        code::TRUNCATED => Err(PyValueError::new_err(
+            "the message is longer than the buffer",
+        )),
+        code::INVALID => Err(PyValueError::new_err("invalid arguments")),
+        other => Err(PyRuntimeError::new_err(format!(
+            "the group operation failed ({other})"
+        ))),
+    }
+}
+
+fn missing(what: &str) -> PyErr {
+    PyNotImplementedError::new_err(format!(
+        "{what} is not in the executor's communicator table (send, recv, barrier, bcast, reduce, allreduce, allgather)"
+    ))
+}
+
+/// Runs a table call with the GIL released. Addresses cross as integers;
+/// the buffers they point into are held by the caller for the call.
+fn released(py: Python<'_>, f: impl FnOnce() -> i32 + Send) -> PyResult<()> {
+    check(py.allow_threads(f))
+}
+
+#[pymethods]
+impl ExecutorComm {
+    fn barrier(&self, py: Python<'_>) -> PyResult<()> {
+        let t = self.table()?;
+        let h = t.handle as usize;
+        // SAFETY: the table's entry point on its own handle.
+        released(py, move || unsafe { (t.barrier)(h as *mut _) })
+    }
+
+    fn send(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        buf: &Bound<'_, PyAny>,
+        dest: u32,
+        tag: u32,
+    ) -> PyResult<()> {
+        let t = self.table()?;
+        let b = bytes(buf, false)?;
+        let (h, p, n) = (
+            t.handle as usize,
+            b.buf_ptr() as usize,
+            b.len_bytes() as u64,
+        );
+        // SAFETY: `b` holds the buffer (p, n) until after the call.
+        released(py, move || unsafe {
+            (t.send)(h as *mut _, p as *const _, n, dest, tag)
+        })
+    }
+
+    /// Receives into `buf`; returns (source, tag, items received), the
+    /// source -1 when any was accepted (the table does not say which).
+    #[pyo3(signature = (code, buf, source = None, tag = None))]
+    fn recv(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        source: Option<u32>,
+        tag: Option<u32>,
+    ) -> PyResult<(i64, u32, usize)> {
+        let t = self.table()?;
+        let tag = tag.ok_or_else(|| missing("a receive of any tag"))?;
+        let b = bytes(buf, true)?;
+        let (h, p, n) = (
+            t.handle as usize,
+            b.buf_ptr() as usize,
+            b.len_bytes() as u64,
+        );
+        let src = source.unwrap_or(ANY_SOURCE);
+        let mut got = 0u64;
+        let got_at = &mut got as *mut u64 as usize;
+        // SAFETY: `b` holds the writable buffer (p, n) and `got` lives on
+        // this frame until after the call.
+        released(py, move || unsafe {
+            (t.recv)(h as *mut _, p as *mut _, n, src, tag, got_at as *mut u64)
+        })?;
+        let item = dtype(code).map(|(_, s)| s).unwrap_or(1);
+        Ok((source.map_or(-1, i64::from), tag, got as usize / item))
+    }
+
+    fn bcast(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        buf: &Bound<'_, PyAny>,
+        root: u32,
+    ) -> PyResult<()> {
+        let t = self.table()?;
+        let b = bytes(buf, true)?;
+        let (h, p, n) = (
+            t.handle as usize,
+            b.buf_ptr() as usize,
+            b.len_bytes() as u64,
+        );
+        // SAFETY: `b` holds the writable buffer (p, n) until after the call.
+        released(py, move || unsafe {
+            (t.bcast)(h as *mut _, p as *mut _, n, root)
+        })
+    }
+
+    /// Reduces `buf` in place: the result lands in `root`'s.
+    fn reduce(
+        &self,
+        py: Python<'_>,
+        code: char,
+        buf: &Bound<'_, PyAny>,
+        op_name: &str,
+        root: u32,
+    ) -> PyResult<()> {
+        let t = self.table()?;
+        let (dt, item) = dtype(code)?;
+        let o = op(op_name)?;
+        let b = bytes(buf, true)?;
+        // The table's input and output are distinct buffers.
+        let input = b.to_vec(py)?;
+        let (h, p, count) = (
+            t.handle as usize,
+            b.buf_ptr() as usize,
+            (b.len_bytes() / item) as u64,
+        );
+        let i = input.as_ptr() as usize;
+        // SAFETY: `b` holds the output (p), `input` lives on this frame;
+        // both `count` elements long.
+        released(py, move || unsafe {
+            (t.reduce)(
+                h as *mut _,
+                i as *const _,
+                p as *mut _,
+                count,
+                dt as u32,
+                o as u32,
+                root,
+            )
+        })
+    }
+
+    /// Reduces on every rank into `buf`: from `send`, or in place.
+    #[pyo3(signature = (code, send, buf, op_name))]
+    fn allreduce(
+        &self,
+        py: Python<'_>,
+        code: char,
+        send: Option<&Bound<'_, PyAny>>,
+        buf: &Bound<'_, PyAny>,
+        op_name: &str,
+    ) -> PyResult<()> {
+        let t = self.table()?;
+        let (dt, item) = dtype(code)?;
+        let o = op(op_name)?;
+        let b = bytes(buf, true)?;
+        let held;
+        let copy;
+        let i = match send {
+            Some(s) => {
+                held = bytes(s, false)?;
+                if held.len_bytes() != b.len_bytes() {
+                    return Err(PyValueError::new_err(format!(
+                        "send buffer of {} bytes, receive buffer of {}",
+                        held.len_bytes(),
+                        b.len_bytes()
+                    )));
+                }
+                held.buf_ptr() as usize
+            }
+            None => {
+                copy = b.to_vec(py)?;
+                copy.as_ptr() as usize
+            }
+        };
+        let (h, p, count) = (
+            t.handle as usize,
+            b.buf_ptr() as usize,
+            (b.len_bytes() / item) as u64,
+        );
+        // SAFETY: `b` holds the output, `held` or `copy` the input, each
+        // `count` elements, alive on this frame until after the call.
+        released(py, move || unsafe {
+            (t.allreduce)(
+                h as *mut _,
+                i as *const _,
+                p as *mut _,
+                count,
+                dt as u32,
+                o as u32,
+            )
+        })
+    }
+
+    fn allgather(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        send: &Bound<'_, PyAny>,
+        recv: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let t = self.table()?;
+        let s = bytes(send, false)?;
+        let r = bytes(recv, true)?;
+        let n = s.len_bytes();
+        if r.len_bytes() != n * self.size as usize {
+            return Err(PyValueError::new_err(format!(
+                "the receive buffer holds {} bytes, not {} ranks of {n}",
+                r.len_bytes(),
+                self.size
+            )));
+        }
+        let (h, sp, rp) = (
+            t.handle as usize,
+            s.buf_ptr() as usize,
+            r.buf_ptr() as usize,
+        );
+        // SAFETY: `s` and `r` hold the buffers, of the checked lengths.
+        released(py, move || unsafe {
+            (t.allgather)(h as *mut _, sp as *const _, n as u64, rp as *mut _)
+        })
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn gather(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        Err(missing("gather"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn scatter(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        Err(missing("scatter"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn alltoall(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        Err(missing("alltoall"))
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn split(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
+        Err(missing("split"))
+    }
+
+    fn dup(&self) -> PyResult<()> {
+        Err(missing("dup"))
+    }
+}
