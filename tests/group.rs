@@ -89,6 +89,37 @@ fn dot_product_over(kind: TransportKind, n: usize) {
 }
 
 #[test]
+fn block_collectives_go_through_the_comm_table() {
+    let ex = examples();
+    let n = 3;
+    let (_procs, members) = executors(n, TransportKind::Shm);
+    let lib = LibrarySource::Path(ex.rust.display().to_string());
+    let mut g = Group::connect(
+        &fabric(TransportKind::Shm),
+        &members,
+        lib,
+        &["blocks"],
+        cfg(),
+    )
+    .unwrap();
+    // Rank r's input: byte b is 10 * r + b.
+    let inputs: Vec<Vec<u8>> = (0..n as u8)
+        .map(|r| (0..n as u8).map(|b| 10 * r + b).collect())
+        .collect();
+    let refs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let outs = g.invoke("blocks", &refs).unwrap();
+    for (r, out) in outs.iter().enumerate() {
+        let r = r as u8;
+        let all: Vec<u8> = (0..n as u8).map(|from| 10 * from + r).collect();
+        assert_eq!(&out[..n], &all[..], "alltoall at rank {r}");
+        if r == 0 {
+            assert_eq!(&out[n..2 * n], &[0, 10, 20], "gather at the root");
+        }
+        assert_eq!(*out.last().unwrap(), 100 + r, "scatter to rank {r}");
+    }
+}
+
+#[test]
 fn dot_product_as_a_group_over_shm() {
     dot_product_over(TransportKind::Shm, 3);
 }

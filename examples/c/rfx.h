@@ -24,7 +24,7 @@
 
 /* The communicator of a group invocation (executors/src/comm.rs): entry points the executor
  * fills; each returns RFX_OK or an RFX_E_* code. Valid during the call only. */
-#define RFX_COMM_ABI_VERSION 1u
+#define RFX_COMM_ABI_VERSION 2u
 #define RFX_ANY_SOURCE 0xffffffffu
 enum { RFX_OK = 0, RFX_E_INVALID = -1, RFX_E_PEER_GONE = -2, RFX_E_TIMEOUT = -3,
        RFX_E_FAILED = -4, RFX_E_TRUNCATED = -5 };
@@ -50,6 +50,12 @@ typedef struct rfx_comm {
                          uint32_t op);
     /* out holds size * len bytes: rank r's block at r * len */
     int32_t (*allgather)(void *h, const void *in, uint64_t len, void *out);
+    /* Version 2. gather: the root's out holds size * len bytes (ignored elsewhere);
+     * scatter: the root's in holds size * len bytes (ignored elsewhere), block r to rank r;
+     * alltoall: in and out hold size * len bytes, block r of in to rank r. */
+    int32_t (*gather)(void *h, const void *in, uint64_t len, void *out, uint32_t root);
+    int32_t (*scatter)(void *h, const void *in, uint64_t len, void *out, uint32_t root);
+    int32_t (*alltoall)(void *h, const void *in, uint64_t len, void *out);
 } rfx_comm;
 
 typedef struct rfx_context {

@@ -656,6 +656,9 @@ impl GroupComm {
                 reduce: t_reduce,
                 allreduce: t_allreduce,
                 allgather: t_allgather,
+                gather: t_gather,
+                scatter: t_scatter,
+                alltoall: t_alltoall,
             },
         })
     }
@@ -910,5 +913,70 @@ unsafe extern "C" fn t_allgather(
         // SAFETY: as above.
         let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
         comm.allgather(input, out).map_err(coll_code)
+    })
+}
+
+unsafe extern "C" fn t_gather(
+    h: *mut c_void,
+    input: *const c_void,
+    len: u64,
+    out: *mut c_void,
+    root: u32,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract; the root's `out` holds `size * len` bytes.
+        let comm = unsafe { comm_of(h)? };
+        let root = root as usize;
+        let total = if comm.rank() == root {
+            len.checked_mul(comm.size() as u64)
+                .ok_or(rfx_abi::comm::code::INVALID)?
+        } else {
+            0
+        };
+        // SAFETY: as above; `out` is not touched elsewhere than at the root.
+        let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
+        comm.gather(input, out, root).map_err(coll_code)
+    })
+}
+
+unsafe extern "C" fn t_scatter(
+    h: *mut c_void,
+    input: *const c_void,
+    len: u64,
+    out: *mut c_void,
+    root: u32,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract; the root's `input` holds `size * len` bytes.
+        let comm = unsafe { comm_of(h)? };
+        let root = root as usize;
+        let total = if comm.rank() == root {
+            len.checked_mul(comm.size() as u64)
+                .ok_or(rfx_abi::comm::code::INVALID)?
+        } else {
+            0
+        };
+        // SAFETY: as above; `input` is not read elsewhere than at the root.
+        let (input, out) = unsafe { (c_slice::<u8>(input, total)?, c_slice_mut::<u8>(out, len)?) };
+        comm.scatter(input, out, root).map_err(coll_code)
+    })
+}
+
+unsafe extern "C" fn t_alltoall(
+    h: *mut c_void,
+    input: *const c_void,
+    len: u64,
+    out: *mut c_void,
+) -> i32 {
+    guarded(|| {
+        // SAFETY: the table's contract: `input` and `out` hold `size * len` bytes.
+        let comm = unsafe { comm_of(h)? };
+        let total = len
+            .checked_mul(comm.size() as u64)
+            .ok_or(rfx_abi::comm::code::INVALID)?;
+        // SAFETY: as above.
+        let (input, out) =
+            unsafe { (c_slice::<u8>(input, total)?, c_slice_mut::<u8>(out, total)?) };
+        comm.alltoall(input, out).map_err(coll_code)
     })
 }

@@ -202,7 +202,8 @@ extern "C" fn rfx_mpi_attach(table: *const RfxComm) -> c_int {
     let Ok(t) = crate::raw::read(table) else {
         return abi::MPI_ERR_ARG;
     };
-    if t.abi_version != COMM_ABI_VERSION {
+    // Entries are only appended: a later table serves as well.
+    if t.abi_version < COMM_ABI_VERSION {
         return abi::MPI_ERR_ABI;
     }
     let mut phase = PHASE.lock();

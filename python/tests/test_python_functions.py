@@ -193,7 +193,15 @@ def collectives(inp, ctx):
     else:
         got = np.zeros(2, dtype=np.int32)
         comm.Recv(got, source=0, tag=3)
-    return b.tobytes() + g.tobytes() + r.tobytes() + got.tobytes()
+    # gather, scatter and alltoall: the table's version 2 entries.
+    ga = np.zeros(comm.size * 3, dtype=np.int64) if comm.rank == 0 else None
+    comm.Gather(np.full(3, 10 + comm.rank, dtype=np.int64), ga, root=0)
+    sc = np.zeros(2, dtype=np.float64)
+    comm.Scatter(np.arange(comm.size * 2, dtype=np.float64) if comm.rank == 1 else None, sc, root=1)
+    aa = np.zeros(comm.size, dtype=np.int32)
+    comm.Alltoall(np.arange(comm.size, dtype=np.int32) + 100 * comm.rank, aa)
+    tail = (ga.tobytes() if ga is not None else b"") + sc.tobytes() + aa.tobytes()
+    return b.tobytes() + g.tobytes() + r.tobytes() + got.tobytes() + tail
 
 kept = []
 def keep(inp, ctx):
@@ -222,13 +230,18 @@ def test_a_group_invocation_of_a_python_function_allreduces_numpy_arrays(tenant,
                 b = np.frombuffer(o[:32], dtype=np.int64)
                 ga = np.frombuffer(o[32:48], dtype=np.float32)
                 r = np.frombuffer(o[48:56])
-                got = np.frombuffer(o[56:], dtype=np.int32)
+                got = np.frombuffer(o[56:64], dtype=np.int32)
                 np.testing.assert_array_equal(b, [1] * 4)
                 np.testing.assert_array_equal(ga, [0, 0, 1, 1])
                 if rank == 0:
                     assert r[0] == 2.0
+                    gathered, rest = np.frombuffer(o[64:112], dtype=np.int64), o[112:]
+                    np.testing.assert_array_equal(gathered, [10, 10, 10, 11, 11, 11])
                 else:
                     np.testing.assert_array_equal(got, [7, 8])
+                    rest = o[64:]
+                np.testing.assert_array_equal(np.frombuffer(rest[:16]), [2 * rank, 2 * rank + 1])
+                np.testing.assert_array_equal(np.frombuffer(rest[16:], dtype=np.int32), [rank, 100 + rank])
             # A communicator kept past its invocation refuses, never crashes.
             g.invoke_all("keep")
             for o in g.invoke_all("use_kept"):

@@ -74,6 +74,32 @@ rfx_abi::export! {
         Ok(8)
     }
 
+    /// The block collectives of the group's table (version 2), one byte a block: the input is
+    /// `size` bytes; the output is their alltoall (byte r from rank r), then, at rank 0, every
+    /// rank's first input byte (gather), then the byte rank 0 scattered to this rank (its
+    /// input's byte r, plus 100).
+    pub fn blocks(ctx: &Context, input: &[u8], out: &mut [u8]) -> Result<usize, String> {
+        let comm = ctx.comm().ok_or("blocks runs as a group invocation")?;
+        let n = comm.size() as usize;
+        if input.len() != n {
+            return Err(format!("{} input bytes for a group of {n}", input.len()));
+        }
+        let mut all = vec![0u8; n];
+        comm.alltoall(input, &mut all).map_err(|e| e.to_string())?;
+        let mut gathered = vec![0u8; if comm.rank() == 0 { n } else { 0 }];
+        comm.gather(&input[..1], &mut gathered, 0).map_err(|e| e.to_string())?;
+        let plus: Vec<u8> = input.iter().map(|b| b.wrapping_add(100)).collect();
+        let mut mine = [0u8];
+        comm.scatter(if comm.rank() == 0 { &plus } else { &[] }, &mut mine, 0)
+            .map_err(|e| e.to_string())?;
+        let len = 2 * n + 1 - if comm.rank() == 0 { 0 } else { n };
+        let out = out.get_mut(..len).ok_or("output buffer too small")?;
+        out[..n].copy_from_slice(&all);
+        out[n..len - 1].copy_from_slice(&gathered);
+        out[len - 1] = mine[0];
+        Ok(len)
+    }
+
     /// A distributed dot product, as a group invocation: each instance gets its slice of the
     /// two vectors (`n` little-endian `f64` of x, then `n` of y), computes its partial dot
     /// product and allreduces it with the other instances over the group's communicator,

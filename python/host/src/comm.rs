@@ -8,7 +8,8 @@ use pyo3::prelude::*;
 use rfx_abi::comm::{code, CommOp, Dtype, RfxComm, ANY_SOURCE};
 
 /// The group's communicator as the executor's table offers it: send,
-/// recv, barrier, bcast, reduce, allreduce, allgather.
+/// recv, barrier, bcast, reduce, allreduce, allgather, gather, scatter,
+/// alltoall (not split or dup: a group function has one communicator).
 #[pyclass(unsendable, module = "rfx_host", name = "ExecutorComm")]
 pub(crate) struct ExecutorComm {
     /// The table's address; 0 once the invocation returned.
@@ -26,6 +27,26 @@ impl ExecutorComm {
 
     pub(crate) fn end(&mut self) {
         self.table = 0;
+    }
+
+    /// The table, if it has the entries of `version`.
+    fn since(&self, version: u32, what: &str) -> PyResult<RfxComm> {
+        let t = self.table()?;
+        if t.abi_version < version {
+            return Err(missing(what));
+        }
+        Ok(t)
+    }
+
+    /// Checks that `total` bytes are one block of `block` bytes per rank.
+    fn blocks(&self, total: usize, block: usize) -> PyResult<()> {
+        if total != block * self.size as usize {
+            return Err(PyValueError::new_err(format!(
+                "the buffer holds {total} bytes, not {} ranks of {block}",
+                self.size
+            )));
+        }
+        Ok(())
     }
 
     fn table(&self) -> PyResult<RfxComm> {
@@ -112,7 +133,7 @@ fn check(rc: i32) -> PyResult<()> {
 
 fn missing(what: &str) -> PyErr {
     PyNotImplementedError::new_err(format!(
-        "{what} is not in the executor's communicator table (send, recv, barrier, bcast, reduce, allreduce, allgather)"
+        "{what} is not in this executor's communicator table"
     ))
 }
 
@@ -320,19 +341,105 @@ impl ExecutorComm {
         })
     }
 
-    #[pyo3(signature = (*_args))]
-    fn gather(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
-        Err(missing("gather"))
+    /// Every rank's `send` into the root's `recv`, in rank order.
+    #[pyo3(signature = (_code, send, recv, root))]
+    fn gather(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        send: &Bound<'_, PyAny>,
+        recv: Option<&Bound<'_, PyAny>>,
+        root: u32,
+    ) -> PyResult<()> {
+        let t = self.since(2, "gather")?;
+        let s = bytes(send, false)?;
+        let n = s.len_bytes();
+        let r = match recv {
+            Some(r) if self.rank == root => Some(bytes(r, true)?),
+            None if self.rank == root => {
+                return Err(PyValueError::new_err("the root needs a receive buffer"))
+            }
+            _ => None,
+        };
+        let rp = match &r {
+            Some(r) => {
+                self.blocks(r.len_bytes(), n)?;
+                r.buf_ptr() as usize
+            }
+            None => 0,
+        };
+        let (h, sp) = (t.handle as usize, s.buf_ptr() as usize);
+        // SAFETY: `s` and (at the root) `r` hold the buffers, of the
+        // checked lengths; elsewhere the table ignores `out`.
+        released(py, move || unsafe {
+            (t.gather)(h as *mut _, sp as *const _, n as u64, rp as *mut _, root)
+        })
     }
 
-    #[pyo3(signature = (*_args))]
-    fn scatter(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
-        Err(missing("scatter"))
+    /// Block r of the root's `send` into rank r's `recv`.
+    #[pyo3(signature = (_code, send, recv, root))]
+    fn scatter(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        send: Option<&Bound<'_, PyAny>>,
+        recv: &Bound<'_, PyAny>,
+        root: u32,
+    ) -> PyResult<()> {
+        let t = self.since(2, "scatter")?;
+        let r = bytes(recv, true)?;
+        let n = r.len_bytes();
+        let s = match send {
+            Some(s) if self.rank == root => Some(bytes(s, false)?),
+            None if self.rank == root => {
+                return Err(PyValueError::new_err("the root needs a send buffer"))
+            }
+            _ => None,
+        };
+        let sp = match &s {
+            Some(s) => {
+                self.blocks(s.len_bytes(), n)?;
+                s.buf_ptr() as usize
+            }
+            None => 0,
+        };
+        let (h, rp) = (t.handle as usize, r.buf_ptr() as usize);
+        // SAFETY: `r` and (at the root) `s` hold the buffers, of the
+        // checked lengths; elsewhere the table ignores `in`.
+        released(py, move || unsafe {
+            (t.scatter)(h as *mut _, sp as *const _, n as u64, rp as *mut _, root)
+        })
     }
 
-    #[pyo3(signature = (*_args))]
-    fn alltoall(&self, _args: &Bound<'_, pyo3::types::PyTuple>) -> PyResult<()> {
-        Err(missing("alltoall"))
+    /// Block r of every rank's `send` into block (sender) of rank r's `recv`.
+    fn alltoall(
+        &self,
+        py: Python<'_>,
+        _code: char,
+        send: &Bound<'_, PyAny>,
+        recv: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let t = self.since(2, "alltoall")?;
+        let s = bytes(send, false)?;
+        let r = bytes(recv, true)?;
+        let total = s.len_bytes();
+        let size = self.size.max(1) as usize;
+        if total % size != 0 || r.len_bytes() != total {
+            return Err(PyValueError::new_err(format!(
+                "alltoall needs send and receive buffers of {size} equal blocks ({total} and {} bytes)",
+                r.len_bytes()
+            )));
+        }
+        let (h, sp, rp) = (
+            t.handle as usize,
+            s.buf_ptr() as usize,
+            r.buf_ptr() as usize,
+        );
+        let n = (total / size) as u64;
+        // SAFETY: `s` and `r` hold the buffers, of the checked lengths.
+        released(py, move || unsafe {
+            (t.alltoall)(h as *mut _, sp as *const _, n, rp as *mut _)
+        })
     }
 
     #[pyo3(signature = (*_args))]

@@ -71,3 +71,50 @@ pub(crate) fn comm_allgather(t: &RfxComm, block: &[u8], out: &mut [u8]) -> i32 {
         )
     }
 }
+
+pub(crate) fn comm_gather(t: &RfxComm, block: &[u8], out: &mut [u8], root: u32) -> i32 {
+    // SAFETY: `block` is valid for `len` bytes and `out` for its length (`size * len` at the
+    // root, checked by the caller); the executor touches `out` only at the root.
+    unsafe {
+        (t.gather)(
+            t.handle,
+            block.as_ptr().cast(),
+            block.len() as u64,
+            out.as_mut_ptr().cast(),
+            root,
+        )
+    }
+}
+
+pub(crate) fn comm_scatter(
+    t: &RfxComm,
+    input: &[u8],
+    len: usize,
+    out: &mut [u8],
+    root: u32,
+) -> i32 {
+    // SAFETY: `out` is valid for `len` bytes, and the root's `input` for `size * len` (checked
+    // by the caller); the executor reads `input` only at the root.
+    unsafe {
+        (t.scatter)(
+            t.handle,
+            input.as_ptr().cast(),
+            len as u64,
+            out.as_mut_ptr().cast(),
+            root,
+        )
+    }
+}
+
+pub(crate) fn comm_alltoall(t: &RfxComm, input: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: `input` and `out` are valid for `size` blocks of `len` bytes (checked by the
+    // caller).
+    unsafe {
+        (t.alltoall)(
+            t.handle,
+            input.as_ptr().cast(),
+            (input.len() / t.size.max(1) as usize) as u64,
+            out.as_mut_ptr().cast(),
+        )
+    }
+}

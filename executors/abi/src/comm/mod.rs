@@ -28,8 +28,8 @@ mod calls;
 mod table;
 
 pub use table::{
-    code, AllgatherFn, AllreduceFn, BarrierFn, BcastFn, CommElement, CommOp, Dtype, RecvFn,
-    ReduceFn, RfxComm, SendFn, ANY_SOURCE, COMM_ABI_VERSION,
+    code, AllgatherFn, AllreduceFn, AlltoallFn, BarrierFn, BcastFn, CommElement, CommOp, Dtype,
+    GatherFn, RecvFn, ReduceFn, RfxComm, ScatterFn, SendFn, ANY_SOURCE, COMM_ABI_VERSION,
 };
 
 /// Why a [`Comm`] operation failed: the table's result code.
@@ -50,6 +50,9 @@ pub enum CommError {
     /// [`code::FAILED`] or an unknown code.
     #[error("group operation failed (code {0})")]
     Failed(i32),
+    /// The executor's table (of the version given) lacks the operation.
+    #[error("the executor's communicator table (version {0}) lacks this operation")]
+    Unsupported(u32),
 }
 
 impl CommError {
@@ -140,5 +143,46 @@ impl Comm<'_> {
             return Err(CommError::Invalid);
         }
         CommError::check(calls::comm_allgather(self.table, block, out))
+    }
+
+    /// Gathers every rank's `block` into the root's `out` (rank r's at
+    /// `r * block.len()`; `out` is ignored elsewhere and may be empty).
+    pub fn gather(&self, block: &[u8], out: &mut [u8], root: u32) -> Result<(), CommError> {
+        self.since(2)?;
+        if self.rank() == root && out.len() != block.len() * self.size() as usize {
+            return Err(CommError::Invalid);
+        }
+        CommError::check(calls::comm_gather(self.table, block, out, root))
+    }
+
+    /// Scatters the root's `input` (`size * out.len()` bytes; ignored
+    /// elsewhere and may be empty), block r into rank r's `out`.
+    pub fn scatter(&self, input: &[u8], out: &mut [u8], root: u32) -> Result<(), CommError> {
+        self.since(2)?;
+        if self.rank() == root && input.len() != out.len() * self.size() as usize {
+            return Err(CommError::Invalid);
+        }
+        let len = out.len();
+        CommError::check(calls::comm_scatter(self.table, input, len, out, root))
+    }
+
+    /// Sends block r of `input` to rank r and receives rank r's into block
+    /// r of `out` (`input` and `out` of `size` equal blocks).
+    pub fn alltoall(&self, input: &[u8], out: &mut [u8]) -> Result<(), CommError> {
+        self.since(2)?;
+        let n = self.size() as usize;
+        if input.len() != out.len() || input.len() % n != 0 {
+            return Err(CommError::Invalid);
+        }
+        CommError::check(calls::comm_alltoall(self.table, input, out))
+    }
+
+    /// Whether the table has the entries of `version` (an older executor's
+    /// does not: [`CommError::Unsupported`]).
+    fn since(&self, version: u32) -> Result<(), CommError> {
+        if self.table.abi_version < version {
+            return Err(CommError::Unsupported(self.table.abi_version));
+        }
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::ffi::c_void;
 
 /// Version of the [`RfxComm`] table; entries are only ever appended.
-pub const COMM_ABI_VERSION: u32 = 1;
+pub const COMM_ABI_VERSION: u32 = 2;
 
 /// `source` of a receive from any rank (`RFX_ANY_SOURCE`).
 pub const ANY_SOURCE: u32 = u32::MAX;
@@ -43,6 +43,18 @@ pub type AllreduceFn =
 /// `int32_t allgather(void *h, const void *in, uint64_t len, void *out)`: `out` holds
 /// `size * len` bytes, rank r's block at `r * len`.
 pub type AllgatherFn = unsafe extern "C" fn(*mut c_void, *const c_void, u64, *mut c_void) -> i32;
+/// `int32_t gather(void *h, const void *in, uint64_t len, void *out, uint32_t root)`: the
+/// root's `out` holds `size * len` bytes, rank r's block at `r * len` (ignored elsewhere).
+/// Version 2.
+pub type GatherFn = unsafe extern "C" fn(*mut c_void, *const c_void, u64, *mut c_void, u32) -> i32;
+/// `int32_t scatter(void *h, const void *in, uint64_t len, void *out, uint32_t root)`: the
+/// root's `in` holds `size * len` bytes (ignored elsewhere), block r to rank r's `out`.
+/// Version 2.
+pub type ScatterFn = unsafe extern "C" fn(*mut c_void, *const c_void, u64, *mut c_void, u32) -> i32;
+/// `int32_t alltoall(void *h, const void *in, uint64_t len, void *out)`: `in` and `out` hold
+/// `size * len` bytes; block r of `in` goes to rank r, block r of `out` comes from rank r.
+/// Version 2.
+pub type AlltoallFn = unsafe extern "C" fn(*mut c_void, *const c_void, u64, *mut c_void) -> i32;
 
 /// The communicator table, `rfx_comm` in C. Valid for the duration of the
 /// call that received it.
@@ -73,6 +85,12 @@ pub struct RfxComm {
     pub allreduce: AllreduceFn,
     /// Every rank's block to everyone.
     pub allgather: AllgatherFn,
+    /// Every rank's block to the root (version 2).
+    pub gather: GatherFn,
+    /// The root's blocks, one to each rank (version 2).
+    pub scatter: ScatterFn,
+    /// Block r of every rank to rank r (version 2).
+    pub alltoall: AlltoallFn,
 }
 
 /// Element types of the reductions (`RFX_U8` ...).
