@@ -93,22 +93,30 @@ fn output(py: Python<'_>, ret: &Bound<'_, PyAny>, mem: &mut Memory) -> Result<u3
         return Ok(b.len() as u32);
     }
     let fail = |e: PyErr| registry::reason(py, &e);
-    let view = py
-        .import("builtins")
-        .and_then(|b| b.getattr("memoryview"))
-        .and_then(|mv| mv.call1((ret,)))
-        .and_then(|v| v.call_method1("cast", ("B",)))
-        .map_err(|e| {
-            format!(
-                "the function returned {}, not bytes, a buffer, an int or None ({})",
-                ret.get_type()
-                    .name()
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
-                fail(e)
-            )
-        })?;
-    let buf = PyBuffer::<u8>::get(&view).map_err(fail)?;
+    // Bytes-like buffers (a view of the input, bytearray, uint8 arrays)
+    // directly; others through a byte view of them.
+    let view;
+    let buf = match PyBuffer::<u8>::get(ret) {
+        Ok(b) if b.is_c_contiguous() => b,
+        _ => {
+            view = py
+                .import("builtins")
+                .and_then(|b| b.getattr("memoryview"))
+                .and_then(|mv| mv.call1((ret,)))
+                .and_then(|v| v.call_method1("cast", ("B",)))
+                .map_err(|e| {
+                    format!(
+                        "the function returned {}, not bytes, a buffer, an int or None ({})",
+                        ret.get_type()
+                            .name()
+                            .map(|n| n.to_string())
+                            .unwrap_or_default(),
+                        fail(e)
+                    )
+                })?;
+            PyBuffer::<u8>::get(&view).map_err(fail)?
+        }
+    };
     let len = buf.len_bytes();
     if len > cap {
         return Err(too_long(len));
@@ -117,7 +125,5 @@ fn output(py: Python<'_>, ret: &Bound<'_, PyAny>, mem: &mut Memory) -> Result<u3
     if buf.buf_ptr() as usize != mem.out_addr() {
         buf.copy_to_slice(py, &mut mem.out()[..len]).map_err(fail)?;
     }
-    drop(buf);
-    let _ = view.call_method0("release");
     Ok(len as u32)
 }
