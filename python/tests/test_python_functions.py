@@ -5,8 +5,8 @@ sandbox, group invocations with ctx.comm, and the CLI."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +16,6 @@ import pytest
 
 import rfx
 
-from conftest import pid_listening_on
 
 FUNCTIONS = '''
 import os, sys
@@ -266,3 +265,16 @@ def test_rfx_invoke_runs_a_python_function_from_the_cli(cluster, tenant, module,
     assert bad.returncode != 0
     assert b"ValueError: no good: 12 bytes" in bad.stderr
     lease.release()
+
+
+def test_the_python_functions_example_runs():
+    example = Path(__file__).resolve().parent.parent / "examples" / "python_functions.py"
+    # Every CPU again (the lease fixture pins this process off leased
+    # cores): the example's cluster offers the CPUs it may use.
+    every = lambda: os.sched_setaffinity(0, range(os.cpu_count() or 1))  # noqa: E731
+    r = subprocess.run([sys.executable, str(example)], capture_output=True, timeout=120, preexec_fn=every)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    lines = r.stdout.decode().splitlines()
+    assert lines[0] == "b'HELLO FROM PYTHON IN RFX'"
+    got, _, want = lines[1].partition(" == ")
+    assert abs(float(got) - float(want)) < 1e-9 * float(want)
