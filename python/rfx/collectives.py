@@ -37,16 +37,6 @@ IN_PLACE = _InPlace()
 """Pass as the send buffer: the receive buffer holds the input (MPI_IN_PLACE)."""
 
 
-def _code(buf: Any) -> str:
-    dt = getattr(buf, "dtype", None)
-    if dt is not None and dt.byteorder in "=|":
-        return dt.char  # numpy: no memoryview on the fast path
-    fmt = memoryview(buf).format.lstrip("<=@!")
-    if len(fmt) != 1:
-        raise ValueError(f"unsupported buffer format {fmt!r}")
-    return fmt
-
-
 def _copy(dst: Any, src: Any) -> None:
     d, s = memoryview(dst).cast("B"), memoryview(src).cast("B")
     if len(d) != len(s):
@@ -59,7 +49,8 @@ def _scratch(buf: Any) -> Any:
     try:
         return buf.copy()  # numpy
     except AttributeError:
-        return bytearray(memoryview(buf).cast("B")) if _code(buf) in "Bc" else type(buf)(buf)
+        fmt = memoryview(buf).format.lstrip("<=@!")
+        return bytearray(memoryview(buf).cast("B")) if fmt in ("B", "c") else type(buf)(buf)
 
 
 class Communicator:
@@ -95,12 +86,12 @@ class Communicator:
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:
         """Sends ``buf`` to rank ``dest``."""
-        self._c.send(_code(buf), buf, dest, tag)
+        self._c.send(buf, dest, tag)
 
     def Recv(self, buf: Any, source: int | None = None, tag: int | None = None) -> tuple[int, int, int]:
         """Receives into ``buf`` from ``source`` (any if None) with ``tag``
         (any if None); returns (source, tag, items received)."""
-        return self._c.recv(_code(buf), buf, source, tag)
+        return self._c.recv(buf, source, tag)
 
     # ----- collectives ------------------------------------------------------
 
@@ -109,7 +100,7 @@ class Communicator:
 
     def Bcast(self, buf: Any, root: int = 0) -> None:
         """``root``'s ``buf`` into every rank's."""
-        self._c.bcast(_code(buf), buf, root)
+        self._c.bcast(buf, root)
 
     def Reduce(self, sendbuf: Any, recvbuf: Any, op: str = "sum", root: int = 0) -> None:
         """The reduction of every rank's ``sendbuf`` into ``root``'s
@@ -118,31 +109,31 @@ class Communicator:
         if self.rank == root:
             if sendbuf is not IN_PLACE:
                 _copy(recvbuf, sendbuf)
-            self._c.reduce(_code(recvbuf), recvbuf, op, root)
+            self._c.reduce(recvbuf, op, root)
         else:
             work = _scratch(recvbuf if sendbuf is IN_PLACE else sendbuf)
-            self._c.reduce(_code(work), work, op, root)
+            self._c.reduce(work, op, root)
 
     def Allreduce(self, sendbuf: Any, recvbuf: Any, op: str = "sum") -> None:
         """The reduction of every rank's ``sendbuf`` into every ``recvbuf``
         (``sendbuf=IN_PLACE``: ``recvbuf`` holds the input)."""
-        self._c.allreduce(_code(recvbuf), None if sendbuf is IN_PLACE else sendbuf, recvbuf, op)
+        self._c.allreduce(None if sendbuf is IN_PLACE else sendbuf, recvbuf, op)
 
     def Gather(self, sendbuf: Any, recvbuf: Any | None, root: int = 0) -> None:
         """Every rank's ``sendbuf`` into ``root``'s ``recvbuf``, in rank order."""
-        self._c.gather(_code(sendbuf), sendbuf, recvbuf if self.rank == root else None, root)
+        self._c.gather(sendbuf, recvbuf if self.rank == root else None, root)
 
     def Scatter(self, sendbuf: Any | None, recvbuf: Any, root: int = 0) -> None:
         """Block i of ``root``'s ``sendbuf`` into rank i's ``recvbuf``."""
-        self._c.scatter(_code(recvbuf), sendbuf if self.rank == root else None, recvbuf, root)
+        self._c.scatter(sendbuf if self.rank == root else None, recvbuf, root)
 
     def Allgather(self, sendbuf: Any, recvbuf: Any) -> None:
         """Every rank's ``sendbuf`` into every ``recvbuf``, in rank order."""
-        self._c.allgather(_code(sendbuf), sendbuf, recvbuf)
+        self._c.allgather(sendbuf, recvbuf)
 
     def Alltoall(self, sendbuf: Any, recvbuf: Any) -> None:
         """Block i of each rank's ``sendbuf`` into block r of rank i's ``recvbuf``."""
-        self._c.alltoall(_code(sendbuf), sendbuf, recvbuf)
+        self._c.alltoall(sendbuf, recvbuf)
 
     # ----- communicators ----------------------------------------------------
 

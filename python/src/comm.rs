@@ -1,16 +1,16 @@
 //! The communicator on Python buffers (numpy arrays, `array.array`,
-//! `bytearray`, ...): each operation takes the buffers' type code, views
-//! them in place (no copies beyond the transport's) and runs with the GIL
-//! released. `rfx.collectives` gives it mpi4py's names.
+//! `bytearray`, ...): each operation reads the buffers' element type from
+//! their format, views them in place (no copies beyond the transport's)
+//! and runs with the GIL released. `rfx.collectives` gives it mpi4py's
+//! names.
 
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use rfx::collectives::{ReduceOp, Source, TagMatch};
 
-use crate::buffer::{disjoint, slice, slice_mut};
+use crate::buffer::Held;
 use crate::errors::{self, RfxError};
 
 /// Runs `$body` with `$t` the Rust element type of type code `$code` (a
@@ -141,51 +141,37 @@ impl Communicator {
         run(py, &self.inner, |c| c.barrier())
     }
 
-    fn send(
-        &self,
-        py: Python<'_>,
-        code: char,
-        buf: &Bound<'_, PyAny>,
-        dest: usize,
-        tag: u32,
-    ) -> PyResult<()> {
-        typed!(code, |T| {
-            let b = PyBuffer::<T>::get(buf)?;
-            let s = slice(&b)?;
+    fn send(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, dest: usize, tag: u32) -> PyResult<()> {
+        let b = Held::get(buf, false)?;
+        typed!(b.code()?, |T| {
+            let s = b.slice::<T>()?;
             run(py, &self.inner, |c| c.send(s, dest, tag))
         })
     }
 
     /// Receives into `buf`; returns (source, tag, items received).
-    #[pyo3(signature = (code, buf, source = None, tag = None))]
+    #[pyo3(signature = (buf, source = None, tag = None))]
     fn recv(
         &self,
         py: Python<'_>,
-        code: char,
         buf: &Bound<'_, PyAny>,
         source: Option<usize>,
         tag: Option<u32>,
     ) -> PyResult<(usize, u32, usize)> {
         let src = source.map_or(Source::Any, Source::Rank);
         let tm = tag.map_or(TagMatch::Any, TagMatch::Tag);
-        typed!(code, |T| {
-            let mut b = PyBuffer::<T>::get(buf)?;
-            let s = slice_mut(&mut b)?;
+        let mut b = Held::get(buf, true)?;
+        typed!(b.code()?, |T| {
+            let s = b.slice_mut::<T>()?;
             let st = run(py, &self.inner, |c| c.recv(s, src, tm))?;
             Ok((st.source, st.tag, st.len))
         })
     }
 
-    fn bcast(
-        &self,
-        py: Python<'_>,
-        code: char,
-        buf: &Bound<'_, PyAny>,
-        root: usize,
-    ) -> PyResult<()> {
-        typed!(code, |T| {
-            let mut b = PyBuffer::<T>::get(buf)?;
-            let s = slice_mut(&mut b)?;
+    fn bcast(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, root: usize) -> PyResult<()> {
+        let mut b = Held::get(buf, true)?;
+        typed!(b.code()?, |T| {
+            let s = b.slice_mut::<T>()?;
             run(py, &self.inner, |c| c.bcast(s, root))
         })
     }
@@ -194,37 +180,39 @@ impl Communicator {
     fn reduce(
         &self,
         py: Python<'_>,
-        code: char,
         buf: &Bound<'_, PyAny>,
         op_name: &str,
         root: usize,
     ) -> PyResult<()> {
         let o = op(op_name)?;
-        typed!(code, |T| {
-            let mut b = PyBuffer::<T>::get(buf)?;
-            let s = slice_mut(&mut b)?;
+        let mut b = Held::get(buf, true)?;
+        typed!(b.code()?, |T| {
+            let s = b.slice_mut::<T>()?;
             run(py, &self.inner, |c| c.reduce(s, root, o))
         })
     }
 
     /// Reduces on every rank into `buf`: its own contents (`send` None,
     /// in place) or `send`'s, copied in first.
-    #[pyo3(signature = (code, send, buf, op_name))]
+    #[pyo3(signature = (send, buf, op_name))]
     fn allreduce(
         &self,
         py: Python<'_>,
-        code: char,
         send: Option<&Bound<'_, PyAny>>,
         buf: &Bound<'_, PyAny>,
         op_name: &str,
     ) -> PyResult<()> {
         let o = op(op_name)?;
-        typed!(code, |T| {
-            let mut b = PyBuffer::<T>::get(buf)?;
-            if let Some(send) = send {
-                let sb = PyBuffer::<T>::get(send)?;
-                disjoint(&sb, &b)?;
-                let (src, dst) = (slice(&sb)?, slice_mut(&mut b)?);
+        let mut b = Held::get(buf, true)?;
+        let sb = send.map(|s| Held::get(s, false)).transpose()?;
+        if let Some(sb) = &sb {
+            sb.same_type(&b)?;
+            sb.disjoint(&b)?;
+        }
+        typed!(b.code()?, |T| {
+            let dst = b.slice_mut::<T>()?;
+            if let Some(sb) = &sb {
+                let src = sb.slice::<T>()?;
                 if src.len() != dst.len() {
                     return Err(PyValueError::new_err(format!(
                         "send buffer of {} items, receive buffer of {}",
@@ -234,30 +222,29 @@ impl Communicator {
                 }
                 dst.copy_from_slice(src);
             }
-            let s = slice_mut(&mut b)?;
-            run(py, &self.inner, |c| c.allreduce(s, o))
+            run(py, &self.inner, |c| c.allreduce(dst, o))
         })
     }
 
     /// Gathers `send` into `recv` at `root` (`recv` may be None elsewhere).
-    #[pyo3(signature = (code, send, recv, root))]
+    #[pyo3(signature = (send, recv, root))]
     fn gather(
         &self,
         py: Python<'_>,
-        code: char,
         send: &Bound<'_, PyAny>,
         recv: Option<&Bound<'_, PyAny>>,
         root: usize,
     ) -> PyResult<()> {
-        typed!(code, |T| {
-            let sb = PyBuffer::<T>::get(send)?;
-            let mut rb = recv.map(PyBuffer::<T>::get).transpose()?;
-            if let Some(rb) = &rb {
-                disjoint(&sb, rb)?;
-            }
-            let s = slice(&sb)?;
+        let sb = Held::get(send, false)?;
+        let mut rb = recv.map(|r| Held::get(r, true)).transpose()?;
+        if let Some(rb) = &rb {
+            sb.same_type(rb)?;
+            sb.disjoint(rb)?;
+        }
+        typed!(sb.code()?, |T| {
+            let s = sb.slice::<T>()?;
             let r = match &mut rb {
-                Some(rb) => slice_mut(rb)?,
+                Some(rb) => rb.slice_mut::<T>()?,
                 None => &mut [],
             };
             run(py, &self.inner, |c| c.gather(s, r, root))
@@ -265,26 +252,26 @@ impl Communicator {
     }
 
     /// Scatters `root`'s `send` (None elsewhere) into every `recv`.
-    #[pyo3(signature = (code, send, recv, root))]
+    #[pyo3(signature = (send, recv, root))]
     fn scatter(
         &self,
         py: Python<'_>,
-        code: char,
         send: Option<&Bound<'_, PyAny>>,
         recv: &Bound<'_, PyAny>,
         root: usize,
     ) -> PyResult<()> {
-        typed!(code, |T| {
-            let mut rb = PyBuffer::<T>::get(recv)?;
-            let sb = send.map(PyBuffer::<T>::get).transpose()?;
-            if let Some(sb) = &sb {
-                disjoint(sb, &rb)?;
-            }
+        let mut rb = Held::get(recv, true)?;
+        let sb = send.map(|s| Held::get(s, false)).transpose()?;
+        if let Some(sb) = &sb {
+            sb.same_type(&rb)?;
+            sb.disjoint(&rb)?;
+        }
+        typed!(rb.code()?, |T| {
             let s = match &sb {
-                Some(sb) => slice(sb)?,
+                Some(sb) => sb.slice::<T>()?,
                 None => &[],
             };
-            let r = slice_mut(&mut rb)?;
+            let r = rb.slice_mut::<T>()?;
             run(py, &self.inner, |c| c.scatter(s, r, root))
         })
     }
@@ -292,15 +279,12 @@ impl Communicator {
     fn allgather(
         &self,
         py: Python<'_>,
-        code: char,
         send: &Bound<'_, PyAny>,
         recv: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        typed!(code, |T| {
-            let sb = PyBuffer::<T>::get(send)?;
-            let mut rb = PyBuffer::<T>::get(recv)?;
-            disjoint(&sb, &rb)?;
-            let (s, r) = (slice(&sb)?, slice_mut(&mut rb)?);
+        let (sb, mut rb) = pair(send, recv)?;
+        typed!(sb.code()?, |T| {
+            let (s, r) = (sb.slice::<T>()?, rb.slice_mut::<T>()?);
             run(py, &self.inner, |c| c.allgather(s, r))
         })
     }
@@ -308,15 +292,12 @@ impl Communicator {
     fn alltoall(
         &self,
         py: Python<'_>,
-        code: char,
         send: &Bound<'_, PyAny>,
         recv: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        typed!(code, |T| {
-            let sb = PyBuffer::<T>::get(send)?;
-            let mut rb = PyBuffer::<T>::get(recv)?;
-            disjoint(&sb, &rb)?;
-            let (s, r) = (slice(&sb)?, slice_mut(&mut rb)?);
+        let (sb, mut rb) = pair(send, recv)?;
+        typed!(sb.code()?, |T| {
+            let (s, r) = (sb.slice::<T>()?, rb.slice_mut::<T>()?);
             run(py, &self.inner, |c| c.alltoall(s, r))
         })
     }
@@ -338,4 +319,13 @@ impl Communicator {
     fn dup(&self, py: Python<'_>) -> PyResult<Communicator> {
         Ok(Communicator::new(run(py, &self.inner, |c| c.dup())?))
     }
+}
+
+/// A send and a receive buffer of one element type that do not overlap.
+fn pair(send: &Bound<'_, PyAny>, recv: &Bound<'_, PyAny>) -> PyResult<(Held, Held)> {
+    let sb = Held::get(send, false)?;
+    let rb = Held::get(recv, true)?;
+    sb.same_type(&rb)?;
+    sb.disjoint(&rb)?;
+    Ok((sb, rb))
 }

@@ -68,17 +68,31 @@ impl ExecutorComm {
 
 /// A buffer's bytes, in place: `memoryview(buf).cast("B")`, held.
 fn bytes(buf: &Bound<'_, PyAny>, writable: bool) -> PyResult<PyBuffer<u8>> {
+    Ok(typed(buf, writable)?.0)
+}
+
+/// A buffer's bytes, held, and its element's format character.
+fn typed(buf: &Bound<'_, PyAny>, writable: bool) -> PyResult<(PyBuffer<u8>, char)> {
     let view = buf
         .py()
         .import("builtins")?
         .getattr("memoryview")?
-        .call1((buf,))?
-        .call_method1("cast", ("B",))?;
+        .call1((buf,))?;
+    let format: String = view.getattr("format")?.extract()?;
+    let code = match format.trim_start_matches(['@', '=', '<']).as_bytes() {
+        [c] => *c as char,
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "unsupported buffer format {format:?}"
+            )))
+        }
+    };
+    let view = view.call_method1("cast", ("B",))?;
     let b = PyBuffer::<u8>::get(&view)?;
     if writable && b.readonly() {
         return Err(PyValueError::new_err("the buffer is read-only"));
     }
-    Ok(b)
+    Ok((b, code))
 }
 
 /// The table's element type for a buffer's type code.
@@ -152,14 +166,7 @@ impl ExecutorComm {
         released(py, move || unsafe { (t.barrier)(h as *mut _) })
     }
 
-    fn send(
-        &self,
-        py: Python<'_>,
-        _code: char,
-        buf: &Bound<'_, PyAny>,
-        dest: u32,
-        tag: u32,
-    ) -> PyResult<()> {
+    fn send(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, dest: u32, tag: u32) -> PyResult<()> {
         let t = self.table()?;
         let b = bytes(buf, false)?;
         let (h, p, n) = (
@@ -175,18 +182,17 @@ impl ExecutorComm {
 
     /// Receives into `buf`; returns (source, tag, items received), the
     /// source -1 when any was accepted (the table does not say which).
-    #[pyo3(signature = (code, buf, source = None, tag = None))]
+    #[pyo3(signature = (buf, source = None, tag = None))]
     fn recv(
         &self,
         py: Python<'_>,
-        code: char,
         buf: &Bound<'_, PyAny>,
         source: Option<u32>,
         tag: Option<u32>,
     ) -> PyResult<(i64, u32, usize)> {
         let t = self.table()?;
         let tag = tag.ok_or_else(|| missing("a receive of any tag"))?;
-        let b = bytes(buf, true)?;
+        let (b, code) = typed(buf, true)?;
         let (h, p, n) = (
             t.handle as usize,
             b.buf_ptr() as usize,
@@ -204,13 +210,7 @@ impl ExecutorComm {
         Ok((source.map_or(-1, i64::from), tag, got as usize / item))
     }
 
-    fn bcast(
-        &self,
-        py: Python<'_>,
-        _code: char,
-        buf: &Bound<'_, PyAny>,
-        root: u32,
-    ) -> PyResult<()> {
+    fn bcast(&self, py: Python<'_>, buf: &Bound<'_, PyAny>, root: u32) -> PyResult<()> {
         let t = self.table()?;
         let b = bytes(buf, true)?;
         let (h, p, n) = (
@@ -228,15 +228,14 @@ impl ExecutorComm {
     fn reduce(
         &self,
         py: Python<'_>,
-        code: char,
         buf: &Bound<'_, PyAny>,
         op_name: &str,
         root: u32,
     ) -> PyResult<()> {
         let t = self.table()?;
+        let (b, code) = typed(buf, true)?;
         let (dt, item) = dtype(code)?;
         let o = op(op_name)?;
-        let b = bytes(buf, true)?;
         // The table's input and output are distinct buffers.
         let input = b.to_vec(py)?;
         let (h, p, count) = (
@@ -261,19 +260,18 @@ impl ExecutorComm {
     }
 
     /// Reduces on every rank into `buf`: from `send`, or in place.
-    #[pyo3(signature = (code, send, buf, op_name))]
+    #[pyo3(signature = (send, buf, op_name))]
     fn allreduce(
         &self,
         py: Python<'_>,
-        code: char,
         send: Option<&Bound<'_, PyAny>>,
         buf: &Bound<'_, PyAny>,
         op_name: &str,
     ) -> PyResult<()> {
         let t = self.table()?;
+        let (b, code) = typed(buf, true)?;
         let (dt, item) = dtype(code)?;
         let o = op(op_name)?;
-        let b = bytes(buf, true)?;
         let held;
         let copy;
         let i = match send {
@@ -315,7 +313,6 @@ impl ExecutorComm {
     fn allgather(
         &self,
         py: Python<'_>,
-        _code: char,
         send: &Bound<'_, PyAny>,
         recv: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
@@ -342,11 +339,10 @@ impl ExecutorComm {
     }
 
     /// Every rank's `send` into the root's `recv`, in rank order.
-    #[pyo3(signature = (_code, send, recv, root))]
+    #[pyo3(signature = (send, recv, root))]
     fn gather(
         &self,
         py: Python<'_>,
-        _code: char,
         send: &Bound<'_, PyAny>,
         recv: Option<&Bound<'_, PyAny>>,
         root: u32,
@@ -377,11 +373,10 @@ impl ExecutorComm {
     }
 
     /// Block r of the root's `send` into rank r's `recv`.
-    #[pyo3(signature = (_code, send, recv, root))]
+    #[pyo3(signature = (send, recv, root))]
     fn scatter(
         &self,
         py: Python<'_>,
-        _code: char,
         send: Option<&Bound<'_, PyAny>>,
         recv: &Bound<'_, PyAny>,
         root: u32,
@@ -415,7 +410,6 @@ impl ExecutorComm {
     fn alltoall(
         &self,
         py: Python<'_>,
-        _code: char,
         send: &Bound<'_, PyAny>,
         recv: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
