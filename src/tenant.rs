@@ -30,7 +30,7 @@ use rfx_executors::lookup::{lookup_executor, lookup_executor_found, LookupError,
 use rfx_executors::session::LibrarySource;
 use rfx_fabric::{Fabric, FabricError};
 use rfx_leases::client::blocking::TenantClient;
-use rfx_leases::proto::{LeaseId, LeaseRequest, Usage};
+use rfx_leases::proto::{LeaseId, LeaseRequest, TicketId, TicketOutcome, Usage};
 use rfx_leases::wire::LeaseInfo;
 use rfx_leases::DaemonError;
 
@@ -50,6 +50,16 @@ pub enum TenantError {
     /// The transport could not be opened.
     #[error(transparent)]
     Fabric(#[from] FabricError),
+    /// A queued request was not granted within its wait.
+    #[error("not granted within {waited_s:.1} s (queued request {ticket}: {reason})")]
+    NotGranted {
+        /// The request's ticket.
+        ticket: TicketId,
+        /// How long it waited.
+        waited_s: f64,
+        /// How it ended, or why it still waited.
+        reason: String,
+    },
 }
 
 /// A tenant connected to a lease manager. Cheap to clone: clones share
@@ -76,6 +86,74 @@ impl Tenant {
     pub fn lease(&self, req: &LeaseRequest) -> Result<Lease, TenantError> {
         let info = self.client.create_lease(req)?;
         self.attach(info)
+    }
+
+    /// Leases slots, waiting up to `wait` for capacity if none is free
+    /// now: the request is queued in the lease manager (durably, and
+    /// served fairly between tenants; see docs/deploy.md).
+    pub fn lease_wait(&self, req: &LeaseRequest, wait: Duration) -> Result<Lease, TenantError> {
+        let mut leases = self.queued(req, 1, wait)?;
+        Ok(leases.remove(0))
+    }
+
+    /// [`lease_group`](Self::lease_group), waiting up to `wait` for room
+    /// for all `n` at once (all or nothing, queued as one request).
+    pub fn lease_group_wait(
+        &self,
+        n: usize,
+        req: &LeaseRequest,
+        wait: Duration,
+    ) -> Result<LeaseGroup, TenantError> {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(LeaseGroup {
+            leases: self.queued(req, n, wait)?,
+        })
+    }
+
+    /// Queues `count` leases and waits for their grant, polling the ticket
+    /// (from every 10 ms to every 200 ms) until it ends.
+    fn queued(
+        &self,
+        req: &LeaseRequest,
+        count: u32,
+        wait: Duration,
+    ) -> Result<Vec<Lease>, TenantError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let started = Instant::now();
+        let mut info = self.client.queue_lease(req, count, wait_ms)?;
+        let id = info.ticket.id;
+        let mut pause = Duration::from_millis(10);
+        // The lease manager times the ticket out; this bound only guards
+        // against one that stopped answering.
+        let give_up = wait + Duration::from_secs(5);
+        loop {
+            match &info.ticket.outcome {
+                Some(TicketOutcome::Granted(_)) => {
+                    return info.leases.into_iter().map(|l| self.attach(l)).collect();
+                }
+                Some(other) => {
+                    return Err(TenantError::NotGranted {
+                        ticket: id,
+                        waited_s: started.elapsed().as_secs_f64(),
+                        reason: match other {
+                            TicketOutcome::Cancelled => "cancelled".into(),
+                            _ => "timed out".into(),
+                        },
+                    })
+                }
+                None if started.elapsed() > give_up => {
+                    return Err(TenantError::NotGranted {
+                        ticket: id,
+                        waited_s: started.elapsed().as_secs_f64(),
+                        reason: info.reason.unwrap_or_default(),
+                    })
+                }
+                None => {}
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(200));
+            info = self.client.ticket(id)?;
+        }
     }
 
     /// An existing lease of this tenant.

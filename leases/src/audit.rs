@@ -133,6 +133,13 @@ pub enum AuditAction {
     LookupRefused,
     /// A credential was refused: a tenant token, the cluster key.
     AuthRefused,
+    /// A tenant's lease request was queued to wait for capacity.
+    LeaseQueued,
+    /// A queued request stopped waiting without a grant (timed out,
+    /// cancelled; `detail`: which).
+    TicketEnded,
+    /// An operator set a tenant's quota.
+    QuotaSet,
 }
 
 impl AuditAction {
@@ -160,6 +167,9 @@ impl AuditAction {
             Self::FunctionTimeout => "function_timeout",
             Self::LookupRefused => "lookup_refused",
             Self::AuthRefused => "auth_refused",
+            Self::LeaseQueued => "lease_queued",
+            Self::TicketEnded => "ticket_ended",
+            Self::QuotaSet => "quota_set",
         }
     }
 }
@@ -648,6 +658,9 @@ mod tests {
             AuditAction::FunctionTimeout,
             AuditAction::LookupRefused,
             AuditAction::AuthRefused,
+            AuditAction::LeaseQueued,
+            AuditAction::TicketEnded,
+            AuditAction::QuotaSet,
         ] {
             let json = serde_json::to_string(&a).expect("json");
             assert_eq!(json, format!("\"{a}\""));

@@ -10,8 +10,8 @@ use clap::{Args, Subcommand};
 use rfx::leases::audit::AuditLog;
 use rfx::leases::client::blocking::{AdminClient, TenantClient};
 use rfx::leases::daemon::{self, DaemonConfig};
-use rfx::leases::proto::{LeaseId, LeaseRequest, LeaseState};
-use rfx::leases::wire::{LeaseInfo, CLUSTER_KEY_ENV};
+use rfx::leases::proto::{LeaseId, LeaseRequest, LeaseState, Quota, TicketId, TicketOutcome};
+use rfx::leases::wire::{LeaseInfo, TicketInfo, CLUSTER_KEY_ENV};
 use serde_json::json;
 
 /// Default address of the lease manager (`RFX_LEASE_MANAGER` overrides).
@@ -110,6 +110,32 @@ pub(crate) enum TenantCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Limits what a tenant's active leases hold at once (no flag: unlimited).
+    SetQuota {
+        /// The tenant's name.
+        name: String,
+        /// Cores.
+        #[arg(long)]
+        cores: Option<u32>,
+        /// Accelerators (GPUs and others, all kinds together).
+        #[arg(long)]
+        accelerators: Option<u32>,
+        /// Active leases.
+        #[arg(long)]
+        leases: Option<u32>,
+        /// The running lease manager (with `RFX_CLUSTER_KEY`).
+        #[arg(long)]
+        lease_manager: Option<String>,
+    },
+    /// Every waiting lease request, all tenants'.
+    Queue {
+        /// The running lease manager (with `RFX_CLUSTER_KEY`).
+        #[arg(long)]
+        lease_manager: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Either the store file (lease manager stopped) or the running lease
@@ -157,6 +183,36 @@ pub(crate) fn tenant(cmd: TenantCmd) -> anyhow::Result<()> {
                 }
             }
         }
+        TenantCmd::SetQuota {
+            name,
+            cores,
+            accelerators,
+            leases,
+            lease_manager,
+        } => {
+            let addr = lease_manager.unwrap_or_else(manager_from_env);
+            let quota = Quota {
+                cores,
+                accelerators,
+                leases,
+            };
+            AdminClient::connect(&addr, &cluster_key()?)?.set_quota(&name, &quota)?;
+            println!("tenant {name}: quota {}", serde_json::to_string(&quota)?);
+        }
+        TenantCmd::Queue {
+            lease_manager,
+            json,
+        } => {
+            let addr = lease_manager.unwrap_or_else(manager_from_env);
+            let queue = AdminClient::connect(&addr, &cluster_key()?)?.queue()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&queue)?);
+            } else {
+                for t in &queue {
+                    print_ticket(t);
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -197,11 +253,33 @@ pub(crate) enum LeaseCmd {
         /// runtime, e.g. `localhost/fn-env:1`); default: the host's.
         #[arg(long)]
         container: Option<String>,
+        /// Wait up to this long for capacity if none is free now (the
+        /// request is queued in the lease manager); 0: refuse at once.
+        #[arg(long, default_value_t = 0.0)]
+        wait_s: f64,
+        /// Leases granted together, all or nothing (a group's).
+        #[arg(long, default_value_t = 1)]
+        count: u32,
         #[command(flatten)]
         manager: ManagerAddr,
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// This tenant's queued lease requests (waiting and recently ended).
+    Tickets {
+        #[command(flatten)]
+        manager: ManagerAddr,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdraws a waiting lease request.
+    Cancel {
+        /// The ticket (`t5` or `5`).
+        ticket: String,
+        #[command(flatten)]
+        manager: ManagerAddr,
     },
     /// Lists this tenant's leases.
     List {
@@ -325,6 +403,8 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
             duration_s,
             exec_timeout_ms,
             container,
+            wait_s,
+            count,
             manager,
             json,
         } => {
@@ -341,12 +421,44 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
             for (k, n) in accels {
                 req = req.with_accelerators(k, n);
             }
-            let info = connect_tenant(&manager.addr)?.create_lease(&req)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&info)?);
-            } else {
-                print_lease(&info, true);
+            let client = connect_tenant(&manager.addr)?;
+            if wait_s <= 0.0 && count == 1 {
+                let info = client.create_lease(&req)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&info)?);
+                } else {
+                    print_lease(&info, true);
+                }
+                return Ok(());
             }
+            let wait = Duration::try_from_secs_f64(wait_s.max(0.0))
+                .map_err(|e| anyhow::anyhow!("--wait-s: {e}"))?;
+            let ticket = wait_for_grant(&client, &req, count, wait, json)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ticket.leases)?);
+            } else {
+                for info in &ticket.leases {
+                    print_lease(info, true);
+                }
+            }
+        }
+        LeaseCmd::Tickets { manager, json } => {
+            let tickets = connect_tenant(&manager.addr)?.tickets()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tickets)?);
+            } else {
+                for t in &tickets {
+                    print_ticket(t);
+                }
+            }
+        }
+        LeaseCmd::Cancel { ticket, manager } => {
+            let id = ticket
+                .trim_start_matches('t')
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{ticket}: not a ticket (t5 or 5)"))?;
+            connect_tenant(&manager.addr)?.cancel_ticket(TicketId(id))?;
+            println!("ticket t{id} cancelled");
         }
         LeaseCmd::List { manager, json } => {
             let list = connect_tenant(&manager.addr)?.list()?;
@@ -410,4 +522,70 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Queues `count` leases of `req` and waits up to `wait` for their grant;
+/// an error if the request ends otherwise.
+fn wait_for_grant(
+    client: &TenantClient,
+    req: &LeaseRequest,
+    count: u32,
+    wait: Duration,
+    quiet: bool,
+) -> anyhow::Result<TicketInfo> {
+    let started = std::time::Instant::now();
+    let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+    let mut info = client.queue_lease(req, count, wait_ms)?;
+    let id = info.ticket.id;
+    if info.ticket.is_waiting() && !quiet {
+        eprintln!(
+            "queued as {id} ({}); waiting up to {:.0} s",
+            info.reason.as_deref().unwrap_or("waiting"),
+            wait.as_secs_f64()
+        );
+    }
+    let mut pause = Duration::from_millis(10);
+    while info.ticket.is_waiting() && started.elapsed() < wait + Duration::from_secs(5) {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(200));
+        info = client.ticket(id)?;
+    }
+    match &info.ticket.outcome {
+        Some(TicketOutcome::Granted(_)) => Ok(info),
+        Some(TicketOutcome::Cancelled) => anyhow::bail!("queued request {id} was cancelled"),
+        _ => anyhow::bail!(
+            "not granted within {:.1} s (queued request {id}: {})",
+            started.elapsed().as_secs_f64(),
+            info.reason.as_deref().unwrap_or("timed out")
+        ),
+    }
+}
+
+/// One line per queued request.
+fn print_ticket(t: &TicketInfo) {
+    let tk = &t.ticket;
+    let state = match &tk.outcome {
+        None => format!(
+            "waiting ({}; {} ahead)",
+            t.reason.as_deref().unwrap_or("-"),
+            t.ahead.unwrap_or(0)
+        ),
+        Some(TicketOutcome::Granted(l)) => format!(
+            "granted: leases {}",
+            l.iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        Some(TicketOutcome::TimedOut) => "timed out".into(),
+        Some(TicketOutcome::Cancelled) => "cancelled".into(),
+    };
+    println!(
+        "{} {} {}x{} cores, deadline in {} s: {state}",
+        tk.id,
+        tk.tenant,
+        tk.count,
+        tk.request.cores,
+        tk.deadline_ms.saturating_sub(now_ms()) as i64 / 1000
+    );
 }

@@ -2,8 +2,8 @@
 
 use super::conn::{unexpected, Conn};
 use crate::error::DaemonError;
-use crate::proto::Host;
-use crate::wire::{AdminRequest, ClientMsg, Response, TenantInfo};
+use crate::proto::{Host, Quota};
+use crate::wire::{AdminRequest, ClientMsg, Response, TenantInfo, TicketInfo};
 use std::fmt;
 use tokio::net::ToSocketAddrs;
 
@@ -52,6 +52,26 @@ impl AdminClient {
     pub async fn list_hosts(&self) -> Result<Vec<Host>, DaemonError> {
         match self.call(AdminRequest::ListHosts).await? {
             Response::Hosts(h) => Ok(h),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sets a tenant's quota (all `None`: unlimited).
+    pub async fn set_quota(&self, tenant: &str, quota: &Quota) -> Result<(), DaemonError> {
+        let req = AdminRequest::SetQuota {
+            tenant: tenant.to_owned(),
+            quota: quota.clone(),
+        };
+        match self.call(req).await? {
+            Response::Ack => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every waiting request, all tenants', by id.
+    pub async fn queue(&self) -> Result<Vec<TicketInfo>, DaemonError> {
+        match self.call(AdminRequest::ListQueue).await? {
+            Response::Tickets(t) => Ok(t),
             other => Err(unexpected(&other)),
         }
     }

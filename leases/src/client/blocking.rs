@@ -15,8 +15,8 @@
 //! ```
 
 use crate::error::DaemonError;
-use crate::proto::{Event, Host, LeaseId, LeaseRequest, Millis, TenantId, Usage};
-use crate::wire::{LeaseInfo, TenantInfo};
+use crate::proto::{Event, Host, LeaseId, LeaseRequest, Millis, Quota, TenantId, TicketId, Usage};
+use crate::wire::{LeaseInfo, TenantInfo, TicketInfo};
 use std::future::Future;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -112,6 +112,33 @@ impl TenantClient {
         self.rt.run("lease usage", self.inner.usage(lease))
     }
 
+    /// See [`super::TenantClient::queue_lease`].
+    pub fn queue_lease(
+        &self,
+        req: &LeaseRequest,
+        count: u32,
+        wait_ms: u64,
+    ) -> Result<TicketInfo, DaemonError> {
+        self.rt
+            .run("queue lease", self.inner.queue_lease(req, count, wait_ms))
+    }
+
+    /// See [`super::TenantClient::ticket`].
+    pub fn ticket(&self, ticket: TicketId) -> Result<TicketInfo, DaemonError> {
+        self.rt.run("show ticket", self.inner.ticket(ticket))
+    }
+
+    /// See [`super::TenantClient::tickets`].
+    pub fn tickets(&self) -> Result<Vec<TicketInfo>, DaemonError> {
+        self.rt.run("list tickets", self.inner.tickets())
+    }
+
+    /// See [`super::TenantClient::cancel_ticket`].
+    pub fn cancel_ticket(&self, ticket: TicketId) -> Result<(), DaemonError> {
+        self.rt
+            .run("cancel ticket", self.inner.cancel_ticket(ticket))
+    }
+
     /// The next pushed event, waiting at most `wait`; `None` if none came
     /// or the connection closed.
     pub fn next_event(&mut self, wait: Duration) -> Option<Event> {
@@ -157,5 +184,16 @@ impl AdminClient {
     /// See [`super::AdminClient::list_hosts`].
     pub fn list_hosts(&self) -> Result<Vec<Host>, DaemonError> {
         self.rt.run("list hosts", self.inner.list_hosts())
+    }
+
+    /// See [`super::AdminClient::set_quota`].
+    pub fn set_quota(&self, tenant: &str, quota: &Quota) -> Result<(), DaemonError> {
+        self.rt
+            .run("set quota", self.inner.set_quota(tenant, quota))
+    }
+
+    /// See [`super::AdminClient::queue`].
+    pub fn queue(&self) -> Result<Vec<TicketInfo>, DaemonError> {
+        self.rt.run("list queue", self.inner.queue())
     }
 }

@@ -2,8 +2,8 @@
 
 use super::conn::{unexpected, Conn};
 use crate::error::DaemonError;
-use crate::proto::{Event, LeaseId, LeaseRequest, Millis, TenantId, Usage};
-use crate::wire::{ClientMsg, LeaseInfo, Response, TenantRequest};
+use crate::proto::{Event, LeaseId, LeaseRequest, Millis, TenantId, TicketId, Usage};
+use crate::wire::{ClientMsg, LeaseInfo, Response, TenantRequest, TicketInfo};
 use futures::Stream;
 use std::fmt;
 use std::pin::Pin;
@@ -119,6 +119,49 @@ impl TenantClient {
     pub async fn usage(&self, lease: LeaseId) -> Result<Usage, DaemonError> {
         match self.call(TenantRequest::Usage(lease)).await? {
             Response::Usage { usage, .. } => Ok(usage),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Asks for `count` leases of `req` at once, waiting up to `wait_ms`
+    /// for capacity: the ticket, granted already or waiting.
+    pub async fn queue_lease(
+        &self,
+        req: &LeaseRequest,
+        count: u32,
+        wait_ms: u64,
+    ) -> Result<TicketInfo, DaemonError> {
+        let msg = TenantRequest::QueueLease {
+            request: req.clone(),
+            count,
+            wait_ms,
+        };
+        match self.call(msg).await? {
+            Response::Ticket(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A queued request as it stands.
+    pub async fn ticket(&self, ticket: TicketId) -> Result<TicketInfo, DaemonError> {
+        match self.call(TenantRequest::ShowTicket(ticket)).await? {
+            Response::Ticket(info) => Ok(info),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The tenant's retained queued requests, by id.
+    pub async fn tickets(&self) -> Result<Vec<TicketInfo>, DaemonError> {
+        match self.call(TenantRequest::ListTickets).await? {
+            Response::Tickets(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Withdraws a waiting request.
+    pub async fn cancel_ticket(&self, ticket: TicketId) -> Result<(), DaemonError> {
+        match self.call(TenantRequest::CancelTicket(ticket)).await? {
+            Response::Ack => Ok(()),
             other => Err(unexpected(&other)),
         }
     }

@@ -13,12 +13,13 @@ use crate::audit::{host_actor, ActorKind, AuditAction, AuditEvent, AuditLog};
 use crate::auth::{self, ClusterKey, TenantRecord};
 use crate::error::DaemonError;
 use crate::proto::{
-    Event, HostCommand, HostId, Lease, LeaseError, Manager, Output, StoreOp, TenantId,
+    Event, HostCommand, HostId, Lease, LeaseError, Manager, Output, Queued, StoreOp, TenantId,
+    TicketView,
 };
 use crate::store::{Batch, Store};
 use crate::wire::{
     AdminRequest, ClientMsg, Command, ErrorCode, ErrorReply, HostRequest, LeaseInfo, LeaseKey,
-    RequestId, Response, ServerMsg, StartLease, TenantRequest,
+    RequestId, Response, ServerMsg, StartLease, TenantRequest, TicketInfo,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -358,6 +359,73 @@ impl Core {
                     usage: l.usage_at(now),
                 })
                 .map_err(refuse),
+            TenantRequest::QueueLease {
+                request,
+                count,
+                wait_ms,
+            } => {
+                let queued = match self.mgr.queue_lease(now, &tenant, &request, count, wait_ms) {
+                    Ok(q) => q,
+                    Err(e) => {
+                        self.audit(
+                            audit(AuditAction::LeaseRefused)
+                                .with_cores(request.cores)
+                                .with_detail(e.to_string())
+                                .with_field("count", count),
+                        );
+                        return Err(refuse(e.into()));
+                    }
+                };
+                let ticket = match queued {
+                    Queued::Granted { ticket, .. } => ticket,
+                    Queued::Waiting { ticket, reason } => {
+                        tracing::info!(%ticket, %tenant, %reason, "lease request queued");
+                        self.audit(
+                            audit(AuditAction::LeaseQueued)
+                                .with_cores(request.cores)
+                                .with_detail(reason)
+                                .with_field("ticket", ticket.0)
+                                .with_field("count", count)
+                                .with_field("wait_ms", wait_ms),
+                        );
+                        ticket
+                    }
+                };
+                let view = self.mgr.ticket(&tenant, ticket).map_err(refuse)?;
+                Ok(Response::Ticket(self.ticket_info(view)))
+            }
+            TenantRequest::ShowTicket(ticket) => {
+                let view = self.mgr.ticket(&tenant, ticket).map_err(refuse)?;
+                Ok(Response::Ticket(self.ticket_info(view)))
+            }
+            TenantRequest::ListTickets => Ok(Response::Tickets(
+                self.mgr
+                    .tickets_of(&tenant)
+                    .into_iter()
+                    .map(|v| self.ticket_info(v))
+                    .collect(),
+            )),
+            TenantRequest::CancelTicket(ticket) => {
+                self.mgr
+                    .cancel_ticket(now, &tenant, ticket)
+                    .map_err(refuse)?;
+                self.audit(
+                    audit(AuditAction::TicketEnded)
+                        .with_detail("cancelled")
+                        .with_field("ticket", ticket.0),
+                );
+                Ok(Response::Ack)
+            }
+        }
+    }
+
+    /// A ticket as its tenant sees it, with its leases' secrets once granted.
+    fn ticket_info(&self, view: TicketView) -> TicketInfo {
+        TicketInfo {
+            leases: view.leases.iter().map(|l| self.info(l)).collect(),
+            ticket: view.ticket,
+            reason: view.reason,
+            ahead: view.ahead.map(|n| n as u64),
         }
     }
 
@@ -483,6 +551,34 @@ impl Core {
                 self.tenants.iter().map(|(n, r)| r.info(n)).collect(),
             )),
             AdminRequest::ListHosts => Ok(Response::Hosts(self.mgr.hosts().cloned().collect())),
+            AdminRequest::SetQuota { tenant, quota } => {
+                if !self.tenants.contains_key(&tenant) {
+                    return Err(ErrorReply::new(
+                        Some(id),
+                        ErrorCode::NotFound,
+                        format!("no tenant {tenant}"),
+                    ));
+                }
+                self.mgr
+                    .set_quota(now_ms(), &TenantId::from(tenant.as_str()), quota.clone());
+                self.audit(
+                    AuditEvent::operator(AuditAction::QuotaSet)
+                        .with_field("tenant", &tenant)
+                        .with_field("quota", &quota),
+                );
+                Ok(Response::Ack)
+            }
+            AdminRequest::ListQueue => Ok(Response::Tickets(
+                self.mgr
+                    .waiting()
+                    .map(|t| TicketInfo {
+                        ticket: t.clone(),
+                        reason: None,
+                        ahead: None,
+                        leases: Vec::new(),
+                    })
+                    .collect(),
+            )),
         }
     }
 
@@ -611,6 +707,16 @@ impl Core {
                     .with_host(*host)
                     .with_detail(reason.to_string()),
             ),
+            Output::NotifyTenant(tenant, Event::TicketGranted { ticket, leases }) => Some(
+                AuditEvent::tenant(tenant.as_str(), AuditAction::LeaseGranted)
+                    .with_field("ticket", ticket.0)
+                    .with_field("leases", leases),
+            ),
+            Output::NotifyTenant(tenant, Event::TicketTimedOut { ticket }) => Some(
+                AuditEvent::tenant(tenant.as_str(), AuditAction::TicketEnded)
+                    .with_detail("timed out")
+                    .with_field("ticket", ticket.0),
+            ),
             // A deregistration also marks its host down: audited as such.
             Output::Persist(StoreOp::HostDown { host }) if cause == Cause::Timers => Some(
                 AuditEvent::host(*host, AuditAction::HostDown).with_detail(format!(
@@ -715,6 +821,8 @@ fn admin_claim(req: &AdminRequest) -> (String, &'static str) {
         AdminRequest::AddTenant { .. } => "add_tenant",
         AdminRequest::ListTenants => "list_tenants",
         AdminRequest::ListHosts => "list_hosts",
+        AdminRequest::SetQuota { .. } => "set_quota",
+        AdminRequest::ListQueue => "list_queue",
     };
     ("operator".to_owned(), request)
 }
@@ -729,6 +837,10 @@ fn tenant_request_name(req: &TenantRequest) -> &'static str {
         TenantRequest::Renew { .. } => "renew",
         TenantRequest::Release(_) => "release",
         TenantRequest::Usage(_) => "usage",
+        TenantRequest::QueueLease { .. } => "queue_lease",
+        TenantRequest::ShowTicket(_) => "show_ticket",
+        TenantRequest::ListTickets => "list_tickets",
+        TenantRequest::CancelTicket(_) => "cancel_ticket",
     }
 }
 

@@ -23,11 +23,19 @@ pub struct Config {
     pub max_host_cores: u32,
     /// Most devices of one accelerator kind a host may register.
     pub max_devices_per_kind: u32,
+    /// Longest a queued request may wait.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: Millis,
+}
+
+fn default_max_wait_ms() -> Millis {
+    24 * 3_600_000
 }
 
 impl Default for Config {
     /// 10 s heartbeat timeout, 24 h leases, ended leases kept 1 h,
-    /// at most 4096 cores and 256 devices per kind per host.
+    /// at most 4096 cores and 256 devices per kind per host, queued
+    /// requests waiting up to 24 h.
     fn default() -> Self {
         Self {
             heartbeat_timeout_ms: 10_000,
@@ -35,6 +43,7 @@ impl Default for Config {
             retain_finished_ms: Some(3_600_000),
             max_host_cores: 4096,
             max_devices_per_kind: 256,
+            max_wait_ms: default_max_wait_ms(),
         }
     }
 }

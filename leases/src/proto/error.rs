@@ -3,6 +3,7 @@
 use super::ids::{HostId, LeaseId, Millis};
 use super::lease::LeaseState;
 use super::placement::PlacementError;
+use super::queue::TicketId;
 use serde::{Deserialize, Serialize};
 
 /// Why a lease-manager operation failed.
@@ -55,4 +56,10 @@ pub enum LeaseError {
     /// A lease request was refused.
     #[error(transparent)]
     Placement(#[from] PlacementError),
+    /// No such ticket of this tenant.
+    #[error("queued request {0} not found")]
+    TicketNotFound(TicketId),
+    /// The ticket stopped waiting already.
+    #[error("queued request {0} has ended")]
+    TicketEnded(TicketId),
 }

@@ -7,7 +7,7 @@ use super::ids::{HostId, LeaseId, Millis, TenantId};
 use super::lease::{Lease, LeaseRequest, LeaseState, LostReason, Usage, UsageReport};
 use super::output::{Event, HostCommand, Output};
 use super::placement::{self, PlacementError};
-use super::resources::{Capacity, Pool};
+use super::resources::{Allocation, Capacity, Pool};
 use super::state::State;
 use super::store_op::StoreOp;
 use std::collections::{BTreeMap, VecDeque};
@@ -42,13 +42,17 @@ use std::collections::{BTreeMap, VecDeque};
 /// ```
 #[derive(Debug)]
 pub struct Manager {
-    config: Config,
-    state: State,
+    pub(super) config: Config,
+    pub(super) state: State,
     /// Last heartbeat of every up host (not durable).
     last_seen: BTreeMap<HostId, Millis>,
     /// Latest time seen.
     clock: Millis,
-    out: VecDeque<Output>,
+    pub(super) out: VecDeque<Output>,
+    /// The tenant served last from the queue (round robin; not durable).
+    pub(super) last_served: Option<TenantId>,
+    /// Capacity was freed (or added) since the queue was last served.
+    pub(super) freed: bool,
 }
 
 impl Manager {
@@ -60,6 +64,8 @@ impl Manager {
             last_seen: BTreeMap::new(),
             clock: 0,
             out: VecDeque::new(),
+            last_served: None,
+            freed: false,
         }
     }
 
@@ -167,6 +173,8 @@ impl Manager {
         let active = self.state.active_on(id).cloned().collect();
         self.out
             .push_back(Output::NotifyHost(id, HostCommand::Sync(active)));
+        self.freed = true;
+        self.settle(now);
         Ok(id)
     }
 
@@ -206,7 +214,20 @@ impl Manager {
     ) -> Result<Lease, PlacementError> {
         let now = self.advance(now);
         placement::validate(req, &self.config)?;
+        self.check_quota(tenant, req, 1)?;
         let (host, alloc) = placement::place(self.state.hosts(), req)?;
+        Ok(self.grant(now, tenant, req, host, alloc))
+    }
+
+    /// Grants a lease placed on `host`; queues a [`HostCommand::Start`].
+    pub(super) fn grant(
+        &mut self,
+        now: Millis,
+        tenant: &TenantId,
+        req: &LeaseRequest,
+        host: HostId,
+        alloc: Allocation,
+    ) -> Lease {
         let lease = Lease {
             id: self.state.next_lease_id(),
             tenant: tenant.clone(),
@@ -227,7 +248,7 @@ impl Manager {
         self.commit(StoreOp::LeaseGranted(lease.clone()));
         self.out
             .push_back(Output::NotifyHost(host, HostCommand::Start(lease.clone())));
-        Ok(lease)
+        lease
     }
 
     /// Moves a lease's expiry `extra_ms` later; returns the new expiry.
@@ -268,6 +289,7 @@ impl Manager {
         let now = self.advance(now);
         self.active_owned(tenant, lease)?;
         self.end(lease, LeaseState::Released, now);
+        self.settle(now);
         Ok(self
             .state
             .lease(lease)
@@ -329,13 +351,15 @@ impl Manager {
             });
         }
         self.end(lease, LeaseState::Lost { reason }, now);
+        self.settle(now);
         Ok(())
     }
 
     /// Runs the timers due at `now`: expires leases, marks silent hosts down
     /// (their leases lost), forgets ended leases past retention.
     pub fn handle_timeout(&mut self, now: Millis) {
-        self.advance(now);
+        let now = self.advance(now);
+        self.settle(now);
     }
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work.
@@ -346,11 +370,19 @@ impl Manager {
             .values()
             .min()
             .map(|t| t.saturating_add(self.config.heartbeat_timeout_ms));
-        let forget = self
-            .config
-            .retain_finished_ms
-            .and_then(|r| self.state.oldest_end().map(|t| t.saturating_add(r)));
-        [expiry, silence, forget].into_iter().flatten().min()
+        let forget = self.config.retain_finished_ms.and_then(|r| {
+            let oldest = [self.state.oldest_end(), self.oldest_ticket_end()];
+            oldest
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_add(r))
+        });
+        let deadline = self.next_ticket_deadline();
+        [expiry, silence, forget, deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next effect for the driver, in order.
@@ -382,6 +414,11 @@ impl Manager {
         self.state.host(host)
     }
 
+    /// [`advance`](Self::advance), for the other inputs of the module.
+    pub(super) fn advance_pub(&mut self, now: Millis) -> Millis {
+        self.advance(now)
+    }
+
     /// Moves the clock to `now` (never backwards) and runs the due timers.
     fn advance(&mut self, now: Millis) -> Millis {
         self.clock = self.clock.max(now);
@@ -407,7 +444,10 @@ impl Manager {
             for lease in self.state.ended_by(horizon) {
                 self.commit(StoreOp::LeaseForgotten { lease });
             }
+            self.forget_tickets(horizon);
         }
+        self.expire_tickets(now);
+        self.settle(now);
         now
     }
 
@@ -438,6 +478,7 @@ impl Manager {
             state: state.clone(),
             at,
         });
+        self.freed = true;
         let notify = match state {
             LeaseState::Active => None,
             LeaseState::Released => {
@@ -462,7 +503,7 @@ impl Manager {
     }
 
     /// Applies a change decided here and queues it for the store.
-    fn commit(&mut self, op: StoreOp) {
+    pub(super) fn commit(&mut self, op: StoreOp) {
         debug_assert_eq!(self.state.check(&op), Ok(()), "inconsistent {op:?}");
         self.state.mutate(&op);
         self.out.push_back(Output::Persist(op));

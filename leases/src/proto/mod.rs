@@ -25,7 +25,9 @@ mod lease;
 mod manager;
 mod output;
 mod placement;
+mod queue;
 mod resources;
+mod schedule;
 mod state;
 mod store_op;
 
@@ -40,6 +42,8 @@ pub use lease::{Lease, LeaseRequest, LeaseState, LostReason, Usage, UsageReport}
 pub use manager::Manager;
 pub use output::{Event, HostCommand, Output};
 pub use placement::PlacementError;
+pub use queue::{Quota, Ticket, TicketId, TicketOutcome};
 pub use resources::{Capacity, Pool};
+pub use schedule::{Queued, TicketView, MAX_TICKET_LEASES};
 pub use state::State;
 pub use store_op::StoreOp;

@@ -2,6 +2,7 @@
 
 use super::ids::{HostId, LeaseId, TenantId};
 use super::lease::{Lease, LostReason};
+use super::queue::TicketId;
 use super::store_op::StoreOp;
 use serde::{Deserialize, Serialize};
 
@@ -54,5 +55,17 @@ pub enum Event {
     LeaseExpired {
         /// Lease id.
         lease: LeaseId,
+    },
+    /// A queued request was granted: its leases.
+    TicketGranted {
+        /// The ticket.
+        ticket: TicketId,
+        /// Its leases, granted together.
+        leases: Vec<LeaseId>,
+    },
+    /// A queued request waited until its deadline, in vain.
+    TicketTimedOut {
+        /// The ticket.
+        ticket: TicketId,
     },
 }

@@ -21,6 +21,16 @@ pub enum PlacementError {
     /// No executor manager ever registered.
     #[error("no hosts registered")]
     NoHosts,
+    /// The tenant's quota would be passed.
+    #[error("over the tenant's quota: {would_be} {what} > {limit}")]
+    Quota {
+        /// `cores`, `accelerators` or `leases`.
+        what: String,
+        /// The limit.
+        limit: u32,
+        /// What the tenant's leases would hold with this request.
+        would_be: u64,
+    },
     /// Every registered host is down.
     #[error("no host is up ({registered} registered, all down)")]
     NoHostUp {

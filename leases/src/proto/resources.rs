@@ -176,6 +176,21 @@ impl Pool {
         }
     }
 
+    /// Takes an allocation [`pick`](Self::pick) made out of the pool.
+    pub(crate) fn take(&mut self, a: &Allocation) {
+        for c in &a.core_ids {
+            self.cores.remove(c);
+        }
+        self.memory_mib = self.memory_mib.saturating_sub(a.memory_mib);
+        for (kind, devices) in &a.accelerators {
+            if let Some(free) = self.accelerators.get_mut(kind) {
+                for d in devices {
+                    free.remove(d);
+                }
+            }
+        }
+    }
+
     /// Returns `lease`'s resources to the pool.
     pub(crate) fn give_back(&mut self, lease: &Lease) {
         self.cores.extend(lease.core_ids.iter().copied());

@@ -2,8 +2,9 @@
 
 use super::error::LeaseError;
 use super::host::Host;
-use super::ids::{HostId, LeaseId, Millis};
+use super::ids::{HostId, LeaseId, Millis, TenantId};
 use super::lease::{Lease, LeaseState};
+use super::queue::{InUse, Queue, Quota, Ticket, TicketId, TicketOutcome};
 use super::resources::{Capacity, Pool};
 use super::store_op::StoreOp;
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,6 +23,11 @@ pub struct State {
     ended: BTreeSet<(Millis, LeaseId)>,
     next_host: u64,
     next_lease: u64,
+    /// Queued requests, waiting and recently ended.
+    queue: Queue,
+    /// Tenants' quotas (unlimited ones are absent).
+    quotas: BTreeMap<TenantId, Quota>,
+    next_ticket: u64,
 }
 
 impl Default for State {
@@ -34,6 +40,9 @@ impl Default for State {
             ended: BTreeSet::new(),
             next_host: 1,
             next_lease: 1,
+            queue: Queue::default(),
+            quotas: BTreeMap::new(),
+            next_ticket: 1,
         }
     }
 }
@@ -100,6 +109,50 @@ impl State {
             .take_while(|&&(e, _)| e <= t)
             .map(|&(_, id)| id)
             .collect()
+    }
+
+    /// Every retained ticket (waiting and recently ended), by id.
+    pub fn tickets(&self) -> impl Iterator<Item = &Ticket> {
+        self.queue.tickets.values()
+    }
+
+    /// One ticket, whatever its tenant.
+    pub(crate) fn ticket(&self, id: TicketId) -> Option<&Ticket> {
+        self.queue.tickets.get(&id)
+    }
+
+    pub(crate) fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// The id the next ticket gets.
+    pub(crate) fn next_ticket_id(&self) -> TicketId {
+        TicketId(self.next_ticket)
+    }
+
+    /// A tenant's quota (unlimited if none was set).
+    pub fn quota(&self, tenant: &TenantId) -> Quota {
+        self.quotas.get(tenant).cloned().unwrap_or_default()
+    }
+
+    /// Every quota set, by tenant.
+    pub fn quotas(&self) -> impl Iterator<Item = (&TenantId, &Quota)> {
+        self.quotas.iter()
+    }
+
+    /// What `tenant`'s active leases hold.
+    pub(crate) fn in_use(&self, tenant: &TenantId) -> InUse {
+        let mut u = InUse::default();
+        for l in self
+            .leases
+            .values()
+            .filter(|l| &l.tenant == tenant && l.is_active())
+        {
+            u.cores += u64::from(l.cores);
+            u.accelerators += l.accelerators.values().map(|d| d.len() as u64).sum::<u64>();
+            u.leases += 1;
+        }
+        u
     }
 
     /// The id the next new host gets.
@@ -205,13 +258,56 @@ impl State {
             StoreOp::Checkpoint {
                 next_host,
                 next_lease,
+                next_ticket,
                 ..
             } => {
-                if *next_host < self.next_host || *next_lease < self.next_lease {
+                if *next_host < self.next_host
+                    || *next_lease < self.next_lease
+                    || (*next_ticket != 0 && *next_ticket < self.next_ticket)
+                {
                     return Err("checkpoint would reuse ids".into());
                 }
                 Ok(())
             }
+            StoreOp::TicketQueued(t) => {
+                if self.queue.tickets.contains_key(&t.id) {
+                    return Err(format!("ticket {} already exists", t.id));
+                }
+                if !t.is_waiting() || t.count == 0 {
+                    return Err(format!("queued ticket {} is not a waiting one", t.id));
+                }
+                Ok(())
+            }
+            StoreOp::TicketEnded {
+                ticket, outcome, ..
+            } => {
+                match self.queue.tickets.get(ticket) {
+                    Some(t) if t.is_waiting() => {}
+                    Some(_) => return Err(format!("ticket {ticket} has ended")),
+                    None => return Err(format!("unknown ticket {ticket}")),
+                }
+                if let TicketOutcome::Granted(leases) = outcome {
+                    if let Some(l) = leases.iter().find(|l| !self.leases.contains_key(l)) {
+                        return Err(format!("ticket {ticket} granted unknown lease {l}"));
+                    }
+                }
+                Ok(())
+            }
+            StoreOp::TicketForgotten { ticket } => match self.queue.tickets.get(ticket) {
+                Some(t) if t.is_waiting() => Err(format!("ticket {ticket} still waits")),
+                Some(_) => Ok(()),
+                None => Err(format!("unknown ticket {ticket}")),
+            },
+            StoreOp::TicketRestored(t) => {
+                if self.queue.tickets.contains_key(&t.id) {
+                    return Err(format!("ticket {} already exists", t.id));
+                }
+                if t.is_waiting() || t.ended_at_ms.is_none() {
+                    return Err(format!("restored ticket {} has not ended", t.id));
+                }
+                Ok(())
+            }
+            StoreOp::QuotaSet { .. } => Ok(()),
         }
     }
 
@@ -240,10 +336,22 @@ impl State {
                 .map(|h| StoreOp::HostDown { host: h.id }),
         );
         ops.extend(ended.into_iter().cloned().map(StoreOp::LeaseRestored));
+        ops.extend(self.quotas.iter().map(|(tenant, quota)| StoreOp::QuotaSet {
+            tenant: tenant.clone(),
+            quota: quota.clone(),
+        }));
+        ops.extend(self.queue.tickets.values().map(|t| {
+            if t.is_waiting() {
+                StoreOp::TicketQueued(t.clone())
+            } else {
+                StoreOp::TicketRestored(t.clone())
+            }
+        }));
         ops.push(StoreOp::Checkpoint {
             next_host: self.next_host,
             next_lease: self.next_lease,
             at: clock,
+            next_ticket: self.next_ticket,
         });
         ops
     }
@@ -327,10 +435,29 @@ impl State {
             StoreOp::Checkpoint {
                 next_host,
                 next_lease,
+                next_ticket,
                 ..
             } => {
                 self.next_host = self.next_host.max(*next_host);
                 self.next_lease = self.next_lease.max(*next_lease);
+                self.next_ticket = self.next_ticket.max(*next_ticket);
+            }
+            StoreOp::TicketQueued(t) | StoreOp::TicketRestored(t) => {
+                self.next_ticket = self.next_ticket.max(t.id.0.saturating_add(1));
+                self.queue.insert(t);
+            }
+            StoreOp::TicketEnded {
+                ticket,
+                outcome,
+                at,
+            } => self.queue.end(*ticket, outcome, *at),
+            StoreOp::TicketForgotten { ticket } => self.queue.forget(*ticket),
+            StoreOp::QuotaSet { tenant, quota } => {
+                if quota.is_unlimited() {
+                    self.quotas.remove(tenant);
+                } else {
+                    self.quotas.insert(tenant.clone(), quota.clone());
+                }
             }
         }
     }

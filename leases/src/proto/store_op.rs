@@ -1,7 +1,8 @@
 //! Durable state changes: the redo log of the lease manager.
 
-use super::ids::{HostId, LeaseId, Millis};
+use super::ids::{HostId, LeaseId, Millis, TenantId};
 use super::lease::{Lease, LeaseState, UsageReport};
+use super::queue::{Quota, Ticket, TicketId, TicketOutcome};
 use super::resources::Capacity;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,35 @@ pub enum StoreOp {
         next_lease: u64,
         /// The manager's clock when the checkpoint was taken.
         at: Millis,
+        /// The id the next ticket gets (absent from logs older than queues).
+        #[serde(default)]
+        next_ticket: u64,
+    },
+    /// A lease request was queued (also, in a checkpoint, one that waits).
+    TicketQueued(Ticket),
+    /// A queued request stopped waiting: granted (its leases' grants come
+    /// first), timed out or cancelled.
+    TicketEnded {
+        /// The ticket.
+        ticket: TicketId,
+        /// How.
+        outcome: TicketOutcome,
+        /// When.
+        at: Millis,
+    },
+    /// An ended ticket was dropped after the retention period.
+    TicketForgotten {
+        /// The ticket.
+        ticket: TicketId,
+    },
+    /// Checkpoint only: an ended ticket kept for its retention period.
+    TicketRestored(Ticket),
+    /// A tenant's quota was set (unlimited: removed).
+    QuotaSet {
+        /// The tenant.
+        tenant: TenantId,
+        /// Its limits.
+        quota: Quota,
     },
 }
 
@@ -88,7 +118,14 @@ impl StoreOp {
             | Self::LeaseEnded { at, .. }
             | Self::Checkpoint { at, .. } => Some(*at),
             Self::LeaseRestored(lease) => lease.ended_at_ms,
-            Self::HostUpserted { .. } | Self::HostDown { .. } | Self::LeaseForgotten { .. } => None,
+            Self::TicketQueued(t) => Some(t.queued_at_ms),
+            Self::TicketEnded { at, .. } => Some(*at),
+            Self::TicketRestored(t) => t.ended_at_ms,
+            Self::HostUpserted { .. }
+            | Self::HostDown { .. }
+            | Self::LeaseForgotten { .. }
+            | Self::TicketForgotten { .. }
+            | Self::QuotaSet { .. } => None,
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum ErrorCode {
     InvalidRegistration,
     /// The daemon failed (store error); the request may not have happened.
     Internal,
+    /// The tenant's quota refuses the request.
+    Quota,
     /// A code from a newer daemon.
     #[serde(other)]
     Unknown,
@@ -79,7 +81,8 @@ impl ErrorReply {
 impl From<&LeaseError> for ErrorCode {
     fn from(e: &LeaseError) -> Self {
         match e {
-            LeaseError::NotFound(_) => Self::NotFound,
+            LeaseError::NotFound(_) | LeaseError::TicketNotFound(_) => Self::NotFound,
+            LeaseError::TicketEnded(_) => Self::NotActive,
             LeaseError::NotActive { .. } => Self::NotActive,
             LeaseError::TooLong { .. } => Self::TooLong,
             LeaseError::UnknownHost(_) => Self::UnknownHost,
@@ -96,6 +99,7 @@ impl From<&PlacementError> for ErrorCode {
     fn from(e: &PlacementError) -> Self {
         match e {
             PlacementError::Invalid { .. } => Self::InvalidArgument,
+            PlacementError::Quota { .. } => Self::Quota,
             _ => Self::Placement,
         }
     }

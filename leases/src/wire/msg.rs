@@ -3,8 +3,8 @@
 use super::error::ErrorReply;
 use super::token::LeaseToken;
 use crate::proto::{
-    Capacity, Event, Host, HostId, Lease, LeaseId, LeaseRequest, Millis, TenantId, Usage,
-    UsageReport,
+    Capacity, Event, Host, HostId, Lease, LeaseId, LeaseRequest, Millis, Quota, TenantId, Ticket,
+    TicketId, Usage, UsageReport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,23 @@ pub enum TenantRequest {
     Release(LeaseId),
     /// A lease's usage so far. Reply: [`Response::Usage`].
     Usage(LeaseId),
+    /// Asks for `count` leases of `request` at once, waiting up to
+    /// `wait_ms` for capacity. Reply: [`Response::Ticket`] (granted at
+    /// once, or waiting).
+    QueueLease {
+        /// What each lease gets.
+        request: LeaseRequest,
+        /// Leases granted together (a group's).
+        count: u32,
+        /// Longest wait, ms.
+        wait_ms: u64,
+    },
+    /// A queued request as it stands. Reply: [`Response::Ticket`].
+    ShowTicket(TicketId),
+    /// The tenant's retained queued requests. Reply: [`Response::Tickets`].
+    ListTickets,
+    /// Withdraws a waiting request. Reply: [`Response::Ack`].
+    CancelTicket(TicketId),
 }
 
 /// What an executor manager can ask.
@@ -158,6 +175,29 @@ pub enum AdminRequest {
     ListTenants,
     /// All registered hosts. Reply: [`Response::Hosts`].
     ListHosts,
+    /// Sets a tenant's quota (all `None`: unlimited). Reply: [`Response::Ack`].
+    SetQuota {
+        /// The tenant name.
+        tenant: String,
+        /// Its limits.
+        quota: Quota,
+    },
+    /// Every waiting request, all tenants'. Reply: [`Response::Tickets`]
+    /// (without leases).
+    ListQueue,
+}
+
+/// A queued request as its tenant sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketInfo {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Why it waits, while it does (the first resource short, or the quota).
+    pub reason: Option<String>,
+    /// Waiting requests ahead of it, while it waits.
+    pub ahead: Option<u64>,
+    /// Its leases, once granted.
+    pub leases: Vec<LeaseInfo>,
 }
 
 /// A lease as a tenant sees it: where to reach it and the secret its
@@ -235,6 +275,10 @@ pub enum Response {
     Tenants(Vec<TenantInfo>),
     /// All registered hosts, by id.
     Hosts(Vec<Host>),
+    /// One queued request.
+    Ticket(TicketInfo),
+    /// Queued requests, by id.
+    Tickets(Vec<TicketInfo>),
 }
 
 /// A lease for an executor manager to run. The secret its executor checks

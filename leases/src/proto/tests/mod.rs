@@ -4,5 +4,6 @@ mod hosts;
 mod lifecycle;
 mod placement;
 mod prop;
+mod queue;
 mod replay;
 mod util;

@@ -94,6 +94,11 @@ fn busy_sim() -> Sim {
             StoreOp::LeaseForgotten { .. } => "forget",
             // Only checkpoints write these.
             StoreOp::LeaseRestored(_) | StoreOp::Checkpoint { .. } => "checkpoint",
+            StoreOp::TicketQueued(_)
+            | StoreOp::TicketEnded { .. }
+            | StoreOp::TicketForgotten { .. }
+            | StoreOp::TicketRestored(_)
+            | StoreOp::QuotaSet { .. } => "queue",
         };
         *m.entry(name).or_default() += 1;
         m
@@ -199,11 +204,13 @@ fn checkpoint_ops_are_checked_like_the_others() {
                 next_host: 1,
                 next_lease: 9,
                 at: 0,
+                next_ticket: 0,
             },
             StoreOp::Checkpoint {
                 next_host: 1,
                 next_lease: 3,
                 at: 0,
+                next_ticket: 0,
             },
         ],
     ] {
