@@ -11,6 +11,7 @@
 #   RFX_TEST_SKIP_CONTAINERS=1 no podman (tests/container.rs then skips)
 #   RFX_TEST_SKIP_MPI=1 ...    no MPICH ABI toolchain (tests/mpi.rs then skips)
 #   RFX_TEST_SKIP_PYTHON=1 ... skip the Python package (python/) and its tests
+#   RFX_TEST_SKIP_PROMETHEUS=1 no prometheus/promtool (tests/metrics.rs then skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,11 @@ fi
 if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ] || [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
     want_pkgs+=(python3-venv)
 fi
+# Prometheus metrics (tests/metrics.rs): promtool checks them, a real
+# Prometheus scrapes them.
+if [ "${RFX_TEST_SKIP_PROMETHEUS:-0}" != 1 ]; then
+    want_pkgs+=(prometheus)
+fi
 # The Python host (python/host) embeds CPython: it links libpython.
 if [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
     want_pkgs+=(libpython3-dev)
@@ -61,6 +67,10 @@ if [ "${RFX_TEST_SKIP_APT:-0}" != 1 ] && [ ${#need_pkgs[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -q
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need_pkgs[@]}"
+    # The tests run their own Prometheus; not the package's service.
+    if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # --- rust toolchain pieces ---------------------------------------------------

@@ -35,6 +35,8 @@ pub mod client;
 #[cfg(feature = "server")]
 pub mod daemon;
 mod error;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod proto;
 #[cfg(feature = "server")]
 mod store;

@@ -73,6 +73,11 @@ pub(crate) struct LeaseManagerArgs {
     /// Without it, nothing is audited.
     #[arg(long, env = "RFX_AUDIT_LOG", value_name = "PATH")]
     audit_log: Option<PathBuf>,
+    /// Serve Prometheus metrics (OpenMetrics text) at
+    /// `http://ADDR/metrics`: leases by state, the queue and its wait
+    /// times, hosts, cores, and per tenant leases, cores and usage.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
@@ -85,6 +90,7 @@ pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.audit_log {
         cfg.audit = AuditLog::open(path)?;
     }
+    cfg.metrics_listen = args.metrics_listen;
     daemon::serve(cfg)?;
     Ok(())
 }

@@ -77,6 +77,10 @@ pub(crate) struct ExecutorManagerArgs {
     /// kills, time limits and invocation sessions to this file (JSON lines).
     #[arg(long)]
     audit_log: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`: executors
+    /// running, started, ended, restarted; invocations and bytes.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// The container runtime of leases that ask for an image: podman,
     /// docker or apptainer.
     #[arg(long, default_value = "podman")]
@@ -141,6 +145,7 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             Some(p) => rfx::leases::audit::AuditLog::open(p)?,
             None => rfx::leases::audit::AuditLog::disabled(),
         },
+        metrics_listen: args.metrics_listen,
     };
     manager::serve(cfg)?;
     Ok(())

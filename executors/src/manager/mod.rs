@@ -77,6 +77,7 @@ mod bounds;
 mod error;
 mod lines;
 mod lookup;
+mod metrics;
 mod process;
 mod standby;
 mod state;
@@ -168,6 +169,8 @@ pub struct ManagerConfig {
     /// and invocation sessions are recorded, one JSON line each
     /// (`rfx_leases::audit`); disabled by default.
     pub audit: AuditLog,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ManagerConfig {
@@ -196,6 +199,7 @@ impl ManagerConfig {
             sandbox: SandboxConfig::default(),
             max_exec_timeout: DEFAULT_MAX_EXEC_TIMEOUT,
             audit: AuditLog::disabled(),
+            metrics_listen: None,
         }
     }
 }
@@ -331,7 +335,18 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
         sandbox,
         standby: standby::Pool::new(cfg.sandbox.standby),
         audit: cfg.audit.clone(),
+        metrics: Arc::new(metrics::ManagerMetrics::new()),
     });
+    let _exporter = match cfg.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let m = Arc::clone(&shared.metrics);
+            Some(
+                rfx_leases::metrics::Exporter::serve(addr, move || m.render())
+                    .map_err(ManagerError::io("serve the metrics"))?,
+            )
+        }
+    };
     standby::Pool::fill(&shared);
     let mut driver = Driver {
         shared,
@@ -492,6 +507,7 @@ impl Driver {
                 stop: stop_tx,
             },
         );
+        self.shared.metrics.started();
         let shared = self.shared.clone();
         let task = self.tasks.spawn(async move {
             let outcome = process::supervise(shared, s, token, stop_rx, state_tx).await;
@@ -530,6 +546,13 @@ impl Driver {
             self.running.remove(&lease);
         }
         self.shared.directory.remove(lease, generation);
+        self.shared.metrics.ended(match &outcome {
+            Some(Outcome::Stopped) => "stopped",
+            Some(Outcome::Ended { ending, .. }) if ending.out_of_memory_mib.is_some() => {
+                "out_of_memory"
+            }
+            _ => "crashed",
+        });
         match outcome {
             Some(Outcome::Stopped) => {}
             Some(Outcome::Ended { ending, reported }) => {

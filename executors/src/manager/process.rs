@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) standby: Pool,
     /// The audit log of tenant-visible events.
     pub(crate) audit: AuditLog,
+    /// What `--metrics-listen` serves.
+    pub(crate) metrics: Arc<super::metrics::ManagerMetrics>,
 }
 
 impl Shared {
@@ -205,6 +207,7 @@ pub(crate) async fn supervise(
 
 /// Counts a stop at the time limit in the lease's usage (best effort).
 async fn report_timeout(shared: &Shared, lease: LeaseId) {
+    shared.metrics.restarted();
     let delta = UsageReport {
         function_timeouts: 1,
         ..UsageReport::default()
@@ -594,7 +597,10 @@ async fn forward_usage(out: impl AsyncRead + Unpin, shared: Arc<Shared>, lease: 
         };
         let host = shared.host();
         match tokio::time::timeout(REPORT_WAIT, host.report_usage(lease, &delta)).await {
-            Ok(Ok(())) => meter.acknowledge(&usage),
+            Ok(Ok(())) => {
+                meter.acknowledge(&usage);
+                shared.metrics.usage(&delta);
+            }
             Ok(Err(e)) => tracing::debug!(%lease, "usage report failed: {e}"),
             Err(_) => tracing::warn!(%lease, "usage report timed out"),
         }

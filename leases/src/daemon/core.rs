@@ -12,6 +12,7 @@ use super::{blocking, now_ms};
 use crate::audit::{host_actor, ActorKind, AuditAction, AuditEvent, AuditLog};
 use crate::auth::{self, ClusterKey, TenantRecord};
 use crate::error::DaemonError;
+use crate::metrics::LeaseManagerMetrics;
 use crate::proto::{
     Event, HostCommand, HostId, Lease, LeaseError, Manager, Output, Queued, StoreOp, TenantId,
     TicketView,
@@ -48,6 +49,10 @@ pub(super) enum CoreMsg {
     },
     /// The connection ended.
     Close { conn: ConnId },
+    /// A scrape of the metrics: their text, now.
+    Metrics {
+        reply: oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// A connected client, and whose pushes it gets.
@@ -114,6 +119,8 @@ pub(super) struct Core {
     drained: Vec<Output>,
     /// Audit events of the current input, written after its commit.
     pending: Vec<AuditEvent>,
+    /// What `--metrics-listen` serves.
+    metrics: LeaseManagerMetrics,
 }
 
 /// What caused the outputs being drained, for their audit events.
@@ -146,6 +153,7 @@ impl Core {
             audit,
             drained: Vec::new(),
             pending: Vec::new(),
+            metrics: LeaseManagerMetrics::new(),
         }
     }
 
@@ -215,6 +223,9 @@ impl Core {
             }
             CoreMsg::Close { conn } => {
                 self.peers.remove(&conn);
+            }
+            CoreMsg::Metrics { reply } => {
+                let _ = reply.send(self.metrics.render(&self.mgr));
             }
             CoreMsg::Request { conn, msg, reply } => {
                 let id = msg.id();
@@ -678,6 +689,7 @@ impl Core {
                     self.pending.insert(at, event);
                 }
             }
+            self.metrics.observe(&self.mgr, &out);
             self.drained.push(out);
         }
     }

@@ -90,6 +90,8 @@ pub struct DaemonConfig {
     /// ([`crate::audit`]); [`AuditLog::disabled`] (the default) records
     /// nothing.
     pub audit: AuditLog,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` ([`crate::metrics`]).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -110,6 +112,7 @@ impl DaemonConfig {
             tls: None,
             compact_after_ops: 10_000,
             audit: AuditLog::disabled(),
+            metrics_listen: None,
         }
     }
 
@@ -150,6 +153,7 @@ pub struct Daemon {
     hello_timeout: Duration,
     max_connections: usize,
     tls: Option<crate::tls::TlsServer>,
+    metrics_listen: Option<SocketAddr>,
 }
 
 impl Daemon {
@@ -196,6 +200,7 @@ impl Daemon {
             hello_timeout: cfg.hello_timeout,
             max_connections: cfg.max_connections,
             tls: cfg.tls,
+            metrics_listen: cfg.metrics_listen,
         })
     }
 
@@ -211,6 +216,25 @@ impl Daemon {
     /// already durable when this returns or is dropped.
     pub async fn run<F: Future>(self, shutdown: F) -> Result<(), DaemonError> {
         let (tx, rx) = mpsc::channel(CORE_QUEUE);
+        // The exporter asks the core for each scrape (its own thread).
+        let _exporter = match self.metrics_listen {
+            None => None,
+            Some(addr) => {
+                let tx = tx.clone();
+                let render = move || {
+                    let (reply, answer) = tokio::sync::oneshot::channel();
+                    tx.blocking_send(core::CoreMsg::Metrics { reply })
+                        .map_err(|_| "the lease manager is stopping".to_string())?;
+                    answer
+                        .blocking_recv()
+                        .map_err(|_| "the lease manager is stopping".to_string())?
+                };
+                Some(
+                    crate::metrics::Exporter::serve(addr, render)
+                        .map_err(DaemonError::io("serve the metrics"))?,
+                )
+            }
+        };
         let core = self.core.run(rx);
         tokio::pin!(core, shutdown);
         let slots = Arc::new(Semaphore::new(self.max_connections));
