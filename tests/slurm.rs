@@ -161,3 +161,108 @@ fn srun_and_the_batch_script_run_rfx() {
     assert!(job.contains("result checked"), "{job}");
     assert!(job.contains("rfx-job: done"), "{job}");
 }
+
+/// `rfx lease-manager --provider slurm`: a lease request waiting on an
+/// empty cluster makes the lease manager submit a job that runs an
+/// executor manager, the request is granted when it registers, a second
+/// waiting tenant gets a second host, and idle hosts are given back.
+#[test]
+fn the_slurm_provider_grows_the_cluster_for_waiting_requests_and_shrinks_it_when_idle() {
+    use rfx::leases::client::blocking::AdminClient;
+    use rfx::leases::proto::LeaseRequest;
+    use rfx::local::LocalCluster;
+    use rfx::tenant::Tenant;
+    use std::time::Instant;
+
+    let Some(slurm) = Slurm::up() else { return };
+    const KEY: &str = "cluster-key-for-the-slurm-provider";
+    let idle_s = 2.0;
+    let idle = idle_s.to_string();
+    let c = LocalCluster::builder(RFX)
+        .cluster_key(KEY)
+        .executor_managers(0)
+        .env("SLURM_CONF", slurm.conf().display().to_string())
+        .env("RFX_LOG", "info")
+        .lease_manager_args([
+            "--provider",
+            "slurm",
+            "--min-hosts",
+            "0",
+            "--max-hosts",
+            "2",
+            "--idle-timeout-s",
+            idle.as_str(),
+            "--provider-poll-s",
+            "0.5",
+            "--sbatch-args=--cpus-per-task=1 --time=5",
+            "--provider-executor-args=--sandbox off --gpu 0",
+        ])
+        .start()
+        .unwrap();
+    let lms = c.lease_manager().to_string();
+    let admin = AdminClient::connect(&lms, KEY).unwrap();
+    assert!(admin.list_hosts().unwrap().is_empty());
+    let alice = Tenant::connect(&lms, &c.add_tenant("alice").unwrap()).unwrap();
+    let bob = Tenant::connect(&lms, &c.add_tenant("bob").unwrap()).unwrap();
+    let req = LeaseRequest::new(1, 120_000);
+
+    // Scale out from nothing: a job, its executor manager, the grant.
+    let t0 = Instant::now();
+    let a = alice
+        .lease_wait(&req, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let first = t0.elapsed();
+    let jobs = admin.jobs().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].host, Some(a.info().lease.host), "{jobs:?}");
+    eprintln!("scale out: a lease on an empty cluster granted in {first:?}");
+
+    // A second tenant waits: a second host.
+    let t1 = Instant::now();
+    let b = bob.lease_wait(&req, Duration::from_secs(60)).unwrap();
+    eprintln!("scale out: a second host in {:?}", t1.elapsed());
+    assert_ne!(a.info().lease.host, b.info().lease.host);
+    assert_eq!(
+        admin.list_hosts().unwrap().iter().filter(|h| h.up).count(),
+        2
+    );
+
+    // Scale in: both released; each host goes within the idle timeout
+    // plus the poll and the job's end.
+    a.release().unwrap();
+    b.release().unwrap();
+    let released = Instant::now();
+    let deadline = released + Duration::from_secs(30);
+    loop {
+        let up = admin.list_hosts().unwrap().iter().filter(|h| h.up).count();
+        if up == 0 && admin.jobs().unwrap().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "hosts still up: {up}, jobs {:?}\n{}",
+            admin.jobs().unwrap(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = released.elapsed();
+    eprintln!("scale in: idle hosts gone {gone:?} after the release (idle timeout {idle_s} s)");
+    // Where the time went, from the lease manager's log.
+    let log = std::fs::read_to_string(c.dir().join("lease-manager.log")).unwrap_or_default();
+    for line in log.lines().filter(|l| {
+        [
+            "asking for a host",
+            "job submitted",
+            "provided host registered",
+            "lease granted",
+            "giving back",
+            "host registered",
+        ]
+        .iter()
+        .any(|k| l.contains(k))
+    }) {
+        eprintln!("  {line}");
+    }
+    assert!(gone < Duration::from_secs_f64(idle_s + 5.0), "{gone:?}");
+}

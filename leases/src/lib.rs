@@ -39,6 +39,8 @@ mod error;
 pub mod metrics;
 pub mod proto;
 #[cfg(feature = "server")]
+pub mod provision;
+#[cfg(feature = "server")]
 mod store;
 pub mod tls;
 pub mod wire;

@@ -78,6 +78,162 @@ pub(crate) struct LeaseManagerArgs {
     /// times, hosts, cores, and per tenant leases, cores and usage.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    provider: ProviderArgs,
+}
+
+/// Elastic capacity: hosts asked from a batch scheduler.
+#[derive(Debug, Args)]
+pub(crate) struct ProviderArgs {
+    /// Ask this scheduler for hosts when lease requests wait, and give
+    /// idle ones back: `slurm` (sbatch, scancel, squeue on PATH).
+    #[arg(long, value_parser = ["slurm"])]
+    provider: Option<String>,
+    /// Hosts kept even when idle.
+    #[arg(long, default_value_t = 0, requires = "provider")]
+    min_hosts: u32,
+    /// Hosts at most (jobs pending included).
+    #[arg(long, default_value_t = 4, requires = "provider")]
+    max_hosts: u32,
+    /// A provided host without a lease for this long is given back.
+    #[arg(long, default_value_t = 300.0, requires = "provider")]
+    idle_timeout_s: f64,
+    /// Arguments of every `sbatch` (partition, account, time, CPUs...),
+    /// split at white space.
+    #[arg(
+        long,
+        default_value = "",
+        allow_hyphen_values = true,
+        requires = "provider"
+    )]
+    sbatch_args: String,
+    /// Extra arguments of the executor manager each job runs, split at
+    /// white space (e.g. `--sandbox off --gpu 0`).
+    #[arg(
+        long,
+        default_value = "",
+        allow_hyphen_values = true,
+        requires = "provider"
+    )]
+    provider_executor_args: String,
+    /// The address jobs register with (default: --listen).
+    #[arg(long, requires = "provider")]
+    provider_lease_manager: Option<String>,
+    /// The jobs' name, how this lease manager finds them (default
+    /// `rfx-em-PORT`).
+    #[arg(long, requires = "provider")]
+    provider_job_name: Option<String>,
+    /// How often the scheduler is asked for its jobs' states.
+    #[arg(long, default_value_t = 2.0, requires = "provider")]
+    provider_poll_s: f64,
+}
+
+impl ProviderArgs {
+    fn config(
+        &self,
+        listen: SocketAddr,
+        db: &std::path::Path,
+    ) -> anyhow::Result<Option<daemon::ProviderConfig>> {
+        let Some(kind) = &self.provider else {
+            return Ok(None);
+        };
+        anyhow::ensure!(kind == "slurm", "unknown provider {kind}");
+        anyhow::ensure!(
+            self.max_hosts >= self.min_hosts,
+            "--max-hosts is below --min-hosts"
+        );
+        let lm = self
+            .provider_lease_manager
+            .clone()
+            .unwrap_or_else(|| listen.to_string());
+        let loopback = lm
+            .parse::<SocketAddr>()
+            .map(|a| a.ip().is_loopback())
+            .unwrap_or(false);
+        let rfx = std::env::current_exe()?.display().to_string();
+        let extra: Vec<String> = self
+            .provider_executor_args
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let job_name = self
+            .provider_job_name
+            .clone()
+            .unwrap_or_else(|| format!("rfx-em-{}", listen.port()));
+        // Beside the store (which may not exist yet).
+        let db = std::path::absolute(db)?;
+        let dir = db
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(std::env::temp_dir);
+        let slurm = rfx::leases::provision::slurm::Slurm {
+            output: dir.join(format!("{job_name}-%j.out")).display().to_string(),
+            job_name,
+            sbatch_args: self
+                .sbatch_args
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+            command: rfx::leases::provision::slurm::Slurm::executor_manager_command(
+                &rfx,
+                &lm,
+                loopback.then_some("127.0.0.1"),
+                &extra,
+            ),
+        };
+        Ok(Some(daemon::ProviderConfig {
+            provider: std::sync::Arc::new(slurm),
+            policy: rfx::leases::provision::Policy {
+                min_hosts: self.min_hosts,
+                max_hosts: self.max_hosts,
+                idle_timeout_ms: (self.idle_timeout_s.max(0.0) * 1000.0) as u64,
+            },
+            poll_every: Duration::from_secs_f64(self.provider_poll_s.max(0.1)),
+        }))
+    }
+}
+
+/// `rfx hosts`.
+#[derive(Debug, Args)]
+pub(crate) struct HostsArgs {
+    /// The running lease manager (with `RFX_CLUSTER_KEY`).
+    #[arg(long)]
+    lease_manager: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn hosts(args: HostsArgs) -> anyhow::Result<()> {
+    let addr = args.lease_manager.unwrap_or_else(manager_from_env);
+    let admin = AdminClient::connect(&addr, &cluster_key()?)?;
+    let hosts = admin.list_hosts()?;
+    let jobs = admin.jobs()?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"hosts": hosts, "jobs": jobs}))?
+        );
+        return Ok(());
+    }
+    for h in &hosts {
+        let job = jobs
+            .iter()
+            .find(|j| j.host == Some(h.id))
+            .map(|j| format!(" job {} ({})", j.job, j.state))
+            .unwrap_or_default();
+        println!(
+            "host {} {} {} cores ({} free){job}",
+            h.id,
+            if h.up { "up" } else { "down" },
+            h.capacity.cores,
+            h.free.free_cores()
+        );
+    }
+    for j in jobs.iter().filter(|j| j.host.is_none()) {
+        println!("job {} {} (no host yet)", j.job, j.state);
+    }
+    Ok(())
 }
 
 pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
@@ -91,6 +247,7 @@ pub(crate) fn lease_manager(args: LeaseManagerArgs) -> anyhow::Result<()> {
         cfg.audit = AuditLog::open(path)?;
     }
     cfg.metrics_listen = args.metrics_listen;
+    cfg.provider = args.provider.config(args.listen, &cfg.db_path)?;
     daemon::serve(cfg)?;
     Ok(())
 }

@@ -146,6 +146,8 @@ pub(crate) fn executor_manager(args: ExecutorManagerArgs) -> anyhow::Result<()> 
             None => rfx::leases::audit::AuditLog::disabled(),
         },
         metrics_listen: args.metrics_listen,
+        // Started by a batch job (by hand, or by a lease manager's provider).
+        job: std::env::var("SLURM_JOB_ID").ok().filter(|j| !j.is_empty()),
     };
     manager::serve(cfg)?;
     Ok(())

@@ -41,6 +41,9 @@ enum Cmd {
     Lease(lease::LeaseCmd),
     /// Run the executor manager of this host (cluster key in RFX_CLUSTER_KEY).
     ExecutorManager(manager::ExecutorManagerArgs),
+    /// The hosts registered with a lease manager, and the batch jobs of
+    /// those it asked a scheduler for (cluster key in RFX_CLUSTER_KEY).
+    Hosts(lease::HostsArgs),
     /// Everything on this machine in one command: lease manager, executor
     /// manager, a tenant, a lease, invocations over each transport, usage.
     Demo(demo::DemoArgs),
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Tenant(c) => lease::tenant(c),
         Cmd::Lease(c) => lease::lease(c),
         Cmd::ExecutorManager(a) => manager::executor_manager(a),
+        Cmd::Hosts(a) => lease::hosts(a),
         Cmd::Demo(a) => demo::demo(a),
     };
     done.map(|()| 0)

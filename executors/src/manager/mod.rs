@@ -171,6 +171,9 @@ pub struct ManagerConfig {
     pub audit: AuditLog,
     /// Serve Prometheus metrics at `http://ADDR/metrics`.
     pub metrics_listen: Option<SocketAddr>,
+    /// The batch job this manager runs in (`SLURM_JOB_ID`), told to the
+    /// lease manager so that one that asked for the host knows it.
+    pub job: Option<String>,
 }
 
 impl ManagerConfig {
@@ -200,6 +203,7 @@ impl ManagerConfig {
             max_exec_timeout: DEFAULT_MAX_EXEC_TIMEOUT,
             audit: AuditLog::disabled(),
             metrics_listen: None,
+            job: None,
         }
     }
 }
@@ -293,11 +297,12 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
             "registering an unspecified address; set an advertised address tenants can reach"
         );
     }
-    let register = HostClient::register(
+    let register = HostClient::register_in_job(
         cfg.lease_manager.as_str(),
         &cfg.cluster_key,
         &advertise,
         cfg.capacity.clone(),
+        cfg.job.clone(),
     );
     let (host, commands) = match tokio::time::timeout(REGISTER_WAIT, register).await {
         Ok(r) => r,
@@ -353,6 +358,7 @@ pub async fn run(cfg: ManagerConfig, shutdown: impl Future) -> Result<(), Manage
         lease_key: LeaseKey::from_cluster_key(&cfg.cluster_key),
         lease_manager: cfg.lease_manager,
         cluster_key: cfg.cluster_key,
+        job: cfg.job,
         advertise,
         capacity: cfg.capacity,
         running: HashMap::new(),
@@ -422,6 +428,7 @@ struct Driver {
     lease_key: LeaseKey,
     lease_manager: String,
     cluster_key: String,
+    job: Option<String>,
     advertise: String,
     capacity: Capacity,
     running: HashMap<LeaseId, Running>,
@@ -580,11 +587,12 @@ impl Driver {
                     Some(done) = self.tasks.join_next_with_id() => self.reaped(done),
                 }
             }
-            let register = HostClient::register(
+            let register = HostClient::register_in_job(
                 self.lease_manager.as_str(),
                 &self.cluster_key,
                 &self.advertise,
                 self.capacity.clone(),
+                self.job.clone(),
             );
             let attempt = tokio::select! {
                 _ = shutdown.as_mut() => return None,

@@ -3,7 +3,7 @@
 use super::conn::{unexpected, Conn};
 use crate::error::DaemonError;
 use crate::proto::{Host, Quota};
-use crate::wire::{AdminRequest, ClientMsg, Response, TenantInfo, TicketInfo};
+use crate::wire::{AdminRequest, ClientMsg, JobInfo, Response, TenantInfo, TicketInfo};
 use std::fmt;
 use tokio::net::ToSocketAddrs;
 
@@ -72,6 +72,14 @@ impl AdminClient {
     pub async fn queue(&self) -> Result<Vec<TicketInfo>, DaemonError> {
         match self.call(AdminRequest::ListQueue).await? {
             Response::Tickets(t) => Ok(t),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The batch jobs a provider runs hosts in.
+    pub async fn jobs(&self) -> Result<Vec<JobInfo>, DaemonError> {
+        match self.call(AdminRequest::ListJobs).await? {
+            Response::Jobs(j) => Ok(j),
             other => Err(unexpected(&other)),
         }
     }

@@ -16,7 +16,7 @@
 
 use crate::error::DaemonError;
 use crate::proto::{Event, Host, LeaseId, LeaseRequest, Millis, Quota, TenantId, TicketId, Usage};
-use crate::wire::{LeaseInfo, TenantInfo, TicketInfo};
+use crate::wire::{JobInfo, LeaseInfo, TenantInfo, TicketInfo};
 use std::future::Future;
 use std::time::Duration;
 use tokio::runtime::Runtime;
@@ -190,6 +190,11 @@ impl AdminClient {
     pub fn set_quota(&self, tenant: &str, quota: &Quota) -> Result<(), DaemonError> {
         self.rt
             .run("set quota", self.inner.set_quota(tenant, quota))
+    }
+
+    /// See [`super::AdminClient::jobs`].
+    pub fn jobs(&self) -> Result<Vec<JobInfo>, DaemonError> {
+        self.rt.run("list jobs", self.inner.jobs())
     }
 
     /// See [`super::AdminClient::queue`].

@@ -44,6 +44,8 @@ pub struct HostClient {
     key: Arc<str>,
     addr: Arc<str>,
     capacity: Arc<Capacity>,
+    /// The batch job this host runs in, if a provider started it.
+    job: Option<Arc<str>>,
     host: Arc<AtomicU64>,
     heartbeat_timeout: Duration,
 }
@@ -68,12 +70,26 @@ impl HostClient {
         addr: &str,
         capacity: Capacity,
     ) -> Result<(Self, Commands), DaemonError> {
+        Self::register_in_job(manager, cluster_key, addr, capacity, None).await
+    }
+
+    /// [`register`](Self::register), naming the batch job the host runs in
+    /// (`SLURM_JOB_ID`): how a lease manager that asked a scheduler for
+    /// hosts knows which job this host is.
+    pub async fn register_in_job(
+        manager: impl ToSocketAddrs,
+        cluster_key: &str,
+        addr: &str,
+        capacity: Capacity,
+        job: Option<String>,
+    ) -> Result<(Self, Commands), DaemonError> {
         let (conn, pushes) = Conn::connect(manager).await?;
         let mut client = Self {
             conn,
             key: cluster_key.into(),
             addr: addr.into(),
             capacity: Arc::new(capacity),
+            job: job.map(Arc::from),
             host: Arc::new(AtomicU64::new(0)),
             heartbeat_timeout: Duration::ZERO,
         };
@@ -181,6 +197,7 @@ impl HostClient {
         let req = HostRequest::Register {
             addr: self.addr.to_string(),
             capacity: Capacity::clone(&self.capacity),
+            job: self.job.as_deref().map(str::to_owned),
         };
         match self.call(req).await? {
             Response::Registered {

@@ -121,6 +121,8 @@ pub(super) struct Core {
     pending: Vec<AuditEvent>,
     /// What `--metrics-listen` serves.
     metrics: LeaseManagerMetrics,
+    /// Elastic capacity, with `--provider`.
+    provider: Option<super::provider::Driver>,
 }
 
 /// What caused the outputs being drained, for their audit events.
@@ -154,6 +156,20 @@ impl Core {
             drained: Vec::new(),
             pending: Vec::new(),
             metrics: LeaseManagerMetrics::new(),
+            provider: None,
+        }
+    }
+
+    /// Asks `cfg`'s scheduler for hosts when requests wait.
+    pub(super) fn with_provider(mut self, cfg: Option<super::provider::ProviderConfig>) -> Self {
+        self.provider = cfg.map(super::provider::Driver::new);
+        self
+    }
+
+    /// Lets the provider act on the state as it now stands.
+    fn provision(&mut self) {
+        if let Some(p) = &mut self.provider {
+            p.act(now_ms(), &self.mgr);
         }
     }
 
@@ -194,15 +210,26 @@ impl Core {
         // A log left long by an older build, or by failed checkpoints.
         self.compact().await;
         loop {
-            let sleep = self
+            self.provision();
+            let now = now_ms();
+            let mut sleep = self
                 .mgr
                 .poll_timeout()
-                .map(|t| Duration::from_millis(t.saturating_sub(now_ms())).min(MAX_SLEEP));
+                .map(|t| Duration::from_millis(t.saturating_sub(now)).min(MAX_SLEEP));
+            if let Some(p) = &self.provider {
+                let wake = p.next_wake(now);
+                sleep = Some(sleep.map_or(wake, |s| s.min(wake)));
+            }
             tokio::select! {
                 msg = rx.recv() => match msg {
                     Some(msg) => self.on_msg(msg).await?,
                     None => return Ok(()),
                 },
+                Some(ev) = provider_event(&mut self.provider) => {
+                    if let Some(p) = &mut self.provider {
+                        p.on_event(ev);
+                    }
+                }
                 () = sleep_opt(sleep) => {
                     self.timers(now_ms());
                     self.flush().await?;
@@ -432,10 +459,15 @@ impl Core {
 
     /// A ticket as its tenant sees it, with its leases' secrets once granted.
     fn ticket_info(&self, view: TicketView) -> TicketInfo {
+        // A waiting request also waits for the hosts asked for it.
+        let reason = match (view.reason, self.provider.as_ref().and_then(|p| p.reason())) {
+            (Some(r), Some(p)) => Some(format!("{r}; {p}")),
+            (r, _) => r,
+        };
         TicketInfo {
             leases: view.leases.iter().map(|l| self.info(l)).collect(),
             ticket: view.ticket,
-            reason: view.reason,
+            reason,
             ahead: view.ahead.map(|n| n as u64),
         }
     }
@@ -450,7 +482,11 @@ impl Core {
         self.timers(now);
         let refuse = |e: LeaseError| refusal(id, &e);
         match req {
-            HostRequest::Register { addr, capacity } => {
+            HostRequest::Register {
+                addr,
+                capacity,
+                job,
+            } => {
                 let (cores, memory_mib) = (capacity.cores, capacity.memory_mib);
                 let accelerators = capacity.accelerators.clone();
                 let host = self
@@ -468,6 +504,9 @@ impl Core {
                 self.audit(event);
                 if let Some(peer) = self.peers.get_mut(&conn) {
                     peer.host = Some(host);
+                }
+                if let (Some(job), Some(p)) = (&job, &mut self.provider) {
+                    p.registered(job, host, cores);
                 }
                 Ok(Response::Registered {
                     host,
@@ -579,6 +618,12 @@ impl Core {
                 );
                 Ok(Response::Ack)
             }
+            AdminRequest::ListJobs => Ok(Response::Jobs(
+                self.provider
+                    .as_ref()
+                    .map(super::provider::Driver::jobs)
+                    .unwrap_or_default(),
+            )),
             AdminRequest::ListQueue => Ok(Response::Tickets(
                 self.mgr
                     .waiting()
@@ -835,6 +880,7 @@ fn admin_claim(req: &AdminRequest) -> (String, &'static str) {
         AdminRequest::ListHosts => "list_hosts",
         AdminRequest::SetQuota { .. } => "set_quota",
         AdminRequest::ListQueue => "list_queue",
+        AdminRequest::ListJobs => "list_jobs",
     };
     ("operator".to_owned(), request)
 }
@@ -863,6 +909,16 @@ fn refusal(id: RequestId, e: &LeaseError) -> ErrorReply {
 fn internal(id: RequestId, e: &dyn std::error::Error) -> ErrorReply {
     tracing::error!("request {id} failed: {e}");
     ErrorReply::new(Some(id), ErrorCode::Internal, e.to_string())
+}
+
+/// The provider's next event, or never without a provider.
+async fn provider_event(
+    p: &mut Option<super::provider::Driver>,
+) -> Option<super::provider::ProviderEvent> {
+    match p {
+        Some(p) => p.rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps for `d`, or forever.

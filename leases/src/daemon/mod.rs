@@ -38,6 +38,9 @@
 
 mod conn;
 mod core;
+mod provider;
+
+pub use provider::ProviderConfig;
 
 use crate::audit::AuditLog;
 use crate::auth::{self, ClusterKey};
@@ -92,6 +95,10 @@ pub struct DaemonConfig {
     pub audit: AuditLog,
     /// Serve Prometheus metrics at `http://ADDR/metrics` ([`crate::metrics`]).
     pub metrics_listen: Option<SocketAddr>,
+    /// Ask a batch scheduler for hosts when requests wait, and give idle
+    /// ones back ([`crate::provision`]); `None`: the hosts are whatever
+    /// registers.
+    pub provider: Option<ProviderConfig>,
 }
 
 impl DaemonConfig {
@@ -113,6 +120,7 @@ impl DaemonConfig {
             compact_after_ops: 10_000,
             audit: AuditLog::disabled(),
             metrics_listen: None,
+            provider: None,
         }
     }
 
@@ -193,7 +201,8 @@ impl Daemon {
             lease_key,
             log,
             cfg.audit,
-        );
+        )
+        .with_provider(cfg.provider);
         Ok(Self {
             listener,
             core,

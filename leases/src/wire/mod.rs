@@ -38,7 +38,7 @@ mod tests;
 
 pub use error::{ErrorCode, ErrorReply, WireError};
 pub use msg::{
-    AdminRequest, ClientMsg, Command, Hello, HostRequest, LeaseInfo, RequestId, Response,
+    AdminRequest, ClientMsg, Command, Hello, HostRequest, JobInfo, LeaseInfo, RequestId, Response,
     ServerMsg, StartLease, TenantInfo, TenantRequest, TicketInfo,
 };
 pub use token::{lookup_proof, LeaseKey, LeaseToken};

@@ -128,6 +128,9 @@ pub enum HostRequest {
         addr: String,
         /// What the host offers.
         capacity: Capacity,
+        /// The batch job it runs in, if a provider started it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        job: Option<String>,
     },
     /// The host is alive. Reply: [`Response::Ack`].
     Heartbeat {
@@ -185,6 +188,21 @@ pub enum AdminRequest {
     /// Every waiting request, all tenants'. Reply: [`Response::Tickets`]
     /// (without leases).
     ListQueue,
+    /// The batch jobs a provider runs hosts in. Reply: [`Response::Jobs`].
+    ListJobs,
+}
+
+/// A provider's job, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The scheduler's job id.
+    pub job: String,
+    /// `pending (reason)`, `running`, `cancelling`.
+    pub state: String,
+    /// The host its executor manager registered as.
+    pub host: Option<HostId>,
+    /// Since when (ms since the Unix epoch) its host holds no lease.
+    pub idle_since_ms: Option<Millis>,
 }
 
 /// A queued request as its tenant sees it.
@@ -279,6 +297,8 @@ pub enum Response {
     Ticket(TicketInfo),
     /// Queued requests, by id.
     Tickets(Vec<TicketInfo>),
+    /// A provider's jobs, by id (empty without a provider).
+    Jobs(Vec<JobInfo>),
 }
 
 /// A lease for an executor manager to run. The secret its executor checks

@@ -50,6 +50,7 @@ fn samples() -> Vec<ClientMsg> {
             req: HostRequest::Register {
                 addr: "10.0.0.1:7000".into(),
                 capacity: Capacity::new(8, 1024).with_accelerators("gpu", 2),
+                job: Some("4242".into()),
             },
         },
         ClientMsg::Host {

@@ -1,0 +1,125 @@
+//! The scaling policy against a real lease manager core, fake clock.
+
+use super::*;
+use crate::proto::{Capacity, Config, LeaseRequest, Manager, TenantId};
+
+fn policy(min: u32, max: u32) -> Policy {
+    Policy {
+        min_hosts: min,
+        max_hosts: max,
+        idle_timeout_ms: 5_000,
+    }
+}
+
+fn mgr() -> Manager {
+    Manager::new(Config {
+        heartbeat_timeout_ms: 1 << 40,
+        ..Config::default()
+    })
+}
+
+fn submits(a: &[Action]) -> usize {
+    a.iter().filter(|a| **a == Action::Submit).count()
+}
+
+#[test]
+fn waiting_requests_ask_for_hosts_up_to_the_maximum_and_no_more_while_they_start() {
+    let mut m = mgr();
+    let mut p = Provisioner::new(policy(0, 3));
+    assert!(p.plan(0, &m).is_empty(), "nothing waits: nothing to do");
+    let t = TenantId::from("a");
+    for _ in 0..5 {
+        m.queue_lease(0, &t, &LeaseRequest::new(1, 60_000), 1, 60_000)
+            .unwrap();
+    }
+    // One core per host until one registers: 5 wanted, 3 at most.
+    assert_eq!(submits(&p.plan(0, &m)), 3);
+    assert_eq!(submits(&p.plan(1, &m)), 0, "submissions under way count");
+    assert!(p.reason("slurm").unwrap().contains("submitting"));
+    for id in ["11", "12", "13"] {
+        p.submitted(Ok(id.into()));
+    }
+    p.observed(&[
+        JobStatus {
+            id: "11".into(),
+            state: JobState::Running,
+        },
+        JobStatus {
+            id: "12".into(),
+            state: JobState::Pending("Resources".into()),
+        },
+        JobStatus {
+            id: "13".into(),
+            state: JobState::Pending("Priority".into()),
+        },
+    ]);
+    assert!(p
+        .reason("slurm")
+        .unwrap()
+        .contains("job 12 pending (Resources)"));
+    // Job 11's executor manager registers with 2 cores: two leases granted.
+    let h = m.register_host(2, "n1:1", Capacity::new(2, 1024)).unwrap();
+    p.registered(&"11".into(), h, 2);
+    assert_eq!(m.queue_depth(), 3);
+    assert_eq!(
+        submits(&p.plan(3, &m)),
+        0,
+        "two jobs still coming for three waiting cores"
+    );
+    // Job 13 failed: one more is asked for in its place.
+    p.observed(&[
+        JobStatus {
+            id: "11".into(),
+            state: JobState::Running,
+        },
+        JobStatus {
+            id: "12".into(),
+            state: JobState::Pending("Resources".into()),
+        },
+    ]);
+    assert_eq!(p.jobs().count(), 2);
+    assert_eq!(submits(&p.plan(4, &m)), 1);
+}
+
+#[test]
+fn idle_hosts_are_given_back_after_the_timeout_down_to_the_minimum() {
+    let mut m = mgr();
+    let mut p = Provisioner::new(policy(1, 4));
+    let t = TenantId::from("a");
+    assert_eq!(submits(&p.plan(0, &m)), 1, "the minimum is kept up");
+    p.submitted(Ok("1".into()));
+    p.submitted(Ok("2".into()));
+    let h1 = m.register_host(0, "n1:1", Capacity::new(1, 1024)).unwrap();
+    let h2 = m.register_host(0, "n2:1", Capacity::new(1, 1024)).unwrap();
+    p.registered(&"1".into(), h1, 1);
+    p.registered(&"2".into(), h2, 1);
+    let lease = m
+        .request_lease(0, &t, &LeaseRequest::new(1, 60_000))
+        .unwrap();
+    assert!(p.plan(0, &m).is_empty());
+    assert_eq!(p.next_deadline(), Some(5_000));
+    assert!(p.plan(4_999, &m).is_empty());
+    // One idle past the timeout: cancelled; the busy one stays.
+    let a = p.plan(5_000, &m);
+    let idle = if lease.host == h1 { "2" } else { "1" };
+    assert_eq!(a, [Action::Cancel(idle.into())]);
+    // The other goes idle too, but it is the minimum.
+    m.release(6_000, &t, lease.id).unwrap();
+    assert!(p.plan(60_000, &m).is_empty());
+    // A failed cancel is tried again.
+    p.cancel_failed(&idle.into(), "scancel: timeout".into());
+    assert_eq!(p.plan(60_001, &m), [Action::Cancel(idle.into())]);
+}
+
+#[test]
+fn requests_no_host_could_hold_ask_for_nothing() {
+    let mut m = mgr();
+    let mut p = Provisioner::new(policy(0, 4));
+    p.submitted(Ok("1".into()));
+    let h = m.register_host(0, "n1:1", Capacity::new(2, 1024)).unwrap();
+    p.registered(&"1".into(), h, 2);
+    let t = TenantId::from("a");
+    m.queue_lease(0, &t, &LeaseRequest::new(8, 60_000), 1, 60_000)
+        .unwrap();
+    assert_eq!(submits(&p.plan(1, &m)), 0);
+}
