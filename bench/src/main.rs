@@ -31,6 +31,7 @@ mod machine;
 mod mpi_overhead;
 mod osu;
 mod pin;
+mod queue;
 mod report;
 mod results;
 mod schedule;
@@ -82,6 +83,10 @@ enum Cmd {
     /// against one lease manager and several executor managers (child
     /// processes); counts errors and lost results, latency under load.
     Load(load::LoadArgs),
+    /// The lease manager's queue: 10 000 one-core requests of 100 tenants
+    /// queued, then served when capacity frees; queueing and grant rates,
+    /// and whether grants went round robin between tenants.
+    Queue(queue::QueueArgs),
     /// One rank of `coll` (started by it).
     #[command(hide = true)]
     CollRank(cmd::coll::CollRankArgs),
@@ -103,6 +108,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Coll(a) => cmd::coll::run(a),
         Cmd::Mpi(a) => cmd::mpi::run(a),
         Cmd::Load(a) => load::run(a),
+        Cmd::Queue(a) => queue::run(a),
         Cmd::All(a) => all::run(a),
         Cmd::Report(a) => report::run(a),
         Cmd::CollRank(a) => cmd::coll::rank(a),

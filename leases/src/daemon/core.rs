@@ -806,14 +806,40 @@ impl Core {
             self.log.appended(n);
             self.compact().await;
         }
+        // A host told more than this in one input (a queue served onto it)
+        // gets one Sync of its active leases instead: the same end state,
+        // and no push queue overflows.
+        let mut per_host: HashMap<HostId, usize> = HashMap::new();
+        for out in &outputs {
+            if let Output::NotifyHost(host, _) = out {
+                *per_host.entry(*host).or_default() += 1;
+            }
+        }
+        let mut synced = std::collections::HashSet::new();
+        let mut told: HashMap<TenantId, usize> = HashMap::new();
         for out in outputs {
             match out {
                 Output::Persist(_) => {}
+                Output::NotifyHost(host, _) if per_host[&host] > MAX_COMMANDS_PER_INPUT => {
+                    if synced.insert(host) {
+                        let active = self.mgr.state().active_on_host(host);
+                        let cmd = command(HostCommand::Sync(active));
+                        self.push(|p| p.host == Some(host), &ServerMsg::Command(cmd));
+                    }
+                }
                 Output::NotifyHost(host, cmd) => {
                     self.push(|p| p.host == Some(host), &ServerMsg::Command(command(cmd)));
                 }
                 Output::NotifyTenant(tenant, event) => {
                     tracing::info!(%tenant, ?event, "lease event");
+                    // Events are advice (tenants read their leases and
+                    // tickets): past a cap per input they are not pushed,
+                    // rather than overflow the tenant's queue.
+                    let n = told.entry(tenant.clone()).or_default();
+                    *n += 1;
+                    if *n > MAX_COMMANDS_PER_INPUT {
+                        continue;
+                    }
                     self.push(
                         |p| p.tenant.as_ref() == Some(&tenant),
                         &ServerMsg::Event(event),
@@ -920,6 +946,10 @@ async fn provider_event(
         None => std::future::pending().await,
     }
 }
+
+/// Host commands of one input beyond which a host gets one `Sync` instead
+/// (well below the push queue of a connection).
+const MAX_COMMANDS_PER_INPUT: usize = 64;
 
 /// Sleeps for `d`, or forever.
 async fn sleep_opt(d: Option<Duration>) {

@@ -76,6 +76,11 @@ impl State {
         self.leases.get(&id)
     }
 
+    /// Active leases on `host`, by id (what a `Sync` tells it to run).
+    pub fn active_on_host(&self, host: HostId) -> Vec<Lease> {
+        self.active_on(host).cloned().collect()
+    }
+
     /// Active leases on `host`, by id.
     pub(crate) fn active_on(&self, host: HostId) -> impl Iterator<Item = &Lease> {
         self.leases
