@@ -65,7 +65,10 @@ pub struct QueueReport {
 }
 
 pub fn run(args: QueueArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.tenants >= 1 && args.requests >= args.tenants, "need at least one request per tenant");
+    anyhow::ensure!(
+        args.tenants >= 1 && args.requests >= args.tenants,
+        "need at least one request per tenant"
+    );
     let rfx = match &args.rfx {
         Some(p) => p.clone(),
         None => crate::cold_start::rfx_binary()?,
@@ -125,7 +128,8 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow::anyhow!("a client panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a client panicked"))??;
         }
         Ok(())
     })?;
@@ -140,7 +144,10 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
     }
     let deadline = t1 + Duration::from_secs(300);
     while !admin.queue()?.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "the queue was not served within 300 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the queue was not served within 300 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let grant_s = t1.elapsed().as_secs_f64();
@@ -155,7 +162,11 @@ pub fn run(args: QueueArgs) -> anyhow::Result<()> {
         }
     }
     let seq: Vec<usize> = order.into_values().collect();
-    anyhow::ensure!(seq.len() == queued as usize, "{} of {queued} granted", seq.len());
+    anyhow::ensure!(
+        seq.len() == queued as usize,
+        "{} of {queued} granted",
+        seq.len()
+    );
     let n = args.tenants as usize;
     let round_robin = seq.chunks(n).filter(|w| w.len() == n).all(|w| {
         let mut seen = vec![false; n];

@@ -804,3 +804,48 @@ fn kill_9_loses_no_acknowledged_lease() {
         assert_eq!(after.iter().filter(|i| i.lease.is_active()).count(), 5);
     });
 }
+
+/// A queue served onto one host in one input reaches it as one `Sync`, and
+/// neither the host's nor the tenant's connection overflows.
+#[test]
+fn a_served_queue_reaches_its_host_as_one_sync() {
+    let env = Env::new();
+    let token = env.tenant("alice");
+    let d = TestDaemon::start(env.config());
+    env.block_on(async {
+        let (h, mut cmds) = host(d.addr, "node1:7500", Capacity::new(500, 1 << 20)).await;
+        let alice = tenant(d.addr, &token).await;
+        let all = within("fill", alice.create_lease(&LeaseRequest::new(500, 60_000)))
+            .await
+            .expect("granted");
+        assert!(matches!(next_command(&mut cmds).await, Command::Start(_)));
+        for _ in 0..500 {
+            let t = within(
+                "queue",
+                alice.queue_lease(&LeaseRequest::new(1, 60_000), 1, 60_000),
+            )
+            .await
+            .expect("queued");
+            assert!(t.ticket.is_waiting());
+        }
+        within("release", alice.release(all.lease.id))
+            .await
+            .expect("released");
+        // One Sync of the 500 new leases (the released one is not in it).
+        match next_command(&mut cmds).await {
+            Command::Sync(leases) => assert_eq!(leases.len(), 500),
+            other => panic!("expected one sync, got {other:?}"),
+        }
+        // Both connections still work.
+        within("heartbeat", h.heartbeat())
+            .await
+            .expect("host connected");
+        let tickets = within("tickets", alice.tickets())
+            .await
+            .expect("tenant connected");
+        assert_eq!(
+            tickets.iter().filter(|t| !t.ticket.is_waiting()).count(),
+            500
+        );
+    });
+}

@@ -207,12 +207,16 @@ class Tenant:
         duration_s: float = 600.0,
         memory_mib: int | None = None,
         hot_timeout_ms: int | None = None,
+        wait_s: float | None = None,
     ) -> Lease:
         """Leases ``cores`` cores for ``duration_s`` seconds; returns once
-        the lease's executor listens."""
+        the lease's executor listens. With ``wait_s``, a request the
+        cluster cannot meet now waits up to that long for capacity (queued
+        in the lease manager, fairly between tenants) instead of failing."""
         req = dict(cores=cores, duration_s=duration_s, memory_mib=memory_mib,
                    hot_timeout_ms=hot_timeout_ms)
-        return Lease(self._native.lease(cores, duration_s, memory_mib, hot_timeout_ms), self, req)
+        native = self._native.lease(cores, duration_s, memory_mib, hot_timeout_ms, wait_s)
+        return Lease(native, self, req)
 
     def lease_group(
         self,
@@ -221,9 +225,11 @@ class Tenant:
         duration_s: float = 600.0,
         memory_mib: int | None = None,
         hot_timeout_ms: int | None = None,
+        wait_s: float | None = None,
     ) -> list[Lease]:
-        """Leases ``n`` slots at once (one lease each), all or nothing."""
-        natives = self._native.lease_group(n, cores, duration_s, memory_mib, hot_timeout_ms)
+        """Leases ``n`` slots at once (one lease each), all or nothing;
+        ``wait_s`` as for :meth:`lease` (the ``n`` wait as one request)."""
+        natives = self._native.lease_group(n, cores, duration_s, memory_mib, hot_timeout_ms, wait_s)
         req = dict(cores=cores, duration_s=duration_s, memory_mib=memory_mib,
                    hot_timeout_ms=hot_timeout_ms)
         return [Lease(x, self, req) for x in natives]

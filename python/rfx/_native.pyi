@@ -47,6 +47,7 @@ class Tenant:
         duration_s: float = 600.0,
         memory_mib: int | None = None,
         hot_timeout_ms: int | None = None,
+        wait_s: float | None = None,
     ) -> Lease: ...
     def lease_group(
         self,
@@ -55,6 +56,7 @@ class Tenant:
         duration_s: float = 600.0,
         memory_mib: int | None = None,
         hot_timeout_ms: int | None = None,
+        wait_s: float | None = None,
     ) -> list[Lease]: ...
     def leases(self, ended: bool = False) -> list[int]: ...
     def usage_json(self, id: int) -> str: ...

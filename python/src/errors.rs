@@ -124,6 +124,7 @@ pub(crate) fn tenant(e: TenantError) -> PyErr {
                 _ => LeaseError::new_err(msg),
             }
         }
+        e @ TenantError::NotGranted { .. } => LeaseError::new_err(e.to_string()),
         e => RfxError::new_err(rfx::fabric::error_chain(&e)),
     }
 }

@@ -39,6 +39,16 @@ fn request(
     Ok(req)
 }
 
+/// A wait in seconds, checked.
+fn wait(wait_s: Option<f64>) -> PyResult<Option<Duration>> {
+    wait_s
+        .map(|w| {
+            Duration::try_from_secs_f64(w)
+                .map_err(|_| RfxError::new_err(format!("a wait of {w} s: not a duration")))
+        })
+        .transpose()
+}
+
 fn usage_json(u: &rfx::leases::proto::Usage) -> String {
     serde_json::to_string(u).unwrap_or_else(|_| "{}".into())
 }
@@ -93,8 +103,9 @@ impl Tenant {
     }
 
     /// Leases `cores` cores for `duration_s` seconds and waits until the
-    /// lease's executor listens.
-    #[pyo3(signature = (cores = 1, duration_s = 600.0, memory_mib = None, hot_timeout_ms = None))]
+    /// lease's executor listens; with `wait_s`, waits up to that long for
+    /// capacity (queued in the lease manager) instead of being refused.
+    #[pyo3(signature = (cores = 1, duration_s = 600.0, memory_mib = None, hot_timeout_ms = None, wait_s = None))]
     fn lease(
         &self,
         py: Python<'_>,
@@ -102,17 +113,24 @@ impl Tenant {
         duration_s: f64,
         memory_mib: Option<u64>,
         hot_timeout_ms: Option<i64>,
+        wait_s: Option<f64>,
     ) -> PyResult<Lease> {
         let req = request(cores, duration_s, memory_mib, hot_timeout_ms)?;
+        let wait = wait(wait_s)?;
         let t = self.inner.clone();
         let l = py
-            .allow_threads(move || t.lease(&req))
+            .allow_threads(move || match wait {
+                Some(w) => t.lease_wait(&req, w),
+                None => t.lease(&req),
+            })
             .map_err(errors::tenant)?;
         Ok(Lease::new(l))
     }
 
-    /// Leases `n` slots at once, one lease per instance, all or nothing.
-    #[pyo3(signature = (n, cores = 1, duration_s = 600.0, memory_mib = None, hot_timeout_ms = None))]
+    /// Leases `n` slots at once, one lease per instance, all or nothing
+    /// (with `wait_s`: queued as one request, up to that long).
+    #[pyo3(signature = (n, cores = 1, duration_s = 600.0, memory_mib = None, hot_timeout_ms = None, wait_s = None))]
+    #[allow(clippy::too_many_arguments)]
     fn lease_group(
         &self,
         py: Python<'_>,
@@ -121,11 +139,16 @@ impl Tenant {
         duration_s: f64,
         memory_mib: Option<u64>,
         hot_timeout_ms: Option<i64>,
+        wait_s: Option<f64>,
     ) -> PyResult<Vec<Lease>> {
         let req = request(cores, duration_s, memory_mib, hot_timeout_ms)?;
+        let wait = wait(wait_s)?;
         let t = self.inner.clone();
         let g = py
-            .allow_threads(move || t.lease_group(n, &req))
+            .allow_threads(move || match wait {
+                Some(w) => t.lease_group_wait(n, &req, w),
+                None => t.lease_group(n, &req),
+            })
             .map_err(errors::tenant)?;
         Ok(g.into_leases().into_iter().map(Lease::new).collect())
     }

@@ -145,3 +145,25 @@ def test_retries_move_to_a_fresh_lease_after_the_executor_is_lost(tenant, librar
     assert not rfx.RetryPolicy.retryable(rfx.FunctionFailed("x"))
     assert not rfx.RetryPolicy.retryable(rfx.FunctionTimedOut("x"))
     assert rfx.RetryPolicy.retryable(rfx.ExecutorRestarted("x"))
+
+
+def test_a_lease_may_wait_for_capacity(tenant):
+    import threading
+
+    cores = os.cpu_count() or 1
+    held = tenant.lease(cores=cores, duration_s=60)
+    with pytest.raises(rfx.LeaseError, match="not granted within"):
+        tenant.lease(cores=1, wait_s=0.3)
+    got = {}
+
+    def waiter():
+        got["lease"] = tenant.lease(cores=1, duration_s=60, wait_s=30)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.3)
+    assert "lease" not in got
+    held.release()
+    t.join(timeout=30)
+    assert "lease" in got
+    got["lease"].release()
