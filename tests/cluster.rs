@@ -14,12 +14,7 @@ use support::*;
 const KEY: &str = "cluster-key-for-tests";
 
 fn rfx(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(RFX);
-    cmd.args(args).env("RFX_CLUSTER_KEY", KEY);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    rfx_cli(KEY, args, env)
 }
 
 fn ok_json(out: Output) -> serde_json::Value {

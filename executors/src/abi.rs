@@ -916,6 +916,19 @@ unsafe extern "C" fn t_allgather(
     })
 }
 
+/// The root, and the bytes of a rooted collective's all-ranks buffer on
+/// this rank: `size * len` at the root, none elsewhere.
+fn at_root(comm: &rfx_collectives::Communicator, root: u32, len: u64) -> Result<(usize, u64), i32> {
+    let root = root as usize;
+    if comm.rank() != root {
+        return Ok((root, 0));
+    }
+    let total = len
+        .checked_mul(comm.size() as u64)
+        .ok_or(rfx_abi::comm::code::INVALID)?;
+    Ok((root, total))
+}
+
 unsafe extern "C" fn t_gather(
     h: *mut c_void,
     input: *const c_void,
@@ -926,13 +939,7 @@ unsafe extern "C" fn t_gather(
     guarded(|| {
         // SAFETY: the table's contract; the root's `out` holds `size * len` bytes.
         let comm = unsafe { comm_of(h)? };
-        let root = root as usize;
-        let total = if comm.rank() == root {
-            len.checked_mul(comm.size() as u64)
-                .ok_or(rfx_abi::comm::code::INVALID)?
-        } else {
-            0
-        };
+        let (root, total) = at_root(comm, root, len)?;
         // SAFETY: as above; `out` is not touched elsewhere than at the root.
         let (input, out) = unsafe { (c_slice::<u8>(input, len)?, c_slice_mut::<u8>(out, total)?) };
         comm.gather(input, out, root).map_err(coll_code)
@@ -949,13 +956,7 @@ unsafe extern "C" fn t_scatter(
     guarded(|| {
         // SAFETY: the table's contract; the root's `input` holds `size * len` bytes.
         let comm = unsafe { comm_of(h)? };
-        let root = root as usize;
-        let total = if comm.rank() == root {
-            len.checked_mul(comm.size() as u64)
-                .ok_or(rfx_abi::comm::code::INVALID)?
-        } else {
-            0
-        };
+        let (root, total) = at_root(comm, root, len)?;
         // SAFETY: as above; `input` is not read elsewhere than at the root.
         let (input, out) = unsafe { (c_slice::<u8>(input, total)?, c_slice_mut::<u8>(out, len)?) };
         comm.scatter(input, out, root).map_err(coll_code)

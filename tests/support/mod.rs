@@ -14,6 +14,16 @@ use std::time::{Duration, Instant};
 
 pub const RFX: &str = env!("CARGO_BIN_EXE_rfx");
 
+/// Runs the `rfx` CLI with the cluster key `key` and `env`; its output.
+pub fn rfx_cli(key: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(RFX);
+    cmd.args(args).env("RFX_CLUSTER_KEY", key);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
 /// A child process killed on drop, so a failing test leaves nothing behind.
 pub struct Proc(pub Child);
 

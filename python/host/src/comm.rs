@@ -38,6 +38,25 @@ impl ExecutorComm {
         Ok(t)
     }
 
+    /// The root's all-ranks buffer of a gather (`writable`) or a scatter,
+    /// held and checked to be one `block` per rank; `None` elsewhere.
+    fn rooted(
+        &self,
+        buf: Option<&Bound<'_, PyAny>>,
+        root: u32,
+        block: usize,
+        writable: bool,
+    ) -> PyResult<Option<PyBuffer<u8>>> {
+        if self.rank != root {
+            return Ok(None);
+        }
+        let buf =
+            buf.ok_or_else(|| PyValueError::new_err("the root needs its all-ranks buffer"))?;
+        let b = bytes(buf, writable)?;
+        self.blocks(b.len_bytes(), block)?;
+        Ok(Some(b))
+    }
+
     /// Checks that `total` bytes are one block of `block` bytes per rank.
     fn blocks(&self, total: usize, block: usize) -> PyResult<()> {
         if total != block * self.size as usize {
@@ -350,20 +369,8 @@ impl ExecutorComm {
         let t = self.since(2, "gather")?;
         let s = bytes(send, false)?;
         let n = s.len_bytes();
-        let r = match recv {
-            Some(r) if self.rank == root => Some(bytes(r, true)?),
-            None if self.rank == root => {
-                return Err(PyValueError::new_err("the root needs a receive buffer"))
-            }
-            _ => None,
-        };
-        let rp = match &r {
-            Some(r) => {
-                self.blocks(r.len_bytes(), n)?;
-                r.buf_ptr() as usize
-            }
-            None => 0,
-        };
+        let r = self.rooted(recv, root, n, true)?;
+        let rp = r.as_ref().map_or(0, |r| r.buf_ptr() as usize);
         let (h, sp) = (t.handle as usize, s.buf_ptr() as usize);
         // SAFETY: `s` and (at the root) `r` hold the buffers, of the
         // checked lengths; elsewhere the table ignores `out`.
@@ -384,20 +391,8 @@ impl ExecutorComm {
         let t = self.since(2, "scatter")?;
         let r = bytes(recv, true)?;
         let n = r.len_bytes();
-        let s = match send {
-            Some(s) if self.rank == root => Some(bytes(s, false)?),
-            None if self.rank == root => {
-                return Err(PyValueError::new_err("the root needs a send buffer"))
-            }
-            _ => None,
-        };
-        let sp = match &s {
-            Some(s) => {
-                self.blocks(s.len_bytes(), n)?;
-                s.buf_ptr() as usize
-            }
-            None => 0,
-        };
+        let s = self.rooted(send, root, n, false)?;
+        let sp = s.as_ref().map_or(0, |s| s.buf_ptr() as usize);
         let (h, rp) = (t.handle as usize, r.buf_ptr() as usize);
         // SAFETY: `r` and (at the root) `s` hold the buffers, of the
         // checked lengths; elsewhere the table ignores `in`.
