@@ -216,6 +216,22 @@ fn the_slurm_provider_grows_the_cluster_for_waiting_requests_and_shrinks_it_when
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].host, Some(a.info().lease.host), "{jobs:?}");
     eprintln!("scale out: a lease on an empty cluster granted in {first:?}");
+    // The provided host serves invocations.
+    let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::from_env().unwrap()).unwrap();
+    let lib = rfx::executors::session::LibrarySource::Path(examples().rust.display().to_string());
+    let mut inv = a
+        .invoker(
+            &fabric,
+            lib,
+            &["echo"],
+            rfx::client::InvokerConfig::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        inv.invoke("echo", b"through slurm").unwrap(),
+        b"through slurm"
+    );
+    drop(inv);
 
     // A second tenant waits: a second host.
     let t1 = Instant::now();
