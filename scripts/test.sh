@@ -105,7 +105,7 @@ cargo clippy -p rfx-executors --no-default-features --lib -- -D warnings
 cargo clippy -p rfx-executors --no-default-features --features executor --lib -- -D warnings
 cargo clippy -p rfx-leases --no-default-features --lib -- -D warnings
 server_side=$(cargo tree -p rfx-executors --no-default-features -e normal --prefix none \
-    | grep -E '^(redb|seccompiler|landlock|libloading) ' || true)
+    | grep -E '^(redb|seccompiler|landlock|libloading|prometheus-client|tiny_http) ' || true)
 if [ -n "$server_side" ]; then
     echo "rfx-executors without features still depends on: $server_side" >&2
     exit 1

@@ -115,8 +115,32 @@ fn run<R: Send>(
     })
 }
 
+/// `rfx.collectives.IN_PLACE`, registered by that module at import.
+static IN_PLACE: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+
+/// Registers the `IN_PLACE` marker (called once by `rfx.collectives`).
+#[pyfunction]
+pub(crate) fn set_in_place(py: Python<'_>, marker: Py<PyAny>) {
+    let _ = IN_PLACE.set(py, marker);
+}
+
 #[pymethods]
 impl Communicator {
+    /// `Communicator.Allreduce` itself, mpi4py's signature, bound by
+    /// `rfx.collectives` as the instance's method: one call, no Python
+    /// frame in between (the smallest allreduces are mostly call cost).
+    #[pyo3(name = "Allreduce", signature = (sendbuf, recvbuf, op = "sum"))]
+    fn allreduce_mpi(
+        &self,
+        py: Python<'_>,
+        sendbuf: &Bound<'_, PyAny>,
+        recvbuf: &Bound<'_, PyAny>,
+        op: &str,
+    ) -> PyResult<()> {
+        let in_place = IN_PLACE.get(py).is_some_and(|m| sendbuf.is(m));
+        self.allreduce(py, (!in_place).then_some(sendbuf), recvbuf, op)
+    }
+
     /// Joins the job described by the environment (`rfx run`, srun,
     /// mpirun: see the collectives docs).
     #[staticmethod]

@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<invoke::Invoker>()?;
     m.add_class::<group::Group>()?;
     m.add_class::<comm::Communicator>()?;
+    m.add_function(wrap_pyfunction!(comm::set_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::example_library, m)?)?;
     m.add_function(wrap_pyfunction!(cluster::default_sandbox, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
