@@ -218,6 +218,13 @@ fn quotas_and_queues_from_the_cli() {
     );
     let status = waiter.wait().unwrap();
     assert!(!status.success());
+    let out = rfx(&["lease", "show", &format!("t{ticket}")], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
     let out = rfx(&["lease", "release", &id], &env);
     assert!(out.status.success());
 }

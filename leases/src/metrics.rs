@@ -180,6 +180,7 @@ mod lease_manager {
         tenant_bytes_out: Family<Labels, Counter>,
         tenant_exec_ms: Family<Labels, Counter>,
         tenant_restarts: Family<Labels, Counter>,
+        provider_jobs: Family<Labels, Gauge>,
     }
 
     impl LeaseManagerMetrics {
@@ -204,6 +205,7 @@ mod lease_manager {
                 tenant_bytes_out: Family::default(),
                 tenant_exec_ms: Family::default(),
                 tenant_restarts: Family::default(),
+                provider_jobs: Family::default(),
                 registry: Registry::default(),
             };
             r.register("leases", "Retained leases by state", m.leases.clone());
@@ -278,6 +280,11 @@ mod lease_manager {
                 "Executor restarts (a function past its time limit) reported per tenant",
                 m.tenant_restarts.clone(),
             );
+            r.register(
+                "provider_jobs",
+                "Batch jobs running hosts (--provider), by state (pending, running, cancelling)",
+                m.provider_jobs.clone(),
+            );
             Self { registry: r, ..m }
         }
 
@@ -342,8 +349,20 @@ mod lease_manager {
             }
         }
 
-        /// The metrics, with the gauges read from `mgr` now.
-        pub(crate) fn render(&self, mgr: &Manager) -> Result<String, String> {
+        /// The metrics, with the gauges read from `mgr` and the provider's
+        /// `jobs` now.
+        pub(crate) fn render(
+            &self,
+            mgr: &Manager,
+            jobs: &[crate::wire::JobInfo],
+        ) -> Result<String, String> {
+            self.provider_jobs.clear();
+            for j in jobs {
+                let state = j.state.split(' ').next().unwrap_or("unknown");
+                self.provider_jobs
+                    .get_or_create(&label("state", state))
+                    .inc();
+            }
             let state = mgr.state();
             self.leases.clear();
             self.tenant_leases.clear();

@@ -452,10 +452,11 @@ pub(crate) enum LeaseCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Shows one lease (with its token).
+    /// Shows one lease (with its token), or a queued request (`tN`: its
+    /// state, why it waits, the hosts asked for it).
     Show {
-        /// The lease.
-        id: u64,
+        /// The lease, or `tN` for a queued request.
+        id: String,
         #[command(flatten)]
         manager: ManagerAddr,
         /// Print JSON.
@@ -634,7 +635,26 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
             }
         }
         LeaseCmd::Show { id, manager, json } => {
-            let info = connect_tenant(&manager.addr)?.show(LeaseId(id))?;
+            let client = connect_tenant(&manager.addr)?;
+            if let Some(t) = id.strip_prefix('t') {
+                let t: u64 = t
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("{id}: not a lease (5) nor a ticket (t5)"))?;
+                let info = client.ticket(TicketId(t))?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&info)?);
+                } else {
+                    print_ticket(&info);
+                    for l in &info.leases {
+                        print_lease(l, true);
+                    }
+                }
+                return Ok(());
+            }
+            let id: u64 = id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{id}: not a lease (5) nor a ticket (t5)"))?;
+            let info = client.show(LeaseId(id))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&info)?);
             } else {

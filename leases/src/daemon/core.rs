@@ -264,7 +264,12 @@ impl Core {
                     self.peers.remove(&conn);
                 }
                 CoreMsg::Metrics { reply } => {
-                    let _ = reply.send(self.metrics.render(&self.mgr));
+                    let jobs = self
+                        .provider
+                        .as_ref()
+                        .map(super::provider::Driver::jobs)
+                        .unwrap_or_default();
+                    let _ = reply.send(self.metrics.render(&self.mgr, &jobs));
                 }
                 CoreMsg::Request { conn, msg, reply } => {
                     let id = msg.id();
