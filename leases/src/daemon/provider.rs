@@ -97,7 +97,7 @@ impl Driver {
                     Ok(job) => tracing::info!(provider = %name, %job, "job submitted"),
                     Err(e) => tracing::warn!(provider = %name, "submission failed: {e}"),
                 }
-                self.prov.submitted(r);
+                self.prov.submitted(super::now_ms(), r);
             }
             ProviderEvent::CancelFailed(job, e) => {
                 tracing::warn!(provider = %name, %job, "cancel failed: {e}");
@@ -105,7 +105,7 @@ impl Driver {
             }
             ProviderEvent::Observed(Ok(jobs)) => {
                 self.polling = false;
-                self.prov.observed(&jobs);
+                self.prov.observed(super::now_ms(), &jobs);
             }
             ProviderEvent::Observed(Err(e)) => {
                 self.polling = false;

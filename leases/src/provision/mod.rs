@@ -92,7 +92,15 @@ pub struct Job {
     pub idle_since: Option<Millis>,
     /// Asked to cancel.
     pub cancelling: bool,
+    /// When it was submitted (0: adopted).
+    pub submitted_at: Millis,
+    /// Whether the scheduler listed it yet (a poll that started before
+    /// the submission returned does not know it).
+    pub seen: bool,
 }
+
+/// A job the scheduler never listed counts as gone only after this long.
+const UNSEEN_GRACE_MS: Millis = 30_000;
 
 /// The scaling policy's state.
 #[derive(Debug, Clone)]
@@ -105,7 +113,14 @@ pub struct Provisioner {
     cores_per_host: Option<u32>,
     /// The last error of the provider, for reasons.
     last_error: Option<String>,
+    /// Jobs in a row that ended before their host registered.
+    failures: u32,
+    /// No submission before this (backoff after failures).
+    retry_at: Millis,
 }
+
+/// Longest pause between submissions after jobs that fail, ms.
+pub const MAX_BACKOFF_MS: Millis = 300_000;
 
 impl Provisioner {
     /// No jobs yet.
@@ -116,6 +131,8 @@ impl Provisioner {
             submitting: 0,
             cores_per_host: None,
             last_error: None,
+            failures: 0,
+            retry_at: 0,
         }
     }
 
@@ -129,8 +146,8 @@ impl Provisioner {
         self.jobs.values().find(|j| j.host == Some(host))
     }
 
-    /// A submission finished: its job, or why not.
-    pub fn submitted(&mut self, result: Result<JobId, String>) {
+    /// A submission finished at `now`: its job, or why not.
+    pub fn submitted(&mut self, now: Millis, result: Result<JobId, String>) {
         self.submitting = self.submitting.saturating_sub(1);
         match result {
             Ok(id) => {
@@ -141,6 +158,8 @@ impl Provisioner {
                     host: None,
                     idle_since: None,
                     cancelling: false,
+                    submitted_at: now,
+                    seen: false,
                 });
             }
             Err(e) => self.last_error = Some(e),
@@ -163,23 +182,59 @@ impl Provisioner {
             host: None,
             idle_since: None,
             cancelling: false,
+            submitted_at: 0,
+            seen: true,
         });
         j.host = Some(host);
         j.state = JobState::Running;
         self.cores_per_host.get_or_insert(cores.max(1));
+        self.failures = 0;
+        self.retry_at = 0;
+        self.last_error = None;
     }
 
-    /// The scheduler's view of the live jobs: tracked jobs absent from it
-    /// have ended and are forgotten.
-    pub fn observed(&mut self, statuses: &[JobStatus]) {
+    /// The scheduler's view of the live jobs at `now`: tracked jobs absent
+    /// from it have ended and are forgotten. One that ended before its host
+    /// registered (and was not cancelled) is a failure: submissions pause
+    /// for 1 s, 2 s, 4 s ... up to [`MAX_BACKOFF_MS`], so that a job that
+    /// cannot start does not flood the scheduler.
+    pub fn observed(&mut self, now: Millis, statuses: &[JobStatus]) {
         for s in statuses {
             if let Some(j) = self.jobs.get_mut(&s.id) {
                 j.state = s.state.clone();
+                j.seen = true;
             }
         }
-        self.jobs.retain(|id, j| {
-            statuses.iter().any(|s| &s.id == id) && !matches!(j.state, JobState::Ended(_))
-        });
+        let gone: Vec<Job> = self
+            .jobs
+            .values()
+            .filter(|j| match statuses.iter().any(|s| s.id == j.id) {
+                true => matches!(j.state, JobState::Ended(_)),
+                // Not listed: gone, unless the poll may predate it.
+                false => j.seen || now.saturating_sub(j.submitted_at) > UNSEEN_GRACE_MS,
+            })
+            .cloned()
+            .collect();
+        for j in gone {
+            self.jobs.remove(&j.id);
+            if j.host.is_none() && !j.cancelling {
+                self.failures = self.failures.saturating_add(1);
+                let pause = 1000u64
+                    .saturating_mul(1 << self.failures.min(20).saturating_sub(1))
+                    .min(MAX_BACKOFF_MS);
+                self.retry_at = now.saturating_add(pause);
+                let how = match &j.state {
+                    JobState::Ended(how) => how.clone(),
+                    _ => "gone from the queue".into(),
+                };
+                self.last_error = Some(format!(
+                    "job {} ended before its executor manager registered ({how}); {} in a row, next try in {} s",
+                    j.id,
+                    self.failures,
+                    pause / 1000
+                ));
+            }
+        }
     }
 
     /// What to do now, given the lease manager's state.
@@ -211,7 +266,11 @@ impl Provisioner {
             .map(|t| u64::from(t.count) * u64::from(t.request.cores))
             .sum();
         let hosts_wanted = waiting_cores.div_ceil(per_host) as u32;
-        let room = self.policy.max_hosts.saturating_sub(live);
+        let room = if now < self.retry_at {
+            0
+        } else {
+            self.policy.max_hosts.saturating_sub(live)
+        };
         let mut new = hosts_wanted.saturating_sub(unregistered).min(room);
         new = new.max(self.policy.min_hosts.saturating_sub(live).min(room));
         for _ in 0..new {

@@ -37,22 +37,25 @@ fn waiting_requests_ask_for_hosts_up_to_the_maximum_and_no_more_while_they_start
     assert_eq!(submits(&p.plan(1, &m)), 0, "submissions under way count");
     assert!(p.reason("slurm").unwrap().contains("submitting"));
     for id in ["11", "12", "13"] {
-        p.submitted(Ok(id.into()));
+        p.submitted(0, Ok(id.into()));
     }
-    p.observed(&[
-        JobStatus {
-            id: "11".into(),
-            state: JobState::Running,
-        },
-        JobStatus {
-            id: "12".into(),
-            state: JobState::Pending("Resources".into()),
-        },
-        JobStatus {
-            id: "13".into(),
-            state: JobState::Pending("Priority".into()),
-        },
-    ]);
+    p.observed(
+        1,
+        &[
+            JobStatus {
+                id: "11".into(),
+                state: JobState::Running,
+            },
+            JobStatus {
+                id: "12".into(),
+                state: JobState::Pending("Resources".into()),
+            },
+            JobStatus {
+                id: "13".into(),
+                state: JobState::Pending("Priority".into()),
+            },
+        ],
+    );
     assert!(p
         .reason("slurm")
         .unwrap()
@@ -66,19 +69,62 @@ fn waiting_requests_ask_for_hosts_up_to_the_maximum_and_no_more_while_they_start
         0,
         "two jobs still coming for three waiting cores"
     );
-    // Job 13 failed: one more is asked for in its place.
-    p.observed(&[
-        JobStatus {
-            id: "11".into(),
-            state: JobState::Running,
-        },
-        JobStatus {
-            id: "12".into(),
-            state: JobState::Pending("Resources".into()),
-        },
-    ]);
+    // Job 13 failed: one more is asked for in its place, after a pause.
+    p.observed(
+        4,
+        &[
+            JobStatus {
+                id: "11".into(),
+                state: JobState::Running,
+            },
+            JobStatus {
+                id: "12".into(),
+                state: JobState::Pending("Resources".into()),
+            },
+        ],
+    );
     assert_eq!(p.jobs().count(), 2);
-    assert_eq!(submits(&p.plan(4, &m)), 1);
+    assert!(p
+        .reason("slurm")
+        .unwrap()
+        .contains("job 13 ended before its executor manager registered"));
+    assert_eq!(submits(&p.plan(5, &m)), 0, "backing off");
+    assert_eq!(submits(&p.plan(1_004, &m)), 1);
+}
+
+#[test]
+fn jobs_that_keep_failing_back_off_up_to_five_minutes() {
+    let mut m = mgr();
+    let mut p = Provisioner::new(policy(0, 1));
+    let a = TenantId::from("a");
+    m.queue_lease(0, &a, &LeaseRequest::new(1, 60_000), 1, 3_600_000)
+        .unwrap();
+    let mut now = 0;
+    let mut pauses = Vec::new();
+    for i in 0..12 {
+        // Submitted as soon as the pause allows.
+        let mut t = now;
+        while submits(&p.plan(t, &m)) == 0 {
+            t += 1_000;
+            assert!(t < now + 400_000, "never resubmitted");
+        }
+        pauses.push(t - now);
+        p.submitted(0, Ok(i.to_string()));
+        now = t;
+        let ended = JobStatus {
+            id: i.to_string(),
+            state: JobState::Ended("failed".into()),
+        };
+        p.observed(now, &[ended]);
+    }
+    assert_eq!(&pauses[..4], [0, 1_000, 2_000, 4_000]);
+    assert_eq!(*pauses.last().unwrap(), MAX_BACKOFF_MS);
+    // A host that registers ends the backoff.
+    assert_eq!(submits(&p.plan(now + MAX_BACKOFF_MS, &m)), 1);
+    p.submitted(0, Ok("ok".into()));
+    let h = m.register_host(now, "n:1", Capacity::new(1, 1024)).unwrap();
+    p.registered(&"ok".into(), h, 1);
+    assert!(p.reason("slurm").is_none());
 }
 
 #[test]
@@ -87,8 +133,8 @@ fn idle_hosts_are_given_back_after_the_timeout_down_to_the_minimum() {
     let mut p = Provisioner::new(policy(1, 4));
     let t = TenantId::from("a");
     assert_eq!(submits(&p.plan(0, &m)), 1, "the minimum is kept up");
-    p.submitted(Ok("1".into()));
-    p.submitted(Ok("2".into()));
+    p.submitted(0, Ok("1".into()));
+    p.submitted(0, Ok("2".into()));
     let h1 = m.register_host(0, "n1:1", Capacity::new(1, 1024)).unwrap();
     let h2 = m.register_host(0, "n2:1", Capacity::new(1, 1024)).unwrap();
     p.registered(&"1".into(), h1, 1);
@@ -115,11 +161,27 @@ fn idle_hosts_are_given_back_after_the_timeout_down_to_the_minimum() {
 fn requests_no_host_could_hold_ask_for_nothing() {
     let mut m = mgr();
     let mut p = Provisioner::new(policy(0, 4));
-    p.submitted(Ok("1".into()));
+    p.submitted(0, Ok("1".into()));
     let h = m.register_host(0, "n1:1", Capacity::new(2, 1024)).unwrap();
     p.registered(&"1".into(), h, 2);
     let t = TenantId::from("a");
     m.queue_lease(0, &t, &LeaseRequest::new(8, 60_000), 1, 60_000)
         .unwrap();
     assert_eq!(submits(&p.plan(1, &m)), 0);
+}
+
+#[test]
+fn a_poll_older_than_a_submission_does_not_lose_the_job() {
+    let m = mgr();
+    let mut p = Provisioner::new(policy(1, 1));
+    assert_eq!(submits(&p.plan(0, &m)), 1);
+    p.submitted(100, Ok("7".into()));
+    // The poll that started before sbatch returned lists nothing.
+    p.observed(200, &[]);
+    assert_eq!(p.jobs().count(), 1);
+    assert_eq!(submits(&p.plan(300, &m)), 0, "not submitted twice");
+    // Still unlisted long after: gone, and counted as a failure.
+    p.observed(100 + 30_001, &[]);
+    assert_eq!(p.jobs().count(), 0);
+    assert!(p.reason("slurm").unwrap().contains("job 7 ended"));
 }
