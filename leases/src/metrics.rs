@@ -313,7 +313,7 @@ mod lease_manager {
                 } => {
                     let what = match outcome {
                         TicketOutcome::Granted(_) => {
-                            if let Some(t) = mgr.state().tickets().find(|t| t.id == *ticket) {
+                            if let Some(t) = mgr.state().ticket(*ticket) {
                                 let waited = at.saturating_sub(t.queued_at_ms);
                                 self.queue_wait.observe(waited as f64 / 1000.0);
                             }
@@ -327,7 +327,7 @@ mod lease_manager {
                         .inc();
                 }
                 StoreOp::UsageReported { lease, delta, .. } => {
-                    let Some(l) = mgr.state().leases().find(|l| l.id == *lease) else {
+                    let Some(l) = mgr.state().lease(*lease) else {
                         return;
                     };
                     let t = label("tenant", l.tenant.as_str());

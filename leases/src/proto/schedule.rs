@@ -317,7 +317,7 @@ impl Manager {
         let leases = match &t.outcome {
             Some(TicketOutcome::Granted(ids)) => ids
                 .iter()
-                .filter_map(|l| self.state.leases().find(|x| x.id == *l).cloned())
+                .filter_map(|l| self.state.lease(*l).cloned())
                 .collect(),
             _ => Vec::new(),
         };

@@ -244,7 +244,7 @@ impl Provisioner {
         for j in self.jobs.values_mut() {
             let busy = j
                 .host
-                .is_some_and(|h| mgr.state().leases().any(|l| l.host == h && l.is_active()));
+                .is_some_and(|h| mgr.state().active_on(h).next().is_some());
             let up = j.host.is_some_and(|h| mgr.host(h).is_some_and(|x| x.up));
             j.idle_since = match (up, busy) {
                 (true, false) => Some(j.idle_since.unwrap_or(now)),
