@@ -49,8 +49,14 @@ pub(crate) fn slice_mut<T: Element>(b: &mut PyBuffer<T>) -> PyResult<&mut [T]> {
 /// Refuses two buffers of one call that overlap (MPI's rule for send and
 /// receive buffers; rfx's functions take them as distinct slices).
 pub(crate) fn disjoint<A: Element, B: Element>(a: &PyBuffer<A>, b: &PyBuffer<B>) -> PyResult<()> {
-    let (x, y) = (a.buf_ptr() as usize, b.buf_ptr() as usize);
-    let (xl, yl) = (a.len_bytes(), b.len_bytes());
+    apart(
+        (a.buf_ptr() as usize, a.len_bytes()),
+        (b.buf_ptr() as usize, b.len_bytes()),
+    )
+}
+
+/// Refuses two byte ranges `(address, length)` that overlap.
+fn apart((x, xl): (usize, usize), (y, yl): (usize, usize)) -> PyResult<()> {
     if xl > 0 && yl > 0 && x < y.saturating_add(yl) && y < x.saturating_add(xl) {
         return Err(PyBufferError::new_err(
             "the send and receive buffers overlap (use one buffer for in-place operations)",
@@ -164,14 +170,10 @@ impl Held {
 
     /// Refuses `other` if it overlaps this buffer (MPI's rule).
     pub(crate) fn disjoint(&self, other: &Held) -> PyResult<()> {
-        let (x, y) = (self.view.buf as usize, other.view.buf as usize);
-        let (xl, yl) = (self.bytes(), other.bytes());
-        if xl > 0 && yl > 0 && x < y.saturating_add(yl) && y < x.saturating_add(xl) {
-            return Err(PyBufferError::new_err(
-                "the send and receive buffers overlap (use one buffer for in-place operations)",
-            ));
-        }
-        Ok(())
+        apart(
+            (self.view.buf as usize, self.bytes()),
+            (other.view.buf as usize, other.bytes()),
+        )
     }
 
     /// Refuses `other` if its element type differs.
