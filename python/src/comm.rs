@@ -66,20 +66,20 @@ macro_rules! typed {
     }};
 }
 
+/// The reduction of a name: the names are rfx-abi's, shared with the
+/// Python host's `ctx.comm`.
 fn op(name: &str) -> PyResult<ReduceOp> {
-    Ok(match name {
-        "sum" => ReduceOp::Sum,
-        "prod" => ReduceOp::Prod,
-        "min" => ReduceOp::Min,
-        "max" => ReduceOp::Max,
-        "band" => ReduceOp::BitAnd,
-        "bor" => ReduceOp::BitOr,
-        "bxor" => ReduceOp::BitXor,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "no reduction named {other:?}"
-            )))
-        }
+    use rfx::executors::comm::CommOp;
+    let op = CommOp::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("no reduction named {name:?}")))?;
+    Ok(match op {
+        CommOp::Sum => ReduceOp::Sum,
+        CommOp::Prod => ReduceOp::Prod,
+        CommOp::Min => ReduceOp::Min,
+        CommOp::Max => ReduceOp::Max,
+        CommOp::BitAnd => ReduceOp::BitAnd,
+        CommOp::BitOr => ReduceOp::BitOr,
+        CommOp::BitXor => ReduceOp::BitXor,
     })
 }
 

@@ -133,20 +133,8 @@ fn dtype(code: char) -> PyResult<(Dtype, usize)> {
 }
 
 fn op(name: &str) -> PyResult<CommOp> {
-    Ok(match name {
-        "sum" => CommOp::Sum,
-        "prod" => CommOp::Prod,
-        "min" => CommOp::Min,
-        "max" => CommOp::Max,
-        "band" => CommOp::BitAnd,
-        "bor" => CommOp::BitOr,
-        "bxor" => CommOp::BitXor,
-        other => {
-            return Err(PyValueError::new_err(format!(
-                "no reduction named {other:?}"
-            )))
-        }
-    })
+    CommOp::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("no reduction named {name:?}")))
 }
 
 fn check(rc: i32) -> PyResult<()> {

@@ -151,6 +151,22 @@ impl CommOp {
             .into_iter()
             .find(|o| *o as u32 == v)
     }
+
+    /// The operation of a Python name (`rfx.SUM` is `"sum"`, ... `"bxor"`),
+    /// as the Python package and the Python host both read it.
+    pub fn from_name(name: &str) -> Option<CommOp> {
+        use CommOp::*;
+        Some(match name {
+            "sum" => Sum,
+            "prod" => Prod,
+            "min" => Min,
+            "max" => Max,
+            "band" => BitAnd,
+            "bor" => BitOr,
+            "bxor" => BitXor,
+            _ => return None,
+        })
+    }
 }
 
 /// Element types a Rust function reduces through [`Comm`](super::Comm).
@@ -172,3 +188,18 @@ macro_rules! comm_element {
     )*};
 }
 comm_element!(u8 => U8, i32 => I32, u32 => U32, i64 => I64, u64 => U64, f32 => F32, f64 => F64);
+
+#[cfg(test)]
+mod tests {
+    use super::CommOp;
+
+    #[test]
+    fn every_operation_has_one_python_name() {
+        let names = ["sum", "prod", "min", "max", "band", "bor", "bxor"];
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(CommOp::from_name(n), CommOp::from_u32(i as u32), "{n}");
+        }
+        assert_eq!(CommOp::from_name("SUM"), None);
+        assert_eq!(CommOp::from_name(""), None);
+    }
+}
