@@ -383,9 +383,13 @@ pub fn wait_listening(addr: SocketAddr, limit: Duration) {
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
-    /// `$TMPDIR/rfx-fault-TAG-PID`, empty.
+    /// `$TMPDIR/rfx-fault-TAG-PID-N`, empty: N counts the scratch
+    /// directories of this process, so that tests of one binary run in
+    /// threads (`cargo test`) never share one.
     pub fn new(tag: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("rfx-fault-{tag}-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("rfx-fault-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         Scratch(d)
