@@ -44,6 +44,6 @@ pub use output::{Event, HostCommand, Output};
 pub use placement::PlacementError;
 pub use queue::{Quota, Ticket, TicketId, TicketOutcome};
 pub use resources::{Capacity, Pool};
-pub use schedule::{Queued, TicketView, MAX_TICKET_LEASES};
+pub use schedule::{Queued, TicketView, MAX_TICKET_LEASES, MAX_WAITING_PER_TENANT};
 pub use state::State;
 pub use store_op::StoreOp;

@@ -15,6 +15,10 @@ use super::store_op::StoreOp;
 /// Most leases one queued request may ask for at once.
 pub const MAX_TICKET_LEASES: u32 = 1024;
 
+/// Most requests one tenant may have waiting: a tenant cannot grow the
+/// lease manager's queue (memory, log) without bound.
+pub const MAX_WAITING_PER_TENANT: usize = 4096;
+
 /// What queueing a request gave.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Queued {
@@ -70,6 +74,17 @@ impl Manager {
             return invalid(format!(
                 "a wait of {wait_ms} ms exceeds the maximum {} ms",
                 self.config.max_wait_ms
+            ));
+        }
+        let waiting = self
+            .state
+            .queue()
+            .waiting
+            .get(tenant)
+            .map_or(0, |q| q.len());
+        if waiting >= MAX_WAITING_PER_TENANT {
+            return invalid(format!(
+                "{waiting} requests of this tenant wait already (at most {MAX_WAITING_PER_TENANT})"
             ));
         }
         let quota = self.state.quota(tenant);

@@ -307,6 +307,23 @@ fn bad_queue_requests_are_refused() {
 }
 
 #[test]
+fn a_tenant_cannot_grow_the_queue_without_bound() {
+    let mut sim = Sim::with_config(no_heartbeats());
+    sim.host("h1:1", Capacity::new(1, 1024));
+    let _busy = sim.queue("x", &one_core(), 1, 60_000);
+    for _ in 0..crate::proto::MAX_WAITING_PER_TENANT {
+        waiting(&sim.queue("a", &one_core(), 1, 60_000));
+    }
+    let e = sim
+        .mgr
+        .queue_lease(sim.now, &t("a"), &one_core(), 1, 60_000)
+        .unwrap_err();
+    assert!(e.to_string().contains("wait already"), "{e}");
+    // Another tenant is not held back.
+    waiting(&sim.queue("b", &one_core(), 1, 60_000));
+}
+
+#[test]
 fn ten_thousand_requests_of_a_hundred_tenants_are_granted_in_turn() {
     let mut sim = Sim::with_config(no_heartbeats());
     sim.host("h1:1", Capacity::new(4096, 1 << 20));
