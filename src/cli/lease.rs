@@ -698,8 +698,8 @@ pub(crate) fn lease(cmd: LeaseCmd) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "lease {id}: {} invocations, {} core-ms, {} ms executing, {} ms hot polling, {} B in, {} B out, {} stopped at the time limit",
-                    usage.invocations, usage.core_ms, usage.exec_ms, usage.hot_poll_ms, usage.bytes_in, usage.bytes_out, usage.function_timeouts
+                    "lease {id}: {} invocations, {} core-ms, {:.3} GPU-s, {} ms executing, {} ms hot polling, {} B in, {} B out, {} stopped at the time limit",
+                    usage.invocations, usage.core_ms, usage.gpu_ms as f64 / 1e3, usage.exec_ms, usage.hot_poll_ms, usage.bytes_in, usage.bytes_out, usage.function_timeouts
                 );
             }
         }

@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The accelerator kind that is a GPU: its devices go to
+/// `CUDA_VISIBLE_DEVICES` and accrue [`Usage::gpu_ms`].
+pub const GPU: &str = "gpu";
+
 /// What a tenant asks for.
 ///
 /// ```
@@ -138,21 +142,33 @@ impl Lease {
         ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
     }
 
-    /// Core-milliseconds held from the grant to `t` (never past expiry or end).
-    pub fn core_ms_at(&self, t: Millis) -> u64 {
+    /// Milliseconds held from the grant to `t` (never past expiry or end).
+    fn held_ms_at(&self, t: Millis) -> u64 {
         let end = self
             .ended_at_ms
             .map_or(t, |e| e.min(t))
             .min(self.expires_at_ms);
-        u64::from(self.cores).saturating_mul(end.saturating_sub(self.granted_at_ms))
+        end.saturating_sub(self.granted_at_ms)
     }
 
-    /// The usage with core time accrued up to `now`.
+    /// Core-milliseconds held from the grant to `t` (never past expiry or end).
+    pub fn core_ms_at(&self, t: Millis) -> u64 {
+        u64::from(self.cores).saturating_mul(self.held_ms_at(t))
+    }
+
+    /// GPU-milliseconds held from the grant to `t`: the lease's devices of
+    /// kind `gpu` times the time it held them, used or not (as a batch
+    /// system bills a GPU allocation).
+    pub fn gpu_ms_at(&self, t: Millis) -> u64 {
+        let gpus = self.accelerators.get(GPU).map_or(0, Vec::len) as u64;
+        gpus.saturating_mul(self.held_ms_at(t))
+    }
+
+    /// The usage with core and GPU time accrued up to `now`.
     pub fn usage_at(&self, now: Millis) -> Usage {
-        Usage {
-            core_ms: self.usage.core_ms.max(self.core_ms_at(now)),
-            ..self.usage.clone()
-        }
+        let mut u = self.usage.clone();
+        u.accrue(self, now);
+        u
     }
 }
 
@@ -237,9 +253,20 @@ pub struct Usage {
     /// restarted the executor).
     #[serde(default)]
     pub function_timeouts: u64,
+    /// GPUs (accelerators of kind `gpu`) times held time, in
+    /// GPU-milliseconds.
+    #[serde(default)]
+    pub gpu_ms: u64,
 }
 
 impl Usage {
+    /// Accrues the held-time counters (cores, GPUs) of `lease` up to `at`,
+    /// never backwards.
+    pub(crate) fn accrue(&mut self, lease: &Lease, at: Millis) {
+        self.core_ms = self.core_ms.max(lease.core_ms_at(at));
+        self.gpu_ms = self.gpu_ms.max(lease.gpu_ms_at(at));
+    }
+
     /// Adds a report's deltas (saturating).
     pub(crate) fn add(&mut self, d: &UsageReport) {
         self.hot_poll_ms = self.hot_poll_ms.saturating_add(d.hot_poll_ms);
@@ -259,6 +286,7 @@ impl Usage {
             && self.bytes_in >= earlier.bytes_in
             && self.bytes_out >= earlier.bytes_out
             && self.function_timeouts >= earlier.function_timeouts
+            && self.gpu_ms >= earlier.gpu_ms
     }
 }
 

@@ -38,7 +38,7 @@ pub use config::Config;
 pub use error::LeaseError;
 pub use host::Host;
 pub use ids::{HostId, LeaseId, Millis, TenantId};
-pub use lease::{Lease, LeaseRequest, LeaseState, LostReason, Usage, UsageReport};
+pub use lease::{Lease, LeaseRequest, LeaseState, LostReason, Usage, UsageReport, GPU};
 pub use manager::Manager;
 pub use output::{Event, HostCommand, Output};
 pub use placement::PlacementError;

@@ -491,7 +491,9 @@ impl State {
     }
 }
 
-/// Accrues core time up to `at` (never backwards).
+/// Accrues core and GPU time up to `at` (never backwards).
 fn accrue(lease: &mut Lease, at: Millis) {
-    lease.usage.core_ms = lease.usage.core_ms.max(lease.core_ms_at(at));
+    let mut u = std::mem::take(&mut lease.usage);
+    u.accrue(lease, at);
+    lease.usage = u;
 }

@@ -26,6 +26,8 @@ fn release_returns_resources_and_stops_the_executor() {
     let usage = sim.mgr.release(sim.now, &t("alice"), lease.id).unwrap();
     sim.drain();
     assert_eq!(usage.core_ms, 4 * 2_500);
+    // Its one GPU, held 2.5 s, is 2,500 GPU-ms.
+    assert_eq!(usage.gpu_ms, 2_500);
     assert_eq!(
         sim.free(h),
         Capacity::new(8, 4096).with_accelerators("gpu", 1)
