@@ -12,6 +12,7 @@
 #   RFX_TEST_SKIP_MPI=1 ...    no MPICH ABI toolchain (tests/mpi.rs then skips)
 #   RFX_TEST_SKIP_PYTHON=1 ... skip the Python package (python/) and its tests
 #   RFX_TEST_SKIP_PROMETHEUS=1 no prometheus/promtool (tests/metrics.rs then skips)
+#   RFX_TEST_SKIP_PTXAS=1 ...  no ptxas from pip (device/tests/ptx.rs then skips)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,7 +44,8 @@ if [ "${RFX_TEST_SKIP_CONTAINERS:-0}" != 1 ] && [ "$(id -u)" -eq 0 ]; then
 fi
 # MPI programs built against the standard ABI (tests/mpi.rs): python3-venv for
 # MPICH's ABI toolchain from PyPI (below).
-if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ] || [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ]; then
+if [ "${RFX_TEST_SKIP_MPI:-0}" != 1 ] || [ "${RFX_TEST_SKIP_PYTHON:-0}" != 1 ] \
+    || [ "${RFX_TEST_SKIP_PTXAS:-0}" != 1 ]; then
     want_pkgs+=(python3-venv)
 fi
 # Prometheus metrics (tests/metrics.rs): promtool checks them, a real
@@ -91,6 +93,20 @@ else
     export RFX_SKIP_MPI=1
 fi
 
+# --- CUDA kernels -------------------------------------------------------------
+# No GPU here: NVIDIA's ptxas (from the nvidia-cuda-nvcc-cu12 wheel) checks
+# that the kernels' PTX assembles (device/tests/ptx.rs); the GPU itself is
+# tested by scripts/gpu-test.sh on a GPU machine.
+if [ "${RFX_TEST_SKIP_PTXAS:-0}" != 1 ]; then
+    log "ptxas (pip, into target/cuda-venv)"
+    [ -x target/cuda-venv/bin/pip ] || python3 -m venv target/cuda-venv
+    target/cuda-venv/bin/pip install -q --disable-pip-version-check nvidia-cuda-nvcc-cu12==12.9.86
+    RFX_PTXAS=$(find target/cuda-venv -path '*cuda_nvcc/bin/ptxas' | head -n 1)
+    export RFX_PTXAS="$PWD/$RFX_PTXAS"
+else
+    export RFX_TEST_SKIP_PTXAS=1
+fi
+
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE=1
 
@@ -110,6 +126,10 @@ if [ -n "$server_side" ]; then
     echo "rfx-executors without features still depends on: $server_side" >&2
     exit 1
 fi
+
+log "cuda feature without a GPU: clippy, and opening a GPU fails cleanly"
+cargo clippy -p rfx-device -p rfx-collectives --all-targets --features cuda -- -D warnings
+RFX_TEST_SKIP_CUDA=1 cargo test -q -p rfx-device --features cuda --test cuda
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then

@@ -16,7 +16,12 @@ use crate::request::{
 use crate::schedule::{self as sched, Algorithm, Collective, Step};
 
 /// Context bit of collective traffic (point to point uses the bare context).
-const COLL: u32 = 1 << 31;
+pub(crate) const COLL: u32 = 1 << 31;
+
+/// Context bit of device-buffer traffic (staged chunks, see `device`):
+/// it never matches a receive into host memory, nor one into device
+/// memory a host send.
+pub(crate) const DEV: u32 = 1 << 30;
 
 /// Schedules kept per communicator (a loop of one collective finds its
 /// schedule here instead of computing it on every call).
@@ -56,7 +61,7 @@ struct PlanKey {
 
 /// A schedule in the cache of a communicator.
 #[derive(Debug, Clone, Copy)]
-struct Plan(usize);
+pub(crate) struct Plan(usize);
 
 /// The last schedules used, replaced round-robin.
 #[derive(Debug, Default)]
@@ -145,6 +150,8 @@ pub struct Communicator {
     plans: Plans,
     /// Scratch for intermediate buffers (gather, scatter, reduce_scatter).
     work: Vec<u64>,
+    /// Pinned slots of the last device used (a `device::stage::Staging`).
+    pub(crate) staging: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 /// The operation, checked before anything is sent.
@@ -168,6 +175,7 @@ impl Communicator {
             cfg: Arc::new(cfg),
             plans: Plans::default(),
             work: Vec::new(),
+            staging: None,
         }
     }
 
@@ -236,14 +244,14 @@ impl Communicator {
         kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+")
     }
 
-    fn world(&self, rank: usize) -> Result<usize, CollError> {
+    pub(crate) fn world(&self, rank: usize) -> Result<usize, CollError> {
         self.group.get(rank).copied().ok_or(CollError::InvalidRank {
             rank,
             size: self.size(),
         })
     }
 
-    fn next_tag(&mut self) -> u32 {
+    pub(crate) fn next_tag(&mut self) -> u32 {
         let t = self.seq;
         self.seq = self.seq.wrapping_add(1);
         t
@@ -258,10 +266,21 @@ impl Communicator {
     /// claims it, or as soon as the receiver waits in the library on
     /// anything else, as MPI's rendezvous.
     pub fn send<T: Element>(&mut self, buf: &[T], dest: usize, tag: u32) -> Result<(), CollError> {
+        self.send_in(self.ctx, buf, dest, tag)
+    }
+
+    /// [`Communicator::send`] on context `ctx` (this one's, with flag bits).
+    pub(crate) fn send_in<T: Element>(
+        &mut self,
+        ctx: u32,
+        buf: &[T],
+        dest: usize,
+        tag: u32,
+    ) -> Result<(), CollError> {
         let w = self.world(dest)?;
         match T::wire(buf) {
             Some(bytes) => {
-                let token = lock(&self.engine).post(w, self.ctx, tag, &[bytes], Lend::Expose)?;
+                let token = lock(&self.engine).post(w, ctx, tag, &[bytes], Lend::Expose)?;
                 let mut t = SendTask {
                     dest: w,
                     token,
@@ -273,7 +292,7 @@ impl Communicator {
             None => {
                 let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
                 T::encode(buf, &mut bytes);
-                lock(&self.engine).post(w, self.ctx, tag, &[&bytes], Lend::Copy)?;
+                lock(&self.engine).post(w, ctx, tag, &[&bytes], Lend::Copy)?;
                 // Bound the memory queued for a slow receiver: wait until the
                 // window took the message.
                 let mut t = FlushTask { dest: w };
@@ -284,6 +303,7 @@ impl Communicator {
 
     fn recv_task<T: Element, B: TaskBuf<T>>(
         &mut self,
+        ctx: u32,
         buf: B,
         cap: usize,
         source: Source,
@@ -300,15 +320,15 @@ impl Communicator {
         let seq = self.recv_seq;
         self.recv_seq = seq.wrapping_add(1);
         // Posted now: it matches before any receive posted after it.
-        lock(&self.engine).post_recv(src, self.ctx, tag, claimer(self.ctx, seq));
+        lock(&self.engine).post_recv(src, ctx, tag, claimer(ctx, seq));
         Ok(RecvTask {
             buf: Some(buf),
             cap,
             src,
-            ctx: self.ctx,
+            ctx,
             tag,
             group: self.group.clone(),
-            claimer: claimer(self.ctx, seq),
+            claimer: claimer(ctx, seq),
             cur: None,
             seen: None,
             pos: 0,
@@ -325,8 +345,19 @@ impl Communicator {
         source: impl Into<Source>,
         tag: impl Into<TagMatch>,
     ) -> Result<Status, CollError> {
+        self.recv_in(self.ctx, buf, source.into(), tag.into())
+    }
+
+    /// [`Communicator::recv`] on context `ctx` (this one's, with flag bits).
+    pub(crate) fn recv_in<T: Element>(
+        &mut self,
+        ctx: u32,
+        buf: &mut [T],
+        source: Source,
+        tag: TagMatch,
+    ) -> Result<Status, CollError> {
         let cap = buf.len();
-        let mut t = self.recv_task(Whole { buf, base: 0 }, cap, source.into(), tag.into())?;
+        let mut t = self.recv_task(ctx, Whole { buf, base: 0 }, cap, source, tag)?;
         drive(&self.engine, &mut t, self.cfg.op_timeout).map(|(_, st)| st)
     }
 
@@ -344,6 +375,7 @@ impl Communicator {
         let w = self.world(dest)?;
         let cap = recv.len();
         let rt = self.recv_task(
+            self.ctx,
             Whole { buf: recv, base: 0 },
             cap,
             source.into(),
@@ -450,7 +482,13 @@ impl Communicator {
         B: AsRef<[T]> + AsMut<[T]> + Send + 'static,
     {
         let cap = buf.as_ref().len();
-        let t = self.recv_task(Whole { buf, base: 0 }, cap, source.into(), tag.into())?;
+        let t = self.recv_task(
+            self.ctx,
+            Whole { buf, base: 0 },
+            cap,
+            source.into(),
+            tag.into(),
+        )?;
         let task = MapTask {
             inner: t,
             f: Some(|(w, st): (Whole<B>, Status)| Ok((w.buf, st))),
@@ -486,6 +524,19 @@ impl Communicator {
 
     fn steps(&self, p: Plan) -> &[Step] {
         &self.plans.entries[p.0].1
+    }
+
+    /// The steps of `p`, shared (to run them while the communicator is
+    /// borrowed mutably).
+    pub(crate) fn steps_shared(&self, p: Plan) -> Arc<[Step]> {
+        self.plans.entries[p.0].1.clone()
+    }
+
+    /// Reduce-scatter's ring of `count` elements per block.
+    pub(crate) fn plan_reduce_scatter<T: Element>(&mut self, count: usize) -> Plan {
+        self.plan(PlanOp::ReduceScatter, 0, count, T::SIZE, |me, n| {
+            sched::reduce_scatter_ring(me, n, count)
+        })
     }
 
     fn run<T: Element, B: TaskBuf<T>>(
@@ -614,11 +665,11 @@ impl Communicator {
         r
     }
 
-    fn check_root(&self, root: usize) -> Result<(), CollError> {
+    pub(crate) fn check_root(&self, root: usize) -> Result<(), CollError> {
         self.world(root).map(|_| ())
     }
 
-    fn len_check(what: &str, got: usize, want: usize) -> Result<(), CollError> {
+    pub(crate) fn len_check(what: &str, got: usize, want: usize) -> Result<(), CollError> {
         if got == want {
             Ok(())
         } else {
@@ -646,7 +697,7 @@ impl Communicator {
         (chunk / T::SIZE).max(1)
     }
 
-    fn plan_bcast<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+    pub(crate) fn plan_bcast<T: Element>(&mut self, root: usize, count: usize) -> Plan {
         let alg = self.choose::<T>(Collective::Bcast, count);
         self.plan(PlanOp::Bcast, root, count, T::SIZE, |me, n| match alg {
             Algorithm::Chain { chunk } => {
@@ -656,7 +707,7 @@ impl Communicator {
         })
     }
 
-    fn plan_reduce<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+    pub(crate) fn plan_reduce<T: Element>(&mut self, root: usize, count: usize) -> Plan {
         let alg = self.choose::<T>(Collective::Reduce, count);
         self.plan(PlanOp::Reduce, root, count, T::SIZE, |me, n| match alg {
             Algorithm::Chain { chunk } => {
@@ -666,7 +717,7 @@ impl Communicator {
         })
     }
 
-    fn plan_allreduce<T: Element>(&mut self, count: usize) -> Plan {
+    pub(crate) fn plan_allreduce<T: Element>(&mut self, count: usize) -> Plan {
         let alg = self.choose::<T>(Collective::Allreduce, count);
         self.plan(PlanOp::Allreduce, 0, count, T::SIZE, |me, n| match alg {
             Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
@@ -675,7 +726,7 @@ impl Communicator {
         })
     }
 
-    fn plan_allgather<T: Element>(&mut self, count: usize) -> Plan {
+    pub(crate) fn plan_allgather<T: Element>(&mut self, count: usize) -> Plan {
         let alg = self.choose::<T>(Collective::Allgather, count);
         self.plan(PlanOp::Allgather, 0, count, T::SIZE, |me, n| match alg {
             Algorithm::Ring => sched::allgather_ring(me, n, count),
@@ -827,9 +878,7 @@ impl Communicator {
         let (me, n, c) = (self.rank, self.size(), recv.len());
         Self::len_check("reduce_scatter's send buffer", send.len(), n * c)?;
         let op = checked(op)?;
-        let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
-            sched::reduce_scatter_ring(me, n, c)
-        });
+        let steps = self.plan_reduce_scatter::<T>(c);
         self.with_work(n * c, |comm, work: &mut [T]| {
             work.copy_from_slice(send);
             comm.run(
@@ -996,9 +1045,7 @@ impl Communicator {
         }
         let c = send.len() / n;
         let op = checked(op)?;
-        let steps = self.plan(PlanOp::ReduceScatter, 0, c, T::SIZE, |me, n| {
-            sched::reduce_scatter_ring(me, n, c)
-        });
+        let steps = self.plan_reduce_scatter::<T>(c);
         Ok(
             self.request("ireduce_scatter", steps, send, Some(op), move |w| {
                 Ok(w[me * c..(me + 1) * c].to_vec())
@@ -1071,7 +1118,7 @@ impl Communicator {
         let ctx = all.chunks_exact(3).map(|c| c[2]).max().unwrap_or(next);
         let ctx = u32::try_from(ctx)
             .ok()
-            .filter(|&c| c < COLL - 1)
+            .filter(|&c| c < DEV)
             .ok_or_else(|| CollError::InvalidArgument("context ids exhausted".into()))?;
         {
             let mut e = lock(&self.engine);
@@ -1100,6 +1147,7 @@ impl Communicator {
             cfg: self.cfg.clone(),
             plans: Plans::default(),
             work: Vec::new(),
+            staging: None,
         }))
     }
 

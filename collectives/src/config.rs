@@ -92,6 +92,12 @@ pub struct CollConfig {
     pub fragment: usize,
     /// Algorithm switch points.
     pub thresholds: Thresholds,
+    /// Bytes per chunk of a device buffer staged through pinned host
+    /// memory (`RFX_COLL_DEVICE_CHUNK`, a multiple of 8).
+    pub device_chunk: usize,
+    /// Pinned chunks in flight per device operation, at least 2
+    /// (`RFX_COLL_DEVICE_SLOTS`).
+    pub device_slots: usize,
 }
 
 impl Default for CollConfig {
@@ -104,6 +110,8 @@ impl Default for CollConfig {
             window: 256 << 10,
             fragment: 64 << 10,
             thresholds: Thresholds::default(),
+            device_chunk: 1 << 20,
+            device_slots: 4,
         }
     }
 }
@@ -155,6 +163,12 @@ impl CollConfig {
         if let Some(v) = num("RFX_COLL_FRAGMENT")? {
             c.fragment = v;
         }
+        if let Some(v) = num("RFX_COLL_DEVICE_CHUNK")? {
+            c.device_chunk = v;
+        }
+        if let Some(v) = num("RFX_COLL_DEVICE_SLOTS")? {
+            c.device_slots = v;
+        }
         let t = &mut c.thresholds;
         for (var, slot) in [
             ("RFX_COLL_BCAST_PIPELINE_MIN", &mut t.bcast_pipeline_min),
@@ -195,6 +209,18 @@ impl CollConfig {
                 self.window / 2
             )));
         }
+        if self.device_chunk == 0 || self.device_chunk % 8 != 0 {
+            return Err(CollError::Env(format!(
+                "RFX_COLL_DEVICE_CHUNK={}: must be a positive multiple of 8",
+                self.device_chunk
+            )));
+        }
+        if !(2..=64).contains(&self.device_slots) {
+            return Err(CollError::Env(format!(
+                "RFX_COLL_DEVICE_SLOTS={}: must be between 2 and 64",
+                self.device_slots
+            )));
+        }
         if self.thresholds.pipeline_chunk == 0 {
             return Err(CollError::Env(
                 "RFX_COLL_PIPELINE_CHUNK: must not be 0".into(),
@@ -225,6 +251,10 @@ mod tests {
         let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_PROGRESS").then(|| "lukewarm".into()));
         assert!(matches!(bad, Err(CollError::Env(m)) if m.contains("RFX_COLL_PROGRESS")));
         let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_FRAGMENT").then(|| "1000000".into()));
+        assert!(bad.is_err());
+        let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_DEVICE_CHUNK").then(|| "1001".into()));
+        assert!(matches!(bad, Err(CollError::Env(m)) if m.contains("multiple of 8")));
+        let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_DEVICE_SLOTS").then(|| "1".into()));
         assert!(bad.is_err());
     }
 }

@@ -17,7 +17,10 @@
 //!   user-defined ones ([`Op::custom`]);
 //! - sub-communicators: [`Communicator::split`] and [`Communicator::dup`]
 //!   reuse the parent's endpoints under a new context id;
-//! - device buffers staged through host memory ([`device::DeviceBuffer`]).
+//! - device memory ([`device::DeviceVec`] on a GPU, feature `cuda`): bcast,
+//!   reduce, allreduce, allgather, reduce_scatter, send and recv, staged in
+//!   pipelined chunks through pinned host memory and reduced on the device
+//!   ([`device`]).
 //!
 //! Every operation is bounded: a rank that dies makes the others fail with
 //! [`CollError::PeerGone`] naming it, or [`CollError::Timeout`] after the

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod device;
 mod harness;
 mod roles;
 
@@ -175,9 +176,25 @@ fn split_and_dup() {
     }
 }
 
+/// Device buffers through the staging pipeline on the host device: chunks
+/// of 64 B and two slots (thousands of chunks per message, every slot
+/// reused), then the default 1 MiB chunks with a message of 3 chunks.
 #[test]
-fn device_buffers_staged_through_host() {
-    run_ok("device", 3, "shm", &[]);
+fn device_buffers_pipelined_through_pinned_slots() {
+    let small = [
+        ("RFX_COLL_DEVICE_CHUNK", "64"),
+        ("RFX_COLL_DEVICE_SLOTS", "2"),
+    ];
+    for n in 1..=4 {
+        run_ok("device", n, "shm", &small);
+    }
+    run_ok("device", 3, "tcp", &small);
+    run_ok(
+        "device",
+        2,
+        "shm",
+        &[("RFX_COLL_TEST_COUNTS", "1,300000,700000")],
+    );
 }
 
 #[test]

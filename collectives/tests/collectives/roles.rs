@@ -2,7 +2,6 @@
 
 use std::time::{Duration, Instant};
 
-use rfx_collectives::device::{DeviceBuffer, HostBuffer};
 use rfx_collectives::{CollError, Communicator, Element, Op, ReduceOp, Source, TagMatch};
 
 /// Element types the tests build from small integers.
@@ -343,20 +342,6 @@ pub fn die(c: &mut Communicator) {
     std::process::exit(0);
 }
 
-pub fn device(c: &mut Communicator) {
-    let me = c.rank();
-    let n = c.size();
-    let mut dev = HostBuffer::new(vec![me as f32 + 1.0; 257]);
-    c.allreduce_device(&mut dev, ReduceOp::Sum).unwrap();
-    let s = (n * (n + 1) / 2) as f32;
-    let mut host = vec![0f32; 257];
-    dev.copy_to_host(&mut host).unwrap();
-    assert_eq!(host, vec![s; 257]);
-    let mut dev = HostBuffer::new(if me == 0 { vec![5u16; 9] } else { vec![0; 9] });
-    c.bcast_device(&mut dev, 0).unwrap();
-    assert_eq!(dev.as_slice(), &[5u16; 9]);
-}
-
 /// Point to point beyond the flow-control window: blocking sends of a few
 /// MiB both ways before any receive (sends never wait for the matching
 /// receive), receives in another order than the sends, and non-blocking
@@ -523,7 +508,7 @@ pub fn dispatch(role: &str) {
         "nonblocking" => nonblocking(&mut c),
         "split" => split(&mut c),
         "die" => die(&mut c),
-        "device" => device(&mut c),
+        "device" => crate::device::device(&mut c),
         "p2p_stress" => p2p_stress(&mut c),
         "no_alloc" => no_alloc(&mut c),
         "single_copy" => single_copy(&mut c),
