@@ -211,6 +211,18 @@ pub fn run_rfx(
     transport: &str,
     limit: Duration,
 ) -> anyhow::Result<Vec<Point>> {
+    run_ranks("coll-rank", n, rank_args, transport, limit)
+}
+
+/// Spawns `n` processes of this binary's subcommand `sub`, hosts their
+/// rendezvous, returns the points rank 0 printed.
+pub fn run_ranks(
+    sub: &str,
+    n: usize,
+    rank_args: &[String],
+    transport: &str,
+    limit: Duration,
+) -> anyhow::Result<Vec<Point>> {
     let mut key = [0u8; 16];
     getrandom::getrandom(&mut key).context("a job key")?;
     let rv = Rendezvous::bind(SocketAddr::from(([127, 0, 0, 1], 0)), n, key.to_vec())?;
@@ -221,7 +233,7 @@ pub fn run_rfx(
     let mut children = Vec::new();
     for rank in 0..n {
         let child = Command::new(&exe)
-            .arg("coll-rank")
+            .arg(sub)
             .args(rank_args)
             .env("RFX_RANK", rank.to_string())
             .env("RFX_SIZE", n.to_string())

@@ -90,6 +90,13 @@ enum Cmd {
     /// One rank of `coll` (started by it).
     #[command(hide = true)]
     CollRank(cmd::coll::CollRankArgs),
+    /// Collectives on device memory (a GPU with --device cuda, or the host
+    /// reference device) against the same on host memory, OSU's method, and
+    /// the reduction kernel's bandwidth against a device copy.
+    Device(cmd::device::DeviceArgs),
+    /// One rank of `device` (started by it).
+    #[command(hide = true)]
+    DeviceRank(cmd::device::DeviceRankArgs),
     /// Every benchmark above with its baselines found on this machine
     /// (scripts/baselines.sh installs them), one JSON file each in a
     /// directory, plus `all.json` saying what ran and what was missing.
@@ -112,5 +119,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::All(a) => all::run(a),
         Cmd::Report(a) => report::run(a),
         Cmd::CollRank(a) => cmd::coll::rank(a),
+        Cmd::Device(a) => cmd::device::run(a),
+        Cmd::DeviceRank(a) => cmd::device::rank(a),
     }
 }

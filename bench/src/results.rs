@@ -627,3 +627,64 @@ pub struct PythonReport {
     #[serde(default)]
     pub skipped: std::collections::BTreeMap<String, String>,
 }
+
+/// One row of `device.json`: a collective on device memory against the
+/// same collective on host memory, one size, one rank count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRow {
+    /// The operation.
+    pub op: String,
+    /// Ranks.
+    pub ranks: usize,
+    /// Bytes per rank.
+    pub size: usize,
+    /// Mean per-call latency on host memory, µs.
+    pub host_us: f64,
+    /// Mean per-call latency on device memory, µs.
+    pub device_us: f64,
+    /// device / host: the cost of staging.
+    pub ratio: f64,
+}
+
+/// One row of the kernel part of `device.json`: a reduction kernel's
+/// bandwidth against a device-to-device copy of the same bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KernelRow {
+    /// Bytes of each operand.
+    pub size: usize,
+    /// `acc += src` (f32 sum): bytes moved (read acc, read src, write
+    /// acc) per second, GB/s.
+    pub reduce_gbps: f64,
+    /// A copy of `size` bytes (read, write), GB/s.
+    pub copy_gbps: f64,
+    /// reduce / copy.
+    pub ratio: f64,
+}
+
+/// `device.json`: `rfx-bench device`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceReport {
+    /// `device`.
+    pub bench: String,
+    /// Where it ran.
+    pub machine: Machine,
+    /// The device (`host`, or `cuda:0 NVIDIA H100 ...`).
+    pub device: String,
+    /// Staging chunk and slots.
+    pub chunk: usize,
+    /// Pinned slots.
+    pub slots: usize,
+    /// Every point each side printed (`host`, `device`).
+    pub points: Vec<Point>,
+    /// Device against host per size.
+    pub rows: Vec<DeviceRow>,
+    /// Reduction kernel against copy bandwidth.
+    pub kernels: Vec<KernelRow>,
+}
+
+impl ResultFile for DeviceReport {
+    type Row = DeviceRow;
+    fn rows(&self) -> &[DeviceRow] {
+        &self.rows
+    }
+}

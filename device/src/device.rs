@@ -108,6 +108,14 @@ pub trait Device: Send + Sync + fmt::Debug + 'static {
     /// Waits until all queued work finished.
     fn synchronize(&self) -> Result<(), DeviceError>;
 
+    /// The address of `mem` as code on the device sees it (a `CUdeviceptr`
+    /// on a GPU, a host address on the host device): what a function or a
+    /// kernel is given.
+    fn address(&self, mem: &Self::Mem) -> u64;
+    /// The stream's handle for code that queues its own work on it (a
+    /// `CUstream`; 0 on the host device, whose stream is internal).
+    fn raw_stream(&self) -> u64;
+
     /// Copies `dst.len()` bytes of `src` at `at` into host memory, waiting.
     fn read(&self, src: &Self::Mem, at: usize, dst: &mut [u8]) -> Result<(), DeviceError>;
     /// Copies `src` into `dst` at `at`, waiting.

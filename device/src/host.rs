@@ -319,6 +319,15 @@ impl Device for HostDevice {
         self.wait(issued)
     }
 
+    fn address(&self, mem: &HostMem) -> u64 {
+        // The words never move: buffers are never resized.
+        mem.words.lock().as_mut_ptr() as u64
+    }
+
+    fn raw_stream(&self) -> u64 {
+        0
+    }
+
     fn read(&self, src: &HostMem, at: usize, dst: &mut [u8]) -> Result<(), DeviceError> {
         in_range("device memory", at, dst.len(), src.len)?;
         self.synchronize()?;

@@ -2,6 +2,7 @@
 //! clear `NoDevice` error; with one (`scripts/gpu-test.sh` on a GPU
 //! machine), the device contract and the SAXPY kernel run on it.
 //! `RFX_TEST_SKIP_CUDA=1` skips the GPU tests where there is no GPU.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 #![cfg(feature = "cuda")]
 
 mod support;

@@ -1,4 +1,5 @@
 //! The device contract on the host reference backend.
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
 mod support;
 

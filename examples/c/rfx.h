@@ -10,13 +10,18 @@
  *
  * A function that returns RFX_FAILED may first write why into `out`, NUL-terminated (at
  * most 1 KiB is read): the client's error carries that text.
+ *
+ * Device functions (marked with RFX_DEVICE_FUNCTION(name), ABI 2): ctx->device says where
+ * the input and the output buffer are in device memory (a GPU's, through CUDA). The executor
+ * copies the input there before the call; after it, it waits for ctx->device->stream and
+ * copies back as many output bytes as the function returned, from ctx->device->out.
  */
 #ifndef RFX_H
 #define RFX_H
 
 #include <stdint.h>
 
-#define RFX_ABI_VERSION 1u
+#define RFX_ABI_VERSION 2u
 
 /* Status codes: the top 256 values of uint32_t are reserved. */
 #define RFX_PANICKED 0xffffffffu /* a Rust function panicked */
@@ -58,6 +63,16 @@ typedef struct rfx_comm {
     int32_t (*alltoall)(void *h, const void *in, uint64_t len, void *out);
 } rfx_comm;
 
+/* Where a device function's data is (ABI 2). */
+enum { RFX_DEVICE_CUDA = 1, RFX_DEVICE_HOST = 2 };
+typedef struct rfx_device {
+    uint32_t kind;      /* RFX_DEVICE_CUDA, or RFX_DEVICE_HOST (RFX_DEVICE=host: host memory) */
+    uint32_t ordinal;   /* the device among those the executor sees */
+    uint64_t in;        /* device address (CUdeviceptr) of the input: size bytes */
+    uint64_t out;       /* device address of the output buffer: out_capacity bytes */
+    void *stream;       /* the CUstream to queue kernels on; NULL on the host device */
+} rfx_device;
+
 typedef struct rfx_context {
     uint32_t abi_version;   /* RFX_ABI_VERSION of the executor (or later) */
     uint32_t rank;          /* this instance in a group invocation; 0 otherwise */
@@ -65,10 +80,17 @@ typedef struct rfx_context {
     uint32_t out_capacity;  /* bytes the function may write to out */
     uint64_t invocation_id;
     const rfx_comm *comm;   /* the group's communicator; NULL for a single invocation */
+    const rfx_device *device; /* ABI 2: a device function's buffers; NULL otherwise */
 } rfx_context;
 
 /* Marks `name` as an extended-ABI function: exports `const uint32_t rfx_abi_name = 1`. */
 #define RFX_EXTENDED(name) \
     __attribute__((visibility("default"))) const uint32_t rfx_abi_##name = RFX_ABI_VERSION
+
+/* Marks `name` as a device function (and an extended-ABI one): its input and output live in
+ * device memory, see rfx_device. */
+#define RFX_DEVICE_FUNCTION(name) \
+    RFX_EXTENDED(name); \
+    __attribute__((visibility("default"))) const uint32_t rfx_device_##name = 1
 
 #endif /* RFX_H */

@@ -29,6 +29,7 @@ use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use rfx_abi::{RfxContext, ABI_VERSION};
 
 use crate::context::{Abi, CallContext};
+use crate::device::{DeviceChoice, DeviceSlot, DEVICE_MARKER_PREFIX};
 use crate::elf::{self, HeaderProblem};
 use crate::error::{CallError, ExecError};
 use crate::mpi::{needs_mpi, Runtime};
@@ -63,6 +64,9 @@ const MAX_FD_TRIES: usize = 64;
 enum Entry {
     Rfaas(RfaasFn),
     Extended(ExtendedFn),
+    /// An extended-ABI function marked `rfx_device_<name>`: its data is
+    /// staged to and from device memory (see [`crate::device`]).
+    Device(ExtendedFn),
     /// A Python function: its handle in the Python host.
     Python(&'static PyHost, i64),
 }
@@ -72,7 +76,7 @@ impl Entry {
         match self {
             Entry::Rfaas(_) => Abi::Rfaas,
             // A Python function keeps the extended ABI's contract.
-            Entry::Extended(_) | Entry::Python(..) => Abi::Extended,
+            Entry::Extended(_) | Entry::Device(_) | Entry::Python(..) => Abi::Extended,
         }
     }
 }
@@ -107,6 +111,8 @@ struct Inner {
     /// so that no other file takes its number, and so its `/proc/self/fd/N` name.
     memfd: Option<OwnedFd>,
     cache: Mutex<HashMap<String, Entry>>,
+    /// The device of its device functions (opened at the first call).
+    device: parking_lot::Mutex<DeviceSlot>,
     /// rfx's MPI library, for a library built against the MPI ABI.
     mpi: Option<&'static Runtime>,
     /// A Python module instead of a native library (`dl` is then `None`).
@@ -219,6 +225,7 @@ impl Library {
                 dl: None,
                 memfd: None,
                 cache: Mutex::new(HashMap::new()),
+                device: parking_lot::Mutex::new(DeviceSlot::new(DeviceChoice::from_env())),
                 mpi: None,
                 python: Some(PythonModule {
                     host,
@@ -241,6 +248,7 @@ impl Library {
                 dl: Some(dl),
                 memfd,
                 cache: Mutex::new(HashMap::new()),
+                device: parking_lot::Mutex::new(DeviceSlot::new(DeviceChoice::from_env())),
                 mpi,
                 python: None,
             }),
@@ -252,13 +260,20 @@ impl Library {
         &self.inner.name
     }
 
+    /// The device its device functions run on (default: `RFX_DEVICE`, see
+    /// [`DeviceChoice::from_env`]).
+    pub fn use_device(&self, choice: DeviceChoice) {
+        self.inner.device.lock().choose(choice);
+    }
+
     /// Resolves the function `name` (once: later calls hit a cache).
     ///
     /// `name` must be a C identifier of at most [`MAX_NAME_LEN`] bytes, not starting with
     /// [`MARKER_PREFIX`]. Nothing checks that the symbol is code rather than data (as in rFaaS):
     /// calling a data symbol crashes the process. If the library also
     /// exports `rfx_abi_<name>`, the function uses the extended ABI and the marker must hold
-    /// [`ABI_VERSION`](crate::ABI_VERSION); otherwise it uses the rFaaS ABI.
+    /// 1 to [`ABI_VERSION`](crate::ABI_VERSION); otherwise it uses the rFaaS ABI. With
+    /// `rfx_device_<name>` as well, it is a device function ([`crate::device`]).
     pub fn function(&self, name: &str) -> Result<Function, ExecError> {
         let entry = {
             let mut cache = self
@@ -307,8 +322,8 @@ impl Inner {
             Some("not a c identifier")
         } else if name.len() > MAX_NAME_LEN {
             Some("longer than 200 bytes")
-        } else if name.starts_with(MARKER_PREFIX) {
-            Some("the rfx_abi_ prefix is reserved for abi markers")
+        } else if name.starts_with(MARKER_PREFIX) || name.starts_with(DEVICE_MARKER_PREFIX) {
+            Some("the rfx_abi_ and rfx_device_ prefixes are reserved for markers")
         } else {
             None
         };
@@ -352,7 +367,8 @@ impl Inner {
         // is a `u32` object of the loaded (and still mapped) library. Read unaligned, so that
         // a carelessly declared marker cannot make this read undefined.
         let value = unsafe { marker.read_unaligned() };
-        if value != ABI_VERSION {
+        // Contexts only grow: a function built for an earlier version runs.
+        if !(1..=ABI_VERSION).contains(&value) {
             return Err(ExecError::BadAbiMarker {
                 library: self.name.clone(),
                 symbol: name.to_owned(),
@@ -361,7 +377,17 @@ impl Inner {
                 expected: ABI_VERSION,
             });
         }
-        Ok(Entry::Extended(*f))
+        // SAFETY: only the symbol's presence is used, never its contents.
+        let device = unsafe {
+            self.dl()
+                .get::<*const u8>(format!("{DEVICE_MARKER_PREFIX}{name}").as_bytes())
+        }
+        .is_ok();
+        Ok(if device {
+            Entry::Device(*f)
+        } else {
+            Entry::Extended(*f)
+        })
     }
 }
 
@@ -479,8 +505,49 @@ impl Function {
                     _ => call(),
                 }
             }
+            Entry::Device(f) => return self.call_device(f, ctx, input, size, capacity, output),
             Entry::Python(host, f) => host.call(f, &ctx.to_raw(capacity), input, output),
         };
+        self.check_return(ret, capacity, output)
+    }
+
+    /// A device function's call: input staged to the device, output read
+    /// back from it (see [`crate::device`]).
+    fn call_device(
+        &self,
+        f: ExtendedFn,
+        ctx: &CallContext,
+        input: &[u8],
+        size: u32,
+        capacity: u32,
+        output: &mut [u8],
+    ) -> Result<usize, CallError> {
+        let device_err = |e: rfx_device::DeviceError| CallError::Device {
+            function: self.name.to_string(),
+            reason: e.to_string(),
+        };
+        let mut slot = self.lib.device.lock();
+        let out = output.as_mut_ptr();
+        let ret = {
+            let run = |raw: &RfxContext| {
+                // SAFETY: as for the extended ABI (see `call`): `raw`, and the
+                // device buffers it names, live for the whole call; `input` is
+                // valid for `size` bytes and `out` for `capacity` (the host
+                // buffer, where a failing function writes its reason).
+                unsafe { f(raw, input.as_ptr().cast(), size, out.cast()) }
+            };
+            match self.lib.mpi {
+                Some(rt) if !ctx.comm.is_null() => {
+                    rt.with_group(ctx.comm, || slot.call(ctx.to_raw(capacity), input, run))
+                }
+                _ => slot.call(ctx.to_raw(capacity), input, run),
+            }
+        }
+        .map_err(device_err)?;
+        if ret <= capacity {
+            slot.read_output(&mut output[..ret as usize])
+                .map_err(device_err)?;
+        }
         self.check_return(ret, capacity, output)
     }
 

@@ -81,6 +81,7 @@ impl CallContext {
             out_capacity,
             invocation_id: self.invocation_id,
             comm: self.comm,
+            device: std::ptr::null(),
         }
     }
 }

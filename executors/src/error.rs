@@ -142,6 +142,15 @@ pub enum CallError {
         /// The panic's message, if it had one.
         reason: String,
     },
+    /// A device function could not get its device, or its data moved to or
+    /// from it failed (`no CUDA device: ...` where the executor has none).
+    #[error("device function `{function}`: {reason}")]
+    Device {
+        /// The function.
+        function: String,
+        /// What failed.
+        reason: String,
+    },
     /// The function reported a failure ([`status::FAILED`](crate::status::FAILED)).
     #[error("function `{function}` reported a failure{}", reason_suffix(.reason))]
     Failed {

@@ -17,23 +17,25 @@
 //!
 //! ```c
 //! typedef struct rfx_context {
-//!     uint32_t abi_version;   /* 1 */
+//!     uint32_t abi_version;   /* 2 */
 //!     uint32_t rank;          /* this instance in a group invocation; 0 otherwise */
 //!     uint32_t size;          /* instances in the group; 1 otherwise */
 //!     uint32_t out_capacity;  /* bytes the function may write to out */
 //!     uint64_t invocation_id;
 //!     const rfx_comm *comm;   /* group invocations: the communicator (see [comm]) */
+//!     const rfx_device *device; /* v2, device functions: their buffers on the device */
 //! } rfx_context;
 //!
 //! uint32_t name(const rfx_context *ctx, const void *in, uint32_t size, void *out);
-//! const uint32_t rfx_abi_name = 1;    /* the marker: "name" uses the extended ABI, v1 */
+//! const uint32_t rfx_abi_name = 2;    /* the marker: "name" uses the extended ABI, v2 */
 //! ```
 //!
 //! **The marker convention**: a function `name` uses the extended ABI if and only if the
 //! library also exports a data symbol `rfx_abi_name` ([`MARKER_PREFIX`]), a `uint32_t` holding
-//! the extended-ABI version it was built for, [`ABI_VERSION`] (1). Any other value is refused
-//! at resolution ([`ExecError::BadAbiMarker`]), so an executor never calls a function with the
-//! wrong signature. Without the marker, the function is an rFaaS one. (The marker is data, not
+//! the extended-ABI version it was built for, 1 to [`ABI_VERSION`] (2; contexts only grow, so
+//! a function built for 1 runs). Any other value is refused at resolution
+//! ([`ExecError::BadAbiMarker`]), so an executor never calls a function with the wrong
+//! signature. Without the marker, the function is an rFaaS one. (The marker is data, not
 //! a naming scheme for the function itself, so rFaaS names keep working and a C author needs
 //! one line.)
 //!
@@ -44,6 +46,11 @@
 //! function panicked, `0xffff_fffe` ([`status::FAILED`]) that the function refused its input.
 //! rFaaS functions are not told the capacity (as in rFaaS, the client and the function agree
 //! on it); extended ones get it in `ctx->out_capacity`.
+//!
+//! **Device functions** (v2): a library that also exports `rfx_device_name`
+//! (`RFX_DEVICE_FUNCTION(name)` in C) gets `name`'s input in device memory and returns its
+//! output from there: `ctx->device` ([`RfxDevice`]) holds both addresses and the stream; see
+//! [`device`] and `examples/c/gpu_functions.c` (SAXPY on a GPU).
 //!
 //! **Crashes**: a function that segfaults or aborts kills its executor process. That is by
 //! design: each lease has its own executor process, which the executor manager reaps, and the
@@ -141,6 +148,8 @@ pub mod client;
 #[cfg(feature = "executor")]
 mod context;
 #[cfg(feature = "executor")]
+pub mod device;
+#[cfg(feature = "executor")]
 mod elf;
 #[cfg(feature = "executor")]
 mod error;
@@ -164,4 +173,6 @@ pub use context::{Abi, CallContext};
 #[cfg(feature = "executor")]
 pub use error::{CallError, ExecError};
 /// The function ABI (crate `rfx-abi`), re-exported: what function libraries see.
-pub use rfx_abi::{comm, export, status, Context, FunctionOutput, RfxContext, ABI_VERSION};
+pub use rfx_abi::{
+    comm, export, status, Context, FunctionOutput, RfxContext, RfxDevice, ABI_VERSION,
+};

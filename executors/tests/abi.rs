@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use rfx_executors::device::DeviceChoice;
 use rfx_executors::{status, Abi, CallContext, CallError, ExecError, Library};
 
 /// Set in the child process of `crash_kills_only_the_calling_process`: the library to crash in.
@@ -23,6 +24,8 @@ struct Artifacts {
     c_object: PathBuf,
     /// `examples/c/edge_cases.c` with `RFX_VARIANT` 1 and 2, linked `-z nodelete`.
     edge: [PathBuf; 2],
+    /// `examples/c/gpu_functions.c`: the SAXPY device function.
+    gpu: PathBuf,
 }
 
 fn artifacts() -> &'static Artifacts {
@@ -83,6 +86,8 @@ fn build_artifacts() -> Artifacts {
         );
         path
     });
+    let gpu = out.join("libgpu_functions.so");
+    cc(&["-shared"], "gpu_functions.c", &gpu);
     eprintln!(
         "built the example functions in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -92,6 +97,7 @@ fn build_artifacts() -> Artifacts {
         c,
         c_object,
         edge,
+        gpu,
     }
 }
 
@@ -240,7 +246,7 @@ fn unknown_function_is_a_clear_error() {
     let err = lib.function("rfx_abi_echo").expect_err("resolved a marker");
     assert_eq!(
         err.to_string(),
-        "invalid function name \"rfx_abi_echo\": the rfx_abi_ prefix is reserved for abi markers"
+        "invalid function name \"rfx_abi_echo\": the rfx_abi_ and rfx_device_ prefixes are reserved for markers"
     );
 }
 
@@ -493,7 +499,7 @@ fn bad_abi_marker_is_refused() {
     let lib = Library::load_path(&artifacts().edge[0]).expect("load");
     let err = lib.function("bad_marker").expect_err("accepted marker 7");
     assert!(
-        matches!(&err, ExecError::BadAbiMarker { value: 7, expected: 1, symbol, marker, .. }
+        matches!(&err, ExecError::BadAbiMarker { value: 7, expected: 2, symbol, marker, .. }
             if symbol == "bad_marker" && marker == "rfx_abi_bad_marker"),
         "{err:?}"
     );
@@ -569,4 +575,86 @@ fn library_and_function_are_send_and_sync() {
     fn check<T: Send + Sync + Clone + std::fmt::Debug>() {}
     check::<Library>();
     check::<rfx_executors::Function>();
+}
+
+/// SAXPY's input: a, n, x[n], y[n].
+fn saxpy_input(a: f32, x: &[f32], y: &[f32]) -> Vec<u8> {
+    let mut v = a.to_le_bytes().to_vec();
+    v.extend_from_slice(&(x.len() as u32).to_le_bytes());
+    x.iter()
+        .chain(y)
+        .for_each(|f| v.extend_from_slice(&f.to_le_bytes()));
+    v
+}
+
+/// A device function on the host reference device: its input staged into
+/// device memory, its output read back from there (the host `out` is not
+/// where it writes), buffers grown and reused across calls.
+#[test]
+fn device_functions_run_on_staged_device_buffers() {
+    let lib = Library::load_path(&artifacts().gpu).expect("load");
+    lib.use_device(DeviceChoice::Host);
+    let f = lib.function("saxpy").expect("resolve");
+    assert_eq!(f.abi(), Abi::Extended);
+    for n in [0usize, 1, 1000, 70_000] {
+        let x: Vec<f32> = (0..n).map(|i| (i % 97) as f32).collect();
+        let y: Vec<f32> = (0..n).map(|i| (i % 13) as f32 - 6.0).collect();
+        let mut out = vec![0xAAu8; n * 4 + 16];
+        let len = f
+            .call(&CallContext::new(1), &saxpy_input(1.5, &x, &y), &mut out)
+            .expect("saxpy");
+        assert_eq!(len, n * 4);
+        let r: Vec<f32> = out[..len]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let want: Vec<f32> = x.iter().zip(&y).map(|(x, y)| 1.5 * x + y).collect();
+        assert_eq!(r, want, "n = {n}");
+        // Only the returned length was copied back (the first byte is
+        // cleared before every call, for an empty failure reason).
+        assert!(out[len.max(1)..].iter().all(|&b| b == 0xAA));
+    }
+    // A refusal's reason still comes through the host buffer.
+    let mut out = vec![0u8; 64];
+    let e = f
+        .call(&CallContext::new(2), b"short", &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(&e, CallError::Failed { reason, .. } if reason.contains("shorter than its header")),
+        "{e:?}"
+    );
+}
+
+/// Without a GPU (or without the cuda feature), a device function fails
+/// with a clear error and the executor goes on.
+#[test]
+fn device_functions_without_a_gpu_fail_clearly() {
+    if rfx_device::CUDA_BUILT && std::env::var_os("RFX_TEST_EXPECT_GPU").is_some() {
+        return;
+    }
+    let lib = Library::load_path(&artifacts().gpu).expect("load");
+    lib.use_device(DeviceChoice::Cuda);
+    let f = lib.function("saxpy").expect("resolve");
+    let mut out = vec![0u8; 64];
+    let e = f
+        .call(
+            &CallContext::new(1),
+            &saxpy_input(2.0, &[1.0], &[1.0]),
+            &mut out,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&e, CallError::Device { reason, .. } if reason.starts_with("no CUDA device")),
+        "{e:?}"
+    );
+    // The same library's device functions run once a device is there.
+    lib.use_device(DeviceChoice::Host);
+    let n = f
+        .call(
+            &CallContext::new(2),
+            &saxpy_input(2.0, &[1.0], &[1.0]),
+            &mut out,
+        )
+        .expect("on the host device");
+    assert_eq!(f32::from_le_bytes(out[..n].try_into().unwrap()), 3.0);
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod cold_start;
 pub(crate) mod coll;
+pub(crate) mod device;
 pub(crate) mod invoke;
 pub(crate) mod mpi;
 pub(crate) mod throughput;

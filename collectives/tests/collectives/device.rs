@@ -3,21 +3,52 @@
 //! against the host collectives on the same data, at sizes that cross the
 //! staging chunk (the tests shrink it to a few bytes).
 
-use rfx_collectives::device::{DeviceVec, HostDevice};
+use std::sync::Arc;
+
+use rfx_collectives::device::{Device, DeviceVec, HostDevice};
 use rfx_collectives::{CollError, Communicator, ReduceOp, Source, TagMatch};
 
 fn vals<T: Copy>(me: usize, count: usize, f: impl Fn(usize) -> T) -> Vec<T> {
     (0..count).map(|i| f(me * 31 + i)).collect()
 }
 
+/// The role on `RFX_COLL_TEST_DEVICE`: `host` (default) or `cuda` (GPU 0,
+/// shared by every rank: scripts/gpu-test.sh).
 pub fn device(c: &mut Communicator) {
-    let (me, n) = (c.rank(), c.size());
-    let dev = HostDevice::new();
-    let counts: Vec<usize> = std::env::var("RFX_COLL_TEST_COUNTS")
+    match std::env::var("RFX_COLL_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            #[cfg(feature = "cuda")]
+            on(c, &rfx_collectives::device::CudaDevice::open(0).unwrap());
+            #[cfg(not(feature = "cuda"))]
+            panic!("RFX_COLL_TEST_DEVICE=cuda needs --features cuda");
+        }
+        _ => {
+            let dev = HostDevice::new();
+            on(c, &dev);
+            // The pipeline overlaps: a message of many chunks had more
+            // than one copy in flight at once.
+            let big = counts().into_iter().max().unwrap_or(0);
+            if c.size() > 1 && big * 4 > 4 * c.config().device_chunk {
+                let s = dev.stats();
+                assert!(s.max_in_flight >= 2, "no overlap: {s:?}");
+            }
+        }
+    }
+    c.barrier().unwrap();
+}
+
+fn counts() -> Vec<usize> {
+    std::env::var("RFX_COLL_TEST_COUNTS")
         .unwrap_or_else(|_| "0,1,7,33,1000,20000".into())
         .split(',')
         .map(|s| s.parse().unwrap())
-        .collect();
+        .collect()
+}
+
+fn on<D: Device>(c: &mut Communicator, dev: &Arc<D>) {
+    let (me, n) = (c.rank(), c.size());
+    let dev = dev.clone();
+    let counts = counts();
     for &count in &counts {
         // allreduce, four types and four reductions.
         let mine = vals(me, count, |x| (x % 17) as f32 - 3.0);
@@ -91,14 +122,7 @@ pub fn device(c: &mut Communicator) {
         );
     }
 
-    // The pipeline overlaps: a message of many chunks had more than one
-    // copy in flight at once.
     let big = counts.iter().copied().max().unwrap_or(0);
-    if n > 1 && big * 4 > 4 * c.config().device_chunk {
-        let s = dev.stats();
-        assert!(s.max_in_flight >= 2, "no overlap: {s:?}");
-    }
-
     if n < 2 {
         return;
     }
@@ -138,5 +162,4 @@ pub fn device(c: &mut Communicator) {
     let mut d = DeviceVec::from_slice(&dev, &[1u32, 2]).unwrap();
     let e = c.allreduce_device(&mut d, ReduceOp::BitXor).unwrap_err();
     assert!(matches!(e, CollError::InvalidArgument(_)), "{e:?}");
-    c.barrier().unwrap();
 }

@@ -46,13 +46,6 @@ pub struct CudaMem {
     len: usize,
 }
 
-impl CudaMem {
-    /// The device address (for a function's context or a kernel).
-    pub fn device_ptr(&self, stream: &CudaStream) -> u64 {
-        self.slice.device_ptr(stream).0
-    }
-}
-
 /// Pinned host memory of a [`CudaDevice`], with the event of the last work
 /// queued on it.
 #[derive(Debug)]
@@ -392,6 +385,14 @@ impl Device for CudaDevice {
         self.stream
             .synchronize()
             .map_err(driver("cuStreamSynchronize"))
+    }
+
+    fn address(&self, mem: &CudaMem) -> u64 {
+        mem.slice.device_ptr(&self.stream).0
+    }
+
+    fn raw_stream(&self) -> u64 {
+        self.stream.cu_stream() as u64
     }
 
     fn read(&self, src: &CudaMem, at: usize, dst: &mut [u8]) -> Result<(), DeviceError> {

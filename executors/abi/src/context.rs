@@ -3,12 +3,43 @@
 
 /// The version of the extended ABI this crate implements: the value of
 /// [`RfxContext::abi_version`] and of the `rfx_abi_<name>` markers.
-pub const ABI_VERSION: u32 = 1;
+/// Version 2 appended [`RfxContext::device`]; executors of version 2 run
+/// functions marked 1 or 2.
+pub const ABI_VERSION: u32 = 2;
+
+/// [`RfxDevice::kind`]: an NVIDIA GPU; `input` and `output` are CUDA device
+/// addresses (`CUdeviceptr`), `stream` a `CUstream`.
+pub const DEVICE_CUDA: u32 = 1;
+/// [`RfxDevice::kind`]: the host reference device (`RFX_DEVICE=host`):
+/// `input` and `output` are host addresses, `stream` is null.
+pub const DEVICE_HOST: u32 = 2;
+
+/// Where a device function's data is, `rfx_device` in C: given to functions
+/// marked `rfx_device_<name>` (see the crate docs of `rfx-executors`).
+///
+/// The executor copied the input to `input` before the call and, after it,
+/// waits for `stream` and copies the output length the function returned
+/// from `output`. A function queues its kernels on `stream` (or waits for
+/// its own streams before it returns).
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct RfxDevice {
+    /// [`DEVICE_CUDA`] or [`DEVICE_HOST`].
+    pub kind: u32,
+    /// The device's ordinal among those the executor sees.
+    pub ordinal: u32,
+    /// Device address of the input (`size` bytes).
+    pub input: u64,
+    /// Device address of the output buffer (`out_capacity` bytes).
+    pub output: u64,
+    /// The stream (`CUstream`) the executor orders its copies on.
+    pub stream: *mut std::ffi::c_void,
+}
 
 /// The context passed to extended-ABI functions, `rfx_context` in C (`examples/c/rfx.h`).
 ///
-/// Layout (64-bit): 32 bytes, fields at offsets 0, 4, 8, 12, 16, 24. New fields are only ever
-/// appended, with a new [`ABI_VERSION`].
+/// Layout (64-bit): 40 bytes, fields at offsets 0, 4, 8, 12, 16, 24, 32. New fields are only
+/// ever appended, with a new [`ABI_VERSION`].
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct RfxContext {
@@ -25,6 +56,9 @@ pub struct RfxContext {
     /// The communicator of a group invocation ([`crate::comm::RfxComm`]); null for a single
     /// invocation.
     pub comm: *const crate::comm::RfxComm,
+    /// Where a device function's input and output are on the device
+    /// (version 2); null unless the function is marked as a device function.
+    pub device: *const RfxDevice,
 }
 
 /// What a Rust function exported with the extended form of [`export!`](crate::export) learns
@@ -57,6 +91,7 @@ impl Context {
                 out_capacity,
                 invocation_id,
                 comm: std::ptr::null(),
+                device: std::ptr::null(),
             },
         }
     }
@@ -98,6 +133,16 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Where a device function's input and output are on the device;
+    /// `None` for other functions.
+    pub fn device(&self) -> Option<&RfxDevice> {
+        // SAFETY: `device` is null or points to a description the executor
+        // keeps alive for the whole call (as `comm`, see `comm_table`).
+        unsafe { self.raw.device.as_ref() }
+    }
+}
+
 /// The table `raw.comm` points to, if any.
 fn comm_table(raw: &RfxContext) -> Option<&crate::comm::RfxComm> {
     // SAFETY: `comm` is null or points to a table the executor keeps alive for the whole call,
@@ -114,7 +159,7 @@ mod tests {
     #[test]
     #[cfg(target_pointer_width = "64")]
     fn rfx_context_layout_matches_the_c_header() {
-        assert_eq!(size_of::<RfxContext>(), 32);
+        assert_eq!(size_of::<RfxContext>(), 40);
         assert_eq!(align_of::<RfxContext>(), 8);
         assert_eq!(offset_of!(RfxContext, abi_version), 0);
         assert_eq!(offset_of!(RfxContext, rank), 4);
@@ -122,5 +167,10 @@ mod tests {
         assert_eq!(offset_of!(RfxContext, out_capacity), 12);
         assert_eq!(offset_of!(RfxContext, invocation_id), 16);
         assert_eq!(offset_of!(RfxContext, comm), 24);
+        assert_eq!(offset_of!(RfxContext, device), 32);
+        assert_eq!(size_of::<RfxDevice>(), 32);
+        assert_eq!(offset_of!(RfxDevice, input), 8);
+        assert_eq!(offset_of!(RfxDevice, output), 16);
+        assert_eq!(offset_of!(RfxDevice, stream), 24);
     }
 }

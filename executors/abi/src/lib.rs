@@ -46,7 +46,7 @@ mod export;
 mod ffi;
 pub mod status;
 
-pub use context::{Context, RfxContext, ABI_VERSION};
+pub use context::{Context, RfxContext, RfxDevice, ABI_VERSION, DEVICE_CUDA, DEVICE_HOST};
 pub use status::FunctionOutput;
 
 #[doc(hidden)]

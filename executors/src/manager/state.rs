@@ -36,6 +36,7 @@ pub(crate) const FORWARDED_ENV: &[&str] = &[
     "RFX_EXECUTOR_MAX_INPUT",
     "RFX_LOG",
     "RFX_PYTHON_HOST",
+    "RFX_DEVICE",
     "FI_",
 ];
 
