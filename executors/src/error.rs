@@ -183,7 +183,9 @@ impl CallError {
     /// Why the function failed, as it said (empty if it did not).
     pub fn reason(&self) -> &str {
         match self {
-            CallError::Failed { reason, .. } | CallError::Panicked { reason, .. } => reason,
+            CallError::Failed { reason, .. }
+            | CallError::Panicked { reason, .. }
+            | CallError::Device { reason, .. } => reason,
             _ => "",
         }
     }
