@@ -128,8 +128,10 @@ if [ -n "$server_side" ]; then
 fi
 
 log "cuda feature without a GPU: clippy, and opening a GPU fails cleanly"
-cargo clippy -p rfx-device -p rfx-collectives --all-targets --features cuda -- -D warnings
+cargo clippy -p rfx-device -p rfx-collectives -p rfx-executors -p rfx-bench -p rfx --all-targets \
+    --features cuda -- -D warnings
 RFX_TEST_SKIP_CUDA=1 cargo test -q -p rfx-device --features cuda --test cuda
+RFX_TEST_SKIP_CUDA=1 cargo test -q -p rfx-executors --features cuda --test gpu
 
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
