@@ -59,6 +59,22 @@ fn dev_op(op: ReduceOp) -> Result<DevOp, CollError> {
     }
 }
 
+/// Refuses two buffers of different devices.
+fn same_device<T: DeviceElem, D: Device>(
+    a: &DeviceVec<T, D>,
+    b: &DeviceVec<T, D>,
+) -> Result<(), CollError> {
+    if Arc::ptr_eq(a.device(), b.device()) {
+        Ok(())
+    } else {
+        Err(CollError::InvalidArgument(format!(
+            "send and receive buffers on different devices ({} and {})",
+            a.device().describe(),
+            b.device().describe()
+        )))
+    }
+}
+
 impl Communicator {
     /// Runs `f` with this communicator's staging for `dev` (made, or
     /// remade when the device or the configuration changed).
@@ -146,6 +162,7 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let (me, n, c) = (self.rank(), self.size(), send.len());
         Self::len_check("allgather's receive buffer", recv.len(), n * c)?;
+        same_device(send, recv)?;
         // This rank's block in place, then the schedule on the whole.
         let dev = send.device().clone();
         dev.copy(send.mem(), 0, recv.mem_mut(), me * c * T::SIZE, c * T::SIZE)
@@ -164,6 +181,7 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let (me, n, c) = (self.rank(), self.size(), recv.len());
         Self::len_check("reduce_scatter's send buffer", send.len(), n * c)?;
+        same_device(send, recv)?;
         dev_op(op)?;
         let dev = send.device().clone();
         // The ring reduces in a working copy of `send`.

@@ -25,6 +25,12 @@ pub fn device(c: &mut Communicator) {
         _ => {
             let dev = HostDevice::new();
             on(c, &dev);
+            // Buffers of two devices are refused, before anything moves.
+            let other = HostDevice::new();
+            let send = DeviceVec::from_slice(&dev, &[1u32]).unwrap();
+            let mut recv = DeviceVec::<u32, _>::zeros(&other, c.size()).unwrap();
+            let e = c.allgather_device(&send, &mut recv);
+            assert!(matches!(e, Err(CollError::InvalidArgument(_))), "{e:?}");
             // The pipeline overlaps: a message of many chunks had more
             // than one copy in flight at once.
             let big = counts().into_iter().max().unwrap_or(0);
