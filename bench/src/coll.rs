@@ -173,25 +173,40 @@ pub fn rank_main(
             Method::Pipelined => t0.elapsed(),
         };
         let mine = total.as_secs_f64() * 1e6 / it as f64;
-        let (mut sum, mut lo, mut hi) = ([mine], [mine], [mine]);
-        comm.reduce(&mut sum, 0, ReduceOp::Sum)?;
-        comm.reduce(&mut lo, 0, ReduceOp::Min)?;
-        comm.reduce(&mut hi, 0, ReduceOp::Max)?;
-        if rank == 0 {
-            let p = Point {
-                imp: "rfx".into(),
-                op,
-                ranks: n,
-                size,
-                iters: it,
-                avg_us: sum[0] / n as f64,
-                min_us: lo[0],
-                max_us: hi[0],
-            };
-            println!("{}", serde_json::to_string(&p)?);
-        }
+        report_point(&mut comm, "rfx", &op, size, it, mine)?;
         // Reductions grow the values: keep them finite.
         fa.iter_mut().for_each(|v| *v = v.rem_euclid(7.0));
+    }
+    Ok(())
+}
+
+/// Gathers every rank's mean per-call time `mine` (µs) of `op` at `size`
+/// to rank 0, which prints the point (mean, fastest and slowest rank) as a
+/// JSON line.
+pub fn report_point(
+    comm: &mut Communicator,
+    imp: &str,
+    op: &str,
+    size: usize,
+    iters: usize,
+    mine: f64,
+) -> anyhow::Result<()> {
+    let (mut sum, mut lo, mut hi) = ([mine], [mine], [mine]);
+    comm.reduce(&mut sum, 0, ReduceOp::Sum)?;
+    comm.reduce(&mut lo, 0, ReduceOp::Min)?;
+    comm.reduce(&mut hi, 0, ReduceOp::Max)?;
+    if comm.rank() == 0 {
+        let p = Point {
+            imp: imp.into(),
+            op: op.into(),
+            ranks: comm.size(),
+            size,
+            iters,
+            avg_us: sum[0] / comm.size() as f64,
+            min_us: lo[0],
+            max_us: hi[0],
+        };
+        println!("{}", serde_json::to_string(&p)?);
     }
     Ok(())
 }

@@ -27,3 +27,25 @@ pub(crate) fn in_range(what: &str, at: usize, len: usize, cap: usize) -> Result<
         ))),
     }
 }
+
+/// Checks the operands of a reduction of `count` elements of `ty`: `acc` at
+/// byte `at` (of `acc_len`) and `src` at byte `from` (of `src_len`), in
+/// range and aligned. Returns the bytes of each operand.
+pub(crate) fn reduce_operands(
+    ty: crate::elem::Dtype,
+    count: usize,
+    (at, acc_len): (usize, usize),
+    (from, src_len): (usize, usize),
+) -> Result<usize, DeviceError> {
+    let len = count
+        .checked_mul(ty.size())
+        .ok_or_else(|| DeviceError::Range(format!("{count} elements of {ty}")))?;
+    in_range("accumulator", at, len, acc_len)?;
+    in_range("operand", from, len, src_len)?;
+    if at % ty.size() != 0 || from % ty.size() != 0 {
+        return Err(DeviceError::Range(format!(
+            "offsets {at} and {from} not aligned to {ty}"
+        )));
+    }
+    Ok(len)
+}

@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::device::Device;
 use crate::elem::{reduce_host, DevOp, Dtype};
-use crate::error::{in_range, DeviceError};
+use crate::error::{in_range, reduce_operands, DeviceError};
 
 /// Longest wait for queued host work: it never blocks, so this only ends
 /// a caller that holds a buffer the worker needs (a misuse), with an error.
@@ -274,16 +274,7 @@ impl Device for HostDevice {
         from: usize,
         count: usize,
     ) -> Result<(), DeviceError> {
-        let len = count
-            .checked_mul(ty.size())
-            .ok_or_else(|| DeviceError::Range(format!("{count} elements of {ty}")))?;
-        in_range("accumulator", at, len, acc.len)?;
-        in_range("operand", from, len, src.len)?;
-        if at % ty.size() != 0 || from % ty.size() != 0 {
-            return Err(DeviceError::Range(format!(
-                "offsets {at} and {from} not aligned to {ty}"
-            )));
-        }
+        let len = reduce_operands(ty, count, (at, acc.len), (from, src.len))?;
         let (a, s, (al, sl)) = (acc.words.clone(), src.words.clone(), (acc.len, src.len));
         self.queue(move || {
             let s = s.lock();

@@ -21,10 +21,23 @@ const HEADER: &str = "\
 .address_size 64
 ";
 
+/// The start of a grid-stride loop, shared by every kernel: `%rd4` is this
+/// thread's first index, `%rd6` the stride (uses `%r1`-`%r4`, `%rd5`).
+const INDEX: &str = "    // i = blockIdx.x * blockDim.x + threadIdx.x
+    mov.u32             %r1, %ctaid.x;
+    mov.u32             %r2, %ntid.x;
+    mov.u32             %r3, %tid.x;
+    mul.wide.u32        %rd4, %r1, %r2;
+    cvt.u64.u32         %rd5, %r3;
+    add.u64             %rd4, %rd4, %rd5;
+    // stride = gridDim.x * blockDim.x
+    mov.u32             %r4, %nctaid.x;
+    mul.wide.u32        %rd6, %r4, %r2;";
+
 /// `acc[i] = acc[i] OP src[i]` for `i < n`, a grid-stride loop (any grid
-/// covers any `n`). Placeholders: NAME, LD (the memory type), REG (the
-/// register type: u8 is computed in 16-bit registers), OP (the instruction
-/// with its type), SHIFT (log2 of the element size).
+/// covers any `n`). Placeholders: NAME, INDEX (above), LD (the memory
+/// type), REG (the register type: u8 is computed in 16-bit registers), OP
+/// (the instruction with its type), SHIFT (log2 of the element size).
 const REDUCE: &str = "
 .visible .entry NAME(
     .param .u64 acc,    // device pointer, n elements, read and written
@@ -43,16 +56,7 @@ const REDUCE: &str = "
     ld.param.u64        %rd3, [n];
     cvta.to.global.u64  %rd1, %rd1;
     cvta.to.global.u64  %rd2, %rd2;
-    // i = blockIdx.x * blockDim.x + threadIdx.x
-    mov.u32             %r1, %ctaid.x;
-    mov.u32             %r2, %ntid.x;
-    mov.u32             %r3, %tid.x;
-    mul.wide.u32        %rd4, %r1, %r2;
-    cvt.u64.u32         %rd5, %r3;
-    add.u64             %rd4, %rd4, %rd5;
-    // stride = gridDim.x * blockDim.x
-    mov.u32             %r4, %nctaid.x;
-    mul.wide.u32        %rd6, %r4, %r2;
+INDEX
 LOOP:
     setp.ge.u64         %p, %rd4, %rd3;
     @%p bra             DONE;
@@ -91,14 +95,7 @@ const SAXPY: &str = "
     ld.param.u64        %rd3, [n];
     cvta.to.global.u64  %rd1, %rd1;
     cvta.to.global.u64  %rd2, %rd2;
-    mov.u32             %r1, %ctaid.x;
-    mov.u32             %r2, %ntid.x;
-    mov.u32             %r3, %tid.x;
-    mul.wide.u32        %rd4, %r1, %r2;
-    cvt.u64.u32         %rd5, %r3;
-    add.u64             %rd4, %rd4, %rd5;
-    mov.u32             %r4, %nctaid.x;
-    mul.wide.u32        %rd6, %r4, %r2;
+INDEX
 LOOP:
     setp.ge.u64         %p, %rd4, %rd3;
     @%p bra             DONE;
@@ -161,6 +158,7 @@ pub fn ptx() -> String {
         for op in DevOp::ALL {
             out.push_str(
                 &REDUCE
+                    .replace("INDEX", INDEX)
                     .replace("NAME", &reduce_kernel(op, ty))
                     .replace("OP ", &format!("{} ", instruction(op, ty, reg)))
                     .replace(".LD", &format!(".{ld}"))
@@ -169,7 +167,7 @@ pub fn ptx() -> String {
             );
         }
     }
-    out.push_str(SAXPY);
+    out.push_str(&SAXPY.replace("INDEX", INDEX));
     out
 }
 
@@ -188,7 +186,7 @@ mod tests {
         }
         assert_eq!(m.matches(".entry rfx_saxpy_f32(").count(), 1);
         // No placeholder left behind.
-        for p in ["NAME", "SHIFT", ".LD", ".REG", "\n    OP "] {
+        for p in ["NAME", "INDEX", "SHIFT", ".LD", ".REG", "\n    OP "] {
             assert!(!m.contains(p), "{p} left in the PTX");
         }
         assert!(m.contains("min.u16") && m.contains("mul.lo.s64") && m.contains("add.rn.f64"));

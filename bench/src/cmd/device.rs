@@ -20,7 +20,7 @@ use rfx_collectives::{Communicator, ReduceOp};
 use rfx_device::{DevOp, Dtype};
 
 use super::{Output, OutputArgs};
-use crate::coll::{self, Point};
+use crate::coll;
 use crate::results::{DeviceReport, DeviceRow, KernelRow};
 use crate::{machine, schedule};
 
@@ -324,23 +324,7 @@ fn rank_on<D: Device>(
                 Ok(())
             })?;
             for (imp, mine) in [("host", host), ("device", device)] {
-                let (mut sum, mut lo, mut hi) = ([mine], [mine], [mine]);
-                comm.reduce(&mut sum, 0, ReduceOp::Sum)?;
-                comm.reduce(&mut lo, 0, ReduceOp::Min)?;
-                comm.reduce(&mut hi, 0, ReduceOp::Max)?;
-                if rank == 0 {
-                    let p = Point {
-                        imp: imp.into(),
-                        op: op.clone(),
-                        ranks: n,
-                        size,
-                        iters: it,
-                        avg_us: sum[0] / n as f64,
-                        min_us: lo[0],
-                        max_us: hi[0],
-                    };
-                    println!("{}", serde_json::to_string(&p)?);
-                }
+                coll::report_point(comm, imp, op, size, it, mine)?;
             }
         }
     }

@@ -27,7 +27,7 @@ use rfx_device::{DevOp, Device, Dtype};
 
 use crate::comm::Communicator;
 use crate::error::CollError;
-use crate::matching::{Source, TagMatch};
+use crate::matching::{Source, Status, TagMatch};
 use crate::schedule::{Combine, Step};
 
 pub(crate) fn dev_err(e: rfx_device::DeviceError) -> CollError {
@@ -208,17 +208,7 @@ impl<D: Device> Staging<D> {
             let slot = k % s;
             let lo = k * chunk;
             let len = chunk.min(total - lo);
-            let st = self
-                .dev
-                .pinned_mut(&mut self.slots[slot], |b| {
-                    comm.recv_in::<u8>(
-                        wire.ctx,
-                        &mut b[..len],
-                        Source::Rank(from),
-                        TagMatch::Tag(wire.tag),
-                    )
-                })
-                .map_err(dev_err)??;
+            let st = self.recv_chunk(comm, wire, from, slot, len)?;
             if st.len != len {
                 return Err(CollError::Device(format!(
                     "chunk {k} from rank {from}: {} bytes where {len} were due",
@@ -261,18 +251,31 @@ impl<D: Device> Staging<D> {
     ) -> Result<(), CollError> {
         for k in 0..self.chunks(total) {
             let len = self.chunk.min(total - k * self.chunk);
-            self.dev
-                .pinned_mut(&mut self.slots[0], |b| {
-                    comm.recv_in::<u8>(
-                        wire.ctx,
-                        &mut b[..len],
-                        Source::Rank(from),
-                        TagMatch::Tag(wire.tag),
-                    )
-                })
-                .map_err(dev_err)??;
+            self.recv_chunk(comm, wire, from, 0, len)?;
         }
         Ok(())
+    }
+
+    /// Receives the next chunk of `len` bytes from `from` into `slot`,
+    /// once the work queued on the slot finished.
+    fn recv_chunk(
+        &mut self,
+        comm: &mut Communicator,
+        wire: &Wire,
+        from: usize,
+        slot: usize,
+        len: usize,
+    ) -> Result<Status, CollError> {
+        self.dev
+            .pinned_mut(&mut self.slots[slot], |b| {
+                comm.recv_in::<u8>(
+                    wire.ctx,
+                    &mut b[..len],
+                    Source::Rank(from),
+                    TagMatch::Tag(wire.tag),
+                )
+            })
+            .map_err(dev_err)?
     }
 }
 

@@ -23,7 +23,7 @@ use cudarc::nvrtc::Ptx;
 
 use crate::device::Device;
 use crate::elem::{DevOp, Dtype};
-use crate::error::{in_range, DeviceError};
+use crate::error::{in_range, reduce_operands, DeviceError};
 use crate::kernels;
 
 fn driver(what: &str) -> impl Fn(DriverError) -> DeviceError + '_ {
@@ -335,16 +335,7 @@ impl Device for CudaDevice {
         from: usize,
         count: usize,
     ) -> Result<(), DeviceError> {
-        let len = count
-            .checked_mul(ty.size())
-            .ok_or_else(|| DeviceError::Range(format!("{count} elements of {ty}")))?;
-        in_range("accumulator", at, len, acc.len)?;
-        in_range("operand", from, len, src.len)?;
-        if at % ty.size() != 0 || from % ty.size() != 0 {
-            return Err(DeviceError::Range(format!(
-                "offsets {at} and {from} not aligned to {ty}"
-            )));
-        }
+        reduce_operands(ty, count, (at, acc.len), (from, src.len))?;
         if count == 0 {
             return Ok(());
         }
