@@ -138,6 +138,21 @@ guest() {
     p50s "$OUT/transport.$r.json" | awk '
       $3 == "rfx" { print "transport", $2, $4 }
       $3 == "raw" { print "write_imm", $2, $4 }' >> "$OUT/raw.txt" || true
+    # Warm executors: both sides asleep between invocations, and a client
+    # that busy-polls for its result while the executor sleeps (rFaaS's
+    # warm mode).
+    rm -f "$OUT/warm.$r.json" "$OUT/warm_exec.$r.json"
+    timeout 240 "$BIN/rfx-bench" invoke --transport verbs --mode warm \
+      --sizes 8 --iters "$ITERS" --warmup 300 --cpus 0,1 --lib "$lib" \
+      --json "$OUT/warm.$r.json" > "$OUT/warm.$r.log" 2>&1 || fail=1
+    p50s "$OUT/warm.$r.json" | awk '
+      $1 == "noop" && $3 == "invoke" { print "warm", $2, $4 }
+      $1 == "noop" && $3 == "transport_pingpong" { print "warm_rt", $2, $4 }' >> "$OUT/raw.txt" || true
+    timeout 240 "$BIN/rfx-bench" invoke --transport verbs --mode hot --executor-mode warm \
+      --sizes 8 --iters "$ITERS" --warmup 300 --cpus 0,1 --lib "$lib" \
+      --json "$OUT/warm_exec.$r.json" > "$OUT/warm_exec.$r.log" 2>&1 || fail=1
+    p50s "$OUT/warm_exec.$r.json" | awk '
+      $1 == "noop" && $3 == "invoke" { print "warm_exec", $2, $4 }' >> "$OUT/raw.txt" || true
   done
   log "3/3 one-sided reads: rfx-bench transport --op read and ib_read_lat"
   for r in $(seq "$RUNS"); do
@@ -175,13 +190,15 @@ summarize() {
   w8=$(med write_imm 8); w4k=$(med write_imm 4096)
   t8=$(med transport 8); t4k=$(med transport 4096)
   n8=$(med noop 8); e4k=$(med echo 4096)
+  local wb wr we
+  wb=$(med warm 8); wr=$(med warm_rt 8); we=$(med warm_exec 8)
   # Reads: "key=median,..." per size, for awk.
   local rd="" k sz
   for k in ib_read_lat read_hot read_warm; do
     for sz in 8 4096 65536 1048576; do rd+="$k:$sz=$(med "$k" "$sz") "; done
   done
   awk -v m8="$m8" -v m4k="$m4k" -v w8="$w8" -v w4k="$w4k" -v t8="$t8" -v t4k="$t4k" -v n8="$n8" -v e4k="$e4k" \
-      -v rd="$rd" -v big="$BIG_ITERS" \
+      -v rd="$rd" -v big="$BIG_ITERS" -v wb="$wb" -v wr="$wr" -v we="$we" \
       -v runs="$RUNS" -v iters="$ITERS" -v json="$OUT/summary.json" '
     function r(a, b) { return (b > 0 && a > 0) ? a / b : -1 }
     function num(v) { return (v == "nan" || v == "") ? -1 : v }
@@ -203,6 +220,11 @@ summarize() {
       printf "%-34s %9.2fx %9.2fx   (goal <= 1.2x)\n", "invoke / raw write_with_imm", r(n8, w8), r(e4k, w4k)
       printf "%-34s %9.2fx %9.2fx\n", "transport / plain ib_write_lat", r(t8, rtt8), r(t4k, rtt4k)
       printf "%-34s %9.2fx %9.2fx\n", "invoke / plain ib_write_lat", r(n8, rtt8), r(e4k, rtt4k)
+      # One wake-up: what the warm round trip (both sides woken once) adds
+      # to the hot one, halved.
+      wake = (wr - t8) / 2
+      printf "\nwarm executors, noop 8 B, p50 us: both asleep %.2f (warm write_imm round trip %.2f);\n", wb, wr
+      printf "  client polls, executor asleep %.2f = %.2fx of hot + one wake-up (%.2f + %.2f; goal <= 1.5x)\n", we, r(we, n8 + wake), n8, wake
       printf "\none-sided reads, p50 us (ib_read_lat t_typical is a whole READ round trip;\n"
       printf "1 MiB: %d iterations; rfx server hot = busy polling, warm = asleep)\n", big
       printf "%-34s %10s %10s %10s %10s\n", "", "8 B", "4 KiB", "64 KiB", "1 MiB"
@@ -226,6 +248,7 @@ summarize() {
       printf "    \"ib_write_lat_rtt\": {\"8\": %s, \"4096\": %s},\n", rtt8, rtt4k > json
       printf "    \"transport\": {\"8\": %s, \"4096\": %s},\n", t8, t4k > json
       printf "    \"invoke\": {\"noop_8\": %s, \"echo_4096\": %s},\n", n8, e4k > json
+      printf "    \"warm\": {\"noop_8_both_asleep\": %s, \"write_imm_rtt\": %s, \"noop_8_client_polls\": %s, \"ratio_to_hot_plus_wake\": %.3f},\n", wb, wr, we, r(we, n8 + wake) > json
       for (k = 1; k <= 3; k++) {
         printf "    \"%s\": {", K[k] > json
         for (j = 1; j <= ns; j++) printf "%s\"%s\": %s", (j > 1 ? ", " : ""), S[j], R[K[k] ":" S[j]] > json

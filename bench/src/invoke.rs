@@ -95,6 +95,7 @@ pub fn join_executor(handle: ServeHandle) -> anyhow::Result<ExecutorUsage> {
 pub fn latency(
     kind: TransportKind,
     mode: PollMode,
+    executor_mode: PollMode,
     steps: &[Step],
     cpus: (Option<usize>, Option<usize>),
     lib: &Path,
@@ -111,7 +112,7 @@ pub fn latency(
     // input's descriptor.
     cfg.slot_size = slot.unwrap_or(max).min(max).max(DESCRIPTOR_LEN);
     cfg.max_output = max_output;
-    cfg.hot_timeout = hot_timeout(mode);
+    cfg.hot_timeout = hot_timeout(executor_mode);
     cfg.connections = Some(1);
     let (addr, server) = serve(&fabric, cfg, cpus.1)?;
 

@@ -108,7 +108,8 @@ impl ResultFile for TransportReport {
 pub struct InvokeRow {
     /// The provider.
     pub transport: TransportKind,
-    /// `hot` or `warm`.
+    /// `hot` or `warm` (client and executor), or `hot/warm-exec` (a polling
+    /// client, a sleeping executor; the baseline is then the hot round trip).
     pub mode: String,
     /// `noop` or `echo`.
     pub function: String,

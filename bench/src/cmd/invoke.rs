@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use rfx_fabric::TransportKind;
+use rfx_fabric::{PollMode, TransportKind};
 
 use super::{mode_name, Output, PingPongArgs};
 use crate::results::{InvokeGoal, InvokeReport, InvokeRow};
@@ -26,6 +26,12 @@ pub(crate) struct InvokeArgs {
     /// the write_imm round trip.
     #[arg(long, value_parser = parse_size)]
     slot_size: Option<usize>,
+    /// How the executor waits, when not as the client (`--mode`) does:
+    /// `--mode hot --executor-mode warm` is a client that busy-polls for its
+    /// result while the executor sleeps between invocations (rFaaS's warm
+    /// executors); its baseline is the hot round trip.
+    #[arg(long, value_parser = super::parse_mode)]
+    executor_mode: Option<PollMode>,
 }
 
 /// The `docs/design.md` goal for a no-op 8 B invocation: p50 within this factor of
@@ -51,6 +57,7 @@ pub(crate) fn run(
         common: args,
         lib,
         slot_size,
+        executor_mode,
     }: InvokeArgs,
 ) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
@@ -72,7 +79,7 @@ pub(crate) fn run(
     }
     writeln!(
         table,
-        "{:<5} {:<4} {:<5} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
+        "{:<5} {:<13} {:<5} {:>8} | {:>8} {:>8} {:>8} | {:>8} {:>8} {:>8} | {:>6} {:>6}",
         "prov",
         "mode",
         "func",
@@ -90,8 +97,14 @@ pub(crate) fn run(
     let mut goals = Vec::new();
     for &kind in &args.transport {
         for &mode in &args.mode {
-            let what = || format!("{kind} {}", mode_name(mode));
-            let inv = invoke::latency(kind, mode, &steps, cpus, &lib, slot_size)
+            let exec_mode = executor_mode.unwrap_or(mode);
+            let label = if exec_mode == mode {
+                mode_name(mode).to_string()
+            } else {
+                format!("{}/{}-exec", mode_name(mode), mode_name(exec_mode))
+            };
+            let what = || format!("{kind} {label}");
+            let inv = invoke::latency(kind, mode, exec_mode, &steps, cpus, &lib, slot_size)
                 .with_context(|| format!("invoke {}", what()))?;
             let rt = transport::rfx_pingpong(kind, mode, &steps, cpus, false)
                 .with_context(|| format!("rfx transport {}", what()))?;
@@ -99,7 +112,7 @@ pub(crate) fn run(
                 for ((step, i), t) in steps.iter().zip(series).zip(&rt) {
                     let row = InvokeRow {
                         transport: kind,
-                        mode: mode_name(mode).into(),
+                        mode: label.clone(),
                         function: function.into(),
                         size: step.size,
                         invoke: i,
@@ -109,7 +122,7 @@ pub(crate) fn run(
                     };
                     writeln!(
                         table,
-                        "{:<5} {:<4} {:<5} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.2} {:>6.2}",
+                        "{:<5} {:<13} {:<5} {:>8} | {:>8.2} {:>8.2} {:>8.2} | {:>8.2} {:>8.2} {:>8.2} | {:>6.2} {:>6.2}",
                         kind.name(),
                         row.mode,
                         function,
@@ -123,7 +136,7 @@ pub(crate) fn run(
                         row.ratio_p50,
                         row.ratio_p99
                     )?;
-                    if function == "noop" && step.size == 8 {
+                    if function == "noop" && step.size == 8 && exec_mode == mode {
                         if let Some(limit) = invoke_goal(kind) {
                             goals.push(InvokeGoal {
                                 transport: kind,
