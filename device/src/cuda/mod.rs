@@ -170,6 +170,13 @@ impl CudaDevice {
         Ok(())
     }
 
+    /// Makes the context current on this thread (an executor calls from its
+    /// workers, not from the thread that opened the device): the raw driver
+    /// calls below need it, cudarc's own calls do it themselves.
+    fn bind(&self) -> Result<(), DeviceError> {
+        self.ctx.bind_to_thread().map_err(driver("cuCtxSetCurrent"))
+    }
+
     fn record(&self, p: &CudaPinned) -> Result<(), DeviceError> {
         p.last.record(&self.stream).map_err(driver("event"))
     }
@@ -236,6 +243,7 @@ impl Device for CudaDevice {
     ) -> Result<(), DeviceError> {
         in_range("device memory", at, len, src.len)?;
         in_range("pinned memory", dst_at, len, dst.len)?;
+        self.bind()?;
         let host = Self::pinned_ptr(dst)?;
         let (dev, _g) = src.slice.device_ptr(&self.stream);
         // SAFETY: both ranges were checked; `dst` stays allocated until
@@ -264,6 +272,7 @@ impl Device for CudaDevice {
     ) -> Result<(), DeviceError> {
         in_range("pinned memory", src_at, len, src.len)?;
         in_range("device memory", at, len, dst.len)?;
+        self.bind()?;
         let host = Self::pinned_ptr(src)?;
         let (dev, _g) = dst.slice.device_ptr_mut(&self.stream);
         // SAFETY: as in `download`; the pinned bytes are not written before
@@ -291,6 +300,7 @@ impl Device for CudaDevice {
     ) -> Result<(), DeviceError> {
         in_range("source device memory", from, len, src.len)?;
         in_range("destination device memory", to, len, dst.len)?;
+        self.bind()?;
         let (s, _gs) = src.slice.device_ptr(&self.stream);
         let (d, _gd) = dst.slice.device_ptr_mut(&self.stream);
         // SAFETY: both ranges were checked and lie in live allocations.
@@ -315,6 +325,7 @@ impl Device for CudaDevice {
                 "overlapping copy of {len} bytes from {from} to {to}"
             )));
         }
+        self.bind()?;
         let (p, _g) = mem.slice.device_ptr_mut(&self.stream);
         // SAFETY: both ranges were checked, lie in one live allocation and
         // do not overlap.
