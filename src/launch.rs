@@ -17,15 +17,18 @@
 //! and so on), so that neighbours share a host and its shared memory. A host
 //! that is an address of this machine (loopback included) is started
 //! directly; any other through the remote shell (`ssh -o BatchMode=yes` by
-//! default, `RFX_RSH` to change it), as `mpirun`'s rsh launcher does.
+//! default, `RFX_RSH` to change it), as `mpirun`'s rsh launcher does. A
+//! remote rank's job key travels on the remote shell's stdin, never on a
+//! command line (which any user of either host could read with `ps`).
 //!
 //! Supervision follows MPI: when a rank fails (non-zero exit or a signal),
 //! the others are terminated (SIGTERM, then SIGKILL after a grace period)
 //! and the launcher exits with the failed rank's status.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -335,19 +338,30 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
                 spec.rsh.clone()
             };
             let mut c = Command::new(&rsh[0]);
-            c.args(&rsh[1..]).arg(name).arg("env");
-            c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
-            c.arg(&spec.program).args(&spec.args);
+            c.args(&rsh[1..])
+                .arg(name)
+                .arg(remote_command(&env, &spec.program, &spec.args));
             c
         };
         // Each rank leads its own process group, so that stopping it stops
-        // what it started too (a shell's children, an ssh session).
-        cmd.stdin(Stdio::null()).process_group(0);
+        // what it started too (a shell's children, an ssh session). A remote
+        // rank reads the job key from its stdin.
+        cmd.stdin(if local[h] {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .process_group(0);
         if spec.tag_output {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         match cmd.spawn() {
             Ok(mut child) => {
+                if let Some(mut stdin) = child.stdin.take() {
+                    // A remote shell that died early fails its rank: the
+                    // supervisor reports that.
+                    let _ = writeln!(stdin, "{key_hex}");
+                }
                 let mut forwarders = Vec::new();
                 if let Some(o) = child.stdout.take() {
                     forwarders.push(forward(rank, o, false));
@@ -388,6 +402,47 @@ pub fn run(spec: &LaunchSpec) -> Result<LaunchReport, LaunchError> {
         Some(e) => Err(e),
         None => Ok(report),
     }
+}
+
+/// `s` as one word of a POSIX shell command line.
+fn sh_word(s: &OsStr) -> OsString {
+    let b = s.as_bytes();
+    let plain = !b.is_empty()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_-./=:,@%+".contains(c));
+    if plain {
+        return s.to_owned();
+    }
+    let mut out = b"'".to_vec();
+    for &c in b {
+        if c == b'\'' {
+            out.extend_from_slice(b"'\\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push(b'\'');
+    OsString::from_vec(out)
+}
+
+/// What a remote rank runs through the remote shell: one command line (as
+/// ssh hands it to the login shell) that reads the job key from stdin, never
+/// from a command line, where any user of the host could read it (`ps`),
+/// then execs the program with the rank's environment.
+fn remote_command(env: &[(String, String)], program: &OsStr, args: &[OsString]) -> OsString {
+    let mut script = OsString::from("IFS= read -r RFX_JOB_KEY && export RFX_JOB_KEY && exec env");
+    for (k, v) in env.iter().filter(|(k, _)| k != "RFX_JOB_KEY") {
+        script.push(" ");
+        script.push(sh_word(OsStr::new(&format!("{k}={v}"))));
+    }
+    for word in std::iter::once(program).chain(args.iter().map(OsString::as_os_str)) {
+        script.push(" ");
+        script.push(sh_word(word));
+    }
+    // Through `sh -c`, whatever the login shell is.
+    let mut cmd = OsString::from("sh -c ");
+    cmd.push(sh_word(&script));
+    cmd
 }
 
 /// Waits for every rank; the first failure (or the timeout, or `abort`)
@@ -460,6 +515,44 @@ fn signal_all(ranks: &[Rank], sig: Signal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The remote command through a real shell, as ssh runs it (the login
+    /// shell's `-c`), the key on stdin: the program gets the key, the
+    /// environment and its arguments intact, and no argument holds the key.
+    #[test]
+    fn remote_ranks_read_the_job_key_from_stdin() {
+        let key = "00112233445566778899aabbccddeeff";
+        let env = vec![
+            ("RFX_RANK".to_string(), "3".to_string()),
+            ("RFX_JOB_KEY".to_string(), key.to_string()),
+            ("RFX_X".to_string(), "a b'c".to_string()),
+        ];
+        let args: Vec<OsString> = [
+            "-c",
+            r#"printf '%s|%s|%s|%s' "$RFX_JOB_KEY" "$RFX_RANK" "$RFX_X" "$1""#,
+            "zero",
+            "it's a \"quoted\" $arg; `x`",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        let cmd = remote_command(&env, OsStr::new("/bin/sh"), &args);
+        assert!(!cmd.to_string_lossy().contains(key));
+        let mut child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&cmd)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{key}|3|a b'c|it's a \"quoted\" $arg; `x`")
+        );
+    }
 
     #[test]
     fn placement_is_blocked_and_balanced() {
