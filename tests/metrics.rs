@@ -141,6 +141,16 @@ fn both_managers_serve_valid_metrics_that_prometheus_scrapes() {
         sample(&lm, r#"rfx_lease_manager_cores{state="in_use"}"#),
         Some(1.0)
     );
+    // The host offers no GPU: the gauges are there, at 0.
+    assert_eq!(
+        sample(&lm, r#"rfx_lease_manager_gpus{state="total"}"#),
+        Some(0.0),
+        "{lm}"
+    );
+    assert_eq!(
+        sample(&lm, r#"rfx_lease_manager_tenant_gpus{tenant="alice"}"#),
+        Some(0.0)
+    );
     let em = get(em_metrics, "/metrics");
     promtool_check(&em);
     assert_eq!(

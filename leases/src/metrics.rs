@@ -151,7 +151,7 @@ pub(crate) use lease_manager::LeaseManagerMetrics;
 #[cfg(feature = "server")]
 mod lease_manager {
     use super::{label, Labels};
-    use crate::proto::{LeaseState, Manager, Output, StoreOp, TicketOutcome};
+    use crate::proto::{LeaseState, Manager, Output, StoreOp, TicketOutcome, GPU};
     use prometheus_client::encoding::text::encode;
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::family::Family;
@@ -174,6 +174,8 @@ mod lease_manager {
         cores: Family<Labels, Gauge>,
         tenant_leases: Family<Labels, Gauge>,
         tenant_cores: Family<Labels, Gauge>,
+        tenant_gpus: Family<Labels, Gauge>,
+        gpus: Family<Labels, Gauge>,
         tenant_queued: Family<Labels, Gauge>,
         tenant_invocations: Family<Labels, Counter>,
         tenant_bytes_in: Family<Labels, Counter>,
@@ -199,6 +201,8 @@ mod lease_manager {
                 cores: Family::default(),
                 tenant_leases: Family::default(),
                 tenant_cores: Family::default(),
+                tenant_gpus: Family::default(),
+                gpus: Family::default(),
                 tenant_queued: Family::default(),
                 tenant_invocations: Family::default(),
                 tenant_bytes_in: Family::default(),
@@ -249,6 +253,16 @@ mod lease_manager {
                 "tenant_cores",
                 "Cores held by active leases per tenant",
                 m.tenant_cores.clone(),
+            );
+            r.register(
+                "tenant_gpus",
+                "GPUs held by active leases per tenant",
+                m.tenant_gpus.clone(),
+            );
+            r.register(
+                "gpus",
+                "GPUs of the hosts that are up, by state (total, in_use)",
+                m.gpus.clone(),
             );
             r.register(
                 "tenant_queued",
@@ -367,6 +381,7 @@ mod lease_manager {
             self.leases.clear();
             self.tenant_leases.clear();
             self.tenant_cores.clear();
+            self.tenant_gpus.clear();
             self.tenant_queued.clear();
             for l in state.leases() {
                 let s = match l.state {
@@ -382,6 +397,8 @@ mod lease_manager {
                     self.tenant_cores
                         .get_or_create(&t)
                         .inc_by(i64::from(l.cores));
+                    let gpus = l.accelerators.get(GPU).map_or(0, Vec::len);
+                    self.tenant_gpus.get_or_create(&t).inc_by(gpus as i64);
                 }
             }
             for t in mgr.waiting() {
@@ -392,6 +409,7 @@ mod lease_manager {
             self.queue_depth.set(mgr.queue_depth() as i64);
             self.hosts.clear();
             self.cores.clear();
+            self.gpus.clear();
             for s in ["up", "down"] {
                 self.hosts.get_or_create(&label("state", s)).set(0);
             }
@@ -405,11 +423,42 @@ mod lease_manager {
                     self.cores
                         .get_or_create(&label("state", "in_use"))
                         .inc_by(i64::from(h.capacity.cores - h.free.free_cores()));
+                    let total = h.capacity.accelerators.get(GPU).copied().unwrap_or(0);
+                    self.gpus
+                        .get_or_create(&label("state", "total"))
+                        .inc_by(i64::from(total));
+                    self.gpus
+                        .get_or_create(&label("state", "in_use"))
+                        .inc_by(i64::from(total.saturating_sub(h.free.free_devices(GPU))));
                 }
             }
             let mut out = String::new();
             encode(&mut out, &self.registry).map_err(|e| e.to_string())?;
             Ok(out)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::proto::{Capacity, Config, LeaseRequest, TenantId};
+
+        #[test]
+        fn gpus_are_counted_per_host_and_tenant() {
+            let mut mgr = Manager::new(Config::default());
+            let cap = Capacity::new(8, 4096).with_accelerators(GPU, 3);
+            mgr.register_host(0, "a:1", cap).unwrap();
+            let req = LeaseRequest::new(1, 60_000).with_accelerators(GPU, 2);
+            mgr.request_lease(0, &TenantId::from("alice"), &req)
+                .unwrap();
+            let text = LeaseManagerMetrics::new().render(&mgr, &[]).unwrap();
+            for line in [
+                "rfx_lease_manager_gpus{state=\"total\"} 3",
+                "rfx_lease_manager_gpus{state=\"in_use\"} 2",
+                "rfx_lease_manager_tenant_gpus{tenant=\"alice\"} 2",
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            }
         }
     }
 }
