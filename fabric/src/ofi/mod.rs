@@ -230,7 +230,18 @@ pub(crate) fn establish(
         rx_slots: (WINDOW + reserved_slots(WINDOW)) as usize,
         tx_bufs: TX_BUFS,
     };
-    let mut conn = sys::Conn::open(&domain.obj, shape, has_wait_fd(&provider))?;
+    // shm names its region (a file of /dev/shm) after the endpoint, by
+    // default after the pid: a name of our own (pid and random bytes) never
+    // meets a region that a killed process left under a pid that came round
+    // again, and it is unlinked once the peer mapped it (after hello), so a
+    // process killed later leaves nothing behind.
+    let shm_name = (provider == "shm").then(shm_region_name).transpose()?;
+    let mut conn = sys::Conn::open(
+        &domain.obj,
+        shape,
+        has_wait_fd(&provider),
+        shm_name.as_deref(),
+    )?;
     for slot in 0..shape.rx_slots {
         if conn.post_recv(slot)? != sys::Posted::Done {
             return Err(FabricError::os(
@@ -334,7 +345,23 @@ pub(crate) fn establish(
         max_write,
     );
     ep.hello(deadline)?;
+    if let Some(name) = &shm_name {
+        // The peer sent its hello, so it mapped our region: the name can go.
+        if let Err(e) = nix::sys::mman::shm_unlink(name.as_c_str()) {
+            tracing::debug!(?name, "shm_unlink of the ofi shm region: {e}");
+        }
+    }
     Ok(ep)
+}
+
+/// A name for this process's next shm endpoint: unique across processes
+/// and pid reuse.
+fn shm_region_name() -> Result<std::ffi::CString, FabricError> {
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r)
+        .map_err(|e| FabricError::os("getrandom", std::io::Error::other(e)))?;
+    let name = format!("rfx_{}_{:016x}", std::process::id(), u64::from_le_bytes(r));
+    std::ffi::CString::new(name).map_err(|e| FabricError::os("shm name", std::io::Error::other(e)))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One RDM endpoint: opening, addressing, receive slots and sends.
 
+use std::ffi::CStr;
 use std::os::fd::RawFd;
 use std::os::raw::c_void;
 use std::ptr::{self, NonNull};
@@ -58,6 +59,7 @@ impl Conn {
         domain: &Arc<DomainObj>,
         shape: Shape,
         wait_fd: bool,
+        name: Option<&CStr>,
     ) -> Result<Conn, FabricError> {
         let info = &domain.info;
         let mut cq_attr = ffi::fi_cq_attr {
@@ -181,7 +183,8 @@ impl Conn {
             closed: false,
             domain: domain.clone(),
         };
-        // SAFETY: ep, cq and av are live objects of the same domain.
+        // SAFETY: ep, cq and av are live objects of the same domain; `name`
+        // is a NUL-terminated string that outlives the call.
         unsafe {
             check(
                 "fi_ep_bind (cq)",
@@ -195,6 +198,18 @@ impl Conn {
                 "fi_ep_bind (av)",
                 ffi::fi_ep_bind(ep.as_ptr(), &mut (*av.as_ptr()).fid, 0),
             )?;
+            if let Some(name) = name {
+                // The provider copies the NUL-terminated name (shm's
+                // `smr_setname` strdups it) before it returns.
+                check(
+                    "fi_setname",
+                    ffi::fi_setname(
+                        &mut (*ep.as_ptr()).fid,
+                        name.as_ptr() as *mut c_void,
+                        name.to_bytes_with_nul().len(),
+                    ),
+                )?;
+            }
             check("fi_enable", ffi::fi_enable(ep.as_ptr()))?;
         }
         if info.mr_local() {
