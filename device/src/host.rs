@@ -135,6 +135,28 @@ impl HostDevice {
         }
     }
 
+    /// Checks, then queues a copy of `len` bytes from `src` at `from` to
+    /// `dst` at `to` (each given as its words, length and name for errors);
+    /// returns the copy's sequence number. Two buffers, never one: their
+    /// locks are taken one after the other.
+    fn queue_copy(
+        &self,
+        (src, src_len, src_name): (&Words, usize, &str),
+        from: usize,
+        (dst, dst_len, dst_name): (&Words, usize, &str),
+        to: usize,
+        len: usize,
+    ) -> Result<u64, DeviceError> {
+        in_range(src_name, from, len, src_len)?;
+        in_range(dst_name, to, len, dst_len)?;
+        let (s, d) = (src.clone(), dst.clone());
+        self.queue(move || {
+            let s = s.lock();
+            let sv = &bytemuck::cast_slice::<u64, u8>(&s)[..src_len];
+            view(&mut d.lock(), dst_len)[to..to + len].copy_from_slice(&sv[from..from + len]);
+        })
+    }
+
     /// Waits until the work numbered `seq` (and all before it) finished.
     fn wait(&self, seq: u64) -> Result<(), DeviceError> {
         let mut p = self.shared.progress.lock();
@@ -198,14 +220,13 @@ impl Device for HostDevice {
         dst_at: usize,
         len: usize,
     ) -> Result<(), DeviceError> {
-        in_range("device memory", at, len, src.len)?;
-        in_range("pinned memory", dst_at, len, dst.len)?;
-        let (s, d, (sl, dl)) = (src.words.clone(), dst.words.clone(), (src.len, dst.len));
-        dst.last = self.queue(move || {
-            let s = s.lock();
-            let sv = &bytemuck::cast_slice::<u64, u8>(&s)[..sl];
-            view(&mut d.lock(), dl)[dst_at..dst_at + len].copy_from_slice(&sv[at..at + len]);
-        })?;
+        dst.last = self.queue_copy(
+            (&src.words, src.len, "device memory"),
+            at,
+            (&dst.words, dst.len, "pinned memory"),
+            dst_at,
+            len,
+        )?;
         Ok(())
     }
 
@@ -217,15 +238,14 @@ impl Device for HostDevice {
         at: usize,
         len: usize,
     ) -> Result<(), DeviceError> {
-        in_range("pinned memory", src_at, len, src.len)?;
-        in_range("device memory", at, len, dst.len)?;
-        let (s, d, (sl, dl)) = (src.words.clone(), dst.words.clone(), (src.len, dst.len));
         // The pinned buffer's next writer waits for this read.
-        src.last = self.queue(move || {
-            let s = s.lock();
-            let sv = &bytemuck::cast_slice::<u64, u8>(&s)[..sl];
-            view(&mut d.lock(), dl)[at..at + len].copy_from_slice(&sv[src_at..src_at + len]);
-        })?;
+        src.last = self.queue_copy(
+            (&src.words, src.len, "pinned memory"),
+            src_at,
+            (&dst.words, dst.len, "device memory"),
+            at,
+            len,
+        )?;
         Ok(())
     }
 
@@ -237,14 +257,13 @@ impl Device for HostDevice {
         to: usize,
         len: usize,
     ) -> Result<(), DeviceError> {
-        in_range("source device memory", from, len, src.len)?;
-        in_range("destination device memory", to, len, dst.len)?;
-        let (s, d, (sl, dl)) = (src.words.clone(), dst.words.clone(), (src.len, dst.len));
-        self.queue(move || {
-            let s = s.lock();
-            let sv = &bytemuck::cast_slice::<u64, u8>(&s)[..sl];
-            view(&mut d.lock(), dl)[to..to + len].copy_from_slice(&sv[from..from + len]);
-        })?;
+        self.queue_copy(
+            (&src.words, src.len, "source device memory"),
+            from,
+            (&dst.words, dst.len, "destination device memory"),
+            to,
+            len,
+        )?;
         Ok(())
     }
 
