@@ -38,12 +38,13 @@ pub use rfx_device::{Device, DeviceElem, DeviceError, DeviceVec, HostDevice};
 
 use std::sync::Arc;
 
-use rfx_device::DevOp;
+use rfx_device::{DevOp, Dtype};
 
 use crate::comm::{Communicator, Plan, COLL, DEV};
 use crate::element::{Element, ReduceOp};
 use crate::error::CollError;
 use crate::matching::{Source, Status, TagMatch};
+use crate::schedule::Step;
 use stage::{dev_err, Staging, Wire};
 
 /// The device reduction of `op`, if a device runs it.
@@ -75,6 +76,13 @@ fn same_device<T: DeviceElem, D: Device>(
     }
 }
 
+/// A device collective ready to run: its steps, its wire, its reduction.
+struct DeviceCollective {
+    steps: Arc<[Step]>,
+    wire: Wire,
+    op: Option<(DevOp, Dtype)>,
+}
+
 impl Communicator {
     /// Runs `f` with this communicator's staging for `dev` (made, or
     /// remade when the device or the configuration changed).
@@ -98,6 +106,25 @@ impl Communicator {
         r
     }
 
+    /// What a device collective of `plan` runs: its steps, the wire of a
+    /// new collective, and the device reduction of `op`.
+    fn device_collective<T: DeviceElem + Element>(
+        &mut self,
+        plan: Plan,
+        op: Option<ReduceOp>,
+    ) -> Result<DeviceCollective, CollError> {
+        let op = op.map(dev_op).transpose()?.map(|o| (o, T::DTYPE));
+        let wire = Wire {
+            ctx: self.context() | COLL | DEV,
+            tag: self.next_tag(),
+        };
+        Ok(DeviceCollective {
+            steps: self.steps_shared(plan),
+            wire,
+            op,
+        })
+    }
+
     /// Runs the steps of `plan` over `buf` through the staging pipeline.
     fn run_device<T: DeviceElem + Element, D: Device>(
         &mut self,
@@ -105,15 +132,17 @@ impl Communicator {
         buf: &mut DeviceVec<T, D>,
         op: Option<ReduceOp>,
     ) -> Result<(), CollError> {
-        let op = op.map(dev_op).transpose()?.map(|o| (o, T::DTYPE));
-        let steps = self.steps_shared(plan);
-        let wire = Wire {
-            ctx: self.context() | COLL | DEV,
-            tag: self.next_tag(),
-        };
+        let call = self.device_collective::<T>(plan, op)?;
         let dev = buf.device().clone();
         self.with_staging(&dev, |comm, st| {
-            st.run(comm, &wire, &steps, buf.mem_mut(), T::SIZE, op)
+            st.run(
+                comm,
+                &call.wire,
+                &call.steps,
+                buf.mem_mut(),
+                T::SIZE,
+                call.op,
+            )
         })
     }
 
@@ -184,15 +213,25 @@ impl Communicator {
         same_device(send, recv)?;
         dev_op(op)?;
         let dev = send.device().clone();
-        // The ring reduces in a working copy of `send`.
-        let mut work = DeviceVec::<T, D>::zeros(&dev, n * c).map_err(dev_err)?;
-        dev.copy(send.mem(), 0, work.mem_mut(), 0, n * c * T::SIZE)
-            .map_err(dev_err)?;
         let plan = self.plan_reduce_scatter::<T>(c);
-        self.run_device(plan, &mut work, Some(op))?;
-        dev.copy(work.mem(), me * c * T::SIZE, recv.mem_mut(), 0, c * T::SIZE)
-            .map_err(dev_err)?;
-        dev.synchronize().map_err(dev_err)
+        let call = self.device_collective::<T>(plan, Some(op))?;
+        let bytes = n * c * T::SIZE;
+        self.with_staging(&dev, |comm, st| {
+            // The ring reduces in a working copy of `send`, in device memory
+            // the staging keeps between calls.
+            let mut work = st.take_work(bytes)?;
+            let r = dev
+                .copy(send.mem(), 0, &mut work, 0, bytes)
+                .map_err(dev_err)
+                .and_then(|()| st.run(comm, &call.wire, &call.steps, &mut work, T::SIZE, call.op))
+                .and_then(|()| {
+                    dev.copy(&work, me * c * T::SIZE, recv.mem_mut(), 0, c * T::SIZE)
+                        .and_then(|()| dev.synchronize())
+                        .map_err(dev_err)
+                });
+            st.put_work(work);
+            r
+        })
     }
 
     /// Sends device memory to `dest` with `tag`: a header with its length,

@@ -41,6 +41,9 @@ pub(crate) struct Staging<D: Device> {
     slots: Vec<D::Pinned>,
     /// `slots * chunk` bytes: the operands of reductions.
     scratch: Option<D::Mem>,
+    /// Working memory of collectives that do not run in place
+    /// (reduce_scatter), grown to the largest call.
+    work: Option<D::Mem>,
     chunk: usize,
 }
 
@@ -84,8 +87,23 @@ impl<D: Device> Staging<D> {
             dev: dev.clone(),
             slots,
             scratch: None,
+            work: None,
             chunk,
         })
+    }
+
+    /// Working device memory of at least `bytes` bytes (the kept one if it
+    /// is large enough); give it back with [`Staging::put_work`].
+    pub(crate) fn take_work(&mut self, bytes: usize) -> Result<D::Mem, CollError> {
+        match self.work.take() {
+            Some(m) if self.dev.mem_len(&m) >= bytes => Ok(m),
+            _ => self.dev.alloc(bytes).map_err(dev_err),
+        }
+    }
+
+    /// Keeps `mem` for the next [`Staging::take_work`].
+    pub(crate) fn put_work(&mut self, mem: D::Mem) {
+        self.work = Some(mem);
     }
 
     /// Whether this staging serves `dev` with this shape.
