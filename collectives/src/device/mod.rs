@@ -166,7 +166,6 @@ impl Communicator {
         op: ReduceOp,
     ) -> Result<(), CollError> {
         self.check_root(root)?;
-        dev_op(op)?;
         let plan = self.plan_reduce::<T>(root, buf.len());
         self.run_device(plan, buf, Some(op))
     }
@@ -177,7 +176,6 @@ impl Communicator {
         buf: &mut DeviceVec<T, D>,
         op: ReduceOp,
     ) -> Result<(), CollError> {
-        dev_op(op)?;
         let plan = self.plan_allreduce::<T>(buf.len());
         self.run_device(plan, buf, Some(op))
     }
@@ -211,7 +209,6 @@ impl Communicator {
         let (me, n, c) = (self.rank(), self.size(), recv.len());
         Self::len_check("reduce_scatter's send buffer", send.len(), n * c)?;
         same_device(send, recv)?;
-        dev_op(op)?;
         let dev = send.device().clone();
         let plan = self.plan_reduce_scatter::<T>(c);
         let call = self.device_collective::<T>(plan, Some(op))?;
