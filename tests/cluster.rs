@@ -42,24 +42,7 @@ fn cluster() -> LocalCluster {
 #[test]
 fn tenant_api_leases_invokes_and_releases() {
     let c = cluster();
-    let lms = c.lease_manager().to_string();
-    let added = ok_json(rfx(
-        &["tenant", "add", "carol", "--lease-manager", &lms, "--json"],
-        &[],
-    ));
-    let tenant = rfx::tenant::Tenant::connect(&lms, added["token"].as_str().unwrap()).unwrap();
-    let req = rfx::leases::proto::LeaseRequest::new(1, 600_000);
-    // The executor manager registers right after it listens.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lease = loop {
-        match tenant.lease(&req) {
-            Ok(l) => break l,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "{e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    };
+    let (tenant, lease) = lease_in(&c, "carol");
     let fabric = rfx::fabric::Fabric::open(rfx::fabric::Config::default()).unwrap();
     let lib = shipped(&examples().rust);
     let mut inv = lease
@@ -225,8 +208,9 @@ fn demo_runs_end_to_end() {
     }
 }
 
-/// A lease of `c`'s executor manager for a new tenant.
-fn lease_in(c: &LocalCluster, name: &str) -> rfx::tenant::Lease {
+/// A new tenant `name` of `c` and a one-core lease of it (the executor
+/// manager registers right after it listens: asked again until then).
+fn lease_in(c: &LocalCluster, name: &str) -> (rfx::tenant::Tenant, rfx::tenant::Lease) {
     let lms = c.lease_manager().to_string();
     let added = ok_json(rfx(
         &["tenant", "add", name, "--lease-manager", &lms, "--json"],
@@ -237,7 +221,7 @@ fn lease_in(c: &LocalCluster, name: &str) -> rfx::tenant::Lease {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match tenant.lease(&req) {
-            Ok(l) => break l,
+            Ok(l) => break (tenant, l),
             Err(e) => {
                 assert!(Instant::now() < deadline, "{e}");
                 std::thread::sleep(Duration::from_millis(100));
@@ -278,7 +262,7 @@ fn device_functions_run_in_executors() {
             b = b.env("RFX_DEVICE", d);
         }
         let c = b.start().unwrap();
-        let lease = lease_in(&c, "dora");
+        let (_tenant, lease) = lease_in(&c, "dora");
         let mut inv = lease
             .invoker(
                 &fabric,
