@@ -18,6 +18,13 @@ fn mgr() -> Manager {
     })
 }
 
+fn job(id: &str, state: JobState) -> JobStatus {
+    JobStatus {
+        id: id.into(),
+        state,
+    }
+}
+
 fn submits(a: &[Action]) -> usize {
     a.iter().filter(|a| **a == Action::Submit).count()
 }
@@ -42,18 +49,9 @@ fn waiting_requests_ask_for_hosts_up_to_the_maximum_and_no_more_while_they_start
     p.observed(
         1,
         &[
-            JobStatus {
-                id: "11".into(),
-                state: JobState::Running,
-            },
-            JobStatus {
-                id: "12".into(),
-                state: JobState::Pending("Resources".into()),
-            },
-            JobStatus {
-                id: "13".into(),
-                state: JobState::Pending("Priority".into()),
-            },
+            job("11", JobState::Running),
+            job("12", JobState::Pending("Resources".into())),
+            job("13", JobState::Pending("Priority".into())),
         ],
     );
     assert!(p
@@ -73,14 +71,8 @@ fn waiting_requests_ask_for_hosts_up_to_the_maximum_and_no_more_while_they_start
     p.observed(
         4,
         &[
-            JobStatus {
-                id: "11".into(),
-                state: JobState::Running,
-            },
-            JobStatus {
-                id: "12".into(),
-                state: JobState::Pending("Resources".into()),
-            },
+            job("11", JobState::Running),
+            job("12", JobState::Pending("Resources".into())),
         ],
     );
     assert_eq!(p.jobs().count(), 2);
@@ -111,11 +103,10 @@ fn jobs_that_keep_failing_back_off_up_to_five_minutes() {
         pauses.push(t - now);
         p.submitted(0, Ok(i.to_string()));
         now = t;
-        let ended = JobStatus {
-            id: i.to_string(),
-            state: JobState::Ended("failed".into()),
-        };
-        p.observed(now, &[ended]);
+        p.observed(
+            now,
+            &[job(&i.to_string(), JobState::Ended("failed".into()))],
+        );
     }
     assert_eq!(&pauses[..4], [0, 1_000, 2_000, 4_000]);
     assert_eq!(*pauses.last().unwrap(), MAX_BACKOFF_MS);
