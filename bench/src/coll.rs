@@ -138,14 +138,7 @@ pub fn rank_main(
         let it = iters.unwrap_or_else(|| default_iters(size));
         let wu = warmup.unwrap_or(it / 10);
         let count = size / 8;
-        let mut t0 = Instant::now();
-        let mut timed = Duration::ZERO;
-        for i in 0..wu + it {
-            if i == wu {
-                comm.barrier()?;
-                t0 = Instant::now();
-            }
-            let start = Instant::now();
+        let mine = time_calls(&mut comm, wu, it, method, |comm| {
             match op.as_str() {
                 "barrier" => comm.barrier()?,
                 "bcast" => comm.bcast(&mut a[..size], 0)?,
@@ -161,23 +154,47 @@ pub fn rank_main(
                 "scan" => comm.scan(&mut fa[..count], ReduceOp::Sum)?,
                 other => bail!("unknown operation {other}"),
             }
-            if method == Method::Osu {
-                if i >= wu {
-                    timed += start.elapsed();
-                }
-                comm.barrier()?;
-            }
-        }
-        let total = match method {
-            Method::Osu => timed,
-            Method::Pipelined => t0.elapsed(),
-        };
-        let mine = total.as_secs_f64() * 1e6 / it as f64;
+            Ok(())
+        })?;
         report_point(&mut comm, "rfx", &op, size, it, mine)?;
         // Reductions grow the values: keep them finite.
         fa.iter_mut().for_each(|v| *v = v.rem_euclid(7.0));
     }
     Ok(())
+}
+
+/// Calls `f` `wu` times untimed, then `it` times timed; this rank's time
+/// per call, µs. [`Method::Osu`]: each call timed alone, an untimed
+/// barrier after every call (OSU 7.4's loop); [`Method::Pipelined`]: the
+/// timed calls back to back as one block (throughput, not latency).
+pub fn time_calls(
+    comm: &mut Communicator,
+    wu: usize,
+    it: usize,
+    method: Method,
+    mut f: impl FnMut(&mut Communicator) -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut t0 = Instant::now();
+    let mut timed = Duration::ZERO;
+    for i in 0..wu + it {
+        if i == wu {
+            comm.barrier()?;
+            t0 = Instant::now();
+        }
+        let start = Instant::now();
+        f(comm)?;
+        if method == Method::Osu {
+            if i >= wu {
+                timed += start.elapsed();
+            }
+            comm.barrier()?;
+        }
+    }
+    let total = match method {
+        Method::Osu => timed,
+        Method::Pipelined => t0.elapsed(),
+    };
+    Ok(total.as_secs_f64() * 1e6 / it as f64)
 }
 
 /// Gathers every rank's mean per-call time `mine` (µs) of `op` at `size`

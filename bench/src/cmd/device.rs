@@ -253,27 +253,6 @@ pub(crate) fn rank(a: DeviceRankArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Calls `f` OSU's way: `wu` untimed, then `it` each timed alone with an
-/// untimed barrier after; this rank's mean, µs.
-fn osu(
-    comm: &mut Communicator,
-    wu: usize,
-    it: usize,
-    mut f: impl FnMut(&mut Communicator) -> anyhow::Result<()>,
-) -> anyhow::Result<f64> {
-    let mut timed = Duration::ZERO;
-    comm.barrier()?;
-    for i in 0..wu + it {
-        let start = Instant::now();
-        f(comm)?;
-        if i >= wu {
-            timed += start.elapsed();
-        }
-        comm.barrier()?;
-    }
-    Ok(timed.as_secs_f64() * 1e6 / it as f64)
-}
-
 fn rank_on<D: Device>(
     dev: &Arc<D>,
     comm: &mut Communicator,
@@ -300,7 +279,7 @@ fn rank_on<D: Device>(
             let mut h2 = vec![0f32; block];
             let mut d = DeviceVec::from_slice(dev, &h)?;
             let mut d2 = DeviceVec::<f32, D>::zeros(dev, block)?;
-            let host = osu(comm, wu, it, |c| {
+            let host = coll::time_calls(comm, wu, it, coll::Method::Osu, |c| {
                 match op.as_str() {
                     "allreduce" => c.allreduce(&mut h, ReduceOp::Sum)?,
                     "bcast" => c.bcast(&mut h, 0)?,
@@ -312,7 +291,7 @@ fn rank_on<D: Device>(
                 Ok(())
             })?;
             let mut part = DeviceVec::<f32, D>::zeros(dev, count)?;
-            let device = osu(comm, wu, it, |c| {
+            let device = coll::time_calls(comm, wu, it, coll::Method::Osu, |c| {
                 match op.as_str() {
                     "allreduce" => c.allreduce_device(&mut d, ReduceOp::Sum)?,
                     "bcast" => c.bcast_device(&mut d, 0)?,
