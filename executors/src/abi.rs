@@ -487,7 +487,7 @@ impl Function {
             }
             Entry::Extended(f) => {
                 let raw = ctx.to_raw(capacity);
-                let mut call = || {
+                let call = || {
                     // SAFETY: as for the rFaaS ABI; in addition `raw` lives on our stack for
                     // the whole call and tells the function the output capacity.
                     unsafe {
@@ -499,16 +499,21 @@ impl Function {
                         )
                     }
                 };
-                // A group member built against MPI sees its group as MPI_COMM_WORLD.
-                match self.lib.mpi {
-                    Some(rt) if !ctx.comm.is_null() => rt.with_group(ctx.comm, call),
-                    _ => call(),
-                }
+                self.in_mpi_group(ctx, call)
             }
             Entry::Device(f) => return self.call_device(f, ctx, input, size, capacity, output),
             Entry::Python(host, f) => host.call(f, &ctx.to_raw(capacity), input, output),
         };
         self.check_return(ret, capacity, output)
+    }
+
+    /// Runs `f`, for a group member built against MPI with its group as
+    /// MPI_COMM_WORLD.
+    fn in_mpi_group<R>(&self, ctx: &CallContext, f: impl FnOnce() -> R) -> R {
+        match self.lib.mpi {
+            Some(rt) if !ctx.comm.is_null() => rt.with_group(ctx.comm, f),
+            _ => f(),
+        }
     }
 
     /// A device function's call: input staged to the device, output read
@@ -536,12 +541,7 @@ impl Function {
                 // buffer, where a failing function writes its reason).
                 unsafe { f(raw, input.as_ptr().cast(), size, out.cast()) }
             };
-            match self.lib.mpi {
-                Some(rt) if !ctx.comm.is_null() => {
-                    rt.with_group(ctx.comm, || slot.call(ctx.to_raw(capacity), input, run))
-                }
-                _ => slot.call(ctx.to_raw(capacity), input, run),
-            }
+            self.in_mpi_group(ctx, || slot.call(ctx.to_raw(capacity), input, run))
         }
         .map_err(device_err)?;
         if ret <= capacity {
