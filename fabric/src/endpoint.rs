@@ -312,6 +312,45 @@ impl Endpoint {
         dispatch!(&self.inner, ep => ep.peer_memory())
     }
 
+    /// Starts an orderly close: the peer learns that this side is done and
+    /// nothing more is sent. Poll [`Endpoint::close_done`] (bounded by a
+    /// deadline) before dropping the endpoint, so that nothing sent is lost
+    /// in flight; several endpoints close together this way.
+    ///
+    /// ```
+    /// # use rfx_fabric::{Config, ConnectOptions, Fabric};
+    /// # use std::time::{Duration, Instant};
+    /// # let fabric = Fabric::open(Config::default())?;
+    /// # let listener = fabric.listen("127.0.0.1:0".parse().unwrap())?;
+    /// # let addr = listener.local_addr()?;
+    /// # let t = std::thread::spawn(move || listener.accept(&ConnectOptions::new()));
+    /// # let mut ep = fabric.connect(addr, &ConnectOptions::new())?;
+    /// # let mut peer = t.join().unwrap()?;
+    /// ep.send(b"last words")?;
+    /// ep.close_start();
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// // The peer reads what was sent and the close (here, on this thread).
+    /// assert!(peer.wait(rfx_fabric::PollMode::Warm, Duration::from_secs(5)).is_ok());
+    /// while !ep.close_done() && Instant::now() < deadline {
+    ///     let _ = peer.poll();
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert!(ep.close_done());
+    /// # Ok::<(), rfx_fabric::FabricError>(())
+    /// ```
+    pub fn close_start(&mut self) {
+        dispatch!(&mut self.inner, ep => ep.close_start())
+    }
+
+    /// True once dropping this endpoint cannot lose anything it sent: the
+    /// peer read it all, or is gone. Never blocks; input that arrives
+    /// meanwhile is dropped. Asked before [`Endpoint::close_start`], it
+    /// says whether the peer is gone (always true on providers that need no
+    /// orderly close).
+    pub fn close_done(&mut self) -> bool {
+        dispatch!(&mut self.inner, ep => ep.close_done())
+    }
+
     /// Waits up to `timeout` for the next completion, busy polling
     /// ([`PollMode::Hot`]) or sleeping on the endpoint's fd
     /// ([`PollMode::Warm`]). [`FabricError::Timeout`] if none came; a dead

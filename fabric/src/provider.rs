@@ -37,6 +37,9 @@ use crate::error::FabricError;
 ///   connection stick.
 /// - **Waiting** is `arm`, then `block` or a sleep on `event_fd` by the
 ///   caller's event loop, then `disarm`.
+/// - **Closing** in order is `close_start`, then `close_done` until true
+///   (bounded by the caller): then dropping the endpoint loses nothing it
+///   sent. Dropping it without that is a close that may.
 pub(crate) trait Provider {
     /// One-sided write of `data` at `addr` of the peer's region whose rfx
     /// remote key is `rkey`; the peer's `poll` yields a write completion
@@ -76,5 +79,19 @@ pub(crate) trait Provider {
     /// process of this host that this one may read ([`crate::cma`]).
     fn peer_memory(&self) -> Option<&crate::cma::PeerMemory> {
         None
+    }
+
+    /// Starts an orderly close: the peer is told, and nothing more is
+    /// sent. A provider whose transport can lose bytes still in flight when
+    /// a connection is torn down (tcp: a close with unread input resets it,
+    /// and a reset drops what the kernel still had to send) keeps them
+    /// until [`close_done`](Self::close_done). Default: nothing to do.
+    fn close_start(&mut self) {}
+
+    /// True once closing cannot lose a byte we sent (the peer read them
+    /// all, or is gone); what arrives meanwhile is dropped. Never blocks.
+    /// Default: true.
+    fn close_done(&mut self) -> bool {
+        true
     }
 }

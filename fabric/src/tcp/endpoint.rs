@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::TcpStream;
+use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,10 @@ const READ_SPIN: Duration = Duration::from_micros(200);
 /// Read replies with at least this much still to come skip the staging
 /// buffer.
 const DIRECT_READ_MIN: usize = 16 << 10;
+
+/// Socket reads one [`Provider::close_done`] makes at most (a peer that
+/// streams without end cannot hold it).
+const CLOSE_READS: usize = 64;
 
 /// A frame whose payload is still arriving.
 #[derive(Debug)]
@@ -83,6 +87,11 @@ pub(crate) struct TcpEndpoint {
     abandoned: Option<u32>,
     /// Bytes received so far: a read waits while they keep coming.
     rx_bytes: u64,
+    /// [`Provider::close_start`] ran: nothing more is sent or delivered.
+    closing: bool,
+    /// The peer shut its side (or the connection ended): closing loses
+    /// nothing.
+    peer_shut: bool,
 }
 
 impl TcpEndpoint {
@@ -114,6 +123,8 @@ impl TcpEndpoint {
             read_id: 0,
             abandoned: None,
             rx_bytes: 0,
+            closing: false,
+            peer_shut: false,
         })
     }
 
@@ -404,6 +415,9 @@ impl TcpEndpoint {
                 }
                 Op::Close => {
                     self.gone = Some("peer closed the connection".into());
+                    // Everything the peer sent is read: our FIN tells it
+                    // so (its orderly close waits for that).
+                    let _ = self.sock.shutdown(Shutdown::Write);
                     return Ok(());
                 }
                 Op::Read => {
@@ -476,8 +490,10 @@ impl TcpEndpoint {
 
 impl Drop for TcpEndpoint {
     fn drop(&mut self) {
-        // Orderly close so the peer can tell it from a crash in logs; best effort.
-        let _ = self.sock.write(&FrameHeader::new(Op::Close).encode());
+        if !self.closing {
+            // Tells the peer it was a close, not a crash; best effort.
+            let _ = self.sock.write(&FrameHeader::new(Op::Close).encode());
+        }
     }
 }
 
@@ -593,5 +609,39 @@ impl Provider for TcpEndpoint {
             return Ok(());
         }
         self.wait_fd(PollFlags::POLLIN, timeout)
+    }
+
+    /// A close frame after everything sent, then our FIN. The socket stays
+    /// open until the peer's FIN: a close with unread input would reset
+    /// the connection, and a reset drops what the kernel still had to send.
+    fn close_start(&mut self) {
+        if std::mem::replace(&mut self.closing, true) {
+            return;
+        }
+        if self.gone.is_none() && self.send_frame(&FrameHeader::new(Op::Close), &[]).is_err() {
+            self.peer_shut = true;
+        }
+        let _ = self.sock.shutdown(Shutdown::Write);
+    }
+
+    /// The peer's FIN (it read our close frame) or the end of the
+    /// connection; input before it is dropped.
+    fn close_done(&mut self) -> bool {
+        if !self.closing {
+            return self.gone.is_some();
+        }
+        for _ in 0..CLOSE_READS {
+            if self.peer_shut {
+                break;
+            }
+            match self.sock.read(&mut self.buf) {
+                Ok(0) => self.peer_shut = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => self.peer_shut = true,
+            }
+        }
+        self.peer_shut
     }
 }

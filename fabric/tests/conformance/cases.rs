@@ -553,6 +553,46 @@ pub fn last_words_survive_a_failed_post(kind: TransportKind) {
     );
 }
 
+/// A sender that closes in order (`close_start`, then `close_done`
+/// until true) loses nothing, though it had input it never read and its
+/// receiver was slow: more than the kernel buffers hold goes out, the
+/// receiver starts late and answers every write (input the sender leaves
+/// unread, which makes a plain tcp close a reset that drops the rest).
+pub fn orderly_close_loses_nothing(kind: TransportKind) {
+    const N: u32 = 48;
+    const LEN: usize = 1 << 20;
+    let f = fabric(kind);
+    let mr = f.register(LEN).unwrap();
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
+    let sender = std::thread::spawn(move || {
+        let rb = c.peer_buffers()[0];
+        for i in 0..N {
+            c.write_imm(&pattern(LEN, i as u8), &rb, 0, i).unwrap();
+        }
+        c.close_start();
+        let t0 = Instant::now();
+        while !c.close_done() && t0.elapsed() < T {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        c.close_done()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..N {
+        let w = expect_write(s.wait(PollMode::Warm, T));
+        assert_eq!(w.imm, i, "{kind:?}: writes lost or reordered");
+        if i == N - 1 {
+            assert!(mr.to_vec(0, LEN).unwrap() == pattern(LEN, i as u8));
+        }
+        let _ = s.send(b"ack");
+    }
+    let end = s.wait(PollMode::Warm, T);
+    assert!(
+        matches!(&end, Err(e) if e.is_peer_gone()),
+        "{kind:?}: {end:?}"
+    );
+    assert!(sender.join().unwrap(), "{kind:?}: the close never finished");
+}
+
 /// The peer process is killed (SIGKILL) while we sleep in warm mode.
 pub fn peer_killed_while_waiting(kind: TransportKind) {
     let f = fabric(kind);

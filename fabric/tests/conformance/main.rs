@@ -27,6 +27,7 @@ macro_rules! conformance {
             #[test] fn oversized_send_refused() { cases::oversized_send_refused(K) }
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
             #[test] fn last_words_survive_a_failed_post() { cases::last_words_survive_a_failed_post(K) }
+            #[test] fn orderly_close_loses_nothing() { cases::orderly_close_loses_nothing(K) }
             #[test] fn peer_killed_while_waiting() { cases::peer_killed_while_waiting(K) }
             #[test] fn malformed_handshakes() { cases::malformed_handshakes(K) }
             #[test] fn shared_secret() { cases::shared_secret(K) }
@@ -71,6 +72,7 @@ macro_rules! ofi_conformance {
             #[test] fn advertised_caps_work() { run(cases::advertised_caps_work) }
             #[test] fn oversized_send_refused() { run(cases::oversized_send_refused) }
             #[test] fn peer_death_detected() { run(cases::peer_death_detected) }
+            #[test] fn orderly_close_loses_nothing() { run(cases::orderly_close_loses_nothing) }
             #[test] fn peer_killed_while_waiting() { run(cases::peer_killed_while_waiting) }
             #[test] fn malformed_handshakes() { run(cases::malformed_handshakes) }
             #[test] fn shared_secret() { run(cases::shared_secret) }
