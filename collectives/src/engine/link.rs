@@ -54,6 +54,14 @@ pub(crate) trait Link: std::fmt::Debug {
     /// (same host, cross-memory attach): then large messages from the
     /// peer come as read requests.
     fn peer_memory(&self) -> Option<&PeerMemory>;
+
+    /// Starts an orderly close (nothing is sent after it).
+    fn close_start(&mut self) {}
+
+    /// True once dropping the link cannot lose what we sent; never blocks.
+    fn close_done(&mut self) -> bool {
+        true
+    }
 }
 
 impl Link for Endpoint {
@@ -95,5 +103,13 @@ impl Link for Endpoint {
 
     fn peer_memory(&self) -> Option<&PeerMemory> {
         Endpoint::peer_memory(self)
+    }
+
+    fn close_start(&mut self) {
+        Endpoint::close_start(self)
+    }
+
+    fn close_done(&mut self) -> bool {
+        Endpoint::close_done(self)
     }
 }

@@ -63,6 +63,9 @@ use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 /// does not starve the others.
 const POLL_BURST: usize = 64;
 
+/// Most writes taken from a peer after a write to it failed.
+const LOSE_POLLS: usize = 1 << 16;
+
 /// Payloads up to this many bytes travel in one write with their header
 /// (copied into a staging buffer first); larger ones as a header write and
 /// chunk writes straight from the caller's buffer.
@@ -183,6 +186,38 @@ struct Peer<L> {
     msgs: VecDeque<InMsg>,
     next_msg: u64,
     gone: Option<String>,
+}
+
+impl<L: Link> Peer<L> {
+    /// A write to the peer failed (`why`): it is gone, but what it wrote
+    /// before it left still counts (a rank that finished and exited while
+    /// our credit was on its way). Its writes are taken until its link is
+    /// empty or fails, bounded by the inbox (the peer cannot have written
+    /// more than its credit). True if a message arrived meanwhile.
+    fn lose(&mut self, r: usize, why: String) -> bool {
+        let before = self.next_msg;
+        if self.gone.is_some() {
+            return false;
+        }
+        if let Some(l) = self.link.as_mut() {
+            for _ in 0..LOSE_POLLS {
+                match l.link.poll() {
+                    Ok(Some(Completion::Write(w))) => {
+                        if let Err(bad) = on_write(l, &mut self.msgs, &mut self.next_msg, &w) {
+                            self.gone = Some(malformed(r, bad));
+                            break;
+                        }
+                    }
+                    Ok(Some(Completion::Recv(_)) | None) | Err(_) => break,
+                }
+            }
+        }
+        if self.gone.is_none() {
+            tracing::debug!(rank = r, "peer gone: {why}");
+            self.gone = Some(why);
+        }
+        self.next_msg != before
+    }
 }
 
 /// A point-to-point receive not matched yet.
@@ -432,7 +467,12 @@ impl<L: Link> Engine<L> {
         self.gone_err(dest)?;
         let token = self.token();
         let read = lend == Lend::Expose && self.reads_in_place(dest, total);
-        let Engine { peers, stage, .. } = self;
+        let Engine {
+            peers,
+            stage,
+            epoch,
+            ..
+        } = self;
         let size = peers.len();
         let peer = peers
             .get_mut(dest)
@@ -458,7 +498,7 @@ impl<L: Link> Engine<L> {
                     }
                     Ok(false) => {}
                     Err(e) => {
-                        peer.gone = Some(e.to_string());
+                        *epoch += u64::from(peer.lose(dest, e.to_string()));
                         return Err(fabric_err(dest, e));
                     }
                 }
@@ -477,7 +517,7 @@ impl<L: Link> Engine<L> {
                 Ok(true) => return Ok(None),
                 Ok(false) => {}
                 Err(e) => {
-                    peer.gone = Some(e.to_string());
+                    *epoch += u64::from(peer.lose(dest, e.to_string()));
                     return Err(fabric_err(dest, e));
                 }
             }
@@ -516,7 +556,12 @@ impl<L: Link> Engine<L> {
             return Ok((0, true));
         }
         self.gone_err(dest)?;
-        let Engine { peers, stage, .. } = self;
+        let Engine {
+            peers,
+            stage,
+            epoch,
+            ..
+        } = self;
         let Some(peer) = peers.get_mut(dest) else {
             return Ok((0, true));
         };
@@ -549,7 +594,7 @@ impl<L: Link> Engine<L> {
             Ok((now + usize::from(done), done))
         })();
         r.map_err(|e: FabricError| {
-            peer.gone = Some(e.to_string());
+            *epoch += u64::from(peer.lose(dest, e.to_string()));
             fabric_err(dest, e)
         })
     }
@@ -725,6 +770,7 @@ impl<L: Link> Engine<L> {
             peers,
             scratch,
             stats,
+            epoch,
             ..
         } = self;
         let peer = peers
@@ -775,7 +821,7 @@ impl<L: Link> Engine<L> {
             stats.bytes_read_in_place += m.total as u64;
             if peer.gone.is_none() {
                 if let Err(e) = l.control(Kind::Fin(d.seq)) {
-                    mark_gone(c.src, &mut peer.gone, e);
+                    *epoch += u64::from(peer.lose(c.src, e.to_string()));
                 }
             }
         } else if let Some(small) = &m.inline {
@@ -811,7 +857,7 @@ impl<L: Link> Engine<L> {
             // its credit goes nowhere.
             if peer.gone.is_none() {
                 if let Err(e) = l.credit() {
-                    mark_gone(c.src, &mut peer.gone, e);
+                    *epoch += u64::from(peer.lose(c.src, e.to_string()));
                 }
             }
         }
@@ -882,16 +928,16 @@ impl<L: Link> Engine<L> {
         let mut arrived = false;
         let Engine { peers, stage, .. } = self;
         for (r, peer) in peers.iter_mut().enumerate() {
+            if peer.gone.is_some() {
+                continue;
+            }
             let Peer {
                 link,
                 msgs,
                 next_msg,
                 gone,
-            } = peer;
+            } = &mut *peer;
             let Some(l) = link.as_mut() else { continue };
-            if gone.is_some() {
-                continue;
-            }
             // What the peer wrote first, then ours: a peer that finished
             // (its last FIN or credit written) and left is read to the end
             // before a write to it fails.
@@ -923,10 +969,9 @@ impl<L: Link> Engine<L> {
             if gone.is_some() {
                 continue;
             }
-            let r2 = l.credit().and_then(|_| flush(l, stage));
-            match r2 {
+            match l.credit().and_then(|_| flush(l, stage)) {
                 Ok(m) => moved |= m,
-                Err(e) => mark_gone(r, gone, e),
+                Err(e) => arrived |= peer.lose(r, e.to_string()),
             }
         }
         if arrived {
@@ -958,15 +1003,23 @@ impl<L: Link> Engine<L> {
     /// never has to wait for itself: its own messages come to it in its
     /// own order, and no sender of one waits on anything but that.
     pub(crate) fn relieve(&mut self, keep: u64, traffic: Option<(u32, u32)>) {
-        let stats = &mut self.stats;
-        for (r, peer) in self.peers.iter_mut().enumerate() {
-            let Peer {
-                link, msgs, gone, ..
-            } = peer;
-            let Some(l) = link.as_mut() else { continue };
-            if gone.is_some() {
+        let Engine {
+            peers,
+            stats,
+            epoch,
+            ..
+        } = self;
+        for (r, peer) in peers.iter_mut().enumerate() {
+            if peer.gone.is_some() {
                 continue;
             }
+            let Peer {
+                link, msgs, gone, ..
+            } = &mut *peer;
+            let Some(l) = link.as_mut() else { continue };
+            // A write that failed (a FIN, credit): the peer is lost after
+            // the sweep, once what it wrote before is taken.
+            let mut lost = None;
             // Read requests hold their sender until read: read them out.
             // What the waiting operation consumes itself is left alone.
             let ours =
@@ -974,7 +1027,8 @@ impl<L: Link> Engine<L> {
             for m in msgs.iter_mut() {
                 if m.pull.is_some() && !m.sink && !ours(m) {
                     if let Err(e) = read_out(l, m) {
-                        mark_gone(r, gone, e);
+                        // Reading the peer's memory failed, or the FIN.
+                        lost = Some(e.to_string());
                         break;
                     }
                     stats.messages_spilled += 1;
@@ -984,23 +1038,25 @@ impl<L: Link> Engine<L> {
             // alignment, twice over with a skip at the end: below that much
             // outstanding it is not blocked.
             let outstanding = l.inbox.rpos - l.inbox.credited;
-            if gone.is_some() || outstanding + 2 * (l.inbox.size / 8 + ALIGN) <= l.inbox.size {
-                continue;
-            }
-            for m in msgs.iter_mut() {
-                if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours(m) {
-                    if let Err(e) = spill(&mut l.inbox, m) {
-                        mark_gone(r, gone, e);
-                        break;
+            if lost.is_none() && outstanding + 2 * (l.inbox.size / 8 + ALIGN) > l.inbox.size {
+                for m in msgs.iter_mut() {
+                    if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours(m) {
+                        if let Err(e) = spill(&mut l.inbox, m) {
+                            mark_gone(r, gone, e);
+                            break;
+                        }
+                        stats.messages_spilled += 1;
                     }
-                    stats.messages_spilled += 1;
+                }
+                l.inbox.release();
+                if gone.is_none() {
+                    if let Err(e) = l.credit() {
+                        lost = Some(e.to_string());
+                    }
                 }
             }
-            l.inbox.release();
-            if gone.is_none() {
-                if let Err(e) = l.credit() {
-                    mark_gone(r, gone, e);
-                }
+            if let Some(why) = lost {
+                *epoch += u64::from(peer.lose(r, why));
             }
         }
     }
@@ -1086,6 +1142,29 @@ impl<L: Link> Engine<L> {
         }
     }
 
+    /// Closes every link in order, together, bounded by the flush timeout:
+    /// a rank that leaves first must not lose what its slower peers have
+    /// not read yet (MPI_Finalize's guarantee).
+    fn close(&mut self) {
+        for l in self.peers.iter_mut().filter_map(|p| p.link.as_mut()) {
+            l.link.close_start();
+        }
+        let deadline = Instant::now() + self.cfg.flush_timeout;
+        let mut pending: Vec<usize> = (0..self.peers.len()).collect();
+        loop {
+            pending.retain(|&r| {
+                self.peers[r]
+                    .link
+                    .as_mut()
+                    .is_some_and(|l| !l.link.close_done())
+            });
+            if pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// Sends everything still queued, bounded by the flush timeout (used
     /// when the last communicator goes away).
     fn drain(&mut self) {
@@ -1106,6 +1185,7 @@ impl<L: Link> Engine<L> {
 impl<L: Link> Drop for Engine<L> {
     fn drop(&mut self) {
         self.drain();
+        self.close();
     }
 }
 

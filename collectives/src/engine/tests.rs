@@ -194,6 +194,30 @@ fn a_cut_link_fails_that_peer_and_spares_the_others() {
     assert!(m.engines[0].gone(2).is_none() && m.engines[2].gone(0).is_none());
 }
 
+/// A peer that finished and left (the link is cut after its last
+/// writes landed) still has what it sent received, though a write of ours
+/// found it gone before we polled it: more writes than one sweep takes.
+#[test]
+fn what_a_departed_peer_sent_is_received_after_a_failed_write() {
+    let mut m = Mesh::new(2, 1 << 16, 1024);
+    let sent: Vec<Vec<u8>> = (0..200u32)
+        .map(|i| send(&mut m, 1, 0, i, u64::from(i), 8 + i as usize % 40))
+        .collect();
+    assert_eq!(m.land(1, 0, usize::MAX), 200);
+    m.cut(0, 1);
+    match m.engines[0].post(1, CTX, 7, &[b"x"], super::Lend::Copy) {
+        Err(CollError::PeerGone { rank: 1, .. }) => {}
+        other => panic!("a send to a departed peer: {other:?}"),
+    }
+    for (i, want) in sent.iter().enumerate() {
+        let (_, _, got) = m
+            .recv(0, Some(1), CTX, Some(i as u32), 10)
+            .unwrap_or_else(|| panic!("message {i} was lost"));
+        assert_eq!(&got, want);
+    }
+    assert!(m.engines[0].gone(1).is_some());
+}
+
 fn header(total: u64) -> Vec<u8> {
     Header {
         ctx: CTX,
