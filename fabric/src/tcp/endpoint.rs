@@ -89,6 +89,10 @@ pub(crate) struct TcpEndpoint {
     rx_bytes: u64,
     /// [`Provider::close_start`] ran: nothing more is sent or delivered.
     closing: bool,
+    /// Bytes of our close frame still to write (the socket was full), then
+    /// our FIN.
+    close_left: usize,
+    fin_sent: bool,
     /// The peer shut its side (or the connection ended): closing loses
     /// nothing.
     peer_shut: bool,
@@ -124,6 +128,8 @@ impl TcpEndpoint {
             abandoned: None,
             rx_bytes: 0,
             closing: false,
+            close_left: 0,
+            fin_sent: false,
             peer_shut: false,
         })
     }
@@ -614,14 +620,17 @@ impl Provider for TcpEndpoint {
     /// A close frame after everything sent, then our FIN. The socket stays
     /// open until the peer's FIN: a close with unread input would reset
     /// the connection, and a reset drops what the kernel still had to send.
+    /// Never blocks: what does not fit the socket now goes in `close_done`.
     fn close_start(&mut self) {
         if std::mem::replace(&mut self.closing, true) {
             return;
         }
-        if self.gone.is_none() && self.send_frame(&FrameHeader::new(Op::Close), &[]).is_err() {
-            self.peer_shut = true;
-        }
-        let _ = self.sock.shutdown(Shutdown::Write);
+        self.close_left = if self.gone.is_none() {
+            FRAME_HEADER_LEN
+        } else {
+            0
+        };
+        self.close_flush();
     }
 
     /// The peer's FIN (it read our close frame) or the end of the
@@ -630,6 +639,8 @@ impl Provider for TcpEndpoint {
         if !self.closing {
             return self.gone.is_some();
         }
+        // Read first: a peer blocked writing to us reads our close only
+        // once we take its bytes.
         for _ in 0..CLOSE_READS {
             if self.peer_shut {
                 break;
@@ -638,10 +649,85 @@ impl Provider for TcpEndpoint {
                 Ok(0) => self.peer_shut = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => self.peer_shut = true,
             }
         }
-        self.peer_shut
+        self.close_flush() && self.peer_shut
+    }
+}
+
+impl TcpEndpoint {
+    /// Writes what is left of our close frame, then our FIN; true once
+    /// both went out (or the connection is over).
+    fn close_flush(&mut self) -> bool {
+        let head = FrameHeader::new(Op::Close).encode();
+        while self.close_left > 0 {
+            match self.sock.write(&head[FRAME_HEADER_LEN - self.close_left..]) {
+                Ok(n) if n > 0 => self.close_left -= n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                // The connection is over: nothing we send can arrive.
+                Ok(_) | Err(_) => {
+                    self.close_left = 0;
+                    self.peer_shut = true;
+                }
+            }
+        }
+        if !std::mem::replace(&mut self.fin_sent, true) {
+            let _ = self.sock.shutdown(Shutdown::Write);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// Our endpoint, and the raw socket of its peer.
+    fn pair(op_timeout: Duration) -> (TcpEndpoint, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let raw = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (sock, _) = l.accept().unwrap();
+        let ep = TcpEndpoint::new(sock, RegionTable::new(Vec::new()), 1 << 20, op_timeout).unwrap();
+        (ep, raw)
+    }
+
+    /// A peer that reads nothing cannot hold `close_start` (an engine
+    /// closes all its links together, under one deadline): the close frame
+    /// waits in `close_done`, which finishes once the peer reads and
+    /// closes, with the close frame the last bytes on the wire.
+    #[test]
+    fn close_start_never_blocks_on_a_peer_that_reads_nothing() {
+        let (mut ep, mut raw) = pair(Duration::from_secs(2));
+        let chunk = vec![7u8; 64 << 10];
+        let full = (0..10_000).any(|_| ep.send(&chunk).is_err());
+        assert!(full, "the socket never filled");
+        let t0 = Instant::now();
+        ep.close_start();
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t0.elapsed()
+        );
+        assert!(!ep.close_done(), "done before the peer read anything");
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            raw.read_to_end(&mut all).unwrap();
+            all
+        });
+        let t0 = Instant::now();
+        while !ep.close_done() && t0.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(ep.close_done(), "the close never finished");
+        let all = reader.join().unwrap();
+        assert!(all.ends_with(&FrameHeader::new(Op::Close).encode()));
     }
 }
