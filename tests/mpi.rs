@@ -275,6 +275,9 @@ fn a_dead_rank_is_an_error_not_a_hang_and_stubs_name_themselves() {
     std::fs::write(&src, DEATH).unwrap();
     let bin = dir.join("death");
     compile(&src, &bin);
+    // Built (a cargo build, which may wait on other tests' builds) before
+    // the clock starts: the bound is on the run alone.
+    rfx_library();
     let t = std::time::Instant::now();
     let o = on_rfx(2, &bin, &[]);
     let out = String::from_utf8_lossy(&o.stdout);
