@@ -28,6 +28,26 @@ pub(crate) fn in_range(what: &str, at: usize, len: usize, cap: usize) -> Result<
     }
 }
 
+/// Checks a copy of `len` bytes from `from` to `to` within one buffer of
+/// `cap` bytes: both ranges in it, and apart (the contract's rule, which
+/// every backend enforces alike, so that the host reference refuses what
+/// a GPU would).
+pub(crate) fn within_operands(
+    from: usize,
+    to: usize,
+    len: usize,
+    cap: usize,
+) -> Result<(), DeviceError> {
+    in_range("device memory", from, len, cap)?;
+    in_range("device memory", to, len, cap)?;
+    if from < to + len && to < from + len && len > 0 {
+        return Err(DeviceError::Range(format!(
+            "overlapping copy of {len} bytes from {from} to {to}"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the operands of a reduction of `count` elements of `ty`: `acc` at
 /// byte `at` (of `acc_len`) and `src` at byte `from` (of `src_len`), in
 /// range and aligned. Returns the bytes of each operand.

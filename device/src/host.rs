@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::device::Device;
 use crate::elem::{reduce_host, DevOp, Dtype};
-use crate::error::{in_range, reduce_operands, DeviceError};
+use crate::error::{in_range, reduce_operands, within_operands, DeviceError};
 
 /// Longest wait for queued host work: it never blocks, so this only ends
 /// a caller that holds a buffer the worker needs (a misuse), with an error.
@@ -274,8 +274,7 @@ impl Device for HostDevice {
         to: usize,
         len: usize,
     ) -> Result<(), DeviceError> {
-        in_range("device memory", from, len, mem.len)?;
-        in_range("device memory", to, len, mem.len)?;
+        within_operands(from, to, len, mem.len)?;
         let (m, ml) = (mem.words.clone(), mem.len);
         self.queue(move || {
             view(&mut m.lock(), ml).copy_within(from..from + len, to);

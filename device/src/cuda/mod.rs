@@ -23,7 +23,7 @@ use cudarc::nvrtc::Ptx;
 
 use crate::device::Device;
 use crate::elem::{DevOp, Dtype};
-use crate::error::{in_range, reduce_operands, DeviceError};
+use crate::error::{in_range, reduce_operands, within_operands, DeviceError};
 use crate::kernels;
 
 fn driver(what: &str) -> impl Fn(DriverError) -> DeviceError + '_ {
@@ -318,13 +318,7 @@ impl Device for CudaDevice {
         to: usize,
         len: usize,
     ) -> Result<(), DeviceError> {
-        in_range("device memory", from, len, mem.len)?;
-        in_range("device memory", to, len, mem.len)?;
-        if from < to + len && to < from + len && len > 0 {
-            return Err(DeviceError::Range(format!(
-                "overlapping copy of {len} bytes from {from} to {to}"
-            )));
-        }
+        within_operands(from, to, len, mem.len)?;
         self.bind()?;
         let (p, _g) = mem.slice.device_ptr_mut(&self.stream);
         // SAFETY: both ranges were checked, lie in one live allocation and

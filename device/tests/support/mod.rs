@@ -82,6 +82,8 @@ pub fn copies<D: Device>(dev: &Arc<D>) {
         dev.download(&m, 9_000, &mut p, 0, 2000).unwrap_err(),
         dev.upload(&mut p, 1, &mut m2, 0, 4096).unwrap_err(),
         dev.copy(&m, usize::MAX, &mut m2, 0, 2).unwrap_err(),
+        dev.copy_within(&mut m2, 0, 5, 10).unwrap_err(),
+        dev.copy_within(&mut m2, 8190, 0, 10).unwrap_err(),
         dev.reduce(DevOp::Sum, Dtype::F64, &mut m2, 4, &m, 0, 1)
             .unwrap_err(),
         dev.reduce(DevOp::Sum, Dtype::F64, &mut m2, 0, &m, 0, 2000)
