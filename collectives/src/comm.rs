@@ -824,8 +824,20 @@ impl Communicator {
         let steps = self.plan_gather::<T>(root, c);
         if me == root {
             Self::len_check("gather's receive buffer", recv.len(), n * c)?;
+            // The root's steps only receive, never into its own block, so
+            // its own copy waits until the peers' blocks are in: each peer's
+            // send (read in place on one host) completes sooner.
+            self.exec(
+                "gather",
+                steps,
+                Whole {
+                    buf: &mut *recv,
+                    base: 0,
+                },
+                None,
+            )?;
             recv[me * c..(me + 1) * c].copy_from_slice(send);
-            return self.exec("gather", steps, Whole { buf: recv, base: 0 }, None);
+            return Ok(());
         }
         self.run_part("gather", steps, Part::Send(send))
     }
