@@ -42,6 +42,8 @@ enum PlanOp {
     Reduce,
     Allreduce,
     Gather,
+    /// A gather's root reading its own block from its input.
+    GatherFromInput,
     Scatter,
     Allgather,
     AllgatherFromInput,
@@ -188,6 +190,7 @@ impl Communicator {
             fragment: cfg.fragment,
             flush_timeout: cfg.op_timeout,
             single_copy_min: cfg.thresholds.single_copy_min,
+            push_min: cfg.thresholds.push_min,
         };
         let engine = Engine::new(0, vec![None], ecfg)?;
         Ok(Communicator::from_engine(engine, cfg))
@@ -821,24 +824,23 @@ impl Communicator {
     ) -> Result<(), CollError> {
         self.check_root(root)?;
         let (me, n, c) = (self.rank, self.size(), send.len());
-        let steps = self.plan_gather::<T>(root, c);
         if me == root {
             Self::len_check("gather's receive buffer", recv.len(), n * c)?;
-            // The root's steps only receive, never into its own block, so
-            // its own copy waits until the peers' blocks are in: each peer's
-            // send (read in place on one host) completes sooner.
-            self.exec(
-                "gather",
-                steps,
-                Whole {
-                    buf: &mut *recv,
-                    base: 0,
-                },
-                None,
-            )?;
-            recv[me * c..(me + 1) * c].copy_from_slice(send);
-            return Ok(());
+            // The root only receives, never into its own block, so it
+            // copies its own block last: the peers' sends complete sooner,
+            // and peers that write their blocks in themselves (PUSH) do so
+            // while it copies.
+            let alg = self.choose::<T>(Collective::Gather, c);
+            let steps = self.plan(PlanOp::GatherFromInput, root, c, T::SIZE, |me, n| {
+                let steps = match alg {
+                    Algorithm::Linear => sched::gather_linear(me, n, root, c),
+                    _ => sched::gather_binomial(me, n, root, c),
+                };
+                sched::allgather_from_input(steps, me, c)
+            });
+            return self.exec("gather", steps, Split { a: send, b: recv }, None);
         }
+        let steps = self.plan_gather::<T>(root, c);
         self.run_part("gather", steps, Part::Send(send))
     }
 

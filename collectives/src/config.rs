@@ -46,6 +46,13 @@ pub struct Thresholds {
     /// copies it straight from the sender's buffer, one copy instead of
     /// two (`RFX_COLL_SINGLE_COPY_MIN`; 0 turns it off).
     pub single_copy_min: usize,
+    /// Messages from which a receiver that has its own copying to do (a
+    /// gather's root) asks such a sender to write the message into its
+    /// buffer itself, so that both copy at once (`RFX_COLL_PUSH_MIN`; 0
+    /// turns it off). Below it the extra round trip costs more than the
+    /// overlap saves. With more ranks than cores the sender may have to be
+    /// woken to write, so there the threshold is four times this.
+    pub push_min: usize,
 }
 
 impl Default for Thresholds {
@@ -62,6 +69,7 @@ impl Default for Thresholds {
             scan_chain_max_ranks: 4,
             alltoall_pairwise_min: 256 << 10,
             single_copy_min: 16 << 10,
+            push_min: 128 << 10,
         }
     }
 }
@@ -185,6 +193,7 @@ impl CollConfig {
                 &mut t.alltoall_pairwise_min,
             ),
             ("RFX_COLL_SINGLE_COPY_MIN", &mut t.single_copy_min),
+            ("RFX_COLL_PUSH_MIN", &mut t.push_min),
         ] {
             if let Some(v) = num(var)? {
                 *slot = v;

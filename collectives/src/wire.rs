@@ -15,14 +15,21 @@
 //!                units 1: a message to read (RTS): Header, then where the
 //!                payload lies in the writer's memory: seq u32 | n u32 |
 //!                n x (address u64 | length u64), 1 <= n <= 4
+//!                units 2: write it yourself (PUSH): Header (total: the
+//!                RTS's size), then the RTS's seq and where the receiver
+//!                wants its payload, in the same layout, in the writer's
+//!                (the receiver's) memory
 //! kind 1 DATA:   the next payload bytes of the message in progress (units 0)
 //! kind 2 CREDIT: no data; the writer's reader freed `units` * 64 bytes of
 //!                the inbox it exposed
-//! kind 3 CTRL:   no data; units 0 (READS) or 2 (COPIES), each rank's first
-//!                write on a link: the writer can (or cannot) read this
-//!                process's memory, so RTS may (may not) be sent to it;
+//! kind 3 CTRL:   no data; units 0 (READS), 4 (WRITES) or 2 (COPIES), each
+//!                rank's first write on a link: the writer can read (read
+//!                and write, or cannot read) this process's memory, so RTS
+//!                may (may not) be sent to it, and PUSH too after WRITES;
 //!                units odd (FIN): the writer read the RTS numbered
-//!                units >> 1 (mod 2^29), its buffer is the sender's again
+//!                units >> 1 (mod 2^29), its buffer is the sender's again;
+//!                units & 7 == 6 (WROTE): the writer wrote the RTS numbered
+//!                units >> 3 (mod 2^27) where our PUSH asked
 //! Header: context u32 | tag u32 | total payload bytes u64 (little-endian)
 //! ```
 //!
@@ -34,7 +41,12 @@
 //! An RTS is the single-copy path for large messages between processes of
 //! one host ([`rfx_fabric::cma`]): the receiver copies the payload straight
 //! from the sender's buffer into its own when a receive claims it, then
-//! sends FIN. Only a peer that sent READS gets them.
+//! sends FIN. Only a peer that sent READS (or WRITES) gets them.
+//!
+//! A receiver with work of its own to do meanwhile (a gather's root) may
+//! instead answer an RTS from a peer that sent WRITES with PUSH: the
+//! sender then copies the payload into the receiver's buffer itself and
+//! answers WROTE, so both copy at once.
 
 /// Bytes of a message header.
 pub(crate) const HDR_LEN: usize = 16;
@@ -58,10 +70,23 @@ pub(crate) enum Kind {
     Reads(bool),
     /// The writer finished reading the RTS with this number (mod 2^29).
     Fin(u32),
+    /// The writer can read and write our memory: we may send it
+    /// [`Kind::Rts`] and answer its RTS with [`Kind::Push`]. Its first
+    /// write instead of [`Kind::Reads`].
+    Writes,
+    /// Write the payload of your RTS into my memory ([`PullDesc`]: its
+    /// number and where).
+    Push,
+    /// The writer wrote the RTS with this number (mod 2^27) as our PUSH
+    /// asked.
+    Wrote(u32),
 }
 
 /// Bits of an RTS number carried by a FIN.
 pub(crate) const SEQ_MASK: u32 = (1 << 29) - 1;
+
+/// Bits of an RTS number carried by a WROTE.
+pub(crate) const WROTE_MASK: u32 = (1 << 27) - 1;
 
 /// Most address ranges of one RTS.
 pub(crate) const PULL_SEGS: usize = 4;
@@ -93,6 +118,9 @@ pub(crate) fn imm(kind: Kind) -> u32 {
         Kind::Reads(true) => 3,
         Kind::Reads(false) => 2 << 2 | 3,
         Kind::Fin(seq) => ((seq & SEQ_MASK) << 3) | 1 << 2 | 3,
+        Kind::Writes => 4 << 2 | 3,
+        Kind::Push => 2 << 2,
+        Kind::Wrote(seq) => ((seq & WROTE_MASK) << 5) | 6 << 2 | 3,
     }
 }
 
@@ -106,7 +134,10 @@ pub(crate) fn parse_imm(imm: u32) -> Result<Kind, WireError> {
         (2, _) => Ok(Kind::Credit(u64::from(units) * ALIGN)),
         (3, 0) => Ok(Kind::Reads(true)),
         (3, 2) => Ok(Kind::Reads(false)),
+        (3, 4) => Ok(Kind::Writes),
+        (0, 2) => Ok(Kind::Push),
         (3, u) if u & 1 == 1 => Ok(Kind::Fin(u >> 1)),
+        (3, u) if u & 7 == 6 => Ok(Kind::Wrote(u >> 3)),
         _ => Err(WireError::Reserved(imm)),
     }
 }
@@ -131,6 +162,21 @@ impl PullDesc {
         };
         for p in parts.iter().filter(|p| !p.is_empty()) {
             *d.segs.get_mut(d.n)? = (p.as_ptr() as u64, p.len() as u64);
+            d.n += 1;
+        }
+        Some(d)
+    }
+
+    /// The description of ranges `segs` (address, length; empty ones left
+    /// out); `None` if they are more than [`PULL_SEGS`].
+    pub(crate) fn from_segs(seq: u32, segs: &[(u64, u64)]) -> Option<PullDesc> {
+        let mut d = PullDesc {
+            seq,
+            n: 0,
+            segs: [(0, 0); PULL_SEGS],
+        };
+        for &s in segs.iter().filter(|s| s.1 > 0) {
+            *d.segs.get_mut(d.n)? = s;
             d.n += 1;
         }
         Some(d)
@@ -268,11 +314,16 @@ mod tests {
             Kind::Reads(false),
             Kind::Fin(0),
             Kind::Fin(SEQ_MASK),
+            Kind::Writes,
+            Kind::Push,
+            Kind::Wrote(0),
+            Kind::Wrote(WROTE_MASK),
         ] {
             assert_eq!(parse_imm(imm(k)), Ok(k));
         }
         assert_eq!(imm(Kind::Fin(SEQ_MASK + 2)), imm(Kind::Fin(1)));
-        for bad in [8, 5, 1 << 30 | 1, 4 << 2 | 3] {
+        assert_eq!(imm(Kind::Wrote(WROTE_MASK + 2)), imm(Kind::Wrote(1)));
+        for bad in [12, 5, 1 << 30 | 1, 8 << 2 | 3, 10 << 2 | 3] {
             assert_eq!(parse_imm(bad), Err(WireError::Reserved(bad)), "{bad:#x}");
         }
     }

@@ -1,6 +1,7 @@
 //! Cross-memory attach: one copy straight out of another process's
-//! memory (`process_vm_readv`), as Open MPI's vader and UCX's `cma`
-//! transport move large messages between the processes of one host.
+//! memory (`process_vm_readv`), or into it (`process_vm_writev`), as Open
+//! MPI's vader and UCX's `cma` transport move large messages between the
+//! processes of one host.
 //!
 //! The shm provider opens the process at the other end of its Unix socket
 //! (its pid from `SO_PEERCRED`, set by the kernel, never taken from the
@@ -11,15 +12,20 @@
 //! seccomp (rfx's sandbox denies the call). [`PeerMemory::open`] finds out
 //! with a probe, and callers fall back to copies through shared memory.
 //!
-//! What is read is the peer's choice: it names the ranges (its own
-//! memory), and the reader lands them only in buffers it owns.
+//! What is read or written is the peer's choice: it names the ranges (its
+//! own memory), and this process reads them only into buffers it owns and
+//! writes them only from bytes it owns. Writing needs nothing reading does
+//! not: the kernel grants both on the same ptrace check, so a process that
+//! may read another could already change it.
 
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+use std::io::IoSlice;
+
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
 use crate::error::FabricError;
@@ -30,6 +36,9 @@ pub struct PeerMemory {
     pid: Pid,
     /// Readable once the process exited.
     pidfd: OwnedFd,
+    /// `process_vm_writev` is permitted too (a seccomp filter may allow
+    /// one call and not the other).
+    writable: bool,
 }
 
 fn unavailable(reason: String) -> FabricError {
@@ -84,7 +93,15 @@ impl PeerMemory {
                 )))
             }
         }
-        let m = PeerMemory { pid, pidfd };
+        let writable = matches!(
+            process_vm_writev(pid, &[IoSlice::new(&b)], &[RemoteIoVec { base: 0, len: 1 }]),
+            Ok(_) | Err(Errno::EFAULT)
+        );
+        let m = PeerMemory {
+            pid,
+            pidfd,
+            writable,
+        };
         m.alive()?;
         Ok(m)
     }
@@ -97,6 +114,105 @@ impl PeerMemory {
     /// The process's id, as seen here.
     pub fn pid(&self) -> i32 {
         self.pid.as_raw()
+    }
+
+    /// Whether [`PeerMemory::write`] is permitted (reading is).
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Writes the concatenation of `parts` over the concatenation of the
+    /// peer's address ranges `segs` (address, length), which must be as
+    /// long.
+    ///
+    /// Fails, with nothing promised about the peer's ranges, if the
+    /// lengths differ, a range is not mapped (or not writable) in the
+    /// peer, or the peer exited (before or during the write).
+    pub fn write(&self, segs: &[(u64, u64)], parts: &[&[u8]]) -> Result<(), FabricError> {
+        let want: u64 = segs.iter().map(|s| s.1).fold(0, u64::saturating_add);
+        let have: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if want != have {
+            return Err(FabricError::RemoteAccess {
+                rkey: 0,
+                addr: segs.first().map_or(0, |s| s.0),
+                len: have,
+                reason: "ranges of another length than the data",
+            });
+        }
+        let mut segs = segs.iter().copied().filter(|s| s.1 > 0);
+        let mut seg = segs.next();
+        for part in parts {
+            let mut done = 0usize;
+            // Bounded: each turn writes at least one byte or returns.
+            while done < part.len() {
+                let Some((addr, len)) = seg else {
+                    return Err(FabricError::RemoteAccess {
+                        rkey: 0,
+                        addr: 0,
+                        len: have,
+                        reason: "past the end of the ranges the peer named",
+                    });
+                };
+                let n = usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(part.len() - done);
+                let wrote = self.write_at(addr, &part[done..done + n])?;
+                done += wrote;
+                seg = if wrote as u64 == len {
+                    segs.next()
+                } else {
+                    Some((addr + wrote as u64, len - wrote as u64))
+                };
+            }
+        }
+        self.alive()
+    }
+
+    /// Writes a prefix of `data` at `addr` in the peer; returns its length
+    /// (at least one byte).
+    fn write_at(&self, addr: u64, data: &[u8]) -> Result<usize, FabricError> {
+        let refused = |reason| FabricError::RemoteAccess {
+            rkey: 0,
+            addr,
+            len: data.len() as u64,
+            reason,
+        };
+        let Some(base) = addr
+            .checked_add(data.len() as u64)
+            .and_then(|_| usize::try_from(addr).ok())
+        else {
+            return Err(refused("an address range that wraps"));
+        };
+        // Bounded: EINTR is retried a few times only.
+        for _ in 0..16 {
+            match process_vm_writev(
+                self.pid,
+                &[IoSlice::new(data)],
+                &[RemoteIoVec {
+                    base,
+                    len: data.len(),
+                }],
+            ) {
+                Ok(0) | Err(Errno::EFAULT) => {
+                    return Err(refused("the peer's memory is not mapped writable there"))
+                }
+                Ok(n) => return Ok(n),
+                Err(Errno::ESRCH) => {
+                    return Err(FabricError::PeerGone("the peer process exited".into()))
+                }
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    return Err(FabricError::os(
+                        "process_vm_writev",
+                        std::io::Error::from(e),
+                    ))
+                }
+            }
+        }
+        Err(FabricError::os(
+            "process_vm_writev",
+            std::io::Error::from(Errno::EINTR),
+        ))
     }
 
     /// Reads bytes `[at, at + out.len())` of the concatenation of the
@@ -210,6 +326,37 @@ mod tests {
             m.read(&segs, 199, &mut past),
             Err(FabricError::RemoteAccess { .. })
         ));
+    }
+
+    #[test]
+    fn writes_parts_over_ranges_of_this_process() {
+        let m = PeerMemory::this_process().expect("CMA on ourselves");
+        assert!(m.writable());
+        let mut a = vec![0u8; 70];
+        let mut b = vec![0u8; 30];
+        let segs = [
+            (a.as_mut_ptr() as u64, a.len() as u64),
+            (b.as_mut_ptr() as u64, b.len() as u64),
+        ];
+        let data: Vec<u8> = (0..100u8).collect();
+        let (x, y) = data.split_at(45);
+        m.write(&segs, &[x, y]).unwrap();
+        // The kernel wrote through the addresses above.
+        let got: Vec<u8> = std::hint::black_box(a.iter().chain(b.iter()).copied().collect());
+        assert_eq!(got, data);
+        assert!(matches!(
+            m.write(&segs, &[x]),
+            Err(FabricError::RemoteAccess { .. })
+        ));
+        for bad in [[(0u64, 8u64)], [(u64::MAX - 3, 8)]] {
+            assert!(matches!(
+                m.write(&bad, &[&[1u8; 8]]),
+                Err(FabricError::RemoteAccess { .. })
+            ));
+        }
+        // Read-only memory (this function's code) is refused, not written.
+        let code = PeerMemory::this_process as *const () as u64;
+        assert!(m.write(&[(code, 1)], &[&[0xcc]]).is_err());
     }
 
     #[test]

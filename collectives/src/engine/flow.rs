@@ -12,7 +12,7 @@ use super::link::Link;
 use super::outbound::OutMsg;
 use super::{MIN_INBOX, SINGLE_MAX};
 use crate::error::CollError;
-use crate::wire::{self, Kind, ALIGN};
+use crate::wire::{self, Kind, PullDesc, ALIGN};
 
 /// A write occupying inbox space, in ring order.
 #[derive(Debug)]
@@ -100,6 +100,14 @@ pub(super) struct Conn<L> {
     /// Whether the peer can read ours (large exposed sends then go as
     /// read requests); `None` until its first write says.
     pub(super) peer_reads: Option<bool>,
+    /// We told the peer we can also write its memory: it may answer our
+    /// read requests with PUSH.
+    pub(super) we_write: bool,
+    /// The peer can write our memory: we may answer its read requests
+    /// with PUSH.
+    pub(super) peer_writes: bool,
+    /// The peer's PUSH answers to our read requests, not served yet.
+    pub(super) pushes: Vec<PullDesc>,
     /// The number of our next read request (mod 2^29).
     pub(super) next_seq: u32,
     /// Our read requests the peer has not finished: (number, token).
@@ -153,6 +161,9 @@ impl<L: Link> Conn<L> {
             },
             we_read: false,
             peer_reads: None,
+            we_write: false,
+            peer_writes: false,
+            pushes: Vec::new(),
             next_seq: 0,
             reading: Vec::new(),
         })
@@ -162,6 +173,27 @@ impl<L: Link> Conn<L> {
     pub(super) fn control(&mut self, kind: Kind) -> Result<(), FabricError> {
         self.link
             .write_imm(&[], &self.win.remote, 0, wire::imm(kind))
+    }
+
+    /// Serves the peer's PUSH for our read request `token`, if it came:
+    /// writes `parts` (the message's bytes) where it asked, answers
+    /// WROTE, and the message is done. True if served.
+    pub(super) fn serve_push(&mut self, token: u64, parts: &[&[u8]]) -> Result<bool, FabricError> {
+        let Some(&(seq, _)) = self.reading.iter().find(|&&(_, t)| t == token) else {
+            return Ok(false);
+        };
+        let Some(i) = self.pushes.iter().position(|d| d.seq == seq) else {
+            return Ok(false);
+        };
+        let d = self.pushes.swap_remove(i);
+        let mem = self
+            .link
+            .peer_memory()
+            .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?;
+        mem.write(d.segs(), parts)?;
+        self.control(Kind::Wrote(seq))?;
+        self.reading.retain(|&(s, _)| s != seq);
+        Ok(true)
     }
 
     /// True while the peer still reads the exposed message `token`.

@@ -56,6 +56,11 @@ pub(super) struct InMsg {
     /// A message to read from the peer's memory (its payload never enters
     /// the inbox): where it lies there.
     pub(super) pull: Option<Box<PullDesc>>,
+    /// A read request we answered with PUSH (its number): the peer writes
+    /// the payload into the receive's buffer itself.
+    pub(super) pushed: Option<u32>,
+    /// The peer's WROTE for `pushed` came: the payload is in place.
+    pub(super) written: bool,
     /// The receive that claimed it (0: none).
     pub(super) claim: u64,
     /// Discarded: drop its data as it arrives.
@@ -125,11 +130,27 @@ pub(super) fn on_write(
                 .map_err(|e| format!("credit for more than was sent: {e}"))?;
             return Ok(true);
         }
-        Kind::Reads(yes) => {
+        Kind::Reads(_) | Kind::Writes => {
             if l.peer_reads.is_some() {
                 return Err("a second word on reading our memory".into());
             }
-            l.peer_reads = Some(yes);
+            l.peer_reads = Some(kind != Kind::Reads(false));
+            l.peer_writes = kind == Kind::Writes;
+            return Ok(false);
+        }
+        Kind::Wrote(seq) => {
+            let Some(i) = msgs
+                .iter()
+                .position(|m| m.pushed.is_some_and(|s| s & wire::WROTE_MASK == seq) && !m.written)
+            else {
+                return Err(format!("a WROTE for no push in progress ({seq})"));
+            };
+            if msgs[i].sink {
+                // Its receive gave up (and stopped waiting for this).
+                msgs.remove(i);
+            } else {
+                msgs[i].written = true;
+            }
             return Ok(false);
         }
         Kind::Fin(seq) => {
@@ -139,7 +160,7 @@ pub(super) fn on_write(
             l.reading.swap_remove(i);
             return Ok(false);
         }
-        Kind::Msg | Kind::Rts | Kind::Data => {}
+        Kind::Msg | Kind::Rts | Kind::Push | Kind::Data => {}
     }
     let inbox = &mut l.inbox;
     if w.rkey != inbox.mr.rkey() {
@@ -173,6 +194,9 @@ pub(super) fn on_write(
         if kind == Kind::Rts && !l.we_read {
             return Err("a read request, though we cannot read the peer's memory".into());
         }
+        if kind == Kind::Push && !l.we_write {
+            return Err("a push, though we cannot write the peer's memory".into());
+        }
         // A small message (or a read request) comes out whole, with its
         // header, in one read.
         let mut buf = [0u8; HDR_LEN + 8 + 16 * PULL_SEGS];
@@ -194,6 +218,27 @@ pub(super) fn on_write(
                 Some(Box::new(PullDesc::decode(&buf[HDR_LEN..len], hdr.total)?))
             }
             Kind::Rts => return Err(format!("a read request of {len} bytes")),
+            Kind::Push if take == len => {
+                // An answer to our read request, not a message.
+                let d = PullDesc::decode(&buf[HDR_LEN..len], hdr.total)?;
+                if !l.reading.iter().any(|&(s, _)| s == d.seq) {
+                    return Err(format!("a push for no read request ({})", d.seq));
+                }
+                if l.pushes.iter().any(|p| p.seq == d.seq) {
+                    return Err(format!("a second push for read request {}", d.seq));
+                }
+                l.pushes.push(d);
+                inbox.chunks.push_back(Chunk {
+                    end,
+                    off,
+                    len: 0,
+                    msg: 0,
+                    done: true,
+                });
+                inbox.release();
+                return Ok(false);
+            }
+            Kind::Push => return Err(format!("a push of {len} bytes")),
             _ => None,
         };
         if payload > total && pull.is_none() {
@@ -220,6 +265,8 @@ pub(super) fn on_write(
                 owned: None,
                 inline: None,
                 pull,
+                pushed: None,
+                written: false,
                 claim: 0,
                 sink: false,
             });
@@ -257,6 +304,8 @@ pub(super) fn on_write(
             owned: None,
             inline,
             pull: None,
+            pushed: None,
+            written: false,
             claim: 0,
             sink: false,
         });

@@ -239,6 +239,9 @@ pub(crate) struct EngineConfig {
     /// peers that can read our memory (0: never; we then tell no peer that
     /// we read theirs either).
     pub(crate) single_copy_min: usize,
+    /// Read requests of at least this many bytes may be answered with
+    /// PUSH (0: never).
+    pub(crate) push_min: usize,
 }
 
 /// The shared state of all communicators of a process.
@@ -273,6 +276,11 @@ pub struct EngineStats {
     pub messages_read_in_place: u64,
     /// Their bytes.
     pub bytes_read_in_place: u64,
+    /// Messages a peer wrote straight into this rank's buffer, answering
+    /// its PUSH (one copy, by the sender).
+    pub messages_written_in_place: u64,
+    /// Their bytes.
+    pub bytes_written_in_place: u64,
     /// Messages copied out of an inbox (or a peer's memory) into owned
     /// memory because nobody was receiving them yet.
     pub messages_spilled: u64,
@@ -306,9 +314,15 @@ impl<L: Link> Engine<L> {
                 None => None,
                 Some((link, mr)) => {
                     let mut c = Conn::new(r, link, mr, cfg.fragment)?;
-                    c.we_read = cfg.single_copy_min > 0 && c.link.peer_memory().is_some();
-                    c.control(Kind::Reads(c.we_read))
-                        .map_err(|e| fabric_err(r, e))?;
+                    let mem = c.link.peer_memory();
+                    c.we_read = cfg.single_copy_min > 0 && mem.is_some();
+                    c.we_write = c.we_read && mem.is_some_and(PeerMemory::writable);
+                    let word = if c.we_write {
+                        Kind::Writes
+                    } else {
+                        Kind::Reads(c.we_read)
+                    };
+                    c.control(word).map_err(|e| fabric_err(r, e))?;
                     Some(c)
                 }
             };
@@ -459,6 +473,8 @@ impl<L: Link> Engine<L> {
                 owned: Some(Box::new(Owned { base: 0, data })),
                 inline: None,
                 pull: None,
+                pushed: None,
+                written: false,
                 claim: 0,
                 sink: false,
             });
@@ -489,7 +505,7 @@ impl<L: Link> Engine<L> {
             let mut data = Vec::with_capacity(d.len());
             d.encode(&mut data);
             let mut prog = Progress::new(hdr, data.len());
-            prog.rts = true;
+            prog.first = Kind::Rts;
             if l.out.is_empty() {
                 match send_some(&mut l.link, &mut l.win, stage, &mut prog, &[&data], 0) {
                     Ok(true) => {
@@ -570,8 +586,13 @@ impl<L: Link> Engine<L> {
         };
         let r = (|| {
             if l.is_read(token) {
-                // Requested: nothing to write until the FIN.
-                return Ok((0, false));
+                // Requested: nothing to write until the FIN, or until the
+                // receiver asks us to write it ourselves.
+                let total = parts.iter().map(|p| p.len()).sum::<usize>();
+                return Ok(match l.serve_push(token, parts)? {
+                    true => (total, true),
+                    false => (0, false),
+                });
             }
             flush(l, stage)?;
             let Some(m) = l.out.front_mut() else {
@@ -608,7 +629,7 @@ impl<L: Link> Engine<L> {
             return;
         };
         if l.is_read(token) {
-            self.await_read(dest, token);
+            self.await_read(dest, token, parts);
             return;
         }
         if let Some(m) = l.out.iter_mut().find(|m| m.token == token) {
@@ -623,9 +644,10 @@ impl<L: Link> Engine<L> {
     }
 
     /// Progresses until the peer finished reading the exposed message
-    /// `token`, it is gone, or the flush timeout passed (then it is taken
-    /// for gone: its reads can no longer be vouched for).
-    fn await_read(&mut self, dest: usize, token: u64) {
+    /// `token` (bytes `parts`; or asked us to write it, which we do), it
+    /// is gone, or the flush timeout passed (then it is taken for gone:
+    /// its reads can no longer be vouched for).
+    fn await_read(&mut self, dest: usize, token: u64, parts: &[&[u8]]) {
         let deadline = Instant::now() + self.cfg.flush_timeout;
         let mut spins = 0u32;
         loop {
@@ -635,6 +657,12 @@ impl<L: Link> Engine<L> {
             let reading = p.gone.is_none() && p.link.as_ref().is_some_and(|l| l.is_read(token));
             if !reading {
                 return;
+            }
+            if let Some(l) = p.link.as_mut() {
+                if let Err(e) = l.serve_push(token, parts) {
+                    self.epoch += u64::from(p.lose(dest, e.to_string()));
+                    return;
+                }
             }
             if Instant::now() >= deadline {
                 let why = "timed out waiting for the peer to read a message in place";
@@ -783,7 +811,14 @@ impl<L: Link> Engine<L> {
         };
         let m = &mut peer.msgs[i];
         let start = m.consumed;
-        if let Some(d) = m.pull.take() {
+        if m.pushed.is_some() {
+            // The peer writes it; nothing to do here but see that it did.
+            if m.written {
+                m.consumed = m.total;
+                stats.messages_written_in_place += 1;
+                stats.bytes_written_in_place += m.total as u64;
+            }
+        } else if let Some(d) = m.pull.take() {
             let Some(l) = peer.link.as_mut() else {
                 return Err(CollError::InvalidArgument(
                     "a read request without a link".into(),
@@ -870,6 +905,118 @@ impl<L: Link> Engine<L> {
         Ok((now, done))
     }
 
+    /// Answers the claimed message, a read request, with PUSH: its sender
+    /// is asked to write the payload into `segs` (address, length: the
+    /// receive's buffer, which nothing may touch until [`Engine::consume`]
+    /// says the message is done). False, with nothing sent, if the message
+    /// is not a read request, its sender cannot write our memory, or
+    /// `segs` are more ranges than a PUSH carries.
+    pub(crate) fn push(&mut self, c: &Claimed, segs: &[(u64, u64)]) -> Result<bool, CollError> {
+        // The sender must be running to write: with more ranks than cores
+        // that may cost a wake-up, worth it only for larger messages.
+        let min = self
+            .cfg
+            .push_min
+            .saturating_mul(if self.oversubscribed { 4 } else { 1 });
+        if min == 0 || c.total < min {
+            return Ok(false);
+        }
+        let Engine {
+            peers,
+            stage,
+            epoch,
+            ..
+        } = self;
+        let Some(peer) = peers.get_mut(c.src) else {
+            return Ok(false);
+        };
+        let Some(l) = peer.link.as_mut().filter(|l| l.peer_writes) else {
+            return Ok(false);
+        };
+        if peer.gone.is_some() {
+            return Ok(false);
+        }
+        let Some(m) = peer.msgs.iter_mut().find(|m| m.id == c.id) else {
+            return Ok(false);
+        };
+        let Some(seq) = m.pull.as_ref().map(|d| d.seq) else {
+            return Ok(false);
+        };
+        let Some(d) = PullDesc::from_segs(seq, segs) else {
+            return Ok(false);
+        };
+        if segs.iter().map(|s| s.1).sum::<u64>() != m.total as u64 {
+            return Err(CollError::InvalidArgument(
+                "a push into a buffer of another size".into(),
+            ));
+        }
+        let mut data = Vec::with_capacity(d.len());
+        d.encode(&mut data);
+        let hdr = Header {
+            ctx: 0,
+            tag: 0,
+            total: m.total as u64,
+        };
+        let mut prog = Progress::new(hdr, data.len());
+        prog.first = Kind::Push;
+        m.pull = None;
+        m.pushed = Some(seq);
+        l.out.push_back(OutMsg {
+            token: 0,
+            prog,
+            data: OutData::Owned { base: 0, data },
+            rts: None,
+        });
+        if let Err(e) = flush(l, stage) {
+            *epoch += u64::from(peer.lose(c.src, e.to_string()));
+            return Err(fabric_err(c.src, e));
+        }
+        Ok(true)
+    }
+
+    /// Progresses until the sender wrote the claimed message we answered
+    /// with PUSH, it is gone, or the flush timeout passed (then it is
+    /// taken for gone). A receive that gives up must wait so: its buffer
+    /// is the caller's again when it returns, and the sender may be
+    /// writing into it.
+    pub(crate) fn await_pushed(&mut self, c: &Claimed) {
+        let deadline = Instant::now() + self.cfg.flush_timeout;
+        let mut spins = 0u32;
+        loop {
+            let Some(p) = self.peers.get_mut(c.src) else {
+                return;
+            };
+            let writing = p.gone.is_none()
+                && p.msgs
+                    .iter()
+                    .any(|m| m.id == c.id && m.pushed.is_some() && !m.written);
+            if !writing {
+                return;
+            }
+            if Instant::now() >= deadline {
+                let why = "timed out waiting for the peer to write a message in place";
+                tracing::warn!(rank = c.src, "{why}");
+                p.gone = Some(why.into());
+                return;
+            }
+            spins = spins.wrapping_add(1);
+            if !self.progress() {
+                if self.relieve_due(spins) {
+                    self.relieve(0, None);
+                }
+                self.idle(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// True if a claimed message is a read request not read yet.
+    pub(crate) fn is_read_request(&self, c: &Claimed) -> bool {
+        self.peers
+            .get(c.src)
+            .and_then(|p| p.msgs.iter().find(|m| m.id == c.id))
+            .is_some_and(|m| m.pull.is_some())
+    }
+
     /// True once all of a claimed message arrived.
     pub(crate) fn arrived_all(&self, c: &Claimed) -> bool {
         self.peers
@@ -878,8 +1025,11 @@ impl<L: Link> Engine<L> {
             .is_some_and(|m| m.arrived == m.total)
     }
 
-    /// Drops a claimed message (and its parts still to come).
+    /// Drops a claimed message (and its parts still to come). One we
+    /// answered with PUSH is waited for first: the sender may be writing
+    /// into the receive's buffer.
     pub(crate) fn discard(&mut self, c: &Claimed) {
+        self.await_pushed(c);
         if let Ok((_, false)) = self.consume(c, |_, _, _| Ok(())) {
             if let Some(m) = self
                 .peers
@@ -1040,7 +1190,8 @@ impl<L: Link> Engine<L> {
             let outstanding = l.inbox.rpos - l.inbox.credited;
             if lost.is_none() && outstanding + 2 * (l.inbox.size / 8 + ALIGN) > l.inbox.size {
                 for m in msgs.iter_mut() {
-                    if m.owned.is_none() && m.inline.is_none() && !m.sink && !ours(m) {
+                    let unread = m.owned.is_none() && m.inline.is_none() && m.pushed.is_none();
+                    if unread && !m.sink && !ours(m) {
                         if let Err(e) = spill(&mut l.inbox, m) {
                             mark_gone(r, gone, e);
                             break;

@@ -17,9 +17,10 @@ pub(super) struct Progress {
     pub(super) hdr_sent: bool,
     /// Payload bytes written.
     pub(super) sent: usize,
-    /// The payload is a read request ([`crate::wire::PullDesc`]) and
-    /// `hdr.total` the size of the message it describes.
-    pub(super) rts: bool,
+    /// The kind of the first write: [`Kind::Msg`], or [`Kind::Rts`] or
+    /// [`Kind::Push`] (the payload is then a [`crate::wire::PullDesc`] and
+    /// `hdr.total` the size of the message it describes).
+    pub(super) first: Kind,
 }
 
 impl Progress {
@@ -29,7 +30,7 @@ impl Progress {
             total,
             hdr_sent: false,
             sent: 0,
-            rts: false,
+            first: Kind::Msg,
         }
     }
 }
@@ -88,8 +89,7 @@ pub(super) fn send_some(
             stage.clear();
             stage.extend_from_slice(&p.hdr.encode());
             parts.iter().for_each(|x| stage.extend_from_slice(x));
-            let kind = if p.rts { Kind::Rts } else { Kind::Msg };
-            link.write_imm(stage, &w.remote, off, wire::imm(kind))?;
+            link.write_imm(stage, &w.remote, off, wire::imm(p.first))?;
             p.hdr_sent = true;
             p.sent = p.total;
             return Ok(true);

@@ -6,8 +6,8 @@ use std::collections::{HashMap, VecDeque};
 
 use proptest::prelude::*;
 
-use super::count_cpu_list;
 use super::harness::{pattern, Mesh, Write};
+use super::{count_cpu_list, Claimed};
 use crate::error::CollError;
 use crate::wire::{self, Header, Kind};
 
@@ -575,5 +575,160 @@ fn a_send_read_before_its_reader_left_is_done() {
     assert_eq!(
         m.engines[0].pump(1, token, &[&data]).expect("done"),
         (0, true)
+    );
+}
+
+/// Rank 1 claims rank 0's read request of `want` and answers with PUSH
+/// into `out`.
+fn push_into(m: &mut Mesh, want: &[u8], out: &mut [u8]) -> Claimed {
+    m.lend(0, 1, 5, want.to_vec());
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    let c = e
+        .claim(Some(0), CTX, Some(5), claimer)
+        .expect("the request");
+    assert!(e.is_read_request(&c));
+    let segs = [(out.as_mut_ptr() as u64, out.len() as u64)];
+    assert!(e.push(&c, &segs).expect("push"), "a pushable request");
+    c
+}
+
+#[test]
+fn a_pushed_read_request_is_written_by_its_sender() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(7, 30_000);
+    let mut out = vec![0u8; want.len()];
+    let c = push_into(&mut m, &want, &mut out);
+    assert!(!m.engines[1].is_read_request(&c), "no longer ours to read");
+    // Until the sender sees the PUSH and writes, the receive is not done.
+    assert_eq!(
+        m.engines[1].consume(&c, |_, _, _| Ok(())).expect("waits"),
+        (0, false)
+    );
+    m.settle(10);
+    assert_eq!(m.lent(), 0, "the send completed by writing");
+    let (got, done) = m.engines[1]
+        .consume(&c, |_, _, _| panic!("nothing to hand over"))
+        .expect("written");
+    assert_eq!((got, done), (want.len(), true));
+    assert_eq!(out, want);
+    let s = m.engines[1].stats;
+    assert_eq!(
+        (s.messages_written_in_place, s.bytes_written_in_place),
+        (1, want.len() as u64)
+    );
+    assert_eq!(s.messages_read_in_place, 0);
+    // A second message on the same link still flows.
+    let again = pattern(8, 20_000);
+    m.lend(0, 1, 6, again.clone());
+    let (_, _, got) = m.recv(1, Some(0), CTX, Some(6), STEPS).expect("read");
+    assert_eq!(got, again);
+}
+
+#[test]
+fn a_push_is_only_for_a_read_request_of_a_writing_peer() {
+    // Below the threshold, to a peer that cannot write, or for a message
+    // in the inbox: no PUSH, nothing sent.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[1].peers[0].link.as_mut().unwrap().peer_writes = false;
+    let want = pattern(3, 30_000);
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    let c = e
+        .claim(Some(0), CTX, Some(5), claimer)
+        .expect("the request");
+    let mut out = vec![0u8; want.len()];
+    let segs = [(out.as_mut_ptr() as u64, out.len() as u64)];
+    let before = m.writes();
+    assert!(!m.engines[1].push(&c, &segs).unwrap());
+    assert_eq!(m.writes(), before);
+    assert!(m.engines[1].is_read_request(&c), "still to be read");
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[1].cfg.push_min = 64 << 10;
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let c = m.engines[1].claim(Some(0), CTX, Some(5), 9).expect("claim");
+    assert!(!m.engines[1].push(&c, &segs).unwrap(), "under push_min");
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[0]
+        .post(1, CTX, 5, &[&want], super::Lend::Copy)
+        .unwrap();
+    m.settle(10);
+    let c = m.engines[1].claim(Some(0), CTX, Some(5), 9).expect("claim");
+    assert!(!m.engines[1].is_read_request(&c));
+    assert!(!m.engines[1].push(&c, &segs).unwrap(), "in the inbox");
+}
+
+#[test]
+fn a_receive_that_gives_up_waits_for_the_write_it_asked_for() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(9, 30_000);
+    let mut out = vec![0u8; want.len()];
+    let c = push_into(&mut m, &want, &mut out);
+    // The sender never runs again; the harness's flush timeout is zero:
+    // the receiver takes it for gone rather than return a buffer it may
+    // still write into.
+    m.engines[1].discard(&c);
+    assert!(m.engines[1]
+        .gone(0)
+        .is_some_and(|w| w.contains("write a message in place")));
+}
+
+#[test]
+fn pushes_and_wrotes_that_answer_nothing_close_the_liar() {
+    let push = wire::imm(Kind::Push);
+    let desc = |seq: u32, addr: u64, len: u64| {
+        let mut b = header(len);
+        b.extend_from_slice(&seq.to_le_bytes());
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&addr.to_le_bytes());
+        b.extend_from_slice(&len.to_le_bytes());
+        b
+    };
+    let cases: Vec<(&str, bool, Vec<Write>)> = vec![
+        (
+            "a push to a rank that never offered to write",
+            false,
+            vec![w(desc(0, 4096, 256), 0, push)],
+        ),
+        (
+            "a push for no read request",
+            true,
+            vec![w(desc(0, 4096, 256), 0, push)],
+        ),
+        (
+            "a WROTE for nothing",
+            true,
+            vec![w(vec![], 0, wire::imm(Kind::Wrote(3)))],
+        ),
+        (
+            "a second word on writing",
+            true,
+            vec![w(vec![], 0, wire::imm(Kind::Writes))],
+        ),
+    ];
+    for (what, writes_ok, writes) in cases {
+        let m = Mesh::reading(3, 4096, 512, if writes_ok { 1024 } else { 0 });
+        closes_only_the_writer(m, what, writes);
+    }
+}
+
+#[test]
+fn a_push_into_unmapped_ranges_fails_the_send_not_the_process() {
+    // A receiver that names ranges it does not have: the sender's write
+    // fails, it takes the receiver for gone, nothing panics.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(2, 4096);
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let c = m.engines[1].claim(Some(0), CTX, Some(5), 9).expect("claim");
+    assert!(m.engines[1].push(&c, &[(16, want.len() as u64)]).unwrap());
+    m.settle(10);
+    assert!(
+        m.engines[0].gone(1).is_some(),
+        "the writer gave up on rank 1"
     );
 }

@@ -35,6 +35,9 @@ pub(crate) struct SchedTask<T: Element, B, S = Arc<[Step]>, G = Arc<[usize]>> {
     /// Bit k: step `pc + k` was served ahead of its turn (see
     /// [`look_ahead`]); its message, if partly served, stays claimed.
     ahead_done: u16,
+    /// Receives answered with PUSH, their senders writing: the task is
+    /// done when they all wrote.
+    pushing: Vec<Claimed>,
     pos: usize,
 }
 
@@ -67,6 +70,7 @@ impl<T: Element, B: TaskBuf<T>, S: AsRef<[Step]> + Send, G: AsRef<[usize]> + Sen
             cur: None,
             outgoing: Vec::new(),
             ahead_done: 0,
+            pushing: Vec::new(),
             pos: 0,
         }
     }
@@ -88,6 +92,7 @@ pub(super) fn look_ahead<T: Element, B: TaskBuf<T>>(
     pc: usize,
     done_mask: &mut u16,
     outgoing: &mut Vec<Outgoing>,
+    pushing: &mut Vec<Claimed>,
     pos: &mut usize,
 ) -> Result<(), CollError> {
     let recv = |j: usize| match steps.get(j) {
@@ -128,6 +133,11 @@ pub(super) fn look_ahead<T: Element, B: TaskBuf<T>>(
         if !outgoing.is_empty() {
             protect(e, steps, &*buf, outgoing, blocks);
         }
+        if try_push(e, steps, j, buf, blocks, &c)? {
+            pushing.push(c);
+            *done_mask |= bit;
+            continue;
+        }
         // A rank that only receives (a gather's root) takes whole messages
         // ahead; part of several at once would only keep all their senders
         // busy on the cores it needs. One that also sends (all-to-all)
@@ -144,6 +154,53 @@ pub(super) fn look_ahead<T: Element, B: TaskBuf<T>>(
         }
     }
     Ok(())
+}
+
+/// Whether step `pc`'s receive into `blocks` should ask its sender to
+/// write the message in itself (PUSH) instead of reading it: this rank's
+/// schedule sends nothing (it would otherwise make every copy itself), it
+/// copies locally after this step (work to overlap with the sender's
+/// write), and no later step touches `blocks` (they change under us until
+/// the sender says it wrote them). A gather's root, in short.
+pub(super) fn push_for(steps: &[Step], pc: usize, blocks: &[Range<usize>]) -> bool {
+    if steps.iter().any(|s| matches!(s, Step::Send { .. })) {
+        return false;
+    }
+    let later = steps.get(pc + 1..).unwrap_or_default();
+    later.iter().any(|s| matches!(s, Step::Copy { .. }))
+        && !later.iter().any(|s| match s {
+            Step::Recv { blocks: rb, .. } => overlaps(rb, blocks),
+            Step::Copy { from, to } => {
+                overlaps(std::slice::from_ref(from), blocks)
+                    || overlaps(&[*to..*to + from.len()], blocks)
+            }
+            Step::Send { .. } => false,
+        })
+}
+
+/// Answers the claimed message `c` of step `pc` (a replacing receive into
+/// `blocks`) with PUSH when [`push_for`] says so and `c` is a read request
+/// whose sender may write our memory. True if pushed: the message is then
+/// the sender's to write.
+pub(super) fn try_push<T: Element, B: TaskBuf<T>>(
+    e: &mut Engine,
+    steps: &[Step],
+    pc: usize,
+    buf: &mut B,
+    blocks: &[Range<usize>],
+    c: &Claimed,
+) -> Result<bool, CollError> {
+    if !e.is_read_request(c) || !push_for(steps, pc, blocks) {
+        return Ok(false);
+    }
+    let mut segs = Vec::with_capacity(blocks.len());
+    for r in blocks {
+        let Some(bytes) = T::wire_mut(buf.write(r.clone())?) else {
+            return Ok(false);
+        };
+        segs.push((bytes.as_mut_ptr() as u64, bytes.len() as u64));
+    }
+    e.push(c, &segs)
 }
 
 /// How step `pc`'s send of `blocks` lends them (`borrow`: at all):
@@ -267,6 +324,7 @@ where
             cur,
             outgoing,
             ahead_done,
+            pushing,
             pos,
             ..
         } = self;
@@ -327,6 +385,7 @@ where
                                     *pc,
                                     ahead_done,
                                     outgoing,
+                                    pushing,
                                     pos,
                                 )?;
                                 pump(e, steps, &*bufm, outgoing, pos)?;
@@ -343,6 +402,15 @@ where
                             }
                             if !outgoing.is_empty() {
                                 protect(e, steps, &*bufm, outgoing, blocks);
+                            }
+                            if *combine == Combine::Replace
+                                && try_push(e, steps, *pc, bufm, blocks, &c)?
+                            {
+                                pushing.push(c);
+                                *pc += 1;
+                                *pos += 1;
+                                *ahead_done >>= 1;
+                                continue;
                             }
                             *cur = Some(c);
                             c
@@ -364,6 +432,7 @@ where
                             *pc,
                             ahead_done,
                             outgoing,
+                            pushing,
                             pos,
                         )?;
                         pump(e, steps, &*bufm, outgoing, pos)?;
@@ -385,6 +454,15 @@ where
         if !outgoing.is_empty() && !pump(e, steps, &*bufm, outgoing, pos)? {
             return Ok(None);
         }
+        while let Some(c) = pushing.last() {
+            let (got, done) = e.consume(c, |_, _, _| Ok(()))?;
+            *pos += got;
+            if !done {
+                gone_error(e, c.src)?;
+                return Ok(None);
+            }
+            pushing.pop();
+        }
         Ok(buf.take())
     }
     fn position(&self) -> usize {
@@ -393,7 +471,11 @@ where
     fn waiting_for(&self) -> Option<usize> {
         match self.steps.as_ref().get(self.pc) {
             Some(Step::Recv { from, .. }) => self.group.as_ref().get(*from).copied(),
-            _ => self.outgoing.first().map(|o| o.dest),
+            _ => self
+                .outgoing
+                .first()
+                .map(|o| o.dest)
+                .or_else(|| self.pushing.last().map(|c| c.src)),
         }
     }
     fn name(&self) -> &'static str {
@@ -409,6 +491,9 @@ where
         if let Some(c) = self.cur.take() {
             e.unclaim(&c);
         }
+        // Waits for the senders still writing into our buffer (see
+        // `Engine::discard`).
+        self.pushing.clear();
         e.drop_claims(self.claimer);
         let Some(buf) = self.buf.as_ref() else { return };
         for o in self.outgoing.drain(..) {

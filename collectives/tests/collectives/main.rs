@@ -98,6 +98,13 @@ fn large_messages_are_read_in_place_between_processes_on_shm() {
     for n in [2, 3] {
         run_ok("single_copy", n, "shm", &[("RFX_COLL_TEST_READS", "yes")]);
     }
+    // Read in place, never written by the sender.
+    run_ok(
+        "single_copy",
+        2,
+        "shm",
+        &[("RFX_COLL_TEST_READS", "yes"), ("RFX_COLL_PUSH_MIN", "0")],
+    );
     // Turned off, and over tcp: the inbox path, the same bytes.
     run_ok(
         "single_copy",

@@ -489,14 +489,48 @@ pub fn single_copy(c: &mut Communicator) {
             assert!(got.iter().enumerate().all(|(i, &x)| x == i as u64 * 5));
         }
     }
+    // A gather of 1 MiB blocks: the root copies its own block while the
+    // peers write theirs into its buffer (PUSH), where they may.
+    let root = n - 1;
+    let block: Vec<u32> = (0..1u32 << 18).map(|i| i ^ (me as u32) << 24).collect();
+    let mut gathered = vec![0u32; if me == root { block.len() * n } else { 0 }];
+    for _ in 0..2 {
+        gathered.fill(0);
+        c.gather(&block, &mut gathered, root).unwrap();
+    }
+    if me == root {
+        for (r, blk) in gathered.chunks(block.len()).enumerate() {
+            let ok = blk
+                .iter()
+                .enumerate()
+                .all(|(i, &x)| x == i as u32 ^ (r as u32) << 24);
+            assert!(ok, "gathered block {r}");
+        }
+    }
     c.barrier().unwrap();
     let st = c.stats();
+    let pushes = std::env::var("RFX_COLL_PUSH_MIN").as_deref() != Ok("0");
     match std::env::var("RFX_COLL_TEST_READS").as_deref() {
-        Ok("yes") => assert!(
-            st.messages_read_in_place >= 2 && st.bytes_read_in_place >= 1 << 20,
+        Ok("yes") => {
+            assert!(
+                st.messages_read_in_place >= 2 && st.bytes_read_in_place >= 1 << 20,
+                "{st:?}"
+            );
+            if me == root && pushes {
+                // A block that came while the root was still in the
+                // previous operation is read out there instead.
+                let w = st.messages_written_in_place;
+                assert!((1..=2 * (n as u64 - 1)).contains(&w), "{st:?}");
+                assert_eq!(st.bytes_written_in_place, w << 20, "{st:?}");
+            } else {
+                assert_eq!(st.messages_written_in_place, 0, "{st:?}");
+            }
+        }
+        Ok("no") => assert_eq!(
+            st.messages_read_in_place + st.messages_written_in_place,
+            0,
             "{st:?}"
         ),
-        Ok("no") => assert_eq!(st.messages_read_in_place, 0, "{st:?}"),
         other => panic!("RFX_COLL_TEST_READS={other:?}"),
     }
 }
