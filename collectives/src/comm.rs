@@ -716,6 +716,7 @@ impl Communicator {
             Algorithm::Chain { chunk } => {
                 sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
             }
+            Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
             _ => sched::reduce_binomial(me, n, root, count),
         })
     }

@@ -29,6 +29,11 @@ pub struct Thresholds {
     /// Allgathers of at least this many bytes per rank use the ring instead
     /// of recursive doubling (`RFX_COLL_ALLGATHER_RING_MIN`).
     pub allgather_ring_min: usize,
+    /// Reduce over a power-of-two number of ranks, more than 2,
+    /// reduce-scatters by recursive halving and then gathers the reduced
+    /// blocks at the root (Rabenseifner) from this many bytes
+    /// (`RFX_COLL_REDUCE_HALVING_MIN`): every rank combines at once.
+    pub reduce_halving_min: usize,
     /// Gather and scatter go straight to or from the root up to this many
     /// ranks (`RFX_COLL_LINEAR_MAX_RANKS`)...
     pub linear_max_ranks: usize,
@@ -64,6 +69,7 @@ impl Default for Thresholds {
             allreduce_large_min: 32 << 10,
             allreduce_ring_min: 4 << 20,
             allgather_ring_min: 64 << 10,
+            reduce_halving_min: 512 << 10,
             linear_max_ranks: 8,
             linear_block_min: 16 << 10,
             scan_chain_max_ranks: 4,
@@ -185,6 +191,7 @@ impl CollConfig {
             ("RFX_COLL_ALLREDUCE_LARGE_MIN", &mut t.allreduce_large_min),
             ("RFX_COLL_ALLREDUCE_RING_MIN", &mut t.allreduce_ring_min),
             ("RFX_COLL_ALLGATHER_RING_MIN", &mut t.allgather_ring_min),
+            ("RFX_COLL_REDUCE_HALVING_MIN", &mut t.reduce_halving_min),
             ("RFX_COLL_LINEAR_MAX_RANKS", &mut t.linear_max_ranks),
             ("RFX_COLL_LINEAR_BLOCK_MIN", &mut t.linear_block_min),
             ("RFX_COLL_SCAN_CHAIN_MAX_RANKS", &mut t.scan_chain_max_ranks),

@@ -64,6 +64,16 @@ pub fn choose(
             chunk: t.pipeline_chunk,
         },
         Collective::Bcast => Binomial,
+        // On 2 ranks the sender's copy into the inbox already overlaps the
+        // root's combining; halving only adds a round.
+        Collective::Reduce
+            if bytes >= t.reduce_halving_min
+                && ranks > 2
+                && ranks.is_power_of_two()
+                && count >= ranks =>
+        {
+            Rabenseifner
+        }
         Collective::Reduce if bytes >= t.reduce_pipeline_min && ranks > 2 => Chain {
             chunk: t.pipeline_chunk,
         },
@@ -112,6 +122,13 @@ mod tests {
             // Two ranks: the tree is the chain.
             assert_eq!(c(op, min, 2), Algorithm::Binomial);
         }
+        let r = Collective::Reduce;
+        let h = t.reduce_halving_min;
+        assert_eq!(c(r, h - 8, 4), chain);
+        assert_eq!(c(r, h, 4), Algorithm::Rabenseifner);
+        assert_eq!(c(r, h, 8), Algorithm::Rabenseifner);
+        assert_eq!(c(r, h, 6), chain, "not a power of two");
+        assert_eq!(c(r, h, 2), Algorithm::Binomial, "two ranks");
         let ar = Collective::Allreduce;
         assert_eq!(
             c(ar, t.allreduce_large_min - 8, 4),

@@ -333,28 +333,7 @@ pub fn allreduce_rabenseifner(me: usize, n: usize, count: usize) -> Vec<Step> {
     }
     let p = f.p;
     let range = |a: usize, b: usize| block_start(count, p, a)..block_start(count, p, b);
-    // Reduce-scatter: halve the window of blocks each round.
-    let (mut lo, mut hi) = (0, p);
-    let mut mask = p / 2;
-    while mask > 0 {
-        let partner_v = v ^ mask;
-        let partner = f.real(partner_v);
-        let mid = lo + (hi - lo) / 2;
-        let (keep, give) = if v & mask == 0 {
-            ((lo, mid), (mid, hi))
-        } else {
-            ((mid, hi), (lo, mid))
-        };
-        steps.push(send(partner, range(give.0, give.1)));
-        let combine = if partner < me {
-            Combine::ReduceLeft
-        } else {
-            Combine::Reduce
-        };
-        steps.push(recv(partner, range(keep.0, keep.1), combine));
-        (lo, hi) = keep;
-        mask >>= 1;
-    }
+    let (mut lo, mut hi) = reduce_scatter_halving(&mut steps, f, me, v, count);
     // Allgather: double the window back.
     let mut mask = 1;
     while mask < p {
@@ -375,6 +354,67 @@ pub fn allreduce_rabenseifner(me: usize, n: usize, count: usize) -> Vec<Step> {
     if me < 2 * f.rem {
         steps.push(send(me - 1, 0..count));
     }
+    steps
+}
+
+/// Rabenseifner's reduce-scatter by recursive halving over the
+/// power-of-two core of `f`, for rank `me` (virtual rank `v`): each round
+/// it keeps half of its window of `f.p` blocks and reduces the partner's
+/// copy of that half into it. Returns its final window, block `v`.
+fn reduce_scatter_halving(
+    steps: &mut Vec<Step>,
+    f: Fold,
+    me: usize,
+    v: usize,
+    count: usize,
+) -> (usize, usize) {
+    let range = |a: usize, b: usize| block_start(count, f.p, a)..block_start(count, f.p, b);
+    let (mut lo, mut hi) = (0, f.p);
+    let mut mask = f.p / 2;
+    while mask > 0 {
+        let partner = f.real(v ^ mask);
+        let mid = lo + (hi - lo) / 2;
+        let (keep, give) = if v & mask == 0 {
+            ((lo, mid), (mid, hi))
+        } else {
+            ((mid, hi), (lo, mid))
+        };
+        steps.push(send(partner, range(give.0, give.1)));
+        let combine = if partner < me {
+            Combine::ReduceLeft
+        } else {
+            Combine::Reduce
+        };
+        steps.push(recv(partner, range(keep.0, keep.1), combine));
+        (lo, hi) = keep;
+        mask >>= 1;
+    }
+    (lo, hi)
+}
+
+/// Rabenseifner's reduce for a power-of-two `n`: the reduce-scatter of
+/// [`allreduce_rabenseifner`], then each rank sends its reduced block
+/// straight to `root`. Every rank combines 1/n of the buffer per round at
+/// once, where a binomial tree's root combines all of it. Buffer: `count`
+/// elements; other sizes of `n` get [`reduce_binomial`].
+pub fn reduce_rabenseifner(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {
+    let f = Fold::new(n);
+    if f.rem != 0 || count < n {
+        return reduce_binomial(me, n, root, count);
+    }
+    let mut steps = Vec::new();
+    let (lo, hi) = reduce_scatter_halving(&mut steps, f, me, me, count);
+    let range = |a: usize, b: usize| block_start(count, n, a)..block_start(count, n, b);
+    if me != root {
+        steps.push(send(root, range(lo, hi)));
+        return steps;
+    }
+    // Block v ends at rank v (the halving keeps the half its bit names).
+    steps.extend(
+        (1..n)
+            .map(|s| (root + s) % n)
+            .map(|r| recv(r, range(r, r + 1), Combine::Replace)),
+    );
     steps
 }
 

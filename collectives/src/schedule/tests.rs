@@ -179,10 +179,11 @@ fn reduce_algorithms() {
         for root in roots(n) {
             for count in COUNTS {
                 for f in [sum as F, max] {
-                    for algo in 0..2 {
+                    for algo in 0..3 {
                         let s: Vec<_> = (0..n)
                             .map(|me| match algo {
                                 0 => reduce_binomial(me, n, root, count),
+                                1 => reduce_rabenseifner(me, n, root, count),
                                 _ => reduce_chain(me, n, root, count, 4),
                             })
                             .collect();

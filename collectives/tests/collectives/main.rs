@@ -70,6 +70,32 @@ fn all_collectives_shm_6_7_ranks() {
 }
 
 #[test]
+fn reduce_by_halving_on_4_and_8_ranks() {
+    // Rabenseifner's reduce from a low threshold, every root and op of the
+    // role; and once at its default size (1 MiB of i32 per rank).
+    for n in [4, 8] {
+        run_ok(
+            "all",
+            n,
+            "shm",
+            &[
+                ("RFX_COLL_TEST_COUNTS", "8,1000"),
+                ("RFX_COLL_REDUCE_HALVING_MIN", "32"),
+            ],
+        );
+    }
+    run_ok(
+        "all",
+        4,
+        "shm",
+        &[
+            ("RFX_COLL_TEST_COUNTS", "262144"),
+            ("RFX_COLL_TEST_TYPES", "one"),
+        ],
+    );
+}
+
+#[test]
 fn all_collectives_tcp() {
     for n in [2, 3, 4] {
         run_ok("all", n, "tcp", &[("RFX_COLL_TEST_COUNTS", "0,5,2000")]);
