@@ -789,8 +789,54 @@ impl Communicator {
         self.exec("bcast", steps, Whole { buf, base: 0 }, None)
     }
 
+    /// Reduces every rank's `send` with `op` into `recv` of `root`, as
+    /// `MPI_Reduce` with its two buffers: `send` is left as it is on every
+    /// rank, `recv` is written on the root only (`recv.len() ==
+    /// send.len()` there; ignored elsewhere). A rank whose part of the
+    /// schedule only sends (a leaf of the tree, every rank but the root on
+    /// 2) sends straight from `send`; the others work in the
+    /// communicator's scratch.
+    ///
+    /// ```no_run
+    /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
+    /// use rfx_collectives::ReduceOp;
+    /// let mine = vec![c.rank() as f64; 4];
+    /// let mut sum = vec![0.0; if c.rank() == 0 { 4 } else { 0 }];
+    /// c.reduce_to(&mine, &mut sum, 0, ReduceOp::Sum)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reduce_to<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        root: usize,
+        op: impl Into<Op<T>>,
+    ) -> Result<(), CollError> {
+        self.check_root(root)?;
+        let op = checked(op)?;
+        let steps = self.plan_reduce::<T>(root, send.len());
+        if self.rank == root {
+            Self::len_check("reduce's receive buffer", recv.len(), send.len())?;
+            recv.copy_from_slice(send);
+            return self.exec("reduce", steps, Whole { buf: recv, base: 0 }, Some(op));
+        }
+        if self
+            .steps(steps)
+            .iter()
+            .all(|s| matches!(s, Step::Send { .. }))
+        {
+            let buf = ReadOnly { buf: send, base: 0 };
+            return self.exec("reduce", steps, buf, Some(op));
+        }
+        self.with_work(send.len(), |comm, work: &mut [T]| {
+            work.copy_from_slice(send);
+            comm.exec("reduce", steps, Whole { buf: work, base: 0 }, Some(op))
+        })
+    }
+
     /// Reduces every rank's `buf` with `op` into `buf` of `root`. On the
-    /// other ranks `buf` serves as scratch and holds partial results after.
+    /// other ranks `buf` serves as scratch and holds partial results after
+    /// ([`Communicator::reduce_to`] leaves the input alone).
     pub fn reduce<T: Element>(
         &mut self,
         buf: &mut [T],

@@ -143,10 +143,6 @@ pub(crate) struct State {
     pub(crate) infos: Handles<BTreeMap<String, String>>,
     /// `MPI_Init_thread`'s answer.
     pub(crate) thread_level: c_int,
-    /// Reused working memory of the collectives that need a copy (a
-    /// non-root's reduction buffer): no allocation, and no fresh pages to
-    /// fault in, per call.
-    pub(crate) scratch: Vec<u8>,
 }
 
 /// Where the process is in MPI's life.
@@ -192,7 +188,6 @@ impl State {
             requests: Handles::new(0x5000_0000),
             infos: Handles::new(0x4000_0000),
             thread_level,
-            scratch: Vec::new(),
         }
     }
 

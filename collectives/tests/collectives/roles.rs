@@ -76,6 +76,17 @@ fn check_all<T: Gen>(c: &mut Communicator, count: usize, all_ops: bool) {
                     "reduce {op:?} root {root}"
                 );
             }
+            // Two buffers, as MPI_Reduce.
+            let mut out = vec![T::default(); if me == root { count } else { 0 }];
+            c.reduce_to(&inputs::<T>(me, count), &mut out, root, op)
+                .unwrap();
+            if me == root {
+                assert_eq!(
+                    out,
+                    fold(0..n, count, &op.into()),
+                    "reduce_to {op:?} root {root}"
+                );
+            }
         }
         let mut g = vec![T::default(); if me == root { n * count } else { 0 }];
         c.gather(&inputs::<T>(me, count), &mut g, root).unwrap();

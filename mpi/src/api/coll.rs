@@ -246,23 +246,21 @@ entry! {
                 return Ordered { f, ty, dt: &dt, len }.reduce(c, &input, out, r);
             }
             let (plan, len, dt) = reduction(st, n, ty, op)?;
-            // Off the root the receive buffer is not ours to use: the
-            // reduction works in the state's reused scratch.
-            let mut scratch = std::mem::take(&mut st.scratch);
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
-            let buf = if c.rank() == r {
-                load(send, recv, len)?
-            } else {
-                scratch.clear();
-                scratch.extend_from_slice(raw::bytes(send, len)?);
-                &mut scratch[..]
-            };
-            let done = dt.receive(buf, |buf| {
+            if c.rank() != r {
+                // Off the root the input is only read: a leaf of the tree
+                // sends straight from it (no copy first), as MPI does.
+                let input = raw::bytes(send, len)?;
+                return with_plan!(plan, |o: T| {
+                    let typed = as_typed::<T>(input);
+                    Ok(c.reduce_to(&typed, &mut [], r, o)?)
+                });
+            }
+            let buf = load(send, recv, len)?;
+            dt.receive(buf, |buf| {
                 with_plan!(plan, |o: T| with_typed::<T, _>(buf, |b| c.reduce(b, r, o)))
-            });
-            st.scratch = scratch;
-            done?;
+            })?;
             Ok(())
         })
     }
