@@ -648,26 +648,42 @@ impl<L: Link> Engine<L> {
     /// is gone, or the flush timeout passed (then it is taken for gone:
     /// its reads can no longer be vouched for).
     fn await_read(&mut self, dest: usize, token: u64, parts: &[&[u8]]) {
+        self.await_peer(dest, "read a message in place", |p| {
+            let Some(l) = p.link.as_mut().filter(|l| l.is_read(token)) else {
+                return Ok(false);
+            };
+            l.serve_push(token, parts)?;
+            Ok(l.is_read(token))
+        });
+    }
+
+    /// Progresses while `waiting(peer r)` says so (it may act, and fail:
+    /// the peer is then lost), until the peer is gone or the flush timeout
+    /// passed (then it is taken for gone: it may still be at `what`).
+    fn await_peer(
+        &mut self,
+        r: usize,
+        what: &str,
+        mut waiting: impl FnMut(&mut Peer<L>) -> Result<bool, FabricError>,
+    ) {
         let deadline = Instant::now() + self.cfg.flush_timeout;
         let mut spins = 0u32;
         loop {
-            let Some(p) = self.peers.get_mut(dest) else {
+            let Some(p) = self.peers.get_mut(r).filter(|p| p.gone.is_none()) else {
                 return;
             };
-            let reading = p.gone.is_none() && p.link.as_ref().is_some_and(|l| l.is_read(token));
-            if !reading {
-                return;
-            }
-            if let Some(l) = p.link.as_mut() {
-                if let Err(e) = l.serve_push(token, parts) {
-                    self.epoch += u64::from(p.lose(dest, e.to_string()));
+            match waiting(p) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    self.epoch += u64::from(p.lose(r, e.to_string()));
                     return;
                 }
             }
             if Instant::now() >= deadline {
-                let why = "timed out waiting for the peer to read a message in place";
-                tracing::warn!(rank = dest, "{why}");
-                p.gone = Some(why.into());
+                let why = format!("timed out waiting for the peer to {what}");
+                tracing::warn!(rank = r, "{why}");
+                p.gone = Some(why);
                 return;
             }
             spins = spins.wrapping_add(1);
@@ -980,33 +996,12 @@ impl<L: Link> Engine<L> {
     /// is the caller's again when it returns, and the sender may be
     /// writing into it.
     pub(crate) fn await_pushed(&mut self, c: &Claimed) {
-        let deadline = Instant::now() + self.cfg.flush_timeout;
-        let mut spins = 0u32;
-        loop {
-            let Some(p) = self.peers.get_mut(c.src) else {
-                return;
-            };
-            let writing = p.gone.is_none()
-                && p.msgs
-                    .iter()
-                    .any(|m| m.id == c.id && m.pushed.is_some() && !m.written);
-            if !writing {
-                return;
-            }
-            if Instant::now() >= deadline {
-                let why = "timed out waiting for the peer to write a message in place";
-                tracing::warn!(rank = c.src, "{why}");
-                p.gone = Some(why.into());
-                return;
-            }
-            spins = spins.wrapping_add(1);
-            if !self.progress() {
-                if self.relieve_due(spins) {
-                    self.relieve(0, None);
-                }
-                self.idle(Duration::from_millis(1));
-            }
-        }
+        let id = c.id;
+        self.await_peer(c.src, "write a message in place", |p| {
+            Ok(p.msgs
+                .iter()
+                .any(|m| m.id == id && m.pushed.is_some() && !m.written))
+        });
     }
 
     /// True if a claimed message is a read request not read yet.

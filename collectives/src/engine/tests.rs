@@ -262,6 +262,17 @@ fn malformed_writes_close_only_the_writer_and_panic_nothing() {
 
 /// Rank 1 writes `writes` into rank 0's inbox: rank 0 closes it as
 /// malformed, and rank 2 still gets through to rank 0.
+/// A read request's (or a push's) bytes: a header of `len`, then number
+/// `seq` and one range.
+fn desc(seq: u32, addr: u64, len: u64) -> Vec<u8> {
+    let mut b = header(len);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&addr.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b
+}
+
 fn closes_only_the_writer(mut m: Mesh, what: &str, writes: Vec<Write>) {
     for x in writes {
         m.inject(1, 0, x);
@@ -462,14 +473,6 @@ fn a_copying_peer_gets_no_read_requests_and_lies_close_the_liar() {
     assert_eq!(got, want);
 
     let rts = wire::imm(Kind::Rts);
-    let desc = |seq: u32, addr: u64, len: u64| {
-        let mut b = header(len);
-        b.extend_from_slice(&seq.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes());
-        b.extend_from_slice(&addr.to_le_bytes());
-        b.extend_from_slice(&len.to_le_bytes());
-        b
-    };
     let real = pattern(1, 256);
     let cases: Vec<(&str, bool, Vec<Write>)> = vec![
         (
@@ -581,17 +584,22 @@ fn a_send_read_before_its_reader_left_is_done() {
 /// Rank 1 claims rank 0's read request of `want` and answers with PUSH
 /// into `out`.
 fn push_into(m: &mut Mesh, want: &[u8], out: &mut [u8]) -> Claimed {
-    m.lend(0, 1, 5, want.to_vec());
-    m.settle(10);
+    let c = lent_and_claimed(m, want);
     let e = &mut m.engines[1];
-    let claimer = e.token();
-    let c = e
-        .claim(Some(0), CTX, Some(5), claimer)
-        .expect("the request");
     assert!(e.is_read_request(&c));
     let segs = [(out.as_mut_ptr() as u64, out.len() as u64)];
     assert!(e.push(&c, &segs).expect("push"), "a pushable request");
     c
+}
+
+/// Rank 0 lends `want` to rank 1 (tag 5), which claims it.
+fn lent_and_claimed(m: &mut Mesh, want: &[u8]) -> Claimed {
+    m.lend(0, 1, 5, want.to_vec());
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    e.claim(Some(0), CTX, Some(5), claimer)
+        .expect("the request")
 }
 
 #[test]
@@ -633,13 +641,7 @@ fn a_push_is_only_for_a_read_request_of_a_writing_peer() {
     let mut m = Mesh::reading(2, 4096, 512, 1024);
     m.engines[1].peers[0].link.as_mut().unwrap().peer_writes = false;
     let want = pattern(3, 30_000);
-    m.lend(0, 1, 5, want.clone());
-    m.settle(10);
-    let e = &mut m.engines[1];
-    let claimer = e.token();
-    let c = e
-        .claim(Some(0), CTX, Some(5), claimer)
-        .expect("the request");
+    let c = lent_and_claimed(&mut m, &want);
     let mut out = vec![0u8; want.len()];
     let segs = [(out.as_mut_ptr() as u64, out.len() as u64)];
     let before = m.writes();
@@ -648,9 +650,7 @@ fn a_push_is_only_for_a_read_request_of_a_writing_peer() {
     assert!(m.engines[1].is_read_request(&c), "still to be read");
     let mut m = Mesh::reading(2, 4096, 512, 1024);
     m.engines[1].cfg.push_min = 64 << 10;
-    m.lend(0, 1, 5, want.clone());
-    m.settle(10);
-    let c = m.engines[1].claim(Some(0), CTX, Some(5), 9).expect("claim");
+    let c = lent_and_claimed(&mut m, &want);
     assert!(!m.engines[1].push(&c, &segs).unwrap(), "under push_min");
     let mut m = Mesh::reading(2, 4096, 512, 1024);
     m.engines[0]
@@ -680,14 +680,6 @@ fn a_receive_that_gives_up_waits_for_the_write_it_asked_for() {
 #[test]
 fn pushes_and_wrotes_that_answer_nothing_close_the_liar() {
     let push = wire::imm(Kind::Push);
-    let desc = |seq: u32, addr: u64, len: u64| {
-        let mut b = header(len);
-        b.extend_from_slice(&seq.to_le_bytes());
-        b.extend_from_slice(&1u32.to_le_bytes());
-        b.extend_from_slice(&addr.to_le_bytes());
-        b.extend_from_slice(&len.to_le_bytes());
-        b
-    };
     let cases: Vec<(&str, bool, Vec<Write>)> = vec![
         (
             "a push to a rank that never offered to write",
