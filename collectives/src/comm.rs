@@ -47,6 +47,9 @@ enum PlanOp {
     Scatter,
     Allgather,
     AllgatherFromInput,
+    /// Reduce and allreduce from the caller's input into its output.
+    ReduceFromInput,
+    AllreduceFromInput,
     ReduceScatter,
     Alltoall,
     Scan,
@@ -710,23 +713,52 @@ impl Communicator {
         })
     }
 
-    pub(crate) fn plan_reduce<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+    /// The reduce's plan: in place, or from the input into the output.
+    pub(crate) fn plan_reduce<T: Element>(
+        &mut self,
+        root: usize,
+        count: usize,
+        from_input: bool,
+    ) -> Plan {
         let alg = self.choose::<T>(Collective::Reduce, count);
-        self.plan(PlanOp::Reduce, root, count, T::SIZE, |me, n| match alg {
-            Algorithm::Chain { chunk } => {
-                sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
+        let op = if from_input {
+            PlanOp::ReduceFromInput
+        } else {
+            PlanOp::Reduce
+        };
+        self.plan(op, root, count, T::SIZE, |me, n| {
+            let steps = match alg {
+                Algorithm::Chain { chunk } => {
+                    sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
+                }
+                Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
+                _ => sched::reduce_binomial(me, n, root, count),
+            };
+            match from_input {
+                true => sched::reduce_from_input(steps, count, me == root),
+                false => steps,
             }
-            Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
-            _ => sched::reduce_binomial(me, n, root, count),
         })
     }
 
-    pub(crate) fn plan_allreduce<T: Element>(&mut self, count: usize) -> Plan {
+    /// The allreduce's plan: in place, or from the input into the output.
+    pub(crate) fn plan_allreduce<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Allreduce, count);
-        self.plan(PlanOp::Allreduce, 0, count, T::SIZE, |me, n| match alg {
-            Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
-            Algorithm::Ring => sched::allreduce_ring(me, n, count),
-            _ => sched::allreduce_recursive_doubling(me, n, count),
+        let op = if from_input {
+            PlanOp::AllreduceFromInput
+        } else {
+            PlanOp::Allreduce
+        };
+        self.plan(op, 0, count, T::SIZE, |me, n| {
+            let steps = match alg {
+                Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
+                Algorithm::Ring => sched::allreduce_ring(me, n, count),
+                _ => sched::allreduce_recursive_doubling(me, n, count),
+            };
+            match from_input {
+                true => sched::reduce_from_input(steps, count, true),
+                false => steps,
+            }
         })
     }
 
@@ -792,10 +824,12 @@ impl Communicator {
     /// Reduces every rank's `send` with `op` into `recv` of `root`, as
     /// `MPI_Reduce` with its two buffers: `send` is left as it is on every
     /// rank, `recv` is written on the root only (`recv.len() ==
-    /// send.len()` there; ignored elsewhere). A rank whose part of the
-    /// schedule only sends (a leaf of the tree, every rank but the root on
-    /// 2) sends straight from `send`; the others work in the
-    /// communicator's scratch.
+    /// send.len()` there; ignored elsewhere). Nothing copies `send` whole
+    /// first: sends read it where no step has written yet, and a reducing
+    /// receive copies only the part it reduces into. A rank whose part of
+    /// the schedule only sends (a leaf of the tree, every rank but the
+    /// root on 2) sends straight from `send`; other ranks off the root work
+    /// in the communicator's scratch.
     ///
     /// ```no_run
     /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
@@ -814,23 +848,22 @@ impl Communicator {
     ) -> Result<(), CollError> {
         self.check_root(root)?;
         let op = checked(op)?;
-        let steps = self.plan_reduce::<T>(root, send.len());
+        let c = send.len();
+        let steps = self.plan_reduce::<T>(root, c, true);
         if self.rank == root {
-            Self::len_check("reduce's receive buffer", recv.len(), send.len())?;
-            recv.copy_from_slice(send);
-            return self.exec("reduce", steps, Whole { buf: recv, base: 0 }, Some(op));
+            Self::len_check("reduce's receive buffer", recv.len(), c)?;
+            return self.exec("reduce", steps, Split { a: send, b: recv }, Some(op));
         }
-        if self
-            .steps(steps)
-            .iter()
-            .all(|s| matches!(s, Step::Send { .. }))
-        {
+        let only_input = self.steps(steps).iter().all(|s| match s {
+            Step::Send { blocks, .. } => blocks.iter().all(|b| b.end <= c),
+            _ => false,
+        });
+        if only_input {
             let buf = ReadOnly { buf: send, base: 0 };
             return self.exec("reduce", steps, buf, Some(op));
         }
-        self.with_work(send.len(), |comm, work: &mut [T]| {
-            work.copy_from_slice(send);
-            comm.exec("reduce", steps, Whole { buf: work, base: 0 }, Some(op))
+        self.with_work(c, |comm, work: &mut [T]| {
+            comm.exec("reduce", steps, Split { a: send, b: work }, Some(op))
         })
     }
 
@@ -845,7 +878,7 @@ impl Communicator {
     ) -> Result<(), CollError> {
         self.check_root(root)?;
         let op = checked(op)?;
-        let steps = self.plan_reduce::<T>(root, buf.len());
+        let steps = self.plan_reduce::<T>(root, buf.len(), false);
         self.exec("reduce", steps, Whole { buf, base: 0 }, Some(op))
     }
 
@@ -857,8 +890,35 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
         let op = checked(op)?;
-        let steps = self.plan_allreduce::<T>(buf.len());
+        let steps = self.plan_allreduce::<T>(buf.len(), false);
         self.exec("allreduce", steps, Whole { buf, base: 0 }, Some(op))
+    }
+
+    /// Reduces every rank's `send` with `op` into `recv` of every rank
+    /// (`recv.len() == send.len()`), as `MPI_Allreduce` with its two
+    /// buffers. Nothing copies `send` whole first: sends read it where no
+    /// step has written yet, a reducing receive copies only the part it
+    /// reduces into, and a replacing one none (Rabenseifner's first round
+    /// thus copies half, and the allgather rounds nothing).
+    ///
+    /// ```no_run
+    /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
+    /// use rfx_collectives::ReduceOp;
+    /// let mine = vec![1.0f64; 1 << 17];
+    /// let mut sum = vec![0.0; mine.len()];
+    /// c.allreduce_to(&mine, &mut sum, ReduceOp::Sum)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn allreduce_to<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        op: impl Into<Op<T>>,
+    ) -> Result<(), CollError> {
+        let op = checked(op)?;
+        Self::len_check("allreduce's receive buffer", recv.len(), send.len())?;
+        let steps = self.plan_allreduce::<T>(send.len(), true);
+        self.exec("allreduce", steps, Split { a: send, b: recv }, Some(op))
     }
 
     /// Gathers every rank's `send` into `recv` of `root`, in rank order
@@ -1028,7 +1088,7 @@ impl Communicator {
     ) -> Result<Request<Vec<T>>, CollError> {
         self.check_root(root)?;
         let op = checked(op)?;
-        let steps = self.plan_reduce::<T>(root, buf.len());
+        let steps = self.plan_reduce::<T>(root, buf.len(), false);
         Ok(self.request("ireduce", steps, buf, Some(op), Ok))
     }
 
@@ -1039,7 +1099,7 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
         let op = checked(op)?;
-        let steps = self.plan_allreduce::<T>(buf.len());
+        let steps = self.plan_allreduce::<T>(buf.len(), false);
         Ok(self.request("iallreduce", steps, buf, Some(op), Ok))
     }
 

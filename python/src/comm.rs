@@ -217,7 +217,7 @@ impl Communicator {
     }
 
     /// Reduces on every rank into `buf`: its own contents (`send` None,
-    /// in place) or `send`'s, copied in first.
+    /// in place) or `send`'s, read where it lies (never copied whole first).
     #[pyo3(signature = (send, buf, op_name))]
     fn allreduce(
         &self,
@@ -244,7 +244,8 @@ impl Communicator {
                         dst.len()
                     )));
                 }
-                dst.copy_from_slice(src);
+                // No copy of the input first (see `allreduce_to`).
+                return run(py, &self.inner, |c| c.allreduce_to(src, dst, o));
             }
             run(py, &self.inner, |c| c.allreduce(dst, o))
         })

@@ -166,7 +166,7 @@ impl Communicator {
         op: ReduceOp,
     ) -> Result<(), CollError> {
         self.check_root(root)?;
-        let plan = self.plan_reduce::<T>(root, buf.len());
+        let plan = self.plan_reduce::<T>(root, buf.len(), false);
         self.run_device(plan, buf, Some(op))
     }
 
@@ -176,7 +176,7 @@ impl Communicator {
         buf: &mut DeviceVec<T, D>,
         op: ReduceOp,
     ) -> Result<(), CollError> {
-        let plan = self.plan_allreduce::<T>(buf.len());
+        let plan = self.plan_allreduce::<T>(buf.len(), false);
         self.run_device(plan, buf, Some(op))
     }
 

@@ -645,6 +645,128 @@ pub fn allgather_from_input(steps: Vec<Step>, me: usize, count: usize) -> Vec<St
     out
 }
 
+/// A schedule over a working buffer of `count` elements that starts as
+/// the caller's input (a reduction's), rewritten for the caller's input at
+/// `[0, count)`, read only, and the output after it (as
+/// [`allgather_from_input`]), so that the input is never copied whole
+/// first. A send reads the output where a step wrote it and the input
+/// elsewhere; a reducing receive copies the input under it first (as late
+/// as it can); a replacing receive needs no copy at all. With `finish`,
+/// what no step wrote is copied from the input last, so the output holds
+/// the whole result; without, the output holds only what the steps wrote
+/// (a reduce's rank off the root).
+pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<Step> {
+    let up = |r: &Range<usize>| r.start + count..r.end + count;
+    let mut done = Written::default();
+    let mut out = Vec::with_capacity(steps.len() + 2);
+    for step in steps {
+        match step {
+            Step::Send { to, blocks } => {
+                let blocks = blocks
+                    .iter()
+                    .flat_map(|b| done.split(b.clone()))
+                    .map(|(r, w)| if w { up(&r) } else { r })
+                    .collect();
+                out.push(Step::Send { to, blocks });
+            }
+            Step::Recv {
+                from,
+                blocks,
+                combine,
+            } => {
+                for b in &blocks {
+                    if combine != Combine::Replace {
+                        for (r, w) in done.split(b.clone()) {
+                            if !w && !r.is_empty() {
+                                out.push(Step::Copy {
+                                    to: r.start + count,
+                                    from: r,
+                                });
+                            }
+                        }
+                    }
+                    done.add(b.clone());
+                }
+                out.push(Step::Recv {
+                    from,
+                    blocks: blocks.iter().map(up).collect(),
+                    combine,
+                });
+            }
+            Step::Copy { from, to } => {
+                let mut at = to;
+                for (r, w) in done.split(from.clone()) {
+                    let len = r.len();
+                    out.push(Step::Copy {
+                        from: if w { up(&r) } else { r },
+                        to: at + count,
+                    });
+                    at += len;
+                }
+                done.add(to..to + from.len());
+            }
+        }
+    }
+    if finish {
+        for (r, w) in done.split(0..count) {
+            if !w && !r.is_empty() {
+                out.push(Step::Copy {
+                    to: r.start + count,
+                    from: r,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Element ranges of the output a schedule wrote so far (sorted,
+/// disjoint, merged).
+#[derive(Debug, Default)]
+struct Written(Vec<Range<usize>>);
+
+impl Written {
+    fn add(&mut self, r: Range<usize>) {
+        if r.is_empty() {
+            return;
+        }
+        self.0.push(r);
+        self.0.sort_by_key(|r| r.start);
+        let mut merged: Vec<Range<usize>> = Vec::with_capacity(self.0.len());
+        for r in self.0.drain(..) {
+            match merged.last_mut() {
+                Some(m) if r.start <= m.end => m.end = m.end.max(r.end),
+                _ => merged.push(r),
+            }
+        }
+        self.0 = merged;
+    }
+
+    /// `r` cut into consecutive pieces, each written (true) or not.
+    fn split(&self, r: Range<usize>) -> Vec<(Range<usize>, bool)> {
+        let mut pieces = Vec::new();
+        let mut at = r.start;
+        for w in &self.0 {
+            if w.end <= at {
+                continue;
+            }
+            if w.start >= r.end {
+                break;
+            }
+            if w.start > at {
+                pieces.push((at..w.start, false));
+            }
+            let end = w.end.min(r.end);
+            pieces.push((at.max(w.start)..end, true));
+            at = end;
+        }
+        if at < r.end || pieces.is_empty() {
+            pieces.push((at..r.end, false));
+        }
+        pieces
+    }
+}
+
 /// Ring allgather: n-1 rounds, each passing one block to the right.
 /// Buffer: `n * count` elements, rank i's input at `i * count`.
 pub fn allgather_ring(me: usize, n: usize, count: usize) -> Vec<Step> {

@@ -231,6 +231,80 @@ fn allreduce_algorithms() {
 }
 
 #[test]
+fn reductions_from_the_input_never_write_it_and_copy_less() {
+    for n in ranks() {
+        for count in COUNTS {
+            for f in [sum as F, max] {
+                for algo in 0..5 {
+                    let root = n / 2;
+                    let s: Vec<_> = (0..n)
+                        .map(|me| {
+                            let (steps, finish) = match algo {
+                                0 => (allreduce_recursive_doubling(me, n, count), true),
+                                1 => (allreduce_rabenseifner(me, n, count), true),
+                                2 => (allreduce_ring(me, n, count), true),
+                                3 => (reduce_binomial(me, n, root, count), me == root),
+                                _ => (reduce_rabenseifner(me, n, root, count), me == root),
+                            };
+                            reduce_from_input(steps, count, finish)
+                        })
+                        .collect();
+                    for steps in &s {
+                        let mut copied = 0;
+                        for st in steps {
+                            match st {
+                                Step::Recv { blocks, .. } => {
+                                    assert!(blocks.iter().all(|b| b.start >= count || b.is_empty()))
+                                }
+                                Step::Copy { from, to } => {
+                                    assert!(*to >= count, "a copy into the input");
+                                    if from.end <= count {
+                                        copied += from.len();
+                                    }
+                                }
+                                Step::Send { .. } => {}
+                            }
+                        }
+                        assert!(copied <= count, "the input copied {copied} > {count}");
+                    }
+                    let mut bufs: Vec<Vec<u64>> = (0..n)
+                        .map(|r| {
+                            let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                            b.resize(2 * count, 7);
+                            b
+                        })
+                        .collect();
+                    simulate(&s, &mut bufs, f);
+                    let want: Vec<u64> = (0..count).map(|j| fold(n, j, f)).collect();
+                    for (r, b) in bufs.iter().enumerate() {
+                        let inp: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                        assert_eq!(&b[..count], &inp[..], "the input is untouched");
+                        if algo <= 2 || r == root {
+                            assert_eq!(
+                                &b[count..],
+                                &want[..],
+                                "algo {algo} n={n} count={count} rank {r}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Rabenseifner's first round sends half straight from the input and
+    // copies only the half it reduces into.
+    let s = reduce_from_input(allreduce_rabenseifner(0, 2, 8), 8, true);
+    let copied: usize = s
+        .iter()
+        .map(|st| match st {
+            Step::Copy { from, .. } if from.end <= 8 => from.len(),
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(copied, 4, "{s:?}");
+}
+
+#[test]
 fn recursive_doubling_keeps_rank_order() {
     // With `first`/`last` (associative, not commutative), recursive
     // doubling must give rank 0's / rank n-1's value everywhere.

@@ -108,6 +108,11 @@ fn check_all<T: Gen>(c: &mut Communicator, count: usize, all_ops: bool) {
             fold(0..n, count, &op.into()),
             "allreduce {op:?} count {count}"
         );
+        // Two buffers, as MPI_Allreduce; the output starts as garbage.
+        let mut out = inputs::<T>(me + 77, count);
+        c.allreduce_to(&inputs::<T>(me, count), &mut out, op)
+            .unwrap();
+        assert_eq!(out, b, "allreduce_to {op:?} count {count}");
     }
     let mut ag = vec![T::default(); n * count];
     c.allgather(&inputs::<T>(me, count), &mut ag).unwrap();

@@ -133,6 +133,23 @@ pub(crate) fn in_place(p: *const c_void) -> bool {
     p as usize == abi::MPI_IN_PLACE
 }
 
+/// The input and the output of a reduction that has both (not
+/// `MPI_IN_PLACE`, buffers apart, a datatype without gaps); `None` where
+/// it must work in place in `recv` ([`load`]).
+fn two_buffers<'a>(
+    send: *const c_void,
+    recv: *mut c_void,
+    len: usize,
+    dt: &crate::datatype::Datatype,
+) -> Result<Option<(&'a [u8], &'a mut [u8])>, Failure> {
+    let (s, r) = (send as usize, recv as usize);
+    let apart = s.saturating_add(len) <= r || r.saturating_add(len) <= s;
+    if in_place(send) || !apart || !dt.segments.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some((raw::bytes(send, len)?, raw::bytes_mut(recv, len)?)))
+}
+
 /// `recv` holds the input: `send` copied in unless it is `MPI_IN_PLACE`.
 fn load<'a>(send: *const c_void, recv: *mut c_void, len: usize) -> Result<&'a mut [u8], Failure> {
     let r = raw::bytes_mut(recv, len)?;
@@ -248,6 +265,16 @@ entry! {
             let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
             let r = root(root_, c.size())?;
+            if c.rank() == r {
+                if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
+                    // No copy of the input first (see `reduce_to`).
+                    return with_plan!(plan, |o: T| {
+                        let typed = as_typed::<T>(input);
+                        with_typed::<T, _>(out, |b| c.reduce_to(&typed, b, r, o))
+                            .map_err(Failure::from)
+                    });
+                }
+            }
             if c.rank() != r {
                 // Off the root the input is only read: a leaf of the tree
                 // sends straight from it (no copy first), as MPI does.
@@ -281,6 +308,13 @@ entry! {
             }
             let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
+            if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
+                // No copy of the input first (see `allreduce_to`).
+                return with_plan!(plan, |o: T| {
+                    let typed = as_typed::<T>(input);
+                    with_typed::<T, _>(out, |b| c.allreduce_to(&typed, b, o)).map_err(Failure::from)
+                });
+            }
             let buf = load(send, recv, len)?;
             dt.receive(buf, |buf| {
                 with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.allreduce(b, o)))
