@@ -56,7 +56,7 @@ pub struct Thresholds {
     /// buffer itself, so that both copy at once (`RFX_COLL_PUSH_MIN`; 0
     /// turns it off). Below it the extra round trip costs more than the
     /// overlap saves. With more ranks than cores the sender may have to be
-    /// woken to write, so there the threshold is four times this.
+    /// woken to write, so there the threshold is twice this.
     pub push_min: usize,
 }
 

@@ -933,7 +933,7 @@ impl<L: Link> Engine<L> {
         let min = self
             .cfg
             .push_min
-            .saturating_mul(if self.oversubscribed { 4 } else { 1 });
+            .saturating_mul(if self.oversubscribed { 2 } else { 1 });
         if min == 0 || c.total < min {
             return Ok(false);
         }
