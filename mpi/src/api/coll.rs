@@ -133,6 +133,9 @@ pub(crate) fn in_place(p: *const c_void) -> bool {
     p as usize == abi::MPI_IN_PLACE
 }
 
+/// A reduction's input and output, both the caller's.
+type TwoBuffers<'a> = (&'a [u8], &'a mut [u8]);
+
 /// The input and the output of a reduction that has both (not
 /// `MPI_IN_PLACE`, buffers apart, a datatype without gaps); `None` where
 /// it must work in place in `recv` ([`load`]).
@@ -141,7 +144,7 @@ fn two_buffers<'a>(
     recv: *mut c_void,
     len: usize,
     dt: &crate::datatype::Datatype,
-) -> Result<Option<(&'a [u8], &'a mut [u8])>, Failure> {
+) -> Result<Option<TwoBuffers<'a>>, Failure> {
     let (s, r) = (send as usize, recv as usize);
     let apart = s.saturating_add(len) <= r || r.saturating_add(len) <= s;
     if in_place(send) || !apart || !dt.segments.is_empty() {
