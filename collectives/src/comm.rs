@@ -770,11 +770,24 @@ impl Communicator {
         })
     }
 
-    fn plan_gather<T: Element>(&mut self, root: usize, count: usize) -> Plan {
+    /// The gather's plan: over one buffer of all blocks, or (`from_input`)
+    /// reading this rank's block from its input.
+    fn plan_gather<T: Element>(&mut self, root: usize, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Gather, count);
-        self.plan(PlanOp::Gather, root, count, T::SIZE, |me, n| match alg {
-            Algorithm::Linear => sched::gather_linear(me, n, root, count),
-            _ => sched::gather_binomial(me, n, root, count),
+        let op = if from_input {
+            PlanOp::GatherFromInput
+        } else {
+            PlanOp::Gather
+        };
+        self.plan(op, root, count, T::SIZE, |me, n| {
+            let steps = match alg {
+                Algorithm::Linear => sched::gather_linear(me, n, root, count),
+                _ => sched::gather_binomial(me, n, root, count),
+            };
+            match from_input {
+                true => sched::allgather_from_input(steps, me, count),
+                false => steps,
+            }
         })
     }
 
@@ -937,17 +950,10 @@ impl Communicator {
             // copies its own block last: the peers' sends complete sooner,
             // and peers that write their blocks in themselves (PUSH) do so
             // while it copies.
-            let alg = self.choose::<T>(Collective::Gather, c);
-            let steps = self.plan(PlanOp::GatherFromInput, root, c, T::SIZE, |me, n| {
-                let steps = match alg {
-                    Algorithm::Linear => sched::gather_linear(me, n, root, c),
-                    _ => sched::gather_binomial(me, n, root, c),
-                };
-                sched::allgather_from_input(steps, me, c)
-            });
+            let steps = self.plan_gather::<T>(root, c, true);
             return self.exec("gather", steps, Split { a: send, b: recv }, None);
         }
-        let steps = self.plan_gather::<T>(root, c);
+        let steps = self.plan_gather::<T>(root, c, false);
         self.run_part("gather", steps, Part::Send(send))
     }
 
@@ -1114,7 +1120,7 @@ impl Communicator {
         let (me, n, c) = (self.rank, self.size(), send.len());
         let mut work = vec![T::default(); n * c];
         work[me * c..(me + 1) * c].copy_from_slice(&send);
-        let steps = self.plan_gather::<T>(root, c);
+        let steps = self.plan_gather::<T>(root, c, false);
         Ok(self.request("igather", steps, work, None, move |w| {
             Ok(if me == root { w } else { Vec::new() })
         }))

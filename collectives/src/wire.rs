@@ -155,27 +155,24 @@ impl PullDesc {
     /// The description of `parts` (empty ones left out); `None` if they
     /// are more than [`PULL_SEGS`] ranges.
     pub(crate) fn new(seq: u32, parts: &[&[u8]]) -> Option<PullDesc> {
-        let mut d = PullDesc {
+        PullDesc::from_segs(
             seq,
-            n: 0,
-            segs: [(0, 0); PULL_SEGS],
-        };
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            *d.segs.get_mut(d.n)? = (p.as_ptr() as u64, p.len() as u64);
-            d.n += 1;
-        }
-        Some(d)
+            parts.iter().map(|p| (p.as_ptr() as u64, p.len() as u64)),
+        )
     }
 
     /// The description of ranges `segs` (address, length; empty ones left
     /// out); `None` if they are more than [`PULL_SEGS`].
-    pub(crate) fn from_segs(seq: u32, segs: &[(u64, u64)]) -> Option<PullDesc> {
+    pub(crate) fn from_segs(
+        seq: u32,
+        segs: impl IntoIterator<Item = (u64, u64)>,
+    ) -> Option<PullDesc> {
         let mut d = PullDesc {
             seq,
             n: 0,
             segs: [(0, 0); PULL_SEGS],
         };
-        for &s in segs.iter().filter(|s| s.1 > 0) {
+        for s in segs.into_iter().filter(|s| s.1 > 0) {
             *d.segs.get_mut(d.n)? = s;
             d.n += 1;
         }

@@ -18,13 +18,11 @@
 //! not: the kernel grants both on the same ptrace check, so a process that
 //! may read another could already change it.
 
-use std::io::IoSliceMut;
+use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use std::io::IoSlice;
-
 use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
 use nix::unistd::Pid;
 
@@ -45,6 +43,23 @@ fn unavailable(reason: String) -> FabricError {
     FabricError::Unavailable {
         kind: crate::TransportKind::Shm,
         reason,
+    }
+}
+
+/// What one `process_vm_readv`/`process_vm_writev` (`call`) returned:
+/// bytes moved, or `None` to try again (interrupted); `refused` when the
+/// range is not mapped (for that access) in the peer.
+fn moved(
+    call: &'static str,
+    r: nix::Result<usize>,
+    refused: impl FnOnce() -> FabricError,
+) -> Result<Option<usize>, FabricError> {
+    match r {
+        Ok(0) | Err(Errno::EFAULT) => Err(refused()),
+        Ok(n) => Ok(Some(n)),
+        Err(Errno::ESRCH) => Err(FabricError::PeerGone("the peer process exited".into())),
+        Err(Errno::EINTR) => Ok(None),
+        Err(e) => Err(FabricError::os(call, std::io::Error::from(e))),
     }
 }
 
@@ -185,28 +200,17 @@ impl PeerMemory {
         };
         // Bounded: EINTR is retried a few times only.
         for _ in 0..16 {
-            match process_vm_writev(
+            let r = process_vm_writev(
                 self.pid,
                 &[IoSlice::new(data)],
                 &[RemoteIoVec {
                     base,
                     len: data.len(),
                 }],
-            ) {
-                Ok(0) | Err(Errno::EFAULT) => {
-                    return Err(refused("the peer's memory is not mapped writable there"))
-                }
-                Ok(n) => return Ok(n),
-                Err(Errno::ESRCH) => {
-                    return Err(FabricError::PeerGone("the peer process exited".into()))
-                }
-                Err(Errno::EINTR) => {}
-                Err(e) => {
-                    return Err(FabricError::os(
-                        "process_vm_writev",
-                        std::io::Error::from(e),
-                    ))
-                }
+            );
+            let refused = || refused("the peer's memory is not mapped writable there");
+            if let Some(n) = moved("process_vm_writev", r, refused)? {
+                return Ok(n);
             }
         }
         Err(FabricError::os(
@@ -273,21 +277,13 @@ impl PeerMemory {
                 ));
             };
             let len = out.len() - got;
-            match process_vm_readv(
+            let r = process_vm_readv(
                 self.pid,
                 &mut [IoSliceMut::new(&mut out[got..])],
                 &[RemoteIoVec { base, len }],
-            ) {
-                Ok(0) | Err(Errno::EFAULT) => {
-                    return Err(refused(from, len, "the peer's memory is not mapped there"))
-                }
-                Ok(n) => got += n,
-                Err(Errno::ESRCH) => {
-                    return Err(FabricError::PeerGone("the peer process exited".into()))
-                }
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(FabricError::os("process_vm_readv", std::io::Error::from(e))),
-            }
+            );
+            let refused = || refused(from, len, "the peer's memory is not mapped there");
+            got += moved("process_vm_readv", r, refused)?.unwrap_or(0);
         }
         Ok(())
     }

@@ -928,13 +928,7 @@ impl<L: Link> Engine<L> {
     /// is not a read request, its sender cannot write our memory, or
     /// `segs` are more ranges than a PUSH carries.
     pub(crate) fn push(&mut self, c: &Claimed, segs: &[(u64, u64)]) -> Result<bool, CollError> {
-        // The sender must be running to write: with more ranks than cores
-        // that may cost a wake-up, worth it only for larger messages.
-        let min = self
-            .cfg
-            .push_min
-            .saturating_mul(if self.oversubscribed { 2 } else { 1 });
-        if min == 0 || c.total < min {
+        if !self.push_worth(c) {
             return Ok(false);
         }
         let Engine {
@@ -958,7 +952,7 @@ impl<L: Link> Engine<L> {
         let Some(seq) = m.pull.as_ref().map(|d| d.seq) else {
             return Ok(false);
         };
-        let Some(d) = PullDesc::from_segs(seq, segs) else {
+        let Some(d) = PullDesc::from_segs(seq, segs.iter().copied()) else {
             return Ok(false);
         };
         if segs.iter().map(|s| s.1).sum::<u64>() != m.total as u64 {
@@ -1002,6 +996,19 @@ impl<L: Link> Engine<L> {
                 .iter()
                 .any(|m| m.id == id && m.pushed.is_some() && !m.written))
         });
+    }
+
+    /// True if the claimed message is large enough to answer with PUSH
+    /// (a size check only: whether it is a read request is
+    /// [`Engine::is_read_request`]).
+    pub(crate) fn push_worth(&self, c: &Claimed) -> bool {
+        // The sender must be running to write: with more ranks than cores
+        // that may cost a wake-up, worth it only for larger messages.
+        let min = self
+            .cfg
+            .push_min
+            .saturating_mul(if self.oversubscribed { 2 } else { 1 });
+        min > 0 && c.total >= min
     }
 
     /// True if a claimed message is a read request not read yet.

@@ -190,7 +190,8 @@ pub(super) fn try_push<T: Element, B: TaskBuf<T>>(
     blocks: &[Range<usize>],
     c: &Claimed,
 ) -> Result<bool, CollError> {
-    if !e.is_read_request(c) || !push_for(steps, pc, blocks) {
+    // Cheapest first: every replacing receive passes here.
+    if !e.push_worth(c) || !e.is_read_request(c) || !push_for(steps, pc, blocks) {
         return Ok(false);
     }
     let mut segs = Vec::with_capacity(blocks.len());

@@ -657,6 +657,17 @@ pub fn allgather_from_input(steps: Vec<Step>, me: usize, count: usize) -> Vec<St
 /// (a reduce's rank off the root).
 pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<Step> {
     let up = |r: &Range<usize>| r.start + count..r.end + count;
+    // Copies of the input under the parts of `r` no step wrote yet.
+    let fill = |out: &mut Vec<Step>, done: &Written, r: Range<usize>| {
+        for (r, w) in done.split(r) {
+            if !w && !r.is_empty() {
+                out.push(Step::Copy {
+                    to: r.start + count,
+                    from: r,
+                });
+            }
+        }
+    };
     let mut done = Written::default();
     let mut out = Vec::with_capacity(steps.len() + 2);
     for step in steps {
@@ -676,14 +687,7 @@ pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<St
             } => {
                 for b in &blocks {
                     if combine != Combine::Replace {
-                        for (r, w) in done.split(b.clone()) {
-                            if !w && !r.is_empty() {
-                                out.push(Step::Copy {
-                                    to: r.start + count,
-                                    from: r,
-                                });
-                            }
-                        }
+                        fill(&mut out, &done, b.clone());
                     }
                     done.add(b.clone());
                 }
@@ -708,14 +712,7 @@ pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<St
         }
     }
     if finish {
-        for (r, w) in done.split(0..count) {
-            if !w && !r.is_empty() {
-                out.push(Step::Copy {
-                    to: r.start + count,
-                    from: r,
-                });
-            }
-        }
+        fill(&mut out, &done, 0..count);
     }
     out
 }
