@@ -1165,6 +1165,13 @@ mod tests {
                 [pid, 0, 0, 0, 0],
                 eperm,
             ),
+            // What a collective's PUSH writes with.
+            (
+                "process_vm_writev(self, no iovecs)",
+                libc::SYS_process_vm_writev,
+                [pid, 0, 0, 0, 0],
+                eperm,
+            ),
             (
                 "kcmp(self, self, KCMP_FILE, 0, 0)",
                 libc::SYS_kcmp,
@@ -1375,6 +1382,12 @@ mod tests {
                 "process_vm_readv(self, no iovecs): not EPERM",
                 readv != Err(Errno::EPERM),
                 format_args!("{readv:?}"),
+            );
+            let writev = raw(libc::SYS_process_vm_writev, [pid, 0, 0, 0, 0]);
+            c.check(
+                "process_vm_writev(self, no iovecs): not EPERM",
+                writev != Err(Errno::EPERM),
+                format_args!("{writev:?}"),
             );
             c.succeeds(
                 "kcmp(self, self, KCMP_FILE, 0, 0)",
