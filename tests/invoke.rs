@@ -162,6 +162,33 @@ fn invocations_work_over_tcp() {
     invocations_work_over(TransportKind::Tcp)
 }
 
+/// Invocation ids are u16 and name their slot: a ticket left unredeemed
+/// keeps its id (and its result) while the one slot serves 70 000 later
+/// invocations, past a full turn of the ids.
+#[test]
+fn an_unredeemed_ticket_keeps_its_id_across_a_turn_of_the_ids() {
+    let (_exec, addr) = executor(TOKEN, "shm", &["--hot-timeout-ms", "5"]);
+    let f = fabric(TransportKind::Shm);
+    let mut inv = Invoker::connect(
+        &f,
+        addr,
+        TOKEN.as_bytes(),
+        shipped(&examples().rust),
+        &["echo"],
+        InvokerConfig { depth: 1, ..cfg() },
+    )
+    .unwrap();
+    assert_eq!(inv.depth(), 1);
+    let old = inv.submit("echo", b"old").unwrap();
+    for i in 0..70_000u32 {
+        let input = i.to_le_bytes();
+        assert_eq!(inv.invoke("echo", &input).unwrap(), input, "invocation {i}");
+    }
+    assert_eq!(inv.pending(), 1);
+    assert_eq!(inv.wait(old).unwrap(), b"old");
+    assert_eq!(inv.pending(), 0);
+}
+
 #[test]
 fn wrong_token_and_bad_libraries_are_refused() {
     let ex = examples();

@@ -214,7 +214,7 @@ impl Ticket {
 
 #[derive(Debug)]
 struct InFlight {
-    slot: usize,
+    id: u16,
     function: u16,
     /// The input's length, for a remote input (it holds the input region).
     remote_len: Option<usize>,
@@ -267,9 +267,13 @@ pub struct Invoker {
     cfg: InvokerConfig,
     names: Vec<String>,
     free: Vec<usize>,
-    in_flight: HashMap<u16, InFlight, IdHash>,
+    /// The invocation in each slot. An id names its slot (`id % depth`),
+    /// so the result path finds it by index, not by a hash probe.
+    in_flight: Vec<Option<InFlight>>,
+    /// Slots in use.
+    flying: usize,
     done: HashMap<u16, Result<Vec<u8>, InvokeError>, IdHash>,
-    next_id: u16,
+    next_round: u16,
     /// The executor's address and this connection's worker there.
     addr: SocketAddr,
     worker: u32,
@@ -385,9 +389,10 @@ impl Invoker {
             depth,
             names,
             free: (0..depth).rev().collect(),
-            in_flight: HashMap::default(),
+            in_flight: (0..depth).map(|_| None).collect(),
+            flying: 0,
             done: HashMap::default(),
-            next_id: 0,
+            next_round: 0,
             addr,
             worker: eh.worker,
             explained: None,
@@ -452,7 +457,13 @@ impl Invoker {
             self.done.insert(id, r);
         }
         let slot = self.free.pop().expect("a free slot after collecting");
-        let id = self.fresh_id()?;
+        let id = match self.fresh_id(slot) {
+            Ok(id) => id,
+            Err(e) => {
+                self.free.push(slot);
+                return Err(e);
+            }
+        };
         // The executor answers into this slot's result buffer (fixed at
         // set-up): the write is the input, or its descriptor, alone.
         let desc;
@@ -491,40 +502,51 @@ impl Invoker {
         if remote {
             self.input_busy = Some(id);
         }
-        self.in_flight.insert(
+        self.in_flight[slot] = Some(InFlight {
             id,
-            InFlight {
-                slot,
-                function: index,
-                remote_len: remote.then_some(input.len()),
-            },
-        );
+            function: index,
+            remote_len: remote.then_some(input.len()),
+        });
+        self.flying += 1;
         Ok(Ticket(id))
     }
 
-    fn fresh_id(&mut self) -> Result<u16, InvokeError> {
-        // Ids name results until they are collected: with every id taken,
-        // the caller must redeem tickets first.
-        if self.in_flight.len() + self.done.len() >= usize::from(u16::MAX) {
-            return Err(InvokeError::Protocol(
-                "65535 results not yet collected: wait for some tickets".into(),
-            ));
-        }
-        loop {
-            self.next_id = self.next_id.wrapping_add(1);
-            if !self.in_flight.contains_key(&self.next_id) && !self.done.contains_key(&self.next_id)
-            {
-                return Ok(self.next_id);
+    /// A fresh id for an invocation in `slot`: `slot + depth * round`, the
+    /// rounds taken in turn, skipping ids whose results wait uncollected
+    /// (ids name results until they are redeemed).
+    fn fresh_id(&mut self, slot: usize) -> Result<u16, InvokeError> {
+        let rounds = ((1usize << 16) / self.depth).max(1);
+        for _ in 0..rounds {
+            self.next_round = self.next_round.wrapping_add(1);
+            let id = slot + self.depth * (usize::from(self.next_round) % rounds);
+            let id = u16::try_from(id).map_err(|_| {
+                InvokeError::Protocol(format!("slot {slot} of {} has no id", self.depth))
+            })?;
+            if self.done.is_empty() || !self.done.contains_key(&id) {
+                return Ok(id);
             }
         }
+        Err(InvokeError::Protocol(format!(
+            "every id of slot {slot} names a result not yet collected: wait for some tickets"
+        )))
+    }
+
+    /// The invocation `id` if it is in flight.
+    fn flying(&self, id: u16) -> Option<&InFlight> {
+        self.in_flight
+            .get(usize::from(id) % self.depth)?
+            .as_ref()
+            .filter(|f| f.id == id)
     }
 
     /// Waits for the result of `ticket`.
     pub fn wait(&mut self, ticket: Ticket) -> Result<Vec<u8>, InvokeError> {
-        if let Some(r) = self.done.remove(&ticket.0) {
-            return r;
+        if !self.done.is_empty() {
+            if let Some(r) = self.done.remove(&ticket.0) {
+                return r;
+            }
         }
-        if !self.in_flight.contains_key(&ticket.0) {
+        if self.flying(ticket.0).is_none() {
             return Err(InvokeError::Protocol("unknown ticket".into()));
         }
         // Each collect is bounded by the timeout; the clock is read only
@@ -554,7 +576,7 @@ impl Invoker {
             let r = self.done.remove(&id).expect("a key just seen");
             return Ok(Some((Ticket(id), r)));
         }
-        if self.in_flight.is_empty() {
+        if self.flying == 0 {
             return Ok(None);
         }
         let c = match self.ep.wait(self.cfg.mode, timeout) {
@@ -568,7 +590,7 @@ impl Invoker {
 
     /// Invocations submitted and not yet redeemed.
     pub fn pending(&self) -> usize {
-        self.in_flight.len() + self.done.len()
+        self.flying + self.done.len()
     }
 
     /// Invokes `function` on every input, pipelined up to the depth; the
@@ -689,8 +711,7 @@ impl Invoker {
         match t {
             Some(t) if t.worker == self.worker && Some(t.invocation) == id => {
                 let function = self
-                    .in_flight
-                    .get(&t.invocation)
+                    .flying(t.invocation)
                     .and_then(|f| self.names.get(usize::from(f.function)))
                     .cloned()
                     .unwrap_or_default();
@@ -722,15 +743,18 @@ impl Invoker {
             }
         };
         let (id, status) = invocation::unpack_imm(w.imm);
-        let f = self
-            .in_flight
-            .remove(&id)
-            .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
+        let slot = usize::from(id) % self.depth;
+        let f = match self.in_flight.get_mut(slot) {
+            Some(f) if f.as_ref().is_some_and(|f| f.id == id) => f.take(),
+            _ => None,
+        }
+        .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
+        self.flying -= 1;
         if f.remote_len.is_some() {
             // The executor is done with the input: the region is free.
             self.input_busy = None;
         }
-        let start = f.slot * self.cfg.max_output;
+        let start = slot * self.cfg.max_output;
         if w.offset as usize != start || w.len as usize > self.cfg.max_output {
             return Err(InvokeError::Protocol("result outside its buffer".into()));
         }
@@ -760,7 +784,7 @@ impl Invoker {
                 Err(InvokeError::Protocol(format!("executor status {status}")))
             }
         };
-        self.free.push(f.slot);
+        self.free.push(slot);
         Ok((id, r))
     }
 }
