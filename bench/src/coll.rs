@@ -153,12 +153,7 @@ pub fn rank_main(
                     comm.reduce_scatter(&fa[..count * n], &mut fb[..count], ReduceOp::Sum)?
                 }
                 "alltoall" => comm.alltoall(&a[..size * n], &mut b[..size * n])?,
-                // MPI_Scan(a, b) of the ABI layer: the input copied, then
-                // scanned in place (the communicator has no two-buffer scan).
-                "scan" => {
-                    fb[..count].copy_from_slice(&fa[..count]);
-                    comm.scan(&mut fb[..count], ReduceOp::Sum)?
-                }
+                "scan" => comm.scan_to(&fa[..count], &mut fb[..count], ReduceOp::Sum)?,
                 other => bail!("unknown operation {other}"),
             }
             Ok(())

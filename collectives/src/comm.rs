@@ -54,6 +54,9 @@ enum PlanOp {
     Alltoall,
     Scan,
     Exscan,
+    /// Scan and exscan from the caller's input into its output.
+    ScanFromInput,
+    ExscanFromInput,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -799,11 +802,37 @@ impl Communicator {
         })
     }
 
-    fn plan_scan<T: Element>(&mut self, count: usize) -> Plan {
+    /// The scan's plan: in place, or from the input into the output.
+    fn plan_scan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Scan, count);
-        self.plan(PlanOp::Scan, 0, count, T::SIZE, |me, n| match alg {
-            Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
-            _ => sched::scan_recursive_doubling(me, n, count),
+        let op = match from_input {
+            true => PlanOp::ScanFromInput,
+            false => PlanOp::Scan,
+        };
+        self.plan(op, 0, count, T::SIZE, |me, n| {
+            let steps = match alg {
+                Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
+                _ => sched::scan_recursive_doubling(me, n, count),
+            };
+            match from_input {
+                true => sched::reduce_from_input(steps, count, true),
+                false => steps,
+            }
+        })
+    }
+
+    /// The exscan's plan: in place, or from the input into the output.
+    fn plan_exscan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
+        let op = match from_input {
+            true => PlanOp::ExscanFromInput,
+            false => PlanOp::Exscan,
+        };
+        self.plan(op, 0, count, T::SIZE, |me, n| {
+            let steps = sched::exscan(me, n, count);
+            match from_input {
+                true => sched::reduce_from_input(steps, count, true),
+                false => steps,
+            }
         })
     }
 
@@ -1047,8 +1076,34 @@ impl Communicator {
     ) -> Result<(), CollError> {
         let op = checked(op)?;
         let c = buf.len();
-        let steps = self.plan_scan::<T>(c);
+        let steps = self.plan_scan::<T>(c, false);
         self.exec("scan", steps, Whole { buf, base: 0 }, Some(op))
+    }
+
+    /// [`Communicator::scan`] of `send` into `recv`, as `MPI_Scan` with
+    /// two buffers: `send` is left as it is, and never copied whole first
+    /// (sends read it where no step has written yet; a combining receive
+    /// copies only what it combines into, as late as it can).
+    ///
+    /// ```no_run
+    /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
+    /// use rfx_collectives::ReduceOp;
+    /// let mine = vec![1u64; 4];
+    /// let mut prefix = vec![0; 4];
+    /// c.scan_to(&mine, &mut prefix, ReduceOp::Sum)?;
+    /// assert_eq!(prefix[0], c.rank() as u64 + 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn scan_to<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        op: impl Into<Op<T>>,
+    ) -> Result<(), CollError> {
+        let op = checked(op)?;
+        Self::len_check("scan's receive buffer", recv.len(), send.len())?;
+        let steps = self.plan_scan::<T>(send.len(), true);
+        self.exec("scan", steps, Split { a: send, b: recv }, Some(op))
     }
 
     /// Exclusive prefix reduction: rank i > 0 gets `buf_0 ⊕ ... ⊕ buf_{i-1}`;
@@ -1059,11 +1114,24 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
         let op = checked(op)?;
-        let c = buf.len();
-        let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
-            sched::exscan(me, n, c)
-        });
+        let steps = self.plan_exscan::<T>(buf.len(), false);
         self.exec("exscan", steps, Whole { buf, base: 0 }, Some(op))
+    }
+
+    /// [`Communicator::exscan`] of `send` into `recv`, as `MPI_Exscan`
+    /// with two buffers: `send` is left as it is, never copied whole
+    /// first; rank 0's `recv` gets a copy of its `send` (MPI leaves it
+    /// undefined).
+    pub fn exscan_to<T: Element>(
+        &mut self,
+        send: &[T],
+        recv: &mut [T],
+        op: impl Into<Op<T>>,
+    ) -> Result<(), CollError> {
+        let op = checked(op)?;
+        Self::len_check("exscan's receive buffer", recv.len(), send.len())?;
+        let steps = self.plan_exscan::<T>(send.len(), true);
+        self.exec("exscan", steps, Split { a: send, b: recv }, Some(op))
     }
 
     // ----- collectives: non-blocking --------------------------------------
@@ -1207,8 +1275,7 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
         let op = checked(op)?;
-        let c = buf.len();
-        let steps = self.plan_scan::<T>(c);
+        let steps = self.plan_scan::<T>(buf.len(), false);
         Ok(self.request("iscan", steps, buf, Some(op), Ok))
     }
 
@@ -1219,10 +1286,7 @@ impl Communicator {
         op: impl Into<Op<T>>,
     ) -> Result<Request<Vec<T>>, CollError> {
         let op = checked(op)?;
-        let c = buf.len();
-        let steps = self.plan(PlanOp::Exscan, 0, c, T::SIZE, |me, n| {
-            sched::exscan(me, n, c)
-        });
+        let steps = self.plan_exscan::<T>(buf.len(), false);
         Ok(self.request("iexscan", steps, buf, Some(op), Ok))
     }
 

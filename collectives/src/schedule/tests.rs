@@ -563,6 +563,63 @@ fn scans_in_rank_order() {
     }
 }
 
+/// `scan_to` and `exscan_to`: from the input into the output, the input
+/// never written and copied at most once, the prefixes in rank order.
+#[test]
+fn scans_from_the_input_never_write_it() {
+    for n in ranks() {
+        for count in COUNTS {
+            for f in [sum as F, first, last] {
+                for kind in 0..3 {
+                    let s: Vec<_> = (0..n)
+                        .map(|me| {
+                            let steps = match kind {
+                                0 => scan_recursive_doubling(me, n, count),
+                                1 => scan_chain(me, n, count),
+                                _ => exscan(me, n, count),
+                            };
+                            reduce_from_input(steps, count, true)
+                        })
+                        .collect();
+                    for steps in &s {
+                        let copied: usize = steps
+                            .iter()
+                            .map(|st| match st {
+                                Step::Copy { from, to } => {
+                                    assert!(*to >= count, "a copy into the input");
+                                    if from.end <= count {
+                                        from.len()
+                                    } else {
+                                        0
+                                    }
+                                }
+                                _ => 0,
+                            })
+                            .sum();
+                        assert!(copied <= count, "the input copied {copied} > {count}");
+                    }
+                    let mut bufs: Vec<Vec<u64>> = (0..n)
+                        .map(|r| {
+                            let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                            b.resize(2 * count, 7);
+                            b
+                        })
+                        .collect();
+                    simulate(&s, &mut bufs, f);
+                    for (r, b) in bufs.iter().enumerate() {
+                        let inp: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+                        assert_eq!(&b[..count], &inp[..], "the input is untouched");
+                        // exscan: rank 0 gets its own input.
+                        let upto = if kind == 2 { r.max(1) } else { r + 1 };
+                        let want: Vec<u64> = (0..count).map(|j| fold(upto, j, f)).collect();
+                        assert_eq!(&b[count..], &want[..], "kind {kind} n={n} rank {r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn blocks_cover_the_buffer() {
     for count in [0usize, 1, 5, 100] {

@@ -142,6 +142,19 @@ fn check_all<T: Gen>(c: &mut Communicator, count: usize, all_ops: bool) {
     if me > 0 {
         assert_eq!(ex, fold(0..me, count, &ReduceOp::Max.into()), "exscan");
     }
+    // Two buffers, as MPI_Scan and MPI_Exscan; the outputs start as garbage.
+    let mut out = inputs::<T>(me + 55, count);
+    c.scan_to(&inputs::<T>(me, count), &mut out, ReduceOp::Sum)
+        .unwrap();
+    assert_eq!(out, sc, "scan_to");
+    let mut out = inputs::<T>(me + 66, count);
+    c.exscan_to(&inputs::<T>(me, count), &mut out, ReduceOp::Max)
+        .unwrap();
+    let want = match me {
+        0 => inputs::<T>(0, count),
+        _ => ex,
+    };
+    assert_eq!(out, want, "exscan_to");
     c.barrier().unwrap();
 }
 
@@ -180,8 +193,11 @@ pub fn all(c: &mut Communicator) {
     // Non-commutative user op in scan: keep the left operand -> rank 0's.
     let first = Op::<i64>::custom(|_acc, _x| {});
     let mut v = vec![me + 100];
-    c.scan(&mut v, first).unwrap();
+    c.scan(&mut v, first.clone()).unwrap();
     assert_eq!(v, vec![100]);
+    let mut w = vec![0];
+    c.scan_to(&[me + 100], &mut w, first).unwrap();
+    assert_eq!(w, vec![100]);
     point_to_point(c);
 }
 

@@ -331,6 +331,13 @@ entry! {
         state::call("MPI_Scan", comm, |st| {
             let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
+            if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
+                // No copy of the input first (see `scan_to`).
+                return with_plan!(plan, |o: T| {
+                    let typed = as_typed::<T>(input);
+                    with_typed::<T, _>(out, |b| c.scan_to(&typed, b, o)).map_err(Failure::from)
+                });
+            }
             let buf = load(send, recv, len)?;
             dt.receive(buf, |buf| {
                 with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.scan(b, o)))
@@ -344,6 +351,13 @@ entry! {
         state::call("MPI_Exscan", comm, |st| {
             let (plan, len, dt) = reduction(st, n, ty, op)?;
             let c = st.rfx(comm)?;
+            if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
+                // No copy of the input first (see `exscan_to`).
+                return with_plan!(plan, |o: T| {
+                    let typed = as_typed::<T>(input);
+                    with_typed::<T, _>(out, |b| c.exscan_to(&typed, b, o)).map_err(Failure::from)
+                });
+            }
             let buf = load(send, recv, len)?;
             dt.receive(buf, |buf| {
                 with_plan!(plan, |o: T| reduce_in::<T>(c, buf, o, |c, b, o| c.exscan(b, o)))

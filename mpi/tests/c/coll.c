@@ -249,6 +249,7 @@ static void test_reduce_scatter_scan(void) {
     MPI_OK(MPI_Scan(x, s, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
     CHECK(s[0] == incl[0] && s[1] == incl[1], "Scan %d %d, want %d %d", s[0], s[1],
           incl[0], incl[1]);
+    CHECK(x[0] == rank + 1 && x[1] == rank * rank, "Scan wrote its input");
     s[0] = x[0];
     s[1] = x[1];
     MPI_OK(MPI_Scan(MPI_IN_PLACE, s, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
@@ -265,6 +266,7 @@ static void test_reduce_scatter_scan(void) {
     if (rank > 0)
         CHECK(s[0] == incl[0] - x[0] && s[1] == incl[1] - x[1], "Exscan %d %d",
               s[0], s[1]);
+    CHECK(x[0] == rank + 1 && x[1] == rank * rank, "Exscan wrote its input");
     s[0] = x[0];
     s[1] = x[1];
     MPI_OK(MPI_Exscan(MPI_IN_PLACE, s, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD));
