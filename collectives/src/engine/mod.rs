@@ -60,7 +60,12 @@ pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 
 /// Completions taken from one endpoint per sweep, so that one busy peer
-/// does not starve the others.
+/// does not starve the others. With a core per rank a sweep also stops
+/// at the first new message from a peer: the waiting operation gets it
+/// at once, and does not wait on the peer's next record while the peer
+/// is still writing its line (bcast 8 B on 2 ranks: the receiver's call
+/// 0.63 → 0.35 µs by OSU's method). Oversubscribed ranks, for which a
+/// sweep may end in a yield, take the whole burst.
 const POLL_BURST: usize = 64;
 
 /// Most writes taken from a peer after a write to it failed.
@@ -1078,6 +1083,7 @@ impl<L: Link> Engine<L> {
     pub(crate) fn progress(&mut self) -> bool {
         let mut moved = false;
         let mut arrived = false;
+        let one_each = !self.oversubscribed;
         let Engine { peers, stage, .. } = self;
         for (r, peer) in peers.iter_mut().enumerate() {
             if peer.gone.is_some() {
@@ -1099,6 +1105,7 @@ impl<L: Link> Engine<L> {
                     Ok(Some(Completion::Write(w))) => {
                         moved = true;
                         match on_write(l, msgs, next_msg, &w) {
+                            Ok(_) if one_each && *next_msg != before => break,
                             Ok(_) => {}
                             Err(why) => {
                                 *gone = Some(malformed(r, why));

@@ -50,7 +50,30 @@ fn messages_of_every_size_arrive_whole_and_in_order() {
         assert_eq!(&got, want);
     }
     assert!(!m.engines[0].has_pending(1));
+    // The receiver's last credit may still be on its way to the sender.
+    assert!(m.settle(100) <= 1, "more than the last credit left to move");
+    assert_eq!(m.in_flight(0, 1), 0);
     assert_eq!(m.settle(100), 0, "nothing left to move");
+}
+
+/// With a core per rank a sweep hands the waiting operation the first new
+/// message of a peer and leaves the rest in the link; oversubscribed, it
+/// takes the whole burst.
+#[test]
+fn a_sweep_stops_at_the_first_new_message_unless_oversubscribed() {
+    for oversubscribed in [false, true] {
+        let mut m = Mesh::new(2, 4096, 1024);
+        m.engines[1].oversubscribed = oversubscribed;
+        let sent: Vec<Vec<u8>> = (0..3).map(|i| send(&mut m, 0, 1, 4, i, 8)).collect();
+        m.land_all();
+        assert!(m.engines[1].progress());
+        let queued = m.engines[1].peers[0].msgs.len();
+        assert_eq!(queued, if oversubscribed { 3 } else { 1 });
+        for want in &sent {
+            let (_, _, got) = m.recv(1, Some(0), CTX, Some(4), STEPS).expect("arrives");
+            assert_eq!(&got, want, "oversubscribed {oversubscribed}");
+        }
+    }
 }
 
 #[test]
