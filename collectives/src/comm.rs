@@ -957,10 +957,23 @@ impl Communicator {
         recv: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
+        self.reduce_into("allreduce", send, recv, op, Self::plan_allreduce::<T>)
+    }
+
+    /// A reduction of `send` into `recv` (as long) on every rank, by the
+    /// plan `plan` makes from the input (`from_input` set).
+    fn reduce_into<T: Element>(
+        &mut self,
+        name: &'static str,
+        send: &[T],
+        recv: &mut [T],
+        op: impl Into<Op<T>>,
+        plan: fn(&mut Self, usize, bool) -> Plan,
+    ) -> Result<(), CollError> {
         let op = checked(op)?;
-        Self::len_check("allreduce's receive buffer", recv.len(), send.len())?;
-        let steps = self.plan_allreduce::<T>(send.len(), true);
-        self.exec("allreduce", steps, Split { a: send, b: recv }, Some(op))
+        Self::len_check("the receive buffer", recv.len(), send.len())?;
+        let steps = plan(self, send.len(), true);
+        self.exec(name, steps, Split { a: send, b: recv }, Some(op))
     }
 
     /// Gathers every rank's `send` into `recv` of `root`, in rank order
@@ -1100,10 +1113,7 @@ impl Communicator {
         recv: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
-        let op = checked(op)?;
-        Self::len_check("scan's receive buffer", recv.len(), send.len())?;
-        let steps = self.plan_scan::<T>(send.len(), true);
-        self.exec("scan", steps, Split { a: send, b: recv }, Some(op))
+        self.reduce_into("scan", send, recv, op, Self::plan_scan::<T>)
     }
 
     /// Exclusive prefix reduction: rank i > 0 gets `buf_0 ⊕ ... ⊕ buf_{i-1}`;
@@ -1128,10 +1138,7 @@ impl Communicator {
         recv: &mut [T],
         op: impl Into<Op<T>>,
     ) -> Result<(), CollError> {
-        let op = checked(op)?;
-        Self::len_check("exscan's receive buffer", recv.len(), send.len())?;
-        let steps = self.plan_exscan::<T>(send.len(), true);
-        self.exec("exscan", steps, Split { a: send, b: recv }, Some(op))
+        self.reduce_into("exscan", send, recv, op, Self::plan_exscan::<T>)
     }
 
     // ----- collectives: non-blocking --------------------------------------

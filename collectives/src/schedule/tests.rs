@@ -95,6 +95,36 @@ fn fold(n: usize, j: usize, f: F) -> u64 {
 
 const COUNTS: [usize; 5] = [0, 1, 3, 17, 64];
 
+/// Elements a schedule over `[input | output]` copies out of the input
+/// (`count` each); panics on a copy into the input.
+fn copied_from_input(steps: &[Step], count: usize) -> usize {
+    steps
+        .iter()
+        .map(|st| match st {
+            Step::Copy { from, to } => {
+                assert!(*to >= count, "a copy into the input");
+                if from.end <= count {
+                    from.len()
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Every rank's buffer of its input then an output of garbage.
+fn input_then_output(n: usize, count: usize) -> Vec<Vec<u64>> {
+    (0..n)
+        .map(|r| {
+            let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
+            b.resize(2 * count, 7);
+            b
+        })
+        .collect()
+}
+
 fn ranks() -> impl Iterator<Item = usize> {
     1..=17
 }
@@ -250,30 +280,15 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
                         })
                         .collect();
                     for steps in &s {
-                        let mut copied = 0;
                         for st in steps {
-                            match st {
-                                Step::Recv { blocks, .. } => {
-                                    assert!(blocks.iter().all(|b| b.start >= count || b.is_empty()))
-                                }
-                                Step::Copy { from, to } => {
-                                    assert!(*to >= count, "a copy into the input");
-                                    if from.end <= count {
-                                        copied += from.len();
-                                    }
-                                }
-                                Step::Send { .. } => {}
+                            if let Step::Recv { blocks, .. } = st {
+                                assert!(blocks.iter().all(|b| b.start >= count || b.is_empty()))
                             }
                         }
+                        let copied = copied_from_input(steps, count);
                         assert!(copied <= count, "the input copied {copied} > {count}");
                     }
-                    let mut bufs: Vec<Vec<u64>> = (0..n)
-                        .map(|r| {
-                            let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
-                            b.resize(2 * count, 7);
-                            b
-                        })
-                        .collect();
+                    let mut bufs = input_then_output(n, count);
                     simulate(&s, &mut bufs, f);
                     let want: Vec<u64> = (0..count).map(|j| fold(n, j, f)).collect();
                     for (r, b) in bufs.iter().enumerate() {
@@ -582,29 +597,10 @@ fn scans_from_the_input_never_write_it() {
                         })
                         .collect();
                     for steps in &s {
-                        let copied: usize = steps
-                            .iter()
-                            .map(|st| match st {
-                                Step::Copy { from, to } => {
-                                    assert!(*to >= count, "a copy into the input");
-                                    if from.end <= count {
-                                        from.len()
-                                    } else {
-                                        0
-                                    }
-                                }
-                                _ => 0,
-                            })
-                            .sum();
+                        let copied = copied_from_input(steps, count);
                         assert!(copied <= count, "the input copied {copied} > {count}");
                     }
-                    let mut bufs: Vec<Vec<u64>> = (0..n)
-                        .map(|r| {
-                            let mut b: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
-                            b.resize(2 * count, 7);
-                            b
-                        })
-                        .collect();
+                    let mut bufs = input_then_output(n, count);
                     simulate(&s, &mut bufs, f);
                     for (r, b) in bufs.iter().enumerate() {
                         let inp: Vec<u64> = (0..count).map(|j| input(r, j)).collect();
