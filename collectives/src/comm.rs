@@ -724,21 +724,33 @@ impl Communicator {
         from_input: bool,
     ) -> Plan {
         let alg = self.choose::<T>(Collective::Reduce, count);
-        let op = if from_input {
-            PlanOp::ReduceFromInput
-        } else {
-            PlanOp::Reduce
-        };
-        self.plan(op, root, count, T::SIZE, |me, n| {
-            let steps = match alg {
-                Algorithm::Chain { chunk } => {
-                    sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
-                }
-                Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
-                _ => sched::reduce_binomial(me, n, root, count),
-            };
+        let ops = (PlanOp::Reduce, PlanOp::ReduceFromInput);
+        self.reducing_plan::<T>(ops, Some(root), count, from_input, |me, n| match alg {
+            Algorithm::Chain { chunk } => {
+                sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
+            }
+            Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
+            _ => sched::reduce_binomial(me, n, root, count),
+        })
+    }
+
+    /// A reducing operation's plan: the schedule `make` builds (cached
+    /// under `ops.0`), or with `from_input` that schedule rewritten to run
+    /// from the caller's input into its output (under `ops.1`); the output
+    /// is whole on every rank, or on `root`'s only.
+    fn reducing_plan<T: Element>(
+        &mut self,
+        ops: (PlanOp, PlanOp),
+        root: Option<usize>,
+        count: usize,
+        from_input: bool,
+        make: impl FnOnce(usize, usize) -> Vec<Step>,
+    ) -> Plan {
+        let op = if from_input { ops.1 } else { ops.0 };
+        self.plan(op, root.unwrap_or(0), count, T::SIZE, |me, n| {
+            let steps = make(me, n);
             match from_input {
-                true => sched::reduce_from_input(steps, count, me == root),
+                true => sched::reduce_from_input(steps, count, root.is_none_or(|r| r == me)),
                 false => steps,
             }
         })
@@ -747,21 +759,11 @@ impl Communicator {
     /// The allreduce's plan: in place, or from the input into the output.
     pub(crate) fn plan_allreduce<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Allreduce, count);
-        let op = if from_input {
-            PlanOp::AllreduceFromInput
-        } else {
-            PlanOp::Allreduce
-        };
-        self.plan(op, 0, count, T::SIZE, |me, n| {
-            let steps = match alg {
-                Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
-                Algorithm::Ring => sched::allreduce_ring(me, n, count),
-                _ => sched::allreduce_recursive_doubling(me, n, count),
-            };
-            match from_input {
-                true => sched::reduce_from_input(steps, count, true),
-                false => steps,
-            }
+        let ops = (PlanOp::Allreduce, PlanOp::AllreduceFromInput);
+        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| match alg {
+            Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
+            Algorithm::Ring => sched::allreduce_ring(me, n, count),
+            _ => sched::allreduce_recursive_doubling(me, n, count),
         })
     }
 
@@ -805,34 +807,18 @@ impl Communicator {
     /// The scan's plan: in place, or from the input into the output.
     fn plan_scan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Scan, count);
-        let op = match from_input {
-            true => PlanOp::ScanFromInput,
-            false => PlanOp::Scan,
-        };
-        self.plan(op, 0, count, T::SIZE, |me, n| {
-            let steps = match alg {
-                Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
-                _ => sched::scan_recursive_doubling(me, n, count),
-            };
-            match from_input {
-                true => sched::reduce_from_input(steps, count, true),
-                false => steps,
-            }
+        let ops = (PlanOp::Scan, PlanOp::ScanFromInput);
+        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| match alg {
+            Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
+            _ => sched::scan_recursive_doubling(me, n, count),
         })
     }
 
     /// The exscan's plan: in place, or from the input into the output.
     fn plan_exscan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
-        let op = match from_input {
-            true => PlanOp::ExscanFromInput,
-            false => PlanOp::Exscan,
-        };
-        self.plan(op, 0, count, T::SIZE, |me, n| {
-            let steps = sched::exscan(me, n, count);
-            match from_input {
-                true => sched::reduce_from_input(steps, count, true),
-                false => steps,
-            }
+        let ops = (PlanOp::Exscan, PlanOp::ExscanFromInput);
+        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| {
+            sched::exscan(me, n, count)
         })
     }
 

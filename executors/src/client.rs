@@ -531,12 +531,11 @@ impl Invoker {
         )))
     }
 
-    /// The invocation `id` if it is in flight.
-    fn flying(&self, id: u16) -> Option<&InFlight> {
-        self.in_flight
-            .get(usize::from(id) % self.depth)?
-            .as_ref()
-            .filter(|f| f.id == id)
+    /// The slot of invocation `id` if it is in flight there.
+    fn slot_of(&self, id: u16) -> Option<usize> {
+        let slot = usize::from(id) % self.depth;
+        let f = self.in_flight.get(slot)?.as_ref()?;
+        (f.id == id).then_some(slot)
     }
 
     /// Waits for the result of `ticket`.
@@ -546,7 +545,7 @@ impl Invoker {
                 return r;
             }
         }
-        if self.flying(ticket.0).is_none() {
+        if self.slot_of(ticket.0).is_none() {
             return Err(InvokeError::Protocol("unknown ticket".into()));
         }
         // Each collect is bounded by the timeout; the clock is read only
@@ -711,7 +710,8 @@ impl Invoker {
         match t {
             Some(t) if t.worker == self.worker && Some(t.invocation) == id => {
                 let function = self
-                    .flying(t.invocation)
+                    .slot_of(t.invocation)
+                    .and_then(|s| self.in_flight[s].as_ref())
                     .and_then(|f| self.names.get(usize::from(f.function)))
                     .cloned()
                     .unwrap_or_default();
@@ -743,12 +743,10 @@ impl Invoker {
             }
         };
         let (id, status) = invocation::unpack_imm(w.imm);
-        let slot = usize::from(id) % self.depth;
-        let f = match self.in_flight.get_mut(slot) {
-            Some(f) if f.as_ref().is_some_and(|f| f.id == id) => f.take(),
-            _ => None,
-        }
-        .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
+        let (slot, f) = self
+            .slot_of(id)
+            .and_then(|s| Some((s, self.in_flight[s].take()?)))
+            .ok_or_else(|| InvokeError::Protocol(format!("result for unknown invocation {id}")))?;
         self.flying -= 1;
         if f.remote_len.is_some() {
             // The executor is done with the input: the region is free.

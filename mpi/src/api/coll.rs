@@ -185,6 +185,19 @@ fn reduce_in<T: Element + Pod>(
     with_typed::<T, _>(buf, |b| f(c, b, op)).map_err(Failure::from)
 }
 
+/// A reduction of `input` into `out`, both bytes of `T`s, with the
+/// communicator's two-buffer call `f` (no copy of the input first).
+fn reduce_to_in<T: Element + Pod>(
+    c: &mut Communicator,
+    input: &[u8],
+    out: &mut [u8],
+    op: Op<T>,
+    f: impl FnOnce(&mut Communicator, &[T], &mut [T], Op<T>) -> Result<(), CollError>,
+) -> Result<(), Failure> {
+    let typed = as_typed::<T>(input);
+    with_typed::<T, _>(out, |b| f(c, &typed, b, op)).map_err(Failure::from)
+}
+
 /// The group table of `comm`, when it is a function's group.
 fn group_of(st: &mut State, comm: Handle) -> Option<Table> {
     match st.comm(comm).ok()?.ep {
@@ -272,9 +285,7 @@ entry! {
                 if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
                     // No copy of the input first (see `reduce_to`).
                     return with_plan!(plan, |o: T| {
-                        let typed = as_typed::<T>(input);
-                        with_typed::<T, _>(out, |b| c.reduce_to(&typed, b, r, o))
-                            .map_err(Failure::from)
+                        reduce_to_in::<T>(c, input, out, o, |c, s, b, o| c.reduce_to(s, b, r, o))
                     });
                 }
             }
@@ -314,8 +325,7 @@ entry! {
             if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
                 // No copy of the input first (see `allreduce_to`).
                 return with_plan!(plan, |o: T| {
-                    let typed = as_typed::<T>(input);
-                    with_typed::<T, _>(out, |b| c.allreduce_to(&typed, b, o)).map_err(Failure::from)
+                    reduce_to_in::<T>(c, input, out, o, |c, s, b, o| c.allreduce_to(s, b, o))
                 });
             }
             let buf = load(send, recv, len)?;
@@ -334,8 +344,7 @@ entry! {
             if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
                 // No copy of the input first (see `scan_to`).
                 return with_plan!(plan, |o: T| {
-                    let typed = as_typed::<T>(input);
-                    with_typed::<T, _>(out, |b| c.scan_to(&typed, b, o)).map_err(Failure::from)
+                    reduce_to_in::<T>(c, input, out, o, |c, s, b, o| c.scan_to(s, b, o))
                 });
             }
             let buf = load(send, recv, len)?;
@@ -354,8 +363,7 @@ entry! {
             if let Some((input, out)) = two_buffers(send, recv, len, &dt)? {
                 // No copy of the input first (see `exscan_to`).
                 return with_plan!(plan, |o: T| {
-                    let typed = as_typed::<T>(input);
-                    with_typed::<T, _>(out, |b| c.exscan_to(&typed, b, o)).map_err(Failure::from)
+                    reduce_to_in::<T>(c, input, out, o, |c, s, b, o| c.exscan_to(s, b, o))
                 });
             }
             let buf = load(send, recv, len)?;
