@@ -189,6 +189,68 @@ fn an_unredeemed_ticket_keeps_its_id_across_a_turn_of_the_ids() {
     assert_eq!(inv.pending(), 0);
 }
 
+/// An executor is the tenant's code: one that answers with forged
+/// invocation ids (never submitted, or naming a busy slot with another
+/// id) gets a protocol error from the client, never a panic or a result
+/// taken for another invocation's.
+#[test]
+fn results_with_forged_ids_are_refused() {
+    use rfx::executors::session::{self, ExecutorHello, Setup, SetupReply};
+    use rfx::fabric::invocation::{pack_imm, unpack_imm, Status};
+    use rfx::fabric::{Completion, ConnectOptions, PollMode};
+
+    // Another id on the same (busy) slot; an id on a slot with nothing in flight.
+    for forge in [|id: u16| id ^ 0x8000, |id: u16| id.wrapping_add(1)] {
+        let f = fabric(TransportKind::Shm);
+        let listener = f.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let fake = std::thread::spawn(move || {
+            let inbox = f.register(4 * 64).unwrap();
+            let hello = ExecutorHello {
+                slots: 4,
+                slot_size: 64,
+                worker: 0,
+            };
+            let opts = ConnectOptions::new()
+                .expose(&inbox)
+                .user_data(session::encode(&hello))
+                .secret(TOKEN.as_bytes());
+            let mut ep = listener.accept(&opts).unwrap();
+            let wait = Duration::from_secs(20);
+            let Completion::Recv(m) = ep.wait(PollMode::Warm, wait).unwrap() else {
+                panic!("no set-up")
+            };
+            let _: Setup = session::decode(&m).unwrap();
+            ep.send(&session::encode(&SetupReply::Ready)).unwrap();
+            let results = ep.peer_buffers()[0];
+            let Completion::Write(w) = ep.wait(PollMode::Warm, wait).unwrap() else {
+                panic!("no invocation")
+            };
+            let (id, _) = unpack_imm(w.imm);
+            let forged = pack_imm(forge(id), Status::Ok as u16);
+            ep.write_imm(b"forged", &results, 0, forged).unwrap();
+            // Held open until the client has judged the result.
+            let _ = ep.wait(PollMode::Warm, wait);
+        });
+        let mut inv = Invoker::connect(
+            &fabric(TransportKind::Shm),
+            addr,
+            TOKEN.as_bytes(),
+            shipped(&examples().rust),
+            &["echo"],
+            InvokerConfig { depth: 4, ..cfg() },
+        )
+        .unwrap();
+        let r = inv.invoke("echo", b"real");
+        assert!(
+            matches!(&r, Err(InvokeError::Protocol(why)) if why.contains("unknown invocation")),
+            "{r:?}"
+        );
+        drop(inv);
+        fake.join().unwrap();
+    }
+}
+
 #[test]
 fn wrong_token_and_bad_libraries_are_refused() {
     let ex = examples();
