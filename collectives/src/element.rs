@@ -66,6 +66,15 @@ pub trait Element:
     /// `acc[i] = acc[i] op src[i]`.
     #[doc(hidden)]
     fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError>;
+    /// `out[i] = a[i] op b[i]`, in one pass (`out`, `a` and `b` of one
+    /// length).
+    #[doc(hidden)]
+    fn reduce_slice3(
+        op: ReduceOp,
+        out: &mut [Self],
+        a: &[Self],
+        b: &[Self],
+    ) -> Result<(), CollError>;
     /// The wire bytes of `src` without copying, where the memory layout is
     /// the wire's (little-endian hosts; `usize` of 64 bits).
     #[doc(hidden)]
@@ -163,6 +172,19 @@ macro_rules! element {
                 $apply!(op, $t, it);
                 Ok(())
             }
+            fn reduce_slice3(
+                op: ReduceOp,
+                out: &mut [Self],
+                a: &[Self],
+                b: &[Self],
+            ) -> Result<(), CollError> {
+                let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
+                    *o = *x;
+                    (o, *y)
+                });
+                $apply!(op, $t, it);
+                Ok(())
+            }
             le_casts!();
         }
     )*};
@@ -197,6 +219,19 @@ impl Element for usize {
     }
     fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
         let it = acc.iter_mut().zip(src.iter().copied());
+        int_apply!(op, usize, it);
+        Ok(())
+    }
+    fn reduce_slice3(
+        op: ReduceOp,
+        out: &mut [Self],
+        a: &[Self],
+        b: &[Self],
+    ) -> Result<(), CollError> {
+        let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
+            *o = *x;
+            (o, *y)
+        });
         int_apply!(op, usize, it);
         Ok(())
     }
@@ -307,6 +342,25 @@ impl<T: Element> Op<T> {
         }
     }
 
+    /// `out = input ⊕ x` (`left == false`) or `out = x ⊕ input`, in one
+    /// pass for the built-in operations.
+    pub(crate) fn combine3(
+        &self,
+        out: &mut [T],
+        input: &[T],
+        x: &[T],
+        left: bool,
+    ) -> Result<(), CollError> {
+        match self {
+            // Built-ins are commutative: the side does not matter.
+            Op::Builtin(op) => T::reduce_slice3(*op, out, input, x),
+            Op::Custom(_) => {
+                out.copy_from_slice(input);
+                self.combine_slice(out, x, left)
+            }
+        }
+    }
+
     /// `acc = acc ⊕ wire` (`left == false`) or `acc = wire ⊕ acc`
     /// (`left == true`), with `wire` holding `acc.len()` encoded elements.
     pub(crate) fn combine_bytes(
@@ -393,5 +447,40 @@ mod tests {
         assert_eq!(acc, [9]);
         first.combine_bytes(&mut acc, &[4], false).unwrap();
         assert_eq!(acc, [9]);
+        // From an input into an output: the same sides, the input kept.
+        let (input, mut out) = ([1u8, 2], [0u8; 2]);
+        first.combine3(&mut out, &input, &[7, 8], true).unwrap();
+        assert_eq!((out, input), ([7, 8], [1, 2]));
+        first.combine3(&mut out, &input, &[7, 8], false).unwrap();
+        assert_eq!(out, [1, 2]);
+    }
+
+    /// `out = a op b` in one pass agrees with `acc = a; acc op= b`, for
+    /// every built-in operation and several types.
+    #[test]
+    fn three_operand_reductions_agree_with_in_place_ones() {
+        fn check<T: Element + From<u8>>(ops: &[ReduceOp]) {
+            let a: Vec<T> = (0..37u8).map(|i| T::from(i.wrapping_mul(7) % 50)).collect();
+            let b: Vec<T> = (0..37u8)
+                .map(|i| T::from(i.wrapping_mul(3) % 41 + 1))
+                .collect();
+            for &op in ops {
+                let mut want = a.clone();
+                T::reduce_slice(op, &mut want, &b).unwrap();
+                let mut out = vec![T::default(); a.len()];
+                Op::from(op).combine3(&mut out, &a, &b, false).unwrap();
+                assert_eq!(out, want, "{} {op:?}", T::NAME);
+            }
+        }
+        let floats = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max];
+        check::<u8>(&ReduceOp::ALL);
+        check::<i32>(&ReduceOp::ALL);
+        check::<u64>(&ReduceOp::ALL);
+        check::<f32>(&floats);
+        check::<f64>(&floats);
+        let a: Vec<usize> = (0..9).collect();
+        let mut out = vec![0usize; 9];
+        usize::reduce_slice3(ReduceOp::Max, &mut out, &a, &[4; 9]).unwrap();
+        assert_eq!(out, [4, 4, 4, 4, 4, 5, 6, 7, 8]);
     }
 }

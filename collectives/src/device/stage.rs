@@ -144,10 +144,25 @@ impl<D: Device> Staging<D> {
                     let op = match combine {
                         Combine::Replace => None,
                         // Every device reduction is commutative.
-                        Combine::Reduce | Combine::ReduceLeft => Some(op.ok_or_else(|| {
-                            CollError::Device("a reducing step without a reduction".into())
-                        })?),
+                        Combine::Reduce | Combine::ReduceLeft | Combine::ReduceFrom { .. } => {
+                            Some(op.ok_or_else(|| {
+                                CollError::Device("a reducing step without a reduction".into())
+                            })?)
+                        }
                     };
+                    if let Combine::ReduceFrom { back, .. } = combine {
+                        // The input under the output first, then reduce there.
+                        for b in blocks {
+                            self.dev
+                                .copy_within(
+                                    mem,
+                                    (b.start - back) * esize,
+                                    b.start * esize,
+                                    b.len() * esize,
+                                )
+                                .map_err(dev_err)?;
+                        }
+                    }
                     self.recv(comm, wire, *from, &bytes(blocks), mem, op)?;
                 }
                 Step::Copy { from, to } => self

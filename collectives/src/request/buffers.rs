@@ -11,6 +11,20 @@ pub(crate) trait TaskBuf<T>: Send {
     fn write(&mut self, r: Range<usize>) -> Result<&mut [T], CollError>;
     /// Copies `from` to the range starting at `to`.
     fn copy(&mut self, from: Range<usize>, to: usize) -> Result<(), CollError>;
+    /// The elements `back` before range `r`, to read, and `r`, to write (a
+    /// receive that reduces the input with a message into the output,
+    /// [`Combine::ReduceFrom`](crate::schedule::Combine::ReduceFrom)).
+    /// Only a split buffer has them apart.
+    fn input_and_output(
+        &mut self,
+        r: Range<usize>,
+        back: usize,
+    ) -> Result<(&[T], &mut [T]), CollError> {
+        let _ = (r, back);
+        Err(CollError::InvalidArgument(
+            "a schedule reduces from an input this buffer does not hold apart".into(),
+        ))
+    }
 }
 
 pub(super) fn shift(r: &Range<usize>, base: usize) -> Range<usize> {
@@ -102,5 +116,19 @@ impl<T: Copy + Send + Sync> TaskBuf<T> for Split<'_, T> {
             self.b.copy_within(shift(&from, n), to - n);
         }
         Ok(())
+    }
+    fn input_and_output(
+        &mut self,
+        r: Range<usize>,
+        back: usize,
+    ) -> Result<(&[T], &mut [T]), CollError> {
+        let n = self.a.len();
+        let input = r.start.checked_sub(back).map(|s| s..s + r.len());
+        match input {
+            Some(i) if i.end <= n && r.start >= n => Ok((&self.a[i], &mut self.b[shift(&r, n)])),
+            _ => Err(CollError::InvalidArgument(
+                "a schedule reduces from outside the input".into(),
+            )),
+        }
     }
 }

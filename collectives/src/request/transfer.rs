@@ -78,8 +78,20 @@ pub(super) fn deliver<T: Element, B: TaskBuf<T>>(
         }
         let start = e0 - cum;
         let k = (blen - start).min(n);
-        let dst = buf.write(r.start + start..r.start + start + k)?;
-        land(dst, combine, op, piece.sub(at, k * s), scratch)?;
+        let range = r.start + start..r.start + start + k;
+        match combine {
+            Combine::ReduceFrom { back, left } => {
+                let (input, dst) = buf.input_and_output(range, back)?;
+                land_from(dst, input, left, op, piece.sub(at, k * s), scratch)?;
+            }
+            _ => land(
+                buf.write(range)?,
+                combine,
+                op,
+                piece.sub(at, k * s),
+                scratch,
+            )?,
+        }
         at += k * s;
         e0 += k;
         n -= k;
@@ -155,6 +167,48 @@ pub(super) fn land<T: Element>(
             Ok(())
         }
     }
+}
+
+/// Lands one piece in `dst` as `dst = input ⊕ piece` (or `piece ⊕ input`
+/// with `left`): one pass over each scratch-sized chunk, the input never
+/// copied into `dst` first.
+fn land_from<T: Element>(
+    dst: &mut [T],
+    input: &[T],
+    left: bool,
+    op: Option<&Op<T>>,
+    piece: Piece<'_>,
+    scratch: &mut [u64],
+) -> Result<(), CollError> {
+    let combine = if left {
+        Combine::ReduceLeft
+    } else {
+        Combine::Reduce
+    };
+    let Some(op) = op.filter(|_| !matches!(piece, Piece::Bytes(_))) else {
+        // Bytes already out (or no operation): the copy, then in place.
+        dst.copy_from_slice(input);
+        return land(dst, combine, op, piece, scratch);
+    };
+    let step = scratch.len() * 8 / T::SIZE;
+    for (i, (d, inp)) in dst.chunks_mut(step).zip(input.chunks(step)).enumerate() {
+        let nb = d.len() * T::SIZE;
+        let words = &mut scratch[..nb.div_ceil(8)];
+        piece
+            .read_at(
+                i * step * T::SIZE,
+                &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
+            )
+            .map_err(region_err)?;
+        match T::view(words) {
+            Some(x) => op.combine3(d, inp, &x[..d.len()], left)?,
+            None => {
+                d.copy_from_slice(inp);
+                op.combine_bytes(d, &bytemuck::cast_slice::<u64, u8>(words)[..nb], left)?
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn overlaps(a: &[Range<usize>], b: &[Range<usize>]) -> bool {

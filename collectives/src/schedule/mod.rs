@@ -37,6 +37,16 @@ pub enum Combine {
     /// `buf = msg ⊕ buf` (the message comes from lower ranks; matters for
     /// non-commutative operations, used by scan).
     ReduceLeft,
+    /// `buf = input ⊕ msg` (or `msg ⊕ input` with `left`), where each
+    /// element's input lies `back` elements before it: a plan from the
+    /// input ([`reduce_from_input`]) reduces into the output in one pass,
+    /// without copying the input there first.
+    ReduceFrom {
+        /// Elements between an output element and its input.
+        back: usize,
+        /// The message comes from lower ranks (as [`Combine::ReduceLeft`]).
+        left: bool,
+    },
 }
 
 /// One step of a rank's schedule.
@@ -650,12 +660,21 @@ pub fn allgather_from_input(steps: Vec<Step>, me: usize, count: usize) -> Vec<St
 /// `[0, count)`, read only, and the output after it (as
 /// [`allgather_from_input`]), so that the input is never copied whole
 /// first. A send reads the output where a step wrote it and the input
-/// elsewhere; a reducing receive copies the input under it first (as late
-/// as it can); a replacing receive needs no copy at all. With `finish`,
+/// elsewhere. A reducing receive of at least `fuse_min` elements into a
+/// part no step wrote yet combines the input with the message in one pass
+/// ([`Combine::ReduceFrom`]); any other reducing receive copies the input
+/// under it first, as late as it can, so that the copy overlaps the wait
+/// for the message (cheaper for small messages than a fused pass after
+/// it). A replacing receive needs no copy at all. With `finish`,
 /// what no step wrote is copied from the input last, so the output holds
 /// the whole result; without, the output holds only what the steps wrote
 /// (a reduce's rank off the root).
-pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<Step> {
+pub fn reduce_from_input(
+    steps: Vec<Step>,
+    count: usize,
+    finish: bool,
+    fuse_min: usize,
+) -> Vec<Step> {
     let up = |r: &Range<usize>| r.start + count..r.end + count;
     // Copies of the input under the parts of `r` no step wrote yet.
     let fill = |out: &mut Vec<Step>, done: &Written, r: Range<usize>| {
@@ -685,8 +704,20 @@ pub fn reduce_from_input(steps: Vec<Step>, count: usize, finish: bool) -> Vec<St
                 blocks,
                 combine,
             } => {
+                let len: usize = blocks.iter().map(Range::len).sum();
+                let fresh = len >= fuse_min
+                    && blocks
+                        .iter()
+                        .all(|b| done.split(b.clone()).into_iter().all(|(_, w)| !w));
+                let combine = match combine {
+                    Combine::Reduce | Combine::ReduceLeft if fresh => Combine::ReduceFrom {
+                        back: count,
+                        left: combine == Combine::ReduceLeft,
+                    },
+                    other => other,
+                };
                 for b in &blocks {
-                    if combine != Combine::Replace {
+                    if matches!(combine, Combine::Reduce | Combine::ReduceLeft) {
                         fill(&mut out, &done, b.clone());
                     }
                     done.add(b.clone());

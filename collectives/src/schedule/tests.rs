@@ -52,13 +52,22 @@ fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) {
                         };
                         assert_eq!(msg.len(), step.elements(), "rank {me} from {from}");
                         let mut it = msg.into_iter();
+                        let b = &mut bufs[me];
                         for r in blocks {
-                            for x in &mut bufs[me][r.clone()] {
+                            for i in r.clone() {
                                 let m = it.next().expect("length checked");
-                                *x = match combine {
+                                b[i] = match *combine {
                                     Combine::Replace => m,
-                                    Combine::Reduce => f(*x, m),
-                                    Combine::ReduceLeft => f(m, *x),
+                                    Combine::Reduce => f(b[i], m),
+                                    Combine::ReduceLeft => f(m, b[i]),
+                                    Combine::ReduceFrom { back, left } => {
+                                        let inp = b[i - back];
+                                        if left {
+                                            f(m, inp)
+                                        } else {
+                                            f(inp, m)
+                                        }
+                                    }
                                 };
                             }
                         }
@@ -265,7 +274,8 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
     for n in ranks() {
         for count in COUNTS {
             for f in [sum as F, max] {
-                for algo in 0..5 {
+                // Fused receives always, some (of at least 3 elements), never.
+                for (algo, fuse) in (0..5).flat_map(|a| [0usize, 3, usize::MAX].map(|f| (a, f))) {
                     let root = n / 2;
                     let s: Vec<_> = (0..n)
                         .map(|me| {
@@ -276,7 +286,7 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
                                 3 => (reduce_binomial(me, n, root, count), me == root),
                                 _ => (reduce_rabenseifner(me, n, root, count), me == root),
                             };
-                            reduce_from_input(steps, count, finish)
+                            reduce_from_input(steps, count, finish, fuse)
                         })
                         .collect();
                     for steps in &s {
@@ -307,16 +317,47 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
         }
     }
     // Rabenseifner's first round sends half straight from the input and
-    // copies only the half it reduces into.
-    let s = reduce_from_input(allreduce_rabenseifner(0, 2, 8), 8, true);
-    let copied: usize = s
-        .iter()
-        .map(|st| match st {
-            Step::Copy { from, .. } if from.end <= 8 => from.len(),
-            _ => 0,
-        })
-        .sum();
-    assert_eq!(copied, 4, "{s:?}");
+    // reduces the other half from the input into the output in one pass:
+    // nothing is copied.
+    let s = reduce_from_input(allreduce_rabenseifner(0, 2, 8), 8, true, 0);
+    assert_eq!(copied_from_input(&s, 8), 0, "{s:?}");
+    assert!(
+        s.iter().any(|st| matches!(
+            st,
+            Step::Recv {
+                combine: Combine::ReduceFrom {
+                    back: 8,
+                    left: false
+                },
+                ..
+            }
+        )),
+        "{s:?}"
+    );
+    // A receive into a part a step wrote in places still copies the input
+    // under the rest first, then reduces in place.
+    let steps = vec![
+        recv(1, 0..2, Combine::Replace),
+        recv(1, 0..4, Combine::Reduce),
+    ];
+    let s = reduce_from_input(steps.clone(), 4, true, 0);
+    assert_eq!(
+        s,
+        vec![
+            recv(1, 4..6, Combine::Replace),
+            Step::Copy { from: 2..4, to: 6 },
+            recv(1, 4..8, Combine::Reduce),
+        ]
+    );
+    // Below the fusing size, a receive copies the input under it first.
+    let s = reduce_from_input(vec![recv(1, 0..4, Combine::Reduce)], 4, true, 5);
+    assert_eq!(
+        s,
+        vec![
+            Step::Copy { from: 0..4, to: 4 },
+            recv(1, 4..8, Combine::Reduce),
+        ]
+    );
 }
 
 #[test]
@@ -585,7 +626,7 @@ fn scans_from_the_input_never_write_it() {
     for n in ranks() {
         for count in COUNTS {
             for f in [sum as F, first, last] {
-                for kind in 0..3 {
+                for (kind, fuse) in (0..3).flat_map(|k| [0usize, 3, usize::MAX].map(|f| (k, f))) {
                     let s: Vec<_> = (0..n)
                         .map(|me| {
                             let steps = match kind {
@@ -593,7 +634,7 @@ fn scans_from_the_input_never_write_it() {
                                 1 => scan_chain(me, n, count),
                                 _ => exscan(me, n, count),
                             };
-                            reduce_from_input(steps, count, true)
+                            reduce_from_input(steps, count, true, fuse)
                         })
                         .collect();
                     for steps in &s {
