@@ -140,6 +140,32 @@ macro_rules! float_apply {
     };
 }
 
+/// The reductions of [`Element`] over slices, by `$apply` (`int_apply` or
+/// `float_apply`).
+macro_rules! slice_reductions {
+    ($apply:ident, $t:ty) => {
+        fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
+            let it = acc.iter_mut().zip(src.iter().copied());
+            $apply!(op, $t, it);
+            Ok(())
+        }
+        fn reduce_slice3(
+            op: ReduceOp,
+            out: &mut [Self],
+            a: &[Self],
+            b: &[Self],
+        ) -> Result<(), CollError> {
+            // One pass: `out = a`, then `out op= b`, element by element.
+            let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
+                *o = *x;
+                (o, *y)
+            });
+            $apply!(op, $t, it);
+            Ok(())
+        }
+    };
+}
+
 /// `Element` for fixed-size numbers, reduced by `$apply` (`int_apply` or
 /// `float_apply`).
 macro_rules! element {
@@ -167,24 +193,7 @@ macro_rules! element {
                 $apply!(op, $t, it);
                 Ok(())
             }
-            fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
-                let it = acc.iter_mut().zip(src.iter().copied());
-                $apply!(op, $t, it);
-                Ok(())
-            }
-            fn reduce_slice3(
-                op: ReduceOp,
-                out: &mut [Self],
-                a: &[Self],
-                b: &[Self],
-            ) -> Result<(), CollError> {
-                let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
-                    *o = *x;
-                    (o, *y)
-                });
-                $apply!(op, $t, it);
-                Ok(())
-            }
+            slice_reductions!($apply, $t);
             le_casts!();
         }
     )*};
@@ -217,24 +226,7 @@ impl Element for usize {
         int_apply!(op, usize, it);
         Ok(())
     }
-    fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
-        let it = acc.iter_mut().zip(src.iter().copied());
-        int_apply!(op, usize, it);
-        Ok(())
-    }
-    fn reduce_slice3(
-        op: ReduceOp,
-        out: &mut [Self],
-        a: &[Self],
-        b: &[Self],
-    ) -> Result<(), CollError> {
-        let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
-            *o = *x;
-            (o, *y)
-        });
-        int_apply!(op, usize, it);
-        Ok(())
-    }
+    slice_reductions!(int_apply, usize);
     fn wire(src: &[Self]) -> Option<&[u8]> {
         (cfg!(target_endian = "little") && usize::BITS == 64).then(|| bytemuck::cast_slice(src))
     }

@@ -133,39 +133,14 @@ pub(super) fn land<T: Element>(
         // the layouts agree, else through the scratch words.
         (piece, None) => match T::wire_mut(dst) {
             Some(bytes) => piece.read_at(0, bytes).map_err(region_err),
-            None => {
-                let step = scratch.len() * 8 / T::SIZE;
-                for (i, d) in dst.chunks_mut(step).enumerate() {
-                    let nb = d.len() * T::SIZE;
-                    let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(scratch)[..nb];
-                    piece
-                        .read_at(i * step * T::SIZE, bytes)
-                        .map_err(region_err)?;
-                    T::decode(d, bytes);
-                }
+            None => through_scratch(dst, &piece, scratch, |_, d, words, nb| {
+                T::decode(d, &bytemuck::cast_slice(words)[..nb]);
                 Ok(())
-            }
+            }),
         },
-        (piece, Some(op)) => {
-            let step = scratch.len() * 8 / T::SIZE;
-            for (i, d) in dst.chunks_mut(step).enumerate() {
-                let nb = d.len() * T::SIZE;
-                let words = &mut scratch[..nb.div_ceil(8)];
-                piece
-                    .read_at(
-                        i * step * T::SIZE,
-                        &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
-                    )
-                    .map_err(region_err)?;
-                match T::view(words) {
-                    Some(x) => op.combine_slice(d, &x[..d.len()], left)?,
-                    None => {
-                        op.combine_bytes(d, &bytemuck::cast_slice::<u64, u8>(words)[..nb], left)?
-                    }
-                }
-            }
-            Ok(())
-        }
+        (piece, Some(op)) => through_scratch(dst, &piece, scratch, |_, d, words, nb| {
+            combine_read(op, d, None, words, nb, left)
+        }),
     }
 }
 
@@ -190,8 +165,22 @@ fn land_from<T: Element>(
         dst.copy_from_slice(input);
         return land(dst, combine, op, piece, scratch);
     };
+    through_scratch(dst, &piece, scratch, |at, d, words, nb| {
+        combine_read(op, d, Some(&input[at..at + d.len()]), words, nb, left)
+    })
+}
+
+/// Reads `piece` into the scratch words one chunk of `dst` at a time and
+/// hands `f` each chunk's first element, the chunk, and the words holding
+/// its `nb` bytes.
+fn through_scratch<T: Element>(
+    dst: &mut [T],
+    piece: &Piece<'_>,
+    scratch: &mut [u64],
+    mut f: impl FnMut(usize, &mut [T], &[u64], usize) -> Result<(), CollError>,
+) -> Result<(), CollError> {
     let step = scratch.len() * 8 / T::SIZE;
-    for (i, (d, inp)) in dst.chunks_mut(step).zip(input.chunks(step)).enumerate() {
+    for (i, d) in dst.chunks_mut(step).enumerate() {
         let nb = d.len() * T::SIZE;
         let words = &mut scratch[..nb.div_ceil(8)];
         piece
@@ -200,15 +189,32 @@ fn land_from<T: Element>(
                 &mut bytemuck::cast_slice_mut::<u64, u8>(words)[..nb],
             )
             .map_err(region_err)?;
-        match T::view(words) {
-            Some(x) => op.combine3(d, inp, &x[..d.len()], left)?,
-            None => {
-                d.copy_from_slice(inp);
-                op.combine_bytes(d, &bytemuck::cast_slice::<u64, u8>(words)[..nb], left)?
-            }
-        }
+        f(i * step, d, words, nb)?;
     }
     Ok(())
+}
+
+/// `d = d ⊕ x` (or `d = input ⊕ x` with `input`), `x` being the `nb` wire
+/// bytes in `words`: viewed as elements where the layout allows, decoded
+/// otherwise.
+fn combine_read<T: Element>(
+    op: &Op<T>,
+    d: &mut [T],
+    input: Option<&[T]>,
+    words: &[u64],
+    nb: usize,
+    left: bool,
+) -> Result<(), CollError> {
+    match (T::view(words), input) {
+        (Some(x), Some(inp)) => op.combine3(d, inp, &x[..d.len()], left),
+        (Some(x), None) => op.combine_slice(d, &x[..d.len()], left),
+        (None, inp) => {
+            if let Some(inp) = inp {
+                d.copy_from_slice(inp);
+            }
+            op.combine_bytes(d, &bytemuck::cast_slice(words)[..nb], left)
+        }
+    }
 }
 
 pub(super) fn overlaps(a: &[Range<usize>], b: &[Range<usize>]) -> bool {
