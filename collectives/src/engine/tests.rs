@@ -36,9 +36,9 @@ fn send(m: &mut Mesh, from: usize, to: usize, tag: u32, seed: u64, len: usize) -
 #[test]
 fn messages_of_every_size_arrive_whole_and_in_order() {
     let mut m = Mesh::new(2, 4096, 1024);
-    // Empty, inline (<= 48), one write (<= 2048 with a 1 KiB fragment:
+    // Empty, inline (<= 64), one write (<= 2048 with a 1 KiB fragment:
     // 1024), header + chunks, and several times the inbox.
-    let sizes = [0, 1, 47, 48, 49, 1000, 1024, 1025, 2048, 4096, 50_000];
+    let sizes = [0, 1, 47, 63, 64, 65, 1000, 1024, 1025, 2048, 4096, 50_000];
     let sent: Vec<Vec<u8>> = sizes
         .iter()
         .enumerate()
