@@ -3,7 +3,7 @@
 //!
 //! Each call runs the same schedule as its host counterpart (the same
 //! algorithm choice, tree or ring) through the staging pipeline of
-//! [`stage`]: chunks of `RFX_COLL_DEVICE_CHUNK` bytes (1 MiB) move between
+//! `stage`: chunks of `RFX_COLL_DEVICE_CHUNK` bytes (1 MiB) move between
 //! the device and `RFX_COLL_DEVICE_SLOTS` (4) pinned host slots on the
 //! device's stream while earlier chunks are on the network, and received
 //! chunks are reduced on the device (a kernel on a GPU). The pinned slots
