@@ -182,6 +182,20 @@ pub(crate) fn run(a: MpiArgs) -> anyhow::Result<()> {
         rfx.is_file() && lib.is_file(),
         "rfx and libmpi_abi.so are not next to rfx-bench (cargo build --release -p rfx -p rfx-mpi)"
     );
+    // `cargo build -p rfx-bench` leaves the library as it was: a library
+    // older than the bench may not hold the code being measured.
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if let (Some(l), Some(e)) = (modified(&lib), modified(&exe)) {
+        if e.duration_since(l)
+            .is_ok_and(|d| d > std::time::Duration::from_secs(60))
+        {
+            eprintln!(
+                "rfx-bench mpi: warning: {} is older than rfx-bench; if the MPI or \
+                 collectives code changed since, rebuild it (cargo build --release -p rfx-mpi)",
+                lib.display()
+            );
+        }
+    }
     let osu_src = a.osu.clone().unwrap_or_else(default_osu);
     anyhow::ensure!(
         osu_src.join("configure").is_file(),
