@@ -38,13 +38,23 @@ fn connect_rust(
     addr: std::net::SocketAddr,
     fns: &[&str],
 ) -> Result<Invoker, InvokeError> {
+    connect_rust_with(f, addr, fns, cfg())
+}
+
+/// [`connect_rust`] with the client configuration `config`.
+fn connect_rust_with(
+    f: &Fabric,
+    addr: std::net::SocketAddr,
+    fns: &[&str],
+    config: InvokerConfig,
+) -> Result<Invoker, InvokeError> {
     Invoker::connect(
         f,
         addr,
         TOKEN.as_bytes(),
         shipped(&examples().rust),
         fns,
-        cfg(),
+        config,
     )
 }
 
@@ -169,15 +179,8 @@ fn invocations_work_over_tcp() {
 fn an_unredeemed_ticket_keeps_its_id_across_a_turn_of_the_ids() {
     let (_exec, addr) = executor(TOKEN, "shm", &["--hot-timeout-ms", "5"]);
     let f = fabric(TransportKind::Shm);
-    let mut inv = Invoker::connect(
-        &f,
-        addr,
-        TOKEN.as_bytes(),
-        shipped(&examples().rust),
-        &["echo"],
-        InvokerConfig { depth: 1, ..cfg() },
-    )
-    .unwrap();
+    let mut inv =
+        connect_rust_with(&f, addr, &["echo"], InvokerConfig { depth: 1, ..cfg() }).unwrap();
     assert_eq!(inv.depth(), 1);
     let old = inv.submit("echo", b"old").unwrap();
     for i in 0..70_000u32 {
@@ -232,15 +235,9 @@ fn results_with_forged_ids_are_refused() {
             // Held open until the client has judged the result.
             let _ = ep.wait(PollMode::Warm, wait);
         });
-        let mut inv = Invoker::connect(
-            &fabric(TransportKind::Shm),
-            addr,
-            TOKEN.as_bytes(),
-            shipped(&examples().rust),
-            &["echo"],
-            InvokerConfig { depth: 4, ..cfg() },
-        )
-        .unwrap();
+        let shm = fabric(TransportKind::Shm);
+        let config = InvokerConfig { depth: 4, ..cfg() };
+        let mut inv = connect_rust_with(&shm, addr, &["echo"], config).unwrap();
         let r = inv.invoke("echo", b"real");
         assert!(
             matches!(&r, Err(InvokeError::Protocol(why)) if why.contains("unknown invocation")),

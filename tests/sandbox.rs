@@ -22,7 +22,7 @@ use rfx::fabric::{Config, Fabric};
 use rfx::leases::proto::{LeaseRequest, LeaseState, LostReason};
 use rfx::local::LocalCluster;
 use rfx::tenant::{Lease, Tenant};
-use support::fault::{children, cmdline, parent, wait_for};
+use support::fault::{alive, children, cmdline, parent, wait_for};
 use support::*;
 
 const FUNCTIONS: &[&str] = &[
@@ -480,18 +480,6 @@ fn the_host_caps_a_leases_time_limit() {
 
 /// The standby executors among the children of `manager` (claimed ones
 /// included: their command line stays `rfx executor --standby`).
-/// Whether process `pid` has exited (a zombie its parent has not reaped
-/// yet, or gone).
-fn exited(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the command name, which ends with ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => true,
-    }
-}
-
 fn standbys(manager: u32) -> Vec<u32> {
     children(manager)
         .into_iter()
@@ -620,7 +608,7 @@ fn a_standby_executor_serves_one_lease_with_its_limits() {
     // SIGKILL takes effect when the kernel next runs the process: on a
     // loaded machine a lease could come before it died (and find it alive).
     wait_for(STANDBY_WAIT, "the killed standby to exit", || {
-        exited(waiting).then_some(())
+        (!alive(waiting)).then_some(())
     });
     drop(ia);
     a.release().unwrap();

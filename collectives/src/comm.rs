@@ -865,7 +865,8 @@ impl Communicator {
     /// rank, `recv` is written on the root only (`recv.len() ==
     /// send.len()` there; ignored elsewhere). Nothing copies `send` whole
     /// first: sends read it where no step has written yet, and a reducing
-    /// receive copies only the part it reduces into. A rank whose part of
+    /// receive combines it with the message into `recv` in one pass (from
+    /// 64 KiB) or copies only the part it reduces into. A rank whose part of
     /// the schedule only sends (a leaf of the tree, every rank but the
     /// root on 2) sends straight from `send`; other ranks off the root work
     /// in the communicator's scratch.
@@ -936,9 +937,11 @@ impl Communicator {
     /// Reduces every rank's `send` with `op` into `recv` of every rank
     /// (`recv.len() == send.len()`), as `MPI_Allreduce` with its two
     /// buffers. Nothing copies `send` whole first: sends read it where no
-    /// step has written yet, a reducing receive copies only the part it
-    /// reduces into, and a replacing one none (Rabenseifner's first round
-    /// thus copies half, and the allgather rounds nothing).
+    /// step has written yet, a reducing receive combines it with the
+    /// message into `recv` in one pass (from 64 KiB) or copies only the part
+    /// it reduces into, and a replacing one copies nothing (Rabenseifner's
+    /// first round thus copies half at most, and the allgather rounds
+    /// nothing).
     ///
     /// ```no_run
     /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
@@ -1093,7 +1096,8 @@ impl Communicator {
     /// [`Communicator::scan`] of `send` into `recv`, as `MPI_Scan` with
     /// two buffers: `send` is left as it is, and never copied whole first
     /// (sends read it where no step has written yet; a combining receive
-    /// copies only what it combines into, as late as it can).
+    /// reads it in the same pass from 64 KiB, and below copies only what it
+    /// combines into, as late as it can).
     ///
     /// ```no_run
     /// # fn f(c: &mut rfx_collectives::Communicator) -> Result<(), rfx_collectives::CollError> {
