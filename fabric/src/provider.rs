@@ -23,7 +23,10 @@ use crate::error::FabricError;
 ///   reused. Many posts may be in flight; when the provider's space (ring,
 ///   socket, send queue, credits) is full, a post waits, bounded by the op
 ///   timeout, while it keeps draining what the peer sends, so that two
-///   peers posting at each other never deadlock.
+///   peers posting at each other never deadlock. Where a post's end needs
+///   the target's CPU (libfabric's `shm`), the wait also drives the
+///   provider's other endpoints in this process: a ring of posts across
+///   three endpoints must not deadlock either.
 /// - **Order**: the peer sees writes and sends in posting order, each as one
 ///   [`Completion`] from its `poll`.
 /// - **Checks**: the caller ([`Endpoint`](crate::Endpoint)) has checked the

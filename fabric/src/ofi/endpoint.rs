@@ -240,6 +240,9 @@ impl OfiEndpoint {
             }
             self.try_send_credit()?;
             spins += 1;
+            if spins % sys::PROGRESS_OTHERS_EVERY == 0 {
+                self.conn.progress_others();
+            }
             if spins % 256 == 0 {
                 self.check_ctrl();
                 if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) || self.st.peer_closed {
@@ -302,6 +305,11 @@ impl OfiEndpoint {
             self.progress()?;
             self.try_send_credit()?;
             spins += 1;
+            if spins % sys::PROGRESS_OTHERS_EVERY == 0 {
+                // The credit may come from a peer that waits on another
+                // endpoint of ours.
+                self.conn.progress_others();
+            }
             if spins % 256 == 0 {
                 self.check_ctrl();
                 if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) || self.st.peer_closed {

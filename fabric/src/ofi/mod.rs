@@ -56,6 +56,13 @@
 //!   read its CQ).
 //! - **Posting** returns once the caller's buffer may be reused: injects and
 //!   send-buffer copies at once, `fi_writedata` after its local completion.
+//!   A post that waits (for that completion, a credit or the provider)
+//!   also drives the other endpoints of its domain every 16 spins, with a
+//!   zero-entry `fi_cq_read` that leaves their completions in place: `shm`
+//!   completes a write larger than its inject size only when the target's
+//!   endpoint processes it, and the target may itself wait in a post to a
+//!   third process. Without it, allgather and alltoall on 4 ranks over
+//!   `shm` deadlocked until the op timeout.
 
 mod domain;
 mod endpoint;

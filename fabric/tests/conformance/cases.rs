@@ -169,6 +169,60 @@ pub fn bidirectional_flood(kind: TransportKind) {
     b.join().unwrap();
 }
 
+pub fn write_ring_does_not_deadlock(kind: TransportKind) {
+    // Three nodes in a ring, each with its own thread and two endpoints:
+    // each writes large messages to the next before it reads what the one
+    // before wrote, as an allgather or alltoall does. A post that waits
+    // for its target's progress, while the target waits in a post to the
+    // third node, must not wait for ever: the cycle spans three endpoints,
+    // so draining the endpoint posted on is not enough (libfabric's shm
+    // provider deadlocked here until the op timeout).
+    const NODES: usize = 3;
+    const ROUNDS: usize = 4;
+    const LEN: usize = 1 << 20;
+    let f = fabric(kind);
+    let regions: Vec<rfx_fabric::MemoryRegion> = (0..NODES)
+        .map(|_| f.register(ROUNDS * LEN).unwrap())
+        .collect();
+    // Link i: node i writes into node i+1's region.
+    let mut outs = Vec::new();
+    let mut ins = Vec::new();
+    for i in 0..NODES {
+        let target = &regions[(i + 1) % NODES];
+        let (server, client) = pair(kind, std::slice::from_ref(target), &[]);
+        ins.push(Some(server));
+        outs.push(Some(client));
+    }
+    let threads: Vec<_> = (0..NODES)
+        .map(|i| {
+            let mut out = outs[i].take().unwrap();
+            let mut inp = ins[(i + NODES - 1) % NODES].take().unwrap();
+            std::thread::spawn(move || {
+                let to = out.peer_buffers()[0];
+                for r in 0..ROUNDS {
+                    let msg = pattern(LEN, (i * ROUNDS + r) as u8);
+                    out.write_imm(&msg, &to, (r * LEN) as u64, r as u32)
+                        .unwrap_or_else(|e| panic!("node {i}, round {r}: {e}"));
+                    let w = expect_write(inp.wait(PollMode::Hot, T));
+                    assert_eq!((w.imm, w.len as usize), (r as u32, LEN));
+                }
+                (out, inp)
+            })
+        })
+        .collect();
+    let _keep: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, region) in regions.iter().enumerate() {
+        let from = (i + NODES - 1) % NODES;
+        for r in 0..ROUNDS {
+            let got = region.to_vec(r * LEN, LEN).unwrap();
+            assert!(
+                got == pattern(LEN, (from * ROUNDS + r) as u8),
+                "node {i}: round {r} from node {from} arrived wrong"
+            );
+        }
+    }
+}
+
 pub fn access_violations_refused(kind: TransportKind) {
     let f = fabric(kind);
     let mr = f.register(4096).unwrap();

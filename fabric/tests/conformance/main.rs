@@ -19,6 +19,7 @@ macro_rules! conformance {
             #[test] fn payload_sizes_0_to_16mib() { cases::payload_sizes(K) }
             #[test] fn ordered_with_many_in_flight() { cases::ordered_with_many_in_flight(K) }
             #[test] fn bidirectional_flood_does_not_deadlock() { cases::bidirectional_flood(K) }
+            #[test] fn write_ring_does_not_deadlock() { cases::write_ring_does_not_deadlock(K) }
             #[test] fn access_violations_refused() { cases::access_violations_refused(K) }
             #[test] fn waits_are_bounded() { cases::waits_are_bounded(K) }
             #[test] fn warm_wakes_on_arrival() { cases::warm_wakes_on_arrival(K) }
@@ -65,6 +66,7 @@ macro_rules! ofi_conformance {
             #[test] fn payload_sizes_0_to_16mib() { run(cases::payload_sizes) }
             #[test] fn ordered_with_many_in_flight() { run(cases::ordered_with_many_in_flight) }
             #[test] fn bidirectional_flood_does_not_deadlock() { run(cases::bidirectional_flood) }
+            #[test] fn write_ring_does_not_deadlock() { run(cases::write_ring_does_not_deadlock) }
             #[test] fn access_violations_refused() { run(cases::access_violations_refused) }
             #[test] fn waits_are_bounded() { run(cases::waits_are_bounded) }
             #[test] fn warm_wakes_on_arrival() { run(cases::warm_wakes_on_arrival) }

@@ -227,6 +227,7 @@ impl Conn {
                 access,
             )?);
         }
+        domain.track_cq(conn.cq);
         Ok(conn)
     }
 
@@ -407,6 +408,13 @@ impl Conn {
         }
     }
 
+    /// Drives the other endpoints of this domain (see
+    /// [`DomainObj::progress_others`]): for waits whose end may need a
+    /// peer that waits on one of them.
+    pub(in crate::ofi) fn progress_others(&self) {
+        self.domain.progress_others(self.cq);
+    }
+
     /// Send buffers in flight.
     pub(in crate::ofi) fn tx_in_flight(&self) -> usize {
         self.shape.tx_bufs - self.tx_free.len()
@@ -426,6 +434,7 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         self.close();
+        self.domain.untrack_cq(self.cq);
         // SAFETY: the endpoint is closed, so nothing uses the AV, CQ or
         // buffers any more; each fid is closed once; local MRs (fields)
         // and buffers are dropped after this body.

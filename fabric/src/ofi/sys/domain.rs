@@ -1,6 +1,8 @@
 //! An opened fabric and domain.
 
+use std::os::raw::c_void;
 use std::ptr::{self, NonNull};
+use std::sync::Mutex;
 
 use super::info::Info;
 use super::{check, ffi, fi_err, FabricError};
@@ -11,6 +13,10 @@ pub(in crate::ofi) struct DomainObj {
     pub(super) fabric: NonNull<ffi::fid_fabric>,
     pub(super) domain: NonNull<ffi::fid_domain>,
     pub(in crate::ofi) info: Info,
+    /// The completion queues of this domain's open endpoints (addresses),
+    /// for [`DomainObj::progress_others`]. An endpoint's CQ is listed from
+    /// its open until its close, which takes this lock first.
+    cqs: Mutex<Vec<usize>>,
 }
 
 // SAFETY: the domain was opened with FI_THREAD_SAFE, so libfabric
@@ -51,7 +57,45 @@ impl DomainObj {
             fabric,
             domain,
             info,
+            cqs: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Lists `cq` (just opened) for [`DomainObj::progress_others`].
+    pub(super) fn track_cq(&self, cq: NonNull<ffi::fid_cq>) {
+        self.cqs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cq.as_ptr() as usize);
+    }
+
+    /// Takes `cq` off the list; call before closing it.
+    pub(super) fn untrack_cq(&self, cq: NonNull<ffi::fid_cq>) {
+        let mut cqs = self.cqs.lock().unwrap_or_else(|e| e.into_inner());
+        cqs.retain(|&c| c != cq.as_ptr() as usize);
+    }
+
+    /// Drives the provider's progress on every other endpoint of this
+    /// process and domain, without taking their completions (a read of
+    /// zero entries: libfabric's util CQs progress their endpoints first,
+    /// and leave every entry where it is).
+    ///
+    /// Why: a blocking post whose completion needs the target's progress
+    /// (libfabric's `shm` finishes an RMA write larger than its inject size
+    /// when the target's endpoint processes it) may wait on a peer that is
+    /// itself waiting, in a post to a third rank, on ours. Each endpoint
+    /// progressing only itself deadlocks such a cycle (allgather and
+    /// alltoall on 4 ranks did, until the op timeout).
+    pub(in crate::ofi) fn progress_others(&self, own: NonNull<ffi::fid_cq>) {
+        let cqs = self.cqs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut none: [ffi::fi_cq_data_entry; 1] = Default::default();
+        for &cq in cqs.iter().filter(|&&c| c != own.as_ptr() as usize) {
+            // SAFETY: a listed CQ is open (closing takes it off the list
+            // under this lock first); the domain is FI_THREAD_SAFE, so its
+            // owner may poll it at the same time; a count of 0 reads no
+            // entry into `none`.
+            unsafe { ffi::fi_cq_read(cq as *mut ffi::fid_cq, none.as_mut_ptr() as *mut c_void, 0) };
+        }
     }
 }
 

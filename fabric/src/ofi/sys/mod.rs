@@ -32,6 +32,7 @@ pub(in crate::ofi) use cq::{Event, CQ_BATCH};
 pub(in crate::ofi) use domain::DomainObj;
 pub(in crate::ofi) use info::{Info, Want};
 pub(in crate::ofi) use mr::Mr;
+pub(in crate::ofi) use rma::PROGRESS_OTHERS_EVERY;
 
 const _: () = assert!(
     ffi::AVAILABLE,

@@ -10,6 +10,10 @@ use super::cq::Event;
 use super::mr::LocalMr;
 use super::{ctx, ffi, posted, FabricError, Posted, TAG_READ, TAG_WRITE};
 
+/// Spins of a blocking wait between two progress calls on the other
+/// endpoints of the domain ([`super::domain::DomainObj::progress_others`]).
+pub(in crate::ofi) const PROGRESS_OTHERS_EVERY: u32 = 16;
+
 impl Conn {
     /// Writes `data` at `addr`/`key` of the peer with `imm_data` as remote
     /// CQ data, and returns only once the provider is done with `data`
@@ -27,6 +31,7 @@ impl Conn {
         mut other: impl FnMut(Event) -> Result<(), FabricError>,
         mut alive: impl FnMut() -> Result<(), FabricError>,
     ) -> Result<(), FabricError> {
+        let start = Instant::now();
         let peer = self.peer()?;
         let local = if self.domain.info.mr_local() {
             Some(LocalMr::register(
@@ -65,12 +70,15 @@ impl Conn {
                 Posted::Again => {
                     self.drain(&mut events, &mut other)?;
                     spins += 1;
+                    if spins % PROGRESS_OTHERS_EVERY == 0 {
+                        self.progress_others();
+                    }
                     if spins % 256 == 0 {
                         alive()?;
                         if Instant::now() >= deadline {
                             return Err(FabricError::Timeout {
                                 op: "ofi write (provider busy)",
-                                after: std::time::Duration::ZERO,
+                                after: start.elapsed(),
                             });
                         }
                     }
@@ -102,6 +110,11 @@ impl Conn {
                 break;
             }
             spins += 1;
+            if spins % PROGRESS_OTHERS_EVERY == 0 {
+                // The write may need its target to progress, and the
+                // target may be waiting on one of our other endpoints.
+                self.progress_others();
+            }
             if spins % 256 == 0 {
                 if let Err(e) = alive() {
                     failure = Some(e);
@@ -110,7 +123,7 @@ impl Conn {
                 if Instant::now() >= deadline {
                     failure = Some(FabricError::Timeout {
                         op: "ofi write completion",
-                        after: std::time::Duration::ZERO,
+                        after: start.elapsed(),
                     });
                     break;
                 }
