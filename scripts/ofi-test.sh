@@ -11,7 +11,9 @@
 #     64 KiB) for each provider against libfabric's own `fi_pingpong` over
 #     the same provider, in the same run, on the same CPUs: ratios printed,
 #     JSON in target/ofi-bench-<provider>.json; then one-sided reads
-#     (`--op read`, no raw baseline), JSON in target/ofi-bench-read-<provider>.json.
+#     (`--op read`, no raw baseline), JSON in target/ofi-bench-read-<provider>.json;
+#  4. MPI programs over ofi: OSU 7.4 with validation under `rfx --transport
+#     ofi run`, each provider, 2 and 4 ranks (scripts/osu-over.sh).
 #
 #   scripts/ofi-test.sh
 #   RFX_OFI_BENCH=0 scripts/ofi-test.sh         tests only
@@ -65,8 +67,8 @@ if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
     # one release build with the verbs checks.
     feats=""
     for f in $(echo "${RFX_RELEASE_FEATURES:-ofi}" | tr , ' '); do feats+="rfx/$f,rfx-bench/$f,"; done
-    log "building rfx and rfx-bench (release, --features ${feats%,})"
-    timeout 900 cargo build -q --release -p rfx -p rfx-bench --features "${feats%,}"
+    log "building rfx, rfx-bench and libmpi_abi.so (release, --features ${feats%,})"
+    timeout 900 cargo build -q --release -p rfx -p rfx-bench -p rfx-mpi --features "${feats%,}"
     for prov in ${RFX_OFI_PROVIDERS:-"tcp;ofi_rxm" shm}; do
         tag=${prov%%;*}
         log "benchmark: $prov, rfx write_imm round trip vs fi_pingpong (x = rfx p50 / fi_pingpong mean)"
@@ -80,6 +82,25 @@ if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
             --iters "${RFX_OFI_BENCH_ITERS:-5000}" --warmup 500 \
             --json "target/ofi-bench-read-$tag.json"
     done
+fi
+
+# --- MPI programs over ofi ------------------------------------------------------
+# OSU 7.4, unmodified, validation on, under `rfx --transport ofi run` with
+# libmpi_abi.so built with ofi: the collectives over each libfabric provider
+# (scripts/osu-over.sh; tests/mpi.rs runs the same set over shm). Needs
+# MPICH's mpicc_abi to build OSU; RFX_TEST_SKIP_MPI=1 skips it.
+if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
+    if [ "${RFX_TEST_SKIP_MPI:-0}" = 1 ] || [ "${RFX_SKIP_MPI:-0}" = 1 ]; then
+        log "MPI programs over ofi: skipped (RFX_TEST_SKIP_MPI=1)"
+    else
+        scripts/osu-over.sh build target/osu-over
+        for prov in "tcp;ofi_rxm" shm; do
+            log "MPI programs over ofi ($prov): OSU 7.4 with validation, 2 and 4 ranks"
+            RFX_OFI_PROVIDER="$prov" RFX_OSU_OUT="target/osu-over-logs/${prov%%;*}" \
+                scripts/osu-over.sh run ofi "$PWD/target/release/rfx" \
+                "$PWD/target/release/libmpi_abi.so" target/osu-over
+        done
+    fi
 fi
 
 # --- across "hosts": network namespaces, tcp;ofi_rxm ------------------------------

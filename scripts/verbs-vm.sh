@@ -5,7 +5,10 @@
 #      provider's own device tests,
 #   2. an end-to-end run: `rfx demo --transports verbs` (lease manager,
 #      executor manager, executor process, invocations over verbs),
-#   3. `rfx-bench invoke --transport verbs` (invocation round trips) and
+#   3. MPI programs over verbs: OSU 7.4's benchmarks, unmodified, with their
+#      validation on, under `rfx --transport verbs run` (2 and 4 ranks;
+#      scripts/osu-over.sh): the collectives over RDMA,
+#   4. `rfx-bench invoke --transport verbs` (invocation round trips) and
 #      `rfx-bench transport --transport verbs` (rfx's write_imm ping-pong
 #      beside the raw WRITE_WITH_IMM ping-pong, the loop of
 #      `ib_write_lat --write_with_imm`), and perftest's plain `ib_write_lat`,
@@ -18,7 +21,9 @@
 #   RFX_VERBS_RUNS=N                  benchmark repetitions (median), default 3
 #   RFX_VERBS_ITERS=N                 round trips per benchmark run, default 3000
 #                                     (a tenth, at least 100, for 1 MiB reads)
-#   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,bench: all)
+#   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,mpi,bench: all)
+#   RFX_TEST_SKIP_MPI=1               no mpi step (it needs MPICH's mpicc_abi on the
+#                                     host to build OSU, as tests/mpi.rs does)
 #
 # The goal's baseline is `ib_write_lat --write_with_imm`, which Debian 12's
 # perftest (4.5) lacks: its loop runs in-repo as the raw verbs baseline of
@@ -34,7 +39,7 @@ OUT=$ROOT/target/verbs-vm
 RUNS=${RFX_VERBS_RUNS:-3}
 ITERS=${RFX_VERBS_ITERS:-3000}
 BIG_ITERS=$(( ITERS / 10 > 100 ? ITERS / 10 : 100 ))
-STEPS=${RFX_VERBS_STEPS:-conformance,demo,bench}
+STEPS=${RFX_VERBS_STEPS:-conformance,demo,mpi,bench}
 # The VM runs copies of what was built (the target directory may be rebuilt
 # by someone else with other features while the VM runs).
 BIN=$OUT/bin
@@ -96,7 +101,7 @@ guest() {
   lib=$BIN/librfx_example_functions.so
 
   if step conformance; then
-    log "1/3 conformance suite, provider verbs"
+    log "1/4 conformance suite, provider verbs"
     if ! timeout 300 "$bin" verbs:: --test-threads=1 2>&1 | tee "$OUT/conformance.log" | grep -E "^test |test result|panicked"; then
       fail=1
     fi
@@ -108,16 +113,24 @@ guest() {
   fi
 
   if step demo; then
-    log "2/3 end to end: rfx demo --transports verbs"
+    log "2/4 end to end: rfx demo --transports verbs"
     if ! timeout 240 "$BIN/rfx" demo --transports verbs --lib "$lib" --iters 2000 \
         > "$OUT/demo.log" 2>&1; then
       fail=1
     fi
     cat "$OUT/demo.log"
   fi
+
+  if step mpi; then
+    log "3/4 MPI programs over verbs: OSU 7.4 with validation, 2 and 4 ranks"
+    if ! RFX_OSU_OUT=$OUT/osu-logs bash "$ROOT/scripts/osu-over.sh" run verbs \
+        "$BIN/rfx" "$BIN/libmpi_abi.so" "$OUT/osu"; then
+      fail=1
+    fi
+  fi
   step bench || { echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"; return "$fail"; }
 
-  log "3/3 benchmarks: $RUNS runs of $ITERS round trips; raw write_with_imm and ib_write_lat in the same session"
+  log "4/4 benchmarks: $RUNS runs of $ITERS round trips; raw write_with_imm and ib_write_lat in the same session"
   local r size port=18700
   : > "$OUT/raw.txt"
   for r in $(seq "$RUNS"); do
@@ -154,7 +167,7 @@ guest() {
     p50s "$OUT/warm_exec.$r.json" | awk '
       $1 == "noop" && $3 == "invoke" { print "warm_exec", $2, $4 }' >> "$OUT/raw.txt" || true
   done
-  log "3/3 one-sided reads: rfx-bench transport --op read and ib_read_lat"
+  log "4/4 one-sided reads: rfx-bench transport --op read and ib_read_lat"
   for r in $(seq "$RUNS"); do
     for size in 8 4096 65536; do
       echo "ib_read_lat $size $(perf_lat ib_read_lat "$size" "$port")" >> "$OUT/raw.txt"
@@ -289,7 +302,8 @@ host() {
   # ofi checks reuse the same release build.
   local feats="" f
   for f in $(echo "${RFX_RELEASE_FEATURES:-verbs}" | tr , ' '); do feats+="rfx/$f,rfx-bench/$f,"; done
-  cargo build --release -p rfx -p rfx-bench --features "${feats%,}"
+  # rfx-mpi in the same build: its libmpi_abi.so gets the same features.
+  cargo build --release -p rfx -p rfx-bench -p rfx-mpi --features "${feats%,}"
   cargo build --release --quiet --manifest-path examples/functions/Cargo.toml \
     --target-dir target/examples-functions
   lib=$ROOT/target/examples-functions/release/librfx_example_functions.so
@@ -297,7 +311,16 @@ host() {
   rm -rf "$BIN" && mkdir -p "$BIN"
   cp "$cbin" "$BIN/conformance"
   cp "$dbin" "$BIN/fabric-unit"
-  cp "$ROOT/target/release/rfx" "$ROOT/target/release/rfx-bench" "$lib" "$BIN/"
+  cp "$ROOT/target/release/rfx" "$ROOT/target/release/rfx-bench" "$lib" \
+    "$ROOT/target/release/libmpi_abi.so" "$BIN/"
+  if step mpi; then
+    if [ "${RFX_TEST_SKIP_MPI:-0}" = 1 ] || [ "${RFX_SKIP_MPI:-0}" = 1 ]; then
+      echo "mpi step skipped (RFX_TEST_SKIP_MPI=1)"
+      STEPS=${STEPS//mpi/}
+    else
+      "$ROOT/scripts/osu-over.sh" build "$OUT/osu"
+    fi
+  fi
   echo "built in $(( $(date +%s) - t0 )) s"
   log "booting the soft-RoCE VM"
   local rc=0
