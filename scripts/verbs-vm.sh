@@ -124,7 +124,7 @@ guest() {
   if step mpi; then
     log "3/4 MPI programs over verbs: OSU 7.4 with validation, 2 and 4 ranks"
     if ! RFX_OSU_OUT=$OUT/osu-logs bash "$ROOT/scripts/osu-over.sh" run verbs \
-        "$BIN/rfx" "$BIN/libmpi_abi.so" "$OUT/osu"; then
+        "$BIN/rfx" "$BIN/libmpi_abi.so" "$ROOT/target/osu-over"; then
       fail=1
     fi
   fi
@@ -318,7 +318,7 @@ host() {
       echo "mpi step skipped (RFX_TEST_SKIP_MPI=1)"
       STEPS=${STEPS//mpi/}
     else
-      "$ROOT/scripts/osu-over.sh" build "$OUT/osu"
+      "$ROOT/scripts/osu-over.sh" build "$ROOT/target/osu-over"
     fi
   fi
   echo "built in $(( $(date +%s) - t0 )) s"
