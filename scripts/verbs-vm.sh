@@ -188,7 +188,14 @@ guest() {
       [ -s "$f" ] && read_p50s "$f" >> "$OUT/raw.txt"
     done
   done
-  cat "$OUT/invoke.1.log" "$OUT/transport.1.log" "$OUT/read.1.small.log" "$OUT/read.1.big.log" 2> /dev/null || true
+  # A rendezvous's read of memory that is not registered: lend (register),
+  # RDMA READ, end the loan, all timed, beside rfx's read of an exposed
+  # region in the same run (what a collective would pay per large message).
+  timeout 240 "$BIN/rfx-bench" transport --transport verbs --op read-lent --mode hot \
+    --sizes 4k,64k,256k,1m,4m --iters "$BIG_ITERS" --warmup 30 --cpus 0,1 \
+    --json "$OUT/read-lent.json" > "$OUT/read-lent.log" 2>&1 || fail=1
+  cat "$OUT/invoke.1.log" "$OUT/transport.1.log" "$OUT/read.1.small.log" "$OUT/read.1.big.log" \
+    "$OUT/read-lent.log" 2> /dev/null || true
   summarize > "$OUT/summary.txt" || fail=1
   cat "$OUT/summary.txt"
   echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"

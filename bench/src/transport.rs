@@ -109,6 +109,49 @@ pub fn rfx_read(
     Ok(out)
 }
 
+/// The whole cost of reading a buffer that is not registered memory, as a
+/// zero-copy rendezvous pays it: the lender lends it (a registration),
+/// the reader reads the loan one-sided, the lender ends the loan. Both
+/// endpoints live on this thread (pinned to `cpus.0`): the lender's device
+/// serves the read without its CPU. Needs a provider with `Caps::LEND`.
+pub fn rfx_read_lent(
+    kind: TransportKind,
+    steps: &[Step],
+    cpus: (Option<usize>, Option<usize>),
+) -> anyhow::Result<Vec<Summary>> {
+    let cfg = Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::from_env()?
+    };
+    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
+    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    let accept = std::thread::spawn(move || listener.accept(&ConnectOptions::new()));
+    let mut reader = fabric.connect(addr, &ConnectOptions::new())?;
+    let mut lender = accept
+        .join()
+        .map_err(|_| anyhow::anyhow!("accept thread panicked"))??;
+    if !lender.caps().contains(rfx_fabric::Caps::LEND) {
+        bail!("transport {kind} does not lend memory (no Caps::LEND)");
+    }
+    pin::pin(cpus.0);
+    let max = steps.iter().map(|s| s.size).max().unwrap_or(8);
+    let lent = vec![0x5au8; max];
+    let mut buf = vec![0u8; max];
+    let out = measure(steps, |size| {
+        // SAFETY: `lent` outlives the loan, dropped before this returns.
+        let loan = unsafe { lender.lend(lent.as_ptr(), size)? }
+            .ok_or_else(|| anyhow::anyhow!("no loan from a Caps::LEND provider"))?;
+        reader.read_lent(&loan.lent(), 0, &mut buf[..size])?;
+        drop(loan);
+        Ok(())
+    })?;
+    if buf.iter().any(|&b| b != 0x5a) {
+        bail!("reads of lent memory returned wrong data");
+    }
+    Ok(out)
+}
+
 /// Times `op(size)` per step on this thread (pinned by [`with_server`]).
 fn measure(
     steps: &[Step],

@@ -138,6 +138,9 @@ bitflags::bitflags! {
         const WAIT_FD = 1 << 4;
         /// Reaches peers on other hosts.
         const INTER_NODE = 1 << 5;
+        /// Buffers of this process can be lent to the peer for one-sided
+        /// reads with no copy on this side ([`crate::Endpoint::lend`]).
+        const LEND = 1 << 6;
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::caps::{Caps, TransportKind};
 use crate::completion::{Completion, PollMode};
 use crate::error::FabricError;
+use crate::loan::{LentBuffer, Loan};
 use crate::mr::{check_remote, RemoteBuffer};
 use crate::provider::Provider;
 use crate::{shm, tcp};
@@ -303,6 +304,81 @@ impl Endpoint {
     /// Ends a sleep prepared by [`Endpoint::arm`].
     pub fn disarm(&mut self) {
         dispatch!(&mut self.inner, ep => ep.disarm())
+    }
+
+    /// Lends `len` bytes at `ptr` to the peer for one-sided reads
+    /// ([`Endpoint::read_lent`] on its side) until the returned [`Loan`]
+    /// is dropped: the lender's half of a zero-copy rendezvous. The peer
+    /// learns the [`LentBuffer`](crate::LentBuffer) from the caller's own
+    /// messages. `Ok(None)` where the provider does not lend (without
+    /// [`Caps::LEND`]: tcp, shm, ofi).
+    ///
+    /// On verbs the bytes are registered for remote read only (the pages
+    /// pinned until the loan drops); the device serves the peer's RDMA
+    /// READs of exactly them and refuses anything else. A registration
+    /// costs a system call, more for larger buffers: lend what is large
+    /// enough for a copy to cost more.
+    ///
+    /// # Safety
+    /// `[ptr, ptr + len)` must stay mapped while the loan lives. What the
+    /// peer reads is what the bytes hold at the time, so callers keep them
+    /// unchanged until the peer says it has read them.
+    pub unsafe fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
+        self.alive()?;
+        if len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: passed on from the caller.
+        let r = dispatch!(&mut self.inner, ep => unsafe { ep.lend(ptr, len) });
+        let lent = self.track(r)?;
+        Ok(lent.map(|(key, registration)| {
+            Loan::new(
+                LentBuffer {
+                    addr: ptr as u64,
+                    len: len as u64,
+                    key,
+                },
+                registration,
+            )
+        }))
+    }
+
+    /// Reads `out.len()` bytes at `offset` of a buffer the peer lent
+    /// ([`Endpoint::lend`]), one-sided: an RDMA READ on verbs, into a
+    /// registered bounce buffer, then one copy into `out`. Returns once
+    /// the bytes are in `out`, draining incoming traffic meanwhile, as
+    /// [`Endpoint::read`] does, and bounded by the op timeout.
+    ///
+    /// `lent` comes from the peer and is checked only against itself here
+    /// (the range must lie inside it): the peer's device checks the key
+    /// and the range. A key or range it refuses breaks the connection
+    /// ([`FabricError::PeerGone`]: an RC queue pair has no way back), so a
+    /// peer that lies about its loan loses its own connection and nothing
+    /// else.
+    pub fn read_lent(
+        &mut self,
+        lent: &LentBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        self.alive()?;
+        let end = offset.checked_add(out.len() as u64);
+        let Some(addr) = end
+            .filter(|&e| e <= lent.len)
+            .and_then(|_| lent.addr.checked_add(offset))
+        else {
+            return Err(FabricError::RemoteAccess {
+                rkey: 0,
+                addr: lent.addr.wrapping_add(offset),
+                len: out.len() as u64,
+                reason: "outside the peer's loan",
+            });
+        };
+        if out.is_empty() {
+            return Ok(());
+        }
+        let r = dispatch!(&mut self.inner, ep => ep.read_lent(addr, lent.key, out));
+        self.track(r)
     }
 
     /// The peer's memory, readable with one copy (cross-memory attach):

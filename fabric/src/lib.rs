@@ -100,6 +100,7 @@ mod fabric;
 mod handshake;
 pub mod host;
 pub mod invocation;
+mod loan;
 mod mem;
 mod mr;
 #[cfg(feature = "ofi")]
@@ -121,6 +122,7 @@ pub use config::Config;
 pub use endpoint::Endpoint;
 pub use error::{error_chain, FabricError};
 pub use fabric::{ConnectOptions, Fabric, Incoming, Listener};
+pub use loan::{LentBuffer, Loan};
 pub use mr::{MemoryRegion, RemoteBuffer};
 #[cfg(feature = "verbs")]
 pub use verbs::baseline as verbs_baseline;

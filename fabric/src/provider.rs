@@ -78,6 +78,36 @@ pub(crate) trait Provider {
     /// `arm` returned `true`).
     fn block(&mut self, timeout: Duration) -> Result<(), FabricError>;
 
+    /// Registers `len` bytes at `ptr` for the peer's one-sided reads
+    /// ([`Provider::read_lent`]); returns the provider's key and the
+    /// registration, which ends the loan when dropped. `None`: this
+    /// provider does not lend (the default).
+    ///
+    /// # Safety
+    /// The memory stays mapped while the registration lives.
+    #[allow(clippy::type_complexity)]
+    unsafe fn lend(
+        &mut self,
+        ptr: *const u8,
+        len: usize,
+    ) -> Result<Option<(u64, Box<dyn Send + Sync>)>, FabricError> {
+        let _ = (ptr, len);
+        Ok(None)
+    }
+
+    /// One-sided read of `out.len()` bytes at `addr` of memory the peer
+    /// lent under `key`; returns when `out` holds them (as
+    /// [`Provider::read`]). Only providers that lend implement it.
+    fn read_lent(&mut self, addr: u64, key: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        let _ = (addr, key, out);
+        Err(FabricError::RemoteAccess {
+            rkey: 0,
+            addr,
+            len: 0,
+            reason: "this provider does not lend memory",
+        })
+    }
+
     /// The peer's memory, readable with one copy, where the peer is a
     /// process of this host that this one may read ([`crate::cma`]).
     fn peer_memory(&self) -> Option<&crate::cma::PeerMemory> {

@@ -20,8 +20,11 @@ pub(crate) struct TransportArgs {
     /// cores is part of the figure; no raw baseline) or `read` (one-sided
     /// read of the peer's memory; raw baselines: a 24-byte request answered
     /// by the size over TCP, one copy out of a shared mapping for shm, none
-    /// in-process for verbs and ofi).
-    #[arg(long, default_value = "write", value_parser = ["write", "echo", "read"])]
+    /// in-process for verbs and ofi) or `read-lent` (a rendezvous's read of
+    /// a buffer that is not registered: lend, one-sided read, end the loan,
+    /// all timed; providers with Caps::LEND, i.e. verbs; baseline: rfx's
+    /// `read` of an exposed region of the same size, in the same run).
+    #[arg(long, default_value = "write", value_parser = ["write", "echo", "read", "read-lent"])]
     op: String,
 }
 
@@ -37,13 +40,14 @@ fn baseline_name(kind: TransportKind, read: bool) -> &'static str {
         }
         (TransportKind::Tcp, true) => "raw tcp socket, 24-byte request, size-byte reply",
         (TransportKind::Shm, true) => "one copy out of a shared mapping",
+        (TransportKind::Verbs, true) => "rfx read of an exposed (registered) region",
         _ => "none",
     }
 }
 
 pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::Result<()> {
     let (steps, cpus) = args.plan()?;
-    let read = op == "read";
+    let read = op == "read" || op == "read-lent";
     let mut out = Output::new(&args.out);
     let table = &mut out.table;
     writeln!(
@@ -51,6 +55,7 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
         "# rfx-bench transport: {} (us), client cpu {:?}, server cpu {:?}",
         match op.as_str() {
             "read" => "one-sided read",
+            "read-lent" => "lend + one-sided read + end of the loan",
             "echo" => "write_imm round trip, payload read on both sides",
             _ => "write_imm round trip",
         },
@@ -76,7 +81,11 @@ pub(crate) fn run(TransportArgs { common: args, op }: TransportArgs) -> anyhow::
     for &kind in &args.transport {
         for &mode in &args.mode {
             let what = || format!("rfx {op} {kind} {}", mode_name(mode));
-            let (rfx, raw) = if read {
+            let (rfx, raw) = if op == "read-lent" {
+                let rfx = transport::rfx_read_lent(kind, &steps, cpus).with_context(what)?;
+                let raw = transport::rfx_read(kind, mode, &steps, cpus).with_context(what)?;
+                (rfx, Some(raw))
+            } else if read {
                 let rfx = transport::rfx_read(kind, mode, &steps, cpus).with_context(what)?;
                 let raw = match kind {
                     TransportKind::Tcp => Some(baseline::tcp::request_reply(

@@ -16,7 +16,7 @@ use super::proto::{
     self, Ack, Checksum, Credits, ExposedRegion, Header, Inbound, Kind, RingRx, RingTx, SetupMsg,
     Staging, Unconsumed, REC_ALIGN, REC_HDR, RING_IMM, TRAILER, WRITE_IN_RECORD_MAX,
 };
-use super::sys::{Mr, QueuePair, SendKind, Source};
+use super::sys::{LentMr, Mr, QueuePair, SendKind, Source};
 use super::{Domain, STAGING};
 use crate::completion::{Completion, WriteCompletion};
 use crate::config::Config;
@@ -404,6 +404,46 @@ impl VerbsEndpoint {
         // even if we return early.
         self.pinned.push_back((last, mr.clone()));
         self.wait_read(last)
+    }
+
+    /// RDMA READs of `out.len()` bytes at the peer's `addr` under the
+    /// device key `device_rkey`: straight into `out` when it lies in
+    /// registered memory of this process, else through the bounce buffer.
+    fn read_device(
+        &mut self,
+        addr: u64,
+        device_rkey: u32,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if let Some((mr, off)) = self.domain.registered(out) {
+            return self.read_registered(&mr, off, out.len(), addr, device_rkey);
+        }
+        let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
+        let size = proto::read_bounce_size(have, out.len());
+        let mr = match &self.read_mr {
+            Some(mr) if size <= have => mr.clone(),
+            _ => {
+                // No READ into the old buffer is outstanding (reads complete
+                // before they return, or the endpoint failed; `pinned` keeps
+                // it registered until then anyway).
+                self.read_mr = None;
+                let region = crate::mr::MemoryRegion::new(size)?;
+                let mr = Arc::new(Mr::register(&self.domain.pd, region)?);
+                tracing::debug!(size, "verbs read bounce buffer registered");
+                self.read_mr = Some(mr.clone());
+                mr
+            }
+        };
+        for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
+            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
+            self.pinned.push_back((id, mr.clone()));
+            self.wait_read(id)?;
+            mr.region().read_at(0, &mut out[off..off + n])?;
+        }
+        Ok(())
     }
 
     /// Posts one RDMA READ of `n` bytes at the peer's `raddr` into `mr` at
@@ -1101,35 +1141,35 @@ impl Provider for VerbsEndpoint {
     fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
         self.dead()?;
         let device_rkey = self.device_rkey(rkey, addr, out.len() as u64)?;
-        if out.is_empty() {
-            return Ok(());
-        }
-        if let Some((mr, off)) = self.domain.registered(out) {
-            return self.read_registered(&mr, off, out.len(), addr, device_rkey);
-        }
-        let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
-        let size = proto::read_bounce_size(have, out.len());
-        let mr = match &self.read_mr {
-            Some(mr) if size <= have => mr.clone(),
-            _ => {
-                // No READ into the old buffer is outstanding (reads complete
-                // before they return, or the endpoint failed; `pinned` keeps
-                // it registered until then anyway).
-                self.read_mr = None;
-                let region = crate::mr::MemoryRegion::new(size)?;
-                let mr = Arc::new(Mr::register(&self.domain.pd, region)?);
-                tracing::debug!(size, "verbs read bounce buffer registered");
-                self.read_mr = Some(mr.clone());
-                mr
-            }
-        };
-        for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
-            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
-            self.pinned.push_back((id, mr.clone()));
-            self.wait_read(id)?;
-            mr.region().read_at(0, &mut out[off..off + n])?;
-        }
-        Ok(())
+        self.read_device(addr, device_rkey, out)
+    }
+
+    /// Registers the caller's bytes for remote read (see
+    /// [`LentMr::register`]); the peer reads them by `read_lent`.
+    unsafe fn lend(
+        &mut self,
+        ptr: *const u8,
+        len: usize,
+    ) -> Result<Option<(u64, Box<dyn Send + Sync>)>, FabricError> {
+        self.dead()?;
+        // SAFETY: passed on from the caller (the bytes stay mapped while
+        // the registration lives).
+        let mr = unsafe { LentMr::register(&self.domain.pd, ptr, len)? };
+        Ok(Some((u64::from(mr.rkey()), Box::new(mr))))
+    }
+
+    /// An RDMA READ of memory the peer lent, with the device key it sent:
+    /// the peer's device checks key and range (a refusal breaks the queue
+    /// pair: `PeerGone`).
+    fn read_lent(&mut self, addr: u64, key: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        self.dead()?;
+        let device_rkey = u32::try_from(key).map_err(|_| FabricError::RemoteAccess {
+            rkey: 0,
+            addr,
+            len: out.len() as u64,
+            reason: "a verbs key has 32 bits",
+        })?;
+        self.read_device(addr, device_rkey, out)
     }
 
     fn send(&mut self, data: &[u8]) -> Result<(), FabricError> {

@@ -76,6 +76,11 @@
 //!   and ends the endpoint too (the device may still write the buffer).
 //!   The `Endpoint` layer refuses ranges outside the exposed buffers
 //!   before anything is posted, so only a lying or broken peer gets there.
+//! - Lent memory ([`crate::Endpoint::lend`]): a caller's buffer registered
+//!   for remote read only while its `Loan` lives; the peer reads it by RDMA
+//!   READ with the device rkey it was sent (`read_lent`, the bounce path of
+//!   reads). A READ the device refuses (an ended loan, a range outside it)
+//!   breaks the queue pair: `PeerGone`.
 //! - A failed work completion (peer died, QP in error) makes the endpoint
 //!   dead: every later call returns [`FabricError::PeerGone`].
 //!
@@ -204,6 +209,7 @@ pub(crate) fn probe(cfg: &Config) -> Result<Option<ProviderInfo>, FabricError> {
                 | Caps::READ
                 | Caps::ZERO_COPY
                 | Caps::WAIT_FD
+                | Caps::LEND
                 | Caps::INTER_NODE,
             max_inline: proto::WRITE_IN_RECORD_MAX,
             device: Some(d.device.clone()),

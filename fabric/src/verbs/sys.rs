@@ -461,6 +461,72 @@ impl Drop for Mr {
     }
 }
 
+/// Memory of this process lent to a peer for RDMA READ only (a
+/// collective's send buffer in a rendezvous): registered for remote read
+/// and nothing else, so the peer's device may read exactly `[addr, addr +
+/// len)` under [`LentMr::rkey`] and never write it.
+#[derive(Debug)]
+pub(super) struct LentMr {
+    mr: NonNull<ibv_mr>,
+    _pd: Arc<Pd>,
+    rkey: u32,
+}
+
+// SAFETY: an ibv_mr is immutable after registration; this process never
+// touches the memory through it (only the peer's device reads it).
+unsafe impl Send for LentMr {}
+// SAFETY: as above.
+unsafe impl Sync for LentMr {}
+
+impl LentMr {
+    /// Registers `len` bytes at `ptr` for remote read.
+    ///
+    /// # Safety
+    /// The memory must stay mapped until the registration is dropped. The
+    /// kernel pins its pages meanwhile; the device reads them whenever the
+    /// peer asks, so what the peer reads is what they hold at that time.
+    pub(super) unsafe fn register(
+        pd: &Arc<Pd>,
+        ptr: *const u8,
+        len: usize,
+    ) -> Result<LentMr, FabricError> {
+        let access = ibv_access_flags::IBV_ACCESS_REMOTE_READ;
+        // SAFETY: the caller keeps `[ptr, ptr + len)` mapped for the life
+        // of the registration, which owns nothing else; remote read needs
+        // no local write access, so the kernel pins the pages read-only.
+        let mr = unsafe {
+            ibv_reg_mr(
+                pd.pd.as_ptr(),
+                ptr as *mut c_void,
+                len.max(1),
+                access.0 as i32,
+            )
+        };
+        let mr = NonNull::new(mr).ok_or_else(|| last_err("ibv_reg_mr (lent memory)"))?;
+        // SAFETY: a successful registration returns a valid ibv_mr.
+        let rkey = unsafe { (*mr.as_ptr()).rkey };
+        Ok(LentMr {
+            mr,
+            _pd: pd.clone(),
+            rkey,
+        })
+    }
+
+    /// The key under which the peer's device may read the memory.
+    pub(super) fn rkey(&self) -> u32 {
+        self.rkey
+    }
+}
+
+impl Drop for LentMr {
+    fn drop(&mut self) {
+        // SAFETY: owned registration, deregistered once. A READ of it that
+        // a peer still has in flight then fails at the peer (its endpoint
+        // breaks); the memory is no longer reachable from the device.
+        unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+    }
+}
+
 /// A completion channel: the fd warm waiters sleep on.
 #[derive(Debug)]
 struct Channel {

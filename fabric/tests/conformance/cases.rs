@@ -521,6 +521,70 @@ pub fn advertised_caps_work(kind: TransportKind) {
     }
 }
 
+pub fn lent_memory_is_read(kind: TransportKind) {
+    // A buffer of the caller's (not a registered region) lent to the peer,
+    // read one-sided by it, refused outside the loan, unreachable after.
+    const LEN: usize = 3 << 20;
+    let (mut s, mut c) = pair(kind, &[], &[]);
+    let data = pattern(LEN, 9);
+    // SAFETY: `data` outlives `loan` (dropped explicitly below).
+    let loan = unsafe { s.lend(data.as_ptr(), data.len()) }.unwrap();
+    if !s.caps().contains(Caps::LEND) {
+        assert!(loan.is_none(), "{kind:?} lent without Caps::LEND");
+        let lent = rfx_fabric::LentBuffer {
+            addr: data.as_ptr() as u64,
+            len: LEN as u64,
+            key: 1,
+        };
+        let mut out = [0u8; 8];
+        assert!(matches!(
+            c.read_lent(&lent, 0, &mut out),
+            Err(FabricError::RemoteAccess { .. })
+        ));
+        return;
+    }
+    let loan = loan.expect("Caps::LEND but no loan");
+    let lent = loan.lent();
+    assert_eq!((lent.addr, lent.len), (data.as_ptr() as u64, LEN as u64));
+    let mut all = vec![0u8; LEN];
+    c.read_lent(&lent, 0, &mut all).unwrap();
+    assert!(all == data, "the lent bytes arrived changed");
+    let mut mid = vec![0u8; 4097];
+    c.read_lent(&lent, 12345, &mut mid).unwrap();
+    assert_eq!(mid[..], data[12345..12345 + 4097]);
+    // Outside the loan: refused before anything is posted; the endpoint
+    // lives on.
+    let mut past = [0u8; 2];
+    assert!(matches!(
+        c.read_lent(&lent, LEN as u64 - 1, &mut past),
+        Err(FabricError::RemoteAccess { .. })
+    ));
+    let mut last = [0u8; 1];
+    c.read_lent(&lent, LEN as u64 - 1, &mut last).unwrap();
+    assert_eq!(last[0], data[LEN - 1]);
+    // An ended loan is out of reach: the device refuses the READ.
+    let (mut s2, mut c2) = pair(kind, &[], &[]);
+    // SAFETY: `data` outlives the loan, dropped at once.
+    let ended = unsafe { s2.lend(data.as_ptr(), LEN) }.unwrap().unwrap();
+    let ended_at = ended.lent();
+    drop(ended);
+    let mut after = vec![0u8; 4096];
+    assert!(c2.read_lent(&ended_at, 0, &mut after).is_err());
+    assert!(after.iter().all(|&b| b == 0), "read an ended loan");
+    drop((s2, c2));
+    // A lie about the range reaches the device, which refuses it: an
+    // error, not other memory (the connection is over then).
+    let mut beyond = vec![0u8; 4096];
+    let forged = rfx_fabric::LentBuffer {
+        len: lent.len + 4096,
+        ..lent
+    };
+    assert!(c.read_lent(&forged, LEN as u64, &mut beyond).is_err());
+    assert!(beyond.iter().all(|&b| b == 0), "read past the loan");
+    drop(loan);
+    drop(s);
+}
+
 pub fn oversized_send_refused(kind: TransportKind) {
     let mut cfg = config(kind);
     cfg.max_message = 1 << 16;

@@ -25,6 +25,7 @@ macro_rules! conformance {
             #[test] fn warm_wakes_on_arrival() { cases::warm_wakes_on_arrival(K) }
             #[test] fn event_fd_wakes_an_armed_sleeper() { cases::event_fd_wakes_an_armed_sleeper(K) }
             #[test] fn advertised_caps_work() { cases::advertised_caps_work(K) }
+            #[test] fn lent_memory_is_read() { cases::lent_memory_is_read(K) }
             #[test] fn oversized_send_refused() { cases::oversized_send_refused(K) }
             #[test] fn peer_death_detected() { cases::peer_death_detected(K) }
             #[test] fn last_words_survive_a_failed_post() { cases::last_words_survive_a_failed_post(K) }
@@ -72,6 +73,7 @@ macro_rules! ofi_conformance {
             #[test] fn warm_wakes_on_arrival() { run(cases::warm_wakes_on_arrival) }
             #[test] fn event_fd_wakes_an_armed_sleeper() { run(cases::event_fd_wakes_an_armed_sleeper) }
             #[test] fn advertised_caps_work() { run(cases::advertised_caps_work) }
+            #[test] fn lent_memory_is_read() { run(cases::lent_memory_is_read) }
             #[test] fn oversized_send_refused() { run(cases::oversized_send_refused) }
             #[test] fn peer_death_detected() { run(cases::peer_death_detected) }
             #[test] fn orderly_close_loses_nothing() { run(cases::orderly_close_loses_nothing) }
