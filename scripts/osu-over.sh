@@ -14,6 +14,7 @@
 #                                             built into the folder OSU
 #   RFX_OSU_RANKS="2 4"                       rank counts of the collectives
 #   RFX_OSU_MAX=1048576                       largest message (bytes)
+#   RFX_OSU_MAX_MANY=RFX_OSU_MAX              largest message beyond 2 ranks
 #   RFX_OSU_OUT=DIR                           keep each run's output in DIR
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd -P)
@@ -65,6 +66,7 @@ run() {
   one osu_latency 2 "${args[@]}" || fail=1
   one osu_bw 2 "${args[@]}" -W 8 || fail=1
   for n in ${RFX_OSU_RANKS:-2 4}; do
+    [ "$n" -le 2 ] || args=(-c -m "1:${RFX_OSU_MAX_MANY:-$max}" -i 10 -x 2)
     one osu_barrier "$n" -i 50 -x 5 || fail=1
     for name in osu_bcast osu_reduce osu_allreduce osu_gather osu_scatter osu_allgather osu_alltoall; do
       one "$name" "$n" "${args[@]}" || fail=1
@@ -76,5 +78,5 @@ run() {
 case ${1:-} in
   build) build "$2" ;;
   run) run "$2" "$3" "$4" "$5" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

@@ -180,7 +180,7 @@ if [ "${RFX_TEST_SKIP_VERBS:-0}" != 1 ]; then
     log "verbs: unit tests (no device needed)"
     cargo test -p rfx-fabric --features verbs --lib -q verbs::
     log "verbs: conformance + end to end + benchmarks in the soft-RoCE VM"
-    timeout 900 scripts/verbs-vm.sh
+    timeout 1500 scripts/verbs-vm.sh
 fi
 # --- end verbs ---------------------------------------------------------------
 

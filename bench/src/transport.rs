@@ -139,8 +139,8 @@ pub fn rfx_read_lent(
     let lent = vec![0x5au8; max];
     let mut buf = vec![0u8; max];
     let out = measure(steps, |size| {
-        // SAFETY: `lent` outlives the loan, dropped before this returns.
-        let loan = unsafe { lender.lend(lent.as_ptr(), size)? }
+        let loan = lender
+            .lend(lent.as_ptr(), size)?
             .ok_or_else(|| anyhow::anyhow!("no loan from a Caps::LEND provider"))?;
         reader.read_lent(&loan.lent(), 0, &mut buf[..size])?;
         drop(loan);

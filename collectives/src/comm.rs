@@ -202,6 +202,7 @@ impl Communicator {
             fragment: cfg.fragment,
             flush_timeout: cfg.op_timeout,
             single_copy_min: cfg.thresholds.single_copy_min,
+            lend_min: cfg.thresholds.lend_min,
             push_min: cfg.thresholds.push_min,
         };
         let engine = Engine::new(0, vec![None], ecfg)?;

@@ -51,6 +51,14 @@ pub struct Thresholds {
     /// copies it straight from the sender's buffer, one copy instead of
     /// two (`RFX_COLL_SINGLE_COPY_MIN`; 0 turns it off).
     pub single_copy_min: usize,
+    /// Messages from which a send over a provider that lends memory
+    /// (verbs) goes as a read request naming a loan of the sender's
+    /// buffer: the receiver reads it by RDMA READ, with no copy on the
+    /// sender's side, instead of the sender copying it into its staging
+    /// and the peer's inbox (`RFX_COLL_LEND_MIN`; 0 turns it off). Each
+    /// loan registers the buffer with the device, which costs more than a
+    /// copy of a small one.
+    pub lend_min: usize,
     /// Messages from which a receiver that has its own copying to do (a
     /// gather's root) asks such a sender to write the message into its
     /// buffer itself, so that both copy at once (`RFX_COLL_PUSH_MIN`; 0
@@ -75,6 +83,7 @@ impl Default for Thresholds {
             scan_chain_max_ranks: 4,
             alltoall_pairwise_min: 256 << 10,
             single_copy_min: 16 << 10,
+            lend_min: 256 << 10,
             push_min: 128 << 10,
         }
     }
@@ -200,6 +209,7 @@ impl CollConfig {
                 &mut t.alltoall_pairwise_min,
             ),
             ("RFX_COLL_SINGLE_COPY_MIN", &mut t.single_copy_min),
+            ("RFX_COLL_LEND_MIN", &mut t.lend_min),
             ("RFX_COLL_PUSH_MIN", &mut t.push_min),
         ] {
             if let Some(v) = num(var)? {

@@ -119,7 +119,10 @@
 //! collectives that do not reduce go as *read requests*: the receiver
 //! copies them straight from the sender's buffer into its own, one copy
 //! instead of two, and the send completes when it has. A receiver waiting
-//! on other messages reads them out as it spills.
+//! on other messages reads them out as it spills. Over verbs, from
+//! `RFX_COLL_LEND_MIN` bytes (256 KiB), the request names loans of the
+//! sender's buffer ([`rfx_fabric::Endpoint::lend`]) that the receiver
+//! reads by RDMA READ: no copy on the sender's side.
 //!
 //! # Example
 //!

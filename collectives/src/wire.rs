@@ -142,14 +142,24 @@ pub(crate) fn parse_imm(imm: u32) -> Result<Kind, WireError> {
     }
 }
 
-/// Where an RTS's payload lies in the sender's memory.
+/// Where an RTS's payload lies in the sender's memory: address ranges,
+/// and for memory the sender lent through its provider (verbs), the
+/// provider's key of each range ([`rfx_fabric::Endpoint::lend`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PullDesc {
     /// Its number, echoed by the FIN.
     pub(crate) seq: u32,
     n: usize,
     segs: [(u64, u64); PULL_SEGS],
+    /// The provider's key of each range, when lent.
+    keys: Option<[u64; PULL_SEGS]>,
 }
+
+/// Set in the range count of an RTS whose ranges carry keys.
+const KEYED: u32 = 1 << 31;
+
+/// Most bytes of an RTS's description.
+pub(crate) const PULL_DESC_MAX: usize = 8 + 24 * PULL_SEGS;
 
 impl PullDesc {
     /// The description of `parts` (empty ones left out); `None` if they
@@ -159,6 +169,20 @@ impl PullDesc {
             seq,
             parts.iter().map(|p| (p.as_ptr() as u64, p.len() as u64)),
         )
+    }
+
+    /// The description of lent ranges: what each loan covers, and its key.
+    pub(crate) fn lent(seq: u32, loans: &[rfx_fabric::LentBuffer]) -> Option<PullDesc> {
+        let mut d = PullDesc::from_segs(seq, loans.iter().map(|l| (l.addr, l.len)))?;
+        if d.n != loans.len() {
+            return None;
+        }
+        let mut keys = [0u64; PULL_SEGS];
+        for (k, l) in keys.iter_mut().zip(loans) {
+            *k = l.key;
+        }
+        d.keys = Some(keys);
+        Some(d)
     }
 
     /// The description of ranges `segs` (address, length; empty ones left
@@ -171,6 +195,7 @@ impl PullDesc {
             seq,
             n: 0,
             segs: [(0, 0); PULL_SEGS],
+            keys: None,
         };
         for s in segs.into_iter().filter(|s| s.1 > 0) {
             *d.segs.get_mut(d.n)? = s;
@@ -184,17 +209,34 @@ impl PullDesc {
         &self.segs[..self.n]
     }
 
+    /// The provider's key of each range, if the sender lent them.
+    pub(crate) fn keys(&self) -> Option<&[u64]> {
+        self.keys.as_ref().map(|k| &k[..self.n])
+    }
+
+    fn per_seg(&self) -> usize {
+        if self.keys.is_some() {
+            24
+        } else {
+            16
+        }
+    }
+
     /// Bytes of the encoding.
     pub(crate) fn len(&self) -> usize {
-        8 + 16 * self.n
+        8 + self.per_seg() * self.n
     }
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seq.to_le_bytes());
-        out.extend_from_slice(&(self.n as u32).to_le_bytes());
-        for (a, l) in self.segs() {
+        let flag = if self.keys.is_some() { KEYED } else { 0 };
+        out.extend_from_slice(&(self.n as u32 | flag).to_le_bytes());
+        for (k, (a, l)) in self.segs().iter().enumerate() {
             out.extend_from_slice(&a.to_le_bytes());
             out.extend_from_slice(&l.to_le_bytes());
+            if let Some(keys) = &self.keys {
+                out.extend_from_slice(&keys[k].to_le_bytes());
+            }
         }
     }
 
@@ -208,28 +250,35 @@ impl PullDesc {
             b.get(i..i + 8)
                 .map(|x| u64::from_le_bytes(x.try_into().unwrap_or_default()))
         };
-        let (Some(seq), Some(n)) = (u32_at(0), u32_at(4)) else {
+        let (Some(seq), Some(word)) = (u32_at(0), u32_at(4)) else {
             return Err("a short read request".into());
         };
-        let n = n as usize;
-        if n == 0 || n > PULL_SEGS || b.len() != 8 + 16 * n {
+        let keyed = word & KEYED != 0;
+        let n = (word & !KEYED) as usize;
+        let per = if keyed { 24 } else { 16 };
+        if n == 0 || n > PULL_SEGS || b.len() != 8 + per * n {
             return Err(format!("a read request of {n} ranges in {} bytes", b.len()));
         }
         let mut d = PullDesc {
             seq,
             n,
             segs: [(0, 0); PULL_SEGS],
+            keys: keyed.then_some([0; PULL_SEGS]),
         };
         let mut sum = 0u64;
-        for (k, s) in d.segs[..n].iter_mut().enumerate() {
-            let (Some(a), Some(l)) = (u64_at(8 + 16 * k), u64_at(16 + 16 * k)) else {
+        for k in 0..n {
+            let at = 8 + per * k;
+            let (Some(a), Some(l)) = (u64_at(at), u64_at(at + 8)) else {
                 return Err("a short read request".into());
             };
             if l == 0 || a.checked_add(l).is_none() {
                 return Err(format!("a read request range of {l} bytes at {a:#x}"));
             }
+            if let Some(keys) = &mut d.keys {
+                keys[k] = u64_at(at + 16).ok_or("a short read request")?;
+            }
             sum = sum.saturating_add(l);
-            *s = (a, l);
+            d.segs[k] = (a, l);
         }
         if sum != total || total == 0 {
             return Err(format!(
@@ -342,9 +391,41 @@ mod tests {
             seq: 1,
             n: 1,
             segs: [(u64::MAX, 2), (0, 0), (0, 0), (0, 0)],
+            keys: None,
         }
         .encode(&mut wrap);
         assert!(PullDesc::decode(&wrap, 2).is_err());
+    }
+
+    #[test]
+    fn lent_read_requests_carry_their_keys() {
+        let loans = [
+            rfx_fabric::LentBuffer {
+                addr: 0x1000,
+                len: 100,
+                key: 0xdead_beef,
+            },
+            rfx_fabric::LentBuffer {
+                addr: 0x9000,
+                len: 28,
+                key: 7,
+            },
+        ];
+        let d = PullDesc::lent(3, &loans).unwrap();
+        let mut enc = Vec::new();
+        d.encode(&mut enc);
+        assert_eq!(enc.len(), d.len());
+        assert_eq!(enc.len(), 8 + 24 * 2);
+        let back = PullDesc::decode(&enc, 128).unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.segs(), &[(0x1000, 100), (0x9000, 28)]);
+        assert_eq!(back.keys(), Some(&[0xdead_beef, 7][..]));
+        // Unkeyed requests have no keys; a keyed one cut short is refused.
+        assert!(PullDesc::new(1, &[&[1u8; 4]]).unwrap().keys().is_none());
+        assert!(PullDesc::decode(&enc[..enc.len() - 8], 128).is_err());
+        // An empty loan cannot be described (each range names one).
+        let empty = rfx_fabric::LentBuffer { len: 0, ..loans[0] };
+        assert!(PullDesc::lent(0, &[empty, loans[1]]).is_none());
     }
 
     #[test]

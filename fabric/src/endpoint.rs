@@ -314,22 +314,23 @@ impl Endpoint {
     /// [`Caps::LEND`]: tcp, shm, ofi).
     ///
     /// On verbs the bytes are registered for remote read only (the pages
-    /// pinned until the loan drops); the device serves the peer's RDMA
-    /// READs of exactly them and refuses anything else. A registration
-    /// costs a system call, more for larger buffers: lend what is large
-    /// enough for a copy to cost more.
+    /// pinned until the loan drops; a range that is not mapped is an
+    /// error); the device serves the peer's RDMA READs of exactly them and
+    /// refuses anything else. A registration costs a system call, more for
+    /// larger buffers: lend what is large enough for a copy to cost more.
     ///
-    /// # Safety
-    /// `[ptr, ptr + len)` must stay mapped while the loan lives. What the
-    /// peer reads is what the bytes hold at the time, so callers keep them
-    /// unchanged until the peer says it has read them.
-    pub unsafe fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
+    /// Nothing in this process is read or written through `ptr`, so this
+    /// is safe to call; what it decides is what the peer may see. The peer
+    /// reads whatever the bytes hold at the time, until the loan drops
+    /// (even memory the caller has since freed and reused): lend only what
+    /// the peer may read, keep it unchanged until the peer says it has
+    /// read it, and drop the loan then.
+    pub fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
         self.alive()?;
         if len == 0 {
             return Ok(None);
         }
-        // SAFETY: passed on from the caller.
-        let r = dispatch!(&mut self.inner, ep => unsafe { ep.lend(ptr, len) });
+        let r = dispatch!(&mut self.inner, ep => ep.lend(ptr, len));
         let lent = self.track(r)?;
         Ok(lent.map(|(key, registration)| {
             Loan::new(

@@ -82,11 +82,8 @@ pub(crate) trait Provider {
     /// ([`Provider::read_lent`]); returns the provider's key and the
     /// registration, which ends the loan when dropped. `None`: this
     /// provider does not lend (the default).
-    ///
-    /// # Safety
-    /// The memory stays mapped while the registration lives.
     #[allow(clippy::type_complexity)]
-    unsafe fn lend(
+    fn lend(
         &mut self,
         ptr: *const u8,
         len: usize,

@@ -402,6 +402,7 @@ impl Communicator {
             fragment: config.fragment,
             flush_timeout: config.op_timeout,
             single_copy_min: config.thresholds.single_copy_min,
+            lend_min: config.thresholds.lend_min,
             push_min: config.thresholds.push_min,
         };
         let mut engine = Engine::new(me, eps, ecfg)?;

@@ -112,6 +112,9 @@ pub(super) struct Conn<L> {
     pub(super) next_seq: u32,
     /// Our read requests the peer has not finished: (number, token).
     pub(super) reading: Vec<(u32, u64)>,
+    /// The loans of our read requests over a link that lends, ended when
+    /// the peer's FIN (or the link's end) drops them: (number, loans).
+    pub(super) loans: Vec<(u32, Vec<rfx_fabric::Loan>)>,
 }
 
 impl<L: Link> Conn<L> {
@@ -166,6 +169,7 @@ impl<L: Link> Conn<L> {
             pushes: Vec::new(),
             next_seq: 0,
             reading: Vec::new(),
+            loans: Vec::new(),
         })
     }
 
@@ -193,6 +197,7 @@ impl<L: Link> Conn<L> {
         mem.write(d.segs(), parts)?;
         self.control(Kind::Wrote(seq))?;
         self.reading.retain(|&(s, _)| s != seq);
+        self.loans.retain(|&(s, _)| s != seq);
         Ok(true)
     }
 

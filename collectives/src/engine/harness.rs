@@ -161,6 +161,7 @@ impl Mesh {
             fragment,
             flush_timeout: Duration::ZERO,
             single_copy_min,
+            lend_min: 0,
             push_min: single_copy_min,
         };
         let engines = (0..n)

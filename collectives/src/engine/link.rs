@@ -9,7 +9,9 @@
 use std::os::fd::BorrowedFd;
 
 use rfx_fabric::cma::PeerMemory;
-use rfx_fabric::{Completion, Endpoint, FabricError, RemoteBuffer, TransportKind};
+use rfx_fabric::{
+    Completion, Endpoint, FabricError, LentBuffer, Loan, RemoteBuffer, TransportKind,
+};
 
 /// A reliable, ordered connection to one peer that carries one-sided
 /// writes with an immediate.
@@ -54,6 +56,36 @@ pub(crate) trait Link: std::fmt::Debug {
     /// (same host, cross-memory attach): then large messages from the
     /// peer come as read requests.
     fn peer_memory(&self) -> Option<&PeerMemory>;
+
+    /// Whether this link lends our memory to the peer, and reads what the
+    /// peer lends ([`rfx_fabric::Caps::LEND`]: verbs): then large messages
+    /// go as read requests naming loans.
+    fn lends(&self) -> bool {
+        false
+    }
+
+    /// Lends `len` bytes at `ptr` to the peer ([`Endpoint::lend`]).
+    fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
+        let _ = (ptr, len);
+        Ok(None)
+    }
+
+    /// Reads `out.len()` bytes at `offset` of a loan of the peer's
+    /// ([`Endpoint::read_lent`]).
+    fn read_lent(
+        &mut self,
+        lent: &LentBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        let _ = (offset, out);
+        Err(FabricError::RemoteAccess {
+            rkey: 0,
+            addr: lent.addr,
+            len: lent.len,
+            reason: "this link does not read lent memory",
+        })
+    }
 
     /// Starts an orderly close (nothing is sent after it).
     fn close_start(&mut self) {}
@@ -103,6 +135,23 @@ impl Link for Endpoint {
 
     fn peer_memory(&self) -> Option<&PeerMemory> {
         Endpoint::peer_memory(self)
+    }
+
+    fn lends(&self) -> bool {
+        self.caps().contains(rfx_fabric::Caps::LEND)
+    }
+
+    fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
+        Endpoint::lend(self, ptr, len)
+    }
+
+    fn read_lent(
+        &mut self,
+        lent: &LentBuffer,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        Endpoint::read_lent(self, lent, offset, out)
     }
 
     fn close_start(&mut self) {

@@ -40,7 +40,9 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use rfx_fabric::cma::PeerMemory;
-use rfx_fabric::{Completion, Endpoint, FabricError, MemoryRegion, PollMode, TransportKind};
+use rfx_fabric::{
+    Completion, Endpoint, FabricError, LentBuffer, MemoryRegion, PollMode, TransportKind,
+};
 
 use crate::error::CollError;
 use crate::wire::{Header, Kind, PullDesc, ALIGN, HDR_LEN, SEQ_MASK};
@@ -51,6 +53,7 @@ mod harness;
 mod inbound;
 mod link;
 mod outbound;
+mod remote;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +61,8 @@ use flow::Conn;
 use inbound::{on_write, read_out, spill, InMsg, Owned};
 pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
+use remote::{lend_parts, LinkReader};
+pub(crate) use remote::{read_segs, RemoteSrc};
 
 /// Completions taken from one endpoint per sweep, so that one busy peer
 /// does not starve the others. With a core per rank a sweep also stops
@@ -110,7 +115,7 @@ pub(crate) enum Piece<'a> {
     /// `len` bytes from `at` of the concatenation of the sender's ranges
     /// `segs`, read with one copy.
     Remote {
-        mem: &'a PeerMemory,
+        src: RemoteSrc<'a>,
         segs: &'a [(u64, u64)],
         at: u64,
         len: usize,
@@ -135,9 +140,9 @@ impl Piece<'_> {
             },
             Piece::Bytes(b) => Piece::Bytes(&b[at..at + len]),
             Piece::Remote {
-                mem, segs, at: a, ..
+                src, segs, at: a, ..
             } => Piece::Remote {
-                mem,
+                src: *src,
                 segs,
                 at: a + at as u64,
                 len,
@@ -154,8 +159,26 @@ impl Piece<'_> {
                 Ok(())
             }
             Piece::Remote {
-                mem, segs, at: a, ..
+                src: RemoteSrc::Memory(mem),
+                segs,
+                at: a,
+                ..
             } => mem.read(segs, a + at as u64, out),
+            Piece::Remote {
+                src: RemoteSrc::Lent(link, keys),
+                segs,
+                at: a,
+                ..
+            } => read_segs(segs, a + at as u64, out, |i, off, buf| {
+                let (addr, len) = segs[i];
+                let key = keys.get(i).copied().ok_or(FabricError::RemoteAccess {
+                    rkey: 0,
+                    addr,
+                    len,
+                    reason: "a lent range without its key",
+                })?;
+                link.read_lent(&LentBuffer { addr, len, key }, off, buf)
+            }),
         }
     }
 }
@@ -244,6 +267,9 @@ pub(crate) struct EngineConfig {
     /// peers that can read our memory (0: never; we then tell no peer that
     /// we read theirs either).
     pub(crate) single_copy_min: usize,
+    /// Exposed sends of at least this many bytes over a link that lends
+    /// (verbs) go as read requests naming loans (0: never).
+    pub(crate) lend_min: usize,
     /// Read requests of at least this many bytes may be answered with
     /// PUSH (0: never).
     pub(crate) push_min: usize,
@@ -319,8 +345,12 @@ impl<L: Link> Engine<L> {
                 None => None,
                 Some((link, mr)) => {
                     let mut c = Conn::new(r, link, mr, cfg.fragment)?;
+                    let lends = cfg.lend_min > 0 && c.link.lends();
                     let mem = c.link.peer_memory();
-                    c.we_read = cfg.single_copy_min > 0 && mem.is_some();
+                    // Over a link that lends, the peer's read requests name
+                    // loans, which we read by the provider; else its memory,
+                    // which we read in place.
+                    c.we_read = lends || (cfg.single_copy_min > 0 && mem.is_some());
                     c.we_write = c.we_read && mem.is_some_and(PeerMemory::writable);
                     let word = if c.we_write {
                         Kind::Writes
@@ -398,13 +428,15 @@ impl<L: Link> Engine<L> {
     /// True if an exposed send of `bytes` to world rank `dest` would go as
     /// a read request (then the caller must keep its buffer unchanged).
     pub(crate) fn reads_in_place(&self, dest: usize, bytes: usize) -> bool {
-        self.cfg.single_copy_min > 0
-            && bytes >= self.cfg.single_copy_min
-            && self
-                .peers
-                .get(dest)
-                .and_then(|p| p.link.as_ref())
-                .is_some_and(|l| l.peer_reads == Some(true))
+        let Some(l) = self.peers.get(dest).and_then(|p| p.link.as_ref()) else {
+            return false;
+        };
+        let min = if l.link.lends() {
+            self.cfg.lend_min
+        } else {
+            self.cfg.single_copy_min
+        };
+        min > 0 && bytes >= min && l.peer_reads == Some(true)
     }
 
     /// Progresses until every peer said whether it reads our memory (its
@@ -501,12 +533,25 @@ impl<L: Link> Engine<L> {
         let Some(l) = peer.link.as_mut() else {
             return Err(CollError::InvalidRank { rank: dest, size });
         };
-        let desc = read
-            .then(|| PullDesc::new(l.next_seq, parts))
-            .flatten()
-            .filter(|d| d.len() <= l.win.single);
+        let mut loans = Vec::new();
+        let desc = if !read {
+            None
+        } else if l.link.lends() {
+            loans = lend_parts(&mut l.link, parts);
+            let lent: Vec<_> = loans.iter().map(rfx_fabric::Loan::lent).collect();
+            (!loans.is_empty())
+                .then(|| PullDesc::lent(l.next_seq, &lent))
+                .flatten()
+        } else {
+            PullDesc::new(l.next_seq, parts)
+        }
+        .filter(|d| d.len() <= l.win.single);
         if let Some(d) = desc {
             l.next_seq = l.next_seq.wrapping_add(1) & SEQ_MASK;
+            if !loans.is_empty() {
+                // Lent until the peer's FIN says it read them.
+                l.loans.push((d.seq, loans));
+            }
             let mut data = Vec::with_capacity(d.len());
             d.encode(&mut data);
             let mut prog = Progress::new(hdr, data.len());
@@ -845,18 +890,34 @@ impl<L: Link> Engine<L> {
                     "a read request without a link".into(),
                 ));
             };
-            let Some(mem) = l.link.peer_memory() else {
-                return Err(CollError::InvalidArgument(
-                    "a read request without access".into(),
-                ));
+            let read = match d.keys() {
+                // Lent by the peer's provider: read through the link.
+                Some(keys) => {
+                    let reader = LinkReader::new(&mut l.link);
+                    let piece = Piece::Remote {
+                        src: RemoteSrc::Lent(&reader, keys),
+                        segs: d.segs(),
+                        at: 0,
+                        len: m.total,
+                    };
+                    f(0, piece, scratch)
+                }
+                None => {
+                    let Some(mem) = l.link.peer_memory() else {
+                        return Err(CollError::InvalidArgument(
+                            "a read request without access".into(),
+                        ));
+                    };
+                    let piece = Piece::Remote {
+                        src: RemoteSrc::Memory(mem),
+                        segs: d.segs(),
+                        at: 0,
+                        len: m.total,
+                    };
+                    f(0, piece, scratch)
+                }
             };
-            let piece = Piece::Remote {
-                mem,
-                segs: d.segs(),
-                at: 0,
-                len: m.total,
-            };
-            if let Err(e) = f(0, piece, scratch) {
+            if let Err(e) = read {
                 // The peer's memory failed us: its ranges were bad, or it
                 // exited. Either way its buffer is not read again.
                 if let CollError::Fabric { source, .. } = &e {

@@ -144,6 +144,36 @@ fn large_messages_are_read_in_place_between_processes_on_shm() {
     run_ok("single_copy", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
 }
 
+/// Over verbs (in the soft-RoCE VM: `scripts/verbs-vm.sh`), a large
+/// message goes as a read request naming a loan of the sender's buffer,
+/// which the receiver reads by RDMA READ: no copy on the sender's side.
+/// Built only with the feature; without a device it fails, not passes.
+#[cfg(feature = "verbs")]
+#[test]
+fn large_messages_are_lent_over_verbs() {
+    // 64 KiB: the allgather's 200 KB blocks are lent too.
+    let lend = ("RFX_COLL_LEND_MIN", "65536");
+    for n in [2, 3] {
+        run_ok(
+            "single_copy",
+            n,
+            "verbs",
+            &[
+                ("RFX_COLL_TEST_READS", "yes"),
+                ("RFX_COLL_PUSH_MIN", "0"),
+                lend,
+            ],
+        );
+    }
+    // Lending turned off: the inbox path, the same bytes.
+    run_ok(
+        "single_copy",
+        2,
+        "verbs",
+        &[("RFX_COLL_TEST_READS", "no"), ("RFX_COLL_LEND_MIN", "0")],
+    );
+}
+
 #[test]
 fn large_messages_tcp() {
     run_ok(

@@ -1146,15 +1146,13 @@ impl Provider for VerbsEndpoint {
 
     /// Registers the caller's bytes for remote read (see
     /// [`LentMr::register`]); the peer reads them by `read_lent`.
-    unsafe fn lend(
+    fn lend(
         &mut self,
         ptr: *const u8,
         len: usize,
     ) -> Result<Option<(u64, Box<dyn Send + Sync>)>, FabricError> {
         self.dead()?;
-        // SAFETY: passed on from the caller (the bytes stay mapped while
-        // the registration lives).
-        let mr = unsafe { LentMr::register(&self.domain.pd, ptr, len)? };
+        let mr = LentMr::register(&self.domain.pd, ptr, len)?;
         Ok(Some((u64::from(mr.rkey()), Box::new(mr))))
     }
 

@@ -479,21 +479,22 @@ unsafe impl Send for LentMr {}
 unsafe impl Sync for LentMr {}
 
 impl LentMr {
-    /// Registers `len` bytes at `ptr` for remote read.
-    ///
-    /// # Safety
-    /// The memory must stay mapped until the registration is dropped. The
-    /// kernel pins its pages meanwhile; the device reads them whenever the
-    /// peer asks, so what the peer reads is what they hold at that time.
-    pub(super) unsafe fn register(
+    /// Registers `len` bytes at `ptr` for remote read. The kernel checks
+    /// that they are mapped (else `EFAULT`) and pins their pages until the
+    /// registration is dropped; the device reads them whenever the peer
+    /// asks, so the peer sees what they hold at that time. Pages unmapped
+    /// meanwhile stay pinned and readable: what the caller lends is its
+    /// choice of what the peer may read, not a question of memory safety.
+    pub(super) fn register(
         pd: &Arc<Pd>,
         ptr: *const u8,
         len: usize,
     ) -> Result<LentMr, FabricError> {
         let access = ibv_access_flags::IBV_ACCESS_REMOTE_READ;
-        // SAFETY: the caller keeps `[ptr, ptr + len)` mapped for the life
-        // of the registration, which owns nothing else; remote read needs
-        // no local write access, so the kernel pins the pages read-only.
+        // SAFETY: ibv_reg_mr takes the range by value and never
+        // dereferences it in this process; the kernel validates and pins
+        // it. Remote read needs no local write access, so nothing here or
+        // on the device writes the memory.
         let mr = unsafe {
             ibv_reg_mr(
                 pd.pd.as_ptr(),

@@ -527,8 +527,7 @@ pub fn lent_memory_is_read(kind: TransportKind) {
     const LEN: usize = 3 << 20;
     let (mut s, mut c) = pair(kind, &[], &[]);
     let data = pattern(LEN, 9);
-    // SAFETY: `data` outlives `loan` (dropped explicitly below).
-    let loan = unsafe { s.lend(data.as_ptr(), data.len()) }.unwrap();
+    let loan = s.lend(data.as_ptr(), data.len()).unwrap();
     if !s.caps().contains(Caps::LEND) {
         assert!(loan.is_none(), "{kind:?} lent without Caps::LEND");
         let lent = rfx_fabric::LentBuffer {
@@ -564,8 +563,7 @@ pub fn lent_memory_is_read(kind: TransportKind) {
     assert_eq!(last[0], data[LEN - 1]);
     // An ended loan is out of reach: the device refuses the READ.
     let (mut s2, mut c2) = pair(kind, &[], &[]);
-    // SAFETY: `data` outlives the loan, dropped at once.
-    let ended = unsafe { s2.lend(data.as_ptr(), LEN) }.unwrap().unwrap();
+    let ended = s2.lend(data.as_ptr(), LEN).unwrap().unwrap();
     let ended_at = ended.lent();
     drop(ended);
     let mut after = vec![0u8; 4096];

@@ -1,0 +1,98 @@
+//! Reading a message where its sender left it, the receiver's half of a
+//! read request: in the sender's memory (cross-memory attach, one host) or
+//! in loans of the sender's buffer that its provider reads (verbs); and the
+//! sender's half of the loans.
+
+use rfx_fabric::cma::PeerMemory;
+use rfx_fabric::{FabricError, LentBuffer, Loan};
+
+use super::link::Link;
+
+/// How the sender's ranges of a [`Piece::Remote`] are read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum RemoteSrc<'a> {
+    /// In the sender's memory, in place (cross-memory attach).
+    Memory(&'a PeerMemory),
+    /// Lent by the sender's provider, read through the link; `keys[i]` is
+    /// the key of `segs[i]`.
+    Lent(&'a dyn ReadLent, &'a [u64]),
+}
+
+/// Reads loans of the peer's through a link borrowed for one receive.
+pub(crate) trait ReadLent: std::fmt::Debug {
+    fn read_lent(&self, lent: &LentBuffer, offset: u64, out: &mut [u8]) -> Result<(), FabricError>;
+}
+
+/// A link lent to a [`Piece::Remote`] for the reads of one message.
+#[derive(Debug)]
+pub(crate) struct LinkReader<'a, L>(std::cell::RefCell<&'a mut L>);
+
+impl<'a, L: Link> LinkReader<'a, L> {
+    pub(crate) fn new(link: &'a mut L) -> Self {
+        LinkReader(std::cell::RefCell::new(link))
+    }
+}
+
+impl<L: Link> ReadLent for LinkReader<'_, L> {
+    fn read_lent(&self, lent: &LentBuffer, offset: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        self.0.borrow_mut().read_lent(lent, offset, out)
+    }
+}
+
+/// Reads `out.len()` bytes from `at` of the concatenation of the ranges
+/// `segs`, each through `read(i, offset in range i, bytes)`.
+pub(crate) fn read_segs(
+    segs: &[(u64, u64)],
+    at: u64,
+    out: &mut [u8],
+    mut read: impl FnMut(usize, u64, &mut [u8]) -> Result<(), FabricError>,
+) -> Result<(), FabricError> {
+    let mut done = 0usize;
+    let mut base = 0u64;
+    for (i, &(_, len)) in segs.iter().enumerate() {
+        if done == out.len() {
+            break;
+        }
+        let want = at + done as u64;
+        let end = base.saturating_add(len);
+        if want < end {
+            let off = want - base;
+            let n = usize::try_from(len - off)
+                .unwrap_or(usize::MAX)
+                .min(out.len() - done);
+            read(i, off, &mut out[done..done + n])?;
+            done += n;
+        }
+        base = end;
+    }
+    if done < out.len() {
+        return Err(FabricError::RemoteAccess {
+            rkey: 0,
+            addr: at,
+            len: out.len() as u64,
+            reason: "past the end of the ranges the peer named",
+        });
+    }
+    Ok(())
+}
+
+/// Loans of the non-empty `parts` on `link`, one each, or none at all:
+/// a registration the device refuses (a memlock limit, say) sends the
+/// message through the inbox instead.
+pub(crate) fn lend_parts(link: &mut impl Link, parts: &[&[u8]]) -> Vec<Loan> {
+    let mut loans = Vec::with_capacity(parts.len());
+    for p in parts.iter().filter(|p| !p.is_empty()) {
+        // An exposed send's bytes stay unchanged until its read request
+        // is finished (the peer's FIN); the loans end then (`Conn::loans`),
+        // or earlier with the link.
+        match link.lend(p.as_ptr(), p.len()) {
+            Ok(Some(loan)) => loans.push(loan),
+            Ok(None) => return Vec::new(),
+            Err(e) => {
+                tracing::debug!("lending a send buffer failed, sending it by copy: {e}");
+                return Vec::new();
+            }
+        }
+    }
+    loans
+}
