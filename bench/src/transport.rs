@@ -119,13 +119,7 @@ pub fn rfx_read_lent(
     steps: &[Step],
     cpus: (Option<usize>, Option<usize>),
 ) -> anyhow::Result<Vec<Summary>> {
-    let cfg = Config {
-        transport: TransportChoice::Forced(kind),
-        ..Config::from_env()?
-    };
-    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
-    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
-    let addr = listener.local_addr()?;
+    let (fabric, listener, addr) = listen_forced(kind)?;
     let accept = std::thread::spawn(move || listener.accept(&ConnectOptions::new()));
     let mut reader = fabric.connect(addr, &ConnectOptions::new())?;
     let mut lender = accept
@@ -173,6 +167,20 @@ fn measure(
     Ok(out)
 }
 
+/// A fabric forced to `kind`, listening on loopback.
+fn listen_forced(
+    kind: TransportKind,
+) -> anyhow::Result<(Fabric, rfx_fabric::Listener, std::net::SocketAddr)> {
+    let cfg = Config {
+        transport: TransportChoice::Forced(kind),
+        ..Config::from_env()?
+    };
+    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
+    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
+    let addr = listener.local_addr()?;
+    Ok((fabric, listener, addr))
+}
+
 /// The client's side of [`with_server`].
 struct Client {
     fabric: Fabric,
@@ -203,13 +211,7 @@ fn with_server(
     max: usize,
     serve: impl FnOnce(&mut Endpoint, &rfx_fabric::MemoryRegion) -> anyhow::Result<()> + Send + 'static,
 ) -> anyhow::Result<Client> {
-    let cfg = Config {
-        transport: TransportChoice::Forced(kind),
-        ..Config::from_env()?
-    };
-    let fabric = Fabric::open(cfg).with_context(|| format!("opening transport {kind}"))?;
-    let listener = fabric.listen("127.0.0.1:0".parse()?)?;
-    let addr = listener.local_addr()?;
+    let (fabric, listener, addr) = listen_forced(kind)?;
     let sfabric = fabric.clone();
     let server = std::thread::spawn(move || -> anyhow::Result<()> {
         pin::pin(cpus.1);

@@ -28,6 +28,45 @@ use nix::unistd::Pid;
 
 use crate::error::FabricError;
 
+/// Reads bytes `[at, at + out.len())` of the concatenation of the ranges
+/// `segs` (address, length), piece by piece: `read(i, offset in range i,
+/// the part of out)` for each range the bytes come from, in order. An
+/// error if the ranges end first.
+pub fn read_ranges(
+    segs: &[(u64, u64)],
+    at: u64,
+    out: &mut [u8],
+    mut read: impl FnMut(usize, u64, &mut [u8]) -> Result<(), FabricError>,
+) -> Result<(), FabricError> {
+    let mut done = 0usize;
+    let mut base = 0u64;
+    for (i, &(_, len)) in segs.iter().enumerate() {
+        if done == out.len() {
+            break;
+        }
+        let want = at + done as u64;
+        let end = base.saturating_add(len);
+        if want < end {
+            let off = want - base;
+            let n = usize::try_from(len - off)
+                .unwrap_or(usize::MAX)
+                .min(out.len() - done);
+            read(i, off, &mut out[done..done + n])?;
+            done += n;
+        }
+        base = end;
+    }
+    if done < out.len() {
+        return Err(FabricError::RemoteAccess {
+            rkey: 0,
+            addr: at,
+            len: out.len() as u64,
+            reason: "past the end of the ranges the peer named",
+        });
+    }
+    Ok(())
+}
+
 /// Another process of this host whose memory this process may read.
 #[derive(Debug)]
 pub struct PeerMemory {
@@ -226,32 +265,9 @@ impl PeerMemory {
     /// cover the bytes, a range is not mapped in the peer, or the peer
     /// exited (before or during the read).
     pub fn read(&self, segs: &[(u64, u64)], at: u64, out: &mut [u8]) -> Result<(), FabricError> {
-        let mut done = 0usize;
-        let mut base = 0u64;
-        for &(addr, len) in segs {
-            if done == out.len() {
-                break;
-            }
-            let want = at + done as u64;
-            let end = base.saturating_add(len);
-            if want < end {
-                let off = want - base;
-                let n = usize::try_from(len - off)
-                    .unwrap_or(usize::MAX)
-                    .min(out.len() - done);
-                self.read_at(addr.checked_add(off), &mut out[done..done + n])?;
-                done += n;
-            }
-            base = end;
-        }
-        if done < out.len() {
-            return Err(FabricError::RemoteAccess {
-                rkey: 0,
-                addr: at,
-                len: out.len() as u64,
-                reason: "past the end of the ranges the peer named",
-            });
-        }
+        read_ranges(segs, at, out, |i, off, buf| {
+            self.read_at(segs[i].0.checked_add(off), buf)
+        })?;
         self.alive()
     }
 

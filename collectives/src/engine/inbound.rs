@@ -108,7 +108,7 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
         data.resize(at + n, 0);
         let out = &mut data[at..];
         match d.keys() {
-            Some(keys) => super::read_segs(d.segs(), at as u64, out, |i, off, buf| {
+            Some(keys) => rfx_fabric::cma::read_ranges(d.segs(), at as u64, out, |i, off, buf| {
                 let (addr, len) = d.segs()[i];
                 let key = keys[i];
                 l.link.read_lent(&LentBuffer { addr, len, key }, off, buf)

@@ -61,8 +61,8 @@ use flow::Conn;
 use inbound::{on_write, read_out, spill, InMsg, Owned};
 pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
+pub(crate) use remote::RemoteSrc;
 use remote::{lend_parts, LinkReader};
-pub(crate) use remote::{read_segs, RemoteSrc};
 
 /// Completions taken from one endpoint per sweep, so that one busy peer
 /// does not starve the others. With a core per rank a sweep also stops
@@ -169,7 +169,7 @@ impl Piece<'_> {
                 segs,
                 at: a,
                 ..
-            } => read_segs(segs, a + at as u64, out, |i, off, buf| {
+            } => rfx_fabric::cma::read_ranges(segs, a + at as u64, out, |i, off, buf| {
                 let (addr, len) = segs[i];
                 let key = keys.get(i).copied().ok_or(FabricError::RemoteAccess {
                     rkey: 0,

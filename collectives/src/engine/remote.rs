@@ -39,43 +39,6 @@ impl<L: Link> ReadLent for LinkReader<'_, L> {
     }
 }
 
-/// Reads `out.len()` bytes from `at` of the concatenation of the ranges
-/// `segs`, each through `read(i, offset in range i, bytes)`.
-pub(crate) fn read_segs(
-    segs: &[(u64, u64)],
-    at: u64,
-    out: &mut [u8],
-    mut read: impl FnMut(usize, u64, &mut [u8]) -> Result<(), FabricError>,
-) -> Result<(), FabricError> {
-    let mut done = 0usize;
-    let mut base = 0u64;
-    for (i, &(_, len)) in segs.iter().enumerate() {
-        if done == out.len() {
-            break;
-        }
-        let want = at + done as u64;
-        let end = base.saturating_add(len);
-        if want < end {
-            let off = want - base;
-            let n = usize::try_from(len - off)
-                .unwrap_or(usize::MAX)
-                .min(out.len() - done);
-            read(i, off, &mut out[done..done + n])?;
-            done += n;
-        }
-        base = end;
-    }
-    if done < out.len() {
-        return Err(FabricError::RemoteAccess {
-            rkey: 0,
-            addr: at,
-            len: out.len() as u64,
-            reason: "past the end of the ranges the peer named",
-        });
-    }
-    Ok(())
-}
-
 /// Loans of the non-empty `parts` on `link`, one each, or none at all:
 /// a registration the device refuses (a memlock limit, say) sends the
 /// message through the inbox instead.
