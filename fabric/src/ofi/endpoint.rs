@@ -1003,10 +1003,19 @@ mod tests {
         mr.write_at(0, &[7u8; 1 << 20]).unwrap();
         let (a, mut b) = pair("tcp;ofi_rxm", &mr, Duration::from_millis(300));
         let rb = mr.remote();
+        // In one process a waiting read drives the owner's endpoint too
+        // (the domain's other endpoints): it completes with no owner thread.
+        let mut first = [0u8; 16];
+        b.read(rb.addr, rb.rkey, &mut first).unwrap();
+        assert_eq!(first, [7u8; 16]);
+        // An owner in another process that does not poll: this thread's
+        // waits drive only their own endpoint.
+        sys::ALONE.with(|a| a.set(true));
         let mut out = vec![0u8; 1 << 20];
         let t0 = Instant::now();
         let r = b.read(rb.addr, rb.rkey, &mut out);
         let waited = t0.elapsed();
+        sys::ALONE.with(|a| a.set(false));
         assert!(
             matches!(r, Err(FabricError::Timeout { .. })),
             "read without owner progress: {r:?}"
