@@ -240,9 +240,7 @@ impl OfiEndpoint {
             }
             self.try_send_credit()?;
             spins += 1;
-            if spins % sys::PROGRESS_OTHERS_EVERY == 0 {
-                self.conn.progress_others();
-            }
+            self.conn.progress_others(spins);
             if spins % 256 == 0 {
                 self.check_ctrl();
                 if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) || self.st.peer_closed {
@@ -305,11 +303,9 @@ impl OfiEndpoint {
             self.progress()?;
             self.try_send_credit()?;
             spins += 1;
-            if spins % sys::PROGRESS_OTHERS_EVERY == 0 {
-                // The credit may come from a peer that waits on another
-                // endpoint of ours.
-                self.conn.progress_others();
-            }
+            // The credit may come from a peer that waits on another
+            // endpoint of ours.
+            self.conn.progress_others(spins);
             if spins % 256 == 0 {
                 self.check_ctrl();
                 if self.st.eof_at.is_some_and(|t| t.elapsed() > GRACE) || self.st.peer_closed {
@@ -1008,14 +1004,13 @@ mod tests {
         let mut first = [0u8; 16];
         b.read(rb.addr, rb.rkey, &mut first).unwrap();
         assert_eq!(first, [7u8; 16]);
-        // An owner in another process that does not poll: this thread's
-        // waits drive only their own endpoint.
-        sys::ALONE.with(|a| a.set(true));
+        // An owner in another process that does not poll: no wait in this
+        // process drives it any more.
+        a.conn.keep_apart();
         let mut out = vec![0u8; 1 << 20];
         let t0 = Instant::now();
         let r = b.read(rb.addr, rb.rkey, &mut out);
         let waited = t0.elapsed();
-        sys::ALONE.with(|a| a.set(false));
         assert!(
             matches!(r, Err(FabricError::Timeout { .. })),
             "read without owner progress: {r:?}"

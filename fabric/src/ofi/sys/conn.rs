@@ -47,6 +47,10 @@ pub(in crate::ofi) struct Conn {
     pub(super) domain: Arc<DomainObj>,
 }
 
+/// Spins of a waiting post or read between two progress calls on the
+/// other endpoints of the domain ([`Conn::progress_others`]).
+const PROGRESS_OTHERS_EVERY: u32 = 16;
+
 // SAFETY: all objects belong to a FI_THREAD_SAFE domain; the buffers are
 // owned; `&mut self` serialises the endpoint's use. Moving it between
 // threads is fine.
@@ -409,10 +413,20 @@ impl Conn {
     }
 
     /// Drives the other endpoints of this domain (see
-    /// [`DomainObj::progress_others`]): for waits whose end may need a
-    /// peer that waits on one of them.
-    pub(in crate::ofi) fn progress_others(&self) {
-        self.domain.progress_others(self.cq);
+    /// [`DomainObj::progress_others`]) on every
+    /// [`PROGRESS_OTHERS_EVERY`]th spin of a wait: for waits whose end may
+    /// need a peer that waits on one of them.
+    pub(in crate::ofi) fn progress_others(&self, spins: u32) {
+        if spins % PROGRESS_OTHERS_EVERY == 0 {
+            self.domain.progress_others(self.cq);
+        }
+    }
+
+    /// Tests: no other endpoint's wait drives this one any more, as when
+    /// it belongs to another process.
+    #[cfg(test)]
+    pub(in crate::ofi) fn keep_apart(&self) {
+        self.domain.untrack_cq(self.cq);
     }
 
     /// Send buffers in flight.

@@ -7,13 +7,6 @@ use std::sync::Mutex;
 use super::info::Info;
 use super::{check, ffi, fi_err, FabricError};
 
-#[cfg(test)]
-thread_local! {
-    /// Tests: waits on this thread drive only their own endpoint, as when
-    /// the other endpoints belong to another process.
-    pub(in crate::ofi) static ALONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// An opened fabric and domain (one per provider and interface).
 #[derive(Debug)]
 pub(in crate::ofi) struct DomainObj {
@@ -94,10 +87,6 @@ impl DomainObj {
     /// progressing only itself deadlocks such a cycle (allgather and
     /// alltoall on 4 ranks did, until the op timeout).
     pub(in crate::ofi) fn progress_others(&self, own: NonNull<ffi::fid_cq>) {
-        #[cfg(test)]
-        if ALONE.with(std::cell::Cell::get) {
-            return;
-        }
         let cqs = self.cqs.lock().unwrap_or_else(|e| e.into_inner());
         let mut none: [ffi::fi_cq_data_entry; 1] = Default::default();
         for &cq in cqs.iter().filter(|&&c| c != own.as_ptr() as usize) {

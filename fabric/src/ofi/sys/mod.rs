@@ -30,11 +30,8 @@ use crate::error::FabricError;
 pub(in crate::ofi) use conn::{Conn, Shape};
 pub(in crate::ofi) use cq::{Event, CQ_BATCH};
 pub(in crate::ofi) use domain::DomainObj;
-#[cfg(test)]
-pub(in crate::ofi) use domain::ALONE;
 pub(in crate::ofi) use info::{Info, Want};
 pub(in crate::ofi) use mr::Mr;
-pub(in crate::ofi) use rma::PROGRESS_OTHERS_EVERY;
 
 const _: () = assert!(
     ffi::AVAILABLE,

@@ -10,10 +10,6 @@ use super::cq::Event;
 use super::mr::LocalMr;
 use super::{ctx, ffi, posted, FabricError, Posted, TAG_READ, TAG_WRITE};
 
-/// Spins of a blocking wait between two progress calls on the other
-/// endpoints of the domain ([`super::domain::DomainObj::progress_others`]).
-pub(in crate::ofi) const PROGRESS_OTHERS_EVERY: u32 = 16;
-
 impl Conn {
     /// Writes `data` at `addr`/`key` of the peer with `imm_data` as remote
     /// CQ data, and returns only once the provider is done with `data`
@@ -70,9 +66,7 @@ impl Conn {
                 Posted::Again => {
                     self.drain(&mut events, &mut other)?;
                     spins += 1;
-                    if spins % PROGRESS_OTHERS_EVERY == 0 {
-                        self.progress_others();
-                    }
+                    self.progress_others(spins);
                     if spins % 256 == 0 {
                         alive()?;
                         if Instant::now() >= deadline {
@@ -110,11 +104,9 @@ impl Conn {
                 break;
             }
             spins += 1;
-            if spins % PROGRESS_OTHERS_EVERY == 0 {
-                // The write may need its target to progress, and the
-                // target may be waiting on one of our other endpoints.
-                self.progress_others();
-            }
+            // The write may need its target to progress, and the target
+            // may be waiting on one of our other endpoints.
+            self.progress_others(spins);
             if spins % 256 == 0 {
                 if let Err(e) = alive() {
                     failure = Some(e);
