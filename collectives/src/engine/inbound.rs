@@ -5,11 +5,11 @@
 
 use std::collections::VecDeque;
 
-use rfx_fabric::{FabricError, LentBuffer, WriteCompletion};
+use rfx_fabric::{FabricError, WriteCompletion};
 
 use super::flow::{Chunk, Conn, Inbox};
 use super::link::Link;
-use super::SPILL_RESERVE;
+use super::{LinkReader, RemoteSrc, SPILL_RESERVE};
 use crate::wire::{self, Header, Kind, PullDesc, HDR_LEN, PULL_DESC_MAX};
 
 /// Payloads up to this size are read out with their header on arrival
@@ -101,24 +101,24 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
     let Some(d) = m.pull.take() else {
         return Ok(());
     };
+    let reader;
+    let src = match d.keys() {
+        Some(keys) => {
+            reader = LinkReader::new(&mut l.link);
+            RemoteSrc::Lent(&reader, keys)
+        }
+        None => RemoteSrc::Memory(
+            l.link
+                .peer_memory()
+                .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?,
+        ),
+    };
     let mut data = Vec::new();
     while data.len() < m.total {
         let at = data.len();
         let n = (m.total - at).min(READ_OUT_STEP);
         data.resize(at + n, 0);
-        let out = &mut data[at..];
-        match d.keys() {
-            Some(keys) => rfx_fabric::cma::read_ranges(d.segs(), at as u64, out, |i, off, buf| {
-                let (addr, len) = d.segs()[i];
-                let key = keys[i];
-                l.link.read_lent(&LentBuffer { addr, len, key }, off, buf)
-            })?,
-            None => l
-                .link
-                .peer_memory()
-                .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?
-                .read(d.segs(), at as u64, out)?,
-        }
+        src.read(d.segs(), at as u64, &mut data[at..])?;
     }
     m.owned = Some(Box::new(Owned { base: 0, data }));
     l.control(Kind::Fin(d.seq))

@@ -40,9 +40,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use rfx_fabric::cma::PeerMemory;
-use rfx_fabric::{
-    Completion, Endpoint, FabricError, LentBuffer, MemoryRegion, PollMode, TransportKind,
-};
+use rfx_fabric::{Completion, Endpoint, FabricError, MemoryRegion, PollMode, TransportKind};
 
 use crate::error::CollError;
 use crate::wire::{Header, Kind, PullDesc, ALIGN, HDR_LEN, SEQ_MASK};
@@ -159,26 +157,8 @@ impl Piece<'_> {
                 Ok(())
             }
             Piece::Remote {
-                src: RemoteSrc::Memory(mem),
-                segs,
-                at: a,
-                ..
-            } => mem.read(segs, a + at as u64, out),
-            Piece::Remote {
-                src: RemoteSrc::Lent(link, keys),
-                segs,
-                at: a,
-                ..
-            } => rfx_fabric::cma::read_ranges(segs, a + at as u64, out, |i, off, buf| {
-                let (addr, len) = segs[i];
-                let key = keys.get(i).copied().ok_or(FabricError::RemoteAccess {
-                    rkey: 0,
-                    addr,
-                    len,
-                    reason: "a lent range without its key",
-                })?;
-                link.read_lent(&LentBuffer { addr, len, key }, off, buf)
-            }),
+                src, segs, at: a, ..
+            } => src.read(segs, a + at as u64, out),
         }
     }
 }
@@ -890,34 +870,29 @@ impl<L: Link> Engine<L> {
                     "a read request without a link".into(),
                 ));
             };
-            let read = match d.keys() {
+            let reader;
+            let src = match d.keys() {
                 // Lent by the peer's provider: read through the link.
                 Some(keys) => {
-                    let reader = LinkReader::new(&mut l.link);
-                    let piece = Piece::Remote {
-                        src: RemoteSrc::Lent(&reader, keys),
-                        segs: d.segs(),
-                        at: 0,
-                        len: m.total,
-                    };
-                    f(0, piece, scratch)
+                    reader = LinkReader::new(&mut l.link);
+                    RemoteSrc::Lent(&reader, keys)
                 }
-                None => {
-                    let Some(mem) = l.link.peer_memory() else {
+                None => match l.link.peer_memory() {
+                    Some(mem) => RemoteSrc::Memory(mem),
+                    None => {
                         return Err(CollError::InvalidArgument(
                             "a read request without access".into(),
-                        ));
-                    };
-                    let piece = Piece::Remote {
-                        src: RemoteSrc::Memory(mem),
-                        segs: d.segs(),
-                        at: 0,
-                        len: m.total,
-                    };
-                    f(0, piece, scratch)
-                }
+                        ))
+                    }
+                },
             };
-            if let Err(e) = read {
+            let piece = Piece::Remote {
+                src,
+                segs: d.segs(),
+                at: 0,
+                len: m.total,
+            };
+            if let Err(e) = f(0, piece, scratch) {
                 // The peer's memory failed us: its ranges were bad, or it
                 // exited. Either way its buffer is not read again.
                 if let CollError::Fabric { source, .. } = &e {

@@ -18,6 +18,33 @@ pub(crate) enum RemoteSrc<'a> {
     Lent(&'a dyn ReadLent, &'a [u64]),
 }
 
+impl RemoteSrc<'_> {
+    /// Reads `out.len()` bytes from `at` of the concatenation of the
+    /// sender's ranges `segs`.
+    pub(crate) fn read(
+        &self,
+        segs: &[(u64, u64)],
+        at: u64,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        match self {
+            RemoteSrc::Memory(mem) => mem.read(segs, at, out),
+            RemoteSrc::Lent(link, keys) => {
+                rfx_fabric::cma::read_ranges(segs, at, out, |i, off, buf| {
+                    let (addr, len) = segs[i];
+                    let key = keys.get(i).copied().ok_or(FabricError::RemoteAccess {
+                        rkey: 0,
+                        addr,
+                        len,
+                        reason: "a lent range without its key",
+                    })?;
+                    link.read_lent(&LentBuffer { addr, len, key }, off, buf)
+                })
+            }
+        }
+    }
+}
+
 /// Reads loans of the peer's through a link borrowed for one receive.
 pub(crate) trait ReadLent: std::fmt::Debug {
     fn read_lent(&self, lent: &LentBuffer, offset: u64, out: &mut [u8]) -> Result<(), FabricError>;
