@@ -88,6 +88,10 @@ pub trait Element:
     /// 8-byte-aligned words viewed as mutable elements (as [`Element::wire`]).
     #[doc(hidden)]
     fn view_mut(words: &mut [u64]) -> Option<&mut [Self]>;
+    /// Wire bytes viewed as elements, where they are aligned for them (as
+    /// [`Element::wire`]).
+    #[doc(hidden)]
+    fn view_bytes(bytes: &[u8]) -> Option<&[Self]>;
 }
 
 /// The in-place casts of [`Element`] for a type whose memory layout is the
@@ -105,6 +109,11 @@ macro_rules! le_casts {
         }
         fn view_mut(words: &mut [u64]) -> Option<&mut [Self]> {
             cfg!(target_endian = "little").then(|| bytemuck::cast_slice_mut(words))
+        }
+        fn view_bytes(bytes: &[u8]) -> Option<&[Self]> {
+            cfg!(target_endian = "little")
+                .then(|| bytemuck::try_cast_slice(bytes).ok())
+                .flatten()
         }
     };
 }
@@ -239,6 +248,11 @@ impl Element for usize {
     fn view_mut(words: &mut [u64]) -> Option<&mut [Self]> {
         (cfg!(target_endian = "little") && usize::BITS == 64)
             .then(|| bytemuck::cast_slice_mut(words))
+    }
+    fn view_bytes(bytes: &[u8]) -> Option<&[Self]> {
+        (cfg!(target_endian = "little") && usize::BITS == 64)
+            .then(|| bytemuck::try_cast_slice(bytes).ok())
+            .flatten()
     }
 }
 

@@ -116,9 +116,11 @@
 //! Between processes of one host that may read each other's memory
 //! ([`rfx_fabric::cma`]), messages of `RFX_COLL_SINGLE_COPY_MIN` bytes
 //! (16 KiB) or more from blocking sends, held-buffer sends and the blocking
-//! collectives that do not reduce go as *read requests*: the receiver
-//! copies them straight from the sender's buffer into its own, one copy
-//! instead of two, and the send completes when it has. A receiver waiting
+//! collectives go as *read requests*: the receiver copies them straight
+//! from the sender's buffer into its own, one copy instead of two, and the
+//! send completes when it has (reductions: up to 512 KiB, read whole before
+//! the combining, and not in pairwise exchanges; see docs/collectives.md).
+//! A receiver waiting
 //! on other messages reads them out as it spills. Over verbs, from
 //! `RFX_COLL_LEND_MIN` bytes (256 KiB), the request names loans of the
 //! sender's buffer ([`rfx_fabric::Endpoint::lend`]) that the receiver

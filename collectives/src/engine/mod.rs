@@ -83,6 +83,12 @@ pub(super) const SINGLE_MAX: usize = 2048;
 /// peer's memory, a system call per fill) into.
 const SCRATCH_WORDS: usize = 2048;
 
+/// Read requests a reduction's receive takes whole before combining, so
+/// that the sender's FIN (and so the sender's call) does not wait for the
+/// combining: up to this many bytes ([`Engine::consume_with`]). Larger
+/// ones are read and combined a scratch-full at a time.
+pub(crate) const STAGED_READ_MAX: usize = 512 << 10;
+
 /// Empty sweeps of a hot wait between two reliefs of the inboxes.
 const RELIEVE_EVERY_HOT: u32 = 1024;
 /// The same for waits that yield or sleep (relieved on their first sweep).
@@ -272,6 +278,9 @@ pub(crate) struct Engine<L: Link = Endpoint> {
     epoch: u64,
     stage: Vec<u8>,
     scratch: Vec<u64>,
+    /// Read requests of reductions read whole ([`Engine::consume_with`]);
+    /// grown to the largest such message, at most [`STAGED_READ_MAX`].
+    pulled: Vec<u64>,
     /// Point-to-point receives not matched yet, in the order they were
     /// posted: a message goes to the first posted receive that matches it,
     /// whichever receive is stepped first (MPI's matching order).
@@ -359,6 +368,7 @@ impl<L: Link> Engine<L> {
             epoch: 0,
             stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
             scratch: vec![0u64; SCRATCH_WORDS],
+            pulled: Vec::new(),
             posted: VecDeque::new(),
             stats: EngineStats::default(),
         })
@@ -403,6 +413,12 @@ impl<L: Link> Engine<L> {
         self.peers
             .get_mut(r)
             .ok_or(CollError::InvalidRank { rank: r, size })
+    }
+
+    /// True if this host has more ranks than cores: a rank that waits may
+    /// be keeping its peer off a core.
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.oversubscribed
     }
 
     /// True if an exposed send of `bytes` to world rank `dest` would go as
@@ -836,13 +852,32 @@ impl<L: Link> Engine<L> {
     /// Hands what arrived of a claimed message to `f` (payload offset, the
     /// data, scratch words) and frees it. Returns (bytes consumed now,
     /// complete).
-    pub(crate) fn consume<F>(&mut self, c: &Claimed, mut f: F) -> Result<(usize, bool), CollError>
+    pub(crate) fn consume<F>(&mut self, c: &Claimed, f: F) -> Result<(usize, bool), CollError>
+    where
+        F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
+    {
+        self.consume_with(c, false, f)
+    }
+
+    /// As [`Engine::consume`]; `staged` for a receive that combines what
+    /// it reads (a reduction): a read request of up to
+    /// [`STAGED_READ_MAX`] bytes is then read whole first and its sender
+    /// released (FIN) before `f` combines it, as Open MPI's root receives
+    /// into a temporary buffer before it reduces. Read and combined a
+    /// chunk at a time, the sender would wait for all the combining too.
+    pub(crate) fn consume_with<F>(
+        &mut self,
+        c: &Claimed,
+        staged: bool,
+        mut f: F,
+    ) -> Result<(usize, bool), CollError>
     where
         F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
     {
         let Engine {
             peers,
             scratch,
+            pulled,
             stats,
             epoch,
             ..
@@ -892,7 +927,21 @@ impl<L: Link> Engine<L> {
                 at: 0,
                 len: m.total,
             };
-            if let Err(e) = f(0, piece, scratch) {
+            let whole = staged && m.total <= STAGED_READ_MAX;
+            let r = if whole {
+                let words = m.total.div_ceil(8);
+                if pulled.len() < words {
+                    pulled.resize(words, 0);
+                }
+                let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(pulled)[..m.total];
+                piece.read_at(0, bytes).map_err(|source| CollError::Fabric {
+                    rank: c.src,
+                    source,
+                })
+            } else {
+                f(0, piece, scratch)
+            };
+            if let Err(e) = r {
                 // The peer's memory failed us: its ranges were bad, or it
                 // exited. Either way its buffer is not read again.
                 if let CollError::Fabric { source, .. } = &e {
@@ -908,12 +957,22 @@ impl<L: Link> Engine<L> {
                 m.pull = Some(d);
                 return Err(e);
             }
-            m.consumed = m.total;
+            let total = m.total;
+            m.consumed = total;
             stats.messages_read_in_place += 1;
-            stats.bytes_read_in_place += m.total as u64;
+            stats.bytes_read_in_place += total as u64;
             if peer.gone.is_none() {
                 if let Err(e) = l.control(Kind::Fin(d.seq)) {
                     *epoch += u64::from(peer.lose(c.src, e.to_string()));
+                }
+            }
+            if whole {
+                // The sender is free; now the combining. The message is
+                // ours whatever `f` says: it is not read again.
+                let bytes = &bytemuck::cast_slice::<u64, u8>(pulled)[..total];
+                if let Err(e) = f(0, Piece::Bytes(bytes), scratch) {
+                    peer.msgs.remove(i);
+                    return Err(e);
                 }
             }
         } else if let Some(small) = &m.inline {

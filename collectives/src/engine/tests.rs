@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use proptest::prelude::*;
 
 use super::harness::{pattern, Mesh, Write};
-use super::{count_cpu_list, Claimed};
+use super::{count_cpu_list, Claimed, Piece, STAGED_READ_MAX};
 use crate::error::CollError;
 use crate::wire::{self, Header, Kind};
 
@@ -461,6 +461,46 @@ fn large_exposed_sends_are_read_in_place() {
         .iter()
         .filter_map(|p| p.link.as_ref())
         .all(|l| l.reading.is_empty())));
+}
+
+#[test]
+fn a_reduction_reads_a_request_whole_and_frees_the_sender_before_combining() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    for (len, whole) in [(100_000, true), (STAGED_READ_MAX + 8, false)] {
+        let want = pattern(len as u64, len);
+        m.lend(0, 1, 5, want.clone());
+        m.settle(10);
+        let e = &mut m.engines[1];
+        let claimer = e.token();
+        let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+        let mut got = Vec::new();
+        let r = e.consume_with(&c, true, |at, p, _| {
+            assert_eq!(matches!(p, Piece::Bytes(_)), whole, "{len} bytes");
+            let mut b = vec![0u8; p.len()];
+            p.read_at(0, &mut b).unwrap();
+            assert_eq!(at, got.len());
+            got.extend(b);
+            Ok(())
+        });
+        assert_eq!(r.unwrap(), (len, true));
+        assert_eq!(got, want);
+        m.settle(10);
+        assert_eq!(m.lent(), 0, "the FIN completed the send");
+    }
+    // The sender is free before the combining starts: a combining that
+    // fails still leaves it free, and the message consumed.
+    m.lend(0, 1, 5, pattern(9, 100_000));
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+    let r = e.consume_with(&c, true, |_, _, _| {
+        Err(CollError::InvalidArgument("combining failed".into()))
+    });
+    assert!(matches!(r, Err(CollError::InvalidArgument(_))), "{r:?}");
+    m.settle(10);
+    assert_eq!(m.lent(), 0, "FIN sent before the combining");
+    assert!(m.engines[1].claim(Some(0), CTX, None, claimer).is_none());
 }
 
 #[test]

@@ -64,8 +64,9 @@ pub fn choose(
             chunk: t.pipeline_chunk,
         },
         Collective::Bcast => Binomial,
-        // On 2 ranks the sender's copy into the inbox already overlaps the
-        // root's combining; halving only adds a round.
+        // On 2 ranks halving only adds a round: the root reads the peer's
+        // whole message in place, or combines as the sender's copy into
+        // its inbox arrives.
         Collective::Reduce
             if bytes >= t.reduce_halving_min
                 && ranks > 2

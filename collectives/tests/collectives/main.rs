@@ -144,6 +144,21 @@ fn large_messages_are_read_in_place_between_processes_on_shm() {
     run_ok("single_copy", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
 }
 
+#[test]
+fn reductions_read_whole_messages_in_place_on_shm() {
+    run_ok("reduce_reads", 2, "shm", &[("RFX_COLL_TEST_READS", "yes")]);
+    run_ok(
+        "reduce_reads",
+        2,
+        "shm",
+        &[
+            ("RFX_COLL_TEST_READS", "no"),
+            ("RFX_COLL_SINGLE_COPY_MIN", "0"),
+        ],
+    );
+    run_ok("reduce_reads", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
+}
+
 /// Over verbs (in the soft-RoCE VM: `scripts/verbs-vm.sh`), a large
 /// message goes as a read request naming a loan of the sender's buffer,
 /// which the receiver reads by RDMA READ: no copy on the sender's side.

@@ -567,6 +567,45 @@ pub fn single_copy(c: &mut Communicator) {
     }
 }
 
+/// Reductions between processes with a core each (2 ranks): the root of
+/// a reduce of up to 512 KiB reads the message whole in the sender's
+/// memory (`RFX_COLL_TEST_READS=yes`); 1 MiB, and the pairwise exchange of
+/// an allreduce, go through the inbox. Results checked either way.
+fn reduce_reads(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    let reads_on = match std::env::var("RFX_COLL_TEST_READS").as_deref() {
+        Ok("yes") => true,
+        Ok("no") => false,
+        other => panic!("RFX_COLL_TEST_READS={other:?}"),
+    };
+    let want = |i: usize| (0..n).map(|r| (i as i32) ^ (r as i32) << 20).sum::<i32>();
+    // i32 elements: 256 KiB and 1 MiB.
+    for (count, read) in [(1usize << 16, true), (1 << 18, false)] {
+        let input: Vec<i32> = (0..count).map(|i| (i as i32) ^ (me as i32) << 20).collect();
+        let mut out = vec![0i32; if me == 0 { count } else { 0 }];
+        let before = c.stats().messages_read_in_place;
+        for _ in 0..3 {
+            out.fill(0);
+            c.reduce_to(&input, &mut out, 0, ReduceOp::Sum).unwrap();
+            assert!(out.iter().enumerate().all(|(i, &x)| x == want(i)));
+        }
+        c.barrier().unwrap();
+        let reads = c.stats().messages_read_in_place - before;
+        if me == 0 && read && reads_on {
+            assert_eq!(reads, 3, "reduce of {count} i32: {:?}", c.stats());
+        } else {
+            assert_eq!(reads, 0, "reduce of {count} i32: {:?}", c.stats());
+        }
+        let mut all = vec![0i32; count];
+        let before = c.stats().messages_read_in_place;
+        c.allreduce_to(&input, &mut all, ReduceOp::Sum).unwrap();
+        assert!(all.iter().enumerate().all(|(i, &x)| x == want(i)));
+        c.barrier().unwrap();
+        let reads = c.stats().messages_read_in_place - before;
+        assert_eq!(reads, 0, "allreduce of {count} i32: {:?}", c.stats());
+    }
+}
+
 pub fn dispatch(role: &str) {
     let mut c = Communicator::from_env().expect("join the job");
     match role {
@@ -578,6 +617,7 @@ pub fn dispatch(role: &str) {
         "p2p_stress" => p2p_stress(&mut c),
         "no_alloc" => no_alloc(&mut c),
         "single_copy" => single_copy(&mut c),
+        "reduce_reads" => reduce_reads(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
