@@ -296,6 +296,17 @@ fn desc(seq: u32, addr: u64, len: u64) -> Vec<u8> {
     b
 }
 
+/// As [`desc`], one range with its provider key (a loan).
+fn keyed_desc(seq: u32, addr: u64, len: u64, key: u64) -> Vec<u8> {
+    let mut b = header(len);
+    b.extend_from_slice(&seq.to_le_bytes());
+    b.extend_from_slice(&(1u32 | 1 << 31).to_le_bytes());
+    b.extend_from_slice(&addr.to_le_bytes());
+    b.extend_from_slice(&len.to_le_bytes());
+    b.extend_from_slice(&key.to_le_bytes());
+    b
+}
+
 fn closes_only_the_writer(mut m: Mesh, what: &str, writes: Vec<Write>) {
     for x in writes {
         m.inject(1, 0, x);
@@ -551,6 +562,13 @@ fn a_copying_peer_gets_no_read_requests_and_lies_close_the_liar() {
                 0,
                 rts,
             )],
+        ),
+        (
+            // Loans are read through a link that lends (verbs); on this
+            // one a key names nothing, whatever it forges.
+            "a read request naming loans on a link that does not lend",
+            true,
+            vec![w(keyed_desc(0, real.as_ptr() as u64, 256, 0x1234), 0, rts)],
         ),
         (
             "a FIN for nothing",

@@ -187,6 +187,14 @@ fn large_messages_are_lent_over_verbs() {
         "verbs",
         &[("RFX_COLL_TEST_READS", "no"), ("RFX_COLL_LEND_MIN", "0")],
     );
+    // A reduce's 256 KiB message is lent and read whole before the root
+    // combines it (the VM has 2 vCPUs: a core per rank).
+    run_ok(
+        "reduce_reads",
+        2,
+        "verbs",
+        &[("RFX_COLL_TEST_READS", "yes")],
+    );
 }
 
 #[test]
