@@ -144,9 +144,17 @@ pub(super) fn land<T: Element>(
     }
 }
 
+/// Bytes already out of the inbox from which [`land_from`] combines them
+/// where they lie; fewer go through the scratch words like the inbox's
+/// (64 B payloads measured 15% slower combined where they lie).
+const ONE_PASS_BYTES_MIN: usize = 4096;
+
 /// Lands one piece in `dst` as `dst = input ⊕ piece` (or `piece ⊕ input`
 /// with `left`): one pass over each scratch-sized chunk, the input never
-/// copied into `dst` first.
+/// copied into `dst` first. Only receives of many bytes come here
+/// ([`crate::schedule::Combine::ReduceFrom`]): kept out of line, off the
+/// small messages' path through [`deliver`].
+#[inline(never)]
 fn land_from<T: Element>(
     dst: &mut [T],
     input: &[T],
@@ -160,11 +168,17 @@ fn land_from<T: Element>(
     } else {
         Combine::Reduce
     };
-    let Some(op) = op.filter(|_| !matches!(piece, Piece::Bytes(_))) else {
-        // Bytes already out (or no operation): the copy, then in place.
+    let Some(op) = op else {
         dst.copy_from_slice(input);
         return land(dst, combine, op, piece, scratch);
     };
+    if let Piece::Bytes(b) = piece {
+        // Bytes already out (a message read whole): combined where they
+        // lie if many and aligned for `T`, else through the scratch.
+        if let Some(x) = T::view_bytes(b).filter(|_| b.len() >= ONE_PASS_BYTES_MIN) {
+            return op.combine3(dst, input, x, left);
+        }
+    }
     through_scratch(dst, &piece, scratch, |at, d, words, nb| {
         combine_read(op, d, Some(&input[at..at + d.len()]), words, nb, left)
     })
