@@ -118,7 +118,7 @@
 //! (16 KiB) or more from blocking sends, held-buffer sends and the blocking
 //! collectives go as *read requests*: the receiver copies them straight
 //! from the sender's buffer into its own, one copy instead of two, and the
-//! send completes when it has (reductions: up to 512 KiB, read whole before
+//! send completes when it has (reductions: up to 256 KiB, read whole before
 //! the combining, and not in pairwise exchanges; see docs/collectives.md).
 //! A receiver waiting
 //! on other messages reads them out as it spills. Over verbs, from

@@ -87,7 +87,7 @@ const SCRATCH_WORDS: usize = 2048;
 /// that the sender's FIN (and so the sender's call) does not wait for the
 /// combining: up to this many bytes ([`Engine::consume_with`]). Larger
 /// ones are read and combined a scratch-full at a time.
-pub(crate) const STAGED_READ_MAX: usize = 512 << 10;
+pub(crate) const STAGED_READ_MAX: usize = 256 << 10;
 
 /// Empty sweeps of a hot wait between two reliefs of the inboxes.
 const RELIEVE_EVERY_HOT: u32 = 1024;

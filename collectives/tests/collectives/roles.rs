@@ -568,7 +568,7 @@ pub fn single_copy(c: &mut Communicator) {
 }
 
 /// Reductions between processes with a core each (2 ranks): the root of
-/// a reduce of up to 512 KiB reads the message whole in the sender's
+/// a reduce of up to 256 KiB reads the message whole in the sender's
 /// memory (`RFX_COLL_TEST_READS=yes`); 1 MiB, and the pairwise exchange of
 /// an allreduce, go through the inbox. Results checked either way.
 fn reduce_reads(c: &mut Communicator) {
