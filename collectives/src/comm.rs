@@ -30,8 +30,30 @@ const PLANS: usize = 16;
 /// reduce the input and the message into the output in one pass; smaller
 /// ones copy the input first, while the message is still on its way (on
 /// 2 ranks of the 2-vCPU VM, the fused pass measured 8% faster at 256 KiB,
-/// 9% slower at 32 KiB; docs/collectives.md).
+/// 9% slower at 32 KiB; docs/collectives.md). Where the peers' messages
+/// are read whole before the combining instead ([`fuse_min`]),
+/// nothing overlaps the copy and the one pass starts lower.
 const FUSE_MIN_BYTES: usize = 64 << 10;
+
+/// From how many bytes a reduce's or scan's receives from the input are
+/// fused (see [`FUSE_MIN_BYTES`]) for `me` (communicator rank) of `group`
+/// (world ranks): from where every peer's messages go as read requests,
+/// read whole before the combining, where that is lower and each rank has
+/// a core.
+#[cold]
+#[inline(never)]
+fn fuse_min(engine: &EngineLock, group: &[usize], me: usize) -> usize {
+    let e = lock(engine);
+    if e.oversubscribed() {
+        return FUSE_MIN_BYTES;
+    }
+    group
+        .iter()
+        .enumerate()
+        .filter(|&(r, _)| r != me)
+        .try_fold(0, |m, (_, &w)| Some(m.max(e.read_min(w)?)))
+        .map_or(FUSE_MIN_BYTES, |m| m.min(FUSE_MIN_BYTES))
+}
 
 /// The id a receive claims messages with: unique among the operations in
 /// flight in this process (context ids are, and so are the sequence
@@ -732,13 +754,20 @@ impl Communicator {
     ) -> Plan {
         let alg = self.choose::<T>(Collective::Reduce, count);
         let ops = (PlanOp::Reduce, PlanOp::ReduceFromInput);
-        self.reducing_plan::<T>(ops, Some(root), count, from_input, |me, n| match alg {
-            Algorithm::Chain { chunk } => {
-                sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
-            }
-            Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
-            _ => sched::reduce_binomial(me, n, root, count),
-        })
+        self.reducing_plan_fused::<T>(
+            ops,
+            Some(root),
+            count,
+            from_input,
+            true,
+            |me, n| match alg {
+                Algorithm::Chain { chunk } => {
+                    sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
+                }
+                Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
+                _ => sched::reduce_binomial(me, n, root, count),
+            },
+        )
     }
 
     /// A reducing operation's plan: the schedule `make` builds (cached
@@ -753,19 +782,49 @@ impl Communicator {
         from_input: bool,
         make: impl FnOnce(usize, usize) -> Vec<Step>,
     ) -> Plan {
+        self.reducing_plan_fused::<T>(ops, root, count, from_input, false, make)
+    }
+
+    /// As [`Communicator::reducing_plan`]; with `reads` (reduce, scan) the
+    /// receives are fused from where the peers' messages go as read
+    /// requests if that is lower than [`FUSE_MIN_BYTES`]: those receives
+    /// read each message whole before combining
+    /// ([`crate::engine::Engine::consume_with`]), so no copy of the input
+    /// overlaps its arrival. Found when the plan is made, not per call.
+    fn reducing_plan_fused<T: Element>(
+        &mut self,
+        ops: (PlanOp, PlanOp),
+        root: Option<usize>,
+        count: usize,
+        from_input: bool,
+        reads: bool,
+        make: impl FnOnce(usize, usize) -> Vec<Step>,
+    ) -> Plan {
         let op = if from_input { ops.1 } else { ops.0 };
-        self.plan(op, root.unwrap_or(0), count, T::SIZE, |me, n| {
+        let (me, n) = (self.rank, self.size());
+        let (engine, group) = (&self.engine, &self.group);
+        let key = PlanKey {
+            op,
+            root: root.unwrap_or(0),
+            count,
+            elem: T::SIZE,
+        };
+        Plan(self.plans.get(key, || {
             let steps = make(me, n);
-            match from_input {
-                true => sched::reduce_from_input(
-                    steps,
-                    count,
-                    root.is_none_or(|r| r == me),
-                    FUSE_MIN_BYTES.div_ceil(T::SIZE),
-                ),
-                false => steps,
+            if !from_input {
+                return steps;
             }
-        })
+            let fuse_min = match reads {
+                true => fuse_min(engine, group, me),
+                false => FUSE_MIN_BYTES,
+            };
+            sched::reduce_from_input(
+                steps,
+                count,
+                root.is_none_or(|r| r == me),
+                fuse_min.div_ceil(T::SIZE),
+            )
+        }))
     }
 
     /// The allreduce's plan: in place, or from the input into the output.
@@ -820,7 +879,7 @@ impl Communicator {
     fn plan_scan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Scan, count);
         let ops = (PlanOp::Scan, PlanOp::ScanFromInput);
-        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| match alg {
+        self.reducing_plan_fused::<T>(ops, None, count, from_input, true, |me, n| match alg {
             Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
             _ => sched::scan_recursive_doubling(me, n, count),
         })

@@ -435,6 +435,18 @@ impl<L: Link> Engine<L> {
         min > 0 && bytes >= min && l.peer_reads == Some(true)
     }
 
+    /// From how many bytes exposed sends to world rank `dest` go as read
+    /// requests; `None`: never.
+    pub(crate) fn read_min(&self, dest: usize) -> Option<usize> {
+        let l = self.peers.get(dest).and_then(|p| p.link.as_ref())?;
+        let min = if l.link.lends() {
+            self.cfg.lend_min
+        } else {
+            self.cfg.single_copy_min
+        };
+        (min > 0 && l.peer_reads == Some(true)).then_some(min)
+    }
+
     /// Progresses until every peer said whether it reads our memory (its
     /// first write), so that the first large sends already know; bounded
     /// by `deadline` (the bootstrap's).

@@ -579,8 +579,9 @@ fn reduce_reads(c: &mut Communicator) {
         other => panic!("RFX_COLL_TEST_READS={other:?}"),
     };
     let want = |i: usize| (0..n).map(|r| (i as i32) ^ (r as i32) << 20).sum::<i32>();
-    // i32 elements: 256 KiB and 1 MiB.
-    for (count, read) in [(1usize << 16, true), (1 << 18, false)] {
+    // i32 elements: 32 KiB (the root reduces it with its input in one
+    // pass only when read whole), 256 KiB and 1 MiB.
+    for (count, read) in [(1usize << 13, true), (1 << 16, true), (1 << 18, false)] {
         let input: Vec<i32> = (0..count).map(|i| (i as i32) ^ (me as i32) << 20).collect();
         let mut out = vec![0i32; if me == 0 { count } else { 0 }];
         let before = c.stats().messages_read_in_place;
