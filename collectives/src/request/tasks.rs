@@ -212,7 +212,7 @@ pub(super) fn try_push<T: Element, B: TaskBuf<T>>(
 ///   combines as it reads, which a copy into its inbox overlaps and a
 ///   read in place would not.
 /// - In a pairwise exchange, where we combine what `to` sends us in the
-///   next or previous step (recursive halving, a ring of two), both sides
+///   next or previous transfer (recursive halving, a ring of two), both sides
 ///   copying into each other's inbox at once measured faster on 2 ranks
 ///   at 32-256 KiB than both reading.
 /// - With more ranks than cores, a sender waiting for its reader keeps a
@@ -226,13 +226,15 @@ fn reduction_reads(
     blocks: &[Range<usize>],
     size: usize,
 ) -> bool {
-    let exchange = [pc.wrapping_sub(1), pc + 1]
-        .into_iter()
-        .filter_map(|i| steps.get(i))
-        .any(|s| {
-            matches!(s, Step::Recv { from, combine, .. }
-                if *from == to && *combine != Combine::Replace)
-        });
+    // The neighbouring transfers: local copies between them (an input
+    // copied under a receive) do not count.
+    let moves = |s: &&Step| !matches!(s, Step::Copy { .. });
+    let before = steps.get(..pc).unwrap_or_default().iter().rev().find(moves);
+    let after = steps.get(pc + 1..).unwrap_or_default().iter().find(moves);
+    let exchange = [before, after].into_iter().flatten().any(|s| {
+        matches!(s, Step::Recv { from, combine, .. }
+            if *from == to && *combine != Combine::Replace)
+    });
     !exchange && !e.oversubscribed() && bytes_of(blocks, size) <= STAGED_READ_MAX
 }
 
