@@ -187,13 +187,17 @@ fn large_messages_are_lent_over_verbs() {
         "verbs",
         &[("RFX_COLL_TEST_READS", "no"), ("RFX_COLL_LEND_MIN", "0")],
     );
-    // A reduce's 256 KiB message is lent and read whole before the root
-    // combines it (the VM has 2 vCPUs: a core per rank).
+    // A reduce's 32 and 256 KiB messages are lent (from 16 KiB here) and
+    // read whole before the root combines them (the VM has 2 vCPUs: a
+    // core per rank).
     run_ok(
         "reduce_reads",
         2,
         "verbs",
-        &[("RFX_COLL_TEST_READS", "yes")],
+        &[
+            ("RFX_COLL_TEST_READS", "yes"),
+            ("RFX_COLL_LEND_MIN", "16384"),
+        ],
     );
 }
 
