@@ -754,7 +754,7 @@ impl Communicator {
     ) -> Plan {
         let alg = self.choose::<T>(Collective::Reduce, count);
         let ops = (PlanOp::Reduce, PlanOp::ReduceFromInput);
-        self.reducing_plan_fused::<T>(
+        self.reducing_plan::<T>(
             ops,
             Some(root),
             count,
@@ -773,25 +773,13 @@ impl Communicator {
     /// A reducing operation's plan: the schedule `make` builds (cached
     /// under `ops.0`), or with `from_input` that schedule rewritten to run
     /// from the caller's input into its output (under `ops.1`); the output
-    /// is whole on every rank, or on `root`'s only.
-    fn reducing_plan<T: Element>(
-        &mut self,
-        ops: (PlanOp, PlanOp),
-        root: Option<usize>,
-        count: usize,
-        from_input: bool,
-        make: impl FnOnce(usize, usize) -> Vec<Step>,
-    ) -> Plan {
-        self.reducing_plan_fused::<T>(ops, root, count, from_input, false, make)
-    }
-
-    /// As [`Communicator::reducing_plan`]; with `reads` (reduce, scan) the
-    /// receives are fused from where the peers' messages go as read
-    /// requests if that is lower than [`FUSE_MIN_BYTES`]: those receives
-    /// read each message whole before combining
+    /// is whole on every rank, or on `root`'s only. With `reads` (reduce,
+    /// scan) the receives are fused from where the peers' messages go as
+    /// read requests if that is lower than [`FUSE_MIN_BYTES`]: those
+    /// receives read each message whole before combining
     /// ([`crate::engine::Engine::consume_with`]), so no copy of the input
     /// overlaps its arrival. Found when the plan is made, not per call.
-    fn reducing_plan_fused<T: Element>(
+    fn reducing_plan<T: Element>(
         &mut self,
         ops: (PlanOp, PlanOp),
         root: Option<usize>,
@@ -831,7 +819,7 @@ impl Communicator {
     pub(crate) fn plan_allreduce<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Allreduce, count);
         let ops = (PlanOp::Allreduce, PlanOp::AllreduceFromInput);
-        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| match alg {
+        self.reducing_plan::<T>(ops, None, count, from_input, false, |me, n| match alg {
             Algorithm::Rabenseifner => sched::allreduce_rabenseifner(me, n, count),
             Algorithm::Ring => sched::allreduce_ring(me, n, count),
             _ => sched::allreduce_recursive_doubling(me, n, count),
@@ -879,7 +867,7 @@ impl Communicator {
     fn plan_scan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let alg = self.choose::<T>(Collective::Scan, count);
         let ops = (PlanOp::Scan, PlanOp::ScanFromInput);
-        self.reducing_plan_fused::<T>(ops, None, count, from_input, true, |me, n| match alg {
+        self.reducing_plan::<T>(ops, None, count, from_input, true, |me, n| match alg {
             Algorithm::Chain { .. } => sched::scan_chain(me, n, count),
             _ => sched::scan_recursive_doubling(me, n, count),
         })
@@ -888,7 +876,7 @@ impl Communicator {
     /// The exscan's plan: in place, or from the input into the output.
     fn plan_exscan<T: Element>(&mut self, count: usize, from_input: bool) -> Plan {
         let ops = (PlanOp::Exscan, PlanOp::ExscanFromInput);
-        self.reducing_plan::<T>(ops, None, count, from_input, |me, n| {
+        self.reducing_plan::<T>(ops, None, count, from_input, false, |me, n| {
             sched::exscan(me, n, count)
         })
     }

@@ -424,15 +424,7 @@ impl<L: Link> Engine<L> {
     /// True if an exposed send of `bytes` to world rank `dest` would go as
     /// a read request (then the caller must keep its buffer unchanged).
     pub(crate) fn reads_in_place(&self, dest: usize, bytes: usize) -> bool {
-        let Some(l) = self.peers.get(dest).and_then(|p| p.link.as_ref()) else {
-            return false;
-        };
-        let min = if l.link.lends() {
-            self.cfg.lend_min
-        } else {
-            self.cfg.single_copy_min
-        };
-        min > 0 && bytes >= min && l.peer_reads == Some(true)
+        self.read_min(dest).is_some_and(|min| bytes >= min)
     }
 
     /// From how many bytes exposed sends to world rank `dest` go as read
