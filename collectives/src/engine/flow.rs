@@ -194,10 +194,13 @@ impl<L: Link> Conn<L> {
             .link
             .peer_memory()
             .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?;
-        mem.write(d.segs(), parts)?;
+        mem.write_unverified(d.segs(), parts)?;
         self.control(Kind::Wrote(seq))?;
         self.reading.retain(|&(s, _)| s != seq);
         self.loans.retain(|&(s, _)| s != seq);
+        // After the WROTE, so that the peer does not wait for it: the
+        // write reached the peer only if it still lives.
+        super::remote::peer_still_lives(&self.link, false)?;
         Ok(true)
     }
 

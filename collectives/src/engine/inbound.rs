@@ -120,8 +120,11 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
         data.resize(at + n, 0);
         src.read(d.segs(), at as u64, &mut data[at..])?;
     }
+    l.control(Kind::Fin(d.seq))?;
+    // After the FIN, so that the sender does not wait for it.
+    super::remote::peer_still_lives(&l.link, d.keys().is_some())?;
     m.owned = Some(Box::new(Owned { base: 0, data }));
-    l.control(Kind::Fin(d.seq))
+    Ok(())
 }
 
 /// Takes one write of the peer. True if it returned credit.

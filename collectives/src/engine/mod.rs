@@ -203,6 +203,20 @@ struct Peer<L> {
 }
 
 impl<L: Link> Peer<L> {
+    /// Reading message `i` (from rank `r`) in the peer's memory failed
+    /// (`source`): its ranges were bad, or it exited. The message is
+    /// dropped and the peer is gone.
+    fn read_failed(&mut self, r: usize, i: usize, source: &FabricError) -> CollError {
+        let why = format!("reading a message in its memory: {source}");
+        tracing::warn!(rank = r, "{why}");
+        self.gone = Some(why.clone());
+        self.msgs.remove(i);
+        CollError::PeerGone {
+            rank: r,
+            reason: why,
+        }
+    }
+
     /// A write to the peer failed (`why`): it is gone, but what it wrote
     /// before it left still counts (a rank that finished and exited while
     /// our credit was on its way). Its writes are taken until its link is
@@ -949,14 +963,7 @@ impl<L: Link> Engine<L> {
                 // The peer's memory failed us: its ranges were bad, or it
                 // exited. Either way its buffer is not read again.
                 if let CollError::Fabric { source, .. } = &e {
-                    let why = format!("reading a message in its memory: {source}");
-                    tracing::warn!(rank = c.src, "{why}");
-                    peer.gone = Some(why.clone());
-                    peer.msgs.remove(i);
-                    return Err(CollError::PeerGone {
-                        rank: c.src,
-                        reason: why,
-                    });
+                    return Err(peer.read_failed(c.src, i, source));
                 }
                 m.pull = Some(d);
                 return Err(e);
@@ -969,6 +976,15 @@ impl<L: Link> Engine<L> {
                 if let Err(e) = l.control(Kind::Fin(d.seq)) {
                     *epoch += u64::from(peer.lose(c.src, e.to_string()));
                 }
+            }
+            // After the FIN, so that the sender does not wait for it: what
+            // was read is the sender's only if it still lives.
+            let verified = match peer.link.as_ref() {
+                Some(l) => remote::peer_still_lives(&l.link, d.keys().is_some()),
+                None => Ok(()),
+            };
+            if let Err(source) = verified {
+                return Err(peer.read_failed(c.src, i, &source));
             }
             if whole {
                 // The sender is free; now the combining. The message is

@@ -20,7 +20,8 @@ pub(crate) enum RemoteSrc<'a> {
 
 impl RemoteSrc<'_> {
     /// Reads `out.len()` bytes from `at` of the concatenation of the
-    /// sender's ranges `segs`.
+    /// sender's ranges `segs`. Bytes read from the sender's memory are its
+    /// own only once [`peer_still_lives`] succeeds after the message's reads.
     pub(crate) fn read(
         &self,
         segs: &[(u64, u64)],
@@ -28,7 +29,7 @@ impl RemoteSrc<'_> {
         out: &mut [u8],
     ) -> Result<(), FabricError> {
         match self {
-            RemoteSrc::Memory(mem) => mem.read(segs, at, out),
+            RemoteSrc::Memory(mem) => mem.read_unverified(segs, at, out),
             RemoteSrc::Lent(link, keys) => {
                 rfx_fabric::cma::read_ranges(segs, at, out, |i, off, buf| {
                     let (addr, len) = segs[i];
@@ -42,6 +43,17 @@ impl RemoteSrc<'_> {
                 })
             }
         }
+    }
+}
+
+/// After the reads of one message of the peer's (`lent`: through its
+/// provider's loans): fails if they were in the memory of a peer that has
+/// since exited, whose pid may have named another process. Done after
+/// the FIN, so the sender does not wait for it.
+pub(crate) fn peer_still_lives(link: &impl Link, lent: bool) -> Result<(), FabricError> {
+    match link.peer_memory() {
+        Some(mem) if !lent => mem.alive(),
+        _ => Ok(()),
     }
 }
 
