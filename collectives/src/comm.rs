@@ -55,6 +55,23 @@ fn fuse_min(engine: &EngineLock, group: &[usize], me: usize) -> usize {
         .map_or(FUSE_MIN_BYTES, |m| m.min(FUSE_MIN_BYTES))
 }
 
+/// A barrier's schedule for `me` of `n`. With a core per rank,
+/// dissemination: log2(n) rounds, every rank sends and receives in each.
+/// With more ranks than cores, linear (all to rank 0, then 0 to all), as
+/// Open MPI's is on such a host: there every round waits for each rank to
+/// be scheduled, and linear needs each rank to run twice, however many
+/// ranks. Its root also leaves first, so a rooted collective after it
+/// (OSU's loop) starts from the root (docs/collectives.md).
+#[cold]
+#[inline(never)]
+fn barrier_steps(engine: &EngineLock, me: usize, n: usize) -> Vec<Step> {
+    if lock(engine).oversubscribed() {
+        sched::barrier_linear(me, n)
+    } else {
+        sched::barrier_dissemination(me, n)
+    }
+}
+
 /// The id a receive claims messages with: unique among the operations in
 /// flight in this process (context ids are, and so are the sequence
 /// numbers within one context), never 0.
@@ -219,14 +236,7 @@ impl Communicator {
     /// `MPI_COMM_SELF`): collectives complete at once, sends to rank 0 come
     /// back to it. No network.
     pub fn solo(cfg: CollConfig) -> Result<Communicator, CollError> {
-        let ecfg = crate::engine::EngineConfig {
-            progress: cfg.progress,
-            fragment: cfg.fragment,
-            flush_timeout: cfg.op_timeout,
-            single_copy_min: cfg.thresholds.single_copy_min,
-            lend_min: cfg.thresholds.lend_min,
-            push_min: cfg.thresholds.push_min,
-        };
+        let ecfg = crate::engine::EngineConfig::of(&cfg);
         let engine = Engine::new(0, vec![None], ecfg)?;
         Ok(Communicator::from_engine(engine, cfg))
     }
@@ -893,7 +903,14 @@ impl Communicator {
 
     /// Waits until every rank has entered the barrier.
     pub fn barrier(&mut self) -> Result<(), CollError> {
-        let steps = self.plan(PlanOp::Barrier, 0, 0, 0, sched::barrier_dissemination);
+        let (me, n, engine) = (self.rank, self.size(), &self.engine);
+        let key = PlanKey {
+            op: PlanOp::Barrier,
+            root: 0,
+            count: 0,
+            elem: 0,
+        };
+        let steps = Plan(self.plans.get(key, || barrier_steps(engine, me, n)));
         let nothing = Whole {
             buf: &mut [][..],
             base: 0,
@@ -1194,7 +1211,14 @@ impl Communicator {
 
     /// Non-blocking [`Communicator::barrier`].
     pub fn ibarrier(&mut self) -> Request<()> {
-        let steps = self.plan(PlanOp::Barrier, 0, 0, 0, sched::barrier_dissemination);
+        let (me, n, engine) = (self.rank, self.size(), &self.engine);
+        let key = PlanKey {
+            op: PlanOp::Barrier,
+            root: 0,
+            count: 0,
+            elem: 0,
+        };
+        let steps = Plan(self.plans.get(key, || barrier_steps(engine, me, n)));
         self.request::<u8, ()>("ibarrier", steps, Vec::new(), None, |_| Ok(()))
     }
 

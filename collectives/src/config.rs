@@ -121,6 +121,12 @@ pub struct CollConfig {
     /// Pinned chunks in flight per device operation, at least 2
     /// (`RFX_COLL_DEVICE_SLOTS`).
     pub device_slots: usize,
+    /// Cores that this job's ranks on one host share (`RFX_COLL_CORES`);
+    /// `None`: the host's online CPUs. With more ranks on the host than
+    /// this, waits yield their core and the barrier is linear (see
+    /// docs/collectives.md). Set it where the job has fewer cores than the
+    /// host, as on a node shared through Slurm.
+    pub cores: Option<usize>,
 }
 
 impl Default for CollConfig {
@@ -135,6 +141,7 @@ impl Default for CollConfig {
             thresholds: Thresholds::default(),
             device_chunk: 1 << 20,
             device_slots: 4,
+            cores: None,
         }
     }
 }
@@ -192,6 +199,9 @@ impl CollConfig {
         if let Some(v) = num("RFX_COLL_DEVICE_SLOTS")? {
             c.device_slots = v;
         }
+        if let Some(v) = num("RFX_COLL_CORES")? {
+            c.cores = Some(v);
+        }
         let t = &mut c.thresholds;
         for (var, slot) in [
             ("RFX_COLL_BCAST_PIPELINE_MIN", &mut t.bcast_pipeline_min),
@@ -247,6 +257,9 @@ impl CollConfig {
                 self.device_slots
             )));
         }
+        if self.cores == Some(0) {
+            return Err(CollError::Env("RFX_COLL_CORES: must not be 0".into()));
+        }
         if self.thresholds.pipeline_chunk == 0 {
             return Err(CollError::Env(
                 "RFX_COLL_PIPELINE_CHUNK: must not be 0".into(),
@@ -282,5 +295,9 @@ mod tests {
         assert!(matches!(bad, Err(CollError::Env(m)) if m.contains("multiple of 8")));
         let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_DEVICE_SLOTS").then(|| "1".into()));
         assert!(bad.is_err());
+        let c = CollConfig::from_vars(|k| (k == "RFX_COLL_CORES").then(|| "3".into())).unwrap();
+        assert_eq!(c.cores, Some(3));
+        let bad = CollConfig::from_vars(|k| (k == "RFX_COLL_CORES").then(|| "0".into()));
+        assert!(matches!(bad, Err(CollError::Env(m)) if m.contains("RFX_COLL_CORES")));
     }
 }

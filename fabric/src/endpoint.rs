@@ -58,6 +58,7 @@ pub struct Endpoint {
     peer_buffers: Vec<RemoteBuffer>,
     peer_user: Vec<u8>,
     max_message: usize,
+    peer_shares_cpus: bool,
     dead: Option<String>,
     /// The peer's completions may still be read: the endpoint died on a
     /// post (the peer left), not on what it received.
@@ -71,6 +72,7 @@ impl Endpoint {
         caps: Caps,
         peer_buffers: Vec<RemoteBuffer>,
         peer_user: Vec<u8>,
+        peer_host: &str,
         max_message: usize,
     ) -> Self {
         Endpoint {
@@ -80,6 +82,7 @@ impl Endpoint {
             peer_buffers,
             peer_user,
             max_message,
+            peer_shares_cpus: crate::host::same_kernel(peer_host),
             dead: None,
             inbound_open: true,
         }
@@ -103,6 +106,14 @@ impl Endpoint {
     /// The opaque data the peer sent in the handshake.
     pub fn peer_user_data(&self) -> &[u8] {
         &self.peer_user
+    }
+
+    /// Whether the peer said it runs on this machine's kernel (its boot
+    /// id), so on the same CPUs, even from another network namespace or
+    /// over tcp. What the peer says of itself: for scheduling decisions,
+    /// never for access.
+    pub fn peer_shares_cpus(&self) -> bool {
+        self.peer_shares_cpus
     }
 
     /// Largest two-sided message.

@@ -217,6 +217,7 @@ impl Fabric {
             caps,
             accept.hello.buffers,
             accept.hello.user,
+            &accept.hello.host,
             self.cfg.max_message,
         ))
     }
@@ -357,6 +358,7 @@ impl Incoming {
             fabric.caps_of(transport),
             client.buffers,
             client.user,
+            &client.host,
             cfg.max_message,
         ))
     }

@@ -17,3 +17,27 @@ pub fn host_id() -> &'static str {
         format!("{boot}/{netns}")
     })
 }
+
+/// Whether a peer whose [`host_id`] is `peer` runs on this machine's
+/// kernel (the same boot id), so on the same CPUs, whatever its network
+/// namespace.
+pub(crate) fn same_kernel(peer: &str) -> bool {
+    let boot = |id: &str| id.split('/').next().unwrap_or_default().to_string();
+    let ours = boot(host_id());
+    ours != "no-boot-id" && boot(peer) == ours
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_namespace_shares_the_cpus_another_kernel_does_not() {
+        let ours = host_id();
+        assert!(same_kernel(ours));
+        let (boot, _) = ours.split_once('/').expect("boot id/netns");
+        assert!(same_kernel(&format!("{boot}/net:[4026531999]")));
+        assert!(!same_kernel("00000000-0000-0000-0000-000000000000/net:[1]"));
+        assert!(!same_kernel(""));
+    }
+}

@@ -397,14 +397,7 @@ impl Communicator {
                 }
             }
         }
-        let ecfg = EngineConfig {
-            progress: config.progress,
-            fragment: config.fragment,
-            flush_timeout: config.op_timeout,
-            single_copy_min: config.thresholds.single_copy_min,
-            lend_min: config.thresholds.lend_min,
-            push_min: config.thresholds.push_min,
-        };
+        let ecfg = EngineConfig::of(&config);
         let mut engine = Engine::new(me, eps, ecfg)?;
         engine.await_peers(deadline)?;
         Ok(Communicator::from_engine(engine, config))

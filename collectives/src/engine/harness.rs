@@ -17,7 +17,7 @@ use rfx_fabric::{
     WriteCompletion,
 };
 
-use super::{Engine, EngineConfig, Lend, Link, Piece};
+use super::{online_cpus, Engine, EngineConfig, Lend, Link, Piece};
 
 /// One posted write, not landed yet.
 #[derive(Debug, Clone)]
@@ -49,6 +49,9 @@ pub(super) struct MemLink {
     /// All ranks live in this process: reading "the peer's" memory is
     /// reading our own, through the same system call as between processes.
     mem: Option<PeerMemory>,
+    /// The peer runs on our cores (the mesh's ranks may stand for ranks
+    /// of several hosts).
+    shares_cpus: bool,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -126,6 +129,10 @@ impl Link for MemLink {
     fn peer_memory(&self) -> Option<&PeerMemory> {
         self.mem.as_ref()
     }
+
+    fn shares_cpus(&self) -> bool {
+        self.shares_cpus
+    }
 }
 
 /// An exposed send the mesh pumps on every step: (from, to, token, bytes).
@@ -148,6 +155,23 @@ impl Mesh {
     /// As [`Mesh::new`], and exposed sends of at least `single_copy_min`
     /// bytes (0: none) go as read requests, read through the kernel.
     pub(super) fn reading(n: usize, inbox: usize, fragment: usize, single_copy_min: usize) -> Mesh {
+        Mesh::build(n, inbox, fragment, single_copy_min, online_cpus(), |_| 0)
+    }
+
+    /// `n` ranks of 4 KiB inboxes on hosts of `cores` cores each, rank
+    /// `r` on host `host(r)`.
+    pub(super) fn placed(n: usize, cores: usize, host: fn(usize) -> usize) -> Mesh {
+        Mesh::build(n, 4096, 512, 0, cores, host)
+    }
+
+    fn build(
+        n: usize,
+        inbox: usize,
+        fragment: usize,
+        single_copy_min: usize,
+        cores: usize,
+        host: fn(usize) -> usize,
+    ) -> Mesh {
         let fabric = Fabric::open(Config::default()).expect("a fabric with no network");
         let wires = Rc::new(RefCell::new(Wires::default()));
         for owner in 0..n {
@@ -163,6 +187,7 @@ impl Mesh {
             single_copy_min,
             lend_min: 0,
             push_min: single_copy_min,
+            cores,
         };
         let engines = (0..n)
             .map(|me| {
@@ -178,6 +203,7 @@ impl Mesh {
                                 mem: (single_copy_min > 0).then(|| {
                                     PeerMemory::this_process().expect("reading our own memory")
                                 }),
+                                shares_cpus: host(peer) == host(me),
                             };
                             (link, w.inboxes[&(peer, me)].clone())
                         })

@@ -48,6 +48,13 @@ pub(crate) trait Link: std::fmt::Debug {
     /// Ends a sleep prepared by [`Link::arm`].
     fn disarm(&mut self);
 
+    /// Whether the peer runs on this machine's CPUs
+    /// ([`Endpoint::peer_shares_cpus`]): ranks that do take turns on the
+    /// cores when there are more of them than cores.
+    fn shares_cpus(&self) -> bool {
+        true
+    }
+
     /// The fd that becomes readable when an armed link may have news;
     /// `None` if the link has none (a sleep then is a short nap).
     fn event_fd(&self) -> Option<BorrowedFd<'_>>;
@@ -127,6 +134,10 @@ impl Link for Endpoint {
 
     fn disarm(&mut self) {
         Endpoint::disarm(self)
+    }
+
+    fn shares_cpus(&self) -> bool {
+        Endpoint::peer_shares_cpus(self)
     }
 
     fn event_fd(&self) -> Option<BorrowedFd<'_>> {

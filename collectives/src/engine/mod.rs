@@ -273,6 +273,22 @@ pub(crate) struct EngineConfig {
     /// Read requests of at least this many bytes may be answered with
     /// PUSH (0: never).
     pub(crate) push_min: usize,
+    /// Cores the ranks on this host share.
+    pub(crate) cores: usize,
+}
+
+impl EngineConfig {
+    pub(crate) fn of(cfg: &crate::CollConfig) -> EngineConfig {
+        EngineConfig {
+            progress: cfg.progress,
+            fragment: cfg.fragment,
+            flush_timeout: cfg.op_timeout,
+            single_copy_min: cfg.thresholds.single_copy_min,
+            lend_min: cfg.thresholds.lend_min,
+            push_min: cfg.thresholds.push_min,
+            cores: cfg.cores.unwrap_or_else(online_cpus),
+        }
+    }
 }
 
 /// The shared state of all communicators of a process.
@@ -306,6 +322,9 @@ pub(crate) struct Engine<L: Link = Endpoint> {
 /// process together).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EngineStats {
+    /// Messages this rank sent to other ranks (of every size; a message to
+    /// itself is not counted).
+    pub messages_sent: u64,
     /// Messages this rank read in place from a peer's memory (one copy).
     pub messages_read_in_place: u64,
     /// Their bytes.
@@ -341,7 +360,14 @@ impl<L: Link> Engine<L> {
         cfg: EngineConfig,
     ) -> Result<Engine<L>, CollError> {
         let size = links.len();
-        let cores = online_cpus();
+        // Ranks of this job on this machine's cores: ours and the peers'
+        // that share them (not ranks on other hosts).
+        let here = 1 + links
+            .iter()
+            .flatten()
+            .filter(|(l, _)| l.shares_cpus())
+            .count();
+        let oversubscribed = here > cfg.cores;
         let mut peers = Vec::with_capacity(size);
         for (r, l) in links.into_iter().enumerate() {
             let link = match l {
@@ -375,7 +401,7 @@ impl<L: Link> Engine<L> {
             rank,
             peers,
             cfg,
-            oversubscribed: size > cores,
+            oversubscribed,
             idle_sweeps: 0,
             next_ctx: 1,
             next_token: 1,
@@ -532,6 +558,7 @@ impl<L: Link> Engine<L> {
             return Ok(None);
         }
         self.gone_err(dest)?;
+        self.stats.messages_sent += 1;
         let token = self.token();
         let read = lend == Lend::Expose && self.reads_in_place(dest, total);
         let Engine {
@@ -1467,7 +1494,7 @@ impl<L: Link> Drop for Engine<L> {
 /// CPUs of this host, not of this process: a launcher that binds each
 /// rank to a core (`mpirun --bind-to core`) must not make every rank
 /// believe it shares one core with the others.
-fn online_cpus() -> usize {
+pub(crate) fn online_cpus() -> usize {
     let own = std::thread::available_parallelism().map_or(1, |n| n.get());
     let host = std::fs::read_to_string("/sys/devices/system/cpu/online")
         .ok()

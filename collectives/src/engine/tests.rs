@@ -56,6 +56,21 @@ fn messages_of_every_size_arrive_whole_and_in_order() {
     assert_eq!(m.settle(100), 0, "nothing left to move");
 }
 
+#[test]
+fn only_ranks_on_our_cores_make_a_host_oversubscribed() {
+    // Four ranks, hosts of two cores.
+    let m = Mesh::placed(4, 2, |_| 0);
+    assert!(m.engines.iter().all(|e| e.oversubscribed()), "4 on 2 cores");
+    let m = Mesh::placed(4, 2, |r| r / 2);
+    assert!(
+        m.engines.iter().all(|e| !e.oversubscribed()),
+        "2 on each of two hosts"
+    );
+    let m = Mesh::placed(4, 2, |r| usize::from(r > 0));
+    let over: Vec<bool> = m.engines.iter().map(|e| e.oversubscribed()).collect();
+    assert_eq!(over, [false, true, true, true], "1 here, 3 there");
+}
+
 /// With a core per rank a sweep hands the waiting operation the first new
 /// message of a peer and leaves the rest in the link; oversubscribed, it
 /// takes the whole burst.

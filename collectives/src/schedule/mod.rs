@@ -156,6 +156,29 @@ pub fn barrier_dissemination(me: usize, n: usize) -> Vec<Step> {
     steps
 }
 
+/// Linear barrier: every rank tells rank 0, which then releases them all.
+pub fn barrier_linear(me: usize, n: usize) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if me == 0 {
+        for r in 1..n {
+            steps.push(recv(r, 0..0, Combine::Replace));
+        }
+        for r in 1..n {
+            steps.push(Step::Send {
+                to: r,
+                blocks: vec![],
+            });
+        }
+    } else {
+        steps.push(Step::Send {
+            to: 0,
+            blocks: vec![],
+        });
+        steps.push(recv(0, 0..0, Combine::Replace));
+    }
+    steps
+}
+
 /// Binomial-tree broadcast of `count` elements from `root`.
 /// Buffer: `count` elements.
 pub fn bcast_binomial(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {

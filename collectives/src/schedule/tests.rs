@@ -144,38 +144,67 @@ fn roots(n: usize) -> Vec<usize> {
     r
 }
 
-#[test]
-fn barrier_completes() {
-    for n in ranks() {
-        let s: Vec<_> = (0..n).map(|me| barrier_dissemination(me, n)).collect();
-        let mut bufs = vec![vec![]; n];
-        simulate(&s, &mut bufs, sum);
+/// What each rank knows when its schedule ends: the set of ranks it has
+/// heard from, directly or through others (each message carries what its
+/// sender knew when it sent). Panics on a deadlock.
+fn knowledge(scheds: &[Vec<Step>]) -> Vec<u64> {
+    let n = scheds.len();
+    let mut know: Vec<u64> = (0..n).map(|r| 1 << r).collect();
+    let mut chans: HashMap<(usize, usize), VecDeque<u64>> = HashMap::new();
+    let mut pc = vec![0usize; n];
+    loop {
+        let mut moved = false;
+        for me in 0..n {
+            while let Some(step) = scheds[me].get(pc[me]) {
+                match step {
+                    Step::Send { to, .. } => {
+                        chans.entry((me, *to)).or_default().push_back(know[me]);
+                    }
+                    Step::Recv { from, .. } => {
+                        let Some(k) = chans.entry((*from, me)).or_default().pop_front() else {
+                            break;
+                        };
+                        know[me] |= k;
+                    }
+                    Step::Copy { .. } => {}
+                }
+                pc[me] += 1;
+                moved = true;
+            }
+        }
+        if (0..n).all(|me| pc[me] == scheds[me].len()) {
+            assert!(chans.values().all(|q| q.is_empty()), "messages left over");
+            return know;
+        }
+        assert!(moved, "deadlock at {pc:?}");
     }
 }
 
 #[test]
-fn barrier_waits_for_everyone() {
-    // Knowledge propagation: a rank leaves only after hearing, directly or
-    // not, from every rank. Model it with a bitmask carried by messages.
-    for n in ranks() {
-        let mut know: Vec<u64> = (0..n).map(|r| 1 << r).collect();
-        for me in 0..n {
-            let _ = barrier_dissemination(me, n);
-        }
-        let mut d = 1;
-        while d < n {
-            let prev = know.clone();
-            for me in 0..n {
-                know[me] |= prev[(me + n - d) % n];
+fn barriers_complete_and_wait_for_everyone() {
+    // A rank may leave only once it heard, directly or not, from every
+    // rank: then every rank entered.
+    type Make = fn(usize, usize) -> Vec<Step>;
+    for (name, make) in [
+        ("dissemination", barrier_dissemination as Make),
+        ("linear", barrier_linear as Make),
+    ] {
+        for n in ranks() {
+            let s: Vec<_> = (0..n).map(|me| make(me, n)).collect();
+            for (me, k) in knowledge(&s).into_iter().enumerate() {
+                assert_eq!(k, (1u64 << n) - 1, "{name} on {n}: rank {me}");
             }
-            d <<= 1;
         }
-        // Same rounds as the schedule: ceil(log2 n) of them.
+    }
+    // Dissemination: ceil(log2 n) rounds of one send and one receive.
+    for n in ranks() {
         let rounds = barrier_dissemination(0, n).len() / 2;
         assert_eq!(rounds, (n as f64).log2().ceil() as usize);
-        for k in know {
-            assert_eq!(k, (1u64 << n) - 1);
-        }
+    }
+    // Linear: each rank but 0 sends once and receives once.
+    for n in ranks().filter(|&n| n > 1) {
+        assert_eq!(barrier_linear(n - 1, n).len(), 2);
+        assert_eq!(barrier_linear(0, n).len(), 2 * (n - 1));
     }
 }
 

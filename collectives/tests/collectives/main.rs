@@ -159,6 +159,22 @@ fn reductions_read_whole_messages_in_place_on_shm() {
     run_ok("reduce_reads", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
 }
 
+/// With more ranks on a host than cores the barrier is linear (each rank
+/// needs the core twice, however many ranks), else dissemination.
+#[test]
+fn the_barrier_is_linear_only_with_more_ranks_than_cores() {
+    for (cores, kind) in [("1", "linear"), ("1024", "dissemination")] {
+        for n in [3, 4] {
+            run_ok(
+                "barrier_kind",
+                n,
+                "shm",
+                &[("RFX_COLL_CORES", cores), ("RFX_COLL_TEST_BARRIER", kind)],
+            );
+        }
+    }
+}
+
 /// Over verbs (in the soft-RoCE VM: `scripts/verbs-vm.sh`), a large
 /// message goes as a read request naming a loan of the sender's buffer,
 /// which the receiver reads by RDMA READ: no copy on the sender's side.

@@ -607,6 +607,40 @@ fn reduce_reads(c: &mut Communicator) {
     }
 }
 
+/// The barrier's schedule, seen through the messages each rank sends:
+/// linear with more ranks than cores (`RFX_COLL_CORES`), dissemination
+/// otherwise.
+fn barrier_kind(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    let linear = match std::env::var("RFX_COLL_TEST_BARRIER").as_deref() {
+        Ok("linear") => true,
+        Ok("dissemination") => false,
+        other => panic!("RFX_COLL_TEST_BARRIER={other:?}"),
+    };
+    const ROUNDS: u64 = 20;
+    let before = c.stats().messages_sent;
+    for _ in 0..ROUNDS {
+        c.barrier().unwrap();
+    }
+    let sent = c.stats().messages_sent - before;
+    let per = if !linear {
+        (n as f64).log2().ceil() as u64
+    } else if me == 0 {
+        n as u64 - 1
+    } else {
+        1
+    };
+    assert_eq!(sent, ROUNDS * per, "rank {me} of {n}: {:?}", c.stats());
+    // Whichever the schedule, a barrier still waits for everyone: a rank
+    // that sleeps before entering holds the others.
+    let t = std::time::Instant::now();
+    if me == n - 1 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    c.barrier().unwrap();
+    assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+}
+
 pub fn dispatch(role: &str) {
     let mut c = Communicator::from_env().expect("join the job");
     match role {
@@ -619,6 +653,7 @@ pub fn dispatch(role: &str) {
         "no_alloc" => no_alloc(&mut c),
         "single_copy" => single_copy(&mut c),
         "reduce_reads" => reduce_reads(&mut c),
+        "barrier_kind" => barrier_kind(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
