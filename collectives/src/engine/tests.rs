@@ -71,6 +71,17 @@ fn only_ranks_on_our_cores_make_a_host_oversubscribed() {
     assert_eq!(over, [false, true, true, true], "1 here, 3 there");
 }
 
+#[test]
+fn reads_start_higher_with_more_ranks_than_cores() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[0].oversubscribed = false;
+    assert_eq!(m.engines[0].read_min(1), Some(1024));
+    assert!(m.engines[0].reads_in_place(1, 1024));
+    m.engines[0].oversubscribed = true;
+    assert_eq!(m.engines[0].read_min(1), Some(8192));
+    assert!(!m.engines[0].reads_in_place(1, 4096));
+}
+
 /// With a core per rank a sweep hands the waiting operation the first new
 /// message of a peer and leaves the rest in the link; oversubscribed, it
 /// takes the whole burst.
