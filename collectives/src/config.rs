@@ -82,7 +82,7 @@ impl Default for Thresholds {
             linear_block_min: 16 << 10,
             scan_chain_max_ranks: 4,
             alltoall_pairwise_min: 256 << 10,
-            single_copy_min: 20 << 10,
+            single_copy_min: 16 << 10,
             lend_min: 256 << 10,
             push_min: 128 << 10,
         }

@@ -115,7 +115,7 @@
 //!
 //! Between processes of one host that may read each other's memory
 //! ([`rfx_fabric::cma`]), messages of `RFX_COLL_SINGLE_COPY_MIN` bytes
-//! (20 KiB; 8 times that with more ranks than cores) or more from blocking sends, held-buffer sends and the blocking
+//! (16 KiB; 8 times that with more ranks than cores) or more from blocking sends, held-buffer sends and the blocking
 //! collectives go as *read requests*: the receiver copies them straight
 //! from the sender's buffer into its own, one copy instead of two, and the
 //! send completes when it has (reductions: up to 256 KiB, read whole before
