@@ -55,23 +55,6 @@ fn fuse_min(engine: &EngineLock, group: &[usize], me: usize) -> usize {
         .map_or(FUSE_MIN_BYTES, |m| m.min(FUSE_MIN_BYTES))
 }
 
-/// A barrier's schedule for `me` of `n`. With a core per rank,
-/// dissemination: log2(n) rounds, every rank sends and receives in each.
-/// With more ranks than cores, linear (all to rank 0, then 0 to all), as
-/// Open MPI's is on such a host: there every round waits for each rank to
-/// be scheduled, and linear needs each rank to run twice, however many
-/// ranks. Its root also leaves first, so a rooted collective after it
-/// (OSU's loop) starts from the root (docs/collectives.md).
-#[cold]
-#[inline(never)]
-fn barrier_steps(engine: &EngineLock, me: usize, n: usize) -> Vec<Step> {
-    if lock(engine).oversubscribed() {
-        sched::barrier_linear(me, n)
-    } else {
-        sched::barrier_dissemination(me, n)
-    }
-}
-
 /// The id a receive claims messages with: unique among the operations in
 /// flight in this process (context ids are, and so are the sequence
 /// numbers within one context), never 0.
@@ -200,6 +183,9 @@ pub struct Communicator {
     /// Sequence of point-to-point receives (their claimer ids).
     recv_seq: u32,
     cfg: Arc<CollConfig>,
+    /// More ranks on this host than cores ([`crate::engine`]): waits yield,
+    /// and small rooted collectives and the barrier run flat.
+    oversubscribed: bool,
     plans: Plans,
     /// Scratch for intermediate buffers (gather, scatter, reduce_scatter).
     work: Vec<u64>,
@@ -218,6 +204,7 @@ impl Communicator {
     pub(crate) fn from_engine(engine: Engine, cfg: CollConfig) -> Communicator {
         let size = engine.size();
         let rank = engine.rank();
+        let oversubscribed = engine.oversubscribed();
         Communicator {
             engine: Arc::new(EngineLock::new(engine)),
             group: (0..size).collect(),
@@ -226,6 +213,7 @@ impl Communicator {
             seq: 0,
             recv_seq: 0,
             cfg: Arc::new(cfg),
+            oversubscribed,
             plans: Plans::default(),
             work: Vec::new(),
             staging: None,
@@ -736,6 +724,7 @@ impl Communicator {
             count * T::SIZE,
             count,
             self.size(),
+            self.oversubscribed,
             &self.cfg.thresholds,
         )
     }
@@ -745,12 +734,29 @@ impl Communicator {
         (chunk / T::SIZE).max(1)
     }
 
+    /// The barrier's plan. With a core per rank, dissemination: log2(n)
+    /// rounds, every rank sends and receives in each. With more ranks than
+    /// cores, linear (all to rank 0, then 0 to all), as Open MPI's is on
+    /// such a host: there every round waits for each rank to be scheduled,
+    /// and linear needs each rank on a core twice, however many ranks. Its
+    /// root also leaves first, so a rooted collective after it (OSU's loop)
+    /// starts from the root (docs/collectives.md).
+    fn plan_barrier(&mut self) -> Plan {
+        let barrier = if self.oversubscribed {
+            sched::barrier_linear
+        } else {
+            sched::barrier_dissemination
+        };
+        self.plan(PlanOp::Barrier, 0, 0, 0, barrier)
+    }
+
     pub(crate) fn plan_bcast<T: Element>(&mut self, root: usize, count: usize) -> Plan {
         let alg = self.choose::<T>(Collective::Bcast, count);
         self.plan(PlanOp::Bcast, root, count, T::SIZE, |me, n| match alg {
             Algorithm::Chain { chunk } => {
                 sched::bcast_chain(me, n, root, count, Self::chunk::<T>(chunk))
             }
+            Algorithm::Linear => sched::bcast_linear(me, n, root, count),
             _ => sched::bcast_binomial(me, n, root, count),
         })
     }
@@ -775,6 +781,7 @@ impl Communicator {
                     sched::reduce_chain(me, n, root, count, Self::chunk::<T>(chunk))
                 }
                 Algorithm::Rabenseifner => sched::reduce_rabenseifner(me, n, root, count),
+                Algorithm::Linear => sched::reduce_linear(me, n, root, count),
                 _ => sched::reduce_binomial(me, n, root, count),
             },
         )
@@ -903,14 +910,7 @@ impl Communicator {
 
     /// Waits until every rank has entered the barrier.
     pub fn barrier(&mut self) -> Result<(), CollError> {
-        let (me, n, engine) = (self.rank, self.size(), &self.engine);
-        let key = PlanKey {
-            op: PlanOp::Barrier,
-            root: 0,
-            count: 0,
-            elem: 0,
-        };
-        let steps = Plan(self.plans.get(key, || barrier_steps(engine, me, n)));
+        let steps = self.plan_barrier();
         let nothing = Whole {
             buf: &mut [][..],
             base: 0,
@@ -1211,14 +1211,7 @@ impl Communicator {
 
     /// Non-blocking [`Communicator::barrier`].
     pub fn ibarrier(&mut self) -> Request<()> {
-        let (me, n, engine) = (self.rank, self.size(), &self.engine);
-        let key = PlanKey {
-            op: PlanOp::Barrier,
-            root: 0,
-            count: 0,
-            elem: 0,
-        };
-        let steps = Plan(self.plans.get(key, || barrier_steps(engine, me, n)));
+        let steps = self.plan_barrier();
         self.request::<u8, ()>("ibarrier", steps, Vec::new(), None, |_| Ok(()))
     }
 
@@ -1416,6 +1409,7 @@ impl Communicator {
             seq: 0,
             recv_seq: 0,
             cfg: self.cfg.clone(),
+            oversubscribed: self.oversubscribed,
             plans: Plans::default(),
             work: Vec::new(),
             staging: None,

@@ -40,6 +40,11 @@ pub struct Thresholds {
     /// ... or from blocks of this many bytes (`RFX_COLL_LINEAR_BLOCK_MIN`);
     /// otherwise along a binomial tree.
     pub linear_block_min: usize,
+    /// With more ranks on a host than cores, bcast and reduce of at most
+    /// this many bytes, over up to `linear_max_ranks` ranks, go straight
+    /// from or to the root instead of along a binomial tree, whose every
+    /// level waits for its ranks to be scheduled (`RFX_COLL_FLAT_MAX`).
+    pub flat_max: usize,
     /// Scan runs along a chain (n-1 messages) up to this many ranks, by
     /// recursive doubling above (`RFX_COLL_SCAN_CHAIN_MAX_RANKS`).
     pub scan_chain_max_ranks: usize,
@@ -80,6 +85,7 @@ impl Default for Thresholds {
             reduce_halving_min: 512 << 10,
             linear_max_ranks: 8,
             linear_block_min: 16 << 10,
+            flat_max: 4 << 10,
             scan_chain_max_ranks: 4,
             alltoall_pairwise_min: 256 << 10,
             single_copy_min: 16 << 10,
@@ -214,6 +220,7 @@ impl CollConfig {
             ("RFX_COLL_LINEAR_MAX_RANKS", &mut t.linear_max_ranks),
             ("RFX_COLL_LINEAR_BLOCK_MIN", &mut t.linear_block_min),
             ("RFX_COLL_SCAN_CHAIN_MAX_RANKS", &mut t.scan_chain_max_ranks),
+            ("RFX_COLL_FLAT_MAX", &mut t.flat_max),
             (
                 "RFX_COLL_ALLTOALL_PAIRWISE_MIN",
                 &mut t.alltoall_pairwise_min,

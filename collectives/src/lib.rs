@@ -71,7 +71,9 @@
 //!
 //! | collective | algorithm | when |
 //! |---|---|---|
-//! | barrier | dissemination | always |
+//! | barrier | dissemination | a core per rank |
+//! | barrier | linear (to rank 0, which releases all) | more ranks on the host than cores (`RFX_COLL_CORES`) |
+//! | bcast, reduce | linear (straight from / to the root) | more ranks on the host than cores, up to `RFX_COLL_FLAT_MAX` (4 KiB) and 8 ranks |
 //! | bcast | binomial tree | < `RFX_COLL_BCAST_PIPELINE_MIN` (256 KiB) or 2 ranks |
 //! | bcast | pipelined chain, chunks of `RFX_COLL_PIPELINE_CHUNK` (64 KiB) | otherwise |
 //! | reduce | binomial tree | < `RFX_COLL_REDUCE_PIPELINE_MIN` (256 KiB) or 2 ranks |

@@ -51,18 +51,28 @@ pub enum Algorithm {
 /// The algorithm of `op` over `ranks` ranks, for `bytes` per rank (per
 /// block for gather, scatter, allgather and alltoall), and for `count`
 /// elements when the algorithm needs at least one per rank.
+/// `oversubscribed`: this host has more ranks than cores; then a bcast or
+/// reduce of at most `RFX_COLL_FLAT_MAX` bytes over up to
+/// `RFX_COLL_LINEAR_MAX_RANKS` ranks goes straight from or to the root,
+/// since each level of a binomial tree waits for its ranks to be
+/// scheduled. On 4 ranks of 2 vCPUs: bcast 8 B 0.51 → 0.24 µs, reduce 8 B
+/// 1.74 → 1.08 µs, 4 KiB 2.44 → 1.83 µs; above, the root's serial sends
+/// lose (bcast 16 KiB 2.5 → 4.2 µs).
 pub fn choose(
     op: Collective,
     bytes: usize,
     count: usize,
     ranks: usize,
+    oversubscribed: bool,
     t: &Thresholds,
 ) -> Algorithm {
     use Algorithm::*;
+    let flat = oversubscribed && ranks <= t.linear_max_ranks && bytes <= t.flat_max;
     match op {
         Collective::Bcast if bytes >= t.bcast_pipeline_min && ranks > 2 => Chain {
             chunk: t.pipeline_chunk,
         },
+        Collective::Bcast if flat => Linear,
         Collective::Bcast => Binomial,
         // On 2 ranks halving only adds a round: the root reads the peer's
         // whole message in place, or combines as the sender's copy into
@@ -78,6 +88,7 @@ pub fn choose(
         Collective::Reduce if bytes >= t.reduce_pipeline_min && ranks > 2 => Chain {
             chunk: t.pipeline_chunk,
         },
+        Collective::Reduce if flat => Linear,
         Collective::Reduce => Binomial,
         Collective::Allreduce if bytes < t.allreduce_large_min || count < ranks => {
             RecursiveDoubling
@@ -108,7 +119,7 @@ mod tests {
     #[test]
     fn each_switch_point_is_where_the_thresholds_say() {
         let t = Thresholds::default();
-        let c = |op, bytes, ranks| choose(op, bytes, bytes / 8, ranks, &t);
+        let c = |op, bytes, ranks| choose(op, bytes, bytes / 8, ranks, false, &t);
         let chain = Algorithm::Chain {
             chunk: t.pipeline_chunk,
         };
@@ -139,7 +150,7 @@ mod tests {
         assert_eq!(c(ar, t.allreduce_ring_min, 4), Algorithm::Rabenseifner);
         assert_eq!(c(ar, t.allreduce_ring_min, 6), Algorithm::Ring);
         assert_eq!(
-            choose(ar, t.allreduce_ring_min, 3, 6, &t),
+            choose(ar, t.allreduce_ring_min, 3, 6, false, &t),
             Algorithm::RecursiveDoubling,
             "fewer elements than ranks"
         );
@@ -168,6 +179,34 @@ mod tests {
     }
 
     #[test]
+    fn oversubscribed_small_rooted_collectives_run_flat() {
+        let t = Thresholds::default();
+        for op in [Collective::Bcast, Collective::Reduce] {
+            assert_eq!(choose(op, 8, 1, 4, true, &t), Algorithm::Linear);
+            let (f, above) = (t.flat_max, t.flat_max + 8);
+            assert_eq!(choose(op, f, f / 8, 4, true, &t), Algorithm::Linear);
+            assert_eq!(
+                choose(op, above, above / 8, 4, true, &t),
+                Algorithm::Binomial
+            );
+            assert_eq!(choose(op, 8, 1, 4, false, &t), Algorithm::Binomial);
+            let many = t.linear_max_ranks + 1;
+            assert_eq!(choose(op, 8, 1, many, true, &t), Algorithm::Binomial);
+        }
+        // Large ones keep their pipelines.
+        let big = t.bcast_pipeline_min;
+        assert!(matches!(
+            choose(Collective::Bcast, big, big / 8, 4, true, &t),
+            Algorithm::Chain { .. }
+        ));
+        // The others do not change.
+        assert_eq!(
+            choose(Collective::Allreduce, 8, 1, 4, true, &t),
+            Algorithm::RecursiveDoubling
+        );
+    }
+
+    #[test]
     fn configuration_moves_the_switch_points() {
         let t = Thresholds {
             bcast_pipeline_min: 64,
@@ -176,15 +215,18 @@ mod tests {
             ..Thresholds::default()
         };
         assert_eq!(
-            choose(Collective::Bcast, 64, 8, 4, &t),
+            choose(Collective::Bcast, 64, 8, 4, false, &t),
             Algorithm::Chain {
                 chunk: t.pipeline_chunk
             }
         );
         assert_eq!(
-            choose(Collective::Alltoall, 16, 2, 4, &t),
+            choose(Collective::Alltoall, 16, 2, 4, false, &t),
             Algorithm::Pairwise
         );
-        assert_eq!(choose(Collective::Gather, 8, 1, 3, &t), Algorithm::Binomial);
+        assert_eq!(
+            choose(Collective::Gather, 8, 1, 3, false, &t),
+            Algorithm::Binomial
+        );
     }
 }

@@ -202,6 +202,15 @@ pub fn bcast_binomial(me: usize, n: usize, root: usize, count: usize) -> Vec<Ste
     steps
 }
 
+/// Flat broadcast: `root` sends to every rank in turn.
+/// Buffer: `count` elements.
+pub fn bcast_linear(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {
+    if me != root {
+        return vec![recv(root, 0..count, Combine::Replace)];
+    }
+    (1..n).map(|v| send(abs(v, root, n), 0..count)).collect()
+}
+
 /// Pipelined chain broadcast: the buffer is cut into chunks of `chunk`
 /// elements that flow root -> root+1 -> ... ; every rank forwards chunk c
 /// as soon as it has it. Buffer: `count` elements.
@@ -224,6 +233,18 @@ pub fn bcast_chain(me: usize, n: usize, root: usize, count: usize, chunk: usize)
         }
     }
     steps
+}
+
+/// Flat reduce: every rank sends straight to `root`, which combines the
+/// messages in rank order relative to the root (as the binomial tree's
+/// order). Buffer: `count` elements; the result is on the root.
+pub fn reduce_linear(me: usize, n: usize, root: usize, count: usize) -> Vec<Step> {
+    if me != root {
+        return vec![send(root, 0..count)];
+    }
+    (1..n)
+        .map(|v| recv(abs(v, root, n), 0..count, Combine::Reduce))
+        .collect()
 }
 
 /// Binomial-tree reduce to `root` (the mirror of [`bcast_binomial`]).

@@ -213,11 +213,12 @@ fn bcast_algorithms() {
     for n in ranks() {
         for root in roots(n) {
             for count in COUNTS {
-                for algo in 0..3 {
+                for algo in 0..4 {
                     let s: Vec<_> = (0..n)
                         .map(|me| match algo {
                             0 => bcast_binomial(me, n, root, count),
                             1 => bcast_chain(me, n, root, count, 5),
+                            2 => bcast_linear(me, n, root, count),
                             _ => bcast_chain(me, n, root, count, 1 << 20),
                         })
                         .collect();
@@ -247,11 +248,12 @@ fn reduce_algorithms() {
         for root in roots(n) {
             for count in COUNTS {
                 for f in [sum as F, max] {
-                    for algo in 0..3 {
+                    for algo in 0..4 {
                         let s: Vec<_> = (0..n)
                             .map(|me| match algo {
                                 0 => reduce_binomial(me, n, root, count),
                                 1 => reduce_rabenseifner(me, n, root, count),
+                                2 => reduce_linear(me, n, root, count),
                                 _ => reduce_chain(me, n, root, count, 4),
                             })
                             .collect();
@@ -304,7 +306,7 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
         for count in COUNTS {
             for f in [sum as F, max] {
                 // Fused receives always, some (of at least 3 elements), never.
-                for (algo, fuse) in (0..5).flat_map(|a| [0usize, 3, usize::MAX].map(|f| (a, f))) {
+                for (algo, fuse) in (0..6).flat_map(|a| [0usize, 3, usize::MAX].map(|f| (a, f))) {
                     let root = n / 2;
                     let s: Vec<_> = (0..n)
                         .map(|me| {
@@ -313,6 +315,7 @@ fn reductions_from_the_input_never_write_it_and_copy_less() {
                                 1 => (allreduce_rabenseifner(me, n, count), true),
                                 2 => (allreduce_ring(me, n, count), true),
                                 3 => (reduce_binomial(me, n, root, count), me == root),
+                                4 => (reduce_linear(me, n, root, count), me == root),
                                 _ => (reduce_rabenseifner(me, n, root, count), me == root),
                             };
                             reduce_from_input(steps, count, finish, fuse)

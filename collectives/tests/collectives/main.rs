@@ -160,16 +160,17 @@ fn reductions_read_whole_messages_in_place_on_shm() {
 }
 
 /// With more ranks on a host than cores the barrier is linear (each rank
-/// needs the core twice, however many ranks), else dissemination.
+/// needs the core twice, however many ranks), else dissemination; small
+/// bcasts and reduces then go straight from / to the root.
 #[test]
-fn the_barrier_is_linear_only_with_more_ranks_than_cores() {
+fn with_more_ranks_than_cores_the_barrier_and_small_rooted_collectives_run_flat() {
     for (cores, kind) in [("1", "linear"), ("1024", "dissemination")] {
         for n in [3, 4] {
             run_ok(
-                "barrier_kind",
+                "flat_schedules",
                 n,
                 "shm",
-                &[("RFX_COLL_CORES", cores), ("RFX_COLL_TEST_BARRIER", kind)],
+                &[("RFX_COLL_CORES", cores), ("RFX_COLL_TEST_FLAT", kind)],
             );
         }
     }

@@ -607,15 +607,15 @@ fn reduce_reads(c: &mut Communicator) {
     }
 }
 
-/// The barrier's schedule, seen through the messages each rank sends:
-/// linear with more ranks than cores (`RFX_COLL_CORES`), dissemination
-/// otherwise.
-fn barrier_kind(c: &mut Communicator) {
+/// The schedules, seen through the messages each rank sends: with more
+/// ranks than cores (`RFX_COLL_CORES`) a linear barrier and flat small
+/// bcasts and reduces; otherwise dissemination and binomial trees.
+fn flat_schedules(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
-    let linear = match std::env::var("RFX_COLL_TEST_BARRIER").as_deref() {
+    let linear = match std::env::var("RFX_COLL_TEST_FLAT").as_deref() {
         Ok("linear") => true,
         Ok("dissemination") => false,
-        other => panic!("RFX_COLL_TEST_BARRIER={other:?}"),
+        other => panic!("RFX_COLL_TEST_FLAT={other:?}"),
     };
     const ROUNDS: u64 = 20;
     let before = c.stats().messages_sent;
@@ -639,6 +639,40 @@ fn barrier_kind(c: &mut Communicator) {
     }
     c.barrier().unwrap();
     assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+    // Small bcasts and reduces go flat with it: from / to the root alone.
+    let mut b = [me as u64; 8];
+    let before = c.stats().messages_sent;
+    c.bcast(&mut b, 0).unwrap();
+    assert_eq!(b, [0; 8]);
+    let sent = c.stats().messages_sent - before;
+    // Binomial: a rank sends to `me + m` for each power of two `m` below
+    // its lowest set bit (every one for the root).
+    let low = if me == 0 {
+        n.next_power_of_two()
+    } else {
+        1 << me.trailing_zeros()
+    };
+    let bin_bcast = (0..usize::BITS)
+        .map(|k| 1usize << k)
+        .take_while(|&m| m < low)
+        .filter(|&m| me + m < n)
+        .count();
+    let want = match (linear, me) {
+        (true, 0) => n - 1,
+        (true, _) => 0,
+        (false, _) => bin_bcast,
+    };
+    assert_eq!(sent, want as u64, "bcast: rank {me} of {n}");
+    let mut out = [0u64; 8];
+    let before = c.stats().messages_sent;
+    c.reduce_to(&[me as u64 + 1; 8], &mut out, 0, ReduceOp::Sum)
+        .unwrap();
+    if me == 0 {
+        assert_eq!(out, [(n * (n + 1) / 2) as u64; 8]);
+    }
+    let sent = c.stats().messages_sent - before;
+    // Every rank but the root sends once, flat or in a tree.
+    assert_eq!(sent, u64::from(me != 0), "reduce: rank {me} of {n}");
 }
 
 pub fn dispatch(role: &str) {
@@ -653,7 +687,7 @@ pub fn dispatch(role: &str) {
         "no_alloc" => no_alloc(&mut c),
         "single_copy" => single_copy(&mut c),
         "reduce_reads" => reduce_reads(&mut c),
-        "barrier_kind" => barrier_kind(&mut c),
+        "flat_schedules" => flat_schedules(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
