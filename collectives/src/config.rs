@@ -71,6 +71,12 @@ pub struct Thresholds {
     /// overlap saves. With more ranks than cores the sender may have to be
     /// woken to write, so there the threshold is twice this.
     pub push_min: usize,
+    /// Read requests from which a receiver that only receives (a bcast's
+    /// or a scatter's leaf) shares the copy with the sender, idle until
+    /// the message is read: it asks it to write the first half into its
+    /// buffer while it reads the second (`RFX_COLL_SHARE_MIN`; 0 turns it
+    /// off). Not with more ranks than cores.
+    pub share_min: usize,
 }
 
 impl Default for Thresholds {
@@ -91,6 +97,7 @@ impl Default for Thresholds {
             single_copy_min: 16 << 10,
             lend_min: 256 << 10,
             push_min: 128 << 10,
+            share_min: 128 << 10,
         }
     }
 }
@@ -228,6 +235,7 @@ impl CollConfig {
             ("RFX_COLL_SINGLE_COPY_MIN", &mut t.single_copy_min),
             ("RFX_COLL_LEND_MIN", &mut t.lend_min),
             ("RFX_COLL_PUSH_MIN", &mut t.push_min),
+            ("RFX_COLL_SHARE_MIN", &mut t.share_min),
         ] {
             if let Some(v) = num(var)? {
                 *slot = v;

@@ -181,27 +181,43 @@ impl<L: Link> Conn<L> {
 
     /// Serves the peer's PUSH for our read request `token`, if it came:
     /// writes `parts` (the message's bytes) where it asked, answers
-    /// WROTE, and the message is done. True if served.
-    pub(super) fn serve_push(&mut self, token: u64, parts: &[&[u8]]) -> Result<bool, FabricError> {
+    /// WROTE, and the message is done. A PUSH for the message's first
+    /// bytes only (the peer reads the rest meanwhile) gets those, and the
+    /// message stays lent until the peer's FIN. Returns the bytes written
+    /// (0: no PUSH yet), and whether that was the whole message.
+    pub(super) fn serve_push(
+        &mut self,
+        token: u64,
+        parts: &[&[u8]],
+    ) -> Result<(usize, bool), FabricError> {
         let Some(&(seq, _)) = self.reading.iter().find(|&&(_, t)| t == token) else {
-            return Ok(false);
+            return Ok((0, false));
         };
         let Some(i) = self.pushes.iter().position(|d| d.seq == seq) else {
-            return Ok(false);
+            return Ok((0, false));
         };
         let d = self.pushes.swap_remove(i);
         let mem = self
             .link
             .peer_memory()
             .ok_or_else(|| FabricError::PeerGone("no access to the peer's memory".into()))?;
-        mem.write_unverified(d.segs(), parts)?;
+        let named: u64 = d.segs().iter().map(|s| s.1).sum();
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let whole = named >= total;
+        if whole {
+            mem.write_unverified(d.segs(), parts)?;
+        } else {
+            mem.write_unverified(d.segs(), &prefix(parts, named as usize))?;
+        }
         self.control(Kind::Wrote(seq))?;
-        self.reading.retain(|&(s, _)| s != seq);
-        self.loans.retain(|&(s, _)| s != seq);
+        if whole {
+            self.reading.retain(|&(s, _)| s != seq);
+            self.loans.retain(|&(s, _)| s != seq);
+        }
         // After the WROTE, so that the peer does not wait for it: the
         // write reached the peer only if it still lives.
         super::remote::peer_still_lives(&self.link, false)?;
-        Ok(true)
+        Ok((named.min(total) as usize, whole))
     }
 
     /// True while the peer still reads the exposed message `token`.
@@ -218,4 +234,18 @@ impl<L: Link> Conn<L> {
         }
         Ok(())
     }
+}
+
+/// The first `n` bytes of the concatenation of `parts`.
+fn prefix<'a>(parts: &[&'a [u8]], mut n: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        if n == 0 {
+            break;
+        }
+        let k = p.len().min(n);
+        out.push(&p[..k]);
+        n -= k;
+    }
+    out
 }

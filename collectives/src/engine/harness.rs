@@ -188,6 +188,7 @@ impl Mesh {
             lend_min: 0,
             push_min: single_copy_min,
             cores,
+            share_min: single_copy_min,
         };
         let engines = (0..n)
             .map(|me| {

@@ -64,6 +64,11 @@ pub(super) struct InMsg {
     pub(super) pushed: Option<u32>,
     /// The peer's WROTE for `pushed` came: the payload is in place.
     pub(super) written: bool,
+    /// Bytes at the start of a read request that the peer writes itself
+    /// (our PUSH named only them) while we read the rest: the copy shared
+    /// between both sides. 0: none. The peer's send ends with our FIN,
+    /// after its WROTE and our read.
+    pub(super) shared: usize,
     /// The receive that claimed it (0: none).
     pub(super) claim: u64,
     /// Discarded: drop its data as it arrives.
@@ -289,6 +294,7 @@ pub(super) fn on_write(
                 pull,
                 pushed: None,
                 written: false,
+                shared: 0,
                 claim: 0,
                 sink: false,
             });
@@ -328,6 +334,7 @@ pub(super) fn on_write(
             pull: None,
             pushed: None,
             written: false,
+            shared: 0,
             claim: 0,
             sink: false,
         });

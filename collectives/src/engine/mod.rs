@@ -284,6 +284,9 @@ pub(crate) struct EngineConfig {
     pub(crate) push_min: usize,
     /// Cores the ranks on this host share.
     pub(crate) cores: usize,
+    /// Read requests of at least this many bytes may be shared: the
+    /// sender writes the first part while we read the rest (0: never).
+    pub(crate) share_min: usize,
 }
 
 impl EngineConfig {
@@ -296,6 +299,7 @@ impl EngineConfig {
             lend_min: cfg.thresholds.lend_min,
             push_min: cfg.thresholds.push_min,
             cores: cfg.cores.unwrap_or_else(online_cpus),
+            share_min: cfg.thresholds.share_min,
         }
     }
 }
@@ -343,6 +347,12 @@ pub struct EngineStats {
     pub messages_written_in_place: u64,
     /// Their bytes.
     pub bytes_written_in_place: u64,
+    /// Messages whose copy this rank shared with their sender: it asked
+    /// the sender to write the first half into its buffer while it read
+    /// the second in the sender's memory (`RFX_COLL_SHARE_MIN`).
+    pub messages_shared: u64,
+    /// Their bytes (both halves).
+    pub bytes_shared: u64,
     /// Messages copied out of an inbox (or a peer's memory) into owned
     /// memory because nobody was receiving them yet.
     pub messages_spilled: u64,
@@ -565,6 +575,7 @@ impl<L: Link> Engine<L> {
                 pull: None,
                 pushed: None,
                 written: false,
+                shared: 0,
                 claim: 0,
                 sink: false,
             });
@@ -692,11 +703,7 @@ impl<L: Link> Engine<L> {
             if l.is_read(token) {
                 // Requested: nothing to write until the FIN, or until the
                 // receiver asks us to write it ourselves.
-                let total = parts.iter().map(|p| p.len()).sum::<usize>();
-                return Ok(match l.serve_push(token, parts)? {
-                    true => (total, true),
-                    false => (0, false),
-                });
+                return l.serve_push(token, parts);
             }
             flush(l, stage)?;
             let Some(m) = l.out.front_mut() else {
@@ -950,12 +957,59 @@ impl<L: Link> Engine<L> {
         };
         let m = &mut peer.msgs[i];
         let start = m.consumed;
-        if m.pushed.is_some() {
-            // The peer writes it; nothing to do here but see that it did.
+        if let Some(seq) = m.pushed {
+            // The peer writes it (or its first `shared` bytes, and we read
+            // the rest now): then nothing to do but see that it did.
+            if let Some(d) = m.pull.take() {
+                let Some(l) = peer.link.as_mut() else {
+                    return Err(CollError::InvalidArgument(
+                        "a read request without a link".into(),
+                    ));
+                };
+                let Some(mem) = l.link.peer_memory() else {
+                    return Err(CollError::InvalidArgument(
+                        "a read request without access".into(),
+                    ));
+                };
+                let piece = Piece::Remote {
+                    src: RemoteSrc::Memory(mem),
+                    segs: d.segs(),
+                    at: m.shared as u64,
+                    len: m.total - m.shared,
+                };
+                if let Err(e) = f(m.shared, piece, scratch) {
+                    if let CollError::Fabric { source, .. } = &e {
+                        return Err(peer.read_failed(c.src, i, source));
+                    }
+                    m.pull = Some(d);
+                    return Err(e);
+                }
+            }
             if m.written {
+                if m.shared > 0 {
+                    // Both halves are in: the sender's send may end.
+                    if let Some(l) = peer.link.as_mut().filter(|_| peer.gone.is_none()) {
+                        if let Err(e) = l.control(Kind::Fin(seq)) {
+                            *epoch += u64::from(peer.lose(c.src, e.to_string()));
+                        }
+                    }
+                    let verified = match peer.link.as_ref() {
+                        Some(l) => remote::peer_still_lives(&l.link, false),
+                        None => Ok(()),
+                    };
+                    if let Err(source) = verified {
+                        return Err(peer.read_failed(c.src, i, &source));
+                    }
+                }
+                let m = &mut peer.msgs[i];
                 m.consumed = m.total;
-                stats.messages_written_in_place += 1;
-                stats.bytes_written_in_place += m.total as u64;
+                if m.shared > 0 {
+                    stats.messages_shared += 1;
+                    stats.bytes_shared += m.total as u64;
+                } else {
+                    stats.messages_written_in_place += 1;
+                    stats.bytes_written_in_place += m.total as u64;
+                }
             }
         } else if let Some(d) = m.pull.take() {
             let Some(l) = peer.link.as_mut() else {
@@ -1084,11 +1138,17 @@ impl<L: Link> Engine<L> {
     /// Answers the claimed message, a read request, with PUSH: its sender
     /// is asked to write the payload into `segs` (address, length: the
     /// receive's buffer, which nothing may touch until [`Engine::consume`]
-    /// says the message is done). False, with nothing sent, if the message
-    /// is not a read request, its sender cannot write our memory, or
-    /// `segs` are more ranges than a PUSH carries.
+    /// says the message is done). `segs` shorter than the message name
+    /// its first bytes only: the sender writes those while
+    /// [`Engine::consume`] reads the rest, and its send ends with our FIN
+    /// once both are done. False, with nothing sent, if the message is not
+    /// a read request, its sender cannot write our memory, it is too small
+    /// to push ([`Engine::push_worth`]) or to share ([`Engine::share_worth`]),
+    /// or `segs` are more ranges than a PUSH carries.
     pub(crate) fn push(&mut self, c: &Claimed, segs: &[(u64, u64)]) -> Result<bool, CollError> {
-        if !self.push_worth(c) {
+        let named = segs.iter().map(|s| s.1).fold(0u64, u64::saturating_add);
+        let part = named < c.total as u64;
+        if named == 0 || (!part && !self.push_worth(c)) || (part && !self.share_worth(c)) {
             return Ok(false);
         }
         let Engine {
@@ -1115,21 +1175,27 @@ impl<L: Link> Engine<L> {
         let Some(d) = PullDesc::from_segs(seq, segs.iter().copied()) else {
             return Ok(false);
         };
-        if segs.iter().map(|s| s.1).sum::<u64>() != m.total as u64 {
+        if named > m.total as u64 {
             return Err(CollError::InvalidArgument(
-                "a push into a buffer of another size".into(),
+                "a push into a buffer larger than the message".into(),
             ));
         }
         let mut data = Vec::with_capacity(d.len());
         d.encode(&mut data);
+        // The bytes the sender is to write: the whole message, or its first
+        // `named` (we read the rest ourselves meanwhile).
         let hdr = Header {
             ctx: 0,
             tag: 0,
-            total: m.total as u64,
+            total: named,
         };
         let mut prog = Progress::new(hdr, data.len());
         prog.first = Kind::Push;
-        m.pull = None;
+        if part {
+            m.shared = named as usize;
+        } else {
+            m.pull = None;
+        }
         m.pushed = Some(seq);
         l.out.push_back(OutMsg {
             token: 0,
@@ -1169,6 +1235,14 @@ impl<L: Link> Engine<L> {
             .push_min
             .saturating_mul(if self.oversubscribed { 2 } else { 1 });
         min > 0 && c.total >= min
+    }
+
+    /// True if the claimed message is large enough to share its copy with
+    /// its sender ([`Engine::push`] of its first part): each side copies
+    /// part of it at once. Not with more ranks than cores, where the
+    /// sender may have to be scheduled first.
+    pub(crate) fn share_worth(&self, c: &Claimed) -> bool {
+        self.cfg.share_min > 0 && c.total >= self.cfg.share_min && !self.oversubscribed
     }
 
     /// True if a claimed message is a read request not read yet.

@@ -742,6 +742,49 @@ fn a_pushed_read_request_is_written_by_its_sender() {
 }
 
 #[test]
+fn a_shared_read_request_is_half_written_by_its_sender_and_half_read() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(9, 30_001);
+    let mut out = vec![0u8; want.len()];
+    let c = lent_and_claimed(&mut m, &want);
+    let half = 15_000;
+    let segs = [(out.as_mut_ptr() as u64, half as u64)];
+    assert!(m.engines[1].push(&c, &segs).expect("a partial push"));
+    // We read the rest now; the sender has not written its part yet, so
+    // the receive waits, and the send is not done either.
+    let mut tail = vec![0u8; want.len() - half];
+    let (got, done) = m.engines[1]
+        .consume(&c, |at, p, _| {
+            assert_eq!((at, p.len()), (half, want.len() - half));
+            p.read_at(0, &mut tail)
+                .map_err(|source| CollError::Fabric { rank: 0, source })
+        })
+        .expect("our half");
+    assert_eq!((got, done), (0, false));
+    assert_eq!(tail, want[half..]);
+    m.settle(10);
+    assert_eq!(m.lent(), 1, "the send waits for our FIN after writing");
+    let (got, done) = m.engines[1]
+        .consume(&c, |_, _, _| panic!("nothing left to read"))
+        .expect("both halves");
+    assert_eq!((got, done), (want.len(), true));
+    assert_eq!(out[..half], want[..half], "the sender's half");
+    m.settle(10);
+    assert_eq!(m.lent(), 0, "the FIN completed the send");
+    let s = m.engines[1].stats;
+    assert_eq!((s.messages_shared, s.bytes_shared), (1, want.len() as u64));
+    assert_eq!(s.messages_read_in_place + s.messages_written_in_place, 0);
+    // Too small to share: no PUSH, nothing sent; still ours to read.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    m.engines[1].cfg.share_min = 64 << 10;
+    let c = lent_and_claimed(&mut m, &want);
+    let before = m.writes();
+    assert!(!m.engines[1].push(&c, &segs).unwrap());
+    assert_eq!(m.writes(), before);
+    assert!(m.engines[1].is_read_request(&c));
+}
+
+#[test]
 fn a_push_is_only_for_a_read_request_of_a_writing_peer() {
     // Below the threshold, to a peer that cannot write, or for a message
     // in the inbox: no PUSH, nothing sent.

@@ -204,6 +204,45 @@ pub(super) fn try_push<T: Element, B: TaskBuf<T>>(
     e.push(c, &segs)
 }
 
+/// Shares the copy of the claimed message `c`, a read request that a
+/// replacing receive into `blocks` takes, with its sender: asks it to
+/// write the first half into our buffer while we read the second, so that
+/// both cores copy at once. Only where this rank's schedule sends nothing
+/// (a bcast's or a scatter's leaf): its sender is then idle until the
+/// message is read, while a rank that also sends would put its own
+/// copying on a sender busy with its own receives. True if asked: the
+/// receive then reads the rest and waits for the sender's WROTE.
+pub(super) fn try_share<T: Element, B: TaskBuf<T>>(
+    e: &mut Engine,
+    steps: &[Step],
+    buf: &mut B,
+    blocks: &[Range<usize>],
+    c: &Claimed,
+) -> Result<bool, CollError> {
+    if !e.share_worth(c)
+        || !e.is_read_request(c)
+        || steps.iter().any(|s| matches!(s, Step::Send { .. }))
+    {
+        return Ok(false);
+    }
+    // The receive's ranges for the message's first half, cut at a cache
+    // line so that the two copies never write the same line.
+    let mut left = (c.total / 2) & !63;
+    let mut segs = Vec::with_capacity(blocks.len());
+    for r in blocks {
+        if left == 0 {
+            break;
+        }
+        let Some(bytes) = T::wire_mut(buf.write(r.clone())?) else {
+            return Ok(false);
+        };
+        let k = bytes.len().min(left);
+        segs.push((bytes.as_mut_ptr() as u64, k as u64));
+        left -= k;
+    }
+    e.push(c, &segs)
+}
+
 /// Whether a reduction's send, step `pc` to `to` (exposed if the peer
 /// reads in place), may be read in place at all; else it is copied into
 /// the peer's inbox.
@@ -449,6 +488,10 @@ where
                                 *pos += 1;
                                 *ahead_done >>= 1;
                                 continue;
+                            }
+                            if *combine == Combine::Replace {
+                                // Shared or not, the receive below takes it.
+                                try_share(e, steps, bufm, blocks, &c)?;
                             }
                             *cur = Some(c);
                             c

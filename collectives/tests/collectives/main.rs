@@ -159,6 +159,21 @@ fn reductions_read_whole_messages_in_place_on_shm() {
     run_ok("reduce_reads", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
 }
 
+/// A bcast's or scatter's leaf shares each large copy with its root on
+/// shm: the root writes half, the leaf reads half. Off, and over tcp: the
+/// same bytes.
+#[test]
+fn large_copies_are_shared_between_sender_and_receiver_on_shm() {
+    run_ok("shared_copies", 2, "shm", &[("RFX_COLL_TEST_SHARE", "yes")]);
+    run_ok(
+        "shared_copies",
+        2,
+        "shm",
+        &[("RFX_COLL_TEST_SHARE", "no"), ("RFX_COLL_SHARE_MIN", "0")],
+    );
+    run_ok("shared_copies", 2, "tcp", &[("RFX_COLL_TEST_SHARE", "no")]);
+}
+
 /// With more ranks on a host than cores the barrier is linear (each rank
 /// needs the core twice, however many ranks), else dissemination; small
 /// bcasts and reduces then go straight from / to the root.

@@ -675,6 +675,50 @@ fn flat_schedules(c: &mut Communicator) {
     assert_eq!(sent, u64::from(me != 0), "reduce: rank {me} of {n}");
 }
 
+/// Large bcasts and scatters on 2 ranks: the leaf shares each copy with
+/// the root (`RFX_COLL_TEST_SHARE=yes`): the root writes the first half
+/// into the leaf's buffer while the leaf reads the second. The bytes are
+/// checked either way, odd lengths included.
+fn shared_copies(c: &mut Communicator) {
+    let (me, n) = (c.rank(), c.size());
+    assert_eq!(n, 2);
+    let sharing = match std::env::var("RFX_COLL_TEST_SHARE").as_deref() {
+        Ok("yes") => true,
+        Ok("no") => false,
+        other => panic!("RFX_COLL_TEST_SHARE={other:?}"),
+    };
+    let before = c.stats();
+    for len in [1usize << 20, 200_003] {
+        for round in 0..2u8 {
+            let want: Vec<u8> = (0..len).map(|i| (i % 251) as u8 ^ round).collect();
+            let mut b = if me == 0 {
+                want.clone()
+            } else {
+                vec![0u8; len]
+            };
+            c.bcast(&mut b, 0).unwrap();
+            assert!(b == want, "bcast of {len} bytes, round {round}");
+        }
+    }
+    let block = 256 << 10;
+    let all: Vec<u32> = (0..2 * block as u32 / 4)
+        .map(|i| i.wrapping_mul(7))
+        .collect();
+    let mut mine = vec![0u32; block / 4];
+    c.scatter(if me == 0 { &all[..] } else { &[] }, &mut mine, 0)
+        .unwrap();
+    assert!(mine == all[me * block / 4..(me + 1) * block / 4], "scatter");
+    c.barrier().unwrap();
+    let st = c.stats();
+    let shared = st.messages_shared - before.messages_shared;
+    let want = if sharing && me == 1 { 5 } else { 0 };
+    assert_eq!(shared, want, "rank {me}: {st:?}");
+    if shared > 0 {
+        let bytes = st.bytes_shared - before.bytes_shared;
+        assert_eq!(bytes, 2 * (1 << 20) + 2 * 200_003 + block as u64, "{st:?}");
+    }
+}
+
 pub fn dispatch(role: &str) {
     let mut c = Communicator::from_env().expect("join the job");
     match role {
@@ -688,6 +732,7 @@ pub fn dispatch(role: &str) {
         "single_copy" => single_copy(&mut c),
         "reduce_reads" => reduce_reads(&mut c),
         "flat_schedules" => flat_schedules(&mut c),
+        "shared_copies" => shared_copies(&mut c),
         other => panic!("unknown role {other}"),
     }
 }
