@@ -316,7 +316,8 @@ impl Communicator {
         let w = self.world(dest)?;
         match T::wire(buf) {
             Some(bytes) => {
-                let token = lock(&self.engine).post(w, ctx, tag, &[bytes], Lend::Expose)?;
+                // The send waits below: its receiver may share the copy.
+                let token = lock(&self.engine).post(w, ctx, tag, &[bytes], Lend::ExposeWaiting)?;
                 let mut t = SendTask {
                     dest: w,
                     token,

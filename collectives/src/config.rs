@@ -71,11 +71,12 @@ pub struct Thresholds {
     /// overlap saves. With more ranks than cores the sender may have to be
     /// woken to write, so there the threshold is twice this.
     pub push_min: usize,
-    /// Read requests from which a receiver that only receives (a bcast's
-    /// or a scatter's leaf) shares the copy with the sender, idle until
-    /// the message is read: it asks it to write the first half into its
-    /// buffer while it reads the second (`RFX_COLL_SHARE_MIN`; 0 turns it
-    /// off). Not with more ranks than cores.
+    /// Read requests from which a rank that only receives (a bcast's or a
+    /// scatter's leaf), or the receiver of a blocking send, shares the
+    /// copy with the sender, idle until the message is read: it asks it to
+    /// write the first half into its buffer while it reads the second
+    /// (`RFX_COLL_SHARE_MIN`; 0 turns it off). Not with more ranks than
+    /// cores.
     pub share_min: usize,
 }
 

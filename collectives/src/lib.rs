@@ -122,10 +122,10 @@
 //! from the sender's buffer into its own, one copy instead of two, and the
 //! send completes when it has (reductions: up to 256 KiB, read whole before
 //! the combining, and not in pairwise exchanges; see docs/collectives.md).
-//! A bcast's or scatter's leaf shares a request of
-//! `RFX_COLL_SHARE_MIN` bytes (128 KiB) or more with the sender: the
-//! sender writes the first half into the leaf's buffer while the leaf
-//! reads the second. A receiver waiting
+//! A bcast's or scatter's leaf, and the receiver of a blocking `send`,
+//! shares a request of `RFX_COLL_SHARE_MIN` bytes (128 KiB) or more with
+//! the sender: the sender writes the first half into the receiver's buffer
+//! while the receiver reads the second. A receiver waiting
 //! on other messages reads them out as it spills. Over verbs, from
 //! `RFX_COLL_LEND_MIN` bytes (256 KiB), the request names loans of the
 //! sender's buffer ([`rfx_fabric::Endpoint::lend`]) that the receiver

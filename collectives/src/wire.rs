@@ -153,10 +153,16 @@ pub(crate) struct PullDesc {
     segs: [(u64, u64); PULL_SEGS],
     /// The provider's key of each range, when lent.
     keys: Option<[u64; PULL_SEGS]>,
+    /// The sender waits in the library until the request is read (a
+    /// blocking send): its receiver may share the copy with it (a PUSH
+    /// for the first part).
+    waiting: bool,
 }
 
 /// Set in the range count of an RTS whose ranges carry keys.
 const KEYED: u32 = 1 << 31;
+/// In an RTS's range count: the sender waits for it ([`PullDesc::waiting`]).
+const WAITING: u32 = 1 << 30;
 
 /// Most bytes of an RTS's description.
 pub(crate) const PULL_DESC_MAX: usize = 8 + 24 * PULL_SEGS;
@@ -196,6 +202,7 @@ impl PullDesc {
             n: 0,
             segs: [(0, 0); PULL_SEGS],
             keys: None,
+            waiting: false,
         };
         for s in segs.into_iter().filter(|s| s.1 > 0) {
             *d.segs.get_mut(d.n)? = s;
@@ -207,6 +214,18 @@ impl PullDesc {
     /// The ranges (address, length) in the sender's memory.
     pub(crate) fn segs(&self) -> &[(u64, u64)] {
         &self.segs[..self.n]
+    }
+
+    /// The same request, saying whether its sender waits for it.
+    pub(crate) fn with_waiting(mut self, waiting: bool) -> PullDesc {
+        self.waiting = waiting;
+        self
+    }
+
+    /// Whether the sender waits in the library until the request is read
+    /// (a blocking send), serving a PUSH meanwhile.
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting
     }
 
     /// The provider's key of each range, if the sender lent them.
@@ -229,7 +248,10 @@ impl PullDesc {
 
     pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.seq.to_le_bytes());
-        let flag = if self.keys.is_some() { KEYED } else { 0 };
+        let mut flag = if self.keys.is_some() { KEYED } else { 0 };
+        if self.waiting {
+            flag |= WAITING;
+        }
         out.extend_from_slice(&(self.n as u32 | flag).to_le_bytes());
         for (k, (a, l)) in self.segs().iter().enumerate() {
             out.extend_from_slice(&a.to_le_bytes());
@@ -254,7 +276,7 @@ impl PullDesc {
             return Err("a short read request".into());
         };
         let keyed = word & KEYED != 0;
-        let n = (word & !KEYED) as usize;
+        let n = (word & !(KEYED | WAITING)) as usize;
         let per = if keyed { 24 } else { 16 };
         if n == 0 || n > PULL_SEGS || b.len() != 8 + per * n {
             return Err(format!("a read request of {n} ranges in {} bytes", b.len()));
@@ -264,6 +286,7 @@ impl PullDesc {
             n,
             segs: [(0, 0); PULL_SEGS],
             keys: keyed.then_some([0; PULL_SEGS]),
+            waiting: word & WAITING != 0,
         };
         let mut sum = 0u64;
         for k in 0..n {
@@ -392,9 +415,17 @@ mod tests {
             n: 1,
             segs: [(u64::MAX, 2), (0, 0), (0, 0), (0, 0)],
             keys: None,
+            waiting: false,
         }
         .encode(&mut wrap);
         assert!(PullDesc::decode(&wrap, 2).is_err());
+        // A blocking sender says it waits; the ranges are the same.
+        let w = d.with_waiting(true);
+        let mut enc = Vec::new();
+        w.encode(&mut enc);
+        let back = PullDesc::decode(&enc, 128).unwrap();
+        assert!(back.waiting() && !d.waiting());
+        assert_eq!(back.segs(), d.segs());
     }
 
     #[test]

@@ -189,6 +189,11 @@ pub(crate) enum Lend {
     /// As `Borrow`, and the receiver may also read them in place, so the
     /// caller must not change them before the send completes.
     Expose,
+    /// As `Expose`, and the caller waits in the library, pumping, until
+    /// the send completes (a blocking send): a receiver that reads it in
+    /// place may ask it to write part of the message itself, so that both
+    /// copy at once ([`Engine::push`] of a first part).
+    ExposeWaiting,
 }
 
 /// A message a receive claimed.
@@ -584,7 +589,8 @@ impl<L: Link> Engine<L> {
         self.gone_err(dest)?;
         self.stats.messages_sent += 1;
         let token = self.token();
-        let read = lend == Lend::Expose && self.reads_in_place(dest, total);
+        let exposed = matches!(lend, Lend::Expose | Lend::ExposeWaiting);
+        let read = exposed && self.reads_in_place(dest, total);
         let Engine {
             peers,
             stage,
@@ -608,7 +614,7 @@ impl<L: Link> Engine<L> {
                 .then(|| PullDesc::lent(l.next_seq, &lent))
                 .flatten()
         } else {
-            PullDesc::new(l.next_seq, parts)
+            PullDesc::new(l.next_seq, parts).map(|d| d.with_waiting(lend == Lend::ExposeWaiting))
         }
         .filter(|d| d.len() <= l.win.single);
         if let Some(d) = desc {
@@ -1172,6 +1178,10 @@ impl<L: Link> Engine<L> {
         let Some(seq) = m.pull.as_ref().map(|d| d.seq) else {
             return Ok(false);
         };
+        if m.pushed.is_some() {
+            // Shared already: one PUSH per request.
+            return Ok(false);
+        }
         let Some(d) = PullDesc::from_segs(seq, segs.iter().copied()) else {
             return Ok(false);
         };
@@ -1243,6 +1253,16 @@ impl<L: Link> Engine<L> {
     /// sender may have to be scheduled first.
     pub(crate) fn share_worth(&self, c: &Claimed) -> bool {
         self.cfg.share_min > 0 && c.total >= self.cfg.share_min && !self.oversubscribed
+    }
+
+    /// True if the claimed message is a read request whose sender waits
+    /// for it in the library (a blocking send, [`Lend::ExposeWaiting`]).
+    pub(crate) fn sender_waits(&self, c: &Claimed) -> bool {
+        self.peers
+            .get(c.src)
+            .and_then(|p| p.msgs.iter().find(|m| m.id == c.id))
+            .and_then(|m| m.pull.as_ref())
+            .is_some_and(|d| d.waiting())
     }
 
     /// True if a claimed message is a read request not read yet.
@@ -1413,7 +1433,9 @@ impl<L: Link> Engine<L> {
             let ours =
                 |m: &InMsg| (m.claim != 0 && m.claim == keep) || traffic == Some((m.ctx, m.tag));
             for m in msgs.iter_mut() {
-                if m.pull.is_some() && !m.sink && !ours(m) {
+                // A shared request (its sender writing part of it) is its
+                // receive's to finish: the sender waits for that.
+                if m.pull.is_some() && m.pushed.is_none() && !m.sink && !ours(m) {
                     if let Err(e) = read_out(l, m) {
                         // Reading the peer's memory failed, or the FIN.
                         lost = Some(e.to_string());

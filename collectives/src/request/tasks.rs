@@ -225,8 +225,18 @@ pub(super) fn try_share<T: Element, B: TaskBuf<T>>(
     {
         return Ok(false);
     }
-    // The receive's ranges for the message's first half, cut at a cache
-    // line so that the two copies never write the same line.
+    share(e, buf, blocks, c)
+}
+
+/// Asks the sender of `c` (a read request) to write the message's first
+/// half into `blocks` of `buf`, cut at a cache line so that the two
+/// copies never write the same line; the receive reads the rest.
+pub(super) fn share<T: Element, B: TaskBuf<T>>(
+    e: &mut Engine,
+    buf: &mut B,
+    blocks: &[Range<usize>],
+    c: &Claimed,
+) -> Result<bool, CollError> {
     let mut left = (c.total / 2) & !63;
     let mut segs = Vec::with_capacity(blocks.len());
     for r in blocks {
@@ -642,6 +652,14 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
                         got: c.total,
                         cap: self.cap * T::SIZE,
                     });
+                }
+                let blocks = [0..c.total / T::SIZE];
+                if let Some(buf) = self.buf.as_mut() {
+                    // A blocking sender waits for us anyway: it writes the
+                    // first half while we read the second.
+                    if e.share_worth(&c) && e.sender_waits(&c) {
+                        share(e, buf, &blocks, &c)?;
+                    }
                 }
                 self.cur = Some(c);
                 c

@@ -159,9 +159,9 @@ fn reductions_read_whole_messages_in_place_on_shm() {
     run_ok("reduce_reads", 2, "tcp", &[("RFX_COLL_TEST_READS", "no")]);
 }
 
-/// A bcast's or scatter's leaf shares each large copy with its root on
-/// shm: the root writes half, the leaf reads half. Off, and over tcp: the
-/// same bytes.
+/// A bcast's or scatter's leaf, and the receiver of a blocking send,
+/// shares each large copy with its sender on shm: the sender writes half,
+/// the receiver reads half. Off, and over tcp: the same bytes.
 #[test]
 fn large_copies_are_shared_between_sender_and_receiver_on_shm() {
     run_ok("shared_copies", 2, "shm", &[("RFX_COLL_TEST_SHARE", "yes")]);

@@ -675,10 +675,12 @@ fn flat_schedules(c: &mut Communicator) {
     assert_eq!(sent, u64::from(me != 0), "reduce: rank {me} of {n}");
 }
 
-/// Large bcasts and scatters on 2 ranks: the leaf shares each copy with
-/// the root (`RFX_COLL_TEST_SHARE=yes`): the root writes the first half
-/// into the leaf's buffer while the leaf reads the second. The bytes are
-/// checked either way, odd lengths included.
+/// Large bcasts and scatters on 2 ranks, and receives from blocking
+/// sends: the receiver shares each copy with the sender
+/// (`RFX_COLL_TEST_SHARE=yes`): the sender writes the first half into the
+/// receiver's buffer while the receiver reads the second. Not from a
+/// held-buffer send, whose sender may be away. The bytes are checked
+/// either way, odd lengths included.
 fn shared_copies(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
     assert_eq!(n, 2);
@@ -708,15 +710,36 @@ fn shared_copies(c: &mut Communicator) {
     c.scatter(if me == 0 { &all[..] } else { &[] }, &mut mine, 0)
         .unwrap();
     assert!(mine == all[me * block / 4..(me + 1) * block / 4], "scatter");
+    // Point to point: a blocking send waits for its receiver, which then
+    // shares the copy; a held-buffer send (non-blocking) is only read.
+    let big: Vec<u8> = (0..1usize << 20).map(|i| (i % 241) as u8).collect();
+    let odd: Vec<u8> = (0..300_001usize).map(|i| (i % 239) as u8).collect();
+    if me == 0 {
+        c.send(&big, 1, 1).unwrap();
+        let mut got = vec![0u8; odd.len()];
+        c.recv(&mut got, 1usize, 2u32).unwrap();
+        assert!(got == odd, "recv from a blocking send");
+        c.isend_held(big.clone(), 1, 3).unwrap().wait().unwrap();
+    } else {
+        let mut got = vec![0u8; big.len()];
+        c.recv(&mut got, 0usize, 1u32).unwrap();
+        assert!(got == big, "recv from a blocking send");
+        c.send(&odd, 0, 2).unwrap();
+        got.fill(0);
+        c.recv(&mut got, 0usize, 3u32).unwrap();
+        assert!(got == big, "recv from a held-buffer send");
+    }
     c.barrier().unwrap();
     let st = c.stats();
     let shared = st.messages_shared - before.messages_shared;
-    let want = if sharing && me == 1 { 5 } else { 0 };
+    let (want, bytes) = match (sharing, me) {
+        (false, _) => (0, 0),
+        // bcasts, the scatter's block, the blocking send's message.
+        (true, 1) => (6, 2 * (1 << 20) + 2 * 200_003 + block as u64 + (1 << 20)),
+        (true, _) => (1, 300_001),
+    };
     assert_eq!(shared, want, "rank {me}: {st:?}");
-    if shared > 0 {
-        let bytes = st.bytes_shared - before.bytes_shared;
-        assert_eq!(bytes, 2 * (1 << 20) + 2 * 200_003 + block as u64, "{st:?}");
-    }
+    assert_eq!(st.bytes_shared - before.bytes_shared, bytes, "{st:?}");
 }
 
 pub fn dispatch(role: &str) {
