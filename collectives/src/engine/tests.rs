@@ -859,6 +859,28 @@ fn pushes_and_wrotes_that_answer_nothing_close_the_liar() {
 }
 
 #[test]
+fn a_push_for_more_than_the_message_fails_the_send_not_the_process() {
+    // A receiver asks the sender to write more bytes than its message
+    // holds (a share's PUSH names a first part, never more): the sender
+    // writes nothing, takes the receiver for lost, nothing panics.
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let want = pattern(5, 4096);
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let out = vec![0u8; 2 * want.len()];
+    let push = wire::imm(Kind::Push);
+    m.inject(
+        1,
+        0,
+        w(desc(0, out.as_ptr() as u64, out.len() as u64), 0, push),
+    );
+    m.settle(10);
+    assert!(m.engines[0].gone(1).is_some(), "the liar is lost");
+    assert!(out.iter().all(|&b| b == 0), "nothing written");
+    assert_eq!(m.lent(), 0, "the send ended");
+}
+
+#[test]
 fn a_push_into_unmapped_ranges_fails_the_send_not_the_process() {
     // A receiver that names ranges it does not have: the sender's write
     // fails, it takes the receiver for gone, nothing panics.
