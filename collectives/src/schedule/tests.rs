@@ -23,11 +23,17 @@ fn last(_a: u64, b: u64) -> u64 {
     b
 }
 
+/// A message in flight: its elements, and what its sender knew.
+type Msg = (Vec<u64>, u64);
+
 /// Runs the schedules of all ranks over FIFO channels; panics on a
-/// deadlock, a length mismatch or a message left over.
-fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) {
+/// deadlock, a length mismatch or a message left over. Returns what each
+/// rank knows at its end: the set of ranks it heard from, directly or
+/// through others (each message carries what its sender knew).
+fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) -> Vec<u64> {
     let n = scheds.len();
-    let mut chans: HashMap<(usize, usize), VecDeque<Vec<u64>>> = HashMap::new();
+    let mut know: Vec<u64> = (0..n).map(|r| 1 << r).collect();
+    let mut chans: HashMap<(usize, usize), VecDeque<Msg>> = HashMap::new();
     let mut pc = vec![0usize; n];
     loop {
         let mut moved = false;
@@ -40,16 +46,21 @@ fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) {
                             .iter()
                             .flat_map(|r| bufs[me][r.clone()].to_vec())
                             .collect();
-                        chans.entry((me, *to)).or_default().push_back(data);
+                        chans
+                            .entry((me, *to))
+                            .or_default()
+                            .push_back((data, know[me]));
                     }
                     Step::Recv {
                         from,
                         blocks,
                         combine,
                     } => {
-                        let Some(msg) = chans.entry((*from, me)).or_default().pop_front() else {
+                        let Some((msg, k)) = chans.entry((*from, me)).or_default().pop_front()
+                        else {
                             break;
                         };
+                        know[me] |= k;
                         assert_eq!(msg.len(), step.elements(), "rank {me} from {from}");
                         let mut it = msg.into_iter();
                         let b = &mut bufs[me];
@@ -92,6 +103,7 @@ fn simulate(scheds: &[Vec<Step>], bufs: &mut [Vec<u64>], f: F) {
             q.len()
         );
     }
+    know
 }
 
 fn input(r: usize, j: usize) -> u64 {
@@ -144,42 +156,6 @@ fn roots(n: usize) -> Vec<usize> {
     r
 }
 
-/// What each rank knows when its schedule ends: the set of ranks it has
-/// heard from, directly or through others (each message carries what its
-/// sender knew when it sent). Panics on a deadlock.
-fn knowledge(scheds: &[Vec<Step>]) -> Vec<u64> {
-    let n = scheds.len();
-    let mut know: Vec<u64> = (0..n).map(|r| 1 << r).collect();
-    let mut chans: HashMap<(usize, usize), VecDeque<u64>> = HashMap::new();
-    let mut pc = vec![0usize; n];
-    loop {
-        let mut moved = false;
-        for me in 0..n {
-            while let Some(step) = scheds[me].get(pc[me]) {
-                match step {
-                    Step::Send { to, .. } => {
-                        chans.entry((me, *to)).or_default().push_back(know[me]);
-                    }
-                    Step::Recv { from, .. } => {
-                        let Some(k) = chans.entry((*from, me)).or_default().pop_front() else {
-                            break;
-                        };
-                        know[me] |= k;
-                    }
-                    Step::Copy { .. } => {}
-                }
-                pc[me] += 1;
-                moved = true;
-            }
-        }
-        if (0..n).all(|me| pc[me] == scheds[me].len()) {
-            assert!(chans.values().all(|q| q.is_empty()), "messages left over");
-            return know;
-        }
-        assert!(moved, "deadlock at {pc:?}");
-    }
-}
-
 #[test]
 fn barriers_complete_and_wait_for_everyone() {
     // A rank may leave only once it heard, directly or not, from every
@@ -191,7 +167,8 @@ fn barriers_complete_and_wait_for_everyone() {
     ] {
         for n in ranks() {
             let s: Vec<_> = (0..n).map(|me| make(me, n)).collect();
-            for (me, k) in knowledge(&s).into_iter().enumerate() {
+            let mut bufs = vec![vec![]; n];
+            for (me, k) in simulate(&s, &mut bufs, sum).into_iter().enumerate() {
                 assert_eq!(k, (1u64 << n) - 1, "{name} on {n}: rank {me}");
             }
         }

@@ -573,11 +573,7 @@ pub fn single_copy(c: &mut Communicator) {
 /// an allreduce, go through the inbox. Results checked either way.
 fn reduce_reads(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
-    let reads_on = match std::env::var("RFX_COLL_TEST_READS").as_deref() {
-        Ok("yes") => true,
-        Ok("no") => false,
-        other => panic!("RFX_COLL_TEST_READS={other:?}"),
-    };
+    let reads_on = test_flag("RFX_COLL_TEST_READS", "yes", "no");
     let want = |i: usize| (0..n).map(|r| (i as i32) ^ (r as i32) << 20).sum::<i32>();
     // i32 elements: 32 KiB (the root reduces it with its input in one
     // pass only when read whole), 256 KiB and 1 MiB.
@@ -612,11 +608,7 @@ fn reduce_reads(c: &mut Communicator) {
 /// bcasts and reduces; otherwise dissemination and binomial trees.
 fn flat_schedules(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
-    let linear = match std::env::var("RFX_COLL_TEST_FLAT").as_deref() {
-        Ok("linear") => true,
-        Ok("dissemination") => false,
-        other => panic!("RFX_COLL_TEST_FLAT={other:?}"),
-    };
+    let linear = test_flag("RFX_COLL_TEST_FLAT", "linear", "dissemination");
     const ROUNDS: u64 = 20;
     let before = c.stats().messages_sent;
     for _ in 0..ROUNDS {
@@ -684,11 +676,7 @@ fn flat_schedules(c: &mut Communicator) {
 fn shared_copies(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
     assert_eq!(n, 2);
-    let sharing = match std::env::var("RFX_COLL_TEST_SHARE").as_deref() {
-        Ok("yes") => true,
-        Ok("no") => false,
-        other => panic!("RFX_COLL_TEST_SHARE={other:?}"),
-    };
+    let sharing = test_flag("RFX_COLL_TEST_SHARE", "yes", "no");
     let before = c.stats();
     for len in [1usize << 20, 200_003] {
         for round in 0..2u8 {
@@ -740,6 +728,16 @@ fn shared_copies(c: &mut Communicator) {
     };
     assert_eq!(shared, want, "rank {me}: {st:?}");
     assert_eq!(st.bytes_shared - before.bytes_shared, bytes, "{st:?}");
+}
+
+/// The test's setting `var`: `yes` (true) or `no` (false); anything else
+/// is a mistake in the test.
+fn test_flag(var: &str, yes: &str, no: &str) -> bool {
+    match std::env::var(var).as_deref() {
+        Ok(v) if v == yes => true,
+        Ok(v) if v == no => false,
+        other => panic!("{var}={other:?}: expected {yes} or {no}"),
+    }
 }
 
 pub fn dispatch(role: &str) {
