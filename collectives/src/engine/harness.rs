@@ -255,6 +255,12 @@ impl Mesh {
             match engines[*from].pump(*to, *token, &[data]) {
                 Ok((n, done)) => {
                     moved |= n > 0;
+                    if !done {
+                        // As a sender waiting in the library does: what it
+                        // will not take itself leaves its inbox, so that the
+                        // receiver's PUSH gets through.
+                        engines[*from].relieve(0, None);
+                    }
                     !done
                 }
                 Err(_) => false,
@@ -384,23 +390,60 @@ impl Mesh {
         tag: Option<u32>,
         max: usize,
     ) -> Option<(usize, u32, Vec<u8>)> {
+        self.recv_sharing(at, src, ctx, tag, max, false)
+    }
+
+    /// As [`Mesh::recv`]; with `share`, a read request is shared with its
+    /// sender where the engine allows it (a PUSH for the first half, the
+    /// rest read here), as a bcast's leaf does.
+    pub(super) fn recv_sharing(
+        &mut self,
+        at: usize,
+        src: Option<usize>,
+        ctx: u32,
+        tag: Option<u32>,
+        max: usize,
+        share: bool,
+    ) -> Option<(usize, u32, Vec<u8>)> {
         let claimer = self.engines[at].token();
         let mut out = Vec::new();
+        // Where a shared message lands whole (the sender writes its first
+        // half there): allocated once, never moved.
+        let mut whole: Option<(Vec<u8>, usize)> = None;
         let mut claimed = None;
         for spins in 1..=max as u32 {
             let e = &mut self.engines[at];
             if claimed.is_none() {
                 claimed = e.claim(src, ctx, tag, claimer);
+                if let Some(c) = claimed.filter(|c| share && e.is_read_request(c)) {
+                    let mut buf = vec![0u8; c.total];
+                    let half = (c.total / 2) & !63;
+                    let segs = [(buf.as_mut_ptr() as u64, half as u64)];
+                    if half > 0 && e.push(&c, &segs).expect("push") {
+                        whole = Some((buf, half));
+                    }
+                }
             }
             if let Some(c) = claimed {
                 let (_, done) = e
                     .consume(&c, |at, piece, _| {
-                        assert_eq!(at, out.len(), "pieces in order");
-                        out.extend_from_slice(&read(&piece));
+                        match &mut whole {
+                            Some((buf, half)) => {
+                                assert!(at >= *half, "only the rest is ours to read");
+                                buf[at..at + piece.len()].copy_from_slice(&read(&piece));
+                            }
+                            None => {
+                                assert_eq!(at, out.len(), "pieces in order");
+                                out.extend_from_slice(&read(&piece));
+                            }
+                        }
                         Ok(())
                     })
                     .expect("consume");
                 if done {
+                    if let Some((buf, _)) = whole.take() {
+                        out = buf;
+                    }
                     assert_eq!(out.len(), c.total);
                     return Some((c.src, c.tag, out));
                 }

@@ -374,10 +374,15 @@ proptest! {
         trickle in prop::collection::vec(1usize..4, 16),
         single_copy_min in prop_oneof![Just(0usize), 1usize..8192],
         exposed in prop::collection::vec(any::<bool>(), 24),
+        shared in prop::collection::vec(any::<bool>(), 24),
     ) {
         // With reads on, some sends are exposed: small ones pumped from the
-        // sender's buffer, large ones read from it by the receiver.
+        // sender's buffer, large ones read from it by the receiver, some of
+        // those shared (the sender writes the first half).
         let mut m = Mesh::reading(3, inbox, fragment, single_copy_min);
+        for e in &mut m.engines {
+            e.oversubscribed = false;
+        }
         let mut expect: HashMap<(usize, usize, u32), VecDeque<Vec<u8>>> = HashMap::new();
         for (i, &(from, to, tag, len)) in msgs.iter().enumerate() {
             let data = if exposed[i % exposed.len()] && from != to {
@@ -403,9 +408,10 @@ proptest! {
             let j = order[i % order.len()] as usize % n;
             keys.swap(i, j);
         }
-        for (to, from, tag) in keys {
+        for (k, (to, from, tag)) in keys.into_iter().enumerate() {
             let want = expect.get_mut(&(to, from, tag)).and_then(|q| q.pop_front()).expect("expected");
-            let got = m.recv(to, Some(from), CTX, Some(tag), STEPS);
+            let share = shared[k % shared.len()];
+            let got = m.recv_sharing(to, Some(from), CTX, Some(tag), STEPS, share);
             prop_assert!(got.is_some(), "{from}->{to} tag {tag} never completed");
             let (_, _, got) = got.unwrap_or_default();
             prop_assert_eq!(got.len(), want.len());
