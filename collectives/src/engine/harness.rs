@@ -228,14 +228,8 @@ impl Mesh {
     /// Sends `data` from `from` to `to` exposed ([`Lend::Expose`]): the
     /// mesh holds it and pumps it on every step until it completes.
     pub(super) fn lend(&mut self, from: usize, to: usize, tag: u32, data: Vec<u8>) {
-        self.lend_as(from, to, tag, data, Lend::Expose);
-    }
-
-    /// As [`Mesh::lend`] with `lend` ([`Lend::ExposeWaiting`]: a sender
-    /// that says it waits for the send).
-    pub(super) fn lend_as(&mut self, from: usize, to: usize, tag: u32, data: Vec<u8>, lend: Lend) {
         let token = self.engines[from]
-            .post(to, super::tests::CTX, tag, &[&data], lend)
+            .post(to, super::tests::CTX, tag, &[&data], Lend::Expose)
             .expect("post");
         if let Some(t) = token {
             self.lent.push((from, to, t, data));

@@ -69,31 +69,10 @@ pub(super) struct InMsg {
     /// between both sides. 0: none. The peer's send ends with our FIN,
     /// after its WROTE and our read.
     pub(super) shared: usize,
-    /// Where a shared reduction's message lands whole before it is
-    /// combined (the peer writes its first `shared` bytes there).
-    pub(super) landing: Option<Landing>,
     /// The receive that claimed it (0: none).
     pub(super) claim: u64,
     /// Discarded: drop its data as it arrives.
     pub(super) sink: bool,
-}
-
-/// Engine memory a peer is asked to write into (a shared reduction's
-/// message). Freed only once the peer said it wrote (`safe`): a buffer
-/// dropped before that, its peer lost midway, is leaked rather than
-/// handed back to the allocator while a write may still land in it.
-#[derive(Debug, Default)]
-pub(super) struct Landing {
-    pub(super) words: Vec<u64>,
-    pub(super) safe: bool,
-}
-
-impl Drop for Landing {
-    fn drop(&mut self) {
-        if !self.safe {
-            std::mem::forget(std::mem::take(&mut self.words));
-        }
-    }
 }
 
 /// Copies a message's data out of the inbox; its later chunks are copied
@@ -185,9 +164,6 @@ pub(super) fn on_write(
             else {
                 return Err(format!("a WROTE for no push in progress ({seq})"));
             };
-            if let Some(l) = &mut msgs[i].landing {
-                l.safe = true;
-            }
             if msgs[i].sink {
                 // Its receive gave up (and stopped waiting for this).
                 msgs.remove(i);
@@ -319,7 +295,6 @@ pub(super) fn on_write(
                 pushed: None,
                 written: false,
                 shared: 0,
-                landing: None,
                 claim: 0,
                 sink: false,
             });
@@ -360,7 +335,6 @@ pub(super) fn on_write(
             pushed: None,
             written: false,
             shared: 0,
-            landing: None,
             claim: 0,
             sink: false,
         });

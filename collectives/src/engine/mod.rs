@@ -56,7 +56,7 @@ mod remote;
 mod tests;
 
 use flow::Conn;
-use inbound::{on_write, read_out, spill, InMsg, Landing, Owned};
+use inbound::{on_write, read_out, spill, InMsg, Owned};
 pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 pub(crate) use remote::RemoteSrc;
@@ -329,9 +329,6 @@ pub(crate) struct Engine<L: Link = Endpoint> {
     /// Read requests of reductions read whole ([`Engine::consume_with`]);
     /// grown to the largest such message, at most [`STAGED_READ_MAX`].
     pulled: Vec<u64>,
-    /// Buffers shared reductions' messages landed in, kept for the next
-    /// (grown, never shrunk or zeroed).
-    landings: Vec<Vec<u64>>,
     /// Point-to-point receives not matched yet, in the order they were
     /// posted: a message goes to the first posted receive that matches it,
     /// whichever receive is stepped first (MPI's matching order).
@@ -436,7 +433,6 @@ impl<L: Link> Engine<L> {
             stage: Vec::with_capacity(SINGLE_MAX + HDR_LEN),
             scratch: vec![0u64; SCRATCH_WORDS],
             pulled: Vec::new(),
-            landings: Vec::new(),
             posted: VecDeque::new(),
             stats: EngineStats::default(),
         })
@@ -585,7 +581,6 @@ impl<L: Link> Engine<L> {
                 pushed: None,
                 written: false,
                 shared: 0,
-                landing: None,
                 claim: 0,
                 sink: false,
             });
@@ -950,16 +945,12 @@ impl<L: Link> Engine<L> {
     where
         F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
     {
-        if staged {
-            self.share_staged(c)?;
-        }
         let Engine {
             peers,
             scratch,
             pulled,
             stats,
             epoch,
-            landings,
             ..
         } = self;
         let peer = peers
@@ -992,21 +983,7 @@ impl<L: Link> Engine<L> {
                     at: m.shared as u64,
                     len: m.total - m.shared,
                 };
-                let r = match m.landing.as_mut() {
-                    // A reduction's: the rest lands beside the peer's part,
-                    // to be combined whole.
-                    Some(l) => {
-                        let bytes = bytemuck::cast_slice_mut::<u64, u8>(&mut l.words);
-                        piece
-                            .read_at(0, &mut bytes[m.shared..m.total])
-                            .map_err(|source| CollError::Fabric {
-                                rank: c.src,
-                                source,
-                            })
-                    }
-                    None => f(m.shared, piece, scratch),
-                };
-                if let Err(e) = r {
+                if let Err(e) = f(m.shared, piece, scratch) {
                     if let CollError::Fabric { source, .. } = &e {
                         return Err(peer.read_failed(c.src, i, source));
                     }
@@ -1028,20 +1005,6 @@ impl<L: Link> Engine<L> {
                     };
                     if let Err(source) = verified {
                         return Err(peer.read_failed(c.src, i, &source));
-                    }
-                }
-                let m = &mut peer.msgs[i];
-                if let Some(mut l) = m.landing.take() {
-                    // Both parts in, the sender free: now the combining.
-                    let r = f(
-                        0,
-                        Piece::Bytes(&bytemuck::cast_slice(&l.words)[..m.total]),
-                        scratch,
-                    );
-                    landings.push(std::mem::take(&mut l.words));
-                    if let Err(e) = r {
-                        peer.msgs.remove(i);
-                        return Err(e);
                     }
                 }
                 let m = &mut peer.msgs[i];
@@ -1282,44 +1245,6 @@ impl<L: Link> Engine<L> {
             .push_min
             .saturating_mul(if self.oversubscribed { 2 } else { 1 });
         min > 0 && c.total >= min
-    }
-
-    /// Shares a reduction's read request with its sender where that pays
-    /// (see [`Engine::share_worth`]; its sender waits for it): the first
-    /// half is written by the sender into a landing buffer of ours while
-    /// [`Engine::consume_with`] reads the rest beside it, then combines
-    /// the whole. Nothing if not, or shared already.
-    fn share_staged(&mut self, c: &Claimed) -> Result<(), CollError> {
-        if !self.share_worth(c) || c.total > STAGED_READ_MAX || !self.sender_waits(c) {
-            return Ok(());
-        }
-        let mut words = self.landings.pop().unwrap_or_default();
-        if words.len() < c.total.div_ceil(8) {
-            words.resize(c.total.div_ceil(8), 0);
-        }
-        let half = (c.total / 2) & !63;
-        // The heap buffer stays put: the Vec is moved, never grown, until
-        // the peer's WROTE.
-        let segs = [(words.as_mut_ptr() as u64, half as u64)];
-        let landed = self
-            .peers
-            .get(c.src)
-            .and_then(|p| p.msgs.iter().find(|m| m.id == c.id))
-            .is_some_and(|m| m.landing.is_some());
-        if landed || !self.push(c, &segs)? {
-            self.landings.push(words);
-            return Ok(());
-        }
-        let landing = Landing { words, safe: false };
-        if let Some(m) = self
-            .peers
-            .get_mut(c.src)
-            .and_then(|p| p.msgs.iter_mut().find(|m| m.id == c.id))
-        {
-            m.landing = Some(landing);
-        }
-        // (Else dropped unsafe: leaked, as the peer may write into it.)
-        Ok(())
     }
 
     /// True if the claimed message is large enough to share its copy with

@@ -547,54 +547,6 @@ fn a_reduction_reads_a_request_whole_and_frees_the_sender_before_combining() {
 }
 
 #[test]
-fn a_reduction_shares_a_waiting_senders_request_then_combines_it_whole() {
-    let mut m = Mesh::reading(2, 4096, 512, 1024);
-    for e in &mut m.engines {
-        e.oversubscribed = false;
-    }
-    let want = pattern(11, 100_001);
-    m.lend_as(0, 1, 5, want.clone(), super::Lend::ExposeWaiting);
-    m.settle(10);
-    let e = &mut m.engines[1];
-    let claimer = e.token();
-    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
-    let mut got = Vec::new();
-    // Our half is read; the sender's is not written yet: nothing to
-    // combine, and the send waits.
-    let r = e.consume_with(&c, true, |_, _, _| panic!("nothing to combine yet"));
-    assert_eq!(r.unwrap(), (0, false));
-    m.settle(10);
-    assert_eq!(m.lent(), 1, "the send waits for the FIN");
-    let e = &mut m.engines[1];
-    let r = e.consume_with(&c, true, |_, p, _| {
-        assert!(matches!(p, Piece::Bytes(_)), "combined whole");
-        got.extend(super::harness::read(&p));
-        Ok(())
-    });
-    assert_eq!(r.unwrap(), (want.len(), true));
-    assert_eq!(got, want);
-    m.settle(10);
-    assert_eq!(m.lent(), 0, "the FIN completed the send");
-    let s = m.engines[1].stats;
-    assert_eq!((s.messages_shared, s.messages_read_in_place), (1, 0));
-    // A sender that does not say it waits is read whole, as before.
-    m.lend(0, 1, 6, want.clone());
-    m.settle(10);
-    let e = &mut m.engines[1];
-    let c = e
-        .claim(Some(0), CTX, Some(6), claimer)
-        .expect("the request");
-    got.clear();
-    let r = e.consume_with(&c, true, |_, p, _| {
-        got.extend(super::harness::read(&p));
-        Ok(())
-    });
-    assert_eq!(r.unwrap(), (want.len(), true));
-    assert_eq!(got, want);
-    assert_eq!(m.engines[1].stats.messages_shared, 1);
-}
-
-#[test]
 fn a_waiting_receiver_reads_requests_out_so_the_sender_is_free() {
     let mut m = Mesh::reading(2, 4096, 512, 1024);
     let want = pattern(3, 40_000);

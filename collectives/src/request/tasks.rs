@@ -207,12 +207,11 @@ pub(super) fn try_push<T: Element, B: TaskBuf<T>>(
 /// Shares the copy of the claimed message `c`, a read request that a
 /// replacing receive into `blocks` takes, with its sender: asks it to
 /// write the first half into our buffer while we read the second, so that
-/// both cores copy at once. Only where the sender is idle until the
-/// message is read: it said so (nothing but sends left in its schedule),
-/// or this rank's schedule sends nothing (a bcast's or a scatter's leaf),
-/// while a rank that also sends would put its own copying on a sender
-/// busy with its own receives. True if asked: the receive then reads the
-/// rest and waits for the sender's WROTE.
+/// both cores copy at once. Only where this rank's schedule sends nothing
+/// (a bcast's or a scatter's leaf): its sender is then idle until the
+/// message is read, while a rank that also sends would put its own
+/// copying on a sender busy with its own receives. True if asked: the
+/// receive then reads the rest and waits for the sender's WROTE.
 pub(super) fn try_share<T: Element, B: TaskBuf<T>>(
     e: &mut Engine,
     steps: &[Step],
@@ -220,8 +219,10 @@ pub(super) fn try_share<T: Element, B: TaskBuf<T>>(
     blocks: &[Range<usize>],
     c: &Claimed,
 ) -> Result<bool, CollError> {
-    let pure_receiver = !steps.iter().any(|s| matches!(s, Step::Send { .. }));
-    if !e.share_worth(c) || !e.is_read_request(c) || !(pure_receiver || e.sender_waits(c)) {
+    if !e.share_worth(c)
+        || !e.is_read_request(c)
+        || steps.iter().any(|s| matches!(s, Step::Send { .. }))
+    {
         return Ok(false);
     }
     share(e, buf, blocks, c)
@@ -322,15 +323,6 @@ pub(super) fn lend_for(
         });
     if written {
         Lend::Borrow
-    } else if steps
-        .get(pc + 1..)
-        .unwrap_or_default()
-        .iter()
-        .all(|s| matches!(s, Step::Send { .. }))
-    {
-        // Nothing but sends after it: this rank waits for its sends, and
-        // the receiver may share the copy with it.
-        Lend::ExposeWaiting
     } else {
         Lend::Expose
     }
@@ -438,7 +430,7 @@ where
                     let lend = lend_for(e, steps, *pc, blocks, dest, *borrow, T::SIZE);
                     let lend = match op {
                         Some(_)
-                            if !matches!(lend, Lend::Expose | Lend::ExposeWaiting)
+                            if lend != Lend::Expose
                                 || !reduction_reads(e, steps, *pc, *to, blocks, T::SIZE) =>
                         {
                             Lend::Copy
