@@ -416,13 +416,19 @@ mod tests {
         assert!(PeerMemory::open(0).is_err());
     }
 
-    #[test]
-    fn a_peer_that_exited_is_gone_before_it_is_reaped() {
-        let mut child = std::process::Command::new("sleep")
+    /// A child that sleeps, and its memory.
+    fn sleeping_child() -> (std::process::Child, PeerMemory) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
         let m = PeerMemory::open(child.id() as i32).expect("CMA on our own child");
+        (child, m)
+    }
+
+    #[test]
+    fn a_peer_that_exited_is_gone_before_it_is_reaped() {
+        let (mut child, m) = sleeping_child();
         let mut out = [0u8; 1];
         // Alive: the unverified read reaches its memory (address 0 is
         // never mapped there), and the check passes.
@@ -447,11 +453,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_exited_is_gone() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let m = PeerMemory::open(child.id() as i32).expect("CMA on our own child");
+        let (mut child, m) = sleeping_child();
         child.kill().unwrap();
         child.wait().unwrap();
         let mut out = [0u8; 1];

@@ -22,9 +22,8 @@ pub fn host_id() -> &'static str {
 /// kernel (the same boot id), so on the same CPUs, whatever its network
 /// namespace.
 pub(crate) fn same_kernel(peer: &str) -> bool {
-    let boot = |id: &str| id.split('/').next().unwrap_or_default().to_string();
-    let ours = boot(host_id());
-    ours != "no-boot-id" && boot(peer) == ours
+    let ours = host_id().split('/').next().unwrap_or_default();
+    ours != "no-boot-id" && peer.split('/').next() == Some(ours)
 }
 
 #[cfg(test)]

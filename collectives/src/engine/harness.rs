@@ -417,7 +417,7 @@ impl Mesh {
                 claimed = e.claim(src, ctx, tag, claimer);
                 if let Some(c) = claimed.filter(|c| share && e.is_read_request(c)) {
                     let mut buf = vec![0u8; c.total];
-                    let half = (c.total / 2) & !63;
+                    let half = super::shared_part(c.total);
                     let segs = [(buf.as_mut_ptr() as u64, half as u64)];
                     if half > 0 && e.push(&c, &segs).expect("push") {
                         whole = Some((buf, half));

@@ -231,6 +231,32 @@ impl<L: Link> Peer<L> {
         }
     }
 
+    /// Message `i` (rank `r`'s read request `seq`) is read: its FIN frees
+    /// the sender, then the reads are verified, after the FIN so that the
+    /// sender does not wait for that: what was read in the peer's memory is
+    /// its own only if it still lives (`lent`: read through its provider's
+    /// loans, nothing to verify). A FIN that fails loses the peer (a
+    /// message that came meanwhile moves `epoch`).
+    fn finish_read(
+        &mut self,
+        r: usize,
+        i: usize,
+        seq: u32,
+        lent: bool,
+        epoch: &mut u64,
+    ) -> Result<(), CollError> {
+        if self.gone.is_none() {
+            if let Some(Err(e)) = self.link.as_mut().map(|l| l.control(Kind::Fin(seq))) {
+                *epoch += u64::from(self.lose(r, e.to_string()));
+            }
+        }
+        let verified = match self.link.as_ref() {
+            Some(l) => remote::peer_still_lives(&l.link, lent),
+            None => Ok(()),
+        };
+        verified.map_err(|source| self.read_failed(r, i, &source))
+    }
+
     /// A write to the peer failed (`why`): it is gone, but what it wrote
     /// before it left still counts (a rank that finished and exited while
     /// our credit was on its way). Its writes are taken until its link is
@@ -994,18 +1020,7 @@ impl<L: Link> Engine<L> {
             if m.written {
                 if m.shared > 0 {
                     // Both halves are in: the sender's send may end.
-                    if let Some(l) = peer.link.as_mut().filter(|_| peer.gone.is_none()) {
-                        if let Err(e) = l.control(Kind::Fin(seq)) {
-                            *epoch += u64::from(peer.lose(c.src, e.to_string()));
-                        }
-                    }
-                    let verified = match peer.link.as_ref() {
-                        Some(l) => remote::peer_still_lives(&l.link, false),
-                        None => Ok(()),
-                    };
-                    if let Err(source) = verified {
-                        return Err(peer.read_failed(c.src, i, &source));
-                    }
+                    peer.finish_read(c.src, i, seq, false, epoch)?;
                 }
                 let m = &mut peer.msgs[i];
                 m.consumed = m.total;
@@ -1072,20 +1087,7 @@ impl<L: Link> Engine<L> {
             m.consumed = total;
             stats.messages_read_in_place += 1;
             stats.bytes_read_in_place += total as u64;
-            if peer.gone.is_none() {
-                if let Err(e) = l.control(Kind::Fin(d.seq)) {
-                    *epoch += u64::from(peer.lose(c.src, e.to_string()));
-                }
-            }
-            // After the FIN, so that the sender does not wait for it: what
-            // was read is the sender's only if it still lives.
-            let verified = match peer.link.as_ref() {
-                Some(l) => remote::peer_still_lives(&l.link, d.keys().is_some()),
-                None => Ok(()),
-            };
-            if let Err(source) = verified {
-                return Err(peer.read_failed(c.src, i, &source));
-            }
+            peer.finish_read(c.src, i, d.seq, d.keys().is_some(), epoch)?;
             if whole {
                 // The sender is free; now the combining. The message is
                 // ours whatever `f` says: it is not read again.
@@ -1598,6 +1600,13 @@ impl<L: Link> Drop for Engine<L> {
         self.drain();
         self.close();
     }
+}
+
+/// The bytes of a shared message of `total` bytes that its sender writes
+/// (the rest the receiver reads): half, cut at a cache line so that the
+/// two copies never write the same line.
+pub(crate) fn shared_part(total: usize) -> usize {
+    (total / 2) & !63
 }
 
 /// CPUs of this host, not of this process: a launcher that binds each

@@ -229,15 +229,15 @@ pub(super) fn try_share<T: Element, B: TaskBuf<T>>(
 }
 
 /// Asks the sender of `c` (a read request) to write the message's first
-/// half into `blocks` of `buf`, cut at a cache line so that the two
-/// copies never write the same line; the receive reads the rest.
+/// part ([`crate::engine::shared_part`]) into `blocks` of `buf`; the receive
+/// reads the rest.
 pub(super) fn share<T: Element, B: TaskBuf<T>>(
     e: &mut Engine,
     buf: &mut B,
     blocks: &[Range<usize>],
     c: &Claimed,
 ) -> Result<bool, CollError> {
-    let mut left = (c.total / 2) & !63;
+    let mut left = crate::engine::shared_part(c.total);
     let mut segs = Vec::with_capacity(blocks.len());
     for r in blocks {
         if left == 0 {
