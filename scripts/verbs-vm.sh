@@ -22,7 +22,9 @@
 #   RFX_VERBS_RUNS=N                  benchmark repetitions (median), default 3
 #   RFX_VERBS_ITERS=N                 round trips per benchmark run, default 3000
 #                                     (a tenth, at least 100, for 1 MiB reads)
-#   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,mpi,bench: all)
+#   RFX_VERBS_STEPS=LIST              steps to run (conformance,demo,mpi,bench: all;
+#                                     `reads` compares reads that land in the caller's
+#                                     memory with the bounce buffer, not in the default)
 #   RFX_TEST_SKIP_MPI=1               no mpi step (it needs MPICH's mpicc_abi on the
 #                                     host to build OSU, as tests/mpi.rs does)
 #
@@ -134,6 +136,34 @@ guest() {
         "$BIN/rfx" "$BIN/libmpi_abi.so" "$ROOT/target/osu-over"; then
       fail=1
     fi
+  fi
+  if step reads; then
+    log "reads into unregistered memory: landing there (RFX_VERBS_LANDING_MIN=1) against the bounce buffer (=0), interleaved"
+    # read: Endpoint::read of an exposed region; read-lent: lend (a
+    # registration), read the loan, end it, all timed.
+    local rr op mode
+    : > "$OUT/reads.txt"
+    for rr in $(seq "$RUNS"); do
+      for op in read read-lent; do
+        for mode in land bounce; do
+          local min=1
+          [ "$mode" = bounce ] && min=0
+          rm -f "$OUT/reads.$op.$mode.$rr.json"
+          RFX_VERBS_LANDING_MIN=$min timeout 240 "$BIN/rfx-bench" transport --transport verbs \
+            --op "$op" --mode hot --sizes 64k,256k,1m,4m --iters "$BIG_ITERS" --warmup 30 \
+            --cpus 0,1 --json "$OUT/reads.$op.$mode.$rr.json" > "$OUT/reads.$op.$mode.$rr.log" 2>&1 || fail=1
+          [ -s "$OUT/reads.$op.$mode.$rr.json" ] &&
+            read_p50s "$OUT/reads.$op.$mode.$rr.json" | awk -v k="$op.$mode" '{ print k, $2, $3 }' >> "$OUT/reads.txt"
+        done
+      done
+    done
+    echo "p50 us, median of $RUNS runs: op.mode size p50"
+    local key sz
+    for key in read.land read.bounce read-lent.land read-lent.bounce; do
+      for sz in 65536 262144 1048576 4194304; do
+        echo "$key $sz $(awk -v k="$key" -v s="$sz" '$1 == k && $2 == s { print $3 }' "$OUT/reads.txt" | median)"
+      done
+    done | tee "$OUT/reads-summary.txt"
   fi
   step bench || { echo "verbs-vm: guest part took $(( $(date +%s) - t0 )) s"; return "$fail"; }
 

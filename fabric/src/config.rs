@@ -29,6 +29,11 @@ pub struct Config {
     /// e.g. `tcp;ofi_rxm`, `shm`, `verbs;ofi_rxm`); `None` tries the
     /// providers of `ofi::AUTO_PROVIDERS` in order (feature `ofi`).
     pub ofi_provider: Option<String>,
+    /// Reads over verbs of at least this many bytes into memory that is
+    /// not a registered [`crate::MemoryRegion`] register the destination
+    /// for the call and land there, with no bounce copy; 0 always bounces
+    /// (`RFX_VERBS_LANDING_MIN`).
+    pub verbs_landing_min: usize,
 }
 
 impl Default for Config {
@@ -40,6 +45,7 @@ impl Default for Config {
             shm_ring_bytes: 1 << 20,
             max_message: 64 << 20,
             ofi_provider: None,
+            verbs_landing_min: 256 << 10,
         }
     }
 }
@@ -79,6 +85,9 @@ impl Config {
             let v = v.trim();
             cfg.ofi_provider =
                 (!v.is_empty() && !v.eq_ignore_ascii_case("auto")).then(|| v.to_string());
+        }
+        if let Some(v) = get("RFX_VERBS_LANDING_MIN") {
+            cfg.verbs_landing_min = parse_num("RFX_VERBS_LANDING_MIN", &v)? as usize;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -322,12 +322,15 @@ impl Endpoint {
     /// is dropped: the lender's half of a zero-copy rendezvous. The peer
     /// learns the [`LentBuffer`](crate::LentBuffer) from the caller's own
     /// messages. `Ok(None)` where the provider does not lend (without
-    /// [`Caps::LEND`]: tcp, shm, ofi).
+    /// [`Caps::LEND`]: tcp, shm).
     ///
     /// On verbs the bytes are registered for remote read only (the pages
     /// pinned until the loan drops; a range that is not mapped is an
     /// error); the device serves the peer's RDMA READs of exactly them and
-    /// refuses anything else. A registration costs a system call, more for
+    /// refuses anything else. On ofi they are registered with
+    /// `fi_mr_reg(FI_REMOTE_READ)` in the endpoint's domain, and the
+    /// provider serves the peer's `fi_read`s (on `tcp`, while this process
+    /// drives its endpoints). A registration costs a system call, more for
     /// larger buffers: lend what is large enough for a copy to cost more.
     ///
     /// Nothing in this process is read or written through `ptr`, so this
@@ -342,31 +345,31 @@ impl Endpoint {
             return Ok(None);
         }
         let r = dispatch!(&mut self.inner, ep => ep.lend(ptr, len));
-        let lent = self.track(r)?;
-        Ok(lent.map(|(key, registration)| {
-            Loan::new(
-                LentBuffer {
-                    addr: ptr as u64,
-                    len: len as u64,
-                    key,
-                },
-                registration,
-            )
-        }))
+        self.track(r)
     }
 
     /// Reads `out.len()` bytes at `offset` of a buffer the peer lent
-    /// ([`Endpoint::lend`]), one-sided: an RDMA READ on verbs, into a
-    /// registered bounce buffer, then one copy into `out`. Returns once
-    /// the bytes are in `out`, draining incoming traffic meanwhile, as
-    /// [`Endpoint::read`] does, and bounded by the op timeout.
+    /// ([`Endpoint::lend`]), one-sided, with no copy on either side where
+    /// the provider allows:
+    /// - verbs: RDMA READs straight into `out`, registered for the call
+    ///   (local write only) from `RFX_VERBS_LANDING_MIN` bytes (256 KiB);
+    ///   smaller reads land in a registered bounce buffer and are copied;
+    /// - ofi: `fi_read` straight into `out` where the provider needs no
+    ///   local registration (`tcp`, `shm`), else through a staging buffer.
+    ///
+    /// Returns once the bytes are in `out`, draining incoming traffic
+    /// meanwhile, as [`Endpoint::read`] does, and bounded by the op
+    /// timeout. A read that fails or times out while the provider may
+    /// still write `out` ends the connection first, so nothing lands in
+    /// `out` after this returns.
     ///
     /// `lent` comes from the peer and is checked only against itself here
-    /// (the range must lie inside it): the peer's device checks the key
-    /// and the range. A key or range it refuses breaks the connection
-    /// ([`FabricError::PeerGone`]: an RC queue pair has no way back), so a
-    /// peer that lies about its loan loses its own connection and nothing
-    /// else.
+    /// (the range must lie inside it): the peer's provider checks the key
+    /// and the range. On verbs a key or range it refuses breaks the
+    /// connection ([`FabricError::PeerGone`]: an RC queue pair has no way
+    /// back); on ofi it is [`FabricError::RemoteAccess`] and the endpoint
+    /// lives on. Either way a peer that lies about its loan loses no more
+    /// than its own connection.
     pub fn read_lent(
         &mut self,
         lent: &LentBuffer,

@@ -55,8 +55,8 @@
 //!
 //! Read once by [`Config::from_env`]: `RFX_TRANSPORT`,
 //! `RFX_CONNECT_TIMEOUT_MS`, `RFX_OP_TIMEOUT_MS`, `RFX_SHM_RING_BYTES`,
-//! `RFX_MAX_MESSAGE`, `RFX_OFI_PROVIDER`; the verbs provider reads
-//! `RFX_VERBS_DEVICE` and `RFX_VERBS_GID_INDEX`. Their meanings and
+//! `RFX_MAX_MESSAGE`, `RFX_OFI_PROVIDER`, `RFX_VERBS_LANDING_MIN`; the
+//! verbs provider reads `RFX_VERBS_DEVICE` and `RFX_VERBS_GID_INDEX`. Their meanings and
 //! defaults are in one table for the whole workspace,
 //! `docs/configuration.md` in the repository; each provider has its page
 //! under `docs/transports/`.

@@ -7,14 +7,20 @@
 //! caller's (not a [`crate::MemoryRegion`]) for remote read on that
 //! endpoint's provider and returns a [`Loan`]; its [`LentBuffer`] travels
 //! to the peer in the caller's own protocol, and the peer reads it with
-//! [`Endpoint::read_lent`](crate::Endpoint::read_lent) while the lender's
-//! CPU does nothing. Dropping the loan ends it: the peer's device can no
-//! longer reach the memory. Providers with [`crate::Caps::LEND`] lend
-//! (verbs); on the others `lend` returns `None` and callers move the bytes
-//! another way (shm reads its peer with [`crate::cma`] instead).
+//! [`Endpoint::read_lent`](crate::Endpoint::read_lent), one-sided: on
+//! verbs the lender's device serves the read without its CPU; on ofi the
+//! provider serves it, in software on `tcp` (whenever the lender's
+//! endpoints make progress: any call on them). Dropping the loan ends it:
+//! the peer can no longer reach the memory. Providers with
+//! [`crate::Caps::LEND`] lend (verbs, ofi); on the others `lend` returns
+//! `None` and callers move the bytes another way (shm reads its peer with
+//! [`crate::cma`] instead).
 //!
-//! A loan is read-only and covers exactly the lent bytes: the device
-//! refuses the peer anything else.
+//! A loan is read-only and covers exactly the lent bytes: the provider
+//! refuses the peer anything else. Its key is valid on every connection
+//! of the lender's domain (a verbs protection domain, a libfabric domain:
+//! one per process and device): lend only to peers that may read what
+//! the others could.
 
 use std::fmt;
 
@@ -24,7 +30,10 @@ use serde::{Deserialize, Serialize};
 /// key. Plain data, sent by the lender in its own messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LentBuffer {
-    /// Address of the first lent byte in the lender's memory.
+    /// Where the peer's reads name the first lent byte: its address in
+    /// the lender's memory, or 0 where the provider addresses a
+    /// registration by offset (libfabric without `FI_MR_VIRT_ADDR`, e.g.
+    /// `tcp`).
     pub addr: u64,
     /// Bytes lent.
     pub len: u64,
@@ -47,6 +56,7 @@ impl fmt::Debug for Loan {
 }
 
 impl Loan {
+    /// A loan of `lent`, ended by dropping `registration`.
     pub(crate) fn new(lent: LentBuffer, registration: Box<dyn Send + Sync>) -> Loan {
         Loan {
             lent,

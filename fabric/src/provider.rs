@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::completion::Completion;
 use crate::error::FabricError;
+use crate::loan::Loan;
 
 /// The data path of one connection, as every provider implements it.
 ///
@@ -79,15 +80,11 @@ pub(crate) trait Provider {
     fn block(&mut self, timeout: Duration) -> Result<(), FabricError>;
 
     /// Registers `len` bytes at `ptr` for the peer's one-sided reads
-    /// ([`Provider::read_lent`]); returns the provider's key and the
-    /// registration, which ends the loan when dropped. `None`: this
-    /// provider does not lend (the default).
-    #[allow(clippy::type_complexity)]
-    fn lend(
-        &mut self,
-        ptr: *const u8,
-        len: usize,
-    ) -> Result<Option<(u64, Box<dyn Send + Sync>)>, FabricError> {
+    /// ([`Provider::read_lent`]) and returns the loan: what the peer names
+    /// (address or offset, length, key) and the registration, which ends
+    /// the loan when dropped. `None`: this provider does not lend (the
+    /// default).
+    fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
         let _ = (ptr, len);
         Ok(None)
     }

@@ -11,9 +11,10 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::domain::Domain;
 use super::proto::{encode_cq_data, Credits, Inbox, Kind, Rec, MORE, REC_HDR};
-use super::sys::{self, Conn, Event, Mr, Posted};
+use super::sys::{self, Conn, Event, LentMr, Mr, Posted, ReadEnd};
 use crate::completion::{Completion, WriteCompletion};
 use crate::error::FabricError;
+use crate::loan::{LentBuffer, Loan};
 use crate::mr::RegionTable;
 use crate::provider::Provider;
 use crate::wire::WireError;
@@ -341,6 +342,47 @@ impl OfiEndpoint {
 
     /// Reads the CQ dry (bounded) and handles what it held; nothing once
     /// quiesced.
+    /// Runs one blocking one-sided call on the connection (`op`, a
+    /// `what`), which hands the completions it meets to `other` and asks
+    /// `alive` now and then whether the peer is still there; those
+    /// completions are handled once it returns, in order. Returns the
+    /// call's result and the first error of handling them.
+    #[allow(clippy::type_complexity)]
+    fn with_deferred<R>(
+        &mut self,
+        what: &'static str,
+        op: impl FnOnce(
+            &mut Conn,
+            &mut dyn FnMut(Event) -> Result<(), FabricError>,
+            &mut dyn FnMut() -> Result<(), FabricError>,
+        ) -> Result<R, FabricError>,
+    ) -> (Result<R, FabricError>, Option<FabricError>) {
+        let mut deferred = std::mem::take(&mut self.st.events);
+        deferred.clear();
+        let (ctrl, peer_done) = (&self.ctrl, &mut self.st.peer_done);
+        let r = op(
+            &mut self.conn,
+            &mut |ev| {
+                deferred.push(ev);
+                Ok(())
+            },
+            &mut || match peer_ctrl(ctrl, peer_done) {
+                Ctrl::Open => Ok(()),
+                Ctrl::Done | Ctrl::Closed => Err(FabricError::PeerGone(format!(
+                    "peer closed while a {what} was in flight"
+                ))),
+            },
+        );
+        let mut first_err = None;
+        for ev in deferred.drain(..) {
+            if let Err(e) = self.handle(ev) {
+                first_err.get_or_insert(e);
+            }
+        }
+        self.st.events = deferred;
+        (r, first_err)
+    }
+
     fn progress(&mut self) -> Result<(), FabricError> {
         if self.st.quiesced {
             return Ok(());
@@ -643,26 +685,10 @@ impl Provider for OfiEndpoint {
         self.post(rec, &[], deadline)?;
         self.st.next_wseq = wseq.wrapping_add(1);
         let target = if pr.virt { addr } else { addr - pr.addr };
-        let mut deferred = std::mem::take(&mut self.st.events);
-        deferred.clear();
-        let (ctrl, peer_done) = (&self.ctrl, &mut self.st.peer_done);
-        let r = self.conn.write_blocking(
-            data,
-            target,
-            pr.key,
-            encode_cq_data(imm, wseq),
-            deadline,
-            |ev| {
-                deferred.push(ev);
-                Ok(())
-            },
-            || match peer_ctrl(ctrl, peer_done) {
-                Ctrl::Open => Ok(()),
-                Ctrl::Done | Ctrl::Closed => Err(FabricError::PeerGone(
-                    "peer closed while a write was in flight".into(),
-                )),
-            },
-        );
+        let imm_data = encode_cq_data(imm, wseq);
+        let (r, handled) = self.with_deferred("write", |conn, other, alive| {
+            conn.write_blocking(data, target, pr.key, imm_data, deadline, other, alive)
+        });
         // A failed write leaves the peer with a descriptor whose data never
         // comes: the connection is over.
         if let Err(e) = &r {
@@ -670,14 +696,7 @@ impl Provider for OfiEndpoint {
                 .gone
                 .get_or_insert_with(|| format!("write failed: {e}"));
         }
-        let mut first_err = r.err();
-        for ev in deferred.drain(..) {
-            if let Err(e) = self.handle(ev) {
-                first_err.get_or_insert(e);
-            }
-        }
-        self.st.events = deferred;
-        match first_err {
+        match r.err().or(handled) {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -705,6 +724,92 @@ impl Provider for OfiEndpoint {
                     },
                     e => e,
                 })?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Registers the bytes for the peers' `fi_read`s in this endpoint's
+    /// domain; the peer names them by address or by offset, as the
+    /// provider addresses registrations.
+    fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
+        if let Some(why) = &self.st.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        let domain = &self._domain.obj;
+        if !super::lends(&domain.info.provider()) {
+            return Ok(None);
+        }
+        let mr = LentMr::register(domain, ptr, len)?;
+        let lent = LentBuffer {
+            addr: if domain.info.mr_virt_addr() {
+                ptr as u64
+            } else {
+                0
+            },
+            len: len as u64,
+            key: mr.key(),
+        };
+        Ok(Some(Loan::new(lent, Box::new(mr))))
+    }
+
+    /// `fi_read` of a loan straight into `out` where the provider needs
+    /// no local registration, else through the staging buffer. A read
+    /// the provider refuses is `RemoteAccess`, and the endpoint lives on.
+    fn read_lent(&mut self, addr: u64, key: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        if let Some(why) = &self.st.gone {
+            return Err(FabricError::PeerGone(why.clone()));
+        }
+        let start = Instant::now();
+        let deadline = start + self.st.op_timeout;
+        let len = out.len() as u64;
+        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
+        let refused = |reason| FabricError::RemoteAccess {
+            rkey: 0,
+            addr,
+            len,
+            reason,
+        };
+        if !super::lends(&self._domain.obj.info.provider()) {
+            return Err(refused("this provider does not lend memory"));
+        }
+        if self._domain.obj.info.mr_local() {
+            let mut at = addr;
+            for part in out.chunks_mut(chunk) {
+                self.read_chunk(at, key, part, deadline, start)
+                    .map_err(|e| match e {
+                        FabricError::RemoteAccess { reason, .. } => refused(reason),
+                        e => e,
+                    })?;
+                at += part.len() as u64;
+            }
+            return Ok(());
+        }
+        let mut at = addr;
+        for part in out.chunks_mut(chunk) {
+            let (r, handled) = self.with_deferred("read", |conn, other, alive| {
+                conn.read_blocking(part, at, key, deadline, other, alive)
+            });
+            let first_err = match r {
+                Ok(ReadEnd::Done) => None,
+                Ok(ReadEnd::Failed { code, msg }) => {
+                    Some(self.read_error(code, msg, at, part.len()))
+                }
+                Err(e) => {
+                    // The read may have been cut short with the endpoint
+                    // closed under it: the connection is over.
+                    self.st
+                        .gone
+                        .get_or_insert_with(|| format!("read failed: {e}"));
+                    Some(e)
+                }
+            };
+            if let Some(e) = first_err.or(handled) {
+                return Err(match e {
+                    FabricError::RemoteAccess { reason, .. } => refused(reason),
+                    e => e,
+                });
+            }
             at += part.len() as u64;
         }
         Ok(())

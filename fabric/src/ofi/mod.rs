@@ -129,6 +129,11 @@ pub(crate) fn probe(cfg: &Config) -> Result<Option<ProviderInfo>, FabricError> {
             | Caps::WRITE_IMM
             | Caps::READ
             | Caps::ZERO_COPY
+            | if lends(&name) {
+                Caps::LEND
+            } else {
+                Caps::empty()
+            }
             | if has_wait_fd(&name) {
                 Caps::WAIT_FD
             } else {
@@ -180,6 +185,14 @@ fn find_provider(named: Option<&str>) -> Result<Option<String>, String> {
 /// does not signal a peer's wait fd when it delivers, so a sleeper would
 /// miss arrivals: it gets the sleep-poll loop instead.
 fn has_wait_fd(provider: &str) -> bool {
+    provider != "shm"
+}
+
+/// Whether buffers are lent ([`Caps::LEND`]). libfabric's `shm` (1.17)
+/// serves a peer's `fi_read` under the key of a registration already
+/// closed (conformance `lent_memory_is_read`): a loan there could not be
+/// ended, so it lends nothing.
+pub(super) fn lends(provider: &str) -> bool {
     provider != "shm"
 }
 

@@ -16,11 +16,12 @@ use super::proto::{
     self, Ack, Checksum, Credits, ExposedRegion, Header, Inbound, Kind, RingRx, RingTx, SetupMsg,
     Staging, Unconsumed, REC_ALIGN, REC_HDR, RING_IMM, TRAILER, WRITE_IN_RECORD_MAX,
 };
-use super::sys::{LentMr, Mr, QueuePair, SendKind, Source};
+use super::sys::{LandingMr, LentMr, Mr, QueuePair, SendKind, Source};
 use super::{Domain, STAGING};
 use crate::completion::{Completion, WriteCompletion};
 use crate::config::Config;
 use crate::error::FabricError;
+use crate::loan::{LentBuffer, Loan};
 use crate::mr::RegionTable;
 use crate::provider::Provider;
 use crate::wire::WireError;
@@ -51,6 +52,7 @@ enum Src<'a> {
     Inline(&'a [u8]),
     Staged(usize, usize),
     Registered(&'a Mr, usize, usize),
+    Landing(&'a LandingMr<'a>),
 }
 
 /// Empty rounds of a read's wait between two looks at the clock and at
@@ -134,6 +136,9 @@ pub(crate) struct VerbsEndpoint {
     idle: u32,
     max_message: usize,
     op_timeout: Duration,
+    /// Reads of at least this many bytes into unregistered memory land
+    /// there directly (0: never; `RFX_VERBS_LANDING_MIN`).
+    landing_min: usize,
     sock: TcpStream,
     epoll: Epoll,
 }
@@ -187,6 +192,7 @@ impl VerbsEndpoint {
             idle: 0,
             max_message: p.cfg.max_message,
             op_timeout: p.cfg.op_timeout,
+            landing_min: p.cfg.verbs_landing_min,
             peer_ring: (p.peer.ring_addr, p.peer.ring_rkey, p.peer.ring_key),
             peer_ctl: (p.peer.ctl_addr, p.peer.ctl_rkey),
             peer_regions: p.peer.regions,
@@ -384,7 +390,12 @@ impl VerbsEndpoint {
         let mut last = None;
         for (raddr, done, n) in proto::read_pieces(addr, len, ZC_CHUNK) {
             let signal = done + n == len;
-            match self.post_read(raddr, device_rkey, mr, off + done, n, signal) {
+            match self.post_read(
+                raddr,
+                device_rkey,
+                Src::Registered(mr, off + done, n),
+                signal,
+            ) {
                 Ok(id) => last = Some(id),
                 Err(e) => {
                     if let Some(id) = last {
@@ -421,6 +432,72 @@ impl VerbsEndpoint {
         if let Some((mr, off)) = self.domain.registered(out) {
             return self.read_registered(&mr, off, out.len(), addr, device_rkey);
         }
+        if self.landing_min > 0 && out.len() >= self.landing_min {
+            return self.read_landing(addr, device_rkey, out);
+        }
+        self.read_bounced(addr, device_rkey, out)
+    }
+
+    /// Reads into `out` registered for the call, piece by piece: each
+    /// piece's registration overlaps the READ of the one before, and
+    /// every piece is deregistered before this returns (so the device
+    /// writes nothing into `out` afterwards, even after a failure). A
+    /// registration the kernel refuses (a memlock limit) sends the rest
+    /// through the bounce buffer.
+    fn read_landing(
+        &mut self,
+        addr: u64,
+        device_rkey: u32,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
+        let len = out.len();
+        let mut landed = Vec::with_capacity(len.div_ceil(proto::LANDING_PIECE));
+        let mut last = None;
+        let mut done = 0usize;
+        for piece in out.chunks_mut(proto::LANDING_PIECE) {
+            let mr = match LandingMr::register(&self.domain.pd, piece) {
+                Ok(mr) => mr,
+                Err(e) => {
+                    tracing::debug!(done, len, "verbs read lands in the bounce buffer: {e}");
+                    break;
+                }
+            };
+            match self.post_read(addr + done as u64, device_rkey, Src::Landing(&mr), true) {
+                Ok(id) => last = Some(id),
+                Err(e) => {
+                    // Pieces still in flight fail once deregistered below:
+                    // the queue pair is done for.
+                    if last.is_some() {
+                        self.fail(FabricError::PeerGone(format!(
+                            "a read failed while still posted: {e}"
+                        )));
+                    }
+                    return Err(e);
+                }
+            }
+            done += mr.len();
+            landed.push(mr);
+        }
+        if let Some(id) = last {
+            // RC completes a queue's requests in order: the last READ's
+            // completion says every piece landed.
+            self.wait_read(id)?;
+        }
+        drop(landed);
+        if done < len {
+            self.read_bounced(addr + done as u64, device_rkey, &mut out[done..])?;
+        }
+        Ok(())
+    }
+
+    /// Reads through the endpoint's registered bounce buffer, a piece at
+    /// a time, each copied into `out`.
+    fn read_bounced(
+        &mut self,
+        addr: u64,
+        device_rkey: u32,
+        out: &mut [u8],
+    ) -> Result<(), FabricError> {
         let have = self.read_mr.as_ref().map_or(0, |m| m.region().len());
         let size = proto::read_bounce_size(have, out.len());
         let mr = match &self.read_mr {
@@ -438,7 +515,7 @@ impl VerbsEndpoint {
             }
         };
         for (raddr, off, n) in proto::read_pieces(addr, out.len(), size) {
-            let id = self.post_read(raddr, device_rkey, &mr, 0, n, true)?;
+            let id = self.post_read(raddr, device_rkey, Src::Registered(&mr, 0, n), true)?;
             self.pinned.push_back((id, mr.clone()));
             self.wait_read(id)?;
             mr.region().read_at(0, &mut out[off..off + n])?;
@@ -446,15 +523,15 @@ impl VerbsEndpoint {
         Ok(())
     }
 
-    /// Posts one RDMA READ of `n` bytes at the peer's `raddr` into `mr` at
-    /// `off`, once the send queue has room; returns its request id.
+    /// Posts one RDMA READ from the peer's `raddr` into `dst` (registered
+    /// memory: a range of an `Mr` or a landing registration), as many
+    /// bytes as `dst` holds, once the send queue has room; returns its
+    /// request id.
     fn post_read(
         &mut self,
         raddr: u64,
         device_rkey: u32,
-        mr: &Mr,
-        off: usize,
-        n: usize,
+        dst: Src<'_>,
         signal: bool,
     ) -> Result<u64, FabricError> {
         let mut deadline = None;
@@ -465,7 +542,7 @@ impl VerbsEndpoint {
             remote_addr: raddr,
             rkey: device_rkey,
         };
-        self.post(kind, Src::Registered(mr, off, n), signal)?;
+        self.post(kind, dst, signal)?;
         Ok(self.posted - 1)
     }
 
@@ -534,6 +611,13 @@ impl VerbsEndpoint {
         for r in &mut self.peer_regions {
             r.device_rkey ^= 0x5a5a_0000;
         }
+    }
+
+    /// Bytes of the read bounce buffer, 0 before the first read that
+    /// needed it.
+    #[cfg(test)]
+    pub(super) fn bounce_len(&self) -> usize {
+        self.read_mr.as_ref().map_or(0, |m| m.region().len())
     }
 
     /// Selective signalling: one request in [`SIGNAL_EVERY`] asks for a
@@ -662,6 +746,7 @@ impl VerbsEndpoint {
             Src::Inline(a) => Source::Inline(a, &[]),
             Src::Staged(off, len) => Source::Registered(&self.stage_mr, off, len),
             Src::Registered(mr, off, len) => Source::Registered(mr, off, len),
+            Src::Landing(mr) => Source::Landing(mr),
         };
         if let Err(e) = self.qp.post_send(id, kind, src, signaled) {
             return Err(self.fail(e));
@@ -1146,14 +1231,15 @@ impl Provider for VerbsEndpoint {
 
     /// Registers the caller's bytes for remote read (see
     /// [`LentMr::register`]); the peer reads them by `read_lent`.
-    fn lend(
-        &mut self,
-        ptr: *const u8,
-        len: usize,
-    ) -> Result<Option<(u64, Box<dyn Send + Sync>)>, FabricError> {
+    fn lend(&mut self, ptr: *const u8, len: usize) -> Result<Option<Loan>, FabricError> {
         self.dead()?;
         let mr = LentMr::register(&self.domain.pd, ptr, len)?;
-        Ok(Some((u64::from(mr.rkey()), Box::new(mr))))
+        let lent = LentBuffer {
+            addr: ptr as u64,
+            len: len as u64,
+            key: u64::from(mr.rkey()),
+        };
+        Ok(Some(Loan::new(lent, Box::new(mr))))
     }
 
     /// An RDMA READ of memory the peer lent, with the device key it sent:

@@ -604,6 +604,49 @@ mod device_tests {
         drop(a);
     }
 
+    /// Reads of 256 KiB or more into unregistered memory land there (no
+    /// bounce buffer is ever made), in 256 KiB pieces, at any alignment;
+    /// with `RFX_VERBS_LANDING_MIN=0` the same bytes come through the
+    /// bounce buffer. A landing read the device refuses ends the endpoint.
+    #[test]
+    fn reads_land_in_unregistered_memory() {
+        if no_device() {
+            return;
+        }
+        const N: usize = (1 << 20) + 12_345;
+        let region = MemoryRegion::new(N).unwrap();
+        let data: Vec<u8> = (0..N).map(|i| (i * 7 + (i >> 9)) as u8).collect();
+        region.write_at(0, &data).unwrap();
+        let rb = region.remote();
+        let (a, mut b) = raw_pair(vec![region.clone()], &short_timeouts());
+        let mut out = vec![0u8; N + 3];
+        b.read(rb.addr + 5, rb.rkey, &mut out[3..N - 2]).unwrap();
+        assert!(out[3..N - 2] == data[5..N], "landed read differs");
+        assert_eq!(b.bounce_len(), 0, "a landing read used the bounce buffer");
+        // Below the threshold: the bounce buffer.
+        let mut small = vec![0u8; 1000];
+        b.read(rb.addr + 77, rb.rkey, &mut small).unwrap();
+        assert!(small == data[77..1077]);
+        assert!(b.bounce_len() > 0);
+        let bounced = Config {
+            verbs_landing_min: 0,
+            ..short_timeouts()
+        };
+        let (a2, mut b2) = raw_pair(vec![region], &bounced);
+        let mut again = vec![0u8; N];
+        b2.read(rb.addr, rb.rkey, &mut again).unwrap();
+        assert!(again == data, "bounced read differs");
+        assert!(b2.bounce_len() > 0);
+        b.corrupt_peer_device_rkeys();
+        let mut refused = vec![0u8; 1 << 19];
+        match b.read(rb.addr, rb.rkey, &mut refused) {
+            Err(FabricError::PeerGone(why)) => assert!(why.contains("refused"), "{why}"),
+            other => panic!("expected PeerGone, got {other:?}"),
+        }
+        assert!(refused.iter().all(|&x| x == 0), "a refused read wrote");
+        drop((a, a2, b2));
+    }
+
     /// Reading a peer that closed (its queue pair is destroyed, so the
     /// READ is never answered) is `PeerGone`, well before the op timeout.
     #[test]

@@ -686,6 +686,11 @@ pub(super) const READ_BOUNCE_MIN: usize = 64 << 10;
 /// READ (and one copy out) each.
 pub(super) const READ_BOUNCE_MAX: usize = 4 << 20;
 
+/// Bytes of each registration of a read that lands in the caller's
+/// memory: the next piece is registered while the device reads the one
+/// before.
+pub(super) const LANDING_PIECE: usize = 256 << 10;
+
 /// The size of the READ bounce buffer to read `want` bytes when one of
 /// `have` bytes is registered (0: none yet): `have` if it is large enough
 /// or already at the bound, else the next power of two that holds `want`,

@@ -7,6 +7,7 @@
 //! registrations and bounds-checked ranges, never raw addresses.
 
 use std::ffi::{c_void, CStr};
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::{null_mut, NonNull};
@@ -461,6 +462,77 @@ impl Drop for Mr {
     }
 }
 
+/// Memory of the caller's registered for one RDMA READ to land in, with
+/// no bounce buffer: local write access only (no key a peer could use),
+/// registered for as long as this value lives, which borrows the memory
+/// mutably for that long. Dropping it deregisters it, after which the
+/// device no longer writes the memory even if a READ into it is still
+/// outstanding (the READ fails instead).
+#[derive(Debug)]
+pub(super) struct LandingMr<'a> {
+    mr: NonNull<ibv_mr>,
+    addr: u64,
+    len: usize,
+    lkey: u32,
+    _pd: Arc<Pd>,
+    _out: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> LandingMr<'a> {
+    /// Registers `out` for local write (the kernel pins its pages).
+    pub(super) fn register(pd: &Arc<Pd>, out: &'a mut [u8]) -> Result<LandingMr<'a>, FabricError> {
+        let access = ibv_access_flags::IBV_ACCESS_LOCAL_WRITE;
+        // SAFETY: `out` is live, writable memory borrowed mutably for the
+        // registration's life ('a), so nothing else reads or writes it
+        // while the device may, and it is not freed before Drop
+        // deregisters it.
+        let mr = unsafe {
+            ibv_reg_mr(
+                pd.pd.as_ptr(),
+                out.as_mut_ptr() as *mut c_void,
+                out.len().max(1),
+                access.0 as i32,
+            )
+        };
+        let mr = NonNull::new(mr).ok_or_else(|| last_err("ibv_reg_mr (read landing)"))?;
+        // SAFETY: a successful registration returns a valid ibv_mr.
+        let lkey = unsafe { (*mr.as_ptr()).lkey };
+        Ok(LandingMr {
+            mr,
+            addr: out.as_mut_ptr() as u64,
+            len: out.len(),
+            lkey,
+            _pd: pd.clone(),
+            _out: PhantomData,
+        })
+    }
+
+    /// Bytes registered.
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn sge(&self) -> Result<ibv_sge, FabricError> {
+        let length = u32::try_from(self.len).map_err(|_| FabricError::TooLarge {
+            len: self.len,
+            max: u32::MAX as usize,
+        })?;
+        Ok(ibv_sge {
+            addr: self.addr,
+            length,
+            lkey: self.lkey,
+        })
+    }
+}
+
+impl Drop for LandingMr<'_> {
+    fn drop(&mut self) {
+        // SAFETY: owned registration, deregistered once; the device no
+        // longer writes the memory afterwards.
+        unsafe { ibv_dereg_mr(self.mr.as_ptr()) };
+    }
+}
+
 /// Memory of this process lent to a peer for RDMA READ only (a
 /// collective's send buffer in a rendezvous): registered for remote read
 /// and nothing else, so the peer's device may read exactly `[addr, addr +
@@ -664,6 +736,8 @@ pub(super) enum Source<'a> {
     Inline(&'a [u8], &'a [u8]),
     /// Read by the device from a registered range, until completion.
     Registered(&'a Mr, usize, usize),
+    /// A READ's destination: the whole of a landing registration.
+    Landing(&'a LandingMr<'a>),
 }
 
 /// An RC queue pair with its CQs and completion channel (dropped in this
@@ -916,6 +990,10 @@ impl QueuePair {
             }
             Source::Registered(mr, off, len) => {
                 sges[0] = mr.sge(off, len)?;
+                1
+            }
+            Source::Landing(mr) => {
+                sges[0] = mr.sge()?;
                 1
             }
         };

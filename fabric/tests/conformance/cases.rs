@@ -544,7 +544,13 @@ pub fn lent_memory_is_read(kind: TransportKind) {
     }
     let loan = loan.expect("Caps::LEND but no loan");
     let lent = loan.lent();
-    assert_eq!((lent.addr, lent.len), (data.as_ptr() as u64, LEN as u64));
+    // Named by address, or by offset where the provider addresses its
+    // registrations so (libfabric's tcp).
+    assert!(
+        lent.addr == data.as_ptr() as u64 || lent.addr == 0,
+        "{lent:?}"
+    );
+    assert_eq!(lent.len, LEN as u64);
     let mut all = vec![0u8; LEN];
     c.read_lent(&lent, 0, &mut all).unwrap();
     assert!(all == data, "the lent bytes arrived changed");

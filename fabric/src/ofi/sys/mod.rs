@@ -31,7 +31,8 @@ pub(in crate::ofi) use conn::{Conn, Shape};
 pub(in crate::ofi) use cq::{Event, CQ_BATCH};
 pub(in crate::ofi) use domain::DomainObj;
 pub(in crate::ofi) use info::{Info, Want};
-pub(in crate::ofi) use mr::Mr;
+pub(in crate::ofi) use mr::{LentMr, Mr};
+pub(in crate::ofi) use rma::ReadEnd;
 
 const _: () = assert!(
     ffi::AVAILABLE,
