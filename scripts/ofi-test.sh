@@ -6,12 +6,14 @@
 #     (apt-get update first; RFX_TEST_SKIP_APT=1 skips);
 #  2. clippy (-D warnings) and the tests of libfabric-sys and of rfx-fabric
 #     with --features ofi: the smoke test of the bindings, the unit tests and
-#     the whole conformance suite (ofi on both providers, plus tcp and shm);
+#     the whole conformance suite (ofi on both providers, plus tcp and shm),
+#     and collectives between processes over tcp;ofi_rxm (loans);
 #  3. `rfx-bench transport --transport ofi` (release, busy polling, 8 B and
 #     64 KiB) for each provider against libfabric's own `fi_pingpong` over
 #     the same provider, in the same run, on the same CPUs: ratios printed,
 #     JSON in target/ofi-bench-<provider>.json; then one-sided reads
-#     (`--op read`, no raw baseline), JSON in target/ofi-bench-read-<provider>.json;
+#     (`--op read`, no raw baseline), JSON in target/ofi-bench-read-<provider>.json,
+#     and reads of loans (`--op read-lent`, tcp only: shm does not lend);
 #  4. MPI programs over ofi: OSU 7.4 with validation under `rfx --transport
 #     ofi run`, each provider, 2 and 4 ranks (scripts/osu-over.sh).
 #
@@ -60,6 +62,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     timeout 600 cargo test -p rfx-fabric --features ofi --no-fail-fast
 fi
+log "collectives between processes over ofi (tcp;ofi_rxm): large messages lent and read by fi_read"
+timeout 600 cargo test -p rfx-collectives --features ofi --test collectives -- \
+    --exact large_messages_are_lent_over_ofi
 
 # --- benchmark against fi_pingpong ---------------------------------------------
 if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
@@ -81,6 +86,13 @@ if [ "${RFX_OFI_BENCH:-1}" != 0 ]; then
             --transport ofi --op read --mode hot --sizes 8,64k \
             --iters "${RFX_OFI_BENCH_ITERS:-5000}" --warmup 500 \
             --json "target/ofi-bench-read-$tag.json"
+        if [ "$tag" != shm ]; then
+            log "benchmark: $prov, a loan read: fi_mr_reg, fi_read into the reader's buffer, fi_close, all timed"
+            RFX_OFI_PROVIDER="$prov" timeout 300 ./target/release/rfx-bench transport \
+                --transport ofi --op read-lent --mode hot --sizes 64k,1m \
+                --iters 500 --warmup 50 \
+                --json "target/ofi-bench-read-lent-$tag.json"
+        fi
     done
 fi
 

@@ -57,9 +57,9 @@ pub struct Thresholds {
     /// two (`RFX_COLL_SINGLE_COPY_MIN`; 0 turns it off).
     pub single_copy_min: usize,
     /// Messages from which a send over a provider that lends memory
-    /// (verbs) goes as a read request naming a loan of the sender's
-    /// buffer: the receiver reads it by RDMA READ, with no copy on the
-    /// sender's side, instead of the sender copying it into its staging
+    /// (verbs, ofi but its `shm`) goes as a read request naming a loan of
+    /// the sender's buffer: the receiver reads it one-sided into its own
+    /// buffer, with no copy on either side, instead of the sender copying it into its staging
     /// and the peer's inbox (`RFX_COLL_LEND_MIN`; 0 turns it off). Each
     /// loan registers the buffer with the device, which costs more than a
     /// copy of a small one.

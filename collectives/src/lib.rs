@@ -126,10 +126,11 @@
 //! shares a request of `RFX_COLL_SHARE_MIN` bytes (128 KiB) or more with
 //! the sender: the sender writes the first half into the receiver's buffer
 //! while the receiver reads the second. A receiver waiting
-//! on other messages reads them out as it spills. Over verbs, from
-//! `RFX_COLL_LEND_MIN` bytes (256 KiB), the request names loans of the
-//! sender's buffer ([`rfx_fabric::Endpoint::lend`]) that the receiver
-//! reads by RDMA READ: no copy on the sender's side.
+//! on other messages reads them out as it spills. Over verbs and ofi,
+//! from `RFX_COLL_LEND_MIN` bytes (256 KiB), the request names loans of
+//! the sender's buffer ([`rfx_fabric::Endpoint::lend`]) that the receiver
+//! reads one-sided (RDMA READ, `fi_read`) straight into its own buffer:
+//! no copy on either side.
 //!
 //! # Example
 //!

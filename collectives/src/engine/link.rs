@@ -65,7 +65,7 @@ pub(crate) trait Link: std::fmt::Debug {
     fn peer_memory(&self) -> Option<&PeerMemory>;
 
     /// Whether this link lends our memory to the peer, and reads what the
-    /// peer lends ([`rfx_fabric::Caps::LEND`]: verbs): then large messages
+    /// peer lends ([`rfx_fabric::Caps::LEND`]: verbs, ofi): then large messages
     /// go as read requests naming loans.
     fn lends(&self) -> bool {
         false

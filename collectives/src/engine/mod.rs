@@ -223,7 +223,7 @@ impl<L: Link> Peer<L> {
     fn read_failed(&mut self, r: usize, i: usize, source: &FabricError) -> CollError {
         let why = format!("reading a message in its memory: {source}");
         tracing::warn!(rank = r, "{why}");
-        self.gone = Some(why.clone());
+        self.give_up(why.clone());
         self.msgs.remove(i);
         CollError::PeerGone {
             rank: r,
@@ -282,9 +282,19 @@ impl<L: Link> Peer<L> {
         }
         if self.gone.is_none() {
             tracing::debug!(rank = r, "peer gone: {why}");
-            self.gone = Some(why);
         }
+        self.give_up(why);
         self.next_msg != before
+    }
+
+    /// The peer is gone (the first reason stays). It sends no FIN any
+    /// more: its loans end now, before a send that lent them returns its
+    /// buffer to the caller.
+    fn give_up(&mut self, why: String) {
+        self.gone.get_or_insert(why);
+        if let Some(l) = self.link.as_mut() {
+            l.loans.clear();
+        }
     }
 }
 
@@ -826,7 +836,7 @@ impl<L: Link> Engine<L> {
             if Instant::now() >= deadline {
                 let why = format!("timed out waiting for the peer to {what}");
                 tracing::warn!(rank = r, "{why}");
-                p.gone = Some(why);
+                p.give_up(why);
                 return;
             }
             spins = spins.wrapping_add(1);

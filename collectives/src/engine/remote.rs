@@ -1,6 +1,6 @@
 //! Reading a message where its sender left it, the receiver's half of a
 //! read request: in the sender's memory (cross-memory attach, one host) or
-//! in loans of the sender's buffer that its provider reads (verbs); and the
+//! in loans of the sender's buffer that its provider reads (verbs, ofi); and the
 //! sender's half of the loans.
 
 use rfx_fabric::cma::PeerMemory;
