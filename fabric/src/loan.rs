@@ -56,7 +56,9 @@ impl fmt::Debug for Loan {
 }
 
 impl Loan {
-    /// A loan of `lent`, ended by dropping `registration`.
+    /// A loan of `lent`, ended by dropping `registration`. Only the
+    /// providers that lend make one.
+    #[cfg_attr(not(any(feature = "verbs", feature = "ofi")), allow(dead_code))]
     pub(crate) fn new(lent: LentBuffer, registration: Box<dyn Send + Sync>) -> Loan {
         Loan {
             lent,
