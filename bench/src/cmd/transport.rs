@@ -22,8 +22,9 @@ pub(crate) struct TransportArgs {
     /// by the size over TCP, one copy out of a shared mapping for shm, none
     /// in-process for verbs and ofi) or `read-lent` (a rendezvous's read of
     /// a buffer that is not registered: lend, one-sided read, end the loan,
-    /// all timed; providers with Caps::LEND, i.e. verbs; baseline: rfx's
-    /// `read` of an exposed region of the same size, in the same run).
+    /// all timed; providers with Caps::LEND, i.e. verbs and ofi but its
+    /// shm; baseline: rfx's `read` of an exposed region of the same size,
+    /// in the same run).
     #[arg(long, default_value = "write", value_parser = ["write", "echo", "read", "read-lent"])]
     op: String,
 }

@@ -596,7 +596,7 @@ fn a_copying_peer_gets_no_read_requests_and_lies_close_the_liar() {
             )],
         ),
         (
-            // Loans are read through a link that lends (verbs); on this
+            // Loans are read through a link that lends (verbs, ofi); on this
             // one a key names nothing, whatever it forges.
             "a read request naming loans on a link that does not lend",
             true,
