@@ -1098,6 +1098,48 @@ mod tests {
     /// a read times out (bounded by the op timeout); the endpoint stays
     /// usable and, once the owner polls, the next read (behind the stale
     /// one, which still lands in the staging buffer) succeeds.
+    /// A loan read straight into the caller's slice that times out (an
+    /// owner in another process that does not progress) ends the
+    /// endpoint before it returns: when the owner progresses again, the
+    /// read's data no longer lands in the slice, which the caller owns
+    /// again.
+    #[test]
+    fn a_timed_out_loan_read_ends_the_endpoint_and_writes_nothing_later() {
+        let mr = MemoryRegion::new(4096).unwrap();
+        let (mut a, mut b) = pair("tcp;ofi_rxm", &mr, Duration::from_millis(300));
+        let lent = vec![0x5au8; 1 << 20];
+        let loan = a.lend(lent.as_ptr(), lent.len()).unwrap().unwrap();
+        let l = loan.lent();
+        // In one process the reader's wait drives the lender too.
+        let mut first = vec![0u8; 4096];
+        b.read_lent(l.addr, l.key, &mut first).unwrap();
+        assert!(first.iter().all(|&x| x == 0x5a));
+        a.conn.keep_apart();
+        let mut out = vec![0u8; 1 << 20];
+        let r = b.read_lent(l.addr, l.key, &mut out);
+        assert!(
+            matches!(r, Err(FabricError::Timeout { .. })),
+            "read without the lender's progress: {r:?}"
+        );
+        // Gone: no later call touches the connection.
+        assert!(matches!(
+            b.read_lent(l.addr, l.key, &mut first),
+            Err(FabricError::PeerGone(_))
+        ));
+        // The lender serves reads again, and the reader's side is driven
+        // (its calls fail, touching nothing): nothing lands in `out`.
+        let server = std::thread::spawn(move || serve(a));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(300) {
+            let _ = b.poll();
+            b.conn.progress_others(16);
+        }
+        assert!(out.iter().all(|&x| x == 0), "a closed read wrote later");
+        drop(b);
+        drop(server.join().unwrap());
+        drop(loan);
+    }
+
     #[test]
     fn read_times_out_without_owner_progress_then_recovers() {
         let mr = MemoryRegion::new(1 << 20).unwrap();
