@@ -99,6 +99,8 @@ pub(crate) struct OfiEndpoint {
     ctrl: TcpStream,
     _mrs: Vec<Arc<Mr>>,
     _domain: Arc<Domain>,
+    /// The provider lends buffers ([`super::lends`]).
+    lends: bool,
 }
 
 fn malformed(e: WireError) -> FabricError {
@@ -145,6 +147,7 @@ impl OfiEndpoint {
             },
             ctrl,
             _mrs: mrs,
+            lends: super::lends(&domain.obj.info.provider()),
             _domain: domain,
         }
     }
@@ -194,6 +197,21 @@ impl OfiEndpoint {
                 len,
                 reason: "no registered peer region covers the access",
             })
+    }
+
+    /// Reads `out.len()` bytes from `target`/`key` (the provider's address
+    /// and key) through the staging buffer, [`READ_CHUNK`] bytes at a
+    /// time, all within one op timeout.
+    fn read_staged(&mut self, target: u64, key: u64, out: &mut [u8]) -> Result<(), FabricError> {
+        let start = Instant::now();
+        let deadline = start + self.st.op_timeout;
+        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
+        let mut at = target;
+        for part in out.chunks_mut(chunk) {
+            self.read_chunk(at, key, part, deadline, start)?;
+            at += part.len() as u64;
+        }
+        Ok(())
     }
 
     /// Reads `out.len()` bytes at `target`/`key` (the provider's address
@@ -340,8 +358,6 @@ impl OfiEndpoint {
         Ok(())
     }
 
-    /// Reads the CQ dry (bounded) and handles what it held; nothing once
-    /// quiesced.
     /// Runs one blocking one-sided call on the connection (`op`, a
     /// `what`), which hands the completions it meets to `other` and asks
     /// `alive` now and then whether the peer is still there; those
@@ -383,6 +399,8 @@ impl OfiEndpoint {
         (r, first_err)
     }
 
+    /// Reads the CQ dry (bounded) and handles what it held; nothing once
+    /// quiesced.
     fn progress(&mut self) -> Result<(), FabricError> {
         if self.st.quiesced {
             return Ok(());
@@ -707,26 +725,17 @@ impl Provider for OfiEndpoint {
     fn read(&mut self, addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), FabricError> {
         let len = out.len() as u64;
         let pr = self.peer_region(addr, rkey, len)?;
-        let start = Instant::now();
-        let deadline = start + self.st.op_timeout;
-        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
-        let mut at = addr;
-        for part in out.chunks_mut(chunk) {
-            let target = if pr.virt { at } else { at - pr.addr };
-            self.read_chunk(target, pr.key, part, deadline, start)
-                .map_err(|e| match e {
-                    // Report the access as the caller made it.
-                    FabricError::RemoteAccess { reason, .. } => FabricError::RemoteAccess {
-                        rkey,
-                        addr,
-                        len,
-                        reason,
-                    },
-                    e => e,
-                })?;
-            at += part.len() as u64;
-        }
-        Ok(())
+        let target = if pr.virt { addr } else { addr - pr.addr };
+        self.read_staged(target, pr.key, out).map_err(|e| match e {
+            // Report the access as the caller made it.
+            FabricError::RemoteAccess { reason, .. } => FabricError::RemoteAccess {
+                rkey,
+                addr,
+                len,
+                reason,
+            },
+            e => e,
+        })
     }
 
     /// Registers the bytes for the peers' `fi_read`s in this endpoint's
@@ -736,10 +745,10 @@ impl Provider for OfiEndpoint {
         if let Some(why) = &self.st.gone {
             return Err(FabricError::PeerGone(why.clone()));
         }
-        let domain = &self._domain.obj;
-        if !super::lends(&domain.info.provider()) {
+        if !self.lends {
             return Ok(None);
         }
+        let domain = &self._domain.obj;
         let mr = LentMr::register(domain, ptr, len)?;
         let lent = LentBuffer {
             addr: if domain.info.mr_virt_addr() {
@@ -760,31 +769,24 @@ impl Provider for OfiEndpoint {
         if let Some(why) = &self.st.gone {
             return Err(FabricError::PeerGone(why.clone()));
         }
-        let start = Instant::now();
-        let deadline = start + self.st.op_timeout;
         let len = out.len() as u64;
-        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
         let refused = |reason| FabricError::RemoteAccess {
             rkey: 0,
             addr,
             len,
             reason,
         };
-        if !super::lends(&self._domain.obj.info.provider()) {
+        if !self.lends {
             return Err(refused("this provider does not lend memory"));
         }
         if self._domain.obj.info.mr_local() {
-            let mut at = addr;
-            for part in out.chunks_mut(chunk) {
-                self.read_chunk(at, key, part, deadline, start)
-                    .map_err(|e| match e {
-                        FabricError::RemoteAccess { reason, .. } => refused(reason),
-                        e => e,
-                    })?;
-                at += part.len() as u64;
-            }
-            return Ok(());
+            return self.read_staged(addr, key, out).map_err(|e| match e {
+                FabricError::RemoteAccess { reason, .. } => refused(reason),
+                e => e,
+            });
         }
+        let deadline = Instant::now() + self.st.op_timeout;
+        let chunk = READ_CHUNK.min(self.st.max_write).max(1);
         let mut at = addr;
         for part in out.chunks_mut(chunk) {
             let (r, handled) = self.with_deferred("read", |conn, other, alive| {
@@ -1094,10 +1096,6 @@ mod tests {
         chunked_read("shm");
     }
 
-    /// tcp;ofi_rxm needs the owner to drive progress: while it does not,
-    /// a read times out (bounded by the op timeout); the endpoint stays
-    /// usable and, once the owner polls, the next read (behind the stale
-    /// one, which still lands in the staging buffer) succeeds.
     /// A loan read straight into the caller's slice that times out (an
     /// owner in another process that does not progress) ends the
     /// endpoint before it returns: when the owner progresses again, the
@@ -1140,6 +1138,10 @@ mod tests {
         drop(loan);
     }
 
+    /// tcp;ofi_rxm needs the owner to drive progress: while it does not,
+    /// a read times out (bounded by the op timeout); the endpoint stays
+    /// usable and, once the owner polls, the next read (behind the stale
+    /// one, which still lands in the staging buffer) succeeds.
     #[test]
     fn read_times_out_without_owner_progress_then_recovers() {
         let mr = MemoryRegion::new(1 << 20).unwrap();

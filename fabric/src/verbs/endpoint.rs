@@ -419,7 +419,8 @@ impl VerbsEndpoint {
 
     /// RDMA READs of `out.len()` bytes at the peer's `addr` under the
     /// device key `device_rkey`: straight into `out` when it lies in
-    /// registered memory of this process, else through the bounce buffer.
+    /// registered memory of this process or is large enough to register
+    /// for the call (`landing_min`), else through the bounce buffer.
     fn read_device(
         &mut self,
         addr: u64,
