@@ -57,6 +57,7 @@ mod tests;
 
 use flow::Conn;
 use inbound::{on_write, read_out, spill, InMsg, Owned};
+pub(crate) use inbound::{Inline, INLINE_MAX};
 pub(crate) use link::Link;
 use outbound::{flush, owned_rest, send_some, OutData, OutMsg, Progress};
 pub(crate) use remote::RemoteSrc;
@@ -205,6 +206,18 @@ pub(crate) struct Claimed {
     pub(crate) tag: u32,
     /// Payload bytes.
     pub(crate) total: usize,
+}
+
+/// What [`Engine::take_small`] found.
+#[derive(Debug)]
+pub(crate) enum Small {
+    /// Nothing queued from the source: no claim from it can succeed yet.
+    Empty,
+    /// The first queued message, whole in its record and matching, taken
+    /// off the queue: its tag and payload.
+    Taken(u32, Inline),
+    /// Anything else: the general claim decides.
+    Other,
 }
 
 #[derive(Debug)]
@@ -920,6 +933,50 @@ impl<L: Link> Engine<L> {
             return None;
         }
         self.claim_first(src, ctx, tag, claimer)
+    }
+
+    /// The fast path of a receive from `src` of at most `max` bytes: when
+    /// the first message queued from `src` is whole (read with its header
+    /// on arrival) and the receive `claimer` would claim it (it matches,
+    /// and, for a `posted` receive, no receive posted before it waits), it
+    /// is taken off the queue, with the posting: the message that
+    /// [`Engine::claim`] and [`Engine::consume`] would deliver, without
+    /// their bookkeeping.
+    pub(crate) fn take_small(
+        &mut self,
+        src: usize,
+        (ctx, tag): (u32, Option<u32>),
+        claimer: u64,
+        posted: bool,
+        max: usize,
+    ) -> Small {
+        let Some(peer) = self.peers.get_mut(src) else {
+            return Small::Other;
+        };
+        let Some(m) = peer.msgs.front() else {
+            return Small::Empty;
+        };
+        if (posted && self.posted.front().is_none_or(|p| p.claimer != claimer))
+            || m.ctx != ctx
+            || m.sink
+            || tag.is_some_and(|t| t != m.tag)
+            || (m.claim != 0 && m.claim != claimer)
+            || m.consumed != 0
+            || m.total > max
+        {
+            return Small::Other;
+        }
+        let data = match m.inline {
+            Some(small) => small,
+            None if m.total == 0 && m.pull.is_none() && m.pushed.is_none() => Inline::EMPTY,
+            None => return Small::Other,
+        };
+        let tag = m.tag;
+        peer.msgs.pop_front();
+        if posted {
+            self.posted.pop_front();
+        }
+        Small::Taken(tag, data)
     }
 
     fn claim_first(

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use proptest::prelude::*;
 
 use super::harness::{pattern, Mesh, Write};
-use super::{count_cpu_list, Claimed, Piece, STAGED_READ_MAX};
+use super::{count_cpu_list, Claimed, Piece, Small, INLINE_MAX, STAGED_READ_MAX};
 use crate::error::CollError;
 use crate::wire::{self, Header, Kind};
 
@@ -468,6 +468,88 @@ fn receives_match_in_the_order_they_were_posted() {
         .expect("a's message goes to b");
     assert_eq!(take(e, got), again);
     assert!(e.posted.is_empty());
+}
+
+#[test]
+fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
+    let mut m = Mesh::new(2, 4096, 512);
+    let empty = send(&mut m, 0, 1, 4, 1, 0);
+    let inline = send(&mut m, 0, 1, 4, 2, INLINE_MAX);
+    let big = send(&mut m, 0, 1, 4, 3, INLINE_MAX + 1);
+    let tagged = send(&mut m, 0, 1, 6, 4, 8);
+    m.settle(100);
+    let e = &mut m.engines[1];
+    let taken = |s: Small| match s {
+        Small::Taken(tag, small) => Some((tag, small.bytes().to_vec())),
+        _ => None,
+    };
+    // Nothing from rank 1 to itself, ever.
+    assert!(matches!(
+        e.take_small(1, (CTX, None), 7, false, 64),
+        Small::Empty
+    ));
+    let (a, b) = (e.token(), e.token());
+    e.post_recv(Some(0), CTX, Some(4), a);
+    e.post_recv(Some(0), CTX, Some(4), b);
+    // A receive posted after another that waits leaves it the message.
+    assert!(matches!(
+        e.take_small(0, (CTX, Some(4)), b, true, 64),
+        Small::Other
+    ));
+    // Another context, another tag, too small a buffer: not taken.
+    assert!(matches!(
+        e.take_small(0, (CTX + 1, Some(4)), a, true, 64),
+        Small::Other
+    ));
+    assert!(matches!(
+        e.take_small(0, (CTX, Some(5)), a, true, 64),
+        Small::Other
+    ));
+    // The first posted receive takes the first message, its posting too.
+    assert_eq!(
+        taken(e.take_small(0, (CTX, Some(4)), a, true, 64)),
+        Some((4, empty))
+    );
+    assert_eq!(e.posted.len(), 1);
+    assert!(matches!(
+        e.take_small(0, (CTX, Some(4)), b, true, INLINE_MAX - 1),
+        Small::Other
+    ));
+    assert_eq!(
+        taken(e.take_small(0, (CTX, None), b, true, INLINE_MAX)),
+        Some((4, inline))
+    );
+    assert!(e.posted.is_empty());
+    // A message that did not come whole with its header goes the general
+    // way, even to a receive that is not posted (a collective's).
+    let c = e.token();
+    assert!(matches!(
+        e.take_small(0, (CTX, Some(4)), c, false, 1 << 20),
+        Small::Other
+    ));
+    let claimed = e
+        .claim(Some(0), CTX, Some(4), c)
+        .expect("the large message");
+    let mut got = Vec::new();
+    e.consume(&claimed, |_, p, _| {
+        got.extend_from_slice(&super::harness::read(&p));
+        Ok(())
+    })
+    .expect("consume");
+    assert_eq!(got, big);
+    // A message another receive claimed is not taken by this one.
+    let d = e.token();
+    e.claim(Some(0), CTX, Some(6), d)
+        .expect("the tagged message");
+    assert!(matches!(
+        e.take_small(0, (CTX, Some(6)), c, false, 64),
+        Small::Other
+    ));
+    assert_eq!(
+        taken(e.take_small(0, (CTX, Some(6)), d, false, 64)),
+        Some((6, tagged))
+    );
+    assert!(e.peers[0].msgs.is_empty());
 }
 
 /// The writes posted while `f` runs.

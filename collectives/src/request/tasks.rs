@@ -461,7 +461,35 @@ where
                     let c = match *cur {
                         Some(c) => c,
                         None => {
-                            let Some(c) = e.claim(Some(src), *ctx, Some(*tag), *claimer) else {
+                            let want = step.elements() * T::SIZE;
+                            let small =
+                                e.take_small(src, (*ctx, Some(*tag)), *claimer, false, want);
+                            if let Small::Taken(_, small) = small {
+                                // Whole already: no claim, no consume.
+                                let got = small.bytes();
+                                if got.len() != want {
+                                    return Err(CollError::Mismatch {
+                                        rank: src,
+                                        got: got.len(),
+                                        want,
+                                    });
+                                }
+                                if !outgoing.is_empty() {
+                                    protect(e, steps, &*bufm, outgoing, blocks);
+                                }
+                                let mut words = [0u64; INLINE_MAX.div_ceil(8)];
+                                let piece = Piece::Bytes(got);
+                                deliver(bufm, blocks, *combine, op.as_ref(), 0, piece, &mut words)?;
+                                *pc += 1;
+                                *pos += 1 + want;
+                                *ahead_done >>= 1;
+                                continue;
+                            }
+                            let claimed = match small {
+                                Small::Empty => None,
+                                _ => e.claim(Some(src), *ctx, Some(*tag), *claimer),
+                            };
+                            let Some(c) = claimed else {
                                 gone_error(e, src)?;
                                 look_ahead(
                                     e,
@@ -478,7 +506,6 @@ where
                                 pump(e, steps, &*bufm, outgoing, pos)?;
                                 return Ok(None);
                             };
-                            let want = step.elements() * T::SIZE;
                             if c.total != want {
                                 e.discard(&c);
                                 return Err(CollError::Mismatch {
@@ -618,12 +645,73 @@ pub(crate) struct RecvTask<T, B> {
     pub(crate) _t: std::marker::PhantomData<fn() -> T>,
 }
 
+impl<T: Element, B: TaskBuf<T>> RecvTask<T, B> {
+    /// Delivers a small message taken whole ([`Engine::take_small`]).
+    fn small(
+        &mut self,
+        src: usize,
+        tag: u32,
+        bytes: &[u8],
+    ) -> Result<Option<(B, Status)>, CollError> {
+        let n = bytes.len() / T::SIZE;
+        if bytes.len() % T::SIZE != 0 {
+            return Err(CollError::Truncated {
+                got: bytes.len(),
+                cap: self.cap * T::SIZE,
+            });
+        }
+        let Some(mut buf) = self.buf.take() else {
+            return Err(CollError::InvalidArgument(
+                "request polled after completion".into(),
+            ));
+        };
+        land(
+            buf.write(0..n)?,
+            Combine::Replace,
+            None,
+            Piece::Bytes(bytes),
+            &mut [],
+        )?;
+        self.pos += bytes.len();
+        let st = Status {
+            source: self.source_of(src),
+            tag,
+            len: n,
+        };
+        Ok(Some((buf, st)))
+    }
+
+    /// The communicator rank of world rank `w`.
+    fn source_of(&self, w: usize) -> usize {
+        self.group
+            .iter()
+            .position(|&g| g == w)
+            .unwrap_or(usize::MAX)
+    }
+}
+
 impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
     type Output = (B, Status);
     fn step(&mut self, e: &mut Engine) -> Result<Option<(B, Status)>, CollError> {
         let c = match self.cur {
             Some(c) => c,
             None => {
+                if let Some(src) = self.src {
+                    let max = self.cap * T::SIZE;
+                    match e.take_small(src, (self.ctx, self.tag), self.claimer, true, max) {
+                        Small::Taken(tag, small) => return self.small(src, tag, small.bytes()),
+                        Small::Empty => {
+                            if let Some(why) = e.gone(src) {
+                                return Err(CollError::PeerGone {
+                                    rank: src,
+                                    reason: why.to_string(),
+                                });
+                            }
+                            return Ok(None);
+                        }
+                        Small::Other => {}
+                    }
+                }
                 let epoch = e.epoch();
                 let claimed = if self.seen == Some(epoch) {
                     None
@@ -685,13 +773,8 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
             return Ok(None);
         }
         self.cur = None;
-        let source = self
-            .group
-            .iter()
-            .position(|&w| w == c.src)
-            .unwrap_or(usize::MAX);
         let st = Status {
-            source,
+            source: self.source_of(c.src),
             tag: c.tag,
             len: c.total / T::SIZE,
         };
