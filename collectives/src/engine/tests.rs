@@ -483,7 +483,7 @@ fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
         Small::Taken(tag, small) => Some((tag, small.bytes().to_vec())),
         _ => None,
     };
-    // Nothing from rank 1 to itself, ever.
+    // Nothing queued from itself.
     assert!(matches!(
         e.take_small(1, (CTX, None), 7, false, 64),
         Small::Empty
