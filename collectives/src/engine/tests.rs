@@ -552,6 +552,72 @@ fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
     assert!(e.peers[0].msgs.is_empty());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Posted receives stepped in any order, each trying the fast path
+    /// first (`take_small`, as a point-to-point receive does), get the
+    /// messages MPI's order gives them: the receives, in the order they
+    /// were posted, each take the first matching message not taken.
+    #[test]
+    fn the_fast_path_keeps_the_posted_order(
+        msgs in proptest::collection::vec((0u32..3, 0usize..100), 1..12),
+        any in proptest::collection::vec(any::<bool>(), 12),
+        order in proptest::collection::vec(any::<u16>(), 12),
+    ) {
+        let mut m = Mesh::new(2, 4096, 512);
+        let sent: Vec<(u32, Vec<u8>)> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, &(tag, len))| (tag, send(&mut m, 0, 1, tag, i as u64, len)))
+            .collect();
+        m.settle(1000);
+        // One receive per message, on its tag or on any, posted in order.
+        let tags: Vec<Option<u32>> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, &(tag, _))| (!any[i]).then_some(tag))
+            .collect();
+        let mut model: Vec<Option<usize>> = Vec::new();
+        let mut taken = vec![false; sent.len()];
+        for t in &tags {
+            let hit = (0..sent.len()).find(|&j| !taken[j] && t.is_none_or(|t| t == sent[j].0));
+            if let Some(j) = hit {
+                taken[j] = true;
+            }
+            model.push(hit);
+        }
+        let e = &mut m.engines[1];
+        let ids: Vec<u64> = tags.iter().map(|_| e.token()).collect();
+        for (t, &id) in tags.iter().zip(&ids) {
+            e.post_recv(Some(0), CTX, *t, id);
+        }
+        let mut steps: Vec<usize> = (0..tags.len()).collect();
+        let n = steps.len();
+        for (i, &o) in order.iter().enumerate().take(n) {
+            steps.swap(i, o as usize % n);
+        }
+        for r in steps {
+            let got = match e.take_small(0, (CTX, tags[r]), ids[r], true, 1 << 20) {
+                Small::Taken(_, small) => Some(small.bytes().to_vec()),
+                _ => e.claim(Some(0), CTX, tags[r], ids[r]).map(|c| {
+                    let mut out = Vec::new();
+                    e.consume(&c, |_, p, _| {
+                        out.extend_from_slice(&super::harness::read(&p));
+                        Ok(())
+                    })
+                    .expect("consume");
+                    out
+                }),
+            };
+            let want = model[r].map(|j| sent[j].1.clone());
+            prop_assert!(got == want, "receive {} (tag {:?}) got the wrong message", r, tags[r]);
+        }
+        prop_assert!(e.peers[0].msgs.is_empty());
+        prop_assert!(e.posted.is_empty());
+    }
+}
+
 /// The writes posted while `f` runs.
 fn writes_during(m: &mut Mesh, f: impl FnOnce(&mut Mesh)) -> u64 {
     let before = m.writes();
