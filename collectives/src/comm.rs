@@ -323,6 +323,11 @@ impl Communicator {
             Some(bytes) => {
                 // The send waits below: its receiver may share the copy.
                 let token = lock(&self.engine).post(w, ctx, tag, &[bytes], Lend::ExposeWaiting)?;
+                if token.is_none() {
+                    // Written whole already (a small message): nothing to
+                    // wait for.
+                    return Ok(());
+                }
                 let mut t = SendTask {
                     dest: w,
                     token,
