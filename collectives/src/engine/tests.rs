@@ -33,6 +33,17 @@ fn send(m: &mut Mesh, from: usize, to: usize, tag: u32, seed: u64, len: usize) -
     data
 }
 
+/// Consumes the claimed message `c` whole: its bytes.
+fn take(e: &mut super::Engine<super::harness::MemLink>, c: Claimed) -> Vec<u8> {
+    let mut out = Vec::new();
+    e.consume(&c, |_, p, _| {
+        out.extend_from_slice(&super::harness::read(&p));
+        Ok(())
+    })
+    .expect("consume");
+    out
+}
+
 #[test]
 fn messages_of_every_size_arrive_whole_and_in_order() {
     let mut m = Mesh::new(2, 4096, 1024);
@@ -443,15 +454,6 @@ fn receives_match_in_the_order_they_were_posted() {
     let last = e.claim(Some(0), CTX, Some(4), ids[2]).expect("a message");
     let first = e.claim(Some(0), CTX, Some(4), ids[0]).expect("a message");
     let second = e.claim(Some(0), CTX, Some(4), ids[1]).expect("a message");
-    let take = |e: &mut super::Engine<super::harness::MemLink>, c| {
-        let mut out = Vec::new();
-        e.consume(&c, |_, p, _| {
-            out.extend_from_slice(&super::harness::read(&p));
-            Ok(())
-        })
-        .expect("consume");
-        out
-    };
     assert_eq!(take(e, first), sent[0]);
     assert_eq!(take(e, second), sent[1]);
     assert_eq!(take(e, last), sent[2]);
@@ -530,13 +532,7 @@ fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
     let claimed = e
         .claim(Some(0), CTX, Some(4), c)
         .expect("the large message");
-    let mut got = Vec::new();
-    e.consume(&claimed, |_, p, _| {
-        got.extend_from_slice(&super::harness::read(&p));
-        Ok(())
-    })
-    .expect("consume");
-    assert_eq!(got, big);
+    assert_eq!(take(e, claimed), big);
     // A message another receive claimed is not taken by this one.
     let d = e.token();
     e.claim(Some(0), CTX, Some(6), d)
@@ -600,15 +596,7 @@ proptest! {
         for r in steps {
             let got = match e.take_small(0, (CTX, tags[r]), ids[r], true, 1 << 20) {
                 Small::Taken(_, small) => Some(small.bytes().to_vec()),
-                _ => e.claim(Some(0), CTX, tags[r], ids[r]).map(|c| {
-                    let mut out = Vec::new();
-                    e.consume(&c, |_, p, _| {
-                        out.extend_from_slice(&super::harness::read(&p));
-                        Ok(())
-                    })
-                    .expect("consume");
-                    out
-                }),
+                _ => e.claim(Some(0), CTX, tags[r], ids[r]).map(|c| take(e, c)),
             };
             let want = model[r].map(|j| sent[j].1.clone());
             prop_assert!(got == want, "receive {} (tag {:?}) got the wrong message", r, tags[r]);
