@@ -511,7 +511,8 @@ impl<L: Link> Engine<L> {
         self.peers.get(r)?.gone.as_deref()
     }
 
-    fn gone_err(&self, r: usize) -> Result<(), CollError> {
+    /// `PeerGone` if world rank `r` is gone.
+    pub(crate) fn gone_err(&self, r: usize) -> Result<(), CollError> {
         match self.gone(r) {
             Some(why) => Err(CollError::PeerGone {
                 rank: r,

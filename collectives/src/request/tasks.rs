@@ -381,16 +381,6 @@ pub(super) fn pump<T: Element, B: TaskBuf<T>>(
     Ok(outgoing.is_empty())
 }
 
-pub(super) fn gone_error(e: &Engine, r: usize) -> Result<(), CollError> {
-    match e.gone(r) {
-        Some(why) => Err(CollError::PeerGone {
-            rank: r,
-            reason: why.to_string(),
-        }),
-        None => Ok(()),
-    }
-}
-
 impl<T, B, S, G> Task for SchedTask<T, B, S, G>
 where
     T: Element,
@@ -490,7 +480,7 @@ where
                                 _ => e.claim(Some(src), *ctx, Some(*tag), *claimer),
                             };
                             let Some(c) = claimed else {
-                                gone_error(e, src)?;
+                                e.gone_err(src)?;
                                 look_ahead(
                                     e,
                                     steps,
@@ -541,7 +531,7 @@ where
                     })?;
                     *pos += got;
                     if !done {
-                        gone_error(e, src)?;
+                        e.gone_err(src)?;
                         look_ahead(
                             e,
                             steps,
@@ -577,7 +567,7 @@ where
             let (got, done) = e.consume(c, |_, _, _| Ok(()))?;
             *pos += got;
             if !done {
-                gone_error(e, c.src)?;
+                e.gone_err(c.src)?;
                 return Ok(None);
             }
             pushing.pop();
@@ -701,12 +691,7 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
                     match e.take_small(src, (self.ctx, self.tag), self.claimer, true, max) {
                         Small::Taken(tag, small) => return self.small(src, tag, small.bytes()),
                         Small::Empty => {
-                            if let Some(why) = e.gone(src) {
-                                return Err(CollError::PeerGone {
-                                    rank: src,
-                                    reason: why.to_string(),
-                                });
-                            }
+                            e.gone_err(src)?;
                             return Ok(None);
                         }
                         Small::Other => {}
@@ -725,12 +710,7 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
                         None => &self.group,
                     };
                     for &r in check {
-                        if let Some(why) = e.gone(r) {
-                            return Err(CollError::PeerGone {
-                                rank: r,
-                                reason: why.to_string(),
-                            });
-                        }
+                        e.gone_err(r)?;
                     }
                     return Ok(None);
                 };
@@ -764,12 +744,7 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
         })?;
         self.pos += got;
         if !done {
-            if let Some(why) = e.gone(c.src) {
-                return Err(CollError::PeerGone {
-                    rank: c.src,
-                    reason: why.to_string(),
-                });
-            }
+            e.gone_err(c.src)?;
             return Ok(None);
         }
         self.cur = None;
@@ -938,12 +913,7 @@ pub(crate) struct FlushTask {
 impl Task for FlushTask {
     type Output = ();
     fn step(&mut self, e: &mut Engine) -> Result<Option<()>, CollError> {
-        if let Some(why) = e.gone(self.dest) {
-            return Err(CollError::PeerGone {
-                rank: self.dest,
-                reason: why.to_string(),
-            });
-        }
+        e.gone_err(self.dest)?;
         Ok((!e.has_pending(self.dest)).then_some(()))
     }
     fn position(&self) -> usize {
