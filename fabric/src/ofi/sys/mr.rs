@@ -11,21 +11,45 @@ use super::domain::DomainObj;
 use super::{check, ffi, fi_err, FabricError};
 use crate::mr::MemoryRegion;
 
-/// A registration of a [`MemoryRegion`] for remote writes and reads by
-/// peers.
+/// A registration peers use, held with its domain: closed once, in Drop,
+/// after which the provider refuses accesses under its key. The shared
+/// part of [`Mr`] and [`LentMr`].
 #[derive(Debug)]
-pub(in crate::ofi) struct Mr {
+struct PeerMr {
     mr: NonNull<ffi::fid_mr>,
-    /// Keeps the mapping alive while the provider may write into it.
-    _region: MemoryRegion,
     domain: Arc<DomainObj>,
 }
 
 // SAFETY: the fid_mr is used only through the thread-safe domain and
 // closed once, in Drop.
-unsafe impl Send for Mr {}
+unsafe impl Send for PeerMr {}
 // SAFETY: as above; `key` only reads it.
-unsafe impl Sync for Mr {}
+unsafe impl Sync for PeerMr {}
+
+impl PeerMr {
+    fn key(&self) -> u64 {
+        // SAFETY: the MR is live until Drop.
+        unsafe { ffi::fi_mr_key(self.mr.as_ptr()) }
+    }
+}
+
+impl Drop for PeerMr {
+    fn drop(&mut self) {
+        let _ = &self.domain;
+        // SAFETY: owned fid, closed once; the domain outlives it (Arc).
+        unsafe { ffi::fi_close(&mut (*self.mr.as_ptr()).fid) };
+    }
+}
+
+/// A registration of a [`MemoryRegion`] for remote writes and reads by
+/// peers.
+#[derive(Debug)]
+pub(in crate::ofi) struct Mr {
+    /// Declared first: closed before the mapping below is released.
+    reg: PeerMr,
+    /// Keeps the mapping alive while the provider may write into it.
+    _region: MemoryRegion,
+}
 
 impl Mr {
     /// Registers all of `region` for remote writes and reads;
@@ -54,40 +78,25 @@ impl Mr {
             )
         }?;
         Ok(Mr {
-            mr,
+            reg: PeerMr {
+                mr,
+                domain: domain.clone(),
+            },
             _region: region.clone(),
-            domain: domain.clone(),
         })
     }
 
     /// The key peers present.
     pub(in crate::ofi) fn key(&self) -> u64 {
-        // SAFETY: the MR is live until Drop.
-        unsafe { ffi::fi_mr_key(self.mr.as_ptr()) }
-    }
-}
-
-impl Drop for Mr {
-    fn drop(&mut self) {
-        let _ = &self.domain;
-        // SAFETY: owned fid, closed once; the domain outlives it (Arc).
-        unsafe { ffi::fi_close(&mut (*self.mr.as_ptr()).fid) };
+        self.reg.key()
     }
 }
 
 /// A buffer of the caller's registered for the peers' reads only
-/// (`FI_REMOTE_READ`), until dropped: a loan.
+/// (`FI_REMOTE_READ`), until dropped: a loan. Once closed, the provider
+/// refuses reads under its key.
 #[derive(Debug)]
-pub(in crate::ofi) struct LentMr {
-    mr: NonNull<ffi::fid_mr>,
-    domain: Arc<DomainObj>,
-}
-
-// SAFETY: the fid_mr is used only through the thread-safe domain and
-// closed once, in Drop.
-unsafe impl Send for LentMr {}
-// SAFETY: as above; `key` only reads it.
-unsafe impl Sync for LentMr {}
+pub(in crate::ofi) struct LentMr(PeerMr);
 
 impl LentMr {
     /// Registers `len` bytes at `ptr` for remote read. Keys the provider
@@ -115,25 +124,15 @@ impl LentMr {
                 "fi_mr_reg (lent memory)",
             )
         }?;
-        Ok(LentMr {
+        Ok(LentMr(PeerMr {
             mr,
             domain: domain.clone(),
-        })
+        }))
     }
 
     /// The key the peer reads with.
     pub(in crate::ofi) fn key(&self) -> u64 {
-        // SAFETY: the MR is live until Drop.
-        unsafe { ffi::fi_mr_key(self.mr.as_ptr()) }
-    }
-}
-
-impl Drop for LentMr {
-    fn drop(&mut self) {
-        let _ = &self.domain;
-        // SAFETY: owned fid, closed once; the domain outlives it (Arc).
-        // The provider refuses reads under its key afterwards.
-        unsafe { ffi::fi_close(&mut (*self.mr.as_ptr()).fid) };
+        self.0.key()
     }
 }
 
