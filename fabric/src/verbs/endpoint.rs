@@ -402,9 +402,7 @@ impl VerbsEndpoint {
                         // Earlier pieces are with the device, writing the
                         // caller's memory: the endpoint cannot go on.
                         self.pinned.push_back((id, mr.clone()));
-                        if self.gone.is_none() {
-                            self.gone = Some(format!("a read failed half-posted: {e}"));
-                        }
+                        self.end_reading(&e);
                     }
                     return Err(e);
                 }
@@ -469,9 +467,7 @@ impl VerbsEndpoint {
                     // Pieces still in flight fail once deregistered below:
                     // the queue pair is done for.
                     if last.is_some() {
-                        self.fail(FabricError::PeerGone(format!(
-                            "a read failed while still posted: {e}"
-                        )));
+                        self.end_reading(&e);
                     }
                     return Err(e);
                 }
@@ -560,12 +556,20 @@ impl VerbsEndpoint {
     fn wait_read(&mut self, id: u64) -> Result<(), FabricError> {
         let r = self.wait_read_loop(id);
         if let Err(e) = &r {
-            if self.completed <= id && self.gone.is_none() {
+            if self.completed <= id {
                 // Whatever failed, the device still holds the READ.
-                self.gone = Some(format!("a read failed while still posted: {e}"));
+                self.end_reading(e);
             }
         }
         r
+    }
+
+    /// Ends the endpoint after `e` failed a read the device still holds
+    /// (it may yet write the destination).
+    fn end_reading(&mut self, e: &FabricError) {
+        if self.gone.is_none() {
+            self.gone = Some(format!("a read failed while still posted: {e}"));
+        }
     }
 
     fn wait_read_loop(&mut self, id: u64) -> Result<(), FabricError> {
