@@ -27,19 +27,26 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-/// `GET path` over HTTP/1.0; the body.
-fn get(addr: SocketAddr, path: &str) -> String {
+/// `GET path` over HTTP/1.0; the status line's head and the body.
+fn request(addr: SocketAddr, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "{head}"
-    );
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
+}
+
+fn ok(head: &str) -> bool {
+    head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")
+}
+
+/// `GET path`; the body of a 200, and anything else fails the test.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let (head, body) = request(addr, path);
+    assert!(ok(&head), "{head}");
+    body
 }
 
 /// The value of the sample `name` (with its labels, as written).
@@ -217,7 +224,8 @@ fn both_managers_serve_valid_metrics_that_prometheus_scrapes() {
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok = TcpStream::connect(web).is_ok() && {
+        // Prometheus answers 503 until its storage is open: not ready yet.
+        let scraped = TcpStream::connect(web).is_ok() && ok(&request(web, "/-/ready").0) && {
             let up = get(web, "/api/v1/query?query=sum(up)");
             let granted = get(
                 web,
@@ -225,7 +233,7 @@ fn both_managers_serve_valid_metrics_that_prometheus_scrapes() {
             );
             up.contains(r#""value":["#) && up.contains(r#","2"]"#) && granted.contains(r#","2"]"#)
         };
-        if ok {
+        if scraped {
             break;
         }
         assert!(
