@@ -27,15 +27,17 @@ fn free_port() -> SocketAddr {
         .unwrap()
 }
 
-/// `GET path` over HTTP/1.0; the status line's head and the body.
-fn request(addr: SocketAddr, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+/// `GET path` over HTTP/1.0: the response's head and body.
+fn request(addr: SocketAddr, path: &str) -> std::io::Result<(String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
     let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
+    s.read_to_string(&mut text)?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {text:?}")))?;
+    Ok((head.to_owned(), body.to_owned()))
 }
 
 fn ok(head: &str) -> bool {
@@ -44,7 +46,7 @@ fn ok(head: &str) -> bool {
 
 /// `GET path`; the body of a 200, and anything else fails the test.
 fn get(addr: SocketAddr, path: &str) -> String {
-    let (head, body) = request(addr, path);
+    let (head, body) = request(addr, path).unwrap();
     assert!(ok(&head), "{head}");
     body
 }
@@ -225,7 +227,8 @@ fn both_managers_serve_valid_metrics_that_prometheus_scrapes() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         // Prometheus answers 503 until its storage is open: not ready yet.
-        let scraped = TcpStream::connect(web).is_ok() && ok(&request(web, "/-/ready").0) && {
+        let ready = request(web, "/-/ready").is_ok_and(|(head, _)| ok(&head));
+        let scraped = ready && {
             let up = get(web, "/api/v1/query?query=sum(up)");
             let granted = get(
                 web,
