@@ -4,7 +4,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::caps::{Caps, TransportKind};
-use crate::completion::{Completion, PollMode};
+use crate::completion::{Completion, PollMode, WriteCompletion};
 use crate::error::FabricError;
 use crate::loan::{LentBuffer, Loan};
 use crate::mr::{check_remote, RemoteBuffer};
@@ -269,6 +269,32 @@ impl Endpoint {
                 self.inbound_open = false;
                 self.track(Err(e))
             }
+        }
+    }
+
+    /// Offers the next completion to `take` if it is a small write whose
+    /// bytes travelled in the provider's record (shm's inline writes, up to
+    /// 224 bytes): its [`WriteCompletion`] and its bytes. If `take` returns
+    /// `Some`, the write is consumed and its bytes do not land in the
+    /// target region; otherwise nothing is consumed and [`Endpoint::poll`]
+    /// delivers it as usual. `None` as well when nothing is there, the
+    /// next completion is another kind, the provider has no such records
+    /// (tcp, verbs, ofi), or something is wrong (which `poll` reports).
+    ///
+    /// This is the short way for a receiver that would copy the bytes
+    /// straight out of the region again: one copy fewer and none of the
+    /// region's bookkeeping.
+    #[inline]
+    pub fn poll_inline<R>(
+        &mut self,
+        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+    ) -> Option<R> {
+        if !self.inbound_open || self.dead.is_some() {
+            return None;
+        }
+        match &mut self.inner {
+            Inner::Shm(ep) => ep.poll_inline(take),
+            _ => None,
         }
     }
 

@@ -10,7 +10,7 @@ use rfx_fabric::{FabricError, MemoryRegion, RemoteBuffer};
 
 use super::link::Link;
 use super::outbound::OutMsg;
-use super::{MIN_INBOX, SINGLE_MAX};
+use super::{MIN_INBOX, QUEUE_RESERVE, SINGLE_MAX};
 use crate::error::CollError;
 use crate::wire::{self, Kind, PullDesc, ALIGN};
 
@@ -157,7 +157,7 @@ impl<L: Link> Conn<L> {
                 mr,
                 size: rsize,
                 rpos: 0,
-                chunks: VecDeque::new(),
+                chunks: VecDeque::with_capacity(QUEUE_RESERVE),
                 base: 0,
                 freed: 0,
                 credited: 0,

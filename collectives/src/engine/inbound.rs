@@ -145,6 +145,114 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
     Ok(())
 }
 
+/// The peer's next write if it is a whole small message whose bytes came
+/// with its completion ([`Link::poll_inline`]) and `wanted` accepts its
+/// header: its header and payload, taken. The inbox keeps the same account
+/// as when [`on_write`] takes the message (its space is free at once), but
+/// the bytes skip the inbox. Anything else is left for [`on_write`] (which
+/// also reports what is wrong with it). The caller has no message from the
+/// peer still arriving, so this one starts the next.
+fn take_record(
+    l: &mut Conn<impl Link>,
+    next_msg: &mut u64,
+    wanted: impl FnOnce(&Header, usize) -> bool,
+) -> Option<(Header, u64, Inline)> {
+    let Conn { link, inbox, .. } = l;
+    link.poll_inline(|w, bytes| {
+        if wire::parse_imm(w.imm).ok()? != Kind::Msg
+            || w.rkey != inbox.mr.rkey()
+            || bytes.len() < HDR_LEN
+        {
+            return None;
+        }
+        let (off, end) = wire::place(inbox.rpos, inbox.size, bytes.len())?;
+        if w.offset != off {
+            return None;
+        }
+        let mut h = [0u8; HDR_LEN];
+        h.copy_from_slice(&bytes[..HDR_LEN]);
+        let hdr = Header::decode(&h);
+        let payload = &bytes[HDR_LEN..];
+        if hdr.total != payload.len() as u64
+            || payload.len() > INLINE_MAX
+            || !wanted(&hdr, payload.len())
+        {
+            return None;
+        }
+        let mut data = [0u8; INLINE_MAX];
+        data[..payload.len()].copy_from_slice(payload);
+        let id = *next_msg;
+        inbox.rpos = end;
+        // As on_write's account of an inline message: consumed at once.
+        inbox.chunks.push_back(Chunk {
+            end,
+            off: off as usize + HDR_LEN,
+            len: payload.len(),
+            msg: id,
+            done: true,
+        });
+        inbox.release();
+        *next_msg += 1;
+        let small = Inline {
+            len: payload.len() as u8,
+            data,
+        };
+        Some((hdr, id, small))
+    })
+}
+
+/// For a receive of `(ctx, tag)` of at most `max` bytes that would take
+/// the peer's next message, with nothing queued from the peer: that
+/// message, taken straight from the link's record if it is whole, small
+/// and matches ([`take_record`]). Its tag and payload.
+pub(super) fn take_inline(
+    l: &mut Conn<impl Link>,
+    next_msg: &mut u64,
+    (ctx, tag): (u32, Option<u32>),
+    max: usize,
+) -> Option<(u32, Inline)> {
+    take_record(l, next_msg, |h, len| {
+        len <= max && h.ctx == ctx && tag.is_none_or(|t| t == h.tag)
+    })
+    .map(|(h, _, small)| (h.tag, small))
+}
+
+/// Queues the peer's next message if it is whole and small and its bytes
+/// came with its completion ([`take_record`]): as [`on_write`] would, one
+/// copy fewer. False if it did not (nothing there, or anything else: then
+/// [`Link::poll`] takes it).
+pub(super) fn queue_inline(
+    l: &mut Conn<impl Link>,
+    msgs: &mut VecDeque<InMsg>,
+    next_msg: &mut u64,
+) -> bool {
+    if msgs.back().is_some_and(|m| m.arrived < m.total) {
+        return false;
+    }
+    let Some((hdr, id, small)) = take_record(l, next_msg, |_, _| true) else {
+        return false;
+    };
+    let total = small.len as usize;
+    msgs.push_back(InMsg {
+        id,
+        ctx: hdr.ctx,
+        tag: hdr.tag,
+        total,
+        arrived: total,
+        consumed: 0,
+        next_chunk: l.inbox.base + l.inbox.chunks.len() as u64,
+        owned: None,
+        inline: (total > 0).then_some(small),
+        pull: None,
+        pushed: None,
+        written: false,
+        shared: 0,
+        claim: 0,
+        sink: false,
+    });
+    true
+}
+
 /// Takes one write of the peer. True if it returned credit.
 pub(super) fn on_write(
     l: &mut Conn<impl Link>,

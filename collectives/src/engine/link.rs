@@ -11,6 +11,7 @@ use std::os::fd::BorrowedFd;
 use rfx_fabric::cma::PeerMemory;
 use rfx_fabric::{
     Completion, Endpoint, FabricError, LentBuffer, Loan, RemoteBuffer, TransportKind,
+    WriteCompletion,
 };
 
 /// A reliable, ordered connection to one peer that carries one-sided
@@ -40,6 +41,20 @@ pub(crate) trait Link: std::fmt::Debug {
 
     /// The peer's next completed write, if any.
     fn poll(&mut self) -> Result<Option<Completion>, FabricError>;
+
+    /// Offers the peer's next write to `take` if its bytes came with its
+    /// completion ([`Endpoint::poll_inline`]): consumed if `take` returns
+    /// `Some`, else left for [`Link::poll`]. Default: `None`.
+    fn poll_inline<R>(
+        &mut self,
+        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+    ) -> Option<R>
+    where
+        Self: Sized,
+    {
+        let _ = take;
+        None
+    }
 
     /// Prepares a sleep on [`Link::event_fd`]; `Ok(false)` if something
     /// may be ready already.
@@ -126,6 +141,14 @@ impl Link for Endpoint {
     #[inline]
     fn poll(&mut self) -> Result<Option<Completion>, FabricError> {
         Endpoint::poll(self)
+    }
+
+    #[inline]
+    fn poll_inline<R>(
+        &mut self,
+        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+    ) -> Option<R> {
+        Endpoint::poll_inline(self, take)
     }
 
     fn arm(&mut self) -> Result<bool, FabricError> {

@@ -107,6 +107,11 @@ const HOT_YIELD_AFTER: u32 = 1_000_000;
 /// (x0.79-0.91).
 const OVERSUBSCRIBED_READ_FACTOR: usize = 8;
 
+/// Arrived messages (and inbox chunks) each peer's queue has room for
+/// from the start, so that small operations allocate nothing however
+/// their messages interleave.
+pub(super) const QUEUE_RESERVE: usize = 16;
+
 /// The least inbox the protocol works with.
 pub(crate) const MIN_INBOX: usize = 1024;
 
@@ -270,6 +275,38 @@ impl<L: Link> Peer<L> {
         verified.map_err(|source| self.read_failed(r, i, &source))
     }
 
+    /// With nothing queued from the peer (rank `r`): its next message
+    /// taken straight from the link ([`inbound::take_inline`]) if it is
+    /// whole and small and a receive of `(ctx, tag)` and at most `max`
+    /// bytes takes it (then the posting at the front of `posted` is done,
+    /// for a `posted` receive), else [`Small::Empty`].
+    fn take_inline(
+        &mut self,
+        r: usize,
+        want: (u32, Option<u32>),
+        max: usize,
+        posted: bool,
+        postings: &mut VecDeque<Posted>,
+    ) -> Small {
+        if self.gone.is_some() {
+            return Small::Empty;
+        }
+        let Some(l) = self.link.as_mut() else {
+            return Small::Empty;
+        };
+        let Some((tag, data)) = inbound::take_inline(l, &mut self.next_msg, want, max) else {
+            return Small::Empty;
+        };
+        // The space it took goes back as progress would return it.
+        if let Err(e) = l.credit() {
+            self.lose(r, e.to_string());
+        }
+        if posted {
+            postings.pop_front();
+        }
+        Small::Taken(tag, data)
+    }
+
     /// A write to the peer failed (`why`): it is gone, but what it wrote
     /// before it left still counts (a rank that finished and exited while
     /// our credit was on its way). Its writes are taken until its link is
@@ -410,6 +447,9 @@ pub struct EngineStats {
     /// Messages copied out of an inbox (or a peer's memory) into owned
     /// memory because nobody was receiving them yet.
     pub messages_spilled: u64,
+    /// Small messages a waiting receive took straight from the link's
+    /// record (shm), past the inbox and the queue of arrived messages.
+    pub messages_taken_inline: u64,
 }
 
 fn malformed(r: usize, why: impl std::fmt::Display) -> String {
@@ -465,7 +505,9 @@ impl<L: Link> Engine<L> {
             };
             peers.push(Peer {
                 link,
-                msgs: VecDeque::new(),
+                // Room up front: a queue that first fills late (most small
+                // messages skip it, `take_inline`) must not allocate then.
+                msgs: VecDeque::with_capacity(QUEUE_RESERVE),
                 next_msg: 1,
                 gone: None,
             });
@@ -955,7 +997,14 @@ impl<L: Link> Engine<L> {
             return Small::Other;
         };
         let Some(m) = peer.msgs.front() else {
-            return Small::Empty;
+            if posted && self.posted.front().is_none_or(|p| p.claimer != claimer) {
+                return Small::Empty;
+            }
+            let got = peer.take_inline(src, (ctx, tag), max, posted, &mut self.posted);
+            if matches!(got, Small::Taken(..)) {
+                self.stats.messages_taken_inline += 1;
+            }
+            return got;
         };
         if (posted && self.posted.front().is_none_or(|p| p.claimer != claimer))
             || m.ctx != ctx
@@ -1420,6 +1469,13 @@ impl<L: Link> Engine<L> {
             // before a write to it fails.
             let before = *next_msg;
             for _ in 0..POLL_BURST {
+                if inbound::queue_inline(l, msgs, next_msg) {
+                    moved = true;
+                    if one_each {
+                        break;
+                    }
+                    continue;
+                }
                 match l.link.poll() {
                     Ok(Some(Completion::Write(w))) => {
                         moved = true;

@@ -276,6 +276,13 @@ fn small_collectives_allocate_nothing() {
 }
 
 #[test]
+fn small_messages_skip_the_inbox_on_shm() {
+    for t in ["shm", "tcp"] {
+        run_ok("small_inline", 2, t, &[]);
+    }
+}
+
+#[test]
 fn beyond_the_window() {
     for (n, t) in [(2, "shm"), (3, "shm"), (2, "tcp")] {
         run_ok("p2p_stress", n, t, &[]);

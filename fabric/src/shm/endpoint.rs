@@ -252,6 +252,40 @@ impl Provider for ShmEndpoint {
         }
     }
 
+    fn poll_inline<R>(
+        &mut self,
+        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+    ) -> Option<R> {
+        if !self.ready.is_empty() || self.assembling.is_some() || self.gone.is_some() {
+            return None;
+        }
+        // Anything unusual (nothing there, another record, a bad one) is
+        // left to `consume`, which reports what is wrong.
+        let hdr = self.rx.peek().ok()??;
+        if hdr.op != Op::Write || hdr.flags & FLAG_INLINE == 0 {
+            return None;
+        }
+        let (_, offset) = self
+            .regions
+            .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
+            .ok()?;
+        // Copied out first: the peer may scribble on the ring meanwhile.
+        // `peek` bounded len by INLINE_WRITE_MAX.
+        let mut buf = [0u8; INLINE_WRITE_MAX];
+        let data = &mut buf[..hdr.len as usize];
+        self.rx.copy_payload(data).ok()?;
+        let w = WriteCompletion {
+            imm: hdr.imm,
+            rkey: hdr.rkey,
+            offset: offset as u64,
+            len: hdr.len,
+        };
+        let r = take(&w, data)?;
+        self.rx.advance(&hdr);
+        self.idle = 0;
+        Some(r)
+    }
+
     fn event_fd(&self) -> BorrowedFd<'_> {
         self.our_wake.as_fd()
     }

@@ -62,6 +62,82 @@ pub fn write_imm_lands(kind: TransportKind) {
     assert_eq!(client_mr.to_vec(138, 6).unwrap(), b"result");
 }
 
+/// `Endpoint::poll_inline`: on shm a small write is offered with its
+/// bytes, in order with the rest; taken, it is consumed and its bytes do
+/// not land; declined, `poll` delivers it as usual. A large write is never
+/// offered. Other providers offer nothing, and `poll` delivers all.
+pub fn inline_writes_offered_in_order(kind: TransportKind) {
+    let offers = kind == TransportKind::Shm;
+    let f = fabric(kind);
+    let mr = f.register(8192).unwrap();
+    let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
+    let rb = c.peer_buffers()[0];
+    let big = vec![7u8; 4000];
+    c.write_imm(b"abc", &rb, 100, 1).unwrap();
+    c.write_imm(&big, &rb, 1000, 2).unwrap();
+    c.write_imm(b"xyz", &rb, 200, 3).unwrap();
+    c.write_imm(b"keep", &rb, 300, 4).unwrap();
+    // Offered until taken (the write may still be on its way).
+    let offer = |s: &mut rfx_fabric::Endpoint, take: bool| {
+        let deadline = Instant::now() + T;
+        loop {
+            let mut seen = None;
+            let r = s.poll_inline(|w, bytes| {
+                seen = Some((*w, bytes.to_vec()));
+                take.then_some(())
+            });
+            if seen.is_some() || Instant::now() > deadline {
+                return (seen, r.is_some());
+            }
+            std::thread::yield_now();
+        }
+    };
+    if offers {
+        let (seen, taken) = offer(&mut s, true);
+        let (w, bytes) = seen.expect("the small write is offered");
+        assert!(taken);
+        assert_eq!((w.imm, w.rkey, w.offset, w.len), (1, mr.rkey(), 100, 3));
+        assert_eq!(bytes, b"abc");
+        assert_eq!(
+            mr.to_vec(100, 3).unwrap(),
+            [0; 3],
+            "taken bytes do not land"
+        );
+    } else {
+        assert!(s.poll_inline(|_, _| Some(())).is_none());
+        let w = expect_write(s.wait(PollMode::Hot, T));
+        assert_eq!((w.imm, w.offset, w.len), (1, 100, 3));
+        assert_eq!(mr.to_vec(100, 3).unwrap(), b"abc");
+    }
+    // The large write: never offered, delivered by poll with its data.
+    let w = loop {
+        assert!(s.poll_inline(|_, _| Some(())).is_none());
+        if let Some(c) = s.poll().unwrap() {
+            break expect_write(Ok(c));
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!((w.imm, w.offset, w.len), (2, 1000, 4000));
+    assert_eq!(mr.to_vec(1000, 4000).unwrap(), big);
+    // Declined: still there, and poll lands it.
+    if offers {
+        let (seen, taken) = offer(&mut s, false);
+        assert_eq!(seen.expect("offered").0.imm, 3);
+        assert!(!taken);
+    }
+    let w = expect_write(s.wait(PollMode::Hot, T));
+    assert_eq!((w.imm, w.offset, w.len), (3, 200, 3));
+    assert_eq!(mr.to_vec(200, 3).unwrap(), b"xyz");
+    if offers {
+        let (seen, taken) = offer(&mut s, true);
+        assert_eq!(seen.expect("offered").1, b"keep");
+        assert!(taken);
+    } else {
+        assert_eq!(expect_write(s.wait(PollMode::Hot, T)).imm, 4);
+    }
+    assert!(s.poll().unwrap().is_none(), "nothing else arrived");
+}
+
 pub fn payload_sizes(kind: TransportKind) {
     const MAX: usize = 16 << 20;
     let f = fabric(kind);
