@@ -11,7 +11,7 @@ use crate::error::CollError;
 use crate::matching::{Source, Status, TagMatch};
 use crate::request::{
     drive, lock, Both, EngineLock, FlushTask, HeldSend, MapTask, ReadOnly, Ready, RecvTask,
-    Request, SchedTask, SendTask, Split, TaskBuf, Whole,
+    Request, SchedTask, SendTask, Senders, Split, TaskBuf, Whole,
 };
 use crate::schedule::{self as sched, Algorithm, Collective, Step};
 
@@ -356,9 +356,9 @@ impl Communicator {
         source: Source,
         tag: TagMatch,
     ) -> Result<RecvTask<T, B>, CollError> {
-        let src = match source {
-            Source::Any => None,
-            Source::Rank(r) => Some(self.world(r)?),
+        let (src, from) = match source {
+            Source::Any => (None, Senders::Any(self.group.clone())),
+            Source::Rank(r) => (Some(self.world(r)?), Senders::Rank(r)),
         };
         let tag = match tag {
             TagMatch::Any => None,
@@ -374,7 +374,7 @@ impl Communicator {
             src,
             ctx,
             tag,
-            group: self.group.clone(),
+            from,
             claimer: claimer(ctx, seq),
             cur: None,
             seen: None,

@@ -21,7 +21,9 @@ mod tasks;
 mod transfer;
 
 pub(crate) use buffers::{ReadOnly, Split, TaskBuf, Whole};
-pub(crate) use tasks::{Both, FlushTask, HeldSend, MapTask, Ready, RecvTask, SchedTask, SendTask};
+pub(crate) use tasks::{
+    Both, FlushTask, HeldSend, MapTask, Ready, RecvTask, SchedTask, SendTask, Senders,
+};
 use transfer::*;
 
 /// The engine of a process, shared by its communicators and requests. A

@@ -617,14 +617,25 @@ where
 
 /// A receive into a buffer: the first message matching (source, context,
 /// tag), streamed in as it arrives.
+/// The senders a [`RecvTask`] takes a message from.
+#[derive(Debug, Clone)]
+pub(crate) enum Senders {
+    /// One: its rank in the communicator.
+    Rank(usize),
+    /// Any: the world ranks of the communicator.
+    Any(Arc<[usize]>),
+}
+
 pub(crate) struct RecvTask<T, B> {
     pub(crate) buf: Option<B>,
     pub(crate) cap: usize,
     pub(crate) src: Option<usize>,
     pub(crate) ctx: u32,
     pub(crate) tag: Option<u32>,
-    /// World ranks of the communicator.
-    pub(crate) group: Arc<[usize]>,
+    /// Where the message may come from: the communicator's rank of `src`
+    /// for a receive from one rank (no reference count to take per
+    /// receive), or, from any, the world ranks of the communicator.
+    pub(crate) from: Senders,
     pub(crate) claimer: u64,
     pub(crate) cur: Option<Claimed>,
     /// The engine's matching epoch when a claim last found nothing: until
@@ -673,10 +684,10 @@ impl<T: Element, B: TaskBuf<T>> RecvTask<T, B> {
 
     /// The communicator rank of world rank `w`.
     fn source_of(&self, w: usize) -> usize {
-        self.group
-            .iter()
-            .position(|&g| g == w)
-            .unwrap_or(usize::MAX)
+        match &self.from {
+            Senders::Rank(r) => *r,
+            Senders::Any(group) => group.iter().position(|&g| g == w).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -707,7 +718,10 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
                     self.seen = Some(epoch);
                     let check: &[usize] = match &self.src {
                         Some(s) => std::slice::from_ref(s),
-                        None => &self.group,
+                        None => match &self.from {
+                            Senders::Any(group) => group,
+                            Senders::Rank(_) => &[],
+                        },
                     };
                     for &r in check {
                         e.gone_err(r)?;
