@@ -88,6 +88,37 @@ pub(super) struct InMsg {
     pub(super) sink: bool,
 }
 
+impl InMsg {
+    /// Message `id` of `(ctx, tag)` with `total` payload bytes, of which
+    /// `arrived` are in the inbox from chunk `next_chunk` on: nothing
+    /// consumed, claimed, spilled or read yet.
+    pub(super) fn new(
+        id: u64,
+        (ctx, tag): (u32, u32),
+        total: usize,
+        arrived: usize,
+        next_chunk: u64,
+    ) -> InMsg {
+        InMsg {
+            id,
+            ctx,
+            tag,
+            total,
+            arrived,
+            consumed: 0,
+            next_chunk,
+            owned: None,
+            inline: None,
+            pull: None,
+            pushed: None,
+            written: false,
+            shared: 0,
+            claim: 0,
+            sink: false,
+        }
+    }
+}
+
 /// Copies a message's data out of the inbox; its later chunks are copied
 /// as they arrive.
 pub(super) fn spill(inbox: &mut Inbox, m: &mut InMsg) -> Result<(), FabricError> {
@@ -233,22 +264,10 @@ pub(super) fn queue_inline(
         return false;
     };
     let total = small.len as usize;
+    let next_chunk = l.inbox.base + l.inbox.chunks.len() as u64;
     msgs.push_back(InMsg {
-        id,
-        ctx: hdr.ctx,
-        tag: hdr.tag,
-        total,
-        arrived: total,
-        consumed: 0,
-        next_chunk: l.inbox.base + l.inbox.chunks.len() as u64,
-        owned: None,
         inline: (total > 0).then_some(small),
-        pull: None,
-        pushed: None,
-        written: false,
-        shared: 0,
-        claim: 0,
-        sink: false,
+        ..InMsg::new(id, (hdr.ctx, hdr.tag), total, total, next_chunk)
     });
     true
 }
@@ -403,21 +422,8 @@ pub(super) fn on_write(
                 done: true,
             });
             msgs.push_back(InMsg {
-                id,
-                ctx: hdr.ctx,
-                tag: hdr.tag,
-                total,
-                arrived: total,
-                consumed: 0,
-                next_chunk: idx + 1,
-                owned: None,
-                inline: None,
                 pull,
-                pushed: None,
-                written: false,
-                shared: 0,
-                claim: 0,
-                sink: false,
+                ..InMsg::new(id, (hdr.ctx, hdr.tag), total, total, idx + 1)
             });
             inbox.release();
             return Ok(false);
@@ -438,26 +444,14 @@ pub(super) fn on_write(
             msg: id,
             done: payload == 0 || inline.is_some(),
         });
+        let next_chunk = if payload > 0 && inline.is_none() {
+            idx
+        } else {
+            idx + 1
+        };
         msgs.push_back(InMsg {
-            id,
-            ctx: hdr.ctx,
-            tag: hdr.tag,
-            total,
-            arrived: payload,
-            consumed: 0,
-            next_chunk: if payload > 0 && inline.is_none() {
-                idx
-            } else {
-                idx + 1
-            },
-            owned: None,
             inline,
-            pull: None,
-            pushed: None,
-            written: false,
-            shared: 0,
-            claim: 0,
-            sink: false,
+            ..InMsg::new(id, (hdr.ctx, hdr.tag), total, payload, next_chunk)
         });
     } else {
         let Some(m) = msgs.back_mut().filter(|m| m.arrived < m.total) else {

@@ -660,21 +660,8 @@ impl<L: Link> Engine<L> {
             let id = peer.next_msg;
             peer.next_msg += 1;
             peer.msgs.push_back(InMsg {
-                id,
-                ctx,
-                tag,
-                total,
-                arrived: total,
-                consumed: 0,
-                next_chunk: 0,
                 owned: Some(Box::new(Owned { base: 0, data })),
-                inline: None,
-                pull: None,
-                pushed: None,
-                written: false,
-                shared: 0,
-                claim: 0,
-                sink: false,
+                ..InMsg::new(id, (ctx, tag), total, total, 0)
             });
             return Ok(None);
         }
