@@ -278,16 +278,8 @@ impl<L: Link> Peer<L> {
     /// With nothing queued from the peer (rank `r`): its next message
     /// taken straight from the link ([`inbound::take_inline`]) if it is
     /// whole and small and a receive of `(ctx, tag)` and at most `max`
-    /// bytes takes it (then the posting at the front of `posted` is done,
-    /// for a `posted` receive), else [`Small::Empty`].
-    fn take_inline(
-        &mut self,
-        r: usize,
-        want: (u32, Option<u32>),
-        max: usize,
-        posted: bool,
-        postings: &mut VecDeque<Posted>,
-    ) -> Small {
+    /// bytes takes it, else [`Small::Empty`].
+    fn take_inline(&mut self, r: usize, want: (u32, Option<u32>), max: usize) -> Small {
         if self.gone.is_some() {
             return Small::Empty;
         }
@@ -300,9 +292,6 @@ impl<L: Link> Peer<L> {
         // The space it took goes back as progress would return it.
         if let Err(e) = l.credit() {
             self.lose(r, e.to_string());
-        }
-        if posted {
-            postings.pop_front();
         }
         Small::Taken(tag, data)
     }
@@ -983,17 +972,22 @@ impl<L: Link> Engine<L> {
         let Some(peer) = self.peers.get_mut(src) else {
             return Small::Other;
         };
+        // A posted receive goes in posting order: only the first may take.
+        let not_first = posted && self.posted.front().is_none_or(|p| p.claimer != claimer);
         let Some(m) = peer.msgs.front() else {
-            if posted && self.posted.front().is_none_or(|p| p.claimer != claimer) {
+            if not_first {
                 return Small::Empty;
             }
-            let got = peer.take_inline(src, (ctx, tag), max, posted, &mut self.posted);
+            let got = peer.take_inline(src, (ctx, tag), max);
             if matches!(got, Small::Taken(..)) {
                 self.stats.messages_taken_inline += 1;
+                if posted {
+                    self.posted.pop_front();
+                }
             }
             return got;
         };
-        if (posted && self.posted.front().is_none_or(|p| p.claimer != claimer))
+        if not_first
             || m.ctx != ctx
             || m.sink
             || tag.is_some_and(|t| t != m.tag)

@@ -615,8 +615,6 @@ where
     }
 }
 
-/// A receive into a buffer: the first message matching (source, context,
-/// tag), streamed in as it arrives.
 /// The senders a [`RecvTask`] takes a message from.
 #[derive(Debug, Clone)]
 pub(crate) enum Senders {
@@ -626,6 +624,8 @@ pub(crate) enum Senders {
     Any(Arc<[usize]>),
 }
 
+/// A receive into a buffer: the first message matching (source, context,
+/// tag), streamed in as it arrives.
 pub(crate) struct RecvTask<T, B> {
     pub(crate) buf: Option<B>,
     pub(crate) cap: usize,
