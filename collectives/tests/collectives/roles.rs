@@ -623,14 +623,29 @@ fn flat_schedules(c: &mut Communicator) {
         1
     };
     assert_eq!(sent, ROUNDS * per, "rank {me} of {n}: {:?}", c.stats());
-    // Whichever the schedule, a barrier still waits for everyone: a rank
-    // that sleeps before entering holds the others.
-    let t = std::time::Instant::now();
+    // Whichever the schedule, a barrier still waits for everyone: no rank
+    // leaves it before the last one, which sleeps first, has entered. The
+    // host's monotonic clock is the same in every rank. (Each rank timing
+    // its own 200 ms from the previous barrier failed under load: a rank
+    // that left that one late measured less, with the barrier correct.)
+    let now_ns = || {
+        let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    };
+    let mut entered = [0u64];
     if me == n - 1 {
         std::thread::sleep(std::time::Duration::from_millis(200));
+        entered[0] = now_ns();
     }
     c.barrier().unwrap();
-    assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+    let left = now_ns();
+    c.bcast(&mut entered, n - 1).unwrap();
+    assert!(
+        left >= entered[0],
+        "rank {me} left the barrier {} ns before rank {} entered it",
+        entered[0] - left,
+        n - 1
+    );
     // Small bcasts and reduces go flat with it: from / to the root alone.
     let mut b = [me as u64; 8];
     let before = c.stats().messages_sent;
