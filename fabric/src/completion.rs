@@ -26,6 +26,18 @@ pub struct WriteCompletion {
     pub len: u32,
 }
 
+/// Where the bytes of a write offered by [`crate::Endpoint::take_write`]
+/// are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteData<'a> {
+    /// They travelled in the provider's record and are copied out here:
+    /// they have not landed in the target region, and do not if the write
+    /// is taken (shm's inline writes, up to 224 bytes).
+    Inline(&'a [u8]),
+    /// They are in the target region already, at the completion's offset.
+    Landed,
+}
+
 /// An event on an endpoint, delivered in the order the peer posted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Completion {

@@ -4,7 +4,7 @@ use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use crate::caps::{Caps, TransportKind};
-use crate::completion::{Completion, PollMode, WriteCompletion};
+use crate::completion::{Completion, PollMode, WriteCompletion, WriteData};
 use crate::error::FabricError;
 use crate::loan::{LentBuffer, Loan};
 use crate::mr::{check_remote, RemoteBuffer};
@@ -272,28 +272,30 @@ impl Endpoint {
         }
     }
 
-    /// Offers the next completion to `take` if it is a small write whose
-    /// bytes travelled in the provider's record (shm's inline writes, up to
-    /// 224 bytes): its [`WriteCompletion`] and its bytes. If `take` returns
-    /// `Some`, the write is consumed and its bytes do not land in the
-    /// target region; otherwise nothing is consumed and [`Endpoint::poll`]
-    /// delivers it as usual. `None` as well when nothing is there, the
-    /// next completion is another kind, the provider has no such records
-    /// (tcp, verbs, ofi), or something is wrong (which `poll` reports).
+    /// Offers the next completion to `take` if it is a write: its
+    /// [`WriteCompletion`] and where its bytes are ([`WriteData`]). An
+    /// inline write (shm, up to 224 bytes) comes with its bytes, copied out
+    /// of the record; if taken, they do not land in the target region. A
+    /// larger one has landed in the region already. If `take` returns
+    /// `Some`, the write is consumed; otherwise nothing is consumed and
+    /// [`Endpoint::poll`] delivers it as usual. `None` as well when nothing
+    /// is there, the next completion is another kind, the provider offers
+    /// nothing (tcp, verbs, ofi), or something is wrong (which `poll`
+    /// reports).
     ///
-    /// This is the short way for a receiver that would copy the bytes
-    /// straight out of the region again: one copy fewer and none of the
-    /// region's bookkeeping.
+    /// This is the short way for a receiver that takes the bytes straight
+    /// into their destination: one copy fewer for inline writes, and for
+    /// all none of the bookkeeping of a completion handed back by `poll`.
     #[inline]
-    pub fn poll_inline<R>(
+    pub fn take_write<R>(
         &mut self,
-        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+        take: impl FnOnce(&WriteCompletion, WriteData<'_>) -> Option<R>,
     ) -> Option<R> {
         if !self.inbound_open || self.dead.is_some() {
             return None;
         }
         match &mut self.inner {
-            Inner::Shm(ep) => ep.poll_inline(take),
+            Inner::Shm(ep) => ep.take_write(take),
             _ => None,
         }
     }

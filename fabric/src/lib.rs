@@ -117,7 +117,7 @@ mod verbs;
 pub mod wire;
 
 pub use caps::{Caps, ProviderInfo, TransportChoice, TransportKind};
-pub use completion::{Completion, PollMode, WriteCompletion};
+pub use completion::{Completion, PollMode, WriteCompletion, WriteData};
 pub use config::Config;
 pub use endpoint::Endpoint;
 pub use error::{error_chain, FabricError};

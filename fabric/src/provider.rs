@@ -13,7 +13,7 @@
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use crate::completion::{Completion, WriteCompletion};
+use crate::completion::{Completion, WriteCompletion, WriteData};
 use crate::error::FabricError;
 use crate::loan::Loan;
 
@@ -63,18 +63,17 @@ pub(crate) trait Provider {
     /// The next completion, without blocking (progressing the provider).
     fn poll(&mut self) -> Result<Option<Completion>, FabricError>;
 
-    /// Offers the next completion to `take` if it is a small write whose
-    /// bytes travelled in its record (shm's inline writes): the write's
-    /// completion and its bytes, copied out of the record. If
-    /// `take` returns `Some`, the write is consumed and its bytes never
-    /// land in the target region (whoever takes them keeps them); if it
-    /// returns `None`, or the next completion is anything else, nothing
-    /// is consumed and `poll` delivers it as usual. Errors are `poll`'s to
-    /// report: here they are `None`. Default: `None` (the provider has no
-    /// such records).
-    fn poll_inline<R>(
+    /// Offers the next completion to `take` if it is a write: its
+    /// completion and where its bytes are ([`WriteData`]: copied out of
+    /// the record, or landed in the region). If `take` returns `Some`, the
+    /// write is consumed, and inline bytes never land in the target region
+    /// (whoever takes them keeps them); if it returns `None`, or the next
+    /// completion is anything else, nothing is consumed and `poll`
+    /// delivers it as usual. Errors are `poll`'s to report: here they are
+    /// `None`. Default: `None` (nothing offered).
+    fn take_write<R>(
         &mut self,
-        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+        take: impl FnOnce(&WriteCompletion, WriteData<'_>) -> Option<R>,
     ) -> Option<R>
     where
         Self: Sized,

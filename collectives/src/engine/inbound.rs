@@ -5,11 +5,11 @@
 
 use std::collections::VecDeque;
 
-use rfx_fabric::{FabricError, WriteCompletion};
+use rfx_fabric::{FabricError, WriteCompletion, WriteData};
 
 use super::flow::{Chunk, Conn, Inbox};
 use super::link::Link;
-use super::{LinkReader, RemoteSrc, SPILL_RESERVE};
+use super::{LinkReader, Piece, RemoteSrc, SPILL_RESERVE};
 use crate::wire::{self, Header, Kind, PullDesc, HDR_LEN, PULL_DESC_MAX};
 
 /// Payloads up to this size are read out with their header on arrival
@@ -37,6 +37,16 @@ impl Inline {
     /// The payload.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.data[..usize::from(self.len)]
+    }
+
+    /// A copy of `b`, if it fits.
+    pub(crate) fn copy_of(b: &[u8]) -> Option<Inline> {
+        let mut data = [0u8; INLINE_MAX];
+        data.get_mut(..b.len())?.copy_from_slice(b);
+        Some(Inline {
+            len: b.len() as u8,
+            data,
+        })
     }
 }
 
@@ -176,82 +186,91 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
     Ok(())
 }
 
-/// The peer's next write if it is a whole small message whose bytes came
-/// with its completion ([`Link::poll_inline`]) and `wanted` accepts its
-/// header: its header and payload, taken. The inbox keeps the same account
-/// as when [`on_write`] takes the message (its space is free at once), but
-/// the bytes skip the inbox. Anything else is left for [`on_write`] (which
-/// also reports what is wrong with it). The caller has no message from the
-/// peer still arriving, so this one starts the next.
-fn take_record(
+/// The peer's next write if it is a whole message (header and payload in
+/// one write) that `land` takes, offered by the link before `poll`
+/// ([`Link::take_write`]): `land` gets its header and its payload (the
+/// bytes that came with the completion, or the inbox where they landed)
+/// and copies the payload where it belongs. The inbox keeps the same
+/// account as when [`on_write`] takes the message and it is consumed at
+/// once (its space is free), but the message is never queued. Anything
+/// else, or what `land` declines, is left for [`on_write`] (which also
+/// reports what is wrong with it). The caller has no message from the peer
+/// still arriving, so this one starts the next.
+fn take_record<R>(
     l: &mut Conn<impl Link>,
     next_msg: &mut u64,
-    wanted: impl FnOnce(&Header, usize) -> bool,
-) -> Option<(Header, u64, Inline)> {
+    land: impl FnOnce(&Header, Piece<'_>) -> Option<R>,
+) -> Option<R> {
     let Conn { link, inbox, .. } = l;
-    link.poll_inline(|w, bytes| {
-        if wire::parse_imm(w.imm).ok()? != Kind::Msg
-            || w.rkey != inbox.mr.rkey()
-            || bytes.len() < HDR_LEN
-        {
+    link.take_write(|w, data| {
+        let len = w.len as usize;
+        if wire::parse_imm(w.imm).ok()? != Kind::Msg || w.rkey != inbox.mr.rkey() || len < HDR_LEN {
             return None;
         }
-        let (off, end) = wire::place(inbox.rpos, inbox.size, bytes.len())?;
+        let (off, end) = wire::place(inbox.rpos, inbox.size, len)?;
         if w.offset != off {
             return None;
         }
         let mut h = [0u8; HDR_LEN];
-        h.copy_from_slice(&bytes[..HDR_LEN]);
+        let payload = match data {
+            WriteData::Inline(bytes) => {
+                h.copy_from_slice(bytes.get(..HDR_LEN)?);
+                Piece::Bytes(&bytes[HDR_LEN..])
+            }
+            WriteData::Landed => {
+                inbox.mr.read_at(off as usize, &mut h).ok()?;
+                Piece::Region {
+                    mr: &inbox.mr,
+                    off: off as usize + HDR_LEN,
+                    len: len - HDR_LEN,
+                }
+            }
+        };
         let hdr = Header::decode(&h);
-        let payload = &bytes[HDR_LEN..];
-        if hdr.total != payload.len() as u64
-            || payload.len() > INLINE_MAX
-            || !wanted(&hdr, payload.len())
-        {
+        let n = payload.len();
+        if hdr.total != n as u64 {
             return None;
         }
-        let mut data = [0u8; INLINE_MAX];
-        data[..payload.len()].copy_from_slice(payload);
-        let id = *next_msg;
+        let r = land(&hdr, payload)?;
         inbox.rpos = end;
-        // As on_write's account of an inline message: consumed at once.
+        // As on_write's account of a message consumed on arrival.
         inbox.chunks.push_back(Chunk {
             end,
             off: off as usize + HDR_LEN,
-            len: payload.len(),
-            msg: id,
+            len: n,
+            msg: *next_msg,
             done: true,
         });
         inbox.release();
         *next_msg += 1;
-        let small = Inline {
-            len: payload.len() as u8,
-            data,
-        };
-        Some((hdr, id, small))
+        Some(r)
     })
 }
 
 /// For a receive of `(ctx, tag)` of at most `max` bytes that would take
 /// the peer's next message, with nothing queued from the peer: that
-/// message, taken straight from the link's record if it is whole, small
-/// and matches ([`take_record`]). Its tag and payload.
-pub(super) fn take_inline(
+/// message, if whole in one write and matching, handed to `land` (its tag
+/// and payload) straight from the link ([`take_record`]).
+pub(super) fn take_direct<R>(
     l: &mut Conn<impl Link>,
     next_msg: &mut u64,
     (ctx, tag): (u32, Option<u32>),
     max: usize,
-) -> Option<(u32, Inline)> {
-    take_record(l, next_msg, |h, len| {
-        len <= max && h.ctx == ctx && tag.is_none_or(|t| t == h.tag)
+    land: impl FnOnce(u32, Piece<'_>) -> Option<R>,
+) -> Option<R> {
+    take_record(l, next_msg, |h, p| {
+        if p.len() <= max && h.ctx == ctx && tag.is_none_or(|t| t == h.tag) {
+            land(h.tag, p)
+        } else {
+            None
+        }
     })
-    .map(|(h, _, small)| (h.tag, small))
 }
 
-/// Queues the peer's next message if it is whole and small and its bytes
-/// came with its completion ([`take_record`]): as [`on_write`] would, one
-/// copy fewer. False if it did not (nothing there, or anything else: then
-/// [`Link::poll`] takes it).
+/// Queues the peer's next message if it is whole, at most [`INLINE_MAX`]
+/// bytes, and its bytes came with its completion ([`take_record`]): as
+/// [`on_write`] would, one copy fewer. False if it did not (nothing there,
+/// or anything else: then [`Link::poll`] takes it).
 pub(super) fn queue_inline(
     l: &mut Conn<impl Link>,
     msgs: &mut VecDeque<InMsg>,
@@ -260,14 +279,20 @@ pub(super) fn queue_inline(
     if msgs.back().is_some_and(|m| m.arrived < m.total) {
         return false;
     }
-    let Some((hdr, id, small)) = take_record(l, next_msg, |_, _| true) else {
+    let id = *next_msg;
+    let small = take_record(l, next_msg, |h, p| match p {
+        Piece::Bytes(b) => Some((h.ctx, h.tag, Inline::copy_of(b)?)),
+        _ => None,
+    });
+    let Some((ctx, tag, small)) = small else {
         return false;
     };
     let total = small.len as usize;
+    // take_record pushed its chunk, done.
     let next_chunk = l.inbox.base + l.inbox.chunks.len() as u64;
     msgs.push_back(InMsg {
         inline: (total > 0).then_some(small),
-        ..InMsg::new(id, (hdr.ctx, hdr.tag), total, total, next_chunk)
+        ..InMsg::new(id, (ctx, tag), total, total, next_chunk)
     });
     true
 }

@@ -11,7 +11,7 @@ use std::os::fd::BorrowedFd;
 use rfx_fabric::cma::PeerMemory;
 use rfx_fabric::{
     Completion, Endpoint, FabricError, LentBuffer, Loan, RemoteBuffer, TransportKind,
-    WriteCompletion,
+    WriteCompletion, WriteData,
 };
 
 /// A reliable, ordered connection to one peer that carries one-sided
@@ -42,12 +42,12 @@ pub(crate) trait Link: std::fmt::Debug {
     /// The peer's next completed write, if any.
     fn poll(&mut self) -> Result<Option<Completion>, FabricError>;
 
-    /// Offers the peer's next write to `take` if its bytes came with its
-    /// completion ([`Endpoint::poll_inline`]): consumed if `take` returns
-    /// `Some`, else left for [`Link::poll`]. Default: `None`.
-    fn poll_inline<R>(
+    /// Offers the peer's next write to `take` before [`Link::poll`] would
+    /// deliver it ([`Endpoint::take_write`]): consumed if `take` returns
+    /// `Some`, else left for `poll`. Default: `None`.
+    fn take_write<R>(
         &mut self,
-        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+        take: impl FnOnce(&WriteCompletion, WriteData<'_>) -> Option<R>,
     ) -> Option<R>
     where
         Self: Sized,
@@ -144,11 +144,11 @@ impl Link for Endpoint {
     }
 
     #[inline]
-    fn poll_inline<R>(
+    fn take_write<R>(
         &mut self,
-        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+        take: impl FnOnce(&WriteCompletion, WriteData<'_>) -> Option<R>,
     ) -> Option<R> {
-        Endpoint::poll_inline(self, take)
+        Endpoint::take_write(self, take)
     }
 
     fn arm(&mut self) -> Result<bool, FabricError> {

@@ -142,6 +142,7 @@ pub(crate) enum Piece<'a> {
 }
 
 impl Piece<'_> {
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         match self {
             Piece::Region { len, .. } | Piece::Remote { len, .. } => *len,
@@ -170,6 +171,7 @@ impl Piece<'_> {
     }
 
     /// Copies `out.len()` bytes from `at` of the piece into `out`.
+    #[inline]
     pub(crate) fn read_at(&self, at: usize, out: &mut [u8]) -> Result<(), FabricError> {
         match self {
             Piece::Region { mr, off, .. } => mr.read_at(off + at, out),
@@ -215,12 +217,12 @@ pub(crate) struct Claimed {
 
 /// What [`Engine::take_small`] found.
 #[derive(Debug)]
-pub(crate) enum Small {
+pub(crate) enum Small<R> {
     /// Nothing queued from the source: no claim from it can succeed yet.
     Empty,
-    /// The first queued message, whole in its record and matching, taken
-    /// off the queue: its tag and payload.
-    Taken(u32, Inline),
+    /// The first message from the source, whole and matching, was handed
+    /// to the receive's landing and taken: what the landing returned.
+    Taken(R),
     /// Anything else: the general claim decides.
     Other,
 }
@@ -276,24 +278,76 @@ impl<L: Link> Peer<L> {
     }
 
     /// With nothing queued from the peer (rank `r`): its next message
-    /// taken straight from the link ([`inbound::take_inline`]) if it is
-    /// whole and small and a receive of `(ctx, tag)` and at most `max`
-    /// bytes takes it, else [`Small::Empty`].
-    fn take_inline(&mut self, r: usize, want: (u32, Option<u32>), max: usize) -> Small {
+    /// handed to `land` straight from the link ([`inbound::take_direct`])
+    /// if it is whole in one write and a receive of `(ctx, tag)` and at
+    /// most `max` bytes takes it, else [`Small::Empty`].
+    fn take_direct<R>(
+        &mut self,
+        r: usize,
+        want: (u32, Option<u32>),
+        max: usize,
+        land: impl FnOnce(u32, Piece<'_>) -> Option<R>,
+    ) -> Small<R> {
         if self.gone.is_some() {
             return Small::Empty;
         }
         let Some(l) = self.link.as_mut() else {
             return Small::Empty;
         };
-        let Some((tag, data)) = inbound::take_inline(l, &mut self.next_msg, want, max) else {
+        let Some(got) = inbound::take_direct(l, &mut self.next_msg, want, max, land) else {
             return Small::Empty;
         };
         // The space it took goes back as progress would return it.
         if let Err(e) = l.credit() {
             self.lose(r, e.to_string());
         }
-        Small::Taken(tag, data)
+        Small::Taken(got)
+    }
+
+    /// The first queued message, if it is whole in one chunk of the inbox
+    /// (a message in one write that progress queued), handed to `land`
+    /// (its tag and payload there); taken if `land` takes it: its space is
+    /// free and credited, as [`Engine::consume`] would, without the claim.
+    fn take_landed<R>(
+        &mut self,
+        r: usize,
+        land: impl FnOnce(u32, Piece<'_>) -> Option<R>,
+    ) -> Option<R> {
+        let m = self.msgs.front()?;
+        let l = self.link.as_mut()?;
+        if m.owned.is_some()
+            || m.pull.is_some()
+            || m.pushed.is_some()
+            || m.total == 0
+            || m.arrived != m.total
+            || m.consumed != 0
+        {
+            return None;
+        }
+        let ch = l.inbox.chunk(m.next_chunk)?;
+        if ch.msg != m.id || ch.len != m.total || ch.done {
+            return None;
+        }
+        let (off, len) = (ch.off, ch.len);
+        let got = land(
+            m.tag,
+            Piece::Region {
+                mr: &l.inbox.mr,
+                off,
+                len,
+            },
+        )?;
+        if let Some(ch) = l.inbox.chunk(m.next_chunk) {
+            ch.done = true;
+        }
+        l.inbox.release();
+        self.msgs.pop_front();
+        if self.gone.is_none() {
+            if let Some(Err(e)) = self.link.as_mut().map(|l| l.credit()) {
+                self.lose(r, e.to_string());
+            }
+        }
+        Some(got)
     }
 
     /// A write to the peer failed (`why`): it is gone, but what it wrote
@@ -436,9 +490,10 @@ pub struct EngineStats {
     /// Messages copied out of an inbox (or a peer's memory) into owned
     /// memory because nobody was receiving them yet.
     pub messages_spilled: u64,
-    /// Small messages a waiting receive took straight from the link's
-    /// record (shm), past the inbox and the queue of arrived messages.
-    pub messages_taken_inline: u64,
+    /// Messages a waiting receive took straight from the link (shm),
+    /// whole in one write, past the queue of arrived messages (and, for
+    /// those whose bytes came in the ring's record, past the inbox).
+    pub messages_taken_direct: u64,
 }
 
 fn malformed(r: usize, why: impl std::fmt::Display) -> String {
@@ -495,7 +550,7 @@ impl<L: Link> Engine<L> {
             peers.push(Peer {
                 link,
                 // Room up front: a queue that first fills late (most small
-                // messages skip it, `take_inline`) must not allocate then.
+                // messages skip it, `take_direct`) must not allocate then.
                 msgs: VecDeque::with_capacity(QUEUE_RESERVE),
                 next_msg: 1,
                 gone: None,
@@ -955,20 +1010,22 @@ impl<L: Link> Engine<L> {
     }
 
     /// The fast path of a receive from `src` of at most `max` bytes: when
-    /// the first message queued from `src` is whole (read with its header
-    /// on arrival) and the receive `claimer` would claim it (it matches,
-    /// and, for a `posted` receive, no receive posted before it waits), it
-    /// is taken off the queue, with the posting: the message that
-    /// [`Engine::claim`] and [`Engine::consume`] would deliver, without
-    /// their bookkeeping.
-    pub(crate) fn take_small(
+    /// the first message from `src` is whole (queued with its header on
+    /// arrival, or, with nothing queued, in one write the link offers) and
+    /// the receive `claimer` would claim it (it matches, and, for a
+    /// `posted` receive, no receive posted before it waits), it is handed
+    /// to `land` (its tag and payload) and, unless `land` declines, taken
+    /// with the posting: the message that [`Engine::claim`] and
+    /// [`Engine::consume`] would deliver, without their bookkeeping.
+    pub(crate) fn take_small<R>(
         &mut self,
         src: usize,
         (ctx, tag): (u32, Option<u32>),
         claimer: u64,
         posted: bool,
         max: usize,
-    ) -> Small {
+        land: impl FnOnce(u32, Piece<'_>) -> Option<R>,
+    ) -> Small<R> {
         let Some(peer) = self.peers.get_mut(src) else {
             return Small::Other;
         };
@@ -978,9 +1035,9 @@ impl<L: Link> Engine<L> {
             if not_first {
                 return Small::Empty;
             }
-            let got = peer.take_inline(src, (ctx, tag), max);
+            let got = peer.take_direct(src, (ctx, tag), max, land);
             if matches!(got, Small::Taken(..)) {
-                self.stats.messages_taken_inline += 1;
+                self.stats.messages_taken_direct += 1;
                 if posted {
                     self.posted.pop_front();
                 }
@@ -1000,14 +1057,25 @@ impl<L: Link> Engine<L> {
         let data = match m.inline {
             Some(small) => small,
             None if m.total == 0 && m.pull.is_none() && m.pushed.is_none() => Inline::EMPTY,
-            None => return Small::Other,
+            None => {
+                // Queued whole in the inbox: landed from there.
+                let Some(got) = peer.take_landed(src, land) else {
+                    return Small::Other;
+                };
+                if posted {
+                    self.posted.pop_front();
+                }
+                return Small::Taken(got);
+            }
         };
-        let tag = m.tag;
+        let Some(got) = land(m.tag, Piece::Bytes(data.bytes())) else {
+            return Small::Other;
+        };
         peer.msgs.pop_front();
         if posted {
             self.posted.pop_front();
         }
-        Small::Taken(tag, data)
+        Small::Taken(got)
     }
 
     fn claim_first(

@@ -472,22 +472,29 @@ fn receives_match_in_the_order_they_were_posted() {
     assert!(e.posted.is_empty());
 }
 
+/// A landing for [`Engine::take_small`] that takes every message: its tag
+/// and bytes.
+fn grab(tag: u32, p: Piece<'_>) -> Option<(u32, Vec<u8>)> {
+    Some((tag, super::harness::read(&p)))
+}
+
 #[test]
-fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
+fn whole_messages_are_taken_only_by_the_receive_that_would_claim_them() {
     let mut m = Mesh::new(2, 4096, 512);
     let empty = send(&mut m, 0, 1, 4, 1, 0);
     let inline = send(&mut m, 0, 1, 4, 2, INLINE_MAX);
-    let big = send(&mut m, 0, 1, 4, 3, INLINE_MAX + 1);
+    let landed = send(&mut m, 0, 1, 4, 3, INLINE_MAX + 1);
+    let split = send(&mut m, 0, 1, 4, 5, 1500);
     let tagged = send(&mut m, 0, 1, 6, 4, 8);
     m.settle(100);
     let e = &mut m.engines[1];
-    let taken = |s: Small| match s {
-        Small::Taken(tag, small) => Some((tag, small.bytes().to_vec())),
+    let taken = |s: Small<(u32, Vec<u8>)>| match s {
+        Small::Taken(got) => Some(got),
         _ => None,
     };
     // Nothing queued from itself.
     assert!(matches!(
-        e.take_small(1, (CTX, None), 7, false, 64),
+        e.take_small(1, (CTX, None), 7, false, 64, grab),
         Small::Empty
     ));
     let (a, b) = (e.token(), e.token());
@@ -495,54 +502,70 @@ fn small_messages_are_taken_whole_only_by_the_receive_that_would_claim_them() {
     e.post_recv(Some(0), CTX, Some(4), b);
     // A receive posted after another that waits leaves it the message.
     assert!(matches!(
-        e.take_small(0, (CTX, Some(4)), b, true, 64),
+        e.take_small(0, (CTX, Some(4)), b, true, 64, grab),
         Small::Other
     ));
     // Another context, another tag, too small a buffer: not taken.
     assert!(matches!(
-        e.take_small(0, (CTX + 1, Some(4)), a, true, 64),
+        e.take_small(0, (CTX + 1, Some(4)), a, true, 64, grab),
         Small::Other
     ));
     assert!(matches!(
-        e.take_small(0, (CTX, Some(5)), a, true, 64),
+        e.take_small(0, (CTX, Some(5)), a, true, 64, grab),
         Small::Other
     ));
     // The first posted receive takes the first message, its posting too.
     assert_eq!(
-        taken(e.take_small(0, (CTX, Some(4)), a, true, 64)),
+        taken(e.take_small(0, (CTX, Some(4)), a, true, 64, grab)),
         Some((4, empty))
     );
     assert_eq!(e.posted.len(), 1);
     assert!(matches!(
-        e.take_small(0, (CTX, Some(4)), b, true, INLINE_MAX - 1),
+        e.take_small(0, (CTX, Some(4)), b, true, INLINE_MAX - 1, grab),
+        Small::Other
+    ));
+    // A landing that declines leaves the message where it was.
+    assert!(matches!(
+        e.take_small(0, (CTX, None), b, true, INLINE_MAX, |_, _| None::<()>),
         Small::Other
     ));
     assert_eq!(
-        taken(e.take_small(0, (CTX, None), b, true, INLINE_MAX)),
+        taken(e.take_small(0, (CTX, None), b, true, INLINE_MAX, grab)),
         Some((4, inline))
     );
     assert!(e.posted.is_empty());
-    // A message that did not come whole with its header goes the general
-    // way, even to a receive that is not posted (a collective's).
+    // A message in one write, queued in the inbox, is taken from there,
+    // also by a receive that is not posted (a collective's).
     let c = e.token();
+    let credit = e.peers[0].link.as_ref().map(|l| l.inbox.base);
+    assert_eq!(
+        taken(e.take_small(0, (CTX, Some(4)), c, false, 1 << 20, grab)),
+        Some((4, landed))
+    );
+    assert_ne!(
+        e.peers[0].link.as_ref().map(|l| l.inbox.base),
+        credit,
+        "its inbox space is free"
+    );
+    // One in several writes goes the general way.
     assert!(matches!(
-        e.take_small(0, (CTX, Some(4)), c, false, 1 << 20),
+        e.take_small(0, (CTX, Some(4)), c, false, 1 << 20, grab),
         Small::Other
     ));
     let claimed = e
         .claim(Some(0), CTX, Some(4), c)
-        .expect("the large message");
-    assert_eq!(take(e, claimed), big);
+        .expect("the split message");
+    assert_eq!(take(e, claimed), split);
     // A message another receive claimed is not taken by this one.
     let d = e.token();
     e.claim(Some(0), CTX, Some(6), d)
         .expect("the tagged message");
     assert!(matches!(
-        e.take_small(0, (CTX, Some(6)), c, false, 64),
+        e.take_small(0, (CTX, Some(6)), c, false, 64, grab),
         Small::Other
     ));
     assert_eq!(
-        taken(e.take_small(0, (CTX, Some(6)), d, false, 64)),
+        taken(e.take_small(0, (CTX, Some(6)), d, false, 64, grab)),
         Some((6, tagged))
     );
     assert!(e.peers[0].msgs.is_empty());
@@ -557,11 +580,14 @@ proptest! {
     /// were posted, each take the first matching message not taken.
     #[test]
     fn the_fast_path_keeps_the_posted_order(
-        msgs in proptest::collection::vec((0u32..3, 0usize..100), 1..12),
+        msgs in proptest::collection::vec(
+            (0u32..3, prop_oneof![0usize..100, 500usize..1200]),
+            1..12,
+        ),
         any in proptest::collection::vec(any::<bool>(), 12),
         order in proptest::collection::vec(any::<u16>(), 12),
     ) {
-        let mut m = Mesh::new(2, 4096, 512);
+        let mut m = Mesh::new(2, 32768, 512);
         let sent: Vec<(u32, Vec<u8>)> = msgs
             .iter()
             .enumerate()
@@ -594,8 +620,8 @@ proptest! {
             steps.swap(i, o as usize % n);
         }
         for r in steps {
-            let got = match e.take_small(0, (CTX, tags[r]), ids[r], true, 1 << 20) {
-                Small::Taken(_, small) => Some(small.bytes().to_vec()),
+            let got = match e.take_small(0, (CTX, tags[r]), ids[r], true, 1 << 20, grab) {
+                Small::Taken((_, bytes)) => Some(bytes),
                 _ => e.claim(Some(0), CTX, tags[r], ids[r]).map(|c| take(e, c)),
             };
             let want = model[r].map(|j| sent[j].1.clone());

@@ -452,24 +452,47 @@ where
                         Some(c) => c,
                         None => {
                             let want = step.elements() * T::SIZE;
-                            let small =
-                                e.take_small(src, (*ctx, Some(*tag)), *claimer, false, want);
-                            if let Small::Taken(_, small) = small {
+                            let aside = !outgoing.is_empty();
+                            // The landing's outcome: a message set aside, or
+                            // an error (see RecvTask::step on its size).
+                            let mut got: Result<Option<Inline>, CollError> = Ok(None);
+                            let small = e.take_small(
+                                src,
+                                (*ctx, Some(*tag)),
+                                *claimer,
+                                false,
+                                want,
+                                |_, piece| {
+                                    if piece.len() != want {
+                                        got = Err(CollError::Mismatch {
+                                            rank: src,
+                                            got: piece.len(),
+                                            want,
+                                        });
+                                    } else if aside {
+                                        // Borrowed sends may still read these
+                                        // blocks and are handed over first,
+                                        // which takes the engine: a small
+                                        // message waits aside, others queue.
+                                        let Piece::Bytes(b) = piece else {
+                                            return None;
+                                        };
+                                        got = Ok(Some(Inline::copy_of(b)?));
+                                    } else {
+                                        let op = op.as_ref();
+                                        got = deliver_whole(bufm, blocks, *combine, op, piece)
+                                            .map(|()| None);
+                                    }
+                                    Some(())
+                                },
+                            );
+                            if let Small::Taken(()) = small {
                                 // Whole already: no claim, no consume.
-                                let got = small.bytes();
-                                if got.len() != want {
-                                    return Err(CollError::Mismatch {
-                                        rank: src,
-                                        got: got.len(),
-                                        want,
-                                    });
-                                }
-                                if !outgoing.is_empty() {
+                                if let Some(small) = got? {
                                     protect(e, steps, &*bufm, outgoing, blocks);
+                                    let piece = Piece::Bytes(small.bytes());
+                                    deliver_whole(bufm, blocks, *combine, op.as_ref(), piece)?;
                                 }
-                                let mut words = [0u64; INLINE_MAX.div_ceil(8)];
-                                let piece = Piece::Bytes(got);
-                                deliver(bufm, blocks, *combine, op.as_ref(), 0, piece, &mut words)?;
                                 *pc += 1;
                                 *pos += 1 + want;
                                 *ahead_done >>= 1;
@@ -647,17 +670,19 @@ pub(crate) struct RecvTask<T, B> {
 }
 
 impl<T: Element, B: TaskBuf<T>> RecvTask<T, B> {
-    /// Delivers a small message taken whole ([`Engine::take_small`]).
+    /// Delivers a message taken whole ([`Engine::take_small`]).
+    #[inline]
     fn small(
         &mut self,
         src: usize,
         tag: u32,
-        bytes: &[u8],
+        piece: Piece<'_>,
     ) -> Result<Option<(B, Status)>, CollError> {
-        let n = bytes.len() / T::SIZE;
-        if bytes.len() % T::SIZE != 0 {
+        let len = piece.len();
+        let n = len / T::SIZE;
+        if len % T::SIZE != 0 {
             return Err(CollError::Truncated {
-                got: bytes.len(),
+                got: len,
                 cap: self.cap * T::SIZE,
             });
         }
@@ -666,14 +691,8 @@ impl<T: Element, B: TaskBuf<T>> RecvTask<T, B> {
                 "request polled after completion".into(),
             ));
         };
-        land(
-            buf.write(0..n)?,
-            Combine::Replace,
-            None,
-            Piece::Bytes(bytes),
-            &mut [],
-        )?;
-        self.pos += bytes.len();
+        land_whole(buf.write(0..n)?, piece)?;
+        self.pos += len;
         let st = Status {
             source: self.source_of(src),
             tag,
@@ -699,8 +718,20 @@ impl<T: Element, B: TaskBuf<T>> Task for RecvTask<T, B> {
             None => {
                 if let Some(src) = self.src {
                     let max = self.cap * T::SIZE;
-                    match e.take_small(src, (self.ctx, self.tag), self.claimer, true, max) {
-                        Small::Taken(tag, small) => return self.small(src, tag, small.bytes()),
+                    let (want, claimer) = ((self.ctx, self.tag), self.claimer);
+                    // The landing's result waits here: passed back through
+                    // the link's layers, its size would cost a copy in each.
+                    let mut got = None;
+                    let small = e.take_small(src, want, claimer, true, max, |tag, piece| {
+                        got = Some(self.small(src, tag, piece));
+                        Some(())
+                    });
+                    match small {
+                        Small::Taken(()) => {
+                            if let Some(got) = got {
+                                return got;
+                            }
+                        }
                         Small::Empty => {
                             e.gone_err(src)?;
                             return Ok(None);

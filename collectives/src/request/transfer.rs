@@ -51,6 +51,40 @@ pub(super) fn post_blocks<T: Element, B: TaskBuf<T>>(
     }
 }
 
+/// Scratch words for a whole message taken from the link
+/// ([`deliver_whole`]) that is not already out of the inbox: reductions
+/// and decoding read it through them a chunk at a time.
+const WHOLE_SCRATCH_WORDS: usize = 64;
+
+/// [`deliver`] of a whole message taken by [`Engine::take_small`], with
+/// scratch words on the stack: a few for bytes already out, more for
+/// bytes still in the inbox.
+pub(super) fn deliver_whole<T: Element, B: TaskBuf<T>>(
+    buf: &mut B,
+    blocks: &[Range<usize>],
+    combine: Combine,
+    op: Option<&Op<T>>,
+    piece: Piece<'_>,
+) -> Result<(), CollError> {
+    if piece.len() <= INLINE_MAX {
+        let mut words = [0u64; INLINE_MAX.div_ceil(8)];
+        deliver(buf, blocks, combine, op, 0, piece, &mut words)
+    } else {
+        let mut words = [0u64; WHOLE_SCRATCH_WORDS];
+        deliver(buf, blocks, combine, op, 0, piece, &mut words)
+    }
+}
+
+/// Replaces `dst` by a whole message taken by [`Engine::take_small`]:
+/// one copy where the layouts agree, else decoded through scratch words.
+pub(super) fn land_whole<T: Element>(dst: &mut [T], piece: Piece<'_>) -> Result<(), CollError> {
+    if let Some(bytes) = T::wire_mut(dst) {
+        return piece.read_at(0, bytes).map_err(region_err);
+    }
+    let mut words = [0u64; WHOLE_SCRATCH_WORDS];
+    land(dst, Combine::Replace, None, piece, &mut words)
+}
+
 /// Lands `piece` (payload bytes from `off`) in the element ranges
 /// `blocks` of `buf`, replacing or reducing.
 pub(super) fn deliver<T: Element, B: TaskBuf<T>>(

@@ -755,25 +755,43 @@ fn test_flag(var: &str, yes: &str, no: &str) -> bool {
     }
 }
 
-/// Small messages over shm that a waiting receive can take are taken
-/// straight from the ring (`EngineStats::messages_taken_inline`), past the
-/// inbox and the queue; the others (another tag first, nobody receiving
-/// yet) are queued as before and keep MPI's order. Over tcp none are.
+/// Messages over shm whole in one write (8 B and 128 B with their bytes in
+/// the ring's record, 1 KiB landed in the inbox) that a waiting receive
+/// can take are taken straight from the link
+/// (`EngineStats::messages_taken_direct`), past the queue (and, from the
+/// record, past the inbox); the others (another tag first, nobody
+/// receiving yet) are queued as before and keep MPI's order. Over tcp none
+/// are.
 pub fn small_inline(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
     assert_eq!(n, 2, "a role for 2 ranks");
     let peer = 1 - me;
-    let before = c.stats().messages_taken_inline;
-    let mut x = [0u64; 1];
-    for i in 0..1000u64 {
-        if me == 0 {
-            c.send(&[i], peer, 5).unwrap();
-            c.recv(&mut x, peer, 5u32).unwrap();
-            assert_eq!(x[0], i + 1);
+    let shm = c.transport(peer) == Some(rfx_fabric::TransportKind::Shm);
+    for words in [1usize, 16, 128] {
+        let before = c.stats().messages_taken_direct;
+        let mut x = vec![0u64; words];
+        for i in 0..1000u64 {
+            let v: Vec<u64> = (0..words as u64).map(|k| i * 1000 + k).collect();
+            if me == 0 {
+                c.send(&v, peer, 5).unwrap();
+                c.recv(&mut x, peer, 5u32).unwrap();
+                assert!(x.iter().zip(&v).all(|(a, b)| *a == b + 1));
+            } else {
+                c.recv(&mut x, peer, 5u32).unwrap();
+                assert_eq!(x, v);
+                let back: Vec<u64> = x.iter().map(|a| a + 1).collect();
+                c.send(&back, peer, 5).unwrap();
+            }
+        }
+        let taken = c.stats().messages_taken_direct - before;
+        let bytes = words * 8;
+        eprintln!("rank {me}: {taken} of 1000 messages of {bytes} B taken from the link");
+        if shm {
+            // Most find their receive waiting; a few arrive while it polls
+            // the other way (or while this rank is off its core).
+            assert!(taken >= 100, "rank {me}: only {taken} of {bytes} B taken");
         } else {
-            c.recv(&mut x, peer, 5u32).unwrap();
-            assert_eq!(x[0], i);
-            c.send(&[i + 1], peer, 5).unwrap();
+            assert_eq!(taken, 0, "rank {me}: taken from a link over tcp");
         }
     }
     // Sent with tags 1, 2, 3 (and an empty one), received 3, 1, 2: the
@@ -793,15 +811,6 @@ pub fn small_inline(c: &mut Communicator) {
         assert_eq!((st.tag, st.len), (9, 0));
     }
     c.barrier().unwrap();
-    let taken = c.stats().messages_taken_inline - before;
-    eprintln!("rank {me}: {taken} of ~1000 small messages taken from the ring");
-    if c.transport(peer) == Some(rfx_fabric::TransportKind::Shm) {
-        // Most find their receive waiting; a few arrive while it polls
-        // the other way (or while this rank is off its core).
-        assert!(taken >= 100, "rank {me}: only {taken} taken from the ring");
-    } else {
-        assert_eq!(taken, 0, "rank {me}: taken from a ring over tcp");
-    }
 }
 
 pub fn dispatch(role: &str) {

@@ -12,7 +12,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use super::ring::{Consumer, Producer, INLINE_WRITE_MAX};
 use super::sys;
 use crate::cma::PeerMemory;
-use crate::completion::{Completion, WriteCompletion};
+use crate::completion::{Completion, WriteCompletion, WriteData};
 use crate::error::FabricError;
 use crate::mem::SharedMap;
 use crate::mr::{RegionTable, RemoteBuffer};
@@ -252,9 +252,9 @@ impl Provider for ShmEndpoint {
         }
     }
 
-    fn poll_inline<R>(
+    fn take_write<R>(
         &mut self,
-        take: impl FnOnce(&WriteCompletion, &[u8]) -> Option<R>,
+        take: impl FnOnce(&WriteCompletion, WriteData<'_>) -> Option<R>,
     ) -> Option<R> {
         if !self.ready.is_empty() || self.assembling.is_some() || self.gone.is_some() {
             return None;
@@ -262,25 +262,31 @@ impl Provider for ShmEndpoint {
         // Anything unusual (nothing there, another record, a bad one) is
         // left to `consume`, which reports what is wrong.
         let hdr = self.rx.peek().ok()??;
-        if hdr.op != Op::Write || hdr.flags & FLAG_INLINE == 0 {
+        if hdr.op != Op::Write {
             return None;
         }
         let (_, offset) = self
             .regions
             .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
             .ok()?;
-        // Copied out first: the peer may scribble on the ring meanwhile.
-        // `peek` bounded len by INLINE_WRITE_MAX.
-        let mut buf = [0u8; INLINE_WRITE_MAX];
-        let data = &mut buf[..hdr.len as usize];
-        self.rx.copy_payload(data).ok()?;
         let w = WriteCompletion {
             imm: hdr.imm,
             rkey: hdr.rkey,
             offset: offset as u64,
             len: hdr.len,
         };
-        let r = take(&w, data)?;
+        let r = if hdr.flags & FLAG_INLINE != 0 {
+            // Copied out first: the peer may scribble on the ring meanwhile.
+            // `peek` bounded len by INLINE_WRITE_MAX.
+            let mut buf = [0u8; INLINE_WRITE_MAX];
+            let data = &mut buf[..hdr.len as usize];
+            self.rx.copy_payload(data).ok()?;
+            take(&w, WriteData::Inline(data))?
+        } else {
+            // The writer copied the bytes into the region before it
+            // published the record.
+            take(&w, WriteData::Landed)?
+        };
         self.rx.advance(&hdr);
         self.idle = 0;
         Some(r)

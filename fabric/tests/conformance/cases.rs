@@ -9,7 +9,7 @@ use rfx_fabric::wire::{
 };
 use rfx_fabric::{
     Caps, Completion, ConnectOptions, FabricError, PollMode, RemoteBuffer, TransportKind,
-    WriteCompletion,
+    WriteCompletion, WriteData,
 };
 
 use rfx_fabric::auth::AuthError;
@@ -62,28 +62,37 @@ pub fn write_imm_lands(kind: TransportKind) {
     assert_eq!(client_mr.to_vec(138, 6).unwrap(), b"result");
 }
 
-/// `Endpoint::poll_inline`: on shm a small write is offered with its
-/// bytes, in order with the rest; taken, it is consumed and its bytes do
-/// not land; declined, `poll` delivers it as usual. A large write is never
-/// offered. Other providers offer nothing, and `poll` delivers all.
-pub fn inline_writes_offered_in_order(kind: TransportKind) {
+/// `Endpoint::take_write`: on shm every write is offered, in order with
+/// the rest: a small one with its bytes (taken, it is consumed and its
+/// bytes do not land), a large one landed in the region already; declined,
+/// `poll` delivers it as usual. Other providers offer nothing, and `poll`
+/// delivers all.
+pub fn writes_offered_in_order(kind: TransportKind) {
     let offers = kind == TransportKind::Shm;
     let f = fabric(kind);
-    let mr = f.register(8192).unwrap();
+    let mr = f.register(16384).unwrap();
     let (mut s, mut c) = pair(kind, std::slice::from_ref(&mr), &[]);
     let rb = c.peer_buffers()[0];
     let big = vec![7u8; 4000];
+    let big2 = vec![9u8; 3000];
     c.write_imm(b"abc", &rb, 100, 1).unwrap();
     c.write_imm(&big, &rb, 1000, 2).unwrap();
     c.write_imm(b"xyz", &rb, 200, 3).unwrap();
     c.write_imm(b"keep", &rb, 300, 4).unwrap();
-    // Offered until taken (the write may still be on its way).
-    let offer = |s: &mut rfx_fabric::Endpoint, take: bool| {
+    c.write_imm(&big2, &rb, 8000, 5).unwrap();
+    // What was offered: the completion and the inline bytes (`None`:
+    // landed). Offered until taken (the write may still be on its way).
+    type Seen = Option<(WriteCompletion, Option<Vec<u8>>)>;
+    let offer = |s: &mut rfx_fabric::Endpoint, take: bool| -> (Seen, bool) {
         let deadline = Instant::now() + T;
         loop {
             let mut seen = None;
-            let r = s.poll_inline(|w, bytes| {
-                seen = Some((*w, bytes.to_vec()));
+            let r = s.take_write(|w, data| {
+                let bytes = match data {
+                    WriteData::Inline(b) => Some(b.to_vec()),
+                    WriteData::Landed => None,
+                };
+                seen = Some((*w, bytes));
                 take.then_some(())
             });
             if seen.is_some() || Instant::now() > deadline {
@@ -97,26 +106,26 @@ pub fn inline_writes_offered_in_order(kind: TransportKind) {
         let (w, bytes) = seen.expect("the small write is offered");
         assert!(taken);
         assert_eq!((w.imm, w.rkey, w.offset, w.len), (1, mr.rkey(), 100, 3));
-        assert_eq!(bytes, b"abc");
+        assert_eq!(bytes.as_deref(), Some(&b"abc"[..]));
         assert_eq!(
             mr.to_vec(100, 3).unwrap(),
             [0; 3],
             "taken bytes do not land"
         );
+        // The large write: offered landed, its data in the region.
+        let (seen, taken) = offer(&mut s, false);
+        let (w, bytes) = seen.expect("the large write is offered");
+        assert!(!taken);
+        assert_eq!((w.imm, w.offset, w.len, bytes), (2, 1000, 4000, None));
+        assert_eq!(mr.to_vec(1000, 4000).unwrap(), big);
     } else {
-        assert!(s.poll_inline(|_, _| Some(())).is_none());
+        assert!(s.take_write(|_, _| Some(())).is_none());
         let w = expect_write(s.wait(PollMode::Hot, T));
         assert_eq!((w.imm, w.offset, w.len), (1, 100, 3));
         assert_eq!(mr.to_vec(100, 3).unwrap(), b"abc");
     }
-    // The large write: never offered, delivered by poll with its data.
-    let w = loop {
-        assert!(s.poll_inline(|_, _| Some(())).is_none());
-        if let Some(c) = s.poll().unwrap() {
-            break expect_write(Ok(c));
-        }
-        std::thread::yield_now();
-    };
+    // Declined, the large write is still there: poll delivers it.
+    let w = expect_write(s.wait(PollMode::Hot, T));
     assert_eq!((w.imm, w.offset, w.len), (2, 1000, 4000));
     assert_eq!(mr.to_vec(1000, 4000).unwrap(), big);
     // Declined: still there, and poll lands it.
@@ -130,10 +139,17 @@ pub fn inline_writes_offered_in_order(kind: TransportKind) {
     assert_eq!(mr.to_vec(200, 3).unwrap(), b"xyz");
     if offers {
         let (seen, taken) = offer(&mut s, true);
-        assert_eq!(seen.expect("offered").1, b"keep");
+        assert_eq!(seen.expect("offered").1.as_deref(), Some(&b"keep"[..]));
         assert!(taken);
+        // A large write taken: consumed, its data where it landed.
+        let (seen, taken) = offer(&mut s, true);
+        let (w, bytes) = seen.expect("offered");
+        assert!(taken);
+        assert_eq!((w.imm, w.offset, w.len, bytes), (5, 8000, 3000, None));
+        assert_eq!(mr.to_vec(8000, 3000).unwrap(), big2);
     } else {
         assert_eq!(expect_write(s.wait(PollMode::Hot, T)).imm, 4);
+        assert_eq!(expect_write(s.wait(PollMode::Hot, T)).imm, 5);
     }
     assert!(s.poll().unwrap().is_none(), "nothing else arrived");
 }

@@ -16,7 +16,7 @@ macro_rules! conformance {
             use super::*;
             const K: TransportKind = $kind;
             #[test] fn write_imm_lands() { cases::write_imm_lands(K) }
-            #[test] fn inline_writes_offered_in_order() { cases::inline_writes_offered_in_order(K) }
+            #[test] fn writes_offered_in_order() { cases::writes_offered_in_order(K) }
             #[test] fn payload_sizes_0_to_16mib() { cases::payload_sizes(K) }
             #[test] fn ordered_with_many_in_flight() { cases::ordered_with_many_in_flight(K) }
             #[test] fn bidirectional_flood_does_not_deadlock() { cases::bidirectional_flood(K) }
@@ -65,7 +65,7 @@ macro_rules! ofi_conformance {
             const K: TransportKind = TransportKind::Ofi;
             fn run(case: fn(TransportKind)) { util::with_ofi_provider($prov, || case(K)) }
             #[test] fn write_imm_lands() { run(cases::write_imm_lands) }
-            #[test] fn inline_writes_offered_in_order() { run(cases::inline_writes_offered_in_order) }
+            #[test] fn writes_offered_in_order() { run(cases::writes_offered_in_order) }
             #[test] fn payload_sizes_0_to_16mib() { run(cases::payload_sizes) }
             #[test] fn ordered_with_many_in_flight() { run(cases::ordered_with_many_in_flight) }
             #[test] fn bidirectional_flood_does_not_deadlock() { run(cases::bidirectional_flood) }
