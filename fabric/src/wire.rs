@@ -2,7 +2,7 @@
 //! tcp data frames and the shm ring records. Every decoder takes untrusted
 //! bytes and returns an error, never panics (property-tested below).
 //!
-//! The handshake (version 2), over the TCP connection every endpoint starts
+//! The handshake (version 3), over the TCP connection every endpoint starts
 //! with; each message is a 12-byte header ([`MAGIC`], version, kind, body
 //! length) and a postcard body:
 //!
@@ -22,7 +22,7 @@ use crate::caps::{ProviderInfo, TransportKind};
 use crate::mr::RemoteBuffer;
 
 /// Version of the handshake and data framing; peers must speak the same.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes of every handshake message.
 pub const MAGIC: [u8; 4] = *b"RFXH";
 /// Length of a handshake message header.

@@ -216,7 +216,7 @@ impl<L: Link> Conn<L> {
         }
         // After the WROTE, so that the peer does not wait for it: the
         // write reached the peer only if it still lives.
-        super::remote::peer_still_lives(&self.link, false)?;
+        super::remote::peer_still_lives(&self.link)?;
         Ok((named.min(total) as usize, whole))
     }
 

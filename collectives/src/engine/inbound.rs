@@ -181,7 +181,7 @@ pub(super) fn read_out(l: &mut Conn<impl Link>, m: &mut InMsg) -> Result<(), Fab
     }
     l.control(Kind::Fin(d.seq))?;
     // After the FIN, so that the sender does not wait for it.
-    super::remote::peer_still_lives(&l.link, d.keys().is_some())?;
+    super::remote::reads_were_the_peers(&l.link, d.keys().is_some())?;
     m.owned = Some(Box::new(Owned { base: 0, data }));
     Ok(())
 }

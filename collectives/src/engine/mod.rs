@@ -271,7 +271,7 @@ impl<L: Link> Peer<L> {
             }
         }
         let verified = match self.link.as_ref() {
-            Some(l) => remote::peer_still_lives(&l.link, lent),
+            Some(l) => remote::reads_were_the_peers(&l.link, lent),
             None => Ok(()),
         };
         verified.map_err(|source| self.read_failed(r, i, &source))

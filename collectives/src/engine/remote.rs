@@ -21,7 +21,7 @@ pub(crate) enum RemoteSrc<'a> {
 impl RemoteSrc<'_> {
     /// Reads `out.len()` bytes from `at` of the concatenation of the
     /// sender's ranges `segs`. Bytes read from the sender's memory are its
-    /// own only once [`peer_still_lives`] succeeds after the message's reads.
+    /// own only once [`reads_were_the_peers`] succeeds after the message's reads.
     pub(crate) fn read(
         &self,
         segs: &[(u64, u64)],
@@ -49,11 +49,21 @@ impl RemoteSrc<'_> {
 /// After the reads of one message of the peer's (`lent`: through its
 /// provider's loans): fails if they were in the memory of a peer that has
 /// since exited, whose pid may have named another process. Done after
-/// the FIN, so the sender does not wait for it.
-pub(crate) fn peer_still_lives(link: &impl Link, lent: bool) -> Result<(), FabricError> {
+/// the FIN, so the sender does not wait for it. Nothing to do where each
+/// read proved itself (the peer's canary, [`PeerMemory::reads_verified`]).
+pub(crate) fn reads_were_the_peers(link: &impl Link, lent: bool) -> Result<(), FabricError> {
     match link.peer_memory() {
-        Some(mem) if !lent => mem.alive(),
+        Some(mem) if !lent && !mem.reads_verified() => mem.alive(),
         _ => Ok(()),
+    }
+}
+
+/// After writes into the peer's memory: fails if the peer has exited
+/// since (the bytes may have gone to another process under its pid).
+pub(crate) fn peer_still_lives(link: &impl Link) -> Result<(), FabricError> {
+    match link.peer_memory() {
+        Some(mem) => mem.alive(),
+        None => Ok(()),
     }
 }
 

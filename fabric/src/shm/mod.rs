@@ -32,6 +32,7 @@ pub(crate) use endpoint::ShmEndpoint;
 use ring::{Consumer, Producer, Ring};
 
 use crate::caps::{Caps, ProviderInfo, TransportKind};
+use crate::cma::Canary;
 use crate::config::Config;
 use crate::error::FabricError;
 use crate::mem::SharedMap;
@@ -56,6 +57,9 @@ struct SetupMsg {
     /// The exposed regions, in the order of the descriptors after the
     /// ring's and the eventfd's.
     regions: Vec<RemoteBuffer>,
+    /// The sender's canary: what proves a read of its memory read it
+    /// ([`crate::cma`]).
+    canary: Canary,
 }
 
 /// Builds the shm data path over a connected Unix socket. Symmetric: both
@@ -83,6 +87,7 @@ pub(crate) fn establish(
         ring_cap: inbound.cap(),
         ring_key: inbound.key(),
         regions: regions.regions().iter().map(|r| r.remote()).collect(),
+        canary: Canary::own()?,
     };
     let body = postcard::to_allocvec(&msg).expect("postcard encodes into a Vec");
     let mut fds = vec![inbound.fd(), wake.as_fd()];
@@ -116,7 +121,13 @@ pub(crate) fn establish(
         .collect::<Result<Vec<_>, FabricError>>()?;
     sock.set_nonblocking(true)
         .map_err(|e| FabricError::os("set_nonblocking", e))?;
-    let peer_mem = sys::peer_memory(&sock);
+    let peer_mem = sys::peer_memory(&sock).and_then(|m| match m.with_canary(peer.canary) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::debug!("no single-copy reads from the shm peer: {e}");
+            None
+        }
+    });
     Ok(ShmEndpoint {
         tx,
         rx: Consumer::new(inbound),

@@ -154,6 +154,31 @@ pub fn writes_offered_in_order(kind: TransportKind) {
     assert!(s.poll().unwrap().is_none(), "nothing else arrived");
 }
 
+/// `Endpoint::peer_memory`: over shm, between processes that may read
+/// each other's memory (as here), every read carries the peer's canary,
+/// so it proves by itself that it read the peer; other providers have
+/// none.
+pub fn peer_memory_reads_prove_themselves(kind: TransportKind) {
+    let f = fabric(kind);
+    let mr = f.register(4096).unwrap();
+    let (s, c) = pair(kind, std::slice::from_ref(&mr), &[]);
+    if kind != TransportKind::Shm {
+        assert!(s.peer_memory().is_none() && c.peer_memory().is_none());
+        return;
+    }
+    let data: Vec<u8> = (0..=255u8).collect();
+    for ep in [&s, &c] {
+        let mem = ep
+            .peer_memory()
+            .expect("cross-memory attach to a process of this user is permitted here");
+        assert!(mem.reads_verified(), "no canary from the shm set-up");
+        let mut out = [0u8; 16];
+        mem.read(&[(data.as_ptr() as u64, 256)], 100, &mut out)
+            .unwrap();
+        assert_eq!(out.to_vec(), (100..116u8).collect::<Vec<_>>());
+    }
+}
+
 pub fn payload_sizes(kind: TransportKind) {
     const MAX: usize = 16 << 20;
     let f = fabric(kind);

@@ -17,6 +17,7 @@ macro_rules! conformance {
             const K: TransportKind = $kind;
             #[test] fn write_imm_lands() { cases::write_imm_lands(K) }
             #[test] fn writes_offered_in_order() { cases::writes_offered_in_order(K) }
+            #[test] fn peer_memory_reads_prove_themselves() { cases::peer_memory_reads_prove_themselves(K) }
             #[test] fn payload_sizes_0_to_16mib() { cases::payload_sizes(K) }
             #[test] fn ordered_with_many_in_flight() { cases::ordered_with_many_in_flight(K) }
             #[test] fn bidirectional_flood_does_not_deadlock() { cases::bidirectional_flood(K) }
