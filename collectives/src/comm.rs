@@ -10,8 +10,8 @@ use crate::engine::{Engine, Lend};
 use crate::error::CollError;
 use crate::matching::{Source, Status, TagMatch};
 use crate::request::{
-    drive, lock, Both, EngineLock, FlushTask, HeldSend, MapTask, ReadOnly, Ready, RecvTask,
-    Request, SchedTask, SendTask, Senders, Split, TaskBuf, Whole,
+    drive, Both, EngineLock, FlushTask, HeldSend, MapTask, ReadOnly, Ready, RecvTask, Request,
+    SchedTask, SendTask, Senders, Split, TaskBuf, Whole,
 };
 use crate::schedule::{self as sched, Algorithm, Collective, Step};
 
@@ -43,7 +43,7 @@ const FUSE_MIN_BYTES: usize = 64 << 10;
 #[cold]
 #[inline(never)]
 fn fuse_min(engine: &EngineLock, group: &[usize], me: usize) -> usize {
-    let e = lock(engine);
+    let e = engine.lock();
     if e.oversubscribed() {
         return FUSE_MIN_BYTES;
     }
@@ -258,13 +258,13 @@ impl Communicator {
     /// What this process's engine moved so far (all its communicators):
     /// messages read in place from peers' memory, messages spilled.
     pub fn stats(&self) -> crate::EngineStats {
-        lock(&self.engine).stats
+        self.engine.lock().stats
     }
 
     /// The transport to `rank` (`None` for ourselves or a bad rank).
     pub fn transport(&self, rank: usize) -> Option<TransportKind> {
         let w = *self.group.get(rank)?;
-        lock(&self.engine).transport(w)
+        self.engine.lock().transport(w)
     }
 
     /// The transports in use to the other ranks, deduplicated (e.g. "shm",
@@ -322,7 +322,10 @@ impl Communicator {
         match T::wire(buf) {
             Some(bytes) => {
                 // The send waits below: its receiver may share the copy.
-                let token = lock(&self.engine).post(w, ctx, tag, &[bytes], Lend::ExposeWaiting)?;
+                let token = self
+                    .engine
+                    .lock()
+                    .post(w, ctx, tag, &[bytes], Lend::ExposeWaiting)?;
                 if token.is_none() {
                     // Written whole already (a small message): nothing to
                     // wait for.
@@ -339,7 +342,9 @@ impl Communicator {
             None => {
                 let mut bytes = Vec::with_capacity(buf.len() * T::SIZE);
                 T::encode(buf, &mut bytes);
-                lock(&self.engine).post(w, ctx, tag, &[&bytes], Lend::Copy)?;
+                self.engine
+                    .lock()
+                    .post(w, ctx, tag, &[&bytes], Lend::Copy)?;
                 // Bound the memory queued for a slow receiver: wait until the
                 // window took the message.
                 let mut t = FlushTask { dest: w };
@@ -367,7 +372,9 @@ impl Communicator {
         let seq = self.recv_seq;
         self.recv_seq = seq.wrapping_add(1);
         // Posted now: it matches before any receive posted after it.
-        lock(&self.engine).post_recv(src, ctx, tag, claimer(ctx, seq));
+        self.engine
+            .lock()
+            .post_recv(src, ctx, tag, claimer(ctx, seq));
         Ok(RecvTask {
             buf: Some(buf),
             cap,
@@ -438,7 +445,10 @@ impl Communicator {
                 (&encoded[..], Lend::Copy)
             }
         };
-        let token = lock(&self.engine).post(w, self.ctx, send_tag, &[bytes], lend)?;
+        let token = self
+            .engine
+            .lock()
+            .post(w, self.ctx, send_tag, &[bytes], lend)?;
         let mut t = Both {
             a: SendTask {
                 dest: w,
@@ -462,7 +472,7 @@ impl Communicator {
     ) -> Result<Request<Vec<T>>, CollError> {
         let w = self.world(dest)?;
         {
-            let mut e = lock(&self.engine);
+            let mut e = self.engine.lock();
             match T::wire(&buf) {
                 Some(bytes) => e.post(w, self.ctx, tag, &[bytes], Lend::Copy)?,
                 None => {
@@ -491,7 +501,10 @@ impl Communicator {
         tag: u32,
     ) -> Result<Request<B>, CollError> {
         let w = self.world(dest)?;
-        let token = lock(&self.engine).post(w, self.ctx, tag, &[data.as_ref()], Lend::Expose)?;
+        let token = self
+            .engine
+            .lock()
+            .post(w, self.ctx, tag, &[data.as_ref()], Lend::Expose)?;
         let task = HeldSend {
             dest: w,
             token,
@@ -1385,7 +1398,7 @@ impl Communicator {
         color: Option<u32>,
         key: i32,
     ) -> Result<Option<Communicator>, CollError> {
-        let next = i64::from(lock(&self.engine).next_ctx);
+        let next = i64::from(self.engine.lock().next_ctx);
         let mine = [color.map_or(-1, i64::from), i64::from(key), next];
         let n = self.size();
         let mut all = vec![0i64; 3 * n];
@@ -1396,7 +1409,7 @@ impl Communicator {
             .filter(|&c| c < DEV)
             .ok_or_else(|| CollError::InvalidArgument("context ids exhausted".into()))?;
         {
-            let mut e = lock(&self.engine);
+            let mut e = self.engine.lock();
             e.next_ctx = e.next_ctx.max(ctx + 1);
         }
         let Some(color) = color else { return Ok(None) };

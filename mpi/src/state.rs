@@ -157,20 +157,8 @@ pub(crate) enum Phase {
 /// a second atomic, ~9 ns on the 2-vCPU VM, twice per round trip of
 /// `osu_latency`). Under `MPI_THREAD_SERIALIZED` calls do not overlap, so
 /// it is never contended; a thread that finds it taken anyway yields.
-pub(crate) struct PhaseLock(spin::mutex::SpinMutex<Phase>);
-
-impl PhaseLock {
-    pub(crate) fn lock(&self) -> spin::mutex::SpinMutexGuard<'_, Phase> {
-        loop {
-            if let Some(g) = self.0.try_lock() {
-                return g;
-            }
-            std::thread::yield_now();
-        }
-    }
-}
-
-pub(crate) static PHASE: PhaseLock = PhaseLock(spin::mutex::SpinMutex::new(Phase::Before));
+pub(crate) static PHASE: spin::mutex::SpinMutex<Phase, spin::relax::Yield> =
+    spin::mutex::SpinMutex::new(Phase::Before);
 
 impl State {
     pub(crate) fn new(world: Communicator, me: Communicator, thread_level: c_int) -> State {

@@ -30,16 +30,7 @@ use transfer::*;
 /// spin lock: taking it is one atomic operation and releasing it a plain
 /// store, which matters on a path of ~100 ns per call; contention (threads
 /// driving communicators of one process at once) is rare and yields.
-pub(crate) type EngineLock = spin::mutex::SpinMutex<Engine>;
-
-pub(crate) fn lock(engine: &EngineLock) -> spin::mutex::SpinMutexGuard<'_, Engine> {
-    loop {
-        if let Some(g) = engine.try_lock() {
-            return g;
-        }
-        std::thread::yield_now();
-    }
-}
+pub(crate) type EngineLock = spin::mutex::SpinMutex<Engine, spin::relax::Yield>;
 
 /// An operation in progress: advanced by [`Task::step`] until it yields
 /// its output.
@@ -78,7 +69,7 @@ pub(crate) fn drive<K: Task + ?Sized>(
     let mut pos = task.position();
     let mut deadline: Option<Instant> = None;
     let mut spins = 0u32;
-    let mut e = lock(engine);
+    let mut e = engine.lock();
     e.busy();
     loop {
         match step_once(&mut e, task) {
@@ -119,7 +110,7 @@ pub(crate) fn drive<K: Task + ?Sized>(
         // in now and then (taking the lock on every sweep costs an atomic).
         if spins % e.relock_every() == 0 {
             drop(e);
-            e = lock(engine);
+            e = engine.lock();
         }
     }
 }
@@ -185,7 +176,7 @@ impl<R> Request<R> {
         if self.done.is_some() {
             return Ok(true);
         }
-        let mut e = lock(&self.engine);
+        let mut e = self.engine.lock();
         match step_once(&mut e, self.task.as_mut()) {
             Ok(Some(out)) => {
                 self.done = Some(out);
@@ -221,7 +212,7 @@ impl<R> Request<R> {
 impl<R> Drop for Request<R> {
     fn drop(&mut self) {
         if !self.settled {
-            let mut e = lock(&self.engine);
+            let mut e = self.engine.lock();
             self.task.abort(&mut e);
         }
     }
