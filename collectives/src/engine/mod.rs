@@ -298,9 +298,7 @@ impl<L: Link> Peer<L> {
             return Small::Empty;
         };
         // The space it took goes back as progress would return it.
-        if let Err(e) = l.credit() {
-            self.lose(r, e.to_string());
-        }
+        self.return_credit(r);
         Small::Taken(got)
     }
 
@@ -342,12 +340,22 @@ impl<L: Link> Peer<L> {
         }
         l.inbox.release();
         self.msgs.pop_front();
-        if self.gone.is_none() {
-            if let Some(Err(e)) = self.link.as_mut().map(|l| l.credit()) {
-                self.lose(r, e.to_string());
-            }
-        }
+        self.return_credit(r);
         Some(got)
+    }
+
+    /// Returns the inbox space freed so far to the peer (rank `r`) unless
+    /// it is gone; a credit that cannot be written loses it ([`Peer::lose`]:
+    /// true if a message arrived meanwhile). A peer that left after
+    /// sending still gets its data read; only its credit goes nowhere.
+    fn return_credit(&mut self, r: usize) -> bool {
+        if self.gone.is_some() {
+            return false;
+        }
+        match self.link.as_mut().map(|l| l.credit()) {
+            Some(Err(e)) => self.lose(r, e.to_string()),
+            _ => false,
+        }
     }
 
     /// A write to the peer failed (`why`): it is gone, but what it wrote
@@ -1292,13 +1300,7 @@ impl<L: Link> Engine<L> {
                 m.next_chunk += 1;
             }
             inbox.release();
-            // A peer that left after sending still gets its data read; only
-            // its credit goes nowhere.
-            if peer.gone.is_none() {
-                if let Err(e) = l.credit() {
-                    *epoch += u64::from(peer.lose(c.src, e.to_string()));
-                }
-            }
+            *epoch += u64::from(peer.return_credit(c.src));
         }
         let m = &peer.msgs[i];
         let now = m.consumed - start;
