@@ -92,15 +92,16 @@ static OWN_CANARY: std::sync::OnceLock<[u8; 16]> = std::sync::OnceLock::new();
 impl Canary {
     /// This process's canary.
     pub fn own() -> Result<Canary, FabricError> {
-        if OWN_CANARY.get().is_none() {
-            let mut b = crate::secret::random_bytes::<16>()?;
-            b[0] |= 1;
-            // A race with another thread sets one of the two: either is fine.
-            let _ = OWN_CANARY.set(b);
-        }
-        let value = OWN_CANARY
-            .get()
-            .ok_or_else(|| FabricError::os("canary", std::io::Error::other("not initialized")))?;
+        let value = match OWN_CANARY.get() {
+            Some(v) => v,
+            None => {
+                let mut b = crate::secret::random_bytes::<16>()?;
+                b[0] |= 1;
+                // A race with another thread keeps one of the two: either
+                // is fine.
+                OWN_CANARY.get_or_init(|| b)
+            }
+        };
         Ok(Canary {
             addr: value.as_ptr() as u64,
             value: *value,
@@ -215,21 +216,15 @@ impl PeerMemory {
     /// memory ([`PeerMemory::reads_verified`]). Fails, with no access
     /// granted, if the canary is not there now.
     pub fn with_canary(mut self, canary: Canary) -> Result<PeerMemory, FabricError> {
+        self.canary = Some(canary);
+        // Read as data, checked as the canary: both must be those bytes.
         let mut got = [0u8; 16];
-        let r = process_vm_readv(
-            self.pid,
-            &mut [IoSliceMut::new(&mut got)],
-            &[RemoteIoVec {
-                base: usize::try_from(canary.addr).unwrap_or(0),
-                len: 16,
-            }],
-        );
-        if r != Ok(got.len()) || got != canary.value || canary.value == [0; 16] {
+        let r = self.read_unverified(&[(canary.addr, 16)], 0, &mut got);
+        if r.is_err() || got != canary.value || canary.value == [0; 16] {
             return Err(unavailable(format!(
                 "the canary the peer named is not in its memory ({r:?})"
             )));
         }
-        self.canary = Some(canary);
         Ok(self)
     }
 

@@ -294,10 +294,7 @@ impl Endpoint {
         if !self.inbound_open || self.dead.is_some() {
             return None;
         }
-        match &mut self.inner {
-            Inner::Shm(ep) => ep.take_write(take),
-            _ => None,
-        }
+        dispatch!(&mut self.inner, ep => ep.take_write(take))
     }
 
     /// The file descriptor an event loop (epoll, tokio's `AsyncFd`) waits

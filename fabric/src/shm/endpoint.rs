@@ -15,7 +15,7 @@ use crate::cma::PeerMemory;
 use crate::completion::{Completion, WriteCompletion, WriteData};
 use crate::error::FabricError;
 use crate::mem::SharedMap;
-use crate::mr::{RegionTable, RemoteBuffer};
+use crate::mr::{MemoryRegion, RegionTable, RemoteBuffer};
 use crate::provider::Provider;
 use crate::wire::{FrameHeader, Op, WireError, FLAG_INLINE, FLAG_MORE};
 
@@ -116,6 +116,23 @@ impl ShmEndpoint {
         Ok(())
     }
 
+    /// The target region of the write record `hdr` and the write's
+    /// completion, if the target is one of our exposed regions.
+    #[inline]
+    fn resolve_write(
+        &self,
+        hdr: &FrameHeader,
+    ) -> Result<(&MemoryRegion, WriteCompletion), &'static str> {
+        let (region, offset) = self.regions.resolve(hdr.rkey, hdr.addr, hdr.len as u64)?;
+        let w = WriteCompletion {
+            imm: hdr.imm,
+            rkey: hdr.rkey,
+            offset: offset as u64,
+            len: hdr.len,
+        };
+        Ok((region, w))
+    }
+
     /// Consumes one record: `None` if the ring is empty, else the
     /// completion it finishes, if any.
     fn consume(&mut self) -> Result<Option<Option<Completion>>, FabricError> {
@@ -126,23 +143,17 @@ impl ShmEndpoint {
         let mut done = None;
         match hdr.op {
             Op::Write => {
-                let (region, offset) = self
-                    .regions
-                    .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
+                let (region, w) = self
+                    .resolve_write(&hdr)
                     .map_err(|why| FabricError::Malformed(WireError::Invalid(why)))?;
                 if hdr.flags & FLAG_INLINE != 0 {
                     // `peek` bounded len by INLINE_WRITE_MAX.
                     let mut buf = [0u8; INLINE_WRITE_MAX];
                     let data = &mut buf[..hdr.len as usize];
                     self.rx.copy_payload(data)?;
-                    region.write_at(offset, data)?;
+                    region.write_at(w.offset as usize, data)?;
                 }
-                done = Some(Completion::Write(WriteCompletion {
-                    imm: hdr.imm,
-                    rkey: hdr.rkey,
-                    offset: offset as u64,
-                    len: hdr.len,
-                }));
+                done = Some(Completion::Write(w));
             }
             Op::Send => {
                 let mut buf = self.assembling.take().unwrap_or_default();
@@ -265,16 +276,7 @@ impl Provider for ShmEndpoint {
         if hdr.op != Op::Write {
             return None;
         }
-        let (_, offset) = self
-            .regions
-            .resolve(hdr.rkey, hdr.addr, hdr.len as u64)
-            .ok()?;
-        let w = WriteCompletion {
-            imm: hdr.imm,
-            rkey: hdr.rkey,
-            offset: offset as u64,
-            len: hdr.len,
-        };
+        let (_, w) = self.resolve_write(&hdr).ok()?;
         let r = if hdr.flags & FLAG_INLINE != 0 {
             // Copied out first: the peer may scribble on the ring meanwhile.
             // `peek` bounded len by INLINE_WRITE_MAX.
