@@ -149,11 +149,38 @@ macro_rules! float_apply {
     };
 }
 
+/// Bytes from which a reduction runs the loop compiled for the CPU's widest
+/// vectors (AVX-512 or AVX2 on x86-64, picked once at run time, as Open
+/// MPI's `op/avx` does); shorter slices keep the baseline loop, inlined,
+/// without the dispatch's indirect call. Element-wise, so every version
+/// gives the same bits.
+const WIDE_MIN_BYTES: usize = 512;
+
+/// `$body` as a function `$name($args) -> Result<(), CollError>` compiled
+/// for the baseline, AVX2 and AVX-512 ([`WIDE_MIN_BYTES`]).
+macro_rules! wide {
+    ($name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        #[multiversion::multiversion(targets(
+            "x86_64+avx512f+avx512bw+avx512dq+avx512vl",
+            "x86_64+avx2+fma",
+        ))]
+        fn $name($($arg: $ty),*) -> Result<(), CollError> $body
+    };
+}
+
 /// The reductions of [`Element`] over slices, by `$apply` (`int_apply` or
 /// `float_apply`).
 macro_rules! slice_reductions {
     ($apply:ident, $t:ty) => {
         fn reduce_slice(op: ReduceOp, acc: &mut [Self], src: &[Self]) -> Result<(), CollError> {
+            wide!(wide(op: ReduceOp, acc: &mut [$t], src: &[$t]) {
+                let it = acc.iter_mut().zip(src.iter().copied());
+                $apply!(op, $t, it);
+                Ok(())
+            });
+            if acc.len() * Self::SIZE >= WIDE_MIN_BYTES {
+                return wide(op, acc, src);
+            }
             let it = acc.iter_mut().zip(src.iter().copied());
             $apply!(op, $t, it);
             Ok(())
@@ -165,6 +192,17 @@ macro_rules! slice_reductions {
             b: &[Self],
         ) -> Result<(), CollError> {
             // One pass: `out = a`, then `out op= b`, element by element.
+            wide!(wide(op: ReduceOp, out: &mut [$t], a: &[$t], b: &[$t]) {
+                let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
+                    *o = *x;
+                    (o, *y)
+                });
+                $apply!(op, $t, it);
+                Ok(())
+            });
+            if out.len() * Self::SIZE >= WIDE_MIN_BYTES {
+                return wide(op, out, a, b);
+            }
             let it = out.iter_mut().zip(a.iter().zip(b)).map(|(o, (x, y))| {
                 *o = *x;
                 (o, *y)
@@ -488,5 +526,57 @@ mod tests {
         let mut out = vec![0usize; 9];
         usize::reduce_slice3(ReduceOp::Max, &mut out, &a, &[4; 9]).unwrap();
         assert_eq!(out, [4, 4, 4, 4, 4, 5, 6, 7, 8]);
+    }
+
+    /// Long slices take the loops compiled for wide vectors (AVX2,
+    /// AVX-512 where the CPU has them): the same bits as reducing one
+    /// element at a time (short slices, the baseline loop), for every type
+    /// and operation, floats with NaN, infinities and signed zeros
+    /// included; lengths around the cutoff and with odd tails.
+    #[test]
+    fn wide_reductions_give_the_bits_of_element_wise_ones() {
+        fn check<T: Element>(ops: &[ReduceOp], value: impl Fn(usize) -> T) {
+            for n in [
+                WIDE_MIN_BYTES / T::SIZE - 1,
+                WIDE_MIN_BYTES / T::SIZE,
+                WIDE_MIN_BYTES / T::SIZE + 7,
+                4099,
+            ] {
+                let a: Vec<T> = (0..n).map(&value).collect();
+                let b: Vec<T> = (0..n).map(|i| value(i * 7 + 3)).collect();
+                for &op in ops {
+                    let mut want = a.clone();
+                    for (w, x) in want.iter_mut().zip(&b) {
+                        T::reduce_slice(op, std::slice::from_mut(w), std::slice::from_ref(x))
+                            .unwrap();
+                    }
+                    let bits = |v: &[T]| format!("{v:?}");
+                    let mut got = a.clone();
+                    T::reduce_slice(op, &mut got, &b).unwrap();
+                    assert_eq!(bits(&got), bits(&want), "{} {op:?} n={n}", T::NAME);
+                    let mut out = vec![T::default(); n];
+                    T::reduce_slice3(op, &mut out, &a, &b).unwrap();
+                    assert_eq!(bits(&out), bits(&want), "{} {op:?} n={n} (3)", T::NAME);
+                }
+            }
+        }
+        let floats = [ReduceOp::Sum, ReduceOp::Prod, ReduceOp::Min, ReduceOp::Max];
+        let mix = |i: usize| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 7;
+        check::<u8>(&ReduceOp::ALL, |i| mix(i) as u8);
+        check::<i8>(&ReduceOp::ALL, |i| mix(i) as i8);
+        check::<u16>(&ReduceOp::ALL, |i| mix(i) as u16);
+        check::<i16>(&ReduceOp::ALL, |i| mix(i) as i16);
+        check::<u32>(&ReduceOp::ALL, |i| mix(i) as u32);
+        check::<i32>(&ReduceOp::ALL, |i| mix(i) as i32);
+        check::<u64>(&ReduceOp::ALL, mix);
+        check::<i64>(&ReduceOp::ALL, |i| mix(i) as i64);
+        check::<usize>(&ReduceOp::ALL, |i| mix(i) as usize);
+        let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1e308];
+        let float = |i: usize| match i % 11 {
+            k @ 0..=5 => special[k],
+            _ => (mix(i) % 100_000) as f64 / 7.0 - 5000.0,
+        };
+        check::<f64>(&floats, float);
+        check::<f32>(&floats, |i| float(i) as f32);
     }
 }
