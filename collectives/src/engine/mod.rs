@@ -90,6 +90,44 @@ const SCRATCH_WORDS: usize = 2048;
 /// ones are read and combined a scratch-full at a time.
 pub(crate) const STAGED_READ_MAX: usize = 256 << 10;
 
+/// Where [`Engine::consume_with`] puts a claimed message's data. A closure
+/// `(payload offset, data, scratch words)` is a sink that lands what
+/// arrives as it comes.
+pub(crate) trait Sink {
+    /// Lands the payload bytes from `off`, replacing or combining.
+    fn land(&mut self, off: usize, piece: Piece<'_>, scratch: &mut [u64]) -> Result<(), CollError>;
+    /// A receive that combines what it reads (a reduction): a read request
+    /// of up to [`STAGED_READ_MAX`] bytes is then read whole and its
+    /// sender released (FIN) before the combining, as Open MPI's root
+    /// receives before it reduces. Read and combined a chunk at a time,
+    /// the sender would wait for all the combining too.
+    fn staged(&self) -> bool {
+        false
+    }
+    /// For a staged read: where its `len` payload bytes may be read whole
+    /// (the part of the output the message combines into, not yet
+    /// written), so that [`Sink::combine_staged`] combines in place, one
+    /// pass over fewer cache lines than out of a staging buffer. `None`:
+    /// the engine's staging buffer, handed to [`Sink::land`].
+    fn stage(&mut self, len: usize) -> Option<&mut [u8]> {
+        let _ = len;
+        None
+    }
+    /// Combines what was read into [`Sink::stage`]'s bytes.
+    fn combine_staged(&mut self) -> Result<(), CollError> {
+        Ok(())
+    }
+}
+
+impl<F> Sink for F
+where
+    F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
+{
+    fn land(&mut self, off: usize, piece: Piece<'_>, scratch: &mut [u64]) -> Result<(), CollError> {
+        self(off, piece, scratch)
+    }
+}
+
 /// Empty sweeps of a hot wait between two reliefs of the inboxes.
 const RELIEVE_EVERY_HOT: u32 = 1024;
 /// The same for waits that yield or sleep (relieved on their first sweep).
@@ -484,6 +522,9 @@ pub struct EngineStats {
     pub messages_read_in_place: u64,
     /// Their bytes.
     pub bytes_read_in_place: u64,
+    /// Of those, messages a reduction read straight into its output and
+    /// combined there with its input (one copy, one pass).
+    pub messages_combined_in_place: u64,
     /// Messages a peer wrote straight into this rank's buffer, answering
     /// its PUSH (one copy, by the sender).
     pub messages_written_in_place: u64,
@@ -1127,24 +1168,16 @@ impl<L: Link> Engine<L> {
     where
         F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
     {
-        self.consume_with(c, false, f)
+        self.consume_with(c, f)
     }
 
-    /// As [`Engine::consume`]; `staged` for a receive that combines what
-    /// it reads (a reduction): a read request of up to
-    /// [`STAGED_READ_MAX`] bytes is then read whole first and its sender
-    /// released (FIN) before `f` combines it, as Open MPI's root receives
-    /// into a temporary buffer before it reduces. Read and combined a
-    /// chunk at a time, the sender would wait for all the combining too.
-    pub(crate) fn consume_with<F>(
+    /// As [`Engine::consume`], into a [`Sink`] (which may stage a read
+    /// request whole before combining it).
+    pub(crate) fn consume_with(
         &mut self,
         c: &Claimed,
-        staged: bool,
-        mut f: F,
-    ) -> Result<(usize, bool), CollError>
-    where
-        F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>,
-    {
+        mut sink: impl Sink,
+    ) -> Result<(usize, bool), CollError> {
         let Engine {
             peers,
             scratch,
@@ -1183,7 +1216,7 @@ impl<L: Link> Engine<L> {
                     at: m.shared as u64,
                     len: m.total - m.shared,
                 };
-                if let Err(e) = f(m.shared, piece, scratch) {
+                if let Err(e) = sink.land(m.shared, piece, scratch) {
                     if let CollError::Fabric { source, .. } = &e {
                         return Err(peer.read_failed(c.src, i, source));
                     }
@@ -1234,19 +1267,28 @@ impl<L: Link> Engine<L> {
                 at: 0,
                 len: m.total,
             };
-            let whole = staged && m.total <= STAGED_READ_MAX;
+            let whole = sink.staged() && m.total <= STAGED_READ_MAX;
+            let mut in_place = false;
             let r = if whole {
-                let words = m.total.div_ceil(8);
-                if pulled.len() < words {
-                    pulled.resize(words, 0);
-                }
-                let bytes = &mut bytemuck::cast_slice_mut::<u64, u8>(pulled)[..m.total];
+                let bytes = match sink.stage(m.total) {
+                    Some(bytes) if bytes.len() == m.total => {
+                        in_place = true;
+                        bytes
+                    }
+                    _ => {
+                        let words = m.total.div_ceil(8);
+                        if pulled.len() < words {
+                            pulled.resize(words, 0);
+                        }
+                        &mut bytemuck::cast_slice_mut::<u64, u8>(pulled)[..m.total]
+                    }
+                };
                 piece.read_at(0, bytes).map_err(|source| CollError::Fabric {
                     rank: c.src,
                     source,
                 })
             } else {
-                f(0, piece, scratch)
+                sink.land(0, piece, scratch)
             };
             if let Err(e) = r {
                 // The peer's memory failed us: its ranges were bad, or it
@@ -1264,22 +1306,28 @@ impl<L: Link> Engine<L> {
             peer.finish_read(c.src, i, d.seq, d.keys().is_some(), epoch)?;
             if whole {
                 // The sender is free; now the combining. The message is
-                // ours whatever `f` says: it is not read again.
-                let bytes = &bytemuck::cast_slice::<u64, u8>(pulled)[..total];
-                if let Err(e) = f(0, Piece::Bytes(bytes), scratch) {
+                // ours whatever the sink says: it is not read again.
+                let r = if in_place {
+                    stats.messages_combined_in_place += 1;
+                    sink.combine_staged()
+                } else {
+                    let bytes = &bytemuck::cast_slice::<u64, u8>(pulled)[..total];
+                    sink.land(0, Piece::Bytes(bytes), scratch)
+                };
+                if let Err(e) = r {
                     peer.msgs.remove(i);
                     return Err(e);
                 }
             }
         } else if let Some(small) = &m.inline {
             if m.consumed == 0 && m.total > 0 {
-                f(0, Piece::Bytes(&small.data[..small.len as usize]), scratch)?;
+                sink.land(0, Piece::Bytes(&small.data[..small.len as usize]), scratch)?;
                 m.consumed = m.total;
             }
         } else if let Some(o) = &m.owned {
             if m.arrived > m.consumed {
                 let piece = &o.data[m.consumed - o.base..m.arrived - o.base];
-                f(m.consumed, Piece::Bytes(piece), scratch)?;
+                sink.land(m.consumed, Piece::Bytes(piece), scratch)?;
                 m.consumed = m.arrived;
             }
         } else if let Some(l) = peer.link.as_mut() {
@@ -1295,7 +1343,7 @@ impl<L: Link> Engine<L> {
                     off,
                     len,
                 };
-                f(m.consumed, piece, scratch)?;
+                sink.land(m.consumed, piece, scratch)?;
                 m.consumed += len;
                 m.next_chunk += 1;
             }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use proptest::prelude::*;
 
 use super::harness::{pattern, Mesh, Write};
-use super::{count_cpu_list, Claimed, Piece, Small, INLINE_MAX, STAGED_READ_MAX};
+use super::{count_cpu_list, Claimed, Piece, Sink, Small, INLINE_MAX, STAGED_READ_MAX};
 use crate::error::CollError;
 use crate::wire::{self, Header, Kind};
 
@@ -679,14 +679,17 @@ fn a_reduction_reads_a_request_whole_and_frees_the_sender_before_combining() {
         let claimer = e.token();
         let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
         let mut got = Vec::new();
-        let r = e.consume_with(&c, true, |at, p, _| {
-            assert_eq!(matches!(p, Piece::Bytes(_)), whole, "{len} bytes");
-            let mut b = vec![0u8; p.len()];
-            p.read_at(0, &mut b).unwrap();
-            assert_eq!(at, got.len());
-            got.extend(b);
-            Ok(())
-        });
+        let r = e.consume_with(
+            &c,
+            &mut Staged::new(|at, p: Piece<'_>, _: &mut [u64]| {
+                assert_eq!(matches!(p, Piece::Bytes(_)), whole, "{len} bytes");
+                let mut b = vec![0u8; p.len()];
+                p.read_at(0, &mut b).unwrap();
+                assert_eq!(at, got.len());
+                got.extend(b);
+                Ok(())
+            }),
+        );
         assert_eq!(r.unwrap(), (len, true));
         assert_eq!(got, want);
         m.settle(10);
@@ -699,10 +702,112 @@ fn a_reduction_reads_a_request_whole_and_frees_the_sender_before_combining() {
     let e = &mut m.engines[1];
     let claimer = e.token();
     let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
-    let r = e.consume_with(&c, true, |_, _, _| {
-        Err(CollError::InvalidArgument("combining failed".into()))
-    });
+    let r = e.consume_with(
+        &c,
+        &mut Staged::new(|_, _, _: &mut [u64]| {
+            Err(CollError::InvalidArgument("combining failed".into()))
+        }),
+    );
     assert!(matches!(r, Err(CollError::InvalidArgument(_))), "{r:?}");
+    m.settle(10);
+    assert_eq!(m.lent(), 0, "FIN sent before the combining");
+    assert!(m.engines[1].claim(Some(0), CTX, None, claimer).is_none());
+}
+
+/// A staged [`Sink`] for these tests: lands through `f`; with `stage`, a
+/// staged read of its length lands there, and `combined` counts the
+/// combinings (failing them with `fail`).
+struct Staged<F> {
+    f: F,
+    stage: Option<Vec<u8>>,
+    combined: usize,
+    fail: bool,
+}
+
+impl<F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>> Staged<F> {
+    fn new(f: F) -> Self {
+        Staged {
+            f,
+            stage: None,
+            combined: 0,
+            fail: false,
+        }
+    }
+}
+
+impl<F: FnMut(usize, Piece<'_>, &mut [u64]) -> Result<(), CollError>> Sink for &mut Staged<F> {
+    fn land(&mut self, off: usize, piece: Piece<'_>, scratch: &mut [u64]) -> Result<(), CollError> {
+        (self.f)(off, piece, scratch)
+    }
+    fn staged(&self) -> bool {
+        true
+    }
+    fn stage(&mut self, _len: usize) -> Option<&mut [u8]> {
+        self.stage.as_deref_mut()
+    }
+    fn combine_staged(&mut self) -> Result<(), CollError> {
+        self.combined += 1;
+        match self.fail {
+            true => Err(CollError::InvalidArgument("combining failed".into())),
+            false => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_staged_read_lands_where_the_sink_says_and_is_combined_there_after_the_fin() {
+    let mut m = Mesh::reading(2, 4096, 512, 1024);
+    let never = |_: usize, _: Piece<'_>, _: &mut [u64]| -> Result<(), CollError> {
+        panic!("a read staged in the sink's bytes is not landed again")
+    };
+    let want = pattern(21, 50_000);
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let claimer = e.token();
+    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+    let mut sink = Staged::new(never);
+    sink.stage = Some(vec![0u8; want.len()]);
+    assert_eq!(e.consume_with(&c, &mut sink).unwrap(), (want.len(), true));
+    assert_eq!(sink.stage.as_deref(), Some(&want[..]), "read straight in");
+    assert_eq!(sink.combined, 1);
+    m.settle(10);
+    assert_eq!(m.lent(), 0, "the FIN completed the send");
+
+    // Bytes of another length are not used: the engine stages the read
+    // in its own buffer and lands it.
+    let want = pattern(22, 30_000);
+    m.lend(0, 1, 5, want.clone());
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+    let mut got = Vec::new();
+    let mut sink = Staged::new(|at, p: Piece<'_>, _: &mut [u64]| {
+        assert!(matches!(p, Piece::Bytes(_)));
+        let mut b = vec![0u8; p.len()];
+        p.read_at(0, &mut b).unwrap();
+        assert_eq!(at, 0);
+        got = b;
+        Ok(())
+    });
+    sink.stage = Some(vec![0u8; 10]);
+    assert_eq!(e.consume_with(&c, &mut sink).unwrap(), (want.len(), true));
+    assert_eq!(sink.combined, 0);
+    drop(sink);
+    assert_eq!(got, want);
+
+    // A combining in place that fails: the sender is free all the same,
+    // and the message consumed.
+    m.lend(0, 1, 5, pattern(23, 20_000));
+    m.settle(10);
+    let e = &mut m.engines[1];
+    let c = e.claim(Some(0), CTX, None, claimer).expect("the request");
+    let mut sink = Staged::new(never);
+    sink.stage = Some(vec![0u8; 20_000]);
+    sink.fail = true;
+    let r = e.consume_with(&c, &mut sink);
+    assert!(matches!(r, Err(CollError::InvalidArgument(_))), "{r:?}");
+    assert_eq!(sink.combined, 1);
     m.settle(10);
     assert_eq!(m.lent(), 0, "FIN sent before the combining");
     assert!(m.engines[1].claim(Some(0), CTX, None, claimer).is_none());

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::element::{Element, Op};
-use crate::engine::{Claimed, Engine, Inline, Lend, Piece, Small, INLINE_MAX, STAGED_READ_MAX};
+use crate::engine::{
+    Claimed, Engine, Inline, Lend, Piece, Sink, Small, INLINE_MAX, STAGED_READ_MAX,
+};
 use crate::error::CollError;
 use crate::matching::Status;
 use crate::schedule::{Combine, Step};

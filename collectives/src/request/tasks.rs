@@ -547,11 +547,13 @@ where
                             c
                         }
                     };
-                    let op = op.as_ref();
-                    let staged = op.is_some() && *combine != Combine::Replace;
-                    let (got, done) = e.consume_with(&c, staged, |off, piece, scratch| {
-                        deliver(bufm, blocks, *combine, op, off, piece, scratch)
-                    })?;
+                    let sink = Delivery {
+                        buf: &mut *bufm,
+                        blocks,
+                        combine: *combine,
+                        op: op.as_ref(),
+                    };
+                    let (got, done) = e.consume_with(&c, sink)?;
                     *pos += got;
                     if !done {
                         e.gone_err(src)?;

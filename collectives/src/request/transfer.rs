@@ -134,6 +134,58 @@ pub(super) fn deliver<T: Element, B: TaskBuf<T>>(
     Ok(())
 }
 
+/// A schedule's receive as a [`Sink`]: [`deliver`] into the blocks of
+/// its buffer. A reducing receive stages a read request whole; where it
+/// reduces the input into a part of the output no step wrote yet
+/// ([`Combine::ReduceFrom`], one block), the read lands in the output
+/// itself and is combined with the input there, as Open MPI's root
+/// receives into its output and then reduces.
+pub(super) struct Delivery<'a, T: Element, B> {
+    pub(super) buf: &'a mut B,
+    pub(super) blocks: &'a [Range<usize>],
+    pub(super) combine: Combine,
+    pub(super) op: Option<&'a Op<T>>,
+}
+
+impl<T: Element, B: TaskBuf<T>> Sink for Delivery<'_, T, B> {
+    fn land(&mut self, off: usize, piece: Piece<'_>, scratch: &mut [u64]) -> Result<(), CollError> {
+        deliver(
+            self.buf,
+            self.blocks,
+            self.combine,
+            self.op,
+            off,
+            piece,
+            scratch,
+        )
+    }
+    fn staged(&self) -> bool {
+        self.op.is_some() && self.combine != Combine::Replace
+    }
+    fn stage(&mut self, len: usize) -> Option<&mut [u8]> {
+        let (Combine::ReduceFrom { back, .. }, [r]) = (self.combine, self.blocks) else {
+            return None;
+        };
+        if r.len() * T::SIZE != len {
+            return None;
+        }
+        let (_, dst) = self.buf.input_and_output(r.clone(), back).ok()?;
+        T::wire_mut(dst)
+    }
+    fn combine_staged(&mut self) -> Result<(), CollError> {
+        let (Combine::ReduceFrom { back, left }, [r], Some(op)) =
+            (self.combine, self.blocks, self.op)
+        else {
+            return Err(CollError::InvalidArgument(
+                "a staged read for a receive that does not reduce into its output".into(),
+            ));
+        };
+        let (input, dst) = self.buf.input_and_output(r.clone(), back)?;
+        // `dst` holds the message: `input ⊕ message` is `dst = input ⊕ dst`.
+        op.combine_slice(dst, input, !left)
+    }
+}
+
 pub(super) fn region_err(source: rfx_fabric::FabricError) -> CollError {
     CollError::Fabric {
         rank: usize::MAX,
@@ -162,7 +214,12 @@ pub(super) fn land<T: Element>(
             }
             Ok(())
         }
-        (Piece::Bytes(b), Some(op)) => op.combine_bytes(dst, b, left),
+        (Piece::Bytes(b), Some(op)) => match T::view_bytes(b) {
+            // Aligned (a message read whole): combined as elements, by
+            // the wide loops when long.
+            Some(x) => op.combine_slice(dst, x, left),
+            None => op.combine_bytes(dst, b, left),
+        },
         // In the inbox or the sender's memory: straight into `dst` when
         // the layouts agree, else through the scratch words.
         (piece, None) => match T::wire_mut(dst) {

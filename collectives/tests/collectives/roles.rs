@@ -569,8 +569,11 @@ pub fn single_copy(c: &mut Communicator) {
 
 /// Reductions between processes with a core each (2 ranks): the root of
 /// a reduce of up to 256 KiB reads the message whole in the sender's
-/// memory (`RFX_COLL_TEST_READS=yes`); 1 MiB, and the pairwise exchange of
-/// an allreduce, go through the inbox. Results checked either way.
+/// memory (`RFX_COLL_TEST_READS=yes`), straight into its output, and
+/// combines it there with its input; 1 MiB, and the pairwise exchange of
+/// an allreduce, go through the inbox. A scan with an operation that is not
+/// commutative (keep the left operand) combines in place too, in rank
+/// order. Results checked either way.
 fn reduce_reads(c: &mut Communicator) {
     let (me, n) = (c.rank(), c.size());
     let reads_on = test_flag("RFX_COLL_TEST_READS", "yes", "no");
@@ -581,6 +584,7 @@ fn reduce_reads(c: &mut Communicator) {
         let input: Vec<i32> = (0..count).map(|i| (i as i32) ^ (me as i32) << 20).collect();
         let mut out = vec![0i32; if me == 0 { count } else { 0 }];
         let before = c.stats().messages_read_in_place;
+        let before_in_place = c.stats().messages_combined_in_place;
         for _ in 0..3 {
             out.fill(0);
             c.reduce_to(&input, &mut out, 0, ReduceOp::Sum).unwrap();
@@ -588,10 +592,26 @@ fn reduce_reads(c: &mut Communicator) {
         }
         c.barrier().unwrap();
         let reads = c.stats().messages_read_in_place - before;
+        let in_place = c.stats().messages_combined_in_place - before_in_place;
         if me == 0 && read && reads_on {
             assert_eq!(reads, 3, "reduce of {count} i32: {:?}", c.stats());
+            assert_eq!(in_place, 3, "reduce of {count} i32: {:?}", c.stats());
         } else {
             assert_eq!(reads, 0, "reduce of {count} i32: {:?}", c.stats());
+            assert_eq!(in_place, 0, "reduce of {count} i32: {:?}", c.stats());
+        }
+        let first = rfx_collectives::Op::<i32>::custom(|acc, x| {
+            let _ = (acc, x);
+        });
+        let mut prefix = vec![0i32; count];
+        let before = c.stats().messages_combined_in_place;
+        c.scan_to(&input, &mut prefix, first).unwrap();
+        // Keep-the-left over ranks 0..=me is rank 0's input everywhere.
+        assert!(prefix.iter().enumerate().all(|(i, &x)| x == i as i32));
+        c.barrier().unwrap();
+        let in_place = c.stats().messages_combined_in_place - before;
+        if me == 1 && read && reads_on {
+            assert_eq!(in_place, 1, "scan of {count} i32: {:?}", c.stats());
         }
         let mut all = vec![0i32; count];
         let before = c.stats().messages_read_in_place;
