@@ -154,7 +154,7 @@ macro_rules! float_apply {
 /// MPI's `op/avx` does); shorter slices keep the baseline loop, inlined,
 /// without the dispatch's indirect call. Element-wise, so every version
 /// gives the same bits.
-const WIDE_MIN_BYTES: usize = 512;
+pub(crate) const WIDE_MIN_BYTES: usize = 512;
 
 /// `$body` as a function `$name($args) -> Result<(), CollError>` compiled
 /// for the baseline, AVX2 and AVX-512 ([`WIDE_MIN_BYTES`]).

@@ -1104,23 +1104,20 @@ impl<L: Link> Engine<L> {
             return Small::Other;
         }
         let data = match m.inline {
-            Some(small) => small,
-            None if m.total == 0 && m.pull.is_none() && m.pushed.is_none() => Inline::EMPTY,
-            None => {
-                // Queued whole in the inbox: landed from there.
-                let Some(got) = peer.take_landed(src, land) else {
-                    return Small::Other;
-                };
-                if posted {
-                    self.posted.pop_front();
-                }
-                return Small::Taken(got);
-            }
+            Some(small) => Some(small),
+            None if m.total == 0 && m.pull.is_none() && m.pushed.is_none() => Some(Inline::EMPTY),
+            None => None,
         };
-        let Some(got) = land(m.tag, Piece::Bytes(data.bytes())) else {
+        let got = match data {
+            Some(data) => land(m.tag, Piece::Bytes(data.bytes())).inspect(|_| {
+                peer.msgs.pop_front();
+            }),
+            // Queued whole in the inbox: landed from there.
+            None => peer.take_landed(src, land),
+        };
+        let Some(got) = got else {
             return Small::Other;
         };
-        peer.msgs.pop_front();
         if posted {
             self.posted.pop_front();
         }

@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::element::{Element, Op};
+use crate::element::{Element, Op, WIDE_MIN_BYTES};
 use crate::engine::{
     Claimed, Engine, Inline, Lend, Piece, Sink, Small, INLINE_MAX, STAGED_READ_MAX,
 };

@@ -214,9 +214,13 @@ pub(super) fn land<T: Element>(
             }
             Ok(())
         }
-        (Piece::Bytes(b), Some(op)) => match T::view_bytes(b).filter(|_| b.len() >= WIDE_BYTES) {
-            // Many and aligned (a message read whole): combined as
-            // elements, by the wide loops.
+        // Many and aligned (a message read whole): combined as elements,
+        // by the wide loops; fewer are decoded as they are combined,
+        // without the check of their alignment.
+        (Piece::Bytes(b), Some(op)) => match (b.len() >= WIDE_MIN_BYTES)
+            .then(|| T::view_bytes(b))
+            .flatten()
+        {
             Some(x) => op.combine_slice(dst, x, left),
             None => op.combine_bytes(dst, b, left),
         },
@@ -234,11 +238,6 @@ pub(super) fn land<T: Element>(
         }),
     }
 }
-
-/// Bytes already out from which [`land`] combines them as elements (the
-/// reductions' wide loops start at 512 bytes); fewer are decoded as they
-/// are combined, without the check of their alignment.
-const WIDE_BYTES: usize = 512;
 
 /// Bytes already out of the inbox from which [`land_from`] combines them
 /// where they lie; fewer go through the scratch words like the inbox's
